@@ -1,0 +1,104 @@
+"""`notifyops recipients`: import a roster, list who is on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from notify.console import EXIT_PARTIAL, out, print_json, table
+from notify.database import open_database
+from notify.db import Recipient, transaction
+from notify.recipients import count_recipients, list_recipients, upsert_recipients
+from notify.roster import ParsedRoster, parse_roster_file
+from notify.settings import get_settings
+
+app = typer.Typer(
+    help="Recipients: import a roster (CSV or JSON Lines) and list it.", no_args_is_help=True
+)
+
+JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output.")
+
+
+@app.command("import")
+def import_roster(
+    file: Path = typer.Argument(..., help="CSV with a header row, or JSON Lines (.jsonl)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate only; write nothing."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Validate every row, upsert the valid ones by external_id, list the rejected ones.
+
+    Exits 1 when any row was rejected (the valid rows are still imported).
+    """
+    parsed = parse_roster_file(file)
+    created = updated = 0
+    if parsed.rows and not dry_run:
+        engine = open_database(get_settings())
+        with transaction(engine) as session:
+            counts = upsert_recipients(session=session, rows=parsed.rows)
+        created, updated = counts.created, counts.updated
+    _report_import(file, parsed, created, updated, dry_run, json_output)
+    if parsed.errors:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _report_import(
+    file: Path, parsed: ParsedRoster, created: int, updated: int, dry_run: bool, as_json: bool
+) -> None:
+    summary = {
+        "file": str(file),
+        "rows": parsed.total,
+        "valid": len(parsed.rows),
+        "rejected": len(parsed.errors),
+        "created": created,
+        "updated": updated,
+        "dry_run": dry_run,
+        "errors": parsed.errors,
+    }
+    if as_json:
+        print_json(summary)
+        return
+    if parsed.errors:
+        rows = [(e.line, e.column, e.value, e.reason) for e in parsed.errors]
+        out.print(table("Rejected rows", ["line", "column", "value", "reason"], rows))
+    verb = "would import" if dry_run else "imported"
+    out.print(
+        f"{parsed.total} rows: {len(parsed.rows)} valid ({verb}; {created} new, "
+        f"{updated} updated), {len(parsed.errors)} rejected"
+    )
+
+
+@app.command("list")
+def list_command(
+    limit: int = typer.Option(50, min=1, max=10_000, help="How many to show."),
+    offset: int = typer.Option(0, min=0, help="Skip this many (paging)."),
+    search: str | None = typer.Option(None, help="Filter by external_id or name (substring)."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """List recipients ordered by external_id."""
+    engine = open_database(get_settings())
+    with transaction(engine) as session:
+        total = count_recipients(session=session, search=search)
+        found = list_recipients(session=session, limit=limit, offset=offset, search=search)
+        rows = [_recipient_view(r) for r in found]
+    if json_output:
+        print_json({"total": total, "recipients": rows})
+        return
+    columns = ["external_id", "name", "email", "phone", "timezone", "email?", "sms?", "quiet hours"]
+    out.print(
+        table(f"Recipients ({len(rows)} of {total})", columns, [list(r.values()) for r in rows])
+    )
+
+
+def _recipient_view(r: Recipient) -> dict[str, object]:
+    quiet = f"{r.quiet_hours_start}-{r.quiet_hours_end}" if r.quiet_hours_start else ""
+    return {
+        "external_id": r.external_id,
+        "name": r.name,
+        "email": r.email,
+        "phone": r.phone,
+        "timezone": r.timezone,
+        "receive_email": r.receive_email,
+        "receive_sms": r.receive_sms,
+        "quiet_hours": quiet,
+    }

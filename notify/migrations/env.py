@@ -1,0 +1,70 @@
+"""Alembic environment: the URL comes from notify.settings (NOTIFY_DATABASE_URL) unless the caller
+set `sqlalchemy.url` on the Config (as `notifyops db upgrade` does)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from notify.db import Base, make_engine
+from notify.settings import get_settings
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _url() -> str:
+    return config.get_main_option("sqlalchemy.url") or get_settings().database_url
+
+
+# SQLite cannot reflect expression indexes (created_at DESC), so autogenerate would report them as
+# changed on every run there; Postgres compares them for real.
+EXPRESSION_INDEXES = {"ix_notifications_history"}
+
+
+def _include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    dialect = context.get_context().dialect
+    sqlite = dialect is not None and dialect.name == "sqlite"
+    return not (sqlite and type_ == "index" and name in EXPRESSION_INDEXES)
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        url=_url(),
+        target_metadata=target_metadata,
+        compare_type=True,
+        render_as_batch=True,
+        literal_binds=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    engine = make_engine(_url())
+    with engine.connect() as connection:
+        _run(connection)
+    engine.dispose()
+
+
+def _run(connection: object) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        render_as_batch=True,
+        include_object=_include_object,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,103 @@
+"""Recipient persistence: bulk upsert by external_id, listing, lookup by external ids."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from notify.db import Recipient, utcnow
+from notify.roster import RecipientRow
+
+UPSERT_CHUNK = 500
+_UPDATABLE = (
+    "name",
+    "email",
+    "phone",
+    "timezone",
+    "receive_email",
+    "receive_sms",
+    "quiet_hours_start",
+    "quiet_hours_end",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    created: int
+    updated: int
+
+
+def upsert_recipients(*, session: Session, rows: Sequence[RecipientRow]) -> UpsertCounts:
+    """Insert new recipients and update existing ones (matched on external_id), in bulk."""
+    created = 0
+    for start in range(0, len(rows), UPSERT_CHUNK):
+        chunk = rows[start : start + UPSERT_CHUNK]
+        existing = _existing_ids(session, [row.external_id for row in chunk])
+        created += sum(1 for row in chunk if row.external_id not in existing)
+        session.execute(_upsert_statement(session, [_values(row) for row in chunk]))
+    return UpsertCounts(created=created, updated=len(rows) - created)
+
+
+def _values(row: RecipientRow) -> dict[str, Any]:
+    now = utcnow()
+    return {**row.as_values(), "created_at": now, "updated_at": now}
+
+
+def _upsert_statement(session: Session, values: list[dict[str, Any]]) -> Any:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(Recipient).values(values)
+    excluded = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[Recipient.external_id],
+        set_={column: getattr(excluded, column) for column in _UPDATABLE},
+    )
+
+
+def _existing_ids(session: Session, external_ids: list[str]) -> set[str]:
+    query = select(Recipient.external_id).where(Recipient.external_id.in_(external_ids))
+    return set(session.scalars(query))
+
+
+def list_recipients(
+    *, session: Session, limit: int = 100, offset: int = 0, search: str | None = None
+) -> list[Recipient]:
+    return list(
+        session.scalars(
+            _filtered(search).order_by(Recipient.external_id).limit(limit).offset(offset)
+        )
+    )
+
+
+def count_recipients(*, session: Session, search: str | None = None) -> int:
+    query = select(func.count()).select_from(_filtered(search).subquery())
+    return int(session.scalar(query) or 0)
+
+
+def _filtered(search: str | None) -> Select[Recipient]:
+    query = select(Recipient)
+    if search:
+        pattern = f"%{search.lower()}%"
+        query = query.where(
+            func.lower(Recipient.external_id).like(pattern)
+            | func.lower(Recipient.name).like(pattern)
+        )
+    return query
+
+
+def recipients_by_external_id(
+    *, session: Session, external_ids: Iterable[str]
+) -> dict[str, Recipient]:
+    wanted = list(dict.fromkeys(external_ids))
+    found: dict[str, Recipient] = {}
+    for start in range(0, len(wanted), UPSERT_CHUNK):
+        chunk = wanted[start : start + UPSERT_CHUNK]
+        query = select(Recipient).where(Recipient.external_id.in_(chunk))
+        found.update((r.external_id, r) for r in session.scalars(query))
+    return found

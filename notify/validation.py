@@ -1,0 +1,77 @@
+"""Field validators shared by the importer and the dispatcher: each returns the normalised value or
+raises ValueError with a reason a person can act on."""
+
+from __future__ import annotations
+
+import re
+from datetime import time
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_TRUE = {"true", "1", "yes", "y", "t", "on"}
+_FALSE = {"false", "0", "no", "n", "f", "off", ""}
+
+
+def normalize_phone(raw: str) -> str:
+    """E.164 (+15551234567). Only numbers written in international form are accepted; the length
+    must fit the country code (phonenumbers' "possible number"), as SNS itself checks no more."""
+    text = raw.strip()
+    if not text.startswith("+"):
+        raise ValueError(
+            f"{raw!r} is not E.164: write it as +<country code><number>, e.g. +15551234567"
+        )
+    try:
+        number = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException as error:
+        raise ValueError(f"{raw!r} is not a phone number ({error})") from None
+    if not phonenumbers.is_possible_number(number):
+        raise ValueError(f"{raw!r} has the wrong number of digits for its country code")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_email(raw: str) -> str:
+    """Syntax check only (no DNS): the address as email-validator normalises it."""
+    try:
+        return validate_email(raw.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as error:
+        raise ValueError(f"{raw!r} is not a valid email address ({error})") from None
+
+
+def normalize_timezone(raw: str) -> str:
+    name = raw.strip() or "UTC"
+    if name not in _zone_names():
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{raw!r} is not an IANA time zone such as America/Chicago") from None
+    return name
+
+
+def parse_hhmm(raw: str) -> time:
+    match = _HHMM.match(raw.strip())
+    if not match:
+        raise ValueError(f"{raw!r} is not a time in 24-hour HH:MM form, e.g. 22:00")
+    return time(int(match.group(1)), int(match.group(2)))
+
+
+def parse_bool(raw: str | bool) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{raw!r} is not a boolean: use true/false, yes/no or 1/0")
+
+
+_ZONES: set[str] = set()
+
+
+def _zone_names() -> set[str]:
+    if not _ZONES:
+        _ZONES.update(available_timezones())
+    return _ZONES

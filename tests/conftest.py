@@ -1,0 +1,112 @@
+"""Shared fixtures: every database test runs on SQLite and on PostgreSQL.
+
+PostgreSQL comes from NOTIFY_TEST_POSTGRES_URL (default: the local server, user postgres). Each test
+session creates its own database and drops it afterwards. Without PostgreSQL the Postgres half is
+skipped locally, but fails under CI=true: in CI a missing database is an error, not a silent skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from notify.db import Base, make_engine
+from notify.migrate import upgrade_database
+from notify.settings import Settings, get_settings, load_settings
+
+# pytest_plugins = ["tests.aws_fixtures"]
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "NOTIFY_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _admin_engine() -> Engine:
+    return create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    name = f"notifyops_test_{uuid.uuid4().hex[:10]}"
+    admin = _admin_engine()
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as error:
+        message = f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {error.orig}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    upgrade_database(url)
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'notifyops.db'}"
+    upgrade_database(url)
+    return url
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def engine_for(url: str) -> Engine:
+    if url not in _ENGINES:
+        _ENGINES[url] = make_engine(url)
+    return _ENGINES[url]
+
+
+def empty_tables(engine: Engine) -> None:
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """A migrated, empty database: the test runs once on SQLite and once on PostgreSQL."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    empty_tables(engine_for(url))
+    return url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Engine:
+    return engine_for(db_url)
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return load_settings(database_url=db_url, sender="memory")
+
+
+@pytest.fixture
+def cli_env(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+    """Environment for running `notifyops` in-process against the test database."""
+    for name in list(os.environ):
+        if name.startswith("NOTIFY_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("NOTIFY_DATABASE_URL", db_url)
+    monkeypatch.setenv("NOTIFY_SENDER", "memory")
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    yield db_url
+    get_settings.cache_clear()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for engine in _ENGINES.values():
+        engine.dispose()

@@ -1,0 +1,58 @@
+"""Bulk upsert of recipients on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from notify.db import transaction
+from notify.recipients import (
+    count_recipients,
+    list_recipients,
+    recipients_by_external_id,
+    upsert_recipients,
+)
+from notify.roster import RecipientRow
+
+
+def row(external_id: str, name: str = "Tech", **changes: object) -> RecipientRow:
+    values: dict[str, object] = {
+        "external_id": external_id,
+        "name": name,
+        "email": f"{external_id.replace(':', '.')}@example.com",
+        "phone": "+12065550100",
+        "timezone": "UTC",
+        "receive_email": True,
+        "receive_sms": True,
+        "quiet_hours_start": None,
+        "quiet_hours_end": None,
+    }
+    values.update(changes)
+    return RecipientRow(**values)  # type: ignore[arg-type]
+
+
+def test_upsert_creates_then_updates_by_external_id(engine: Engine) -> None:
+    with transaction(engine) as session:
+        first = upsert_recipients(session=session, rows=[row("t:1"), row("t:2")])
+    with transaction(engine) as session:
+        second = upsert_recipients(
+            session=session, rows=[row("t:2", name="Renamed", receive_sms=False), row("t:3")]
+        )
+    assert (first.created, first.updated) == (2, 0)
+    assert (second.created, second.updated) == (1, 1)
+    with transaction(engine) as session:
+        found = recipients_by_external_id(session=session, external_ids=["t:2", "t:9"])
+        assert set(found) == {"t:2"}
+        assert found["t:2"].name == "Renamed" and found["t:2"].receive_sms is False
+        assert count_recipients(session=session) == 3
+
+
+def test_upsert_handles_more_rows_than_one_chunk(engine: Engine) -> None:
+    rows = [row(f"t:{n:05d}") for n in range(1_234)]
+    with transaction(engine) as session:
+        counts = upsert_recipients(session=session, rows=rows)
+    assert counts.created == 1_234
+    with transaction(engine) as session:
+        assert count_recipients(session=session) == 1_234
+        page = list_recipients(session=session, limit=3, offset=1_000)
+        assert [r.external_id for r in page] == ["t:01000", "t:01001", "t:01002"]
+        assert count_recipients(session=session, search="t:0123") == 4

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from notify.settings import Priority, SenderKind, SettingsError, load_settings
+
+
+def test_defaults_follow_the_runbook(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NOTIFY_DATABASE_URL", "NOTIFY_SES_RATE", "NOTIFY_SENDER"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert settings.database_url == "sqlite:///notifyops.db"
+    assert settings.ses_rate == 14.0
+    assert settings.sms_daily_cap_usd == Decimal("100")
+    assert settings.sms_hourly_alarm_usd == Decimal("20")
+    assert settings.loop_threshold == 5
+    assert settings.sms_min_priority is Priority.high
+    assert settings.sender is SenderKind.aws
+
+
+def test_postgres_url_is_accepted_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "postgresql+psycopg2://app:secret@db.internal:5432/notify"
+    monkeypatch.setenv("NOTIFY_DATABASE_URL", url)
+    settings = load_settings()
+    assert settings.database_url == url
+    assert "secret" not in str(settings.masked())
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("NOTIFY_SES_RATE", "fast", "NOTIFY_SES_RATE"),
+        ("NOTIFY_SES_RATE", "0", "NOTIFY_SES_RATE"),
+        ("NOTIFY_SENDER", "ses", "NOTIFY_SENDER"),
+        ("NOTIFY_DATABASE_URL", "mysql://x/y", "NOTIFY_DATABASE_URL"),
+        ("NOTIFY_SMS_MIN_PRIORITY", "critical", "NOTIFY_SMS_MIN_PRIORITY"),
+        ("NOTIFY_SMS_PRICES", "{not json", "NOTIFY_SMS_PRICES"),
+        ("NOTIFY_LOOP_THRESHOLD", "-1", "NOTIFY_LOOP_THRESHOLD"),
+    ],
+)
+def test_a_bad_setting_names_the_variable_and_the_accepted_form(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert named in message
+    assert "expected:" in message
+
+
+def test_smtp_password_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "hunter2")
+    settings = load_settings()
+    assert settings.smtp_password is not None
+    assert settings.smtp_password.get_secret_value() == "hunter2"
+    assert "hunter2" not in str(settings.masked())
+    assert "hunter2" not in repr(settings)
