@@ -137,6 +137,8 @@ class Notification(Base):
     template_name: Mapped[str] = mapped_column(String(100))
     title: Mapped[str] = mapped_column(String(300))
     message: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    sms_text: Mapped[str | None] = mapped_column(Text)
     priority: Mapped[str] = mapped_column(String(10), default="normal")
     category: Mapped[str] = mapped_column(String(50), default="general")
     context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -114,6 +114,11 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite:/// or postgresql+psycopg2://")
         return value
 
+    @field_validator("sms_prices")
+    @classmethod
+    def _country_codes_upper(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        return {country.strip().upper(): price for country, price in value.items()}
+
     @field_validator("email_from")
     @classmethod
     def _plausible_address(cls, value: str) -> str:

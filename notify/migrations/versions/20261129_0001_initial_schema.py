@@ -74,6 +74,8 @@ def upgrade() -> None:
         sa.Column("template_name", sa.String(length=100), nullable=False),
         sa.Column("title", sa.String(length=300), nullable=False),
         sa.Column("message", sa.Text(), nullable=False),
+        sa.Column("html", sa.Text(), nullable=True),
+        sa.Column("sms_text", sa.Text(), nullable=True),
         sa.Column("priority", sa.String(length=10), nullable=False),
         sa.Column("category", sa.String(length=50), nullable=False),
         sa.Column("context", sa.JSON(), nullable=False),

@@ -1,0 +1,266 @@
+"""The template catalogue: one sandboxed Jinja2 environment, StrictUndefined, autoescape for HTML.
+
+A template is a directory `<name>/` holding `subject.txt.j2`, `body.txt.j2`, `body.html.j2`,
+`sms.txt.j2` and `meta.json`. A user directory (settings `templates_dir`, NOTIFY_TEMPLATES_DIR) is
+searched before the built-in one, file by file, so it can add templates and override built-ins.
+Context values are passed as data, never compiled: `{{ 7*7 }}` in a value stays literal.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from jinja2 import (
+    BaseLoader,
+    ChoiceLoader,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    UndefinedError,
+    meta,
+    select_autoescape,
+)
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
+
+from notify.errors import InputError
+from notify.settings import Priority
+
+BUILTIN_DIR = Path(__file__).with_name("templates")
+PARTS = ("subject.txt.j2", "body.txt.j2", "body.html.j2", "sms.txt.j2")
+META_FILE = "meta.json"
+META_KEYS = ("description", "priority", "category", "sample_context")
+
+
+class UnknownTemplateError(InputError):
+    """No template of that name in the user directory or the built-in catalogue."""
+
+
+class TemplateContextError(InputError):
+    """The context lacks a variable the template uses, or holds a value of the wrong shape."""
+
+    def __init__(self, message: str, *, template_name: str, missing: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.template_name = template_name
+        self.missing = missing
+
+
+class TemplateSyntaxProblem(InputError):
+    """A template is broken: bad syntax, a missing part, a bad meta.json or unsafe code."""
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    name: str
+    description: str
+    priority: Priority
+    category: str
+    sample_context: dict[str, Any]
+    required_variables: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    template_name: str
+    subject: str
+    text: str
+    html: str
+    sms: str
+    priority: Priority
+    category: str
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    info: TemplateInfo
+    parts: tuple[Template, ...]  # in the order of PARTS
+
+
+def make_environment(loader: BaseLoader) -> SandboxedEnvironment:
+    """The one environment: sandboxed, strict, autoescaping `.html.j2` files only."""
+    return ImmutableSandboxedEnvironment(
+        loader=loader,
+        undefined=StrictUndefined,
+        autoescape=select_autoescape(["html.j2"], default_for_string=False, default=False),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+
+
+class TemplateCatalog:
+    """Built-in templates plus those of `extra_dir`, compiled once per name and cached."""
+
+    def __init__(self, extra_dir: Path | None = None) -> None:
+        self._loader = ChoiceLoader([FileSystemLoader(d) for d in _search_path(extra_dir)])
+        self._env = make_environment(self._loader)
+        self._compiled: dict[str, _Compiled] = {}
+
+    def names(self) -> list[str]:
+        found = self._env.list_templates(filter_func=_is_meta_file)
+        return sorted({path.split("/")[0] for path in found})
+
+    def info(self, name: str) -> TemplateInfo:
+        info = self._get(name).info
+        return replace(info, sample_context=copy.deepcopy(info.sample_context))
+
+    def render(self, name: str, context: Mapping[str, Any]) -> RenderedMessage:
+        compiled = self._get(name)
+        values = dict(context)
+        subject, text, html, sms = (_render(compiled.info, t, values) for t in compiled.parts)
+        return RenderedMessage(
+            template_name=name,
+            subject=" ".join(subject.split()),
+            text=text.rstrip() + "\n",
+            html=html,
+            sms=sms.strip(),
+            priority=compiled.info.priority,
+            category=compiled.info.category,
+        )
+
+    def check(self, name: str, context: Mapping[str, Any]) -> None:
+        """Raise the error `render` would raise; return nothing."""
+        self.render(name, context)
+
+    def sample(self, name: str) -> RenderedMessage:
+        return self.render(name, self._get(name).info.sample_context)
+
+    def _get(self, name: str) -> _Compiled:
+        compiled = self._compiled.get(name)
+        if compiled is None:
+            compiled = self._compiled[name] = self._compile(name)
+        return compiled
+
+    def _compile(self, name: str) -> _Compiled:
+        available = self.names()
+        if name not in available:
+            listed = ", ".join(available) or "none"
+            raise UnknownTemplateError(f"unknown template {name!r}; available: {listed}")
+        parts = tuple(self._load_part(name, part) for part in PARTS)
+        info = self._read_meta(name, _undeclared(self._env, self._loader, name))
+        return _Compiled(info=info, parts=parts)
+
+    def _load_part(self, name: str, part: str) -> Template:
+        try:
+            return self._env.get_template(f"{name}/{part}")
+        except TemplateNotFound as exc:
+            needed = ", ".join((*PARTS, META_FILE))
+            raise TemplateSyntaxProblem(
+                f"template {name!r} has no {part}; a template directory needs {needed}"
+            ) from exc
+        except TemplateSyntaxError as exc:
+            raise TemplateSyntaxProblem(f"{exc.filename} line {exc.lineno}: {exc.message}") from exc
+
+    def _read_meta(self, name: str, required: tuple[str, ...]) -> TemplateInfo:
+        source, filename, _ = self._loader.get_source(self._env, f"{name}/{META_FILE}")
+        fields = _parse_meta(source, filename or META_FILE)
+        return TemplateInfo(name=name, **fields, required_variables=required)
+
+
+def _search_path(extra_dir: Path | None) -> list[Path]:
+    if extra_dir is None:
+        return [BUILTIN_DIR]
+    if not extra_dir.is_dir():
+        raise InputError(
+            f"templates directory {extra_dir} is not a directory "
+            "(NOTIFY_TEMPLATES_DIR: a folder of <name>/ template directories)"
+        )
+    return [extra_dir, BUILTIN_DIR]
+
+
+def _is_meta_file(path: str) -> bool:
+    return path.count("/") == 1 and path.endswith(f"/{META_FILE}")
+
+
+def _undeclared(env: SandboxedEnvironment, loader: BaseLoader, name: str) -> tuple[str, ...]:
+    """Variables the four parts read from the context (Jinja globals such as `range` excluded)."""
+    found: set[str] = set()
+    for part in PARTS:
+        source, _, _ = loader.get_source(env, f"{name}/{part}")
+        found |= meta.find_undeclared_variables(env.parse(source))
+    return tuple(sorted(found - set(env.globals)))
+
+
+def _parse_meta(source: str, filename: str) -> dict[str, Any]:
+    try:
+        data = json.loads(source)
+    except json.JSONDecodeError as exc:
+        raise TemplateSyntaxProblem(f"{filename} line {exc.lineno}: {exc.msg}") from exc
+    problem = _meta_problem(data)
+    if problem:
+        raise TemplateSyntaxProblem(f"{filename}: {problem}")
+    fields = {key: data[key] for key in META_KEYS}
+    return fields | {"priority": Priority(data["priority"])}
+
+
+def _meta_problem(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return f"must be a JSON object with the keys {', '.join(META_KEYS)}"
+    missing = [key for key in META_KEYS if key not in data]
+    if missing:
+        return f"missing key(s) {', '.join(missing)}"
+    not_text = [key for key in ("description", "priority", "category") if not _is_text(data[key])]
+    if not_text:
+        return f"{', '.join(not_text)} must be text"
+    if data["priority"] not in list(Priority):
+        return f"priority {data['priority']!r} is not one of {', '.join(Priority)}"
+    if not isinstance(data["sample_context"], dict):
+        return "sample_context must be a JSON object (variable name -> value)"
+    return None
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _render(info: TemplateInfo, template: Template, values: dict[str, Any]) -> str:
+    try:
+        return template.render(values)
+    except SecurityError as exc:
+        where = _location(exc, template)
+        raise TemplateSyntaxProblem(
+            f"{where}: {str(exc).rstrip('.')} (templates run in a sandbox)"
+        ) from exc
+    except UndefinedError as exc:
+        raise _context_error(info, values, exc, _location(exc, template)) from exc
+    except TemplateError as exc:
+        raise TemplateSyntaxProblem(f"{_location(exc, template)}: {exc}") from exc
+    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        raise _context_error(info, values, exc, _location(exc, template)) from exc
+
+
+def _context_error(
+    info: TemplateInfo, values: Mapping[str, Any], exc: Exception, where: str
+) -> TemplateContextError:
+    missing = tuple(name for name in info.required_variables if name not in values)
+    if missing:
+        noun = "variable" if len(missing) == 1 else "variables"
+        message = (
+            f"template {info.name!r} needs {noun} {_quoted(missing)} (missing from the context)"
+        )
+    else:
+        message = f"template {info.name!r} cannot render {where} with this context: {exc}"
+    return TemplateContextError(message, template_name=info.name, missing=missing)
+
+
+def _location(exc: BaseException, template: Template) -> str:
+    """`file line N` of the innermost template frame of the traceback (Jinja rewrites it)."""
+    where = template.filename or str(template.name)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(".j2"):
+            where = f"{tb.tb_frame.f_code.co_filename} line {tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
+
+
+def _quoted(names: Iterable[str]) -> str:
+    return ", ".join(repr(name) for name in names)

@@ -1,0 +1,266 @@
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notify.errors import InputError
+from notify.pricing import SmsEncoding, sms_length
+from notify.rendering import (
+    TemplateCatalog,
+    TemplateContextError,
+    TemplateSyntaxProblem,
+    UnknownTemplateError,
+)
+
+SHIPPED = [
+    "account_alert",
+    "daily_schedule",
+    "repair_assigned",
+    "repair_completed",
+    "repair_rescheduled",
+    "test_message",
+]
+CATALOG = TemplateCatalog()
+ASSIGNED = {"repair_id": "TEST-001", "unit_number": "1234"}
+FILES = {
+    "subject": "subject.txt.j2",
+    "text": "body.txt.j2",
+    "html": "body.html.j2",
+    "sms": "sms.txt.j2",
+    "meta": "meta.json",
+}
+META = {"description": "d", "priority": "normal", "category": "c", "sample_context": {}}
+
+
+def write_template(root: Path, name: str, **files: Any) -> None:
+    """Write the given parts (sources; meta as a dict) of template `name` under `root`."""
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, source in files.items():
+        content = json.dumps(source) if part == "meta" else source
+        (folder / FILES[part]).write_text(content, encoding="utf-8")
+
+
+def write_full_template(root: Path, name: str, body: str = "x", **meta: Any) -> None:
+    parts = {"subject": body, "text": body, "html": body, "sms": body}
+    write_template(root, name, **parts, meta=META | meta)
+
+
+class TagBalance(HTMLParser):
+    VOID = frozenset({"meta", "br", "img", "hr", "link", "input"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+        self.unbalanced: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in self.VOID:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.open or self.open.pop() != tag:
+            self.unbalanced.append(tag)
+
+
+def test_catalogue_ships_the_field_service_templates() -> None:
+    assert CATALOG.names() == SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_template_renders_its_sample(name: str) -> None:
+    info = CATALOG.info(name)
+    message = CATALOG.sample(name)
+    assert set(info.required_variables) <= set(info.sample_context)
+    assert message.subject and "\n" not in message.subject
+    assert message.text.strip() and message.sms
+    assert (message.priority, message.category) == (info.priority, info.category)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_sample_sms_fits_one_gsm7_segment(name: str) -> None:
+    length = sms_length(CATALOG.sample(name).sms)
+    assert (length.encoding, length.segments) == (SmsEncoding.gsm7, 1)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_html_is_a_balanced_document(name: str) -> None:
+    html = CATALOG.sample(name).html
+    checker = TagBalance()
+    checker.feed(html)
+    assert html.startswith("<!DOCTYPE html>")
+    assert (checker.open, checker.unbalanced) == ([], [])
+
+
+def test_runbook_example_renders_repair_assigned() -> None:
+    message = CATALOG.render("repair_assigned", ASSIGNED)
+    assert message.subject == "Repair TEST-001 assigned"
+    assert "unit 1234" in message.text and "unit 1234" in message.sms
+    assert (message.priority, message.category) == ("high", "repairs")
+    assert CATALOG.info("repair_assigned").required_variables == ("repair_id", "unit_number")
+
+
+def test_daily_schedule_lists_every_job() -> None:
+    info = CATALOG.info("daily_schedule")
+    message = CATALOG.sample("daily_schedule")
+    jobs = info.sample_context["jobs"]
+    assert info.required_variables == ("date", "jobs", "technician_name")
+    assert message.subject.endswith(f": {len(jobs)} jobs")
+    for job in jobs:
+        line = f"{job['time']}  unit {job['unit_number']}  {job['address']}"
+        assert line in message.text
+        assert f">{job['address']}</td>" in message.html
+
+
+def test_daily_schedule_with_one_job_and_with_none() -> None:
+    job = {"time": "09:00", "unit_number": "77", "address": "1 Main St"}
+    one = CATALOG.render("daily_schedule", {"technician_name": "Ann", "date": "Tue", "jobs": [job]})
+    none = CATALOG.render("daily_schedule", {"technician_name": "Ann", "date": "Tue", "jobs": []})
+    assert one.subject == "Your schedule for Tue: 1 job"
+    assert none.sms == "No jobs scheduled for Tue yet."
+    assert "no jobs scheduled for Tue" in none.text
+
+
+def test_missing_variable_names_the_template_and_the_variable() -> None:
+    with pytest.raises(TemplateContextError) as caught:
+        CATALOG.render("repair_assigned", {"repair_id": "TEST-001"})
+    assert isinstance(caught.value, InputError)
+    assert "template 'repair_assigned' needs variable 'unit_number'" in str(caught.value)
+    assert caught.value.missing == ("unit_number",)
+
+
+def test_all_missing_variables_are_named_at_once() -> None:
+    with pytest.raises(TemplateContextError, match="variables 'repair_id', 'unit_number'"):
+        CATALOG.check("repair_assigned", {})
+
+
+def test_missing_field_of_a_list_item_names_it() -> None:
+    context = {"technician_name": "Ann", "date": "Tue", "jobs": [{"time": "09:00"}]}
+    with pytest.raises(TemplateContextError, match=r"daily_schedule.*has no attribute"):
+        CATALOG.render("daily_schedule", context)
+
+
+def test_value_of_the_wrong_shape_is_a_context_error() -> None:
+    with pytest.raises(
+        TemplateContextError, match=r"daily_schedule.* cannot render .*subject\.txt\.j2 line 1"
+    ):
+        CATALOG.render("daily_schedule", {"technician_name": "Ann", "date": "Tue", "jobs": 5})
+
+
+def test_check_passes_a_complete_context() -> None:
+    CATALOG.check("repair_assigned", ASSIGNED)  # raises on any problem
+
+
+def test_unknown_template_lists_the_available_names() -> None:
+    with pytest.raises(UnknownTemplateError) as caught:
+        CATALOG.render("repair_asigned", ASSIGNED)
+    assert "'repair_asigned'" in str(caught.value)
+    assert all(name in str(caught.value) for name in SHIPPED)
+
+
+def test_html_body_escapes_context_and_text_body_does_not() -> None:
+    script = "<script>alert(1)</script>"
+    message = CATALOG.render("repair_assigned", {"repair_id": script, "unit_number": "1 & 2"})
+    assert script not in message.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in message.html
+    assert "1 &amp; 2" in message.html
+    assert script in message.text and script in message.sms and script in message.subject
+
+
+def test_context_value_is_never_evaluated_as_a_template() -> None:
+    message = CATALOG.render("repair_assigned", {"repair_id": "{{ 7*7 }}", "unit_number": "1"})
+    for part in (message.subject, message.text, message.html, message.sms):
+        assert "{{ 7*7 }}" in part
+        assert "49" not in part
+
+
+def test_sample_context_is_a_copy() -> None:
+    CATALOG.info("repair_assigned").sample_context["unit_number"] = "changed"
+    assert "unit 1234" in CATALOG.sample("repair_assigned").sms
+
+
+def test_user_dir_adds_a_template(tmp_path: Path) -> None:
+    write_full_template(tmp_path, "shift_reminder", "Shift at {{ start }}", priority="low")
+    catalog = TemplateCatalog(tmp_path)
+    message = catalog.render("shift_reminder", {"start": "07:00"})
+    assert "shift_reminder" in catalog.names() and "repair_assigned" in catalog.names()
+    assert (message.sms, message.priority) == ("Shift at 07:00", "low")
+    assert catalog.info("shift_reminder").required_variables == ("start",)
+
+
+def test_user_dir_overrides_one_file_of_a_built_in(tmp_path: Path) -> None:
+    write_template(
+        tmp_path, "repair_assigned", sms="New job {{ repair_id }}, unit {{ unit_number }}"
+    )
+    message = TemplateCatalog(tmp_path).render("repair_assigned", ASSIGNED)
+    assert message.sms == "New job TEST-001, unit 1234"
+    assert message.subject == "Repair TEST-001 assigned"  # the built-in subject still applies
+    assert CATALOG.render("repair_assigned", ASSIGNED).sms != message.sms
+
+
+def test_user_dir_overrides_a_built_in_meta(tmp_path: Path) -> None:
+    write_template(tmp_path, "repair_assigned", meta=META | {"priority": "urgent"})
+    assert TemplateCatalog(tmp_path).render("repair_assigned", ASSIGNED).priority == "urgent"
+
+
+def test_subject_and_sms_are_single_line(tmp_path: Path) -> None:
+    write_full_template(tmp_path, "multi", "\n  Line one\nline two  \n")
+    message = TemplateCatalog(tmp_path).render("multi", {})
+    assert message.subject == "Line one line two"
+    assert message.sms == "Line one\nline two"
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["{{ ''.__class__ }}", "{{ ''.__class__.__mro__ }}", "{{ cycler.__init__.__globals__ }}"],
+)
+def test_sandbox_blocks_attribute_access(tmp_path: Path, expression: str) -> None:
+    write_full_template(tmp_path, "evil", f"hello\n{expression}\n")
+    with pytest.raises(TemplateSyntaxProblem, match=r"evil/subject\.txt\.j2 line 2: .*unsafe"):
+        TemplateCatalog(tmp_path).render("evil", {})
+
+
+def test_broken_user_template_names_file_and_line(tmp_path: Path) -> None:
+    write_full_template(tmp_path, "broken", "ok\n{% if x %}never closed\n")
+    with pytest.raises(TemplateSyntaxProblem, match=r"broken/subject\.txt\.j2 line \d"):
+        TemplateCatalog(tmp_path).render("broken", {"x": 1})
+
+
+def test_missing_part_is_named(tmp_path: Path) -> None:
+    write_template(tmp_path, "partial", subject="s", text="t", html="h", meta=META)
+    with pytest.raises(TemplateSyntaxProblem, match=r"template 'partial' has no sms\.txt\.j2"):
+        TemplateCatalog(tmp_path).render("partial", {})
+
+
+@pytest.mark.parametrize(
+    ("meta", "problem"),
+    [
+        (
+            {"description": "d", "priority": "normal", "category": "c"},
+            "missing key.*sample_context",
+        ),
+        (META | {"priority": "critical"}, "priority 'critical' is not one of low, normal"),
+        (META | {"sample_context": []}, "sample_context must be a JSON object"),
+    ],
+)
+def test_bad_meta_is_reported(tmp_path: Path, meta: dict[str, Any], problem: str) -> None:
+    write_full_template(tmp_path, "odd")
+    write_template(tmp_path, "odd", meta=meta)
+    with pytest.raises(TemplateSyntaxProblem, match=problem):
+        TemplateCatalog(tmp_path).info("odd")
+
+
+def test_meta_that_is_not_json_names_the_line(tmp_path: Path) -> None:
+    write_full_template(tmp_path, "odd")
+    (tmp_path / "odd" / "meta.json").write_text('{\n  "priority": low\n}', encoding="utf-8")
+    with pytest.raises(TemplateSyntaxProblem, match=r"odd/meta\.json line 2"):
+        TemplateCatalog(tmp_path).info("odd")
+
+
+def test_missing_user_dir_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="NOTIFY_TEMPLATES_DIR"):
+        TemplateCatalog(tmp_path / "nope")
