@@ -17,7 +17,7 @@ SAMPLE_ROSTER = Path(__file__).resolve().parents[1] / "samples" / "roster.csv"
 
 
 def demo(
-    roster: Path = typer.Option(SAMPLE_ROSTER, help="Recipient file to import (CSV or JSON Lines)."),
+    roster: Path = typer.Option(SAMPLE_ROSTER, help="Recipient file (CSV or JSON Lines)."),
 ) -> None:
     """Import a sample roster (a few bad rows included) into NOTIFY_DATABASE_URL and list it."""
     from notify.commands.recipients import list_command

@@ -4,6 +4,7 @@ set `sqlalchemy.url` on the Config (as `notifyops db upgrade` does)."""
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import Connection
 
 from notify.db import Base, make_engine
 from notify.settings import get_settings
@@ -52,7 +53,7 @@ def run_migrations_online() -> None:
     engine.dispose()
 
 
-def _run(connection: object) -> None:
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
