@@ -1,0 +1,111 @@
+"""What the policies need to know about a batch, loaded in bulk before deciding.
+
+Today's SMS spend (committed and planned), recent sends of the same title per recipient and channel
+(for the loop guard), and active suppressions. `record` folds each decision back in, so a batch
+that repeats a recipient or crosses the cap midway is judged as it goes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from notify.db import Channel, DeliveryLog, Notification, Recipient, Status, Suppression
+from notify.policies import Action, ChannelDecision
+
+LOOKUP_CHUNK = 500
+LOOP_WINDOW = timedelta(hours=24)
+NOT_SPENDING = (Status.skipped.value, Status.failed.value, Status.failed_permanent.value)
+
+
+@dataclass
+class BatchConditions:
+    sms_spent_today: Decimal
+    recent: Counter[tuple[int, str, str]] = field(default_factory=Counter)
+    suppressions: list[tuple[str, str, str | None, datetime | None]] = field(default_factory=list)
+
+    def recent_for(self, recipient_id: int, title: str) -> dict[Channel, int]:
+        return {channel: self.recent[(recipient_id, title, channel.value)] for channel in Channel}
+
+    def suppressed_for(self, recipient: Recipient, title: str, now: datetime) -> frozenset[Channel]:
+        addresses = {Channel.email.value: recipient.email, Channel.sms.value: recipient.phone}
+        return frozenset(
+            Channel(channel)
+            for address, channel, only_title, until in self.suppressions
+            if addresses.get(channel) == address
+            and (only_title is None or only_title == title)
+            and (until is None or until > now)
+        )
+
+    def record(
+        self, recipient_id: int, title: str, decisions: Iterable[ChannelDecision], cost: Decimal
+    ) -> None:
+        for decision in decisions:
+            if decision.action == Action.skip:
+                continue
+            self.recent[(recipient_id, title, decision.channel.value)] += 1
+            if decision.channel == Channel.sms:
+                self.sms_spent_today += cost
+
+
+def start_of_utc_day(now: datetime) -> datetime:
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def sms_spend_since(*, session: Session, since: datetime) -> Decimal:
+    """SMS cost committed or planned since `since` (rows not skipped and not failed)."""
+    query = select(func.coalesce(func.sum(DeliveryLog.cost), 0)).where(
+        DeliveryLog.channel == Channel.sms.value,
+        DeliveryLog.created_at >= since,
+        DeliveryLog.status.not_in(NOT_SPENDING),
+    )
+    return Decimal(str(session.scalar(query) or 0))
+
+
+def load_conditions(
+    *, session: Session, recipients: Sequence[Recipient], titles: set[str], now: datetime
+) -> BatchConditions:
+    conditions = BatchConditions(sms_spend_since(session=session, since=start_of_utc_day(now)))
+    for start in range(0, len(recipients), LOOKUP_CHUNK):
+        chunk = recipients[start : start + LOOKUP_CHUNK]
+        conditions.recent.update(_recent_counts(session, [r.id for r in chunk], titles, now))
+        conditions.suppressions.extend(_suppressions(session, chunk, now))
+    return conditions
+
+
+def _recent_counts(
+    session: Session, recipient_ids: list[int], titles: set[str], now: datetime
+) -> Counter[tuple[int, str, str]]:
+    query = (
+        select(Notification.recipient_id, Notification.title, DeliveryLog.channel, func.count())
+        .join(DeliveryLog, DeliveryLog.notification_id == Notification.id)
+        .where(
+            Notification.recipient_id.in_(recipient_ids),
+            Notification.title.in_(titles),
+            Notification.created_at > now - LOOP_WINDOW,
+            DeliveryLog.status != Status.skipped.value,
+        )
+        .group_by(Notification.recipient_id, Notification.title, DeliveryLog.channel)
+    )
+    return Counter({(rid, title, channel): n for rid, title, channel, n in session.execute(query)})
+
+
+def _suppressions(
+    session: Session, recipients: Sequence[Recipient], now: datetime
+) -> list[tuple[str, str, str | None, datetime | None]]:
+    addresses = {a for r in recipients for a in (r.email, r.phone) if a}
+    if not addresses:
+        return []
+    query = select(
+        Suppression.address, Suppression.channel, Suppression.title, Suppression.until
+    ).where(
+        Suppression.address.in_(addresses),
+        or_(Suppression.until.is_(None), Suppression.until > now),
+    )
+    return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
