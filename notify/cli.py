@@ -16,6 +16,8 @@ import typer
 from notify.commands import db as db_commands
 from notify.commands import misc as misc_commands
 from notify.commands import recipients as recipient_commands
+from notify.commands import send as send_commands
+from notify.commands import templates as template_commands
 from notify.console import EXIT_BAD_INPUT, EXIT_PARTIAL, fail_line
 from notify.errors import NotifyError
 from notify.settings import SettingsError
@@ -30,6 +32,8 @@ app = typer.Typer(
 )
 app.add_typer(db_commands.app, name="db")
 app.add_typer(recipient_commands.app, name="recipients")
+app.add_typer(template_commands.app, name="templates")
+send_commands.register(app)
 misc_commands.register(app)
 
 

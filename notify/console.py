@@ -58,3 +58,18 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
 
 def fail_line(message: str) -> None:
     err.print(Text.assemble(("error: ", "bold red"), message))
+
+
+def parse_json_object(raw: str, option: str) -> dict[str, Any]:
+    """A JSON object given on the command line; InputError naming the option otherwise."""
+    from notify.errors import InputError
+
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise InputError(
+            f"{option}: not valid JSON ({error.msg} at column {error.colno})"
+        ) from None
+    if not isinstance(value, dict):
+        raise InputError(f'{option}: must be a JSON object such as {{"repair_id": "R-1"}}')
+    return value

@@ -85,6 +85,12 @@ def enqueue(
     return EnqueueResult(request_id, tuple(ids), False, unknown, dict(plan.counts))
 
 
+def preflight(*, session: Session, request: SendRequest, catalog: TemplateCatalog) -> None:
+    """The checks enqueue makes before storing anything, without storing anything."""
+    recipients, _ = _resolve(session, request)
+    catalog.check(request.template, recipient_context(request.context, recipients[0]))
+
+
 def existing_request(*, session: Session, request_id: str) -> tuple[int, ...]:
     query = select(Notification.id).where(Notification.request_id == request_id)
     return tuple(session.scalars(query.order_by(Notification.id)))

@@ -75,8 +75,8 @@ ADDRESS_NOT_VERIFIED = ErrorKind(
     "MessageRejected",
     ErrorClass.permanent,
     "Address not verified: SES in sandbox mode, recipient not verified",
-    "Request SES production access (AWS console: SES > Account dashboard > Request production "
-    "access) or verify the recipient address",
+    "Request production access or verify the recipient address (SES console: Account "
+    "dashboard > Request production access; Identities > Create identity)",
 )
 MESSAGE_REJECTED = ErrorKind(
     "MessageRejected",
@@ -357,7 +357,14 @@ def classify(code: str, message: str, http_status: int | None = None) -> ErrorKi
     for rule in _RULES:
         if rule.matches(code, lowered):
             return rule.kind
-    return _by_http_status(http_status) or _by_smtp_class(code) or UNKNOWN
+    status = http_status if http_status is not None else _status_in_code(code)
+    return _by_http_status(status) or _by_smtp_class(code) or UNKNOWN
+
+
+def _status_in_code(code: str) -> int | None:
+    """A stored code such as "HTTP503" or botocore's bare "500" for an unparsable error body."""
+    digits = code.removeprefix("HTTP")
+    return int(digits) if len(digits) == 3 and digits.isdigit() else None
 
 
 def _by_http_status(status: int | None) -> ErrorKind | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Executable, Table, bindparam, select, text, update
+from sqlalchemy import CursorResult, Executable, Table, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from notify.db import DeliveryLog, Notification, Status, UTCDateTime
@@ -228,3 +228,11 @@ def rescue_expired(*, session: Session, now: datetime) -> RescueCounts:
 def _rowcount(session: Session, statement: Executable) -> int:
     result = cast(CursorResult[Any], session.execute(statement))
     return max(result.rowcount or 0, 0)
+
+
+def due_count(*, session: Session, now: datetime) -> int:
+    """Rows waiting for a deliverer now (pending or pending_retry, due)."""
+    query = select(func.count()).where(
+        LOGS.c.status.in_(("pending", "pending_retry")), LOGS.c.next_attempt_at <= now
+    )
+    return int(session.scalar(query) or 0)

@@ -250,3 +250,11 @@ def _jsonl_records(text: str) -> Iterator[tuple[int, Mapping[str, Any] | RowErro
             yield number, RowError(number, unknown[0], "", reason)
             continue
         yield number, record
+
+
+def read_recipient_file(path: Path) -> list[str]:
+    """One external id per line, or a CSV whose header has an external_id column."""
+    lines = _read_utf8(path).splitlines()
+    if lines and "external_id" in lines[0].split(","):
+        return [row["external_id"].strip() for row in csv.DictReader(lines) if row["external_id"]]
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]

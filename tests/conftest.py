@@ -21,7 +21,7 @@ from notify.db import Base, make_engine
 from notify.migrate import upgrade_database
 from notify.settings import Settings, get_settings, load_settings
 
-# pytest_plugins = ["tests.aws_fixtures"]
+pytest_plugins = ["tests.aws_fixtures"]
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "NOTIFY_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"

@@ -1,0 +1,145 @@
+"""Senders: the one composition root that turns settings into real email and SMS senders.
+
+`from_settings` picks `aws` (SES v2 + SNS), `smtp` (SES SMTP + SNS) or `memory`. boto3 honours
+AWS_ENDPOINT_URL (how tests and the demo point it at moto); credentials come from boto3's own chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, cast
+
+import boto3
+from botocore.config import Config
+from email_validator import EmailNotValidError, validate_email
+
+from notify.errors import InputError
+from notify.senders.base import EmailSender, OutgoingEmail, OutgoingSms, SendReceipt, SmsSender
+from notify.senders.memory import MemorySender
+from notify.senders.ses import SesEmailSender
+from notify.senders.smtp import SmtpEmailSender
+from notify.senders.sns import SnsSmsSender
+from notify.settings import SenderKind, Settings, SettingsError
+
+if TYPE_CHECKING:
+    from mypy_boto3_sesv2 import SESV2Client
+    from mypy_boto3_sns import SNSClient
+
+__all__ = [
+    "EmailSender",
+    "OutgoingEmail",
+    "OutgoingSms",
+    "SendReceipt",
+    "Senders",
+    "SmsSender",
+    "aws_client",
+    "email_sender_from_settings",
+    "from_settings",
+    "send_test_email",
+]
+
+# SES and SNS have no idempotency key: an SDK retry of a lost response would send twice.
+SEND_ATTEMPTS = 1
+READ_ATTEMPTS = 3
+TEST_SUBJECT = "notifyops test email"
+
+
+@dataclass
+class Senders:
+    email: EmailSender
+    sms: SmsSender
+
+    def close(self) -> None:
+        self.email.close()
+        if self.sms is not self.email:
+            self.sms.close()
+
+    def __enter__(self) -> Senders:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def aws_client(service: str, settings: Settings, *, retries: bool = False) -> Any:
+    """A boto3 client; send calls use retries=False (exactly one HTTP attempt per call).
+
+    retries=True (reads, CloudWatch, alerts) is botocore's standard mode with 3 attempts.
+    """
+    config = Config(
+        retries={
+            "total_max_attempts": READ_ATTEMPTS if retries else SEND_ATTEMPTS,
+            "mode": "standard",
+        },
+        connect_timeout=5,
+        read_timeout=10,
+        max_pool_connections=settings.send_concurrency * 2,
+    )
+    session = boto3.session.Session()
+    return session.client(service, region_name=settings.aws_region, config=config)  # type: ignore[call-overload]
+
+
+def from_settings(settings: Settings) -> Senders:
+    """The senders NOTIFY_SENDER names; boto3 clients are built here, once."""
+    if settings.sender is SenderKind.memory:
+        memory = MemorySender()
+        return Senders(email=memory, sms=memory)
+    sns = cast("SNSClient", aws_client("sns", settings))
+    return Senders(email=email_sender_from_settings(settings), sms=SnsSmsSender(sns))
+
+
+def email_sender_from_settings(settings: Settings) -> EmailSender:
+    if settings.sender is SenderKind.memory:
+        return MemorySender()
+    if settings.sender is SenderKind.smtp:
+        return _smtp_sender(settings)
+    return SesEmailSender(cast("SESV2Client", aws_client("sesv2", settings)))
+
+
+def _smtp_sender(settings: Settings) -> SmtpEmailSender:
+    if not settings.smtp_username or settings.smtp_password is None:
+        raise SettingsError(
+            "NOTIFY_SMTP_USERNAME and NOTIFY_SMTP_PASSWORD are required when NOTIFY_SENDER=smtp "
+            "(accepted: SES SMTP credentials from the SES console)"
+        )
+    return SmtpEmailSender(
+        settings.smtp_host,
+        settings.smtp_port,
+        settings.smtp_username,
+        settings.smtp_password.get_secret_value(),
+        starttls=settings.smtp_starttls,
+        timeout=settings.smtp_timeout_s,
+    )
+
+
+def send_test_email(settings: Settings, address: str) -> SendReceipt:
+    """One real email through the configured sender; DeliveryError or InputError on failure."""
+    message = _test_email(settings, _valid_address(address))
+    sender = email_sender_from_settings(settings)
+    try:
+        return sender.send_email(message)
+    finally:
+        sender.close()
+
+
+def _valid_address(address: str) -> str:
+    try:
+        return validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise InputError(
+            f"ADDRESS {address!r}: {exc} (accepted: an email address such as ops@example.com)"
+        ) from exc
+
+
+def _test_email(settings: Settings, to: str) -> OutgoingEmail:
+    text = (
+        f"This is a test email from notifyops, sent through NOTIFY_SENDER={settings.sender}.\n"
+        "If you can read it, email delivery works.\n"
+    )
+    html = f"<p>{text.replace(chr(10), '<br>')}</p>"
+    return OutgoingEmail(
+        to=to, subject=TEST_SUBJECT, text=text, html=html, sender=settings.email_from
+    )

@@ -1,0 +1,40 @@
+"""Artifacts an on-call engineer reads in the Prefect UI (counts only: no addresses)."""
+
+from __future__ import annotations
+
+from prefect.artifacts import create_table_artifact
+
+from notify.summaries import DeliverySummary, EnqueueSummary
+
+
+def enqueue_table(summary: EnqueueSummary) -> None:
+    rows = [
+        {"channel": key.split(":")[0], "status": key.split(":")[1], "rows": count}
+        for key, count in sorted(summary.rows.items())
+    ]
+    create_table_artifact(
+        table=rows or [{"channel": "-", "status": "duplicate request", "rows": 0}],
+        key="dispatch-enqueue",
+        description=f"Request {summary.request_id}: {summary.notifications} notifications"
+        + (" (duplicate: nothing new stored)" if summary.duplicate else ""),
+    )
+
+
+def delivery_table(summary: DeliverySummary) -> None:
+    rows = [
+        {"channel": channel, "status": status, "rows": count}
+        for channel, by_status in summary.outcomes.items()
+        for status, count in by_status.items()
+    ]
+    notes = (
+        f"{summary.claimed} claimed in {summary.batches} batches; "
+        f"{summary.remaining_due} still due; "
+        f"rescued {summary.rescued_to_pending} to pending, {summary.rescued_unknown} to unknown"
+    )
+    if summary.stopped:
+        notes += f"; STOPPED: {summary.stopped}"
+    create_table_artifact(
+        table=rows or [{"channel": "-", "status": "nothing due", "rows": 0}],
+        key="deliver-pending",
+        description=notes,
+    )

@@ -1,0 +1,64 @@
+"""Flow parameters as pydantic models: the Prefect UI renders them as forms with these
+descriptions and bounds, and rejects bad values before a run starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from notify.roster import read_recipient_file
+from notify.settings import Priority
+
+
+class DispatchParams(BaseModel):
+    """One send request: a template, its context and who gets it."""
+
+    template: str = Field(..., min_length=1, description="Template name, e.g. repair_assigned")
+    to: list[str] = Field(
+        default_factory=list, description="Recipient external ids, e.g. technician:123"
+    )
+    to_file: str | None = Field(
+        None, description="File with one external id per line (or a CSV with external_id column)"
+    )
+    context: dict[str, Any] = Field(
+        default_factory=dict, description='Template variables, e.g. {"repair_id": "R-1"}'
+    )
+    priority: Priority | None = Field(None, description="low, normal, high or urgent")
+    idempotency_key: str | None = Field(
+        None, max_length=150, description="The same key again is a no-op answering the first ids"
+    )
+    skip_unknown: bool = Field(False, description="Send to the known recipients, report the rest")
+    deliver: bool = Field(True, description="Deliver right after enqueueing")
+
+    @field_validator("to")
+    @classmethod
+    def _strip(cls, value: list[str]) -> list[str]:
+        return [item.strip() for item in value if item.strip()]
+
+    @model_validator(mode="after")
+    def _someone(self) -> DispatchParams:
+        if not self.to and not self.to_file:
+            raise ValueError("to: give at least one recipient (to or to_file)")
+        return self
+
+    def recipients(self) -> tuple[str, ...]:
+        listed = list(self.to)
+        if self.to_file:
+            listed += read_recipient_file(Path(self.to_file))
+        return tuple(dict.fromkeys(listed))
+
+
+class DeliverParams(BaseModel):
+    """How much a delivery run may do."""
+
+    batch_size: int | None = Field(
+        None, ge=1, le=50_000, description="Rows per claim (default NOTIFY_BATCH_SIZE)"
+    )
+    max_batches: int = Field(
+        1_000, ge=1, le=100_000, description="Stop after this many claims (the rest waits)"
+    )
+    parallel_batches: int = Field(
+        1, ge=1, le=8, description="Claims delivered at once by this run (capped thread pool)"
+    )

@@ -1,0 +1,167 @@
+"""`notifyops send`, `deliver` and `test-email`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from notify.commands.flowrun import run_flow
+from notify.console import EXIT_OK, EXIT_PARTIAL, out, parse_json_object, print_json, table
+from notify.errors import DeliveryError, InputError
+from notify.settings import Priority, get_settings
+from notify.summaries import DeliverySummary, DispatchSummary
+
+JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output.")
+FAILED = ("failed", "failed_permanent", "pending_retry", "unknown")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("send")(send)
+    app.command("deliver")(deliver)
+    app.command("test-email")(test_email)
+
+
+def send(
+    template: str = typer.Option(
+        ..., "--template", "-t", help="Template name (see `templates list`)."
+    ),
+    to: list[str] = typer.Option([], "--to", help="Recipient external id (repeatable)."),
+    to_file: Path | None = typer.Option(
+        None, "--to-file", help="File of external ids, one a line."
+    ),
+    context: str | None = typer.Option(None, "--context", help="Template variables as JSON."),
+    context_file: Path | None = typer.Option(
+        None, "--context-file", help="JSON file of variables."
+    ),
+    priority: Priority | None = typer.Option(None, help="Override the template's priority."),
+    idempotency_key: str | None = typer.Option(None, help="Same key again = no-op, same ids."),
+    skip_unknown: bool = typer.Option(False, help="Send to known recipients; report unknown ones."),
+    no_deliver: bool = typer.Option(False, "--no-deliver", help="Only store; deliver later."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Send a template to recipients: runs the dispatch-notifications flow.
+
+    Exit 1 when any message failed or was left for retry.
+    """
+    request = {
+        "template": template,
+        "to": list(to),
+        "to_file": str(to_file) if to_file else None,
+        "context": _context(context, context_file),
+        "priority": priority,
+        "idempotency_key": idempotency_key,
+        "skip_unknown": skip_unknown,
+        "deliver": not no_deliver,
+    }
+    _check_request(request)
+    summary: DispatchSummary = run_flow("flows.dispatch", "dispatch_notifications", request=request)
+    if json_output:
+        print_json(summary)
+    else:
+        _print_dispatch(summary)
+    delivery = summary.delivery
+    bad = delivery is not None and _has_failures(delivery)
+    raise typer.Exit(EXIT_PARTIAL if bad or summary.enqueue.unknown_recipients else EXIT_OK)
+
+
+def _has_failures(summary: DeliverySummary) -> bool:
+    return bool(summary.stopped) or any(summary.count(status) for status in FAILED)
+
+
+def _context(raw: str | None, path: Path | None) -> dict[str, Any]:
+    if raw and path:
+        raise InputError("--context and --context-file: give one, not both")
+    text = path.read_text(encoding="utf-8") if path else raw
+    return parse_json_object(text, "--context-file" if path else "--context") if text else {}
+
+
+def _check_request(request: dict[str, Any]) -> None:
+    """Fail fast, before Prefect starts, on what can be checked here."""
+    from notify.database import open_database
+    from notify.db import transaction
+    from notify.enqueue import SendRequest, preflight
+    from notify.rendering import TemplateCatalog
+    from notify.roster import read_recipient_file
+
+    settings = get_settings()
+    to_file = request["to_file"]
+    recipients = [*request["to"], *(read_recipient_file(Path(to_file)) if to_file else [])]
+    send = SendRequest(
+        template=request["template"],
+        to=tuple(recipients),
+        context=request["context"],
+        skip_unknown=request["skip_unknown"],
+    )
+    with transaction(open_database(settings)) as session:
+        preflight(session=session, request=send, catalog=TemplateCatalog(settings.templates_dir))
+
+
+def deliver(
+    batch_size: int | None = typer.Option(None, min=1, help="Rows per claim."),
+    max_batches: int = typer.Option(1000, min=1, help="Stop after this many claims."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Deliver due rows now: runs the deliver-pending flow. Exit 1 on failures."""
+    params = {"batch_size": batch_size, "max_batches": max_batches}
+    summary: DeliverySummary = run_flow("flows.deliver", "deliver_pending", params=params)
+    if json_output:
+        print_json(summary)
+    else:
+        _print_delivery(summary)
+    raise typer.Exit(EXIT_PARTIAL if _has_failures(summary) else EXIT_OK)
+
+
+def test_email(
+    address: str = typer.Argument(..., help="Where to send the test email."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Send one real email through the configured sender (the runbook's test_ses)."""
+    from notify.senders import send_test_email
+
+    try:
+        receipt = send_test_email(get_settings(), address)
+    except DeliveryError as error:
+        if json_output:
+            print_json(
+                {
+                    "ok": False,
+                    "code": error.code,
+                    "error_class": error.error_class,
+                    "message": error.message,
+                    "fix": error.fix,
+                }
+            )
+        else:
+            out.print(f"✗ {error.code} ({error.error_class}): {error.message}\n  fix: {error.fix}")
+        raise typer.Exit(EXIT_PARTIAL) from None
+    if json_output:
+        print_json({"ok": True, "provider_message_id": receipt.provider_message_id})
+    else:
+        out.print(f"✓ Email sent successfully! provider message id: {receipt.provider_message_id}")
+
+
+def _print_dispatch(summary: DispatchSummary) -> None:
+    enqueue = summary.enqueue
+    note = " (duplicate request: nothing new stored)" if enqueue.duplicate else ""
+    out.print(f"request {enqueue.request_id}: {enqueue.notifications} notifications{note}")
+    if enqueue.unknown_recipients:
+        out.print(f"unknown recipients skipped: {', '.join(enqueue.unknown_recipients)}")
+    rows = [(*key.split(":"), n) for key, n in sorted(enqueue.rows.items())]
+    if rows:
+        out.print(table("Enqueued", ["channel", "status", "rows"], rows))
+    if summary.delivery is not None:
+        _print_delivery(summary.delivery)
+
+
+def _print_delivery(summary: DeliverySummary) -> None:
+    rows = [(c, s, n) for c, by in summary.outcomes.items() for s, n in by.items()]
+    out.print(table("Delivered", ["channel", "status", "rows"], rows))
+    out.print(
+        f"{summary.claimed} claimed in {summary.batches} batch(es); "
+        f"{summary.remaining_due} due now; "
+        f"rescued {summary.rescued_to_pending} to pending, {summary.rescued_unknown} to unknown"
+    )
+    if summary.stopped:
+        out.print(f"batch stopped: {summary.stopped}")

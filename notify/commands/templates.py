@@ -1,0 +1,71 @@
+"""`notifyops templates`: the catalogue and previews."""
+
+from __future__ import annotations
+
+import typer
+
+from notify.console import out, parse_json_object, print_json, table
+from notify.pricing import sms_length
+from notify.rendering import TemplateCatalog
+from notify.settings import get_settings
+
+app = typer.Typer(
+    help="Message templates: list them, preview one with a context.", no_args_is_help=True
+)
+JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output.")
+
+
+def _catalog() -> TemplateCatalog:
+    return TemplateCatalog(get_settings().templates_dir)
+
+
+@app.command("list")
+def list_templates(json_output: bool = JSON_OPTION) -> None:
+    """List templates with their priority, category and required variables."""
+    catalog = _catalog()
+    infos = [catalog.info(name) for name in catalog.names()]
+    if json_output:
+        print_json(infos)
+        return
+    rows = [
+        (i.name, i.priority, i.category, ", ".join(i.required_variables), i.description)
+        for i in infos
+    ]
+    columns = ["name", "priority", "category", "variables", "description"]
+    out.print(table("Templates", columns, rows))
+
+
+@app.command("preview")
+def preview(
+    name: str = typer.Argument(..., help="Template name."),
+    context: str | None = typer.Option(None, help="Variables as JSON (default: the sample)."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Render a template: subject, text, HTML and SMS with its length in segments."""
+    catalog = _catalog()
+    values = (
+        parse_json_object(context, "--context")
+        if context is not None
+        else catalog.info(name).sample_context
+    )
+    message = catalog.render(name, {"recipient": {"name": "Preview", "external_id": "-"}, **values})
+    length = sms_length(message.sms)
+    if json_output:
+        print_json(
+            {
+                **message.__dict__,
+                "sms_encoding": length.encoding,
+                "sms_characters": length.units,
+                "sms_segments": length.segments,
+            }
+        )
+        return
+    out.print(f"[bold]Subject:[/] {message.subject}  (priority {message.priority})")
+    out.print(
+        f"[bold]SMS[/] ({length.encoding}, {length.units} units, {length.segments} segment(s)):"
+    )
+    out.print(message.sms, markup=False)
+    out.print("[bold]Text:[/]")
+    out.print(message.text, markup=False)
+    out.print("[bold]HTML:[/]")
+    out.print(message.html, markup=False)

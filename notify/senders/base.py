@@ -1,0 +1,58 @@
+"""What every sender speaks: outgoing messages, the receipt, the sender Protocols.
+
+A sender raises `DeliveryError` (already classified) on any provider failure, never a raw provider
+exception, and is safe to call from several threads at once (a deliverer sends a window
+concurrently from a thread pool).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    to: str
+    subject: str
+    text: str
+    html: str | None
+    sender: str
+
+
+@dataclass(frozen=True)
+class OutgoingSms:
+    phone: str  # E.164, e.g. +15551234567
+    body: str
+    transactional: bool
+
+
+@dataclass(frozen=True)
+class SendReceipt:
+    provider_message_id: str
+
+
+class EmailSender(Protocol):
+    def send_email(self, message: OutgoingEmail) -> SendReceipt: ...
+
+    def close(self) -> None: ...
+
+
+class SmsSender(Protocol):
+    def send_sms(self, message: OutgoingSms) -> SendReceipt: ...
+
+    def is_opted_out(self, phone: str) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+# What a sender catches and classifies; anything else is a bug in our code and propagates.
+PROVIDER_EXCEPTIONS: tuple[type[Exception], ...] = (
+    ClientError,
+    BotoCoreError,
+    ResponseParserError,
+    OSError,  # sockets, ssl and every smtplib exception
+)

@@ -1,0 +1,333 @@
+"""Enqueue and delivery on SQLite and PostgreSQL with the in-memory sender and a fixed clock."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from notify.db import DeliveryLog, Notification, Status, Suppression, transaction
+from notify.delivery import Deliverer
+from notify.enqueue import SendRequest, enqueue
+from notify.errors import (
+    ACCOUNT_PAUSED,
+    ADDRESS_NOT_VERIFIED,
+    RATE_EXCEEDED,
+    DeliveryError,
+    InputError,
+)
+from notify.outbox import Outcome, claim_due, mark_sending, record_outcomes, rescue_expired
+from notify.pacing import Unpaced
+from notify.recipients import upsert_recipients
+from notify.rendering import TemplateCatalog
+from notify.roster import RecipientRow
+from notify.senders import Senders
+from notify.senders.memory import MemorySender
+from notify.settings import Priority, Settings
+
+NOON = datetime(2026, 11, 30, 18, 0, tzinfo=UTC)  # 12:00 in Chicago, outside quiet hours
+CONTEXT = {"repair_id": "R-100", "unit_number": "1234"}
+CATALOG = TemplateCatalog()
+
+
+def tech(n: int, **changes: Any) -> RecipientRow:
+    values: dict[str, Any] = {
+        "external_id": f"tech:{n}",
+        "name": f"Tech {n}",
+        "email": f"tech{n}@example.com",
+        "phone": f"+1206555{n:04d}",
+        "timezone": "America/Chicago",
+        "receive_email": True,
+        "receive_sms": True,
+        "quiet_hours_start": None,
+        "quiet_hours_end": None,
+    }
+    values.update(changes)
+    return RecipientRow(**values)
+
+
+def add_recipients(engine: Engine, rows: list[RecipientRow]) -> None:
+    with transaction(engine) as session:
+        upsert_recipients(session=session, rows=rows)
+
+
+def send(engine: Engine, settings: Settings, to: list[str], **kwargs: Any) -> Any:
+    kwargs.setdefault("context", CONTEXT)
+    request = SendRequest(
+        template=kwargs.pop("template", "repair_assigned"), to=tuple(to), **kwargs
+    )
+    with transaction(engine) as session:
+        return enqueue(
+            session=session, request=request, catalog=CATALOG, settings=settings, now=NOON
+        )
+
+
+def statuses(engine: Engine) -> dict[tuple[str, str], int]:
+    with transaction(engine) as session:
+        query = select(DeliveryLog.channel, DeliveryLog.status, func.count()).group_by(
+            DeliveryLog.channel, DeliveryLog.status
+        )
+        return {(c, s): n for c, s, n in session.execute(query)}
+
+
+def email_statuses(engine: Engine) -> dict[str, int]:
+    return {status: n for (channel, status), n in statuses(engine).items() if channel == "email"}
+
+
+def deliverer(
+    engine: Engine,
+    settings: Settings,
+    sender: MemorySender,
+    clock: Callable[[], datetime] = lambda: NOON,
+) -> Deliverer:
+    return Deliverer(
+        engine=engine,
+        senders=Senders(email=sender, sms=sender),
+        settings=settings,
+        owner="test-worker",
+        clock=clock,
+        pacers={"email": Unpaced(), "sms": Unpaced()},
+        rng=random.Random(7),
+    )
+
+
+def test_enqueue_writes_one_row_per_channel_with_the_decision(
+    engine: Engine, settings: Settings
+) -> None:
+    add_recipients(
+        engine, [tech(1), tech(2, receive_sms=False), tech(3, email=None, receive_email=False)]
+    )
+    result = send(engine, settings, ["tech:1", "tech:2", "tech:3"], priority=Priority.high)
+    assert len(result.notification_ids) == 3 and not result.duplicate
+    assert statuses(engine) == {
+        ("email", "pending"): 2,
+        ("email", "skipped"): 1,
+        ("sms", "pending"): 2,
+        ("sms", "skipped"): 1,
+    }
+    with transaction(engine) as session:
+        decisions = dict(
+            session.execute(
+                select(DeliveryLog.recipient_email, DeliveryLog.decision).where(
+                    DeliveryLog.channel == "email", DeliveryLog.status == "skipped"
+                )
+            ).all()
+        )
+    assert list(decisions.values()) == ["email: off in preferences"]
+
+
+def test_sms_below_minimum_priority_is_skipped_and_costed_rows_carry_estimates(
+    engine: Engine, settings: Settings
+) -> None:
+    add_recipients(engine, [tech(1)])
+    send(engine, settings, ["tech:1"], priority=Priority.normal)
+    send(
+        engine,
+        settings,
+        ["tech:1"],
+        priority=Priority.urgent,
+        context={**CONTEXT, "repair_id": "R-2"},
+    )
+    with transaction(engine) as session:
+        rows = session.execute(
+            select(DeliveryLog.status, DeliveryLog.decision, DeliveryLog.cost, DeliveryLog.segments)
+            .where(DeliveryLog.channel == "sms")
+            .order_by(DeliveryLog.id)
+        ).all()
+    assert rows[0].status == "skipped" and "below SMS minimum" in rows[0].decision
+    assert rows[1].status == "pending"
+    assert rows[1].segments == 1 and Decimal(rows[1].cost) == Decimal("0.00645")
+
+
+def test_same_idempotency_key_is_a_noop_answering_the_first_ids(
+    engine: Engine, settings: Settings
+) -> None:
+    add_recipients(engine, [tech(1), tech(2)])
+    first = send(engine, settings, ["tech:1", "tech:2"], idempotency_key="job-42")
+    again = send(engine, settings, ["tech:1", "tech:2"], idempotency_key="job-42")
+    assert again.duplicate and again.notification_ids == first.notification_ids
+    with transaction(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Notification)) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"template": "no_such_template"}, "no_such_template"),
+        ({"context": {"repair_id": "R-1"}}, "unit_number"),
+    ],
+)
+def test_bad_request_is_refused_before_anything_is_stored(
+    engine: Engine, settings: Settings, kwargs: dict[str, Any], message: str
+) -> None:
+    add_recipients(engine, [tech(1)])
+    with pytest.raises(InputError, match=message):
+        send(engine, settings, ["tech:1"], **kwargs)
+    with transaction(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Notification)) == 0
+
+
+def test_unknown_recipients_are_named_unless_skipped(engine: Engine, settings: Settings) -> None:
+    add_recipients(engine, [tech(1)])
+    with pytest.raises(InputError, match="tech:404"):
+        send(engine, settings, ["tech:1", "tech:404"])
+    result = send(engine, settings, ["tech:1", "tech:404"], skip_unknown=True)
+    assert result.unknown_recipients == ("tech:404",) and len(result.notification_ids) == 1
+
+
+def test_loop_guard_skips_beyond_the_threshold(engine: Engine, settings: Settings) -> None:
+    add_recipients(engine, [tech(1)])
+    for _ in range(settings.loop_threshold + 2):
+        send(engine, settings, ["tech:1"], priority=Priority.urgent)
+    counts = statuses(engine)
+    assert counts[("sms", "pending")] == settings.loop_threshold
+    assert counts[("sms", "skipped")] == 2
+    assert counts[("email", "skipped")] == 2
+
+
+def test_daily_cap_moves_sms_to_email(engine: Engine, settings: Settings) -> None:
+    capped = settings.model_copy(update={"sms_daily_cap_usd": Decimal("0.01")})
+    add_recipients(engine, [tech(n) for n in range(1, 4)])
+    send(engine, capped, ["tech:1", "tech:2", "tech:3"], priority=Priority.urgent)
+    with transaction(engine) as session:
+        sms = session.execute(
+            select(DeliveryLog.status, DeliveryLog.decision)
+            .where(DeliveryLog.channel == "sms")
+            .order_by(DeliveryLog.id)
+        ).all()
+    assert [row.status for row in sms] == ["pending", "skipped", "skipped"]
+    assert "daily SMS cap" in sms[1].decision and "email instead" in sms[1].decision
+
+
+def test_suppression_skips_that_address(engine: Engine, settings: Settings) -> None:
+    add_recipients(engine, [tech(1)])
+    with transaction(engine) as session:
+        session.add(Suppression(address="+12065550001", channel="sms", reason="STOP", until=None))
+    send(engine, settings, ["tech:1"], priority=Priority.urgent)
+    assert statuses(engine)[("sms", "skipped")] == 1
+
+
+def test_quiet_hours_defer_sms_to_the_end_of_the_window(engine: Engine, settings: Settings) -> None:
+    add_recipients(engine, [tech(1, quiet_hours_start="11:00", quiet_hours_end="13:30")])
+    send(engine, settings, ["tech:1"], priority=Priority.high)
+    with transaction(engine) as session:
+        row = session.execute(
+            select(DeliveryLog.status, DeliveryLog.next_attempt_at).where(
+                DeliveryLog.channel == "sms"
+            )
+        ).one()
+    assert row.status == "pending"
+    assert row.next_attempt_at == datetime(2026, 11, 30, 19, 30, tzinfo=UTC)
+    sender = MemorySender()
+    deliverer(engine, settings, sender).deliver_batch()
+    assert len(sender.emails) == 1 and sender.sms == [], "the SMS waits for the window to end"
+
+
+def test_deliver_sends_everything_due_and_records_provider_ids(
+    engine: Engine, settings: Settings
+) -> None:
+    add_recipients(engine, [tech(n) for n in range(1, 21)])
+    send(engine, settings, [f"tech:{n}" for n in range(1, 21)], priority=Priority.urgent)
+    sender = MemorySender()
+    report = deliverer(engine, settings, sender).deliver_batch()
+    assert report.claimed == 40
+    assert report.outcomes == {("email", "sent"): 20, ("sms", "sent"): 20}
+    assert len(sender.emails) == 20 and len(sender.sms) == 20
+    assert sender.sms[0].transactional is True
+    with transaction(engine) as session:
+        ids = set(session.scalars(select(DeliveryLog.provider_message_id)))
+        assert ids == set(sender.receipts)
+        assert session.scalar(select(func.count()).where(DeliveryLog.sent_at.is_(None))) == 0
+    assert deliverer(engine, settings, sender).deliver_batch().claimed == 0
+
+
+def test_failures_are_classified_retried_or_failed(engine: Engine, settings: Settings) -> None:
+    add_recipients(engine, [tech(1), tech(2), tech(3, phone="+12065550099")])
+    send(engine, settings, ["tech:1", "tech:2", "tech:3"], priority=Priority.urgent)
+
+    def fail(message: Any) -> DeliveryError | None:
+        if getattr(message, "to", "") == "tech1@example.com":
+            return DeliveryError(RATE_EXCEEDED, "Maximum sending rate exceeded.")
+        if getattr(message, "to", "") == "tech2@example.com":
+            return DeliveryError(ADDRESS_NOT_VERIFIED, "Email address is not verified.")
+        return None
+
+    sender = MemorySender(fail=fail, opted_out={"+12065550099"})
+    report = deliverer(engine, settings, sender).deliver_batch()
+    assert report.outcomes[("email", "pending_retry")] == 1
+    assert report.outcomes[("email", "failed_permanent")] == 1
+    assert report.outcomes[("sms", "failed_permanent")] == 1, "opted-out number is never sent"
+    assert all(sms.phone != "+12065550099" for sms in sender.sms)
+    with transaction(engine) as session:
+        retry = session.execute(
+            select(DeliveryLog).where(DeliveryLog.status == "pending_retry")
+        ).scalar_one()
+        assert retry.error_class == "transient" and retry.attempts == 1
+        assert retry.next_attempt_at is not None and retry.next_attempt_at > NOON
+        assert "fix:" in (retry.error_message or "")
+
+
+def test_transient_errors_end_failed_after_max_attempts(engine: Engine, settings: Settings) -> None:
+    settings = settings.model_copy(update={"max_attempts": 3})
+    add_recipients(engine, [tech(1, receive_sms=False)])
+    send(engine, settings, ["tech:1"])
+    sender = MemorySender(fail=lambda m: DeliveryError(RATE_EXCEEDED, "slow down"))
+    later = [NOON]
+    worker = deliverer(engine, settings, sender, clock=lambda: later[0])
+    for _ in range(3):
+        worker.deliver_batch()
+        later[0] += timedelta(days=1)
+    assert statuses(engine)[("email", "failed")] == 1
+
+
+def test_config_error_stops_the_batch_and_returns_unsent_claims(
+    engine: Engine, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"send_concurrency": 2})
+    add_recipients(engine, [tech(n, receive_sms=False) for n in range(1, 11)])
+    send(engine, settings, [f"tech:{n}" for n in range(1, 11)])
+    sender = MemorySender(fail=lambda m: DeliveryError(ACCOUNT_PAUSED, "Account sending paused"))
+    report = deliverer(engine, settings, sender).deliver_batch()
+    assert report.stopped is not None and "AccountSendingPaused" in report.stopped
+    assert len(sender.failures) == 2, "only the first window reached the provider"
+    assert report.released == 8
+    counts = statuses(engine)
+    assert counts[("email", "pending")] == 8 and counts[("email", "pending_retry")] == 2
+
+
+def test_expired_leases_return_claims_and_mark_in_flight_unknown(
+    engine: Engine, settings: Settings
+) -> None:
+    add_recipients(engine, [tech(n, receive_sms=False) for n in range(1, 5)])
+    send(engine, settings, [f"tech:{n}" for n in range(1, 5)])
+    with transaction(engine) as session:
+        rows = claim_due(
+            session=session, owner="dead", limit=10, now=NOON, lease=timedelta(minutes=5)
+        )
+        mark_sending(session=session, owner="dead", ids=[rows[0].id], now=NOON)
+    with transaction(engine) as session:
+        early = rescue_expired(session=session, now=NOON + timedelta(minutes=4))
+        late = rescue_expired(session=session, now=NOON + timedelta(minutes=6))
+    assert (early.returned_to_pending, early.marked_unknown) == (0, 0)
+    assert (late.returned_to_pending, late.marked_unknown) == (3, 1)
+    assert email_statuses(engine) == {"pending": 3, "unknown": 1}
+
+
+def test_updates_are_fenced_on_the_lease_owner(engine: Engine, settings: Settings) -> None:
+    add_recipients(engine, [tech(1, receive_sms=False)])
+    send(engine, settings, ["tech:1"])
+    with transaction(engine) as session:
+        (row,) = claim_due(
+            session=session, owner="a", limit=5, now=NOON, lease=timedelta(minutes=5)
+        )
+        assert mark_sending(session=session, owner="b", ids=[row.id], now=NOON) == set()
+        assert mark_sending(session=session, owner="a", ids=[row.id], now=NOON) == {row.id}
+        record_outcomes(
+            session=session, owner="b", outcomes=[Outcome(row.id, Status.sent, NOON, "stolen")]
+        )
+    assert email_statuses(engine) == {"sending": 1}
