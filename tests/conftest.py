@@ -110,3 +110,24 @@ def cli_env(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Ite
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for engine in _ENGINES.values():
         engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One temporary Prefect API for the whole session (it costs ~20 s to start)."""
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.settings import PREFECT_LOGGING_LEVEL, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with (
+        prefect_test_harness(server_startup_timeout=120),
+        temporary_settings({PREFECT_LOGGING_LEVEL: "WARNING"}),
+    ):
+        yield
+
+
+@pytest.fixture
+def flow_env(prefect_harness: None, cli_env: str) -> str:
+    """Flows run against the test database with the in-memory sender."""
+    return cli_env

@@ -1,0 +1,124 @@
+"""The Prefect flows on a real (temporary) Prefect API, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from flows.deliver import deliver_pending
+from flows.dispatch import dispatch_notifications
+from flows.params import DeliverParams, DispatchParams
+from notify.cli import main
+from notify.db import DeliveryLog, Notification, make_engine, transaction
+from notify.errors import InputError
+from tests.aws_fixtures import moto_sent
+from tests.test_dispatch import add_recipients, tech
+
+CONTEXT = {"repair_id": "R-9", "unit_number": "77"}
+
+
+def test_dispatch_flow_stores_delivers_and_summarises(flow_env: str) -> None:
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(n) for n in range(1, 6)])
+    request = DispatchParams(
+        template="repair_assigned", to=[f"tech:{n}" for n in range(1, 6)], context=CONTEXT
+    )
+    summary = dispatch_notifications(request)
+    assert summary.enqueue.notifications == 5
+    assert summary.enqueue.rows == {"email:pending": 5, "sms:pending": 5}
+    assert summary.delivery is not None
+    assert summary.delivery.outcomes == {"email": {"sent": 5}, "sms": {"sent": 5}}
+    assert summary.delivery.remaining_due == 0
+    with transaction(engine) as session:
+        flow_runs = set(session.scalars(select(Notification.flow_run_id)))
+    assert len(flow_runs) == 1 and None not in flow_runs, "notifications name their flow run"
+
+
+def test_a_bad_template_fails_the_flow_and_stores_nothing(flow_env: str) -> None:
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(1)])
+    with pytest.raises(InputError, match="unit_number"):
+        dispatch_notifications(
+            DispatchParams(template="repair_assigned", to=["tech:1"], context={"repair_id": "x"})
+        )
+    with transaction(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Notification)) == 0
+
+
+def test_deliver_flow_delivers_what_send_left(flow_env: str) -> None:
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(n, receive_sms=False) for n in range(1, 8)])
+    stored = dispatch_notifications(
+        DispatchParams(
+            template="repair_assigned",
+            to=[f"tech:{n}" for n in range(1, 8)],
+            context=CONTEXT,
+            deliver=False,
+        )
+    )
+    assert stored.delivery is None
+    summary = deliver_pending(DeliverParams(batch_size=3, parallel_batches=2))
+    assert summary.claimed == 7 and summary.batches == 3
+    assert summary.outcomes == {"email": {"sent": 7}}
+
+
+def test_send_command_runs_the_flow_and_is_idempotent(
+    flow_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_recipients(make_engine(flow_env), [tech(1), tech(2)])
+    args = [
+        "send",
+        "--template",
+        "repair_assigned",
+        "--to",
+        "tech:1",
+        "--to",
+        "tech:2",
+        "--context",
+        json.dumps(CONTEXT),
+        "--idempotency-key",
+        "k-1",
+        "--json",
+    ]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["enqueue"]["duplicate"] is True
+    assert again["enqueue"]["notification_ids"] == first["enqueue"]["notification_ids"]
+    assert first["delivery"]["outcomes"]["email"]["sent"] == 2
+
+
+def test_dispatch_through_ses_and_sns_on_moto(
+    flow_env: str, aws_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from notify.settings import get_settings
+
+    monkeypatch.setenv("NOTIFY_SENDER", "aws")
+    get_settings.cache_clear()
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(1), tech(2), tech(3, phone="+12065550199")])
+    summary = dispatch_notifications(
+        DispatchParams(
+            template="repair_assigned", to=["tech:1", "tech:2", "tech:3"], context=CONTEXT
+        )
+    )
+    assert summary.delivery is not None
+    assert summary.delivery.outcomes["email"] == {"sent": 3}
+    assert summary.delivery.outcomes["sms"] == {"failed_permanent": 1, "sent": 2}
+    sent = moto_sent(aws_env)
+    assert sorted(m["destinations"]["ToAddresses"][0] for m in sent["email"]) == [
+        "tech1@example.com",
+        "tech2@example.com",
+        "tech3@example.com",
+    ]
+    assert sorted(m["phone_number"] for m in sent["sms"]) == ["+12065550001", "+12065550002"]
+    with transaction(engine) as session:
+        ids = set(
+            session.scalars(
+                select(DeliveryLog.provider_message_id).where(DeliveryLog.channel == "email")
+            )
+        )
+    assert ids == {m["id"] for m in sent["email"]}
