@@ -134,12 +134,8 @@ def test_sigkill_mid_batch_loses_nothing_and_sends_nothing_twice(
     assert set(after) <= {"sent", "unknown"}, after
     assert after.get("unknown", 0) <= window, "at most one window is in doubt"
     assert after["sent"] + after.get("unknown", 0) == 1_000, "nothing lost"
-    assert (
-        sum(provider_log(next_log).values())
-        == after["sent"]
-        - sum(n for key, n in provider_log(killed_log).items())
-        + (after.get("unknown", 0) - before.get("sending", 0))
-        or True
+    total_received = sum(received.values())
+    assert after["sent"] <= total_received, "every row marked sent reached the provider"
+    assert total_received - after["sent"] <= after.get("unknown", 0), (
+        "only rows marked unknown may have reached the provider without being recorded"
     )
-    unknown_sent = sum(provider_log(killed_log).values()) + sum(provider_log(next_log).values())
-    assert unknown_sent - after["sent"] <= after.get("unknown", 0)
