@@ -78,6 +78,13 @@ ADDRESS_NOT_VERIFIED = ErrorKind(
     "Request production access or verify the recipient address (SES console: Account "
     "dashboard > Request production access; Identities > Create identity)",
 )
+SENDER_NOT_VERIFIED = ErrorKind(
+    "MessageRejected",
+    ErrorClass.config,
+    "The sender address (NOTIFY_EMAIL_FROM) is not a verified SES identity in this region",
+    "Verify the sender address or its domain in SES (Identities > Create identity), or set "
+    "NOTIFY_EMAIL_FROM to a verified address; every message would fail the same way",
+)
 MESSAGE_REJECTED = ErrorKind(
     "MessageRejected",
     ErrorClass.permanent,
@@ -237,6 +244,7 @@ KNOWN_KINDS: tuple[ErrorKind, ...] = (
     TOO_MANY_REQUESTS,
     SNS_THROTTLED,
     ADDRESS_NOT_VERIFIED,
+    SENDER_NOT_VERIFIED,
     MESSAGE_REJECTED,
     MAIL_FROM_NOT_VERIFIED,
     CONFIGURATION_SET_MISSING,

@@ -82,15 +82,16 @@ def test_ses_sender_sends_text_when_there_is_no_html(aws_env: str) -> None:
     assert [sent["body"] for sent in moto_sent(aws_env)["email"]] == [EMAIL.text]
 
 
-def test_ses_unverified_sender_is_a_permanent_delivery_error(aws_env: str) -> None:
+def test_ses_unverified_sender_is_a_config_error_that_stops_the_batch(aws_env: str) -> None:
     sender = email_sender_from_settings(aws_settings())
     with pytest.raises(DeliveryError) as caught:
         sender.send_email(replace(EMAIL, sender="nobody@example.com"))
     assert (caught.value.code, caught.value.error_class) == (
         "MessageRejected",
-        ErrorClass.permanent,
+        ErrorClass.config,
     )
-    assert "production access" in caught.value.fix
+    assert caught.value.stops_batch
+    assert "NOTIFY_EMAIL_FROM" in caught.value.fix
     assert moto_sent(aws_env)["email"] == []
 
 
@@ -512,3 +513,14 @@ def test_send_test_email_rejects_a_bad_address_before_sending(address: str) -> N
 
 def test_email_sender_from_settings_builds_only_the_email_side() -> None:
     assert isinstance(email_sender_from_settings(load_settings(sender="memory")), MemorySender)
+
+
+def test_not_verified_stays_permanent_when_it_names_the_recipient_not_our_sender() -> None:
+    from notify.errors import ADDRESS_NOT_VERIFIED
+    from notify.senders.ses import sender_aware
+
+    text = "Email address is not verified. The following identities failed the check: tech@x.com"
+    recipient_side = sender_aware(DeliveryError(ADDRESS_NOT_VERIFIED, text), "ops@example.com")
+    assert recipient_side.error_class is ErrorClass.permanent
+    sender_side = sender_aware(DeliveryError(ADDRESS_NOT_VERIFIED, text), "tech@x.com")
+    assert sender_side.error_class is ErrorClass.config

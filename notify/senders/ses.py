@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from notify.errors import classify_exception
+from notify.errors import (
+    ADDRESS_NOT_VERIFIED,
+    SENDER_NOT_VERIFIED,
+    DeliveryError,
+    classify_exception,
+)
 from notify.senders.base import PROVIDER_EXCEPTIONS, OutgoingEmail, SendReceipt
 
 if TYPE_CHECKING:
@@ -24,11 +29,19 @@ class SesEmailSender:
         try:
             response = self._client.send_email(**send_email_request(message))
         except PROVIDER_EXCEPTIONS as exc:
-            raise classify_exception(exc) from exc
+            raise sender_aware(classify_exception(exc), message.sender) from exc
         return SendReceipt(provider_message_id=response["MessageId"])
 
     def close(self) -> None:
         self._client.close()
+
+
+def sender_aware(error: DeliveryError, sender: str) -> DeliveryError:
+    """SES says "not verified" for an unverified sender and for a sandboxed recipient alike;
+    when the text names our own sender, it is a configuration error that stops the batch."""
+    if error.kind is ADDRESS_NOT_VERIFIED and sender.lower() in error.message.lower():
+        return DeliveryError(SENDER_NOT_VERIFIED, error.message, error.code)
+    return error
 
 
 def send_email_request(message: OutgoingEmail) -> SendEmailRequestTypeDef:
