@@ -30,7 +30,7 @@ from notify.outbox import (
 )
 from notify.pacing import Pacer, TokenBucket
 from notify.policies import next_status_after_failure, retry_delay
-from notify.senders import Senders
+from notify.senders import Senders, ses_rate
 from notify.senders.base import OutgoingEmail, OutgoingSms, SendReceipt
 from notify.settings import Settings
 
@@ -191,6 +191,6 @@ def _windows(rows: Sequence[ClaimedRow], size: int) -> Iterator[tuple[int, Seque
 def local_pacers(settings: Settings) -> dict[str, Pacer]:
     """One token bucket per provider at the configured rates (this process only)."""
     return {
-        Channel.email.value: TokenBucket(settings.ses_rate),
+        Channel.email.value: TokenBucket(ses_rate(settings)),
         Channel.sms.value: TokenBucket(settings.sns_rate),
     }

@@ -11,9 +11,9 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, PositiveFloat, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
@@ -59,7 +59,9 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = Field(None, description="SES SMTP password (secret)")
     smtp_starttls: bool = Field(True, description="Require STARTTLS before AUTH")
     smtp_timeout_s: float = Field(10.0, gt=0, description="SMTP connect/command timeout, seconds")
-    ses_rate: float = Field(14.0, gt=0, description="SES sends per second (token bucket)")
+    ses_rate: PositiveFloat | Literal["auto"] = Field(
+        14.0, description="SES sends per second (token bucket), or auto (SES GetSendQuota)"
+    )
     sns_rate: float = Field(20.0, gt=0, description="SNS SMS publishes per second (token bucket)")
     send_concurrency: int = Field(8, ge=1, le=256, description="Messages in flight per deliverer")
     batch_size: int = Field(1000, ge=1, le=50_000, description="Rows claimed per delivery batch")
@@ -146,15 +148,19 @@ def _mask_url_password(url: str) -> str:
 
 
 def _describe(error: ValidationError) -> str:
-    problems = []
+    problems: dict[str, str] = {}
     for item in error.errors():
         field = str(item["loc"][0]) if item["loc"] else "?"
+        if field in problems:  # one line per variable, even when a union reports twice
+            continue
         accepted = (
             Settings.model_fields[field].description if field in Settings.model_fields else ""
         )
         given = f"={item['input']!r}" if isinstance(item.get("input"), str | int | float) else ""
-        problems.append(f"{ENV_PREFIX}{field.upper()}{given}: {item['msg']} (expected: {accepted})")
-    return "; ".join(problems)
+        problems[field] = (
+            f"{ENV_PREFIX}{field.upper()}{given}: {item['msg']} (expected: {accepted})"
+        )
+    return "; ".join(problems.values())
 
 
 def load_settings(**overrides: Any) -> Settings:

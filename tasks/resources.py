@@ -10,7 +10,6 @@ from functools import lru_cache
 from sqlalchemy import Engine
 
 from notify.database import open_database
-from notify.delivery import local_pacers
 from notify.pacing import Pacer
 from notify.rendering import TemplateCatalog
 from notify.settings import Settings, get_settings
@@ -43,7 +42,9 @@ def worker_name(suffix: str) -> str:
 
 @lru_cache(maxsize=1)
 def _pacers() -> dict[str, Pacer]:
-    return local_pacers(get_settings())
+    from tasks.pacing import pacers_for
+
+    return pacers_for(get_settings())
 
 
 def pacers() -> dict[str, Pacer]:

@@ -524,3 +524,10 @@ def test_not_verified_stays_permanent_when_it_names_the_recipient_not_our_sender
     assert recipient_side.error_class is ErrorClass.permanent
     sender_side = sender_aware(DeliveryError(ADDRESS_NOT_VERIFIED, text), "tech@x.com")
     assert sender_side.error_class is ErrorClass.config
+
+
+def test_ses_rate_auto_reads_the_account_send_quota(aws_env: str) -> None:
+    from notify.senders import ses_rate
+
+    assert ses_rate(aws_settings()) == 14.0
+    assert ses_rate(aws_settings().model_copy(update={"ses_rate": "auto"})) == 1.0  # moto sandbox

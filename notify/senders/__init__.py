@@ -143,3 +143,11 @@ def _test_email(settings: Settings, to: str) -> OutgoingEmail:
     return OutgoingEmail(
         to=to, subject=TEST_SUBJECT, text=text, html=html, sender=settings.email_from
     )
+
+
+def ses_rate(settings: Settings) -> float:
+    """NOTIFY_SES_RATE, or with `auto` the account's MaxSendRate (SES GetSendQuota)."""
+    if settings.ses_rate != "auto":
+        return settings.ses_rate
+    quota = aws_client("ses", settings, retries=True).get_send_quota()
+    return float(quota["MaxSendRate"])
