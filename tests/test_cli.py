@@ -108,3 +108,33 @@ def test_config_masks_secrets(
     shown = capsys.readouterr().out
     assert "s3cret-pass" not in shown
     assert json.loads(shown)["smtp_password"] == "********"
+
+
+def test_test_email_prints_the_message_id_or_the_classified_error(
+    cli_env: str, aws_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from notify.settings import get_settings
+
+    monkeypatch.setenv("NOTIFY_SENDER", "aws")
+    get_settings.cache_clear()
+    assert main(["test-email", "admin@example.com", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["provider_message_id"]
+
+    monkeypatch.setenv("NOTIFY_EMAIL_FROM", "unverified@example.com")
+    get_settings.cache_clear()
+    assert main(["test-email", "admin@example.com"]) == 1
+    shown = capsys.readouterr().out
+    assert "MessageRejected" in shown and "fix:" in shown
+
+    assert main(["test-email", "not-an-address"]) == 2
+    assert "not-an-address" in capsys.readouterr().err
+
+
+def test_templates_preview_shows_sms_segments(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["templates", "preview", "repair_assigned", "--json"]) == 0
+    preview = json.loads(capsys.readouterr().out)
+    assert preview["sms_segments"] == 1 and "TEST-001" in preview["subject"]
+    assert main(["templates", "preview", "repair_assigned", "--context", '{"repair_id": 1}']) == 2
+    assert "unit_number" in capsys.readouterr().err
