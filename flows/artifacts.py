@@ -38,3 +38,9 @@ def delivery_table(summary: DeliverySummary) -> None:
         key="deliver-pending",
         description=notes,
     )
+    if summary.failures:
+        create_table_artifact(
+            table=summary.failures,
+            key="deliver-pending-failures",
+            description="Failed sends in this run (first 20; addresses masked)",
+        )

@@ -67,6 +67,7 @@ def _fold(
         summary.lost_lease += report["lost_lease"]
         summary.stopped = summary.stopped or report["stopped"]
         outcomes.update({(c, s): n for c, s, n in report["outcomes"]})
+        summary.failures.extend(report["failures"][: 20 - len(summary.failures)])
     summary.claimed += claimed
     return claimed
 

@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from notify.db import Channel, Status, transaction
 from notify.errors import OPTED_OUT, DeliveryError, ErrorClass, classify_exception
+from notify.masking import mask_address
 from notify.outbox import (
     ClaimedRow,
     Outcome,
@@ -38,6 +39,20 @@ Clock = Callable[[], datetime]
 TRANSACTIONAL = {"high", "urgent"}
 
 
+MAX_FAILURE_SAMPLES = 20
+
+
+@dataclass(frozen=True)
+class FailureSample:
+    """One failed send, address masked (it goes into artifacts and logs)."""
+
+    channel: str
+    address: str
+    status: str
+    error_code: str
+    error_class: str
+
+
 @dataclass
 class BatchReport:
     """What one claim-and-deliver did. `outcomes` counts (channel, status)."""
@@ -47,6 +62,7 @@ class BatchReport:
     released: int = 0
     lost_lease: int = 0
     stopped: str | None = None
+    failures: list[FailureSample] = field(default_factory=list)
 
     def add(self, other: BatchReport) -> None:
         self.claimed += other.claimed
@@ -54,6 +70,7 @@ class BatchReport:
         self.released += other.released
         self.lost_lease += other.lost_lease
         self.stopped = self.stopped or other.stopped
+        self.failures.extend(other.failures[: MAX_FAILURE_SAMPLES - len(self.failures)])
 
 
 @dataclass
@@ -106,6 +123,8 @@ class Deliverer:
         report.outcomes.update(
             (row.channel, o.status.value) for row, o in zip(mine, outcomes, strict=True)
         )
+        room = MAX_FAILURE_SAMPLES - len(report.failures)
+        report.failures.extend(_samples(mine, outcomes)[:room])
         stopper = next((r for r in results if isinstance(r, DeliveryError) and _stops(r)), None)
         if stopper is not None:
             report.stopped = str(stopper)
@@ -177,6 +196,20 @@ class Deliverer:
         later = self.clock() + timedelta(seconds=self.settings.retry_base_s)
         with transaction(self.engine) as session:
             return release_claims(session=session, owner=self.owner, ids=ids, next_attempt_at=later)
+
+
+def _samples(rows: Sequence[ClaimedRow], outcomes: Sequence[Outcome]) -> list[FailureSample]:
+    return [
+        FailureSample(
+            channel=row.channel,
+            address=mask_address(row.recipient_email or row.recipient_phone) or "",
+            status=outcome.status.value,
+            error_code=outcome.error_code or "",
+            error_class=outcome.error_class or "",
+        )
+        for row, outcome in zip(rows, outcomes, strict=True)
+        if outcome.status != Status.sent
+    ]
 
 
 def _stops(error: DeliveryError) -> bool:

@@ -26,6 +26,9 @@ class DeliverySummary(BaseModel):
     rescued_unknown: int = 0
     stopped: str | None = None
     remaining_due: int = 0
+    failures: list[dict[str, str]] = Field(
+        default_factory=list, description="up to 20 failed sends, addresses masked"
+    )
 
     def count(self, status: str) -> int:
         return sum(by_status.get(status, 0) for by_status in self.outcomes.values())

@@ -94,4 +94,5 @@ def _report_dict(report: BatchReport) -> dict[str, Any]:
         "released": report.released,
         "lost_lease": report.lost_lease,
         "stopped": report.stopped,
+        "failures": [sample.__dict__ for sample in report.failures],
     }

@@ -263,6 +263,12 @@ def test_failures_are_classified_retried_or_failed(engine: Engine, settings: Set
     assert report.outcomes[("email", "failed_permanent")] == 1
     assert report.outcomes[("sms", "failed_permanent")] == 1, "opted-out number is never sent"
     assert all(sms.phone != "+12065550099" for sms in sender.sms)
+    samples = {(f.channel, f.address, f.error_code) for f in report.failures}
+    assert samples == {
+        ("email", "t***@example.com", "Throttling"),
+        ("email", "t***@example.com", "MessageRejected"),
+        ("sms", "+1206***0099", "OptedOut"),
+    }
     with transaction(engine) as session:
         retry = session.execute(
             select(DeliveryLog).where(DeliveryLog.status == "pending_retry")
