@@ -145,7 +145,9 @@ def mark_sending(*, session: Session, owner: str, ids: Sequence[int], now: datet
 
 
 def record_outcomes(*, session: Session, owner: str, outcomes: Sequence[Outcome]) -> None:
-    """Write each outcome, fenced on the lease owner and the `sending` status."""
+    """Write each outcome, fenced on the lease owner and the `sending` status.
+
+    The lease ends but `lease_owner` stays: it records which deliverer made the last attempt."""
     if not outcomes:
         return
     table = LOGS
@@ -169,7 +171,6 @@ _OUTCOME_COLUMNS = (
     "error_class",
     "error_message",
     "next_attempt_at",
-    "lease_owner",
     "lease_expires_at",
 )
 
@@ -185,7 +186,6 @@ def _outcome_params(outcome: Outcome) -> dict[str, Any]:
         "b_error_class": outcome.error_class,
         "b_error_message": outcome.error_message,
         "b_next_attempt_at": outcome.next_attempt_at,
-        "b_lease_owner": None,
         "b_lease_expires_at": None,
     }
 

@@ -36,8 +36,10 @@ def catalog() -> TemplateCatalog:
 
 
 def worker_name(suffix: str) -> str:
-    """A lease owner unique to this host, process and task run."""
-    return f"{socket.gethostname()}:{os.getpid()}:{suffix}"[:100]
+    """A lease owner unique to this host, process and task run (NOTIFY_WORKER_NAME, when a
+    Prefect worker sets it for its runs, says which worker)."""
+    label = os.environ.get("NOTIFY_WORKER_NAME") or socket.gethostname()
+    return f"{label}:{os.getpid()}:{suffix}"[:100]
 
 
 @lru_cache(maxsize=1)
