@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import logging
 import socket
 import ssl
 import time
@@ -66,6 +67,7 @@ _AWS_ENV_TO_CLEAR = (
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     """One moto server for the session; yields its URL (http://127.0.0.1:PORT)."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a log line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
