@@ -10,11 +10,11 @@ from __future__ import annotations
 import sys
 import traceback
 
-import click
 import typer
 
 from notify.commands import db as db_commands
 from notify.commands import misc as misc_commands
+from notify.commands import ops as ops_commands
 from notify.commands import recipients as recipient_commands
 from notify.commands import send as send_commands
 from notify.commands import templates as template_commands
@@ -34,6 +34,7 @@ app.add_typer(db_commands.app, name="db")
 app.add_typer(recipient_commands.app, name="recipients")
 app.add_typer(template_commands.app, name="templates")
 send_commands.register(app)
+ops_commands.register(app)
 misc_commands.register(app)
 
 
@@ -49,13 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     try:
         code = app(args=args, prog_name="notifyops", standalone_mode=False)
-    except click.exceptions.Exit as done:
+    except typer.Exit as done:
         return int(done.exit_code or 0)
-    except click.exceptions.Abort:
+    except typer.Abort:
         fail_line("aborted")
         return EXIT_PARTIAL
-    except click.ClickException as usage:
-        usage.show()
+    except typer.TyperException as usage:  # usage errors: the command line is wrong
+        show = getattr(usage, "show", None)
+        if show is None:
+            fail_line(str(usage))
+        else:
+            show()
         return EXIT_BAD_INPUT
     except (NotifyError, SettingsError) as problem:
         return _report(problem, debug, str(problem))

@@ -236,3 +236,43 @@ def due_count(*, session: Session, now: datetime) -> int:
         LOGS.c.status.in_(("pending", "pending_retry")), LOGS.c.next_attempt_at <= now
     )
     return int(session.scalar(query) or 0)
+
+
+REDRIVABLE = ("unknown", "failed", "failed_permanent", "pending_retry")
+
+
+def redrive(
+    *,
+    session: Session,
+    status: str,
+    now: datetime,
+    channel: str | None = None,
+    ids: Sequence[int] = (),
+    dry_run: bool = False,
+) -> int:
+    """An operator's decision: put rows in `status` back in the queue, due now.
+
+    `unknown` rows may already have reached the provider; redriving them can send twice, which
+    is why nothing does it automatically.
+    """
+    if status not in REDRIVABLE:
+        raise ValueError(f"status must be one of {', '.join(REDRIVABLE)}")
+    where = [LOGS.c.status == status]
+    if channel:
+        where.append(LOGS.c.channel == channel)
+    if ids:
+        where.append(LOGS.c.id.in_(ids))
+    if dry_run:
+        return int(session.scalar(select(func.count()).where(*where)) or 0)
+    statement = (
+        update(LOGS)
+        .where(*where)
+        .values(
+            status=Status.pending.value,
+            next_attempt_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            decision=func.substr(LOGS.c.decision + f" | redriven from {status}", 1, 300),
+        )
+    )
+    return _rowcount(session, statement)

@@ -337,3 +337,25 @@ def test_updates_are_fenced_on_the_lease_owner(engine: Engine, settings: Setting
             session=session, owner="b", outcomes=[Outcome(row.id, Status.sent, NOON, "stolen")]
         )
     assert email_statuses(engine) == {"sending": 1}
+
+
+def test_redrive_puts_unknown_rows_back_only_when_asked(engine: Engine, settings: Settings) -> None:
+    from notify.outbox import redrive
+
+    add_recipients(engine, [tech(n, receive_sms=False) for n in range(1, 4)])
+    send(engine, settings, [f"tech:{n}" for n in range(1, 4)])
+    with transaction(engine) as session:
+        rows = claim_due(
+            session=session, owner="dead", limit=10, now=NOON, lease=timedelta(minutes=5)
+        )
+        mark_sending(session=session, owner="dead", ids=[r.id for r in rows[:2]], now=NOON)
+        rescue_expired(session=session, now=NOON + timedelta(hours=1))
+    with transaction(engine) as session:
+        assert redrive(session=session, status="unknown", now=NOON, dry_run=True) == 2
+    assert email_statuses(engine) == {"pending": 1, "unknown": 2}
+    with transaction(engine) as session:
+        assert redrive(session=session, status="unknown", now=NOON, ids=[rows[0].id]) == 1
+    assert email_statuses(engine) == {"pending": 2, "unknown": 1}
+    with transaction(engine) as session:
+        decision = session.scalar(select(DeliveryLog.decision).where(DeliveryLog.id == rows[0].id))
+    assert decision is not None and decision.endswith("redriven from unknown")
