@@ -166,6 +166,7 @@ class DeliveryLog(Base):
             sqlite_where=text("status IN ('pending', 'pending_retry')"),
         ),
         Index("ix_delivery_logs_channel_created", "channel", "created_at"),
+        Index("ix_delivery_logs_channel_sent", "channel", "sent_at"),
         Index("ix_delivery_logs_status_lease", "status", "lease_expires_at"),
     )
 

@@ -1,0 +1,130 @@
+"""Alert routing by severity (default: P1 -> SNS topic (page), P2 -> Slack-compatible webhook,
+P3-P4 -> log only; the flow's artifact shows them all). Configurable: `parse_routing`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from notify.alerts.store import RESOLVED, AlertNotice
+from notify.errors import InputError
+from notify.settings import Settings
+from notify.severity import Severity
+
+SNS, WEBHOOK, LOG = "sns", "webhook", "log"
+DEFAULT_ROUTES: Mapping[Severity, tuple[str, ...]] = {
+    Severity.P1: (SNS, LOG),
+    Severity.P2: (WEBHOOK, LOG),
+    Severity.P3: (LOG,),
+    Severity.P4: (LOG,),
+}
+SUBJECT_MAX = 100
+WEBHOOK_TIMEOUT_S = 5.0
+logger = logging.getLogger("notify.alerts")
+
+
+class AlertRoute(Protocol):
+    def send(self, notice: AlertNotice) -> None: ...
+
+
+class SnsTopicRoute:
+    """Publishes to an SNS topic (the pager); `client` is a boto3 SNS client."""
+
+    def __init__(self, client: Any, topic_arn: str) -> None:
+        self.client, self.topic_arn = client, topic_arn
+
+    def send(self, notice: AlertNotice) -> None:
+        subject = f"[{notice.severity}] notifyops {notice.key}"
+        subject = subject.encode("ascii", "replace").decode()[:SUBJECT_MAX]
+        self.client.publish(TopicArn=self.topic_arn, Subject=subject, Message=notice.text)
+
+
+class WebhookRoute:
+    """POSTs Slack-compatible JSON ({"text": ...}) with urllib."""
+
+    def __init__(self, url: str, timeout_s: float = WEBHOOK_TIMEOUT_S) -> None:
+        self.url, self.timeout_s = url, timeout_s
+
+    def send(self, notice: AlertNotice) -> None:
+        body = json.dumps({"text": notice.text}).encode()
+        request = urllib.request.Request(
+            self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            response.read()
+
+
+class LogRoute:
+    def __init__(self, log: logging.Logger = logger) -> None:
+        self.log = log
+
+    def send(self, notice: AlertNotice) -> None:
+        level = logging.ERROR if notice.severity.rank <= 2 else logging.WARNING
+        level = logging.INFO if notice.state == RESOLVED else level
+        self.log.log(level, "alert %s", notice.text)
+
+
+def routes_from_settings(settings: Settings, *, sns_client: Any = None) -> dict[str, AlertRoute]:
+    """The routes that are configured: sns (topic ARN and a client), webhook (URL), log."""
+    routes: dict[str, AlertRoute] = {LOG: LogRoute()}
+    if settings.alert_sns_topic_arn and sns_client is not None:
+        routes[SNS] = SnsTopicRoute(sns_client, settings.alert_sns_topic_arn)
+    if settings.alert_webhook_url:
+        routes[WEBHOOK] = WebhookRoute(settings.alert_webhook_url)
+    return routes
+
+
+def parse_routing(text: str) -> dict[Severity, tuple[str, ...]]:
+    """'P1=sns,webhook;P2=webhook' -> routing (unnamed severities keep the default)."""
+    routing = dict(DEFAULT_ROUTES)
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, targets = part.partition("=")
+        try:
+            severity = Severity(name.strip().upper())
+        except ValueError:
+            message = f"alert routing {part!r}: accepted form P1=sns,webhook;P2=webhook"
+            raise InputError(message) from None
+        routing[severity] = tuple(t.strip() for t in targets.split(",") if t.strip())
+    return routing
+
+
+@dataclass(frozen=True)
+class Delivery:
+    route: str
+    ok: bool
+    error: str | None = None
+
+
+def dispatch(
+    notice: AlertNotice,
+    *,
+    routes: Mapping[str, AlertRoute],
+    routing: Mapping[Severity, Sequence[str]] = DEFAULT_ROUTES,
+) -> list[Delivery]:
+    """Send one notice on every route its severity names; failures are returned, not raised.
+
+    A route that is named but not configured is reported (and the notice still goes to the log)."""
+    names = list(routing.get(notice.severity, (LOG,)))
+    results = [_send(name, routes.get(name), notice) for name in names]
+    if any(not r.ok for r in results) and LOG not in names and LOG in routes:
+        results.append(_send(LOG, routes[LOG], notice))
+    return results
+
+
+def _send(name: str, route: AlertRoute | None, notice: AlertNotice) -> Delivery:
+    if route is None:
+        return Delivery(name, ok=False, error="route not configured")
+    try:
+        route.send(notice)
+    except (urllib.error.URLError, OSError, ClientError, BotoCoreError) as exc:
+        logger.warning("alert route %s failed for %s: %s", name, notice.key, exc)
+        return Delivery(name, ok=False, error=f"{type(exc).__name__}: {exc}"[:200])
+    return Delivery(name, ok=True)

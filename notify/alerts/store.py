@@ -1,0 +1,184 @@
+"""Stored alerts: one row per condition, deduplicated with a cooldown, resolved when it clears.
+
+One alert per condition: key "<check>:<finding code>" (e.g. "health:backlog"). A check run calls
+`sync_alerts` with its findings; `raise_or_refresh` and `resolve_cleared` are the two halves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from notify.db import Alert
+from notify.severity import Finding, Severity
+
+OPEN = "open"
+RESOLVED = "resolved"
+COOLDOWN = "in cooldown"
+
+
+@dataclass(frozen=True)
+class AlertNotice:
+    """What a route sends: one alert, opened/refreshed or resolved."""
+
+    key: str
+    severity: Severity
+    summary: str
+    state: str  # open | resolved
+    count: int
+    first_seen: datetime
+    reason: str  # new | reopened | escalated | repeat | in cooldown | resolved
+
+    @property
+    def text(self) -> str:
+        if self.state == RESOLVED:
+            return f"[RESOLVED] {self.key}: {self.summary}"
+        since = self.first_seen.strftime("%Y-%m-%d %H:%M UTC")
+        return f"[{self.severity}] {self.key}: {self.summary} (seen {self.count}x since {since})"
+
+
+@dataclass(frozen=True)
+class AlertDecision:
+    notify: bool
+    notice: AlertNotice
+
+
+def raise_or_refresh(
+    *,
+    session: Session,
+    key: str,
+    severity: Severity,
+    summary: str,
+    now: datetime,
+    cooldown: timedelta,
+) -> AlertDecision:
+    """Open the alert (or refresh an open one); notify when new, reopened, escalated, or the
+    cooldown since the last notice has passed."""
+    found = select(Alert).where(Alert.key == key)
+    alert = session.execute(found).scalar_one_or_none()
+    if alert is None:
+        inserted = _insert(session, key, severity, summary, now)
+        if inserted is not None:
+            return _decision(inserted, notify=True, reason="new")
+        alert = session.execute(found).scalar_one()  # a concurrent run inserted it first
+    reason = _refresh(alert, severity, summary, now, cooldown)
+    if reason != COOLDOWN:
+        alert.last_notified = now
+    session.flush()
+    return _decision(alert, notify=reason != COOLDOWN, reason=reason)
+
+
+def _insert(
+    session: Session, key: str, severity: Severity, summary: str, now: datetime
+) -> Alert | None:
+    """A new open alert; None when a concurrent run inserted the same key first."""
+    alert = Alert(
+        key=key,
+        severity=severity.value,
+        state=OPEN,
+        summary=summary,
+        first_seen=now,
+        last_seen=now,
+        last_notified=now,
+        count=1,
+    )
+    try:
+        with session.begin_nested():
+            session.add(alert)
+    except IntegrityError:
+        return None
+    return alert
+
+
+def _refresh(
+    alert: Alert, severity: Severity, summary: str, now: datetime, cooldown: timedelta
+) -> str:
+    previous = Severity(alert.severity)
+    reopened = alert.state != OPEN
+    if reopened:
+        alert.state, alert.first_seen, alert.count, alert.resolved_at = OPEN, now, 0, None
+    alert.severity, alert.summary, alert.last_seen = severity.value, summary, now
+    alert.count += 1
+    if reopened:
+        return "reopened"
+    if severity.rank < previous.rank:
+        return "escalated"
+    due = alert.last_notified is None or now - alert.last_notified >= cooldown
+    return "repeat" if due else COOLDOWN
+
+
+def _decision(alert: Alert, *, notify: bool, reason: str) -> AlertDecision:
+    return AlertDecision(notify=notify, notice=_notice(alert, reason))
+
+
+def _notice(alert: Alert, reason: str) -> AlertNotice:
+    return AlertNotice(
+        key=alert.key,
+        severity=Severity(alert.severity),
+        summary=alert.summary,
+        state=alert.state,
+        count=alert.count,
+        first_seen=alert.first_seen,
+        reason=reason,
+    )
+
+
+def resolve_cleared(
+    *, session: Session, active_keys_for_check: Iterable[str], check_prefix: str, now: datetime
+) -> list[AlertNotice]:
+    """Resolve the open alerts of one check (keys starting with `check_prefix`) whose condition
+    is no longer present; returns them (route them to say the incident is over)."""
+    active = set(active_keys_for_check)
+    query = select(Alert).where(
+        Alert.state == OPEN, Alert.key.startswith(check_prefix, autoescape=True)
+    )
+    cleared = [alert for alert in session.execute(query).scalars() if alert.key not in active]
+    for alert in cleared:
+        alert.state, alert.resolved_at = RESOLVED, now
+    session.flush()
+    return [_notice(alert, RESOLVED) for alert in cleared]
+
+
+@dataclass(frozen=True)
+class AlertSync:
+    to_notify: tuple[AlertNotice, ...]  # open alerts due a notice now
+    resolved: tuple[AlertNotice, ...]
+    quiet: tuple[AlertNotice, ...]  # open alerts still in their cooldown
+
+
+def sync_alerts(
+    *,
+    session: Session,
+    check: str,
+    findings: Sequence[Finding],
+    now: datetime,
+    cooldown: timedelta,
+) -> AlertSync:
+    """One check's findings -> its alerts: raise/refresh each, resolve the ones that cleared."""
+    decisions = [
+        raise_or_refresh(
+            session=session,
+            key=f"{check}:{f.code}",
+            severity=f.severity,
+            summary=f.message,
+            now=now,
+            cooldown=cooldown,
+        )
+        for f in findings
+    ]
+    resolved = resolve_cleared(
+        session=session,
+        check_prefix=f"{check}:",
+        now=now,
+        active_keys_for_check=[d.notice.key for d in decisions],
+    )
+    return AlertSync(
+        to_notify=tuple(d.notice for d in decisions if d.notify),
+        resolved=tuple(resolved),
+        quiet=tuple(d.notice for d in decisions if not d.notify),
+    )

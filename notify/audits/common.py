@@ -1,0 +1,92 @@
+"""What every audit shares: the window, money, rates, and the report header."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from notify.errors import InputError
+from notify.severity import Assessment, Finding, Severity
+
+CENT = Decimal("0.01")
+MICRO = Decimal("0.000001")
+RATE_DIGITS = 4
+
+
+@dataclass(frozen=True)
+class Window:
+    """The half-open interval (start, end]: a row exactly at `start` is out, one at `end` is in."""
+
+    start: datetime
+    end: datetime
+
+    @property
+    def hours(self) -> float:
+        return round((self.end - self.start).total_seconds() / 3600, 6)
+
+
+def resolve_window(as_of: datetime, window: timedelta) -> Window:
+    """(as_of - window, as_of] in UTC; `as_of` may be in any zone but must be aware."""
+    if as_of.tzinfo is None or as_of.utcoffset() is None:
+        raise InputError(f"as_of {as_of.isoformat()} has no time zone (accepted: an aware time)")
+    if window <= timedelta(0):
+        raise InputError(f"window {window} must be positive (accepted: e.g. 24h)")
+    end = as_of.astimezone(UTC)
+    return Window(start=end - window, end=end)
+
+
+def usd_from_micros(micros: Any) -> Decimal:
+    """Exact dollars from a SUM of micro-dollars (an int, a float that holds one, or None)."""
+    return (Decimal(int(micros or 0)) * MICRO).quantize(MICRO)
+
+
+def cents(amount: Decimal) -> Decimal:
+    """Dollars rounded half-up to the cent, as reports show them."""
+    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def rate(part: int, whole: int) -> float:
+    """part / whole rounded to 4 digits; 0.0 for an empty whole."""
+    return round(part / whole, RATE_DIGITS) if whole else 0.0
+
+
+def seconds(value: Any) -> float:
+    """A duration from SQL (timedelta, Decimal, float or None) in seconds, to the millisecond."""
+    if isinstance(value, timedelta):
+        return round(value.total_seconds(), 3)
+    return round(float(value or 0), 3)
+
+
+class Report(BaseModel):
+    """The header every report carries. `to_json()` is the `--json` payload (stable keys)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    as_of: datetime
+    window_start: datetime
+    window_hours: float
+    severity: Severity
+    findings: tuple[Finding, ...] = ()
+    breaches: tuple[str, ...] = ()
+    breached: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict: money as decimal strings, times as ISO 8601 UTC."""
+        return self.model_dump(mode="json")
+
+
+def header(window: Window, assessment: Assessment, breaches: list[str]) -> dict[str, Any]:
+    """The Report fields for a window, its assessment and the thresholds it breached."""
+    return {
+        "as_of": window.end,
+        "window_start": window.start,
+        "window_hours": window.hours,
+        "severity": assessment.severity,
+        "findings": assessment.findings,
+        "breaches": tuple(breaches),
+        "breached": bool(breaches),
+    }

@@ -1,0 +1,201 @@
+"""Health (runbook sections 1, 3, 4, 6): backlog, latency, stuck and unknown rows, the database,
+the SES account; Prefect workers are folded in by the flow layer with `with_workers`.
+
+Backlog and stuck rows are the state now (an `as_of` in the past does not rebuild them); latency
+(created -> sent) covers rows sent in (as_of - window, as_of]. p95 is the nearest-rank percentile
+(percentile_disc on PostgreSQL, ORDER BY/OFFSET on SQLite: the same value on both).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import and_, case, func, or_, select, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from notify.audits.common import Report, Window, header, resolve_window, seconds
+from notify.audits.ses_account import SesAccountState, check_ses_account
+from notify.audits.sql import POSTGRES, any_channel, dialect_of, duration
+from notify.db import DUE_STATUSES, DeliveryLog, Status
+from notify.settings import Settings
+from notify.severity import Facts, Thresholds, assess
+
+P95 = 0.95
+STUCK_STATUSES = (Status.claimed.value, Status.sending.value)
+
+
+class WorkerState(BaseModel):
+    """A Prefect worker as the flow layer saw it (notify/ never talks to Prefect)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    pool: str | None = None
+    online: bool
+    last_heartbeat: datetime | None = None
+
+
+class HealthReport(Report):
+    database_reachable: bool
+    database_error: str | None
+    backlog: int  # pending + pending_retry due at as_of
+    deferred: int  # pending + pending_retry not yet due (quiet hours, backoff)
+    oldest_pending_age_s: float  # since the oldest due row became due
+    sent_in_window: int
+    avg_latency_s: float
+    p95_latency_s: float
+    stuck_claimed: int  # lease expired; rescued back to pending
+    stuck_sending: int  # lease expired; become unknown when rescued
+    unknown: int
+    ses: SesAccountState | None
+    workers: tuple[WorkerState, ...] | None = None
+    workers_down_minutes: float | None = None
+    late_runs: int | None = None
+
+    def with_workers(
+        self,
+        workers: Iterable[WorkerState],
+        *,
+        down_minutes: float,
+        late_runs: int | None = None,
+        thresholds: Thresholds | None = None,
+    ) -> HealthReport:
+        """This report with the work pool's state, severity re-assessed ("down > 10 min": P1)."""
+        fields = {
+            **dict(self),
+            "workers": tuple(workers),
+            "workers_down_minutes": down_minutes,
+            "late_runs": late_runs,
+        }
+        window = Window(start=self.window_start, end=self.as_of)
+        return self.model_copy(update={**fields, **_verdict(fields, window, thresholds)})
+
+
+def health(
+    *,
+    session: Session,
+    as_of: datetime,
+    window: timedelta,
+    settings: Settings,
+    sesv2: Any = None,
+    ses: Any = None,
+) -> HealthReport:
+    """Measure the pipeline's health; SES is asked only when a client is given. Never raises
+    for an unreachable database or SES: those are reported (and escalate) instead."""
+    w = resolve_window(as_of, window)
+    fields: dict[str, Any] = {**_database(session, w), "ses": None}
+    if sesv2 is not None or ses is not None:
+        fields["ses"] = check_ses_account(sender=settings.email_from, sesv2=sesv2, ses=ses)
+    return HealthReport(**fields, **_verdict(fields, w, Thresholds.from_settings(settings)))
+
+
+_UNMEASURED = {
+    "backlog": 0,
+    "deferred": 0,
+    "oldest_pending_age_s": 0.0,
+    "sent_in_window": 0,
+    "avg_latency_s": 0.0,
+    "p95_latency_s": 0.0,
+    "stuck_claimed": 0,
+    "stuck_sending": 0,
+    "unknown": 0,
+}
+
+
+def _database(session: Session, w: Window) -> dict[str, Any]:
+    try:
+        session.execute(text("SELECT 1"))
+        measured = {**_queue(session, w.end), **_latency(session, w), **_stuck(session, w.end)}
+    except SQLAlchemyError as exc:
+        session.rollback()
+        return {"database_reachable": False, "database_error": _first_line(exc), **_UNMEASURED}
+    return {"database_reachable": True, "database_error": None, **measured}
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    origin = getattr(exc, "orig", None) or exc
+    lines = str(origin).strip().splitlines()
+    return f"{type(origin).__name__}: {lines[0] if lines else ''}"[:200]
+
+
+def _queue(session: Session, now: datetime) -> dict[str, Any]:
+    dl = DeliveryLog
+    due_at = func.coalesce(dl.next_attempt_at, dl.created_at)
+    is_due = or_(dl.next_attempt_at.is_(None), dl.next_attempt_at <= now)
+    query = select(
+        func.sum(case((is_due, 1), else_=0)),
+        func.sum(case((is_due, 0), else_=1)),
+        func.min(case((is_due, due_at), else_=None)),
+    ).where(dl.status.in_(DUE_STATUSES))
+    backlog, deferred, oldest = session.execute(query).one()
+    age = (now - oldest).total_seconds() if oldest is not None else 0.0
+    return {
+        "backlog": int(backlog or 0),
+        "deferred": int(deferred or 0),
+        "oldest_pending_age_s": round(max(age, 0.0), 3),
+    }
+
+
+def _latency(session: Session, w: Window) -> dict[str, Any]:
+    """Count, average and p95 of created -> sent; one scan on PostgreSQL, two on SQLite."""
+    dl = DeliveryLog
+    dialect = dialect_of(session)
+    latency = duration(dl.sent_at, dl.created_at, dialect)
+    sent = and_(any_channel(), dl.sent_at > w.start, dl.sent_at <= w.end)
+    measures: list[ColumnElement[Any]] = [func.count(), func.avg(latency)]
+    if dialect == POSTGRES:
+        measures.append(func.percentile_disc(P95).within_group(latency))
+    count, average, *p95 = session.execute(select(*measures).where(sent)).one()
+    if dialect != POSTGRES:
+        p95 = [_nearest_rank(session, latency, sent, int(count))]
+    return {
+        "sent_in_window": int(count),
+        "avg_latency_s": seconds(average),
+        "p95_latency_s": seconds(p95[0]),
+    }
+
+
+def _nearest_rank(session: Session, latency: Any, sent: Any, count: int) -> Any:
+    """The p95 by ORDER BY/OFFSET: the ceil(0.95 n)-th smallest, as percentile_disc picks it."""
+    if count == 0:
+        return None
+    rank = math.ceil(P95 * count) - 1
+    query = select(latency).where(sent).order_by(latency).limit(1).offset(rank)
+    return session.execute(query).scalar()
+
+
+def _stuck(session: Session, now: datetime) -> dict[str, Any]:
+    dl = DeliveryLog
+    expired = and_(dl.status.in_(STUCK_STATUSES), dl.lease_expires_at < now)
+    query = (
+        select(dl.status, func.count())
+        .where(or_(expired, dl.status == Status.unknown.value))
+        .group_by(dl.status)
+    )
+    counts = dict(session.execute(query).tuples().all())
+    return {
+        "stuck_claimed": counts.get(Status.claimed.value, 0),
+        "stuck_sending": counts.get(Status.sending.value, 0),
+        "unknown": counts.get(Status.unknown.value, 0),
+    }
+
+
+def _verdict(fields: Mapping[str, Any], w: Window, thresholds: Thresholds | None) -> dict[str, Any]:
+    ses: SesAccountState | None = fields["ses"]
+    facts = Facts(
+        backlog=fields["backlog"],
+        avg_latency_s=fields["avg_latency_s"] if fields["sent_in_window"] else None,
+        unknown_deliveries=fields["unknown"],
+        database_unreachable=not fields["database_reachable"],
+        email_sending_disabled=ses is not None and ses.sending_enabled is False,
+        sender_unverified=ses is not None and ses.sender_verified is False,
+        workers_down_minutes=fields.get("workers_down_minutes"),
+    )
+    assessment = assess(facts, thresholds or Thresholds())
+    return header(w, assessment, [finding.message for finding in assessment.findings])

@@ -1,0 +1,236 @@
+"""Loop detection (runbook section 2, step 3): the same title to the same recipient on the same
+channel more than `loop_threshold` times in the window (skipped rows do not count), with the
+template and the flow run / deployment / request that created the latest one; and `mute_loops`,
+which adds a time-limited SMS suppression for the recipient's phone and that title.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import func, or_, select, tuple_
+from sqlalchemy.orm import Session
+
+from notify.audits.common import Report, Window, header, resolve_window
+from notify.audits.sql import any_channel
+from notify.db import Channel, DeliveryLog, Notification, Recipient, Status, Suppression
+from notify.masking import mask_address, mask_phone
+from notify.settings import Settings
+from notify.severity import Facts, assess
+
+REASON_MAX_CHARS = 300
+CANDIDATES_PER_QUERY = 500
+ENQUEUE_SKEW = timedelta(hours=1)  # notifications looked at this much before the window
+
+
+class Loop(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    recipient: str  # external_id
+    channel: str
+    title: str
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+    template_name: str  # of the latest row
+    flow_run_id: str | None  # attribution of the latest row
+    deployment_name: str | None
+    request_id: str | None
+    address_masked: str | None  # the channel's address of the latest row, masked
+
+
+class MutedLoop(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    recipient: str
+    title: str
+    channel: str  # always sms
+    phone_masked: str | None
+    until: datetime
+    created: bool  # False: an identical suppression was already active
+
+
+class LoopReport(Report):
+    threshold: int
+    auto_mute: bool
+    loops: tuple[Loop, ...]
+    muted: tuple[MutedLoop, ...] = ()
+
+    def with_muted(self, muted: Iterable[MutedLoop]) -> LoopReport:
+        return self.model_copy(update={"muted": tuple(muted)})
+
+
+def loop_detection(
+    *, session: Session, as_of: datetime, window: timedelta, settings: Settings
+) -> LoopReport:
+    """(recipient, channel, title) with more than settings.loop_threshold rows in the window."""
+    w = resolve_window(as_of, window)
+    groups = _groups(session, w, settings.loop_threshold)
+    latest = _latest_rows(session, [g.latest_id for g in groups])
+    loops = tuple(_loop(g, latest[g.latest_id]) for g in groups)
+    breaches = [f"loop: {x.count} x '{x.title}' to {x.recipient} by {x.channel}" for x in loops]
+    return LoopReport(
+        threshold=settings.loop_threshold,
+        auto_mute=settings.loop_auto_mute,
+        loops=loops,
+        **header(w, assess(Facts(loops=len(loops))), breaches),
+    )
+
+
+class _Group(BaseModel):
+    channel: str
+    title: str
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+    latest_id: int
+
+
+def _groups(session: Session, w: Window, threshold: int) -> list[_Group]:
+    """Two steps: candidate (recipient, title) pairs from `notifications` alone (cheap: an
+    index-only scan of ix_notifications_recipient_title, no join), then exact per-channel counts
+    of non-skipped delivery rows for those pairs only."""
+    candidates = _candidates(session, w, threshold)
+    groups = [
+        group
+        for start in range(0, len(candidates), CANDIDATES_PER_QUERY)
+        for group in _counted(
+            session, w, threshold, candidates[start : start + CANDIDATES_PER_QUERY]
+        )
+    ]
+    return sorted(groups, key=lambda g: (-g.count, g.title, g.channel, g.latest_id))
+
+
+def _candidates(session: Session, w: Window, threshold: int) -> list[tuple[int, str]]:
+    """(recipient_id, title) with more than `threshold` notifications around the window: a
+    superset of the loops, as a delivery row is created with its notification (one `now`)."""
+    n = Notification
+    query = (
+        select(n.recipient_id, n.title)
+        .where(n.created_at > w.start - ENQUEUE_SKEW, n.created_at <= w.end)
+        .group_by(n.recipient_id, n.title)
+        .having(func.count() > threshold)
+    )
+    return [(rid, title) for rid, title in session.execute(query)]
+
+
+def _counted(
+    session: Session, w: Window, threshold: int, pairs: list[tuple[int, str]]
+) -> list[_Group]:
+    dl, n = DeliveryLog, Notification
+    count = func.count(dl.id)
+    query = (
+        select(dl.channel, n.title, count, func.min(dl.created_at), func.max(dl.created_at))
+        .add_columns(func.max(dl.id))
+        .join(n, n.id == dl.notification_id)
+        .where(tuple_(n.recipient_id, n.title).in_(pairs))
+        .where(any_channel(), dl.created_at > w.start, dl.created_at <= w.end)
+        .where(dl.status != Status.skipped.value)
+        .group_by(n.recipient_id, dl.channel, n.title)
+        .having(count > threshold)
+    )
+    names = ("channel", "title", "count", "first_seen", "last_seen", "latest_id")
+    return [_Group(**dict(zip(names, row, strict=True))) for row in session.execute(query)]
+
+
+def _latest_rows(session: Session, ids: Sequence[int]) -> dict[int, Any]:
+    if not ids:
+        return {}
+    dl, n, r = DeliveryLog, Notification, Recipient
+    query = (
+        select(dl.id, r.external_id, n.template_name, n.flow_run_id, n.deployment_name)
+        .add_columns(n.request_id, dl.recipient_email, dl.recipient_phone, r.email, r.phone)
+        .join(n, n.id == dl.notification_id)
+        .join(r, r.id == n.recipient_id)
+        .where(dl.id.in_(ids))
+    )
+    return {row.id: row for row in session.execute(query)}
+
+
+def _loop(group: _Group, row: Any) -> Loop:
+    is_sms = group.channel == Channel.sms.value
+    address = (row.recipient_phone or row.phone) if is_sms else (row.recipient_email or row.email)
+    return Loop(
+        recipient=row.external_id,
+        template_name=row.template_name,
+        flow_run_id=row.flow_run_id,
+        deployment_name=row.deployment_name,
+        request_id=row.request_id,
+        address_masked=mask_address(address),
+        **group.model_dump(exclude={"latest_id"}),
+    )
+
+
+def mute_loops(
+    *,
+    session: Session,
+    loops: Iterable[Loop],
+    now: datetime,
+    hours: int,
+    reason: str | None = None,
+) -> list[MutedLoop]:
+    """An SMS suppression (recipient's phone, loop title, until now + hours) per loop.
+
+    Loops of one recipient and title on both channels share one suppression; an identical active
+    suppression is kept (reported with created=False); recipients without a phone are skipped.
+    """
+    until = now + timedelta(hours=hours)
+    unique = {(loop.recipient, loop.title): loop for loop in loops}
+    phones = _phones(session, [recipient for recipient, _ in unique])
+    return [
+        _mute(session, loop, phone, now, until, reason)
+        for (recipient, _), loop in unique.items()
+        if (phone := phones.get(recipient))
+    ]
+
+
+def _phones(session: Session, external_ids: list[str]) -> dict[str, str | None]:
+    if not external_ids:
+        return {}
+    query = select(Recipient.external_id, Recipient.phone).where(
+        Recipient.external_id.in_(external_ids)
+    )
+    return {ext: phone for ext, phone in session.execute(query)}
+
+
+def _mute(
+    session: Session, loop: Loop, phone: str, now: datetime, until: datetime, reason: str | None
+) -> MutedLoop:
+    """Insert the suppression unless an identical one is active (then created=False)."""
+    text = reason or f"auto-muted loop: {loop.count} x by {loop.channel} (loop detection)"
+    created = not _active(session, phone, loop.title, now)
+    if created:
+        sms = Channel.sms.value
+        session.add(
+            Suppression(
+                address=phone,
+                channel=sms,
+                title=loop.title,
+                until=until,
+                created_at=now,
+                reason=text[:REASON_MAX_CHARS],
+            )
+        )
+        session.flush()
+    return MutedLoop(
+        recipient=loop.recipient,
+        title=loop.title,
+        channel=Channel.sms.value,
+        phone_masked=mask_phone(phone),
+        until=until,
+        created=created,
+    )
+
+
+def _active(session: Session, phone: str, title: str, now: datetime) -> bool:
+    s = Suppression
+    query = select(s.id).where(
+        s.address == phone,
+        s.channel == Channel.sms.value,
+        s.title == title,
+        or_(s.until.is_(None), s.until > now),
+    )
+    return session.execute(query.limit(1)).first() is not None

@@ -1,0 +1,181 @@
+"""CloudWatch: the audits' numbers as custom metrics, and the runbook's alarms on them.
+
+Metrics (namespace settings.cloudwatch_namespace, no dimensions, as the runbook queries them):
+SMSCost (USD spent in the last hour; the hourly audit publishes once an hour, so Sum per hour is
+the hourly cost), DeliveryLatency and DeliveryLatencyP95 (seconds), EmailFailureRate,
+SmsFailureRate and ErrorRate (percent, 0-100), QueueBacklog, UnknownDeliveries and WorkersOnline
+(counts; WorkersOnline comes from the flow layer, which sees Prefect).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from notify.audits import FailureReport, HealthReport, SmsCostReport
+from notify.settings import Settings
+from notify.severity import RUNBOOK
+
+ALARM_PREFIX = "RS-Notifications-"
+BATCH = 20  # metric data per put_metric_data call (the oldest documented limit)
+PERCENT = 100
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    name: str
+    value: float
+    unit: str  # CloudWatch StandardUnit
+    timestamp: datetime
+
+    def datum(self) -> dict[str, Any]:
+        return {
+            "MetricName": self.name,
+            "Value": self.value,
+            "Unit": self.unit,
+            "Timestamp": self.timestamp,
+        }
+
+
+def sms_cost_metrics(report: SmsCostReport) -> list[MetricPoint]:
+    return [MetricPoint("SMSCost", float(report.last_hour_cost_usd), "None", report.as_of)]
+
+
+def failure_metrics(report: FailureReport) -> list[MetricPoint]:
+    at = report.as_of
+    return [
+        MetricPoint("EmailFailureRate", report.email_error_rate * PERCENT, "Percent", at),
+        MetricPoint("SmsFailureRate", report.sms_error_rate * PERCENT, "Percent", at),
+        MetricPoint("ErrorRate", report.error_rate * PERCENT, "Percent", at),
+    ]
+
+
+def health_metrics(report: HealthReport) -> list[MetricPoint]:
+    """Backlog and unknown always; latency only when something was sent in the window."""
+    at = report.as_of
+    points = [
+        MetricPoint("QueueBacklog", float(report.backlog), "Count", at),
+        MetricPoint("UnknownDeliveries", float(report.unknown), "Count", at),
+    ]
+    if report.sent_in_window:
+        points.append(MetricPoint("DeliveryLatency", report.avg_latency_s, "Seconds", at))
+        points.append(MetricPoint("DeliveryLatencyP95", report.p95_latency_s, "Seconds", at))
+    if report.workers is not None:
+        online = sum(1 for worker in report.workers if worker.online)
+        points.append(MetricPoint("WorkersOnline", float(online), "Count", at))
+    return points
+
+
+def publish(client: Any, settings: Settings, points: Iterable[MetricPoint]) -> int:
+    """put_metric_data in batches; returns how many points were sent (0 when disabled)."""
+    if not settings.cloudwatch_enabled:
+        return 0
+    data = [point.datum() for point in points]
+    for start in range(0, len(data), BATCH):
+        batch = data[start : start + BATCH]
+        client.put_metric_data(Namespace=settings.cloudwatch_namespace, MetricData=batch)
+    return len(data)
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """One runbook alarm: `<metric> <statistic over period> <comparison> <threshold>`."""
+
+    name: str
+    metric: str
+    statistic: str
+    period_s: int
+    threshold: float
+    description: str
+    comparison: str = "GreaterThanThreshold"
+    evaluation_periods: int = 1
+    missing_data: str = "notBreaching"
+
+
+def runbook_alarms(settings: Settings) -> list[AlarmSpec]:
+    """The runbook's alarms, thresholds from settings and the escalation table."""
+    rate = RUNBOOK.failure_rate_high * PERCENT
+    return [
+        AlarmSpec(
+            "HighEmailFailureRate",
+            "EmailFailureRate",
+            "Average",
+            3600,
+            rate,
+            "Email failure rate > 10% (runbook section 1: emails not sending)",
+        ),
+        AlarmSpec(
+            "HighSMSCost",
+            "SMSCost",
+            "Sum",
+            3600,
+            float(settings.sms_hourly_alarm_usd),
+            f"SMS cost > ${settings.sms_hourly_alarm_usd}/hour (runbook section 2)",
+        ),
+        AlarmSpec(
+            "QueueBacklog",
+            "QueueBacklog",
+            "Maximum",
+            300,
+            float(RUNBOOK.backlog_alarm),
+            "More than 1,000 notifications due and pending (runbook section 4)",
+        ),
+        AlarmSpec(
+            "HighErrorRate",
+            "ErrorRate",
+            "Average",
+            3600,
+            rate,
+            "Delivery error rate > 10% (runbook section 5)",
+        ),
+        AlarmSpec(
+            "HighLatency",
+            "DeliveryLatency",
+            "Average",
+            300,
+            RUNBOOK.latency_alarm_s,
+            "Average delivery latency > 30 s (runbook section 6)",
+        ),
+        AlarmSpec(
+            "WorkerDown",
+            "WorkersOnline",
+            "Maximum",
+            300,
+            1.0,
+            "No Prefect worker online for 10 minutes, or no health report (section 3)",
+            comparison="LessThanThreshold",
+            evaluation_periods=2,
+            missing_data="breaching",
+        ),
+    ]
+
+
+def install_alarms(client: Any, settings: Settings) -> list[str]:
+    """Create or update (put_metric_alarm is idempotent by name) every runbook alarm; the alarm
+    actions page the SNS topic when settings.alert_sns_topic_arn is set. Returns the names."""
+    actions = [settings.alert_sns_topic_arn] if settings.alert_sns_topic_arn else []
+    names = []
+    for spec in runbook_alarms(settings):
+        client.put_metric_alarm(**_alarm_request(spec, settings.cloudwatch_namespace, actions))
+        names.append(ALARM_PREFIX + spec.name)
+    return names
+
+
+def _alarm_request(spec: AlarmSpec, namespace: str, actions: Sequence[str]) -> dict[str, Any]:
+    return {
+        "AlarmName": ALARM_PREFIX + spec.name,
+        "AlarmDescription": spec.description,
+        "Namespace": namespace,
+        "MetricName": spec.metric,
+        "Statistic": spec.statistic,
+        "Period": spec.period_s,
+        "EvaluationPeriods": spec.evaluation_periods,
+        "Threshold": spec.threshold,
+        "ComparisonOperator": spec.comparison,
+        "TreatMissingData": spec.missing_data,
+        "ActionsEnabled": bool(actions),
+        "AlarmActions": list(actions),
+        "OKActions": list(actions),
+    }

@@ -1,0 +1,226 @@
+"""Severity P1-P4: the runbook's escalation table as one pure function, `assess`.
+
+The table (runbook "Escalation Procedures") and how its boundaries are read here:
+
+| severity | condition (as measured)                                   | boundary          |
+|----------|-----------------------------------------------------------|-------------------|
+| P1       | a channel's failure rate > 50% ("all emails/SMS failing") | 50% exactly is P2 |
+| P1       | SMS cost in the last hour > $100                          | $100 exactly: P3  |
+| P1       | workers down > 10 minutes                                 | 10 min exactly: - |
+| P1       | data loss or corruption                                   |                   |
+| P2       | a channel's failure rate 10%-50%, both ends included      | 10% exactly is P2 |
+| P2       | backlog > 5,000                                           | 5,000 exactly: P3 |
+| P2       | average latency > 60 s                                    | 60 s exactly: P3  |
+| P3       | a channel's failure rate > 0 and < 10%                    |                   |
+| P3       | backlog > 1,000 and <= 5,000 (alarm: "> 1,000 pending")   | 1,000 exactly: P4 |
+| P3       | average latency > 30 s and <= 60 s (alarm: "> 30s")       | 30 s exactly: P4  |
+| P3       | SMS cost in the last hour > hourly alarm ($20), <= $100   | $20 exactly: P4   |
+| P4       | otherwise                                                 |                   |
+
+The failure-rate rows partition at 10%: the runbook says P2 is "10-50%" and P3 "< 10%", so 10%
+itself is P2 (the CloudWatch alarm, "> 10%", fires just above it). Backlog, latency and cost follow
+the alarms' strict ">" wording. Not in the table, mapped to the row they amount to: SES sending
+disabled, the sender identity unverified, or the database unreachable mean every email (or every
+notification) fails -> P1; deliveries in `unknown` state and detected loops need an operator but
+are no outage -> P3. Workers down for 10 minutes or less escalate nothing by themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from notify.settings import Settings
+
+
+class Severity(StrEnum):
+    P1 = "P1"
+    P2 = "P2"
+    P3 = "P3"
+    P4 = "P4"
+
+    @property
+    def rank(self) -> int:
+        """1 for P1 (most severe) to 4 for P4."""
+        return int(self.value[1])
+
+
+def worst(*severities: Severity) -> Severity:
+    """The most severe of the given severities (P4 when none)."""
+    return min(severities, key=lambda s: s.rank, default=Severity.P4)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The runbook's numbers; `from_settings` takes the hourly SMS alarm from settings."""
+
+    failure_rate_page: float = 0.50
+    failure_rate_high: float = 0.10
+    sms_cost_page_usd: Decimal = Decimal("100")
+    sms_cost_alarm_usd: Decimal = Decimal("20")
+    workers_down_page_minutes: float = 10.0
+    backlog_high: int = 5_000
+    backlog_alarm: int = 1_000
+    latency_high_s: float = 60.0
+    latency_alarm_s: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Thresholds:
+        return cls(sms_cost_alarm_usd=Decimal(settings.sms_hourly_alarm_usd))
+
+
+RUNBOOK = Thresholds()
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a check measured; None means not measured (contributes nothing)."""
+
+    email_failure_rate: float | None = None
+    sms_failure_rate: float | None = None
+    sms_cost_last_hour_usd: Decimal | None = None
+    workers_down_minutes: float | None = None
+    backlog: int | None = None
+    avg_latency_s: float | None = None
+    data_loss: bool = False
+    database_unreachable: bool = False
+    email_sending_disabled: bool = False
+    sender_unverified: bool = False
+    unknown_deliveries: int = 0
+    loops: int = 0
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One condition that escalates: `code` is stable (alert keys are built from it)."""
+
+    code: str
+    severity: Severity
+    message: str
+
+
+@dataclass(frozen=True)
+class Assessment:
+    severity: Severity
+    findings: tuple[Finding, ...]
+
+
+def assess(facts: Facts, thresholds: Thresholds = RUNBOOK) -> Assessment:
+    """The severity of the measured facts per the runbook's escalation table, with the reasons."""
+    findings = tuple(finding for rule in _RULES if (finding := rule(facts, thresholds)) is not None)
+    ordered = tuple(sorted(findings, key=lambda f: f.severity.rank))
+    return Assessment(worst(*(f.severity for f in ordered)), ordered)
+
+
+def _rate_finding(channel: str, rate: float | None, t: Thresholds) -> Finding | None:
+    if rate is None or rate <= 0:
+        return None
+    text = f"{channel} failure rate {rate:.1%}"
+    code = f"{channel}-failure-rate"
+    if rate > t.failure_rate_page:
+        return Finding(code, Severity.P1, f"{text} > {t.failure_rate_page:.0%}")
+    if rate >= t.failure_rate_high:
+        return Finding(code, Severity.P2, f"{text} (P2 band {t.failure_rate_high:.0%}-50%)")
+    return Finding(code, Severity.P3, f"{text} < {t.failure_rate_high:.0%} (minor failures)")
+
+
+def _email_rate(facts: Facts, t: Thresholds) -> Finding | None:
+    return _rate_finding("email", facts.email_failure_rate, t)
+
+
+def _sms_rate(facts: Facts, t: Thresholds) -> Finding | None:
+    return _rate_finding("sms", facts.sms_failure_rate, t)
+
+
+def _sms_cost(facts: Facts, t: Thresholds) -> Finding | None:
+    cost = facts.sms_cost_last_hour_usd
+    if cost is None or cost <= t.sms_cost_alarm_usd:
+        return None
+    text = f"SMS cost ${cost:.2f} in the last hour"
+    if cost > t.sms_cost_page_usd:
+        return Finding("sms-cost", Severity.P1, f"{text} > ${t.sms_cost_page_usd:.2f}/h")
+    return Finding("sms-cost", Severity.P3, f"{text} > alarm ${t.sms_cost_alarm_usd:.2f}/h")
+
+
+def _workers(facts: Facts, t: Thresholds) -> Finding | None:
+    minutes = facts.workers_down_minutes
+    if minutes is None or minutes <= t.workers_down_page_minutes:
+        return None
+    message = f"workers down for {minutes:.0f} min > {t.workers_down_page_minutes:.0f} min"
+    return Finding("workers-down", Severity.P1, message)
+
+
+def _backlog(facts: Facts, t: Thresholds) -> Finding | None:
+    backlog = facts.backlog
+    if backlog is None or backlog <= t.backlog_alarm:
+        return None
+    if backlog > t.backlog_high:
+        return Finding("backlog", Severity.P2, f"backlog {backlog:,} > {t.backlog_high:,}")
+    return Finding("backlog", Severity.P3, f"backlog {backlog:,} > {t.backlog_alarm:,}")
+
+
+def _latency(facts: Facts, t: Thresholds) -> Finding | None:
+    latency = facts.avg_latency_s
+    if latency is None or latency <= t.latency_alarm_s:
+        return None
+    text = f"average delivery latency {latency:.1f} s"
+    if latency > t.latency_high_s:
+        return Finding("latency", Severity.P2, f"{text} > {t.latency_high_s:.0f} s")
+    return Finding("latency", Severity.P3, f"{text} > {t.latency_alarm_s:.0f} s")
+
+
+def _data_loss(facts: Facts, _t: Thresholds) -> Finding | None:
+    if not facts.data_loss:
+        return None
+    return Finding("data-loss", Severity.P1, "data loss or corruption")
+
+
+def _database(facts: Facts, _t: Thresholds) -> Finding | None:
+    if not facts.database_unreachable:
+        return None
+    return Finding("database", Severity.P1, "database unreachable: every notification fails")
+
+
+def _ses_sending(facts: Facts, _t: Thresholds) -> Finding | None:
+    if not facts.email_sending_disabled:
+        return None
+    return Finding("ses-sending", Severity.P1, "SES sending disabled: every email fails")
+
+
+def _ses_sender(facts: Facts, _t: Thresholds) -> Finding | None:
+    if not facts.sender_unverified:
+        return None
+    return Finding("ses-sender", Severity.P1, "SES sender not verified: every email fails")
+
+
+def _unknown(facts: Facts, _t: Thresholds) -> Finding | None:
+    if facts.unknown_deliveries <= 0:
+        return None
+    message = f"{facts.unknown_deliveries:,} deliveries in unknown state: reconcile or redrive"
+    return Finding("unknown", Severity.P3, message)
+
+
+def _loops(facts: Facts, _t: Thresholds) -> Finding | None:
+    if facts.loops <= 0:
+        return None
+    return Finding("loops", Severity.P3, f"{facts.loops} notification loop(s) detected")
+
+
+_RULES: tuple[Callable[[Facts, Thresholds], Finding | None], ...] = (
+    _data_loss,
+    _database,
+    _ses_sending,
+    _ses_sender,
+    _email_rate,
+    _sms_rate,
+    _sms_cost,
+    _workers,
+    _backlog,
+    _latency,
+    _unknown,
+    _loops,
+)

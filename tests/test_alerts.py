@@ -1,0 +1,287 @@
+"""Alerts: dedup with a cooldown, auto-resolve, routing (webhook on local HTTP, SNS on moto)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import boto3
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from notify.alerts import (
+    DEFAULT_ROUTES,
+    AlertNotice,
+    AlertRoute,
+    LogRoute,
+    SnsTopicRoute,
+    WebhookRoute,
+    dispatch,
+    parse_routing,
+    raise_or_refresh,
+    resolve_cleared,
+    routes_from_settings,
+    sync_alerts,
+)
+from notify.db import Alert, transaction
+from notify.errors import InputError
+from notify.settings import Settings
+from notify.severity import Finding, Severity
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+COOLDOWN = timedelta(minutes=60)
+P1, P2, P3, P4 = Severity.P1, Severity.P2, Severity.P3, Severity.P4
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with transaction(engine) as session:
+        yield session
+
+
+def alert(
+    session: Session, key: str = "health:backlog", severity: Severity = P3, minutes: float = 0
+) -> Any:
+    return raise_or_refresh(
+        session=session,
+        key=key,
+        severity=severity,
+        summary=f"{key} {severity}",
+        now=NOW + timedelta(minutes=minutes),
+        cooldown=COOLDOWN,
+    )
+
+
+def stored(session: Session, key: str = "health:backlog") -> Alert:
+    return session.execute(select(Alert).where(Alert.key == key)).scalar_one()
+
+
+def test_new_alert_notifies_then_cools_down_then_repeats(session: Session) -> None:
+    first = alert(session)
+    assert (first.notify, first.notice.reason, first.notice.count) == (True, "new", 1)
+    quiet = alert(session, minutes=30)
+    assert (quiet.notify, quiet.notice.reason, quiet.notice.count) == (False, "in cooldown", 2)
+    repeat = alert(session, minutes=60)
+    assert (repeat.notify, repeat.notice.reason, repeat.notice.count) == (True, "repeat", 3)
+    row = stored(session)
+    assert (row.state, row.count, row.first_seen, row.last_seen) == (
+        "open",
+        3,
+        NOW,
+        NOW + timedelta(minutes=60),
+    )
+    assert row.last_notified == NOW + timedelta(minutes=60)
+
+
+def test_escalation_notifies_inside_the_cooldown_deescalation_does_not(session: Session) -> None:
+    alert(session, severity=P3)
+    up = alert(session, severity=P2, minutes=5)
+    assert (up.notify, up.notice.reason, up.notice.severity) == (True, "escalated", P2)
+    down = alert(session, severity=P3, minutes=10)
+    assert (down.notify, stored(session).severity) == (False, "P3")
+
+
+def test_resolve_cleared_only_touches_its_own_check(session: Session) -> None:
+    alert(session, key="health:backlog")
+    alert(session, key="health:latency")
+    alert(session, key="failures:email-failure-rate")
+    resolved = resolve_cleared(
+        session=session,
+        active_keys_for_check=["health:latency"],
+        check_prefix="health:",
+        now=NOW + timedelta(minutes=5),
+    )
+    assert [(n.key, n.state) for n in resolved] == [("health:backlog", "resolved")]
+    assert stored(session, "health:backlog").resolved_at == NOW + timedelta(minutes=5)
+    assert stored(session, "health:latency").state == "open"
+    assert stored(session, "failures:email-failure-rate").state == "open"
+    again = alert(session, key="health:backlog", minutes=6)
+    assert (again.notify, again.notice.reason, again.notice.count) == (True, "reopened", 1)
+    row = stored(session, "health:backlog")
+    assert (row.state, row.first_seen, row.resolved_at) == (
+        "open",
+        NOW + timedelta(minutes=6),
+        None,
+    )
+
+
+def test_sync_alerts_raises_refreshes_and_resolves(session: Session) -> None:
+    findings = [
+        Finding("backlog", P3, "backlog 2,000 > 1,000"),
+        Finding("latency", P2, "latency 70 s > 60 s"),
+    ]
+    first = sync_alerts(
+        session=session, check="health", findings=findings, now=NOW, cooldown=COOLDOWN
+    )
+    assert [n.key for n in first.to_notify] == ["health:backlog", "health:latency"]
+    later = NOW + timedelta(minutes=15)
+    second = sync_alerts(
+        session=session, check="health", findings=findings[1:], now=later, cooldown=COOLDOWN
+    )
+    assert second.to_notify == () and [n.key for n in second.quiet] == ["health:latency"]
+    assert [n.key for n in second.resolved] == ["health:backlog"]
+    clear = sync_alerts(session=session, check="health", findings=[], now=later, cooldown=COOLDOWN)
+    assert [n.key for n in clear.resolved] == ["health:latency"]
+
+
+def test_alerts_survive_separate_transactions(engine: Engine) -> None:
+    with transaction(engine) as session:
+        assert alert(session).notify
+    with transaction(engine) as session:
+        assert not alert(session, minutes=1).notify
+    with transaction(engine) as session:
+        assert stored(session).count == 2
+
+
+# --- routing --------------------------------------------------------------------------------
+
+
+def notice(severity: Severity, state: str = "open") -> AlertNotice:
+    return AlertNotice(
+        key="health:backlog",
+        severity=severity,
+        summary="backlog 6,000 > 5,000",
+        state=state,
+        count=2,
+        first_seen=NOW,
+        reason="new",
+    )
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []
+    status = 200
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(
+            {"body": json.loads(body), "content_type": self.headers["Content-Type"]}
+        )
+        self.send_response(type(self).status)
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, type[_Recorder]]]:
+    handler = type("Recorder", (_Recorder,), {"received": [], "status": 200})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/alerts", handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_p2_goes_to_the_webhook_as_slack_json(webhook: tuple[str, Any]) -> None:
+    url, handler = webhook
+    routes: dict[str, AlertRoute] = {"webhook": WebhookRoute(url), "log": LogRoute()}
+    results = dispatch(notice(P2), routes=routes)
+    assert [(r.route, r.ok) for r in results] == [("webhook", True), ("log", True)]
+    [request] = handler.received
+    assert request["content_type"] == "application/json"
+    assert request["body"] == {
+        "text": "[P2] health:backlog: backlog 6,000 > 5,000 (seen 2x since 2026-11-20 12:00 UTC)"
+    }
+
+
+def test_webhook_failure_is_reported_not_raised(webhook: tuple[str, Any]) -> None:
+    url, handler = webhook
+    handler.status = 500
+    [result, logged] = dispatch(
+        notice(P2), routes={"webhook": WebhookRoute(url), "log": LogRoute()}
+    )
+    assert not result.ok and "HTTPError" in (result.error or "") and logged.ok
+    refused = dispatch(
+        notice(P2),
+        routes={"webhook": WebhookRoute("http://127.0.0.1:9/x")},
+        routing={P2: ("webhook",)},
+    )
+    assert not refused[0].ok and "URLError" in (refused[0].error or "")
+
+
+def test_p3_and_p4_only_log(caplog: pytest.LogCaptureFixture, webhook: tuple[str, Any]) -> None:
+    url, handler = webhook
+    routes: dict[str, AlertRoute] = {"webhook": WebhookRoute(url), "log": LogRoute()}
+    with caplog.at_level(logging.INFO, logger="notify.alerts"):
+        for severity in (P3, P4):
+            assert [r.route for r in dispatch(notice(severity), routes=routes)] == ["log"]
+        dispatch(notice(P3, state="resolved"), routes=routes)
+    assert handler.received == []
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING", "INFO"]
+    assert (
+        caplog.records[-1].getMessage() == "alert [RESOLVED] health:backlog: backlog 6,000 > 5,000"
+    )
+
+
+def test_unconfigured_route_is_reported_and_logged_instead() -> None:
+    results = dispatch(notice(P1), routes={"log": LogRoute()}, routing={P1: ("sns",)})
+    assert [(r.route, r.ok, r.error) for r in results] == [
+        ("sns", False, "route not configured"),
+        ("log", True, None),
+    ]
+
+
+def test_routing_is_configurable() -> None:
+    routing = parse_routing("P1=sns,webhook; p3=webhook")
+    assert routing[P1] == ("sns", "webhook") and routing[P3] == ("webhook",)
+    assert routing[P2] == DEFAULT_ROUTES[P2] and routing[P4] == ("log",)
+    with pytest.raises(InputError, match="accepted form"):
+        parse_routing("P9=sns")
+
+
+def test_p1_publishes_to_the_sns_topic(aws_env: str) -> None:
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name="notifyops-pager")["TopicArn"]
+    queue = sqs.create_queue(QueueName="pager")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn["Attributes"]["QueueArn"])
+    settings = Settings(alert_sns_topic_arn=topic, sender="memory")
+    routes = routes_from_settings(settings, sns_client=sns)
+    assert set(routes) == {"sns", "log"}
+    results = dispatch(notice(P1), routes=routes)
+    assert [(r.route, r.ok) for r in results] == [("sns", True), ("log", True)]
+    [message] = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    body = json.loads(message["Body"])
+    assert body["Subject"] == "[P1] notifyops health:backlog"
+    assert body["Message"].startswith("[P1] health:backlog: backlog 6,000 > 5,000")
+
+
+def test_sns_errors_are_reported(aws_env: str) -> None:
+    route = SnsTopicRoute(boto3.client("sns"), "arn:aws:sns:us-east-1:123456789012:missing")
+    [result] = dispatch(notice(P1), routes={"sns": route}, routing={P1: ("sns",)})
+    assert not result.ok and "NotFound" in (result.error or "")
+
+
+def test_routes_from_settings_include_only_what_is_configured() -> None:
+    bare = Settings(sender="memory")
+    assert set(routes_from_settings(bare)) == {"log"}
+    full = Settings(
+        sender="memory",
+        alert_webhook_url="http://127.0.0.1:1/x",
+        alert_sns_topic_arn="arn:aws:sns:us-east-1:1:t",
+    )
+    assert set(routes_from_settings(full)) == {"log", "webhook"}  # no SNS client given
+
+
+def test_a_concurrent_insert_of_the_same_key_is_absorbed(session: Session) -> None:
+    from notify.alerts.store import _insert
+
+    assert _insert(session, "health:backlog", P3, "first", NOW) is not None
+    assert _insert(session, "health:backlog", P2, "second", NOW) is None  # savepoint rolled back
+    assert stored(session).summary == "first"
+    refreshed = alert(session, severity=P2, minutes=1)
+    assert (refreshed.notify, refreshed.notice.reason, refreshed.notice.count) == (
+        True,
+        "escalated",
+        2,
+    )

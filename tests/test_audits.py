@@ -1,0 +1,756 @@
+"""Audits on crafted data where the right answer is known; every DB test on SQLite and Postgres."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import boto3
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from notify.audits import (
+    check_ses_account,
+    failure_summary,
+    health,
+    kind_for,
+    loop_detection,
+    mute_loops,
+    normalise_error_message,
+    resolve_window,
+    sms_cost_audit,
+)
+from notify.audits.health import WorkerState
+from notify.audits.loops import CANDIDATES_PER_QUERY
+from notify.db import Suppression, make_engine, transaction
+from notify.errors import (
+    ADDRESS_NOT_VERIFIED,
+    INVALID_PHONE,
+    RATE_EXCEEDED,
+    SMTP_AUTH_FAILED,
+    InputError,
+)
+from notify.settings import Settings
+from notify.severity import Severity
+from tests.aws_fixtures import VERIFIED_SENDER
+from tests.factories import AS_OF, Rows
+
+DAY = timedelta(hours=24)
+H = timedelta(hours=1)
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with transaction(engine) as session:
+        yield session
+
+
+def run(audit: Any, session: Session, settings: Settings, **kwargs: Any) -> Any:
+    return audit(
+        session=session,
+        as_of=kwargs.pop("as_of", AS_OF),
+        window=kwargs.pop("window", DAY),
+        settings=settings,
+        **kwargs,
+    )
+
+
+# --- window ---------------------------------------------------------------------------------
+
+
+def test_window_is_utc_and_rejects_naive_or_empty() -> None:
+    chicago = AS_OF.astimezone(ZoneInfo("America/Chicago"))
+    w = resolve_window(chicago, DAY)
+    assert w.end == AS_OF and w.end.tzinfo is UTC and w.start == AS_OF - DAY and w.hours == 24
+    with pytest.raises(InputError, match="time zone"):
+        resolve_window(AS_OF.replace(tzinfo=None), DAY)
+    with pytest.raises(InputError, match="positive"):
+        resolve_window(AS_OF, timedelta(0))
+
+
+# --- SMS cost -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("count", "price", "expected"),
+    [
+        (1000, "0.00645", "6.45"),
+        (3, "0.00645", "0.02"),
+        (1, "0.00645", "0.01"),
+        (2, "0.0025", "0.01"),
+        (7, "0.0395", "0.28"),
+    ],
+)
+def test_sms_total_cost_is_exact_to_the_cent(
+    engine: Engine, session: Session, settings: Settings, count: int, price: str, expected: str
+) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    rows.many(count, tech, created_at=AS_OF - 2 * H, cost=Decimal(price))
+    rows.insert(engine)
+    report = run(sms_cost_audit, session, settings)
+    assert report.sms_count == count
+    assert report.total_cost_usd == Decimal(expected)
+    assert report.to_json()["total_cost_usd"] == expected
+
+
+def test_sms_cost_counts_only_sent_and_delivered_sms(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    for status in ("sent", "delivered"):
+        rows.delivery(tech, created_at=AS_OF - H / 2, status=status, cost=Decimal("1"))
+    for status in ("pending", "failed", "failed_permanent", "skipped", "pending_retry", "unknown"):
+        rows.delivery(tech, created_at=AS_OF - H / 2, status=status, cost=Decimal("1"))
+    rows.delivery(tech, created_at=AS_OF - H / 2, channel="email", status="sent")
+    rows.insert(engine)
+    report = run(sms_cost_audit, session, settings)
+    assert (report.sms_count, report.total_cost_usd) == (2, Decimal("2.00"))
+    assert report.last_hour_cost_usd == Decimal("2.00")
+
+
+def test_sms_window_edges_start_excluded_end_included(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    rows.delivery(tech, created_at=AS_OF - DAY - H, sent_at=AS_OF - DAY, cost=Decimal("1"))
+    rows.delivery(tech, created_at=AS_OF - H, sent_at=AS_OF, cost=Decimal("2"))
+    rows.delivery(tech, created_at=AS_OF, sent_at=AS_OF + timedelta(microseconds=1))
+    rows.insert(engine)
+    report = run(sms_cost_audit, session, settings)
+    assert (report.sms_count, report.total_cost_usd) == (1, Decimal("2.00"))
+    assert report.hourly[-1].count == 1 and report.hourly[-1].hour == AS_OF.replace(minute=0)
+
+
+def test_sms_hourly_buckets_cover_the_window_in_utc(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    base = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+    for minute in (0, 15, 59):
+        rows.delivery(tech, created_at=base + timedelta(minutes=minute))
+    rows.delivery(tech, created_at=base + H, cost=Decimal("0.0395"))
+    rows.insert(engine)
+    chicago = AS_OF.astimezone(ZoneInfo("America/Chicago"))
+    report = run(sms_cost_audit, session, settings, as_of=chicago)
+    assert report.as_of == AS_OF and len(report.hourly) == 25
+    assert report.hourly[0].hour == datetime(2026, 11, 19, 12, tzinfo=UTC)
+    by_hour = {h.hour: (h.count, h.segments, h.cost_usd) for h in report.hourly if h.count}
+    assert by_hour == {base: (3, 3, Decimal("0.02")), base + H: (1, 1, Decimal("0.04"))}
+    assert report.total_cost_usd == Decimal("0.06")  # 3 x 0.00645 + 0.0395 = 0.05885
+
+
+def test_sms_same_answer_for_as_of_in_any_zone(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    rows.delivery(tech, created_at=AS_OF - 5 * H)
+    rows.delivery(tech, created_at=AS_OF - 23 * H)
+    rows.insert(engine)
+    utc = run(sms_cost_audit, session, settings).to_json()
+    tokyo = run(sms_cost_audit, session, settings, as_of=AS_OF.astimezone(ZoneInfo("Asia/Tokyo")))
+    assert tokyo.to_json() == utc
+
+
+def test_sms_last_hour_and_today_against_thresholds(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    rows.delivery(tech, created_at=AS_OF - 13 * H, cost=Decimal("50"))  # yesterday 23:30
+    rows.delivery(tech, created_at=AS_OF - 2 * H, cost=Decimal("35"))  # today, not last hour
+    rows.delivery(tech, created_at=AS_OF - H / 2, cost=Decimal("25.004"))  # last hour
+    rows.insert(engine)
+    report = run(sms_cost_audit, session, settings)
+    assert report.last_hour_cost_usd == Decimal("25.00")
+    assert report.today_cost_usd == Decimal("60.00")
+    assert report.daily_cap_used == 0.6 and report.daily_cap_reached is False
+    assert report.total_cost_usd == Decimal("110.00")
+    assert report.severity is Severity.P3 and report.breached
+    assert [f.code for f in report.findings] == ["sms-cost"]
+
+
+def test_sms_over_100_per_hour_pages_and_cap_reached(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    rows.delivery(tech, created_at=AS_OF - H / 4, cost=Decimal("100.01"))
+    rows.insert(engine)
+    report = run(sms_cost_audit, session, settings)
+    assert report.severity is Severity.P1
+    assert report.daily_cap_reached and len(report.breaches) == 2
+
+
+def test_sms_one_huge_recipient_dominates_top_recipients(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    rows = Rows()
+    huge = rows.recipient("technician:huge", phone="+15559876543")
+    pricey = rows.recipient("technician:uk", phone="+447700900123")
+    others = [rows.recipient(f"technician:{n}", phone=None) for n in range(20)]
+    rows.many(5_000, huge, created_at=AS_OF - 3 * H)
+    rows.many(10, pricey, created_at=AS_OF - 3 * H, cost=Decimal("4"))
+    for n, tech in enumerate(others):
+        rows.many(n + 1, tech, created_at=AS_OF - 4 * H)
+    rows.insert(engine)
+    report = run(sms_cost_audit, session, settings, top_n=3)
+    first = report.top_recipients[0]
+    assert (first.recipient, first.count, first.cost_usd) == (
+        "technician:huge",
+        5000,
+        Decimal("32.25"),
+    )
+    assert first.phone_masked == "+1555***6543"
+    assert [r.recipient for r in report.top_recipients[1:]] == ["technician:19", "technician:18"]
+    by_cost = report.top_recipients_by_cost
+    assert [(r.recipient, r.cost_usd) for r in by_cost[:2]] == [
+        ("technician:uk", Decimal("40.00")),
+        ("technician:huge", Decimal("32.25")),
+    ]
+    assert report.sms_count == 5_000 + 10 + sum(range(1, 21))
+
+
+def test_sms_empty_database_is_all_zeros(session: Session, settings: Settings) -> None:
+    report = run(sms_cost_audit, session, settings)
+    assert (report.sms_count, report.total_cost_usd, report.today_cost_usd) == (0, 0, 0)
+    assert report.severity is Severity.P4 and not report.breached and report.findings == ()
+    assert len(report.hourly) == 25 and all(h.count == 0 for h in report.hourly)
+    assert report.top_recipients == () and report.daily_cap_used == 0.0
+
+
+def test_sms_only_email_day(engine: Engine, session: Session, settings: Settings) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    rows.many(30, tech, created_at=AS_OF - 3 * H, channel="email")
+    rows.insert(engine)
+    report = run(sms_cost_audit, session, settings)
+    assert report.sms_count == 0 and report.total_cost_usd == Decimal("0.00")
+
+
+def test_sms_json_has_the_stable_keys(session: Session, settings: Settings) -> None:
+    payload = run(sms_cost_audit, session, settings).to_json()
+    assert {
+        "window_hours",
+        "sms_count",
+        "total_cost_usd",
+        "last_hour_cost_usd",
+        "today_cost_usd",
+        "hourly",
+        "top_recipients",
+        "severity",
+    } <= set(payload)
+    assert set(payload["hourly"][0]) >= {"hour", "count", "cost_usd"}
+    assert payload["severity"] == "P4" and payload["total_cost_usd"] == "0.00"
+    assert payload["window_hours"] == 24
+
+
+# --- loops ----------------------------------------------------------------------------------
+
+
+def test_loops_exactly_at_threshold_is_no_loop_above_is(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    rows = Rows()
+    at, above, skipped = (rows.recipient(f"technician:{n}") for n in (1, 2, 3))
+    rows.many(5, at, created_at=AS_OF - H)
+    rows.many(6, above, created_at=AS_OF - H)
+    rows.many(5, skipped, created_at=AS_OF - H)
+    rows.many(4, skipped, created_at=AS_OF - H, status="skipped")
+    rows.insert(engine)
+    report = run(loop_detection, session, settings)
+    assert [(x.recipient, x.count) for x in report.loops] == [("technician:2", 6)]
+    assert report.threshold == 5 and report.severity is Severity.P3 and report.breached
+
+
+def test_loops_are_per_channel_and_title_with_latest_attribution(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:7", phone="+15551234567", email="ana@example.com")
+    for n in range(7):
+        rows.delivery(
+            tech,
+            created_at=AS_OF - timedelta(minutes=60 - n),
+            flow_run_id=f"run-{n}",
+            deployment_name="dispatch/hourly",
+            request_id=f"req-{n}",
+            template_name="repair_assigned" if n < 6 else "repair_reminder",
+            recipient_phone="+15551234567",
+        )
+    rows.many(6, tech, created_at=AS_OF - 2 * H, channel="email", title="Repair assigned")
+    rows.many(6, tech, created_at=AS_OF - 2 * H, title="Other title", status="failed")
+    rows.insert(engine)
+    loops = {(x.channel, x.title): x for x in run(loop_detection, session, settings).loops}
+    assert set(loops) == {
+        ("sms", "Repair assigned"),
+        ("email", "Repair assigned"),
+        ("sms", "Other title"),
+    }
+    sms = loops[("sms", "Repair assigned")]
+    assert (sms.count, sms.template_name, sms.flow_run_id, sms.request_id) == (
+        7,
+        "repair_reminder",
+        "run-6",
+        "req-6",
+    )
+    assert sms.deployment_name == "dispatch/hourly" and sms.address_masked == "+1555***4567"
+    assert sms.first_seen == AS_OF - H and sms.last_seen == AS_OF - timedelta(minutes=54)
+    assert loops[("email", "Repair assigned")].address_masked == "a***@example.com"
+
+
+def test_loops_window_edges(engine: Engine, session: Session, settings: Settings) -> None:
+    rows = Rows()
+    start_edge, end_edge = rows.recipient("technician:1"), rows.recipient("technician:2")
+    rows.many(5, start_edge, created_at=AS_OF - H)
+    rows.delivery(start_edge, created_at=AS_OF - DAY)  # exactly at the start: excluded
+    rows.many(5, end_edge, created_at=AS_OF - H)
+    rows.delivery(end_edge, created_at=AS_OF)  # exactly at as_of: included
+    rows.delivery(end_edge, created_at=AS_OF + timedelta(microseconds=1))  # after: excluded
+    rows.insert(engine)
+    loops = run(loop_detection, session, settings).loops
+    assert [(x.recipient, x.count) for x in loops] == [("technician:2", 6)]
+    earlier = run(loop_detection, session, settings, as_of=AS_OF - timedelta(microseconds=1))
+    assert [(x.recipient, x.count) for x in earlier.loops] == [("technician:1", 6)]
+
+
+def test_loops_beyond_one_query_of_candidates(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    rows = Rows()
+    count = CANDIDATES_PER_QUERY + 7
+    for n in range(count):
+        tech = rows.recipient(f"technician:{n:04d}")
+        rows.many(6, tech, created_at=AS_OF - H, channel="email")
+        rows.many(5, tech, created_at=AS_OF - H, title="Below threshold", channel="email")
+    rows.insert(engine)
+    loops = run(loop_detection, session, settings).loops
+    assert len(loops) == count and {x.title for x in loops} == {"Repair assigned"}
+
+
+def test_mute_loops_adds_one_time_limited_sms_suppression(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1", phone="+15551234567")
+    no_phone = rows.recipient("technician:2", phone=None)
+    rows.many(6, tech, created_at=AS_OF - H)
+    rows.many(6, tech, created_at=AS_OF - H, channel="email")
+    rows.many(6, no_phone, created_at=AS_OF - H, channel="email")
+    rows.insert(engine)
+    report = run(loop_detection, session, settings)
+    assert len(report.loops) == 3
+    muted = mute_loops(session=session, loops=report.loops, now=AS_OF, hours=24)
+    assert [(m.recipient, m.title, m.created, m.until) for m in muted] == [
+        ("technician:1", "Repair assigned", True, AS_OF + DAY)
+    ]
+    again = mute_loops(session=session, loops=report.loops, now=AS_OF + H, hours=24)
+    assert [m.created for m in again] == [False]
+    stored = session.execute(select(Suppression)).scalars().all()
+    assert [(s.address, s.channel, s.title, s.until) for s in stored] == [
+        ("+15551234567", "sms", "Repair assigned", AS_OF + DAY)
+    ]
+    after_expiry = mute_loops(session=session, loops=report.loops, now=AS_OF + DAY, hours=1)
+    assert [m.created for m in after_expiry] == [True]
+    assert session.execute(select(func.count()).select_from(Suppression)).scalar() == 2
+    payload = report.with_muted(muted).to_json()
+    assert {"threshold", "loops", "muted"} <= set(payload)
+    assert set(payload["loops"][0]) >= {"recipient", "channel", "title", "count"}
+    assert payload["muted"][0]["phone_masked"] == "+1555***4567"
+
+
+def test_loops_empty_database(session: Session, settings: Settings) -> None:
+    report = run(loop_detection, session, settings)
+    assert report.loops == () and report.severity is Severity.P4 and not report.breached
+
+
+# --- failures -------------------------------------------------------------------------------
+
+NOT_VERIFIED = (
+    "Email address is not verified. The following identities failed the check in "
+    "region US-EAST-1: {}"
+)
+
+
+def test_failure_rates_per_channel(engine: Engine, session: Session, settings: Settings) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    rows.many(88, tech, created_at=AS_OF - H, channel="email")
+    rows.many(
+        7,
+        tech,
+        created_at=AS_OF - H,
+        channel="email",
+        status="failed_permanent",
+        error_code="MessageRejected",
+        error_class="permanent",
+        error_message=NOT_VERIFIED.format("a@example.com"),
+    )
+    rows.many(
+        5,
+        tech,
+        created_at=AS_OF - H,
+        channel="email",
+        status="failed",
+        error_code="Throttling",
+        error_class="transient",
+        error_message="Maximum sending rate exceeded.",
+    )
+    rows.many(50, tech, created_at=AS_OF - H, status="sent")
+    rows.many(3, tech, created_at=AS_OF - H, status="pending_retry")
+    rows.many(40, tech, created_at=AS_OF - H, status="skipped")
+    rows.insert(engine)
+    report = run(failure_summary, session, settings)
+    assert (report.total, report.failed, report.retrying) == (153, 12, 3)
+    assert (report.email_total, report.email_failed, report.email_error_rate) == (100, 12, 0.12)
+    assert (report.sms_total, report.sms_failed, report.sms_error_rate) == (53, 0, 0.0)
+    assert report.error_rate == round(12 / 153, 4)
+    assert report.severity is Severity.P2 and report.breaches == ("email error rate 12.0% > 10%",)
+    first = report.groups[0]
+    assert (first.count, first.share, first.error_class) == (7, round(7 / 12, 4), "permanent")
+    assert first.fix == ADDRESS_NOT_VERIFIED.fix and first.known
+    assert report.groups[1].fix == RATE_EXCEEDED.fix
+
+
+@pytest.mark.parametrize(
+    ("failed", "severity"),
+    [
+        (0, Severity.P4),
+        (1, Severity.P3),
+        (10, Severity.P2),
+        (50, Severity.P2),
+        (51, Severity.P1),
+        (100, Severity.P1),
+    ],
+)
+def test_failure_severity_follows_the_table(
+    engine: Engine, session: Session, settings: Settings, failed: int, severity: Severity
+) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    rows.many(100 - failed, tech, created_at=AS_OF - H)
+    rows.many(failed, tech, created_at=AS_OF - H, status="failed", error_code="InternalError")
+    rows.insert(engine)
+    report = run(failure_summary, session, settings)
+    assert report.sms_error_rate == failed / 100 and report.severity is severity
+    assert report.breached is (failed > 10)
+
+
+def test_failure_groups_normalise_messages(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    messages = [
+        NOT_VERIFIED.format("a@example.com"),
+        NOT_VERIFIED.format("b@test.org, c.d+x@corp.example.com"),
+        NOT_VERIFIED.format("e@example.net"),
+    ]
+    for message in messages:
+        rows.delivery(
+            tech,
+            created_at=AS_OF - H,
+            channel="email",
+            status="failed_permanent",
+            error_code="MessageRejected",
+            error_class="permanent",
+            error_message=message,
+        )
+    for phone in ("+1555", "12345", "+4477009"):
+        rows.delivery(
+            tech,
+            created_at=AS_OF - H,
+            status="failed_permanent",
+            error_class="permanent",
+            error_code="InvalidParameter",
+            error_message=f"Invalid parameter: PhoneNumber Reason: '{phone}' is not E.164",
+        )
+    rows.delivery(
+        tech,
+        created_at=AS_OF - H,
+        channel="email",
+        status="failed",
+        error_message="SMTPAuthenticationError: (535, b'Authentication Credentials Invalid')",
+    )
+    rows.insert(engine)
+    report = run(failure_summary, session, settings)
+    groups = [(g.error_message, g.count, g.channels, g.fix) for g in report.groups]
+    assert groups == [
+        (
+            "Invalid parameter: PhoneNumber Reason: '<value>' is not E.<n>",
+            3,
+            ("sms",),
+            INVALID_PHONE.fix,
+        ),
+        (
+            "Email address is not verified. The following identities failed the check in region "
+            "US-EAST-<n>: <email>",
+            3,
+            ("email",),
+            ADDRESS_NOT_VERIFIED.fix,
+        ),
+        ("SMTPAuthenticationError: (<n>, b'<value>')", 1, ("email",), SMTP_AUTH_FAILED.fix),
+    ]
+    assert report.groups[2].error_class == "config"  # filled from the known kind
+    # equal counts: ordered by (class, code, message), so the output is stable
+    assert set(report.to_json()["groups"][0]) >= {"error_class", "error_message", "count", "fix"}
+
+
+def test_failures_empty_database(session: Session, settings: Settings) -> None:
+    report = run(failure_summary, session, settings)
+    assert (report.total, report.failed, report.error_rate, report.groups) == (0, 0, 0.0, ())
+    assert report.severity is Severity.P4
+    assert {
+        "total",
+        "failed",
+        "error_rate",
+        "email_error_rate",
+        "sms_error_rate",
+        "groups",
+        "severity",
+    } <= set(report.to_json())
+
+
+def test_failures_window_edges(engine: Engine, session: Session, settings: Settings) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    rows.delivery(tech, created_at=AS_OF - DAY, status="failed")
+    rows.delivery(tech, created_at=AS_OF, status="failed")
+    rows.delivery(tech, created_at=AS_OF + timedelta(seconds=1), status="failed")
+    rows.insert(engine)
+    assert run(failure_summary, session, settings).failed == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalised"),
+    [
+        (
+            "Throttling: Rate exceeded for 0a1b2c3d-1111-2222-3333-444455556666",
+            "Throttling: Rate exceeded for <id>",
+        ),
+        (
+            "Request ABCD1234EFGH failed after 3 attempts (12.5 s)",
+            "Request <id> failed after <n> attempts (<n> s)",
+        ),
+        (
+            "Publish to +1 (555) 123-4567 denied by arn:aws:sns:us-east-1:123456789012:x",
+            "Publish to <phone> denied by <arn>",
+        ),
+        ("see https://docs.aws.amazon.com/ses/x?y=1  now", "see <url> now"),
+        (None, ""),
+    ],
+)
+def test_normalise_error_message(raw: str | None, normalised: str) -> None:
+    assert normalise_error_message(raw) == normalised
+
+
+def test_kind_for_finds_the_runbook_patterns_in_text_without_a_code() -> None:
+    assert kind_for(None, "SMTPAuthenticationError (535)") is SMTP_AUTH_FAILED
+    assert kind_for("", "Rate exceeded") is RATE_EXCEEDED
+    assert kind_for(None, "InvalidParameter: Phone number") is INVALID_PHONE
+    assert kind_for(None, "Address not verified (SES sandbox)") is ADDRESS_NOT_VERIFIED
+    assert kind_for(None, "Invalid email address").code == "InvalidAddress"
+
+
+# --- health ---------------------------------------------------------------------------------
+
+
+def test_health_backlog_deferred_and_oldest_age(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    rows.delivery(
+        tech,
+        created_at=AS_OF - 2 * H,
+        status="pending",
+        next_attempt_at=AS_OF - 90 * 60 * timedelta(seconds=1),
+    )
+    rows.delivery(tech, created_at=AS_OF - H, status="pending_retry", next_attempt_at=AS_OF)
+    rows.delivery(tech, created_at=AS_OF - H, status="pending")  # no next_attempt_at: due
+    rows.delivery(tech, created_at=AS_OF - H, status="pending", next_attempt_at=AS_OF + H)
+    rows.insert(engine)
+    report = run(health, session, settings)
+    assert (report.backlog, report.deferred) == (3, 1)
+    assert report.oldest_pending_age_s == 5400.0
+    assert report.severity is Severity.P4 and report.ses is None
+
+
+def test_health_latency_average_and_p95(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    for n in range(1, 21):  # latencies 1..20 s
+        created = AS_OF - H + timedelta(minutes=n)
+        rows.delivery(tech, created_at=created, sent_at=created + timedelta(seconds=n))
+    old = AS_OF - DAY - H
+    rows.delivery(tech, created_at=old, sent_at=old + timedelta(seconds=500))  # outside
+    rows.insert(engine)
+    report = run(health, session, settings)
+    assert (report.sent_in_window, report.avg_latency_s, report.p95_latency_s) == (20, 10.5, 19.0)
+
+
+@pytest.mark.parametrize(
+    ("latency_s", "severity"),
+    [(30, Severity.P4), (31, Severity.P3), (60, Severity.P3), (61, Severity.P2)],
+)
+def test_health_latency_severity(
+    engine: Engine, session: Session, settings: Settings, latency_s: int, severity: Severity
+) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    created = AS_OF - H
+    rows.delivery(tech, created_at=created, sent_at=created + timedelta(seconds=latency_s))
+    rows.insert(engine)
+    assert run(health, session, settings).severity is severity
+
+
+@pytest.mark.parametrize(
+    ("backlog", "severity"), [(1_000, Severity.P4), (1_001, Severity.P3), (5_001, Severity.P2)]
+)
+def test_health_backlog_severity(
+    engine: Engine, session: Session, settings: Settings, backlog: int, severity: Severity
+) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    rows.many(backlog, tech, created_at=AS_OF - H, status="pending", next_attempt_at=AS_OF - H)
+    rows.insert(engine)
+    report = run(health, session, settings)
+    assert report.backlog == backlog and report.severity is severity
+    assert report.breached is (backlog > 1_000)
+
+
+def test_health_stuck_and_unknown(engine: Engine, session: Session, settings: Settings) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    expired, live = AS_OF - timedelta(seconds=1), AS_OF + H
+    for status, lease in (
+        ("claimed", expired),
+        ("claimed", expired),
+        ("sending", expired),
+        ("claimed", live),
+        ("sending", live),
+    ):
+        rows.delivery(
+            tech,
+            created_at=AS_OF - H,
+            status=status,
+            lease_expires_at=lease,
+            lease_owner="worker-1",
+        )
+    rows.many(2, tech, created_at=AS_OF - H, status="unknown")
+    rows.insert(engine)
+    report = run(health, session, settings)
+    assert (report.stuck_claimed, report.stuck_sending, report.unknown) == (2, 1, 2)
+    assert report.severity is Severity.P3 and [f.code for f in report.findings] == ["unknown"]
+
+
+def test_health_empty_database(session: Session, settings: Settings) -> None:
+    report = run(health, session, settings)
+    assert report.database_reachable and report.database_error is None
+    assert (report.backlog, report.oldest_pending_age_s, report.avg_latency_s) == (0, 0.0, 0.0)
+    assert report.severity is Severity.P4 and not report.breached
+    payload = report.to_json()
+    assert {
+        "backlog",
+        "oldest_pending_age_s",
+        "avg_latency_s",
+        "p95_latency_s",
+        "unknown",
+        "ses",
+        "severity",
+    } <= set(payload)
+
+
+def test_health_workers_down_folds_into_severity(session: Session, settings: Settings) -> None:
+    report = run(health, session, settings)
+    worker = WorkerState(name="w1", pool="notifications", online=False)
+    assert report.with_workers([worker], down_minutes=10).severity is Severity.P4
+    down = report.with_workers([worker], down_minutes=11, late_runs=3)
+    assert down.severity is Severity.P1 and down.breached and down.late_runs == 3
+    assert down.to_json()["workers"][0]["name"] == "w1"
+
+
+def test_health_unreachable_database_is_reported_not_raised(tmp_path: Any) -> None:
+    settings = Settings(database_url="sqlite:///x.db", sender="memory")
+    engine = make_engine(f"sqlite:///{tmp_path}/missing/dir/db.sqlite")
+    with Session(engine) as session:
+        report = run(health, session, settings)
+    assert not report.database_reachable and "OperationalError" in (report.database_error or "")
+    assert report.severity is Severity.P1 and report.findings[0].code == "database"
+
+
+def _clients() -> tuple[Any, Any]:
+    return boto3.client("sesv2", region_name="us-east-1"), boto3.client(
+        "ses", region_name="us-east-1"
+    )
+
+
+def test_ses_state_on_moto_falls_back_to_v1(aws_env: str) -> None:
+    sesv2, ses = _clients()
+    state = check_ses_account(sender=VERIFIED_SENDER, sesv2=sesv2, ses=ses)
+    assert state.source == "ses" and state.mode == "sandbox" and state.mode_inferred
+    assert (state.max_24h_send, state.max_send_rate, state.sent_last_24h) == (200.0, 1.0, 0.0)
+    assert state.sender_verified is True and state.sending_enabled is None
+    assert any(e.startswith("sesv2.GetAccount") for e in state.errors)
+    assert check_ses_account(sender=VERIFIED_SENDER, sesv2=sesv2).sender_verified is True
+    assert check_ses_account(sender="x@nowhere.example", sesv2=sesv2).sender_verified is False
+
+
+def test_health_with_unverified_sender_pages(
+    aws_env: str, session: Session, settings: Settings
+) -> None:
+    sesv2, ses = _clients()
+    unverified = settings.model_copy(update={"email_from": "other@unverified.example"})
+    report = run(health, session, unverified, sesv2=sesv2, ses=ses)
+    assert report.ses is not None and report.ses.sender_verified is False
+    assert report.severity is Severity.P1 and report.findings[0].code == "ses-sender"
+    verified = run(health, session, settings, sesv2=sesv2, ses=ses)
+    assert verified.severity is Severity.P4 and verified.to_json()["ses"]["mode"] == "sandbox"
+
+
+def test_ses_state_unreachable_endpoint_is_captured() -> None:
+    from botocore.config import Config
+
+    config = Config(retries={"total_max_attempts": 1}, connect_timeout=0.5, read_timeout=0.5)
+    ses = boto3.client(
+        "ses",
+        region_name="us-east-1",
+        endpoint_url="http://127.0.0.1:9",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        config=config,
+    )
+    state = check_ses_account(sender=VERIFIED_SENDER, ses=ses)
+    assert state.source is None and state.sender_verified is None and len(state.errors) == 3
+
+
+# --- masking --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "masked"),
+    [
+        ("+15551234567", "+1555***4567"),
+        ("+447700900123", "+4477***0123"),
+        ("+3312345", "+3***45"),
+        ("12", "***"),
+        ("alice@example.com", "a***@example.com"),
+        ("a@b.co", "a***@b.co"),
+        (None, None),
+    ],
+)
+def test_masking(value: str | None, masked: str | None) -> None:
+    from notify.masking import mask_address, mask_email
+
+    assert mask_address(value) == masked
+    assert mask_email("not-an-address") == "***"

@@ -1,0 +1,88 @@
+"""The runbook's escalation table, row by row, edges included (see notify/severity.py)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from notify.settings import load_settings
+from notify.severity import RUNBOOK, Facts, Severity, Thresholds, assess, worst
+
+P1, P2, P3, P4 = Severity.P1, Severity.P2, Severity.P3, Severity.P4
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        # nothing measured / all quiet
+        (Facts(), P4),
+        (Facts(email_failure_rate=0.0, sms_failure_rate=0.0, backlog=0, avg_latency_s=0.0), P4),
+        # failure rate, per channel: (0, 10%) P3, [10%, 50%] P2, > 50% P1
+        (Facts(email_failure_rate=0.0001), P3),
+        (Facts(email_failure_rate=0.0999), P3),
+        (Facts(email_failure_rate=0.10), P2),
+        (Facts(sms_failure_rate=0.10), P2),
+        (Facts(email_failure_rate=0.30), P2),
+        (Facts(email_failure_rate=0.50), P2),
+        (Facts(email_failure_rate=0.5001), P1),
+        (Facts(sms_failure_rate=1.0), P1),
+        (Facts(email_failure_rate=0.05, sms_failure_rate=0.6), P1),
+        # SMS cost per hour: <= $20 P4, ($20, $100] P3, > $100 P1
+        (Facts(sms_cost_last_hour_usd=Decimal("20.00")), P4),
+        (Facts(sms_cost_last_hour_usd=Decimal("20.01")), P3),
+        (Facts(sms_cost_last_hour_usd=Decimal("100.00")), P3),
+        (Facts(sms_cost_last_hour_usd=Decimal("100.01")), P1),
+        # workers down: > 10 min P1; 10 min or less escalates nothing by itself
+        (Facts(workers_down_minutes=0), P4),
+        (Facts(workers_down_minutes=10), P4),
+        (Facts(workers_down_minutes=10.5), P1),
+        # backlog: <= 1,000 P4, (1,000, 5,000] P3, > 5,000 P2
+        (Facts(backlog=999), P4),
+        (Facts(backlog=1_000), P4),
+        (Facts(backlog=1_001), P3),
+        (Facts(backlog=5_000), P3),
+        (Facts(backlog=5_001), P2),
+        # average latency: <= 30 s P4, (30, 60] P3, > 60 s P2
+        (Facts(avg_latency_s=30.0), P4),
+        (Facts(avg_latency_s=30.1), P3),
+        (Facts(avg_latency_s=60.0), P3),
+        (Facts(avg_latency_s=60.1), P2),
+        # data loss, and what amounts to "all failing"
+        (Facts(data_loss=True), P1),
+        (Facts(database_unreachable=True), P1),
+        (Facts(email_sending_disabled=True), P1),
+        (Facts(sender_unverified=True), P1),
+        # operator work, no outage
+        (Facts(unknown_deliveries=1), P3),
+        (Facts(loops=2), P3),
+        # the worst wins
+        (Facts(backlog=2_000, avg_latency_s=61, email_failure_rate=0.01), P2),
+        (Facts(backlog=6_000, sms_cost_last_hour_usd=Decimal("150")), P1),
+    ],
+)
+def test_escalation_table(facts: Facts, expected: Severity) -> None:
+    assert assess(facts).severity is expected
+
+
+def test_findings_are_ordered_most_severe_first_with_stable_codes() -> None:
+    result = assess(Facts(backlog=2_000, email_failure_rate=0.6, avg_latency_s=45))
+    assert [(f.code, f.severity) for f in result.findings] == [
+        ("email-failure-rate", P1),
+        ("backlog", P3),
+        ("latency", P3),
+    ]
+    assert "60.0%" in result.findings[0].message
+
+
+def test_thresholds_from_settings_take_the_hourly_alarm() -> None:
+    settings = load_settings(sms_hourly_alarm_usd="5")
+    thresholds = Thresholds.from_settings(settings)
+    assert thresholds.sms_cost_alarm_usd == Decimal("5")
+    assert assess(Facts(sms_cost_last_hour_usd=Decimal("6")), thresholds).severity is P3
+    assert assess(Facts(sms_cost_last_hour_usd=Decimal("6")), RUNBOOK).severity is P4
+
+
+def test_worst_and_rank() -> None:
+    assert worst(P3, P1, P2) is P1 and worst() is P4
+    assert [s.rank for s in Severity] == [1, 2, 3, 4]
