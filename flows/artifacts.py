@@ -1,9 +1,11 @@
-"""Artifacts an on-call engineer reads in the Prefect UI (counts only: no addresses)."""
+"""Artifacts an on-call engineer reads in the Prefect UI (addresses masked or absent)."""
 
 from __future__ import annotations
 
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from notify.audits import Report
+from notify.report_view import markdown
 from notify.summaries import DeliverySummary, EnqueueSummary
 
 
@@ -44,3 +46,13 @@ def delivery_table(summary: DeliverySummary) -> None:
             key="deliver-pending-failures",
             description="Failed sends in this run (first 20; addresses masked)",
         )
+
+
+def report_artifact(key: str, report: Report, *, title: str, routed: list[str]) -> None:
+    """The check's report as Markdown in the Prefect UI (PII masked by the report itself)."""
+    notes = [f"alert routed: {line}" for line in routed]
+    create_markdown_artifact(
+        markdown=markdown(title, report.to_json(), notes),
+        key=key,
+        description=f"{title}: {report.severity}",
+    )

@@ -12,6 +12,7 @@ import traceback
 
 import typer
 
+from notify.commands import audit as audit_commands
 from notify.commands import db as db_commands
 from notify.commands import misc as misc_commands
 from notify.commands import ops as ops_commands
@@ -35,6 +36,7 @@ app.add_typer(recipient_commands.app, name="recipients")
 app.add_typer(template_commands.app, name="templates")
 send_commands.register(app)
 ops_commands.register(app)
+audit_commands.register(app)
 misc_commands.register(app)
 
 

@@ -18,7 +18,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from notify.db import Channel, Status, transaction
-from notify.errors import OPTED_OUT, DeliveryError, ErrorClass, classify_exception
+from notify.errors import (
+    FIX_SEPARATOR,
+    OPTED_OUT,
+    DeliveryError,
+    ErrorClass,
+    classify_exception,
+)
 from notify.masking import mask_address
 from notify.outbox import (
     ClaimedRow,
@@ -175,7 +181,7 @@ class Deliverer:
             now,
             error_code=result.code,
             error_class=result.error_class.value,
-            error_message=f"{result.message} | fix: {result.fix}"[:1000],
+            error_message=f"{result.message}{FIX_SEPARATOR}{result.fix}"[:1000],
             next_attempt_at=retry_at,
         )
 

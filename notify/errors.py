@@ -22,6 +22,7 @@ class InputError(NotifyError):
 # --- The delivery error taxonomy: provider error -> class, the runbook's cause and fix. ---
 
 MAX_MESSAGE_CHARS = 1000
+FIX_SEPARATOR = " | fix: "  # delivery_logs.error_message = provider text + separator + the fix
 
 
 class ErrorClass(StrEnum):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from notify.errors import KNOWN_KINDS, UNKNOWN, ErrorKind, classify
+from notify.errors import FIX_SEPARATOR, KNOWN_KINDS, UNKNOWN, ErrorKind, classify
 
 MAX_CHARS = 200
 _SUBSTITUTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -36,7 +36,7 @@ _PHRASES: tuple[tuple[str, str], ...] = (
 
 def normalise_error_message(message: str | None) -> str:
     """The message with variable parts replaced, whitespace collapsed, at most 200 characters."""
-    text = message or ""
+    text = (message or "").split(FIX_SEPARATOR)[0]  # the stored fix is not part of the cause
     for pattern, placeholder in _SUBSTITUTIONS:
         text = pattern.sub(placeholder, text)
     return text.strip()[:MAX_CHARS]

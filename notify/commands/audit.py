@@ -1,0 +1,201 @@
+"""`notifyops audit sms-cost|loops|failures`, `notifyops health`, `notifyops alarms install`.
+
+Each check runs as its Prefect flow (a flow run in the UI when PREFECT_API_URL is set); `--direct`
+runs the same library code without Prefect, for when Prefect itself is what is down. Ad hoc runs
+publish no metrics and route no alerts unless asked (the schedules do both).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import typer
+
+from notify.audits import LoopReport, Report
+from notify.checks import Check, mute_detected_loops, publish_metrics, raise_alerts, run_audit
+from notify.commands.flowrun import run_flow
+from notify.console import EXIT_OK, EXIT_PARTIAL, out, print_json, table
+from notify.database import open_database
+from notify.db import utcnow
+from notify.errors import InputError
+from notify.report_view import view
+from notify.settings import get_settings
+
+app = typer.Typer(
+    help="Audits of the delivery log: SMS cost, loops, failures.", no_args_is_help=True
+)
+alarms_app = typer.Typer(help="CloudWatch alarms of the runbook.", no_args_is_help=True)
+
+FLOWS = {
+    Check.sms_cost: ("flows.sms_cost_audit", "sms_cost_audit"),
+    Check.loops: ("flows.loop_detection", "loop_detection"),
+    Check.failures: ("flows.failure_summary", "failure_summary"),
+    Check.health: ("flows.health", "health"),
+}
+WINDOW = typer.Option("24h", "--window", help="Look-back window: 24h, 90m, 7d (default 24h).")
+AS_OF = typer.Option(None, "--as-of", help="End of the window, ISO 8601 (UTC if no zone).")
+JSON = typer.Option(False, "--json", help="Machine-readable output (stable keys).")
+DIRECT = typer.Option(False, "--direct", help="Run without Prefect (when Prefect is down).")
+PUBLISH = typer.Option(False, "--publish", help="Also publish the CloudWatch metrics.")
+ALERT = typer.Option(False, "--alert", help="Also raise and route alerts.")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="audit")
+    root.add_typer(alarms_app, name="alarms")
+    root.command("health")(health_command)
+
+
+@app.command("sms-cost")
+def sms_cost(
+    window: str = WINDOW,
+    as_of: str | None = AS_OF,
+    json_output: bool = JSON,
+    direct: bool = DIRECT,
+    publish: bool = PUBLISH,
+    alert: bool = ALERT,
+) -> None:
+    """SMS count and cost per hour, last hour vs $/h alarm, today vs daily cap, top recipients.
+
+    Exit 1 when the hourly alarm or the daily cap is breached."""
+    _run(Check.sms_cost, window, as_of, json_output, direct, publish, alert)
+
+
+@app.command("loops")
+def loops(
+    window: str = WINDOW,
+    as_of: str | None = AS_OF,
+    json_output: bool = JSON,
+    direct: bool = DIRECT,
+    alert: bool = ALERT,
+    mute: bool | None = typer.Option(
+        None, "--mute/--no-mute", help="Mute SMS per loop (default NOTIFY_LOOP_AUTO_MUTE)."
+    ),
+) -> None:
+    """Same title to the same recipient and channel more than NOTIFY_LOOP_THRESHOLD times.
+
+    Exit 1 when any loop is found."""
+    _run(Check.loops, window, as_of, json_output, direct, False, alert, mute=mute)
+
+
+@app.command("failures")
+def failures(
+    window: str = WINDOW,
+    as_of: str | None = AS_OF,
+    json_output: bool = JSON,
+    direct: bool = DIRECT,
+    publish: bool = PUBLISH,
+    alert: bool = ALERT,
+) -> None:
+    """Failures by error class and message with the runbook's fix; error rates vs 10%.
+
+    Exit 1 when the email or SMS error rate is above 10%."""
+    _run(Check.failures, window, as_of, json_output, direct, publish, alert)
+
+
+def health_command(
+    window: str = WINDOW,
+    as_of: str | None = AS_OF,
+    json_output: bool = JSON,
+    direct: bool = DIRECT,
+    publish: bool = PUBLISH,
+    alert: bool = ALERT,
+) -> None:
+    """Backlog, latency, stuck and unknown rows, SES account, Prefect workers, database.
+
+    Exit 1 when a threshold is breached (backlog > 1,000, average latency > 30 s, ...)."""
+    _run(Check.health, window, as_of, json_output, direct, publish, alert)
+
+
+@alarms_app.command("install")
+def install_alarms_command(json_output: bool = JSON) -> None:
+    """Create or update the RS-Notifications-* CloudWatch alarms (idempotent)."""
+    from notify.metrics import install_alarms
+    from notify.senders import aws_client
+
+    settings = get_settings()
+    names = install_alarms(aws_client("cloudwatch", settings, retries=True), settings)
+    if json_output:
+        print_json({"alarms": names, "namespace": settings.cloudwatch_namespace})
+    else:
+        out.print(table("CloudWatch alarms (created or updated)", ["alarm"], [[n] for n in names]))
+
+
+def parse_window(text: str) -> timedelta:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([mhd]?)\s*", text.lower())
+    if not match or float(match.group(1)) <= 0:
+        raise InputError(f"--window: {text!r} is not a duration such as 24h, 90m or 7d")
+    unit = {"m": "minutes", "h": "hours", "": "hours", "d": "days"}[match.group(2)]
+    return timedelta(**{unit: float(match.group(1))})
+
+
+def parse_as_of(text: str | None) -> datetime:
+    if not text:
+        return utcnow()
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"--as-of: {text!r} is not ISO 8601, e.g. 2026-11-30T08:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _run(
+    check: Check,
+    window: str,
+    as_of: str | None,
+    json_output: bool,
+    direct: bool,
+    publish: bool,
+    alert: bool,
+    *,
+    mute: bool | None = None,
+) -> None:
+    span, end = parse_window(window), parse_as_of(as_of)
+    if direct:
+        report = _direct(check, span, end, publish, alert, mute)
+    else:
+        params = {
+            "window_hours": span.total_seconds() / 3600,
+            "as_of": end,
+            "publish_metrics": publish,
+            "alert": alert,
+        }
+        if check is Check.loops:
+            params["mute"] = mute
+        report = run_flow(*FLOWS[check], params=params)
+    _show(check, report, json_output)
+    raise typer.Exit(EXIT_PARTIAL if report.breached else EXIT_OK)
+
+
+def _direct(
+    check: Check, span: timedelta, end: datetime, publish: bool, alert: bool, mute: bool | None
+) -> Report:
+    settings = get_settings()
+    engine = open_database(settings)
+    report = run_audit(check, engine=engine, settings=settings, as_of=end, window=span)
+    if isinstance(report, LoopReport) and (settings.loop_auto_mute if mute is None else mute):
+        report = mute_detected_loops(engine=engine, settings=settings, report=report)
+    if publish:
+        publish_metrics(check, settings=settings, report=report)
+    if alert:
+        raise_alerts(check, engine=engine, settings=settings, report=report)
+    return report
+
+
+def _show(check: Check, report: Report, json_output: bool) -> None:
+    data: dict[str, Any] = report.to_json()
+    if json_output:
+        print_json(data)
+        return
+    shaped = view(data)
+    out.print(
+        f"[bold]{check.value}[/]: severity [bold]{shaped.severity}[/]"
+        + (f", breached: {', '.join(shaped.breaches)}" if shaped.breaches else "")
+    )
+    for finding in shaped.findings:
+        out.print(f"  {finding}", markup=False)
+    out.print(table("Facts", ["fact", "value"], shaped.facts))
+    for name, columns, rows in shaped.tables:
+        out.print(table(name, columns, rows))

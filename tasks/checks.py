@@ -1,0 +1,58 @@
+"""Prefect tasks for the monitoring checks: thin adapters over notify.checks."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from notify.audits import HealthReport, LoopReport, Report
+from notify.checks import Check, mute_detected_loops, publish_metrics, raise_alerts, run_audit
+from tasks import resources
+from tasks.workers import work_pool_state
+
+
+@task(name="run-audit", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
+def audit(check: Check, as_of: datetime, window_hours: float) -> Report:
+    """Aggregate the delivery log over the window (SQL) into a typed report."""
+    return run_audit(
+        check,
+        engine=resources.engine(),
+        settings=resources.settings(),
+        as_of=as_of,
+        window=timedelta(hours=window_hours),
+    )
+
+
+@task(name="work-pool-state", cache_policy=NO_CACHE, retries=1)
+def add_worker_state(report: HealthReport) -> HealthReport:
+    """Fold the work pool's workers and late runs in (when a Prefect server is configured)."""
+    state = work_pool_state()
+    if state is None:
+        return report
+    return report.with_workers(
+        state.workers, down_minutes=state.down_minutes, late_runs=state.late_runs
+    )
+
+
+@task(name="mute-loops", cache_policy=NO_CACHE, retries=1)
+def mute(report: LoopReport) -> LoopReport:
+    return mute_detected_loops(
+        engine=resources.engine(), settings=resources.settings(), report=report
+    )
+
+
+@task(name="publish-metrics", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def metrics(check: Check, report: Report) -> int:
+    """CloudWatch data points under NOTIFY_CLOUDWATCH_NAMESPACE."""
+    return publish_metrics(check, settings=resources.settings(), report=report)
+
+
+@task(name="raise-alerts", cache_policy=NO_CACHE, retries=1)
+def alerts(check: Check, report: Report) -> list[str]:
+    """Store, deduplicate, resolve and route this check's alerts; returns what was sent."""
+    deliveries = raise_alerts(
+        check, engine=resources.engine(), settings=resources.settings(), report=report
+    )
+    return [f"{d.route}: {'ok' if d.ok else d.error}" for d in deliveries]

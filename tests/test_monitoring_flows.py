@@ -1,0 +1,117 @@
+"""The monitoring flows and commands on crafted data, on a real (temporary) Prefect API."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from flows.failure_summary import failure_summary
+from flows.health import health
+from flows.loop_detection import loop_detection
+from flows.params import CheckParams, FailureParams, LoopParams
+from flows.sms_cost_audit import sms_cost_audit
+from notify.cli import main
+from notify.db import Alert, Suppression, make_engine, transaction
+from tests.factories import AS_OF, Rows
+
+LOOP_PHONE = "+12065550142"
+
+
+def crafted(url: str) -> None:
+    rows = Rows()
+    looping = rows.recipient("technician:42", phone=LOOP_PHONE)
+    calm = rows.recipient("technician:7", phone="+12065550107")
+    rows.many(8, looping, created_at=AS_OF - timedelta(hours=2), title="Unit 12 ready")
+    rows.many(2, calm, created_at=AS_OF - timedelta(hours=1), title="Unit 12 ready")
+    rows.many(
+        3,
+        calm,
+        created_at=AS_OF - timedelta(minutes=30),
+        channel="email",
+        status="failed_permanent",
+        error_code="MessageRejected",
+        error_class="permanent",
+        error_message="Email address is not verified.",
+    )
+    rows.insert(make_engine(url))
+
+
+def test_loop_detection_flow_finds_mutes_and_alerts(flow_env: str) -> None:
+    crafted(flow_env)
+    report = loop_detection(LoopParams(as_of=AS_OF, publish_metrics=False))
+    assert [(lp.recipient, lp.count) for lp in report.loops] == [("technician:42", 8)]
+    assert report.breached and [m.phone_masked for m in report.muted] == ["+1206***0142"]
+    engine = make_engine(flow_env)
+    with transaction(engine) as session:
+        muted = session.execute(select(Suppression.address, Suppression.title)).all()
+        alerts = session.scalars(select(Alert.key)).all()
+    assert [tuple(row) for row in muted] == [(LOOP_PHONE, "Unit 12 ready")]
+    assert len(alerts) == 1 and alerts[0].startswith("loops:")
+    again = loop_detection(LoopParams(as_of=AS_OF, publish_metrics=False))
+    assert again.muted[0].created is False, "an active mute is not added twice"
+    with transaction(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Suppression)) == 1
+        assert session.scalar(select(Alert.count)) == 2, (
+            "the same alert is refreshed, not duplicated"
+        )
+
+
+def test_sms_cost_failure_and_health_flows_report_the_crafted_numbers(flow_env: str) -> None:
+    crafted(flow_env)
+    cost = sms_cost_audit(CheckParams(as_of=AS_OF, publish_metrics=False, alert=False))
+    assert cost.to_json()["sms_count"] == 10 and cost.to_json()["total_cost_usd"] == "0.06"
+    failures = failure_summary(FailureParams(as_of=AS_OF, window_hours=24, publish_metrics=False))
+    assert failures.to_json()["email_error_rate"] == 1.0 and failures.severity == "P1"
+    state = health(CheckParams(as_of=AS_OF, publish_metrics=False, alert=False))
+    assert state.database_reachable and state.backlog == 0 and state.ses is None
+
+
+def test_audit_commands_exit_1_on_a_breach_with_stable_json_keys(
+    flow_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    crafted(flow_env)
+    as_of = AS_OF.isoformat()
+    assert main(["audit", "loops", "--as-of", as_of, "--no-mute", "--json"]) == 1
+    loops = json.loads(capsys.readouterr().out)
+    assert {"threshold", "loops", "muted", "severity"} <= set(loops)
+    assert main(["audit", "sms-cost", "--as-of", as_of, "--json", "--direct"]) == 0
+    cost = json.loads(capsys.readouterr().out)
+    assert {
+        "window_hours",
+        "sms_count",
+        "total_cost_usd",
+        "last_hour_cost_usd",
+        "today_cost_usd",
+        "hourly",
+        "top_recipients",
+        "severity",
+    } <= set(cost)
+    assert {"recipient", "count", "cost_usd"} <= set(cost["top_recipients"][0])
+    assert main(["audit", "failures", "--as-of", as_of, "--window", "1d", "--json"]) == 1
+    failures = json.loads(capsys.readouterr().out)
+    assert {
+        "total",
+        "failed",
+        "error_rate",
+        "email_error_rate",
+        "sms_error_rate",
+        "groups",
+        "severity",
+    } <= set(failures)
+    assert {"error_class", "error_message", "count", "fix"} <= set(failures["groups"][0])
+    assert main(["health", "--as-of", as_of, "--json", "--direct"]) == 0
+    state = json.loads(capsys.readouterr().out)
+    assert {
+        "backlog",
+        "oldest_pending_age_s",
+        "avg_latency_s",
+        "p95_latency_s",
+        "unknown",
+        "ses",
+        "severity",
+    } <= set(state)
+    assert main(["audit", "loops", "--window", "soon"]) == 2
+    assert "--window" in capsys.readouterr().err
