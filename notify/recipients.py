@@ -40,7 +40,8 @@ def upsert_recipients(*, session: Session, rows: Sequence[RecipientRow]) -> Upse
         chunk = rows[start : start + UPSERT_CHUNK]
         existing = _existing_ids(session, [row.external_id for row in chunk])
         created += sum(1 for row in chunk if row.external_id not in existing)
-        session.execute(_upsert_statement(session, [_values(row) for row in chunk]))
+        statement = _upsert_statement(session)
+        session.connection().execute(statement, [_values(row) for row in chunk])
     return UpsertCounts(created=created, updated=len(rows) - created)
 
 
@@ -49,10 +50,11 @@ def _values(row: RecipientRow) -> dict[str, Any]:
     return {**row.as_values(), "created_at": now, "updated_at": now}
 
 
-def _upsert_statement(session: Session, values: list[dict[str, Any]]) -> Any:
+def _upsert_statement(session: Session) -> Any:
+    """INSERT ... ON CONFLICT (external_id) DO UPDATE, executed as executemany (compiled once)."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(Recipient).values(values)
+    statement = insert(Recipient.__table__)
     excluded = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=[Recipient.external_id],
