@@ -43,6 +43,17 @@ class BatchConditions:
             and (until is None or until > now)
         )
 
+    def load_chunk(
+        self, *, session: Session, recipients: Sequence[Recipient], titles: set[str], now: datetime
+    ) -> None:
+        """Recent sends and suppressions for these recipients (each appears in one chunk)."""
+        self.recent.clear()
+        self.suppressions.clear()
+        for start in range(0, len(recipients), LOOKUP_CHUNK):
+            chunk = recipients[start : start + LOOKUP_CHUNK]
+            self.recent.update(_recent_counts(session, [r.id for r in chunk], titles, now))
+            self.suppressions.extend(_suppressions(session, chunk, now))
+
     def record(
         self, recipient_id: int, title: str, decisions: Iterable[ChannelDecision], cost: Decimal
     ) -> None:
@@ -68,15 +79,9 @@ def sms_spend_since(*, session: Session, since: datetime) -> Decimal:
     return Decimal(str(session.scalar(query) or 0))
 
 
-def load_conditions(
-    *, session: Session, recipients: Sequence[Recipient], titles: set[str], now: datetime
-) -> BatchConditions:
-    conditions = BatchConditions(sms_spend_since(session=session, since=start_of_utc_day(now)))
-    for start in range(0, len(recipients), LOOKUP_CHUNK):
-        chunk = recipients[start : start + LOOKUP_CHUNK]
-        conditions.recent.update(_recent_counts(session, [r.id for r in chunk], titles, now))
-        conditions.suppressions.extend(_suppressions(session, chunk, now))
-    return conditions
+def start_conditions(*, session: Session, now: datetime) -> BatchConditions:
+    """Today's SMS spend so far; recent sends and suppressions are loaded chunk by chunk."""
+    return BatchConditions(sms_spend_since(session=session, since=start_of_utc_day(now)))
 
 
 def _recent_counts(

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -26,6 +26,7 @@ from sqlalchemy import (
     MetaData,
     Numeric,
     String,
+    Table,
     Text,
     UniqueConstraint,
     create_engine,
@@ -232,6 +233,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if "psycopg2" in url:  # executemany UPDATEs (recording a window's outcomes) in one round trip
+        kwargs.setdefault("executemany_mode", "values_plus_batch")
     return create_engine(url, **kwargs)
 
 
@@ -252,3 +255,8 @@ def transaction(engine: Engine) -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""
     with session_factory(engine).begin() as session:
         yield session
+
+
+# Core table handles, typed, for bulk statements (executemany) that skip the ORM.
+RECIPIENTS = cast(Table, Recipient.__table__)
+DELIVERY_LOGS = cast(Table, DeliveryLog.__table__)

@@ -18,16 +18,16 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from notify.conditions import BatchConditions, load_conditions
-from notify.db import Channel, DeliveryLog, Notification, Recipient, Status
+from notify.conditions import BatchConditions, start_conditions
+from notify.db import DELIVERY_LOGS, Channel, Notification, Recipient, Status
 from notify.errors import InputError
 from notify.policies import Action, ChannelDecision, RecipientPrefs, SendConditions, decide_channels
 from notify.pricing import estimate_sms_cost
-from notify.recipients import recipients_by_external_id
+from notify.recipients import known_external_ids, recipients_by_external_id
 from notify.rendering import RenderedMessage, TemplateCatalog
 from notify.settings import Priority, Settings
 
-INSERT_CHUNK = 1000
+CHUNK = 1000  # recipients rendered, decided and inserted at a time
 
 
 @dataclass(frozen=True)
@@ -72,23 +72,55 @@ def enqueue(
     now: datetime,
     attribution: Attribution = Attribution(),
 ) -> EnqueueResult:
-    """Store the notifications and delivery rows; a repeated idempotency key is a no-op."""
+    """Store the notifications and delivery rows; a repeated idempotency key is a no-op.
+
+    The request is processed CHUNK recipients at a time inside the caller's transaction, so
+    memory stays bounded however many recipients it names.
+    """
     if request.idempotency_key:
         existing = existing_request(session=session, request_id=request.idempotency_key)
         if existing:
             return EnqueueResult(request.idempotency_key, existing, True, (), {})
-    recipients, unknown = _resolve(session, request)
-    catalog.check(request.template, recipient_context(request.context, recipients[0]))
+    wanted, unknown = preflight(session=session, request=request, catalog=catalog)
     request_id = request.idempotency_key or uuid.uuid4().hex
-    plan = _plan(session, request, recipients, catalog, settings, now)
-    ids = _store(session, plan, request, request_id, attribution, now)
-    return EnqueueResult(request_id, tuple(ids), False, unknown, dict(plan.counts))
+    conditions = start_conditions(session=session, now=now)
+    shared = _shared_columns(request, request_id, attribution)
+    renderer = _Renderer(catalog, request)
+    ids: list[int] = []
+    counts: Counter[str] = Counter()
+    for start in range(0, len(wanted), CHUNK):
+        found = recipients_by_external_id(
+            session=session, external_ids=wanted[start : start + CHUNK]
+        )
+        recipients = [found[name] for name in wanted[start : start + CHUNK] if name in found]
+        plan = _plan(session, request, recipients, renderer, conditions, settings, now)
+        ids += _store(session, plan, shared, request.idempotency_key, len(ids))
+        counts.update(plan.counts)
+    return EnqueueResult(request_id, tuple(ids), False, unknown, dict(counts))
 
 
-def preflight(*, session: Session, request: SendRequest, catalog: TemplateCatalog) -> None:
-    """The checks enqueue makes before storing anything, without storing anything."""
-    recipients, _ = _resolve(session, request)
-    catalog.check(request.template, recipient_context(request.context, recipients[0]))
+def preflight(
+    *, session: Session, request: SendRequest, catalog: TemplateCatalog
+) -> tuple[list[str], tuple[str, ...]]:
+    """The checks made before anything is stored: recipients known (or skipped on request),
+    template and context complete. Returns (known external ids in order, unknown ones)."""
+    wanted = list(dict.fromkeys(name.strip() for name in request.to if name.strip()))
+    if not wanted:
+        raise InputError("to: no recipients given (use --to EXTERNAL_ID or --to-file FILE)")
+    known = known_external_ids(session=session, external_ids=wanted)
+    unknown = tuple(name for name in wanted if name not in known)
+    if unknown and not request.skip_unknown:
+        shown = ", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else "")
+        raise InputError(
+            f"to: {len(unknown)} unknown recipient(s): {shown} "
+            "(import them first, or pass --skip-unknown)"
+        )
+    wanted = [name for name in wanted if name in known]
+    if not wanted:
+        raise InputError("to: none of the recipients is known")
+    first = recipients_by_external_id(session=session, external_ids=wanted[:1])[wanted[0]]
+    catalog.check(request.template, recipient_context(request.context, first))
+    return wanted, unknown
 
 
 def existing_request(*, session: Session, request_id: str) -> tuple[int, ...]:
@@ -96,22 +128,22 @@ def existing_request(*, session: Session, request_id: str) -> tuple[int, ...]:
     return tuple(session.scalars(query.order_by(Notification.id)))
 
 
-def _resolve(session: Session, request: SendRequest) -> tuple[list[Recipient], tuple[str, ...]]:
-    wanted = list(dict.fromkeys(name.strip() for name in request.to if name.strip()))
-    if not wanted:
-        raise InputError("to: no recipients given (use --to EXTERNAL_ID or --to-file FILE)")
-    found = recipients_by_external_id(session=session, external_ids=wanted)
-    unknown = tuple(name for name in wanted if name not in found)
-    if unknown and not request.skip_unknown:
-        shown = ", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else "")
-        raise InputError(
-            f"to: {len(unknown)} unknown recipient(s): {shown} "
-            "(import them first, or pass --skip-unknown)"
-        )
-    known = [found[name] for name in wanted if name in found]
-    if not known:
-        raise InputError("to: none of the recipients is known")
-    return known, unknown
+class _Renderer:
+    """Renders per recipient, or once when the template never reads `recipient`."""
+
+    def __init__(self, catalog: TemplateCatalog, request: SendRequest) -> None:
+        self.catalog, self.request = catalog, request
+        self.personal = "recipient" in catalog.info(request.template).required_variables
+        self._shared: RenderedMessage | None = None
+
+    def __call__(self, recipient: Recipient) -> RenderedMessage:
+        if self.personal or self._shared is None:
+            context = recipient_context(self.request.context, recipient)
+            message = self.catalog.render(self.request.template, context)
+            if not self.personal:
+                self._shared = message
+            return message
+        return self._shared
 
 
 @dataclass
@@ -125,20 +157,15 @@ def _plan(
     session: Session,
     request: SendRequest,
     recipients: Sequence[Recipient],
-    catalog: TemplateCatalog,
+    render: _Renderer,
+    conditions: BatchConditions,
     settings: Settings,
     now: datetime,
 ) -> _Plan:
     plan = _Plan()
-    rendered = [
-        catalog.render(request.template, recipient_context(request.context, r)) for r in recipients
-    ]
-    conditions = load_conditions(
-        session=session,
-        recipients=recipients,
-        titles={message.subject for message in rendered},
-        now=now,
-    )
+    rendered = [render(r) for r in recipients]
+    titles = {message.subject for message in rendered}
+    conditions.load_chunk(session=session, recipients=recipients, titles=titles, now=now)
     for recipient, message in zip(recipients, rendered, strict=True):
         priority = request.priority or message.priority
         note, logs = _decide_one(recipient, message, priority, conditions, settings, now)
@@ -243,36 +270,32 @@ def _log_values(
     }
 
 
-def _store(
-    session: Session,
-    plan: _Plan,
-    request: SendRequest,
-    request_id: str,
-    attribution: Attribution,
-    now: datetime,
-) -> list[int]:
-    shared = {
+def _shared_columns(
+    request: SendRequest, request_id: str, attribution: Attribution
+) -> dict[str, Any]:
+    return {
         "context": dict(request.context),
         "request_id": request_id,
         "flow_run_id": attribution.flow_run_id,
         "deployment_name": attribution.deployment_name,
     }
-    key = request.idempotency_key
-    ids: list[int] = []
-    for start in range(0, len(plan.notifications), INSERT_CHUNK):
-        chunk = plan.notifications[start : start + INSERT_CHUNK]
-        values = [
-            {**note, **shared, "idempotency_key": f"{key}#{start + n}" if key else None}
-            for n, note in enumerate(chunk)
-        ]
-        statement = insert(Notification).returning(Notification.id, sort_by_parameter_order=True)
-        chunk_ids = list(session.scalars(statement, values))
-        groups = plan.logs[start : start + len(chunk)]
-        rows = [
-            {**log, "notification_id": nid}
-            for nid, group in zip(chunk_ids, groups, strict=True)
-            for log in group
-        ]
-        session.execute(insert(DeliveryLog), rows)
-        ids.extend(chunk_ids)
+
+
+def _store(
+    session: Session, plan: _Plan, shared: dict[str, Any], key: str | None, offset: int
+) -> list[int]:
+    """Bulk-insert one chunk: notifications (ids back, in order), then their delivery rows as
+    one Core executemany (every row has the same keys, so one statement takes them all)."""
+    values = [
+        {**note, **shared, "idempotency_key": f"{key}#{offset + n}" if key else None}
+        for n, note in enumerate(plan.notifications)
+    ]
+    statement = insert(Notification).returning(Notification.id, sort_by_parameter_order=True)
+    ids = list(session.scalars(statement, values))
+    rows = [
+        {**log, "notification_id": nid}
+        for nid, group in zip(ids, plan.logs, strict=True)
+        for log in group
+    ]
+    session.connection().execute(insert(DELIVERY_LOGS), rows)
     return ids

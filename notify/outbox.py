@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Executable, Table, bindparam, func, select, text, update
+from sqlalchemy import CursorResult, Executable, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
-from notify.db import DeliveryLog, Notification, Status, UTCDateTime
+from notify.db import DELIVERY_LOGS, DeliveryLog, Notification, Status, UTCDateTime
 
-LOGS = cast(Table, DeliveryLog.__table__)
+LOGS = DELIVERY_LOGS
 
 _CLAIM_POSTGRES = text(
     """

@@ -73,6 +73,8 @@ def _count_parts(char_units: list[int], *, single: int, per_part: int) -> int:
 
 def price_per_part(phone_e164: str, *, prices: Mapping[str, Decimal], default: Decimal) -> Decimal:
     """Price of one SMS part to this number: its country (ISO code, upper case) in `prices`."""
+    if not prices:  # one price for every country: no need to parse the number
+        return default
     region = phonenumbers.region_code_for_number(_parse_phone(phone_e164))
     if region is None:
         return default

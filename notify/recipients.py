@@ -10,7 +10,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from notify.db import Recipient, utcnow
+from notify.db import RECIPIENTS, Recipient, utcnow
 from notify.roster import RecipientRow
 
 UPSERT_CHUNK = 500
@@ -54,7 +54,7 @@ def _upsert_statement(session: Session) -> Any:
     """INSERT ... ON CONFLICT (external_id) DO UPDATE, executed as executemany (compiled once)."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(Recipient.__table__)
+    statement = insert(RECIPIENTS)
     excluded = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=[Recipient.external_id],
@@ -103,3 +103,12 @@ def recipients_by_external_id(
         query = select(Recipient).where(Recipient.external_id.in_(chunk))
         found.update((r.external_id, r) for r in session.scalars(query))
     return found
+
+
+def known_external_ids(*, session: Session, external_ids: Iterable[str]) -> set[str]:
+    """Which of these external ids exist (ids only, so a million of them stay cheap)."""
+    wanted = list(external_ids)
+    known: set[str] = set()
+    for start in range(0, len(wanted), UPSERT_CHUNK):
+        known |= _existing_ids(session, wanted[start : start + UPSERT_CHUNK])
+    return known

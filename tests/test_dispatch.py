@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from notify.db import DeliveryLog, Notification, Status, Suppression, transaction
+from notify.db import DeliveryLog, Notification, Recipient, Status, Suppression, transaction
 from notify.delivery import Deliverer
 from notify.enqueue import SendRequest, enqueue
 from notify.errors import (
@@ -359,3 +359,24 @@ def test_redrive_puts_unknown_rows_back_only_when_asked(engine: Engine, settings
     with transaction(engine) as session:
         decision = session.scalar(select(DeliveryLog.decision).where(DeliveryLog.id == rows[0].id))
     assert decision is not None and decision.endswith("redriven from unknown")
+
+
+def test_a_request_larger_than_a_chunk_is_stored_whole_and_in_order(
+    engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import notify.enqueue
+
+    monkeypatch.setattr(notify.enqueue, "CHUNK", 3)
+    capped = settings.model_copy(update={"sms_daily_cap_usd": Decimal("0.03")})
+    add_recipients(engine, [tech(n) for n in range(1, 9)])
+    to = [f"tech:{n}" for n in (8, 1, 7, 2, 6, 3, 5, 4)]
+    first = send(engine, capped, to, priority=Priority.urgent, idempotency_key="big")
+    again = send(engine, capped, to, priority=Priority.urgent, idempotency_key="big")
+    assert len(first.notification_ids) == 8 and again.notification_ids == first.notification_ids
+    with transaction(engine) as session:
+        order = session.scalars(select(Notification.recipient_id).order_by(Notification.id)).all()
+        names = dict(session.execute(select(Recipient.id, Recipient.external_id)).tuples().all())
+    assert [names[rid] for rid in order] == to
+    counts = statuses(engine)
+    assert counts[("sms", "pending")] == 4, "the daily cap carries across chunks (4 x $0.00645)"
+    assert counts[("sms", "skipped")] == 4
