@@ -1,0 +1,374 @@
+"""docs/PERFORMANCE.md, written by `python -m bench` (edit this file, not the doc)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import growth, hotpath, report
+from bench.common import ROOT, PeerResult, Scenario, log
+from bench.scenario import run_measured
+from bench.suite import SuiteResult
+
+
+def run_audits(rows: int) -> str | None:
+    """`python -m bench.audits --rows N` (bench/audits.py), its markdown and peak RSS."""
+    log(f"audits over {rows:,} rows (bench.audits)")
+    command = [sys.executable, "-m", "bench.audits", "--rows", str(rows), "--repeat", "3"]
+    log_path = Path(f"/tmp/notifyops-bench-audits-{time.time_ns()}.log")
+    try:
+        output, peak = run_measured(command, {"PYTHONPATH": str(ROOT), **_env()}, log_path, 1800)
+    except Exception as error:
+        log(f"audits failed: {error}")
+        return None
+    finally:
+        log_path.unlink(missing_ok=True)
+    return (
+        output.strip() + f"\n\nPeak RSS of the audit process: {peak:,.0f} MB (it includes the "
+        "pandas comparison, which loads the whole table)."
+    )
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+def render(
+    command: str,
+    info: dict[str, Any],
+    suite: SuiteResult,
+    plan: Sequence[Scenario],
+    growth_results: list[dict[str, Any]],
+    profile: dict[str, Any] | None,
+    audits: str | None,
+    elapsed: float,
+) -> str:
+    parts = [
+        HEADER.format(date=time.strftime("%Y-%m-%d %H:%M %Z"), elapsed=elapsed / 60),
+        "```\n" + command + "\n```\n",
+        "## Machine\n",
+        "\n".join(report.machine_lines(info)) + "\n",
+        METHOD.format(server=_server_line(suite)),
+        "## Results: the three peers\n",
+        _scenario_lines(plan),
+        report.peer_table(suite, plan) + "\n",
+        "Ratios of end-to-end throughput (notifyops ÷ peer; above 1 means notifyops is faster):\n",
+        report.ratio_table(suite, plan) + "\n",
+        _reading(suite, plan),
+    ]
+    if growth_results:
+        parts += [GROWTH_INTRO, growth.markdown(growth_results) + "\n", GROWTH_NOTES]
+    if profile:
+        parts += [PROFILE_INTRO, hotpath.markdown(profile) + "\n", PROFILE_NOTES]
+    parts += [PROPOSALS]
+    if audits:
+        parts += ["## Audits over a large delivery log (bench/audits.py)\n", audits + "\n"]
+    parts += [LIMITS]
+    return "\n".join(parts)
+
+
+def _server_line(suite: SuiteResult) -> str:
+    server = suite.prefect_server
+    if not server:
+        return "no Prefect peer ran"
+    return (
+        f"started in {server['startup_s']:.0f} s; its resident memory after the Prefect "
+        f"runs was {server['rss_mb_after']:,.0f} MB, not counted in the peers' peak RSS"
+    )
+
+
+def _scenario_lines(plan: Sequence[Scenario]) -> str:
+    lines = [
+        f"- `{s.name}`: {s.notifications:,} notifications = {s.messages:,} messages, "
+        f"{s.label()}, {s.concurrency} in flight per peer"
+        for s in plan
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _reading(suite: SuiteResult, plan: Sequence[Scenario]) -> str:
+    lines = ["What the numbers say (generated from this run):", ""]
+    for scenario in plan:
+        by = {r.peer: r for r in suite.results if r.scenario == scenario.name}
+        if not by:
+            continue
+        fastest = max(by.values(), key=lambda r: r.e2e_per_s)
+        lines.append(
+            f"- `{scenario.name}`: fastest end to end is {report.NAMES[fastest.peer]} "
+            f"({fastest.e2e_per_s:,.1f} msg/s); "
+            + "; ".join(
+                f"{report.NAMES[p]} {r.e2e_per_s:,.1f}" for p, r in by.items() if r is not fastest
+            )
+            + "."
+        )
+        if scenario.rate:
+            lines += _pacing_lines(scenario, by)
+        library, flows = by.get("notifyops"), by.get("notifyops_flows")
+        if library and flows:
+            lines.append(
+                f"  The Prefect flows add {flows.e2e_s - library.e2e_s:,.1f} s to this dispatch "
+                f"({flows.e2e_s:,.1f} s against {library.e2e_s:,.1f} s for the same library "
+                "calls): flow and subflow runs, a task run per step and per batch, artifacts, "
+                "logs sent to the API. It is a cost per dispatch, not per message."
+            )
+    zero = {r.peer: r for r in suite.results if r.scenario == "zero"}
+    if zero:
+        lines.append(
+            "- Peak memory at zero latency: "
+            + ", ".join(f"{report.NAMES[p]} {r.peak_rss_mb:,.0f} MB" for p, r in zero.items())
+            + " (Celery: the driver, the worker and its 8 prefork processes)."
+        )
+    bad = [r for r in suite.results if r.duplicates or r.missing]
+    lines.append(
+        "- Duplicates and missing: "
+        + (
+            "none in any run."
+            if not bad
+            else ", ".join(
+                f"{report.NAMES[r.peer]} {r.scenario}: {r.duplicates} duplicates, "
+                f"{r.missing} missing"
+                for r in bad
+            )
+        )
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _pacing_lines(scenario: Scenario, by: dict[str, PeerResult]) -> list[str]:
+    rate = scenario.rate or 0.0
+    ceiling = 2 * rate
+    lines = [
+        f"  Provider ceiling: {ceiling:g} msg/s (two providers at {rate:g}/s); end to end "
+        + ", ".join(f"{report.NAMES[p]} {100 * r.e2e_per_s / ceiling:.0f}%" for p, r in by.items())
+        + " (above 100%: the token bucket's first second is a burst)."
+    ]
+    slow = [
+        (p, min(r.achieved.values(), default=0.0) / rate)
+        for p, r in by.items()
+        if min(r.achieved.values(), default=0.0) < 0.9 * rate
+    ]
+    if slow:
+        lines.append(
+            "  Paced below the configured rate in steady state: "
+            + ", ".join(f"{report.NAMES[p]} {100 * share:.0f}%" for p, share in slow)
+            + "."
+        )
+    return lines
+
+
+HEADER = """# Performance
+
+Generated by `python -m bench` ({elapsed:.0f} min, rendered {date}); do not edit by hand: change
+`bench/doc.py` and run the benchmark again (`--save-results FILE` keeps the numbers,
+`--render-from FILE` rewrites this page from them). Benchmarks report numbers; no test asserts a
+timing. The benchmark needs the `bench` extra (Celery, redis, psutil, py-spy) and Redis on
+127.0.0.1:6379:
+
+```
+.venv/bin/pip install -e '.[dev,bench]'
+.venv/bin/python -m bench --quick --json     # < 3 min: zero latency, 1,000 messages per peer
+.venv/bin/python -m bench                    # the full run (~15 min), rewrites this page
+.venv/bin/python -m bench.dispatch           # notifyops beside naive Prefect only (issue 3)
+.venv/bin/python -m bench.growth --sizes 1000000   # growth only
+.venv/bin/python -m bench.hotpath --what-if  # the profile and the proposed changes
+```
+
+The command of this run:
+"""
+
+METHOD = """## What is measured
+
+One run, one machine, one scratch PostgreSQL database (created by the benchmark and dropped at
+the end), the same data for every peer: recipients `bench:<n>` with an email address and a phone
+number, both channels on, no quiet hours. A request sends `repair_assigned` with priority
+`urgent`, so every notification goes out by email **and** SMS: one notification = two provider
+messages = two `delivery_logs` rows. **Message** below always means a provider message.
+
+The peers:
+
+- **Celery + Redis** (the runbook's architecture): the producer stores one notification row per
+  recipient (bulk insert, template name and context), then publishes one Celery task per
+  notification to Redis (127.0.0.1:6379). The task loads the notification and its recipient,
+  renders the template, sends the email and the SMS through the in-memory provider, and writes
+  the rendered text and one `delivery_logs` row per channel. A real worker process:
+  `celery -A bench.celery_peer worker -P prefork -c 8` (the runbook's concurrency), or
+  `-P threads -c 64` in the 500/s scenario (two providers at 500/s with 50 ms calls need at
+  least 50 calls in flight; 8 processes cannot go past 160 msg/s). Rates use Celery's task
+  `rate_limit` (the runbook's CELERY_ANNOTATIONS); one task is one email plus one SMS, so `N/s`
+  tasks is `N/s` per provider.
+- **naive Prefect**: the same job as the Celery task, as one Prefect task per notification
+  (`cache_policy=NO_CACHE`), submitted from a flow to `ThreadPoolTaskRunner(max_workers=8)` (64 in
+  the 500/s scenario); a local token bucket per provider paces the sends.
+- **notifyops (library)**: `notify.enqueue.enqueue` (one transaction for the request, streamed
+  1,000 recipients at a time: render, policies, bulk insert), then one `Deliverer` claiming
+  batches of 1,000 (`SKIP LOCKED`), sending a window of `send_concurrency` messages at a time
+  (8; 64 in the 500/s scenario) with a token bucket per provider, `sending` committed before the
+  provider calls and outcomes after.
+- **notifyops (Prefect flows)**: the same through `flows.dispatch.dispatch_notifications` (the
+  enqueue task, then the `deliver-pending` subflow: a task per batch, artifacts, logs to the API),
+  which is what `notifyops send` runs. The flows build their senders with
+  `tasks.dispatch.from_settings`; the benchmark points that at its provider in its own process.
+
+Every peer runs in its own fresh process (the Celery worker is a child of it). The provider is
+the library's in-memory sender (`bench/ledger.py`) with a fixed latency per call, which appends
+one line per accepted message to a ledger file before it answers. After each run the ledgers
+are loaded into PostgreSQL and compared with the messages the input asked for and with the
+`sent` delivery rows:
+
+- **duplicates**: receipts beyond one per expected message, plus `sent` rows beyond one per
+  message (a message sent twice, or one nobody asked for);
+- **missing**: expected messages without a receipt or without a `sent` row;
+- **enqueue msg/s**: messages ÷ seconds from the request until every notification is stored and
+  its work queued (Celery: rows stored and tasks published; naive Prefect: rows stored and every
+  task submitted; notifyops: the enqueue transaction committed; for the flows, seen by a thread
+  polling the notifications table every 20 ms);
+- **e2e msg/s**: messages ÷ seconds from the request until the last message is sent and
+  recorded. Process start-up and imports are not included (Celery's worker is already running);
+  for the Prefect peers the flow run's own creation and its task runs are included;
+- **achieved**: per provider, the steady rate the provider saw (receipts ÷ seconds over the
+  second half of its receipts, so the token bucket's initial one-second burst is left out),
+  against the configured rate;
+- **peak RSS**: the largest sum of resident memory of the peer's process tree (the driver and,
+  for Celery, the worker and its pool processes), sampled every 100 ms. PostgreSQL, Redis and
+  the Prefect server are shared services and not counted.
+
+Prefect peers run against one `prefect server start` on 127.0.0.1 backed by its own scratch
+PostgreSQL database (architecture.md: a SQLite-backed server locks up under task load; an
+ephemeral API costs 17-27 s per process). This run's server: {server}.
+"""
+
+GROWTH_INTRO = """## Growth: notifyops from 10k messages up (library path, zero latency)
+
+Each size in its own process: enqueue, then one deliverer (batches of 1,000, windows of 8)
+until nothing is due, or until the delivery cap of the command above. Sizes up to the
+one-request limit of the command are ONE request (`enqueue` streams it 1,000 recipients at a
+time inside one transaction, so its memory should not grow with the request); larger sizes are
+several requests of the size shown. `python -m bench.growth --sizes 1000000 --one-request-max
+1000000` runs the million alone.
+"""
+
+GROWTH_NOTES = """- The claim uses the partial index on due rows, so the delivery rate should not
+  depend on how many rows the outbox holds: compare the deliver rates across sizes.
+- Peak memory: compare the one-request sizes. Before 97d777b (`enqueue` held a whole request
+  in memory) one request of 100,000 messages peaked at 329 MB against 125 MB for 10,000, and
+  a million was only measured as 50 requests of 20,000 messages (147 MB).
+"""
+
+PROFILE_INTRO = """## Hot path profile (zero latency: the orchestrator's own cost)
+
+`python -m bench.hotpath --what-if`: one enqueue and one delivery of the same request, each
+phase timed without a profiler (best of two runs, so ms/message is the orchestrator's cost: the
+provider takes no time), then profiled with py-spy (`--idle`, so time spent waiting on
+PostgreSQL counts; main thread; cProfile if py-spy is missing). `current` is the library as it
+is (windows of 8); `windowN` sets the send concurrency, and so today the window, to N, to show
+what the two commits per window cost.
+"""
+
+PROFILE_NOTES = """What dominated, what was removed, and what stands between the library and 0.2 ms:
+
+- **Before 97d777b** (measured at 77c9180 with this benchmark): enqueue 0.951 ms/message, deliver
+  1.739 ms/message. Enqueue was dominated by one INSERT per delivery row (`_store` ->
+  `do_execute`, 44-77%: the ORM bulk INSERT leaves out None-valued keys and batches only
+  consecutive rows with the same keys, and email and SMS rows alternate), then phone parsing for
+  the SMS price (`price_per_part`, 6-12%, with no per-country price configured) and rendering
+  (7-8%, four parts per recipient although no template reads `recipient`). The benchmark applied
+  the fixes in its own process (render once, one INSERT for the delivery rows, no parsing without
+  prices, psycopg2 `values_plus_batch`): enqueue 0.323 ms/message (2.9x), deliver 1.652. 97d777b
+  made these changes in the library (and streams the request).
+- **Enqueue now**: what is left is PostgreSQL storing three rows per notification (each
+  notification row carries the full rendered text and HTML) and the policies: about 0.3 ms per
+  message here. Close to 0.2 ms, not under it.
+- **Deliver, per window**: each window of `send_concurrency` messages (8) costs two durable
+  commits (`sending` before the provider calls, outcomes after: the crash guarantee) and half a
+  dozen round trips; a write commit costs ~5-7 ms here (fsync). Batching the outcome UPDATEs
+  moved little: the time moved to the commit. A larger window is the lever (`window64`,
+  `window256`); its price is that a crash leaves up to a window of messages `unknown`.
+- **Deliver, the floor**: every message's row is written three times (`claimed`, `sending`,
+  `sent`), and because `status` is indexed none of these is a HOT update: each writes new entries
+  in all five indexes of `delivery_logs`. That is what remains at a window of 256 (~0.6 ms per
+  message before 97d777b, half of it the claim and the outcome UPDATEs).
+- So: **at zero latency the orchestrator is bound by PostgreSQL row writes and commits, not by
+  Python or Prefect**; 0.2 ms per message is not reachable on this machine with three durable
+  row versions per message and a window of 8. At a real provider rate the orchestrator is not
+  what limits: SES at 14/s gives each message 71 ms, and the library spends 1-2 ms of it (see
+  `lat50_r14` above).
+"""
+
+PROPOSALS = """## Proposed library changes (the benchmark owns only bench/; not applied)
+
+Landed in 97d777b, after this benchmark measured them: one INSERT per chunk of delivery rows,
+render once when the template is not personal, no phone parsing without per-country prices,
+psycopg2 `executemany_mode="values_plus_batch"`, streaming enqueue. Still open:
+
+1. `notify/settings.py` + `notify/delivery.py`: a window size separate from the thread count
+   (the lever the `windowN` rows measure).
+
+```python
+    send_window: int | None = Field(
+        None, ge=1, le=1000,
+        description="Messages marked sending per commit (default: send_concurrency); "
+        "a crash leaves at most this many unknown",
+    )
+```
+
+```python
+        window = self.settings.send_window or self.settings.send_concurrency
+        with ThreadPoolExecutor(max_workers=self.settings.send_concurrency) as pool:
+            for start, rows_in_window in _windows(rows, window):
+                ...
+```
+
+   The pacers still space each send, so a large window does not burst the provider.
+
+2. `notify/outbox.py` + `notify/delivery.py` (design change, not measured): claim a window at a
+   time straight into `sending` (the CTE claim with `SET status = 'sending', attempts =
+   attempts + 1`) instead of claiming a batch as `claimed` and then marking each window: one row
+   write and one commit fewer per window, the same guarantee (a crash leaves at most one window
+   `unknown`), and nothing claimed-but-unsent to release.
+
+3. `notify/rendering.py`, `_undeclared`: render-once decides on `required_variables`, which reads
+   the four parts only, not the templates they extend or include. A user template whose layout
+   greets `{{ recipient.name }}` would be rendered once and every recipient would get the first
+   one's name. Follow the references:
+
+```python
+def _undeclared(env: SandboxedEnvironment, loader: BaseLoader, name: str) -> tuple[str, ...]:
+    found: set[str] = set()
+    pending, seen = [f"{name}/{part}" for part in PARTS], set()
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        ast = env.parse(loader.get_source(env, path)[0])
+        found |= meta.find_undeclared_variables(ast)
+        pending += [ref for ref in meta.find_referenced_templates(ast) if ref]
+    return tuple(sorted(found - set(env.globals)))
+```
+
+4. The Prefect flows cost 6-20 s per dispatch on this machine (see the results): the first task
+   run of a process, the subflow, artifacts and API logs. `tasks.resources.engine()` also opens
+   a new engine and reads the Alembic revision on every call (`open_database` ->
+   `current_revision`); checking once per process would save a connection per task (not
+   measured).
+"""
+
+LIMITS = """## Limits of this benchmark
+
+- The machine is shared: other jobs (test suites, other benchmarks) may run at the same time;
+  the load average before and after is printed above. Compare ratios within one run, not
+  absolute numbers across runs.
+- The provider is in memory with a fixed latency; real SES/SNS calls add TLS, variance and
+  throttling, which only widen the gap between a paced run and an unpaced one.
+- One deliverer process for notifyops and one worker for Celery: scaling out (more deliverers on
+  `SKIP LOCKED`, more Celery workers) is not measured here; `tests/test_reliability.py` checks
+  that two deliverers never duplicate.
+- The Celery peer writes each notification's rows in its own two transactions, as the runbook's
+  Django task did; it applies no channel policies (notifyops does: preferences, caps, loop guard,
+  suppressions), so its per-message work is smaller than notifyops'.
+"""

@@ -1,0 +1,187 @@
+"""Peer (c): notifyops, as a library (bulk `enqueue` + `Deliverer` batches) and through its flows.
+
+Library: one `enqueue` transaction for the whole request, then one deliverer claiming batches
+of `batch_size` until nothing is due. Flows: `dispatch_notifications` (enqueue task + the
+`deliver-pending` subflow, a task per batch) against the benchmark's Prefect server, so the
+orchestrator's overhead shows. In both the provider is the ledger sender; the flows build their
+senders through `tasks.dispatch.from_settings`, which the benchmark replaces in its own process
+(the library has no setting for an in-memory sender with latency).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from bench.common import HUGE, TEMPLATE, Scenario, external_ids, request_context
+from bench.ledger import LedgerSender, pacers_for
+from notify.db import make_engine, transaction, utcnow
+from notify.delivery import BatchReport, Deliverer
+from notify.enqueue import SendRequest, enqueue
+from notify.rendering import TemplateCatalog
+from notify.senders import Senders
+from notify.settings import Priority, Settings, load_settings
+
+BATCH_SIZE = 1000
+MAX_BATCHES = 100_000  # bounds every delivery loop
+
+
+def bench_settings(url: str, scenario: Scenario) -> Settings:
+    rate = scenario.rate or float(HUGE)
+    return load_settings(**_overrides(url, scenario.concurrency, rate))
+
+
+def _overrides(url: str, concurrency: int, rate: float) -> dict[str, Any]:
+    return {
+        "database_url": url,
+        "sender": "memory",
+        "batch_size": BATCH_SIZE,
+        "send_concurrency": concurrency,
+        "ses_rate": rate,
+        "sns_rate": rate,
+        "loop_threshold": HUGE,
+        "sms_daily_cap_usd": HUGE,
+        "cloudwatch_enabled": False,
+    }
+
+
+def settings_env(url: str, scenario: Scenario) -> dict[str, str]:
+    """The same settings as NOTIFY_* variables (what the flows read)."""
+    values = _overrides(url, scenario.concurrency, scenario.rate or float(HUGE))
+    return {f"NOTIFY_{name.upper()}": str(value) for name, value in values.items()}
+
+
+def send_request(notifications: int, tag: str) -> SendRequest:
+    return SendRequest(
+        template=TEMPLATE,
+        to=external_ids(notifications),
+        context=request_context(tag),
+        priority=Priority.urgent,
+    )
+
+
+def enqueue_request(
+    engine: Engine, settings: Settings, catalog: TemplateCatalog, request: SendRequest
+) -> int:
+    with transaction(engine) as session:
+        result = enqueue(
+            session=session, request=request, catalog=catalog, settings=settings, now=utcnow()
+        )
+    return len(result.notification_ids)
+
+
+def deliver_all(deliverer: Deliverer) -> BatchReport:
+    total = BatchReport()
+    for _ in range(MAX_BATCHES):
+        report = deliverer.deliver_batch()
+        total.add(report)
+        if report.claimed == 0:
+            break
+    return total
+
+
+def make_deliverer(
+    engine: Engine,
+    settings: Settings,
+    sender: LedgerSender,
+    rate: float | None,
+    owner: str = "bench-library",
+) -> Deliverer:
+    return Deliverer(
+        engine=engine,
+        senders=Senders(email=sender, sms=sender),
+        settings=settings,
+        owner=owner,
+        clock=utcnow,
+        pacers=pacers_for(rate),
+    )
+
+
+def run_library(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dict[str, Any]:
+    settings = bench_settings(url, scenario)
+    engine = make_engine(url)
+    catalog = TemplateCatalog()
+    sender = LedgerSender(ledger_dir, latency_s=scenario.latency_s)
+    request = send_request(scenario.notifications, tag)
+    started = time.perf_counter()
+    enqueue_request(engine, settings, catalog, request)
+    enqueued = time.perf_counter()
+    report = deliver_all(make_deliverer(engine, settings, sender, scenario.rate))
+    finished = time.perf_counter()
+    sender.close()
+    engine.dispose()
+    return {
+        "enqueue_s": enqueued - started,
+        "e2e_s": finished - started,
+        "deliver_s": finished - enqueued,
+        "claimed": report.claimed,
+        "batches": f"one deliverer, batches of {BATCH_SIZE}",
+    }
+
+
+def run_flows(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dict[str, Any]:
+    os.environ.update(settings_env(url, scenario))
+    import tasks.dispatch
+    from flows.dispatch import dispatch_notifications
+    from flows.params import DeliverParams, DispatchParams
+    from notify.settings import get_settings
+
+    get_settings.cache_clear()
+    sender = LedgerSender(ledger_dir, latency_s=scenario.latency_s)
+    tasks.dispatch.from_settings = lambda settings: Senders(email=sender, sms=sender)
+    params = DispatchParams(
+        template=TEMPLATE,
+        to=list(external_ids(scenario.notifications)),
+        context=request_context(tag),
+        priority=Priority.urgent,
+        idempotency_key=f"bench-{tag}",
+    )
+    watcher = _CountWatcher(make_engine(url), scenario.notifications)
+    started = time.perf_counter()
+    watcher.start()
+    summary = dispatch_notifications(params, DeliverParams(batch_size=BATCH_SIZE))
+    finished = time.perf_counter()
+    enqueued = watcher.stop()
+    sender.close()
+    delivery = summary.delivery
+    return {
+        "enqueue_s": (enqueued or finished) - started,
+        "e2e_s": finished - started,
+        "claimed": delivery.claimed if delivery else 0,
+        "batches": delivery.batches if delivery else 0,
+    }
+
+
+class _CountWatcher:
+    """Notes when the notifications table first holds `target` rows (the enqueue commit)."""
+
+    def __init__(self, engine: Engine, target: int) -> None:
+        self.engine, self.target = engine, target
+        self.seen: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> float | None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.engine.dispose()
+        return self.seen
+
+    def _watch(self) -> None:
+        query = text("SELECT count(*) FROM notifications")
+        with self.engine.connect() as connection:
+            while not self._stop.is_set():  # bounded by stop(), called when the flow returns
+                count = connection.execute(query).scalar_one()
+                connection.rollback()
+                if count >= self.target:
+                    self.seen = time.perf_counter()
+                    return
+                self._stop.wait(0.02)

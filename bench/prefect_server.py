@@ -1,0 +1,120 @@
+"""A Prefect server for the benchmark: `prefect server start` on 127.0.0.1, backed by PostgreSQL.
+
+architecture.md: a SQLite-backed server locks up under task load, and an ephemeral API costs
+17-27 s per process; one loopback server on a scratch PostgreSQL database serves every Prefect
+run of the benchmark, and is stopped (and its database dropped) at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+from sqlalchemy.engine import make_url
+
+from bench.common import ADMIN_URL, ROOT, log, scratch_database
+
+STARTUP_TIMEOUT_S = 180
+
+
+@dataclass
+class PrefectServer:
+    env: dict[str, str]  # PREFECT_API_URL and PREFECT_HOME for the clients
+    process: subprocess.Popen[bytes]
+    startup_s: float
+
+    def rss_mb(self) -> float:
+        try:
+            root = psutil.Process(self.process.pid)
+            tree = [root, *root.children(recursive=True)]
+            return sum(p.memory_info().rss for p in tree) / 2**20
+        except psutil.Error:
+            return 0.0
+
+
+@contextmanager
+def prefect_server(workdir: Path, admin_url: str = ADMIN_URL) -> Iterator[PrefectServer]:
+    with scratch_database(admin_url, prefix="notifyops_bench_prefect") as url:
+        database = make_url(url).set(drivername="postgresql+asyncpg")
+        port = _free_port()
+        home = workdir / "prefect-home"
+        home.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": database.render_as_string(False),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-ui",
+            "--analytics-off",
+        ]
+        started = time.perf_counter()
+        with (workdir / "prefect-server.log").open("ab") as out:
+            process = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True
+            )
+        api = f"http://127.0.0.1:{port}/api"
+        try:
+            _wait_healthy(api, process)
+            server = PrefectServer(
+                env={"PREFECT_API_URL": api, "PREFECT_HOME": str(home)},
+                process=process,
+                startup_s=time.perf_counter() - started,
+            )
+            log(f"prefect server at {api} (started in {server.startup_s:.1f} s)")
+            yield server
+        finally:
+            _stop(process)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_healthy(api: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"prefect server not healthy after {STARTUP_TIMEOUT_S} s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server's own process group (started with a new session), then SIGKILL."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)

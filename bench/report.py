@@ -1,0 +1,109 @@
+"""Tables for the terminal and docs/PERFORMANCE.md, and the --json summary."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bench.common import PeerResult, Scenario
+from bench.suite import SuiteResult
+
+NAMES = {
+    "notifyops": "notifyops (library)",
+    "notifyops_flows": "notifyops (Prefect flows)",
+    "celery": "Celery + Redis",
+    "naive_prefect": "naive Prefect",
+}
+ORDER = ("notifyops", "notifyops_flows", "celery", "naive_prefect")
+OURS = ("notifyops", "notifyops_flows")
+PEERS = ("celery", "naive_prefect")
+
+
+def peer_table(suite: SuiteResult, plan: Sequence[Scenario]) -> str:
+    lines = [
+        "| scenario | peer | messages | enqueue msg/s | e2e msg/s | achieved email / SMS msg/s "
+        "| duplicates | missing | peak RSS (MB) |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for scenario in plan:
+        for peer in ORDER:
+            r = suite.get(peer, scenario.name)
+            if r is not None:
+                lines.append(_row(scenario, r))
+    return "\n".join(lines)
+
+
+def _row(scenario: Scenario, r: PeerResult) -> str:
+    achieved = " / ".join(f"{r.achieved.get(c, 0):,.1f}" for c in ("email", "sms"))
+    if scenario.rate:
+        share = min(r.achieved.values(), default=0.0) / scenario.rate
+        achieved += f" of {scenario.rate:g} ({100 * share:.0f}%)"
+    return (
+        f"| {scenario.name} | {NAMES[r.peer]} | {r.messages:,} | {r.enqueue_per_s:,.0f} | "
+        f"{r.e2e_per_s:,.1f} | {achieved} | {r.duplicates} | {r.missing} | "
+        f"{r.peak_rss_mb:,.0f} |"
+    )
+
+
+def ratio_table(suite: SuiteResult, plan: Sequence[Scenario]) -> str:
+    lines = [
+        "| scenario | e2e ratio | ÷ Celery + Redis | ÷ naive Prefect |",
+        "|---|---|---:|---:|",
+    ]
+    for scenario in plan:
+        for ours in OURS:
+            mine = suite.get(ours, scenario.name)
+            if mine is None:
+                continue
+            cells = [_ratio(mine, suite.get(peer, scenario.name)) for peer in PEERS]
+            lines.append(f"| {scenario.name} | {NAMES[ours]} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def _ratio(mine: PeerResult, other: PeerResult | None) -> str:
+    if other is None or other.e2e_per_s == 0:
+        return "n/a"
+    return f"{mine.e2e_per_s / other.e2e_per_s:.2f}x"
+
+
+def ratio(mine: PeerResult | None, other: PeerResult | None) -> float | None:
+    if mine is None or other is None or other.e2e_per_s == 0:
+        return None
+    return round(mine.e2e_per_s / other.e2e_per_s, 2)
+
+
+def summary_json(suite: SuiteResult, scenario: str = "zero") -> dict[str, Any]:
+    """The --json object: the zero-latency scenario; `notifyops` is the product (its flows)."""
+    flows = suite.get("notifyops_flows", scenario)
+    library = suite.get("notifyops", scenario)
+    celery = suite.get("celery", scenario)
+    naive = suite.get("naive_prefect", scenario)
+    headline = flows or library
+    out: dict[str, Any] = {
+        "notifyops": headline.as_json() if headline else None,
+        "celery": celery.as_json() if celery else None,
+        "naive_prefect": naive.as_json() if naive else None,
+        "ratios": {
+            "e2e_vs_celery": ratio(headline, celery),
+            "e2e_vs_naive_prefect": ratio(headline, naive),
+            "library_e2e_vs_celery": ratio(library, celery),
+            "library_e2e_vs_naive_prefect": ratio(library, naive),
+        },
+        "notifyops_library": library.as_json() if library else None,
+        "scenario": scenario,
+    }
+    return out
+
+
+def machine_lines(info: dict[str, Any]) -> list[str]:
+    packages = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
+    return [
+        f"- Machine: {info['cores']} cores ({info['cpu']}), {info['ram_gib']} GiB RAM, "
+        f"{info['os']}",
+        f"- Code: notifyops at commit {info.get('revision', '?')}",
+        f"- Python {info['python']}; PostgreSQL {info['postgres']}; Redis {info['redis']}",
+        f"- Packages: {packages}",
+        f"- Load average (1, 5, 15 min) before: {info['load_before']}, "
+        f"after: {info.get('load_after', '?')}; the machine is shared, so other jobs may run "
+        "during a benchmark.",
+    ]

@@ -1,0 +1,140 @@
+"""The peer comparison: every peer in every scenario on one scratch database, in one run.
+
+Peers that need no Prefect API run first; then one loopback Prefect server starts for the
+Prefect peers and stops after them, so its own start-up and background services do not share
+the two cores with the Celery and library runs.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+from sqlalchemy import text
+
+from bench.common import ROOT, PeerResult, Scenario, log
+from bench.prefect_server import prefect_server
+from bench.scenario import run_peer
+
+WITHOUT_SERVER = ("notifyops", "celery")
+WITH_SERVER = ("naive_prefect", "notifyops_flows")
+PACKAGES = ("prefect", "sqlalchemy", "celery", "kombu", "redis", "psycopg2-binary", "jinja2")
+
+
+def scenarios(zero: int, rate14: int, rate500: int) -> list[Scenario]:
+    """Zero latency; 50 ms latency at 14/s and at 500/s per provider (sizes in notifications)."""
+    found = [
+        Scenario("zero", 0.0, None, 8, zero),
+        Scenario("lat50_r14", 0.05, 14.0, 8, rate14),
+        Scenario("lat50_r500", 0.05, 500.0, 64, rate500),
+    ]
+    return [s for s in found if s.notifications > 0]
+
+
+@dataclass
+class SuiteResult:
+    results: list[PeerResult] = field(default_factory=list)
+    prefect_server: dict[str, float] = field(default_factory=dict)
+
+    def get(self, peer: str, scenario: str) -> PeerResult | None:
+        return next((r for r in self.results if r.peer == peer and r.scenario == scenario), None)
+
+
+def run_suite(
+    url: str, workdir: Path, plan: Sequence[Scenario], peers: Sequence[str]
+) -> SuiteResult:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(workdir / "prefect-home")}
+    suite = SuiteResult()
+    for scenario in plan:
+        for peer in [p for p in WITHOUT_SERVER if p in peers]:
+            suite.results.append(run_peer(peer, scenario, url, workdir, env))
+    prefect_peers = [p for p in WITH_SERVER if p in peers]
+    if not prefect_peers:
+        return suite
+    with prefect_server(workdir) as server:
+        env |= server.env
+        for scenario in plan:
+            for peer in prefect_peers:
+                suite.results.append(run_peer(peer, scenario, url, workdir, env))
+        suite.prefect_server = {"startup_s": server.startup_s, "rss_mb_after": server.rss_mb()}
+    return suite
+
+
+# --- the machine -----
+
+
+def machine(url: str) -> dict[str, Any]:
+    from notify.db import make_engine
+
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        postgres = connection.execute(text("SHOW server_version")).scalar_one()
+        commit = connection.execute(text("SHOW synchronous_commit")).scalar_one()
+    engine.dispose()
+    return {
+        "cores": os.cpu_count(),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu": _cpu_model(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "postgres": f"{postgres} (synchronous_commit={commit})",
+        "redis": _redis_version(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "load_before": [round(x, 2) for x in os.getloadavg()],
+        "revision": os.environ.get("BENCH_REVISION") or git_revision(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _redis_version() -> str:
+    try:
+        import redis
+
+        info = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2).info("server")
+        return str(info.get("redis_version", "?"))
+    except Exception as error:  # the Celery peer reports the failure itself
+        return f"unreachable ({type(error).__name__})"
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def git_revision() -> str:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return done.stdout.strip() or "?"
+    except OSError:
+        return "?"
+
+
+def log_load(label: str) -> list[float]:
+    load = [round(x, 2) for x in os.getloadavg()]
+    log(f"load average {label}: {load}")
+    return load
