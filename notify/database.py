@@ -18,6 +18,9 @@ class DatabaseNotReady(NotifyError):
     """The database cannot be reached or is not at the newest schema."""
 
 
+_AT_HEAD: set[str] = set()
+
+
 @lru_cache(maxsize=4)
 def _engine(url: str) -> Engine:
     return make_engine(url)
@@ -26,6 +29,8 @@ def _engine(url: str) -> Engine:
 def open_database(settings: Settings) -> Engine:
     """The engine for NOTIFY_DATABASE_URL, after checking the schema is at the newest migration."""
     url = settings.database_url
+    if url in _AT_HEAD:  # checked once per process: tasks call this for every batch
+        return _engine(url)
     safe = make_url(url).render_as_string(hide_password=True)
     try:
         revision = current_revision(url)
@@ -37,4 +42,5 @@ def open_database(settings: Settings) -> Engine:
             f"the database {safe} is at revision {revision or 'none'}, not the newest: "
             "run `notifyops db upgrade`"
         )
+    _AT_HEAD.add(url)
     return _engine(url)

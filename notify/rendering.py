@@ -181,11 +181,18 @@ def _is_meta_file(path: str) -> bool:
 
 
 def _undeclared(env: SandboxedEnvironment, loader: BaseLoader, name: str) -> tuple[str, ...]:
-    """Variables the four parts read from the context (Jinja globals such as `range` excluded)."""
+    """Variables the four parts read from the context, including the layouts and includes they
+    reference (Jinja globals such as `range` excluded)."""
     found: set[str] = set()
-    for part in PARTS:
-        source, _, _ = loader.get_source(env, f"{name}/{part}")
-        found |= meta.find_undeclared_variables(env.parse(source))
+    pending, seen = [f"{name}/{part}" for part in PARTS], set()
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        ast = env.parse(loader.get_source(env, path)[0])
+        found |= meta.find_undeclared_variables(ast)
+        pending += [ref for ref in meta.find_referenced_templates(ast) if ref]
     return tuple(sorted(found - set(env.globals)))
 
 

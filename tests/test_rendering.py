@@ -264,3 +264,25 @@ def test_meta_that_is_not_json_names_the_line(tmp_path: Path) -> None:
 def test_missing_user_dir_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="NOTIFY_TEMPLATES_DIR"):
         TemplateCatalog(tmp_path / "nope")
+
+
+def test_a_layout_that_reads_recipient_makes_the_template_personal(tmp_path: Path) -> None:
+    """Dispatch renders once per request unless `recipient` is read, layouts included."""
+    from notify.rendering import TemplateCatalog as Catalog
+
+    layouts = tmp_path / "_mine"
+    layouts.mkdir()
+    (layouts / "base.txt.j2").write_text("Hi {{ recipient.name }},\n{% block body %}{% endblock %}")
+    folder = tmp_path / "greeting"
+    folder.mkdir()
+    (folder / "subject.txt.j2").write_text("Hello")
+    (folder / "body.txt.j2").write_text(
+        '{% extends "_mine/base.txt.j2" %}{% block body %}job {{ job }}{% endblock %}'
+    )
+    (folder / "body.html.j2").write_text("<p>job {{ job }}</p>")
+    (folder / "sms.txt.j2").write_text("job {{ job }}")
+    (folder / "meta.json").write_text(
+        '{"description": "d", "priority": "normal", "category": "c", "sample_context": {"job": 1}}'
+    )
+    info = Catalog(tmp_path).info("greeting")
+    assert "recipient" in info.required_variables and "job" in info.required_variables
