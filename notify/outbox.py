@@ -17,7 +17,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Executable, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
-from notify.db import DELIVERY_LOGS, DeliveryLog, Notification, Status, UTCDateTime
+from notify.db import DELIVERY_LOGS, DUE_STATUSES, DeliveryLog, Notification, Status, UTCDateTime
 
 LOGS = DELIVERY_LOGS
 
@@ -233,7 +233,7 @@ def _rowcount(session: Session, statement: Executable) -> int:
 def due_count(*, session: Session, now: datetime) -> int:
     """Rows waiting for a deliverer now (pending or pending_retry, due)."""
     query = select(func.count()).where(
-        LOGS.c.status.in_(("pending", "pending_retry")), LOGS.c.next_attempt_at <= now
+        LOGS.c.status.in_(DUE_STATUSES), LOGS.c.next_attempt_at <= now
     )
     return int(session.scalar(query) or 0)
 

@@ -25,6 +25,7 @@ from notify.audits.common import (
     usd_from_micros,
 )
 from notify.audits.sql import dialect_of, hour_bucket, micros_sum
+from notify.conditions import start_of_utc_day
 from notify.db import Channel, DeliveryLog, Notification, Recipient, Status
 from notify.masking import mask_phone
 from notify.settings import Settings
@@ -76,7 +77,7 @@ def sms_cost_audit(
     buckets = _buckets(session, w)
     spenders = _spenders(session, w)
     last_hour = _spend(session, _paid(w.end - HOUR, w.end))
-    day_start = w.end.replace(hour=0, minute=0, second=0, microsecond=0)
+    day_start = start_of_utc_day(w.end)
     today = _spend(session, _paid(day_start, w.end, include_start=True))
     return SmsCostReport(
         **_totals(buckets),
