@@ -126,14 +126,13 @@ def run_library(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dic
 
 def run_flows(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dict[str, Any]:
     os.environ.update(settings_env(url, scenario))
-    import tasks.dispatch
     from flows.dispatch import dispatch_notifications
     from flows.params import DeliverParams, DispatchParams
-    from notify.settings import get_settings
+    from notify.bootstrap import Runtime, install
+    from notify.settings import load_settings
 
-    get_settings.cache_clear()
     sender = LedgerSender(ledger_dir, latency_s=scenario.latency_s)
-    tasks.dispatch.from_settings = lambda settings: Senders(email=sender, sms=sender)
+    install(Runtime(load_settings(), senders=Senders(email=sender, sms=sender)))
     params = DispatchParams(
         template=TEMPLATE,
         to=list(external_ids(scenario.notifications)),

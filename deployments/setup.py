@@ -18,8 +18,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
 
-from notify.senders import ses_rate
-from notify.settings import Settings, load_settings
+from notify.bootstrap import runtime
+from notify.settings import Settings
 from tasks.pacing import LIMIT_NAMES
 
 WORK_POOL = "notifyops"
@@ -59,11 +59,12 @@ def checks(settings: Settings) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args(argv)
-    settings = load_settings()
-    for line in checks(settings):
+    here = runtime()
+    for line in checks(here.settings):
         print(f"warning: {line}", file=sys.stderr)
     print(ensure_work_pool())
-    for line in ensure_rate_limits(ses_rate(settings), settings.sns_rate):
+    rates = here.provider_rates()
+    for line in ensure_rate_limits(rates["email"], rates["sms"]):
         print(line)
     return 0
 

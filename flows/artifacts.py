@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from notify.audits import Report
+from notify.enqueue import EnqueueResult
 from notify.report_view import markdown
-from notify.summaries import DeliverySummary, EnqueueSummary
+from notify.summaries import DeliverySummary
 
 
-def enqueue_table(summary: EnqueueSummary) -> None:
+def enqueue_table(result: EnqueueResult) -> None:
     rows = [
-        {"channel": key.split(":")[0], "status": key.split(":")[1], "rows": count}
-        for key, count in sorted(summary.rows.items())
+        {"channel": channel, "status": status, "rows": count}
+        for channel, by_status in result.rows.items()
+        for status, count in by_status.items()
     ]
     create_table_artifact(
         table=rows or [{"channel": "-", "status": "duplicate request", "rows": 0}],
         key="dispatch-enqueue",
-        description=f"Request {summary.request_id}: {summary.notifications} notifications"
-        + (" (duplicate: nothing new stored)" if summary.duplicate else ""),
+        description=f"Request {result.request_id}: {len(result.notification_ids)} notifications"
+        + (" (duplicate: nothing new stored)" if result.duplicate else ""),
     )
 
 
@@ -42,7 +46,7 @@ def delivery_table(summary: DeliverySummary) -> None:
     )
     if summary.failures:
         create_table_artifact(
-            table=summary.failures,
+            table=[asdict(sample) for sample in summary.failures],
             key="deliver-pending-failures",
             description="Failed sends in this run (first 20; addresses masked)",
         )

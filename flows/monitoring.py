@@ -1,16 +1,26 @@
-"""What the four monitoring flows share: audit -> (workers / mute) -> metrics -> alerts ->
-artifact, returning the typed report."""
+"""The four monitoring flows. Each runs one check of notify.checks.SPECS the same way:
+audit -> (workers / mute) -> metrics -> alerts -> artifact, returning the typed report.
+
+    sms-cost-audit (hourly)    SMS spend against the $/hour alarm and the daily cap
+    loop-detection (15 min)    notification loops, who caused them, an SMS mute for each
+    failure-summary (hourly)   failures by cause with the runbook's fix; a daily digest
+    health (5 min)             backlog, latency, stuck and unknown rows, SES, workers, database
+"""
 
 from __future__ import annotations
 
-from prefect import get_run_logger
+from collections.abc import Callable
+from typing import cast
+
+from prefect import flow, get_run_logger
 
 from flows.artifacts import report_artifact
-from flows.params import CheckParams
-from notify.audits import HealthReport, LoopReport, Report
-from notify.checks import Check
+from flows.params import CheckParams, FailureParams, LoopParams
+from notify.audits import FailureReport, HealthReport, LoopReport, Report, SmsCostReport
+from notify.checks import SPECS, Check, should_mute
 from notify.db import utcnow
 from tasks import checks
+from tasks.resources import runtime
 
 
 def run_check(check: Check, params: CheckParams, *, mute: bool = False, title: str = "") -> Report:
@@ -21,7 +31,7 @@ def run_check(check: Check, params: CheckParams, *, mute: bool = False, title: s
         report = checks.mute(report)
     published = checks.metrics(check, report) if params.publish_metrics else 0
     routed = checks.alerts(check, report) if params.alert else []
-    report_artifact(check.value, report, title=title or check.value, routed=routed)
+    report_artifact(check.value, report, title=title or SPECS[check].title, routed=routed)
     get_run_logger().info(
         "%s: severity %s, breaches %s, %d metrics, alerts %s",
         check.value,
@@ -31,3 +41,56 @@ def run_check(check: Check, params: CheckParams, *, mute: bool = False, title: s
         routed,
     )
     return report
+
+
+@flow(
+    name="sms-cost-audit",
+    description="SMS count and cost per hour, the last hour against the hourly alarm, today "
+    "against the daily cap, top recipients; publishes SMSCost to CloudWatch.",
+)
+def sms_cost_audit_flow(params: CheckParams | None = None) -> SmsCostReport:
+    return cast(SmsCostReport, run_check(Check.sms_cost, params or CheckParams()))
+
+
+@flow(
+    name="loop-detection",
+    description="The same title to the same recipient and channel more than "
+    "NOTIFY_LOOP_THRESHOLD times in 24 h, with the template and flow run that created it; "
+    "mutes SMS for it when asked (mute) or, by default, when NOTIFY_LOOP_AUTO_MUTE is on.",
+)
+def loop_detection_flow(params: LoopParams | None = None) -> LoopReport:
+    params = params or LoopParams()
+    mute = should_mute(runtime().settings, params.mute)
+    return cast(LoopReport, run_check(Check.loops, params, mute=mute))
+
+
+@flow(
+    name="failure-summary",
+    description="Failures grouped by error class and normalised message with the runbook's "
+    "cause and fix; email and SMS error rates against 10%.",
+)
+def failure_summary_flow(params: FailureParams | None = None) -> FailureReport:
+    params = params or FailureParams()
+    title = "Failure digest (daily)" if params.digest else SPECS[Check.failures].title
+    return cast(FailureReport, run_check(Check.failures, params, title=title))
+
+
+@flow(
+    name="health",
+    description="Backlog and oldest pending age, average and p95 delivery latency, stuck and "
+    "unknown deliveries, SES account state, Prefect workers and late runs, database.",
+)
+def health_flow(params: CheckParams | None = None) -> HealthReport:
+    return cast(HealthReport, run_check(Check.health, params or CheckParams()))
+
+
+CHECK_FLOWS: dict[Check, Callable[..., Report]] = {
+    Check.sms_cost: sms_cost_audit_flow,
+    Check.loops: loop_detection_flow,
+    Check.failures: failure_summary_flow,
+    Check.health: health_flow,
+}
+
+
+if __name__ == "__main__":
+    print(health_flow().model_dump_json(indent=2))

@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from notify.check_names import Check
+from notify.enqueue import SendRequest
 from notify.roster import read_recipient_file
 from notify.settings import Priority
 
@@ -45,10 +47,28 @@ class DispatchParams(BaseModel):
         return self
 
     def recipients(self) -> tuple[str, ...]:
+        """`to` and the ids in `to_file` (read here, once), in order, without repeats."""
         listed = list(self.to)
         if self.to_file:
             listed += read_recipient_file(Path(self.to_file))
         return tuple(dict.fromkeys(listed))
+
+    def resolved(self) -> DispatchParams:
+        """The same request with `to_file` read into `to` (so it is read once, where it is)."""
+        if not self.to_file:
+            return self
+        return self.model_copy(update={"to": list(self.recipients()), "to_file": None})
+
+    def send_request(self, default_key: str | None = None) -> SendRequest:
+        """The library's request; `default_key` makes a retried run idempotent without a key."""
+        return SendRequest(
+            template=self.template,
+            to=self.recipients(),
+            context=self.context,
+            priority=self.priority,
+            idempotency_key=self.idempotency_key or default_key,
+            skip_unknown=self.skip_unknown,
+        )
 
 
 class DeliverParams(BaseModel):
@@ -94,3 +114,8 @@ class LoopParams(CheckParams):
 class FailureParams(CheckParams):
     window_hours: float = Field(1.0, gt=0, le=24 * 31, description="Look back this many hours")
     digest: bool = Field(False, description="Daily digest: titled as such in the artifact")
+
+
+def check_params(check: Check) -> type[CheckParams]:
+    """The parameter model of a monitoring check's flow."""
+    return {Check.loops: LoopParams, Check.failures: FailureParams}.get(check, CheckParams)

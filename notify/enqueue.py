@@ -54,7 +54,7 @@ class EnqueueResult:
     notification_ids: tuple[int, ...]
     duplicate: bool
     unknown_recipients: tuple[str, ...]
-    rows: Mapping[str, int]  # "email:pending" -> count, "sms:skipped" -> count, ...
+    rows: Mapping[str, Mapping[str, int]]  # channel -> status -> rows: {"email": {"pending": 3}}
 
 
 def recipient_context(context: Mapping[str, Any], recipient: Recipient) -> dict[str, Any]:
@@ -87,7 +87,7 @@ def enqueue(
     shared = _shared_columns(request, request_id, attribution)
     renderer = _Renderer(catalog, request)
     ids: list[int] = []
-    counts: Counter[str] = Counter()
+    counts: Counter[tuple[str, str]] = Counter()
     for start in range(0, len(wanted), CHUNK):
         found = recipients_by_external_id(
             session=session, external_ids=wanted[start : start + CHUNK]
@@ -96,7 +96,15 @@ def enqueue(
         plan = _plan(session, request, recipients, renderer, conditions, settings, now)
         ids += _store(session, plan, shared, request.idempotency_key, len(ids))
         counts.update(plan.counts)
-    return EnqueueResult(request_id, tuple(ids), False, unknown, dict(counts))
+    return EnqueueResult(request_id, tuple(ids), False, unknown, nest_counts(counts))
+
+
+def nest_counts(counts: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    """{("email", "sent"): 3} -> {"email": {"sent": 3}}, channels and statuses sorted."""
+    nested: dict[str, dict[str, int]] = {}
+    for (channel, status), count in sorted(counts.items()):
+        nested.setdefault(channel, {})[status] = count
+    return nested
 
 
 def preflight(
@@ -150,7 +158,7 @@ class _Renderer:
 class _Plan:
     notifications: list[dict[str, Any]] = field(default_factory=list)
     logs: list[list[dict[str, Any]]] = field(default_factory=list)
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 def _plan(
@@ -171,7 +179,7 @@ def _plan(
         note, logs = _decide_one(recipient, message, priority, conditions, settings, now)
         plan.notifications.append(note)
         plan.logs.append(logs)
-        plan.counts.update(f"{log['channel']}:{log['status']}" for log in logs)
+        plan.counts.update((log["channel"], log["status"]) for log in logs)
     return plan
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 MASK = "***"
 _PHONE_HEAD = 5  # "+1555"
 _PHONE_TAIL = 4  # "4567"
@@ -33,3 +35,18 @@ def mask_address(address: str | None) -> str | None:
     if address is None:
         return None
     return mask_email(address) if "@" in address else mask_phone(address)
+
+
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]*)(?=@)", re.I
+)
+_QUERY_SECRET = re.compile(
+    r"(?P<head>[?&;](?:password|passwd|pwd|secret|token|key|sig|signature)=)(?P<secret>[^&;\s]+)",
+    re.I,
+)
+
+
+def mask_url(text: str) -> str:
+    """Hide passwords in URLs anywhere in `text`: `user:pass@` and `?password=` / `&token=`."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m['head']}{MASK}", text)

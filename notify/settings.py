@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 from enum import StrEnum
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -176,9 +175,3 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(
             f"{ENV_PREFIX}{name.upper()}: not valid JSON (expected: {accepted})"
         ) from None
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings (cached; tests build their own with load_settings)."""
-    return load_settings()

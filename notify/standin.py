@@ -60,13 +60,9 @@ def start_local_aws(region: str) -> LocalAws:
     return LocalAws(url=url, server=server)
 
 
-def verify_sender(address: str, region: str) -> None:
+def verify_sender(ses_client: Any, address: str) -> None:
     """Verify the sender identity (moto, like SES, rejects mail from unverified senders)."""
-    import boto3
-
-    boto3.session.Session().client("ses", region_name=region).verify_email_identity(
-        EmailAddress=address
-    )
+    ses_client.verify_email_identity(EmailAddress=address)
 
 
 def _wait_until_ready(url: str, timeout_s: float = 15.0) -> None:

@@ -1,17 +1,17 @@
-"""Typed results that cross the flow boundary (small, JSON-friendly, shown by the CLI)."""
+"""Typed results that cross the flow boundary (small, JSON-friendly, shown by the CLI and the UI).
+
+A dispatch answers with the enqueue's own `EnqueueResult` and one `DeliverySummary` folded from
+the deliverer's `BatchReport`s: nothing is flattened to strings and parsed again. JSON shape
+(`notifyops send --json`, documented in the README): counts are nested channel -> status -> rows.
+"""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-
-class EnqueueSummary(BaseModel):
-    request_id: str
-    notifications: int
-    notification_ids: list[int]
-    duplicate: bool
-    unknown_recipients: list[str] = Field(default_factory=list)
-    rows: dict[str, int] = Field(default_factory=dict, description='"channel:status" -> count')
+from notify.delivery import BatchReport, FailureSample
+from notify.enqueue import EnqueueResult, nest_counts
+from notify.outbox import RescueCounts
 
 
 class DeliverySummary(BaseModel):
@@ -26,14 +26,31 @@ class DeliverySummary(BaseModel):
     rescued_unknown: int = 0
     stopped: str | None = None
     remaining_due: int = 0
-    failures: list[dict[str, str]] = Field(
+    failures: list[FailureSample] = Field(
         default_factory=list, description="up to 20 failed sends, addresses masked"
     )
+
+    @classmethod
+    def of(
+        cls, report: BatchReport, *, batches: int, rescued: RescueCounts, remaining_due: int
+    ) -> DeliverySummary:
+        return cls(
+            batches=batches,
+            claimed=report.claimed,
+            outcomes=nest_counts(report.outcomes),
+            released=report.released,
+            lost_lease=report.lost_lease,
+            rescued_to_pending=rescued.returned_to_pending,
+            rescued_unknown=rescued.marked_unknown,
+            stopped=report.stopped,
+            remaining_due=remaining_due,
+            failures=list(report.failures),
+        )
 
     def count(self, status: str) -> int:
         return sum(by_status.get(status, 0) for by_status in self.outcomes.values())
 
 
 class DispatchSummary(BaseModel):
-    enqueue: EnqueueSummary
+    enqueue: EnqueueResult
     delivery: DeliverySummary | None = None

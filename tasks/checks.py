@@ -9,20 +9,15 @@ from prefect.cache_policies import NO_CACHE
 
 from notify.audits import HealthReport, LoopReport, Report
 from notify.checks import Check, mute_detected_loops, publish_metrics, raise_alerts, run_audit
-from tasks import resources
+from tasks.resources import runtime
 from tasks.workers import work_pool_state
 
 
 @task(name="run-audit", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
 def audit(check: Check, as_of: datetime, window_hours: float) -> Report:
     """Aggregate the delivery log over the window (SQL) into a typed report."""
-    return run_audit(
-        check,
-        engine=resources.engine(),
-        settings=resources.settings(),
-        as_of=as_of,
-        window=timedelta(hours=window_hours),
-    )
+    window = timedelta(hours=window_hours)
+    return run_audit(check, runtime=runtime(), as_of=as_of, window=window)
 
 
 @task(name="work-pool-state", cache_policy=NO_CACHE, retries=1)
@@ -38,21 +33,17 @@ def add_worker_state(report: HealthReport) -> HealthReport:
 
 @task(name="mute-loops", cache_policy=NO_CACHE, retries=1)
 def mute(report: LoopReport) -> LoopReport:
-    return mute_detected_loops(
-        engine=resources.engine(), settings=resources.settings(), report=report
-    )
+    return mute_detected_loops(runtime=runtime(), report=report)
 
 
 @task(name="publish-metrics", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def metrics(check: Check, report: Report) -> int:
     """CloudWatch data points under NOTIFY_CLOUDWATCH_NAMESPACE."""
-    return publish_metrics(check, settings=resources.settings(), report=report)
+    return publish_metrics(check, runtime=runtime(), report=report)
 
 
 @task(name="raise-alerts", cache_policy=NO_CACHE, retries=1)
 def alerts(check: Check, report: Report) -> list[str]:
     """Store, deduplicate, resolve and route this check's alerts; returns what was sent."""
-    deliveries = raise_alerts(
-        check, engine=resources.engine(), settings=resources.settings(), report=report
-    )
+    deliveries = raise_alerts(check, runtime=runtime(), report=report)
     return [f"{d.route}: {'ok' if d.ok else d.error}" for d in deliveries]

@@ -14,11 +14,9 @@ import threading
 
 from prefect.concurrency.sync import rate_limit
 
+from notify.bootstrap import Runtime
 from notify.db import Channel
-from notify.delivery import local_pacers
 from notify.pacing import Pacer, TokenBucket
-from notify.senders import ses_rate
-from notify.settings import Settings
 
 LIMIT_NAMES = {Channel.email.value: "ses-send", Channel.sms.value: "sns-sms"}
 log = logging.getLogger(__name__)
@@ -43,11 +41,11 @@ class GlobalRateLimitPacer:
         self._local.acquire(tokens)
 
 
-def pacers_for(settings: Settings) -> dict[str, Pacer]:
+def pacers_for(runtime: Runtime) -> dict[str, Pacer]:
     """Global limits when a Prefect server is configured and they exist, local buckets otherwise."""
+    rates = runtime.provider_rates()
     if not os.environ.get("PREFECT_API_URL") or not _limits_exist():
-        return local_pacers(settings)
-    rates = {Channel.email.value: ses_rate(settings), Channel.sms.value: settings.sns_rate}
+        return {channel: TokenBucket(rate) for channel, rate in rates.items()}
     return {
         channel: GlobalRateLimitPacer(name, rates[channel]) for channel, name in LIMIT_NAMES.items()
     }

@@ -1,38 +1,16 @@
-"""What tasks resolve inside themselves: settings, the engine, templates, senders (cached per
-process, so a task's inputs stay ids and small values)."""
+"""What tasks take from the process's runtime (notify.bootstrap): settings, the engine, templates,
+senders, pacers, built once per process, so a task's inputs stay ids and small values."""
 
 from __future__ import annotations
 
 import os
 import socket
-from functools import lru_cache
+from collections.abc import Mapping
 
-from sqlalchemy import Engine
-
-from notify.database import open_database
+from notify.bootstrap import Runtime, runtime
 from notify.pacing import Pacer
-from notify.rendering import TemplateCatalog
-from notify.settings import Settings, get_settings
 
-
-def settings() -> Settings:
-    return get_settings()
-
-
-def engine() -> Engine:
-    return open_database(get_settings())
-
-
-@lru_cache(maxsize=4)
-def _catalog(extra_dir: str | None) -> TemplateCatalog:
-    from pathlib import Path
-
-    return TemplateCatalog(Path(extra_dir) if extra_dir else None)
-
-
-def catalog() -> TemplateCatalog:
-    configured = get_settings().templates_dir
-    return _catalog(str(configured) if configured else None)
+__all__ = ["Runtime", "pacers", "runtime", "worker_name"]
 
 
 def worker_name(suffix: str) -> str:
@@ -42,13 +20,9 @@ def worker_name(suffix: str) -> str:
     return f"{label}:{os.getpid()}:{suffix}"[:100]
 
 
-@lru_cache(maxsize=1)
-def _pacers() -> dict[str, Pacer]:
+def pacers() -> Mapping[str, Pacer]:
+    """Provider pacing shared by every task in this process: Prefect global rate limits when a
+    server has them, local token buckets otherwise."""
     from tasks.pacing import pacers_for
 
-    return pacers_for(get_settings())
-
-
-def pacers() -> dict[str, Pacer]:
-    """Token buckets shared by every task in this process."""
-    return _pacers()
+    return runtime().pacers(pacers_for)

@@ -17,9 +17,10 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from notify.bootstrap import Runtime, using
 from notify.db import Base, make_engine
 from notify.migrate import upgrade_database
-from notify.settings import Settings, get_settings, load_settings
+from notify.settings import Settings, load_settings
 
 pytest_plugins = ["tests.aws_fixtures"]
 
@@ -102,9 +103,8 @@ def cli_env(db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Ite
     monkeypatch.setenv("NOTIFY_DATABASE_URL", db_url)
     monkeypatch.setenv("NOTIFY_SENDER", "memory")
     monkeypatch.chdir(tmp_path)
-    get_settings.cache_clear()
-    yield db_url
-    get_settings.cache_clear()
+    with using(Runtime(load_settings())):
+        yield db_url
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import typer.main
 
-from notify.cli import app, main
+from notifyops.cli import app, main
+from tests.runtime import reload_runtime
 
 SAMPLE = Path(__file__).resolve().parents[1] / "notify" / "samples" / "roster.csv"
 
@@ -76,10 +77,8 @@ def test_commands_refuse_an_unmigrated_database(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from notify.settings import get_settings
-
     monkeypatch.setenv("NOTIFY_DATABASE_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
-    get_settings.cache_clear()
+    reload_runtime()
     assert main(["recipients", "list"]) == 2
     assert "notifyops db upgrade" in capsys.readouterr().err
 
@@ -87,10 +86,8 @@ def test_commands_refuse_an_unmigrated_database(
 def test_bad_setting_stops_at_start_naming_the_variable(
     cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from notify.settings import get_settings
-
     monkeypatch.setenv("NOTIFY_SES_RATE", "lots")
-    get_settings.cache_clear()
+    reload_runtime()
     assert main(["config"]) == 2
     assert "NOTIFY_SES_RATE" in capsys.readouterr().err
 
@@ -98,10 +95,8 @@ def test_bad_setting_stops_at_start_naming_the_variable(
 def test_config_masks_secrets(
     cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from notify.settings import get_settings
-
     monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "s3cret-pass")
-    get_settings.cache_clear()
+    reload_runtime()
     assert main(["config", "--json"]) == 0
     shown = capsys.readouterr().out
     assert "s3cret-pass" not in shown
@@ -111,15 +106,13 @@ def test_config_masks_secrets(
 def test_test_email_prints_the_message_id_or_the_classified_error(
     cli_env: str, aws_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from notify.settings import get_settings
-
     monkeypatch.setenv("NOTIFY_SENDER", "aws")
-    get_settings.cache_clear()
+    reload_runtime()
     assert main(["test-email", "admin@example.com", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["provider_message_id"]
 
     monkeypatch.setenv("NOTIFY_EMAIL_FROM", "unverified@example.com")
-    get_settings.cache_clear()
+    reload_runtime()
     assert main(["test-email", "admin@example.com"]) == 1
     shown = capsys.readouterr().out
     assert "MessageRejected" in shown and "fix:" in shown

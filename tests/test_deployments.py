@@ -50,10 +50,10 @@ def _properties(schema: dict[str, Any], model: str) -> dict[str, Any]:
     [
         ("flows/dispatch.py:dispatch_notifications", "DispatchParams"),
         ("flows/deliver.py:deliver_pending", "DeliverParams"),
-        ("flows/sms_cost_audit.py:sms_cost_audit", "CheckParams"),
-        ("flows/loop_detection.py:loop_detection", "LoopParams"),
-        ("flows/failure_summary.py:failure_summary", "FailureParams"),
-        ("flows/health.py:health", "CheckParams"),
+        ("flows/monitoring.py:sms_cost_audit_flow", "CheckParams"),
+        ("flows/monitoring.py:loop_detection_flow", "LoopParams"),
+        ("flows/monitoring.py:failure_summary_flow", "FailureParams"),
+        ("flows/monitoring.py:health_flow", "CheckParams"),
     ],
 )
 def test_parameter_forms_have_descriptions_and_bounds(entrypoint: str, model: str) -> None:
@@ -67,7 +67,7 @@ def test_parameter_forms_have_descriptions_and_bounds(entrypoint: str, model: st
 
 
 def test_bad_parameters_are_refused_with_the_field_named() -> None:
-    flow = load_flow("flows/sms_cost_audit.py:sms_cost_audit")
+    flow = load_flow("flows/monitoring.py:sms_cost_audit_flow")
     with pytest.raises(Exception, match="window_hours"):
         flow.validate_parameters({"params": {"window_hours": -1}})
     dispatch = load_flow("flows/dispatch.py:dispatch_notifications")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from notify.cli import main
-from notify.settings import get_settings
+from notifyops.cli import main
+from tests.runtime import reload_runtime
 from tests.test_monitoring_flows import crafted
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ def test_every_runbook_command_runs(
     flow_env: str, aws_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("NOTIFY_SENDER", "aws")
-    get_settings.cache_clear()
+    reload_runtime()
     crafted(flow_env)
     for command in runbook_commands():
         code = main(shlex.split(command)[1:])

@@ -10,10 +10,11 @@ from sqlalchemy import func, select
 from flows.deliver import deliver_pending
 from flows.dispatch import dispatch_notifications
 from flows.params import DeliverParams, DispatchParams
-from notify.cli import main
 from notify.db import DeliveryLog, Notification, make_engine, transaction
 from notify.errors import InputError
+from notifyops.cli import main
 from tests.aws_fixtures import moto_sent
+from tests.runtime import reload_runtime
 from tests.test_dispatch import add_recipients, tech
 
 CONTEXT = {"repair_id": "R-9", "unit_number": "77"}
@@ -26,8 +27,8 @@ def test_dispatch_flow_stores_delivers_and_summarises(flow_env: str) -> None:
         template="repair_assigned", to=[f"tech:{n}" for n in range(1, 6)], context=CONTEXT
     )
     summary = dispatch_notifications(request)
-    assert summary.enqueue.notifications == 5
-    assert summary.enqueue.rows == {"email:pending": 5, "sms:pending": 5}
+    assert len(summary.enqueue.notification_ids) == 5
+    assert summary.enqueue.rows == {"email": {"pending": 5}, "sms": {"pending": 5}}
     assert summary.delivery is not None
     assert summary.delivery.outcomes == {"email": {"sent": 5}, "sms": {"sent": 5}}
     assert summary.delivery.remaining_due == 0
@@ -94,10 +95,8 @@ def test_send_command_runs_the_flow_and_is_idempotent(
 def test_dispatch_through_ses_and_sns_on_moto(
     flow_env: str, aws_env: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from notify.settings import get_settings
-
     monkeypatch.setenv("NOTIFY_SENDER", "aws")
-    get_settings.cache_clear()
+    reload_runtime()
     engine = make_engine(flow_env)
     add_recipients(engine, [tech(1), tech(2), tech(3, phone="+12065550199")])
     summary = dispatch_notifications(

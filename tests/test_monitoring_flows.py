@@ -8,13 +8,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from flows.failure_summary import failure_summary
-from flows.health import health
-from flows.loop_detection import loop_detection
+from flows.monitoring import (
+    failure_summary_flow,
+    health_flow,
+    loop_detection_flow,
+    sms_cost_audit_flow,
+)
 from flows.params import CheckParams, FailureParams, LoopParams
-from flows.sms_cost_audit import sms_cost_audit
-from notify.cli import main
 from notify.db import Alert, Suppression, make_engine, transaction
+from notifyops.cli import main
 from tests.factories import AS_OF, Rows
 
 LOOP_PHONE = "+12065550142"
@@ -41,7 +43,7 @@ def crafted(url: str) -> None:
 
 def test_loop_detection_flow_finds_mutes_and_alerts(flow_env: str) -> None:
     crafted(flow_env)
-    report = loop_detection(LoopParams(as_of=AS_OF, publish_metrics=False))
+    report = loop_detection_flow(LoopParams(as_of=AS_OF, publish_metrics=False))
     assert [(lp.recipient, lp.count) for lp in report.loops] == [("technician:42", 8)]
     assert report.breached and [m.phone_masked for m in report.muted] == ["+1206***0142"]
     engine = make_engine(flow_env)
@@ -50,7 +52,7 @@ def test_loop_detection_flow_finds_mutes_and_alerts(flow_env: str) -> None:
         alerts = session.scalars(select(Alert.key)).all()
     assert [tuple(row) for row in muted] == [(LOOP_PHONE, "Unit 12 ready")]
     assert len(alerts) == 1 and alerts[0].startswith("loops:")
-    again = loop_detection(LoopParams(as_of=AS_OF, publish_metrics=False))
+    again = loop_detection_flow(LoopParams(as_of=AS_OF, publish_metrics=False))
     assert again.muted[0].created is False, "an active mute is not added twice"
     with transaction(engine) as session:
         assert session.scalar(select(func.count()).select_from(Suppression)) == 1
@@ -61,11 +63,13 @@ def test_loop_detection_flow_finds_mutes_and_alerts(flow_env: str) -> None:
 
 def test_sms_cost_failure_and_health_flows_report_the_crafted_numbers(flow_env: str) -> None:
     crafted(flow_env)
-    cost = sms_cost_audit(CheckParams(as_of=AS_OF, publish_metrics=False, alert=False))
+    cost = sms_cost_audit_flow(CheckParams(as_of=AS_OF, publish_metrics=False, alert=False))
     assert cost.to_json()["sms_count"] == 10 and cost.to_json()["total_cost_usd"] == "0.06"
-    failures = failure_summary(FailureParams(as_of=AS_OF, window_hours=24, publish_metrics=False))
+    failures = failure_summary_flow(
+        FailureParams(as_of=AS_OF, window_hours=24, publish_metrics=False)
+    )
     assert failures.to_json()["email_error_rate"] == 1.0 and failures.severity == "P1"
-    state = health(CheckParams(as_of=AS_OF, publish_metrics=False, alert=False))
+    state = health_flow(CheckParams(as_of=AS_OF, publish_metrics=False, alert=False))
     assert state.database_reachable and state.backlog == 0 and state.ses is None
 
 

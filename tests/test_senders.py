@@ -480,7 +480,8 @@ def test_from_settings_builds_one_memory_sender_for_both_channels() -> None:
 
 
 def test_send_test_email_through_ses_returns_the_message_id(aws_env: str) -> None:
-    receipt = send_test_email(aws_settings(), "ops@example.com")
+    settings = aws_settings()
+    receipt = send_test_email(email_sender_from_settings(settings), settings, "ops@example.com")
     [sent] = moto_sent(aws_env)["email"]
     assert (sent["id"], sent["subject"]) == (receipt.provider_message_id, TEST_SUBJECT)
     assert sent["destinations"]["ToAddresses"] == ["ops@example.com"]
@@ -499,7 +500,9 @@ def test_send_test_email_through_smtp_from_settings(
         smtp_username=server.username,
         smtp_password=server.password,
     )
-    receipt = send_test_email(settings, "ops@example.com")
+    sender = email_sender_from_settings(settings)
+    receipt = send_test_email(sender, settings, "ops@example.com")
+    sender.close()
     [received] = server.messages
     assert str(received["Message-ID"]).strip("<>") == receipt.provider_message_id
     assert received["Subject"] == TEST_SUBJECT
@@ -508,7 +511,8 @@ def test_send_test_email_through_smtp_from_settings(
 @pytest.mark.parametrize("address", ["not-an-address", "ops@", "two@@example.com", ""])
 def test_send_test_email_rejects_a_bad_address_before_sending(address: str) -> None:
     with pytest.raises(InputError, match="ADDRESS"):
-        send_test_email(load_settings(sender="memory"), address)
+        settings = load_settings(sender="memory")
+        send_test_email(email_sender_from_settings(settings), settings, address)
 
 
 def test_email_sender_from_settings_builds_only_the_email_side() -> None:

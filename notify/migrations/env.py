@@ -7,14 +7,14 @@ from alembic import context
 from sqlalchemy import Connection
 
 from notify.db import Base, make_engine
-from notify.settings import get_settings
+from notify.settings import load_settings
 
 config = context.config
 target_metadata = Base.metadata
 
 
 def _url() -> str:
-    return config.get_main_option("sqlalchemy.url") or get_settings().database_url
+    return config.get_main_option("sqlalchemy.url") or load_settings().database_url
 
 
 # SQLite cannot reflect expression indexes (created_at DESC), so autogenerate would report them as

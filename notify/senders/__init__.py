@@ -1,4 +1,4 @@
-"""Senders: the one composition root that turns settings into real email and SMS senders.
+"""Senders: settings into email and SMS senders (called by notify.bootstrap, the composition root).
 
 `from_settings` picks `aws` (SES v2 + SNS), `smtp` (SES SMTP + SNS) or `memory`. boto3 honours
 AWS_ENDPOINT_URL (how tests and the demo point it at moto); credentials come from boto3's own chain.
@@ -6,6 +6,7 @@ AWS_ENDPOINT_URL (how tests and the demo point it at moto); credentials come fro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
@@ -82,21 +83,29 @@ def aws_client(service: str, settings: Settings, *, retries: bool = False) -> An
     return session.client(service, region_name=settings.aws_region, config=config)  # type: ignore[call-overload]
 
 
-def from_settings(settings: Settings) -> Senders:
-    """The senders NOTIFY_SENDER names; boto3 clients are built here, once."""
+ClientFactory = Callable[[str], Any]
+
+
+def from_settings(settings: Settings, *, client: ClientFactory | None = None) -> Senders:
+    """The senders NOTIFY_SENDER names. `client(service)` gives the boto3 send clients (the
+    runtime's, so they are built once per process); without it they are built here."""
     if settings.sender is SenderKind.memory:
         memory = MemorySender()
         return Senders(email=memory, sms=memory)
-    sns = cast("SNSClient", aws_client("sns", settings))
-    return Senders(email=email_sender_from_settings(settings), sms=SnsSmsSender(sns))
+    client = client or (lambda service: aws_client(service, settings))
+    sns = cast("SNSClient", client("sns"))
+    return Senders(email=email_sender_from_settings(settings, client=client), sms=SnsSmsSender(sns))
 
 
-def email_sender_from_settings(settings: Settings) -> EmailSender:
+def email_sender_from_settings(
+    settings: Settings, *, client: ClientFactory | None = None
+) -> EmailSender:
     if settings.sender is SenderKind.memory:
         return MemorySender()
     if settings.sender is SenderKind.smtp:
         return _smtp_sender(settings)
-    return SesEmailSender(cast("SESV2Client", aws_client("sesv2", settings)))
+    client = client or (lambda service: aws_client(service, settings))
+    return SesEmailSender(cast("SESV2Client", client("sesv2")))
 
 
 def _smtp_sender(settings: Settings) -> SmtpEmailSender:
@@ -115,14 +124,9 @@ def _smtp_sender(settings: Settings) -> SmtpEmailSender:
     )
 
 
-def send_test_email(settings: Settings, address: str) -> SendReceipt:
-    """One real email through the configured sender; DeliveryError or InputError on failure."""
-    message = _test_email(settings, _valid_address(address))
-    sender = email_sender_from_settings(settings)
-    try:
-        return sender.send_email(message)
-    finally:
-        sender.close()
+def send_test_email(sender: EmailSender, settings: Settings, address: str) -> SendReceipt:
+    """One real email through `sender`; DeliveryError or InputError on failure."""
+    return sender.send_email(_test_email(settings, _valid_address(address)))
 
 
 def _valid_address(address: str) -> str:
@@ -145,9 +149,9 @@ def _test_email(settings: Settings, to: str) -> OutgoingEmail:
     )
 
 
-def ses_rate(settings: Settings) -> float:
+def ses_rate(settings: Settings, ses_client: Callable[[], Any] | None = None) -> float:
     """NOTIFY_SES_RATE, or with `auto` the account's MaxSendRate (SES GetSendQuota)."""
     if settings.ses_rate != "auto":
         return settings.ses_rate
-    quota = aws_client("ses", settings, retries=True).get_send_quota()
-    return float(quota["MaxSendRate"])
+    client = ses_client() if ses_client else aws_client("ses", settings, retries=True)
+    return float(client.get_send_quota()["MaxSendRate"])

@@ -1,24 +1,16 @@
-"""Operator commands: `notifyops redrive` and `notifyops serve`."""
+"""`notifyops redrive`: put unknown or failed delivery rows back in the queue."""
 
 from __future__ import annotations
 
 import typer
 
-from notify.console import out, print_json
-from notify.database import open_database
-from notify.db import transaction, utcnow
-from notify.errors import InputError
-from notify.outbox import REDRIVABLE, redrive
-from notify.settings import get_settings
-
-
-def register(app: typer.Typer) -> None:
-    app.command("redrive")(redrive_command)
-    app.command("serve")(serve)
+from notifyops.console import out, print_json
 
 
 def redrive_command(
-    status: str = typer.Option("unknown", help=f"Rows to redrive: {', '.join(REDRIVABLE)}."),
+    status: str = typer.Option(
+        "unknown", help="Rows to redrive: unknown, failed, failed_permanent or pending_retry."
+    ),
     channel: str | None = typer.Option(None, help="Only email or sms."),
     row_id: list[int] = typer.Option([], "--id", help="Only these delivery_logs ids (repeatable)."),
     yes: bool = typer.Option(False, "--yes", help="Do it (without it, only count)."),
@@ -29,11 +21,16 @@ def redrive_command(
     `unknown` rows may already have reached the provider: check the provider's delivery logs
     first, since redriving them can send a message twice. Without --yes it only counts.
     """
+    from notify.bootstrap import runtime
+    from notify.db import transaction, utcnow
+    from notify.errors import InputError
+    from notify.outbox import REDRIVABLE, redrive
+
     if status not in REDRIVABLE:
         raise InputError(f"--status: must be one of {', '.join(REDRIVABLE)}")
     if channel not in (None, "email", "sms"):
         raise InputError("--channel: must be email or sms")
-    with transaction(open_database(get_settings())) as session:
+    with transaction(runtime().engine()) as session:
         count = redrive(
             session=session,
             status=status,
@@ -48,18 +45,3 @@ def redrive_command(
         out.print(f"{count} {status} row(s) back to pending; `notifyops deliver` sends them")
     else:
         out.print(f"{count} {status} row(s) would be redriven; add --yes to do it")
-
-
-def serve() -> None:
-    """Run every scheduled deployment of prefect.yaml on this machine, without a work pool.
-
-    Run it from the repository root; Ctrl-C stops it.
-    """
-    import importlib
-    import os
-
-    from notify.commands.flowrun import PREFECT_DEFAULTS
-
-    for variable, value in PREFECT_DEFAULTS.items():
-        os.environ.setdefault(variable, value)
-    raise typer.Exit(importlib.import_module("deployments.serve").main([]))

@@ -10,56 +10,63 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from sqlalchemy import func, select
 
-from notify.commands.flowrun import run_flow
-from notify.console import out, table
-from notify.database import open_database
-from notify.db import DeliveryLog, Notification, transaction
-from notify.migrate import upgrade_database
-from notify.recipients import upsert_recipients
-from notify.rendering import TemplateCatalog
-from notify.roster import ParsedRoster, parse_roster_file
-from notify.settings import SenderKind, Settings, get_settings
-from notify.standin import LocalAws, start_local_aws, verify_sender
+from notifyops.console import out, table
 
-SAMPLE_ROSTER = Path(__file__).resolve().parents[1] / "samples" / "roster.csv"
-WHY = (DeliveryLog.channel, DeliveryLog.status, DeliveryLog.decision, DeliveryLog.error_code)
-DEMO_SENDS = (("repair_assigned", None), ("daily_schedule", None))
+if TYPE_CHECKING:
+    from notify.bootstrap import Runtime
+    from notify.roster import ParsedRoster
+    from notify.standin import LocalAws
+
+SAMPLE_ROSTER = Path(__file__).resolve().parents[2] / "notify" / "samples" / "roster.csv"
+DEMO_TEMPLATES = ("repair_assigned", "daily_schedule")
 
 
 def demo(
     roster: Path = typer.Option(SAMPLE_ROSTER, help="Recipient file (CSV or JSON Lines)."),
 ) -> None:
     """Import a roster, send a batch through the dispatch flow, deliver it, show the outcome."""
-    settings = get_settings()
+    from notify.bootstrap import runtime
+    from notify.migrate import upgrade_database
+
+    here = runtime()
+    settings = here.settings
     revision = upgrade_database(settings.database_url)
     out.print(f"database {settings.masked()['database_url']} (schema {revision})")
-    aws = _aws_stand_in(settings)
+    aws = _aws_stand_in(here)
     try:
-        parsed = _import(roster, settings)
+        parsed = _import(roster, here)
         recipients = [row.external_id for row in parsed.rows]
-        request_ids = [_send(template, recipients, settings) for template, _ in DEMO_SENDS]
-        _show(settings, request_ids, aws)
+        request_ids = [_send(template, recipients, here) for template in DEMO_TEMPLATES]
+        _show(here, request_ids, aws)
     finally:
         if aws is not None:
             aws.stop()
 
 
-def _aws_stand_in(settings: Settings) -> LocalAws | None:
+def _aws_stand_in(here: Runtime) -> LocalAws | None:
+    from notify.settings import SenderKind
+    from notify.standin import start_local_aws, verify_sender
+
+    settings = here.settings
     if settings.sender is SenderKind.memory or os.environ.get("AWS_ENDPOINT_URL"):
         return None
     aws = start_local_aws(settings.aws_region)
-    verify_sender(settings.email_from, settings.aws_region)
+    verify_sender(here.aws_client("ses", retries=True), settings.email_from)
     out.print(f"local AWS stand-in (moto) at {aws.url}; sender {settings.email_from} verified")
     return aws
 
 
-def _import(roster: Path, settings: Settings) -> ParsedRoster:
+def _import(roster: Path, here: Runtime) -> ParsedRoster:
+    from notify.db import transaction
+    from notify.recipients import upsert_recipients
+    from notify.roster import parse_roster_file
+
     parsed = parse_roster_file(roster)
-    with transaction(open_database(settings)) as session:
+    with transaction(here.engine()) as session:
         counts = upsert_recipients(session=session, rows=parsed.rows)
     out.print(
         f"roster {roster.name}: {parsed.total} rows, {counts.created} new, {counts.updated} "
@@ -70,23 +77,31 @@ def _import(roster: Path, settings: Settings) -> ParsedRoster:
     return parsed
 
 
-def _send(template: str, recipients: list[str], settings: Settings) -> str:
-    context = TemplateCatalog(settings.templates_dir).info(template).sample_context
-    request = {"template": template, "to": recipients, "context": context}
-    summary = run_flow("flows.dispatch", "dispatch_notifications", request=request)
+def _send(template: str, recipients: list[str], here: Runtime) -> str:
+    from flows.dispatch import dispatch_notifications
+    from flows.params import DispatchParams
+
+    context = here.catalog().info(template).sample_context
+    request = DispatchParams(template=template, to=recipients, context=context)
+    summary = dispatch_notifications(request=request)
     out.print(f"flow dispatch-notifications: {template} to {len(recipients)} recipients")
     return str(summary.enqueue.request_id)
 
 
-def _show(settings: Settings, request_ids: list[str], aws: LocalAws | None) -> None:
+def _show(here: Runtime, request_ids: list[str], aws: LocalAws | None) -> None:
+    from sqlalchemy import func, select
+
+    from notify.db import DeliveryLog, Notification, transaction
+
+    why = (DeliveryLog.channel, DeliveryLog.status, DeliveryLog.decision, DeliveryLog.error_code)
     query = (
-        select(*WHY, func.count())
+        select(*why, func.count())
         .join(Notification, Notification.id == DeliveryLog.notification_id)
         .where(Notification.request_id.in_(request_ids))
-        .group_by(*WHY)
+        .group_by(*why)
         .order_by(DeliveryLog.channel, DeliveryLog.status, func.count().desc())
     )
-    with transaction(open_database(settings)) as session:
+    with transaction(here.engine()) as session:
         rows = [(c, s, n, d, e or "") for c, s, d, e, n in session.execute(query)]
     columns = ["channel", "status", "rows", "decision", "provider error"]
     out.print(table("What happened, per channel and status", columns, rows))

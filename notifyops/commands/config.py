@@ -1,25 +1,20 @@
-"""Top-level commands that are not a group: config."""
+"""`notifyops config`: the effective settings, secrets masked."""
 
 from __future__ import annotations
 
 import typer
 
-from notify.console import out, print_json, table
-from notify.settings import ENV_PREFIX, get_settings
-
-
-def register(app: typer.Typer) -> None:
-    from notify.commands.demo import demo
-
-    app.command("config")(config)
-    app.command("demo")(demo)
+from notifyops.console import out, print_json, table
 
 
 def config(
     json_output: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Show the effective settings (environment NOTIFY_* over defaults), secrets masked."""
-    values = get_settings().masked()
+    from notify.bootstrap import settings
+    from notify.settings import ENV_PREFIX
+
+    values = settings().masked()
     if json_output:
         print_json(values)
         return

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from notify.console import EXIT_PARTIAL, out, print_json, table
-from notify.database import open_database
-from notify.db import Recipient, transaction
-from notify.recipients import count_recipients, list_recipients, upsert_recipients
-from notify.roster import ParsedRoster, parse_roster_file
-from notify.settings import get_settings
+from notifyops.console import EXIT_PARTIAL, out, print_json, table
+
+if TYPE_CHECKING:
+    from notify.db import Recipient
+    from notify.roster import ParsedRoster
 
 app = typer.Typer(
     help="Recipients: import a roster (CSV or JSON Lines) and list it.", no_args_is_help=True
@@ -30,11 +30,15 @@ def import_roster(
 
     Exits 1 when any row was rejected (the valid rows are still imported).
     """
+    from notify.bootstrap import runtime
+    from notify.db import transaction
+    from notify.recipients import upsert_recipients
+    from notify.roster import parse_roster_file
+
     parsed = parse_roster_file(file)
     created = updated = 0
     if parsed.rows and not dry_run:
-        engine = open_database(get_settings())
-        with transaction(engine) as session:
+        with transaction(runtime().engine()) as session:
             counts = upsert_recipients(session=session, rows=parsed.rows)
         created, updated = counts.created, counts.updated
     _report_import(file, parsed, created, updated, dry_run, json_output)
@@ -76,8 +80,11 @@ def list_command(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """List recipients ordered by external_id."""
-    engine = open_database(get_settings())
-    with transaction(engine) as session:
+    from notify.bootstrap import runtime
+    from notify.db import transaction
+    from notify.recipients import count_recipients, list_recipients
+
+    with transaction(runtime().engine()) as session:
         total = count_recipients(session=session, search=search)
         found = list_recipients(session=session, limit=limit, offset=offset, search=search)
         rows = [_recipient_view(r) for r in found]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from notify.console import out, parse_json_object, print_json, table
-from notify.pricing import sms_length
-from notify.rendering import TemplateCatalog
-from notify.settings import get_settings
+from notifyops.console import out, parse_json_object, print_json, table
+
+if TYPE_CHECKING:
+    from notify.rendering import TemplateCatalog
 
 app = typer.Typer(
     help="Message templates: list them, preview one with a context.", no_args_is_help=True
@@ -16,7 +18,9 @@ JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output.")
 
 
 def _catalog() -> TemplateCatalog:
-    return TemplateCatalog(get_settings().templates_dir)
+    from notify.bootstrap import runtime
+
+    return runtime().catalog()
 
 
 @app.command("list")
@@ -42,6 +46,8 @@ def preview(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Render a template: subject, text, HTML and SMS with its length in segments."""
+    from notify.pricing import sms_length
+
     catalog = _catalog()
     values = (
         parse_json_object(context, "--context")

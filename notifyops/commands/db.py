@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from notify.console import out, print_json
-from notify.migrate import head_revision, upgrade_database
-from notify.settings import get_settings
+from notifyops.console import out, print_json
 
 app = typer.Typer(
     help="Database schema: bring any database to the newest migration.", no_args_is_help=True
@@ -18,7 +16,11 @@ def upgrade(
     json_output: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Apply every pending migration to NOTIFY_DATABASE_URL (SQLite or Postgres)."""
-    settings = get_settings()
+    from notify.bootstrap import settings as current_settings
+    from notify.migrate import upgrade_database
+    from notify.schema import head_revision
+
+    settings = current_settings()
     revision = upgrade_database(settings.database_url)
     result = {
         "database": settings.masked()["database_url"],

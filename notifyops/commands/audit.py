@@ -9,43 +9,27 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from notify.audits import LoopReport, Report
-from notify.checks import Check, mute_detected_loops, publish_metrics, raise_alerts, run_audit
-from notify.commands.flowrun import run_flow
-from notify.console import EXIT_OK, EXIT_PARTIAL, out, print_json, table
-from notify.database import open_database
-from notify.db import utcnow
-from notify.errors import InputError
-from notify.report_view import view
-from notify.settings import get_settings
+from notify.check_names import Check
+from notifyops.console import EXIT_OK, EXIT_PARTIAL, out, print_json, table
+
+if TYPE_CHECKING:
+    from notify.audits import Report
 
 app = typer.Typer(
     help="Audits of the delivery log: SMS cost, loops, failures.", no_args_is_help=True
 )
 alarms_app = typer.Typer(help="CloudWatch alarms of the runbook.", no_args_is_help=True)
 
-FLOWS = {
-    Check.sms_cost: ("flows.sms_cost_audit", "sms_cost_audit"),
-    Check.loops: ("flows.loop_detection", "loop_detection"),
-    Check.failures: ("flows.failure_summary", "failure_summary"),
-    Check.health: ("flows.health", "health"),
-}
 WINDOW = typer.Option("24h", "--window", help="Look-back window: 24h, 90m, 7d (default 24h).")
 AS_OF = typer.Option(None, "--as-of", help="End of the window, ISO 8601 (UTC if no zone).")
 JSON = typer.Option(False, "--json", help="Machine-readable output (stable keys).")
 DIRECT = typer.Option(False, "--direct", help="Run without Prefect (when Prefect is down).")
 PUBLISH = typer.Option(False, "--publish", help="Also publish the CloudWatch metrics.")
 ALERT = typer.Option(False, "--alert", help="Also raise and route alerts.")
-
-
-def register(root: typer.Typer) -> None:
-    root.add_typer(app, name="audit")
-    root.add_typer(alarms_app, name="alarms")
-    root.command("health")(health_command)
 
 
 @app.command("sms-cost")
@@ -112,11 +96,12 @@ def health_command(
 @alarms_app.command("install")
 def install_alarms_command(json_output: bool = JSON) -> None:
     """Create or update the RS-Notifications-* CloudWatch alarms (idempotent)."""
+    from notify.bootstrap import runtime
     from notify.metrics import install_alarms
-    from notify.senders import aws_client
 
-    settings = get_settings()
-    names = install_alarms(aws_client("cloudwatch", settings, retries=True), settings)
+    here = runtime()
+    settings = here.settings
+    names = install_alarms(here.aws_client("cloudwatch", retries=True), settings)
     if json_output:
         print_json({"alarms": names, "namespace": settings.cloudwatch_namespace})
     else:
@@ -124,6 +109,8 @@ def install_alarms_command(json_output: bool = JSON) -> None:
 
 
 def parse_window(text: str) -> timedelta:
+    from notify.errors import InputError
+
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([mhd]?)\s*", text.lower())
     if not match or float(match.group(1)) <= 0:
         raise InputError(f"--window: {text!r} is not a duration such as 24h, 90m or 7d")
@@ -132,8 +119,10 @@ def parse_window(text: str) -> timedelta:
 
 
 def parse_as_of(text: str | None) -> datetime:
+    from notify.errors import InputError
+
     if not text:
-        return utcnow()
+        return datetime.now(UTC)
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -152,39 +141,52 @@ def _run(
     *,
     mute: bool | None = None,
 ) -> None:
+    from flows.params import check_params
+    from notifyops.params import build
+
     span, end = parse_window(window), parse_as_of(as_of)
-    if direct:
-        report = _direct(check, span, end, publish, alert, mute)
-    else:
-        params = {
-            "window_hours": span.total_seconds() / 3600,
-            "as_of": end,
-            "publish_metrics": publish,
-            "alert": alert,
-        }
-        if check is Check.loops:
-            params["mute"] = mute
-        report = run_flow(*FLOWS[check], params=params)
+    extra = {"mute": mute} if check is Check.loops else {}
+    params = build(
+        check_params(check),
+        window_hours=span.total_seconds() / 3600,
+        as_of=end,
+        publish_metrics=publish,
+        alert=alert,
+        **extra,
+    )
+    report = _direct(check, params) if direct else _through_prefect(check, params)
     _show(check, report, json_output)
     raise typer.Exit(EXIT_PARTIAL if report.breached else EXIT_OK)
 
 
-def _direct(
-    check: Check, span: timedelta, end: datetime, publish: bool, alert: bool, mute: bool | None
-) -> Report:
-    settings = get_settings()
-    engine = open_database(settings)
-    report = run_audit(check, engine=engine, settings=settings, as_of=end, window=span)
-    if isinstance(report, LoopReport) and (settings.loop_auto_mute if mute is None else mute):
-        report = mute_detected_loops(engine=engine, settings=settings, report=report)
-    if publish:
-        publish_metrics(check, settings=settings, report=report)
-    if alert:
-        raise_alerts(check, engine=engine, settings=settings, report=report)
+def _through_prefect(check: Check, params: Any) -> Report:
+    from flows.monitoring import CHECK_FLOWS
+
+    return CHECK_FLOWS[check](params=params)
+
+
+def _direct(check: Check, params: Any) -> Report:
+    """The same steps as the flow, without Prefect (for when Prefect itself is down)."""
+    from notify import checks
+    from notify.audits import LoopReport
+    from notify.bootstrap import runtime
+
+    here, which = runtime(), check
+    window = timedelta(hours=params.window_hours)
+    report = checks.run_audit(which, runtime=here, as_of=params.as_of, window=window)
+    mute = isinstance(report, LoopReport) and checks.should_mute(here.settings, params.mute)
+    if isinstance(report, LoopReport) and mute:
+        report = checks.mute_detected_loops(runtime=here, report=report)
+    if params.publish_metrics:
+        checks.publish_metrics(which, runtime=here, report=report)
+    if params.alert:
+        checks.raise_alerts(which, runtime=here, report=report)
     return report
 
 
 def _show(check: Check, report: Report, json_output: bool) -> None:
+    from notify.report_view import view
+
     data: dict[str, Any] = report.to_json()
     if json_output:
         print_json(data)

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from notify.commands.flowrun import run_flow
-from notify.console import EXIT_OK, EXIT_PARTIAL, out, parse_json_object, print_json, table
-from notify.errors import DeliveryError, InputError
-from notify.settings import Priority, get_settings
-from notify.summaries import DeliverySummary, DispatchSummary
+from notifyops.console import EXIT_OK, EXIT_PARTIAL, out, parse_json_object, print_json, table
+
+if TYPE_CHECKING:
+    from flows.params import DispatchParams
+    from notify.summaries import DeliverySummary, DispatchSummary
 
 JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output.")
 FAILED = ("failed", "failed_permanent", "pending_retry", "unknown")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("send")(send)
-    app.command("deliver")(deliver)
-    app.command("test-email")(test_email)
+PRIORITIES = ("low", "normal", "high", "urgent")
 
 
 def send(
@@ -35,7 +30,9 @@ def send(
     context_file: Path | None = typer.Option(
         None, "--context-file", help="JSON file of variables."
     ),
-    priority: Priority | None = typer.Option(None, help="Override the template's priority."),
+    priority: str | None = typer.Option(
+        None, help=f"Override the template's priority: {', '.join(PRIORITIES)}."
+    ),
     idempotency_key: str | None = typer.Option(None, help="Same key again = no-op, same ids."),
     skip_unknown: bool = typer.Option(False, help="Send to known recipients; report unknown ones."),
     no_deliver: bool = typer.Option(False, "--no-deliver", help="Only store; deliver later."),
@@ -45,18 +42,24 @@ def send(
 
     Exit 1 when any message failed or was left for retry.
     """
-    request = {
-        "template": template,
-        "to": list(to),
-        "to_file": str(to_file) if to_file else None,
-        "context": _context(context, context_file),
-        "priority": priority,
-        "idempotency_key": idempotency_key,
-        "skip_unknown": skip_unknown,
-        "deliver": not no_deliver,
-    }
+    from flows.params import DispatchParams
+    from notifyops.params import build
+
+    request = build(
+        DispatchParams,
+        template=template,
+        to=list(to),
+        to_file=str(to_file) if to_file else None,
+        context=_context(context, context_file),
+        priority=priority,
+        idempotency_key=idempotency_key,
+        skip_unknown=skip_unknown,
+        deliver=not no_deliver,
+    ).resolved()
     _check_request(request)
-    summary: DispatchSummary = run_flow("flows.dispatch", "dispatch_notifications", request=request)
+    from flows.dispatch import dispatch_notifications
+
+    summary = dispatch_notifications(request=request)
     if json_output:
         print_json(summary)
     else:
@@ -71,41 +74,39 @@ def _has_failures(summary: DeliverySummary) -> bool:
 
 
 def _context(raw: str | None, path: Path | None) -> dict[str, Any]:
+    from notify.errors import InputError
+
     if raw and path:
         raise InputError("--context and --context-file: give one, not both")
     text = path.read_text(encoding="utf-8") if path else raw
     return parse_json_object(text, "--context-file" if path else "--context") if text else {}
 
 
-def _check_request(request: dict[str, Any]) -> None:
-    """Fail fast, before Prefect starts, on what can be checked here."""
-    from notify.database import open_database
+def _check_request(request: DispatchParams) -> None:
+    """Fail fast, before Prefect starts, on what can be checked here (recipients known, template
+    and context complete). The enqueue checks again in its own transaction: that is the guarantee;
+    this is so that a typo costs a fraction of a second instead of a flow run."""
+    from notify.bootstrap import runtime
     from notify.db import transaction
-    from notify.enqueue import SendRequest, preflight
-    from notify.rendering import TemplateCatalog
-    from notify.roster import read_recipient_file
+    from notify.enqueue import preflight
 
-    settings = get_settings()
-    to_file = request["to_file"]
-    recipients = [*request["to"], *(read_recipient_file(Path(to_file)) if to_file else [])]
-    send = SendRequest(
-        template=request["template"],
-        to=tuple(recipients),
-        context=request["context"],
-        skip_unknown=request["skip_unknown"],
-    )
-    with transaction(open_database(settings)) as session:
-        preflight(session=session, request=send, catalog=TemplateCatalog(settings.templates_dir))
+    here = runtime()
+    with transaction(here.engine()) as session:
+        preflight(session=session, request=request.send_request(), catalog=here.catalog())
 
 
 def deliver(
-    batch_size: int | None = typer.Option(None, min=1, help="Rows per claim."),
-    max_batches: int = typer.Option(1000, min=1, help="Stop after this many claims."),
+    batch_size: int | None = typer.Option(None, min=1, max=50_000, help="Rows per claim."),
+    max_batches: int = typer.Option(1000, min=1, max=100_000, help="Stop after this many claims."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Deliver due rows now: runs the deliver-pending flow. Exit 1 on failures."""
-    params = {"batch_size": batch_size, "max_batches": max_batches}
-    summary: DeliverySummary = run_flow("flows.deliver", "deliver_pending", params=params)
+    from flows.deliver import deliver_pending
+    from flows.params import DeliverParams
+    from notifyops.params import build
+
+    params = build(DeliverParams, batch_size=batch_size, max_batches=max_batches)
+    summary = deliver_pending(params=params)
     if json_output:
         print_json(summary)
     else:
@@ -118,10 +119,13 @@ def test_email(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Send one real email through the configured sender (the runbook's test_ses)."""
+    from notify.bootstrap import runtime
+    from notify.errors import DeliveryError
     from notify.senders import send_test_email
 
+    here = runtime()
     try:
-        receipt = send_test_email(get_settings(), address)
+        receipt = send_test_email(here.senders().email, here.settings, address)
     except DeliveryError as error:
         if json_output:
             print_json(
@@ -145,10 +149,10 @@ def test_email(
 def _print_dispatch(summary: DispatchSummary) -> None:
     enqueue = summary.enqueue
     note = " (duplicate request: nothing new stored)" if enqueue.duplicate else ""
-    out.print(f"request {enqueue.request_id}: {enqueue.notifications} notifications{note}")
+    out.print(f"request {enqueue.request_id}: {len(enqueue.notification_ids)} notifications{note}")
     if enqueue.unknown_recipients:
         out.print(f"unknown recipients skipped: {', '.join(enqueue.unknown_recipients)}")
-    rows = [(*key.split(":"), n) for key, n in sorted(enqueue.rows.items())]
+    rows = [(c, s, n) for c, by in enqueue.rows.items() for s, n in by.items()]
     if rows:
         out.print(table("Enqueued", ["channel", "status", "rows"], rows))
     if summary.delivery is not None:

@@ -1,0 +1,34 @@
+"""The delivery loop both flows run: rescue expired leases, then claim and deliver due rows a
+batch per task until nothing is due, a batch stops or the run's budget is spent. A plain
+function, not a flow: the dispatch flow calls it inline (no subflow) and deliver-pending wraps it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from prefect.runtime import flow_run
+
+from flows.params import DeliverParams
+from notify.delivery import BatchReport
+from notify.summaries import DeliverySummary
+from tasks.dispatch import count_due, deliver_batch, rescue_expired_leases
+from tasks.resources import runtime
+
+
+def deliver_due(params: DeliverParams) -> DeliverySummary:
+    limit = params.batch_size or runtime().settings.batch_size
+    rescued = rescue_expired_leases()
+    total, batches = BatchReport(), 0
+    run = str(flow_run.id or "local")[:8]
+    for wave in range(math.ceil(params.max_batches / params.parallel_batches)):
+        futures = [
+            deliver_batch.submit(f"{run}-{wave}-{i}", limit) for i in range(params.parallel_batches)
+        ]
+        reports = [future.result() for future in futures]
+        for report in reports:
+            total.add(report)
+        batches += sum(1 for report in reports if report.claimed)
+        if not any(report.claimed for report in reports) or total.stopped:
+            break
+    return DeliverySummary.of(total, batches=batches, rescued=rescued, remaining_due=count_due())

@@ -1,0 +1,187 @@
+"""The composition root: settings become the engine, the template catalogue, the senders, the AWS
+clients and the pacers here, once per process, and nowhere else.
+
+Everything above (the CLI, the Prefect tasks, the benchmark) asks `runtime()` for its pieces.
+Tests and benchmarks hand in fakes by building a `Runtime` with the pieces they want and
+installing it for a block (`with using(Runtime(settings, senders=memory)): ...`); nothing is
+patched. Pieces are built on first use (a `--help` never opens a database or imports boto3) and
+`close()` releases what was opened (SMTP connections, boto3 connection pools, engine pools).
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any
+
+from notify.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from notify.pacing import Pacer
+    from notify.rendering import TemplateCatalog
+    from notify.senders import Senders
+
+PacerFactory = Callable[["Runtime"], Mapping[str, "Pacer"]]
+
+
+class Runtime:
+    """One process's pieces, built lazily from `settings` unless handed in."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        catalog: TemplateCatalog | None = None,
+        senders: Senders | None = None,
+        clients: Mapping[str, Any] | None = None,
+        pacers: Mapping[str, Pacer] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._engine = engine
+        self._catalog = catalog
+        self._senders = senders
+        self._clients: dict[tuple[str, bool], Any] = {
+            (name, retries): client
+            for name, client in (clients or {}).items()
+            for retries in (False, True)
+        }
+        self._pacers = pacers
+        self._lock = threading.RLock()
+        self._owned: list[Callable[[], None]] = []
+
+    def engine(self) -> Engine:
+        """The database engine, after checking the schema is at the newest migration."""
+        with self._lock:
+            if self._engine is None:
+                from notify.schema import open_database
+
+                self._engine = open_database(self.settings.database_url)
+                self._owned.append(self._engine.dispose)
+            return self._engine
+
+    def catalog(self) -> TemplateCatalog:
+        """Built-in templates plus NOTIFY_TEMPLATES_DIR."""
+        with self._lock:
+            if self._catalog is None:
+                from notify.rendering import TemplateCatalog
+
+                self._catalog = TemplateCatalog(self.settings.templates_dir)
+            return self._catalog
+
+    def senders(self) -> Senders:
+        """The email and SMS senders NOTIFY_SENDER names (one set per process, thread-safe)."""
+        with self._lock:
+            if self._senders is None:
+                from notify.senders import from_settings
+
+                self._senders = from_settings(self.settings, client=self.aws_client)
+                self._owned.append(self._senders.close)
+            return self._senders
+
+    def aws_client(self, service: str, *, retries: bool = False) -> Any:
+        """A boto3 client: send clients make exactly one HTTP attempt; `retries` for reads."""
+        key = (service, bool(retries))
+        with self._lock:
+            if key not in self._clients:
+                from notify.senders import aws_client
+
+                client = aws_client(service, self.settings, retries=retries)
+                self._clients[key] = client
+                self._owned.append(client.close)
+            return self._clients[key]
+
+    def pacers(self, build: PacerFactory | None = None) -> Mapping[str, Pacer]:
+        """Provider token buckets shared by every deliverer of this process.
+
+        `build` (the Prefect layer's global rate limits) is used the first time; without it each
+        process paces itself locally."""
+        with self._lock:
+            if self._pacers is None:
+                self._pacers = build(self) if build else self._local_pacers()
+            return self._pacers
+
+    def provider_rates(self) -> dict[str, float]:
+        """Sends per second per channel: NOTIFY_SES_RATE (or SES's own: `auto`), NOTIFY_SNS_RATE."""
+        from notify.senders import ses_rate
+
+        email = ses_rate(self.settings, lambda: self.aws_client("ses", retries=True))
+        return {"email": email, "sms": self.settings.sns_rate}
+
+    def _local_pacers(self) -> dict[str, Pacer]:
+        from notify.pacing import TokenBucket
+
+        return {channel: TokenBucket(rate) for channel, rate in self.provider_rates().items()}
+
+    def close(self) -> None:
+        """Release what this runtime opened (not what was handed in)."""
+        with self._lock:
+            owned, self._owned = self._owned, []
+        for release in reversed(owned):
+            with suppress(Exception):  # closing must not hide the error that ended the run
+                release()
+
+
+_current: Runtime | None = None
+_current_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    """This process's runtime: the installed one, or one built from the environment."""
+    global _current
+    with _current_lock:
+        if _current is None:
+            _current = Runtime(load_settings())
+        return _current
+
+
+def install(new: Runtime) -> Runtime | None:
+    """Make `new` this process's runtime; returns the one it replaces (not closed)."""
+    global _current
+    with _current_lock:
+        previous, _current = _current, new
+    return previous
+
+
+@contextmanager
+def using(new: Runtime) -> Iterator[Runtime]:
+    """`new` for the duration of a block (tests, benchmarks); then the previous one again."""
+    previous = install(new)
+    try:
+        yield new
+    finally:
+        if previous is None:
+            _clear()
+        else:
+            install(previous)
+        new.close()
+
+
+def _clear() -> None:
+    global _current
+    with _current_lock:
+        _current = None
+
+
+def reset() -> None:
+    """Close this process's runtime; the next `runtime()` reads the environment again."""
+    global _current
+    with _current_lock:
+        previous, _current = _current, None
+    if previous is not None:
+        previous.close()
+
+
+def settings() -> Settings:
+    """The process's settings (validated once; a bad value raises SettingsError)."""
+    return runtime().settings
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    if _current is not None:
+        _current.close()

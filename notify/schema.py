@@ -1,0 +1,76 @@
+"""Open the configured database: an engine, after checking the schema is at the newest migration.
+
+The check reads `alembic_version` and compares it with the newest revision found in the packaged
+migration files, without importing Alembic (commands start faster; `db upgrade` imports it).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from notify.db import make_engine
+from notify.errors import NotifyError
+from notify.masking import mask_url
+
+VERSIONS = Path(__file__).with_name("migrations") / "versions"
+_REVISION = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*['\"]?([\w-]+)['\"]?", re.M)
+
+
+class DatabaseNotReady(NotifyError):
+    """The database cannot be reached or is not at the newest schema."""
+
+
+@cache
+def head_revision() -> str | None:
+    """The newest migration: the one revision no other migration names as its parent."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in VERSIONS.glob("*.py"):
+        for kind, value in _REVISION.findall(path.read_text(encoding="utf-8")):
+            (revisions if kind == "revision" else parents).add(value)
+    heads = sorted(revisions - parents)
+    return heads[-1] if heads else None
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        try:
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except (OperationalError, ProgrammingError) as missing:
+            if _unreachable(missing):
+                raise
+            return None
+
+
+def _unreachable(error: OperationalError | ProgrammingError) -> bool:
+    message = str(error.orig).lower()
+    return "no such table" not in message and "does not exist" not in message
+
+
+def open_database(url: str) -> Engine:
+    """An engine for `url`; DatabaseNotReady (one line, password masked) when it cannot be used."""
+    engine = make_engine(url)
+    safe = mask_url(url)
+    try:
+        revision = current_revision(engine)
+    except OperationalError as error:
+        engine.dispose()
+        first_line = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        raise DatabaseNotReady(f"cannot open the database {safe}: {mask_url(first_line)}") from None
+    if revision != head_revision():
+        engine.dispose()
+        raise DatabaseNotReady(
+            f"the database {safe} is at revision {revision or 'none'}, not the newest "
+            f"({head_revision()}): run `notifyops db upgrade`"
+        )
+    return engine
+
+
+def database_name(url: str) -> str:
+    return make_url(url).database or ""

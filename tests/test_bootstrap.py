@@ -1,0 +1,101 @@
+"""notify.bootstrap is the one composition root: the only code that turns settings into engines,
+boto3 clients, senders and the template catalogue; pieces are built once and closed."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from notify.bootstrap import Runtime, runtime, using
+from notify.senders import Senders
+from notify.senders.memory import MemorySender
+from notify.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILDERS = {
+    "load_settings",
+    "aws_client",
+    "make_engine",
+    "open_database",
+    "from_settings",
+    "email_sender_from_settings",
+    "TemplateCatalog",
+    "client",  # boto3.client / session.client
+}
+# where a builder is defined (and may call its own helpers), plus the schema tool
+ALLOWED = {
+    "notify/bootstrap.py",
+    "notify/settings.py",
+    "notify/db.py",
+    "notify/schema.py",
+    "notify/senders/__init__.py",
+    "notify/rendering.py",
+    "notify/migrate.py",
+}
+
+
+def _calls(path: Path) -> list[tuple[int, str]]:
+    """Calls of a builder by its name (`make_engine(...)`, `senders.from_settings(...)`,
+    `boto3.client(...)`, `session.client(...)`); the runtime's own methods are the way in."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and _builds(node.func):
+            found.append((node.lineno, ast.unparse(node.func)))
+    return found
+
+
+def _builds(func: ast.expr) -> bool:
+    if isinstance(func, ast.Name):
+        return func.id in BUILDERS
+    if isinstance(func, ast.Attribute) and func.attr in BUILDERS:
+        owner = ast.unparse(func.value)
+        return owner.split(".")[0] in {"boto3", "senders", "database", "db", "settings"} or (
+            "Session()" in owner
+        )
+    return False
+
+
+def test_only_the_bootstrap_builds_engines_clients_senders_and_catalogues() -> None:
+    offenders = []
+    for package in ("notifyops", "flows", "tasks", "deployments", "notify"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            where = str(path.relative_to(ROOT))
+            if where in ALLOWED or "migrations" in path.parts:
+                continue
+            offenders += [f"{where}:{line}: {name}()" for line, name in _calls(path)]
+    assert offenders == []
+
+
+def test_handed_in_pieces_are_used_and_not_closed_by_the_runtime() -> None:
+    memory = MemorySender()
+    senders = Senders(email=memory, sms=memory)
+    with using(Runtime(load_settings(sender="aws"), senders=senders)) as here:
+        assert runtime() is here
+        assert runtime().senders() is senders, "a fake handed in is what every caller gets"
+    assert not memory.closed, "what a test hands in is the test's to close"
+
+
+def test_built_pieces_are_built_once_and_closed_with_the_runtime() -> None:
+    here = Runtime(load_settings(sender="memory"))
+    first = here.senders()
+    assert here.senders() is first and here.catalog() is here.catalog()
+    here.close()
+    assert first.email.closed  # type: ignore[attr-defined]
+
+
+def test_a_block_restores_the_previous_runtime() -> None:
+    outer = Runtime(load_settings(sender="memory"))
+    with using(outer):
+        with using(Runtime(load_settings(sender="memory"))) as inner:
+            assert runtime() is inner
+        assert runtime() is outer
+
+
+def test_the_schema_check_knows_the_same_newest_migration_as_alembic() -> None:
+    from alembic.script import ScriptDirectory
+
+    from notify.migrate import alembic_config
+    from notify.schema import head_revision
+
+    alembic_head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head_revision() == alembic_head
