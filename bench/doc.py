@@ -352,25 +352,9 @@ psycopg2 `executemany_mode="values_plus_batch"`, streaming enqueue. Still open:
    write and one commit fewer per window, the same guarantee (a crash leaves at most one window
    `unknown`), and nothing claimed-but-unsent to release.
 
-3. `notify/rendering.py`, `_undeclared`: render-once decides on `required_variables`, which reads
-   the four parts only, not the templates they extend or include. A user template whose layout
-   greets `{{ recipient.name }}` would be rendered once and every recipient would get the first
-   one's name. Follow the references:
-
-```python
-def _undeclared(env: SandboxedEnvironment, loader: BaseLoader, name: str) -> tuple[str, ...]:
-    found: set[str] = set()
-    pending, seen = [f"{name}/{part}" for part in PARTS], set()
-    while pending:
-        path = pending.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        ast = env.parse(loader.get_source(env, path)[0])
-        found |= meta.find_undeclared_variables(ast)
-        pending += [ref for ref in meta.find_referenced_templates(ast) if ref]
-    return tuple(sorted(found - set(env.globals)))
-```
+3. `notify/rendering.py`, `_undeclared`: render-once decides on the variables the template's
+   parts read, following the layouts and includes they reference (so a layout that greets
+   `{{ recipient.name }}` makes the template personal and it is rendered per recipient).
 
 4. The Prefect flows cost 6-20 s per dispatch on this machine (see the results): the first task
    run of a process, the subflow, artifacts and API logs. `tasks.resources.engine()` also opens

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from notify.alerts import Delivery, dispatch, routes_from_settings, sync_alerts
+from notify.alerts import Delivery, dispatch, parse_routing, routes_from_settings, sync_alerts
 from notify.audits import (
     FailureReport,
     HealthReport,
@@ -111,8 +111,9 @@ def raise_alerts(check: Check, *, runtime: Runtime, report: Report) -> list[Deli
         )
     sns = runtime.aws_client("sns", retries=True) if settings.alert_sns_topic_arn else None
     routes = routes_from_settings(settings, sns_client=sns)
+    routing = parse_routing(settings.alert_routing)
     return [
         delivery
         for notice in (*sync.to_notify, *sync.resolved)
-        for delivery in dispatch(notice, routes=routes)
+        for delivery in dispatch(notice, routes=routes, routing=routing)
     ]

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     alert_cooldown_minutes: int = Field(
         60, ge=0, description="Repeat notice interval for one alert"
     )
+    alert_routing: str = Field(
+        "P1=sns,log;P2=webhook,log;P3=log;P4=log",
+        pattern=r"^\s*(P[1-4]\s*=\s*[a-z,\s]*)(;\s*P[1-4]\s*=\s*[a-z,\s]*)*;?\s*$",
+        description="Where each severity goes: P1=sns,log;P2=webhook,log (routes: sns, webhook, "
+        "log; an unnamed severity keeps its default)",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from notify.errors import InputError
+from notify.errors import InputError, NotifyError
 from notify.pricing import SmsEncoding, sms_length
 from notify.rendering import (
     TemplateCatalog,
@@ -151,8 +151,10 @@ def test_value_of_the_wrong_shape_is_a_context_error() -> None:
         CATALOG.render("daily_schedule", {"technician_name": "Ann", "date": "Tue", "jobs": 5})
 
 
-def test_check_passes_a_complete_context() -> None:
-    CATALOG.check("repair_assigned", ASSIGNED)  # raises on any problem
+def test_check_passes_a_complete_context_and_fails_without_a_variable() -> None:
+    CATALOG.check("repair_assigned", ASSIGNED)  # a complete context passes
+    with pytest.raises(NotifyError, match="unit_number"):
+        CATALOG.check("repair_assigned", {"repair_id": "TEST-001"})
 
 
 def test_unknown_template_lists_the_available_names() -> None:

@@ -89,7 +89,7 @@ def environment(
         PREFECT_WORKER_QUERY_SECONDS="2",
         NOTIFY_DATABASE_URL=postgres_url,
         NOTIFY_SENDER="aws",
-        NOTIFY_SES_RATE="1000",
+        NOTIFY_SES_RATE="150",  # ~10 s of sending: every deliver run gets a share
         NOTIFY_BATCH_SIZE="100",
     )
     return env

@@ -1,5 +1,6 @@
 """Alert routing by severity (default: P1 -> SNS topic (page), P2 -> Slack-compatible webhook,
-P3-P4 -> log only; the flow's artifact shows them all). Configurable: `parse_routing`.
+P3-P4 -> log only; the flow's artifact shows them all). NOTIFY_ALERT_ROUTING changes it, read by
+`parse_routing`.
 """
 
 from __future__ import annotations

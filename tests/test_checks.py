@@ -1,0 +1,53 @@
+"""The monitoring checks' switches are decided once: the caller's flag, else the setting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from notify.alerts import DEFAULT_ROUTES, parse_routing
+from notify.checks import should_mute
+from notify.db import Suppression, make_engine, transaction
+from notify.settings import load_settings
+from notifyops.cli import main
+from tests.factories import AS_OF
+from tests.runtime import reload_runtime
+from tests.test_monitoring_flows import crafted
+
+
+@pytest.mark.parametrize("auto_mute", [True, False])
+@pytest.mark.parametrize(("flag", "expected"), [(True, True), (False, False), (None, None)])
+def test_the_mute_flag_wins_over_the_setting(
+    auto_mute: bool, flag: bool | None, expected: bool | None
+) -> None:
+    settings = load_settings(loop_auto_mute=auto_mute)
+    assert should_mute(settings, flag) is (auto_mute if expected is None else expected)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("auto_mute", ["true", "false"])
+@pytest.mark.parametrize(("flag", "mutes"), [("--mute", True), ("--no-mute", False)])
+def test_audit_loops_mutes_exactly_when_asked(
+    cli_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    auto_mute: str,
+    flag: str,
+    mutes: bool,
+) -> None:
+    monkeypatch.setenv("NOTIFY_LOOP_AUTO_MUTE", auto_mute)
+    reload_runtime()
+    crafted(cli_env)
+    code = main(["audit", "loops", "--as-of", AS_OF.isoformat(), flag, "--direct", "--json"])
+    assert code == 1
+    report = json.loads(capsys.readouterr().out)
+    with transaction(make_engine(cli_env)) as session:
+        stored = session.scalar(select(func.count()).select_from(Suppression))
+    assert (len(report["muted"]), stored) == ((1, 1) if mutes else (0, 0))
+
+
+def test_the_default_alert_routing_setting_is_the_documented_default() -> None:
+    assert parse_routing(load_settings().alert_routing) == dict(DEFAULT_ROUTES)
+    assert parse_routing(load_settings(alert_routing="P1=log").alert_routing)["P1"] == ("log",)

@@ -1,0 +1,137 @@
+"""The README's settings table, command reference and JSON keys are checked against the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer.main
+
+from notify.settings import ENV_PREFIX, Settings
+from notifyops.cli import app
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+
+
+def _section(title: str) -> str:
+    start = README.index(title)
+    end = README.find("\n## ", start + len(title))
+    return README[start : end if end > 0 else None]
+
+
+def _first_cells(section: str) -> list[str]:
+    return [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| `")]
+
+
+def _documented_variables() -> set[str]:
+    names: set[str] = set()
+    for cell in _first_cells(_section("## Settings")):
+        parts = re.findall(r"`([A-Z_]+)`", cell)
+        base = parts[0]
+        names.add(base)
+        for suffix in parts[1:]:  # `NOTIFY_SMTP_HOST` / `_PORT` -> NOTIFY_SMTP_PORT
+            names.add(base.rsplit("_", suffix.count("_"))[0] + suffix)
+    return names
+
+
+def test_every_setting_is_in_the_readme_table_and_nothing_else() -> None:
+    in_code = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    assert _documented_variables() == in_code
+
+
+def _commands(group: Any, prefix: str = "notifyops") -> set[str]:
+    found = set()
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):  # a group
+            found |= _commands(command, f"{prefix} {name}")
+        else:
+            found.add(f"{prefix} {name}")
+    return found
+
+
+def test_every_command_is_in_the_reference_and_nothing_else() -> None:
+    root = typer.main.get_command(app)
+    documented = set()
+    for cell in _first_cells(_section("## Command reference")):
+        words = re.match(r"`(notifyops(?:\s[a-z][a-z-]*)+)", cell)
+        if words:  # the JSON keys table below names reports without `notifyops`
+            documented.add(words.group(1).strip())
+    assert documented == _commands(root)
+
+
+def _json_keys(report: str) -> list[str]:
+    row = next(
+        line
+        for line in _section("## Command reference").splitlines()
+        if line.startswith(f"| `{report}` |")
+    )
+    return re.findall(r"`([a-z_0-9]+)`", row.split("|")[2])
+
+
+def _documented_top_level(report: str) -> set[str]:
+    """The keys named outside parentheses: the top level of the report."""
+    row = next(
+        line
+        for line in _section("## Command reference").splitlines()
+        if line.startswith(f"| `{report}` |")
+    )
+    depth, top, text = 0, [], row.split("|")[2]
+    for char in text:
+        depth += char == "("
+        depth -= char == ")"
+        top.append(char if depth == 0 else " ")
+    return set(re.findall(r"`([a-z_0-9]+)`", "".join(top)))
+
+
+def _report_json(report: str) -> dict[str, Any]:
+    from notify.delivery import BatchReport
+    from notify.enqueue import EnqueueResult
+    from notify.outbox import RescueCounts
+    from notify.summaries import DeliverySummary, DispatchSummary
+    from notifyops.console import to_jsonable
+
+    delivery = DeliverySummary.of(
+        BatchReport(), batches=0, rescued=RescueCounts(0, 0), remaining_due=0
+    )
+    enqueue = EnqueueResult("r", (1,), False, (), {"email": {"pending": 1}})
+    values = {
+        "deliver": delivery,
+        "send": DispatchSummary(enqueue=enqueue, delivery=delivery),
+    }
+    return to_jsonable(values[report])  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("report", ["send", "deliver"])
+def test_the_documented_json_keys_are_the_keys_printed(report: str) -> None:
+    printed = _report_json(report)
+    assert _documented_top_level(report) == set(printed)
+    if report == "send":
+        assert set(_json_keys("send")) >= set(printed["enqueue"])
+
+
+COMMON = {"as_of", "window_start", "window_hours", "severity", "findings", "breaches", "breached"}
+CHECK_COMMANDS = {
+    "audit sms-cost": ["audit", "sms-cost"],
+    "audit loops": ["audit", "loops", "--no-mute"],
+    "audit failures": ["audit", "failures"],
+    "health": ["health"],
+}
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("report", list(CHECK_COMMANDS))
+def test_the_documented_report_keys_are_the_keys_printed(
+    cli_env: str, capsys: pytest.CaptureFixture[str], report: str
+) -> None:
+    import json
+
+    from notifyops.cli import main
+    from tests.factories import AS_OF
+    from tests.test_monitoring_flows import crafted
+
+    crafted(cli_env)
+    main([*CHECK_COMMANDS[report], "--as-of", AS_OF.isoformat(), "--json", "--direct"])
+    printed = set(json.loads(capsys.readouterr().out))
+    assert _documented_top_level(report) | COMMON == printed
