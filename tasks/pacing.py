@@ -58,7 +58,11 @@ def _limits_exist() -> bool:
         with get_client(sync_client=True) as client:
             for name in LIMIT_NAMES.values():
                 client.read_global_concurrency_limit_by_name(name)
-    except Exception as error:  # missing limit or unreachable API: pace locally
-        log.warning("provider pacing is local to this process: %s", error)
+    except Exception:  # missing limit or unreachable API: pace locally
+        log.info(
+            "provider pacing is local to this process: no global rate limits %s on the server "
+            "(python -m deployments.setup creates them)",
+            " and ".join(LIMIT_NAMES.values()),
+        )
         return False
     return True

@@ -161,8 +161,9 @@ def _run(
 
 def _through_prefect(check: Check, params: Any) -> Report:
     from flows.monitoring import CHECK_FLOWS
+    from notifyops.prefect_env import run_flow
 
-    return CHECK_FLOWS[check](params=params)
+    return run_flow(CHECK_FLOWS[check], params=params)
 
 
 def _direct(check: Check, params: Any) -> Report:

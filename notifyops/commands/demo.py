@@ -80,10 +80,11 @@ def _import(roster: Path, here: Runtime) -> ParsedRoster:
 def _send(template: str, recipients: list[str], here: Runtime) -> str:
     from flows.dispatch import dispatch_notifications
     from flows.params import DispatchParams
+    from notifyops.prefect_env import run_flow
 
     context = here.catalog().info(template).sample_context
     request = DispatchParams(template=template, to=recipients, context=context)
-    summary = dispatch_notifications(request=request)
+    summary = run_flow(dispatch_notifications, request=request)
     out.print(f"flow dispatch-notifications: {template} to {len(recipients)} recipients")
     return str(summary.enqueue.request_id)
 

@@ -58,8 +58,9 @@ def send(
     ).resolved()
     _check_request(request)
     from flows.dispatch import dispatch_notifications
+    from notifyops.prefect_env import run_flow
 
-    summary = dispatch_notifications(request=request)
+    summary = run_flow(dispatch_notifications, request=request)
     if json_output:
         print_json(summary)
     else:
@@ -104,9 +105,10 @@ def deliver(
     from flows.deliver import deliver_pending
     from flows.params import DeliverParams
     from notifyops.params import build
+    from notifyops.prefect_env import run_flow
 
     params = build(DeliverParams, batch_size=batch_size, max_batches=max_batches)
-    summary = deliver_pending(params=params)
+    summary = run_flow(deliver_pending, params=params)
     if json_output:
         print_json(summary)
     else:
