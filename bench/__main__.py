@@ -31,18 +31,27 @@ from bench.common import (
 )
 from bench.suite import SuiteResult, log_load, machine, run_suite, scenarios
 
-QUICK_NOTIFICATIONS = 500
+QUICK_NOTIFICATIONS = 5_000  # 10,000 messages: a fixed cost per run does not decide it
+QUICK_NAIVE_NOTIFICATIONS = 500
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="zero latency, 500 notifications")
+    parser.add_argument(
+        "--quick", action="store_true", help="zero latency, 5,000 notifications (10,000 messages)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object, nothing else")
     parser.add_argument(
         "--notifications",
         type=int,
-        default=2000,
+        default=10_000,
         help="notifications in the zero-latency scenario (2 messages each)",
+    )
+    parser.add_argument(
+        "--naive-max-notifications",
+        type=int,
+        default=1_000,
+        help="naive Prefect's size cap (a task run per message: the same msg/s at any size)",
     )
     parser.add_argument(
         "--rate14-notifications",
@@ -91,6 +100,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
             0,
         )
         args.growth, args.profile_notifications, args.audit_rows = "", 0, 0
+        args.naive_max_notifications = QUICK_NAIVE_NOTIFICATIONS
         args.no_doc = True
     return args
 
@@ -114,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         prepare_database(url, biggest)
         info = machine(url)
         log(f"machine: {info['cores']} cores, load {info['load_before']}")
-        suite = run_suite(url, workdir, plan, peers)
+        suite = run_suite(url, workdir, plan, peers, args.naive_max_notifications)
         growth_results = _growth(args, url, workdir)
         profile = _profile(args, url)
         info["load_after"] = log_load("after")

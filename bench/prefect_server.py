@@ -33,6 +33,30 @@ class PrefectServer:
     process: subprocess.Popen[bytes]
     startup_s: float
 
+    def wait_idle(self, below: float = 5.0, quiet_s: float = 3.0, most_s: float = 240.0) -> float:
+        """Wait until the server's processes use < `below`% CPU for `quiet_s`; returns the wait."""
+        started = time.monotonic()
+        quiet_since = time.monotonic()
+        while time.monotonic() - started < most_s:
+            if self._cpu_percent(0.5) >= below:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_s:
+                break
+        waited = time.monotonic() - started
+        log(f"prefect server idle after {waited:.0f} s")
+        return waited
+
+    def _cpu_percent(self, interval: float) -> float:
+        try:
+            root = psutil.Process(self.process.pid)
+            tree = [root, *root.children(recursive=True)]
+            for process in tree:
+                process.cpu_percent(None)
+            time.sleep(interval)
+            return sum(p.cpu_percent(None) for p in tree)
+        except psutil.Error:
+            return 0.0
+
     def rss_mb(self) -> float:
         try:
             root = psutil.Process(self.process.pid)
