@@ -55,7 +55,8 @@ def history_query(
     unread = _range(recipient, read=False, limit=limit, before=before)
     if unread_only:
         return unread
-    both = union_all(unread, _range(recipient, read=True, limit=limit, before=before)).subquery()
+    read = _range(recipient, read=True, limit=limit, before=before)
+    both = union_all(select(unread.subquery()), select(read.subquery())).subquery()
     return select(both).order_by(both.c.created_at.desc(), both.c.id.desc()).limit(limit)
 
 
