@@ -10,8 +10,8 @@ from sqlalchemy import Engine
 
 from flows.action_params import MuteParams, PurgeParams, RedriveParams, UnmuteParams
 from flows.actions import mute_flow, purge_flow, redrive_flow, unmute_flow
-from notifyops.cli import main
 from notify.db import utcnow
+from notifyops.cli import main
 from tests.action_rows import OLD, actions, failures, queue, status_of
 from tests.test_dispatch import add_recipients, tech
 
