@@ -58,6 +58,8 @@ def test_a_migrated_database_has_every_declared_index(scratch: Engine) -> None:
         declared
     )
     assert missing_indexes(scratch) == []
+    with scratch.connect() as connection:  # health passes its session's connection
+        assert missing_indexes(connection) == []
 
 
 def test_a_dropped_index_is_reported_missing_with_the_fix(scratch: Engine) -> None:

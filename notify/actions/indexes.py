@@ -61,10 +61,17 @@ def declared_indexes(metadata: MetaData | None = None) -> list[tuple[str, str, b
     return sorted(declared)
 
 
-def missing_indexes(engine: Engine, metadata: MetaData | None = None) -> list[IndexProblem]:
-    """Declared indexes the database lacks or holds invalid; [] when all are there and valid."""
-    with engine.connect() as connection:
-        found = _found(connection, metadata or Base.metadata)
+def missing_indexes(
+    engine: Engine | Connection, metadata: MetaData | None = None
+) -> list[IndexProblem]:
+    """Declared indexes the database lacks or holds invalid; [] when all are there and valid.
+
+    Takes an Engine (opens a connection) or a Connection (health passes its session's)."""
+    if isinstance(engine, Connection):
+        found = _found(engine, metadata or Base.metadata)
+    else:
+        with engine.connect() as connection:
+            found = _found(connection, metadata or Base.metadata)
     problems = []
     for table, name, constraint in declared_indexes(metadata):
         state = _state(found, table, name, constraint)

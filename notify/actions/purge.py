@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, update
+from sqlalchemy import CursorResult, func, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -23,7 +23,6 @@ from notify.actions.selection import (
     RowFilters,
     RowSample,
     conditions,
-    count_rows,
     counts_by_value,
     sample_rows,
     take_rows,
@@ -100,8 +99,4 @@ def _apply(session: Session, action_id: int, where: Sequence[ColumnElement[bool]
         )
     )
     result = session.execute(statement)
-    return max(getattr(result, "rowcount", 0) or 0, 0)
-
-
-def purged_count(*, session: Session) -> int:
-    return count_rows(session, [DL.c.status == Status.purged.value])
+    return max(result.rowcount or 0, 0) if isinstance(result, CursorResult) else 0
