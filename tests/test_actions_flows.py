@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from prefect.artifacts import Artifact
 from sqlalchemy import Engine
 
 from flows.action_params import MuteParams, PurgeParams, RedriveParams, UnmuteParams
@@ -28,6 +29,10 @@ def test_each_action_flow_records_its_flow_run(flow_env: str, engine: Engine) ->
     assert (dry.matched, dry.purged) == (5, 0)
     done = purge_flow(PurgeParams(older_than_hours=stale_hours(), apply=True, operator="dana"))
     assert done.purged == 5 and status_of(engine)[1] == "purged"
+    artifact = Artifact.get("purge-deliveries")
+    assert artifact is not None and "purged 5 row(s)" in str(artifact.data)
+    assert f"recorded as operator action {done.action_id}" in str(artifact.data)
+    assert str(artifact.flow_run_id) in str(artifact.data), "the artifact names the run"
     assert purge_flow(PurgeParams(older_than_hours=stale_hours(), apply=True)).purged == 0
     redriven = redrive_flow(RedriveParams(statuses=["failed"], apply=True))
     assert redriven.redriven == 1 and status_of(engine)[8] == "pending"
