@@ -156,6 +156,7 @@ def count_rows(session: Session, where: Sequence[ColumnElement[bool]]) -> int:
 def sample_rows(session: Session, where: Sequence[ColumnElement[bool]]) -> list[RowSample]:
     query = (
         _joined(DL, N.c.template_name, N.c.priority, Recipient.external_id)
+        .add_columns(Recipient.email, Recipient.phone)
         .where(*where)
         .order_by(DL.c.id)
         .limit(SAMPLE_ROWS)
@@ -164,7 +165,8 @@ def sample_rows(session: Session, where: Sequence[ColumnElement[bool]]) -> list[
 
 
 def _sample(row: Any) -> RowSample:
-    address = row.recipient_phone if row.channel == Channel.sms.value else row.recipient_email
+    sms = row.channel == Channel.sms.value  # the row's address, else the recipient's
+    address = (row.recipient_phone or row.phone) if sms else (row.recipient_email or row.email)
     return RowSample(
         id=row.id,
         channel=row.channel,
