@@ -1,5 +1,6 @@
 """Parameter forms of the runbook action flows: the library's requests plus what a UI run adds
-(`apply`, off by default where data changes, and the operator's name for the audit trail)."""
+(`apply`, off by default: every action form is a dry run until ticked, and the operator's name
+for the audit trail)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ class RedriveParams(RedriveRequest):
 
 
 class MuteParams(MuteRequest):
+    apply: bool = Field(False, description="Mute for real (off: say what would be muted)")
     operator: str | None = OPERATOR
 
 
 class UnmuteParams(UnmuteRequest):
+    apply: bool = Field(False, description="Unmute for real (off: list what would be lifted)")
     operator: str | None = OPERATOR

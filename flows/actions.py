@@ -2,8 +2,8 @@
 
     purge-deliveries     stale pending / pending_retry rows become `purged` (dry run by default)
     redrive-deliveries   failed rows back in the queue, once per redrive id (dry run by default)
-    mute-recipient       a time-limited suppression of one recipient's channel
-    unmute-recipient     end a recipient's active suppressions
+    mute-recipient       a time-limited suppression of one recipient's channel (dry run by default)
+    unmute-recipient     end a recipient's active suppressions (dry run by default)
 
 Each records who ran it (this flow run and its deployment, plus the form's `operator`) in
 `operator_actions`, and leaves an artifact saying what was done and by which run.
@@ -90,9 +90,10 @@ def redrive_flow(params: RedriveParams) -> RedriveResult:
 )
 def mute_flow(params: MuteParams) -> MuteResult:
     request = MuteRequest.model_validate(params.model_dump(exclude=_FORM_ONLY))
-    result = run_mute(request, _actor(params.operator))
+    result = run_mute(request, _actor(params.operator), params.apply)
     s = result.suppression
-    done = "muted" if result.created else "already muted"
+    done = "already muted" if not result.created else "muted" if result.applied else "to be muted"
+    done += "" if result.applied else " (dry run)"
     title = f"Mute: {request.recipient} {done} on {s.channel} until {s.until:%Y-%m-%d %H:%M} UTC"
     _artifact(
         "mute-recipient", title, result.model_dump(mode="json"), _by(result.actor, result.action_id)
@@ -108,8 +109,9 @@ def mute_flow(params: MuteParams) -> MuteResult:
 )
 def unmute_flow(params: UnmuteParams) -> UnmuteResult:
     request = UnmuteRequest.model_validate(params.model_dump(exclude=_FORM_ONLY))
-    result = run_unmute(request, _actor(params.operator))
-    title = f"Unmute: {len(result.lifted)} suppression(s) of {request.recipient} lifted"
+    result = run_unmute(request, _actor(params.operator), params.apply)
+    verb = "lifted" if result.applied else "would be lifted (dry run)"
+    title = f"Unmute: {len(result.lifted)} suppression(s) of {request.recipient} {verb}"
     _artifact(
         "unmute-recipient",
         title,

@@ -33,12 +33,16 @@ def run_redrive(request: RedriveRequest, actor: Actor, apply: bool) -> RedriveRe
 
 
 @task(name="mute-recipient", cache_policy=NO_CACHE)
-def run_mute(request: MuteRequest, actor: Actor) -> MuteResult:
+def run_mute(request: MuteRequest, actor: Actor, apply: bool) -> MuteResult:
     with transaction(runtime().engine()) as session:
-        return mute_recipient(session=session, request=request, now=utcnow(), actor=actor)
+        return mute_recipient(
+            session=session, request=request, now=utcnow(), actor=actor, apply=apply
+        )
 
 
 @task(name="unmute-recipient", cache_policy=NO_CACHE)
-def run_unmute(request: UnmuteRequest, actor: Actor) -> UnmuteResult:
+def run_unmute(request: UnmuteRequest, actor: Actor, apply: bool) -> UnmuteResult:
     with transaction(runtime().engine()) as session:
-        return unmute_recipient(session=session, request=request, now=utcnow(), actor=actor)
+        return unmute_recipient(
+            session=session, request=request, now=utcnow(), actor=actor, apply=apply
+        )

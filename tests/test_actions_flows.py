@@ -37,13 +37,14 @@ def test_each_action_flow_records_its_flow_run(flow_env: str, engine: Engine) ->
     redriven = redrive_flow(RedriveParams(statuses=["failed"], apply=True))
     assert redriven.redriven == 1 and status_of(engine)[8] == "pending"
     assert redrive_flow(RedriveParams(statuses=["failed"], apply=True)).redriven == 0
-    muted = mute_flow(MuteParams(recipient="technician:1", channel="sms", hours=2, reason="cost"))
-    assert muted.created
-    lifted = unmute_flow(UnmuteParams(recipient="technician:1"))
+    mute = MuteParams(recipient="technician:1", channel="sms", hours=2, reason="cost")
+    assert mute_flow(mute).created and not mute_flow(mute).applied, "a dry run by default"
+    assert mute_flow(mute.model_copy(update={"apply": True})).applied
+    lifted = unmute_flow(UnmuteParams(recipient="technician:1", apply=True))
     assert len(lifted.lifted) == 1
     trail = actions(engine)
     assert [a.action for a in trail] == [
-        "purge", "purge", "purge", "redrive", "redrive", "mute", "unmute"
+        "purge", "purge", "purge", "redrive", "redrive", "mute", "mute", "mute", "unmute"
     ]  # fmt: skip
     assert all(a.flow_run_id for a in trail), "every run is recorded with its flow run id"
     assert trail[1].actor == "dana via flow-run" and trail[1].applied

@@ -57,6 +57,21 @@ def test_a_muted_channel_is_skipped_by_the_policy_until_unmuted(
     assert sms_statuses(engine) == {"skipped": 1, "pending": 1}
 
 
+def test_a_dry_run_says_what_would_change_and_changes_nothing(engine: Engine) -> None:
+    add_recipients(engine, [tech(1)])
+    request = MuteRequest(recipient="tech:1", channel=Channel.sms, reason="check")
+    with transaction(engine) as session:
+        would = mute(session=session, request=request, now=NOON, actor=CAROL, apply=False)
+        assert (would.created, would.applied, would.suppression.id) == (True, False, None)
+        assert list_suppressions(session=session, now=NOON) == []
+    muted(engine)
+    with transaction(engine) as session:
+        lift = UnmuteRequest(recipient="tech:1")
+        listed = unmute(session=session, request=lift, now=NOON, actor=CAROL, apply=False)
+        assert [s.active for s in listed.lifted] == [True]
+        assert len(list_suppressions(session=session, now=NOON)) == 1
+
+
 def test_muting_again_adds_nothing_and_nothing_is_ever_deleted(engine: Engine) -> None:
     add_recipients(engine, [tech(1)])
     muted(engine, hours=24)

@@ -59,7 +59,7 @@ class SuppressionView(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    id: int
+    id: int | None  # None: a dry run's mute, not stored
     recipients: list[str]  # external ids whose current address it is
     channel: str
     address_masked: str | None
@@ -75,7 +75,8 @@ class MuteResult(BaseModel):
 
     action_id: int
     actor: str
-    created: bool  # False: an equal or longer mute was already active
+    applied: bool
+    created: bool  # (would be) added; False: an equal or longer mute was already active
     suppression: SuppressionView
 
 
@@ -84,33 +85,44 @@ class UnmuteResult(BaseModel):
 
     action_id: int
     actor: str
-    lifted: list[SuppressionView]
+    applied: bool
+    lifted: list[SuppressionView]  # (would be) lifted
 
 
-def mute(*, session: Session, request: MuteRequest, now: datetime, actor: Actor) -> MuteResult:
+def mute(
+    *, session: Session, request: MuteRequest, now: datetime, actor: Actor, apply: bool = True
+) -> MuteResult:
+    """Add the suppression (without `apply`: say what would be added)."""
     recipient = _recipient(session, request.recipient)
     address = _address(recipient, request.channel)
     until = now + timedelta(hours=request.hours)
     existing = _covering(session, address, request.channel, request.title, now, until)
-    row = existing or _add(session, request, address, now, until, actor)
+    row = existing or _new(request, address, now, until, actor)
+    if existing is None and apply:
+        session.add(row)
+        session.flush()
     record = record_action(
         session=session,
         actor=actor,
         action="mute",
         now=now,
-        applied=existing is None,
+        applied=apply,
         filters=request.model_dump(mode="json", exclude_none=True),
         counts={"suppression_id": row.id, "created": existing is None, "until": until.isoformat()},
     )
-    view = _view(row, [recipient.external_id], now)
     return MuteResult(
-        action_id=record.id, actor=actor.describe(), created=existing is None, suppression=view
+        action_id=record.id,
+        actor=actor.describe(),
+        applied=apply,
+        created=existing is None,
+        suppression=_view(row, [recipient.external_id], now),
     )
 
 
 def unmute(
-    *, session: Session, request: UnmuteRequest, now: datetime, actor: Actor
+    *, session: Session, request: UnmuteRequest, now: datetime, actor: Actor, apply: bool = True
 ) -> UnmuteResult:
+    """End the active suppressions the request names (without `apply`: list them)."""
     recipient = _recipient(session, request.recipient)
     channels = [request.channel] if request.channel else list(Channel)
     rows = [
@@ -123,16 +135,17 @@ def unmute(
     if request.reason:
         note += f" ({request.reason})"
     previous = {row.id: row.until for row in rows}
-    for row in rows:
-        row.until = now
-        row.reason = (row.reason + note)[:REASON_MAX_CHARS]
-    session.flush()
+    if apply:
+        for row in rows:
+            row.until = now
+            row.reason = (row.reason + note)[:REASON_MAX_CHARS]
+        session.flush()
     record = record_action(
         session=session,
         actor=actor,
         action="unmute",
         now=now,
-        applied=bool(rows),
+        applied=apply,
         filters=request.model_dump(mode="json", exclude_none=True),
         counts={
             "lifted": len(rows),
@@ -140,7 +153,7 @@ def unmute(
         },
     )
     views = [_view(row, [recipient.external_id], now) for row in rows]
-    return UnmuteResult(action_id=record.id, actor=actor.describe(), lifted=views)
+    return UnmuteResult(action_id=record.id, actor=actor.describe(), applied=apply, lifted=views)
 
 
 def list_suppressions(
@@ -218,16 +231,11 @@ def _covering(
     return None
 
 
-def _add(
-    session: Session,
-    request: MuteRequest,
-    address: str,
-    now: datetime,
-    until: datetime,
-    actor: Actor,
+def _new(
+    request: MuteRequest, address: str, now: datetime, until: datetime, actor: Actor
 ) -> Suppression:
     reason = f"{request.reason} (muted by {actor.name})"
-    row = Suppression(
+    return Suppression(
         address=address,
         channel=request.channel.value,
         title=request.title,
@@ -235,9 +243,6 @@ def _add(
         until=until,
         created_at=now,
     )
-    session.add(row)
-    session.flush()
-    return row
 
 
 def _owners(session: Session, addresses: set[str]) -> dict[str, list[str]]:

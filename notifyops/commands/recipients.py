@@ -20,6 +20,7 @@ app = typer.Typer(
 )
 
 JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output.")
+DRY_RUN = typer.Option(False, "--dry-run", help="Only say what would change.")
 
 
 @app.command("import")
@@ -120,6 +121,7 @@ def mute_command(
     hours: float = typer.Option(24.0, help="How long the mute lasts, in hours."),
     reason: str = typer.Option(..., help="Why (kept with the mute)."),
     title: str | None = typer.Option(None, help="Only notifications with this title (a loop)."),
+    dry_run: bool = DRY_RUN,
     actor: str | None = ACTOR,
     json_output: bool = JSON_OPTION,
 ) -> None:
@@ -139,9 +141,15 @@ def mute_command(
         MuteRequest, recipient=recipient, channel=channel, hours=hours, reason=reason, title=title
     )
     with transaction(runtime().engine()) as session:
-        result = mute(session=session, request=request, now=utcnow(), actor=Actor.from_cli(actor))
+        result = mute(
+            session=session,
+            request=request,
+            now=utcnow(),
+            actor=Actor.from_cli(actor),
+            apply=not dry_run,
+        )
     until = f"{result.suppression.until:%Y-%m-%d %H:%M} UTC"
-    done = "muted" if result.created else "already muted"
+    done = "already muted" if not result.created else "would be muted" if dry_run else "muted"
     show(result, as_json=json_output, summary=f"{recipient} {done} on {channel} until {until}")
 
 
@@ -151,6 +159,7 @@ def unmute_command(
     channel: str | None = typer.Option(None, help="email or sms (default: both)."),
     title: str | None = typer.Option(None, help="Only the mute of this title."),
     reason: str = typer.Option("", help="Why (added to each lifted mute)."),
+    dry_run: bool = DRY_RUN,
     actor: str | None = ACTOR,
     json_output: bool = JSON_OPTION,
 ) -> None:
