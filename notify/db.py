@@ -61,6 +61,7 @@ class Status(StrEnum):
     failed = "failed"
     skipped = "skipped"
     unknown = "unknown"
+    purged = "purged"  # an operator's purge of a stale queued row (final; never sent)
 
 
 DUE_STATUSES = (Status.pending.value, Status.pending_retry.value)
@@ -70,6 +71,7 @@ FINAL_STATUSES = (
     Status.failed_permanent,
     Status.failed,
     Status.skipped,
+    Status.purged,
 )
 FAILED_STATUSES = (Status.failed.value, Status.failed_permanent.value)
 
@@ -225,6 +227,46 @@ class Alert(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class OperatorAction(Base):
+    """One operator action (purge, redrive, mute, unmute, mark-read), applied or a dry run:
+    who ran it (the OS user or --actor; the flow run and deployment), when, the filters and the
+    counts. `key` names a redrive, so the same redrive run again changes nothing."""
+
+    __tablename__ = "operator_actions"
+    __table_args__ = (
+        Index("ix_operator_actions_action_created", "action", "created_at"),
+        Index("ix_operator_actions_key", "key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action: Mapped[str] = mapped_column(String(30))
+    key: Mapped[str | None] = mapped_column(String(100))
+    applied: Mapped[bool] = mapped_column(Boolean, default=False)
+    actor: Mapped[str] = mapped_column(String(200))
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    deployment_name: Mapped[str | None] = mapped_column(String(200))
+    filters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    note: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OperatorActionRow(Base):
+    """A delivery row an applied action changed, and the status it had: what a purge purged,
+    what a redrive put back (a row is redriven at most once per redrive key)."""
+
+    __tablename__ = "operator_action_rows"
+    __table_args__ = (Index("ix_operator_action_rows_delivery", "delivery_log_id"),)
+
+    action_id: Mapped[int] = mapped_column(
+        ForeignKey("operator_actions.id", ondelete="CASCADE"), primary_key=True
+    )
+    delivery_log_id: Mapped[int] = mapped_column(
+        ForeignKey("delivery_logs.id", ondelete="CASCADE"), primary_key=True
+    )
+    from_status: Mapped[str] = mapped_column(String(20))
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """The one place an Engine is built. SQLite gets WAL, a busy timeout and foreign keys."""
     if url.startswith("sqlite"):
@@ -260,3 +302,5 @@ def transaction(engine: Engine) -> Iterator[Session]:
 # Core table handles, typed, for bulk statements (executemany) that skip the ORM.
 RECIPIENTS = cast(Table, Recipient.__table__)
 DELIVERY_LOGS = cast(Table, DeliveryLog.__table__)
+NOTIFICATIONS = cast(Table, Notification.__table__)
+OPERATOR_ACTION_ROWS = cast(Table, OperatorActionRow.__table__)

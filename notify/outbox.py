@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from sqlalchemy import CursorResult, Executable, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from notify.db import DELIVERY_LOGS, DUE_STATUSES, DeliveryLog, Notification, Status, UTCDateTime
 
@@ -249,30 +250,35 @@ def redrive(
     channel: str | None = None,
     ids: Sequence[int] = (),
     dry_run: bool = False,
+    where: Sequence[ColumnElement[bool]] = (),
+    note: str = "",
 ) -> int:
-    """An operator's decision: put rows in `status` back in the queue, due now.
+    """Put rows in `status` back in the queue, due now: the statement under an operator's redrive.
 
+    Unrecorded and unguarded: operators go through notify.actions.redrive, which filters, records
+    the redrive under an id and refuses `unknown` or `failed_permanent` without being told.
     `unknown` rows may already have reached the provider; redriving them can send twice, which
-    is why nothing does it automatically.
+    is why nothing does it automatically. `where` narrows further; `note` ends the decision.
     """
     if status not in REDRIVABLE:
         raise ValueError(f"status must be one of {', '.join(REDRIVABLE)}")
-    where = [LOGS.c.status == status]
+    conditions = [LOGS.c.status == status, *where]
     if channel:
-        where.append(LOGS.c.channel == channel)
+        conditions.append(LOGS.c.channel == channel)
     if ids:
-        where.append(LOGS.c.id.in_(ids))
+        conditions.append(LOGS.c.id.in_(ids))
     if dry_run:
-        return int(session.scalar(select(func.count()).where(*where)) or 0)
+        return int(session.scalar(select(func.count()).where(*conditions)) or 0)
+    suffix = f" | redriven from {status}" + (f" ({note})" if note else "")
     statement = (
         update(LOGS)
-        .where(*where)
+        .where(*conditions)
         .values(
             status=Status.pending.value,
             next_attempt_at=now,
             lease_owner=None,
             lease_expires_at=None,
-            decision=func.substr(LOGS.c.decision + f" | redriven from {status}", 1, 300),
+            decision=func.substr(LOGS.c.decision + suffix, 1, 300),
         )
     )
     return _rowcount(session, statement)

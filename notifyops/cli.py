@@ -14,7 +14,21 @@ import traceback
 
 import typer
 
-from notifyops.commands import audit, config, db, demo, recipients, redrive, send, serve, templates
+from notifyops.commands import (
+    actions,
+    audit,
+    config,
+    db,
+    demo,
+    inbox,
+    purge,
+    recipients,
+    redrive,
+    send,
+    serve,
+    suppressions,
+    templates,
+)
 from notifyops.console import EXIT_BAD_INPUT, EXIT_PARTIAL, fail_line
 from notifyops.prefect_env import apply_defaults
 
@@ -31,11 +45,15 @@ app.add_typer(recipients.app, name="recipients")
 app.add_typer(templates.app, name="templates")
 app.add_typer(audit.app, name="audit")
 app.add_typer(audit.alarms_app, name="alarms")
+app.add_typer(suppressions.app, name="suppressions")
+app.add_typer(inbox.app, name="inbox")
 app.command("send")(send.send)
 app.command("deliver")(send.deliver)
 app.command("test-email")(send.test_email)
 app.command("health")(audit.health_command)
 app.command("redrive")(redrive.redrive_command)
+app.command("purge")(purge.purge_command)
+app.command("actions")(actions.actions_command)
 app.command("serve")(serve.serve)
 app.command("config")(config.config)
 app.command("demo")(demo.demo)

@@ -19,6 +19,17 @@ EXPECTED = {
     "loop-detection",
     "failure-summary",
     "health",
+    "purge-deliveries",
+    "redrive-deliveries",
+    "mute-recipient",
+    "unmute-recipient",
+}
+AD_HOC = {
+    "dispatch-notifications",
+    "purge-deliveries",
+    "redrive-deliveries",
+    "mute-recipient",
+    "unmute-recipient",
 }
 
 
@@ -54,6 +65,10 @@ def _properties(schema: dict[str, Any], model: str) -> dict[str, Any]:
         ("flows/monitoring.py:loop_detection_flow", "LoopParams"),
         ("flows/monitoring.py:failure_summary_flow", "FailureParams"),
         ("flows/monitoring.py:health_flow", "CheckParams"),
+        ("flows/actions.py:purge_flow", "PurgeParams"),
+        ("flows/actions.py:redrive_flow", "RedriveParams"),
+        ("flows/actions.py:mute_flow", "MuteParams"),
+        ("flows/actions.py:unmute_flow", "UnmuteParams"),
     ],
 )
 def test_parameter_forms_have_descriptions_and_bounds(entrypoint: str, model: str) -> None:
@@ -77,7 +92,16 @@ def test_bad_parameters_are_refused_with_the_field_named() -> None:
 
 def test_serve_builds_every_scheduled_deployment_with_its_schedules() -> None:
     served = [to_served(spec) for spec in scheduled(SPECS)]
-    assert {d.name for d in served} == EXPECTED - {"dispatch-notifications"}
+    assert {d.name for d in served} == EXPECTED - AD_HOC
     digest = next(d for d in served if d.name == "failure-summary")
     assert len(digest.schedules) == 2
     assert {s.parameters["params"]["digest"] for s in digest.schedules} == {True, False}
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if s["name"] in AD_HOC], ids=lambda s: s["name"])
+def test_actions_are_ad_hoc_and_change_data_only_when_asked(spec: dict[str, Any]) -> None:
+    assert not spec.get("schedules"), "actions run from the UI or the CLI, never on a schedule"
+    schema = parameter_schema(load_flow(spec["entrypoint"])).model_dump()
+    for model in schema.get("definitions", {}).values():
+        if "apply" in model.get("properties", {}):
+            assert model["properties"]["apply"]["default"] is False, "a dry run by default"

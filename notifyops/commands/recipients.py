@@ -1,4 +1,4 @@
-"""`notifyops recipients`: import a roster, list who is on it."""
+"""`notifyops recipients`: import a roster, list who is on it, mute and unmute a channel."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from notifyops.action_output import ACTOR
 from notifyops.console import EXIT_PARTIAL, out, print_json, table
 
 if TYPE_CHECKING:
@@ -14,10 +15,12 @@ if TYPE_CHECKING:
     from notify.roster import ParsedRoster
 
 app = typer.Typer(
-    help="Recipients: import a roster (CSV or JSON Lines) and list it.", no_args_is_help=True
+    help="Recipients: import a roster (CSV or JSON Lines), list it, mute and unmute a channel.",
+    no_args_is_help=True,
 )
 
 JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output.")
+DRY_RUN = typer.Option(False, "--dry-run", help="Only say what would change.")
 
 
 @app.command("import")
@@ -109,3 +112,70 @@ def _recipient_view(r: Recipient) -> dict[str, object]:
         "receive_sms": r.receive_sms,
         "quiet_hours": quiet,
     }
+
+
+@app.command("mute")
+def mute_command(
+    recipient: str = typer.Argument(..., help="External id, e.g. technician:123."),
+    channel: str = typer.Option(..., help="email or sms."),
+    hours: float = typer.Option(24.0, help="How long the mute lasts, in hours."),
+    reason: str = typer.Option(..., help="Why (kept with the mute)."),
+    title: str | None = typer.Option(None, help="Only notifications with this title (a loop)."),
+    dry_run: bool = DRY_RUN,
+    actor: str | None = ACTOR,
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Stop one channel for one recipient for a while (a suppression, like a loop mute).
+
+    The enqueue policy skips a muted channel ("phone number suppressed"); muting again while an
+    equal or longer mute is active adds nothing.
+    """
+    from notify.actions.audit_trail import Actor
+    from notify.actions.suppressions import MuteRequest, mute
+    from notify.bootstrap import runtime
+    from notify.db import transaction, utcnow
+    from notifyops.action_output import show
+    from notifyops.params import build
+
+    request = build(
+        MuteRequest, recipient=recipient, channel=channel, hours=hours, reason=reason, title=title
+    )
+    with transaction(runtime().engine()) as session:
+        result = mute(
+            session=session,
+            request=request,
+            now=utcnow(),
+            actor=Actor.from_cli(actor),
+            apply=not dry_run,
+        )
+    until = f"{result.suppression.until:%Y-%m-%d %H:%M} UTC"
+    done = "already muted" if not result.created else "would be muted" if dry_run else "muted"
+    show(result, as_json=json_output, summary=f"{recipient} {done} on {channel} until {until}")
+
+
+@app.command("unmute")
+def unmute_command(
+    recipient: str = typer.Argument(..., help="External id, e.g. technician:123."),
+    channel: str | None = typer.Option(None, help="email or sms (default: both)."),
+    title: str | None = typer.Option(None, help="Only the mute of this title."),
+    reason: str = typer.Option("", help="Why (added to each lifted mute)."),
+    dry_run: bool = DRY_RUN,
+    actor: str | None = ACTOR,
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """End a recipient's active mutes, manual or automatic (loop); nothing is deleted."""
+    from notify.actions.audit_trail import Actor
+    from notify.actions.suppressions import UnmuteRequest, unmute
+    from notify.bootstrap import runtime
+    from notify.db import transaction, utcnow
+    from notifyops.action_output import show
+    from notifyops.params import build
+
+    request = build(UnmuteRequest, recipient=recipient, channel=channel, title=title, reason=reason)
+    with transaction(runtime().engine()) as session:
+        result = unmute(session=session, request=request, now=utcnow(), actor=Actor.from_cli(actor))
+    show(
+        result,
+        as_json=json_output,
+        summary=f"{len(result.lifted)} mute(s) of {recipient} lifted",
+    )

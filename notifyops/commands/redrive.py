@@ -1,47 +1,77 @@
-"""`notifyops redrive`: put unknown or failed delivery rows back in the queue."""
+"""`notifyops redrive`: failed delivery rows back in the queue, filtered, once per redrive id."""
 
 from __future__ import annotations
 
 import typer
 
-from notifyops.console import out, print_json
+from notifyops.action_output import ACTOR, JSON, YES, parse_moment, show
 
 
 def redrive_command(
-    status: str = typer.Option(
-        "unknown", help="Rows to redrive: unknown, failed, failed_permanent or pending_retry."
+    status: list[str] = typer.Option(
+        ["failed"],
+        "--status",
+        help="Rows to redrive (repeatable): failed (default), pending_retry, failed_permanent "
+        "(needs --error-code), unknown (needs --allow-unknown).",
+    ),
+    allow_unknown: bool = typer.Option(
+        False, "--allow-unknown", help="Allow `unknown` rows: the provider may have them already."
+    ),
+    error_code: list[str] = typer.Option(
+        [], "--error-code", help="Only this error code (repeatable)."
+    ),
+    error_class: list[str] = typer.Option(
+        [], "--error-class", help="Only this error class (repeatable): transient, quota, config..."
     ),
     channel: str | None = typer.Option(None, help="Only email or sms."),
+    template: str | None = typer.Option(None, help="Only this template."),
+    recipient: str | None = typer.Option(None, help="Only this recipient (external id)."),
+    since: str | None = typer.Option(None, help="Only rows created since: 24h, or an ISO time."),
+    until: str | None = typer.Option(None, help="Only rows created before: 1h, or an ISO time."),
     row_id: list[int] = typer.Option([], "--id", help="Only these delivery_logs ids (repeatable)."),
-    yes: bool = typer.Option(False, "--yes", help="Do it (without it, only count)."),
-    json_output: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    redrive_id: str | None = typer.Option(
+        None, "--redrive-id", help="Name this redrive (default: from its filters)."
+    ),
+    yes: bool = YES,
+    actor: str | None = ACTOR,
+    json_output: bool = JSON,
 ) -> None:
-    """Put unknown or failed delivery rows back in the queue (an operator's decision).
+    """Put failed delivery rows back in the queue (an operator's decision).
 
-    `unknown` rows may already have reached the provider: check the provider's delivery logs
-    first, since redriving them can send a message twice. Without --yes it only counts.
+    Without --yes it only counts, grouped by error, and shows a sample. A redrive is recorded
+    under its id: the same redrive run again changes nothing (pass a new --redrive-id to redrive
+    the same rows again). `unknown` rows may already have reached the provider: check the
+    provider's delivery logs first, since redriving them can send a message twice.
     """
+    from notify.actions.audit_trail import Actor
+    from notify.actions.redrive import RedriveRequest, redrive
     from notify.bootstrap import runtime
     from notify.db import transaction, utcnow
-    from notify.errors import InputError
-    from notify.outbox import REDRIVABLE, redrive
+    from notifyops.params import build
 
-    if status not in REDRIVABLE:
-        raise InputError(f"--status: must be one of {', '.join(REDRIVABLE)}")
-    if channel not in (None, "email", "sms"):
-        raise InputError("--channel: must be email or sms")
+    request = build(
+        RedriveRequest,
+        statuses=list(status),
+        allow_unknown=allow_unknown,
+        error_codes=list(error_code),
+        error_classes=list(error_class),
+        channel=channel,
+        template=template,
+        recipient=recipient,
+        created_after=parse_moment(since, "--since"),
+        created_before=parse_moment(until, "--until"),
+        ids=list(row_id),
+        redrive_id=redrive_id,
+    )
     with transaction(runtime().engine()) as session:
-        count = redrive(
-            session=session,
-            status=status,
-            now=utcnow(),
-            channel=channel,
-            ids=row_id,
-            dry_run=not yes,
+        result = redrive(
+            session=session, request=request, now=utcnow(), actor=Actor.from_cli(actor), apply=yes
         )
-    if json_output:
-        print_json({"status": status, "rows": count, "redriven": yes})
-    elif yes:
-        out.print(f"{count} {status} row(s) back to pending; `notifyops deliver` sends them")
+    skipped = f"; {result.already_redriven} already redriven by {result.redrive_id}"
+    if yes:
+        summary = (
+            f"{result.redriven} row(s) back to pending{skipped}; `notifyops deliver` sends them"
+        )
     else:
-        out.print(f"{count} {status} row(s) would be redriven; add --yes to do it")
+        summary = f"{result.matched} row(s) would be redriven{skipped}; add --yes to do it"
+    show(result, as_json=json_output, summary=summary, warnings=result.warnings)

@@ -1,0 +1,126 @@
+"""The runbook's resolution steps as flows, run ad hoc from the Prefect UI (no schedules):
+
+    purge-deliveries     stale pending / pending_retry rows become `purged` (dry run by default)
+    redrive-deliveries   failed rows back in the queue, once per redrive id (dry run by default)
+    mute-recipient       a time-limited suppression of one recipient's channel (dry run by default)
+    unmute-recipient     end a recipient's active suppressions (dry run by default)
+
+Each records who ran it (this flow run and its deployment, plus the form's `operator`) in
+`operator_actions`, and leaves an artifact saying what was done and by which run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import deployment, flow_run
+
+from flows.action_params import MuteParams, PurgeParams, RedriveParams, UnmuteParams
+from notify.actions.audit_trail import Actor
+from notify.actions.purge import PurgeRequest, PurgeResult
+from notify.actions.redrive import RedriveRequest, RedriveResult
+from notify.actions.suppressions import MuteRequest, MuteResult, UnmuteRequest, UnmuteResult
+from notify.actions.view import action_markdown
+from tasks.actions import run_mute, run_purge, run_redrive, run_unmute
+
+_FORM_ONLY = {"apply", "operator"}
+
+
+def _actor(operator: str | None) -> Actor:
+    run_id = str(flow_run.id) if flow_run.id else None
+    return Actor.from_flow(flow_run_id=run_id, deployment_name=deployment.name, operator=operator)
+
+
+def _artifact(key: str, title: str, body: dict[str, Any], notes: list[str]) -> None:
+    create_markdown_artifact(
+        markdown=action_markdown(title, body, notes), key=key, description=title
+    )
+
+
+@flow(
+    name="purge-deliveries",
+    description="Emergency only: mark stale pending / pending_retry rows older than the given "
+    "age `purged` (final, never sent), filtered by channel, template, priority, recipient. "
+    "A dry run unless `apply`.",
+)
+def purge_flow(params: PurgeParams) -> PurgeResult:
+    request = PurgeRequest.model_validate(params.model_dump(exclude=_FORM_ONLY))
+    result = run_purge(request, _actor(params.operator), params.apply)
+    verb = "purged" if result.applied else "would purge (dry run)"
+    title = (
+        f"Purge: {verb} {result.matched} row(s) created before {result.cutoff:%Y-%m-%d %H:%M} UTC"
+    )
+    _artifact(
+        "purge-deliveries",
+        title,
+        result.model_dump(mode="json"),
+        _by(result.actor, result.action_id),
+    )
+    get_run_logger().info("%s; operator action %s", title, result.action_id)
+    return result
+
+
+@flow(
+    name="redrive-deliveries",
+    description="Put failed rows back in the queue, filtered by status, error class and code, "
+    "channel, template, recipient and time; `unknown` only with allow_unknown (may send twice), "
+    "`failed_permanent` only for named error codes. Once per redrive id. A dry run unless `apply`.",
+)
+def redrive_flow(params: RedriveParams) -> RedriveResult:
+    request = RedriveRequest.model_validate(params.model_dump(exclude=_FORM_ONLY))
+    result = run_redrive(request, _actor(params.operator), params.apply)
+    logger = get_run_logger()
+    for warning in result.warnings:
+        logger.warning(warning)
+    verb = "redrove" if result.applied else "would redrive (dry run)"
+    count = result.redriven if result.applied else result.matched
+    title = f"Redrive {result.redrive_id}: {verb} {count} row(s)"
+    notes = [*result.warnings, *_by(result.actor, result.action_id)]
+    _artifact("redrive-deliveries", title, result.model_dump(mode="json"), notes)
+    logger.info("%s (%d already redriven by this id)", title, result.already_redriven)
+    return result
+
+
+@flow(
+    name="mute-recipient",
+    description="Suppress one channel of one recipient for some hours (the same records loop "
+    "detection's automatic mute writes); the enqueue policy skips a suppressed channel.",
+)
+def mute_flow(params: MuteParams) -> MuteResult:
+    request = MuteRequest.model_validate(params.model_dump(exclude=_FORM_ONLY))
+    result = run_mute(request, _actor(params.operator), params.apply)
+    s = result.suppression
+    done = "already muted" if not result.created else "muted" if result.applied else "to be muted"
+    done += "" if result.applied else " (dry run)"
+    title = f"Mute: {request.recipient} {done} on {s.channel} until {s.until:%Y-%m-%d %H:%M} UTC"
+    _artifact(
+        "mute-recipient", title, result.model_dump(mode="json"), _by(result.actor, result.action_id)
+    )
+    get_run_logger().info(title)
+    return result
+
+
+@flow(
+    name="unmute-recipient",
+    description="End the active suppressions of one recipient (one channel or both, optionally "
+    "only one title's loop mute); nothing is deleted.",
+)
+def unmute_flow(params: UnmuteParams) -> UnmuteResult:
+    request = UnmuteRequest.model_validate(params.model_dump(exclude=_FORM_ONLY))
+    result = run_unmute(request, _actor(params.operator), params.apply)
+    verb = "lifted" if result.applied else "would be lifted (dry run)"
+    title = f"Unmute: {len(result.lifted)} suppression(s) of {request.recipient} {verb}"
+    _artifact(
+        "unmute-recipient",
+        title,
+        result.model_dump(mode="json"),
+        _by(result.actor, result.action_id),
+    )
+    get_run_logger().info(title)
+    return result
+
+
+def _by(actor: str, action_id: int) -> list[str]:
+    return [f"run by {actor}; recorded as operator action {action_id}"]

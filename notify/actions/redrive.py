@@ -1,0 +1,223 @@
+"""Redrive (runbook sections 1 and 5): failed rows back in the queue, filtered, recorded under a
+redrive id so the same redrive run again changes nothing.
+
+Guards: `unknown` rows (a worker died mid-send; the provider may have them) only with
+`allow_unknown`, and the result carries a warning that they may be sent twice; `failed_permanent`
+rows only for named error codes (a permanent failure is redriven because its cause was fixed).
+
+The redrive id defaults to a digest of the filters other than the time range (status, error
+class and code, channel, template, priority, recipient, ids): a row is redriven at most once per
+id, so re-running a redrive (a retried flow run, the same command twice) after its rows failed
+again does nothing; pass a new `redrive_id` to redrive them again on purpose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import and_, exists, func, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from notify.actions.audit_trail import Actor, record_action
+from notify.actions.selection import (
+    DL,
+    ROWS,
+    RowFilters,
+    RowSample,
+    conditions,
+    count_rows,
+    sample_rows,
+    take_rows,
+    taken_by,
+)
+from notify.db import OperatorAction
+from notify.outbox import REDRIVABLE
+from notify.outbox import redrive as requeue
+
+RedriveStatus = Literal["failed", "failed_permanent", "unknown", "pending_retry"]
+UNKNOWN_WARNING = (
+    "unknown rows may already have reached the provider: redriving them can send a message "
+    "twice; check the SES events / SNS delivery-status logs first"
+)
+TOP_GROUPS = 20
+
+
+def _failed_only() -> list[RedriveStatus]:
+    return ["failed"]
+
+
+class RedriveRequest(RowFilters):
+    """Which failed rows to put back in the queue."""
+
+    statuses: list[RedriveStatus] = Field(
+        default_factory=_failed_only,
+        min_length=1,
+        description="Statuses to redrive: failed, pending_retry, failed_permanent (needs "
+        "error_codes), unknown (needs allow_unknown)",
+    )
+    allow_unknown: bool = Field(
+        False,
+        description="Allow `unknown` rows, which the provider may already have (may send twice)",
+    )
+    error_codes: list[str] = Field(
+        default_factory=list, description="Only these error codes, e.g. Throttling"
+    )
+    error_classes: list[str] = Field(
+        default_factory=list, description="Only these error classes: transient, quota, config, ..."
+    )
+    ids: list[int] = Field(default_factory=list, description="Only these delivery_logs ids")
+    redrive_id: str | None = Field(
+        None,
+        max_length=100,
+        description="Names this redrive (default: from its filters); the same id never redrives "
+        "a row twice",
+    )
+
+    @field_validator("statuses")
+    @classmethod
+    def _unique(cls, value: list[RedriveStatus]) -> list[RedriveStatus]:
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _guards(self) -> RedriveRequest:
+        if "unknown" in self.statuses and not self.allow_unknown:
+            raise ValueError(
+                "statuses: unknown needs allow_unknown (--allow-unknown): " + UNKNOWN_WARNING
+            )
+        if "failed_permanent" in self.statuses and not self.error_codes:
+            raise ValueError(
+                "statuses: failed_permanent needs the error code(s) whose cause was fixed "
+                "(--error-code CODE)"
+            )
+        return self
+
+    def key(self) -> str:
+        """The redrive id: the one given, else a digest of the filters (time range left out)."""
+        if self.redrive_id:
+            return self.redrive_id
+        shape = self.model_dump(
+            mode="json", exclude={"created_after", "created_before", "redrive_id"}
+        )
+        shape = {k: sorted(v) if isinstance(v, list) else v for k, v in shape.items()}
+        digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+        return f"rd-{digest[:12]}"
+
+
+class ErrorGroup(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    status: str
+    error_class: str | None
+    error_code: str | None
+    rows: int
+
+
+class RedriveResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    redrive_id: str
+    action_id: int
+    applied: bool
+    actor: str
+    matched: int  # rows the filters match that this redrive id has not redriven yet
+    already_redriven: int  # rows the filters match that this redrive id redrove before
+    redriven: int
+    by_error: list[ErrorGroup]
+    sample: list[RowSample]
+    warnings: list[str]
+
+
+def redrive(
+    *, session: Session, request: RedriveRequest, now: datetime, actor: Actor, apply: bool
+) -> RedriveResult:
+    """Count (and with `apply`, requeue) the rows the request matches, once per redrive id."""
+    key = request.key()
+    base = _where(session, request)
+    fresh = [*base, ~_redriven_under(key)]
+    matched = count_rows(session, fresh)
+    already = count_rows(session, base) - matched
+    groups = _by_error(session, fresh)
+    sample = sample_rows(session, fresh)
+    filters = request.model_dump(mode="json", exclude_none=True)
+    record = record_action(
+        session=session,
+        actor=actor,
+        action="redrive",
+        now=now,
+        applied=apply,
+        filters=filters,
+        key=key,
+    )
+    redriven = _apply(session, record.id, fresh, request, now, key) if apply else 0
+    record.counts = {"matched": matched, "already_redriven": already, "redriven": redriven}
+    return RedriveResult(
+        redrive_id=key,
+        action_id=record.id,
+        applied=apply,
+        actor=actor.describe(),
+        matched=matched,
+        already_redriven=already,
+        redriven=redriven,
+        by_error=groups,
+        sample=sample,
+        warnings=[UNKNOWN_WARNING] if "unknown" in request.statuses else [],
+    )
+
+
+def _where(session: Session, request: RedriveRequest) -> list[ColumnElement[bool]]:
+    where = conditions(session, request, [s for s in request.statuses if s in REDRIVABLE])
+    if request.error_codes:
+        where.append(DL.c.error_code.in_(request.error_codes))
+    if request.error_classes:
+        where.append(DL.c.error_class.in_(request.error_classes))
+    if request.ids:
+        where.append(DL.c.id.in_(request.ids))
+    return where
+
+
+def _redriven_under(key: str) -> ColumnElement[bool]:
+    """The row was redriven by an applied redrive with this id."""
+    return exists(
+        select(ROWS.c.delivery_log_id)
+        .join(OperatorAction, OperatorAction.id == ROWS.c.action_id)
+        .where(
+            ROWS.c.delivery_log_id == DL.c.id,
+            and_(OperatorAction.key == key, OperatorAction.action == "redrive"),
+        )
+    )
+
+
+def _by_error(session: Session, where: Sequence[ColumnElement[bool]]) -> list[ErrorGroup]:
+    count = func.count()
+    columns = (DL.c.status, DL.c.error_class, DL.c.error_code)
+    query = (
+        select(*columns, count)
+        .where(*where)
+        .group_by(*columns)
+        .order_by(count.desc(), *columns)
+        .limit(TOP_GROUPS)
+    )
+    names = ("status", "error_class", "error_code", "rows")
+    return [ErrorGroup(**dict(zip(names, row, strict=True))) for row in session.execute(query)]
+
+
+def _apply(
+    session: Session,
+    action_id: int,
+    where: Sequence[ColumnElement[bool]],
+    request: RedriveRequest,
+    now: datetime,
+    key: str,
+) -> int:
+    take_rows(session, action_id, where)
+    note = f"redrive {key}, operator action {action_id}"
+    return sum(
+        requeue(session=session, status=status, now=now, where=[taken_by(action_id)], note=note)
+        for status in request.statuses
+    )

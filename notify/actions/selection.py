@@ -1,0 +1,200 @@
+"""Which delivery rows an action is about: filters shared by purge and redrive, the counts per
+filter value a dry run prints, a masked sample, and the rows an applied action changed.
+
+Every condition is on `delivery_logs` itself (notification and recipient filters are IN
+subqueries), so the row-locking select of an applied action locks delivery rows only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import Select, func, insert, literal, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from notify.db import (
+    DELIVERY_LOGS,
+    NOTIFICATIONS,
+    OPERATOR_ACTION_ROWS,
+    Channel,
+    Recipient,
+)
+from notify.errors import InputError
+from notify.masking import mask_address
+from notify.settings import Priority
+
+SAMPLE_ROWS = 10
+TOP_VALUES = 20
+DL, N, ROWS = DELIVERY_LOGS, NOTIFICATIONS, OPERATOR_ACTION_ROWS
+
+
+class RowFilters(BaseModel):
+    """Narrow an action to some delivery rows; every filter left empty matches all."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel: Channel | None = Field(None, description="Only email or sms")
+    template: str | None = Field(None, max_length=100, description="Only this template name")
+    priority: Priority | None = Field(None, description="Only low, normal, high or urgent")
+    recipient: str | None = Field(
+        None, max_length=128, description="Only this recipient (external id, e.g. technician:123)"
+    )
+    created_after: datetime | None = Field(
+        None, description="Only rows created at or after this time (ISO 8601 with a zone)"
+    )
+    created_before: datetime | None = Field(
+        None, description="Only rows created before this time (ISO 8601 with a zone)"
+    )
+
+    @field_validator("created_after", "created_before")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("needs a time zone, e.g. 2026-11-30T08:00:00+00:00")
+        return value
+
+
+class RowSample(BaseModel):
+    """One matching row as a dry run shows it (address masked)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    channel: str
+    status: str
+    template: str
+    priority: str
+    recipient: str
+    address_masked: str | None
+    created_at: datetime
+    error_class: str | None
+    error_code: str | None
+
+
+def conditions(
+    session: Session, filters: RowFilters, statuses: Sequence[str]
+) -> list[ColumnElement[bool]]:
+    """WHERE clauses on delivery_logs; InputError for a recipient nobody has."""
+    where: list[ColumnElement[bool]] = [DL.c.status.in_(list(statuses))]
+    if filters.channel:
+        where.append(DL.c.channel == filters.channel.value)
+    if filters.created_after:
+        where.append(DL.c.created_at >= filters.created_after)
+    if filters.created_before:
+        where.append(DL.c.created_at < filters.created_before)
+    on_notification = _notification_conditions(session, filters)
+    if on_notification:
+        where.append(DL.c.notification_id.in_(select(N.c.id).where(*on_notification)))
+    return where
+
+
+def _notification_conditions(session: Session, filters: RowFilters) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if filters.template:
+        where.append(N.c.template_name == filters.template)
+    if filters.priority:
+        where.append(N.c.priority == filters.priority.value)
+    if filters.recipient:
+        where.append(N.c.recipient_id == recipient_id(session, filters.recipient))
+    return where
+
+
+def recipient_id(session: Session, external_id: str) -> int:
+    found = session.scalar(select(Recipient.id).where(Recipient.external_id == external_id))
+    if found is None:
+        raise InputError(
+            f"recipient {external_id!r} is not known (see `notifyops recipients list`)"
+        )
+    return int(found)
+
+
+_DIMENSIONS: dict[str, Any] = {
+    "channel": DL.c.channel,
+    "status": DL.c.status,
+    "template": N.c.template_name,
+    "priority": N.c.priority,
+    "recipient": Recipient.external_id,
+}
+
+
+def _joined(*columns: Any) -> Select[Any]:
+    return (
+        select(*columns)
+        .select_from(DL)
+        .join(N, N.c.id == DL.c.notification_id)
+        .join(Recipient, Recipient.id == N.c.recipient_id)
+    )
+
+
+def counts_by_value(
+    session: Session, where: Sequence[ColumnElement[bool]], dimensions: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """{dimension: {value: rows}}, the largest first (at most TOP_VALUES values each)."""
+    return {name: _top(session, _DIMENSIONS[name], where) for name in dimensions}
+
+
+def _top(session: Session, column: Any, where: Sequence[ColumnElement[bool]]) -> dict[str, int]:
+    count = func.count()
+    query = (
+        _joined(column, count)
+        .where(*where)
+        .group_by(column)
+        .order_by(count.desc(), column)
+        .limit(TOP_VALUES)
+    )
+    return {str(value): int(n) for value, n in session.execute(query)}
+
+
+def count_rows(session: Session, where: Sequence[ColumnElement[bool]]) -> int:
+    return int(session.scalar(select(func.count()).select_from(DL).where(*where)) or 0)
+
+
+def sample_rows(session: Session, where: Sequence[ColumnElement[bool]]) -> list[RowSample]:
+    query = (
+        _joined(DL, N.c.template_name, N.c.priority, Recipient.external_id)
+        .add_columns(Recipient.email, Recipient.phone)
+        .where(*where)
+        .order_by(DL.c.id)
+        .limit(SAMPLE_ROWS)
+    )
+    return [_sample(row) for row in session.execute(query)]
+
+
+def _sample(row: Any) -> RowSample:
+    sms = row.channel == Channel.sms.value  # the row's address, else the recipient's
+    address = (row.recipient_phone or row.phone) if sms else (row.recipient_email or row.email)
+    return RowSample(
+        id=row.id,
+        channel=row.channel,
+        status=row.status,
+        template=row.template_name,
+        priority=row.priority,
+        recipient=row.external_id,
+        address_masked=mask_address(address),
+        created_at=row.created_at,
+        error_class=row.error_class,
+        error_code=row.error_code,
+    )
+
+
+def take_rows(session: Session, action_id: int, where: Sequence[ColumnElement[bool]]) -> int:
+    """Record the matching rows (and their status) under `action_id`, locking them on
+    PostgreSQL until the action's transaction ends; returns how many."""
+    chosen = select(literal(action_id), DL.c.id, DL.c.status).where(*where).with_for_update()
+    statement = insert(ROWS).from_select(["action_id", "delivery_log_id", "from_status"], chosen)
+    session.execute(statement)
+    return count_taken(session, action_id)
+
+
+def count_taken(session: Session, action_id: int) -> int:
+    query = select(func.count()).select_from(ROWS).where(ROWS.c.action_id == action_id)
+    return int(session.scalar(query) or 0)
+
+
+def taken_by(action_id: int) -> ColumnElement[bool]:
+    """delivery_logs rows recorded under this action."""
+    return DL.c.id.in_(select(ROWS.c.delivery_log_id).where(ROWS.c.action_id == action_id))

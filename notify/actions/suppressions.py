@@ -1,0 +1,273 @@
+"""Mute, unmute and list suppressions (runbook section 2, "Temporarily disable SMS for affected
+users"): the same `suppressions` records loop detection's automatic mute writes, which the
+enqueue policy already honours (a suppressed channel is skipped: "phone number suppressed").
+
+A mute suppresses a recipient's current address on one channel (all titles, or one title like a
+loop mute) until a time; muting again while an equal or longer mute is active adds nothing.
+Unmuting ends the active suppressions of that address and channel now (their `until` becomes
+now and the reason says who lifted them); nothing is deleted. Both leave an operator action.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy.orm import Session
+
+from notify.actions.audit_trail import Actor, record_action
+from notify.db import Channel, Recipient, Suppression
+from notify.errors import InputError
+from notify.masking import mask_address
+
+REASON_MAX_CHARS = 300
+LIST_LIMIT = 200
+
+
+class MuteRequest(BaseModel):
+    """Stop one channel for one recipient for a while."""
+
+    model_config = ConfigDict(frozen=True)
+
+    recipient: str = Field(
+        ..., min_length=1, max_length=128, description="External id, e.g. technician:123"
+    )
+    channel: Channel = Field(..., description="email or sms")
+    hours: float = Field(24.0, gt=0, le=24 * 366, description="How long the mute lasts")
+    reason: str = Field(..., min_length=1, max_length=200, description="Why (kept with the mute)")
+    title: str | None = Field(
+        None, max_length=300, description="Only notifications with this title (like a loop mute)"
+    )
+
+
+class UnmuteRequest(BaseModel):
+    """End the active mutes of one recipient."""
+
+    model_config = ConfigDict(frozen=True)
+
+    recipient: str = Field(
+        ..., min_length=1, max_length=128, description="External id, e.g. technician:123"
+    )
+    channel: Channel | None = Field(None, description="email or sms (empty: both)")
+    title: str | None = Field(None, max_length=300, description="Only the mute of this title")
+    reason: str = Field("", max_length=200, description="Why (added to each lifted mute)")
+
+
+class SuppressionView(BaseModel):
+    """A suppression as `suppressions list` shows it (address masked)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int | None  # None: a dry run's mute, not stored
+    recipients: list[str]  # external ids whose current address it is
+    channel: str
+    address_masked: str | None
+    title: str | None
+    reason: str
+    until: datetime | None
+    created_at: datetime
+    active: bool
+
+
+class MuteResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    action_id: int
+    actor: str
+    applied: bool
+    created: bool  # (would be) added; False: an equal or longer mute was already active
+    suppression: SuppressionView
+
+
+class UnmuteResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    action_id: int
+    actor: str
+    applied: bool
+    lifted: list[SuppressionView]  # (would be) lifted
+
+
+def mute(
+    *, session: Session, request: MuteRequest, now: datetime, actor: Actor, apply: bool = True
+) -> MuteResult:
+    """Add the suppression (without `apply`: say what would be added)."""
+    recipient = _recipient(session, request.recipient)
+    address = _address(recipient, request.channel)
+    until = now + timedelta(hours=request.hours)
+    existing = _covering(session, address, request.channel, request.title, now, until)
+    row = existing or _new(request, address, now, until, actor)
+    if existing is None and apply:
+        session.add(row)
+        session.flush()
+    record = record_action(
+        session=session,
+        actor=actor,
+        action="mute",
+        now=now,
+        applied=apply,
+        filters=request.model_dump(mode="json", exclude_none=True),
+        counts={"suppression_id": row.id, "created": existing is None, "until": until.isoformat()},
+    )
+    return MuteResult(
+        action_id=record.id,
+        actor=actor.describe(),
+        applied=apply,
+        created=existing is None,
+        suppression=_view(row, [recipient.external_id], now),
+    )
+
+
+def unmute(
+    *, session: Session, request: UnmuteRequest, now: datetime, actor: Actor, apply: bool = True
+) -> UnmuteResult:
+    """End the active suppressions the request names (without `apply`: list them)."""
+    recipient = _recipient(session, request.recipient)
+    channels = [request.channel] if request.channel else list(Channel)
+    rows = [
+        row
+        for channel in channels
+        if (address := _address_or_none(recipient, channel))
+        for row in _active(session, address, channel, request.title, now)
+    ]
+    note = f"; unmuted by {actor.name} at {now:%Y-%m-%d %H:%M} UTC"
+    if request.reason:
+        note += f" ({request.reason})"
+    previous = {row.id: row.until for row in rows}
+    if apply:
+        for row in rows:
+            row.until = now
+            row.reason = (row.reason + note)[:REASON_MAX_CHARS]
+        session.flush()
+    record = record_action(
+        session=session,
+        actor=actor,
+        action="unmute",
+        now=now,
+        applied=apply,
+        filters=request.model_dump(mode="json", exclude_none=True),
+        counts={
+            "lifted": len(rows),
+            "previous_until": {str(k): v.isoformat() if v else None for k, v in previous.items()},
+        },
+    )
+    views = [_view(row, [recipient.external_id], now) for row in rows]
+    return UnmuteResult(action_id=record.id, actor=actor.describe(), applied=apply, lifted=views)
+
+
+def list_suppressions(
+    *,
+    session: Session,
+    now: datetime,
+    recipient: str | None = None,
+    channel: Channel | None = None,
+    include_expired: bool = False,
+    limit: int = LIST_LIMIT,
+) -> list[SuppressionView]:
+    """Suppressions, newest first: active ones unless `include_expired`."""
+    s = Suppression
+    query = select(s).order_by(s.id.desc()).limit(limit)
+    if not include_expired:
+        query = query.where(_is_active(now))
+    if channel:
+        query = query.where(s.channel == channel.value)
+    if recipient:
+        found = _recipient(session, recipient)
+        addresses = [a for a in (found.email, found.phone) if a]
+        query = query.where(s.address.in_(addresses))
+    rows = list(session.scalars(query))
+    owners = _owners(session, {row.address for row in rows})
+    return [_view(row, owners.get(row.address, []), now) for row in rows]
+
+
+def _recipient(session: Session, external_id: str) -> Recipient:
+    found = session.scalar(select(Recipient).where(Recipient.external_id == external_id))
+    if found is None:
+        raise InputError(
+            f"recipient {external_id!r} is not known (see `notifyops recipients list`)"
+        )
+    return found
+
+
+def _address_or_none(recipient: Recipient, channel: Channel) -> str | None:
+    return recipient.phone if channel is Channel.sms else recipient.email
+
+
+def _address(recipient: Recipient, channel: Channel) -> str:
+    address = _address_or_none(recipient, channel)
+    if not address:
+        what = "phone number" if channel is Channel.sms else "email address"
+        raise InputError(f"recipient {recipient.external_id!r} has no {what}: nothing to mute")
+    return address
+
+
+def _is_active(now: datetime) -> ColumnElement[bool]:
+    return or_(Suppression.until.is_(None), Suppression.until > now)
+
+
+def _active(
+    session: Session, address: str, channel: Channel, title: str | None, now: datetime
+) -> list[Suppression]:
+    s = Suppression
+    query = select(s).where(s.address == address, s.channel == channel.value, _is_active(now))
+    if title is not None:
+        query = query.where(s.title == title)
+    return list(session.scalars(query.order_by(s.id)))
+
+
+def _covering(
+    session: Session,
+    address: str,
+    channel: Channel,
+    title: str | None,
+    now: datetime,
+    until: datetime,
+) -> Suppression | None:
+    """An active mute of this address, channel and title lasting at least until `until`."""
+    for row in _active(session, address, channel, None, now):
+        if row.title == title and (row.until is None or row.until >= until):
+            return row
+    return None
+
+
+def _new(
+    request: MuteRequest, address: str, now: datetime, until: datetime, actor: Actor
+) -> Suppression:
+    reason = f"{request.reason} (muted by {actor.name})"
+    return Suppression(
+        address=address,
+        channel=request.channel.value,
+        title=request.title,
+        reason=reason[:REASON_MAX_CHARS],
+        until=until,
+        created_at=now,
+    )
+
+
+def _owners(session: Session, addresses: set[str]) -> dict[str, list[str]]:
+    if not addresses:
+        return {}
+    r = Recipient
+    query = select(r.external_id, r.email, r.phone).where(
+        or_(r.email.in_(addresses), r.phone.in_(addresses))
+    )
+    owners: dict[str, list[str]] = {}
+    for external_id, email, phone in session.execute(query.order_by(r.external_id)):
+        for address in {email, phone} & addresses:
+            owners.setdefault(str(address), []).append(external_id)
+    return owners
+
+
+def _view(row: Suppression, recipients: list[str], now: datetime) -> SuppressionView:
+    return SuppressionView(
+        id=row.id,
+        recipients=recipients,
+        channel=row.channel,
+        address_masked=mask_address(row.address),
+        title=row.title,
+        reason=row.reason,
+        until=row.until,
+        created_at=row.created_at,
+        active=row.until is None or row.until > now,
+    )

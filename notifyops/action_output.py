@@ -1,0 +1,51 @@
+"""How the action commands print: --json as the result's keys, otherwise its facts and tables,
+then one line saying what was (or would be) done; and the shared options and time parsing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import typer
+
+from notifyops.console import err, out, print_json, table
+
+ACTOR = typer.Option(
+    None, "--actor", help="Who is running this, for the audit trail (default: the OS user)."
+)
+YES = typer.Option(False, "--yes", help="Do it (without it: a dry run that only counts).")
+JSON = typer.Option(False, "--json", help="Machine-readable output (stable keys).")
+
+
+def show(result: Any, *, as_json: bool, summary: str, warnings: list[str] | None = None) -> None:
+    for warning in warnings or []:
+        err.print(f"[bold yellow]warning:[/] {warning}")
+    if as_json:
+        print_json(result)
+        return
+    from notify.actions.view import action_view
+
+    shaped = action_view(result.model_dump(mode="json"))
+    out.print(table("Action", ["fact", "value"], shaped.facts))
+    for name, columns, rows in shaped.tables:
+        out.print(table(name, columns, rows))
+    out.print(summary)
+
+
+def parse_moment(text: str | None, option: str) -> datetime | None:
+    """ISO 8601 (UTC if no zone) or a duration back from now: 24h, 90m, 7d."""
+    if text is None:
+        return None
+    from notify.errors import InputError
+    from notifyops.commands.audit import parse_window
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            return datetime.now(UTC) - parse_window(text)
+        except InputError:
+            raise InputError(
+                f"{option}: {text!r} is neither a time (2026-11-30T08:00) nor a duration (24h)"
+            ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

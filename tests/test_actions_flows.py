@@ -1,0 +1,118 @@
+"""The runbook actions end to end: each flow on the shared Prefect harness (who ran it is the flow
+run), and each command in-process (who ran it is --actor), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from prefect.artifacts import Artifact
+from sqlalchemy import Engine
+
+from flows.action_params import MuteParams, PurgeParams, RedriveParams, UnmuteParams
+from flows.actions import mute_flow, purge_flow, redrive_flow, unmute_flow
+from notify.db import utcnow
+from notifyops.cli import main
+from tests.action_rows import OLD, actions, failures, queue, status_of
+from tests.test_dispatch import add_recipients, tech
+
+
+def stale_hours() -> float:
+    """An age that splits the crafted rows as at NOW (they were made for a fixed clock; actions
+    run on the real one): cut off 12 hours after OLD (FRESH is 29 hours after OLD)."""
+    return round((utcnow() - OLD).total_seconds() / 3600 - 12)
+
+
+def test_each_action_flow_records_its_flow_run(flow_env: str, engine: Engine) -> None:
+    queue(engine)
+    dry = purge_flow(PurgeParams(older_than_hours=stale_hours()))
+    assert (dry.matched, dry.purged) == (5, 0)
+    done = purge_flow(PurgeParams(older_than_hours=stale_hours(), apply=True, operator="dana"))
+    assert done.purged == 5 and status_of(engine)[1] == "purged"
+    artifact = Artifact.get("purge-deliveries")
+    assert artifact is not None and "purged 5 row(s)" in str(artifact.data)
+    assert f"recorded as operator action {done.action_id}" in str(artifact.data)
+    assert str(artifact.flow_run_id) in str(artifact.data), "the artifact names the run"
+    assert purge_flow(PurgeParams(older_than_hours=stale_hours(), apply=True)).purged == 0
+    redriven = redrive_flow(RedriveParams(statuses=["failed"], apply=True))
+    assert redriven.redriven == 1 and status_of(engine)[8] == "pending"
+    assert redrive_flow(RedriveParams(statuses=["failed"], apply=True)).redriven == 0
+    mute = MuteParams(recipient="technician:1", channel="sms", hours=2, reason="cost")
+    assert mute_flow(mute).created and not mute_flow(mute).applied, "a dry run by default"
+    assert mute_flow(mute.model_copy(update={"apply": True})).applied
+    lifted = unmute_flow(UnmuteParams(recipient="technician:1", apply=True))
+    assert len(lifted.lifted) == 1
+    trail = actions(engine)
+    assert [a.action for a in trail] == [
+        "purge", "purge", "purge", "redrive", "redrive", "mute", "mute", "mute", "unmute"
+    ]  # fmt: skip
+    assert all(a.flow_run_id for a in trail), "every run is recorded with its flow run id"
+    assert trail[1].actor == "dana via flow-run" and trail[1].applied
+    assert [a.applied for a in trail[:2]] == [False, True]
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, object]]:
+    code = main([*args, "--json"])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out) if code == 0 else {"error": captured.err}
+
+
+def test_purge_and_redrive_commands_count_unless_yes(
+    cli_env: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue(engine)
+    code, dry = run(capsys, "purge", "--older-than", f"{stale_hours()}h", "--channel", "sms")
+    assert code == 0 and dry["matched"] == 3 and dry["purged"] == 0
+    assert dry["counts"]["template"] == {"daily_schedule": 3}  # type: ignore[index]
+    code, done = run(
+        capsys, "purge", "--older-than", f"{stale_hours()}h", "--yes", "--actor", "erin"
+    )
+    assert code == 0 and done["purged"] == 5 and done["actor"] == "erin"
+    code, redrive = run(capsys, "redrive", "--status", "failed", "--yes")
+    assert code == 0 and redrive["redriven"] == 1
+    code, again = run(capsys, "redrive", "--status", "failed", "--yes")
+    assert code == 0 and again["redriven"] == 0
+    assert [a.actor for a in actions(engine)][1] == "erin"
+
+
+def test_redrive_refuses_unknown_and_failed_permanent_unless_told(
+    cli_env: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    failures(engine)
+    code, refused = run(capsys, "redrive", "--status", "unknown")
+    assert code == 2 and "--allow-unknown" in str(refused["error"])
+    code, refused = run(capsys, "redrive", "--status", "failed_permanent")
+    assert code == 2 and "--error-code" in str(refused["error"])
+    code = main(["redrive", "--status", "unknown", "--allow-unknown"])
+    assert code == 0 and "send a message twice" in capsys.readouterr().err
+    code, done = run(
+        capsys,
+        "redrive",
+        "--status",
+        "failed_permanent",
+        "--error-code",
+        "MessageRejected",
+        "--yes",
+    )
+    assert code == 0 and done["redriven"] == 2
+
+
+def test_mute_unmute_suppressions_and_inbox_commands(
+    cli_env: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_recipients(engine, [tech(1)])
+    mute = ["recipients", "mute", "tech:1", "--channel", "sms", "--hours", "24"]
+    code, muted = run(capsys, *mute, "--reason", "runaway SMS")
+    assert code == 0 and muted["created"] is True
+    code, listed = run(capsys, "suppressions", "list")
+    assert code == 0 and [s["recipients"] for s in listed["suppressions"]] == [["tech:1"]]  # type: ignore[union-attr,index]
+    code, lifted = run(capsys, "recipients", "unmute", "tech:1")
+    assert code == 0 and len(lifted["lifted"]) == 1  # type: ignore[arg-type]
+    code, listed = run(capsys, "suppressions", "list")
+    assert listed["suppressions"] == []
+    code, box = run(capsys, "inbox", "tech:1", "--unread")
+    assert code == 0 and box == {"recipient": "tech:1", "unread": 0, "notifications": []}
+    code, marked = run(capsys, "inbox", "mark-read", "tech:1", "--all")
+    assert code == 0 and marked["marked_read"] == 0
+    code, trail = run(capsys, "actions")
+    assert [a["action"] for a in trail["actions"]] == ["unmute", "mute"]  # type: ignore[union-attr,index]

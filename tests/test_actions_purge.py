@@ -1,0 +1,86 @@
+"""Purge (runbook section 4): stale queued rows become `purged`, counted first, recorded always."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine
+
+from notify.actions.audit_trail import Actor
+from notify.actions.purge import PurgeRequest, PurgeResult, purge
+from notify.db import transaction
+from notify.errors import InputError
+from notify.outbox import claim_due, due_count
+from tests.action_rows import NOW, action_rows, actions, decision_of, queue, status_of
+
+ALICE = Actor.from_cli("alice")
+
+
+def run(engine: Engine, apply: bool = False, **filters: object) -> PurgeResult:
+    request = PurgeRequest(older_than_hours=24, **filters)  # type: ignore[arg-type]
+    with transaction(engine) as session:
+        return purge(session=session, request=request, now=NOW, actor=ALICE, apply=apply)
+
+
+def test_a_dry_run_counts_per_filter_value_shows_a_sample_and_changes_nothing(
+    engine: Engine,
+) -> None:
+    queue(engine)
+    before = status_of(engine)
+    result = run(engine)
+    assert (result.matched, result.purged, result.applied) == (5, 0, False)
+    assert result.counts["channel"] == {"sms": 3, "email": 2}
+    assert result.counts["status"] == {"pending": 3, "pending_retry": 2}
+    assert result.counts["template"] == {"daily_schedule": 3, "repair_assigned": 2}
+    assert result.counts["priority"] == {"normal": 3, "high": 2}
+    assert result.counts["recipient"] == {"technician:1": 3, "technician:2": 2}
+    assert [s.id for s in result.sample] == [1, 2, 3, 4, 5]
+    assert result.sample[0].address_masked == "+1555***4567", "addresses only masked"
+    assert status_of(engine) == before
+    (record,) = actions(engine)
+    assert (record.action, record.applied, record.actor) == ("purge", False, "alice")
+    assert record.counts["matched"] == 5
+
+
+def test_purge_marks_only_stale_queued_rows_and_records_each_one(engine: Engine) -> None:
+    queue(engine)
+    result = run(engine, apply=True)
+    assert result.purged == 5
+    assert status_of(engine) == {
+        1: "purged", 2: "purged", 3: "purged", 4: "purged", 5: "purged",
+        6: "pending", 7: "claimed", 8: "failed",
+    }  # fmt: skip
+    assert action_rows(engine, result.action_id) == {
+        1: "pending",
+        2: "pending",
+        3: "pending",
+        4: "pending_retry",
+        5: "pending_retry",
+    }
+    assert decision_of(engine, 1).endswith(f"purged by operator action {result.action_id}")
+    with transaction(engine) as session:
+        assert due_count(session=session, now=NOW) == 1
+        claimed = claim_due(session=session, owner="w2", limit=10, now=NOW, lease=NOW - NOW)
+    assert [row.id for row in claimed] == [6], "a purged row is never claimed"
+
+
+def test_the_same_purge_again_changes_nothing(engine: Engine) -> None:
+    queue(engine)
+    run(engine, apply=True)
+    again = run(engine, apply=True)
+    assert (again.matched, again.purged) == (0, 0)
+    assert [a.counts["purged"] for a in actions(engine)] == [5, 0]
+
+
+def test_filters_narrow_the_purge(engine: Engine) -> None:
+    queue(engine)
+    assert run(engine, channel="email").matched == 2
+    assert run(engine, template="daily_schedule", priority="high").matched == 2
+    result = run(engine, apply=True, recipient="technician:1")
+    assert result.purged == 3
+    assert status_of(engine)[4] == "pending_retry"
+
+
+def test_an_unknown_recipient_is_refused(engine: Engine) -> None:
+    queue(engine)
+    with pytest.raises(InputError, match="technician:404"):
+        run(engine, recipient="technician:404")

@@ -1,0 +1,91 @@
+"""Redrive (runbook sections 1 and 5): filtered, counted first, recorded under an id so the same
+redrive run again changes nothing; `unknown` and `failed_permanent` only when told."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import Engine
+
+from notify.actions.audit_trail import Actor
+from notify.actions.redrive import RedriveRequest, RedriveResult, redrive
+from notify.db import transaction
+from tests.action_rows import NOW, OLD, action_rows, actions, decision_of, failures, set_status
+from tests.action_rows import status_of as statuses
+
+BOB = Actor.from_cli("bob")
+
+
+def run(engine: Engine, apply: bool = False, **filters: object) -> RedriveResult:
+    request = RedriveRequest(**filters)  # type: ignore[arg-type]
+    with transaction(engine) as session:
+        return redrive(session=session, request=request, now=NOW, actor=BOB, apply=apply)
+
+
+def test_a_dry_run_groups_by_error_and_changes_nothing(engine: Engine) -> None:
+    failures(engine)
+    result = run(engine)
+    assert (result.matched, result.redriven, result.applied) == (4, 0, False)
+    assert [(g.error_code, g.rows) for g in result.by_error] == [
+        ("Throttling", 3),
+        ("InternalFailure", 1),
+    ]
+    assert statuses(engine)[1] == "failed"
+    assert actions(engine)[0].key == result.redrive_id
+
+
+def test_redrive_puts_matching_rows_back_due_now_and_records_them(engine: Engine) -> None:
+    failures(engine)
+    result = run(engine, apply=True, error_codes=["Throttling"], channel="sms")
+    assert result.redriven == 3
+    assert [statuses(engine)[i] for i in (1, 2, 3, 7)] == ["pending"] * 3 + ["failed"]
+    assert action_rows(engine, result.action_id) == {1: "failed", 2: "failed", 3: "failed"}
+    assert f"redrive {result.redrive_id}" in decision_of(engine, 1)
+
+
+def test_the_same_redrive_again_changes_nothing_even_after_its_rows_failed_again(
+    engine: Engine,
+) -> None:
+    failures(engine)
+    first = run(engine, apply=True, error_codes=["Throttling"])
+    set_status(engine, [1, 2, 3], "failed")  # delivered again and failed again
+    again = run(engine, apply=True, error_codes=["Throttling"])
+    assert again.redrive_id == first.redrive_id
+    assert (again.matched, again.already_redriven, again.redriven) == (0, 3, 0)
+    assert statuses(engine)[1] == "failed"
+    fresh = run(engine, apply=True, error_codes=["Throttling"], redrive_id="second-try")
+    assert fresh.redriven == 3, "a new redrive id redrives them on purpose"
+
+
+def test_the_time_range_narrows_rows_but_does_not_change_the_redrive_id(engine: Engine) -> None:
+    failures(engine)
+    recent = run(engine, created_after=NOW - timedelta(hours=2))
+    older = run(engine, created_before=OLD + timedelta(minutes=1))
+    assert (recent.matched, older.matched) == (1, 3)
+    assert recent.redrive_id == older.redrive_id
+
+
+def test_unknown_needs_an_explicit_flag_and_warns(engine: Engine) -> None:
+    failures(engine)
+    with pytest.raises(ValidationError, match="allow_unknown"):
+        RedriveRequest(statuses=["unknown"])
+    result = run(engine, apply=True, statuses=["unknown"], allow_unknown=True)
+    assert result.redriven == 1 and statuses(engine)[6] == "pending"
+    assert result.warnings and "twice" in result.warnings[0]
+
+
+def test_failed_permanent_needs_the_error_code_named(engine: Engine) -> None:
+    failures(engine)
+    with pytest.raises(ValidationError, match="error code"):
+        RedriveRequest(statuses=["failed_permanent"])
+    result = run(engine, apply=True, statuses=["failed_permanent"], error_codes=["MessageRejected"])
+    assert result.redriven == 2 and statuses(engine)[4] == "pending"
+
+
+def test_purged_and_sent_rows_are_never_redriven() -> None:
+    with pytest.raises(ValidationError):
+        RedriveRequest(statuses=["purged"])  # type: ignore[list-item]
+    with pytest.raises(ValidationError):
+        RedriveRequest(statuses=["sent"])  # type: ignore[list-item]

@@ -1,0 +1,122 @@
+"""Mute, unmute and the suppressions list (runbook section 2): the same records loop detection
+writes, honoured by the enqueue policy."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from notify.actions.audit_trail import Actor
+from notify.actions.suppressions import (
+    MuteRequest,
+    UnmuteRequest,
+    list_suppressions,
+    mute,
+    unmute,
+)
+from notify.audits.loops import Loop, mute_loops
+from notify.db import Channel, Suppression, transaction
+from notify.errors import InputError
+from notify.settings import Priority, Settings
+from tests.test_dispatch import NOON, add_recipients, send, statuses, tech
+
+CAROL = Actor.from_cli("carol")
+PHONE = "+12065550001"  # tech(1)'s
+
+
+def muted(engine: Engine, **fields: object) -> object:
+    request = MuteRequest(**{"recipient": "tech:1", "channel": "sms", "reason": "loop"} | fields)  # type: ignore[arg-type]
+    with transaction(engine) as session:
+        return mute(session=session, request=request, now=NOON, actor=CAROL)
+
+
+def unmuted(engine: Engine, at: object = NOON, **fields: object) -> object:
+    request = UnmuteRequest(**{"recipient": "tech:1"} | fields)  # type: ignore[arg-type]
+    with transaction(engine) as session:
+        return unmute(session=session, request=request, now=at, actor=CAROL)  # type: ignore[arg-type]
+
+
+def sms_statuses(engine: Engine) -> dict[str, int]:
+    return {s: n for (c, s), n in statuses(engine).items() if c == "sms"}
+
+
+def test_a_muted_channel_is_skipped_by_the_policy_until_unmuted(
+    engine: Engine, settings: Settings
+) -> None:
+    add_recipients(engine, [tech(1)])
+    result = muted(engine, hours=24)
+    assert result.created and result.suppression.until == NOON + timedelta(hours=24)  # type: ignore[attr-defined]
+    send(engine, settings, ["tech:1"], priority=Priority.high)
+    assert sms_statuses(engine) == {"skipped": 1}
+    assert statuses(engine)[("email", "pending")] == 1, "only the muted channel is skipped"
+    lifted = unmuted(engine, channel="sms", reason="fixed")
+    assert len(lifted.lifted) == 1  # type: ignore[attr-defined]
+    send(engine, settings, ["tech:1"], priority=Priority.high, idempotency_key="after")
+    assert sms_statuses(engine) == {"skipped": 1, "pending": 1}
+
+
+def test_a_dry_run_says_what_would_change_and_changes_nothing(engine: Engine) -> None:
+    add_recipients(engine, [tech(1)])
+    request = MuteRequest(recipient="tech:1", channel=Channel.sms, reason="check")
+    with transaction(engine) as session:
+        would = mute(session=session, request=request, now=NOON, actor=CAROL, apply=False)
+        assert (would.created, would.applied, would.suppression.id) == (True, False, None)
+        assert list_suppressions(session=session, now=NOON) == []
+    muted(engine)
+    with transaction(engine) as session:
+        lift = UnmuteRequest(recipient="tech:1")
+        listed = unmute(session=session, request=lift, now=NOON, actor=CAROL, apply=False)
+        assert [s.active for s in listed.lifted] == [True]
+        assert len(list_suppressions(session=session, now=NOON)) == 1
+
+
+def test_muting_again_adds_nothing_and_nothing_is_ever_deleted(engine: Engine) -> None:
+    add_recipients(engine, [tech(1)])
+    muted(engine, hours=24)
+    again = muted(engine, hours=12)
+    assert again.created is False  # type: ignore[attr-defined]
+    unmuted(engine)
+    with transaction(engine) as session:
+        rows = session.scalars(select(Suppression)).all()
+        assert session.scalar(select(func.count()).select_from(Suppression)) == 1
+    assert rows[0].until == NOON and "unmuted by carol" in rows[0].reason
+    assert unmuted(engine).lifted == []  # type: ignore[attr-defined]
+
+
+def test_loop_mutes_are_the_same_records_listed_and_lifted(engine: Engine) -> None:
+    add_recipients(engine, [tech(1), tech(2)])
+    loop = Loop(
+        recipient="tech:1", channel="sms", title="Unit 12 ready", count=8,
+        first_seen=NOON, last_seen=NOON, template_name="repair_assigned",
+        flow_run_id=None, deployment_name=None, request_id=None, address_masked=None,
+    )  # fmt: skip
+    with transaction(engine) as session:
+        mute_loops(session=session, loops=[loop], now=NOON, hours=24)
+    muted(engine, recipient="tech:2", channel="email", reason="bounces")
+    with transaction(engine) as session:
+        active = list_suppressions(session=session, now=NOON)
+    assert [(s.recipients, s.channel, s.title) for s in active] == [
+        (["tech:2"], "email", None),
+        (["tech:1"], "sms", "Unit 12 ready"),
+    ]
+    assert active[1].address_masked != PHONE
+    assert len(unmuted(engine, title="Unit 12 ready").lifted) == 1  # type: ignore[attr-defined]
+    with transaction(engine) as session:
+        now_active = list_suppressions(session=session, now=NOON)
+        history = list_suppressions(
+            session=session, now=NOON, recipient="tech:1", include_expired=True
+        )
+        sms_only = list_suppressions(session=session, now=NOON, channel=Channel.sms)
+    assert [s.recipients for s in now_active] == [["tech:2"]]
+    assert [(s.title, s.active) for s in history] == [("Unit 12 ready", False)]
+    assert sms_only == []
+
+
+def test_a_recipient_without_that_address_or_unknown_is_refused(engine: Engine) -> None:
+    add_recipients(engine, [tech(1, phone=None, receive_sms=False)])
+    with pytest.raises(InputError, match="no phone number"):
+        muted(engine)
+    with pytest.raises(InputError, match="not known"):
+        muted(engine, recipient="tech:404")
