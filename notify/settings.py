@@ -16,6 +16,8 @@ from pydantic import Field, PositiveFloat, SecretStr, ValidationError, field_val
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from notify.masking import mask_url, mask_webhook
+
 ENV_PREFIX = "NOTIFY_"
 
 
@@ -111,14 +113,20 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        if not value.startswith(("sqlite", "postgresql")):
+        if not value.strip().startswith(("sqlite", "postgresql")):
             raise ValueError("must start with sqlite:/// or postgresql+psycopg2://")
-        return value
+        return value.strip()
 
     @field_validator("sms_prices")
     @classmethod
-    def _country_codes_upper(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
-        return {country.strip().upper(): price for country, price in value.items()}
+    def _country_prices(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        prices = {country.strip().upper(): price for country, price in value.items()}
+        for country, price in prices.items():
+            if not re.fullmatch(r"[A-Z]{2}", country):
+                raise ValueError(f"{country!r} is not a two-letter ISO country code such as US")
+            if not price.is_finite() or price < 0:
+                raise ValueError(f"the price for {country} must be a number >= 0, not {price}")
+        return prices
 
     @field_validator("email_from")
     @classmethod
@@ -127,23 +135,52 @@ class Settings(BaseSettings):
             raise ValueError("must be an email address such as alerts@example.com")
         return value
 
+    @field_validator("smtp_password")
+    @classmethod
+    def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty: set the SES SMTP password or unset the variable")
+        return value
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _web_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value.strip()):
+            raise ValueError("must be an http(s) URL such as https://hooks.slack.com/services/...")
+        return value.strip() if value else value
+
     def masked(self) -> dict[str, Any]:
-        """The effective settings with secrets and passwords in URLs masked."""
+        """The effective settings with secrets masked: the SMTP password, the password in the
+        database URL (`user:pass@` and `?password=`), the webhook URL's path (its credential)."""
         values = self.model_dump(mode="json")
         values["smtp_password"] = "********" if self.smtp_password else None
-        values["database_url"] = _mask_url_password(self.database_url)
+        values["database_url"] = mask_url(self.database_url)
+        values["alert_webhook_url"] = mask_webhook(self.alert_webhook_url)
         return values
+
+    def secret_values(self) -> tuple[str, ...]:
+        """The secret values themselves, for hiding them wherever they might turn up."""
+        password = self.smtp_password.get_secret_value() if self.smtp_password else None
+        found = [password, self.alert_webhook_url, _url_password(self.database_url)]
+        return tuple(value for value in found if value)
 
 
 class SettingsError(Exception):
     """A NOTIFY_ variable has a value we cannot accept."""
 
 
-def _mask_url_password(url: str) -> str:
+def _url_password(url: str) -> str | None:
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    parsed = make_url(url)
-    return parsed.render_as_string(hide_password=True) if parsed.password else url
+    try:
+        return make_url(url).password
+    except (ArgumentError, ValueError):
+        return None
+
+
+def _message(text: str) -> str:
+    return mask_url(str(text).removeprefix("Value error, "))
 
 
 def _describe(error: ValidationError) -> str:
@@ -155,11 +192,29 @@ def _describe(error: ValidationError) -> str:
         accepted = (
             Settings.model_fields[field].description if field in Settings.model_fields else ""
         )
-        given = f"={item['input']!r}" if isinstance(item.get("input"), str | int | float) else ""
+        given = _shown_input(field, item.get("input"))
         problems[field] = (
-            f"{ENV_PREFIX}{field.upper()}{given}: {item['msg']} (expected: {accepted})"
+            f"{ENV_PREFIX}{field.upper()}{given}: {_message(item['msg'])} (expected: {accepted})"
         )
     return "; ".join(problems.values())
+
+
+SECRET_FIELDS = frozenset({"smtp_password"})
+URL_FIELDS = frozenset({"database_url"})
+WEBHOOK_FIELDS = frozenset({"alert_webhook_url"})
+
+
+def _shown_input(field: str, value: Any) -> str:
+    """`=<the value given>` for the error message, never a secret: masked URLs, no passwords."""
+    if field in SECRET_FIELDS or not isinstance(value, str | int | float):
+        return ""
+    text = str(value)
+    if field in WEBHOOK_FIELDS:
+        text = mask_webhook(text) or ""
+    text = mask_url(text)
+    if len(text) > 80:
+        text = text[:80] + "…"
+    return f"={text!r}"
 
 
 def load_settings(**overrides: Any) -> Settings:

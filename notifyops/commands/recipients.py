@@ -75,8 +75,10 @@ def _report_import(
 @app.command("list")
 def list_command(
     limit: int = typer.Option(50, min=1, max=10_000, help="How many to show."),
-    offset: int = typer.Option(0, min=0, help="Skip this many (paging)."),
-    search: str | None = typer.Option(None, help="Filter by external_id or name (substring)."),
+    offset: int = typer.Option(0, min=0, max=2**31 - 1, help="Skip this many (paging)."),
+    search: str | None = typer.Option(
+        None, help="Filter by external_id or name (substring, taken literally: % and _ too)."
+    ),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """List recipients ordered by external_id."""

@@ -12,7 +12,9 @@ def redrive_command(
         "unknown", help="Rows to redrive: unknown, failed, failed_permanent or pending_retry."
     ),
     channel: str | None = typer.Option(None, help="Only email or sms."),
-    row_id: list[int] = typer.Option([], "--id", help="Only these delivery_logs ids (repeatable)."),
+    row_id: list[int] = typer.Option(
+        [], "--id", min=1, max=2**31 - 1, help="Only these delivery_logs ids (repeatable)."
+    ),
     yes: bool = typer.Option(False, "--yes", help="Do it (without it, only count)."),
     json_output: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
