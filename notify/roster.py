@@ -228,7 +228,7 @@ def _reject_duplicates(parsed: ParsedRoster) -> None:
     parsed.rows = [row for row in parsed.rows if row.external_id not in repeated]
 
 
-def _read_utf8(path: Path) -> str:
+def _read_utf8(path: Path, expected: str = "") -> str:
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -241,9 +241,8 @@ def _read_utf8(path: Path) -> str:
             f"{path} is not UTF-8 (bad byte on line {line}): save it as UTF-8"
         ) from None
     if not text.strip():
-        raise InputError(
-            f"{path} is empty: expected a CSV header ({', '.join(ALL_COLUMNS)}) and rows"
-        )
+        expected = expected or f"a CSV header ({', '.join(ALL_COLUMNS)}) and rows"
+        raise InputError(f"{path} is empty: expected {expected}")
     return text
 
 
@@ -372,7 +371,7 @@ def _json_line(raw: str) -> dict[str, Any] | str:
 
 def read_recipient_file(path: Path) -> list[str]:
     """One external id per line, or a CSV whose header has an external_id column."""
-    lines = _read_utf8(path).splitlines()
+    lines = _read_utf8(path, "external ids, one a line").splitlines()
     if lines and "external_id" in [name.strip() for name in lines[0].split(",")]:
         reader = csv.DictReader(lines, skipinitialspace=True)
         reader.fieldnames = [name.strip() for name in reader.fieldnames or []]

@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         fail_line("aborted")
         return EXIT_PARTIAL
     except typer.TyperException as usage:  # the command line itself is wrong
-        if type(usage).__name__ == "NoArgsIsHelpError":
-            getattr(usage, "show")()  # a group without its command: its help
+        show = getattr(usage, "show", None)
+        if type(usage).__name__ == "NoArgsIsHelpError" and show is not None:
+            show()  # a group without its command: its help
         else:
             fail_line(_usage_line(usage))
         return EXIT_BAD_INPUT

@@ -114,12 +114,12 @@ def parse_window(text: str) -> timedelta:
 
     match = re.fullmatch(r"\s*(\d{1,12}(?:\.\d{1,6})?)\s*([mhd]?)\s*", text.lower())
     if not match or float(match.group(1)) <= 0:
-        raise InputError(f"--window: {text!r} is not a duration such as 24h, 90m or 7d")
+        raise InputError(f"--window: {_cut(text)!r} is not a duration such as 24h, 90m or 7d")
     unit = {"m": "minutes", "h": "hours", "": "hours", "d": "days"}[match.group(2)]
     try:
         return timedelta(**{unit: float(match.group(1))})
     except OverflowError:
-        raise InputError(f"--window: {text!r} is too long (at most {MAX_WINDOW})") from None
+        raise InputError(f"--window: {_cut(text)!r} is too long (at most {MAX_WINDOW})") from None
 
 
 def parse_as_of(text: str | None) -> datetime:
@@ -131,9 +131,15 @@ def parse_as_of(text: str | None) -> datetime:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
         return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
     except ValueError:
-        raise InputError(f"--as-of: {text!r} is not ISO 8601, e.g. 2026-11-30T08:00:00Z") from None
+        raise InputError(
+            f"--as-of: {_cut(text)!r} is not ISO 8601, e.g. 2026-11-30T08:00:00Z"
+        ) from None
     except OverflowError:
-        raise InputError(f"--as-of: {text!r} is out of range once converted to UTC") from None
+        raise InputError(f"--as-of: {_cut(text)!r} is out of range once converted to UTC") from None
+
+
+def _cut(text: str, keep: int = 40) -> str:
+    return text if len(text) <= keep else f"{text[:keep]}…"
 
 
 def check_window_start(span: timedelta, end: datetime, as_of: str | None) -> None:
@@ -144,7 +150,8 @@ def check_window_start(span: timedelta, end: datetime, as_of: str | None) -> Non
         end - span
     except OverflowError:
         raise InputError(
-            f"--as-of: {as_of!r} minus --window {span} starts before year 1: "
+            f"--as-of: {as_of!r} minus --window {span.total_seconds() / 3600:g}h starts before "
+            "year 1: "
             "pick a later --as-of or a shorter --window"
         ) from None
 

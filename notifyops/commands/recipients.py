@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from notifyops.console import EXIT_PARTIAL, out, print_json, table
+from notifyops.console import EXIT_PARTIAL, fail_line, out, print_json, table
 
 if TYPE_CHECKING:
     from notify.db import Recipient
@@ -43,6 +43,12 @@ def import_roster(
         created, updated = counts.created, counts.updated
     _report_import(file, parsed, created, updated, dry_run, json_output)
     if parsed.errors:
+        first = parsed.errors[0]
+        more = f" (and {len(parsed.errors) - 1} more)" if len(parsed.errors) > 1 else ""
+        fail_line(
+            f"{file.name}: {len(parsed.errors)} of {parsed.total} rows rejected; first: line "
+            f"{first.line}, {first.column}: {first.reason}{more}"
+        )
         raise typer.Exit(EXIT_PARTIAL)
 
 

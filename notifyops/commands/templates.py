@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from notifyops.console import EXIT_PARTIAL, out, parse_json_object, print_json, table
+from notifyops.console import EXIT_PARTIAL, fail_line, out, parse_json_object, print_json, table
 
 if TYPE_CHECKING:
     from notify.rendering import TemplateCatalog
@@ -44,6 +44,8 @@ def list_templates(json_output: bool = JSON_OPTION) -> None:
         columns = ["name", "priority", "category", "variables", "description"]
         out.print(table("Templates", columns, rows))
     if broken:
+        names = ", ".join(entry.name for entry in broken)
+        fail_line(f"{len(broken)} broken template(s): {names}; first: {broken[0].error}")
         raise typer.Exit(EXIT_PARTIAL)
 
 
