@@ -161,7 +161,7 @@ class Settings(BaseSettings):
     def secret_values(self) -> tuple[str, ...]:
         """The secret values themselves, for hiding them wherever they might turn up."""
         password = self.smtp_password.get_secret_value() if self.smtp_password else None
-        found = [password, self.alert_webhook_url, _url_password(self.database_url)]
+        found = [password, self.alert_webhook_url, *_url_passwords(self.database_url)]
         return tuple(value for value in found if value)
 
 
@@ -169,14 +169,18 @@ class SettingsError(Exception):
     """A NOTIFY_ variable has a value we cannot accept."""
 
 
-def _url_password(url: str) -> str | None:
+def _url_passwords(url: str) -> list[str]:
+    """The password of `user:pass@` and of `?password=` (a query value may repeat)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).password
+        parsed = make_url(url)
     except (ArgumentError, ValueError):
-        return None
+        return []
+    query = parsed.query.get("password")
+    listed = [query] if isinstance(query, str) else list(query or ())
+    return [str(value) for value in (parsed.password, *listed) if value]
 
 
 def _message(text: str) -> str:

@@ -56,7 +56,7 @@ def _set_secrets(monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:
 
 @pytest.fixture
 def reachable(postgres_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
-    """The test Postgres (trust auth: the password is accepted and ignored) with every secret set."""
+    """The test Postgres (trust auth accepts and ignores the password), every secret set."""
     empty_tables(engine_for(postgres_url))
     url = make_url(postgres_url).set(password=DB_PASSWORD).render_as_string(hide_password=False)
     _set_secrets(monkeypatch, url)
