@@ -59,17 +59,25 @@ class Settings(BaseSettings):
     smtp_username: str | None = Field(None, description="SES SMTP user name")
     smtp_password: SecretStr | None = Field(None, description="SES SMTP password (secret)")
     smtp_starttls: bool = Field(True, description="Require STARTTLS before AUTH")
-    smtp_timeout_s: float = Field(10.0, gt=0, description="SMTP connect/command timeout, seconds")
+    smtp_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="SMTP connect/command timeout, seconds"
+    )
     ses_rate: PositiveFloat | Literal["auto"] = Field(
         14.0, description="SES sends per second (token bucket), or auto (SES GetSendQuota)"
     )
-    sns_rate: float = Field(20.0, gt=0, description="SNS SMS publishes per second (token bucket)")
+    sns_rate: float = Field(
+        20.0, gt=0, le=100_000, description="SNS SMS publishes per second (token bucket)"
+    )
     send_concurrency: int = Field(8, ge=1, le=256, description="Messages in flight per deliverer")
     batch_size: int = Field(1000, ge=1, le=50_000, description="Rows claimed per delivery batch")
-    lease_seconds: int = Field(300, ge=5, description="How long a claim is held before rescue")
+    lease_seconds: int = Field(
+        300, ge=5, le=86_400, description="How long a claim is held before rescue"
+    )
     max_attempts: int = Field(5, ge=1, le=50, description="Attempts before a row becomes failed")
-    retry_base_s: float = Field(30.0, gt=0, description="First retry delay; doubles each attempt")
-    retry_max_s: float = Field(3600.0, gt=0, description="Longest retry delay")
+    retry_base_s: float = Field(
+        30.0, gt=0, le=86_400, description="First retry delay; doubles each attempt"
+    )
+    retry_max_s: float = Field(3600.0, gt=0, le=7 * 86_400, description="Longest retry delay")
     sms_min_priority: Priority = Field(Priority.high, description="Lowest priority sent by SMS")
     sms_daily_cap_usd: Decimal = Field(
         Decimal("100"), ge=0, description="Daily SMS spend cap (UTC day); over it email only"
@@ -92,7 +100,9 @@ class Settings(BaseSettings):
     loop_auto_mute: bool = Field(
         True, description="Loop detection adds a time-limited SMS suppression"
     )
-    loop_mute_hours: int = Field(24, ge=1, description="How long an automatic loop mute lasts")
+    loop_mute_hours: int = Field(
+        24, ge=1, le=24 * 365, description="How long an automatic loop mute lasts"
+    )
     templates_dir: Path | None = Field(
         None, description="Extra template directory (overrides built-ins)"
     )
@@ -107,7 +117,7 @@ class Settings(BaseSettings):
         None, description="Slack-compatible webhook for P2 alerts"
     )
     alert_cooldown_minutes: int = Field(
-        60, ge=0, description="Repeat notice interval for one alert"
+        60, ge=0, le=60 * 24 * 365, description="Repeat notice interval for one alert"
     )
 
     @field_validator("database_url")
