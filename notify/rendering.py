@@ -170,7 +170,8 @@ class TemplateCatalog:
         available = self.names()
         if name not in available:
             listed = ", ".join(available) or "none"
-            raise UnknownTemplateError(f"unknown template {name!r}; available: {listed}")
+            shown = name if len(name) <= 60 else f"{name[:60]}…"
+            raise UnknownTemplateError(f"unknown template {shown!r}; available: {listed}")
         parts = tuple(self._load_part(name, part) for part in PARTS)
         try:
             info = self._read_meta(name, _undeclared(self._env, self._loader, name))

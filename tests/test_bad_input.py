@@ -283,6 +283,8 @@ def send_cases() -> list[Case]:
         ),
         Case("priority-upper", [*send, "--context", good, "--priority", "HIGH"], "--priority"),
         Case("template-empty", ["send", "-t", "", "--to", KNOWN], "--template"),
+        Case("template-10k", ["send", "-t", "t" * 10_000, "--to", KNOWN], "--template"),
+        Case("recipient-10k", ["send", "-t", "repair_assigned", "--to", "r" * 10_000], "--to"),
         Case("no-recipient", ["send", "-t", "repair_assigned"], "to"),
         Case("recipient-blank", ["send", "-t", "repair_assigned", "--to", "   "], "to"),
         Case("recipient-unknown", [*send, "--to", "nobody:1", "--context", good], "nobody:1"),
@@ -388,6 +390,7 @@ def send_cases() -> list[Case]:
             "1,600",
         ),
         Case("preview-unknown", ["templates", "preview", "nope"], "nope"),
+        Case("preview-unknown-10k", ["templates", "preview", "p" * 10_000], "unknown template"),
         Case(
             "preview-context-broken",
             ["templates", "preview", "repair_assigned", "--context", "{"],
