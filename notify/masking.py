@@ -47,10 +47,12 @@ _SECRET_KEYS = (
     r"|aws_secret_access_key|secretaccesskey|aws_session_token|x-amz-signature"
     r"|x-amz-credential|x-amz-security-token"
 )
-# `password=x` in a query string or a libpq conninfo, `"SecretAccessKey": "x"` in JSON; the value
-# ends at a separator, a quote, white space or `: ` (an error message going on after a URL).
+# `password=x` in a query string or a libpq conninfo, `"SecretAccessKey": "x"` in JSON,
+# `password: x` in YAML (but not an id such as `token:7`); the value ends at a separator, a quote,
+# white space or `: ` (an error message going on after a URL).
 _KEYED_SECRET = re.compile(
-    rf"(?P<head>(?<![\w-])(?:{_SECRET_KEYS})[\"']?\s*[=:]\s*[\"']?)"
+    rf"(?P<head>(?<![\w-])(?:{_SECRET_KEYS})"
+    r"(?:\s*=\s*[\"']?|[\"']\s*:\s*[\"']?|\s*:\s+[\"']?))"
     r"(?P<secret>(?:[^&;,\s\"':]|:(?!\s|$))+)",
     re.I,
 )

@@ -211,6 +211,9 @@ def test_a_flow_run_through_the_cli_prints_and_publishes_no_secret(
         ),
         ("sqlite:///notifyops.db", "sqlite:///notifyops.db"),
         ("idempotency_key=abc", "idempotency_key=abc"),
+        ("password: hunter2", "password: ***"),
+        ('{"password":"pw"}', '{"password":"***"}'),
+        ("unknown recipient(s): secret:1, token:7", "unknown recipient(s): secret:1, token:7"),
     ],
 )
 def test_mask_url_hides_passwords_tokens_and_webhook_paths(text: str, shown: str) -> None:
