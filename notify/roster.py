@@ -55,6 +55,7 @@ MAX_LENGTH = {
 # whole file with csv.Error); MAX_LENGTH then rejects the one row.
 _CSV_FIELD_LIMIT = 2**31 - 1
 _SHOWN = 40  # characters of a bad value quoted back in the report
+_QUOTE = 'a quote (")'
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -265,7 +266,9 @@ def _csv_records(text: str) -> Iterator[tuple[int, Mapping[str, Any] | RowError]
         start = source.position + 1  # 1-based number of the line the record starts on
         record = source.next_record()
         if isinstance(record, str):
-            yield start, RowError(start, "-", "", record)
+            line = source.lines[start - 1]
+            column = _broken_column(line, columns) if record.startswith(_QUOTE) else "-"
+            yield start, RowError(start, column, _shown(line), record)
             source.restart_at(start)  # go on with the next line: nothing after it is lost
         elif record:
             yield from _csv_row(start, columns, record)
@@ -278,6 +281,13 @@ def _csv_row(
         yield line, RowError(line, "-", "", "more values than header columns")
     elif any(value.strip() for value in values):
         yield line, dict(zip(columns, values + [""] * (len(columns) - len(values)), strict=True))
+
+
+def _broken_column(line: str, columns: list[str]) -> str:
+    """The column whose value breaks the line (where a quote opens), or '-'."""
+    fields = next(csv.reader([line]), [])  # lenient: the broken value runs to the end
+    index = len(fields) - 1
+    return columns[index] if 0 <= index < len(columns) else "-"
 
 
 class _CsvSource:
@@ -320,7 +330,7 @@ class _CsvSource:
 
     def _quote_reason(self, start: int) -> str:
         return (
-            f'a quote (") opened on line {start + 1} never closes (the value ran to line '
+            f"{_QUOTE} opened on line {start + 1} never closes (the value ran to line "
             f"{self.position}); close it or remove it"
         )
 

@@ -177,7 +177,8 @@ def test_a_quote_that_never_closes_is_reported_on_its_line_and_the_rest_still_im
     parsed = parse_roster_file(write(tmp_path, text))
     assert [row.external_id for row in parsed.rows] == ["g:1", "g:2", "g:3"]
     (error,) = parsed.errors
-    assert error.line == 3 and "never closes" in error.reason and "line 3" in error.reason
+    assert (error.line, error.column) == (3, "name")
+    assert "never closes" in error.reason and "line 3" in error.reason
     assert parsed.total == 4
 
 
