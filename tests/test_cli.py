@@ -234,3 +234,19 @@ def test_a_flow_that_fails_prints_one_line_and_no_prefect_traceback(tmp_path: Pa
         [*command, "--debug"], env=env, capture_output=True, text=True, timeout=300
     )
     assert loud.returncode == 2 and "Traceback" in loud.stderr
+
+
+def test_a_padded_id_is_imported_stripped_and_reached_by_send(
+    flow_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    roster = tmp_path / "padded.csv"
+    roster.write_text("external_id,name,email,phone\n  tech:9  ,Padded,p@example.com,\n")
+    assert main(["recipients", "import", str(roster)]) == 0
+    capsys.readouterr()
+    assert main(["recipients", "list", "--json", "--search", "tech:9"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["external_id"] for r in listed["recipients"]] == ["tech:9"]
+    context = '{"sent_at": "now"}'
+    args = ["send", "-t", "test_message", "--to", " tech:9 ", "--context", context, "--json"]
+    assert main([*args, "--no-deliver"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["enqueue"]["notification_ids"]) == 1
