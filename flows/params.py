@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -18,8 +18,10 @@ from notify.settings import Priority
 class DispatchParams(BaseModel):
     """One send request: a template, its context and who gets it."""
 
-    template: str = Field(..., min_length=1, description="Template name, e.g. repair_assigned")
-    to: list[str] = Field(
+    template: str = Field(
+        ..., min_length=1, max_length=100, description="Template name, e.g. repair_assigned"
+    )
+    to: list[Annotated[str, Field(max_length=128)]] = Field(
         default_factory=list, description="Recipient external ids, e.g. technician:123"
     )
     to_file: str | None = Field(

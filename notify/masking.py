@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 MASK = "***"
 _PHONE_HEAD = 5  # "+1555"
@@ -38,15 +40,51 @@ def mask_address(address: str | None) -> str | None:
 
 
 _URL_PASSWORD = re.compile(
-    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]*)(?=@)", re.I
+    r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^\s/]*)(?=@)", re.I
 )
-_QUERY_SECRET = re.compile(
-    r"(?P<head>[?&;](?:password|passwd|pwd|secret|token|key|sig|signature)=)(?P<secret>[^&;\s]+)",
+_SECRET_KEYS = (
+    r"password|passwd|pwd|secret|token|key|sig|signature|api_key|apikey|access_token"
+    r"|aws_secret_access_key|secretaccesskey|aws_session_token|x-amz-signature"
+    r"|x-amz-credential|x-amz-security-token"
+)
+# `password=x` in a query string or a libpq conninfo, `"SecretAccessKey": "x"` in JSON,
+# `password: x` in YAML (but not an id such as `token:7`); the value ends at a separator, a quote,
+# white space or `: ` (an error message going on after a URL).
+_KEYED_SECRET = re.compile(
+    rf"(?P<head>(?<![\w-])(?:{_SECRET_KEYS})"
+    r"(?:\s*=\s*[\"']?|[\"']\s*:\s*[\"']?|\s*:\s+[\"']?))"
+    r"(?P<secret>(?:[^&;,\s\"':]|:(?!\s|$))+)",
+    re.I,
+)
+# Webhook URLs carry their credential in the path: keep the scheme and the host.
+_WEBHOOK_URL = re.compile(
+    r"(?P<head>\bhttps?://(?:hooks\.slack\.com|[^/\s'\"]*discord(?:app)?\.com"
+    r"|[^/\s'\"]+(?=/\S*hook)))(?P<secret>/[^\s'\"]*)",
     re.I,
 )
 
 
-def mask_url(text: str) -> str:
-    """Hide passwords in URLs anywhere in `text`: `user:pass@` and `?password=` / `&token=`."""
+def mask_url(text: str, *, secrets: Iterable[str | None] = ()) -> str:
+    """Hide secrets anywhere in `text` (a URL, an error message, a log line): the password of
+    `scheme://user:pass@host`, `?password=` / `&token=` / `aws_secret_access_key=` values, the
+    path of webhook URLs (Slack, Discord, any `.../hooks/...`), and each of `secrets` verbatim
+    (the values of secret settings and credentials, however they turn up)."""
+    for value in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(value, MASK)
     text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}", text)
-    return _QUERY_SECRET.sub(lambda m: f"{m['head']}{MASK}", text)
+    text = _KEYED_SECRET.sub(lambda m: f"{m['head']}{MASK}", text)
+    return _WEBHOOK_URL.sub(lambda m: f"{m['head']}/{MASK}", text)
+
+
+def mask_webhook(url: str | None) -> str | None:
+    """Scheme and host only: 'https://hooks.slack.com/services/T/B/x' -> 'https://hooks.slack.com/***'."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return MASK
+    if not parts.scheme or not host:
+        return MASK
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}/{MASK}"

@@ -27,6 +27,9 @@ GSM7_BASIC = frozenset(
 GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
 
 _COST_QUANTUM = Decimal("0.000001")
+# SNS refuses an SMS body over 1,600 bytes (InvalidParameter at send time, after the request was
+# accepted and stored): about 10 GSM-7 parts of 153 characters, or fewer for UCS-2 text.
+SNS_MAX_SMS_BYTES = 1600
 
 
 class SmsEncoding(StrEnum):
@@ -69,6 +72,17 @@ def _count_parts(char_units: list[int], *, single: int, per_part: int) -> int:
             parts, used = parts + 1, 0
         used += units
     return parts
+
+
+def sms_size_problem(text: str) -> str | None:
+    """Why SNS would refuse this SMS body, or None: it takes at most SNS_MAX_SMS_BYTES (UTF-8)."""
+    size = len(text.encode("utf-8", errors="replace"))
+    if size <= SNS_MAX_SMS_BYTES:
+        return None
+    return (
+        f"the SMS text is {size:,} bytes ({len(text):,} characters); SNS accepts at most "
+        f"{SNS_MAX_SMS_BYTES:,} bytes (about {SNS_MAX_SMS_BYTES // 153} parts of 153 characters)"
+    )
 
 
 def price_per_part(phone_e164: str, *, prices: Mapping[str, Decimal], default: Decimal) -> Decimal:

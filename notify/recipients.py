@@ -83,20 +83,33 @@ def count_recipients(*, session: Session, search: str | None = None) -> int:
 
 
 def _filtered(search: str | None) -> Select[Recipient]:
+    """Recipients whose external_id or name contains `search` literally (case-insensitive):
+    `%` and `_` are characters to find, not wildcards."""
     query = select(Recipient)
-    if search:
-        pattern = f"%{search.lower()}%"
+    text = (search or "").strip()
+    if text:
+        pattern = f"%{escape_like(text.lower())}%"
         query = query.where(
-            func.lower(Recipient.external_id).like(pattern)
-            | func.lower(Recipient.name).like(pattern)
+            func.lower(Recipient.external_id).like(pattern, escape=LIKE_ESCAPE)
+            | func.lower(Recipient.name).like(pattern, escape=LIKE_ESCAPE)
         )
     return query
+
+
+LIKE_ESCAPE = "\\"
+
+
+def escape_like(text: str) -> str:
+    """`text` with LIKE's wildcards (and the escape character itself) escaped."""
+    for special in (LIKE_ESCAPE, "%", "_"):
+        text = text.replace(special, LIKE_ESCAPE + special)
+    return text
 
 
 def recipients_by_external_id(
     *, session: Session, external_ids: Iterable[str]
 ) -> dict[str, Recipient]:
-    wanted = list(dict.fromkeys(external_ids))
+    wanted = list(dict.fromkeys(name.strip() for name in external_ids))
     found: dict[str, Recipient] = {}
     for start in range(0, len(wanted), UPSERT_CHUNK):
         chunk = wanted[start : start + UPSERT_CHUNK]
@@ -106,8 +119,9 @@ def recipients_by_external_id(
 
 
 def known_external_ids(*, session: Session, external_ids: Iterable[str]) -> set[str]:
-    """Which of these external ids exist (ids only, so a million of them stay cheap)."""
-    wanted = list(external_ids)
+    """Which of these external ids exist (ids only, so a million of them stay cheap); ids are
+    compared without leading and trailing spaces, as the importer stores them."""
+    wanted = [name.strip() for name in external_ids]
     known: set[str] = set()
     for start in range(0, len(wanted), UPSERT_CHUNK):
         known |= _existing_ids(session, wanted[start : start + UPSERT_CHUNK])

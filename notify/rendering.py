@@ -32,6 +32,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
 from notify.errors import InputError
+from notify.pricing import sms_size_problem
 from notify.settings import Priority
 
 BUILTIN_DIR = Path(__file__).with_name("templates")
@@ -55,6 +56,18 @@ class TemplateContextError(InputError):
 
 class TemplateSyntaxProblem(InputError):
     """A template is broken: bad syntax, a missing part, a bad meta.json or unsafe code."""
+
+
+class MessageTooLong(InputError):
+    """A rendered message a provider would refuse for its size (an SMS over SNS's 1,600 bytes)."""
+
+
+@dataclass(frozen=True)
+class BrokenTemplate:
+    """A template of the catalogue that cannot be used, and why (listed, not raised)."""
+
+    name: str
+    error: str
 
 
 @dataclass(frozen=True)
@@ -126,9 +139,23 @@ class TemplateCatalog:
             category=compiled.info.category,
         )
 
+    def listing(self) -> list[TemplateInfo | BrokenTemplate]:
+        """Every template's info; a broken one as a BrokenTemplate so the others still list."""
+        found: list[TemplateInfo | BrokenTemplate] = []
+        for name in self.names():
+            try:
+                found.append(self.info(name))
+            except InputError as problem:
+                found.append(BrokenTemplate(name=name, error=str(problem)))
+        return found
+
     def check(self, name: str, context: Mapping[str, Any]) -> None:
-        """Raise the error `render` would raise; return nothing."""
-        self.render(name, context)
+        """Raise the error `render` would raise, or MessageTooLong when the rendered SMS is more
+        than SNS accepts (so a request is refused before anything is stored)."""
+        message = self.render(name, context)
+        problem = sms_size_problem(message.sms)
+        if problem:
+            raise MessageTooLong(f"template {name!r}: {problem}; shorten the context values")
 
     def sample(self, name: str) -> RenderedMessage:
         return self.render(name, self._get(name).info.sample_context)
@@ -143,9 +170,21 @@ class TemplateCatalog:
         available = self.names()
         if name not in available:
             listed = ", ".join(available) or "none"
-            raise UnknownTemplateError(f"unknown template {name!r}; available: {listed}")
+            shown = name if len(name) <= 60 else f"{name[:60]}…"
+            raise UnknownTemplateError(f"unknown template {shown!r}; available: {listed}")
         parts = tuple(self._load_part(name, part) for part in PARTS)
-        info = self._read_meta(name, _undeclared(self._env, self._loader, name))
+        try:
+            info = self._read_meta(name, _undeclared(self._env, self._loader, name))
+        except TemplateSyntaxError as exc:
+            raise TemplateSyntaxProblem(f"{exc.filename} line {exc.lineno}: {exc.message}") from exc
+        except TemplateNotFound as exc:
+            raise TemplateSyntaxProblem(
+                f"template {name!r} refers to {exc.name!r}, which does not exist"
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise TemplateSyntaxProblem(
+                f"template {name!r} has a file that is not UTF-8 ({exc.reason})"
+            ) from exc
         return _Compiled(info=info, parts=parts)
 
     def _load_part(self, name: str, part: str) -> Template:
@@ -158,6 +197,8 @@ class TemplateCatalog:
             ) from exc
         except TemplateSyntaxError as exc:
             raise TemplateSyntaxProblem(f"{exc.filename} line {exc.lineno}: {exc.message}") from exc
+        except UnicodeDecodeError as exc:
+            raise TemplateSyntaxProblem(f"{name}/{part} is not UTF-8 ({exc.reason})") from exc
 
     def _read_meta(self, name: str, required: tuple[str, ...]) -> TemplateInfo:
         source, filename, _ = self._loader.get_source(self._env, f"{name}/{META_FILE}")

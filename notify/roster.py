@@ -1,8 +1,11 @@
 """Recipient files (CSV with a header, or JSON Lines): parse and validate every row.
 
 A bad row is reported with its line number, column and reason and never costs its neighbours their
-import. Problems with the file as a whole (not UTF-8, empty, missing or unknown columns) raise
-InputError before any row is looked at.
+import: a value longer than its column allows (MAX_LENGTH), a NUL or other control character, a
+JSON value nested too deeply or not a scalar, a line that is not a JSON object, and a quote that
+never closes (reported on the line it opens; parsing goes on with the next line, so it cannot
+swallow the rest of the file). Problems with the file as a whole (not UTF-8, empty, missing or
+unknown columns) raise InputError before any row is looked at.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +38,25 @@ OPTIONAL_COLUMNS = {
     "quiet_hours_end": "",
 }
 ALL_COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
+# Longest accepted raw value per column (the database columns, with room for spaces and a
+# formatted phone number); anything longer is rejected before it is parsed.
+MAX_LENGTH = {
+    "external_id": 128,
+    "name": 200,
+    "email": 320,
+    "phone": 32,
+    "timezone": 64,
+    "receive_email": 16,
+    "receive_sms": 16,
+    "quiet_hours_start": 16,
+    "quiet_hours_end": 16,
+}
+# A CSV field may be as long as the file (csv's default cap of 131,072 characters would abort the
+# whole file with csv.Error); MAX_LENGTH then rejects the one row.
+_CSV_FIELD_LIMIT = 2**31 - 1
+_SHOWN = 40  # characters of a bad value quoted back in the report
+_QUOTE = 'a quote (")'
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -102,14 +125,13 @@ def validate_records(records: Iterator[tuple[int, Mapping[str, Any] | RowError]]
 
 
 def validate_row(record: Mapping[str, Any], line: int) -> RecipientRow:
+    _check_raw_values(record)
     value = _field_reader(record)
-    external_id = value("external_id")
+    external_id = value("external_id").strip()
     if not external_id:
-        raise _RowInvalid("external_id", "", "external_id is empty")
-    if len(external_id) > 128:
-        raise _RowInvalid(
-            "external_id", external_id[:40], "external_id is longer than 128 characters"
-        )
+        raw = value("external_id")
+        reason = "external_id is blank (only spaces)" if raw else "external_id is empty"
+        raise _RowInvalid("external_id", raw, reason)
     email = _optional(value, "email", normalize_email)
     phone = _optional(value, "phone", normalize_phone)
     if email is None and phone is None:
@@ -117,7 +139,7 @@ def validate_row(record: Mapping[str, Any], line: int) -> RecipientRow:
     start, end = _quiet_hours(value)
     return RecipientRow(
         external_id=external_id,
-        name=value("name")[:200],
+        name=value("name").strip(),
         email=email,
         phone=phone,
         timezone=_checked(value, "timezone", normalize_timezone),
@@ -127,6 +149,33 @@ def validate_row(record: Mapping[str, Any], line: int) -> RecipientRow:
         quiet_hours_end=end,
         line=line,
     )
+
+
+def _check_raw_values(record: Mapping[str, Any]) -> None:
+    """Shape checks before any parsing: scalars only, no control characters, not too long."""
+    for column, raw in record.items():
+        if raw is None:
+            continue
+        if isinstance(raw, dict | list):
+            kind = "an object" if isinstance(raw, dict) else "a list"
+            raise _RowInvalid(column, _shown(str(raw)), f"{column} is {kind}; expected text")
+        text = raw if isinstance(raw, str) else _scalar_text(raw)
+        limit = MAX_LENGTH.get(column)
+        if limit is not None and len(text) > limit:
+            reason = f"{column} is {len(text):,} characters long; at most {limit} are accepted"
+            raise _RowInvalid(column, _shown(text), reason)
+        bad = _CONTROL.search(text)
+        if bad:
+            what = "a NUL byte" if bad.group() == "\x00" else f"control character {bad.group()!r}"
+            raise _RowInvalid(column, _shown(text), f"{column} contains {what}")
+        if column != "name" and ("\n" in text or "\r" in text):
+            raise _RowInvalid(column, _shown(text), f"{column} contains a line break")
+
+
+def _shown(text: str) -> str:
+    """A bad value as quoted back in the report: short, control characters escaped."""
+    cut = text[:_SHOWN] + ("…" if len(text) > _SHOWN else "")
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], cut).replace("\n", "\\n")
 
 
 def _field_reader(record: Mapping[str, Any]) -> Callable[[str], str]:
@@ -180,7 +229,7 @@ def _reject_duplicates(parsed: ParsedRoster) -> None:
     parsed.rows = [row for row in parsed.rows if row.external_id not in repeated]
 
 
-def _read_utf8(path: Path) -> str:
+def _read_utf8(path: Path, expected: str = "") -> str:
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -193,9 +242,8 @@ def _read_utf8(path: Path) -> str:
             f"{path} is not UTF-8 (bad byte on line {line}): save it as UTF-8"
         ) from None
     if not text.strip():
-        raise InputError(
-            f"{path} is empty: expected a CSV header ({', '.join(ALL_COLUMNS)}) and rows"
-        )
+        expected = expected or f"a CSV header ({', '.join(ALL_COLUMNS)}) and rows"
+        raise InputError(f"{path} is empty: expected {expected}")
     return text
 
 
@@ -208,17 +256,83 @@ def _looks_like_jsonl(path: Path, text: str) -> bool:
 
 
 def _csv_records(text: str) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    _check_columns([name.strip() for name in reader.fieldnames or []])
-    reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
-    for record in reader:
-        line = reader.line_num
-        if None in record:
-            yield line, RowError(line, "-", "", "more values than header columns")
-        elif not any((v or "").strip() for v in record.values()):
-            continue
-        else:
-            yield line, {key: (val or "") for key, val in record.items()}
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
+    source = _CsvSource(io.StringIO(text, newline="").readlines())
+    header = source.next_record()
+    columns = [name.strip() for name in header] if isinstance(header, list) else []
+    _check_columns(columns)
+    while not source.done():
+        start = source.position + 1  # 1-based number of the line the record starts on
+        record = source.next_record()
+        if isinstance(record, str):
+            line = source.lines[start - 1]
+            column = _broken_column(line, columns) if record.startswith(_QUOTE) else "-"
+            yield start, RowError(start, column, _shown(line), record)
+            source.restart_at(start)  # go on with the next line: nothing after it is lost
+        elif record:
+            yield from _csv_row(start, columns, record)
+
+
+def _csv_row(
+    line: int, columns: list[str], values: list[str]
+) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
+    if len(values) > len(columns):
+        yield line, RowError(line, "-", "", "more values than header columns")
+    elif any(value.strip() for value in values):
+        yield line, dict(zip(columns, values + [""] * (len(columns) - len(values)), strict=True))
+
+
+def _broken_column(line: str, columns: list[str]) -> str:
+    """The column whose value breaks the line (where a quote opens), or '-'."""
+    fields = next(csv.reader([line]), [])  # lenient: the broken value runs to the end
+    index = len(fields) - 1
+    return columns[index] if 0 <= index < len(columns) else "-"
+
+
+class _CsvSource:
+    """The file's physical lines read by one csv reader, with a position that can be moved back
+    (to the line after a broken record) and a fresh reader from there."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines, self.position = lines, 0
+        self._reader = csv.reader(self, strict=True)
+
+    def __iter__(self) -> _CsvSource:
+        return self
+
+    def __next__(self) -> str:
+        if self.position >= len(self.lines):
+            raise StopIteration
+        self.position += 1
+        return self.lines[self.position - 1]
+
+    def done(self) -> bool:
+        return self.position >= len(self.lines)
+
+    def restart_at(self, position: int) -> None:
+        self.position = position
+        self._reader = csv.reader(self, strict=True)
+
+    def next_record(self) -> list[str] | str | None:
+        """The next record; a reason (str) when it is broken; None at the end. A record must end
+        on the line it starts on: no column takes a line break, so a record running over several
+        lines is a quote that never closes."""
+        start = self.position
+        try:
+            record = next(self._reader, None)
+        except csv.Error as error:
+            ran_on = self.position - start > 1 or "end of data" in str(error)
+            return self._quote_reason(start) if ran_on else f"not valid CSV ({error})"
+        if record is not None and self.position - start > 1:
+            return self._quote_reason(start)
+        return record
+
+    def _quote_reason(self, start: int) -> str:
+        return (
+            f"{_QUOTE} opened on line {start + 1} never closes (the value ran to line "
+            f"{self.position}); close it or remove it"
+        )
 
 
 def _check_columns(columns: list[str]) -> None:
@@ -233,28 +347,45 @@ def _check_columns(columns: list[str]) -> None:
 
 
 def _jsonl_records(text: str) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as error:
-            yield number, RowError(number, "-", raw[:40], f"not valid JSON ({error.msg})")
-            continue
-        if not isinstance(record, dict):
-            yield number, RowError(number, "-", raw[:40], "each line must be a JSON object")
+        record = _json_line(raw)
+        if isinstance(record, str):
+            yield number, RowError(number, "-", _shown(raw), record)
             continue
         unknown = [key for key in record if key not in ALL_COLUMNS]
         if unknown:
             reason = f"unknown field (accepted: {', '.join(ALL_COLUMNS)})"
-            yield number, RowError(number, unknown[0], "", reason)
+            yield number, RowError(number, _shown(unknown[0]), "", reason)
             continue
         yield number, record
 
 
+def _json_line(raw: str) -> dict[str, Any] | str:
+    """The line's object, or why it is not one."""
+    if "\x00" in raw:
+        return "the line contains a NUL byte"
+    try:
+        record = json.loads(raw)
+    except json.JSONDecodeError as error:
+        return f"not valid JSON ({error.msg.removesuffix(' at')} at column {error.colno})"
+    except RecursionError:
+        return "not valid JSON here (nested too deeply)"
+    except ValueError as error:  # e.g. an integer of more than 4,300 digits
+        return f"not valid JSON here ({str(error).split(';')[0]})"
+    if not isinstance(record, dict):
+        return f"each line must be a JSON object, not {type(record).__name__}"
+    return record
+
+
 def read_recipient_file(path: Path) -> list[str]:
     """One external id per line, or a CSV whose header has an external_id column."""
-    lines = _read_utf8(path).splitlines()
-    if lines and "external_id" in lines[0].split(","):
-        return [row["external_id"].strip() for row in csv.DictReader(lines) if row["external_id"]]
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    lines = _read_utf8(path, "external ids, one a line").splitlines()
+    if lines and "external_id" in [name.strip() for name in lines[0].split(",")]:
+        reader = csv.DictReader(lines, skipinitialspace=True)
+        reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+        found = (row.get("external_id") or "" for row in reader)
+    else:
+        found = (line for line in lines if not line.lstrip().startswith("#"))
+    return [value.strip() for value in found if value.strip()]

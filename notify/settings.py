@@ -16,6 +16,8 @@ from pydantic import Field, PositiveFloat, SecretStr, ValidationError, field_val
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from notify.masking import mask_url, mask_webhook
+
 ENV_PREFIX = "NOTIFY_"
 
 
@@ -57,17 +59,25 @@ class Settings(BaseSettings):
     smtp_username: str | None = Field(None, description="SES SMTP user name")
     smtp_password: SecretStr | None = Field(None, description="SES SMTP password (secret)")
     smtp_starttls: bool = Field(True, description="Require STARTTLS before AUTH")
-    smtp_timeout_s: float = Field(10.0, gt=0, description="SMTP connect/command timeout, seconds")
+    smtp_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="SMTP connect/command timeout, seconds"
+    )
     ses_rate: PositiveFloat | Literal["auto"] = Field(
         14.0, description="SES sends per second (token bucket), or auto (SES GetSendQuota)"
     )
-    sns_rate: float = Field(20.0, gt=0, description="SNS SMS publishes per second (token bucket)")
+    sns_rate: float = Field(
+        20.0, gt=0, le=100_000, description="SNS SMS publishes per second (token bucket)"
+    )
     send_concurrency: int = Field(8, ge=1, le=256, description="Messages in flight per deliverer")
     batch_size: int = Field(1000, ge=1, le=50_000, description="Rows claimed per delivery batch")
-    lease_seconds: int = Field(300, ge=5, description="How long a claim is held before rescue")
+    lease_seconds: int = Field(
+        300, ge=5, le=86_400, description="How long a claim is held before rescue"
+    )
     max_attempts: int = Field(5, ge=1, le=50, description="Attempts before a row becomes failed")
-    retry_base_s: float = Field(30.0, gt=0, description="First retry delay; doubles each attempt")
-    retry_max_s: float = Field(3600.0, gt=0, description="Longest retry delay")
+    retry_base_s: float = Field(
+        30.0, gt=0, le=86_400, description="First retry delay; doubles each attempt"
+    )
+    retry_max_s: float = Field(3600.0, gt=0, le=7 * 86_400, description="Longest retry delay")
     sms_min_priority: Priority = Field(Priority.high, description="Lowest priority sent by SMS")
     sms_daily_cap_usd: Decimal = Field(
         Decimal("100"), ge=0, description="Daily SMS spend cap (UTC day); over it email only"
@@ -90,7 +100,9 @@ class Settings(BaseSettings):
     loop_auto_mute: bool = Field(
         True, description="Loop detection adds a time-limited SMS suppression"
     )
-    loop_mute_hours: int = Field(24, ge=1, description="How long an automatic loop mute lasts")
+    loop_mute_hours: int = Field(
+        24, ge=1, le=24 * 365, description="How long an automatic loop mute lasts"
+    )
     templates_dir: Path | None = Field(
         None, description="Extra template directory (overrides built-ins)"
     )
@@ -105,7 +117,7 @@ class Settings(BaseSettings):
         None, description="Slack-compatible webhook for P2 alerts"
     )
     alert_cooldown_minutes: int = Field(
-        60, ge=0, description="Repeat notice interval for one alert"
+        60, ge=0, le=60 * 24 * 365, description="Repeat notice interval for one alert"
     )
     alert_routing: str = Field(
         "P1=sns,log;P2=webhook,log;P3=log;P4=log",
@@ -117,14 +129,20 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        if not value.startswith(("sqlite", "postgresql")):
+        if not value.strip().startswith(("sqlite", "postgresql")):
             raise ValueError("must start with sqlite:/// or postgresql+psycopg2://")
-        return value
+        return value.strip()
 
     @field_validator("sms_prices")
     @classmethod
-    def _country_codes_upper(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
-        return {country.strip().upper(): price for country, price in value.items()}
+    def _country_prices(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        prices = {country.strip().upper(): price for country, price in value.items()}
+        for country, price in prices.items():
+            if not re.fullmatch(r"[A-Z]{2}", country):
+                raise ValueError(f"{country!r} is not a two-letter ISO country code such as US")
+            if not price.is_finite() or price < 0:
+                raise ValueError(f"the price for {country} must be a number >= 0, not {price}")
+        return prices
 
     @field_validator("email_from")
     @classmethod
@@ -133,23 +151,56 @@ class Settings(BaseSettings):
             raise ValueError("must be an email address such as alerts@example.com")
         return value
 
+    @field_validator("smtp_password")
+    @classmethod
+    def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty: set the SES SMTP password or unset the variable")
+        return value
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _web_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value.strip()):
+            raise ValueError("must be an http(s) URL such as https://hooks.slack.com/services/...")
+        return value.strip() if value else value
+
     def masked(self) -> dict[str, Any]:
-        """The effective settings with secrets and passwords in URLs masked."""
+        """The effective settings with secrets masked: the SMTP password, the password in the
+        database URL (`user:pass@` and `?password=`), the webhook URL's path (its credential)."""
         values = self.model_dump(mode="json")
         values["smtp_password"] = "********" if self.smtp_password else None
-        values["database_url"] = _mask_url_password(self.database_url)
+        values["database_url"] = mask_url(self.database_url)
+        values["alert_webhook_url"] = mask_webhook(self.alert_webhook_url)
         return values
+
+    def secret_values(self) -> tuple[str, ...]:
+        """The secret values themselves, for hiding them wherever they might turn up."""
+        password = self.smtp_password.get_secret_value() if self.smtp_password else None
+        found = [password, self.alert_webhook_url, *_url_passwords(self.database_url)]
+        return tuple(value for value in found if value)
 
 
 class SettingsError(Exception):
     """A NOTIFY_ variable has a value we cannot accept."""
 
 
-def _mask_url_password(url: str) -> str:
+def _url_passwords(url: str) -> list[str]:
+    """The password of `user:pass@` and of `?password=` (a query value may repeat)."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    parsed = make_url(url)
-    return parsed.render_as_string(hide_password=True) if parsed.password else url
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return []
+    query = parsed.query.get("password")
+    listed = [query] if isinstance(query, str) else list(query or ())
+    return [str(value) for value in (parsed.password, *listed) if value]
+
+
+def _message(text: str) -> str:
+    return mask_url(str(text).removeprefix("Value error, "))
 
 
 def _describe(error: ValidationError) -> str:
@@ -161,11 +212,29 @@ def _describe(error: ValidationError) -> str:
         accepted = (
             Settings.model_fields[field].description if field in Settings.model_fields else ""
         )
-        given = f"={item['input']!r}" if isinstance(item.get("input"), str | int | float) else ""
+        given = _shown_input(field, item.get("input"))
         problems[field] = (
-            f"{ENV_PREFIX}{field.upper()}{given}: {item['msg']} (expected: {accepted})"
+            f"{ENV_PREFIX}{field.upper()}{given}: {_message(item['msg'])} (expected: {accepted})"
         )
     return "; ".join(problems.values())
+
+
+SECRET_FIELDS = frozenset({"smtp_password"})
+URL_FIELDS = frozenset({"database_url"})
+WEBHOOK_FIELDS = frozenset({"alert_webhook_url"})
+
+
+def _shown_input(field: str, value: Any) -> str:
+    """`=<the value given>` for the error message, never a secret: masked URLs, no passwords."""
+    if field in SECRET_FIELDS or not isinstance(value, str | int | float):
+        return ""
+    text = str(value)
+    if field in WEBHOOK_FIELDS:
+        text = mask_webhook(text) or ""
+    text = mask_url(text)
+    if len(text) > 80:
+        text = text[:80] + "…"
+    return f"={text!r}"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -9,6 +9,7 @@ at module level and load the library, flows and Prefect inside the command that 
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import traceback
 
@@ -68,29 +69,44 @@ def _root(
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    apply_defaults()
+    debug = "--debug" in args
+    if debug:  # accepted anywhere on the line, not only before the command
+        args = ["--debug", *(arg for arg in args if arg != "--debug")]
+    apply_defaults(debug=debug or _first_command(args) == "serve")  # serve shows its runs' logs
     try:
         code = app(args=args, prog_name="notifyops", standalone_mode=False)
     except typer.Exit as done:
         return int(done.exit_code or 0)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         fail_line("aborted")
         return EXIT_PARTIAL
-    except typer.TyperException as usage:  # usage errors: the command line is wrong
+    except typer.TyperException as usage:  # the command line itself is wrong
         show = getattr(usage, "show", None)
-        if show is None:
-            fail_line(str(usage))
+        if type(usage).__name__ == "NoArgsIsHelpError" and show is not None:
+            show()  # a group without its command: its help
         else:
-            show()
+            fail_line(_usage_line(usage))
         return EXIT_BAD_INPUT
     except Exception as problem:  # the one place that turns any error into a readable line
-        return _report(problem, debug="--debug" in args)
+        return _report(problem, debug=debug)
     return code if isinstance(code, int) else 0
+
+
+def _first_command(args: list[str]) -> str | None:
+    return next((arg for arg in args if not arg.startswith("-")), None)
+
+
+def _usage_line(usage: typer.TyperException) -> str:
+    """`Invalid value for '--limit': ... (see `notifyops recipients list --help`)`."""
+    format_message = getattr(usage, "format_message", None)
+    message = " ".join(str(format_message() if format_message else usage).split())
+    context = getattr(usage, "ctx", None)
+    where = context.command_path if context is not None else "notifyops"
+    return f"{message} (see `{where} --help`)"
 
 
 def _report(problem: BaseException, *, debug: bool) -> int:
     from notify.errors import NotifyError
-    from notify.masking import mask_url
     from notify.settings import SettingsError
 
     if debug:
@@ -98,9 +114,39 @@ def _report(problem: BaseException, *, debug: bool) -> int:
     if isinstance(problem, NotifyError | SettingsError):
         line = str(problem)
     else:
-        line = f"{type(problem).__name__}: {problem} (rerun with --debug for details)"
-    fail_line(mask_url(line.strip().splitlines()[0] if line.strip() else line))
+        line = f"{_describe_unexpected(problem)} (rerun with --debug for details)"
+    fail_line(_one_line(line))
     return EXIT_BAD_INPUT
+
+
+def _describe_unexpected(problem: BaseException) -> str:
+    """A readable line for errors no layer turned into one (a database error, a bug)."""
+    if isinstance(problem, UnicodeDecodeError):
+        return f"input is not UTF-8 ({problem.reason} at byte {problem.start})"
+    if isinstance(problem, OverflowError):
+        return f"a number or date is out of range ({problem})"
+    if isinstance(problem, OSError) and problem.filename:
+        return f"cannot use {problem.filename}: {problem.strerror or problem}"
+    orig = getattr(problem, "orig", None)  # SQLAlchemy: the driver's own message
+    text = str(orig) if orig is not None else str(problem)
+    return f"{type(problem).__name__}: {text}"
+
+
+def _one_line(text: str) -> str:
+    """The first non-empty line, secrets masked (URL passwords, webhook paths, secret values)."""
+    from notify.masking import mask_url
+
+    first = next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
+    return mask_url(first or "failed (no message)", secrets=secret_values())
+
+
+def secret_values() -> list[str]:
+    """Secret values this process knows of, to hide wherever they might turn up."""
+    names = ("NOTIFY_SMTP_PASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+    found = [os.environ.get(name, "") for name in names]
+    webhook = os.environ.get("NOTIFY_ALERT_WEBHOOK_URL", "")
+    found.append(webhook.split("://", 1)[-1].partition("/")[2])  # the webhook's path
+    return [value for value in found if len(value) >= 4]
 
 
 def entry_point() -> None:

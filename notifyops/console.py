@@ -9,6 +9,7 @@ from dataclasses import asdict, is_dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -60,16 +61,43 @@ def fail_line(message: str) -> None:
     err.print(Text.assemble(("error: ", "bold red"), message))
 
 
+MAX_JSON_BYTES = 1_000_000  # a template context; anything bigger is a mistake
+
+
 def parse_json_object(raw: str, option: str) -> dict[str, Any]:
     """A JSON object given on the command line; InputError naming the option otherwise."""
     from notify.errors import InputError
 
+    if len(raw) > MAX_JSON_BYTES:
+        raise InputError(f"{option}: {len(raw):,} characters of JSON; at most {MAX_JSON_BYTES:,}")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as error:
-        raise InputError(
-            f"{option}: not valid JSON ({error.msg} at column {error.colno})"
-        ) from None
+        where = (
+            f"line {error.lineno} column {error.colno}"
+            if error.lineno > 1
+            else (f"column {error.colno}")
+        )
+        raise InputError(f"{option}: not valid JSON ({error.msg} at {where})") from None
+    except RecursionError:
+        raise InputError(f"{option}: not valid JSON here (nested too deeply)") from None
+    except ValueError as error:  # an integer of more than 4,300 digits
+        raise InputError(f"{option}: not valid JSON here ({str(error).split(':')[0]})") from None
     if not isinstance(value, dict):
         raise InputError(f'{option}: must be a JSON object such as {{"repair_id": "R-1"}}')
     return value
+
+
+def read_text_option(path: Path, option: str) -> str:
+    """The UTF-8 text of a file named on the command line; InputError naming the option."""
+    from notify.errors import InputError
+
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise InputError(f"{option}: cannot read {path} ({error.strerror or error})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise InputError(f"{option}: {path} is not UTF-8 (bad byte on line {line})") from None

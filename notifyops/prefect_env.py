@@ -2,7 +2,12 @@
 
 The same defaults pyproject.toml's [tool.prefect] gives inside the repository, for runs from
 anywhere: an ephemeral API that may start slowly under load, no telemetry, quiet logs on the
-terminal. A variable already set wins."""
+terminal. A variable already set wins.
+
+A flow run that fails inside a command makes Prefect log the error with its traceback on the
+console (74-306 lines); the command then prints the one line that says what failed. So Prefect's
+console handler shows CRITICAL only, unless --debug (then the traceback is shown). The run's logs
+still reach the Prefect API (the UI shows them): only the console handler is quieted."""
 
 from __future__ import annotations
 
@@ -19,8 +24,12 @@ PREFECT_DEFAULTS = {
 }
 
 
-def apply_defaults() -> None:
-    for variable, value in PREFECT_DEFAULTS.items():
+QUIET_CONSOLE = {"PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL"}
+
+
+def apply_defaults(*, debug: bool = False) -> None:
+    """Set before Prefect is imported (Prefect reads its logging settings at import)."""
+    for variable, value in (PREFECT_DEFAULTS | ({} if debug else QUIET_CONSOLE)).items():
         os.environ.setdefault(variable, value)
 
 

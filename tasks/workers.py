@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
@@ -30,20 +31,25 @@ class PoolState:
 
 
 def work_pool_state(pool: str = WORK_POOL) -> PoolState | None:
-    """None without a Prefect server or without the pool (e.g. `notifyops serve`)."""
+    """None without a Prefect server or without the pool (e.g. `notifyops serve`): a 404 of any
+    kind (Prefect's ObjectNotFound or a bare HTTP 404 from the workers endpoint) means no pool."""
     if not os.environ.get("PREFECT_API_URL"):
         return None
     with get_client(sync_client=True) as client:
         try:
             workers = client.read_workers_for_work_pool(pool)
+            late = client.count_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Late"]))
+                ),
+                work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
+            )
         except ObjectNotFound:
             return None
-        late = client.count_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Late"]))
-            ),
-            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
-        )
+        except httpx.HTTPStatusError as error:
+            if error.response.status_code == httpx.codes.NOT_FOUND:
+                return None
+            raise
     states = [
         WorkerState(
             name=w.name,

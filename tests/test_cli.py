@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,123 @@ def test_templates_preview_shows_sms_segments(
     assert preview["sms_segments"] == 1 and "TEST-001" in preview["subject"]
     assert main(["templates", "preview", "repair_assigned", "--context", '{"repair_id": 1}']) == 2
     assert "unit_number" in capsys.readouterr().err
+
+
+def _template(root: Path, name: str, meta: str, sms: str = "Hi {{ who }}") -> None:
+    folder = root / name
+    folder.mkdir(parents=True)
+    for part in ("subject.txt.j2", "body.txt.j2", "body.html.j2"):
+        (folder / part).write_text("Hello {{ who }}")
+    (folder / "sms.txt.j2").write_text(sms)
+    (folder / "meta.json").write_text(meta)
+
+
+def test_a_broken_user_template_is_an_error_row_not_a_broken_list(
+    cli_env: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    meta = json.dumps(
+        {"description": "d", "priority": "normal", "category": "c", "sample_context": {"who": 1}}
+    )
+    root = tmp_path / "templates"
+    _template(root, "bad_front_matter", "{not json")
+    _template(root, "bad_syntax", meta, sms="{% if %}")
+    _template(root, "fine", meta)
+    monkeypatch.setenv("NOTIFY_TEMPLATES_DIR", str(root))
+    reload_runtime()
+    assert main(["templates", "list", "--json"]) == 1
+    captured = capsys.readouterr()
+    listed = {entry["name"]: entry for entry in json.loads(captured.out)}
+    assert {"bad_front_matter", "bad_syntax", "fine", "repair_assigned"} <= set(listed)
+    assert "meta.json line 1" in listed["bad_front_matter"]["error"]
+    assert "sms.txt.j2 line 1" in listed["bad_syntax"]["error"]
+    assert listed["fine"]["required_variables"] == ["who"]
+    (line,) = captured.err.strip().splitlines()
+    assert "2 broken template(s): bad_front_matter, bad_syntax" in line
+    assert main(["templates", "preview", "bad_syntax"]) == 2
+    assert "sms.txt.j2 line 1" in capsys.readouterr().err
+
+
+def test_usage_errors_are_one_line_naming_the_option(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["recipients", "list", "--limit", "0"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "'--limit'" in line and "notifyops recipients list --help" in line
+
+
+def test_debug_anywhere_on_the_line_shows_the_traceback(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["deliver", "--max-batches", "0", "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "--max-batches" in err.strip().splitlines()[-1]
+
+
+def test_health_on_a_prefect_server_without_the_work_pool(
+    flow_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The workers endpoint answers 404 for a missing pool: that is "no pool", not a crash."""
+    from prefect.settings import PREFECT_API_URL
+
+    from tasks.workers import work_pool_state
+
+    monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
+    assert work_pool_state("no-such-pool") is None
+    assert main(["health", "--json"]) in (0, 1)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and json.loads(captured.out)["severity"]
+
+
+@pytest.mark.slow
+def test_a_flow_that_fails_prints_one_line_and_no_prefect_traceback(tmp_path: Path) -> None:
+    """A real `notifyops` process, a real (ephemeral) Prefect run whose task fails: Prefect's own
+    error logs and tracebacks stay off the terminal; --debug brings the traceback back."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from notify.migrate import upgrade_database
+
+    database = tmp_path / "broken.db"
+    upgrade_database(f"sqlite:///{database}")
+    with sqlite3.connect(database) as connection:  # at head, but a table is gone
+        connection.execute("DROP TABLE delivery_logs")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("NOTIFY_", "PREFECT_"))
+    }
+    env |= {
+        "NOTIFY_DATABASE_URL": f"sqlite:///{database}",
+        "NOTIFY_SENDER": "memory",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    command = [sys.executable, "-m", "notifyops", "audit", "failures"]
+    quiet = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 2
+    (line,) = quiet.stderr.strip().splitlines()
+    assert "delivery_logs" in line and "Traceback" not in quiet.stdout
+    loud = subprocess.run(
+        [*command, "--debug"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert loud.returncode == 2 and "Traceback" in loud.stderr
+
+
+def test_a_padded_id_is_imported_stripped_and_reached_by_send(
+    flow_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    roster = tmp_path / "padded.csv"
+    roster.write_text("external_id,name,email,phone\n  tech:9  ,Padded,p@example.com,\n")
+    assert main(["recipients", "import", str(roster)]) == 0
+    capsys.readouterr()
+    assert main(["recipients", "list", "--json", "--search", "tech:9"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["external_id"] for r in listed["recipients"]] == ["tech:9"]
+    context = '{"sent_at": "now"}'
+    args = ["send", "-t", "test_message", "--to", " tech:9 ", "--context", context, "--json"]
+    assert main([*args, "--no-deliver"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["enqueue"]["notification_ids"]) == 1

@@ -56,3 +56,26 @@ def test_upsert_handles_more_rows_than_one_chunk(engine: Engine) -> None:
         page = list_recipients(session=session, limit=3, offset=1_000)
         assert [r.external_id for r in page] == ["t:01000", "t:01001", "t:01002"]
         assert count_recipients(session=session, search="t:0123") == 4
+
+
+def test_search_takes_percent_and_underscore_literally(engine: Engine) -> None:
+    rows = [row("t:1", name="Ana"), row("t_2", name="Ben"), row("t:3", name="100% Carl")]
+    with transaction(engine) as session:
+        upsert_recipients(session=session, rows=rows)
+    with transaction(engine) as session:
+        assert count_recipients(session=session, search="%") == 1
+        assert [r.external_id for r in list_recipients(session=session, search="_")] == ["t_2"]
+        assert count_recipients(session=session, search="\\") == 0
+        assert count_recipients(session=session, search=" ana ") == 1
+        assert count_recipients(session=session, search="   ") == 3
+
+
+def test_lookups_ignore_surrounding_spaces_as_the_importer_does(engine: Engine) -> None:
+    from notify.recipients import known_external_ids
+
+    with transaction(engine) as session:
+        upsert_recipients(session=session, rows=[row("t:1")])
+    with transaction(engine) as session:
+        assert known_external_ids(session=session, external_ids=["  t:1 "]) == {"t:1"}
+        found = recipients_by_external_id(session=session, external_ids=[" t:1"])
+        assert set(found) == {"t:1"}

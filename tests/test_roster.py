@@ -133,3 +133,98 @@ def test_json_lines(tmp_path: Path) -> None:
     assert [row.external_id for row in parsed.rows] == ["t:1"]
     assert parsed.rows[0].receive_sms is True
     assert [(e.line, e.column) for e in parsed.errors] == [(2, "-"), (3, "-"), (4, "shoe")]
+
+
+GOOD_ROWS = (
+    "g:1,Good,g1@example.com,,UTC,true,false,,",
+    "g:2,Good,g2@example.com,,UTC,true,false,,",
+)
+
+
+def around(bad: str) -> str:
+    """A CSV file with the bad row (line 3) between two good ones (lines 2 and 4)."""
+    return HEADER + "\n".join([GOOD_ROWS[0], bad, GOOD_ROWS[1]]) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("bad", "column", "reason_part"),
+    [
+        ("x:1," + "n" * 131_073 + ",x@example.com,,UTC,true,false,,", "name", "at most 200"),
+        ("x" * 200_000 + ",N,x@example.com,,UTC,true,false,,", "external_id", "at most 128"),
+        ("x:1,N,x@example.com,,UTC," + "t" * 140_000 + ",false,,", "receive_email", "at most"),
+        ("x:1,A\x00B,x@example.com,,UTC,true,false,,", "name", "NUL byte"),
+        ("x\x00,N,x@example.com,,UTC,true,false,,", "external_id", "NUL byte"),
+        ("   ,N,x@example.com,,UTC,true,false,,", "external_id", "blank"),
+    ],
+)
+def test_one_bad_row_never_costs_the_valid_rows(
+    tmp_path: Path, bad: str, column: str, reason_part: str
+) -> None:
+    parsed = parse_roster_file(write(tmp_path, around(bad)))
+    assert [row.external_id for row in parsed.rows] == ["g:1", "g:2"]
+    (error,) = parsed.errors
+    assert (error.line, error.column) == (3, column)
+    assert reason_part in error.reason
+    assert len(error.value) <= 41, "the report quotes the bad value, not all of it"
+
+
+def test_a_quote_that_never_closes_is_reported_on_its_line_and_the_rest_still_imports(
+    tmp_path: Path,
+) -> None:
+    text = around('x:1,"Never closed,x@example.com,,UTC,true,false,,') + (
+        "g:3,Three,g3@example.com,,UTC,true,false,,\n"
+    )
+    parsed = parse_roster_file(write(tmp_path, text))
+    assert [row.external_id for row in parsed.rows] == ["g:1", "g:2", "g:3"]
+    (error,) = parsed.errors
+    assert (error.line, error.column) == (3, "name")
+    assert "never closes" in error.reason and "line 3" in error.reason
+    assert parsed.total == 4
+
+
+def test_a_quote_closed_lines_later_still_loses_only_its_own_line(tmp_path: Path) -> None:
+    text = around('x:1,"Opened here,x@example.com,,UTC,true,false,,') + (
+        'g:3,"Three",g3@example.com,,UTC,true,false,,\n'
+    )
+    parsed = parse_roster_file(write(tmp_path, text))
+    assert [row.external_id for row in parsed.rows] == ["g:1", "g:2", "g:3"]
+    assert [error.line for error in parsed.errors] == [3]
+
+
+def test_external_ids_are_stored_without_surrounding_spaces(tmp_path: Path) -> None:
+    parsed = parse_roster_file(write(tmp_path, around("  x:9  , Padded ,x@example.com,,UTC,,,,")))
+    assert [row.external_id for row in parsed.rows] == ["g:1", "x:9", "g:2"]
+    assert parsed.rows[1].name == "Padded"
+
+
+@pytest.mark.parametrize(
+    ("line", "reason_part"),
+    [
+        ('{"external_id": "x:1", "name": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested"),
+        ('{"external_id": "x:1\\u0000", "email": "x@example.com"}', "NUL"),
+        ('{"external_id": "x:1\x00", "email": "x@example.com"}', "NUL"),
+        ('{"external_id": "x:1", "name": {"first": "A"}, "email": "x@example.com"}', "object"),
+        ("[1, 2]", "JSON object"),
+        ("null", "JSON object"),
+        ('{"external_id": ' + "9" * 5_000 + "}", "digits"),
+    ],
+)
+def test_json_lines_reject_the_bad_line_only(tmp_path: Path, line: str, reason_part: str) -> None:
+    good = [
+        json.dumps({"external_id": "g:1", "email": "g1@example.com"}),
+        json.dumps({"external_id": "g:2", "email": "g2@example.com"}),
+    ]
+    text = "\n".join([good[0], line, good[1]]) + "\n"
+    parsed = parse_roster_file(write(tmp_path, text, "roster.jsonl"))
+    assert [row.external_id for row in parsed.rows] == ["g:1", "g:2"]
+    (error,) = parsed.errors
+    assert error.line == 2 and reason_part in error.reason
+
+
+def test_recipient_files_strip_ids_in_both_forms(tmp_path: Path) -> None:
+    from notify.roster import read_recipient_file
+
+    plain = write(tmp_path, "  t:1  \n# comment\n\n t:2\n", "ids.txt")
+    assert read_recipient_file(plain) == ["t:1", "t:2"]
+    table = write(tmp_path, "name, external_id\nA,  t:3 \nB,\n", "ids.csv")
+    assert read_recipient_file(table) == ["t:3"]

@@ -58,3 +58,49 @@ def test_smtp_password_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.smtp_password.get_secret_value() == "hunter2"
     assert "hunter2" not in str(settings.masked())
     assert "hunter2" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason_part"),
+    [
+        ("NOTIFY_SMS_PRICES", '{"US": "-0.01"}', ">= 0"),
+        ("NOTIFY_SMS_PRICES", '{"USA": "0.01"}', "two-letter"),
+        ("NOTIFY_SMS_PRICES", '{"GB": "NaN"}', "finite"),
+        ("NOTIFY_SMS_PRICE_USD", "-0.00645", "greater than or equal to 0"),
+        ("NOTIFY_SMTP_PASSWORD", "", "must not be empty"),
+        ("NOTIFY_SMTP_PASSWORD", "   ", "must not be empty"),
+        ("NOTIFY_ALERT_WEBHOOK_URL", "hooks.slack.com/services/x", "http(s) URL"),
+    ],
+)
+def test_bad_prices_passwords_and_webhooks_are_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, reason_part: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert variable in str(raised.value) and reason_part in str(raised.value)
+
+
+def test_a_refused_value_is_never_echoed_with_its_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFY_DATABASE_URL", "mysql://app:hunter2@db/notify?password=hunter3")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert "NOTIFY_DATABASE_URL" in message and "mysql://app:***@db" in message
+    assert "hunter2" not in message and "hunter3" not in message
+
+
+def test_masked_hides_every_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "NOTIFY_DATABASE_URL", "postgresql+psycopg2://app@db/notify?sslmode=require&password=pw9"
+    )
+    monkeypatch.setenv("NOTIFY_ALERT_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/tok3n")
+    monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "hunter2")
+    settings = load_settings()
+    shown = settings.masked()
+    assert shown["database_url"].endswith("password=***")
+    assert shown["alert_webhook_url"] == "https://hooks.slack.com/***"
+    assert shown["smtp_password"] == "********"
+    for secret in ("pw9", "tok3n", "hunter2"):
+        assert secret not in str(shown)
+    assert {"hunter2", "pw9"} <= set(settings.secret_values())

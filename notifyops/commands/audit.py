@@ -30,6 +30,7 @@ JSON = typer.Option(False, "--json", help="Machine-readable output (stable keys)
 DIRECT = typer.Option(False, "--direct", help="Run without Prefect (when Prefect is down).")
 PUBLISH = typer.Option(False, "--publish", help="Also publish the CloudWatch metrics.")
 ALERT = typer.Option(False, "--alert", help="Also raise and route alerts.")
+MAX_WINDOW = "744h (31 days)"
 
 
 @app.command("sms-cost")
@@ -111,11 +112,14 @@ def install_alarms_command(json_output: bool = JSON) -> None:
 def parse_window(text: str) -> timedelta:
     from notify.errors import InputError
 
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([mhd]?)\s*", text.lower())
+    match = re.fullmatch(r"\s*(\d{1,12}(?:\.\d{1,6})?)\s*([mhd]?)\s*", text.lower())
     if not match or float(match.group(1)) <= 0:
-        raise InputError(f"--window: {text!r} is not a duration such as 24h, 90m or 7d")
+        raise InputError(f"--window: {_cut(text)!r} is not a duration such as 24h, 90m or 7d")
     unit = {"m": "minutes", "h": "hours", "": "hours", "d": "days"}[match.group(2)]
-    return timedelta(**{unit: float(match.group(1))})
+    try:
+        return timedelta(**{unit: float(match.group(1))})
+    except OverflowError:
+        raise InputError(f"--window: {_cut(text)!r} is too long (at most {MAX_WINDOW})") from None
 
 
 def parse_as_of(text: str | None) -> datetime:
@@ -125,9 +129,31 @@ def parse_as_of(text: str | None) -> datetime:
         return datetime.now(UTC)
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
     except ValueError:
-        raise InputError(f"--as-of: {text!r} is not ISO 8601, e.g. 2026-11-30T08:00:00Z") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        raise InputError(
+            f"--as-of: {_cut(text)!r} is not ISO 8601, e.g. 2026-11-30T08:00:00Z"
+        ) from None
+    except OverflowError:
+        raise InputError(f"--as-of: {_cut(text)!r} is out of range once converted to UTC") from None
+
+
+def _cut(text: str, keep: int = 40) -> str:
+    return text if len(text) <= keep else f"{text[:keep]}…"
+
+
+def check_window_start(span: timedelta, end: datetime, as_of: str | None) -> None:
+    """The window [end - span, end] must lie within the calendar (year 1 to 9999)."""
+    from notify.errors import InputError
+
+    try:
+        end - span
+    except OverflowError:
+        raise InputError(
+            f"--as-of: {as_of!r} minus --window {span.total_seconds() / 3600:g}h starts before "
+            "year 1: "
+            "pick a later --as-of or a shorter --window"
+        ) from None
 
 
 def _run(
@@ -148,12 +174,14 @@ def _run(
     extra = {"mute": mute} if check is Check.loops else {}
     params = build(
         check_params(check),
+        options={"window_hours": "--window (hours)"},
         window_hours=span.total_seconds() / 3600,
         as_of=end,
         publish_metrics=publish,
         alert=alert,
         **extra,
     )
+    check_window_start(span, end, as_of)
     report = _direct(check, params) if direct else _through_prefect(check, params)
     _show(check, report, json_output)
     raise typer.Exit(EXIT_PARTIAL if report.breached else EXIT_OK)
@@ -161,8 +189,10 @@ def _run(
 
 def _through_prefect(check: Check, params: Any) -> Report:
     from flows.monitoring import CHECK_FLOWS
+    from notify.bootstrap import runtime
     from notifyops.prefect_env import run_flow
 
+    runtime().engine()  # a database that cannot be used is one line here, before a flow starts
     return run_flow(CHECK_FLOWS[check], params=params)
 
 

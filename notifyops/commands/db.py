@@ -16,12 +16,20 @@ def upgrade(
     json_output: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Apply every pending migration to NOTIFY_DATABASE_URL (SQLite or Postgres)."""
+    from sqlalchemy.exc import OperationalError
+
     from notify.bootstrap import settings as current_settings
+    from notify.masking import mask_url
     from notify.migrate import upgrade_database
-    from notify.schema import head_revision
+    from notify.schema import DatabaseNotReady, head_revision
 
     settings = current_settings()
-    revision = upgrade_database(settings.database_url)
+    try:
+        revision = upgrade_database(settings.database_url)
+    except OperationalError as error:
+        reason = str(error.orig or error).strip().splitlines()[0]
+        where = mask_url(settings.database_url)
+        raise DatabaseNotReady(f"cannot open the database {where}: {mask_url(reason)}") from None
     result = {
         "database": settings.masked()["database_url"],
         "revision": revision,

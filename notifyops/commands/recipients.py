@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from notifyops.action_output import ACTOR
-from notifyops.console import EXIT_PARTIAL, out, print_json, table
+from notifyops.console import EXIT_PARTIAL, fail_line, out, print_json, table
 
 if TYPE_CHECKING:
     from notify.db import Recipient
@@ -46,6 +46,12 @@ def import_roster(
         created, updated = counts.created, counts.updated
     _report_import(file, parsed, created, updated, dry_run, json_output)
     if parsed.errors:
+        first = parsed.errors[0]
+        more = f" (and {len(parsed.errors) - 1} more)" if len(parsed.errors) > 1 else ""
+        fail_line(
+            f"{file.name}: {len(parsed.errors)} of {parsed.total} rows rejected; first: line "
+            f"{first.line}, {first.column}: {first.reason}{more}"
+        )
         raise typer.Exit(EXIT_PARTIAL)
 
 
@@ -78,8 +84,10 @@ def _report_import(
 @app.command("list")
 def list_command(
     limit: int = typer.Option(50, min=1, max=10_000, help="How many to show."),
-    offset: int = typer.Option(0, min=0, help="Skip this many (paging)."),
-    search: str | None = typer.Option(None, help="Filter by external_id or name (substring)."),
+    offset: int = typer.Option(0, min=0, max=2**31 - 1, help="Skip this many (paging)."),
+    search: str | None = typer.Option(
+        None, help="Filter by external_id or name (substring, taken literally: % and _ too)."
+    ),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """List recipients ordered by external_id."""

@@ -28,7 +28,9 @@ def redrive_command(
     recipient: str | None = typer.Option(None, help="Only this recipient (external id)."),
     since: str | None = typer.Option(None, help="Only rows created since: 24h, or an ISO time."),
     until: str | None = typer.Option(None, help="Only rows created before: 1h, or an ISO time."),
-    row_id: list[int] = typer.Option([], "--id", help="Only these delivery_logs ids (repeatable)."),
+    row_id: list[int] = typer.Option(
+        [], "--id", min=1, max=2**31 - 1, help="Only these delivery_logs ids (repeatable)."
+    ),
     redrive_id: str | None = typer.Option(
         None, "--redrive-id", help="Name this redrive (default: from its filters)."
     ),

@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from notifyops.console import EXIT_OK, EXIT_PARTIAL, out, parse_json_object, print_json, table
+from notifyops.console import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    out,
+    parse_json_object,
+    print_json,
+    read_text_option,
+    table,
+)
 
 if TYPE_CHECKING:
     from flows.params import DispatchParams
@@ -79,7 +87,7 @@ def _context(raw: str | None, path: Path | None) -> dict[str, Any]:
 
     if raw and path:
         raise InputError("--context and --context-file: give one, not both")
-    text = path.read_text(encoding="utf-8") if path else raw
+    text = read_text_option(path, "--context-file") if path else raw
     return parse_json_object(text, "--context-file" if path else "--context") if text else {}
 
 
@@ -97,17 +105,21 @@ def _check_request(request: DispatchParams) -> None:
 
 
 def deliver(
-    batch_size: int | None = typer.Option(None, min=1, max=50_000, help="Rows per claim."),
-    max_batches: int = typer.Option(1000, min=1, max=100_000, help="Stop after this many claims."),
+    batch_size: int | None = typer.Option(
+        None, help="Rows per claim, 1 to 50,000 (default NOTIFY_BATCH_SIZE)."
+    ),
+    max_batches: int = typer.Option(1000, help="Stop after this many claims, 1 to 100,000."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Deliver due rows now: runs the deliver-pending flow. Exit 1 on failures."""
     from flows.deliver import deliver_pending
     from flows.params import DeliverParams
+    from notify.bootstrap import runtime
     from notifyops.params import build
     from notifyops.prefect_env import run_flow
 
     params = build(DeliverParams, batch_size=batch_size, max_batches=max_batches)
+    runtime().engine()  # a database that cannot be used is one line here, before a flow starts
     summary = run_flow(deliver_pending, params=params)
     if json_output:
         print_json(summary)

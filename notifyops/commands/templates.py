@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from notifyops.console import out, parse_json_object, print_json, table
+from notifyops.console import EXIT_PARTIAL, fail_line, out, parse_json_object, print_json, table
 
 if TYPE_CHECKING:
     from notify.rendering import TemplateCatalog
@@ -25,18 +25,28 @@ def _catalog() -> TemplateCatalog:
 
 @app.command("list")
 def list_templates(json_output: bool = JSON_OPTION) -> None:
-    """List templates with their priority, category and required variables."""
-    catalog = _catalog()
-    infos = [catalog.info(name) for name in catalog.names()]
+    """List templates with their priority, category and required variables.
+
+    A broken template is listed with its error (the others still list); exit 1 when any is."""
+    from notify.rendering import BrokenTemplate
+
+    entries = _catalog().listing()
+    broken = [entry for entry in entries if isinstance(entry, BrokenTemplate)]
     if json_output:
-        print_json(infos)
-        return
-    rows = [
-        (i.name, i.priority, i.category, ", ".join(i.required_variables), i.description)
-        for i in infos
-    ]
-    columns = ["name", "priority", "category", "variables", "description"]
-    out.print(table("Templates", columns, rows))
+        print_json(entries)
+    else:
+        rows = [
+            (e.name, "-", "-", "-", f"BROKEN: {e.error}")
+            if isinstance(e, BrokenTemplate)
+            else (e.name, e.priority, e.category, ", ".join(e.required_variables), e.description)
+            for e in entries
+        ]
+        columns = ["name", "priority", "category", "variables", "description"]
+        out.print(table("Templates", columns, rows))
+    if broken:
+        names = ", ".join(entry.name for entry in broken)
+        fail_line(f"{len(broken)} broken template(s): {names}; first: {broken[0].error}")
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 @app.command("preview")
