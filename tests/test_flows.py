@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from prefect.states import State
 from sqlalchemy import func, select
 
+from flows.artifacts import request_markdown
 from flows.deliver import deliver_pending
 from flows.dispatch import dispatch_notifications
 from flows.params import DeliverParams, DispatchParams
 from flows.states import result_of
 from notify.db import DeliveryLog, Notification, make_engine, transaction
 from notify.errors import InputError
+from notify.request_report import RequestReport, request_report
 from notify.summaries import DeliverySummary, DispatchSummary
 from notifyops.cli import main
 from tests.aws_fixtures import moto_sent
@@ -133,3 +136,48 @@ def test_dispatch_through_ses_and_sns_on_moto(
             )
         )
     assert ids == {m["id"] for m in sent["email"]}
+
+
+def quiet_now(n: int) -> Any:
+    """A recipient in quiet hours right now (UTC): their SMS is deferred to the window's end."""
+    now = datetime.now(UTC)
+    start, end = (now - timedelta(hours=1)).strftime("%H:%M"), (now + timedelta(hours=2))
+    return tech(n, timezone="UTC", quiet_hours_start=start, quiet_hours_end=end.strftime("%H:%M"))
+
+
+def test_an_unverified_sender_stops_the_dispatch_red_with_the_fix_and_its_own_rows(
+    flow_env: str, aws_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOTIFY_SENDER", "aws")
+    monkeypatch.setenv("NOTIFY_EMAIL_FROM", "not-verified@example.com")
+    reload_runtime()
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(1), quiet_now(2)])
+    request = DispatchParams(template="repair_assigned", to=["tech:1", "tech:2"], context=CONTEXT)
+    state, summary = dispatch(request)
+    assert state.is_failed() and state.name == "Stopped"
+    assert "Verify the sender address" in str(state.message), "the fix is in the state message"
+    assert summary.delivery is not None and summary.delivery.stopped
+    own = request_markdown(request_report_of(engine, summary.enqueue.request_id), this_run=None)
+    assert "sms | pending | sms: deferred to" in own
+    assert "waiting until" in own and "pending_retry" in own
+    assert (
+        main(
+            [
+                "send",
+                "--template",
+                "repair_assigned",
+                "--to",
+                "tech:1",
+                "--context",
+                json.dumps(CONTEXT),
+                "--json",
+            ]
+        )
+        == 1
+    ), "the CLI still prints and exits 1"
+
+
+def request_report_of(engine: Any, request_id: str) -> RequestReport:
+    with transaction(engine) as session:
+        return request_report(session=session, request_id=request_id)
