@@ -146,7 +146,10 @@ def quiet_now(n: int) -> Any:
 
 
 def test_an_unverified_sender_stops_the_dispatch_red_with_the_fix_and_its_own_rows(
-    flow_env: str, aws_env: str, monkeypatch: pytest.MonkeyPatch
+    flow_env: str,
+    aws_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("NOTIFY_SENDER", "aws")
     monkeypatch.setenv("NOTIFY_EMAIL_FROM", "not-verified@example.com")
