@@ -79,7 +79,7 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
         logger.error("%s", state.message)
         delivery_events(delivered, template=request.template)
     priority = request.priority or runtime().catalog().info(request.template).priority
-    key = request.idempotency_key or enqueued.request_id[:8]
+    key = request.idempotency_key or enqueued.request_id.removeprefix("flow-run:")[:8]
     rename(
         f"{request.template} · {key} · {len(request.to)} to · {state.name}",
         [f"template:{request.template}", f"priority:{priority}"],

@@ -63,7 +63,9 @@ def _checked(check: Check, params: CheckParams, *, mute: bool, title: str) -> St
         routed,
     )
     check_events(check.value, report, routed, unrouted)
-    rename(f"{check.value} {report.severity}: {state.message}", [f"severity:{report.severity}"])
+    codes = ", ".join(dict.fromkeys(f.code for f in report.findings))
+    name = f"{check.value} {report.severity}" + (f": {codes}" if codes else "")
+    rename(name + (" · NOBODY ALERTED" if unrouted else ""), [f"severity:{report.severity}"])
     return state
 
 

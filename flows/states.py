@@ -30,6 +30,20 @@ ROUTE_FIX = (
 )
 
 
+class Unsuccessful(Exception):
+    """A Failed run's data: its message and its typed result (the summary or report), so that
+    Prefect can raise it where it raises a failed run's exception and the CLI still gets the
+    result (`result_of`)."""
+
+    def __init__(self, message: str, result: Any) -> None:
+        super().__init__(message, result)
+        self.message = message
+        self.result = result
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def one_line(text: str) -> str:
     return " ".join(text.split())[:MAX_MESSAGE]
 
@@ -67,7 +81,7 @@ def delivery_state(delivery: DeliverySummary | None, data: Any, *, prefix: str =
     name, message = delivery_verdict(delivery)
     message = one_line(prefix + message)
     if name in (STOPPED, PARTLY_FAILED):
-        return Failed(name=name, message=message, data=data)
+        return Failed(name=name, message=message, data=Unsuccessful(message, data))
     if name:
         return Completed(name=name, message=message, data=data)
     return Completed(message=message, data=data)
@@ -85,7 +99,7 @@ def check_state(check: str, report: Report, unrouted: list[str]) -> State[Any]:
     message = check_message(check, report, unrouted)
     severity = str(report.severity)
     if severity in ALARMING:
-        return Failed(name=severity, message=message, data=report)
+        return Failed(name=severity, message=message, data=Unsuccessful(message, report))
     return Completed(message=message, data=report)
 
 
@@ -93,6 +107,8 @@ def result_of(state: State[Any]) -> Any:
     """The run's typed result whatever its final state; an exception a run failed with (bad
     input, a bug) is raised again, so the CLI reports it as before."""
     value = state.result(raise_on_failure=False)
+    if isinstance(value, Unsuccessful):
+        return value.result
     if isinstance(value, BaseException):
         raise value
     return value
