@@ -67,6 +67,12 @@ class Api:
         found = self.post("/deployments/filter", {"deployments": {"name": {"any_": [name]}}})
         return str(found[0]["id"])
 
+    def event_names(self) -> set[str]:
+        """The notifyops.* events the server received (for automations)."""
+        filters = {"event": {"prefix": ["notifyops."]}}
+        found = self.post("/events/filter", {"filter": filters, "limit": 50})
+        return {event["event"] for event in found["events"]}
+
     def final_run(self, deployment: str, timeout_s: float = 120) -> dict[str, Any]:
         """The deployment's first run, once it reached a final state."""
         filters = {"deployments": {"id": {"any_": [self.deployment_id(deployment)]}}}
@@ -195,6 +201,12 @@ def test_the_ui_tells_the_truth(
         page(browser, f"{ui}/runs/flow-run/{health['id']}", "7-health-run", "P1")
         runs = page(browser, f"{ui}/runs", "8-runs", "repair_assigned")
         assert "health P1" in runs
+        expected = {"notifyops.alert.P1", "notifyops.delivery.stopped"}
+        for _ in range(20):  # the server stores events shortly after they arrive
+            if expected <= api.event_names():
+                break
+            time.sleep(1)
+        assert expected <= api.event_names(), "events for automations"
     finally:
         for process in [p for p in (worker, server) if p is not None]:
             stop(process)
