@@ -1,17 +1,26 @@
-"""deliver-pending: rescue expired leases, then claim and deliver due rows a batch at a time
-(every minute on a schedule, for what a dispatch left: retries, deferred rows, rescued claims)."""
+"""deliver-pending: rescue expired leases, then claim and deliver due rows a batch at a time, for
+what a dispatch left: retries, rows deferred by quiet hours, rescued claims. A dispatch delivers
+its own rows inline, so this runs every 5 minutes (not every minute) and, when nothing is due and
+no lease has expired, ends after one query as `NothingDue`: no tasks, no artifact."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
 from prefect import flow, get_run_logger
+from prefect.states import Completed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.artifacts import delivery_table
 from flows.delivery import deliver_due
+from flows.events import delivery_events
+from flows.logs import library_logs_in_run
 from flows.params import DeliverParams
+from flows.states import delivery_state
 from notify.summaries import DeliverySummary
+from tasks.dispatch import idle
+
+NOTHING_DUE = "NothingDue"
 
 
 @flow(
@@ -20,12 +29,20 @@ from notify.summaries import DeliverySummary
     task_runner=cast(Any, ThreadPoolTaskRunner(max_workers=8)),
     log_prints=False,
 )
-def deliver_pending(params: DeliverParams | None = None) -> DeliverySummary:
-    summary = deliver_due(params or DeliverParams())
-    delivery_table(summary)
-    get_run_logger().info("delivery: %s", summary.model_dump_json())
-    return summary
+def deliver_pending(params: DeliverParams | None = None) -> State[Any]:
+    if idle():
+        return Completed(name=NOTHING_DUE, message="nothing due", data=DeliverySummary())
+    with library_logs_in_run():
+        summary = deliver_due(params or DeliverParams())
+        delivery_table(summary)
+        state = delivery_state(summary, summary)
+        logger = get_run_logger()
+        logger.info("delivery: %s", summary.model_dump_json())
+        if state.is_failed():
+            logger.error("%s", state.message)
+            delivery_events(summary)
+    return state
 
 
 if __name__ == "__main__":
-    print(deliver_pending().model_dump_json(indent=2))
+    print(deliver_pending(return_state=True))

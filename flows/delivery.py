@@ -20,10 +20,10 @@ def deliver_due(params: DeliverParams) -> DeliverySummary:
     limit = params.batch_size or runtime().settings.batch_size
     rescued = rescue_expired_leases()
     total, batches = BatchReport(), 0
-    run = str(flow_run.id or "local")[:8]
+    run = str(flow_run.id or "local")  # in the lease owner: the artifact names the run
     for wave in range(math.ceil(params.max_batches / params.parallel_batches)):
         futures = [
-            deliver_batch.submit(f"{run}-{wave}-{i}", limit) for i in range(params.parallel_batches)
+            deliver_batch.submit(f"{run}/{wave}-{i}", limit) for i in range(params.parallel_batches)
         ]
         reports = [future.result() for future in futures]
         for report in reports:

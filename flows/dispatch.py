@@ -1,51 +1,121 @@
 """dispatch-notifications: store a send request (render, decide, enqueue) and deliver it.
 
-One flow run: the enqueue task, then the delivery tasks inline (no subflow), artifacts written
-once at the end, so a dispatch costs a handful of API calls whatever its size."""
+One flow run: the enqueue task, then the delivery tasks inline (no subflow), then the request's
+own rows read back, artifacts written once at the end. Its parameters are top-level (a
+Postgres-backed server keeps only top-level `position`s): what is required first, advanced last.
+The run ends Failed (`Stopped`/`PartlyFailed`, see flows/states.py) when delivery did not go
+through, with the summary as its result either way."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
+from annotated_types import Len
 from prefect import flow, get_run_logger
 from prefect.runtime import deployment, flow_run
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import StringConstraints
 
-from flows.artifacts import delivery_table, enqueue_table
+from flows.artifacts import delivery_table, enqueue_table, request_artifact
+from flows.catalogue import TemplateName, described
 from flows.delivery import deliver_due
+from flows.events import delivery_events
+from flows.logs import library_logs_in_run
+from flows.naming import dispatch_run_name, rename
 from flows.params import DeliverParams, DispatchParams
+from flows.states import delivery_state
 from notify.enqueue import Attribution
+from notify.settings import Priority
 from notify.summaries import DispatchSummary
-from tasks.dispatch import enqueue_notifications
+from tasks.dispatch import enqueue_notifications, request_rows
+from tasks.resources import runtime
+
+Text = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
+Recipients = Text | Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Len(1)]
 
 
-@flow(
-    name="dispatch-notifications",
-    description="Render a template for a list of recipients, apply their preferences, store the "
-    "notifications and deliver them through SES (email) and SNS (SMS).",
-    task_runner=cast(Any, ThreadPoolTaskRunner(max_workers=8)),
-)
-def dispatch_notifications(
-    request: DispatchParams, delivery: DeliverParams | None = None
-) -> DispatchSummary:
+def _dispatch(
+    template: TemplateName,
+    to: Recipients,
+    context: dict[str, Any] = {},  # noqa: B006 (Prefect validates a copy; never mutated)
+    priority: Priority | None = None,
+    idempotency_key: Annotated[str, StringConstraints(max_length=150)] | None = None,
+    skip_unknown: bool = False,
+    deliver: bool = True,
+    delivery: DeliverParams | None = None,
+) -> State[Any]:
+    request = DispatchParams(
+        template=template,
+        to=cast(Any, to),
+        context=dict(context),
+        priority=priority,
+        idempotency_key=idempotency_key,
+        skip_unknown=skip_unknown,
+        deliver=deliver,
+    )
+    with library_logs_in_run():
+        return _run(request, delivery or DeliverParams())
+
+
+def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
+    logger = get_run_logger()
     run_id = str(flow_run.id) if flow_run.id else None
     # a retried task must not enqueue twice: without a key, the key is this flow run
     send = request.send_request(default_key=f"flow-run:{run_id}" if run_id else None)
     attribution = Attribution(flow_run_id=run_id, deployment_name=deployment.name)
     enqueued = enqueue_notifications(send, attribution)
-    delivered = deliver_due(delivery or DeliverParams()) if request.deliver else None
+    delivered = deliver_due(delivery_params) if request.deliver else None
+    own = request_rows(enqueued.request_id)
     enqueue_table(enqueued)
+    request_artifact(own, this_run=run_id)
     if delivered is not None:
         delivery_table(delivered)
     summary = DispatchSummary(enqueue=enqueued, delivery=delivered)
-    get_run_logger().info(
-        "dispatch: %s", summary.model_dump_json(exclude={"enqueue": {"notification_ids"}})
+    logger.info("dispatch: %s", summary.model_dump_json(exclude={"enqueue": {"notification_ids"}}))
+    prefix = f"{request.template}: {len(enqueued.notification_ids)} notification(s); "
+    state = delivery_state(delivered, summary, prefix=prefix)
+    if state.is_failed():
+        logger.error("%s", state.message)
+        delivery_events(delivered, template=request.template)
+    priority = request.priority or runtime().catalog().info(request.template).priority
+    key = request.idempotency_key or enqueued.request_id.removeprefix("flow-run:")[:8]
+    rename(
+        f"{request.template} · {key} · {len(request.to)} to · {state.name}",
+        [f"template:{request.template}", f"priority:{priority}"],
     )
-    return summary
+    return state
+
+
+_dispatch.__doc__ = f"""Send a template to recipients.
+
+Args:
+    template: Which template to send (the catalogue, including NOTIFY_TEMPLATES_DIR).
+    to: Recipient external ids, e.g. technician:101. Paste them as one text (separated by commas
+        or new lines) or give a list. Required.
+    context: The template's variables as JSON, e.g. {{"repair_id": "R-1"}}. Each template needs:
+        {described()}. `recipient` (name, external_id) is added for you.
+    priority: Override the template's priority (low, normal, high, urgent): SMS goes out at
+        high and urgent; urgent ignores quiet hours.
+    idempotency_key: The same key again is a no-op answering the first request (re-submitting
+        the form sends nothing twice). Empty: this flow run is the key.
+    skip_unknown: Advanced. Send to the known recipients and report the unknown ones (default:
+        an unknown recipient refuses the whole request).
+    deliver: Advanced. Deliver right after storing (off: the deliver-pending schedule sends).
+    delivery: Advanced. How much this run may deliver (batch size, batches, parallel claims).
+"""
+
+dispatch_notifications = flow(
+    name="dispatch-notifications",
+    description="Render a template for a list of recipients, apply their preferences, store the "
+    "notifications and deliver them through SES (email) and SNS (SMS).",
+    task_runner=cast(Any, ThreadPoolTaskRunner(max_workers=8)),
+    flow_run_name=dispatch_run_name,
+)(_dispatch)
 
 
 if __name__ == "__main__":
     example = DispatchParams(
         template="test_message", to=["technician:101"], context={"sent_at": "now"}
     )
-    print(dispatch_notifications(example).model_dump_json(indent=2))
+    print(dispatch_notifications(**example.flow_parameters()))

@@ -9,21 +9,37 @@ audit -> (workers / mute) -> metrics -> alerts -> artifact, returning the typed 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from typing import cast
+from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.states import State
 
 from flows.artifacts import report_artifact
+from flows.events import check_events
+from flows.logs import library_logs_in_run
+from flows.naming import rename
 from flows.params import CheckParams, FailureParams, LoopParams
-from notify.audits import FailureReport, HealthReport, LoopReport, Report, SmsCostReport
+from flows.states import check_state
+from notify.audits import HealthReport, LoopReport
 from notify.checks import SPECS, Check, should_mute
 from notify.db import utcnow
 from tasks import checks
 from tasks.resources import runtime
 
 
-def run_check(check: Check, params: CheckParams, *, mute: bool = False, title: str = "") -> Report:
+def run_check(
+    check: Check, params: CheckParams, *, mute: bool = False, title: str = ""
+) -> State[Any]:
+    """The check's steps; its final state: Failed named P1/P2 at those severities (the report is
+    its result either way), with the findings (and an alert that reached nobody) as message."""
+    with library_logs_in_run():
+        return _checked(check, params, mute=mute, title=title)
+
+
+def _checked(check: Check, params: CheckParams, *, mute: bool, title: str) -> State[Any]:
+    logger = get_run_logger()
     report = checks.audit(check, params.as_of or utcnow(), params.window_hours)
     if isinstance(report, HealthReport):
         report = checks.add_worker_state(report)
@@ -31,8 +47,14 @@ def run_check(check: Check, params: CheckParams, *, mute: bool = False, title: s
         report = checks.mute(report)
     published = checks.metrics(check, report) if params.publish_metrics else 0
     routed = checks.alerts(check, report) if params.alert else []
-    report_artifact(check.value, report, title=title or SPECS[check].title, routed=routed)
-    get_run_logger().info(
+    unrouted = [line for line in routed if not line.endswith(": ok")]
+    report_artifact(
+        check.value, report, title=title or SPECS[check].title, routed=routed, unrouted=unrouted
+    )
+    state = check_state(check.value, report, unrouted)
+    level = logging.ERROR if state.is_failed() or unrouted else logging.INFO
+    logger.log(level, "%s", state.message)
+    logger.info(
         "%s: severity %s, breaches %s, %d metrics, alerts %s",
         check.value,
         report.severity,
@@ -40,7 +62,11 @@ def run_check(check: Check, params: CheckParams, *, mute: bool = False, title: s
         published,
         routed,
     )
-    return report
+    check_events(check.value, report, routed, unrouted)
+    codes = ", ".join(dict.fromkeys(f.code for f in report.findings))
+    name = f"{check.value} {report.severity}" + (f": {codes}" if codes else "")
+    rename(name + (" · NOBODY ALERTED" if unrouted else ""), [f"severity:{report.severity}"])
+    return state
 
 
 @flow(
@@ -48,8 +74,8 @@ def run_check(check: Check, params: CheckParams, *, mute: bool = False, title: s
     description="SMS count and cost per hour, the last hour against the hourly alarm, today "
     "against the daily cap, top recipients; publishes SMSCost to CloudWatch.",
 )
-def sms_cost_audit_flow(params: CheckParams | None = None) -> SmsCostReport:
-    return cast(SmsCostReport, run_check(Check.sms_cost, params or CheckParams()))
+def sms_cost_audit_flow(params: CheckParams | None = None) -> State[Any]:
+    return run_check(Check.sms_cost, params or CheckParams())
 
 
 @flow(
@@ -58,10 +84,10 @@ def sms_cost_audit_flow(params: CheckParams | None = None) -> SmsCostReport:
     "NOTIFY_LOOP_THRESHOLD times in 24 h, with the template and flow run that created it; "
     "mutes SMS for it when asked (mute) or, by default, when NOTIFY_LOOP_AUTO_MUTE is on.",
 )
-def loop_detection_flow(params: LoopParams | None = None) -> LoopReport:
+def loop_detection_flow(params: LoopParams | None = None) -> State[Any]:
     params = params or LoopParams()
     mute = should_mute(runtime().settings, params.mute)
-    return cast(LoopReport, run_check(Check.loops, params, mute=mute))
+    return run_check(Check.loops, params, mute=mute)
 
 
 @flow(
@@ -69,10 +95,10 @@ def loop_detection_flow(params: LoopParams | None = None) -> LoopReport:
     description="Failures grouped by error class and normalised message with the runbook's "
     "cause and fix; email and SMS error rates against 10%.",
 )
-def failure_summary_flow(params: FailureParams | None = None) -> FailureReport:
+def failure_summary_flow(params: FailureParams | None = None) -> State[Any]:
     params = params or FailureParams()
     title = "Failure digest (daily)" if params.digest else SPECS[Check.failures].title
-    return cast(FailureReport, run_check(Check.failures, params, title=title))
+    return run_check(Check.failures, params, title=title)
 
 
 @flow(
@@ -80,11 +106,11 @@ def failure_summary_flow(params: FailureParams | None = None) -> FailureReport:
     description="Backlog and oldest pending age, average and p95 delivery latency, stuck and "
     "unknown deliveries, SES account state, Prefect workers and late runs, database.",
 )
-def health_flow(params: CheckParams | None = None) -> HealthReport:
-    return cast(HealthReport, run_check(Check.health, params or CheckParams()))
+def health_flow(params: CheckParams | None = None) -> State[Any]:
+    return run_check(Check.health, params or CheckParams())
 
 
-CHECK_FLOWS: dict[Check, Callable[..., Report]] = {
+CHECK_FLOWS: dict[Check, Callable[..., Any]] = {
     Check.sms_cost: sms_cost_audit_flow,
     Check.loops: loop_detection_flow,
     Check.failures: failure_summary_flow,
@@ -93,4 +119,4 @@ CHECK_FLOWS: dict[Check, Callable[..., Report]] = {
 
 
 if __name__ == "__main__":
-    print(health_flow().model_dump_json(indent=2))
+    print(health_flow(return_state=True))

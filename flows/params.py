@@ -3,6 +3,7 @@ descriptions and bounds, and rejects bad values before a run starts."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +15,16 @@ from notify.enqueue import SendRequest
 from notify.roster import read_recipient_file
 from notify.settings import Priority
 
+SEPARATORS = re.compile(r"[,;\s]+")
+
+
+def split_recipients(value: Any) -> list[str]:
+    """Recipients pasted as one text (comma, semicolon, newline or space separated) or a list."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    return [part for item in items for part in SEPARATORS.split(str(item)) if part]
+
 
 class DispatchParams(BaseModel):
     """One send request: a template, its context and who gets it."""
@@ -22,7 +33,9 @@ class DispatchParams(BaseModel):
         ..., min_length=1, max_length=100, description="Template name, e.g. repair_assigned"
     )
     to: list[Annotated[str, Field(max_length=128)]] = Field(
-        default_factory=list, description="Recipient external ids, e.g. technician:123"
+        default_factory=list,
+        description="Recipient external ids, e.g. technician:123 (a list, or one text separated "
+        "by commas or newlines)",
     )
     to_file: str | None = Field(
         None, description="File with one external id per line (or a CSV with external_id column)"
@@ -37,10 +50,10 @@ class DispatchParams(BaseModel):
     skip_unknown: bool = Field(False, description="Send to the known recipients, report the rest")
     deliver: bool = Field(True, description="Deliver right after enqueueing")
 
-    @field_validator("to")
+    @field_validator("to", mode="before")
     @classmethod
-    def _strip(cls, value: list[str]) -> list[str]:
-        return [item.strip() for item in value if item.strip()]
+    def _split(cls, value: Any) -> list[str]:
+        return split_recipients(value)
 
     @model_validator(mode="after")
     def _someone(self) -> DispatchParams:
@@ -60,6 +73,19 @@ class DispatchParams(BaseModel):
         if not self.to_file:
             return self
         return self.model_copy(update={"to": list(self.recipients()), "to_file": None})
+
+    def flow_parameters(self) -> dict[str, Any]:
+        """The dispatch flow's parameters for this request (`to_file` read here, where it is)."""
+        request = self.resolved()
+        return {
+            "template": request.template,
+            "to": list(request.to),
+            "context": request.context,
+            "priority": request.priority,
+            "idempotency_key": request.idempotency_key,
+            "skip_unknown": request.skip_unknown,
+            "deliver": request.deliver,
+        }
 
     def send_request(self, default_key: str | None = None) -> SendRequest:
         """The library's request; `default_key` makes a retried run idempotent without a key."""

@@ -11,6 +11,9 @@ from typing import Any
 
 HEADER_KEYS = ("as_of", "window_start", "window_hours", "severity", "breached", "findings")
 MAX_ROWS = 25
+NONE = "none"  # not "-": a lone "-" in Markdown renders as a bullet
+HOURLY = "hourly"  # one row per hour of the window: only hours with traffic are shown
+SAME_AS = {"top_recipients_by_cost": "top_recipients"}  # omitted when identical
 
 
 @dataclass
@@ -30,10 +33,10 @@ def view(data: dict[str, Any]) -> ReportView:
     )
     shaped.facts.append(("window", f"{data.get('window_start')} .. {data.get('as_of')}"))
     for key, value in data.items():
-        if key in HEADER_KEYS or key == "breaches":
+        if key in HEADER_KEYS or key == "breaches" or _repeats(data, key):
             continue
         if isinstance(value, list) and value and isinstance(value[0], dict):
-            shaped.tables.append(_table(key, value))
+            shaped.tables.append(_hourly(value) if key == HOURLY else _table(key, value))
         elif isinstance(value, dict):
             shaped.facts.extend((f"{key}.{k}", _cell(v)) for k, v in value.items())
         else:
@@ -48,25 +51,47 @@ def _table(name: str, rows: list[dict[str, Any]]) -> tuple[str, list[str], list[
     return title, columns, body
 
 
+def _repeats(data: dict[str, Any], key: str) -> bool:
+    twin = SAME_AS.get(key)
+    return twin is not None and data.get(key) == data.get(twin)
+
+
+def _hourly(rows: list[dict[str, Any]]) -> tuple[str, list[str], list[list[str]]]:
+    busy = [row for row in rows if row.get("count")]
+    title, columns, body = _table(HOURLY, busy or rows[-1:])
+    return f"{title}: {len(busy)} of {len(rows)} hours with traffic", columns, body
+
+
 def _cell(value: Any) -> str:
     if value is None:
-        return "-"
+        return NONE
     if isinstance(value, list):
-        return ", ".join(_cell(v) for v in value) or "-"
+        return ", ".join(_cell(v) for v in value) or NONE
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
 
 
+def cell(value: Any) -> str:
+    """A value as one Markdown table cell: `|` escaped, newlines folded, never a lone `-`."""
+    text = " ".join(_cell(value).split()).replace("|", "\\|")
+    return NONE if text in ("", "-") else text
+
+
+def _line(text: str) -> str:
+    """A value on one Markdown line (a bullet): newlines folded."""
+    return " ".join(text.split())
+
+
 def markdown(title: str, data: dict[str, Any], notes: list[str] | None = None) -> str:
     shaped = view(data)
-    lines = [f"# {title}: {shaped.severity}", ""]
-    lines += [f"- **{finding}**" for finding in shaped.findings] or ["- no findings"]
-    lines += [f"- {note}" for note in notes or []]
+    lines = [f"# {_line(title)}: {shaped.severity}", ""]
+    lines += [f"- **{_line(finding)}**" for finding in shaped.findings] or ["- no findings"]
+    lines += [f"- {_line(note)}" for note in notes or []]
     lines += ["", "| fact | value |", "|---|---|"]
-    lines += [f"| {key} | {value} |" for key, value in shaped.facts]
+    lines += [f"| {cell(key)} | {cell(value)} |" for key, value in shaped.facts]
     for name, columns, rows in shaped.tables:
-        lines += ["", f"## {name}", "", "| " + " | ".join(columns) + " |"]
+        lines += ["", f"## {_line(name)}", "", "| " + " | ".join(map(cell, columns)) + " |"]
         lines += ["|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
     return "\n".join(lines) + "\n"

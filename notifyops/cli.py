@@ -27,6 +27,7 @@ from notifyops.commands import (
     redrive,
     send,
     serve,
+    ses,
     suppressions,
     templates,
 )
@@ -48,6 +49,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(audit.alarms_app, name="alarms")
 app.add_typer(suppressions.app, name="suppressions")
 app.add_typer(inbox.app, name="inbox")
+app.add_typer(ses.app, name="ses")
 app.command("send")(send.send)
 app.command("deliver")(send.deliver)
 app.command("test-email")(send.test_email)

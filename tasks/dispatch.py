@@ -12,9 +12,11 @@ from prefect.cache_policies import NO_CACHE
 
 from notify.db import transaction, utcnow
 from notify.delivery import BatchReport, Deliverer
+from notify.due import has_work
 from notify.enqueue import Attribution, EnqueueResult, SendRequest, enqueue
 from notify.errors import NotifyError
 from notify.outbox import RescueCounts, due_count
+from notify.request_report import RequestReport, request_report
 from tasks.resources import pacers, runtime, worker_name
 
 
@@ -79,3 +81,17 @@ def _deliverer(owner_suffix: str) -> Deliverer:
         clock=utcnow,
         pacers=pacers(),
     )
+
+
+@task(name="request-rows", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def request_rows(request_id: str) -> RequestReport:
+    """The request's own delivery rows by channel, status, decision and deliverer."""
+    with transaction(runtime().engine()) as session:
+        return request_report(session=session, request_id=request_id)
+
+
+def idle() -> bool:
+    """Nothing due and no lease expired: one indexed query, no task run (the cheap path of a
+    scheduled deliver-pending)."""
+    with transaction(runtime().engine()) as session:
+        return not has_work(session=session, now=utcnow())

@@ -59,7 +59,6 @@ def _properties(schema: dict[str, Any], model: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("entrypoint", "model"),
     [
-        ("flows/dispatch.py:dispatch_notifications", "DispatchParams"),
         ("flows/deliver.py:deliver_pending", "DeliverParams"),
         ("flows/monitoring.py:sms_cost_audit_flow", "CheckParams"),
         ("flows/monitoring.py:loop_detection_flow", "LoopParams"),
@@ -87,7 +86,31 @@ def test_bad_parameters_are_refused_with_the_field_named() -> None:
         flow.validate_parameters({"params": {"window_hours": -1}})
     dispatch = load_flow("flows/dispatch.py:dispatch_notifications")
     with pytest.raises(Exception, match="template"):
-        dispatch.validate_parameters({"request": {"to": ["t:1"]}})
+        dispatch.validate_parameters({"to": ["t:1"]})
+    with pytest.raises(Exception, match="to"):
+        dispatch.validate_parameters({"template": "test_message", "to": " "})
+
+
+def test_the_dispatch_form_an_on_call_engineer_can_fill() -> None:
+    """Top-level parameters (a Postgres-backed server keeps only their `position`): template
+    chosen from the catalogue, `to` required and pasteable as text or a list, each template's
+    variables described, advanced options last."""
+    schema = parameter_schema(load_flow("flows/dispatch.py:dispatch_notifications")).model_dump()
+    fields = schema["properties"]
+    order = sorted(fields, key=lambda name: fields[name]["position"])
+    assert order[:2] == ["template", "to"] and schema["required"] == ["template", "to"]
+    assert order[-3:] == ["skip_unknown", "deliver", "delivery"]
+    assert all(fields[name]["description"] for name in order)
+    assert all(fields[name]["description"].startswith("Advanced.") for name in order[-3:])
+    assert {"repair_assigned", "test_message"} <= set(fields["template"]["enum"])
+    text, listed = fields["to"]["anyOf"]
+    assert text["type"] == "string" and text["minLength"] == 1
+    assert listed["type"] == "array" and listed["minItems"] == 1
+    assert "repair_assigned: repair_id, unit_number" in fields["context"]["description"]
+    assert "to_file" not in fields, "a path on the worker's machine is the CLI's business"
+    dispatch = load_flow("flows/dispatch.py:dispatch_notifications")
+    pasted = dispatch.validate_parameters({"template": "test_message", "to": "t:1,\nt:2"})
+    assert pasted["to"] == "t:1,\nt:2", "split by the flow: one text or a list"
 
 
 def test_serve_builds_every_scheduled_deployment_with_its_schedules() -> None:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from prefect.states import State
 from sqlalchemy import func, select
 
+from flows.artifacts import request_markdown
 from flows.deliver import deliver_pending
 from flows.dispatch import dispatch_notifications
 from flows.params import DeliverParams, DispatchParams
+from flows.states import result_of
 from notify.db import DeliveryLog, Notification, make_engine, transaction
 from notify.errors import InputError
+from notify.request_report import RequestReport, request_report
+from notify.summaries import DeliverySummary, DispatchSummary
 from notifyops.cli import main
 from tests.aws_fixtures import moto_sent
 from tests.runtime import reload_runtime
@@ -20,13 +27,21 @@ from tests.test_dispatch import add_recipients, tech
 CONTEXT = {"repair_id": "R-9", "unit_number": "77"}
 
 
+def dispatch(request: DispatchParams) -> tuple[State[Any], DispatchSummary]:
+    """Run the dispatch flow as the CLI does: its final state and its summary."""
+    state = dispatch_notifications(return_state=True, **request.flow_parameters())
+    summary: DispatchSummary = result_of(state)
+    return state, summary
+
+
 def test_dispatch_flow_stores_delivers_and_summarises(flow_env: str) -> None:
     engine = make_engine(flow_env)
     add_recipients(engine, [tech(n) for n in range(1, 6)])
     request = DispatchParams(
         template="repair_assigned", to=[f"tech:{n}" for n in range(1, 6)], context=CONTEXT
     )
-    summary = dispatch_notifications(request)
+    state, summary = dispatch(request)
+    assert state.is_completed() and state.message == "repair_assigned: 5 notification(s); 10 sent"
     assert len(summary.enqueue.notification_ids) == 5
     assert summary.enqueue.rows == {"email": {"pending": 5}, "sms": {"pending": 5}}
     assert summary.delivery is not None
@@ -41,7 +56,7 @@ def test_a_bad_template_fails_the_flow_and_stores_nothing(flow_env: str) -> None
     engine = make_engine(flow_env)
     add_recipients(engine, [tech(1)])
     with pytest.raises(InputError, match="unit_number"):
-        dispatch_notifications(
+        dispatch(
             DispatchParams(template="repair_assigned", to=["tech:1"], context={"repair_id": "x"})
         )
     with transaction(engine) as session:
@@ -51,7 +66,7 @@ def test_a_bad_template_fails_the_flow_and_stores_nothing(flow_env: str) -> None
 def test_deliver_flow_delivers_what_send_left(flow_env: str) -> None:
     engine = make_engine(flow_env)
     add_recipients(engine, [tech(n, receive_sms=False) for n in range(1, 8)])
-    stored = dispatch_notifications(
+    _, stored = dispatch(
         DispatchParams(
             template="repair_assigned",
             to=[f"tech:{n}" for n in range(1, 8)],
@@ -60,7 +75,7 @@ def test_deliver_flow_delivers_what_send_left(flow_env: str) -> None:
         )
     )
     assert stored.delivery is None
-    summary = deliver_pending(DeliverParams(batch_size=3, parallel_batches=2))
+    summary: DeliverySummary = deliver_pending(DeliverParams(batch_size=3, parallel_batches=2))
     assert summary.claimed == 7 and summary.batches == 3
     assert summary.outcomes == {"email": {"sent": 7}}
 
@@ -99,11 +114,11 @@ def test_dispatch_through_ses_and_sns_on_moto(
     reload_runtime()
     engine = make_engine(flow_env)
     add_recipients(engine, [tech(1), tech(2), tech(3, phone="+12065550199")])
-    summary = dispatch_notifications(
-        DispatchParams(
-            template="repair_assigned", to=["tech:1", "tech:2", "tech:3"], context=CONTEXT
-        )
+    state, summary = dispatch(
+        DispatchParams(template="repair_assigned", to="tech:1, tech:2\ntech:3", context=CONTEXT)
     )
+    assert state.is_failed() and state.name == "PartlyFailed"
+    assert "1 of 6 message(s) failed" in str(state.message)
     assert summary.delivery is not None
     assert summary.delivery.outcomes["email"] == {"sent": 3}
     assert summary.delivery.outcomes["sms"] == {"failed_permanent": 1, "sent": 2}
@@ -121,3 +136,51 @@ def test_dispatch_through_ses_and_sns_on_moto(
             )
         )
     assert ids == {m["id"] for m in sent["email"]}
+
+
+def quiet_now(n: int) -> Any:
+    """A recipient in quiet hours right now (UTC): their SMS is deferred to the window's end."""
+    now = datetime.now(UTC)
+    start, end = (now - timedelta(hours=1)).strftime("%H:%M"), (now + timedelta(hours=2))
+    return tech(n, timezone="UTC", quiet_hours_start=start, quiet_hours_end=end.strftime("%H:%M"))
+
+
+def test_an_unverified_sender_stops_the_dispatch_red_with_the_fix_and_its_own_rows(
+    flow_env: str,
+    aws_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("NOTIFY_SENDER", "aws")
+    monkeypatch.setenv("NOTIFY_EMAIL_FROM", "not-verified@example.com")
+    reload_runtime()
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(1), quiet_now(2)])
+    request = DispatchParams(template="repair_assigned", to=["tech:1", "tech:2"], context=CONTEXT)
+    state, summary = dispatch(request)
+    assert state.is_failed() and state.name == "Stopped"
+    assert "Verify the sender address" in str(state.message), "the fix is in the state message"
+    assert summary.delivery is not None and summary.delivery.stopped
+    own = request_markdown(request_report_of(engine, summary.enqueue.request_id), this_run=None)
+    assert "sms | pending | sms: deferred to" in own
+    assert "waiting until" in own and "pending_retry" in own
+    assert (
+        main(
+            [
+                "send",
+                "--template",
+                "repair_assigned",
+                "--to",
+                "tech:1",
+                "--context",
+                json.dumps(CONTEXT),
+                "--json",
+            ]
+        )
+        == 1
+    ), "the CLI still prints and exits 1"
+
+
+def request_report_of(engine: Any, request_id: str) -> RequestReport:
+    with transaction(engine) as session:
+        return request_report(session=session, request_id=request_id)

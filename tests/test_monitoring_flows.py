@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from prefect.states import State
 from sqlalchemy import func, select
 
 from flows.monitoring import (
@@ -15,11 +17,18 @@ from flows.monitoring import (
     sms_cost_audit_flow,
 )
 from flows.params import CheckParams, FailureParams, LoopParams
+from flows.states import result_of
 from notify.db import Alert, Suppression, make_engine, transaction
 from notifyops.cli import main
 from tests.factories import AS_OF, Rows
 
 LOOP_PHONE = "+12065550142"
+
+
+def ran(flow: Any, params: Any) -> tuple[State[Any], Any]:
+    """A check's final state and its report (its result whatever the state)."""
+    state = flow(params, return_state=True)
+    return state, result_of(state)
 
 
 def crafted(url: str) -> None:
@@ -43,7 +52,7 @@ def crafted(url: str) -> None:
 
 def test_loop_detection_flow_finds_mutes_and_alerts(flow_env: str) -> None:
     crafted(flow_env)
-    report = loop_detection_flow(LoopParams(as_of=AS_OF, publish_metrics=False))
+    _, report = ran(loop_detection_flow, LoopParams(as_of=AS_OF, publish_metrics=False))
     assert [(lp.recipient, lp.count) for lp in report.loops] == [("technician:42", 8)]
     assert report.breached and [m.phone_masked for m in report.muted] == ["+1206***0142"]
     engine = make_engine(flow_env)
@@ -52,7 +61,7 @@ def test_loop_detection_flow_finds_mutes_and_alerts(flow_env: str) -> None:
         alerts = session.scalars(select(Alert.key)).all()
     assert [tuple(row) for row in muted] == [(LOOP_PHONE, "Unit 12 ready")]
     assert len(alerts) == 1 and alerts[0].startswith("loops:")
-    again = loop_detection_flow(LoopParams(as_of=AS_OF, publish_metrics=False))
+    _, again = ran(loop_detection_flow, LoopParams(as_of=AS_OF, publish_metrics=False))
     assert again.muted[0].created is False, "an active mute is not added twice"
     with transaction(engine) as session:
         assert session.scalar(select(func.count()).select_from(Suppression)) == 1
@@ -63,14 +72,19 @@ def test_loop_detection_flow_finds_mutes_and_alerts(flow_env: str) -> None:
 
 def test_sms_cost_failure_and_health_flows_report_the_crafted_numbers(flow_env: str) -> None:
     crafted(flow_env)
-    cost = sms_cost_audit_flow(CheckParams(as_of=AS_OF, publish_metrics=False, alert=False))
+    quiet = CheckParams(as_of=AS_OF, publish_metrics=False, alert=False)
+    cost_state, cost = ran(sms_cost_audit_flow, quiet)
     assert cost.to_json()["sms_count"] == 10 and cost.to_json()["total_cost_usd"] == "0.06"
-    failures = failure_summary_flow(
-        FailureParams(as_of=AS_OF, window_hours=24, publish_metrics=False)
+    assert cost_state.is_completed()
+    failed, failures = ran(
+        failure_summary_flow, FailureParams(as_of=AS_OF, window_hours=24, publish_metrics=False)
     )
     assert failures.to_json()["email_error_rate"] == 1.0 and failures.severity == "P1"
-    state = health_flow(CheckParams(as_of=AS_OF, publish_metrics=False, alert=False))
-    assert state.database_reachable and state.backlog == 0 and state.ses is None
+    assert failed.is_failed() and failed.name == "P1", "a P1 finding is red in the runs list"
+    assert str(failed.message).startswith("NOBODY WAS ALERTED (sns: route not configured)")
+    assert "failures P1:" in str(failed.message)
+    _, health = ran(health_flow, quiet)
+    assert health.database_reachable and health.backlog == 0 and health.ses is None
 
 
 def test_audit_commands_exit_1_on_a_breach_with_stable_json_keys(

@@ -114,10 +114,10 @@ def run_deployments(env: dict[str, str], tmp_path: Path) -> None:
     script.write_text(
         "import sys\n"
         "from prefect.deployments import run_deployment\n"
-        "request = {'template': 'repair_assigned', 'to_file': sys.argv[1],\n"
+        "request = {'template': 'repair_assigned', 'to': open(sys.argv[1]).read(),\n"
         "           'context': {'repair_id': 'R-7', 'unit_number': '12'}, 'deliver': False}\n"
         "run = run_deployment('dispatch-notifications/dispatch-notifications',\n"
-        "                     parameters={'request': request}, timeout=240)\n"
+        "                     parameters=request, timeout=240)\n"
         "assert run.state.is_completed(), run.state\n"
         f"runs = [run_deployment('deliver-pending/deliver-pending', timeout=0,\n"
         "         parameters={'params': {'batch_size': 100, 'max_batches': 6}})\n"

@@ -80,11 +80,13 @@ def _import(roster: Path, here: Runtime) -> ParsedRoster:
 def _send(template: str, recipients: list[str], here: Runtime) -> str:
     from flows.dispatch import dispatch_notifications
     from flows.params import DispatchParams
+    from flows.states import result_of
     from notifyops.prefect_env import run_flow
 
     context = here.catalog().info(template).sample_context
     request = DispatchParams(template=template, to=recipients, context=context)
-    summary = run_flow(dispatch_notifications, request=request)
+    state = run_flow(dispatch_notifications, return_state=True, **request.flow_parameters())
+    summary = result_of(state)
     out.print(f"flow dispatch-notifications: {template} to {len(recipients)} recipients")
     return str(summary.enqueue.request_id)
 

@@ -66,9 +66,12 @@ def send(
     ).resolved()
     _check_request(request)
     from flows.dispatch import dispatch_notifications
+    from flows.states import result_of
     from notifyops.prefect_env import run_flow
 
-    summary = run_flow(dispatch_notifications, request=request)
+    # the run may end Failed (delivery stopped or partly failed): its summary is still the result
+    state = run_flow(dispatch_notifications, return_state=True, **request.flow_parameters())
+    summary: DispatchSummary = result_of(state)
     if json_output:
         print_json(summary)
     else:
@@ -114,13 +117,15 @@ def deliver(
     """Deliver due rows now: runs the deliver-pending flow. Exit 1 on failures."""
     from flows.deliver import deliver_pending
     from flows.params import DeliverParams
+    from flows.states import result_of
     from notify.bootstrap import runtime
     from notifyops.params import build
     from notifyops.prefect_env import run_flow
 
     params = build(DeliverParams, batch_size=batch_size, max_batches=max_batches)
     runtime().engine()  # a database that cannot be used is one line here, before a flow starts
-    summary = run_flow(deliver_pending, params=params)
+    state = run_flow(deliver_pending, params=params, return_state=True)
+    summary: DeliverySummary = result_of(state)
     if json_output:
         print_json(summary)
     else:

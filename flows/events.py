@@ -1,0 +1,48 @@
+"""Prefect events for what an on-call engineer may want an automation on: a finding or an alert
+at a severity (`notifyops.alert.P1` ... `P4`), an alert nobody received
+(`notifyops.alert.unrouted`), a delivery stopped by a config error (`notifyops.delivery.stopped`)
+or partly failed (`notifyops.delivery.failed`). The flow run is attached as a related resource
+by Prefect; see docs/RUNBOOK.md for an automation on them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.events import emit_event
+
+from notify.audits import Report
+from notify.summaries import DeliverySummary
+
+PREFIX = "notifyops"
+
+
+def _emit(event: str, resource: str, payload: dict[str, Any]) -> None:
+    emit_event(
+        event=f"{PREFIX}.{event}",
+        resource={"prefect.resource.id": f"{PREFIX}.{resource}", "prefect.resource.name": resource},
+        payload=payload,
+    )
+
+
+def check_events(check: str, report: Report, routed: list[str], unrouted: list[str]) -> int:
+    """One event per finding (by its severity), one more when an alert reached nobody."""
+    for finding in report.findings:
+        payload = {"check": check, "code": finding.code, "message": finding.message}
+        _emit(f"alert.{finding.severity}", f"check.{check}", {**payload, "routed": routed})
+    if unrouted:
+        _emit(
+            "alert.unrouted",
+            f"check.{check}",
+            {"severity": str(report.severity), "routes": unrouted},
+        )
+    return len(report.findings) + (1 if unrouted else 0)
+
+
+def delivery_events(delivery: DeliverySummary | None, *, template: str | None = None) -> None:
+    if delivery is None:
+        return
+    payload: dict[str, Any] = {"template": template, "outcomes": delivery.outcomes}
+    if delivery.stopped:
+        _emit("delivery.stopped", "delivery", {**payload, "reason": delivery.stopped})
+    elif any(delivery.count(s) for s in ("failed", "failed_permanent", "unknown")):
+        _emit("delivery.failed", "delivery", payload)

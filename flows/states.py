@@ -1,0 +1,114 @@
+"""Final states that tell the truth in a runs list: a stopped or partly failed delivery and a
+P1/P2 finding end in a *Failed*-type state (red, counted by the dashboard, seen by the built-in
+"flow run failed" automations and by a filter on Failed), with a name saying which kind of
+failure and a one-line message saying what happened and the fix. The run's typed result is the
+state's data either way, so the CLI prints the same summary and sets its exit code from it.
+
+Names: `Stopped` (a config error stopped delivery: nothing more can go out until it is fixed),
+`PartlyFailed` (some messages failed for good), `P1`/`P2` (a check found an incident). Failed
+rather than Crashed (Crashed means the infrastructure died) or a named Completed (still green).
+The flows have no retries, so a Failed final state is final: a retry would re-alert a check and
+re-attempt sends that a config error would reject again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.states import Completed, Failed, State
+
+from notify.audits import Report
+from notify.summaries import DeliverySummary
+
+STOPPED, PARTLY_FAILED, RETRYING = "Stopped", "PartlyFailed", "Retrying"
+FINAL_FAILURES = ("failed", "failed_permanent", "unknown")
+ALARMING = ("P1", "P2")
+MAX_MESSAGE = 500
+ROUTE_FIX = (
+    "set NOTIFY_ALERT_SNS_TOPIC_ARN (sns) or NOTIFY_ALERT_WEBHOOK_URL (webhook), or route the "
+    "severity elsewhere with NOTIFY_ALERT_ROUTING"
+)
+
+
+class Unsuccessful(Exception):
+    """A Failed run's data: its message and its typed result (the summary or report), so that
+    Prefect can raise it where it raises a failed run's exception and the CLI still gets the
+    result (`result_of`)."""
+
+    def __init__(self, message: str, result: Any) -> None:
+        super().__init__(message, result)
+        self.message = message
+        self.result = result
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())[:MAX_MESSAGE]
+
+
+def delivery_verdict(delivery: DeliverySummary | None) -> tuple[str | None, str]:
+    """(state name when not plain Completed, one-line message) for a delivery's outcome."""
+    if delivery is None:
+        return None, "stored; not delivered by this run (deliver=false)"
+    sent = delivery.count("sent") + delivery.count("delivered")
+    if delivery.stopped:
+        waiting = delivery.count("pending_retry") + delivery.released
+        return STOPPED, one_line(
+            f"Delivery stopped after {sent} sent: {delivery.stopped}. "
+            f"{waiting} message(s) wait and go out once it is fixed."
+        )
+    failed = sum(delivery.count(status) for status in FINAL_FAILURES)
+    if failed:
+        codes = sorted({f.error_code for f in delivery.failures if f.error_code})
+        return PARTLY_FAILED, one_line(
+            f"{failed} of {delivery.claimed} message(s) failed ({', '.join(codes) or 'see logs'}); "
+            f"{sent} sent. Fix: see the failures table and `notifyops audit failures`, then "
+            "`notifyops redrive`."
+        )
+    retrying = delivery.count("pending_retry")
+    if retrying:
+        return RETRYING, one_line(
+            f"{sent} sent; {retrying} will be retried automatically (transient errors)."
+        )
+    return None, f"{sent} sent" + (
+        f"; {delivery.remaining_due} still due" if delivery.remaining_due else ""
+    )
+
+
+def delivery_state(delivery: DeliverySummary | None, data: Any, *, prefix: str = "") -> State[Any]:
+    name, message = delivery_verdict(delivery)
+    message = one_line(prefix + message)
+    if name in (STOPPED, PARTLY_FAILED):
+        return Failed(name=name, message=message, data=Unsuccessful(message, data))
+    if name:
+        return Completed(name=name, message=message, data=data)
+    return Completed(message=message, data=data)
+
+
+def check_message(check: str, report: Report, unrouted: list[str]) -> str:
+    findings = "; ".join(f"{f.code}: {f.message}" for f in report.findings[:3])
+    text = f"{check} {report.severity}: {findings or 'no findings'}"
+    if unrouted:
+        text = f"NOBODY WAS ALERTED ({', '.join(unrouted)}): {ROUTE_FIX}. {text}"
+    return one_line(text)
+
+
+def check_state(check: str, report: Report, unrouted: list[str]) -> State[Any]:
+    message = check_message(check, report, unrouted)
+    severity = str(report.severity)
+    if severity in ALARMING:
+        return Failed(name=severity, message=message, data=Unsuccessful(message, report))
+    return Completed(message=message, data=report)
+
+
+def result_of(state: State[Any]) -> Any:
+    """The run's typed result whatever its final state; an exception a run failed with (bad
+    input, a bug) is raised again, so the CLI reports it as before."""
+    value = state.result(raise_on_failure=False)
+    if isinstance(value, Unsuccessful):
+        return value.result
+    if isinstance(value, BaseException):
+        raise value
+    return value

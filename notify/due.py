@@ -1,0 +1,21 @@
+"""Is there anything for a deliverer to do? One query (two indexed EXISTS): a due row, or a
+lease that has expired (rescue). Lets a scheduled delivery run end at once when idle."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import exists, or_, select
+from sqlalchemy.orm import Session
+
+from notify.db import DELIVERY_LOGS, DUE_STATUSES
+
+LOGS = DELIVERY_LOGS
+
+
+def has_work(*, session: Session, now: datetime) -> bool:
+    due = exists().where(LOGS.c.status.in_(DUE_STATUSES), LOGS.c.next_attempt_at <= now)
+    expired = exists().where(
+        LOGS.c.status.in_(("claimed", "sending")), LOGS.c.lease_expires_at < now
+    )
+    return bool(session.scalar(select(or_(due, expired))))

@@ -1,0 +1,41 @@
+"""`notifyops ses verify-sender`: ask SES to verify NOTIFY_EMAIL_FROM (or an address given).
+
+On real SES this sends a verification email to the address (status Pending until its link is
+clicked); on a stand-in (moto, LocalStack) the identity is verified at once. Either way the
+command prints the identity's status, so a stopped delivery ("sender not verified") has a fix
+that is one command."""
+
+from __future__ import annotations
+
+import typer
+
+from notifyops.console import EXIT_OK, EXIT_PARTIAL, out, print_json
+
+app = typer.Typer(help="Amazon SES set-up.", no_args_is_help=True)
+
+
+@app.command("verify-sender")
+def verify_sender(
+    address: str | None = typer.Argument(
+        None, help="Sender to verify (default NOTIFY_EMAIL_FROM)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Verify the sender address in SES; exit 1 until SES says it is verified."""
+    from email.utils import parseaddr
+
+    from notify.bootstrap import runtime
+
+    here = runtime()
+    sender = parseaddr(address or here.settings.email_from)[1]
+    ses = here.aws_client("ses", retries=True)
+    ses.verify_email_identity(EmailAddress=sender)
+    found = ses.get_identity_verification_attributes(Identities=[sender])
+    status = found["VerificationAttributes"].get(sender, {}).get("VerificationStatus", "Unknown")
+    region = here.settings.aws_region
+    if json_output:
+        print_json({"sender": sender, "region": region, "status": status})
+    else:
+        note = "" if status == "Success" else " (SES emailed a link to the address: click it)"
+        out.print(f"{sender} in {region}: {status}{note}", markup=False)
+    raise typer.Exit(EXIT_OK if status == "Success" else EXIT_PARTIAL)
