@@ -7,19 +7,31 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 MASK = "***"
-_PHONE_HEAD = 5  # "+1555"
-_PHONE_TAIL = 4  # "4567"
 
 
 def mask_phone(phone: str | None) -> str | None:
-    """'+15551234567' -> '+1555***4567'; short numbers keep at most a third at each end."""
+    """The country code and the last digits only: '+15551234567' -> '+1***4567' (national numbers
+    of 8 digits or more keep 4, shorter ones 2, very short ones none)."""
     if phone is None:
         return None
     value = phone.strip()
-    if len(value) > _PHONE_HEAD + _PHONE_TAIL:
-        return f"{value[:_PHONE_HEAD]}{MASK}{value[-_PHONE_TAIL:]}"
-    keep = len(value) // 3
-    return f"{value[:keep]}{MASK}{value[len(value) - keep :]}" if keep else MASK
+    country, national = _split_country(value)
+    keep = 4 if len(national) >= 8 else 2 if len(national) >= 5 else 0
+    return f"{country}{MASK}{national[len(national) - keep :] if keep else ''}"
+
+
+def _split_country(value: str) -> tuple[str, str]:
+    """('+1', '5551234567') for an E.164 number; ('', digits) when no country code is known."""
+    import phonenumbers
+
+    digits = "".join(ch for ch in value if ch.isdigit())
+    if not value.startswith("+"):
+        return "", digits
+    try:
+        code = str(phonenumbers.parse(value, None).country_code)
+    except phonenumbers.NumberParseException:
+        return "", digits
+    return f"+{code}", digits[len(code) :]
 
 
 def mask_email(address: str | None) -> str | None:

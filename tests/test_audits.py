@@ -209,7 +209,7 @@ def test_sms_one_huge_recipient_dominates_top_recipients(
         5000,
         Decimal("32.25"),
     )
-    assert first.phone_masked == "+1555***6543"
+    assert first.phone_masked == "+1***6543"
     assert [r.recipient for r in report.top_recipients[1:]] == ["technician:19", "technician:18"]
     by_cost = report.top_recipients_by_cost
     assert [(r.recipient, r.cost_usd) for r in by_cost[:2]] == [
@@ -302,7 +302,7 @@ def test_loops_are_per_channel_and_title_with_latest_attribution(
         "run-6",
         "req-6",
     )
-    assert sms.deployment_name == "dispatch/hourly" and sms.address_masked == "+1555***4567"
+    assert sms.deployment_name == "dispatch/hourly" and sms.address_masked == "+1***4567"
     assert sms.first_seen == AS_OF - H and sms.last_seen == AS_OF - timedelta(minutes=54)
     assert loops[("email", "Repair assigned")].address_masked == "a***@example.com"
 
@@ -364,7 +364,7 @@ def test_mute_loops_adds_one_time_limited_sms_suppression(
     payload = report.with_muted(muted).to_json()
     assert {"threshold", "loops", "muted"} <= set(payload)
     assert set(payload["loops"][0]) >= {"recipient", "channel", "title", "count"}
-    assert payload["muted"][0]["phone_masked"] == "+1555***4567"
+    assert payload["muted"][0]["phone_masked"] == "+1***4567"
 
 
 def test_loops_empty_database(session: Session, settings: Settings) -> None:
@@ -740,9 +740,9 @@ def test_ses_state_unreachable_endpoint_is_captured() -> None:
 @pytest.mark.parametrize(
     ("value", "masked"),
     [
-        ("+15551234567", "+1555***4567"),
-        ("+447700900123", "+4477***0123"),
-        ("+3312345", "+3***45"),
+        ("+15551234567", "+1***4567"),
+        ("+447700900123", "+44***0123"),
+        ("+3312345", "+33***45"),
         ("12", "***"),
         ("alice@example.com", "a***@example.com"),
         ("a@b.co", "a***@b.co"),
