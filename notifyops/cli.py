@@ -14,7 +14,18 @@ import traceback
 
 import typer
 
-from notifyops.commands import audit, config, db, demo, recipients, redrive, send, serve, templates
+from notifyops.commands import (
+    audit,
+    config,
+    db,
+    demo,
+    receipts,
+    recipients,
+    redrive,
+    send,
+    serve,
+    templates,
+)
 from notifyops.console import EXIT_BAD_INPUT, EXIT_PARTIAL, fail_line
 from notifyops.prefect_env import apply_defaults
 
@@ -31,6 +42,7 @@ app.add_typer(recipients.app, name="recipients")
 app.add_typer(templates.app, name="templates")
 app.add_typer(audit.app, name="audit")
 app.add_typer(audit.alarms_app, name="alarms")
+app.add_typer(receipts.app, name="receipts")
 app.command("send")(send.send)
 app.command("deliver")(send.deliver)
 app.command("test-email")(send.test_email)

@@ -19,6 +19,7 @@ EXPECTED = {
     "loop-detection",
     "failure-summary",
     "health",
+    "receipts",
 }
 
 

@@ -7,11 +7,11 @@ from notify.bootstrap; tests hand in moto clients and a fixed clock).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy import Engine
 
 from notify.db import transaction
@@ -19,9 +19,13 @@ from notify.errors import NotifyError
 from notify.receipts.crash import CrashReport, resolve_crash_rows
 from notify.receipts.queue import poll_queue
 from notify.receipts.reputation import ReputationFinding, guard, reputation
+from notify.receipts.setup import SetupResult, setup_receipts
 from notify.receipts.smslogs import SmsLogReport, read_sms_logs, sms_log_groups
 from notify.receipts.store import ApplyReport
 from notify.settings import Settings
+
+if TYPE_CHECKING:
+    from notify.bootstrap import Runtime
 
 Clock = Callable[[], datetime]
 
@@ -107,3 +111,70 @@ def queue_url(sqs: Any, name: str) -> str:
                 f"no SQS queue {name!r} for receipts: run `notifyops receipts setup`"
             ) from None
         raise
+
+
+def sources_from(runtime: Runtime) -> ReceiptSources:
+    """The runtime's SQS, CloudWatch Logs and the account id (the SMS log groups name it)."""
+    sqs = runtime.aws_client("sqs", retries=True)
+    logs = runtime.aws_client("logs", retries=True)
+    try:
+        account = str(runtime.aws_client("sts", retries=True).get_caller_identity()["Account"])
+    except (ClientError, BotoCoreError):
+        return ReceiptSources(sqs=sqs)
+    return ReceiptSources(sqs=sqs, logs=logs, account_id=account)
+
+
+def setup_from(runtime: Runtime) -> SetupResult:
+    """`notifyops receipts setup` with the runtime's clients and settings."""
+    settings = runtime.settings
+    return setup_receipts(
+        ses=runtime.aws_client("ses", retries=True),
+        sns=runtime.aws_client("sns", retries=True),
+        sqs=runtime.aws_client("sqs", retries=True),
+        name=settings.ses_configuration_set or settings.receipts_name,
+        sms_role_arn=settings.sms_delivery_log_role_arn,
+    )
+
+
+def report_json(report: ReceiptsReport) -> dict[str, Any]:
+    """The `notifyops receipts --json` payload (stable keys; ids and statuses, no addresses)."""
+    totals = report.totals
+    crash = report.crash
+    finding = report.reputation
+    return {
+        "received": dict(totals.received),
+        "applied": dict(totals.applied),
+        "duplicates": totals.duplicates,
+        "unmatched": totals.unmatched,
+        "malformed": totals.malformed,
+        "changed": totals.changed,
+        "suppressed": totals.suppressed,
+        "sms_logs": {
+            "lines": report.sms.lines,
+            "calls": report.sms.calls,
+            "missing_groups": report.sms.missing_groups,
+        },
+        "crash_rows": {
+            "requeued_email": crash.requeued_email,
+            "matched_sms": crash.matched_sms,
+            "ambiguous_sms": crash.ambiguous_sms,
+            "undelivered_sms": crash.undelivered_sms,
+            "send_watermark": crash.watermark.isoformat() if crash.watermark else None,
+        },
+        "reputation": None if finding is None else _finding_json(finding),
+        "changes": [asdict(change) for change in totals.changes],
+    }
+
+
+def _finding_json(finding: ReputationFinding) -> dict[str, Any]:
+    return {
+        "severity": finding.severity,
+        "window_start": finding.window_start.isoformat(),
+        "sent": finding.sent,
+        "bounced": finding.bounced,
+        "complained": finding.complained,
+        "bounce_rate": round(finding.bounce_rate, 6),
+        "complaint_rate": round(finding.complaint_rate, 6),
+        "counted": finding.counted,
+        "email_paused": finding.paused,
+    }
