@@ -15,7 +15,7 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from notify.db import DELIVERY_LOGS, RECEIPTS, Channel, Status
@@ -63,24 +63,26 @@ def receipt_counts(*, session: Session, since: datetime, until: datetime) -> Rec
         .group_by(logs.c.channel, logs.c.status)
     )
     by: dict[tuple[str, str], int] = {(c, s): n for c, s, n in session.execute(query)}
-    unknown: dict[str, int] = dict(
-        session.execute(
-            select(logs.c.channel, func.count())
-            .where(logs.c.status == Status.unknown.value)
-            .group_by(logs.c.channel)
-        ).tuples()
+    unknown = _pairs(
+        session,
+        select(logs.c.channel, func.count())
+        .where(logs.c.status == Status.unknown.value)
+        .group_by(logs.c.channel),
     )
     channels = tuple(_channel_counts(ch.value, by, unknown.get(ch.value, 0)) for ch in Channel)
-    states: dict[str, int] = dict(
-        session.execute(
-            select(RECEIPTS.c.state, func.count())
-            .where(RECEIPTS.c.received_at >= since, RECEIPTS.c.received_at < until)
-            .group_by(RECEIPTS.c.state)
-        ).tuples()
+    states = _pairs(
+        session,
+        select(RECEIPTS.c.state, func.count())
+        .where(RECEIPTS.c.received_at >= since, RECEIPTS.c.received_at < until)
+        .group_by(RECEIPTS.c.state),
     )
     return ReceiptHealth(
         channels, states.get(State.unmatched.value, 0), states.get(State.malformed.value, 0)
     )
+
+
+def _pairs(session: Session, query: Select[Any]) -> dict[str, int]:
+    return {str(key): int(count) for key, count in session.execute(query)}
 
 
 def _channel_counts(channel: str, by: dict[tuple[str, str], int], unknown: int) -> ReceiptCounts:
