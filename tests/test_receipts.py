@@ -45,8 +45,10 @@ def _rows(engine: Engine, *specs: dict[str, Any]) -> list[int]:
     for spec in specs:
         spec = {"channel": "email", "created_at": NOW - timedelta(hours=1), **spec}
         channel = spec["channel"]
-        spec.setdefault("recipient_email" if channel == "email" else "recipient_phone",
-                        TO if channel == "email" else PHONE)  # fmt: skip
+        spec.setdefault(
+            "recipient_email" if channel == "email" else "recipient_phone",
+            TO if channel == "email" else PHONE,
+        )
         ids.append(rows.delivery(rid, **spec))
     rows.insert(engine)
     return ids
@@ -286,9 +288,13 @@ def test_sms_without_a_receipt_after_72_hours_is_undelivered(engine: Engine) -> 
         engine,
         {"channel": "sms", "status": "sent", "sent_at": NOW - timedelta(hours=73)},
         {"channel": "sms", "status": "sent", "sent_at": NOW - timedelta(hours=71)},
-        {"channel": "sms", "status": "sent", "sent_at": NOW - timedelta(hours=80),
-         "receipt_at": NOW - timedelta(hours=79)},
-    )  # fmt: skip
+        {
+            "channel": "sms",
+            "status": "sent",
+            "sent_at": NOW - timedelta(hours=80),
+            "receipt_at": NOW - timedelta(hours=79),
+        },
+    )
     assert _settle(engine, NOW).undelivered_sms == 1
     statuses = [_row(engine, i)["status"] for i in (old, recent, answered)]
     assert statuses == ["undelivered", "sent", "sent"]

@@ -189,7 +189,7 @@ def _sms_logging(sns: Any, role_arn: str | None) -> SetupItem:
         "DeliveryStatusIAMRole": role_arn,
         "DeliveryStatusSuccessSamplingRate": SUCCESS_SAMPLING,
     }
-    current = sns.get_sms_attributes(attributes=list(wanted)).get("attributes", {})
+    current = sns.get_sms_attributes().get("attributes", {})
     if all(current.get(k) == v for k, v in wanted.items()):
         return SetupItem("sns-sms-delivery-logs", "DeliveryStatusIAMRole", "found", role_arn)
     sns.set_sms_attributes(attributes=wanted)
