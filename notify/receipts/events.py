@@ -7,7 +7,7 @@ accepted the message, e.g. a DeliveryDelay or a transient bounce). Statuses move
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -79,12 +79,20 @@ class ReceiptEvent:
 
     def stored(self) -> dict[str, Any]:
         """The JSON kept in `receipts.detail`; `from_stored` reads it back."""
-        values = asdict(self)
-        values["price"] = None if self.price is None else str(self.price)
-        for name in ("occurred_at", "sent_at"):
-            moment = values[name]
-            values[name] = moment.isoformat() if moment else None
-        return values
+        return {
+            "source": self.source.value,
+            "event_type": self.event_type,
+            "dedupe_key": self.dedupe_key,
+            "provider_message_id": self.provider_message_id,
+            "delivery_id": self.delivery_id,
+            "addresses": list(self.addresses),
+            "occurred_at": self.occurred_at.isoformat() if self.occurred_at else None,
+            "sent_at": self.sent_at.isoformat() if self.sent_at else None,
+            "outcome": self.outcome.value if self.outcome else None,
+            "suppress": self.suppress,
+            "price": None if self.price is None else str(self.price),
+            "detail": self.detail,
+        }
 
     @classmethod
     def from_stored(cls, values: dict[str, Any]) -> ReceiptEvent:

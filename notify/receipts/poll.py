@@ -21,7 +21,7 @@ from notify.receipts.queue import poll_queue
 from notify.receipts.reputation import ReputationFinding, guard, reputation
 from notify.receipts.setup import SetupResult, setup_receipts
 from notify.receipts.smslogs import SmsLogReport, read_sms_logs, sms_log_groups
-from notify.receipts.store import ApplyReport
+from notify.receipts.store import ApplyReport, apply_stored
 from notify.settings import Settings
 
 if TYPE_CHECKING:
@@ -79,17 +79,21 @@ def poll_receipts(
             overlap=timedelta(minutes=settings.receipts_log_overlap_minutes),
             lookback=timedelta(hours=settings.receipts_log_lookback_hours),
         )
-    report.crash, report.reputation = settle(engine=engine, settings=settings, now=clock())
+    report.crash, retried, report.reputation = settle(engine=engine, settings=settings, now=clock())
+    report.email.add(retried)
     return report
 
 
 def settle(
     *, engine: Engine, settings: Settings, now: datetime
-) -> tuple[CrashReport, ReputationFinding]:
-    """After the receipts are in: resolve crash rows, then the reputation guardrail."""
+) -> tuple[CrashReport, ApplyReport, ReputationFinding]:
+    """After the new receipts are in: resolve crash rows, retry the receipts that had no row
+    yet (and those a crash row adopted), then the reputation guardrail."""
     horizon = timedelta(minutes=settings.receipts_unknown_horizon_minutes)
     with transaction(engine) as session:
         crash = resolve_crash_rows(session=session, now=now, horizon=horizon)
+    with transaction(engine) as session:
+        retried = apply_stored(session=session, now=now)
     with transaction(engine) as session:
         finding = reputation(
             session=session,
@@ -98,7 +102,7 @@ def settle(
             min_sends=settings.reputation_min_sends,
         )
         finding = guard(session=session, finding=finding, now=now)
-    return crash, finding
+    return crash, retried, finding
 
 
 def queue_url(sqs: Any, name: str) -> str:

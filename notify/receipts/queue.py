@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from notify.db import transaction
 from notify.receipts.events import MalformedReceipt, ReceiptEvent, Source
 from notify.receipts.parse import malformed_key, parse_sqs_body
-from notify.receipts.store import ApplyReport, apply_stored, store_receipts
+from notify.receipts.store import ApplyReport, store_receipts
 
 RECEIVE_MAX = 10  # SQS ReceiveMessage limit
 DELETE_MAX = 10  # SQS DeleteMessageBatch limit
@@ -85,10 +85,7 @@ def store_and_apply(*, engine: Engine, bodies: Sequence[str], now: datetime) -> 
         except MalformedReceipt as problem:
             malformed.append((malformed_key(body), Source.ses.value, str(problem)))
     with transaction(engine) as session:
-        report = store_receipts(session=session, events=events, malformed=malformed, now=now)
-        applied = apply_stored(session=session, now=now)
-    report.add(applied)
-    return report
+        return store_receipts(session=session, events=events, malformed=malformed, now=now)
 
 
 def delete_messages(sqs: Any, queue_url: str, messages: Sequence[QueueMessage]) -> None:

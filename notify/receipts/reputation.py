@@ -69,9 +69,16 @@ def reputation(
     counted = sent >= min_sends
     severity = _severity(bounce_rate, complaint_rate) if counted else None
     return ReputationFinding(
-        severity, start, sent, bounced, complained, bounce_rate, complaint_rate, counted,
+        severity,
+        start,
+        sent,
+        bounced,
+        complained,
+        bounce_rate,
+        complaint_rate,
+        counted,
         email_sending_paused(session),
-    )  # fmt: skip
+    )
 
 
 def _counts(session: Session, start: datetime) -> tuple[int, int, int]:

@@ -19,7 +19,7 @@ from notify.db import transaction
 from notify.receipts.events import MalformedReceipt, ReceiptEvent, Source
 from notify.receipts.marks import read_mark, set_mark
 from notify.receipts.parse import malformed_key, parse_sms_log
-from notify.receipts.store import ApplyReport, apply_stored, store_receipts
+from notify.receipts.store import ApplyReport, store_receipts
 
 SLICE = timedelta(hours=1)
 PAGE_LIMIT = 10_000  # filter_log_events maximum
@@ -92,7 +92,6 @@ def _read_slice(
         result.lines += len(page)
         with transaction(engine) as session:
             stored = store_receipts(session=session, events=events, malformed=malformed, now=now)
-            stored.add(apply_stored(session=session, now=now))
         result.report.add(stored)
     with transaction(engine) as session:
         set_mark(session, _mark_name(group), end, now=now)

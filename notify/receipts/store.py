@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import bindparam, cast, column, insert, or_, select, update, values
 from sqlalchemy.orm import Session
 
 from notify.db import DELIVERY_LOGS, RECEIPTS, SUPPRESSIONS, Channel, Status
@@ -87,18 +87,21 @@ def store_receipts(
     malformed: Sequence[tuple[str, str, str]] = (),
     now: datetime,
 ) -> ApplyReport:
-    """Keep new receipts as `pending` and `malformed` ones (key, source, reason) as they are."""
+    """Apply new receipts and keep them (state applied or unmatched); keep `malformed` ones
+    (key, source, reason) as they are. Receipts already kept are counted as duplicates."""
     report = ApplyReport()
     keys = [e.dedupe_key for e in events] + [key for key, _, _ in malformed]
     known = _known_keys(session, keys)
-    rows: list[dict[str, Any]] = []
+    fresh: list[ReceiptEvent] = []
     for event in events:
         if event.dedupe_key in known:
             report.duplicates += 1
             continue
         known.add(event.dedupe_key)
         report.received[event.event_type] += 1
-        rows.append(_receipt_row(event, now))
+        fresh.append(event)
+    outcomes = _apply_events(session, [(e, True) for e in fresh], now, report)
+    rows = [_receipt_row(e, o, now) for e, o in zip(fresh, outcomes, strict=True)]
     for key, source, reason in malformed:
         if key in known:
             report.duplicates += 1
@@ -121,18 +124,22 @@ def _known_keys(session: Session, keys: Sequence[str]) -> set[str]:
     return found
 
 
-def _receipt_row(event: ReceiptEvent, now: datetime) -> dict[str, Any]:
+Outcome = tuple[str, str, int | None]  # state, reason, delivery_logs.id
+
+
+def _receipt_row(event: ReceiptEvent, outcome: Outcome, now: datetime) -> dict[str, Any]:
+    state, reason, row_id = outcome
     return {
         "dedupe_key": event.dedupe_key,
         "source": event.source.value,
         "event_type": event.event_type,
         "provider_message_id": event.provider_message_id,
         "delivery_id": event.delivery_id,
-        "delivery_log_id": None,
+        "delivery_log_id": row_id,
         "address": event.addresses[0][:320] if event.addresses else None,
         "occurred_at": event.sent_at if event.source is Source.sms else event.occurred_at,
-        "state": State.pending.value,
-        "reason": "",
+        "state": state,
+        "reason": reason,
         "detail": event.stored(),
         "price": event.price,
         "received_at": now,
@@ -158,34 +165,45 @@ def _malformed_row(key: str, source: str, reason: str, now: datetime) -> dict[st
 
 
 def apply_stored(*, session: Session, now: datetime) -> ApplyReport:
-    """Apply pending receipts (and retry recent unmatched ones) to the delivery log."""
+    """Apply kept receipts again: `pending` ones (a crash row adopted their message id) and
+    recent `unmatched` ones (their row may exist now)."""
     receipts = _receipts_to_apply(session, now)
     report = ApplyReport()
-    if not receipts:
-        return report
-    rows = _matching_rows(session, [event for _, event, _ in receipts])
-    outcomes: list[dict[str, Any]] = []
+    outcomes = _apply_events(session, [(e, first) for _, e, first in receipts], now, report)
+    states = [
+        {"b_id": receipt_id, "b_state": state, "b_reason": reason, "b_row": row_id}
+        for (receipt_id, _, _), (state, reason, row_id) in zip(receipts, outcomes, strict=True)
+    ]
+    if states:
+        _write_receipt_states(session, states)
+    return report
+
+
+def _apply_events(
+    session: Session,
+    events: Sequence[tuple[ReceiptEvent, bool]],
+    now: datetime,
+    report: ApplyReport,
+) -> list[Outcome]:
+    """Match and apply; `first` marks receipts seen for the first time (counted, suppressing)."""
+    if not events:
+        return []
+    rows = _matching_rows(session, [event for event, _ in events])
+    outcomes: list[Outcome] = []
     touched: dict[int, dict[str, Any]] = {}
-    for receipt_id, event, first_time in receipts:
+    for event, first in events:
         row = _row_for(event, rows)
         state, reason = _apply_one(event, row, touched, now)
-        outcomes.append(
-            {
-                "b_id": receipt_id,
-                "b_state": state,
-                "b_reason": reason,
-                "b_row": row["id"] if row else None,
-            }
-        )
+        outcomes.append((state, reason, row["id"] if row else None))
         if state == State.applied.value:
             report.applied[event.event_type] += 1
-        elif first_time:
+        elif first:
             report.unmatched += 1
-    _write_rows(session, rows, touched, report)
-    _write_receipt_states(session, outcomes)
-    report.suppressed = _suppress(session, [e for _, e, first in receipts if first], rows, now)
-    _advance_watermark(session, [e for _, e, first in receipts if first], now)
-    return report
+    _write_rows(session, touched, report)
+    firsts = [event for event, first in events if first]
+    report.suppressed += _suppress(session, firsts, rows, now)
+    _advance_watermark(session, firsts, now)
+    return outcomes
 
 
 def _receipts_to_apply(session: Session, now: datetime) -> list[tuple[int, ReceiptEvent, bool]]:
@@ -281,10 +299,24 @@ def _why(event: ReceiptEvent) -> str:
     return f"{event.label}: {text}".strip(": ")[:1000]
 
 
-def _write_rows(
-    session: Session, rows: Rows, touched: dict[int, dict[str, Any]], report: ApplyReport
-) -> None:
+def _write_rows(session: Session, touched: dict[int, dict[str, Any]], report: ApplyReport) -> None:
     if not touched:
+        return
+    for row in touched.values():
+        before = row["_before"]
+        if before["status"] != row["status"]:
+            report.changed += 1
+            if len(report.changes) < MAX_CHANGES:
+                change = Change(
+                    row["id"],
+                    row["channel"],
+                    before["status"],
+                    row["status"],
+                    row["receipt_event"] or "",
+                )
+                report.changes.append(change)
+    if session.get_bind().dialect.name == "postgresql":
+        _write_rows_values(session, list(touched.values()))
         return
     statement = (
         update(DELIVERY_LOGS)
@@ -293,29 +325,38 @@ def _write_rows(
         )
         .values({name: bindparam(f"b_{name}") for name in _WRITTEN})
     )
-    params = []
-    for row in touched.values():
-        before = row["_before"]
-        params.append(
-            {
-                "b_id": row["id"],
-                "b_old": before["status"],
-                **{f"b_{name}": row[name] for name in _WRITTEN},
-            }
-        )
-        if before["status"] != row["status"]:
-            report.changed += 1
-            if len(report.changes) < MAX_CHANGES:
-                report.changes.append(
-                    Change(
-                        row["id"],
-                        row["channel"],
-                        before["status"],
-                        row["status"],
-                        row["receipt_event"] or "",
-                    )
-                )
+    params = [
+        {
+            "b_id": row["id"],
+            "b_old": row["_before"]["status"],
+            **{f"b_{name}": row[name] for name in _WRITTEN},
+        }
+        for row in touched.values()
+    ]
     session.connection().execute(statement, params)
+
+
+def _write_rows_values(session: Session, rows: list[dict[str, Any]]) -> None:
+    """PostgreSQL: one UPDATE ... FROM (VALUES ...) per chunk instead of a statement per row."""
+    table = DELIVERY_LOGS
+    names = ("id", "old", *_WRITTEN)
+    types = {
+        "id": table.c.id.type,
+        "old": table.c.status.type,
+        **{name: table.c[name].type for name in _WRITTEN},
+    }
+    for start in range(0, len(rows), LOOKUP_CHUNK):
+        chunk = rows[start : start + LOOKUP_CHUNK]
+        data = [(r["id"], r["_before"]["status"], *(r[n] for n in _WRITTEN)) for r in chunk]
+        given = values(*(column(n, types[n]) for n in names), name="v").data(data)
+        statement = (
+            update(table)
+            .where(
+                table.c.id == given.c.id, table.c.status == cast(given.c.old, table.c.status.type)
+            )
+            .values({n: cast(given.c[n], types[n]) for n in _WRITTEN})
+        )
+        session.execute(statement)
 
 
 def _write_receipt_states(session: Session, outcomes: list[dict[str, Any]]) -> None:
