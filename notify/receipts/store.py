@@ -10,13 +10,15 @@ Receipts with no row yet stay `unmatched` and are retried for UNMATCHED_RETRY.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, cast, column, insert, or_, select, update, values
+from sqlalchemy import bindparam, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from notify.db import DELIVERY_LOGS, RECEIPTS, SUPPRESSIONS, Channel, Status
@@ -44,7 +46,32 @@ _ROW_COLUMNS = (
     "error_code",
     "error_message",
 )
-_WRITTEN = _ROW_COLUMNS[2:]
+_WRITTEN = (
+    "status",
+    "provider_message_id",
+    "sent_at",
+    "delivered_at",
+    "actual_cost",
+    "receipt_event",
+    "receipt_at",
+    "error_code",
+    "error_message",
+)
+# PostgreSQL: every changed row in one UPDATE, its values in one JSON parameter
+_UPDATE_FROM_JSON = text(
+    """
+    UPDATE delivery_logs AS d SET
+        status = v.status, provider_message_id = v.provider_message_id, sent_at = v.sent_at,
+        delivered_at = v.delivered_at, actual_cost = v.actual_cost,
+        receipt_event = v.receipt_event, receipt_at = v.receipt_at,
+        error_code = v.error_code, error_message = v.error_message
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(
+        id integer, old text, status text, provider_message_id text, sent_at timestamptz,
+        delivered_at timestamptz, actual_cost numeric, receipt_event text,
+        receipt_at timestamptz, error_code text, error_message text)
+    WHERE d.id = v.id AND d.status = v.old
+    """
+)
 
 
 @dataclass(frozen=True)
@@ -109,9 +136,33 @@ def store_receipts(
         known.add(key)
         report.malformed += 1
         rows.append(_malformed_row(key, source, reason, now))
-    if rows:
-        session.execute(insert(RECEIPTS), rows)
+    _insert_receipts(session, rows)
     return report
+
+
+_INSERT_FROM_JSON = text(
+    """
+    INSERT INTO receipts (dedupe_key, source, event_type, provider_message_id, delivery_id,
+        delivery_log_id, address, occurred_at, state, reason, detail, price, received_at)
+    SELECT dedupe_key, source, event_type, provider_message_id, delivery_id, delivery_log_id,
+        address, occurred_at, state, reason, detail, price, received_at
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(
+        dedupe_key text, source text, event_type text, provider_message_id text,
+        delivery_id integer, delivery_log_id integer, address text, occurred_at timestamptz,
+        state text, reason text, detail json, price numeric, received_at timestamptz)
+    """
+)
+
+
+def _insert_receipts(session: Session, rows: list[dict[str, Any]]) -> None:
+    """PostgreSQL: one statement, the rows in one JSON parameter; elsewhere executemany."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(insert(RECEIPTS), rows)
+        return
+    data = [{name: _jsonable(value) for name, value in row.items()} for row in rows]
+    session.execute(_INSERT_FROM_JSON, {"rows": json.dumps(data)})
 
 
 def _known_keys(session: Session, keys: Sequence[str]) -> set[str]:
@@ -337,26 +388,20 @@ def _write_rows(session: Session, touched: dict[int, dict[str, Any]], report: Ap
 
 
 def _write_rows_values(session: Session, rows: list[dict[str, Any]]) -> None:
-    """PostgreSQL: one UPDATE ... FROM (VALUES ...) per chunk instead of a statement per row."""
-    table = DELIVERY_LOGS
-    names = ("id", "old", *_WRITTEN)
-    types = {
-        "id": table.c.id.type,
-        "old": table.c.status.type,
-        **{name: table.c[name].type for name in _WRITTEN},
-    }
-    for start in range(0, len(rows), LOOKUP_CHUNK):
-        chunk = rows[start : start + LOOKUP_CHUNK]
-        data = [(r["id"], r["_before"]["status"], *(r[n] for n in _WRITTEN)) for r in chunk]
-        given = values(*(column(n, types[n]) for n in names), name="v").data(data)
-        statement = (
-            update(table)
-            .where(
-                table.c.id == given.c.id, table.c.status == cast(given.c.old, table.c.status.type)
-            )
-            .values({n: cast(given.c[n], types[n]) for n in _WRITTEN})
-        )
-        session.execute(statement)
+    """PostgreSQL: one UPDATE ... FROM jsonb_to_recordset instead of a statement per row."""
+    data = [
+        {"id": r["id"], "old": r["_before"]["status"], **{n: _jsonable(r[n]) for n in _WRITTEN}}
+        for r in rows
+    ]
+    session.execute(_UPDATE_FROM_JSON, {"rows": json.dumps(data)})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
 
 
 def _write_receipt_states(session: Session, outcomes: list[dict[str, Any]]) -> None:
