@@ -62,6 +62,10 @@ class Status(StrEnum):
     skipped = "skipped"
     unknown = "unknown"
     purged = "purged"  # an operator's purge of a stale queued row (final; never sent)
+    # From provider receipts (notify.receipts), after `sent` (or resolving `unknown`):
+    bounced = "bounced"
+    complained = "complained"
+    undelivered = "undelivered"
 
 
 DUE_STATUSES = (Status.pending.value, Status.pending_retry.value)
@@ -171,6 +175,7 @@ class DeliveryLog(Base):
         Index("ix_delivery_logs_channel_created", "channel", "created_at"),
         Index("ix_delivery_logs_channel_sent", "channel", "sent_at"),
         Index("ix_delivery_logs_status_lease", "status", "lease_expires_at"),
+        Index("ix_delivery_logs_provider_message_id", "provider_message_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -193,6 +198,53 @@ class DeliveryLog(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Provider receipts (notify.receipts): the real SMS price next to the estimate in `cost`,
+    # the latest receipt applied, and the bookkeeping that resolves `unknown` rows.
+    actual_cost: Mapped[Decimal | None] = mapped_column(Numeric(12, 6, asdecimal=True))
+    receipt_event: Mapped[str | None] = mapped_column(String(60))
+    receipt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unknown_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    requeued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Receipt(Base):
+    """One provider receipt (an SES event or an SMS delivery-log line), kept once.
+
+    `dedupe_key` makes a redelivered SQS message or a re-read log line a no-op; `state` says what
+    became of it: applied (matched a row), unmatched (no row yet: retried), malformed."""
+
+    __tablename__ = "receipts"
+    __table_args__ = (
+        Index("ix_receipts_state_received", "state", "received_at"),
+        Index("ix_receipts_delivery_log", "delivery_log_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    source: Mapped[str] = mapped_column(String(10))
+    event_type: Mapped[str] = mapped_column(String(30))
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    delivery_id: Mapped[int | None] = mapped_column(Integer)
+    delivery_log_id: Mapped[int | None] = mapped_column(Integer)
+    address: Mapped[str | None] = mapped_column(String(320))
+    occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(12))
+    reason: Mapped[str] = mapped_column(String(300), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    price: Mapped[Decimal | None] = mapped_column(Numeric(12, 6, asdecimal=True))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReceiptMark(Base):
+    """A named point in time kept between receipt polls: the SES Send watermark, the SMS log
+    checkpoints, and the email pause the reputation guardrail sets (`value` None: not paused)."""
+
+    __tablename__ = "receipt_marks"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    note: Mapped[str] = mapped_column(String(300), default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Suppression(Base):
@@ -304,3 +356,6 @@ RECIPIENTS = cast(Table, Recipient.__table__)
 DELIVERY_LOGS = cast(Table, DeliveryLog.__table__)
 NOTIFICATIONS = cast(Table, Notification.__table__)
 OPERATOR_ACTION_ROWS = cast(Table, OperatorActionRow.__table__)
+RECEIPTS = cast(Table, Receipt.__table__)
+RECEIPT_MARKS = cast(Table, ReceiptMark.__table__)
+SUPPRESSIONS = cast(Table, Suppression.__table__)

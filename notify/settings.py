@@ -125,6 +125,38 @@ class Settings(BaseSettings):
         description="Where each severity goes: P1=sns,log;P2=webhook,log (routes: sns, webhook, "
         "log; an unnamed severity keeps its default)",
     )
+    receipts_name: str = Field(
+        "notifyops-receipts",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Name of the SES configuration set, SNS topic and SQS queue for receipts",
+    )
+    ses_configuration_set: str | None = Field(
+        None, description="SES configuration set on every send (receipts setup creates it)"
+    )
+    sms_delivery_log_role_arn: str | None = Field(
+        None, description="IAM role SNS uses to write SMS delivery-status logs to CloudWatch"
+    )
+    receipts_max_messages: int = Field(
+        2000, ge=10, description="SQS messages read per receipts poll, at most"
+    )
+    receipts_wait_s: int = Field(
+        2, ge=0, le=20, description="SQS long-poll wait per receive, seconds"
+    )
+    receipts_log_overlap_minutes: int = Field(
+        15, ge=0, description="SMS delivery logs re-read before the checkpoint (late ingestion)"
+    )
+    receipts_log_lookback_hours: int = Field(
+        24, ge=1, description="SMS delivery logs read on the first poll (no checkpoint yet)"
+    )
+    receipts_unknown_horizon_minutes: int = Field(
+        15, ge=1, description="Send receipts this much newer than an unknown email row: not sent"
+    )
+    reputation_window_days: int = Field(
+        7, ge=1, description="Window for the bounce and complaint rates (SES review window)"
+    )
+    reputation_min_sends: int = Field(
+        200, ge=1, description="Emails in the window before the bounce/complaint rates count"
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -23,6 +23,7 @@ from notifyops.commands import (
     demo,
     inbox,
     purge,
+    receipts,
     recipients,
     redrive,
     send,
@@ -50,6 +51,7 @@ app.add_typer(audit.alarms_app, name="alarms")
 app.add_typer(suppressions.app, name="suppressions")
 app.add_typer(inbox.app, name="inbox")
 app.add_typer(ses.app, name="ses")
+app.add_typer(receipts.app, name="receipts")
 app.command("send")(send.send)
 app.command("deliver")(send.deliver)
 app.command("test-email")(send.test_email)

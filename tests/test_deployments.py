@@ -23,6 +23,7 @@ EXPECTED = {
     "redrive-deliveries",
     "mute-recipient",
     "unmute-recipient",
+    "receipts",
 }
 AD_HOC = {
     "dispatch-notifications",

@@ -21,6 +21,7 @@ class OutgoingEmail:
     text: str
     html: str | None
     sender: str
+    delivery_id: int | None = None  # our delivery_logs.id, tagged on the send (receipts find it)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class OutgoingSms:
     phone: str  # E.164, e.g. +15551234567
     body: str
     transactional: bool
+    delivery_id: int | None = None  # SNS has no per-message tag that reaches the delivery log
 
 
 @dataclass(frozen=True)

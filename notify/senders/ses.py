@@ -17,17 +17,20 @@ if TYPE_CHECKING:
     from mypy_boto3_sesv2.type_defs import BodyTypeDef, ContentTypeDef, SendEmailRequestTypeDef
 
 CHARSET = "UTF-8"
+DELIVERY_ID_TAG = "delivery_id"  # SES publishes it in every event as mail.tags.delivery_id
 
 
 class SesEmailSender:
     """One SES v2 client, shared by all threads (boto3 clients are thread-safe)."""
 
-    def __init__(self, client: SESV2Client) -> None:
+    def __init__(self, client: SESV2Client, *, configuration_set: str | None = None) -> None:
         self._client = client
+        self._configuration_set = configuration_set
 
     def send_email(self, message: OutgoingEmail) -> SendReceipt:
+        request = send_email_request(message, configuration_set=self._configuration_set)
         try:
-            response = self._client.send_email(**send_email_request(message))
+            response = self._client.send_email(**request)
         except PROVIDER_EXCEPTIONS as exc:
             raise sender_aware(classify_exception(exc), message.sender) from exc
         return SendReceipt(provider_message_id=response["MessageId"])
@@ -44,16 +47,24 @@ def sender_aware(error: DeliveryError, sender: str) -> DeliveryError:
     return error
 
 
-def send_email_request(message: OutgoingEmail) -> SendEmailRequestTypeDef:
-    """The `send_email` keyword arguments for one message to one recipient."""
+def send_email_request(
+    message: OutgoingEmail, *, configuration_set: str | None = None
+) -> SendEmailRequestTypeDef:
+    """The `send_email` keyword arguments for one message to one recipient; with a
+    configuration set SES publishes its events, with a delivery id they carry our tag."""
     body: BodyTypeDef = {"Text": _content(message.text)}
     if message.html is not None:
         body["Html"] = _content(message.html)
-    return {
+    request: SendEmailRequestTypeDef = {
         "FromEmailAddress": message.sender,
         "Destination": {"ToAddresses": [message.to]},
         "Content": {"Simple": {"Subject": _content(message.subject), "Body": body}},
     }
+    if configuration_set:
+        request["ConfigurationSetName"] = configuration_set
+    if message.delivery_id is not None:
+        request["EmailTags"] = [{"Name": DELIVERY_ID_TAG, "Value": str(message.delivery_id)}]
+    return request
 
 
 def _content(data: str) -> ContentTypeDef:

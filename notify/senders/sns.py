@@ -51,7 +51,11 @@ class SnsSmsSender:
 
 
 def publish_request(message: OutgoingSms) -> PublishInputTypeDef:
-    """The `publish` keyword arguments for one SMS."""
+    """The `publish` keyword arguments for one SMS.
+
+    No delivery-id tag: SNS writes no message attribute into the SMS delivery-status log, so a
+    receipt finds its row by the MessageId publish returns, or (crash rows) by destination and
+    time window (notify.receipts)."""
     sms_type = "Transactional" if message.transactional else "Promotional"
     return {
         "PhoneNumber": message.phone,

@@ -1,0 +1,71 @@
+"""receipts: every minute, read provider receipts into the delivery log (SES events from SQS,
+SMS delivery logs from CloudWatch Logs), resolve crash rows, and guard the sender reputation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from pydantic import BaseModel, Field
+
+from notify.receipts import ReceiptsReport
+from tasks import receipts
+
+
+class ReceiptsParams(BaseModel):
+    publish_metrics: bool = Field(
+        True, description="Publish EmailBounceRate and EmailComplaintRate to CloudWatch"
+    )
+
+
+@flow(
+    name="receipts",
+    description="Read SES events (SQS) and SMS delivery logs (CloudWatch Logs) into the "
+    "delivery log: delivered, bounced, complained, undelivered, real SMS price; resolve "
+    "unknown rows; pause email at a P1 bounce or complaint rate.",
+)
+def receipts_flow(params: ReceiptsParams | None = None) -> ReceiptsReport:
+    params = params or ReceiptsParams()
+    report = receipts.poll()
+    if params.publish_metrics and report.reputation is not None:
+        receipts.publish_reputation(report.reputation)
+    receipts_artifact(report)
+    logger = get_run_logger()
+    logger.info("receipts: %s", counts_line(report))
+    if report.reputation is not None and report.reputation.severity:
+        logger.warning("reputation %s", report.reputation.summary)
+    return report
+
+
+def counts_line(report: ReceiptsReport) -> str:
+    totals = report.totals
+    return (
+        f"applied {dict(totals.applied)}, duplicates {totals.duplicates}, "
+        f"unmatched {totals.unmatched}, malformed {totals.malformed}, changed {totals.changed}"
+    )
+
+
+def receipts_artifact(report: ReceiptsReport) -> None:
+    """What changed (ids and statuses only: no addresses), and the counts."""
+    crash = report.crash
+    finding = report.reputation
+    notes = (
+        f"{counts_line(report)}; crash rows: {crash.requeued_email} email requeued, "
+        f"{crash.matched_sms} SMS matched, {crash.ambiguous_sms} ambiguous, "
+        f"{crash.undelivered_sms} SMS undelivered after 72 h"
+    )
+    if finding is not None:
+        notes += f"; reputation: {finding.summary}"
+        if finding.paused:
+            notes += f"; EMAIL PAUSED: {finding.paused}"
+    rows = [asdict(change) for change in report.totals.changes]
+    create_table_artifact(
+        table=rows or [{"delivery_log_id": "-", "after": "nothing changed"}],
+        key="receipts",
+        description=notes,
+    )
+
+
+if __name__ == "__main__":
+    print(counts_line(receipts_flow()))

@@ -1,0 +1,182 @@
+"""Resolve crash rows (`unknown`: the worker died mid-send) from receipts, never by re-sending
+blindly.
+
+- A receipt of an `unknown` row (found by message id or our delivery-id tag) resolves it in
+  `apply_stored` like any other row.
+- Email: an `unknown` row with no receipt goes back to `pending` (once) only when the SES Send
+  watermark (the newest Send event received) is more than a horizon past the moment we first saw
+  it `unknown`: receipts of later sends have arrived, so a stalled event pipeline never looks like
+  "not sent".
+- SMS: SNS carries no tag, so a row without a message id is matched to an unmatched log line only
+  when exactly one fits (same destination, published between the row's creation and the moment it
+  was seen `unknown`); ambiguous rows stay `unknown` for the operator.
+- SMS with no receipt 72 h after sending (AWS: carriers report within 72 h) -> `undelivered`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, and_, bindparam, func, select, update
+from sqlalchemy.orm import Session
+
+from notify.db import DELIVERY_LOGS, RECEIPTS, Channel, Status
+from notify.receipts.events import Source, State
+from notify.receipts.marks import read_mark
+from notify.receipts.store import SEND_WATERMARK
+
+NO_RECEIPT_AFTER = timedelta(hours=72)
+PUBLISH_SLACK = timedelta(minutes=1)  # clock skew between us and SNS
+LOGS = DELIVERY_LOGS
+
+
+@dataclass(frozen=True)
+class CrashReport:
+    seen_unknown: int = 0
+    requeued_email: int = 0
+    matched_sms: int = 0
+    ambiguous_sms: int = 0
+    undelivered_sms: int = 0
+    watermark: datetime | None = None
+
+
+def resolve_crash_rows(*, session: Session, now: datetime, horizon: timedelta) -> CrashReport:
+    """Stamp new `unknown` rows, requeue unsent email, match SMS, expire silent SMS."""
+    seen = stamp_unknown(session=session, now=now)
+    watermark = send_watermark(session)
+    requeued = requeue_unsent_email(session=session, watermark=watermark, horizon=horizon, now=now)
+    matched, ambiguous = match_unknown_sms(session=session)
+    expired = expire_silent_sms(session=session, now=now, keep=ambiguous)
+    return CrashReport(seen, requeued, matched, len(ambiguous), expired, watermark)
+
+
+def stamp_unknown(*, session: Session, now: datetime) -> int:
+    """Note when each `unknown` row was first seen: its send attempt happened before then."""
+    statement = (
+        update(LOGS)
+        .where(LOGS.c.status == Status.unknown.value, LOGS.c.unknown_since.is_(None))
+        .values(unknown_since=now)
+    )
+    return _count(session.execute(statement))
+
+
+def send_watermark(session: Session) -> datetime | None:
+    mark = read_mark(session, SEND_WATERMARK)
+    return mark[0] if mark else None
+
+
+def requeue_unsent_email(
+    *, session: Session, watermark: datetime | None, horizon: timedelta, now: datetime
+) -> int:
+    if watermark is None:
+        return 0
+    statement = (
+        update(LOGS)
+        .where(
+            LOGS.c.channel == Channel.email.value,
+            LOGS.c.status == Status.unknown.value,
+            LOGS.c.requeued_at.is_(None),
+            LOGS.c.unknown_since < watermark - horizon,
+        )
+        .values(
+            status=Status.pending.value,
+            next_attempt_at=now,
+            requeued_at=now,
+            unknown_since=None,
+            decision=func.substr(LOGS.c.decision + " | requeued: no SES Send receipt", 1, 300),
+        )
+    )
+    return _count(session.execute(statement))
+
+
+def match_unknown_sms(*, session: Session) -> tuple[int, list[int]]:
+    """Give an `unknown` SMS row the message id of the one unmatched log line that fits;
+    returns how many were matched and the ids of the ambiguous rows (left for the operator)."""
+    rows = session.execute(
+        select(LOGS.c.id, LOGS.c.recipient_phone, LOGS.c.created_at, LOGS.c.unknown_since).where(
+            LOGS.c.channel == Channel.sms.value,
+            LOGS.c.status == Status.unknown.value,
+            LOGS.c.provider_message_id.is_(None),
+        )
+    ).all()
+    matched: list[dict[str, Any]] = []
+    ambiguous: list[int] = []
+    for row_id, phone, created_at, seen_at in rows:
+        candidates = _candidate_lines(session, phone, created_at, seen_at)
+        if len(candidates) == 1:
+            matched.append({"b_id": row_id, "b_pmid": candidates[0]})
+        elif len(candidates) > 1:
+            ambiguous.append(row_id)
+    if matched:
+        _adopt(session, matched)
+    return len(matched), ambiguous
+
+
+def _candidate_lines(
+    session: Session, phone: str | None, created_at: datetime, seen_at: datetime | None
+) -> list[str]:
+    if not phone or seen_at is None:
+        return []
+    claimed = select(LOGS.c.id).where(LOGS.c.provider_message_id == RECEIPTS.c.provider_message_id)
+    query = (
+        select(RECEIPTS.c.provider_message_id)
+        .where(
+            RECEIPTS.c.source == Source.sms.value,
+            RECEIPTS.c.state == State.unmatched.value,
+            RECEIPTS.c.address == phone,
+            RECEIPTS.c.occurred_at >= created_at - PUBLISH_SLACK,
+            RECEIPTS.c.occurred_at <= seen_at + PUBLISH_SLACK,
+            ~claimed.exists(),
+        )
+        .distinct()
+    )
+    return [str(pmid) for pmid in session.scalars(query)]
+
+
+def _adopt(session: Session, matched: list[dict[str, Any]]) -> None:
+    """Set the message id; its receipts go back to `pending` so the next apply uses them."""
+    session.connection().execute(
+        update(LOGS)
+        .where(LOGS.c.id == bindparam("b_id"), LOGS.c.provider_message_id.is_(None))
+        .values(provider_message_id=bindparam("b_pmid")),
+        matched,
+    )
+    session.connection().execute(
+        update(RECEIPTS)
+        .where(
+            RECEIPTS.c.source == Source.sms.value,
+            RECEIPTS.c.provider_message_id == bindparam("b_pmid"),
+        )
+        .values(state=State.pending.value),
+        [{"b_pmid": m["b_pmid"]} for m in matched],
+    )
+
+
+def expire_silent_sms(*, session: Session, now: datetime, keep: Sequence[int] = ()) -> int:
+    """No receipt 72 h after sending (or after being seen unknown with no line that fits)."""
+    cutoff = now - NO_RECEIPT_AFTER
+    silent_sent = and_(LOGS.c.status == Status.sent.value, LOGS.c.sent_at < cutoff)
+    silent_unknown = and_(
+        LOGS.c.status == Status.unknown.value,
+        LOGS.c.provider_message_id.is_(None),
+        LOGS.c.unknown_since < cutoff,
+    )
+    statement = (
+        update(LOGS)
+        .where(LOGS.c.channel == Channel.sms.value, LOGS.c.receipt_at.is_(None))
+        .where(silent_sent | silent_unknown, LOGS.c.id.not_in(list(keep)))
+        .values(
+            status=Status.undelivered.value,
+            receipt_event="NoReceipt72h",
+            error_code="sms.NoReceipt72h",
+            error_message="no SMS delivery receipt within 72 h (AWS: treat as not delivered)",
+        )
+    )
+    return _count(session.execute(statement))
+
+
+def _count(result: Any) -> int:
+    return max(cast(CursorResult[Any], result).rowcount or 0, 0)

@@ -1,0 +1,118 @@
+"""`notifyops receipts [--json]` (one poll), `receipts setup`, `receipts resume-email`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from notifyops.console import EXIT_OK, EXIT_PARTIAL, out, print_json, table
+
+app = typer.Typer(
+    help="Provider receipts: SES events and SMS delivery logs into the delivery log.",
+    invoke_without_command=True,
+)
+if TYPE_CHECKING:
+    from notify.receipts import ReceiptsReport
+
+JSON = typer.Option(False, "--json", help="Machine-readable output (stable keys).")
+
+
+@app.callback()
+def poll_command(
+    ctx: typer.Context,
+    json_output: bool = JSON,
+    direct: bool = typer.Option(False, "--direct", help="Run without Prefect."),
+) -> None:
+    """One receipts poll: counts per event type applied, duplicates, unmatched, malformed.
+
+    Exit 1 when the bounce or complaint rate reaches P2 (5% / 0.1%) or P1 (10% / 0.5%,
+    email paused)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from notify.receipts.poll import report_json
+
+    report = _poll_direct() if direct else _poll_flow()
+    data = report_json(report)
+    if json_output:
+        print_json(data)
+    else:
+        _show(data)
+    finding = report.reputation
+    raise typer.Exit(EXIT_PARTIAL if finding is not None and finding.severity else EXIT_OK)
+
+
+def _poll_flow() -> ReceiptsReport:
+    from flows.receipts import receipts_flow
+
+    return receipts_flow()
+
+
+def _poll_direct() -> ReceiptsReport:
+    from notify.bootstrap import runtime
+    from notify.db import utcnow
+    from notify.receipts import poll_receipts
+    from notify.receipts.poll import sources_from
+
+    here = runtime()
+    return poll_receipts(
+        engine=here.engine(), sources=sources_from(here), settings=here.settings, clock=utcnow
+    )
+
+
+def _show(data: dict[str, Any]) -> None:
+    rows = [[kind, n] for kind, n in sorted(data["applied"].items())]
+    out.print(table("Receipts applied", ["event", "applied"], rows))
+    out.print(
+        f"duplicates {data['duplicates']}, unmatched {data['unmatched']}, "
+        f"malformed {data['malformed']}, rows changed {data['changed']}, "
+        f"suppressed {data['suppressed']}"
+    )
+    crash = data["crash_rows"]
+    out.print(
+        f"crash rows: {crash['requeued_email']} email back to pending, {crash['matched_sms']} "
+        f"SMS matched, {crash['ambiguous_sms']} ambiguous, {crash['undelivered_sms']} SMS "
+        "undelivered after 72 h"
+    )
+    finding = data["reputation"]
+    if finding:
+        out.print(
+            f"reputation: {finding['severity'] or 'ok'}: bounce {finding['bounce_rate']:.2%}, "
+            f"complaint {finding['complaint_rate']:.3%} of {finding['sent']} sent"
+        )
+        if finding["email_paused"]:
+            out.print(f"[bold red]EMAIL PAUSED[/]: {finding['email_paused']}", markup=True)
+
+
+@app.command("setup")
+def setup_command(json_output: bool = JSON) -> None:
+    """Create or find the SES configuration set, SNS topic, SQS queue + DLQ and SMS delivery
+    logging (idempotent)."""
+    from dataclasses import asdict
+
+    from notify.bootstrap import runtime
+    from notify.receipts.poll import setup_from
+
+    result = setup_from(runtime())
+    if json_output:
+        print_json({"items": [asdict(item) for item in result.items]})
+        return
+    rows = [[i.kind, i.name, i.action, i.arn, i.note] for i in result.items]
+    out.print(table("Receipts set-up", ["resource", "name", "action", "arn", "note"], rows))
+
+
+@app.command("resume-email")
+def resume_email_command(json_output: bool = JSON) -> None:
+    """Lift the email pause the reputation guardrail set (after fixing the cause)."""
+    from notify.bootstrap import runtime
+    from notify.db import transaction, utcnow
+    from notify.receipts import resume_email
+
+    with transaction(runtime().engine()) as session:
+        reason = resume_email(session=session, now=utcnow())
+    if json_output:
+        print_json({"resumed": reason is not None, "was_paused_because": reason})
+    elif reason is None:
+        out.print("email was not paused")
+    else:
+        out.print(f"email resumed (was paused: {reason})")

@@ -1,0 +1,393 @@
+"""Receipts applied to the delivery log (SQLite and PostgreSQL): each SES event type reaches its
+status, forward-only under duplicates and reordering, malformed and unmatched receipts kept,
+suppressions honoured by the next send, crash rows resolved, the reputation guardrail."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from notify.db import DELIVERY_LOGS, RECEIPTS, SUPPRESSIONS, Status, transaction
+from notify.enqueue import SendRequest, enqueue
+from notify.receipts import (
+    apply_stored,
+    daily_sms_cost,
+    email_sending_paused,
+    receipt_counts,
+    reputation,
+    resume_email,
+    store_receipts,
+)
+from notify.receipts.crash import resolve_crash_rows
+from notify.receipts.parse import parse_sms_log
+from notify.receipts.queue import store_and_apply
+from notify.receipts.reputation import guard
+from notify.rendering import TemplateCatalog
+from notify.settings import Settings
+from tests.factories import Rows
+from tests.receipt_samples import envelope, ses_event, sms_line
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+HORIZON = timedelta(minutes=15)
+TO = "tech.1@example.com"
+PHONE = "+15551234567"
+
+
+def _rows(engine: Engine, *specs: dict[str, Any]) -> list[int]:
+    rows = Rows()
+    rid = rows.recipient("tech:1", phone=PHONE, email=TO)
+    ids = []
+    for spec in specs:
+        spec = {"channel": "email", "created_at": NOW - timedelta(hours=1), **spec}
+        channel = spec["channel"]
+        spec.setdefault(
+            "recipient_email" if channel == "email" else "recipient_phone",
+            TO if channel == "email" else PHONE,
+        )
+        ids.append(rows.delivery(rid, **spec))
+    rows.insert(engine)
+    return ids
+
+
+def _row(engine: Engine, row_id: int) -> dict[str, Any]:
+    with engine.connect() as connection:
+        found = connection.execute(select(DELIVERY_LOGS).where(DELIVERY_LOGS.c.id == row_id))
+        return dict(found.mappings().one())
+
+
+def _apply(engine: Engine, *records: dict[str, Any] | str, now: datetime = NOW) -> Any:
+    bodies = [r if isinstance(r, str) else envelope(r) for r in records]
+    return store_and_apply(engine=engine, bodies=bodies, now=now)
+
+
+@pytest.mark.parametrize(
+    ("kind", "extra", "status"),
+    [
+        ("Send", {}, "sent"),
+        ("Delivery", {}, "delivered"),
+        ("Bounce", {"bounce_type": "Permanent", "bounce_subtype": "NoEmail"}, "bounced"),
+        ("Bounce", {"bounce_type": "Transient", "bounce_subtype": "MailboxFull"}, "sent"),
+        ("Bounce", {"bounce_type": "Undetermined", "bounce_subtype": "Undetermined"}, "sent"),
+        ("Complaint", {}, "complained"),
+        ("Reject", {}, "undelivered"),
+        ("DeliveryDelay", {}, "sent"),
+        ("RenderingFailure", {}, "undelivered"),
+    ],
+)
+def test_each_ses_event_type_reaches_its_status(
+    engine: Engine, kind: str, extra: dict[str, Any], status: str
+) -> None:
+    [row_id] = _rows(engine, {"status": "sent", "provider_message_id": "m-1"})
+    report = _apply(engine, ses_event(kind, "m-1", to=TO, **extra))
+    row = _row(engine, row_id)
+    assert row["status"] == status
+    assert report.applied[kind] == 1
+    assert row["receipt_event"].startswith(kind)
+    if kind == "Delivery":
+        assert row["delivered_at"] == datetime(2026, 11, 30, 10, 0, 5, tzinfo=UTC)
+    if status in ("bounced", "undelivered"):
+        assert row["error_code"].startswith(f"ses.{kind}")
+
+
+def test_an_unknown_row_is_found_by_its_delivery_id_tag_and_becomes_sent(engine: Engine) -> None:
+    [row_id] = _rows(engine, {"status": "unknown"})
+    _apply(engine, ses_event("Send", "ses-abc", to=TO, delivery_id=row_id))
+    row = _row(engine, row_id)
+    assert (row["status"], row["provider_message_id"]) == ("sent", "ses-abc")
+    assert row["sent_at"] == datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+
+
+def test_a_receipt_of_a_row_waiting_for_retry_stops_a_second_send(engine: Engine) -> None:
+    """A timeout we classified as transient, but SES had accepted the message."""
+    [row_id] = _rows(engine, {"status": "pending_retry"})
+    _apply(engine, ses_event("Delivery", "ses-late", to=TO, delivery_id=row_id))
+    assert _row(engine, row_id)["status"] == "delivered"
+
+
+@pytest.mark.parametrize("order", ["delivery-first", "bounce-first"])
+def test_duplicates_and_reordering_change_nothing_twice(engine: Engine, order: str) -> None:
+    [row_id] = _rows(engine, {"status": "sent", "provider_message_id": "m-2"})
+    delivery = envelope(ses_event("Delivery", "m-2", to=TO))
+    bounce = envelope(ses_event("Bounce", "m-2", to=TO))
+    first, second = (delivery, bounce) if order == "delivery-first" else (bounce, delivery)
+    _apply(engine, first)
+    again = _apply(engine, second, first, second)  # SQS redelivers: at-least-once
+    assert _row(engine, row_id)["status"] == "bounced"
+    assert again.duplicates == 2
+    with engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(RECEIPTS)) == 2
+        assert connection.scalar(select(func.count()).select_from(SUPPRESSIONS)) == 1
+
+
+def test_a_poison_message_is_kept_with_its_reason_and_the_batch_still_applies(
+    engine: Engine,
+) -> None:
+    [row_id] = _rows(engine, {"status": "sent", "provider_message_id": "m-3"})
+    poison = ["{not json", json.dumps({"Type": "Notification", "Message": "[1, 2]"})]
+    report = _apply(engine, poison[0], ses_event("Delivery", "m-3", to=TO), poison[1])
+    assert report.malformed == 2
+    assert _row(engine, row_id)["status"] == "delivered"
+    with engine.connect() as connection:
+        reasons = connection.scalars(
+            select(RECEIPTS.c.reason).where(RECEIPTS.c.state == "malformed")
+        ).all()
+    assert sorted(reasons) == ["Message is not a JSON object", sorted(reasons)[1]]
+    assert "not JSON" in sorted(reasons)[1]
+
+
+def test_a_receipt_for_an_unknown_id_is_kept_and_applied_once_the_row_appears(
+    engine: Engine,
+) -> None:
+    report = _apply(engine, ses_event("Delivery", "m-later", to=TO))
+    assert (report.unmatched, sum(report.applied.values())) == (1, 0)
+    [row_id] = _rows(engine, {"status": "sent", "provider_message_id": "m-later"})
+    with transaction(engine) as session:
+        retried = apply_stored(session=session, now=NOW + timedelta(minutes=1))
+    assert retried.applied["Delivery"] == 1
+    assert _row(engine, row_id)["status"] == "delivered"
+
+
+def test_a_row_still_sending_is_not_touched_until_its_outcome_is_recorded(engine: Engine) -> None:
+    [row_id] = _rows(engine, {"status": "sending", "provider_message_id": None})
+    _apply(engine, ses_event("Delivery", "m-s", to=TO, delivery_id=row_id))
+    assert _row(engine, row_id)["status"] == "sending"
+
+
+def test_a_permanent_bounce_blocks_the_next_send_to_that_address(
+    engine: Engine, settings: Settings
+) -> None:
+    rows = Rows()
+    rows.recipient("tech:1", phone=None, email=TO)
+    rows.insert(engine)
+    first = _send_test_message(engine, settings)
+    assert first.rows["email"] == {"pending": 1}
+    with engine.begin() as connection:  # the deliverer sent it
+        connection.execute(DELIVERY_LOGS.update().values(status="sent", provider_message_id="m-b"))
+    _apply(engine, ses_event("Bounce", "m-b", to=TO))
+    assert _send_test_message(engine, settings).rows["email"] == {"skipped": 1}
+    with engine.connect() as connection:
+        reason = connection.scalar(select(SUPPRESSIONS.c.reason))
+    assert reason.startswith("Bounce:Permanent:General receipt ses:Bounce:m-b:")
+
+
+def _send_test_message(engine: Engine, settings: Settings) -> Any:
+    request = SendRequest(template="test_message", to=("tech:1",), context={"sent_at": "now"})
+    with transaction(engine) as session:
+        return enqueue(
+            session=session, request=request, catalog=TemplateCatalog(), settings=settings, now=NOW
+        )
+
+
+def test_transient_bounce_and_delay_are_recorded_not_failures(engine: Engine) -> None:
+    [row_id] = _rows(engine, {"status": "sent", "provider_message_id": "m-t"})
+    _apply(engine, ses_event("Bounce", "m-t", to=TO, bounce_type="Transient"))
+    _apply(engine, ses_event("DeliveryDelay", "m-t", to=TO, at="2026-11-30T10:09:00.000Z"))
+    row = _row(engine, row_id)
+    assert (row["status"], row["receipt_event"]) == (
+        "sent",
+        "DeliveryDelay:TransientCommunicationFailure",
+    )
+    with engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(SUPPRESSIONS)) == 0
+
+
+def _sms(engine: Engine, *lines: str, now: datetime = NOW) -> Any:
+    events = [parse_sms_log(line, logged_at=now - timedelta(minutes=5)) for line in lines]
+    with transaction(engine) as session:
+        report = store_receipts(session=session, events=events, now=now)
+        report.add(apply_stored(session=session, now=now))
+    return report
+
+
+def test_sms_success_is_delivered_with_the_real_price_and_failure_opt_out_suppresses(
+    engine: Engine,
+) -> None:
+    ok, opted = _rows(
+        engine,
+        {"channel": "sms", "status": "sent", "provider_message_id": "s-1", "cost": Decimal("0.01")},
+        {"channel": "sms", "status": "sent", "provider_message_id": "s-2"},
+    )
+    _sms(
+        engine,
+        sms_line("s-1", phone=PHONE, price=0.00581),
+        sms_line("s-2", phone=PHONE, ok=False, price=0.0, response="Phone number is opted out"),
+    )
+    delivered, failed = _row(engine, ok), _row(engine, opted)
+    assert (delivered["status"], delivered["actual_cost"]) == ("delivered", Decimal("0.00581"))
+    assert delivered["cost"] == Decimal("0.01")  # the estimate is kept
+    assert (failed["status"], failed["error_message"]) == (
+        "undelivered",
+        "SmsFailure: Phone number is opted out",
+    )
+    with engine.connect() as connection:
+        assert connection.execute(select(SUPPRESSIONS.c.address, SUPPRESSIONS.c.channel)).all() == [
+            (PHONE, "sms")
+        ]
+
+
+def _watermark(engine: Engine, sent: datetime) -> None:
+    stamp = sent.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    _apply(engine, ses_event("Send", f"other-{stamp}", to="x@example.com", sent=stamp), now=sent)
+
+
+def _settle(engine: Engine, now: datetime) -> Any:
+    with transaction(engine) as session:
+        return resolve_crash_rows(session=session, now=now, horizon=HORIZON)
+
+
+def test_an_unknown_email_goes_back_to_pending_once_only_after_later_send_receipts_arrive(
+    engine: Engine,
+) -> None:
+    [row_id] = _rows(engine, {"status": "unknown"})
+    _settle(engine, NOW)  # first seen unknown at NOW
+    _watermark(engine, NOW + timedelta(minutes=5))  # the pipeline lags: not enough
+    assert _settle(engine, NOW + timedelta(hours=2)).requeued_email == 0
+    assert _row(engine, row_id)["status"] == "unknown"  # a stalled pipeline is not "not sent"
+    _watermark(engine, NOW + timedelta(minutes=20))
+    assert _settle(engine, NOW + timedelta(hours=2)).requeued_email == 1
+    row = _row(engine, row_id)
+    assert (row["status"], row["requeued_at"]) == ("pending", NOW + timedelta(hours=2))
+    with engine.begin() as connection:  # it crashes again mid-send
+        connection.execute(DELIVERY_LOGS.update().values(status="unknown"))
+    _settle(engine, NOW + timedelta(hours=3))
+    _watermark(engine, NOW + timedelta(hours=4))
+    assert _settle(engine, NOW + timedelta(hours=5)).requeued_email == 0  # once only
+
+
+def test_an_unknown_sms_is_matched_only_when_exactly_one_log_line_fits(engine: Engine) -> None:
+    single, double = _rows(
+        engine,
+        {"channel": "sms", "status": "unknown", "recipient_phone": "+15550000001"},
+        {"channel": "sms", "status": "unknown", "recipient_phone": "+15550000002"},
+    )
+    _settle(engine, NOW)
+    published = NOW - timedelta(minutes=30)
+    _sms(
+        engine,
+        sms_line("p-1", phone="+15550000001", published=published),
+        sms_line("p-2", phone="+15550000002", published=published),
+        sms_line("p-3", phone="+15550000002", published=published + timedelta(seconds=2)),
+        sms_line("p-4", phone="+15550000001", published=NOW - timedelta(days=2)),  # too early
+    )
+    report = _settle(engine, NOW + timedelta(minutes=1))
+    assert (report.matched_sms, report.ambiguous_sms) == (1, 1)
+    with transaction(engine) as session:
+        apply_stored(session=session, now=NOW + timedelta(minutes=1))
+    assert _row(engine, single)["status"] == "delivered"
+    assert _row(engine, single)["provider_message_id"] == "p-1"
+    assert _row(engine, double)["status"] == "unknown"
+
+
+def test_sms_without_a_receipt_after_72_hours_is_undelivered(engine: Engine) -> None:
+    old, recent, answered = _rows(
+        engine,
+        {"channel": "sms", "status": "sent", "sent_at": NOW - timedelta(hours=73)},
+        {"channel": "sms", "status": "sent", "sent_at": NOW - timedelta(hours=71)},
+        {
+            "channel": "sms",
+            "status": "sent",
+            "sent_at": NOW - timedelta(hours=80),
+            "receipt_at": NOW - timedelta(hours=79),
+        },
+    )
+    assert _settle(engine, NOW).undelivered_sms == 1
+    statuses = [_row(engine, i)["status"] for i in (old, recent, answered)]
+    assert statuses == ["undelivered", "sent", "sent"]
+
+
+def _sent_emails(engine: Engine, total: int, bounced: int, complained: int) -> None:
+    specs = [{"status": "bounced"}] * bounced + [{"status": "complained"}] * complained
+    specs += [{"status": "delivered"}] * (total - bounced - complained)
+    _rows(engine, *({**s, "sent_at": NOW - timedelta(days=1)} for s in specs))
+
+
+@pytest.mark.parametrize(
+    ("bounced", "complained", "severity"),
+    [(4, 0, None), (5, 0, "P2"), (0, 1, "P2"), (10, 0, "P1"), (0, 5, "P1")],
+)
+def test_reputation_rates_reach_p2_and_p1_at_the_ses_review_thresholds(
+    engine: Engine, bounced: int, complained: int, severity: str | None
+) -> None:
+    _sent_emails(engine, 1000 if complained else 100, bounced, complained)
+    with transaction(engine) as session:
+        finding = reputation(session=session, now=NOW, window=timedelta(days=7), min_sends=50)
+    assert finding.severity == severity
+
+
+def test_p1_pauses_email_until_an_operator_resumes_it(engine: Engine) -> None:
+    _sent_emails(engine, 100, 12, 0)
+    with transaction(engine) as session:
+        finding = reputation(session=session, now=NOW, window=timedelta(days=7), min_sends=50)
+        guard(session=session, finding=finding, now=NOW)
+    with transaction(engine) as session:
+        paused = email_sending_paused(session)
+    assert paused is not None and "bounce rate 12.00%" in paused
+    with transaction(engine) as session:
+        assert resume_email(session=session, now=NOW + timedelta(hours=1)) == paused
+    with transaction(engine) as session:
+        assert email_sending_paused(session) is None
+        after = reputation(
+            session=session, now=NOW + timedelta(hours=2), window=timedelta(days=7), min_sends=50
+        )
+    assert (after.sent, after.severity) == (0, None)  # the window restarts at the resume
+
+
+def test_daily_sms_cost_reports_estimate_vs_actual_to_the_cent(engine: Engine) -> None:
+    day = datetime(2026, 11, 29, 9, tzinfo=UTC)
+    specs = [
+        {
+            "channel": "sms",
+            "sent_at": day,
+            "cost": Decimal("0.05"),
+            "actual_cost": Decimal("0.031"),
+        },
+        {
+            "channel": "sms",
+            "sent_at": day,
+            "cost": Decimal("0.05"),
+            "actual_cost": Decimal("0.031"),
+        },
+        {"channel": "sms", "sent_at": day, "cost": Decimal("0.05")},
+    ]
+    _rows(engine, *specs)
+    [report] = [
+        d
+        for d in daily_sms_cost(
+            session=session_for(engine), since=day - timedelta(days=1), until=NOW
+        )
+    ]
+    assert (report.messages, report.priced) == (3, 2)
+    assert (report.estimated_usd, report.actual_usd) == (Decimal("0.15"), Decimal("0.06"))
+    assert (report.effective_usd, report.difference_usd) == (Decimal("0.11"), Decimal("-0.04"))
+
+
+def session_for(engine: Engine) -> Any:
+    from sqlalchemy.orm import Session
+
+    return Session(engine)
+
+
+def test_receipt_counts_for_health_and_failure_summary(engine: Engine) -> None:
+    sent_at = NOW - timedelta(hours=1)
+    _rows(
+        engine,
+        *({"status": s, "sent_at": sent_at} for s in ("delivered", "delivered", "bounced", "sent")),
+        {"status": "unknown"},
+    )
+    _apply(engine, "garbage")
+    with transaction(engine) as session:
+        counts = receipt_counts(session=session, since=NOW - timedelta(days=1), until=NOW + HORIZON)
+    email = counts.channels[0]
+    assert (email.delivered, email.bounced, email.no_receipt_yet, email.unknown) == (2, 1, 1, 1)
+    assert (counts.malformed_receipts, counts.unmatched_receipts) == (1, 0)
+
+
+def test_a_complaint_after_delivery_wins_and_suppresses(engine: Engine) -> None:
+    [row_id] = _rows(engine, {"status": "sent", "provider_message_id": "m-c"})
+    _apply(engine, ses_event("Complaint", "m-c", to=TO), ses_event("Delivery", "m-c", to=TO))
+    assert _row(engine, row_id)["status"] == Status.complained.value

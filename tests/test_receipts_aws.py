@@ -1,0 +1,274 @@
+"""Receipts through real boto3 against moto (server mode): set-up as code, SES events published
+through SNS to SQS and read by the poll, SMS delivery-log lines read from CloudWatch Logs in
+batches, a crash between the commit and the SQS delete, a poison message."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from sqlalchemy import Engine, select
+
+from notify.bootstrap import Runtime
+from notify.db import DELIVERY_LOGS, utcnow
+from notify.receipts import ReceiptSources, poll_receipts, setup_receipts
+from notify.receipts.parse import parse_sqs_body
+from notify.receipts.poll import report_json, sources_from
+from notify.receipts.queue import QueueMessage, poll_queue
+from notify.receipts.smslogs import read_sms_logs, sms_log_groups
+from notify.senders.base import OutgoingEmail
+from notify.senders.ses import SesEmailSender, send_email_request
+from notify.settings import Settings, load_settings
+from tests.factories import Rows
+from tests.receipt_samples import ses_event, sms_line
+
+NAME = "notifyops-receipts"
+TO = "tech.1@example.com"
+PHONE = "+15551234567"
+
+
+def _client(service: str, url: str) -> Any:
+    return boto3.session.Session().client(service, region_name="us-east-1", endpoint_url=url)
+
+
+@pytest.fixture
+def aws(aws_env: str) -> dict[str, Any]:
+    return {name: _client(name, aws_env) for name in ("ses", "sesv2", "sns", "sqs", "logs")}
+
+
+def _settings(db_url: str, **extra: Any) -> Settings:
+    return load_settings(database_url=db_url, sender="memory", receipts_wait_s=0, **extra)
+
+
+def _setup(aws: dict[str, Any], role: str | None = None) -> Any:
+    return setup_receipts(
+        ses=aws["ses"], sns=aws["sns"], sqs=aws["sqs"], name=NAME, sms_role_arn=role
+    )
+
+
+def test_setup_creates_everything_once_and_then_finds_it(aws: dict[str, Any]) -> None:
+    role = "arn:aws:iam::123456789012:role/sns-sms-logs"
+    first = _setup(aws, role)
+    assert {(i.kind, i.action) for i in first.items} == {
+        ("sns-topic", "created"),
+        ("sqs-queue", "created"),
+        ("sns-subscription", "created"),
+        ("ses-configuration-set", "created"),
+        ("ses-event-destination", "created"),
+        ("sns-sms-delivery-logs", "updated"),
+    }
+    again = _setup(aws, role)
+    assert {i.action for i in again.items} == {"found"}
+    described = aws["ses"].describe_configuration_set(
+        ConfigurationSetName=NAME, ConfigurationSetAttributeNames=["eventDestinations"]
+    )
+    [destination] = described["EventDestinations"]
+    assert destination["SNSDestination"]["TopicARN"] == first.items[0].arn
+    assert {"send", "bounce", "complaint", "delivery", "reject"} <= set(
+        destination["MatchingEventTypes"]
+    )
+    attributes = aws["sns"].get_sms_attributes()["attributes"]
+    assert attributes["DeliveryStatusSuccessSamplingRate"] == "100"
+    queue = aws["sqs"].get_queue_url(QueueName=NAME)["QueueUrl"]
+    redrive = aws["sqs"].get_queue_attributes(QueueUrl=queue, AttributeNames=["RedrivePolicy"])
+    assert json.loads(redrive["Attributes"]["RedrivePolicy"])["deadLetterTargetArn"].endswith(
+        f"{NAME}-dlq"
+    )
+
+
+def test_sends_carry_the_configuration_set_and_the_delivery_id_tag(aws: dict[str, Any]) -> None:
+    message = OutgoingEmail(TO, "s", "t", None, "notifications@example.com", delivery_id=42)
+    request = send_email_request(message, configuration_set=NAME)
+    assert request["ConfigurationSetName"] == NAME
+    assert request["EmailTags"] == [{"Name": "delivery_id", "Value": "42"}]
+    receipt = SesEmailSender(aws["sesv2"], configuration_set=NAME).send_email(message)
+    assert receipt.provider_message_id  # moto accepts both (and stores neither)
+
+
+def _publish(aws: dict[str, Any], topic: str, records: Sequence[dict[str, Any] | str]) -> None:
+    for record in records:
+        text = record if isinstance(record, str) else json.dumps(record)
+        aws["sns"].publish(TopicArn=topic, Message=text)
+
+
+def _sent_rows(engine: Engine, aws: dict[str, Any], count: int) -> list[tuple[int, str]]:
+    """Rows the deliverer sent through (moto) SES, tagged with their delivery id."""
+    rows = Rows()
+    rid = rows.recipient("tech:1", email=TO)
+    ids = [
+        rows.delivery(rid, channel="email", created_at=utcnow(), recipient_email=TO)
+        for _ in range(count)
+    ]
+    sender = SesEmailSender(aws["sesv2"], configuration_set=NAME)
+    sent = []
+    for row_id in ids:
+        message = OutgoingEmail(TO, "s", "t", None, "notifications@example.com", delivery_id=row_id)
+        sent.append((row_id, sender.send_email(message).provider_message_id))
+    for (_, message_id), spec in zip(sent, rows.deliveries, strict=True):
+        spec["provider_message_id"] = message_id
+    rows.insert(engine)
+    return sent
+
+
+def _statuses(engine: Engine) -> dict[int, str]:
+    with engine.connect() as connection:
+        return dict(
+            connection.execute(select(DELIVERY_LOGS.c.id, DELIVERY_LOGS.c.status)).tuples().all()
+        )
+
+
+def _queue_depth(aws: dict[str, Any]) -> int:
+    url = aws["sqs"].get_queue_url(QueueName=NAME)["QueueUrl"]
+    attributes = aws["sqs"].get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def test_ses_events_through_sns_and_sqs_reach_their_statuses(
+    aws: dict[str, Any], engine: Engine, db_url: str
+) -> None:
+    topic = _setup(aws).items[0].arn
+    sent = _sent_rows(engine, aws, 5)
+    kinds = ["Delivery", "Bounce", "Complaint", "Reject", "DeliveryDelay"]
+    records: list[dict[str, Any] | str] = [
+        ses_event(kind, message_id, to=TO, delivery_id=row_id)
+        for kind, (row_id, message_id) in zip(kinds, sent, strict=True)
+    ]
+    _publish(aws, topic, [*records, "this is not an SES event"])
+    report = poll_receipts(
+        engine=engine,
+        sources=ReceiptSources(sqs=aws["sqs"]),
+        settings=_settings(db_url),
+        clock=utcnow,
+    )
+    statuses = _statuses(engine)
+    assert [statuses[row_id] for row_id, _ in sent] == [
+        "delivered",
+        "bounced",
+        "complained",
+        "undelivered",
+        "sent",
+    ]
+    payload = report_json(report)
+    assert payload["applied"] == dict.fromkeys(kinds, 1)
+    assert (payload["malformed"], payload["unmatched"], payload["duplicates"]) == (1, 0, 0)
+    assert _queue_depth(aws) == 0
+
+
+def test_a_crash_between_commit_and_delete_changes_nothing_twice(
+    aws: dict[str, Any], engine: Engine, db_url: str
+) -> None:
+    topic = _setup(aws).items[0].arn
+    sent = _sent_rows(engine, aws, 3)
+    _publish(aws, topic, [ses_event("Bounce", m, to=TO, delivery_id=r) for r, m in sent])
+    url = aws["sqs"].get_queue_url(QueueName=NAME)["QueueUrl"]
+
+    def crash(chunk: Sequence[QueueMessage]) -> None:
+        for message in chunk:  # the visibility timeout runs out while we are dead
+            aws["sqs"].change_message_visibility(
+                QueueUrl=url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=0
+            )
+        raise RuntimeError("kill -9 after the commit, before the delete")
+
+    common: dict[str, Any] = {
+        "sqs": aws["sqs"],
+        "queue_url": url,
+        "engine": engine,
+        "clock": utcnow,
+        "max_messages": 100,
+        "wait_s": 0,
+    }
+    with pytest.raises(RuntimeError):
+        poll_queue(**common, after_commit=crash)
+    assert set(_statuses(engine).values()) == {"bounced"}  # committed before the crash
+    again = poll_queue(**common)
+    assert (again.duplicates, again.changed, again.suppressed) == (3, 0, 0)
+    assert _queue_depth(aws) == 0
+
+
+def test_moto_identity_feedback_with_an_object_message_is_read() -> None:
+    """moto puts the record in `Message` as an object and says notificationType."""
+    record = ses_event("Bounce", "static-id", to=TO)
+    record["notificationType"] = "Bounce, Complaint, or Delivery."
+    del record["eventType"]
+    del record["mail"]["tags"]
+    event = parse_sqs_body(json.dumps({"Type": "Notification", "Message": record}))
+    assert (event.event_type, event.delivery_id, event.suppress) == ("Bounce", None, True)
+
+
+def _put_lines(logs: Any, group: str, lines: Sequence[tuple[datetime, str]]) -> None:
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName="stream")
+    events = [{"timestamp": int(at.timestamp() * 1000), "message": line} for at, line in lines]
+    logs.put_log_events(logGroupName=group, logStreamName="stream", logEvents=events)
+
+
+def test_sms_delivery_logs_are_read_in_batches_with_a_checkpoint(
+    aws: dict[str, Any], engine: Engine
+) -> None:
+    now = utcnow()
+    rows = Rows()
+    rid = rows.recipient("tech:1")
+    ids = [
+        rows.delivery(
+            rid,
+            channel="sms",
+            created_at=now - timedelta(minutes=10),
+            recipient_phone=PHONE,
+            provider_message_id=f"sms-{n}",
+        )
+        for n in range(30)
+    ]
+    rows.insert(engine)
+    success, failure = sms_log_groups("us-east-1", "123456789012")
+    at = now - timedelta(minutes=5)
+    _put_lines(
+        aws["logs"],
+        success,
+        [(at, sms_line(f"sms-{n}", phone=PHONE, price=0.00581)) for n in range(29)],
+    )
+    failed = sms_line("sms-29", phone=PHONE, ok=False, price=0.0)
+    _put_lines(aws["logs"], failure, [(at, failed)])
+    common: dict[str, Any] = {
+        "logs": aws["logs"],
+        "engine": engine,
+        "groups": (success, failure),
+        "overlap": timedelta(minutes=15),
+        "lookback": timedelta(hours=1),
+    }
+    first = read_sms_logs(**common, now=now)
+    assert (first.lines, first.calls) == (30, 2)  # one call per group for the hour, not per message
+    statuses = _statuses(engine)
+    assert [statuses[i] for i in ids].count("delivered") == 29
+    assert statuses[ids[-1]] == "undelivered"
+    with engine.connect() as connection:
+        costs = set(connection.scalars(select(DELIVERY_LOGS.c.actual_cost)))
+    assert {str(c) for c in costs} == {"0.005810", "0.000000"}
+    later = read_sms_logs(**common, now=now + timedelta(minutes=1))  # overlap re-read: no-op
+    assert (later.report.duplicates, later.report.changed) == (30, 0)
+
+
+def test_poll_with_the_runtime_reads_queue_and_logs(
+    aws_env: str, engine: Engine, db_url: str
+) -> None:
+    settings = _settings(db_url)
+    runtime = Runtime(settings, engine=engine)
+    try:
+        sources = sources_from(runtime)
+        assert sources.account_id == "123456789012"
+        _setup(
+            {"ses": runtime.aws_client("ses"), "sns": runtime.aws_client("sns"), "sqs": sources.sqs}
+        )
+        report = poll_receipts(engine=engine, sources=sources, settings=settings, clock=utcnow)
+    finally:
+        runtime.close()
+    assert len(report.sms.missing_groups) == 2  # no SMS logged yet: not an error
+    assert report.reputation is not None and report.reputation.severity is None

@@ -1,0 +1,102 @@
+"""The receipts flow on the shared Prefect harness, and `notifyops receipts` against moto."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import pytest
+from sqlalchemy import select
+
+from flows.receipts import ReceiptsParams, receipts_flow
+from notify.db import DELIVERY_LOGS, make_engine
+from notifyops.cli import main
+from tests.factories import AS_OF, Rows
+from tests.receipt_samples import ses_event
+from tests.runtime import reload_runtime
+
+TO = "tech.1@example.com"
+
+
+@pytest.fixture
+def receipts_env(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("NOTIFY_RECEIPTS_WAIT_S", "0")
+    reload_runtime()
+    return aws_env
+
+
+def _client(service: str, url: str) -> Any:
+    return boto3.session.Session().client(service, region_name="us-east-1", endpoint_url=url)
+
+
+def _sent_and_published(moto_url: str, db_url: str) -> int:
+    rows = Rows()
+    rid = rows.recipient("tech:1", email=TO)
+    row_id = rows.delivery(
+        rid, channel="email", created_at=AS_OF, recipient_email=TO, provider_message_id="ses-1"
+    )
+    rows.insert(make_engine(db_url))
+    topic = _client("sns", moto_url).create_topic(Name="notifyops-receipts")["TopicArn"]
+    record = ses_event("Delivery", "ses-1", to=TO, delivery_id=row_id)
+    _client("sns", moto_url).publish(TopicArn=topic, Message=json.dumps(record))
+    return row_id
+
+
+def _status(db_url: str, row_id: int) -> str:
+    with make_engine(db_url).connect() as connection:
+        return str(
+            connection.scalar(select(DELIVERY_LOGS.c.status).where(DELIVERY_LOGS.c.id == row_id))
+        )
+
+
+def test_setup_then_one_poll_from_the_command_line(
+    receipts_env: str, cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reload_runtime()
+    assert main(["receipts", "setup", "--json"]) == 0
+    items = json.loads(capsys.readouterr().out)["items"]
+    assert {item["kind"] for item in items} >= {"ses-configuration-set", "sqs-queue"}
+    assert main(["receipts", "setup", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)["items"]
+    assert {item["action"] for item in again} <= {"found", "skipped"}
+    row_id = _sent_and_published(receipts_env, cli_env)
+    assert main(["receipts", "--direct", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["applied"] == {"Delivery": 1}
+    assert payload["changes"] == [
+        {
+            "delivery_log_id": row_id,
+            "channel": "email",
+            "before": "sent",
+            "after": "delivered",
+            "event": "Delivery",
+        }
+    ]
+    assert _status(cli_env, row_id) == "delivered"
+
+
+def test_resume_email_says_when_nothing_was_paused(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["receipts", "resume-email", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"resumed": False, "was_paused_because": None}
+
+
+def test_a_poll_without_setup_says_to_run_setup(
+    receipts_env: str, cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reload_runtime()
+    assert main(["receipts", "--direct"]) == 2
+    assert "run `notifyops receipts setup`" in capsys.readouterr().err
+
+
+def test_the_receipts_flow_applies_events_and_writes_its_artifact(
+    receipts_env: str, flow_env: str
+) -> None:
+    reload_runtime()
+    assert main(["receipts", "setup"]) == 0
+    row_id = _sent_and_published(receipts_env, flow_env)
+    report = receipts_flow(ReceiptsParams(publish_metrics=True))
+    assert report.totals.applied["Delivery"] == 1
+    assert _status(flow_env, row_id) == "delivered"
