@@ -1,12 +1,15 @@
 """SMS cost audit (runbook section 2): count and cost per hour, last hour, today, top recipients.
 
 Only rows with status `sent` or `delivered` have cost money; they are bucketed by `sent_at`.
-Sums are exact (whole micro-dollars in SQL) and shown rounded half-up to the cent.
+Sums are exact (whole micro-dollars in SQL) and shown rounded half-up to the cent. Whole UTC hours
+are read from `audit_sms_hours` (per hour and recipient), the partial hours at both ends of each
+range and the rows not folded yet live from delivery_logs: the full scan's answer to the cent.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import defaultdict
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -24,9 +27,10 @@ from notify.audits.common import (
     resolve_window,
     usd_from_micros,
 )
+from notify.audits.rollups import ROLLUPS, Key, Parts, RollupPolicy, open_view, parts
 from notify.audits.sql import dialect_of, hour_bucket, micros_sum
 from notify.conditions import start_of_utc_day
-from notify.db import Channel, DeliveryLog, Notification, Recipient, Status
+from notify.db import Channel, DeliveryLog, Notification, Recipient, SmsHour, Status
 from notify.masking import mask_phone
 from notify.settings import Settings
 from notify.severity import Facts, Thresholds, assess
@@ -34,6 +38,7 @@ from notify.severity import Facts, Thresholds, assess
 PAID_STATUSES = (Status.sent.value, Status.delivered.value)
 HOUR = timedelta(hours=1)
 TOP_N = 10
+RECIPIENTS_PER_QUERY = 1_000
 
 
 class HourlySms(BaseModel):
@@ -70,15 +75,26 @@ class SmsCostReport(Report):
 
 
 def sms_cost_audit(
-    *, session: Session, as_of: datetime, window: timedelta, settings: Settings, top_n: int = TOP_N
+    *,
+    session: Session,
+    as_of: datetime,
+    window: timedelta,
+    settings: Settings,
+    top_n: int = TOP_N,
+    rollups: RollupPolicy = ROLLUPS,
 ) -> SmsCostReport:
-    """SMS spend over (as_of - window, as_of], the last hour and today, against the thresholds."""
+    """SMS spend over (as_of - window, as_of], the last hour and today, against the thresholds.
+
+    Whole hours come from the hourly rollups, the rest live (see notify/audits/rollups.py); with
+    `rollups=FULL_SCAN` every row is read live (the same answer, slower)."""
     w = resolve_window(as_of, window)
-    buckets = _buckets(session, w)
-    spenders = _spenders(session, w)
-    last_hour = _spend(session, _paid(w.end - HOUR, w.end))
+    view = open_view(session, rollups)
+    per_hour, per_recipient = _paid_sms(session, parts(view, Key.sent, w.start, w.end))
+    buckets = [(h, *per_hour.get(h, (0, 0, 0))) for h in _hours(w)]
+    last_hour = _spend(session, parts(view, Key.sent, w.end - HOUR, w.end))
     day_start = start_of_utc_day(w.end)
-    today = _spend(session, _paid(day_start, w.end, include_start=True))
+    today = _spend(session, parts(view, Key.sent, day_start, w.end, include_start=True))
+    spenders = _spenders(session, per_recipient)
     return SmsCostReport(
         **_totals(buckets),
         last_hour_cost_usd=cents(last_hour),
@@ -91,28 +107,45 @@ def sms_cost_audit(
     )
 
 
-def _paid(start: datetime, end: datetime, *, include_start: bool = False) -> ColumnElement[bool]:
+def _paid(rows: ColumnElement[bool]) -> ColumnElement[bool]:
     dl = DeliveryLog
-    after = dl.sent_at >= start if include_start else dl.sent_at > start
-    return and_(
-        dl.channel == Channel.sms.value, dl.status.in_(PAID_STATUSES), after, dl.sent_at <= end
-    )
+    return and_(dl.channel == Channel.sms.value, dl.status.in_(PAID_STATUSES), rows)
 
 
 Bucket = tuple[datetime, int, int, Any]  # hour, count, segments, micro-dollars
+Sums = dict[Any, list[int]]
 
 
-def _buckets(session: Session, w: Window) -> list[Bucket]:
-    """Every UTC hour of the window, oldest first, with its paid SMS (zeros when none)."""
-    dl = DeliveryLog
+def _paid_sms(session: Session, p: Parts) -> tuple[Sums, Sums]:
+    """Paid SMS of the range per UTC hour [count, segments, micros] and per recipient id
+    [count, micros]: whole hours from the rollups, the rest live."""
+    per_hour: Sums = defaultdict(lambda: [0, 0, 0])
+    per_recipient: Sums = defaultdict(lambda: [0, 0])
+    if p.hours is not None:
+        s = SmsHour
+        sums = (func.sum(s.count), func.sum(s.segments), func.sum(s.micros))
+        by_hour = select(s.hour, *sums).where(p.hour_range(s.hour)).group_by(s.hour)
+        _add(per_hour, session.execute(by_hour))
+        by_recipient = select(s.recipient_id, sums[0], sums[2]).where(p.hour_range(s.hour))
+        _add(per_recipient, session.execute(by_recipient.group_by(s.recipient_id)))
+    dl, n = DeliveryLog, Notification
     hour = hour_bucket(dl.sent_at, dialect_of(session)).label("hour")
-    query = (
-        select(hour, func.count(), func.coalesce(func.sum(dl.segments), 0), micros_sum(dl.cost))
-        .where(_paid(w.start, w.end))
-        .group_by(hour)
-    )
-    found = {row[0]: (row[1], int(row[2] or 0), row[3]) for row in session.execute(query)}
-    return [(h, *found.get(h, (0, 0, 0))) for h in _hours(w)]
+    for rows in p.raw:
+        counts = (func.count(), func.coalesce(func.sum(dl.segments), 0), micros_sum(dl.cost))
+        _add(per_hour, session.execute(select(hour, *counts).where(_paid(rows)).group_by(hour)))
+        by_recipient = select(n.recipient_id, counts[0], counts[2]).join(
+            n, n.id == dl.notification_id
+        )
+        query = by_recipient.where(_paid(rows)).group_by(n.recipient_id)
+        _add(per_recipient, session.execute(query))
+    return per_hour, per_recipient
+
+
+def _add(into: Sums, rows: Any) -> None:
+    for key, *values in rows:
+        total = into[key]
+        for i, value in enumerate(values):
+            total[i] += int(value or 0)
 
 
 def _hours(w: Window) -> list[datetime]:
@@ -136,10 +169,16 @@ def _totals(buckets: list[Bucket]) -> dict[str, Any]:
     }
 
 
-def _spend(session: Session, where: ColumnElement[bool]) -> Decimal:
-    return usd_from_micros(
-        session.execute(select(micros_sum(DeliveryLog.cost)).where(where)).scalar()
-    )
+def _spend(session: Session, p: Parts) -> Decimal:
+    """Paid SMS dollars in the range, exact."""
+    micros = 0
+    if p.hours is not None:
+        query = select(func.coalesce(func.sum(SmsHour.micros), 0))
+        micros += int(session.execute(query.where(p.hour_range(SmsHour.hour))).scalar() or 0)
+    for rows in p.raw:
+        query = select(micros_sum(DeliveryLog.cost)).where(_paid(rows))
+        micros += int(session.execute(query).scalar() or 0)
+    return usd_from_micros(micros)
 
 
 def _today(today: Decimal, cap: Decimal) -> dict[str, Any]:
@@ -151,21 +190,24 @@ def _today(today: Decimal, cap: Decimal) -> dict[str, Any]:
     }
 
 
-def _spenders(session: Session, w: Window) -> list[RecipientSpend]:
+def _spenders(session: Session, per_recipient: Sums) -> list[RecipientSpend]:
     """Paid SMS per recipient in the window (one row per recipient who got any)."""
-    dl, r = DeliveryLog, Recipient
-    query = (
-        select(r.external_id, r.phone, func.count(dl.id), micros_sum(dl.cost))
-        .join(Notification, Notification.id == dl.notification_id)
-        .join(r, r.id == Notification.recipient_id)
-        .where(_paid(w.start, w.end))
-        .group_by(r.id, r.external_id, r.phone)
-    )
+    r = Recipient
+    ids = [rid for rid, (count, _) in per_recipient.items() if count]
+    found = {}
+    for start in range(0, len(ids), RECIPIENTS_PER_QUERY):
+        chunk = ids[start : start + RECIPIENTS_PER_QUERY]
+        query = select(r.id, r.external_id, r.phone).where(r.id.in_(chunk))
+        found.update({rid: (ext, phone) for rid, ext, phone in session.execute(query)})
     return [
         RecipientSpend(
-            recipient=ext, count=n, cost_usd=usd_from_micros(m), phone_masked=mask_phone(ph)
+            recipient=found[rid][0],
+            count=per_recipient[rid][0],
+            cost_usd=usd_from_micros(per_recipient[rid][1]),
+            phone_masked=mask_phone(found[rid][1]),
         )
-        for ext, ph, n, m in session.execute(query)
+        for rid in ids
+        if rid in found
     ]
 
 
