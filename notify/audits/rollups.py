@@ -38,6 +38,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    Interval,
     Table,
     and_,
     bindparam,
@@ -45,6 +46,7 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    literal,
     select,
     true,
     update,
@@ -325,7 +327,8 @@ def _add_loop_rows(session: Session, start: int, end: int) -> None:
 
 def _within(a: Any, b: Any, span: timedelta, dialect: str) -> ColumnElement[bool]:
     if dialect == POSTGRES:
-        return and_(a >= b - span, a <= b + span)
+        interval = literal(span, Interval())
+        return and_(a >= b - interval, a <= b + interval)
     days = span.total_seconds() / 86_400
     return func.abs(func.julianday(a) - func.julianday(b)) <= days
 
