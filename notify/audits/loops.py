@@ -3,8 +3,8 @@ channel more than `loop_threshold` times in the window (skipped rows do not coun
 template and the flow run / deployment / request that created the latest one; and `mute_loops`,
 which adds a time-limited SMS suppression for the recipient's phone and that title.
 
-Candidates come from `audit_loop_rows` (rows that repeat within rollups.LOOP_SPAN) for the
-window's whole hours plus a live read of the rest, then are counted exactly; windows longer than
+Candidates come from `audit_loop_rows` (folded rows that repeat within rollups.LOOP_SPAN, by
+exact created_at) plus the rows not folded yet, then are counted exactly; windows longer than
 MAX_ROLLUP_WINDOW fall back to grouping the window's notifications.
 """
 
@@ -19,7 +19,7 @@ from sqlalchemy import func, or_, select, tuple_, union_all
 from sqlalchemy.orm import Session
 
 from notify.audits.common import Report, Window, header, resolve_window
-from notify.audits.rollups import LOOP_SPAN, ROLLUPS, Key, RollupPolicy, View, open_view, parts
+from notify.audits.rollups import LOOP_SPAN, ROLLUPS, RollupPolicy, View, open_view
 from notify.audits.sql import any_channel
 from notify.db import Channel, DeliveryLog, LoopRow, Notification, Recipient, Status, Suppression
 from notify.masking import mask_address, mask_phone
@@ -131,29 +131,27 @@ def _candidates(session: Session, w: Window, threshold: int) -> list[tuple[int, 
     return [(rid, title) for rid, title in session.execute(query)]
 
 
-def _repeating(session: Session, w: Window, threshold: int, view: View) -> list[tuple[int, str]]:
-    """(recipient_id, title) with more than `threshold` non-skipped rows on one channel among:
-    the folded repeating rows of the window's whole hours (`audit_loop_rows`), the rows of those
-    hours not folded yet, and every row of the partial hours. A loop's rows in the window are all
-    there (each has another within the window, so within LOOP_SPAN), so no loop is missed; the
+def _repeating(
+    session: Session, w: Window, threshold: int, view: View
+) -> list[tuple[int, str]]:
+    """(recipient_id, title) with at least `threshold` non-skipped rows on one channel among the
+    window's folded repeating rows (`audit_loop_rows`, by exact created_at) and its rows not
+    folded yet. Two folded rows of a pair in the window are within LOOP_SPAN of each other, so
+    both are kept: at most one row of a loop is missing here, hence `>=` rather than `>`. The
     candidates are then counted exactly."""
     dl, n, lr = DeliveryLog, Notification, LoopRow
-    p = parts(view, Key.created, w.start, w.end)
     pair = (n.recipient_id, n.title, dl.channel)
-    counted = dl.status != Status.skipped.value
-    members = [
-        select(*pair).join(n, n.id == dl.notification_id).where(any_channel(), counted, rows)
-        for rows in (*p.edges, *p.live[:1])  # live[0]: the hours' rows above the watermark
-    ]
-    if p.hours is not None:
-        folded = select(*pair).select_from(lr).join(dl, dl.id == lr.id)
-        folded = folded.join(n, n.id == dl.notification_id)
-        members.append(folded.where(p.hour_range(lr.created_at), any_channel(), counted))
-    rows = union_all(*members).subquery()
+    in_window = (any_channel(), dl.status != Status.skipped.value)
+    folded = select(*pair).select_from(lr).join(dl, dl.id == lr.id)
+    folded = folded.join(n, n.id == dl.notification_id).where(*in_window)
+    folded = folded.where(lr.created_at > w.start, lr.created_at <= w.end)
+    live = select(*pair).join(n, n.id == dl.notification_id).where(*in_window)
+    live = live.where(dl.id > view.through_id, dl.created_at > w.start, dl.created_at <= w.end)
+    rows = union_all(folded, live).subquery()
     query = (
         select(rows.c.recipient_id, rows.c.title)
         .group_by(rows.c.recipient_id, rows.c.title, rows.c.channel)
-        .having(func.count() > threshold)
+        .having(func.count() >= threshold)
     )
     return sorted({(rid, title) for rid, title in session.execute(query)})
 
