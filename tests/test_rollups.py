@@ -47,6 +47,8 @@ WINDOWS = (
     (AS_OF + timedelta(minutes=17, microseconds=5), timedelta(hours=24)),
     (AS_OF - timedelta(minutes=30), timedelta(hours=3, minutes=10)),
     (AS_OF - timedelta(minutes=1), timedelta(minutes=40)),
+    (AS_OF + timedelta(minutes=45), timedelta(hours=24)),
+    (AS_OF + timedelta(minutes=10), timedelta(hours=5, minutes=20)),
 )
 MESSAGES = (
     "Email address is not verified. The following identities failed: tech{n}@example.com",
@@ -212,6 +214,40 @@ def test_rollups_equal_a_full_scan_through_folds_and_late_changes(
     world.change(AS_OF - H, 40)
     compare(engine, settings, READ_ONLY)
     compare(engine, settings, RollupPolicy(clock=lambda: AS_OF))  # folds (grace passed) first
+
+
+def test_a_loop_of_one_folded_row_and_new_rows_is_found(engine: Engine, db_url: str) -> None:
+    """The folded row has no repeat when folded (not kept as repeating); its repeats arrive
+    after the fold: together more than the threshold."""
+    settings = load_settings(database_url=db_url, sender="memory", loop_threshold=3)
+    world = World(engine, 5)
+    once = AS_OF - 3 * H
+    world.insert(1, lambda: once)
+    fold_at(engine, AS_OF - 2 * H)
+    with engine.begin() as connection:
+        first = connection.execute(select(Notification.recipient_id, Notification.title)).one()
+        status = connection.execute(select(DeliveryLog.status, DeliveryLog.channel)).one()
+    for minutes in (10, 20, 30):
+        row_id = world.next_id
+        world.next_id += 1
+        at = AS_OF - timedelta(minutes=minutes)
+        with engine.begin() as connection:
+            connection.execute(
+                insert(Notification),
+                {"id": row_id, "recipient_id": first[0], "template_name": "t"}
+                | {"title": first[1], "message": first[1], "created_at": at},
+            )
+            connection.execute(
+                insert(DeliveryLog),
+                {"id": row_id, "notification_id": row_id, "channel": status.channel}
+                | {"status": "sent", "created_at": at, "sent_at": at},
+            )
+    with transaction(engine) as session:
+        report = loop_detection(
+            session=session, as_of=AS_OF, window=24 * H, settings=settings, rollups=READ_ONLY
+        )
+    expected = 4 if status.status != "skipped" else 3
+    assert [loop.count for loop in report.loops] == ([4] if expected > 3 else [])
 
 
 def test_fold_waits_for_the_grace_before_taking_new_rows(engine: Engine) -> None:

@@ -102,11 +102,11 @@ def _counts(session: Session, p: Parts) -> dict[str, Any]:
     dl = DeliveryLog
     failed = func.sum(case((dl.status.in_(FAILED_STATUSES), 1), else_=0))
     retrying = func.sum(case((dl.status == Status.pending_retry.value, 1), else_=0))
-    for rows in p.raw:
+    for sign, rows in p.signed:  # rolled rows subtracted (-1) are never failed nor retrying
         query = select(dl.channel, func.count(), failed, retrying).where(*_delivery(rows))
         for channel, *values in session.execute(query.group_by(dl.channel)):
             for i, value in enumerate(values):
-                per[channel][i] += int(value or 0)
+                per[channel][i] += sign * int(value or 0)
     email, sms = (per.get(c.value, [0, 0, 0]) for c in (Channel.email, Channel.sms))
     total, fail = sum(v[0] for v in per.values()), sum(v[1] for v in per.values())
     return {

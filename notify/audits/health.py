@@ -163,10 +163,10 @@ def _latency(session: Session, view: View, w: Window) -> dict[str, Any]:
     dl = DeliveryLog
     micros = latency_us(dl.sent_at, dl.created_at, dialect_of(session))
     millis = latency_ms(micros).label("ms")
-    for rows in p.raw:
+    for sign, rows in p.signed:
         query = select(millis, func.count(), func.coalesce(func.sum(micros), 0))
         query = query.where(any_channel(), rows).group_by(millis)
-        total_us += _into(histogram, session.execute(query))
+        total_us += _into(histogram, session.execute(query), sign)
     count = sum(histogram.values())
     return {
         "sent_in_window": count,
@@ -175,11 +175,11 @@ def _latency(session: Session, view: View, w: Window) -> dict[str, Any]:
     }
 
 
-def _into(histogram: dict[int, int], rows: Any) -> int:
+def _into(histogram: dict[int, int], rows: Any, sign: int = 1) -> int:
     total = 0
     for ms, count, micros in rows:
-        histogram[int(ms)] += int(count)
-        total += int(micros or 0)
+        histogram[int(ms)] += sign * int(count)
+        total += sign * int(micros or 0)
     return total
 
 
@@ -188,7 +188,7 @@ def _nearest_rank(histogram: dict[int, int], count: int) -> int:
     if count == 0:
         return 0
     rank, seen = math.ceil(P95 * count), 0
-    for ms in sorted(histogram):
+    for ms in sorted(ms for ms, n in histogram.items() if n):
         seen += histogram[ms]
         if seen >= rank:
             return ms

@@ -86,6 +86,7 @@ OUTCOME_LAG = timedelta(minutes=10)
 LOOP_SPAN = timedelta(hours=48)
 ENQUEUE_SKEW = timedelta(hours=1)  # a delivery row's created_at vs its notification's
 HOUR = timedelta(hours=1)
+HALF_HOUR = timedelta(minutes=30)
 STATE_ID = 1
 NORMS_PER_STATEMENT = 1_000
 
@@ -122,17 +123,19 @@ class View:
 
 @dataclass(frozen=True)
 class Parts:
-    """A time range of `key` split into whole hours [first, end) read from the rollups and
-    disjoint sets of delivery rows read live: `edges` (the partial hours, exact bounds) and
-    `live` (rows of the whole hours that the rollups do not hold)."""
+    """A time range of `key` split into disjoint sets of rows: whole UTC hours [first, end) from
+    the rollups (`hours`), minus the rolled-up rows of those hours outside the range (`minus`),
+    plus rows read live from delivery_logs (`raw`: the range's rows outside those hours, and the
+    rows of the hours that are not rolled up)."""
 
     hours: tuple[datetime, datetime] | None
-    edges: tuple[ColumnElement[bool], ...]
-    live: tuple[ColumnElement[bool], ...] = ()
+    raw: tuple[ColumnElement[bool], ...]
+    minus: tuple[ColumnElement[bool], ...] = ()
 
     @property
-    def raw(self) -> tuple[ColumnElement[bool], ...]:
-        return (*self.edges, *self.live)
+    def signed(self) -> tuple[tuple[int, ColumnElement[bool]], ...]:
+        """The live row sets to add (+1) and the rolled rows to take away (-1)."""
+        return (*((1, rows) for rows in self.raw), *((-1, rows) for rows in self.minus))
 
     def hour_range(self, column: Any) -> ColumnElement[bool]:
         assert self.hours is not None
@@ -368,21 +371,43 @@ def floor_hour(moment: datetime) -> datetime:
 def parts(
     view: View, key: Key, start: datetime, end: datetime, *, include_start: bool = False
 ) -> Parts:
-    """Split the range (start, end] ([start, end] with include_start) of `key`."""
+    """Split the range (start, end] ([start, end] with include_start) of `key`.
+
+    A partial hour at either end is read from the rollups minus its rolled rows outside the range
+    when the outside part is the smaller one (always so for an `as_of` of now: nothing is sent
+    or created after now), else its part inside the range is read live."""
     column = DeliveryLog.created_at if key is Key.created else DeliveryLog.sent_at
     whole = _span(column, start, end, include_start)
     if not view.use:
-        return Parts(hours=None, edges=(whole,))
-    first = floor_hour(start)
-    if not (include_start and first == start):
+        return Parts(hours=None, raw=(whole,))
+    first, last = floor_hour(start), floor_hour(end)
+    raw: list[ColumnElement[bool]] = []
+    outside: list[ColumnElement[bool]] = []
+    if include_start and first == start:
+        pass
+    elif start - first < HALF_HOUR:
+        outside.append(_span(column, first, start, True, include_end=not include_start))
+    else:
         first += HOUR
-    last = floor_hour(end)
+        raw.append(_span(column, start, first, include_start, include_end=False))
+    if end - last >= HALF_HOUR:
+        last += HOUR
+        outside.append(_span(column, end, last, False, include_end=False))
+    else:
+        raw.append(_span(column, last, end, True))
     if first >= last:
-        return Parts(hours=None, edges=(whole,))
-    edges = [_span(column, last, end, True)]
-    if start < first:
-        edges.insert(0, _span(column, start, first, include_start, include_end=False))
-    return Parts(hours=(first, last), edges=tuple(edges), live=_live(view, key, first, last))
+        return Parts(hours=None, raw=(whole,))
+    inside = and_(whole, _span(column, first, last, True, include_end=False))
+    raw.extend(_live(view, key, inside, first, last))
+    minus = tuple(and_(span, _rolled(view)) for span in outside)
+    return Parts(hours=(first, last), raw=tuple(raw), minus=minus)
+
+
+def _rolled(view: View) -> ColumnElement[bool]:
+    """Rows the rollups hold: folded, settled, not listed open."""
+    dl, o = DeliveryLog, RollupOpenRow
+    listed = exists().where(o.id == dl.id)
+    return and_(dl.id <= view.through_id, dl.status.in_(SETTLED_STATUSES), ~listed)
 
 
 def _span(
@@ -393,17 +418,17 @@ def _span(
     return and_(after, before)
 
 
-def _live(view: View, key: Key, first: datetime, last: datetime) -> tuple[ColumnElement[bool], ...]:
-    """Rows of the whole hours [first, last) that the rollups do not hold."""
+def _live(
+    view: View, key: Key, inside: ColumnElement[bool], first: datetime, last: datetime
+) -> tuple[ColumnElement[bool], ...]:
+    """Rows in `inside` (within the whole hours [first, last)) that the rollups do not hold."""
     dl, o = DeliveryLog, RollupOpenRow
+    new = and_(dl.id > view.through_id, inside)
     if key is Key.created:
-        hours = _span(dl.created_at, first, last, True, include_end=False)
         listed = select(o.id).where(o.created_at >= first, o.created_at < last)
-        return (and_(dl.id > view.through_id, hours), and_(dl.id.in_(listed), hours))
-    hours = _span(dl.sent_at, first, last, True, include_end=False)
-    live = [and_(dl.id > view.through_id, hours)]
+        return (new, and_(dl.id.in_(listed), inside))
     cutoff = view.sent_cutoff
-    if cutoff is not None and cutoff < last:
-        listed_open = exists().where(o.id == dl.id)
-        live.append(and_(hours, dl.sent_at >= cutoff, dl.id <= view.through_id, listed_open))
-    return tuple(live)
+    if cutoff is None or cutoff >= last:
+        return (new,)
+    listed_open = exists().where(o.id == dl.id)
+    return (new, and_(inside, dl.sent_at >= cutoff, dl.id <= view.through_id, listed_open))

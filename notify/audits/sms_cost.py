@@ -130,22 +130,26 @@ def _paid_sms(session: Session, p: Parts) -> tuple[Sums, Sums]:
         _add(per_recipient, session.execute(by_recipient.group_by(s.recipient_id)))
     dl, n = DeliveryLog, Notification
     hour = hour_bucket(dl.sent_at, dialect_of(session)).label("hour")
-    for rows in p.raw:
-        counts = (func.count(), func.coalesce(func.sum(dl.segments), 0), micros_sum(dl.cost))
-        _add(per_hour, session.execute(select(hour, *counts).where(_paid(rows)).group_by(hour)))
+    counts = (func.count(), func.coalesce(func.sum(dl.segments), 0), micros_sum(dl.cost))
+    for sign, rows in p.signed:
+        _add(
+            per_hour,
+            session.execute(select(hour, *counts).where(_paid(rows)).group_by(hour)),
+            sign,
+        )
         by_recipient = select(n.recipient_id, counts[0], counts[2]).join(
             n, n.id == dl.notification_id
         )
         query = by_recipient.where(_paid(rows)).group_by(n.recipient_id)
-        _add(per_recipient, session.execute(query))
+        _add(per_recipient, session.execute(query), sign)
     return per_hour, per_recipient
 
 
-def _add(into: Sums, rows: Any) -> None:
+def _add(into: Sums, rows: Any, sign: int = 1) -> None:
     for key, *values in rows:
         total = into[key]
         for i, value in enumerate(values):
-            total[i] += int(value or 0)
+            total[i] += sign * int(value or 0)
 
 
 def _hours(w: Window) -> list[datetime]:
@@ -175,9 +179,9 @@ def _spend(session: Session, p: Parts) -> Decimal:
     if p.hours is not None:
         query = select(func.coalesce(func.sum(SmsHour.micros), 0))
         micros += int(session.execute(query.where(p.hour_range(SmsHour.hour))).scalar() or 0)
-    for rows in p.raw:
+    for sign, rows in p.signed:
         query = select(micros_sum(DeliveryLog.cost)).where(_paid(rows))
-        micros += int(session.execute(query).scalar() or 0)
+        micros += sign * int(session.execute(query).scalar() or 0)
     return usd_from_micros(micros)
 
 
