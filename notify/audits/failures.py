@@ -9,12 +9,13 @@ and in-flight rows, the partial hours and rows not folded yet are read live (rol
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -76,8 +77,12 @@ def failure_summary(
     full scan's (`rollups=FULL_SCAN`)."""
     w = resolve_window(as_of, window)
     p = parts(open_view(session, rollups), Key.created, w.start, w.end)
-    counts = _counts(session, p)
-    groups = _groups(session, p, failed=counts["failed"])
+    tally = _Tally()
+    _rolled_totals(session, p, tally)
+    for sign, rows in p.signed:
+        _live(session, rows, sign, tally)
+    counts = tally.counts()
+    groups = tally.groups(failed=counts["failed"])
     return FailureReport(
         **counts,
         error_rate_threshold=RUNBOOK.failure_rate_high,
@@ -87,36 +92,69 @@ def failure_summary(
     )
 
 
-def _delivery(rows: ColumnElement[bool]) -> tuple[Any, ...]:
-    return (any_channel(), rows, DeliveryLog.status != Status.skipped.value)
+GroupKey = tuple[str | None, str | None, str]
 
 
-def _counts(session: Session, p: Parts) -> dict[str, Any]:
-    per: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # total, failed, retrying
-    if p.hours is not None:
-        c = CreatedHour
-        rolled = select(c.channel, func.sum(c.count)).where(p.hour_range(c.hour))
-        rolled = rolled.where(c.channel.in_(ALL_CHANNELS)).group_by(c.channel)
-        for channel, total in session.execute(rolled):
-            per[channel][0] += int(total or 0)
+@dataclass
+class _Tally:
+    """Per channel [total, failed, retrying], and failed rows per (class, code, message)."""
+
+    per: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
+    counts_by_key: dict[GroupKey, int] = field(default_factory=lambda: defaultdict(int))
+    channels: dict[GroupKey, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+    def counts(self) -> dict[str, Any]:
+        per = self.per
+        email, sms = (per.get(c.value, [0, 0, 0]) for c in (Channel.email, Channel.sms))
+        total, fail = sum(v[0] for v in per.values()), sum(v[1] for v in per.values())
+        return {
+            "total": total,
+            "failed": fail,
+            "retrying": sum(v[2] for v in per.values()),
+            "error_rate": rate(fail, total),
+            **_channel("email", *email[:2]),
+            **_channel("sms", *sms[:2]),
+        }
+
+    def groups(self, *, failed: int) -> list[FailureGroup]:
+        ordered = sorted(self.counts_by_key.items(), key=lambda item: (-item[1], str(item[0])))
+        return [_group(key, count, self.channels[key], failed) for key, count in ordered]
+
+
+def _rolled_totals(session: Session, p: Parts, tally: _Tally) -> None:
+    if p.hours is None:
+        return
+    c = CreatedHour
+    query = select(c.channel, func.sum(c.count)).where(p.hour_range(c.hour))
+    query = query.where(c.channel.in_(ALL_CHANNELS)).group_by(c.channel)
+    for channel, total in session.execute(query):
+        tally.per[channel][0] += int(total or 0)
+
+
+def _live(session: Session, rows: ColumnElement[bool], sign: int, tally: _Tally) -> None:
+    """One pass over a live row set: counts per channel and status, and the failed rows by
+    their stored normalised message (`error_norm`), or by exact message where none is stored
+    yet (normalised here). Rolled rows taken away (sign -1) are settled: never failed."""
     dl = DeliveryLog
-    failed = func.sum(case((dl.status.in_(FAILED_STATUSES), 1), else_=0))
-    retrying = func.sum(case((dl.status == Status.pending_retry.value, 1), else_=0))
-    for sign, rows in p.signed:  # rolled rows subtracted (-1) are never failed nor retrying
-        query = select(dl.channel, func.count(), failed, retrying).where(*_delivery(rows))
-        for channel, *values in session.execute(query.group_by(dl.channel)):
-            for i, value in enumerate(values):
-                per[channel][i] += sign * int(value or 0)
-    email, sms = (per.get(c.value, [0, 0, 0]) for c in (Channel.email, Channel.sms))
-    total, fail = sum(v[0] for v in per.values()), sum(v[1] for v in per.values())
-    return {
-        "total": total,
-        "failed": fail,
-        "retrying": sum(v[2] for v in per.values()),
-        "error_rate": rate(fail, total),
-        **_channel("email", *email[:2]),
-        **_channel("sms", *sms[:2]),
-    }
+    failed = dl.status.in_(FAILED_STATUSES)
+    error_columns = (dl.error_class, dl.error_code, dl.error_norm)
+    errors = [case((failed, column), else_=None) for column in error_columns]
+    raw_message = case((and_(failed, dl.error_norm.is_(None)), dl.error_message), else_=None)
+    columns = (dl.channel, dl.status, *errors, raw_message)
+    query = select(*columns, func.count()).where(
+        any_channel(), rows, dl.status != Status.skipped.value
+    )
+    result: Any = session.execute(query.group_by(*columns))
+    for channel, status, error_class, code, norm, message, count in result:
+        counts = tally.per[channel]
+        counts[0] += sign * count
+        if status == Status.pending_retry.value:
+            counts[2] += sign * count
+        if status in FAILED_STATUSES:
+            counts[1] += sign * count
+            key = (error_class, code, norm if norm is not None else _normalised(message))
+            tally.counts_by_key[key] += sign * count
+            tally.channels[key].add(channel)
 
 
 def _channel(name: str, total: int, failed: int) -> dict[str, Any]:
@@ -125,28 +163,6 @@ def _channel(name: str, total: int, failed: int) -> dict[str, Any]:
         f"{name}_failed": failed,
         f"{name}_error_rate": rate(failed, total),
     }
-
-
-GroupKey = tuple[str | None, str | None, str]
-
-
-def _groups(session: Session, p: Parts, *, failed: int) -> list[FailureGroup]:
-    """Failed rows are never in the rollups: counted live in SQL by their stored normalised
-    message (`error_norm`), or by exact message where none is stored yet, then merged."""
-    dl = DeliveryLog
-    raw_message = case((dl.error_norm.is_(None), dl.error_message), else_=None)
-    columns = (dl.error_class, dl.error_code, dl.error_norm, raw_message, dl.channel)
-    counts: dict[GroupKey, int] = defaultdict(int)
-    channels: dict[GroupKey, set[str]] = defaultdict(set)
-    for rows in p.raw:
-        query = select(*columns, func.count()).where(*_delivery(rows))
-        query = query.where(dl.status.in_(FAILED_STATUSES)).group_by(*columns)
-        for error_class, code, norm, message, channel, count in session.execute(query):
-            key = (error_class, code, norm if norm is not None else _normalised(message))
-            counts[key] += count
-            channels[key].add(channel)
-    ordered = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
-    return [_group(key, count, channels[key], failed) for key, count in ordered]
 
 
 @lru_cache(maxsize=NORMALISED_CACHE)

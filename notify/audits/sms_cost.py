@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -38,7 +39,6 @@ from notify.severity import Facts, Thresholds, assess
 PAID_STATUSES = (Status.sent.value, Status.delivered.value)
 HOUR = timedelta(hours=1)
 TOP_N = 10
-RECIPIENTS_PER_QUERY = 1_000
 
 
 class HourlySms(BaseModel):
@@ -89,12 +89,12 @@ def sms_cost_audit(
     `rollups=FULL_SCAN` every row is read live (the same answer, slower)."""
     w = resolve_window(as_of, window)
     view = open_view(session, rollups)
-    per_hour, per_recipient = _paid_sms(session, parts(view, Key.sent, w.start, w.end))
-    buckets = [(h, *per_hour.get(h, (0, 0, 0))) for h in _hours(w)]
+    paid = _paid_sms(session, parts(view, Key.sent, w.start, w.end))
+    buckets = [(h, *paid.per_hour.get(h, (0, 0, 0))) for h in _hours(w)]
     last_hour = _spend(session, parts(view, Key.sent, w.end - HOUR, w.end))
     day_start = start_of_utc_day(w.end)
     today = _spend(session, parts(view, Key.sent, day_start, w.end, include_start=True))
-    spenders = _spenders(session, per_recipient)
+    spenders = _spenders(paid)
     return SmsCostReport(
         **_totals(buckets),
         last_hour_cost_usd=cents(last_hour),
@@ -116,33 +116,52 @@ Bucket = tuple[datetime, int, int, Any]  # hour, count, segments, micro-dollars
 Sums = dict[Any, list[int]]
 
 
-def _paid_sms(session: Session, p: Parts) -> tuple[Sums, Sums]:
-    """Paid SMS of the range per UTC hour [count, segments, micros] and per recipient id
-    [count, micros]: whole hours from the rollups, the rest live."""
-    per_hour: Sums = defaultdict(lambda: [0, 0, 0])
-    per_recipient: Sums = defaultdict(lambda: [0, 0])
+@dataclass
+class _Paid:
+    """Paid SMS per UTC hour [count, segments, micros] and per recipient id [count, micros],
+    with each recipient's (external_id, phone)."""
+
+    per_hour: Sums = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
+    per_recipient: Sums = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    who: dict[int, tuple[str, str | None]] = field(default_factory=dict)
+
+
+def _paid_sms(session: Session, p: Parts) -> _Paid:
+    """Paid SMS of the range: whole hours from the rollups, the rest live (one pass per part,
+    by hour and recipient)."""
+    paid = _Paid()
+    r = Recipient
     if p.hours is not None:
         s = SmsHour
         sums = (func.sum(s.count), func.sum(s.segments), func.sum(s.micros))
         by_hour = select(s.hour, *sums).where(p.hour_range(s.hour)).group_by(s.hour)
-        _add(per_hour, session.execute(by_hour))
-        by_recipient = select(s.recipient_id, sums[0], sums[2]).where(p.hour_range(s.hour))
-        _add(per_recipient, session.execute(by_recipient.group_by(s.recipient_id)))
+        _add(paid.per_hour, session.execute(by_hour))
+        by_recipient = (
+            select(s.recipient_id, r.external_id, r.phone, sums[0], sums[2])
+            .join(r, r.id == s.recipient_id)
+            .where(p.hour_range(s.hour))
+            .group_by(s.recipient_id, r.external_id, r.phone)
+        )
+        for rid, ext, phone, count, micros in session.execute(by_recipient):
+            _add(paid.per_recipient, [(rid, count, micros)])
+            paid.who[rid] = (ext, phone)
     dl, n = DeliveryLog, Notification
     hour = hour_bucket(dl.sent_at, dialect_of(session)).label("hour")
     counts = (func.count(), func.coalesce(func.sum(dl.segments), 0), micros_sum(dl.cost))
+    keys = (hour, r.id, r.external_id, r.phone)
     for sign, rows in p.signed:
-        _add(
-            per_hour,
-            session.execute(select(hour, *counts).where(_paid(rows)).group_by(hour)),
-            sign,
+        query = (
+            select(*keys, *counts)
+            .join(n, n.id == dl.notification_id)
+            .join(r, r.id == n.recipient_id)
+            .where(_paid(rows))
+            .group_by(*keys)
         )
-        by_recipient = select(n.recipient_id, counts[0], counts[2]).join(
-            n, n.id == dl.notification_id
-        )
-        query = by_recipient.where(_paid(rows)).group_by(n.recipient_id)
-        _add(per_recipient, session.execute(query), sign)
-    return per_hour, per_recipient
+        for at, rid, ext, phone, count, segments, micros in session.execute(query):
+            _add(paid.per_hour, [(at, count, segments, micros)], sign)
+            _add(paid.per_recipient, [(rid, count, micros)], sign)
+            paid.who[rid] = (ext, phone)
+    return paid
 
 
 def _add(into: Sums, rows: Any, sign: int = 1) -> None:
@@ -194,24 +213,17 @@ def _today(today: Decimal, cap: Decimal) -> dict[str, Any]:
     }
 
 
-def _spenders(session: Session, per_recipient: Sums) -> list[RecipientSpend]:
+def _spenders(paid: _Paid) -> list[RecipientSpend]:
     """Paid SMS per recipient in the window (one row per recipient who got any)."""
-    r = Recipient
-    ids = [rid for rid, (count, _) in per_recipient.items() if count]
-    found = {}
-    for start in range(0, len(ids), RECIPIENTS_PER_QUERY):
-        chunk = ids[start : start + RECIPIENTS_PER_QUERY]
-        query = select(r.id, r.external_id, r.phone).where(r.id.in_(chunk))
-        found.update({rid: (ext, phone) for rid, ext, phone in session.execute(query)})
     return [
         RecipientSpend(
-            recipient=found[rid][0],
-            count=per_recipient[rid][0],
-            cost_usd=usd_from_micros(per_recipient[rid][1]),
-            phone_masked=mask_phone(found[rid][1]),
+            recipient=paid.who[rid][0],
+            count=count,
+            cost_usd=usd_from_micros(micros),
+            phone_masked=mask_phone(paid.who[rid][1]),
         )
-        for rid in ids
-        if rid in found
+        for rid, (count, micros) in paid.per_recipient.items()
+        if count
     ]
 
 
