@@ -131,9 +131,7 @@ def _candidates(session: Session, w: Window, threshold: int) -> list[tuple[int, 
     return [(rid, title) for rid, title in session.execute(query)]
 
 
-def _repeating(
-    session: Session, w: Window, threshold: int, view: View
-) -> list[tuple[int, str]]:
+def _repeating(session: Session, w: Window, threshold: int, view: View) -> list[tuple[int, str]]:
     """(recipient_id, title) with at least `threshold` non-skipped rows on one channel among the
     window's folded repeating rows (`audit_loop_rows`, by exact created_at) and its rows not
     folded yet. Two folded rows of a pair in the window are within LOOP_SPAN of each other, so

@@ -159,7 +159,8 @@ def open_view(session: Session, policy: RollupPolicy) -> View:
     if policy.fold:
         fold(session, now=policy.clock(), grace=policy.grace)
     query = select(RollupState).where(RollupState.id == STATE_ID).with_for_update(read=True)
-    state = session.execute(query).scalar_one_or_none()
+    fresh = query.execution_options(populate_existing=True)  # not the copy fold() looked at
+    state = session.execute(fresh).scalar_one_or_none()
     if state is None:
         return View(use=True)
     cutoff = state.folded_at - OUTCOME_LAG if state.folded_at is not None else None
