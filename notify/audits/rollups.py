@@ -433,3 +433,10 @@ def _live(
         return (new,)
     listed_open = exists().where(o.id == dl.id)
     return (new, and_(inside, dl.sent_at >= cutoff, dl.id <= view.through_id, listed_open))
+
+
+def reset_rollups(session: Session) -> None:
+    """Forget every rollup (the next folds rebuild them from delivery_logs). Needed after rows
+    are deleted from delivery_logs (a retention purge): the rollups would still count them."""
+    for model in (CreatedHour, SmsHour, LatencyHour, LoopRow, RollupOpenRow, RollupState):
+        session.execute(delete(model))
