@@ -245,6 +245,17 @@ class SmsHour(Base):
     micros: Mapped[int] = mapped_column(BigInteger, default=0)  # cost in whole micro-dollars
 
 
+class SmsTotalHour(Base):
+    """Paid SMS per UTC hour of sent_at (audit_sms_hours summed over recipients)."""
+
+    __tablename__ = "audit_sms_totals"
+
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    segments: Mapped[int] = mapped_column(BigInteger, default=0)
+    micros: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class LatencyHour(Base):
     """Settled rows with a sent_at per UTC hour of sent_at and latency (created -> sent) in ms."""
 

@@ -74,6 +74,7 @@ from notify.db import (
     RollupOpenRow,
     RollupState,
     SmsHour,
+    SmsTotalHour,
     Status,
     utcnow,
 )
@@ -261,6 +262,17 @@ def _add_rollups(session: Session, rows: ColumnElement[bool]) -> None:
         ("hour", "recipient_id"),
         ("count", "segments", "micros"),
         sms.group_by(sent, n.recipient_id),
+    )
+    totals = select(sent, func.count(), func.coalesce(func.sum(dl.segments), 0))
+    totals = totals.add_columns(micros_sum(dl.cost)).where(
+        rows, paid, dl.channel == Channel.sms.value, dl.sent_at.is_not(None)
+    )
+    _upsert(
+        session,
+        SmsTotalHour.__table__,
+        ("hour",),
+        ("count", "segments", "micros"),
+        totals.group_by(sent),
     )
     micros = latency_us(dl.sent_at, dl.created_at, dialect)
     millis = latency_ms(micros)
@@ -450,5 +462,6 @@ def _live(
 def reset_rollups(session: Session) -> None:
     """Forget every rollup (the next folds rebuild them from delivery_logs). Needed after rows
     are deleted from delivery_logs (a retention purge): the rollups would still count them."""
-    for model in (CreatedHour, SmsHour, LatencyHour, LoopRow, RollupOpenRow, RollupState):
+    models = (CreatedHour, SmsHour, SmsTotalHour, LatencyHour, LoopRow, RollupOpenRow, RollupState)
+    for model in models:
         session.execute(delete(model))

@@ -2,8 +2,9 @@
 
 Only rows with status `sent` or `delivered` have cost money; they are bucketed by `sent_at`.
 Sums are exact (whole micro-dollars in SQL) and shown rounded half-up to the cent. Whole UTC hours
-are read from `audit_sms_hours` (per hour and recipient), the partial hours at both ends of each
-range and the rows not folded yet live from delivery_logs: the full scan's answer to the cent.
+are read from `audit_sms_totals` (per hour) and `audit_sms_hours` (per hour and recipient); the
+partial hours at both ends of each range and the rows not folded yet are read live from
+delivery_logs (see rollups.py): the full scan's answer to the cent.
 """
 
 from __future__ import annotations
@@ -31,7 +32,15 @@ from notify.audits.common import (
 from notify.audits.rollups import ROLLUPS, Key, Parts, RollupPolicy, open_view, parts
 from notify.audits.sql import dialect_of, hour_bucket, micros_sum
 from notify.conditions import start_of_utc_day
-from notify.db import Channel, DeliveryLog, Notification, Recipient, SmsHour, Status
+from notify.db import (
+    Channel,
+    DeliveryLog,
+    Notification,
+    Recipient,
+    SmsHour,
+    SmsTotalHour,
+    Status,
+)
 from notify.masking import mask_phone
 from notify.settings import Settings
 from notify.severity import Facts, Thresholds, assess
@@ -132,12 +141,12 @@ def _paid_sms(session: Session, p: Parts) -> _Paid:
     paid = _Paid()
     r = Recipient
     if p.hours is not None:
-        s = SmsHour
-        sums = (func.sum(s.count), func.sum(s.segments), func.sum(s.micros))
-        by_hour = select(s.hour, *sums).where(p.hour_range(s.hour)).group_by(s.hour)
+        t, s = SmsTotalHour, SmsHour
+        by_hour = select(t.hour, t.count, t.segments, t.micros).where(p.hour_range(t.hour))
         _add(paid.per_hour, session.execute(by_hour))
+        sums = (func.sum(s.count), func.sum(s.micros))
         by_recipient = (
-            select(s.recipient_id, r.external_id, r.phone, sums[0], sums[2])
+            select(s.recipient_id, r.external_id, r.phone, *sums)
             .join(r, r.id == s.recipient_id)
             .where(p.hour_range(s.hour))
             .group_by(s.recipient_id, r.external_id, r.phone)
@@ -196,8 +205,8 @@ def _spend(session: Session, p: Parts) -> Decimal:
     """Paid SMS dollars in the range, exact."""
     micros = 0
     if p.hours is not None:
-        query = select(func.coalesce(func.sum(SmsHour.micros), 0))
-        micros += int(session.execute(query.where(p.hour_range(SmsHour.hour))).scalar() or 0)
+        query = select(func.coalesce(func.sum(SmsTotalHour.micros), 0))
+        micros += int(session.execute(query.where(p.hour_range(SmsTotalHour.hour))).scalar() or 0)
     for sign, rows in p.signed:
         query = select(micros_sum(DeliveryLog.cost)).where(_paid(rows))
         micros += sign * int(session.execute(query).scalar() or 0)
@@ -213,31 +222,34 @@ def _today(today: Decimal, cap: Decimal) -> dict[str, Any]:
     }
 
 
-def _spenders(paid: _Paid) -> list[RecipientSpend]:
+Spender = tuple[str, str | None, int, int]  # external_id, phone, count, micro-dollars
+
+
+def _spenders(paid: _Paid) -> list[Spender]:
     """Paid SMS per recipient in the window (one row per recipient who got any)."""
     return [
-        RecipientSpend(
-            recipient=paid.who[rid][0],
-            count=count,
-            cost_usd=usd_from_micros(micros),
-            phone_masked=mask_phone(paid.who[rid][1]),
-        )
+        (*paid.who[rid], count, micros)
         for rid, (count, micros) in paid.per_recipient.items()
         if count
     ]
 
 
-def _top(
-    spenders: list[RecipientSpend], *, by_cost: bool, limit: int
-) -> tuple[RecipientSpend, ...]:
+def _top(spenders: list[Spender], *, by_cost: bool, limit: int) -> tuple[RecipientSpend, ...]:
     """The first `limit` by count (or cost), ties broken by the other, then external_id."""
 
-    def key(s: RecipientSpend) -> tuple[Any, ...]:
-        first, second = (s.cost_usd, s.count) if by_cost else (s.count, s.cost_usd)
-        return (-first, -second, s.recipient)
+    def key(s: Spender) -> tuple[Any, ...]:
+        first, second = (s[3], s[2]) if by_cost else (s[2], s[3])
+        return (-first, -second, s[0])
 
-    top = heapq.nsmallest(limit, spenders, key=key)
-    return tuple(s.model_copy(update={"cost_usd": cents(s.cost_usd)}) for s in top)
+    return tuple(
+        RecipientSpend(
+            recipient=external_id,
+            count=count,
+            cost_usd=cents(usd_from_micros(micros)),
+            phone_masked=mask_phone(phone),
+        )
+        for external_id, phone, count, micros in heapq.nsmallest(limit, spenders, key=key)
+    )
 
 
 def _verdict(w: Window, last_hour: Decimal, today: Decimal, settings: Settings) -> dict[str, Any]:

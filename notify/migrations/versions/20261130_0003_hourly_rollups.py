@@ -1,7 +1,8 @@
 """hourly rollups for the audits, and delivery_logs.error_norm
 
 audit_rollup_state (the watermark), audit_open_rows (folded rows not yet settled: read live),
-audit_created_hours / audit_sms_hours / audit_latency_hours (settled rows per UTC hour),
+audit_created_hours / audit_sms_hours / audit_sms_totals / audit_latency_hours (settled rows per
+UTC hour),
 audit_loop_rows (rows that repeat within the loop span), and a nullable normalised error message on
 delivery_logs. notify/db.py declares the same; notify/audits/rollups.py maintains them.
 
@@ -59,6 +60,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("hour", "recipient_id", name=op.f("pk_audit_sms_hours")),
     )
     op.create_table(
+        "audit_sms_totals",
+        sa.Column("hour", notify.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("count", sa.BigInteger(), nullable=False),
+        sa.Column("segments", sa.BigInteger(), nullable=False),
+        sa.Column("micros", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("hour", name=op.f("pk_audit_sms_totals")),
+    )
+    op.create_table(
         "audit_loop_rows",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("created_at", notify.db.UTCDateTime(timezone=True), nullable=False),
@@ -112,6 +121,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_audit_loop_rows_created_at"))
 
     op.drop_table("audit_loop_rows")
+    op.drop_table("audit_sms_totals")
     op.drop_table("audit_sms_hours")
     op.drop_table("audit_rollup_state")
     op.drop_table("audit_latency_hours")
