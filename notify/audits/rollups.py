@@ -15,8 +15,9 @@ or above the watermark. An audit over a time range reads
 
 - whole UTC hours of the range from the rollups,
 - the same hours' rows above the watermark and their open rows, live from delivery_logs,
-- the partial hours at both ends of the range (the window's first hour, the open hour) live from
-  delivery_logs with the exact bounds, as a full scan does.
+- a partial hour at either end of the range (the window's first hour, the open hour) either live
+  with the range's exact bounds, or, when the part outside the range is the smaller one, from the
+  rollups minus that part's rolled rows (read live: folded, settled, not open).
 
 Which makes the result the full scan's, to the unit. Two facts about the writers make it hold:
 
@@ -25,8 +26,13 @@ Which makes the result the full scan's, to the unit. Two facts about the writers
 - A row gets `sent_at` only when it becomes `sent`, stamped at most OUTCOME_LAG before the
   commit: open rows are read by sent_at only from `folded_at - OUTCOME_LAG` on.
 
-Loops look at who repeats, not at statuses: `audit_loop_rows` holds every folded row that has
-another row of the same recipient, channel and title within LOOP_SPAN (a loop's rows all do).
+Loops look at who repeats, not at statuses: `audit_loop_rows` holds (a superset of) every folded
+row that has another row of the same recipient, channel and title within LOOP_SPAN (a loop's rows
+all do); loops.py counts the candidates it yields exactly.
+
+A fold costs about the rows it takes plus one pass over the open rows; it runs inside whichever
+audit finds it due (at most once per FOLD_GRACE). Deleting delivery rows (a retention purge) must
+be followed by `reset_rollups`, after which the next folds rebuild everything.
 """
 
 from __future__ import annotations
