@@ -1,17 +1,23 @@
-"""Benchmark: each audit over N delivery rows on PostgreSQL, against pandas over the whole table.
+"""Benchmark: each audit over N delivery rows on PostgreSQL, from rollups and by a full scan.
 
-    .venv/bin/python -m bench.audits --rows 1000000
+    .venv/bin/python -m bench.audits --rows 1000000 [--json]
 
 Creates its own database (admin URL from NOTIFY_BENCH_POSTGRES_URL, default
 postgresql+psycopg2://postgres@127.0.0.1:5432/postgres), migrates it and fills it server-side
 with generate_series (60% email / 40% SMS, 3% failed with a few error messages, 1.5% of the
-last 2 hours pending, 1.5% skipped, 2,000 recipients, 5 loops, spread over 48 h), runs each audit
-over the last 24 h, prints a markdown table and drops the database. `main()` returns the numbers.
+last 2 hours pending, 1.5% skipped, 2,000 recipients, 5 loops, spread over 48 h), folds the
+rollups once (timed: the first fold), then times each audit over the last 24 h reading the rollups
+(warm: nothing left to fold) and by a full scan, checks that both give the same report, prints a
+markdown table (or with --json one JSON object: rows, sms_cost_ms, loops_ms, failures_ms,
+health_ms as the median warm audit, first_fold_ms, refold_nothing_new_ms (a fold with no new
+rows: checking the open rows), full_scan_ms, equal_to_full_scan) and drops
+the database. `main()` returns the numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -26,7 +32,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from notify.audits import failure_summary, health, loop_detection, sms_cost_audit
-from notify.db import make_engine, transaction
+from notify.audits.rollups import FULL_SCAN, ROLLUPS, RollupPolicy, fold
+from notify.db import make_engine, transaction, utcnow
 from notify.migrate import upgrade_database
 from notify.settings import Settings, load_settings
 
@@ -111,9 +118,9 @@ FILL_SQL = [
 ]
 
 AUDITS: dict[str, Callable[..., Any]] = {
-    "sms_cost_audit": sms_cost_audit,
-    "loop_detection": loop_detection,
-    "failure_summary": failure_summary,
+    "sms_cost": sms_cost_audit,
+    "loops": loop_detection,
+    "failures": failure_summary,
     "health": health,
 }
 
@@ -154,15 +161,31 @@ def fill(engine: Engine, rows: int, recipients: int, spread_hours: float = SPREA
 
 
 def time_audit(
-    engine: Engine, audit: Callable[..., Any], settings: Settings, repeat: int
-) -> list[float]:
-    timings = []
+    engine: Engine,
+    audit: Callable[..., Any],
+    settings: Settings,
+    repeat: int,
+    policy: RollupPolicy = ROLLUPS,
+) -> tuple[list[float], dict[str, Any]]:
+    """Seconds of each of `repeat` runs, and the last report's JSON."""
+    timings, report = [], {}
     for _ in range(repeat):
         started = time.perf_counter()
         with transaction(engine) as session:
-            audit(session=session, as_of=AS_OF, window=WINDOW, settings=settings)
+            result = audit(
+                session=session, as_of=AS_OF, window=WINDOW, settings=settings, rollups=policy
+            )
         timings.append(time.perf_counter() - started)
-    return timings
+        report = result.to_json()
+    return timings, report
+
+
+def first_fold(engine: Engine) -> float:
+    """The first fold of every row (grace 0: nothing else writes during the benchmark)."""
+    started = time.perf_counter()
+    with transaction(engine) as session:
+        fold(session, now=utcnow(), grace=timedelta(0))
+    return time.perf_counter() - started
 
 
 def pandas_failure_summary(engine: Engine) -> tuple[float, int]:
@@ -182,31 +205,65 @@ def pandas_failure_summary(engine: Engine) -> tuple[float, int]:
 def run(
     rows: int, recipients: int, repeat: int, admin_url: str, spread_hours: float = SPREAD_HOURS
 ) -> dict[str, Any]:
-    """Fill a scratch database, then time every audit `repeat` times and pandas twice."""
+    """Fill a scratch database, fold once, then time every audit from the rollups and by a full
+    scan (`repeat` times each), and pandas twice."""
     with scratch_database(admin_url) as url:
         engine = make_engine(url)
         settings = load_settings(database_url=url, sender="memory")
         fill_s = fill(engine, rows, recipients, spread_hours)
-        results: dict[str, Any] = {"rows": rows, "spread_hours": spread_hours, "fill_s": fill_s}
+        results: dict[str, Any] = {
+            "rows": rows,
+            "spread_hours": spread_hours,
+            "fill_s": fill_s,
+            "first_fold_s": first_fold(engine),
+            "equal": {},
+        }
         for name, audit in AUDITS.items():
-            results[name] = time_audit(engine, audit, settings, repeat)
+            results[name], rolled = time_audit(engine, audit, settings, repeat)
+            results[f"{name}_full_scan"], full = time_audit(
+                engine, audit, settings, repeat, FULL_SCAN
+            )
+            results["equal"][name] = rolled == full
+        results["refold_s"] = first_fold(engine)  # nothing new: the cost of promoting open rows
         pandas_runs = [pandas_failure_summary(engine)[0] for _ in range(min(2, repeat))]
         results["pandas_failure_summary"] = pandas_runs
         engine.dispose()
     return results
 
 
+def as_json(results: dict[str, Any]) -> dict[str, Any]:
+    """The one JSON object `--json` prints: median warm times in ms, the first fold, the scans."""
+
+    def ms(seconds: list[float]) -> float:
+        return round(statistics.median(seconds) * 1000, 1)
+
+    return {
+        "rows": results["rows"],
+        **{f"{name}_ms": ms(results[name]) for name in AUDITS},
+        "first_fold_ms": round(results["first_fold_s"] * 1000, 1),
+        "refold_nothing_new_ms": round(results["refold_s"] * 1000, 1),
+        "full_scan_ms": {name: ms(results[f"{name}_full_scan"]) for name in AUDITS},
+        "equal_to_full_scan": all(results["equal"].values()),
+        "equal_by_audit": results["equal"],
+        "fill_s": round(results["fill_s"], 1),
+    }
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"{results['rows']:,} delivery rows over {results['spread_hours']:g} h, window 24 h "
-        f"(fill {results['fill_s']:.1f} s)",
+        f"(fill {results['fill_s']:.1f} s, first fold {results['first_fold_s'] * 1000:.0f} ms)",
         "",
-        "| audit | first (ms) | median (ms) | best (ms) |",
-        "|---|---:|---:|---:|",
+        "| audit | first (ms) | median (ms) | best (ms) | same as full scan |",
+        "|---|---:|---:|---:|---|",
     ]
-    for name in [*AUDITS, "pandas_failure_summary"]:
+    names = [*AUDITS, *(f"{name}_full_scan" for name in AUDITS), "pandas_failure_summary"]
+    for name in names:
         t = [s * 1000 for s in results[name]]
-        lines.append(f"| {name} | {t[0]:.0f} | {statistics.median(t):.0f} | {min(t):.0f} |")
+        same = results["equal"].get(name, "")
+        lines.append(
+            f"| {name} | {t[0]:.0f} | {statistics.median(t):.0f} | {min(t):.0f} | {same} |"
+        )
     return "\n".join(lines)
 
 
@@ -217,9 +274,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--spread-hours", type=float, default=SPREAD_HOURS)
     parser.add_argument("--url", default=ADMIN_URL, help="admin URL (creates a scratch database)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     results = run(args.rows, args.recipients, args.repeat, args.url, args.spread_hours)
-    print(markdown(results))
+    print(json.dumps(as_json(results)) if args.json else markdown(results))
     return results
 
 

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -188,6 +189,8 @@ class DeliveryLog(Base):
     error_code: Mapped[str | None] = mapped_column(String(100))
     error_class: Mapped[str | None] = mapped_column(String(20))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # normalise_error_message(error_message), written with the outcome; NULL: the audits compute it
+    error_norm: Mapped[str | None] = mapped_column(String(200))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     provider_message_id: Mapped[str | None] = mapped_column(String(200))
     segments: Mapped[int | None] = mapped_column(Integer)
@@ -245,6 +248,89 @@ class ReceiptMark(Base):
     value: Mapped[datetime | None] = mapped_column(UTCDateTime)
     note: Mapped[str] = mapped_column(String(300), default="")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RollupState(Base):
+    """The audits' rollup watermark (one row, id 1); see notify/audits/rollups.py.
+
+    Every delivery row with id <= through_id is either counted in the rollup tables (it was settled
+    when folded) or listed in audit_open_rows; rows above through_id are read live."""
+
+    __tablename__ = "audit_rollup_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    through_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    mark_id: Mapped[int | None] = mapped_column(BigInteger)  # max(id) seen at mark_at
+    mark_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    folded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RollupOpenRow(Base):
+    """A folded delivery row that was not settled when folded: the audits read it live."""
+
+    __tablename__ = "audit_open_rows"
+
+    id: Mapped[int] = mapped_column(
+        ForeignKey("delivery_logs.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    settled: Mapped[bool] = mapped_column(Boolean, default=False)  # set while being promoted
+
+
+class CreatedHour(Base):
+    """Settled, non-skipped delivery rows (sent or delivered) per UTC hour of created_at."""
+
+    __tablename__ = "audit_created_hours"
+
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(10), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class SmsHour(Base):
+    """Paid SMS (sent or delivered) per UTC hour of sent_at and recipient."""
+
+    __tablename__ = "audit_sms_hours"
+
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    recipient_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    segments: Mapped[int] = mapped_column(BigInteger, default=0)
+    micros: Mapped[int] = mapped_column(BigInteger, default=0)  # cost in whole micro-dollars
+
+
+class SmsTotalHour(Base):
+    """Paid SMS per UTC hour of sent_at (audit_sms_hours summed over recipients)."""
+
+    __tablename__ = "audit_sms_totals"
+
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    segments: Mapped[int] = mapped_column(BigInteger, default=0)
+    micros: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LatencyHour(Base):
+    """Settled rows with a sent_at per UTC hour of sent_at and latency (created -> sent) in ms."""
+
+    __tablename__ = "audit_latency_hours"
+
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    latency_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    micros: Mapped[int] = mapped_column(BigInteger, default=0)  # sum of latencies in µs
+
+
+class LoopRow(Base):
+    """A folded delivery row with another row of the same recipient, channel and title within
+    loops.LOOP_SPAN: the only rows that can make a loop."""
+
+    __tablename__ = "audit_loop_rows"
+
+    id: Mapped[int] = mapped_column(
+        ForeignKey("delivery_logs.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class Suppression(Base):

@@ -26,6 +26,7 @@ from notify.audits import (
 )
 from notify.audits.health import WorkerState
 from notify.audits.loops import CANDIDATES_PER_QUERY
+from notify.audits.rollups import RollupPolicy, fold
 from notify.db import Suppression, make_engine, transaction
 from notify.errors import (
     ADDRESS_NOT_VERIFIED,
@@ -50,11 +51,15 @@ def session(engine: Engine) -> Iterator[Session]:
 
 
 def run(audit: Any, session: Session, settings: Settings, **kwargs: Any) -> Any:
+    """The audit from the rollups, with every row folded first (the answers below are the
+    full scan's too: tests/test_rollups.py compares the two on random data)."""
+    fold(session, now=AS_OF, grace=timedelta(0))
     return audit(
         session=session,
         as_of=kwargs.pop("as_of", AS_OF),
         window=kwargs.pop("window", DAY),
         settings=settings,
+        rollups=RollupPolicy(fold=False),
         **kwargs,
     )
 
@@ -684,7 +689,7 @@ def test_health_unreachable_database_is_reported_not_raised(tmp_path: Any) -> No
     settings = Settings(database_url="sqlite:///x.db", sender="memory")
     engine = make_engine(f"sqlite:///{tmp_path}/missing/dir/db.sqlite")
     with Session(engine) as session:
-        report = run(health, session, settings)
+        report = health(session=session, as_of=AS_OF, window=DAY, settings=settings)
     assert not report.database_reachable and "OperationalError" in (report.database_error or "")
     assert report.severity is Severity.P1 and report.findings[0].code == "database"
 

@@ -1,9 +1,12 @@
 """Audits: the runbook's investigation steps as functions over the delivery log -> typed reports.
 
 Each audit is `(*, session, as_of, window, settings) -> Report` over the half-open window
-(as_of - window, as_of] in UTC; aggregation happens in SQL (SQLite and PostgreSQL alike). Reports
-are frozen pydantic models; `report.to_json()` is the `--json` payload (money as decimal strings
-exact to the cent, times ISO 8601 UTC, phone numbers and addresses only masked).
+(as_of - window, as_of] in UTC; aggregation happens in SQL (SQLite and PostgreSQL alike), over
+hourly rollups for the window's whole hours plus a live read of the rest (notify/audits/rollups.py:
+each audit first folds new rows when due; `rollups=FULL_SCAN` reads every row instead and gives
+the same report). Reports are frozen pydantic models; `report.to_json()` is the `--json` payload
+(money as decimal strings exact to the cent, times ISO 8601 UTC, phone numbers and addresses only
+masked).
 """
 
 from notify.audits.common import Report, Window, resolve_window

@@ -1,27 +1,35 @@
 """Failure summary (runbook section 5): among rows created in the window, the error rates per
 channel against 10%, and the failures grouped by error class and normalised message with the
 runbook's cause and fix. Skipped rows are not deliveries and count nowhere.
+
+Settled rows (sent, delivered) of whole UTC hours come from the hourly rollups; failed, retrying
+and in-flight rows, the partial hours and rows not folded yet are read live (rollups.py).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from notify.audits.common import Report, Window, header, rate, resolve_window
 from notify.audits.messages import kind_for, normalise_error_message
-from notify.audits.sql import any_channel
-from notify.db import FAILED_STATUSES, Channel, DeliveryLog, Status
+from notify.audits.rollups import ROLLUPS, Key, Parts, RollupPolicy, open_view, parts
+from notify.audits.sql import ALL_CHANNELS, any_channel
+from notify.db import FAILED_STATUSES, Channel, CreatedHour, DeliveryLog, Status
 from notify.errors import UNKNOWN
 from notify.settings import Settings
 from notify.severity import RUNBOOK, Facts, assess
 
 MAX_GROUPS = 25
+NORMALISED_CACHE = 65_536
 
 
 class FailureGroup(BaseModel):
@@ -55,12 +63,26 @@ class FailureReport(Report):
 
 
 def failure_summary(
-    *, session: Session, as_of: datetime, window: timedelta, settings: Settings
+    *,
+    session: Session,
+    as_of: datetime,
+    window: timedelta,
+    settings: Settings,
+    rollups: RollupPolicy = ROLLUPS,
 ) -> FailureReport:
-    """Error rates and grouped failures over rows created in (as_of - window, as_of]."""
+    """Error rates and grouped failures over rows created in (as_of - window, as_of].
+
+    Sent and delivered rows of whole hours are counted from `audit_created_hours`; every other
+    row (failed rows stay open: an operator can redrive them) is read live, so the answer is the
+    full scan's (`rollups=FULL_SCAN`)."""
     w = resolve_window(as_of, window)
-    counts = _counts(session, w)
-    groups = _groups(session, w, failed=counts["failed"])
+    p = parts(open_view(session, rollups), Key.created, w.start, w.end)
+    tally = _Tally()
+    _rolled_totals(session, p, tally)
+    for sign, rows in p.signed:
+        _live(session, rows, sign, tally)
+    counts = tally.counts()
+    groups = tally.groups(failed=counts["failed"])
     return FailureReport(
         **counts,
         error_rate_threshold=RUNBOOK.failure_rate_high,
@@ -70,32 +92,69 @@ def failure_summary(
     )
 
 
-def _in_window(w: Window) -> tuple[Any, ...]:
-    dl = DeliveryLog
-    window = (dl.created_at > w.start, dl.created_at <= w.end)
-    return (any_channel(), *window, dl.status != Status.skipped.value)
+GroupKey = tuple[str | None, str | None, str]
 
 
-def _counts(session: Session, w: Window) -> dict[str, Any]:
+@dataclass
+class _Tally:
+    """Per channel [total, failed, retrying], and failed rows per (class, code, message)."""
+
+    per: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
+    counts_by_key: dict[GroupKey, int] = field(default_factory=lambda: defaultdict(int))
+    channels: dict[GroupKey, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+    def counts(self) -> dict[str, Any]:
+        per = self.per
+        email, sms = (per.get(c.value, [0, 0, 0]) for c in (Channel.email, Channel.sms))
+        total, fail = sum(v[0] for v in per.values()), sum(v[1] for v in per.values())
+        return {
+            "total": total,
+            "failed": fail,
+            "retrying": sum(v[2] for v in per.values()),
+            "error_rate": rate(fail, total),
+            **_channel("email", *email[:2]),
+            **_channel("sms", *sms[:2]),
+        }
+
+    def groups(self, *, failed: int) -> list[FailureGroup]:
+        ordered = sorted(self.counts_by_key.items(), key=lambda item: (-item[1], str(item[0])))
+        return [_group(key, count, self.channels[key], failed) for key, count in ordered]
+
+
+def _rolled_totals(session: Session, p: Parts, tally: _Tally) -> None:
+    if p.hours is None:
+        return
+    c = CreatedHour
+    query = select(c.channel, func.sum(c.count)).where(p.hour_range(c.hour))
+    query = query.where(c.channel.in_(ALL_CHANNELS)).group_by(c.channel)
+    for channel, total in session.execute(query):
+        tally.per[channel][0] += int(total or 0)
+
+
+def _live(session: Session, rows: ColumnElement[bool], sign: int, tally: _Tally) -> None:
+    """One pass over a live row set: counts per channel and status, and the failed rows by
+    their stored normalised message (`error_norm`), or by exact message where none is stored
+    yet (normalised here). Rolled rows taken away (sign -1) are settled: never failed."""
     dl = DeliveryLog
-    failed = func.sum(case((dl.status.in_(FAILED_STATUSES), 1), else_=0))
-    retrying = func.sum(case((dl.status == Status.pending_retry.value, 1), else_=0))
-    query = (
-        select(dl.channel, func.count(), failed, retrying)
-        .where(*_in_window(w))
-        .group_by(dl.channel)
+    failed = dl.status.in_(FAILED_STATUSES)
+    error_columns = (dl.error_class, dl.error_code, dl.error_norm)
+    errors = [case((failed, column), else_=None) for column in error_columns]
+    raw_message = case((and_(failed, dl.error_norm.is_(None)), dl.error_message), else_=None)
+    columns = (dl.channel, dl.status, *errors, raw_message)
+    query = select(*columns, func.count()).where(
+        any_channel(), rows, dl.status != Status.skipped.value
     )
-    per = {ch: (int(t), int(f or 0), int(r or 0)) for ch, t, f, r in session.execute(query)}
-    email, sms = (per.get(c.value, (0, 0, 0)) for c in (Channel.email, Channel.sms))
-    total, fail = sum(v[0] for v in per.values()), sum(v[1] for v in per.values())
-    return {
-        "total": total,
-        "failed": fail,
-        "retrying": sum(v[2] for v in per.values()),
-        "error_rate": rate(fail, total),
-        **_channel("email", *email[:2]),
-        **_channel("sms", *sms[:2]),
-    }
+    result: Any = session.execute(query.group_by(*columns))
+    for channel, status, error_class, code, norm, message, count in result:
+        counts = tally.per[channel]
+        counts[0] += sign * count
+        if status == Status.pending_retry.value:
+            counts[2] += sign * count
+        if status in FAILED_STATUSES:
+            counts[1] += sign * count
+            key = (error_class, code, norm if norm is not None else _normalised(message))
+            tally.counts_by_key[key] += sign * count
+            tally.channels[key].add(channel)
 
 
 def _channel(name: str, total: int, failed: int) -> dict[str, Any]:
@@ -106,25 +165,9 @@ def _channel(name: str, total: int, failed: int) -> dict[str, Any]:
     }
 
 
-GroupKey = tuple[str | None, str | None, str]
-
-
-def _groups(session: Session, w: Window, *, failed: int) -> list[FailureGroup]:
-    """Exact messages are counted in SQL, then merged in Python by their normalised form."""
-    dl = DeliveryLog
-    query = (
-        select(dl.error_class, dl.error_code, dl.error_message, dl.channel, func.count())
-        .where(*_in_window(w), dl.status.in_(FAILED_STATUSES))
-        .group_by(dl.error_class, dl.error_code, dl.error_message, dl.channel)
-    )
-    counts: dict[GroupKey, int] = defaultdict(int)
-    channels: dict[GroupKey, set[str]] = defaultdict(set)
-    for error_class, code, message, channel, count in session.execute(query):
-        key = (error_class, code, normalise_error_message(message))
-        counts[key] += count
-        channels[key].add(channel)
-    ordered = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
-    return [_group(key, count, channels[key], failed) for key, count in ordered]
+@lru_cache(maxsize=NORMALISED_CACHE)
+def _normalised(message: str | None) -> str:
+    return normalise_error_message(message)
 
 
 def _group(key: GroupKey, count: int, channels: set[str], failed: int) -> FailureGroup:

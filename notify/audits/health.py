@@ -2,13 +2,16 @@
 the SES account; Prefect workers are folded in by the flow layer with `with_workers`.
 
 Backlog and stuck rows are the state now (an `as_of` in the past does not rebuild them); latency
-(created -> sent) covers rows sent in (as_of - window, as_of]. p95 is the nearest-rank percentile
-(percentile_disc on PostgreSQL, ORDER BY/OFFSET on SQLite: the same value on both).
+(created -> sent) covers rows sent in (as_of - window, as_of]: a histogram by millisecond (whole
+UTC hours from `audit_latency_hours`, the rest live, see rollups.py), so the average is exact to
+the microsecond and p95 is the nearest-rank percentile of the latencies rounded to the millisecond
+(what percentile_disc would pick, then rounded), the same on PostgreSQL and SQLite.
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,16 +20,17 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import and_, case, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
-from notify.audits.common import Report, Window, header, resolve_window, seconds
+from notify.audits.common import Report, Window, header, resolve_window
+from notify.audits.rollups import ROLLUPS, Key, RollupPolicy, View, open_view, parts
 from notify.audits.ses_account import SesAccountState, check_ses_account
-from notify.audits.sql import POSTGRES, any_channel, dialect_of, duration
-from notify.db import DUE_STATUSES, DeliveryLog, Status
+from notify.audits.sql import any_channel, dialect_of, latency_ms, latency_us
+from notify.db import DUE_STATUSES, DeliveryLog, LatencyHour, Status
 from notify.settings import Settings
 from notify.severity import Facts, Thresholds, assess
 
 P95 = 0.95
+MICROS = 1_000_000
 STUCK_STATUSES = (Status.claimed.value, Status.sending.value)
 
 
@@ -85,11 +89,12 @@ def health(
     settings: Settings,
     sesv2: Any = None,
     ses: Any = None,
+    rollups: RollupPolicy = ROLLUPS,
 ) -> HealthReport:
     """Measure the pipeline's health; SES is asked only when a client is given. Never raises
     for an unreachable database or SES: those are reported (and escalate) instead."""
     w = resolve_window(as_of, window)
-    fields: dict[str, Any] = {**_database(session, w), "ses": None}
+    fields: dict[str, Any] = {**_database(session, w, rollups), "ses": None}
     if sesv2 is not None or ses is not None:
         fields["ses"] = check_ses_account(sender=settings.email_from, sesv2=sesv2, ses=ses)
     return HealthReport(**fields, **_verdict(fields, w, Thresholds.from_settings(settings)))
@@ -108,10 +113,12 @@ _UNMEASURED = {
 }
 
 
-def _database(session: Session, w: Window) -> dict[str, Any]:
+def _database(session: Session, w: Window, rollups: RollupPolicy) -> dict[str, Any]:
     try:
         session.execute(text("SELECT 1"))
-        measured = {**_queue(session, w.end), **_latency(session, w), **_stuck(session, w.end)}
+        view = open_view(session, rollups)
+        latency = _latency(session, view, w)
+        measured = {**_queue(session, w.end), **latency, **_stuck(session, w.end)}
     except SQLAlchemyError as exc:
         session.rollback()
         return {"database_reachable": False, "database_error": _first_line(exc), **_UNMEASURED}
@@ -142,32 +149,50 @@ def _queue(session: Session, now: datetime) -> dict[str, Any]:
     }
 
 
-def _latency(session: Session, w: Window) -> dict[str, Any]:
-    """Count, average and p95 of created -> sent; one scan on PostgreSQL, two on SQLite."""
+def _latency(session: Session, view: View, w: Window) -> dict[str, Any]:
+    """Count, average and p95 of created -> sent over rows sent in the window, from a histogram
+    by millisecond: whole hours from `audit_latency_hours`, the rest live."""
+    p = parts(view, Key.sent, w.start, w.end)
+    histogram: dict[int, int] = defaultdict(int)
+    total_us = 0
+    if p.hours is not None:
+        lh = LatencyHour
+        query = select(lh.latency_ms, func.sum(lh.count), func.sum(lh.micros))
+        query = query.where(p.hour_range(lh.hour)).group_by(lh.latency_ms)
+        total_us += _into(histogram, session.execute(query))
     dl = DeliveryLog
-    dialect = dialect_of(session)
-    latency = duration(dl.sent_at, dl.created_at, dialect)
-    sent = and_(any_channel(), dl.sent_at > w.start, dl.sent_at <= w.end)
-    measures: list[ColumnElement[Any]] = [func.count(), func.avg(latency)]
-    if dialect == POSTGRES:
-        measures.append(func.percentile_disc(P95).within_group(latency))
-    count, average, *p95 = session.execute(select(*measures).where(sent)).one()
-    if dialect != POSTGRES:
-        p95 = [_nearest_rank(session, latency, sent, int(count))]
+    micros = latency_us(dl.sent_at, dl.created_at, dialect_of(session))
+    millis = latency_ms(micros).label("ms")
+    for sign, rows in p.signed:
+        query = select(millis, func.count(), func.coalesce(func.sum(micros), 0))
+        query = query.where(any_channel(), rows).group_by(millis)
+        total_us += _into(histogram, session.execute(query), sign)
+    count = sum(histogram.values())
     return {
-        "sent_in_window": int(count),
-        "avg_latency_s": seconds(average),
-        "p95_latency_s": seconds(p95[0]),
+        "sent_in_window": count,
+        "avg_latency_s": round(total_us / count / MICROS, 3) if count else 0.0,
+        "p95_latency_s": _nearest_rank(histogram, count) / 1000,
     }
 
 
-def _nearest_rank(session: Session, latency: Any, sent: Any, count: int) -> Any:
-    """The p95 by ORDER BY/OFFSET: the ceil(0.95 n)-th smallest, as percentile_disc picks it."""
+def _into(histogram: dict[int, int], rows: Any, sign: int = 1) -> int:
+    total = 0
+    for ms, count, micros in rows:
+        histogram[int(ms)] += sign * int(count)
+        total += sign * int(micros or 0)
+    return total
+
+
+def _nearest_rank(histogram: dict[int, int], count: int) -> int:
+    """The p95 in ms: the ceil(0.95 n)-th smallest latency, as percentile_disc picks it."""
     if count == 0:
-        return None
-    rank = math.ceil(P95 * count) - 1
-    query = select(latency).where(sent).order_by(latency).limit(1).offset(rank)
-    return session.execute(query).scalar()
+        return 0
+    rank, seen = math.ceil(P95 * count), 0
+    for ms in sorted(ms for ms, n in histogram.items() if n):
+        seen += histogram[ms]
+        if seen >= rank:
+            return ms
+    return max(histogram)
 
 
 def _stuck(session: Session, now: datetime) -> dict[str, Any]:

@@ -2,6 +2,10 @@
 channel more than `loop_threshold` times in the window (skipped rows do not count), with the
 template and the flow run / deployment / request that created the latest one; and `mute_loops`,
 which adds a time-limited SMS suppression for the recipient's phone and that title.
+
+Candidates come from `audit_loop_rows` (folded rows that repeat within rollups.LOOP_SPAN, by
+exact created_at) plus the rows not folded yet, then are counted exactly; windows longer than
+MAX_ROLLUP_WINDOW fall back to grouping the window's notifications.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import func, or_, select, tuple_
+from sqlalchemy import func, or_, select, tuple_, union_all
 from sqlalchemy.orm import Session
 
 from notify.audits.common import Report, Window, header, resolve_window
+from notify.audits.rollups import LOOP_SPAN, ROLLUPS, RollupPolicy, View, open_view
 from notify.audits.sql import any_channel
-from notify.db import Channel, DeliveryLog, Notification, Recipient, Status, Suppression
+from notify.db import Channel, DeliveryLog, LoopRow, Notification, Recipient, Status, Suppression
 from notify.masking import mask_address, mask_phone
 from notify.settings import Settings
 from notify.severity import Facts, assess
@@ -24,6 +29,7 @@ from notify.severity import Facts, assess
 REASON_MAX_CHARS = 300
 CANDIDATES_PER_QUERY = 500
 ENQUEUE_SKEW = timedelta(hours=1)  # notifications looked at this much before the window
+MAX_ROLLUP_WINDOW = LOOP_SPAN - timedelta(hours=1)  # longer windows find candidates by a scan
 
 
 class Loop(BaseModel):
@@ -64,11 +70,16 @@ class LoopReport(Report):
 
 
 def loop_detection(
-    *, session: Session, as_of: datetime, window: timedelta, settings: Settings
+    *,
+    session: Session,
+    as_of: datetime,
+    window: timedelta,
+    settings: Settings,
+    rollups: RollupPolicy = ROLLUPS,
 ) -> LoopReport:
     """(recipient, channel, title) with more than settings.loop_threshold rows in the window."""
     w = resolve_window(as_of, window)
-    groups = _groups(session, w, settings.loop_threshold)
+    groups = _groups(session, w, settings.loop_threshold, open_view(session, rollups))
     latest = _latest_rows(session, [g.latest_id for g in groups])
     loops = tuple(_loop(g, latest[g.latest_id]) for g in groups)
     breaches = [f"loop: {x.count} x '{x.title}' to {x.recipient} by {x.channel}" for x in loops]
@@ -89,11 +100,14 @@ class _Group(BaseModel):
     latest_id: int
 
 
-def _groups(session: Session, w: Window, threshold: int) -> list[_Group]:
-    """Two steps: candidate (recipient, title) pairs from `notifications` alone (cheap: an
-    index-only scan of ix_notifications_recipient_title, no join), then exact per-channel counts
-    of non-skipped delivery rows for those pairs only."""
-    candidates = _candidates(session, w, threshold)
+def _groups(session: Session, w: Window, threshold: int, view: View) -> list[_Group]:
+    """Two steps: candidate (recipient, title) pairs (from the repeating rows the rollups keep,
+    or from `notifications` alone without them), then exact per-channel counts of non-skipped
+    delivery rows for those pairs only."""
+    if view.use and w.end - w.start <= MAX_ROLLUP_WINDOW:
+        candidates = _repeating(session, w, threshold, view)
+    else:
+        candidates = _candidates(session, w, threshold)
     groups = [
         group
         for start in range(0, len(candidates), CANDIDATES_PER_QUERY)
@@ -115,6 +129,29 @@ def _candidates(session: Session, w: Window, threshold: int) -> list[tuple[int, 
         .having(func.count() > threshold)
     )
     return [(rid, title) for rid, title in session.execute(query)]
+
+
+def _repeating(session: Session, w: Window, threshold: int, view: View) -> list[tuple[int, str]]:
+    """(recipient_id, title) with at least `threshold` non-skipped rows on one channel among the
+    window's folded repeating rows (`audit_loop_rows`, by exact created_at) and its rows not
+    folded yet. Two folded rows of a pair in the window are within LOOP_SPAN of each other, so
+    both are kept: at most one row of a loop is missing here, hence `>=` rather than `>`. The
+    candidates are then counted exactly."""
+    dl, n, lr = DeliveryLog, Notification, LoopRow
+    pair = (n.recipient_id, n.title, dl.channel)
+    in_window = (any_channel(), dl.status != Status.skipped.value)
+    folded = select(*pair).select_from(lr).join(dl, dl.id == lr.id)
+    folded = folded.join(n, n.id == dl.notification_id).where(*in_window)
+    folded = folded.where(lr.created_at > w.start, lr.created_at <= w.end)
+    live = select(*pair).join(n, n.id == dl.notification_id).where(*in_window)
+    live = live.where(dl.id > view.through_id, dl.created_at > w.start, dl.created_at <= w.end)
+    rows = union_all(folded, live).subquery()
+    query = (
+        select(rows.c.recipient_id, rows.c.title)
+        .group_by(rows.c.recipient_id, rows.c.title, rows.c.channel)
+        .having(func.count() >= threshold)
+    )
+    return sorted({(rid, title) for rid, title in session.execute(query)})
 
 
 def _counted(

@@ -54,3 +54,9 @@ def kind_for(code: str | None, message: str | None) -> ErrorKind:
     lowered = text.lower()
     hint = next((c for phrase, c in _PHRASES if phrase in lowered), None)
     return classify(hint, text) if hint else UNKNOWN
+
+
+def normalize_error(message: str) -> str:
+    """What the outbox stores in delivery_logs.error_norm with a failure (the audits group by it):
+    `normalise_error_message(message)`."""
+    return normalise_error_message(message)

@@ -1,12 +1,17 @@
 """SMS cost audit (runbook section 2): count and cost per hour, last hour, today, top recipients.
 
 Only rows with status `sent` or `delivered` have cost money; they are bucketed by `sent_at`.
-Sums are exact (whole micro-dollars in SQL) and shown rounded half-up to the cent.
+Sums are exact (whole micro-dollars in SQL) and shown rounded half-up to the cent. Whole UTC hours
+are read from `audit_sms_totals` (per hour) and `audit_sms_hours` (per hour and recipient); the
+partial hours at both ends of each range and the rows not folded yet are read live from
+delivery_logs (see rollups.py): the full scan's answer to the cent.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -24,9 +29,18 @@ from notify.audits.common import (
     resolve_window,
     usd_from_micros,
 )
+from notify.audits.rollups import ROLLUPS, Key, Parts, RollupPolicy, open_view, parts
 from notify.audits.sql import dialect_of, hour_bucket, micros_sum
 from notify.conditions import start_of_utc_day
-from notify.db import Channel, DeliveryLog, Notification, Recipient, Status
+from notify.db import (
+    Channel,
+    DeliveryLog,
+    Notification,
+    Recipient,
+    SmsHour,
+    SmsTotalHour,
+    Status,
+)
 from notify.masking import mask_phone
 from notify.settings import Settings
 from notify.severity import Facts, Thresholds, assess
@@ -70,15 +84,26 @@ class SmsCostReport(Report):
 
 
 def sms_cost_audit(
-    *, session: Session, as_of: datetime, window: timedelta, settings: Settings, top_n: int = TOP_N
+    *,
+    session: Session,
+    as_of: datetime,
+    window: timedelta,
+    settings: Settings,
+    top_n: int = TOP_N,
+    rollups: RollupPolicy = ROLLUPS,
 ) -> SmsCostReport:
-    """SMS spend over (as_of - window, as_of], the last hour and today, against the thresholds."""
+    """SMS spend over (as_of - window, as_of], the last hour and today, against the thresholds.
+
+    Whole hours come from the hourly rollups, the rest live (see notify/audits/rollups.py); with
+    `rollups=FULL_SCAN` every row is read live (the same answer, slower)."""
     w = resolve_window(as_of, window)
-    buckets = _buckets(session, w)
-    spenders = _spenders(session, w)
-    last_hour = _spend(session, _paid(w.end - HOUR, w.end))
+    view = open_view(session, rollups)
+    paid = _paid_sms(session, parts(view, Key.sent, w.start, w.end))
+    buckets = [(h, *paid.per_hour.get(h, (0, 0, 0))) for h in _hours(w)]
+    last_hour = _spend(session, parts(view, Key.sent, w.end - HOUR, w.end))
     day_start = start_of_utc_day(w.end)
-    today = _spend(session, _paid(day_start, w.end, include_start=True))
+    today = _spend(session, parts(view, Key.sent, day_start, w.end, include_start=True))
+    spenders = _spenders(paid)
     return SmsCostReport(
         **_totals(buckets),
         last_hour_cost_usd=cents(last_hour),
@@ -91,28 +116,68 @@ def sms_cost_audit(
     )
 
 
-def _paid(start: datetime, end: datetime, *, include_start: bool = False) -> ColumnElement[bool]:
+def _paid(rows: ColumnElement[bool]) -> ColumnElement[bool]:
     dl = DeliveryLog
-    after = dl.sent_at >= start if include_start else dl.sent_at > start
-    return and_(
-        dl.channel == Channel.sms.value, dl.status.in_(PAID_STATUSES), after, dl.sent_at <= end
-    )
+    return and_(dl.channel == Channel.sms.value, dl.status.in_(PAID_STATUSES), rows)
 
 
 Bucket = tuple[datetime, int, int, Any]  # hour, count, segments, micro-dollars
+Sums = dict[Any, list[int]]
 
 
-def _buckets(session: Session, w: Window) -> list[Bucket]:
-    """Every UTC hour of the window, oldest first, with its paid SMS (zeros when none)."""
-    dl = DeliveryLog
+@dataclass
+class _Paid:
+    """Paid SMS per UTC hour [count, segments, micros] and per recipient id [count, micros],
+    with each recipient's (external_id, phone)."""
+
+    per_hour: Sums = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
+    per_recipient: Sums = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    who: dict[int, tuple[str, str | None]] = field(default_factory=dict)
+
+
+def _paid_sms(session: Session, p: Parts) -> _Paid:
+    """Paid SMS of the range: whole hours from the rollups, the rest live (one pass per part,
+    by hour and recipient)."""
+    paid = _Paid()
+    r = Recipient
+    if p.hours is not None:
+        t, s = SmsTotalHour, SmsHour
+        by_hour = select(t.hour, t.count, t.segments, t.micros).where(p.hour_range(t.hour))
+        _add(paid.per_hour, session.execute(by_hour))
+        sums = (func.sum(s.count), func.sum(s.micros))
+        by_recipient = (
+            select(s.recipient_id, r.external_id, r.phone, *sums)
+            .join(r, r.id == s.recipient_id)
+            .where(p.hour_range(s.hour))
+            .group_by(s.recipient_id, r.external_id, r.phone)
+        )
+        for rid, ext, phone, count, micros in session.execute(by_recipient):
+            _add(paid.per_recipient, [(rid, count, micros)])
+            paid.who[rid] = (ext, phone)
+    dl, n = DeliveryLog, Notification
     hour = hour_bucket(dl.sent_at, dialect_of(session)).label("hour")
-    query = (
-        select(hour, func.count(), func.coalesce(func.sum(dl.segments), 0), micros_sum(dl.cost))
-        .where(_paid(w.start, w.end))
-        .group_by(hour)
-    )
-    found = {row[0]: (row[1], int(row[2] or 0), row[3]) for row in session.execute(query)}
-    return [(h, *found.get(h, (0, 0, 0))) for h in _hours(w)]
+    counts = (func.count(), func.coalesce(func.sum(dl.segments), 0), micros_sum(dl.cost))
+    keys = (hour, r.id, r.external_id, r.phone)
+    for sign, rows in p.signed:
+        query = (
+            select(*keys, *counts)
+            .join(n, n.id == dl.notification_id)
+            .join(r, r.id == n.recipient_id)
+            .where(_paid(rows))
+            .group_by(*keys)
+        )
+        for at, rid, ext, phone, count, segments, micros in session.execute(query):
+            _add(paid.per_hour, [(at, count, segments, micros)], sign)
+            _add(paid.per_recipient, [(rid, count, micros)], sign)
+            paid.who[rid] = (ext, phone)
+    return paid
+
+
+def _add(into: Sums, rows: Any, sign: int = 1) -> None:
+    for key, *values in rows:
+        total = into[key]
+        for i, value in enumerate(values):
+            total[i] += sign * int(value or 0)
 
 
 def _hours(w: Window) -> list[datetime]:
@@ -136,10 +201,16 @@ def _totals(buckets: list[Bucket]) -> dict[str, Any]:
     }
 
 
-def _spend(session: Session, where: ColumnElement[bool]) -> Decimal:
-    return usd_from_micros(
-        session.execute(select(micros_sum(DeliveryLog.cost)).where(where)).scalar()
-    )
+def _spend(session: Session, p: Parts) -> Decimal:
+    """Paid SMS dollars in the range, exact."""
+    micros = 0
+    if p.hours is not None:
+        query = select(func.coalesce(func.sum(SmsTotalHour.micros), 0))
+        micros += int(session.execute(query.where(p.hour_range(SmsTotalHour.hour))).scalar() or 0)
+    for sign, rows in p.signed:
+        query = select(micros_sum(DeliveryLog.cost)).where(_paid(rows))
+        micros += sign * int(session.execute(query).scalar() or 0)
+    return usd_from_micros(micros)
 
 
 def _today(today: Decimal, cap: Decimal) -> dict[str, Any]:
@@ -151,35 +222,34 @@ def _today(today: Decimal, cap: Decimal) -> dict[str, Any]:
     }
 
 
-def _spenders(session: Session, w: Window) -> list[RecipientSpend]:
+Spender = tuple[str, str | None, int, int]  # external_id, phone, count, micro-dollars
+
+
+def _spenders(paid: _Paid) -> list[Spender]:
     """Paid SMS per recipient in the window (one row per recipient who got any)."""
-    dl, r = DeliveryLog, Recipient
-    query = (
-        select(r.external_id, r.phone, func.count(dl.id), micros_sum(dl.cost))
-        .join(Notification, Notification.id == dl.notification_id)
-        .join(r, r.id == Notification.recipient_id)
-        .where(_paid(w.start, w.end))
-        .group_by(r.id, r.external_id, r.phone)
-    )
     return [
-        RecipientSpend(
-            recipient=ext, count=n, cost_usd=usd_from_micros(m), phone_masked=mask_phone(ph)
-        )
-        for ext, ph, n, m in session.execute(query)
+        (*paid.who[rid], count, micros)
+        for rid, (count, micros) in paid.per_recipient.items()
+        if count
     ]
 
 
-def _top(
-    spenders: list[RecipientSpend], *, by_cost: bool, limit: int
-) -> tuple[RecipientSpend, ...]:
+def _top(spenders: list[Spender], *, by_cost: bool, limit: int) -> tuple[RecipientSpend, ...]:
     """The first `limit` by count (or cost), ties broken by the other, then external_id."""
 
-    def key(s: RecipientSpend) -> tuple[Any, ...]:
-        first, second = (s.cost_usd, s.count) if by_cost else (s.count, s.cost_usd)
-        return (-first, -second, s.recipient)
+    def key(s: Spender) -> tuple[Any, ...]:
+        first, second = (s[3], s[2]) if by_cost else (s[2], s[3])
+        return (-first, -second, s[0])
 
-    top = heapq.nsmallest(limit, spenders, key=key)
-    return tuple(s.model_copy(update={"cost_usd": cents(s.cost_usd)}) for s in top)
+    return tuple(
+        RecipientSpend(
+            recipient=external_id,
+            count=count,
+            cost_usd=cents(usd_from_micros(micros)),
+            phone_masked=mask_phone(phone),
+        )
+        for external_id, phone, count, micros in heapq.nsmallest(limit, spenders, key=key)
+    )
 
 
 def _verdict(w: Window, last_hour: Decimal, today: Decimal, settings: Settings) -> dict[str, Any]:

@@ -50,3 +50,31 @@ def any_channel() -> ColumnElement[bool]:
     """`channel IN ('email', 'sms')`: always true, but it lets the (channel, created_at) and
     (channel, sent_at) indexes serve a time window over every channel."""
     return DeliveryLog.channel.in_(ALL_CHANNELS)
+
+
+def rollup_hour(column: Any, dialect: str) -> ColumnElement[datetime]:
+    """The UTC hour a timestamp falls in, as a value to store in a UTCDateTime column: a
+    timestamptz on PostgreSQL, the text SQLAlchemy itself writes on SQLite (so comparisons with
+    bound datetimes hold)."""
+    if dialect == POSTGRES:
+        utc = func.timezone(literal_column("'UTC'"), column)
+        trunc = func.date_trunc(literal_column("'hour'"), utc)
+        expr = func.timezone(literal_column("'UTC'"), trunc)
+    else:
+        expr = func.strftime(literal_column("'%Y-%m-%d %H:00:00.000000'"), column)
+    return type_coerce(expr, UTCDateTime())
+
+
+def latency_us(later: Any, earlier: Any, dialect: str) -> ColumnElement[int]:
+    """`later - earlier` in whole microseconds (exact on PostgreSQL; via julianday on SQLite).
+    The rollups and the live reads use this one expression, so they agree to the unit."""
+    if dialect == POSTGRES:
+        epoch = func.extract("epoch", later - earlier)
+        return cast(func.round(epoch * MICROS_PER_USD), BigInteger)
+    days = func.julianday(later) - func.julianday(earlier)
+    return cast(func.round(days * (SECONDS_PER_DAY * MICROS_PER_USD)), BigInteger)
+
+
+def latency_ms(micros: ColumnElement[int]) -> ColumnElement[int]:
+    """Microseconds to milliseconds, half up (for non-negative latencies)."""
+    return cast((micros + 500) // 1000, BigInteger)
