@@ -259,4 +259,5 @@ def transaction(engine: Engine) -> Iterator[Session]:
 
 # Core table handles, typed, for bulk statements (executemany) that skip the ORM.
 RECIPIENTS = cast(Table, Recipient.__table__)
+NOTIFICATIONS = cast(Table, Notification.__table__)
 DELIVERY_LOGS = cast(Table, DeliveryLog.__table__)

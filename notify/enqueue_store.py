@@ -1,0 +1,201 @@
+"""Storing planned chunks: COPY on Postgres, executemany INSERTs elsewhere (SQLite).
+
+Both write in the caller's transaction and return the notification ids in the order of the chunk.
+The idempotency key of a notification is `<request key>#<position in the request>`: unique in
+the table, so a second, concurrent run of the same request fails on its first row instead of
+storing the request twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Connection
+
+from notify.bulk_insert import (
+    NULL,
+    copy_in,
+    copy_supported,
+    copy_time,
+    copy_value,
+    insert_many,
+    insert_returning_ids,
+    reserve_ids,
+)
+from notify.db import DELIVERY_LOGS, NOTIFICATIONS, Channel
+from notify.enqueue_plan import Outcome, Planned
+from notify.rendering import RenderedMessage
+from notify.settings import Priority
+
+NOTIFICATION_COPY_COLUMNS = (
+    "id",
+    "recipient_id",
+    "idempotency_key",
+    "title",
+    "message",
+    "html",
+    "sms_text",
+    "priority",
+    "template_name",
+    "category",
+    "context",
+    "request_id",
+    "flow_run_id",
+    "deployment_name",
+    "read",
+    "created_at",
+)
+LOG_COPY_COLUMNS = (
+    "notification_id",
+    "recipient_email",
+    "recipient_phone",
+    "channel",
+    "status",
+    "decision",
+    "attempts",
+    "segments",
+    "cost",
+    "created_at",
+    "next_attempt_at",
+)
+_LOG_VALUE_COLUMNS = LOG_COPY_COLUMNS[3:]
+
+
+@dataclass(frozen=True)
+class RequestColumns:
+    """The columns every notification of a request shares."""
+
+    context: Mapping[str, Any]
+    request_id: str
+    flow_run_id: str | None
+    deployment_name: str | None
+    idempotency_key: str | None
+    now: datetime
+
+
+class ChunkStore(Protocol):
+    def write(self, connection: Connection, planned: Sequence[Planned], offset: int) -> list[int]:
+        """Store one chunk (its first notification is number `offset` of the request)."""
+        ...
+
+
+def store_for(connection: Connection, shared: RequestColumns) -> ChunkStore:
+    return CopyStore(shared) if copy_supported(connection) else InsertStore(shared)
+
+
+def message_values(message: RenderedMessage, priority: Priority) -> dict[str, Any]:
+    return {
+        "title": message.subject[:300],
+        "message": message.text,
+        "html": message.html,
+        "sms_text": message.sms,
+        "priority": priority.value,
+        "template_name": message.template_name,
+        "category": message.category,
+    }
+
+
+@dataclass
+class CopyStore:
+    """Reserve ids from the sequence, then COPY notifications and delivery rows."""
+
+    shared: RequestColumns
+    _message: tuple[RenderedMessage, Priority, str] | None = None
+    _logs: dict[Outcome, tuple[tuple[bool, str], ...]] = field(default_factory=dict)
+    _suffix: str = ""
+    _key: str | None = None
+
+    def __post_init__(self) -> None:
+        s = self.shared
+        context = json.dumps(dict(s.context))
+        tail = (context, s.request_id, s.flow_run_id, s.deployment_name, False, s.now)
+        self._suffix = "\t".join(copy_value(v) for v in tail) + "\n"
+        self._key = copy_value(s.idempotency_key) if s.idempotency_key else None
+
+    def write(self, connection: Connection, planned: Sequence[Planned], offset: int) -> list[int]:
+        ids = reserve_ids(connection, "notifications", "id", len(planned))
+        notes, logs = [], []
+        suffix, key = self._suffix, self._key
+        for n, (nid, item) in enumerate(zip(ids, planned, strict=True)):
+            recipient = item.recipient
+            idem = NULL if key is None else f"{key}#{offset + n}"
+            middle = self._message_part(item.message, item.priority)
+            notes.append(f"{nid}\t{recipient.id}\t{idem}\t{middle}\t{suffix}")
+            for sms, tail in self._log_parts(item.outcome):
+                if sms:
+                    logs.append(f"{nid}\t{NULL}\t{copy_value(recipient.phone)}\t{tail}")
+                else:
+                    logs.append(f"{nid}\t{copy_value(recipient.email)}\t{NULL}\t{tail}")
+        copy_in(connection, "notifications", NOTIFICATION_COPY_COLUMNS, "".join(notes))
+        copy_in(connection, "delivery_logs", LOG_COPY_COLUMNS, "".join(logs))
+        return ids
+
+    def _message_part(self, message: RenderedMessage, priority: Priority) -> str:
+        cached = self._message
+        if cached is not None and cached[0] is message and cached[1] is priority:
+            return cached[2]
+        values = message_values(message, priority).values()
+        part = "\t".join(copy_value(v) for v in values)
+        self._message = (message, priority, part)
+        return part
+
+    def _log_parts(self, outcome: Outcome) -> tuple[tuple[bool, str], ...]:
+        parts = self._logs.get(outcome)
+        if parts is None:
+            parts = self._logs[outcome] = tuple(
+                (channel == Channel.sms, _log_tail(values)) for channel, values in outcome.logs
+            )
+        return parts
+
+
+def _log_tail(values: Mapping[str, Any]) -> str:
+    fields = []
+    for column in _LOG_VALUE_COLUMNS:
+        value = values[column]
+        fields.append(copy_time(value) if isinstance(value, datetime) else copy_value(value))
+    return "\t".join(fields) + "\n"
+
+
+@dataclass
+class InsertStore:
+    """executemany INSERTs: notifications with RETURNING id (in order), then delivery rows."""
+
+    shared: RequestColumns
+
+    def write(self, connection: Connection, planned: Sequence[Planned], offset: int) -> list[int]:
+        s = self.shared
+        common = {
+            "context": dict(s.context),
+            "request_id": s.request_id,
+            "flow_run_id": s.flow_run_id,
+            "deployment_name": s.deployment_name,
+            "read": False,
+            "created_at": s.now,
+        }
+        key = s.idempotency_key
+        notes = [
+            {
+                **message_values(item.message, item.priority),
+                **common,
+                "recipient_id": item.recipient.id,
+                "idempotency_key": f"{key}#{offset + n}" if key else None,
+            }
+            for n, item in enumerate(planned)
+        ]
+        ids = insert_returning_ids(connection, NOTIFICATIONS, notes)
+        rows = [
+            {
+                **values,
+                "notification_id": nid,
+                "recipient_email": None if channel == Channel.sms else item.recipient.email,
+                "recipient_phone": item.recipient.phone if channel == Channel.sms else None,
+            }
+            for nid, item in zip(ids, planned, strict=True)
+            for channel, values in item.outcome.logs
+        ]
+        insert_many(connection, DELIVERY_LOGS, rows)
+        return ids
