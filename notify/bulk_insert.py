@@ -1,4 +1,4 @@
-"""Bulk inserts for enqueue: COPY on Postgres, executemany elsewhere; both in the caller's transaction.
+"""Bulk inserts for enqueue: COPY on Postgres, executemany elsewhere; in the caller's transaction.
 
 On Postgres the notification ids are reserved from the table's sequence first
 (`SELECT nextval(...) FROM generate_series(1, n)`), so the rows go in by `COPY ... FROM STDIN` with
@@ -17,6 +17,7 @@ from io import StringIO
 from typing import Any
 
 from sqlalchemy import Connection, Table, insert, text
+from sqlalchemy.exc import DBAPIError
 
 NULL = "\\N"
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -64,11 +65,12 @@ def reserve_ids(connection: Connection, table: str, column: str, count: int) -> 
 
 
 def copy_in(connection: Connection, table: str, columns: Sequence[str], data: str) -> None:
-    """`COPY table (columns) FROM STDIN` with text-format `data`, on the connection's transaction."""
+    """`COPY table (columns) FROM STDIN` with text-format `data`, in the open transaction."""
     if not data:
         return
     statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
     raw: Any = connection.connection.dbapi_connection
+    dbapi: Any = connection.dialect.loaded_dbapi
     cursor = raw.cursor()
     try:
         if connection.dialect.driver == "psycopg2":
@@ -76,6 +78,8 @@ def copy_in(connection: Connection, table: str, columns: Sequence[str], data: st
         else:  # psycopg 3
             with cursor.copy(statement) as copy:
                 copy.write(data)
+    except dbapi.Error as exc:  # the same exception classes as any other statement raises
+        raise DBAPIError.instance(statement, None, exc, dbapi.Error) from exc
     finally:
         cursor.close()
 

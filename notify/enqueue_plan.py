@@ -106,10 +106,8 @@ class Planner:
         rendered = [render(r) for r in recipients]
         titles = {message.subject for message in rendered}
         conditions = self.conditions
-        conditions.load_chunk(
-            session=session, recipients=cast(Sequence[Recipient], recipients), titles=titles,
-            now=self.now,
-        )  # fmt: skip
+        rows = cast(Sequence[Recipient], recipients)  # read as attributes, like the ORM objects
+        conditions.load_chunk(session=session, recipients=rows, titles=titles, now=self.now)
         suppressions = _suppression_index(conditions, self.now)
         planned = []
         seen: Counter[Outcome] = Counter()
