@@ -52,7 +52,8 @@ def child(url: str, rows: int, tag: str) -> dict[str, Any]:
 
 
 def _run_child(url: str, rows: int, tag: str) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
     command = [sys.executable, "-m", "bench.enqueue", "--child", url, str(rows), tag]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from notify.conditions import start_conditions
 from notify.db import Notification, Recipient
 from notify.enqueue_plan import Planner, recipient_rows
-from notify.enqueue_store import RequestColumns, store_for
+from notify.enqueue_store import ChunkStore, ChunkWriter, RequestColumns, store_for
 from notify.errors import InputError
 from notify.recipients import known_external_ids, recipients_by_external_id
 from notify.rendering import RenderedMessage, TemplateCatalog
@@ -97,15 +97,40 @@ def enqueue(
         idempotency_key=request.idempotency_key,
         now=now,
     )
-    store = store_for(session.connection(), shared)
     renderer = _Renderer(catalog, request)
-    ids: list[int] = []
-    size = chunk or CHUNK
-    for start in range(0, len(wanted), size):
-        recipients = recipient_rows(session=session, external_ids=wanted[start : start + size])
-        planned = planner.plan(session, recipients, renderer)
-        ids += store.write(session.connection(), planned, len(ids))
+    store = store_for(session.connection(), shared)
+    ids = _store_chunks(session, wanted, chunk or CHUNK, planner, renderer, store)
     return EnqueueResult(request_id, tuple(ids), False, unknown, dict(planner.counts))
+
+
+def _store_chunks(
+    session: Session,
+    wanted: list[str],
+    size: int,
+    planner: Planner,
+    renderer: _Renderer,
+    store: ChunkStore,
+) -> list[int]:
+    """Chunk k is read (recipients, conditions, reserved ids) before chunk k-1 is written, then
+    decided and encoded while chunk k-1 is written (on Postgres, in the background). Chunks hold
+    different recipients, so reading k before k-1 is stored changes no decision."""
+    connection = session.connection()
+    held: Any = None
+    offset = 0
+    with ChunkWriter(store, connection) as writer:
+        for start in range(0, len(wanted), size):
+            writer.wait()
+            recipients = recipient_rows(session=session, external_ids=wanted[start : start + size])
+            loaded = planner.load(session, recipients, renderer)
+            reserved = store.reserve(connection, len(recipients))
+            if held is not None:
+                writer.start(held)
+            held = store.encode(planner.decide(loaded), reserved, offset)
+            offset += len(recipients)
+        writer.wait()
+        if held is not None:
+            writer.start(held)
+    return writer.ids
 
 
 def preflight(

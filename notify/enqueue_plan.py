@@ -85,6 +85,18 @@ class Planned:
     outcome: Outcome
 
 
+_Index = dict[tuple[str, str], list[tuple[str | None, datetime | None]]]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A chunk ready to decide: its recipients, their messages, the suppressions among them."""
+
+    recipients: Sequence[Any]
+    rendered: list[RenderedMessage]
+    suppressions: _Index
+
+
 @dataclass
 class Planner:
     """Decides recipients for one request; state carried across chunks: the SMS spend."""
@@ -103,17 +115,29 @@ class Planner:
         recipients: Sequence[Any],
         render: Callable[[Any], RenderedMessage],
     ) -> list[Planned]:
+        return self.decide(self.load(session, recipients, render))
+
+    def load(
+        self,
+        session: Session,
+        recipients: Sequence[Any],
+        render: Callable[[Any], RenderedMessage],
+    ) -> Loaded:
+        """Render the chunk and read what deciding it needs (recent sends, suppressions)."""
         rendered = [render(r) for r in recipients]
         titles = {message.subject for message in rendered}
-        conditions = self.conditions
         rows = cast(Sequence[Recipient], recipients)  # read as attributes, like the ORM objects
-        conditions.load_chunk(session=session, recipients=rows, titles=titles, now=self.now)
-        suppressions = _suppression_index(conditions, self.now)
+        self.conditions.load_chunk(session=session, recipients=rows, titles=titles, now=self.now)
+        return Loaded(recipients, rendered, _suppression_index(self.conditions, self.now))
+
+    def decide(self, loaded: Loaded) -> list[Planned]:
+        """Decide a loaded chunk (no database access; the chunk loaded last)."""
+        conditions = self.conditions
         planned = []
         seen: Counter[Outcome] = Counter()
-        for recipient, message in zip(recipients, rendered, strict=True):
+        for recipient, message in zip(loaded.recipients, loaded.rendered, strict=True):
             priority = self.request_priority or message.priority
-            outcome, cost = self._decide(recipient, message, priority, suppressions)
+            outcome, cost = self._decide(recipient, message, priority, loaded.suppressions)
             if outcome.sms_live:
                 conditions.sms_spent_today += cost
             planned.append(Planned(recipient, message, priority, outcome))
@@ -128,7 +152,7 @@ class Planner:
         recipient: Any,
         message: RenderedMessage,
         priority: Priority,
-        suppressions: dict[tuple[str, str], list[tuple[str | None, datetime | None]]],
+        suppressions: _Index,
     ) -> tuple[Outcome, Decimal]:
         title = message.subject
         segments, cost = self._sms_cost(recipient, message)
@@ -240,11 +264,9 @@ def _hhmm(value: str | None) -> time | None:
     return time.fromisoformat(value) if value else None
 
 
-def _suppression_index(
-    conditions: BatchConditions, now: datetime
-) -> dict[tuple[str, str], list[tuple[str | None, datetime | None]]]:
+def _suppression_index(conditions: BatchConditions, now: datetime) -> _Index:
     """(channel, address) -> [(title or None, until or None)] of the chunk's active suppressions."""
-    index: dict[tuple[str, str], list[tuple[str | None, datetime | None]]] = {}
+    index: _Index = {}
     for address, channel, only_title, until in conditions.suppressions:
         if until is None or until > now:
             index.setdefault((channel, address), []).append((only_title, until))
@@ -255,7 +277,7 @@ def _suppressed(
     recipient: Any,
     title: str,
     now: datetime,
-    index: dict[tuple[str, str], list[tuple[str | None, datetime | None]]],
+    index: _Index,
 ) -> frozenset[Channel]:
     found = set()
     for channel, address in ((Channel.email, recipient.email), (Channel.sms, recipient.phone)):

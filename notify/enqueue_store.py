@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -78,13 +79,62 @@ class RequestColumns:
 
 
 class ChunkStore(Protocol):
-    def write(self, connection: Connection, planned: Sequence[Planned], offset: int) -> list[int]:
-        """Store one chunk (its first notification is number `offset` of the request)."""
+    """Stores a chunk in three steps: `reserve` (reads: the connection), `encode` (CPU only),
+    `write` (the connection). With `overlaps`, `write` may run on a background thread while the
+    caller decides the next chunk, the caller not touching the connection meanwhile."""
+
+    overlaps: bool
+
+    def reserve(self, connection: Connection, count: int) -> list[int] | None: ...
+
+    def encode(self, planned: Sequence[Planned], ids: list[int] | None, offset: int) -> Any: ...
+
+    def write(self, connection: Connection, encoded: Any) -> list[int]:
+        """Store an encoded chunk; the notification ids in the chunk's order."""
         ...
 
 
 def store_for(connection: Connection, shared: RequestColumns) -> ChunkStore:
     return CopyStore(shared) if copy_supported(connection) else InsertStore(shared)
+
+
+class ChunkWriter:
+    """Writes encoded chunks one at a time, in order, on one background thread when the store
+    overlaps (Postgres: the server parses a COPY while Python decides the next chunk), inline
+    otherwise. Leaving the block always waits for the write in flight, so the caller's
+    transaction is never rolled back or committed under a running COPY."""
+
+    def __init__(self, store: ChunkStore, connection: Connection) -> None:
+        self.store, self.connection = store, connection
+        self.ids: list[int] = []
+        self._pool = ThreadPoolExecutor(1, "enqueue-copy") if store.overlaps else None
+        self._running: Future[list[int]] | None = None
+
+    def __enter__(self) -> ChunkWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            if kind is None:
+                self.wait()
+            elif self._running is not None:
+                wait([self._running])  # its own error, if any, is moot: the request failed
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+
+    def start(self, encoded: Any) -> None:
+        """Write `encoded` (after the write in flight, which must have been waited for)."""
+        if self._pool is None:
+            self.ids += self.store.write(self.connection, encoded)
+            return
+        self._running = self._pool.submit(self.store.write, self.connection, encoded)
+
+    def wait(self) -> None:
+        """Until the write in flight is done (its error raised here); the connection is free."""
+        if self._running is not None:
+            running, self._running = self._running, None
+            self.ids += running.result()
 
 
 def message_values(message: RenderedMessage, priority: Priority) -> dict[str, Any]:
@@ -116,8 +166,15 @@ class CopyStore:
         self._suffix = "\t".join(copy_value(v) for v in tail) + "\n"
         self._key = copy_value(s.idempotency_key) if s.idempotency_key else None
 
-    def write(self, connection: Connection, planned: Sequence[Planned], offset: int) -> list[int]:
-        ids = reserve_ids(connection, "notifications", "id", len(planned))
+    overlaps = True
+
+    def reserve(self, connection: Connection, count: int) -> list[int] | None:
+        return reserve_ids(connection, "notifications", "id", count)
+
+    def encode(
+        self, planned: Sequence[Planned], ids: list[int] | None, offset: int
+    ) -> tuple[list[int], str, str]:
+        assert ids is not None and len(ids) == len(planned)
         notes, logs = [], []
         suffix, key = self._suffix, self._key
         for n, (nid, item) in enumerate(zip(ids, planned, strict=True)):
@@ -130,8 +187,12 @@ class CopyStore:
                     logs.append(f"{nid}\t{NULL}\t{copy_value(recipient.phone)}\t{tail}")
                 else:
                     logs.append(f"{nid}\t{copy_value(recipient.email)}\t{NULL}\t{tail}")
-        copy_in(connection, "notifications", NOTIFICATION_COPY_COLUMNS, "".join(notes))
-        copy_in(connection, "delivery_logs", LOG_COPY_COLUMNS, "".join(logs))
+        return ids, "".join(notes), "".join(logs)
+
+    def write(self, connection: Connection, encoded: tuple[list[int], str, str]) -> list[int]:
+        ids, notes, logs = encoded
+        copy_in(connection, "notifications", NOTIFICATION_COPY_COLUMNS, notes)
+        copy_in(connection, "delivery_logs", LOG_COPY_COLUMNS, logs)
         return ids
 
     def _message_part(self, message: RenderedMessage, priority: Priority) -> str:
@@ -166,7 +227,14 @@ class InsertStore:
 
     shared: RequestColumns
 
-    def write(self, connection: Connection, planned: Sequence[Planned], offset: int) -> list[int]:
+    overlaps = False
+
+    def reserve(self, connection: Connection, count: int) -> list[int] | None:
+        return None  # ids come back from INSERT ... RETURNING
+
+    def encode(
+        self, planned: Sequence[Planned], ids: list[int] | None, offset: int
+    ) -> tuple[Sequence[Planned], list[dict[str, Any]]]:
         s = self.shared
         common = {
             "context": dict(s.context),
@@ -186,6 +254,12 @@ class InsertStore:
             }
             for n, item in enumerate(planned)
         ]
+        return planned, notes
+
+    def write(
+        self, connection: Connection, encoded: tuple[Sequence[Planned], list[dict[str, Any]]]
+    ) -> list[int]:
+        planned, notes = encoded
         ids = insert_returning_ids(connection, NOTIFICATIONS, notes)
         rows = [
             {

@@ -345,4 +345,6 @@ def enqueue_skipping_check(session: Session, request: SendRequest, settings: Set
     planner = Planner(settings, NIGHT, start_conditions(session=session, now=NIGHT), None)
     rows = recipient_rows(session=session, external_ids=list(request.to))
     message = CATALOG.render(request.template, recipient_context(request.context, rows[0]))
-    store.write(session.connection(), planner.plan(session, rows, lambda _: message), 0)
+    planned = planner.plan(session, rows, lambda _: message)
+    reserved = store.reserve(session.connection(), len(planned))
+    store.write(session.connection(), store.encode(planned, reserved, 0))
