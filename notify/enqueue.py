@@ -21,10 +21,10 @@ from sqlalchemy.orm import Session
 
 from notify.conditions import start_conditions
 from notify.db import Notification, Recipient
-from notify.enqueue_plan import Planner, recipient_rows
+from notify.enqueue_plan import Planner, known_external_ids, recipient_rows
 from notify.enqueue_store import ChunkStore, ChunkWriter, RequestColumns, store_for
 from notify.errors import InputError
-from notify.recipients import known_external_ids, recipients_by_external_id
+from notify.recipients import recipients_by_external_id
 from notify.rendering import RenderedMessage, TemplateCatalog
 from notify.settings import Priority, Settings
 

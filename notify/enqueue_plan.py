@@ -20,7 +20,8 @@ from datetime import datetime, time
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Row, select
+from sqlalchemy import ColumnElement, Row, String, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from notify.conditions import BatchConditions
@@ -31,6 +32,7 @@ from notify.rendering import RenderedMessage
 from notify.settings import Priority, Settings
 
 LOOKUP_CHUNK = 500  # external ids per IN (...) when reading recipients
+ARRAY_LOOKUP_CHUNK = 5000  # external ids per = ANY(array) on Postgres
 _NO_SUPPRESSION: frozenset[Channel] = frozenset()
 _COST_CACHE_MAX = 50_000
 _ZERO = Decimal("0")
@@ -53,13 +55,40 @@ def recipient_rows(*, session: Session, external_ids: Sequence[str]) -> list[Row
     """The recipients named, as rows with Recipient's attribute names, in the order given."""
     table = RECIPIENTS
     query = select(*(table.c[name] for name in RECIPIENT_COLUMNS))
-    found: dict[str, Row[Any]] = {}
-    connection = session.connection()
-    for start in range(0, len(external_ids), LOOKUP_CHUNK):
-        chunk = external_ids[start : start + LOOKUP_CHUNK]
-        for row in connection.execute(query.where(table.c.external_id.in_(chunk))):
-            found[row.external_id] = row
+    found = {
+        row.external_id: row
+        for chunk in _lookup_chunks(session, external_ids)
+        for row in session.execute(query.where(_named(session, chunk)))
+    }
     return [found[name] for name in external_ids if name in found]
+
+
+def known_external_ids(*, session: Session, external_ids: Sequence[str]) -> set[str]:
+    """Which of these external ids exist (ids only, so a million of them stay cheap)."""
+    query = select(RECIPIENTS.c.external_id)
+    return {
+        name
+        for chunk in _lookup_chunks(session, external_ids)
+        for name in session.scalars(query.where(_named(session, chunk)))
+    }
+
+
+def _lookup_chunks(session: Session, names: Sequence[str]) -> list[Sequence[str]]:
+    size = ARRAY_LOOKUP_CHUNK if _is_postgres(session) else LOOKUP_CHUNK
+    return [names[start : start + size] for start in range(0, len(names), size)]
+
+
+def _named(session: Session, names: Sequence[str]) -> ColumnElement[bool]:
+    """external_id among `names`: one array parameter on Postgres (no 500 placeholders to
+    render and parse), an IN list elsewhere."""
+    column = RECIPIENTS.c.external_id
+    if _is_postgres(session):
+        return column == any_(bindparam("names", list(names), type_=ARRAY(String)))
+    return column.in_(names)
+
+
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
 
 
 @dataclass(eq=False)
