@@ -15,7 +15,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from notify.conditions import start_conditions
-from notify.db import DeliveryLog, Notification, Recipient, Suppression, transaction
+from notify.db import (
+    NOTIFICATIONS,
+    DeliveryLog,
+    Notification,
+    Recipient,
+    Suppression,
+    transaction,
+)
 from notify.enqueue import SendRequest, enqueue, recipient_context
 from notify.errors import InputError
 from notify.policies import Action, RecipientPrefs, SendConditions, decide_channels
@@ -348,3 +355,38 @@ def enqueue_skipping_check(session: Session, request: SendRequest, settings: Set
     planned = planner.plan(session, rows, lambda _: message)
     reserved = store.reserve(session.connection(), len(planned))
     store.write(session.connection(), store.encode(planned, reserved, 0))
+
+
+def test_a_store_failing_under_a_later_chunk_leaves_nothing(
+    engine: Engine, settings: Settings
+) -> None:
+    """The 5th notification's key is taken by another request: its chunk's COPY (or INSERT)
+    fails after earlier chunks went in, while the next chunk is being decided."""
+    seed(engine, [person(n) for n in range(9)])
+    taken = SendRequest("repair_assigned", ("p:0",), CONTEXT, None, "other")
+    with transaction(engine) as session:
+        enqueue(session=session, request=taken, catalog=CATALOG, settings=settings, now=NIGHT)
+        session.execute(NOTIFICATIONS.update().values(idempotency_key="dup#4"))
+    request = SendRequest(
+        "repair_assigned", tuple(f"p:{n}" for n in range(9)), CONTEXT, None, "dup"
+    )
+    with pytest.raises(IntegrityError), transaction(engine) as session:
+        enqueue(
+            session=session, request=request, catalog=CATALOG, settings=settings, now=NIGHT, chunk=2
+        )
+    assert count_stored(engine) == (1, 2)
+
+
+def test_a_decision_failing_while_a_chunk_is_written_leaves_nothing(
+    engine: Engine, settings: Settings
+) -> None:
+    """With prices per country a phone number must parse; the 6th does not, and fails while the
+    chunk before it is being written."""
+    seed(engine, [person(n, phone="not-a-phone" if n == 5 else None) for n in range(8)])
+    priced = settings.model_copy(update={"sms_prices": {"US": Decimal("0.00645")}})
+    request = SendRequest("repair_assigned", tuple(f"p:{n}" for n in range(8)), CONTEXT)
+    with pytest.raises(InputError, match="not E.164"), transaction(engine) as session:
+        enqueue(
+            session=session, request=request, catalog=CATALOG, settings=priced, now=NIGHT, chunk=2
+        )
+    assert count_stored(engine) == (0, 0)
