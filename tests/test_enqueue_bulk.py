@@ -385,7 +385,7 @@ def test_a_decision_failing_while_a_chunk_is_written_leaves_nothing(
     seed(engine, [person(n, phone="not-a-phone" if n == 5 else None) for n in range(8)])
     priced = settings.model_copy(update={"sms_prices": {"US": Decimal("0.00645")}})
     request = SendRequest("repair_assigned", tuple(f"p:{n}" for n in range(8)), CONTEXT)
-    with pytest.raises(InputError, match="not E.164"), transaction(engine) as session:
+    with pytest.raises(InputError, match=r"not E\.164"), transaction(engine) as session:
         enqueue(
             session=session, request=request, catalog=CATALOG, settings=priced, now=NIGHT, chunk=2
         )
