@@ -163,20 +163,20 @@ def existing_request(*, session: Session, request_id: str) -> tuple[int, ...]:
 
 
 class _Renderer:
-    """Renders per recipient, or once per request when the template never reads `recipient`
-    (the same RenderedMessage object is then returned for every recipient, which lets the store
-    encode its columns once)."""
+    """Renders once per request when the template never reads `recipient`; otherwise per
+    recipient, re-rendering only the parts that read `recipient` (the others are the same
+    strings as the recipient before's, which the store encodes once)."""
 
     def __init__(self, catalog: TemplateCatalog, request: SendRequest) -> None:
         self.catalog, self.request = catalog, request
-        self.personal = "recipient" in catalog.info(request.template).required_variables
-        self._shared: RenderedMessage | None = None
+        reads = catalog.part_reads(request.template)
+        self.personal = any("recipient" in part for part in reads)
+        self._last: RenderedMessage | None = None
 
     def __call__(self, recipient: Any) -> RenderedMessage:
-        if self._shared is not None:
-            return self._shared
+        if self._last is not None and not self.personal:
+            return self._last
         context = recipient_context(self.request.context, recipient)
-        message = self.catalog.render(self.request.template, context)
-        if not self.personal:
-            self._shared = message
-        return message
+        template = self.request.template
+        self._last = self.catalog.render_reusing(template, context, self._last, ("recipient",))
+        return self._last

@@ -156,6 +156,7 @@ class CopyStore:
     shared: RequestColumns
     _message: tuple[RenderedMessage, Priority, str] | None = None
     _logs: dict[Outcome, tuple[tuple[bool, str], ...]] = field(default_factory=dict)
+    _fields: dict[int, tuple[Any, str]] = field(default_factory=dict)
     _suffix: str = ""
     _key: str | None = None
 
@@ -200,9 +201,19 @@ class CopyStore:
         if cached is not None and cached[0] is message and cached[1] is priority:
             return cached[2]
         values = message_values(message, priority).values()
-        part = "\t".join(copy_value(v) for v in values)
+        part = "\t".join(self._field(n, value) for n, value in enumerate(values))
         self._message = (message, priority, part)
         return part
+
+    def _field(self, position: int, value: Any) -> str:
+        """A message column encoded, reusing the encoding when the string is the one before
+        (parts of a personal template that do not name the recipient)."""
+        last = self._fields.get(position)
+        if last is not None and last[0] is value:
+            return last[1]
+        encoded = copy_value(value)
+        self._fields[position] = (value, encoded)
+        return encoded
 
     def _log_parts(self, outcome: Outcome) -> tuple[tuple[bool, str], ...]:
         parts = self._logs.get(outcome)
