@@ -243,7 +243,7 @@ def personal_catalog(tmp_path: Path) -> TemplateCatalog:
     boom = "{% if recipient.name == 'boom' %}{{ 1 // 0 }}{% endif %}"
     (folder / "subject.txt.j2").write_text("Hello {{ recipient.name }} {{ note }}")
     (folder / "body.txt.j2").write_text(boom + "Dear {{ recipient.name }},\n\t{{ note }}\n")
-    (folder / "body.html.j2").write_text("<p>{{ recipient.name }}: {{ note }}</p>")
+    (folder / "body.html.j2").write_text("<p>{{ note }}</p>")  # the same for everyone
     (folder / "sms.txt.j2").write_text("{{ recipient.external_id }} {{ note }}")
     meta = {"description": "d", "priority": "high", "category": "c", "sample_context": {}}
     (folder / "meta.json").write_text(json.dumps(meta))
