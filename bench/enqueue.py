@@ -1,7 +1,7 @@
 """Enqueue alone: messages stored per second, and the peak RSS of one big request.
 
     python -m bench.enqueue [--rows 20000,100000] [--rss-rows 1000000] [--backends postgres,sqlite]
-                            [--repeat 2] [--json]
+                            [--repeat 2] [--personal] [--json]
 
 A "message" is one `delivery_logs` row: the benchmark request (`repair_assigned`, urgent) gives each
 recipient one notification and two rows (email + SMS), so `--rows 20000` sends to 10,000
@@ -10,7 +10,8 @@ Postgres runs in a scratch database created and dropped here; SQLite in a tempor
 measurement runs in its own process (a fresh interpreter: compiled templates, statement caches
 and memory start cold, as in a worker); the outbox is emptied between runs and the best of
 `--repeat` runs is kept (the machine is shared). Peak RSS is the child's `ru_maxrss`, measured once
-for a `--rss-rows` request on Postgres (0 skips it).
+for a `--rss-rows` request on Postgres (0 skips it). `--personal` adds a run on Postgres with a
+body that greets each recipient by name (rendered per recipient; subject, HTML and SMS once).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ DEFAULT_ROWS = (20_000, 100_000)
 RSS_ROWS = 1_000_000
 
 
-def child(url: str, rows: int, tag: str) -> dict[str, Any]:
+def child(url: str, rows: int, tag: str, template_dir: str = "") -> dict[str, Any]:
     """One request of `rows` messages, timed; its process's peak RSS."""
     from bench.common import Scenario
     from bench.notifyops_peer import bench_settings, enqueue_request, send_request
@@ -41,7 +42,8 @@ def child(url: str, rows: int, tag: str) -> dict[str, Any]:
 
     notifications = rows // 2
     settings = bench_settings(url, Scenario("enqueue", 0.0, None, 8, notifications))
-    engine, catalog = make_engine(url), TemplateCatalog()
+    engine = make_engine(url)
+    catalog = TemplateCatalog(Path(template_dir)) if template_dir else TemplateCatalog()
     request = send_request(notifications, tag)
     started = time.perf_counter()
     stored = enqueue_request(engine, settings, catalog, request)
@@ -52,9 +54,13 @@ def child(url: str, rows: int, tag: str) -> dict[str, Any]:
 
 
 def _run_child(url: str, rows: int, tag: str) -> dict[str, Any]:
+    return _run(url, rows, tag, "")
+
+
+def _run(url: str, rows: int, tag: str, template_dir: str) -> dict[str, Any]:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "PYTHONPATH": path}
-    command = [sys.executable, "-m", "bench.enqueue", "--child", url, str(rows), tag]
+    command = [sys.executable, "-m", "bench.enqueue", "--child", url, str(rows), tag, template_dir]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"enqueue child exited {done.returncode}:\n{done.stderr[-3000:]}")
@@ -79,13 +85,15 @@ def _empty(url: str) -> None:
     engine.dispose()
 
 
-def measure(url: str, sizes: list[int], repeat: int, backend: str) -> dict[str, Any]:
+def measure(
+    url: str, sizes: list[int], repeat: int, backend: str, template_dir: str = ""
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for rows in sizes:
         best: dict[str, Any] | None = None
         for attempt in range(repeat):
             _empty(url)
-            run = _run_child(url, rows, f"{backend}-{rows}-{attempt}")
+            run = _run(url, rows, f"{backend}-{rows}-{attempt}", template_dir)
             if best is None or run["seconds"] < best["seconds"]:
                 best = run
         assert best is not None
@@ -100,7 +108,20 @@ def measure(url: str, sizes: list[int], repeat: int, backend: str) -> dict[str, 
     return out
 
 
-def run(sizes: list[int], rss_rows: int, backends: list[str], repeat: int) -> dict[str, Any]:
+def _personal_template(folder: Path) -> None:
+    """The benchmark template with a body that greets the recipient by name (the other parts
+    stay the built-in ones, shared by every recipient)."""
+    from notify.rendering import BUILTIN_DIR
+
+    body = (BUILTIN_DIR / "repair_assigned" / "body.txt.j2").read_text(encoding="utf-8")
+    (folder / "repair_assigned").mkdir()
+    greeting = "Hi {{ recipient.name }},\n\n" + body
+    (folder / "repair_assigned" / "body.txt.j2").write_text(greeting, encoding="utf-8")
+
+
+def run(
+    sizes: list[int], rss_rows: int, backends: list[str], repeat: int, personal: bool = False
+) -> dict[str, Any]:
     results: dict[str, Any] = {"rows": sizes, "loaded_machine": True}
     most = max([*sizes, rss_rows if "postgres" in backends else 0]) // 2
     if "postgres" in backends:
@@ -108,6 +129,11 @@ def run(sizes: list[int], rss_rows: int, backends: list[str], repeat: int) -> di
             log(f"postgres: migrating and adding {most:,} recipients")
             prepare_database(url, most)
             results["postgres"] = measure(url, sizes, repeat, "postgres")
+            if personal:
+                with tempfile.TemporaryDirectory() as folder:
+                    _personal_template(Path(folder))
+                    label = "postgres personal"
+                    results["postgres_personal"] = measure(url, sizes, repeat, label, folder)
             if rss_rows:
                 _empty(url)
                 big = _run_child(url, rss_rows, "rss")
@@ -143,14 +169,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--backends", default="postgres,sqlite")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--personal", action="store_true", help="also a template whose body names the recipient"
+    )
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        url, rows, tag = args.child
-        print(json.dumps(child(url, int(rows), tag)), flush=True)
+        url, rows, tag, template_dir = args.child
+        print(json.dumps(child(url, int(rows), tag, template_dir)), flush=True)
         return {}
     sizes = [int(r) for r in str(args.rows).split(",")]
-    results = run(sizes, args.rss_rows, str(args.backends).split(","), args.repeat)
+    backends = str(args.backends).split(",")
+    results = run(sizes, args.rss_rows, backends, args.repeat, args.personal)
     print(json.dumps(results) if args.json else json.dumps(results, indent=2))
     return results
 
