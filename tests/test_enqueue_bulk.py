@@ -4,13 +4,18 @@ row by row, personal templates stored exactly, and a request stored whole or not
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -390,3 +395,60 @@ def test_a_decision_failing_while_a_chunk_is_written_leaves_nothing(
             session=session, request=request, catalog=CATALOG, settings=priced, now=NIGHT, chunk=2
         )
     assert count_stored(engine) == (0, 0)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+KILLED_RECIPIENTS = 3_000
+
+
+def test_an_enqueue_process_killed_half_way_stores_nothing_and_its_retry_stores_once(
+    db_url: str, engine: Engine, settings: Settings
+) -> None:
+    """SIGKILL while the request is being stored (on Postgres: once ids for several chunks were
+    reserved, i.e. chunks were being copied in; on SQLite: shortly after it started). Nothing of
+    it is visible, and the same request again stores every notification once."""
+    seed(engine, [person(n, external_id=f"tech:{n}") for n in range(KILLED_RECIPIENTS)])
+    command = [sys.executable, "-m", "tests.workers.enqueue_worker", db_url]
+    command += [str(KILLED_RECIPIENTS), "100", "killed"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    start = _sequence_value(engine)
+    worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    started = time.monotonic()
+    while worker.poll() is None and time.monotonic() - started < 60:
+        if engine.dialect.name == "postgresql":
+            if _sequence_value(engine) - start >= 500:
+                break
+        elif time.monotonic() - started >= 0.3:
+            break
+        time.sleep(0.01)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    stored = count_stored(engine)
+    assert stored in ((0, 0), (KILLED_RECIPIENTS, 2 * KILLED_RECIPIENTS)), "all or nothing"
+    if engine.dialect.name == "postgresql":
+        assert stored == (0, 0), "killed while storing: nothing committed"
+    to = tuple(f"tech:{n}" for n in range(KILLED_RECIPIENTS))
+    context = {"repair_id": "R-9", "unit_number": "1"}
+    retry = SendRequest("repair_assigned", to, context, Priority.urgent, "killed")
+    with transaction(engine) as session:
+        result = enqueue(
+            session=session, request=retry, catalog=CATALOG, settings=settings, now=NIGHT
+        )
+    assert len(result.notification_ids) == KILLED_RECIPIENTS
+    assert count_stored(engine) == (KILLED_RECIPIENTS, 2 * KILLED_RECIPIENTS)
+
+
+def _sequence_value(engine: Engine) -> int:
+    """The notifications id sequence (not transactional: it shows ids reserved by a running
+    transaction); 0 on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return 0
+    with engine.connect() as connection:
+        value = connection.execute(
+            text(
+                "SELECT coalesce(pg_sequence_last_value("
+                "pg_get_serial_sequence('notifications', 'id')::regclass), 0)"
+            )
+        )
+        return int(value.scalar_one())
