@@ -439,6 +439,7 @@ def transaction(engine: Engine) -> Iterator[Session]:
 
 # Core table handles, typed, for bulk statements (executemany) that skip the ORM.
 RECIPIENTS = cast(Table, Recipient.__table__)
+NOTIFICATIONS = cast(Table, Notification.__table__)
 DELIVERY_LOGS = cast(Table, DeliveryLog.__table__)
 NOTIFICATIONS = cast(Table, Notification.__table__)
 OPERATOR_ACTION_ROWS = cast(Table, OperatorActionRow.__table__)

@@ -95,6 +95,7 @@ class RenderedMessage:
 class _Compiled:
     info: TemplateInfo
     parts: tuple[Template, ...]  # in the order of PARTS
+    reads: tuple[frozenset[str], ...]  # per part: context variables it (or what it includes) reads
 
 
 def make_environment(loader: BaseLoader) -> SandboxedEnvironment:
@@ -126,15 +127,36 @@ class TemplateCatalog:
         return replace(info, sample_context=copy.deepcopy(info.sample_context))
 
     def render(self, name: str, context: Mapping[str, Any]) -> RenderedMessage:
+        return self.render_reusing(name, context, None, ())
+
+    def render_reusing(
+        self,
+        name: str,
+        context: Mapping[str, Any],
+        earlier: RenderedMessage | None,
+        varying: Iterable[str],
+    ) -> RenderedMessage:
+        """`render`, except that the parts that read none of the `varying` variables are taken
+        from `earlier` (rendered from a context that differs only in those variables): a request
+        to many recipients renders its subject once when only the body names the recipient.
+        The parts taken are the same string objects as in `earlier`."""
         compiled = self._get(name)
         values = dict(context)
-        subject, text, html, sms = (_render(compiled.info, t, values) for t in compiled.parts)
+        changed = frozenset(varying)
+        previous = _parts_of(earlier) if earlier is not None else None
+        rendered = [
+            previous[n]
+            if previous is not None and not (reads & changed)
+            else _finish(n, _render(compiled.info, template, values))
+            for n, (template, reads) in enumerate(zip(compiled.parts, compiled.reads, strict=True))
+        ]
+        subject, text, html, sms = rendered
         return RenderedMessage(
             template_name=name,
-            subject=" ".join(subject.split()),
-            text=text.rstrip() + "\n",
+            subject=subject,
+            text=text,
             html=html,
-            sms=sms.strip(),
+            sms=sms,
             priority=compiled.info.priority,
             category=compiled.info.category,
         )
@@ -148,6 +170,10 @@ class TemplateCatalog:
             except InputError as problem:
                 found.append(BrokenTemplate(name=name, error=str(problem)))
         return found
+
+    def part_reads(self, name: str) -> tuple[frozenset[str], ...]:
+        """Per part (in the order of PARTS), the context variables it reads, includes followed."""
+        return self._get(name).reads
 
     def check(self, name: str, context: Mapping[str, Any]) -> None:
         """Raise the error `render` would raise, or MessageTooLong when the rendered SMS is more
@@ -174,7 +200,9 @@ class TemplateCatalog:
             raise UnknownTemplateError(f"unknown template {shown!r}; available: {listed}")
         parts = tuple(self._load_part(name, part) for part in PARTS)
         try:
-            info = self._read_meta(name, _undeclared(self._env, self._loader, name))
+            reads = tuple(_undeclared(self._env, self._loader, [f"{name}/{p}"]) for p in PARTS)
+            required = tuple(sorted(frozenset().union(*reads)))
+            info = self._read_meta(name, required)
         except TemplateSyntaxError as exc:
             raise TemplateSyntaxProblem(f"{exc.filename} line {exc.lineno}: {exc.message}") from exc
         except TemplateNotFound as exc:
@@ -185,7 +213,7 @@ class TemplateCatalog:
             raise TemplateSyntaxProblem(
                 f"template {name!r} has a file that is not UTF-8 ({exc.reason})"
             ) from exc
-        return _Compiled(info=info, parts=parts)
+        return _Compiled(info=info, parts=parts, reads=reads)
 
     def _load_part(self, name: str, part: str) -> Template:
         try:
@@ -221,11 +249,25 @@ def _is_meta_file(path: str) -> bool:
     return path.count("/") == 1 and path.endswith(f"/{META_FILE}")
 
 
-def _undeclared(env: SandboxedEnvironment, loader: BaseLoader, name: str) -> tuple[str, ...]:
-    """Variables the four parts read from the context, including the layouts and includes they
-    reference (Jinja globals such as `range` excluded)."""
+def _parts_of(message: RenderedMessage) -> tuple[str, str, str, str]:
+    return message.subject, message.text, message.html, message.sms
+
+
+def _finish(part: int, rendered: str) -> str:
+    """The clean-up each part gets (in the order of PARTS): subject on one line, text ending in
+    one newline, html as is, sms stripped."""
+    if part == 0:
+        return " ".join(rendered.split())
+    if part == 1:
+        return rendered.rstrip() + "\n"
+    return rendered.strip() if part == 3 else rendered
+
+
+def _undeclared(env: SandboxedEnvironment, loader: BaseLoader, paths: list[str]) -> frozenset[str]:
+    """Variables these template files read from the context, including the layouts and
+    includes they reference (Jinja globals such as `range` excluded)."""
     found: set[str] = set()
-    pending, seen = [f"{name}/{part}" for part in PARTS], set()
+    pending, seen = list(paths), set()
     while pending:
         path = pending.pop()
         if path in seen:
@@ -234,7 +276,7 @@ def _undeclared(env: SandboxedEnvironment, loader: BaseLoader, name: str) -> tup
         ast = env.parse(loader.get_source(env, path)[0])
         found |= meta.find_undeclared_variables(ast)
         pending += [ref for ref in meta.find_referenced_templates(ast) if ref]
-    return tuple(sorted(found - set(env.globals)))
+    return frozenset(found - set(env.globals))
 
 
 def _parse_meta(source: str, filename: str) -> dict[str, Any]:

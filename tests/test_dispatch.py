@@ -56,14 +56,21 @@ def add_recipients(engine: Engine, rows: list[RecipientRow]) -> None:
         upsert_recipients(session=session, rows=rows)
 
 
-def send(engine: Engine, settings: Settings, to: list[str], **kwargs: Any) -> Any:
+def send(
+    engine: Engine, settings: Settings, to: list[str], chunk: int | None = None, **kwargs: Any
+) -> Any:
     kwargs.setdefault("context", CONTEXT)
     request = SendRequest(
         template=kwargs.pop("template", "repair_assigned"), to=tuple(to), **kwargs
     )
     with transaction(engine) as session:
         return enqueue(
-            session=session, request=request, catalog=CATALOG, settings=settings, now=NOON
+            session=session,
+            request=request,
+            catalog=CATALOG,
+            settings=settings,
+            now=NOON,
+            chunk=chunk,
         )
 
 
@@ -362,16 +369,13 @@ def test_redrive_puts_unknown_rows_back_only_when_asked(engine: Engine, settings
 
 
 def test_a_request_larger_than_a_chunk_is_stored_whole_and_in_order(
-    engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, settings: Settings
 ) -> None:
-    import notify.enqueue
-
-    monkeypatch.setattr(notify.enqueue, "CHUNK", 3)
     capped = settings.model_copy(update={"sms_daily_cap_usd": Decimal("0.03")})
     add_recipients(engine, [tech(n) for n in range(1, 9)])
     to = [f"tech:{n}" for n in (8, 1, 7, 2, 6, 3, 5, 4)]
-    first = send(engine, capped, to, priority=Priority.urgent, idempotency_key="big")
-    again = send(engine, capped, to, priority=Priority.urgent, idempotency_key="big")
+    first = send(engine, capped, to, priority=Priority.urgent, idempotency_key="big", chunk=3)
+    again = send(engine, capped, to, priority=Priority.urgent, idempotency_key="big", chunk=3)
     assert len(first.notification_ids) == 8 and again.notification_ids == first.notification_ids
     with transaction(engine) as session:
         order = session.scalars(select(Notification.recipient_id).order_by(Notification.id)).all()

@@ -288,3 +288,33 @@ def test_a_layout_that_reads_recipient_makes_the_template_personal(tmp_path: Pat
     )
     info = Catalog(tmp_path).info("greeting")
     assert "recipient" in info.required_variables and "job" in info.required_variables
+
+
+def test_render_reusing_renders_again_only_the_parts_that_read_what_varies(
+    tmp_path: Path,
+) -> None:
+    """The body greets the recipient through an include; subject, html and SMS do not read
+    `recipient`, so a second recipient reuses them (the same strings) and renders the body."""
+    (tmp_path / "partly").mkdir()
+    (tmp_path / "partly" / "greet.txt.j2").write_text("Hi {{ recipient.name }},")
+    write_template(
+        tmp_path,
+        "partly",
+        subject="Job {{ job }}",
+        text="{% include 'partly/greet.txt.j2' %}\njob {{ job }}",
+        html="<p>{{ job }}</p>",
+        sms="job {{ job }}",
+        meta=META,
+    )
+    catalog = TemplateCatalog(extra_dir=tmp_path)
+    reads = catalog.part_reads("partly")
+    assert [("recipient" in part) for part in reads] == [False, True, False, False]
+
+    def context(name: str) -> dict[str, Any]:
+        return {"job": 7, "recipient": {"name": name, "external_id": name}}
+
+    first = catalog.render_reusing("partly", context("Ann"), None, ("recipient",))
+    second = catalog.render_reusing("partly", context("Bob"), first, ("recipient",))
+    assert second == catalog.render("partly", context("Bob"))
+    assert second.text.startswith("Hi Bob,") and first.text.startswith("Hi Ann,")
+    assert second.subject is first.subject and second.sms is first.sms

@@ -1,0 +1,454 @@
+"""Bulk enqueue (COPY on Postgres, executemany on SQLite): the same rows and decisions as deciding
+row by row, personal templates stored exactly, and a request stored whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from notify.conditions import start_conditions
+from notify.db import (
+    NOTIFICATIONS,
+    DeliveryLog,
+    Notification,
+    Recipient,
+    Suppression,
+    transaction,
+)
+from notify.enqueue import SendRequest, enqueue, recipient_context
+from notify.errors import InputError
+from notify.policies import Action, RecipientPrefs, SendConditions, decide_channels
+from notify.pricing import estimate_sms_cost
+from notify.recipients import recipients_by_external_id, upsert_recipients
+from notify.rendering import TemplateCatalog
+from notify.roster import RecipientRow
+from notify.settings import Priority, Settings
+
+# 03:00 UTC: 21:00 in Chicago, 22:00 in New York, 03:00 in London, 12:00 in Tokyo
+NIGHT = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
+CONTEXT = {"repair_id": "R-7", "unit_number": "12"}
+CATALOG = TemplateCatalog()
+
+
+def person(n: int, **changes: Any) -> RecipientRow:
+    values: dict[str, Any] = {
+        "external_id": f"p:{n}",
+        "name": f"Person {n}",
+        "email": f"p{n}@example.com",
+        "phone": f"+1206555{n:04d}",
+        "timezone": "America/Chicago",
+        "receive_email": True,
+        "receive_sms": True,
+        "quiet_hours_start": None,
+        "quiet_hours_end": None,
+    }
+    return RecipientRow(**(values | changes))
+
+
+def mixed_roster() -> list[RecipientRow]:
+    """Quiet hours (wrapping midnight, not yet, other zones), opt-outs, missing addresses,
+    suppressed addresses, UK numbers priced differently, and plain recipients."""
+    kinds: list[dict[str, Any]] = [
+        {},
+        {"quiet_hours_start": "20:00", "quiet_hours_end": "07:00"},
+        {"timezone": "America/New_York", "quiet_hours_start": "21:30", "quiet_hours_end": "06:00"},
+        {"timezone": "Europe/London", "quiet_hours_start": "22:00", "quiet_hours_end": "06:30"},
+        {"timezone": "Asia/Tokyo", "quiet_hours_start": "22:00", "quiet_hours_end": "06:00"},
+        {"quiet_hours_start": "22:00", "quiet_hours_end": "23:00"},
+        {"receive_sms": False},
+        {"receive_email": False},
+        {"email": None},
+        {"phone": None},
+        {"receive_email": False, "receive_sms": False},
+        {"phone": "+447700900{n:03d}"},
+        {"phone": "+447700900{n:03d}", "quiet_hours_start": "01:00", "quiet_hours_end": "05:00"},
+    ]
+    rows = []
+    for n in range(40):
+        kind = {k: v.format(n=n) if isinstance(v, str) else v for k, v in kinds[n % 13].items()}
+        rows.append(person(n, **kind))
+    return rows
+
+
+def seed(engine: Engine, rows: list[RecipientRow]) -> None:
+    with transaction(engine) as session:
+        upsert_recipients(session=session, rows=rows)
+        session.add_all(
+            [
+                Suppression(address="p3@example.com", channel="email", reason="bounced"),
+                Suppression(address="+12065550014", channel="sms", reason="stop"),
+                Suppression(
+                    address="+12065550015", channel="sms", title="Repair R-7 assigned", reason="x"
+                ),
+                Suppression(address="+12065550016", channel="sms", title="Other", reason="x"),
+                Suppression(
+                    address="p17@example.com",
+                    channel="email",
+                    reason="expired",
+                    until=datetime(2026, 11, 1, tzinfo=UTC),
+                ),
+            ]
+        )
+
+
+def reference_rows(
+    session: Session, request: SendRequest, settings: Settings, now: datetime
+) -> list[tuple[Any, ...]]:
+    """What deciding row by row (the pre-bulk enqueue) stores for `request`, in order."""
+    names = list(request.to)
+    found = recipients_by_external_id(session=session, external_ids=names)
+    recipients = [found[name] for name in names]
+    message = CATALOG.render(request.template, recipient_context(request.context, recipients[0]))
+    priority = request.priority or message.priority
+    conditions = start_conditions(session=session, now=now)
+    conditions.load_chunk(session=session, recipients=recipients, titles={message.subject}, now=now)
+    rows = []
+    for r in recipients:
+        segments, cost = (None, Decimal("0"))
+        if r.phone:
+            segments, cost = estimate_sms_cost(
+                message.sms, r.phone, prices=settings.sms_prices, default=settings.sms_price_usd
+            )
+        cond = SendConditions(
+            priority=priority,
+            title=message.subject,
+            now=now,
+            sms_min_priority=settings.sms_min_priority,
+            sms_spent_today_usd=conditions.sms_spent_today,
+            sms_daily_cap_usd=settings.sms_daily_cap_usd,
+            sms_estimated_cost_usd=cost,
+            loop_threshold=settings.loop_threshold,
+            recent_sent=conditions.recent_for(r.id, message.subject),
+            suppressed=conditions.suppressed_for(r, message.subject, now),
+        )
+        decisions = decide_channels(_prefs(r), cond)
+        conditions.record(r.id, message.subject, decisions, cost)
+        for d in decisions:
+            sms, live = d.channel == "sms", d.action != Action.skip
+            rows.append(
+                (
+                    r.external_id,
+                    d.channel.value,
+                    None if sms else r.email,
+                    r.phone if sms else None,
+                    "pending" if live else "skipped",
+                    d.reason,
+                    segments if sms else None,
+                    cost if sms and live else None,
+                    (d.not_before or now) if live else None,
+                )
+            )
+    return rows
+
+
+def _prefs(r: Recipient) -> RecipientPrefs:
+    def hhmm(value: str | None) -> Any:
+        return datetime.strptime(value, "%H:%M").time() if value else None
+
+    return RecipientPrefs(
+        r.external_id,
+        r.email,
+        r.phone,
+        r.timezone,
+        r.receive_email,
+        r.receive_sms,
+        hhmm(r.quiet_hours_start),
+        hhmm(r.quiet_hours_end),
+    )
+
+
+def stored_rows(session: Session, request_id: str) -> list[tuple[Any, ...]]:
+    query = (
+        select(
+            Recipient.external_id,
+            DeliveryLog.channel,
+            DeliveryLog.recipient_email,
+            DeliveryLog.recipient_phone,
+            DeliveryLog.status,
+            DeliveryLog.decision,
+            DeliveryLog.segments,
+            DeliveryLog.cost,
+            DeliveryLog.next_attempt_at,
+        )
+        .join(Notification, Notification.id == DeliveryLog.notification_id)
+        .join(Recipient, Recipient.id == Notification.recipient_id)
+        .where(Notification.request_id == request_id)
+        .order_by(Notification.id, DeliveryLog.channel)
+    )
+    return [
+        (*row[:7], None if row[7] is None else Decimal(row[7]), row[8])
+        for row in session.execute(query)
+    ]
+
+
+@pytest.mark.parametrize("priority", [Priority.normal, Priority.high, Priority.urgent])
+def test_a_mixed_roster_gets_the_rows_and_decisions_of_deciding_row_by_row(
+    engine: Engine, settings: Settings, priority: Priority
+) -> None:
+    """Quiet hours, opt-outs, SMS priority, suppressions, loop guard and a daily cap crossed
+    midway (across chunks, with per-country prices): bulk enqueue stores what row-by-row did."""
+    roster = mixed_roster()
+    seed(engine, roster)
+    priced = settings.model_copy(
+        update={
+            "sms_daily_cap_usd": Decimal("0.16"),
+            "sms_prices": {"US": Decimal("0.00645"), "GB": Decimal("0.0395")},
+            "loop_threshold": 2,
+        }
+    )
+    looped = [f"p:{n}" for n in (0, 1, 13)]
+    for _ in range(2):  # earlier sends of the same title: the loop guard trips for these three
+        send(engine, priced, looped, Priority.urgent)
+    to = [row.external_id for row in reversed(roster)]
+    request = SendRequest("repair_assigned", tuple(to), CONTEXT, priority, "mixed-1")
+    with transaction(engine) as session:
+        expected = reference_rows(session, request, priced, NIGHT)
+    with transaction(engine) as session:
+        result = enqueue(
+            session=session, request=request, catalog=CATALOG, settings=priced, now=NIGHT, chunk=7
+        )
+    with transaction(engine) as session:
+        stored = stored_rows(session, "mixed-1")
+    assert sorted(stored, key=_by_recipient) == sorted(expected, key=_by_recipient)
+    assert [row[0] for row in stored[::2]] == to, "notifications keep the request's order"
+    assert sum(n for by in result.rows.values() for n in by.values()) == len(expected)
+    statuses = {(row[1], row[4]) for row in expected}
+    assert statuses == {(c, s) for c, by in result.rows.items() for s in by}
+
+
+def _by_recipient(row: tuple[Any, ...]) -> tuple[str, str]:
+    return row[0], row[1]
+
+
+def send(engine: Engine, settings: Settings, to: list[str], priority: Priority) -> Any:
+    request = SendRequest("repair_assigned", tuple(to), CONTEXT, priority)
+    with transaction(engine) as session:
+        return enqueue(
+            session=session, request=request, catalog=CATALOG, settings=settings, now=NIGHT
+        )
+
+
+def personal_catalog(tmp_path: Path) -> TemplateCatalog:
+    """`hello`: names the recipient everywhere; fails to render for a recipient named `boom`."""
+    folder = tmp_path / "hello"
+    folder.mkdir()
+    boom = "{% if recipient.name == 'boom' %}{{ 1 // 0 }}{% endif %}"
+    (folder / "subject.txt.j2").write_text("Hello {{ recipient.name }} {{ note }}")
+    (folder / "body.txt.j2").write_text(boom + "Dear {{ recipient.name }},\n\t{{ note }}\n")
+    (folder / "body.html.j2").write_text("<p>{{ note }}</p>")  # the same for everyone
+    (folder / "sms.txt.j2").write_text("{{ recipient.external_id }} {{ note }}")
+    meta = {"description": "d", "priority": "high", "category": "c", "sample_context": {}}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return TemplateCatalog(extra_dir=tmp_path)
+
+
+def test_personal_templates_are_rendered_per_recipient_and_stored_verbatim(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    catalog = personal_catalog(tmp_path)
+    names = ["tab\there", "back\\slash \\N", 'quote "q", comma', "line\nbreak\r\n", "ünï €"]
+    seed(engine, [person(n, name=name) for n, name in enumerate(names)])
+    context = {"note": "a\\b\tc\nd", "nested": {"x": [1, "\t"]}}
+    to = tuple(f"p:{n}" for n in range(len(names)))
+    request = SendRequest("hello", to, context, Priority.urgent, "personal-1")
+    with transaction(engine) as session:
+        enqueue(session=session, request=request, catalog=catalog, settings=settings, now=NIGHT)
+    with transaction(engine) as session:
+        stored = session.execute(
+            select(Notification, Recipient)
+            .join(Recipient, Recipient.id == Notification.recipient_id)
+            .order_by(Notification.id)
+        ).all()
+        emails = session.scalars(
+            select(DeliveryLog.recipient_email).where(DeliveryLog.channel == "email")
+        ).all()
+    assert len(stored) == len(names)
+    assert sorted(emails) == sorted(f"p{n}@example.com" for n in range(5))
+    for note, recipient in stored:
+        expected = catalog.render("hello", recipient_context(context, recipient))
+        assert (note.title, note.message, note.html, note.sms_text) == (
+            expected.subject,
+            expected.text,
+            expected.html,
+            expected.sms,
+        )
+        assert note.context == context and note.priority == "urgent" and note.read is False
+        assert note.created_at == NIGHT and note.idempotency_key.startswith("personal-1#")
+
+
+def count_stored(engine: Engine) -> tuple[int, int]:
+    with transaction(engine) as session:
+        notes = session.scalar(select(func.count()).select_from(Notification))
+        logs = session.scalar(select(func.count()).select_from(DeliveryLog))
+    return int(notes or 0), int(logs or 0)
+
+
+def test_a_request_failing_half_way_stores_nothing_and_its_retry_stores_it_once(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    """Chunks of 3; the 8th recipient cannot be rendered, after two chunks went in by COPY or
+    INSERT. The transaction rolls back; once fixed, the same key stores the request exactly once."""
+    catalog = personal_catalog(tmp_path)
+    rows = [person(n, name="boom" if n == 7 else f"P{n}") for n in range(10)]
+    seed(engine, rows)
+    request = SendRequest("hello", tuple(r.external_id for r in rows), {"note": "n"}, None, "k-9")
+
+    def attempt() -> Any:
+        with transaction(engine) as session:
+            return enqueue(
+                session=session,
+                request=request,
+                catalog=catalog,
+                settings=settings,
+                now=NIGHT,
+                chunk=3,
+            )
+
+    with pytest.raises(InputError, match="cannot render"):
+        attempt()
+    assert count_stored(engine) == (0, 0)
+    with transaction(engine) as session:
+        upsert_recipients(session=session, rows=[person(7, name="fixed")])
+    first = attempt()
+    again = attempt()
+    assert not first.duplicate and again.duplicate
+    assert again.notification_ids == first.notification_ids and len(first.notification_ids) == 10
+    assert count_stored(engine) == (10, 20)
+    with transaction(engine) as session:
+        keys = session.scalars(select(Notification.idempotency_key).order_by(Notification.id))
+        assert list(keys) == [f"k-9#{n}" for n in range(10)]
+
+
+def test_the_same_key_stored_concurrently_is_refused_not_stored_twice(
+    engine: Engine, settings: Settings
+) -> None:
+    """Two runs of one request that both passed the duplicate check: the second fails on the
+    unique idempotency key of its first row instead of storing a second copy."""
+    seed(engine, [person(n) for n in range(3)])
+    request = SendRequest("repair_assigned", ("p:0", "p:1", "p:2"), CONTEXT, None, "twice")
+    with transaction(engine) as session:
+        enqueue(session=session, request=request, catalog=CATALOG, settings=settings, now=NIGHT)
+    racing = SendRequest("repair_assigned", request.to, CONTEXT, None, "twice")
+    with pytest.raises(IntegrityError), transaction(engine) as session:
+        enqueue_skipping_check(session, racing, settings)
+    assert count_stored(engine) == (3, 6)
+
+
+def enqueue_skipping_check(session: Session, request: SendRequest, settings: Settings) -> None:
+    """What a racing retry does after its duplicate check: store under the same key."""
+    from notify.enqueue_plan import Planner, recipient_rows
+    from notify.enqueue_store import RequestColumns, store_for
+
+    columns = RequestColumns(request.context, "twice", None, None, "twice", NIGHT)
+    store = store_for(session.connection(), columns)
+    planner = Planner(settings, NIGHT, start_conditions(session=session, now=NIGHT), None)
+    rows = recipient_rows(session=session, external_ids=list(request.to))
+    message = CATALOG.render(request.template, recipient_context(request.context, rows[0]))
+    planned = planner.plan(session, rows, lambda _: message)
+    reserved = store.reserve(session.connection(), len(planned))
+    store.write(session.connection(), store.encode(planned, reserved, 0))
+
+
+def test_a_store_failing_under_a_later_chunk_leaves_nothing(
+    engine: Engine, settings: Settings
+) -> None:
+    """The 5th notification's key is taken by another request: its chunk's COPY (or INSERT)
+    fails after earlier chunks went in, while the next chunk is being decided."""
+    seed(engine, [person(n) for n in range(9)])
+    taken = SendRequest("repair_assigned", ("p:0",), CONTEXT, None, "other")
+    with transaction(engine) as session:
+        enqueue(session=session, request=taken, catalog=CATALOG, settings=settings, now=NIGHT)
+        session.execute(NOTIFICATIONS.update().values(idempotency_key="dup#4"))
+    request = SendRequest(
+        "repair_assigned", tuple(f"p:{n}" for n in range(9)), CONTEXT, None, "dup"
+    )
+    with pytest.raises(IntegrityError), transaction(engine) as session:
+        enqueue(
+            session=session, request=request, catalog=CATALOG, settings=settings, now=NIGHT, chunk=2
+        )
+    assert count_stored(engine) == (1, 2)
+
+
+def test_a_decision_failing_while_a_chunk_is_written_leaves_nothing(
+    engine: Engine, settings: Settings
+) -> None:
+    """With prices per country a phone number must parse; the 6th does not, and fails while the
+    chunk before it is being written."""
+    seed(engine, [person(n, phone="not-a-phone" if n == 5 else None) for n in range(8)])
+    priced = settings.model_copy(update={"sms_prices": {"US": Decimal("0.00645")}})
+    request = SendRequest("repair_assigned", tuple(f"p:{n}" for n in range(8)), CONTEXT)
+    with pytest.raises(InputError, match=r"not E\.164"), transaction(engine) as session:
+        enqueue(
+            session=session, request=request, catalog=CATALOG, settings=priced, now=NIGHT, chunk=2
+        )
+    assert count_stored(engine) == (0, 0)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+KILLED_RECIPIENTS = 3_000
+
+
+def test_an_enqueue_process_killed_half_way_stores_nothing_and_its_retry_stores_once(
+    db_url: str, engine: Engine, settings: Settings
+) -> None:
+    """SIGKILL while the request is being stored (on Postgres: once ids for several chunks were
+    reserved, i.e. chunks were being copied in; on SQLite: shortly after it started). Nothing of
+    it is visible, and the same request again stores every notification once."""
+    seed(engine, [person(n, external_id=f"tech:{n}") for n in range(KILLED_RECIPIENTS)])
+    command = [sys.executable, "-m", "tests.workers.enqueue_worker", db_url]
+    command += [str(KILLED_RECIPIENTS), "100", "killed"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    start = _sequence_value(engine)
+    worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    started = time.monotonic()
+    while worker.poll() is None and time.monotonic() - started < 60:
+        if engine.dialect.name == "postgresql":
+            if _sequence_value(engine) - start >= 500:
+                break
+        elif time.monotonic() - started >= 0.3:
+            break
+        time.sleep(0.01)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    stored = count_stored(engine)
+    assert stored in ((0, 0), (KILLED_RECIPIENTS, 2 * KILLED_RECIPIENTS)), "all or nothing"
+    if engine.dialect.name == "postgresql":
+        assert stored == (0, 0), "killed while storing: nothing committed"
+    to = tuple(f"tech:{n}" for n in range(KILLED_RECIPIENTS))
+    context = {"repair_id": "R-9", "unit_number": "1"}
+    retry = SendRequest("repair_assigned", to, context, Priority.urgent, "killed")
+    with transaction(engine) as session:
+        result = enqueue(
+            session=session, request=retry, catalog=CATALOG, settings=settings, now=NIGHT
+        )
+    assert len(result.notification_ids) == KILLED_RECIPIENTS
+    assert count_stored(engine) == (KILLED_RECIPIENTS, 2 * KILLED_RECIPIENTS)
+
+
+def _sequence_value(engine: Engine) -> int:
+    """The notifications id sequence (not transactional: it shows ids reserved by a running
+    transaction); 0 on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return 0
+    with engine.connect() as connection:
+        value = connection.execute(
+            text(
+                "SELECT coalesce(pg_sequence_last_value("
+                "pg_get_serial_sequence('notifications', 'id')::regclass), 0)"
+            )
+        )
+        return int(value.scalar_one())
