@@ -3,9 +3,11 @@
 One `deliver_batch` is one claim (what a Prefect task runs), on one database connection held for
 the whole batch, with plain rows (SQLAlchemy Core), no ORM objects:
 
-- claimed rows are moved to `sending` in chunks ahead of the senders, committed before any of them
-  is handed to a provider, never more than `NOTIFY_SEND_WINDOW` rows in `sending` at once: that is
-  the crash bound (a kill -9 leaves at most that many rows `unknown`);
+- rows are claimed straight into `sending` a chunk (a quarter window) at a time, ahead of the
+  senders, each chunk committed before any of its rows is handed to a provider, never more than
+  `NOTIFY_SEND_WINDOW` rows in `sending` at once: that is the crash bound (a kill -9 leaves at
+  most that many rows `unknown`); a row is written twice (claim, outcome), and the batch stops
+  claiming once it has claimed `limit` rows or nothing more is due;
 - `NOTIFY_SEND_CONCURRENCY` sender threads keep that many provider calls in flight continuously (a
   sliding window: a finished call takes the next row at once, there is no per-window barrier);
 - outcomes are group-committed every `GROUP_COMMIT_S` (or `window / 2` outcomes) in one executemany
@@ -29,7 +31,7 @@ import queue
 import random
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -48,12 +50,10 @@ from notify.masking import mask_address
 from notify.outbox import (
     ClaimedRow,
     Outcome,
-    claim_rows,
+    claim_sending,
     extend_leases,
     record_rows,
-    release_rows,
     rescue_expired,
-    start_sending,
     unsend_rows,
 )
 from notify.pacing import AdaptivePacer, Pacer, TokenBucket
@@ -153,7 +153,7 @@ class _Gate:
 class _Pipeline:
     """The state of one batch, owned by the coordinating thread."""
 
-    todo: deque[ClaimedRow]
+    budget: int  # rows this batch may still claim
     ready: queue.SimpleQueue[ClaimedRow | None] = field(default_factory=queue.SimpleQueue)
     results: queue.SimpleQueue[Result] = field(default_factory=queue.SimpleQueue)
     sending: int = 0  # rows committed `sending` whose outcome is not committed yet
@@ -180,18 +180,12 @@ class Deliverer:
         return counts.returned_to_pending, counts.marked_unknown
 
     def deliver_batch(self, limit: int | None = None) -> BatchReport:
+        report = BatchReport()
+        line = _Pipeline(budget=limit or self.settings.batch_size)
         with self.engine.connect() as conn:
-            rows = claim_rows(
-                conn,
-                owner=self.owner,
-                limit=limit or self.settings.batch_size,
-                now=self.clock(),
-                lease=self._lease,
-            )
-            conn.commit()
-            report = BatchReport(claimed=len(rows))
-            if rows:
-                self._run(conn, rows, report)
+            first = self._claim(conn, line, report)
+            if first:
+                self._run(conn, line, report)
         return report
 
     @property
@@ -204,10 +198,9 @@ class Deliverer:
 
     # --- the coordinating thread -----
 
-    def _run(self, conn: Connection, rows: Sequence[ClaimedRow], report: BatchReport) -> None:
+    def _run(self, conn: Connection, line: _Pipeline, report: BatchReport) -> None:
         gate = _Gate(self.settings.breaker_failures)
-        line = _Pipeline(todo=deque(rows))
-        count = min(self.settings.send_concurrency, self._window, len(rows))
+        count = min(self.settings.send_concurrency, self._window, report.claimed + line.budget)
         senders = [
             threading.Thread(target=self._sender, args=(line, gate), daemon=True)
             for _ in range(count)
@@ -230,12 +223,11 @@ class Deliverer:
     def _coordinate(
         self, conn: Connection, line: _Pipeline, gate: _Gate, report: BatchReport
     ) -> None:
-        chunk = max(1, self._window // CHUNKS_PER_WINDOW)
         last_commit = last_beat = time.monotonic()
         beat_every = self.settings.lease_seconds / 3
         while True:
             if not gate.stopped:
-                self._top_up(conn, line, chunk, report)
+                self._top_up(conn, line, report)
             if line.handed == 0 and not line.done:
                 return
             self._collect(line, timeout=GROUP_COMMIT_S)
@@ -249,21 +241,29 @@ class Deliverer:
                 conn.commit()
                 last_beat = now
 
-    def _top_up(self, conn: Connection, line: _Pipeline, chunk: int, report: BatchReport) -> None:
-        """Commit the next chunks as `sending` while the window has room for them."""
-        while line.todo:
-            size = min(chunk, len(line.todo))
-            if line.sending + size > self._window:
+    def _top_up(self, conn: Connection, line: _Pipeline, report: BatchReport) -> None:
+        """Claim the next chunks into `sending` while the window has room for them."""
+        while line.budget and line.sending + self._chunk(line) <= self._window:
+            if not self._claim(conn, line, report):
                 return
-            rows = [line.todo.popleft() for _ in range(size)]
-            held = start_sending(conn, owner=self.owner, ids=[r.id for r in rows])
-            conn.commit()
-            report.lost_lease += size - len(held)
-            for row in rows:
-                if row.id in held:
-                    line.ready.put(row)
-            line.sending += len(held)
-            line.handed += len(held)
+
+    def _chunk(self, line: _Pipeline) -> int:
+        return min(max(1, self._window // CHUNKS_PER_WINDOW), line.budget)
+
+    def _claim(self, conn: Connection, line: _Pipeline, report: BatchReport) -> int:
+        """One chunk claimed into `sending`, committed, then queued for the senders."""
+        size = self._chunk(line)
+        rows = claim_sending(
+            conn, owner=self.owner, limit=size, now=self.clock(), lease=self._lease
+        )
+        conn.commit()
+        line.budget = line.budget - len(rows) if len(rows) == size else 0  # nothing more due
+        report.claimed += len(rows)
+        line.sending += len(rows)
+        line.handed += len(rows)
+        for row in rows:
+            line.ready.put(row)
+        return len(rows)
 
     def _collect(self, line: _Pipeline, timeout: float) -> None:
         """Wait up to `timeout` for the first result, then take every result already there."""
@@ -285,8 +285,9 @@ class Deliverer:
 
     def _commit_outcomes(self, conn: Connection, line: _Pipeline, report: BatchReport) -> None:
         done, line.done = line.done, []
-        record_rows(conn, owner=self.owner, outcomes=[outcome for _, outcome in done])
+        held = record_rows(conn, owner=self.owner, outcomes=[outcome for _, outcome in done])
         conn.commit()
+        report.lost_lease += len(done) - held
         line.sending -= len(done)
         report.outcomes.update((row.channel, outcome.status.value) for row, outcome in done)
         room = MAX_FAILURE_SAMPLES - len(report.failures)
@@ -295,10 +296,10 @@ class Deliverer:
 
     def _give_back(self, conn: Connection, line: _Pipeline) -> int:
         """Rows never handed to a provider (the batch stopped) go back to the queue."""
+        if not line.unsent:
+            return 0
         later = self.clock() + timedelta(seconds=self.settings.retry_base_s)
-        claimed = [row.id for row in line.todo]
-        returned = release_rows(conn, owner=self.owner, ids=claimed, next_attempt_at=later)
-        returned += unsend_rows(conn, owner=self.owner, ids=line.unsent, next_attempt_at=later)
+        returned = unsend_rows(conn, owner=self.owner, ids=line.unsent, next_attempt_at=later)
         conn.commit()
         return returned
 

@@ -15,7 +15,7 @@ are the same statements for callers that hold a Session.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -68,6 +68,65 @@ _CLAIM_SQLITE = text(
     RETURNING id
     """
 ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("expires", type_=UTCDateTime()))
+
+# Claim straight into `sending` (attempts + 1): the deliverer claims a chunk at a time, so the rows
+# it holds are at most its send window and each row is written twice (claim, outcome), not three
+# times. PostgreSQL returns the message content from the same statement.
+_CLAIM_SENDING_POSTGRES = text(
+    """
+    WITH due AS MATERIALIZED (
+        SELECT id FROM delivery_logs
+        WHERE status IN ('pending', 'pending_retry') AND next_attempt_at <= :now
+        ORDER BY next_attempt_at, id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE delivery_logs AS d
+    SET status = 'sending', lease_owner = :owner, lease_expires_at = :expires,
+        attempts = d.attempts + 1
+    FROM due, notifications AS n
+    WHERE d.id = due.id AND n.id = d.notification_id
+    RETURNING d.id, d.notification_id, d.channel, d.recipient_email, d.recipient_phone,
+              d.attempts - 1, n.title, n.message, n.html, n.sms_text, n.priority
+    """
+).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("expires", type_=UTCDateTime()))
+
+_CLAIM_SENDING_SQLITE = text(
+    """
+    UPDATE delivery_logs
+    SET status = 'sending', lease_owner = :owner, lease_expires_at = :expires,
+        attempts = attempts + 1
+    WHERE id IN (
+        SELECT id FROM delivery_logs
+        WHERE status IN ('pending', 'pending_retry') AND next_attempt_at <= :now
+        ORDER BY next_attempt_at, id
+        LIMIT :limit
+    )
+    AND status IN ('pending', 'pending_retry')
+    RETURNING id
+    """
+).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("expires", type_=UTCDateTime()))
+
+# Outcomes on PostgreSQL: one UPDATE joined to the arrays of a group (one statement to parse and
+# plan, instead of one per row as an executemany sends them).
+_RECORD_POSTGRES = text(
+    """
+    UPDATE delivery_logs AS d
+    SET status = v.status, provider_message_id = v.provider_message_id, sent_at = v.sent_at,
+        error_code = v.error_code, error_class = v.error_class, error_message = v.error_message,
+        next_attempt_at = v.next_attempt_at, lease_expires_at = NULL,
+        attempts = d.attempts - v.uncount
+    FROM unnest(
+        CAST(:ids AS integer[]), CAST(:status AS varchar[]),
+        CAST(:provider_message_id AS varchar[]), CAST(:sent_at AS timestamptz[]),
+        CAST(:error_code AS varchar[]),
+        CAST(:error_class AS varchar[]), CAST(:error_message AS text[]),
+        CAST(:next_attempt_at AS timestamptz[]), CAST(:uncount AS integer[])
+    ) AS v(id, status, provider_message_id, sent_at, error_code, error_class, error_message,
+           next_attempt_at, uncount)
+    WHERE d.id = v.id AND d.lease_owner = :owner AND d.status = 'sending'
+    """
+)
 
 
 @dataclass(frozen=True)
@@ -125,6 +184,19 @@ def claim_rows(
     return _load_claimed(conn, ids)
 
 
+def claim_sending(
+    conn: Connection, *, owner: str, limit: int, now: datetime, lease: timedelta
+) -> list[ClaimedRow]:
+    """Claim up to `limit` due rows straight into `sending` (the caller commits before handing
+    any of them to a provider). `ClaimedRow.attempts` is the count before this attempt."""
+    params = {"owner": owner, "limit": limit, "now": now, "expires": now + lease}
+    if conn.dialect.name == "postgresql":
+        rows = [ClaimedRow(*row) for row in conn.execute(_CLAIM_SENDING_POSTGRES, params)]
+        return sorted(rows, key=lambda row: row.id)
+    ids = [row[0] for row in conn.execute(_CLAIM_SENDING_SQLITE, params)]
+    return [replace(row, attempts=row.attempts - 1) for row in _load_claimed(conn, ids)]
+
+
 _CLAIMED_COLUMNS = (
     LOGS.c.id,
     LOGS.c.notification_id,
@@ -175,11 +247,31 @@ def record_outcomes(*, session: Session, owner: str, outcomes: Sequence[Outcome]
     record_rows(session.connection(), owner=owner, outcomes=outcomes)
 
 
-def record_rows(conn: Connection, *, owner: str, outcomes: Sequence[Outcome]) -> None:
-    """`record_outcomes` on a connection: one executemany UPDATE for a group of outcomes."""
+def record_rows(conn: Connection, *, owner: str, outcomes: Sequence[Outcome]) -> int:
+    """`record_outcomes` on a connection: one UPDATE for a group of outcomes (an executemany
+    on SQLite). Returns how many rows this owner still held (the others lost their lease)."""
     if not outcomes:
-        return
+        return 0
+    if conn.dialect.name == "postgresql":
+        return _rowcount(conn, _RECORD_POSTGRES.bindparams(**_outcome_arrays(owner, outcomes)))
     conn.execute(_record_statement(owner), [_outcome_params(o) for o in outcomes])
+    return len(outcomes)  # executemany's rowcount is not reliable across drivers
+
+
+def _outcome_arrays(owner: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    sent = Status.sent
+    return {
+        "owner": owner,
+        "ids": [o.id for o in outcomes],
+        "status": [o.status.value for o in outcomes],
+        "provider_message_id": [o.provider_message_id for o in outcomes],
+        "sent_at": [o.at if o.status == sent else None for o in outcomes],
+        "error_code": [o.error_code for o in outcomes],
+        "error_class": [o.error_class for o in outcomes],
+        "error_message": [o.error_message for o in outcomes],
+        "next_attempt_at": [o.next_attempt_at for o in outcomes],
+        "uncount": [0 if o.count_attempt else 1 for o in outcomes],
+    }
 
 
 def _record_statement(owner: str) -> Executable:
