@@ -345,9 +345,7 @@ def unsend_rows(
 ) -> int:
     """Rows marked `sending` that this deliverer then never handed to a provider (the batch
     stopped first): back to pending, and the attempt counted at `start_sending` taken back."""
-    return _back_to_pending(
-        conn, owner, ids, next_attempt_at, Status.sending, LOGS.c.attempts - 1
-    )
+    return _back_to_pending(conn, owner, ids, next_attempt_at, Status.sending, LOGS.c.attempts - 1)
 
 
 def _back_to_pending(
