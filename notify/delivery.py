@@ -3,11 +3,14 @@
 One `deliver_batch` is one claim (what a Prefect task runs), on one database connection held for
 the whole batch, with plain rows (SQLAlchemy Core), no ORM objects:
 
-- rows are claimed straight into `sending` a chunk (a quarter window) at a time, ahead of the
-  senders, each chunk committed before any of its rows is handed to a provider, never more than
-  `NOTIFY_SEND_WINDOW` rows in `sending` at once: that is the crash bound (a kill -9 leaves at
-  most that many rows `unknown`); a row is written twice (claim, outcome), and the batch stops
-  claiming once it has claimed `limit` rows or nothing more is due;
+- one statement claims the batch (up to `limit` rows, SKIP LOCKED): the first window straight
+  into `sending` (those rows are written twice: claim, outcome), the rest `claimed`; further rows
+  move claimed -> sending a chunk (a quarter window) at a time, ahead of the senders; every chunk
+  is committed before any of its rows is handed to a provider, and never more than
+  `NOTIFY_SEND_WINDOW` rows are in `sending` at once: that is the crash bound (a kill -9 leaves
+  at most that many rows `unknown`; its `claimed` rows go back to pending). Claiming the batch at
+  once, not a chunk at a time, keeps the claim query (a sort of every due row when the planner's
+  statistics are stale, as right after a large enqueue) to one per batch;
 - `NOTIFY_SEND_CONCURRENCY` sender threads keep that many provider calls in flight continuously (a
   sliding window: a finished call takes the next row at once, there is no per-window barrier);
 - outcomes are group-committed every `GROUP_COMMIT_S` (or `window / 2` outcomes) in one executemany
@@ -31,7 +34,7 @@ import queue
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -50,10 +53,12 @@ from notify.masking import mask_address
 from notify.outbox import (
     ClaimedRow,
     Outcome,
-    claim_sending,
+    claim_batch,
     extend_leases,
     record_rows,
+    release_rows,
     rescue_expired,
+    start_sending,
     unsend_rows,
 )
 from notify.pacing import AdaptivePacer, Pacer, TokenBucket
@@ -153,7 +158,7 @@ class _Gate:
 class _Pipeline:
     """The state of one batch, owned by the coordinating thread."""
 
-    budget: int  # rows this batch may still claim
+    todo: deque[ClaimedRow] = field(default_factory=deque)  # claimed, not yet `sending`
     ready: queue.SimpleQueue[ClaimedRow | None] = field(default_factory=queue.SimpleQueue)
     results: queue.SimpleQueue[Result] = field(default_factory=queue.SimpleQueue)
     sending: int = 0  # rows committed `sending` whose outcome is not committed yet
@@ -181,10 +186,21 @@ class Deliverer:
 
     def deliver_batch(self, limit: int | None = None) -> BatchReport:
         report = BatchReport()
-        line = _Pipeline(budget=limit or self.settings.batch_size)
+        line = _Pipeline()
         with self.engine.connect() as conn:
-            first = self._claim(conn, line, report)
-            if first:
+            sending, claimed = claim_batch(
+                conn,
+                owner=self.owner,
+                limit=limit or self.settings.batch_size,
+                first=self._window,
+                now=self.clock(),
+                lease=self._lease,
+            )
+            conn.commit()
+            report.claimed = len(sending) + len(claimed)
+            line.todo.extend(claimed)
+            self._queue(line, sending)
+            if report.claimed:
                 self._run(conn, line, report)
         return report
 
@@ -200,7 +216,7 @@ class Deliverer:
 
     def _run(self, conn: Connection, line: _Pipeline, report: BatchReport) -> None:
         gate = _Gate(self.settings.breaker_failures)
-        count = min(self.settings.send_concurrency, self._window, report.claimed + line.budget)
+        count = min(self.settings.send_concurrency, self._window, report.claimed)
         senders = [
             threading.Thread(target=self._sender, args=(line, gate), daemon=True)
             for _ in range(count)
@@ -241,29 +257,29 @@ class Deliverer:
                 conn.commit()
                 last_beat = now
 
+    @property
+    def _chunk(self) -> int:
+        return max(1, self._window // CHUNKS_PER_WINDOW)
+
     def _top_up(self, conn: Connection, line: _Pipeline, report: BatchReport) -> None:
-        """Claim the next chunks into `sending` while the window has room for them."""
-        while line.budget and line.sending + self._chunk(line) <= self._window:
-            if not self._claim(conn, line, report):
+        """Commit the next chunks as `sending` while the window has room for them."""
+        while line.todo:
+            size = min(self._chunk, len(line.todo))
+            if line.sending + size > self._window:
                 return
+            rows = [line.todo.popleft() for _ in range(size)]
+            held = start_sending(conn, owner=self.owner, ids=[r.id for r in rows])
+            conn.commit()
+            report.lost_lease += size - len(held)
+            self._queue(line, [row for row in rows if row.id in held])
 
-    def _chunk(self, line: _Pipeline) -> int:
-        return min(max(1, self._window // CHUNKS_PER_WINDOW), line.budget)
-
-    def _claim(self, conn: Connection, line: _Pipeline, report: BatchReport) -> int:
-        """One chunk claimed into `sending`, committed, then queued for the senders."""
-        size = self._chunk(line)
-        rows = claim_sending(
-            conn, owner=self.owner, limit=size, now=self.clock(), lease=self._lease
-        )
-        conn.commit()
-        line.budget = line.budget - len(rows) if len(rows) == size else 0  # nothing more due
-        report.claimed += len(rows)
+    @staticmethod
+    def _queue(line: _Pipeline, rows: Sequence[ClaimedRow]) -> None:
+        """Rows committed as `sending`, handed to the sender threads."""
         line.sending += len(rows)
         line.handed += len(rows)
         for row in rows:
             line.ready.put(row)
-        return len(rows)
 
     def _collect(self, line: _Pipeline, timeout: float) -> None:
         """Wait up to `timeout` for the first result, then take every result already there."""
@@ -296,10 +312,12 @@ class Deliverer:
 
     def _give_back(self, conn: Connection, line: _Pipeline) -> int:
         """Rows never handed to a provider (the batch stopped) go back to the queue."""
-        if not line.unsent:
+        if not (line.unsent or line.todo):
             return 0
         later = self.clock() + timedelta(seconds=self.settings.retry_base_s)
-        returned = unsend_rows(conn, owner=self.owner, ids=line.unsent, next_attempt_at=later)
+        claimed = [row.id for row in line.todo]
+        returned = release_rows(conn, owner=self.owner, ids=claimed, next_attempt_at=later)
+        returned += unsend_rows(conn, owner=self.owner, ids=line.unsent, next_attempt_at=later)
         conn.commit()
         return returned
 

@@ -15,7 +15,7 @@ are the same statements for callers that hold a Session.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -69,41 +69,30 @@ _CLAIM_SQLITE = text(
     """
 ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("expires", type_=UTCDateTime()))
 
-# Claim straight into `sending` (attempts + 1): the deliverer claims a chunk at a time, so the rows
-# it holds are at most its send window and each row is written twice (claim, outcome), not three
-# times. PostgreSQL returns the message content from the same statement.
-_CLAIM_SENDING_POSTGRES = text(
+# A whole batch in one statement: the first `:first` rows (in due order) straight into `sending`
+# (attempts + 1), the rest `claimed`; the message content returned with them.
+_CLAIM_BATCH_POSTGRES = text(
     """
     WITH due AS MATERIALIZED (
-        SELECT id FROM delivery_logs
+        SELECT id, next_attempt_at FROM delivery_logs
         WHERE status IN ('pending', 'pending_retry') AND next_attempt_at <= :now
         ORDER BY next_attempt_at, id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
+    ),
+    numbered AS (
+        SELECT id, row_number() OVER (ORDER BY next_attempt_at, id) AS rn FROM due
     )
     UPDATE delivery_logs AS d
-    SET status = 'sending', lease_owner = :owner, lease_expires_at = :expires,
-        attempts = d.attempts + 1
-    FROM due, notifications AS n
-    WHERE d.id = due.id AND n.id = d.notification_id
-    RETURNING d.id, d.notification_id, d.channel, d.recipient_email, d.recipient_phone,
-              d.attempts - 1, n.title, n.message, n.html, n.sms_text, n.priority
-    """
-).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("expires", type_=UTCDateTime()))
-
-_CLAIM_SENDING_SQLITE = text(
-    """
-    UPDATE delivery_logs
-    SET status = 'sending', lease_owner = :owner, lease_expires_at = :expires,
-        attempts = attempts + 1
-    WHERE id IN (
-        SELECT id FROM delivery_logs
-        WHERE status IN ('pending', 'pending_retry') AND next_attempt_at <= :now
-        ORDER BY next_attempt_at, id
-        LIMIT :limit
-    )
-    AND status IN ('pending', 'pending_retry')
-    RETURNING id
+    SET status = CASE WHEN numbered.rn <= :first THEN 'sending' ELSE 'claimed' END,
+        attempts = d.attempts + CASE WHEN numbered.rn <= :first THEN 1 ELSE 0 END,
+        lease_owner = :owner, lease_expires_at = :expires
+    FROM numbered, notifications AS n
+    WHERE d.id = numbered.id AND n.id = d.notification_id
+    RETURNING numbered.rn, d.id, d.notification_id, d.channel, d.recipient_email,
+              d.recipient_phone,
+              d.attempts - CASE WHEN numbered.rn <= :first THEN 1 ELSE 0 END,
+              n.title, n.message, n.html, n.sms_text, n.priority
     """
 ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("expires", type_=UTCDateTime()))
 
@@ -184,17 +173,20 @@ def claim_rows(
     return _load_claimed(conn, ids)
 
 
-def claim_sending(
-    conn: Connection, *, owner: str, limit: int, now: datetime, lease: timedelta
-) -> list[ClaimedRow]:
-    """Claim up to `limit` due rows straight into `sending` (the caller commits before handing
-    any of them to a provider). `ClaimedRow.attempts` is the count before this attempt."""
-    params = {"owner": owner, "limit": limit, "now": now, "expires": now + lease}
-    if conn.dialect.name == "postgresql":
-        rows = [ClaimedRow(*row) for row in conn.execute(_CLAIM_SENDING_POSTGRES, params)]
-        return sorted(rows, key=lambda row: row.id)
-    ids = [row[0] for row in conn.execute(_CLAIM_SENDING_SQLITE, params)]
-    return [replace(row, attempts=row.attempts - 1) for row in _load_claimed(conn, ids)]
+def claim_batch(
+    conn: Connection, *, owner: str, limit: int, first: int, now: datetime, lease: timedelta
+) -> tuple[list[ClaimedRow], list[ClaimedRow]]:
+    """Claim up to `limit` due rows: the first `first` straight into `sending`, the rest
+    `claimed`. Returns (sending, claimed), each in due order; the caller commits before handing
+    any row to a provider. One statement on PostgreSQL; on SQLite a claim and a mark."""
+    if conn.dialect.name != "postgresql":
+        rows = claim_rows(conn, owner=owner, limit=limit, now=now, lease=lease)
+        held = start_sending(conn, owner=owner, ids=[r.id for r in rows[:first]])
+        return [r for r in rows if r.id in held], [r for r in rows if r.id not in held]
+    params = {"owner": owner, "limit": limit, "first": first, "now": now, "expires": now + lease}
+    ranked = sorted(conn.execute(_CLAIM_BATCH_POSTGRES, params), key=lambda row: row[0])
+    rows = [ClaimedRow(*row[1:]) for row in ranked]
+    return rows[:first], rows[first:]
 
 
 _CLAIMED_COLUMNS = (
