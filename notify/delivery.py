@@ -44,6 +44,7 @@ from sqlalchemy import Connection, Engine
 from notify.db import Channel, Status, transaction
 from notify.errors import (
     FIX_SEPARATOR,
+    MAYBE_SENT,
     OPTED_OUT,
     DeliveryError,
     ErrorClass,
@@ -324,17 +325,23 @@ class Deliverer:
     # --- the sender threads -----
 
     def _sender(self, line: _Pipeline, gate: _Gate) -> None:
+        """A sender thread: every row it takes comes back on `results`, whatever happens."""
         while (row := line.ready.get()) is not None:
-            if gate.stopped:
-                line.results.put((row, NOT_SENT))
-                continue
-            result = self._send_one(row, gate)
-            if result is NOT_SENT:
-                line.results.put((row, NOT_SENT))
-                continue
-            gate.observe(row.channel, result)
-            self._adapt(row.channel, result)
-            line.results.put((row, self._outcome(row, result)))
+            try:
+                line.results.put((row, self._deliver_one(row, gate)))
+            except Exception as error:  # our bug after the call: the provider may have it
+                gate.stop(f"deliverer error: {error!r}")
+                line.results.put((row, self._outcome(row, DeliveryError(MAYBE_SENT, repr(error)))))
+
+    def _deliver_one(self, row: ClaimedRow, gate: _Gate) -> Outcome | None:
+        if gate.stopped:
+            return NOT_SENT
+        result = self._send_one(row, gate)
+        if result is NOT_SENT:
+            return NOT_SENT
+        gate.observe(row.channel, result)
+        self._adapt(row.channel, result)
+        return self._outcome(row, result)
 
     def _send_one(self, row: ClaimedRow, gate: _Gate) -> SendReceipt | DeliveryError | None:
         try:

@@ -234,3 +234,29 @@ def test_throttling_slows_the_deliverers_pacer(engine: Engine, settings: Setting
     bucket = TokenBucket(1000)
     make(engine, settings, sender, pacers={"email": bucket, "sms": bucket}).deliver_batch()
     assert bucket.rate < 1000
+
+
+class BrokenPacer:
+    """Paces nothing and fails after each successful send (a bug in our own code)."""
+
+    def acquire(self, tokens: int = 1) -> None:
+        return None
+
+    def slow_down(self) -> None:
+        return None
+
+    def recover(self) -> None:
+        raise RuntimeError("bug after the send")
+
+
+def test_a_bug_after_a_send_stops_the_batch_and_leaves_the_row_unknown(
+    engine: Engine, settings: Settings
+) -> None:
+    settings = settings.model_copy(update={"send_concurrency": 1})
+    emails_to(engine, settings, 5)
+    sender = MemorySender()
+    broken = BrokenPacer()
+    report = make(engine, settings, sender, pacers={"email": broken, "sms": broken}).deliver_batch()
+    assert report.stopped is not None and "bug after the send" in report.stopped
+    assert len(sender.emails) == 1, "the batch stopped after the first send"
+    assert email_statuses(engine) == {"unknown": 1, "pending": 4}
