@@ -240,39 +240,46 @@ class Deliverer:
     def _coordinate(
         self, conn: Connection, line: _Pipeline, gate: _Gate, report: BatchReport
     ) -> None:
+        """One transaction per cycle: the outcomes collected so far, the next rows moved to
+        `sending` into the room they free, and the heartbeat, committed together before the
+        new rows are handed to the senders (so `sending` never exceeds the window)."""
         last_commit = last_beat = time.monotonic()
         beat_every = self.settings.lease_seconds / 3
-        while True:
-            if not gate.stopped:
-                self._top_up(conn, line, report)
-            if line.handed == 0 and not line.done:
-                return
+        while line.handed or line.done or (line.todo and not gate.stopped):
             self._collect(line, timeout=GROUP_COMMIT_S)
             now = time.monotonic()
-            due = now - last_commit >= GROUP_COMMIT_S or line.handed == 0
-            if line.done and (due or len(line.done) >= self._window // 2):
-                self._commit_outcomes(conn, line, report)
-                last_commit = now
-            if now - last_beat >= beat_every:
+            flush = bool(line.done) and (
+                now - last_commit >= GROUP_COMMIT_S
+                or line.handed == 0
+                or len(line.done) >= self._window // 2
+            )
+            recorded = self._record(conn, line, report) if flush else []
+            marked = [] if gate.stopped else self._mark(conn, line, report)
+            beat = now - last_beat >= beat_every
+            if beat:
                 extend_leases(conn, owner=self.owner, until=self.clock() + self._lease)
-                conn.commit()
                 last_beat = now
+            if recorded or marked or beat:
+                conn.commit()
+            if flush:
+                last_commit = now
+                self._count(recorded, report)
+            self._queue(line, marked)
 
     @property
     def _chunk(self) -> int:
         return max(1, self._window // CHUNKS_PER_WINDOW)
 
-    def _top_up(self, conn: Connection, line: _Pipeline, report: BatchReport) -> None:
-        """Commit the next chunks as `sending` while the window has room for them."""
-        while line.todo:
-            size = min(self._chunk, len(line.todo))
-            if line.sending + size > self._window:
-                return
-            rows = [line.todo.popleft() for _ in range(size)]
-            held = start_sending(conn, owner=self.owner, ids=[r.id for r in rows])
-            conn.commit()
-            report.lost_lease += size - len(held)
-            self._queue(line, [row for row in rows if row.id in held])
+    def _mark(self, conn: Connection, line: _Pipeline, report: BatchReport) -> list[ClaimedRow]:
+        """Move as many claimed rows to `sending` as the window has room for (at least a chunk,
+        or what is left), uncommitted."""
+        room = self._window - line.sending
+        if not line.todo or room < min(self._chunk, len(line.todo)):
+            return []
+        rows = [line.todo.popleft() for _ in range(min(room, len(line.todo)))]
+        held = start_sending(conn, owner=self.owner, ids=[r.id for r in rows])
+        report.lost_lease += len(rows) - len(held)
+        return [row for row in rows if row.id in held]
 
     @staticmethod
     def _queue(line: _Pipeline, rows: Sequence[ClaimedRow]) -> None:
@@ -300,12 +307,18 @@ class Deliverer:
             except queue.Empty:
                 item = None
 
-    def _commit_outcomes(self, conn: Connection, line: _Pipeline, report: BatchReport) -> None:
+    def _record(
+        self, conn: Connection, line: _Pipeline, report: BatchReport
+    ) -> list[tuple[ClaimedRow, Outcome]]:
+        """The collected outcomes as one UPDATE (uncommitted); their rows leave the window."""
         done, line.done = line.done, []
         held = record_rows(conn, owner=self.owner, outcomes=[outcome for _, outcome in done])
-        conn.commit()
         report.lost_lease += len(done) - held
         line.sending -= len(done)
+        return done
+
+    @staticmethod
+    def _count(done: Sequence[tuple[ClaimedRow, Outcome]], report: BatchReport) -> None:
         report.outcomes.update((row.channel, outcome.status.value) for row, outcome in done)
         room = MAX_FAILURE_SAMPLES - len(report.failures)
         if room > 0:
