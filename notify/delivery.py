@@ -1,25 +1,50 @@
-"""Deliver claimed rows: a window at a time, `sending` committed before the provider calls and each
-outcome committed right after, so a crash leaves at most one window `unknown`.
+"""Deliver claimed rows as a pipeline: the provider calls never wait for a commit.
 
-`deliver_batch` is one claim: it is what a Prefect task runs. A config error (bad credentials,
-paused account) or a quota error stops the batch and gives its unsent claims back to the queue
-instead of burning every message on the same failure.
+One `deliver_batch` is one claim (what a Prefect task runs), on one database connection held for
+the whole batch, with plain rows (SQLAlchemy Core), no ORM objects:
+
+- one statement claims the batch (up to `limit` rows, SKIP LOCKED): the first window straight
+  into `sending` (those rows are written twice: claim, outcome), the rest `claimed`; further rows
+  move claimed -> sending a chunk (a quarter window) at a time, ahead of the senders; every chunk
+  is committed before any of its rows is handed to a provider, and never more than
+  `NOTIFY_SEND_WINDOW` rows are in `sending` at once: that is the crash bound (a kill -9 leaves
+  at most that many rows `unknown`; its `claimed` rows go back to pending). Claiming the batch at
+  once, not a chunk at a time, keeps the claim query (a sort of every due row when the planner's
+  statistics are stale, as right after a large enqueue) to one per batch;
+- `NOTIFY_SEND_CONCURRENCY` sender threads keep that many provider calls in flight continuously (a
+  sliding window: a finished call takes the next row at once, there is no per-window barrier);
+- outcomes are group-committed every `GROUP_COMMIT_S` (or `window / 2` outcomes) in one executemany
+  UPDATE fenced on the lease owner and the `sending` status;
+- the lease is a heartbeat: every `lease / 3` the deliverer extends `lease_expires_at` on the rows
+  it still holds (fenced on the owner), so a batch that outlives NOTIFY_LEASE_SECONDS (a slow
+  provider rate) is never rescued from under it.
+
+A config error (bad credentials, paused account) or a quota error stops the batch; so does the
+circuit breaker (NOTIFY_BREAKER_FAILURES consecutive provider-side failures on one channel: 5xx,
+throttling, connection failures). A stopped batch gives every row it did not hand to a provider
+back to the queue without counting an attempt, and `BatchReport.stopped` says why. Failures on the
+provider's side never count as an attempt (a provider outage cannot exhaust a message's attempts);
+a failure that may have reached the provider (read timeout, reset after writing) is `unknown`,
+never retried automatically. Throttling slows an adaptive pacer down; successes speed it back up.
 """
 
 from __future__ import annotations
 
+import queue
 import random
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from notify.db import Channel, Status, transaction
 from notify.errors import (
     FIX_SEPARATOR,
+    MAYBE_SENT,
     OPTED_OUT,
     DeliveryError,
     ErrorClass,
@@ -29,13 +54,15 @@ from notify.masking import mask_address
 from notify.outbox import (
     ClaimedRow,
     Outcome,
-    claim_due,
-    mark_sending,
-    record_outcomes,
-    release_claims,
+    claim_batch,
+    extend_leases,
+    record_rows,
+    release_rows,
     rescue_expired,
+    start_sending,
+    unsend_rows,
 )
-from notify.pacing import Pacer, TokenBucket
+from notify.pacing import AdaptivePacer, Pacer, TokenBucket
 from notify.policies import next_status_after_failure, retry_delay
 from notify.senders import Senders, ses_rate
 from notify.senders.base import OutgoingEmail, OutgoingSms, SendReceipt
@@ -43,9 +70,10 @@ from notify.settings import Settings
 
 Clock = Callable[[], datetime]
 TRANSACTIONAL = {"high", "urgent"}
-
-
 MAX_FAILURE_SAMPLES = 20
+GROUP_COMMIT_S = 0.025  # outcomes wait at most this long for their commit
+CHUNKS_PER_WINDOW = 4  # `sending` is committed a quarter window at a time
+NOT_SENT = None  # a worker's answer for a row it did not hand to the provider (batch stopped)
 
 
 @dataclass(frozen=True)
@@ -79,6 +107,67 @@ class BatchReport:
         self.failures.extend(other.failures[: MAX_FAILURE_SAMPLES - len(self.failures)])
 
 
+Result = tuple[ClaimedRow, Outcome | None]
+
+
+class _Gate:
+    """Whether the batch goes on: set by the first stopping error or the circuit breaker.
+
+    Thread-safe; sender threads consult it before every provider call."""
+
+    def __init__(self, breaker_failures: int) -> None:
+        self._limit = breaker_failures
+        self._streak: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self.reason: str | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def stop(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+        self._stopped.set()
+
+    def observe(self, channel: str, result: SendReceipt | DeliveryError) -> None:
+        if isinstance(result, SendReceipt):
+            if self._streak[channel]:
+                with self._lock:
+                    self._streak[channel] = 0
+            return
+        if result.stops_batch or result.error_class is ErrorClass.quota:
+            self.stop(str(result))
+            return
+        if not result.kind.provider_side:
+            return
+        with self._lock:
+            self._streak[channel] += 1
+            streak = self._streak[channel]
+        if streak >= self._limit:
+            self.stop(
+                f"circuit open: the {channel} provider failed {streak} times in a row "
+                f"(last: {result.code}: {result.message[:200]}); unsent rows returned to the "
+                "queue without counting an attempt — fix: check the provider's status (AWS "
+                "Health Dashboard, the SMTP endpoint); delivery resumes on the next run"
+            )
+
+
+@dataclass
+class _Pipeline:
+    """The state of one batch, owned by the coordinating thread."""
+
+    todo: deque[ClaimedRow] = field(default_factory=deque)  # claimed, not yet `sending`
+    ready: queue.SimpleQueue[ClaimedRow | None] = field(default_factory=queue.SimpleQueue)
+    results: queue.SimpleQueue[Result] = field(default_factory=queue.SimpleQueue)
+    sending: int = 0  # rows committed `sending` whose outcome is not committed yet
+    handed: int = 0  # rows on `ready` or with a sender, not yet back in `results`
+    done: list[tuple[ClaimedRow, Outcome]] = field(default_factory=list)
+    unsent: list[int] = field(default_factory=list)  # `sending` rows never handed over
+
+
 @dataclass
 class Deliverer:
     """Everything a delivery run needs, passed in (tests hand in memory senders, a fixed clock)."""
@@ -97,56 +186,187 @@ class Deliverer:
         return counts.returned_to_pending, counts.marked_unknown
 
     def deliver_batch(self, limit: int | None = None) -> BatchReport:
-        with transaction(self.engine) as session:
-            rows = claim_due(
-                session=session,
+        report = BatchReport()
+        line = _Pipeline()
+        with self.engine.connect() as conn:
+            sending, claimed = claim_batch(
+                conn,
                 owner=self.owner,
                 limit=limit or self.settings.batch_size,
+                first=self._window,
                 now=self.clock(),
-                lease=timedelta(seconds=self.settings.lease_seconds),
+                lease=self._lease,
             )
-        report = BatchReport(claimed=len(rows))
-        with ThreadPoolExecutor(max_workers=self.settings.send_concurrency) as pool:
-            for start, window in _windows(rows, self.settings.send_concurrency):
-                if not self._deliver_window(pool, window, report):
-                    report.released = self._release([r.id for r in rows[start + len(window) :]])
-                    break
+            conn.commit()
+            report.claimed = len(sending) + len(claimed)
+            line.todo.extend(claimed)
+            self._queue(line, sending)
+            if report.claimed:
+                self._run(conn, line, report)
         return report
 
-    def _deliver_window(
-        self, pool: ThreadPoolExecutor, window: Sequence[ClaimedRow], report: BatchReport
-    ) -> bool:
-        with transaction(self.engine) as session:
-            held = mark_sending(
-                session=session, owner=self.owner, ids=[r.id for r in window], now=self.clock()
-            )
-        report.lost_lease += len(window) - len(held)
-        mine = [row for row in window if row.id in held]
-        results = list(pool.map(self._send_one, mine))
-        outcomes = [self._outcome(row, result) for row, result in zip(mine, results, strict=True)]
-        with transaction(self.engine) as session:
-            record_outcomes(session=session, owner=self.owner, outcomes=outcomes)
-        report.outcomes.update(
-            (row.channel, o.status.value) for row, o in zip(mine, outcomes, strict=True)
-        )
-        room = MAX_FAILURE_SAMPLES - len(report.failures)
-        report.failures.extend(_samples(mine, outcomes)[:room])
-        stopper = next((r for r in results if isinstance(r, DeliveryError) and _stops(r)), None)
-        if stopper is not None:
-            report.stopped = str(stopper)
-        return stopper is None
+    @property
+    def _lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.lease_seconds)
 
-    def _send_one(self, row: ClaimedRow) -> SendReceipt | DeliveryError:
+    @property
+    def _window(self) -> int:
+        return max(1, self.settings.send_window)
+
+    # --- the coordinating thread -----
+
+    def _run(self, conn: Connection, line: _Pipeline, report: BatchReport) -> None:
+        gate = _Gate(self.settings.breaker_failures)
+        count = min(self.settings.send_concurrency, self._window, report.claimed)
+        senders = [
+            threading.Thread(target=self._sender, args=(line, gate), daemon=True)
+            for _ in range(count)
+        ]
+        for thread in senders:
+            thread.start()
+        try:
+            self._coordinate(conn, line, gate, report)
+        except BaseException:
+            gate.stop("the batch failed")  # no further provider calls; rows left to rescue
+            raise
+        finally:
+            for _ in senders:
+                line.ready.put(None)
+            for thread in senders:
+                thread.join()
+        report.stopped = gate.reason
+        report.released = self._give_back(conn, line)
+
+    def _coordinate(
+        self, conn: Connection, line: _Pipeline, gate: _Gate, report: BatchReport
+    ) -> None:
+        """One transaction per cycle: the outcomes collected so far, the next rows moved to
+        `sending` into the room they free, and the heartbeat, committed together before the
+        new rows are handed to the senders (so `sending` never exceeds the window)."""
+        last_commit = last_beat = time.monotonic()
+        beat_every = self.settings.lease_seconds / 3
+        while line.handed or line.done or (line.todo and not gate.stopped):
+            self._collect(line, timeout=GROUP_COMMIT_S)
+            now = time.monotonic()
+            flush = bool(line.done) and (
+                now - last_commit >= GROUP_COMMIT_S
+                or line.handed == 0
+                or len(line.done) >= self._window // 2
+            )
+            recorded = self._record(conn, line, report) if flush else []
+            marked = [] if gate.stopped else self._mark(conn, line, report)
+            beat = now - last_beat >= beat_every
+            if beat:
+                extend_leases(conn, owner=self.owner, until=self.clock() + self._lease)
+                last_beat = now
+            if recorded or marked or beat:
+                conn.commit()
+            if flush:
+                last_commit = now
+                self._count(recorded, report)
+            self._queue(line, marked)
+
+    @property
+    def _chunk(self) -> int:
+        return max(1, self._window // CHUNKS_PER_WINDOW)
+
+    def _mark(self, conn: Connection, line: _Pipeline, report: BatchReport) -> list[ClaimedRow]:
+        """Move as many claimed rows to `sending` as the window has room for (at least a chunk,
+        or what is left), uncommitted."""
+        room = self._window - line.sending
+        if not line.todo or room < min(self._chunk, len(line.todo)):
+            return []
+        rows = [line.todo.popleft() for _ in range(min(room, len(line.todo)))]
+        held = start_sending(conn, owner=self.owner, ids=[r.id for r in rows])
+        report.lost_lease += len(rows) - len(held)
+        return [row for row in rows if row.id in held]
+
+    @staticmethod
+    def _queue(line: _Pipeline, rows: Sequence[ClaimedRow]) -> None:
+        """Rows committed as `sending`, handed to the sender threads."""
+        line.sending += len(rows)
+        line.handed += len(rows)
+        for row in rows:
+            line.ready.put(row)
+
+    def _collect(self, line: _Pipeline, timeout: float) -> None:
+        """Wait up to `timeout` for the first result, then take every result already there."""
+        try:
+            item = line.results.get(timeout=timeout) if line.handed else None
+        except queue.Empty:
+            return
+        while item is not None:
+            line.handed -= 1
+            row, outcome = item
+            if outcome is NOT_SENT:
+                line.unsent.append(row.id)
+            else:
+                line.done.append((row, outcome))
+            try:
+                item = line.results.get_nowait()
+            except queue.Empty:
+                item = None
+
+    def _record(
+        self, conn: Connection, line: _Pipeline, report: BatchReport
+    ) -> list[tuple[ClaimedRow, Outcome]]:
+        """The collected outcomes as one UPDATE (uncommitted); their rows leave the window."""
+        done, line.done = line.done, []
+        held = record_rows(conn, owner=self.owner, outcomes=[outcome for _, outcome in done])
+        report.lost_lease += len(done) - held
+        line.sending -= len(done)
+        return done
+
+    @staticmethod
+    def _count(done: Sequence[tuple[ClaimedRow, Outcome]], report: BatchReport) -> None:
+        report.outcomes.update((row.channel, outcome.status.value) for row, outcome in done)
+        room = MAX_FAILURE_SAMPLES - len(report.failures)
+        if room > 0:
+            report.failures.extend(_samples(done)[:room])
+
+    def _give_back(self, conn: Connection, line: _Pipeline) -> int:
+        """Rows never handed to a provider (the batch stopped) go back to the queue."""
+        if not (line.unsent or line.todo):
+            return 0
+        later = self.clock() + timedelta(seconds=self.settings.retry_base_s)
+        claimed = [row.id for row in line.todo]
+        returned = release_rows(conn, owner=self.owner, ids=claimed, next_attempt_at=later)
+        returned += unsend_rows(conn, owner=self.owner, ids=line.unsent, next_attempt_at=later)
+        conn.commit()
+        return returned
+
+    # --- the sender threads -----
+
+    def _sender(self, line: _Pipeline, gate: _Gate) -> None:
+        """A sender thread: every row it takes comes back on `results`, whatever happens."""
+        while (row := line.ready.get()) is not None:
+            try:
+                line.results.put((row, self._deliver_one(row, gate)))
+            except Exception as error:  # our bug after the call: the provider may have it
+                gate.stop(f"deliverer error: {error!r}")
+                line.results.put((row, self._outcome(row, DeliveryError(MAYBE_SENT, repr(error)))))
+
+    def _deliver_one(self, row: ClaimedRow, gate: _Gate) -> Outcome | None:
+        if gate.stopped:
+            return NOT_SENT
+        result = self._send_one(row, gate)
+        if result is NOT_SENT:
+            return NOT_SENT
+        gate.observe(row.channel, result)
+        self._adapt(row.channel, result)
+        return self._outcome(row, result)
+
+    def _send_one(self, row: ClaimedRow, gate: _Gate) -> SendReceipt | DeliveryError | None:
         try:
             if row.channel == Channel.sms.value:
-                return self._send_sms(row)
-            return self._send_email(row)
+                return self._send_sms(row, gate)
+            return self._send_email(row, gate)
         except DeliveryError as error:
             return error
         except Exception as error:  # a sender bug must not lose the row's outcome
             return classify_exception(error)
 
-    def _send_email(self, row: ClaimedRow) -> SendReceipt:
+    def _send_email(self, row: ClaimedRow, gate: _Gate) -> SendReceipt | None:
         message = OutgoingEmail(
             to=row.recipient_email or "",
             subject=row.subject,
@@ -155,22 +375,36 @@ class Deliverer:
             sender=self.settings.email_from,
         )
         self.pacers[Channel.email.value].acquire()
+        if gate.stopped:  # stopped while this thread waited for its turn
+            return NOT_SENT
         return self.senders.email.send_email(message)
 
-    def _send_sms(self, row: ClaimedRow) -> SendReceipt:
+    def _send_sms(self, row: ClaimedRow, gate: _Gate) -> SendReceipt | None:
         phone = row.recipient_phone or ""
         if self.senders.sms.is_opted_out(phone):
             raise DeliveryError(OPTED_OUT, "the number opted out of SMS (checked before sending)")
         body = row.sms_text or row.subject
         message = OutgoingSms(phone=phone, body=body, transactional=row.priority in TRANSACTIONAL)
         self.pacers[Channel.sms.value].acquire()
+        if gate.stopped:
+            return NOT_SENT
         return self.senders.sms.send_sms(message)
+
+    def _adapt(self, channel: str, result: SendReceipt | DeliveryError) -> None:
+        pacer = self.pacers.get(channel)
+        if not isinstance(pacer, AdaptivePacer):
+            return
+        if isinstance(result, SendReceipt):
+            pacer.recover()
+        elif result.kind.throttle:
+            pacer.slow_down()
 
     def _outcome(self, row: ClaimedRow, result: SendReceipt | DeliveryError) -> Outcome:
         now = self.clock()
         if isinstance(result, SendReceipt):
             return Outcome(row.id, Status.sent, now, provider_message_id=result.provider_message_id)
-        attempts = row.attempts + 1
+        counted = _about_the_message(result)
+        attempts = row.attempts + 1 if counted else row.attempts
         status = next_status_after_failure(
             result.error_class.value, attempts, self.settings.max_attempts
         )
@@ -183,28 +417,29 @@ class Deliverer:
             error_class=result.error_class.value,
             error_message=f"{result.message}{FIX_SEPARATOR}{result.fix}"[:1000],
             next_attempt_at=retry_at,
+            count_attempt=counted,
         )
 
     def _backoff(self, attempts: int, error: DeliveryError) -> timedelta:
         if error.error_class is ErrorClass.quota:
             return timedelta(seconds=self.settings.retry_max_s)
         return retry_delay(
-            attempts,
+            max(attempts, 1),
             base_s=self.settings.retry_base_s,
             max_s=self.settings.retry_max_s,
             jitter=0.2,
             rng=self.rng,
         )
 
-    def _release(self, ids: list[int]) -> int:
-        if not ids:
-            return 0
-        later = self.clock() + timedelta(seconds=self.settings.retry_base_s)
-        with transaction(self.engine) as session:
-            return release_claims(session=session, owner=self.owner, ids=ids, next_attempt_at=later)
+
+def _about_the_message(error: DeliveryError) -> bool:
+    """Whether a failure counts as an attempt: not when the provider or our setup failed."""
+    if error.kind.provider_side:
+        return False
+    return error.error_class not in (ErrorClass.config, ErrorClass.quota)
 
 
-def _samples(rows: Sequence[ClaimedRow], outcomes: Sequence[Outcome]) -> list[FailureSample]:
+def _samples(done: Sequence[tuple[ClaimedRow, Outcome]]) -> list[FailureSample]:
     return [
         FailureSample(
             channel=row.channel,
@@ -213,22 +448,13 @@ def _samples(rows: Sequence[ClaimedRow], outcomes: Sequence[Outcome]) -> list[Fa
             error_code=outcome.error_code or "",
             error_class=outcome.error_class or "",
         )
-        for row, outcome in zip(rows, outcomes, strict=True)
+        for row, outcome in done
         if outcome.status != Status.sent
     ]
 
 
-def _stops(error: DeliveryError) -> bool:
-    return error.stops_batch or error.error_class is ErrorClass.quota
-
-
-def _windows(rows: Sequence[ClaimedRow], size: int) -> Iterator[tuple[int, Sequence[ClaimedRow]]]:
-    for start in range(0, len(rows), size):
-        yield start, rows[start : start + size]
-
-
 def local_pacers(settings: Settings) -> dict[str, Pacer]:
-    """One token bucket per provider at the configured rates (this process only)."""
+    """One adaptive token bucket per provider at the configured rates (this process only)."""
     return {
         Channel.email.value: TokenBucket(ses_rate(settings)),
         Channel.sms.value: TokenBucket(settings.sns_rate),

@@ -1,4 +1,16 @@
-"""Errors: what the user did wrong (InputError) and what a provider said (the delivery taxonomy)."""
+"""Errors: what the user did wrong (InputError) and what a provider said (the delivery taxonomy).
+
+A failed provider call is one of five classes. Connection failures are split by whether the
+request can have reached the provider: "never reached" (connect refused or timed out, DNS, TLS
+handshake, SMTP connect/HELO/AUTH) is `transient` and retried; "may have reached" (read timeout,
+connection reset or closed after the request was written, SMTP disconnect or timeout after DATA)
+is `maybe_sent`: the row becomes `unknown` and is never retried automatically, because SES and
+SNS have no idempotency key and a retry would send a second copy.
+
+`ErrorKind.provider_side` marks failures that say nothing about the message (5xx, throttling,
+connection failures): they do not count as an attempt and they feed the deliverer's circuit
+breaker; `ErrorKind.throttle` marks the ones that slow the adaptive pacer down.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +44,7 @@ class ErrorClass(StrEnum):
     permanent = "permanent"  # fail this message now; retrying cannot help
     quota = "quota"  # defer until the provider's daily quota frees; do not hammer
     config = "config"  # credentials, paused account, unverified identity: stop the whole batch
+    maybe_sent = "maybe_sent"  # the provider may have the message: `unknown`, never retried blindly
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,8 @@ class ErrorKind:
     error_class: ErrorClass
     cause: str
     fix: str
+    provider_side: bool = False  # about the provider, not the message: no attempt counted
+    throttle: bool = False  # the provider asked us to slow down
 
 
 _RETRIED = "Retried automatically with backoff"
@@ -52,6 +67,8 @@ RATE_EXCEEDED = ErrorKind(
     "Exceeding the SES/SNS sending rate (Maximum sending rate exceeded)",
     f"{_RETRIED}; if it persists lower NOTIFY_SES_RATE / NOTIFY_SNS_RATE "
     "or request a higher sending rate from AWS",
+    provider_side=True,
+    throttle=True,
 )
 DAILY_QUOTA_EXCEEDED = ErrorKind(
     "Throttling",
@@ -65,12 +82,16 @@ TOO_MANY_REQUESTS = ErrorKind(
     ErrorClass.transient,
     "Too many requests to the SES v2 API (HTTP 429)",
     f"{_RETRIED}; if it persists lower NOTIFY_SES_RATE",
+    provider_side=True,
+    throttle=True,
 )
 SNS_THROTTLED = ErrorKind(
     "Throttled",
     ErrorClass.transient,
     "Exceeding the SNS SMS publish rate (HTTP 429)",
     f"{_RETRIED}; if it persists lower NOTIFY_SNS_RATE or request a higher SMS TPS quota",
+    provider_side=True,
+    throttle=True,
 )
 ADDRESS_NOT_VERIFIED = ErrorKind(
     "MessageRejected",
@@ -204,6 +225,7 @@ PROVIDER_UNAVAILABLE = ErrorKind(
     ErrorClass.transient,
     "The provider had an internal error or was unavailable (HTTP 5xx)",
     f"{_RETRIED}; if it persists check the AWS Health Dashboard",
+    provider_side=True,
 )
 NOT_AUTHORIZED = ErrorKind(
     "AuthorizationError",
@@ -228,9 +250,20 @@ NO_REGION = ErrorKind(
 CONNECTION_FAILED = ErrorKind(
     "ConnectionError",
     ErrorClass.transient,
-    "Timeout or connection failure talking to the provider "
-    "(after a read timeout the provider may have accepted the message)",
+    "Could not reach the provider (connection refused or timed out, DNS, TLS handshake, "
+    "SMTP greeting or login): the message was never handed over",
     f"{_RETRIED}; if it persists check network, DNS and egress to the endpoint",
+    provider_side=True,
+)
+MAYBE_SENT = ErrorKind(
+    "MaybeSent",
+    ErrorClass.maybe_sent,
+    "The request reached the provider but no answer came back (read timeout, connection reset "
+    "or closed after the request was written, SMTP timeout or disconnect after DATA): "
+    "the provider may have accepted the message",
+    "Not retried automatically (a retry could send a second copy): check the provider's "
+    "receipts or logs for this recipient (SES/SNS delivery events, the SMTP server's log); "
+    "redrive the row (notifyops redrive --status unknown --id ID) only if it was not sent",
 )
 UNKNOWN = ErrorKind(
     "Unknown",
@@ -269,6 +302,7 @@ KNOWN_KINDS: tuple[ErrorKind, ...] = (
     BAD_CREDENTIALS,
     NO_REGION,
     CONNECTION_FAILED,
+    MAYBE_SENT,
     UNKNOWN,
 )
 
@@ -294,10 +328,17 @@ def _rule(codes: str, kind: ErrorKind, *needles: str) -> _Rule:
 _THROTTLES = (
     "Throttling ThrottlingException TooManyRequestsException LimitExceededException SMTP454"
 )
+# Never reached the provider: nothing was written that it could act on.
 _CONNECTION = (
-    "ConnectionError EndpointConnectionError ConnectTimeoutError ReadTimeoutError "
-    "ConnectionClosedError HTTPClientError ProxyConnectionError TimeoutError OSError "
-    "SMTPServerDisconnected SMTP421 SMTP451"
+    "ConnectionError EndpointConnectionError ConnectTimeoutError ProxyConnectionError SSLError "
+    "SSLEOFError ConnectionRefusedError gaierror NewConnectionError NameResolutionError "
+    "SMTPConnectError SMTPHeloError OSError SMTP421 SMTP451"
+)
+# May have reached it: the request was (or may have been) written, the answer never came.
+_MAYBE = (
+    "MaybeSent ReadTimeoutError ConnectionClosedError HTTPClientError ProtocolError "
+    "ConnectionResetError ConnectionAbortedError BrokenPipeError RemoteDisconnected "
+    "IncompleteRead TimeoutError SMTPServerDisconnected"
 )
 
 # SMTP replies are looked up as "SMTP<code>" (SMTP454); first matching rule wins.
@@ -355,6 +396,7 @@ _RULES: tuple[_Rule, ...] = (
         BAD_CREDENTIALS,
     ),
     _rule("NoRegionError", NO_REGION),
+    _rule(_MAYBE, MAYBE_SENT),
     _rule(_CONNECTION, CONNECTION_FAILED),
 )
 _KNOWN_CODES = frozenset(code for rule in _RULES for code in rule.codes)
@@ -422,8 +464,23 @@ class DeliveryError(Exception):
         return f"DeliveryError(code={self.code!r}, class={self.error_class!s}, {self.message!r})"
 
 
-def classify_exception(exc: BaseException) -> DeliveryError:
-    """Turn any provider exception (botocore, smtplib, socket) into a classified DeliveryError."""
+def classify_exception(exc: BaseException, *, written: bool | None = None) -> DeliveryError:
+    """Turn any provider exception (botocore, smtplib, socket) into a classified DeliveryError.
+
+    `written` is what the caller knows about the request: False = nothing was sent yet (a
+    connection failure is then `transient`), True = the whole request was written (a connection
+    failure is then `maybe_sent`), None = tell from the exception type (botocore's are precise:
+    ConnectTimeoutError / EndpointConnectionError / SSLError before sending, ReadTimeoutError /
+    ConnectionClosedError after; a bare timeout or reset counts as maybe sent)."""
+    error = _classified(exc)
+    answered = isinstance(exc, smtplib.SMTPResponseException | smtplib.SMTPRecipientsRefused)
+    if written is None or answered or error.kind not in (CONNECTION_FAILED, MAYBE_SENT):
+        return error
+    kind = MAYBE_SENT if written else CONNECTION_FAILED
+    return error if error.kind is kind else DeliveryError(kind, error.message, error.code)
+
+
+def _classified(exc: BaseException) -> DeliveryError:
     from botocore.exceptions import ClientError  # here: keeps `import notify.errors` light
 
     if isinstance(exc, DeliveryError):

@@ -1,10 +1,15 @@
 """The delivery outbox: claim due rows, fence every update on the lease owner, record outcomes.
 
 Statuses move forward only (architecture.md): pending -> claimed -> sending -> sent, or
-pending_retry / failed_permanent / failed. An expired lease sends `claimed` rows back to pending
-(never handed to a provider) and `sending` rows to `unknown` (the provider may have them).
-Claiming on PostgreSQL uses the CTE + FOR UPDATE SKIP LOCKED form with the partial index on due
-rows; on SQLite one UPDATE ... RETURNING statement holds the single writer lock.
+pending_retry / failed_permanent / failed / unknown (the provider may have the message). An
+expired lease sends `claimed` rows back to pending (never handed to a provider) and `sending` rows
+to `unknown`. Claiming on PostgreSQL uses the CTE + FOR UPDATE SKIP LOCKED form with the partial
+index on due rows; on SQLite one UPDATE ... RETURNING statement holds the single writer lock.
+
+The deliverer's hot path uses the `Connection` functions (`claim_rows`, `start_sending`,
+`record_rows`, `extend_leases`, `release_rows`, `unsend_rows`): SQLAlchemy Core statements on
+one connection held for the whole batch, plain tuples, no ORM objects. The `session=` functions
+are the same statements for callers that hold a Session.
 """
 
 from __future__ import annotations
@@ -14,13 +19,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Executable, bindparam, func, select, text, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Executable,
+    Table,
+    bindparam,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from notify.db import DELIVERY_LOGS, DUE_STATUSES, DeliveryLog, Notification, Status, UTCDateTime
+from notify.db import DELIVERY_LOGS, DUE_STATUSES, Notification, Status, UTCDateTime
 
 LOGS = DELIVERY_LOGS
+NOTES = cast(Table, Notification.__table__)
+HELD_STATUSES = (Status.claimed.value, Status.sending.value)
 
 _CLAIM_POSTGRES = text(
     """
@@ -53,6 +70,54 @@ _CLAIM_SQLITE = text(
     """
 ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("expires", type_=UTCDateTime()))
 
+# A whole batch in one statement: the first `:first` rows (in due order) straight into `sending`
+# (attempts + 1), the rest `claimed`; the message content returned with them.
+_CLAIM_BATCH_POSTGRES = text(
+    """
+    WITH due AS MATERIALIZED (
+        SELECT id, next_attempt_at FROM delivery_logs
+        WHERE status IN ('pending', 'pending_retry') AND next_attempt_at <= :now
+        ORDER BY next_attempt_at, id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ),
+    numbered AS (
+        SELECT id, row_number() OVER (ORDER BY next_attempt_at, id) AS rn FROM due
+    )
+    UPDATE delivery_logs AS d
+    SET status = CASE WHEN numbered.rn <= :first THEN 'sending' ELSE 'claimed' END,
+        attempts = d.attempts + CASE WHEN numbered.rn <= :first THEN 1 ELSE 0 END,
+        lease_owner = :owner, lease_expires_at = :expires
+    FROM numbered, notifications AS n
+    WHERE d.id = numbered.id AND n.id = d.notification_id
+    RETURNING numbered.rn, d.id, d.notification_id, d.channel, d.recipient_email,
+              d.recipient_phone,
+              d.attempts - CASE WHEN numbered.rn <= :first THEN 1 ELSE 0 END,
+              n.title, n.message, n.html, n.sms_text, n.priority
+    """
+).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("expires", type_=UTCDateTime()))
+
+# Outcomes on PostgreSQL: one UPDATE joined to the arrays of a group (one statement to parse and
+# plan, instead of one per row as an executemany sends them).
+_RECORD_POSTGRES = text(
+    """
+    UPDATE delivery_logs AS d
+    SET status = v.status, provider_message_id = v.provider_message_id, sent_at = v.sent_at,
+        error_code = v.error_code, error_class = v.error_class, error_message = v.error_message,
+        next_attempt_at = v.next_attempt_at, lease_expires_at = NULL,
+        attempts = d.attempts - v.uncount
+    FROM unnest(
+        CAST(:ids AS integer[]), CAST(:status AS varchar[]),
+        CAST(:provider_message_id AS varchar[]), CAST(:sent_at AS timestamptz[]),
+        CAST(:error_code AS varchar[]),
+        CAST(:error_class AS varchar[]), CAST(:error_message AS text[]),
+        CAST(:next_attempt_at AS timestamptz[]), CAST(:uncount AS integer[])
+    ) AS v(id, status, provider_message_id, sent_at, error_code, error_class, error_message,
+           next_attempt_at, uncount)
+    WHERE d.id = v.id AND d.lease_owner = :owner AND d.status = 'sending'
+    """
+)
+
 
 @dataclass(frozen=True)
 class ClaimedRow:
@@ -83,6 +148,7 @@ class Outcome:
     error_class: str | None = None
     error_message: str | None = None
     next_attempt_at: datetime | None = None
+    count_attempt: bool = True  # False: the failure was the provider's, not this message's
 
 
 @dataclass(frozen=True)
@@ -95,73 +161,134 @@ def claim_due(
     *, session: Session, owner: str, limit: int, now: datetime, lease: timedelta
 ) -> list[ClaimedRow]:
     """Claim up to `limit` due rows for `owner` and return them with their message content."""
-    statement = _CLAIM_POSTGRES if _dialect(session) == "postgresql" else _CLAIM_SQLITE
+    return claim_rows(session.connection(), owner=owner, limit=limit, now=now, lease=lease)
+
+
+def claim_rows(
+    conn: Connection, *, owner: str, limit: int, now: datetime, lease: timedelta
+) -> list[ClaimedRow]:
+    """`claim_due` on a connection (the caller commits)."""
+    statement = _CLAIM_POSTGRES if conn.dialect.name == "postgresql" else _CLAIM_SQLITE
     params = {"owner": owner, "limit": limit, "now": now, "expires": now + lease}
-    ids = [row[0] for row in session.execute(statement, params)]
-    return _load_claimed(session, ids)
+    ids = [row[0] for row in conn.execute(statement, params)]
+    return _load_claimed(conn, ids)
 
 
-def _dialect(session: Session) -> str:
-    return session.get_bind().dialect.name
+def claim_batch(
+    conn: Connection, *, owner: str, limit: int, first: int, now: datetime, lease: timedelta
+) -> tuple[list[ClaimedRow], list[ClaimedRow]]:
+    """Claim up to `limit` due rows: the first `first` straight into `sending`, the rest
+    `claimed`. Returns (sending, claimed), each in due order; the caller commits before handing
+    any row to a provider. One statement on PostgreSQL; on SQLite a claim and a mark."""
+    if conn.dialect.name != "postgresql":
+        rows = claim_rows(conn, owner=owner, limit=limit, now=now, lease=lease)
+        held = start_sending(conn, owner=owner, ids=[r.id for r in rows[:first]])
+        return [r for r in rows if r.id in held], [r for r in rows if r.id not in held]
+    params = {"owner": owner, "limit": limit, "first": first, "now": now, "expires": now + lease}
+    ranked = sorted(conn.execute(_CLAIM_BATCH_POSTGRES, params), key=lambda row: row[0])
+    rows = [ClaimedRow(*row[1:]) for row in ranked]
+    return rows[:first], rows[first:]
 
 
-def _load_claimed(session: Session, ids: Sequence[int]) -> list[ClaimedRow]:
+_CLAIMED_COLUMNS = (
+    LOGS.c.id,
+    LOGS.c.notification_id,
+    LOGS.c.channel,
+    LOGS.c.recipient_email,
+    LOGS.c.recipient_phone,
+    LOGS.c.attempts,
+    NOTES.c.title,
+    NOTES.c.message,
+    NOTES.c.html,
+    NOTES.c.sms_text,
+    NOTES.c.priority,
+)
+
+
+def _load_claimed(conn: Connection, ids: Sequence[int]) -> list[ClaimedRow]:
     if not ids:
         return []
     query = (
-        select(DeliveryLog, Notification)
-        .join(Notification, Notification.id == DeliveryLog.notification_id)
-        .where(DeliveryLog.id.in_(ids))
-        .order_by(DeliveryLog.id)
+        select(*_CLAIMED_COLUMNS)
+        .join_from(LOGS, NOTES, NOTES.c.id == LOGS.c.notification_id)
+        .where(LOGS.c.id.in_(ids))
+        .order_by(LOGS.c.id)
     )
-    return [_claimed(log, note) for log, note in session.execute(query).tuples()]
-
-
-def _claimed(log: DeliveryLog, note: Notification) -> ClaimedRow:
-    return ClaimedRow(
-        id=log.id,
-        notification_id=log.notification_id,
-        channel=log.channel,
-        recipient_email=log.recipient_email,
-        recipient_phone=log.recipient_phone,
-        attempts=log.attempts,
-        subject=note.title,
-        text=note.message,
-        html=note.html,
-        sms_text=note.sms_text,
-        priority=note.priority,
-    )
+    return [ClaimedRow(*row) for row in conn.execute(query)]
 
 
 def mark_sending(*, session: Session, owner: str, ids: Sequence[int], now: datetime) -> set[int]:
     """Move claimed rows to `sending` (attempts + 1); returns the ids this owner still holds."""
-    table = LOGS
+    return start_sending(session.connection(), owner=owner, ids=ids)
+
+
+def start_sending(conn: Connection, *, owner: str, ids: Sequence[int]) -> set[int]:
+    """`mark_sending` on a connection (the caller commits before any provider call)."""
     statement = (
-        update(table)
-        .where(table.c.id.in_(ids), table.c.lease_owner == owner, table.c.status == "claimed")
-        .values(status=Status.sending.value, attempts=table.c.attempts + 1)
-        .returning(table.c.id)
+        update(LOGS)
+        .where(LOGS.c.id.in_(ids), LOGS.c.lease_owner == owner, LOGS.c.status == "claimed")
+        .values(status=Status.sending.value, attempts=LOGS.c.attempts + 1)
+        .returning(LOGS.c.id)
     )
-    return {row[0] for row in session.execute(statement)}
+    return {row[0] for row in conn.execute(statement)}
 
 
 def record_outcomes(*, session: Session, owner: str, outcomes: Sequence[Outcome]) -> None:
     """Write each outcome, fenced on the lease owner and the `sending` status.
 
     The lease ends but `lease_owner` stays: it records which deliverer made the last attempt."""
+    record_rows(session.connection(), owner=owner, outcomes=outcomes)
+
+
+def record_rows(conn: Connection, *, owner: str, outcomes: Sequence[Outcome]) -> int:
+    """`record_outcomes` on a connection: one UPDATE for a group of outcomes (an executemany
+    on SQLite). Returns how many rows this owner still held (the others lost their lease)."""
     if not outcomes:
-        return
-    table = LOGS
-    statement = (
-        update(table)
+        return 0
+    if conn.dialect.name == "postgresql":
+        return _rowcount(conn, _RECORD_POSTGRES.bindparams(**_outcome_arrays(owner, outcomes)))
+    conn.execute(_record_statement(owner), [_outcome_params(o) for o in outcomes])
+    return len(outcomes)  # executemany's rowcount is not reliable across drivers
+
+
+def _outcome_arrays(owner: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    sent = Status.sent
+    return {
+        "owner": owner,
+        "ids": [o.id for o in outcomes],
+        "status": [o.status.value for o in outcomes],
+        "provider_message_id": [o.provider_message_id for o in outcomes],
+        "sent_at": [o.at if o.status == sent else None for o in outcomes],
+        "error_code": [o.error_code for o in outcomes],
+        "error_class": [o.error_class for o in outcomes],
+        "error_message": [o.error_message for o in outcomes],
+        "next_attempt_at": [o.next_attempt_at for o in outcomes],
+        "uncount": [0 if o.count_attempt else 1 for o in outcomes],
+    }
+
+
+def _record_statement(owner: str) -> Executable:
+    values: dict[str, Any] = {name: bindparam(f"b_{name}") for name in _OUTCOME_COLUMNS}
+    values["attempts"] = LOGS.c.attempts - bindparam("b_uncount")
+    return (
+        update(LOGS)
         .where(
-            table.c.id == bindparam("b_id"),
-            table.c.lease_owner == owner,
-            table.c.status == Status.sending.value,
+            LOGS.c.id == bindparam("b_id"),
+            LOGS.c.lease_owner == owner,
+            LOGS.c.status == Status.sending.value,
         )
-        .values({name: bindparam(f"b_{name}") for name in _OUTCOME_COLUMNS})
+        .values(values)
     )
-    session.connection().execute(statement, [_outcome_params(o) for o in outcomes])
+
+
+def extend_leases(conn: Connection, *, owner: str, until: datetime) -> int:
+    """The heartbeat: push out the lease of every row `owner` still holds (claimed or sending)."""
+    statement = (
+        update(LOGS)
+        .where(LOGS.c.status.in_(HELD_STATUSES), LOGS.c.lease_owner == owner)
+        .values(lease_expires_at=until)
+    )
+    return _rowcount(conn, statement)
 
 
 _OUTCOME_COLUMNS = (
@@ -188,6 +315,7 @@ def _outcome_params(outcome: Outcome) -> dict[str, Any]:
         "b_error_message": outcome.error_message,
         "b_next_attempt_at": outcome.next_attempt_at,
         "b_lease_expires_at": None,
+        "b_uncount": 0 if outcome.count_attempt else 1,
     }
 
 
@@ -195,18 +323,46 @@ def release_claims(
     *, session: Session, owner: str, ids: Sequence[int], next_attempt_at: datetime
 ) -> int:
     """Give claimed rows that were never handed to a provider back to the queue."""
-    table = LOGS
+    return release_rows(session.connection(), owner=owner, ids=ids, next_attempt_at=next_attempt_at)
+
+
+def release_rows(
+    conn: Connection, *, owner: str, ids: Sequence[int], next_attempt_at: datetime
+) -> int:
+    """`release_claims` on a connection."""
+    return _back_to_pending(conn, owner, ids, next_attempt_at, Status.claimed, LOGS.c.attempts)
+
+
+def unsend_rows(
+    conn: Connection, *, owner: str, ids: Sequence[int], next_attempt_at: datetime
+) -> int:
+    """Rows marked `sending` that this deliverer then never handed to a provider (the batch
+    stopped first): back to pending, and the attempt counted at `start_sending` taken back."""
+    return _back_to_pending(conn, owner, ids, next_attempt_at, Status.sending, LOGS.c.attempts - 1)
+
+
+def _back_to_pending(
+    conn: Connection,
+    owner: str,
+    ids: Sequence[int],
+    next_attempt_at: datetime,
+    held: Status,
+    attempts: Any,
+) -> int:
+    if not ids:
+        return 0
     statement = (
-        update(table)
-        .where(table.c.id.in_(ids), table.c.lease_owner == owner, table.c.status == "claimed")
+        update(LOGS)
+        .where(LOGS.c.id.in_(ids), LOGS.c.lease_owner == owner, LOGS.c.status == held.value)
         .values(
             status=Status.pending.value,
             lease_owner=None,
             lease_expires_at=None,
             next_attempt_at=next_attempt_at,
+            attempts=attempts,
         )
     )
-    return _rowcount(session, statement)
+    return _rowcount(conn, statement)
 
 
 def rescue_expired(*, session: Session, now: datetime) -> RescueCounts:
@@ -226,8 +382,8 @@ def rescue_expired(*, session: Session, now: datetime) -> RescueCounts:
     return RescueCounts(returned, _rowcount(session, lost))
 
 
-def _rowcount(session: Session, statement: Executable) -> int:
-    result = cast(CursorResult[Any], session.execute(statement))
+def _rowcount(db: Session | Connection, statement: Executable) -> int:
+    result = cast(CursorResult[Any], db.execute(statement))
     return max(result.rowcount or 0, 0)
 
 

@@ -143,13 +143,17 @@ def retry_delay(
 def next_status_after_failure(error_class: str, attempts: int, max_attempts: int) -> Status:
     """The delivery_logs status after a failed send (a `Status`, which is a str).
 
-    permanent -> failed_permanent; quota and config -> pending_retry (config stops the batch,
-    the message is not the culprit); transient (and any unknown class) -> pending_retry until
-    attempts >= max_attempts, then failed.
+    permanent -> failed_permanent; maybe_sent -> unknown (the provider may have the message: never
+    retried automatically); quota and config -> pending_retry (config stops the batch, the
+    message is not the culprit); transient (and any unknown class) -> pending_retry until
+    attempts >= max_attempts, then failed. (The deliverer does not count an attempt for a
+    failure on the provider's side, so a provider outage never exhausts attempts.)
     """
     kind = str(error_class).lower()
     if kind == "permanent":
         return Status.failed_permanent
+    if kind == "maybe_sent":
+        return Status.unknown
     if kind in ("quota", "config"):
         return Status.pending_retry
     return Status.failed if attempts >= max_attempts else Status.pending_retry

@@ -69,6 +69,18 @@ class Settings(BaseSettings):
         20.0, gt=0, le=100_000, description="SNS SMS publishes per second (token bucket)"
     )
     send_concurrency: int = Field(8, ge=1, le=256, description="Messages in flight per deliverer")
+    send_window: int = Field(
+        512,
+        ge=1,
+        le=10_000,
+        description="Most rows one deliverer holds in `sending` (the most a crash leaves unknown)",
+    )
+    breaker_failures: int = Field(
+        10,
+        ge=1,
+        description="Consecutive provider-side failures (5xx, throttling, connection) on one "
+        "channel that stop a delivery batch",
+    )
     batch_size: int = Field(1000, ge=1, le=50_000, description="Rows claimed per delivery batch")
     lease_seconds: int = Field(
         300, ge=5, le=86_400, description="How long a claim is held before rescue"

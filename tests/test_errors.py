@@ -34,6 +34,7 @@ from notify.errors import (
 )
 
 T, P, Q, C = ErrorClass.transient, ErrorClass.permanent, ErrorClass.quota, ErrorClass.config
+M = ErrorClass.maybe_sent
 NOT_VERIFIED = (
     "Email address is not verified. The following identities failed the check in region "
     "US-EAST-1: tech@example.com"
@@ -103,11 +104,13 @@ TAXONOMY = [
     ("PartialCredentialsError", "Partial credentials found", None, C, "credentials"),
     ("SomethingForbidden", "", 403, C, "IAM"),
     ("ConnectTimeoutError", "Connect timeout", None, T, "network"),
-    ("ReadTimeoutError", "Read timeout", None, T, "network"),
+    ("ReadTimeoutError", "Read timeout", None, M, "receipts"),
     ("EndpointConnectionError", "Could not connect", None, T, "network"),
-    ("ConnectionClosedError", "Connection was closed", None, T, "network"),
-    ("TimeoutError", "timed out", None, T, "network"),
-    ("SMTPServerDisconnected", "Connection unexpectedly closed", None, T, "network"),
+    ("ConnectionClosedError", "Connection was closed", None, M, "receipts"),
+    ("TimeoutError", "timed out", None, M, "receipts"),
+    ("SMTPServerDisconnected", "Connection unexpectedly closed", None, M, "receipts"),
+    ("ConnectionRefusedError", "Connection refused", None, T, "network"),
+    ("SMTPConnectError", "Service not available", None, T, "network"),
     (
         "InvalidAddress",
         "not an email address",
@@ -174,8 +177,8 @@ EXCEPTIONS: list[tuple[BaseException, ErrorClass, str]] = [
     (NoRegionError(), C, "NoRegionError"),
     (EndpointConnectionError(endpoint_url=SES_ENDPOINT), T, "EndpointConnectionError"),
     (ConnectTimeoutError(endpoint_url=SES_ENDPOINT), T, "ConnectTimeoutError"),
-    (ReadTimeoutError(endpoint_url=SES_ENDPOINT), T, "ReadTimeoutError"),
-    (ConnectionClosedError(endpoint_url=SES_ENDPOINT), T, "ConnectionClosedError"),
+    (ReadTimeoutError(endpoint_url=SES_ENDPOINT), M, "ReadTimeoutError"),
+    (ConnectionClosedError(endpoint_url=SES_ENDPOINT), M, "ConnectionClosedError"),
     (ParamValidationError(report="Invalid type for parameter"), P, "ParamValidationError"),
     (
         smtplib.SMTPAuthenticationError(535, b"Authentication Credentials Invalid"),
@@ -200,14 +203,15 @@ EXCEPTIONS: list[tuple[BaseException, ErrorClass, str]] = [
         P,
         "SMTP550",
     ),
-    (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), T, "SMTPServerDisconnected"),
+    (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), M, "SMTPServerDisconnected"),
     (
         smtplib.SMTPNotSupportedError("STARTTLS extension not supported by server."),
         C,
         "SMTPNotSupportedError",
     ),
     (smtplib.SMTPException("No suitable authentication method found."), C, "SMTPException"),
-    (TimeoutError("timed out"), T, "TimeoutError"),
+    (TimeoutError("timed out"), M, "TimeoutError"),
+    (ConnectionResetError(104, "Connection reset by peer"), M, "ConnectionResetError"),
     (ConnectionRefusedError(111, "Connection refused"), T, "ConnectionRefusedError"),
     (socket.gaierror(-2, "Name or service not known"), T, "gaierror"),
     (ssl.SSLCertVerificationError(1, "certificate verify failed"), C, "SSLCertVerificationError"),
@@ -258,3 +262,28 @@ def test_delivery_error_survives_pickling() -> None:
         error.message,
         str(error),
     )
+
+
+@pytest.mark.parametrize(
+    ("exc", "written", "error_class"),
+    [
+        (TimeoutError("timed out"), False, T),
+        (smtplib.SMTPServerDisconnected("closed"), False, T),
+        (ConnectionRefusedError(111, "refused"), True, M),
+        (TimeoutError("timed out"), True, M),
+        (smtplib.SMTPDataError(451, b"Temporary local problem"), True, T),
+    ],
+    ids=str,
+)
+def test_what_the_sender_knows_about_the_request_decides_maybe_sent(
+    exc: BaseException, written: bool, error_class: ErrorClass
+) -> None:
+    """A connection failure before anything was written is retried; after the request was
+    written it is maybe sent; an answer from the server is an answer either way."""
+    assert classify_exception(exc, written=written).error_class is error_class
+
+
+def test_maybe_sent_tells_the_operator_to_check_receipts_before_redriving() -> None:
+    error = classify_exception(ReadTimeoutError(endpoint_url=SES_ENDPOINT))
+    assert error.error_class is ErrorClass.maybe_sent and not error.stops_batch
+    assert "receipts" in error.fix and "redrive" in error.fix

@@ -1,8 +1,10 @@
 """What every sender speaks: outgoing messages, the receipt, the sender Protocols.
 
 A sender raises `DeliveryError` (already classified) on any provider failure, never a raw provider
-exception, and is safe to call from several threads at once (a deliverer sends a window
-concurrently from a thread pool).
+exception, and is safe to call from several threads at once (a deliverer keeps
+NOTIFY_SEND_CONCURRENCY calls in flight from its sender threads). A connection failure is
+classified by whether the request can have reached the provider: `transient` if not (retried),
+`maybe_sent` if it may have (the row becomes `unknown`, never retried automatically).
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """Email through an SMTP server (the SES SMTP interface): STARTTLS, AUTH, one connection per thread.
 
+A failure before the message's final "." is written (connect, HELO, STARTTLS, AUTH, MAIL, RCPT,
+the DATA command itself) never reached the provider and is retried; a timeout or disconnect after
+it is `maybe_sent` (the server may have queued the message) and is never retried automatically.
+
 The provider message id is the id in the server's DATA reply when there is one (SES answers
 `250 Ok <ses-message-id>`), otherwise our own Message-ID header without its angle brackets.
 """
@@ -21,6 +25,7 @@ from notify.senders.base import PROVIDER_EXCEPTIONS, OutgoingEmail, SendReceipt
 _POLICY = SMTP_POLICY.clone(cte_type="7bit")
 _REPLY_ID = re.compile(r"^ok\s+<?([^\s<>]+)>?\s*$", re.IGNORECASE)
 SERVER_CLOSING = 421
+_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 class SmtpEmailSender:
@@ -50,10 +55,13 @@ class SmtpEmailSender:
 
     def send_email(self, message: OutgoingEmail) -> SendReceipt:
         mime = _encoded(message)
+        progress = _Progress()
         try:
-            reply = self._deliver(mime.as_bytes(), _address(message.sender), _address(message.to))
+            reply = self._deliver(
+                mime.as_bytes(), _address(message.sender), _address(message.to), progress
+            )
         except PROVIDER_EXCEPTIONS as exc:
-            raise classify_exception(exc) from exc
+            raise classify_exception(exc, written=progress.written) from exc
         return SendReceipt(reply_message_id(reply) or str(mime["Message-ID"]).strip("<>"))
 
     def close(self) -> None:
@@ -62,7 +70,7 @@ class SmtpEmailSender:
         for conn in connections:
             _quit_quietly(conn)
 
-    def _deliver(self, data: bytes, sender: str, to: str) -> bytes:
+    def _deliver(self, data: bytes, sender: str, to: str, progress: _Progress) -> bytes:
         conn = self._connection()
         try:
             _mail(conn, sender)
@@ -73,7 +81,7 @@ class SmtpEmailSender:
             conn = self._connection()
             _mail(conn, sender)
         try:
-            return _rcpt_and_data(conn, to, data)
+            return _rcpt_and_data(conn, to, data, progress)
         except OSError:
             self._reset_or_drop(conn)
             raise
@@ -152,14 +160,33 @@ def _mail(conn: smtplib.SMTP, sender: str) -> None:
         raise smtplib.SMTPSenderRefused(code, reply, sender)
 
 
-def _rcpt_and_data(conn: smtplib.SMTP, to: str, data: bytes) -> bytes:
+class _Progress:
+    """How far one send got: `written` once the message and its final "." went to the server."""
+
+    written = False
+
+
+def _rcpt_and_data(conn: smtplib.SMTP, to: str, data: bytes, progress: _Progress) -> bytes:
     code, reply = conn.rcpt(to)
     if code not in (250, 251):
         raise smtplib.SMTPRecipientsRefused({to: (code, reply)})
-    code, reply = conn.data(data)  # raises SMTPDataError only when DATA itself is refused
+    code, reply = _data(conn, data, progress)
     if code != 250:
         raise smtplib.SMTPDataError(code, reply)
     return reply
+
+
+def _data(conn: smtplib.SMTP, data: bytes, progress: _Progress) -> tuple[int, bytes]:
+    """smtplib's DATA, with the moment the message is handed over recorded in `progress`."""
+    code, reply = conn.docmd("data")
+    if code != 354:
+        raise smtplib.SMTPDataError(code, reply)
+    body = _LEADING_DOT.sub(b"..", data)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    progress.written = True  # from here on the server may queue the message
+    conn.send(body + b".\r\n")
+    return conn.getreply()
 
 
 def _hung_up(exc: smtplib.SMTPException) -> bool:

@@ -45,8 +45,8 @@ class SnsSmsSender:
     def _ask_opted_out(self, phone: str) -> bool:
         try:
             response = self._client.check_if_phone_number_is_opted_out(phoneNumber=phone)
-        except PROVIDER_EXCEPTIONS as exc:
-            raise classify_exception(exc) from exc
+        except PROVIDER_EXCEPTIONS as exc:  # a read, not a send: a lost answer sent nothing
+            raise classify_exception(exc, written=False) from exc
         return response["isOptedOut"]
 
 

@@ -1,6 +1,7 @@
 """A deliverer process for the reliability tests.
 
-    python -m tests.workers.deliver_worker DATABASE_URL OWNER LOG_FILE LATENCY_S BATCH CONCURRENCY
+    python -m tests.workers.deliver_worker DATABASE_URL OWNER LOG_FILE LATENCY_S BATCH CONCURRENCY \
+        [WINDOW [LEASE_S]]
 
 Delivers until nothing is due, with an in-memory provider that appends every message it accepts to
 LOG_FILE (flushed per message, before the deliverer sees the receipt), so a test can count what a
@@ -44,8 +45,13 @@ class LoggingProvider(MemorySender):
 
 def main() -> None:
     url, owner, log_path, latency, batch, concurrency = sys.argv[1:7]
+    extra = dict(zip(("send_window", "lease_seconds"), map(int, sys.argv[7:9]), strict=False))
     settings = load_settings(
-        database_url=url, sender="memory", batch_size=int(batch), send_concurrency=int(concurrency)
+        database_url=url,
+        sender="memory",
+        batch_size=int(batch),
+        send_concurrency=int(concurrency),
+        **extra,
     )
     with open(log_path, "a", encoding="utf-8") as log:
         provider = LoggingProvider(log, float(latency))
