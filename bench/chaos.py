@@ -73,9 +73,6 @@ from notify.settings import Priority, load_settings
 READ_TIMEOUT_S = 0.5  # the chaos workers' boto3 read timeout
 HANG_S = 0.9  # a timeout fault holds the request this long: past READ_TIMEOUT_S
 CLI_HANG_S = 10.5  # past the production client's 10 s read timeout (notifyops deliver)
-KILL_RECIPIENTS = 100  # x 2 channels = 200 messages a SIGKILL trial
-STORM_RECIPIENTS = 60
-PG_RECIPIENTS = 300
 STORM_S = 2.5
 WORKER_DEADLINE_S = 120
 LOG_RECORD = re.compile(r"^\d\d:\d\d:\d\d\.\d+ \| [A-Z]+ +\| ")
@@ -117,6 +114,19 @@ COLUMNS = (
     "unexplained unknown",
     "failed",
 )
+
+
+@dataclass(frozen=True)
+class Size:
+    """Recipients per trial (x 2 channels = messages)."""
+
+    kill: int = 100
+    storm: int = 60
+    pg: int = 300
+
+
+FULL = Size()
+CI = Size(kill=50, storm=40, pg=200)  # tests/test_chaos.py: the same trials, smaller
 
 
 @dataclass
@@ -343,7 +353,9 @@ def mixed_faults(rng: random.Random) -> Faults:
 # --- scenarios -----
 
 
-def calibrate(url: str, engine: Engine, workdir: Path) -> tuple[float, float, float]:
+def calibrate(
+    url: str, engine: Engine, workdir: Path, recipients: int
+) -> tuple[float, float, float]:
     """One undisturbed run: seconds from the worker's start (imports done) to enqueue start,
     to enqueued, to done."""
     reset_outbox(engine)
@@ -351,7 +363,7 @@ def calibrate(url: str, engine: Engine, workdir: Path) -> tuple[float, float, fl
     trial_dir.mkdir()
     with provider(trial_dir, Faults(latency_s=0.004)) as fake:
         cfg = worker_cfg(url, fake.url, trial_dir, "calibrate")
-        cfg["enqueue"] = {"recipients": KILL_RECIPIENTS, "key": "chaos-cal", "tag": "cal"}
+        cfg["enqueue"] = {"recipients": recipients, "key": "chaos-cal", "tag": "cal"}
         finish(worker(cfg), "calibration worker")
     steps: dict[str, float] = {}
     for line in Path(cfg["journal"]).read_text().splitlines():
@@ -362,13 +374,19 @@ def calibrate(url: str, engine: Engine, workdir: Path) -> tuple[float, float, fl
 
 
 def sigkill_trial(
-    url: str, engine: Engine, workdir: Path, n: int, delay: float, rng: random.Random
+    url: str,
+    engine: Engine,
+    workdir: Path,
+    n: int,
+    delay: float,
+    rng: random.Random,
+    recipients: int,
 ) -> Trial:
     reset_outbox(engine)
     trial_dir = workdir / f"kill-{n}"
     trial_dir.mkdir()
     faults = mixed_faults(rng)
-    spec = {"recipients": KILL_RECIPIENTS, "key": f"chaos-kill-{n}", "tag": f"kill-{n}"}
+    spec = {"recipients": recipients, "key": f"chaos-kill-{n}", "tag": f"kill-{n}"}
     with provider(trial_dir, faults, seed=n) as fake:
         doomed = worker(worker_cfg(url, fake.url, trial_dir, "doomed", enqueue=spec))
         _wait_started(trial_dir / "doomed.journal", doomed)
@@ -380,15 +398,17 @@ def sigkill_trial(
         cfg = worker_cfg(url, fake.url, trial_dir, "rescuer", enqueue=spec, rescue_dead=True)
         finish(worker(cfg), "rescuing worker")
         trial = Trial("sigkill", phase=phase, faults=faults.describe())
-        return account(trial, engine, fake.log_path, 2 * KILL_RECIPIENTS, fake.cuts, in_flight)
+        return account(trial, engine, fake.log_path, 2 * recipients, fake.cuts, in_flight)
 
 
-def storm_trial(url: str, engine: Engine, workdir: Path, name: str, n: int) -> Trial:
+def storm_trial(
+    url: str, engine: Engine, workdir: Path, name: str, n: int, recipients: int
+) -> Trial:
     reset_outbox(engine)
     trial_dir = workdir / f"{name}-{n}"
     trial_dir.mkdir()
     storm = STORMS[name]
-    spec = {"recipients": STORM_RECIPIENTS, "key": f"chaos-{name}-{n}", "tag": f"{name}-{n}"}
+    spec = {"recipients": recipients, "key": f"chaos-{name}-{n}", "tag": f"{name}-{n}"}
     with provider(trial_dir, storm, seed=n) as fake:
         process = worker(worker_cfg(url, fake.url, trial_dir, "storm", enqueue=spec))
         _wait_for_rows(engine, process)
@@ -398,7 +418,7 @@ def storm_trial(url: str, engine: Engine, workdir: Path, name: str, n: int) -> T
         finish(process, f"{name} worker")
         trial = Trial(name, faults=storm.describe())
         trial.failed_at_storm_end = at_end["failed"] + at_end["failed_permanent"]
-        return account(trial, engine, fake.log_path, 2 * STORM_RECIPIENTS, fake.cuts, set())
+        return account(trial, engine, fake.log_path, 2 * recipients, fake.cuts, set())
 
 
 def _wait_started(journal: Path, process: subprocess.Popen[bytes]) -> None:
@@ -496,11 +516,17 @@ def cli(url: str, endpoint: str, prefect_env: dict[str, str]) -> subprocess.Pope
 
 
 def pg_restart_trial(
-    cluster: str, url: str, workdir: Path, n: int, prefect_env: dict[str, str], rng: random.Random
+    cluster: str,
+    url: str,
+    workdir: Path,
+    n: int,
+    prefect_env: dict[str, str],
+    rng: random.Random,
+    recipients: int,
 ) -> Trial:
     engine = make_engine(url)
     reset_outbox(engine)
-    enqueue_now(engine, url, PG_RECIPIENTS, f"pg-{n}")
+    enqueue_now(engine, url, recipients, f"pg-{n}")
     trial_dir = workdir / f"pg-{n}"
     trial_dir.mkdir()
     # Answered errors only: every `unknown` row then comes from the restart, and the exit codes
@@ -509,7 +535,7 @@ def pg_restart_trial(
     trial = Trial("pg-restart", faults=faults.describe())
     with provider(trial_dir, faults, seed=n) as fake:
         deliver = cli(url, fake.url, prefect_env)
-        restart_after = rng.randint(20, 2 * PG_RECIPIENTS - 100)
+        restart_after = rng.randint(20, 2 * recipients * 3 // 4)
         deadline = time.monotonic() + 180
         while sum(accepted(fake.log_path).values()) < restart_after and deliver.poll() is None:
             if time.monotonic() > deadline:
@@ -524,7 +550,7 @@ def pg_restart_trial(
             _cli_done(cli(url, fake.url, prefect_env), trial, engine, f"run {attempt + 2}")
             if not [s for _, _, s in rows(engine) if s in OPEN]:
                 break
-        account(trial, engine, fake.log_path, 2 * PG_RECIPIENTS, fake.cuts, in_flight)
+        account(trial, engine, fake.log_path, 2 * recipients, fake.cuts, in_flight)
     engine.dispose()
     return trial
 
@@ -593,7 +619,11 @@ def kill_delays(count: int, start: float, enqueued: float, done: float) -> list[
 
 
 def run(
-    trials: int, seed: int = 11, with_cli: bool = True, admin_url: str = ADMIN_URL
+    trials: int,
+    seed: int = 11,
+    with_cli: bool = True,
+    admin_url: str = ADMIN_URL,
+    size: Size = FULL,
 ) -> list[Row]:
     rng = random.Random(seed)
     random.seed(seed)
@@ -607,38 +637,41 @@ def run(
         scratch_database(admin_url, prefix="notifyops_chaos") as url,
     ):
         workdir = Path(tmp)
-        engine = prepare(url, max(KILL_RECIPIENTS, STORM_RECIPIENTS))
-        start, enqueued, done = calibrate(url, engine, workdir)
+        engine = prepare(url, max(size.kill, size.storm))
+        start, enqueued, done = calibrate(url, engine, workdir, size.kill)
         log(
             f"chaos: calibration run: enqueue at {start:.2f} s, delivering at {enqueued:.2f} s, "
             f"done at {done:.2f} s"
         )
         for n, delay in enumerate(kill_delays(trials, start, enqueued, done)):
-            trial = sigkill_trial(url, engine, workdir, n, delay, rng)
+            trial = sigkill_trial(url, engine, workdir, n, delay, rng, size.kill)
             log(
                 f"chaos: sigkill {n + 1}/{trials} at {delay:.2f} s ({trial.phase}): {_brief(trial)}"
             )
             add(trial)
         for name in STORMS:
             for n in range(max(1, trials // 10)):
-                trial = storm_trial(url, engine, workdir, name, n)
+                trial = storm_trial(url, engine, workdir, name, n, size.storm)
                 log(f"chaos: storm {name} {n + 1}: {_brief(trial)}")
                 add(trial)
         engine.dispose()
         if with_cli:
-            for trial in pg_restart_trials(workdir, max(1, trials // 20), rng, admin_url):
+            count = max(1, trials // 20)
+            for trial in pg_restart_trials(workdir, count, rng, admin_url, size.pg):
                 add(trial)
     return list(table.values())
 
 
-def pg_restart_trials(workdir: Path, count: int, rng: random.Random, admin_url: str) -> list[Trial]:
+def pg_restart_trials(
+    workdir: Path, count: int, rng: random.Random, admin_url: str, recipients: int
+) -> list[Trial]:
     from bench.prefect_server import prefect_server
 
     done = []
     with prefect_server(workdir, admin_url) as server, throwaway_cluster() as (cluster, url):
-        prepare(url, PG_RECIPIENTS).dispose()
+        prepare(url, recipients).dispose()
         for n in range(count):
-            trial = pg_restart_trial(cluster, url, workdir, n, server.env, rng)
+            trial = pg_restart_trial(cluster, url, workdir, n, server.env, rng, recipients)
             log(
                 f"chaos: pg-restart {n + 1}/{count} ({trial.phase}): {_brief(trial)}; "
                 f"exit codes {trial.exit_codes}; {trial.findings or 'exits honest'}"

@@ -37,7 +37,13 @@ CAN_MAKE_CLUSTERS = shutil.which("pg_createcluster") is not None and os.geteuid(
 
 @pytest.fixture(scope="module")
 def suite(postgres_url: str) -> Iterator[dict[str, chaos.Row]]:
-    rows = chaos.run(CI_TRIALS, seed=11, with_cli=CAN_MAKE_CLUSTERS, admin_url=POSTGRES_ADMIN_URL)
+    rows = chaos.run(
+        CI_TRIALS,
+        seed=11,
+        with_cli=CAN_MAKE_CLUSTERS,
+        admin_url=POSTGRES_ADMIN_URL,
+        size=chaos.CI,
+    )
     print("\n" + chaos.markdown(rows))
     yield {row.fault: row for row in rows}
 
@@ -181,7 +187,7 @@ def test_a_database_failure_mid_batch_leaves_in_doubt_only_what_was_in_flight(
         deliverer(doomed, settings, sender).deliver_batch()
     doomed.dispose()
     with watcher.connect() as connection:
-        counts = dict(
+        counts: dict[str, int] = dict(
             connection.execute(text("SELECT status, count(*) FROM delivery_logs GROUP BY 1")).all()
         )
     assert counts.get("sending", 0) == 0, counts
