@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,6 +75,8 @@ HANG_S = 0.9  # a timeout fault holds the request this long: past READ_TIMEOUT_S
 CLI_HANG_S = 10.5  # past the production client's 10 s read timeout (notifyops deliver)
 STORM_S = 2.5
 WORKER_DEADLINE_S = 120
+# This checkout's CLI (not the installed `notifyops` script, which may be another checkout's).
+CLI_MODULE = "notifyops.cli" if (ROOT / "notifyops" / "cli.py").exists() else "notify.cli"
 LOG_RECORD = re.compile(r"^\d\d:\d\d:\d\d\.\d+ \| [A-Z]+ +\| ")
 OPEN = ("pending", "pending_retry", "claimed", "sending")
 PARKED = ("sent", "pending", "pending_retry", "unknown", "claimed", "sending")
@@ -89,8 +91,8 @@ PHASES = {
     "mark-sending": "mark-sending",
     "send": "mid-send",
     "group-commit": "group-commit",
-    "heartbeat": "group-commit",
-    "release": "group-commit",
+    "heartbeat": "heartbeat",
+    "release": "release",
     "done": "after",
 }
 STORMS: dict[str, Faults] = {
@@ -145,6 +147,7 @@ class Trial:
     left_open: int = 0
     failed_at_storm_end: int = 0
     phase: str | None = None
+    at_kill: dict[str, int] = field(default_factory=dict)  # rows by status when it was killed
     findings: list[str] = field(default_factory=list)  # exit codes that hide what was left
     runs: list[dict[str, Any]] = field(default_factory=list)  # each `notifyops deliver`
     exit_codes: list[int] = field(default_factory=list)
@@ -394,10 +397,11 @@ def sigkill_trial(
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(timeout=30)
         phase = PHASES[last_step(trial_dir / "doomed.journal")]
+        at_kill = dict(status_counts(engine))
         in_flight = held(engine)
         cfg = worker_cfg(url, fake.url, trial_dir, "rescuer", enqueue=spec, rescue_dead=True)
         finish(worker(cfg), "rescuing worker")
-        trial = Trial("sigkill", phase=phase, faults=faults.describe())
+        trial = Trial("sigkill", phase=phase, at_kill=at_kill, faults=faults.describe())
         return account(trial, engine, fake.log_path, 2 * recipients, fake.cuts, in_flight)
 
 
@@ -503,10 +507,8 @@ def cli(url: str, endpoint: str, prefect_env: dict[str, str]) -> subprocess.Pope
             "AWS_DEFAULT_REGION": "us-east-1",
         }
     )
-    program = Path(sys.executable).with_name("notifyops")
-    command = [str(program)] if program.exists() else [sys.executable, "-m", "notify.cli"]
     return subprocess.Popen(
-        [*command, "deliver", "--json"],
+        [sys.executable, "-m", CLI_MODULE, "deliver", "--json"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -618,12 +620,16 @@ def kill_delays(count: int, start: float, enqueued: float, done: float) -> list[
     return delays
 
 
+SCENARIOS = ("sigkill", "storms", "pg-restart")
+
+
 def run(
     trials: int,
     seed: int = 11,
     with_cli: bool = True,
     admin_url: str = ADMIN_URL,
     size: Size = FULL,
+    only: Sequence[str] = SCENARIOS,
 ) -> list[Row]:
     rng = random.Random(seed)
     random.seed(seed)
@@ -638,28 +644,54 @@ def run(
     ):
         workdir = Path(tmp)
         engine = prepare(url, max(size.kill, size.storm))
-        start, enqueued, done = calibrate(url, engine, workdir, size.kill)
-        log(
-            f"chaos: calibration run: enqueue at {start:.2f} s, delivering at {enqueued:.2f} s, "
-            f"done at {done:.2f} s"
-        )
-        for n, delay in enumerate(kill_delays(trials, start, enqueued, done)):
-            trial = sigkill_trial(url, engine, workdir, n, delay, rng, size.kill)
-            log(
-                f"chaos: sigkill {n + 1}/{trials} at {delay:.2f} s ({trial.phase}): {_brief(trial)}"
-            )
-            add(trial)
-        for name in STORMS:
-            for n in range(max(1, trials // 10)):
-                trial = storm_trial(url, engine, workdir, name, n, size.storm)
-                log(f"chaos: storm {name} {n + 1}: {_brief(trial)}")
-                add(trial)
+        if "sigkill" in only:
+            _sigkill_trials(url, engine, workdir, trials, rng, size.kill, add)
+        if "storms" in only:
+            _storm_trials(url, engine, workdir, trials, size.storm, add)
         engine.dispose()
-        if with_cli:
+        if with_cli and "pg-restart" in only:
             count = max(1, trials // 20)
             for trial in pg_restart_trials(workdir, count, rng, admin_url, size.pg):
                 add(trial)
     return list(table.values())
+
+
+def _sigkill_trials(
+    url: str,
+    engine: Engine,
+    workdir: Path,
+    trials: int,
+    rng: random.Random,
+    recipients: int,
+    add: Callable[[Trial], None],
+) -> None:
+    start, enqueued, done = calibrate(url, engine, workdir, recipients)
+    log(
+        f"chaos: calibration run: enqueue at {start:.2f} s, delivering at {enqueued:.2f} s, "
+        f"done at {done:.2f} s"
+    )
+    for n, delay in enumerate(kill_delays(trials, start, enqueued, done)):
+        trial = sigkill_trial(url, engine, workdir, n, delay, rng, recipients)
+        log(
+            f"chaos: sigkill {n + 1}/{trials} at {delay:.2f} s ({trial.phase}, rows then: "
+            f"{trial.at_kill}): {_brief(trial)}"
+        )
+        add(trial)
+
+
+def _storm_trials(
+    url: str,
+    engine: Engine,
+    workdir: Path,
+    trials: int,
+    recipients: int,
+    add: Callable[[Trial], None],
+) -> None:
+    for name in STORMS:
+        for n in range(max(1, trials // 10)):
+            trial = storm_trial(url, engine, workdir, name, n, recipients)
+            log(f"chaos: storm {name} {n + 1}: {_brief(trial)}")
+            add(trial)
 
 
 def pg_restart_trials(
@@ -708,10 +740,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=100, help="SIGKILL trials (default 100)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--no-cli", action="store_true", help="skip the notifyops deliver trials")
+    parser.add_argument(
+        "--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {SCENARIOS}"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    table = run(args.trials, args.seed, with_cli=not args.no_cli)
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    table = run(args.trials, args.seed, with_cli=not args.no_cli, only=only)
     if args.json:
         print(json.dumps({**as_json(table), "seconds": round(time.perf_counter() - started, 1)}))
     else:

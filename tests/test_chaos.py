@@ -130,7 +130,10 @@ def test_a_provider_storm_ends_delivered_or_parked_never_failed(
         assert row.unknown == 0 and row.accepted == row.messages, "answered errors are retried"
 
 
-@pytest.mark.skipif(not CAN_MAKE_CLUSTERS, reason="needs pg_createcluster and root")
+NEEDS_CLUSTERS = pytest.mark.skipif(not CAN_MAKE_CLUSTERS, reason="needs pg_createcluster, root")
+
+
+@NEEDS_CLUSTERS
 def test_a_postgres_restart_under_notifyops_deliver_loses_and_doubles_nothing(
     suite: dict[str, chaos.Row],
 ) -> None:
@@ -142,7 +145,22 @@ def test_a_postgres_restart_under_notifyops_deliver_loses_and_doubles_nothing(
         0,
         0,
     ), row
-    assert row.dishonest_exits == 0, f"deliver must say what it left: {row.notes}"
+    assert row.accepted + row.unknown_not_accepted == row.messages
+
+
+@NEEDS_CLUSTERS
+@pytest.mark.xfail(
+    strict=False,
+    reason="findings for the CLI/flows: the run under which Postgres restarts leaves the dead "
+    "batch's rows claimed/sending and says nothing (remaining_due 0, no error line, exit 1 only "
+    "when other rows were pending_retry); the next run exits 0 though its rescue made rows "
+    "unknown (the deliver command's failure check ignores rescued_unknown)",
+)
+def test_notifyops_deliver_says_what_a_database_restart_left(
+    suite: dict[str, chaos.Row],
+) -> None:
+    row = suite["pg-restart"]
+    assert row.dishonest_exits == 0, row.notes
 
 
 # --- a finding for notify/delivery.py (see the docstring) -----
