@@ -1,0 +1,207 @@
+"""A deliverer process for the chaos suite: enqueue (optional), rescue (optional), deliver through
+real boto3 SES v2 / SNS clients pointed at the fake provider, until nothing is left to send.
+
+    python -m tests.workers.chaos_worker CONFIG_JSON
+
+CONFIG_JSON keys: database_url, owner, endpoint, journal (a file), batch, concurrency, window,
+read_timeout_s, deadline_s, and optionally enqueue ({"recipients": N, "key": K, "tag": T}),
+rescue_dead (the previous deliverer was SIGKILLed: its leases are expired now, not in
+NOTIFY_LEASE_SECONDS), lease_s.
+
+The journal gets one line per step, written with one unbuffered write before the step runs:
+`start`, `enqueue`, `enqueued`, `rescue`, `claim`, `mark-sending`, `send`, `group-commit`,
+`heartbeat`, `release`, `done`, so whoever kills this process can tell where it was. The last line
+printed on stdout is a JSON summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import timedelta
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from sqlalchemy import Engine, event, func, select
+
+from bench.common import HUGE, TEMPLATE, external_ids, request_context
+from notify.db import DeliveryLog, make_engine, transaction, utcnow
+from notify.delivery import Deliverer, local_pacers
+from notify.enqueue import SendRequest, enqueue
+from notify.outbox import rescue_expired
+from notify.rendering import TemplateCatalog
+from notify.senders import SEND_ATTEMPTS, Senders
+from notify.senders.base import OutgoingEmail, OutgoingSms, SendReceipt
+from notify.senders.ses import SesEmailSender
+from notify.senders.sns import SnsSmsSender
+from notify.settings import Priority, Settings, load_settings
+
+
+class Journal:
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def mark(self, step: str) -> None:
+        os.write(self._fd, f"{time.monotonic():.4f} {step}\n".encode())
+
+
+def statement_step(sql: str) -> str | None:
+    """Which deliverer step a SQL statement is (None: not one the journal tracks)."""
+    if "SKIP LOCKED" in sql:
+        return "claim"
+    if "unnest(" in sql or "delivery_logs.id = %(b_id)s" in sql:
+        return "group-commit"
+    if not sql.startswith("UPDATE delivery_logs"):
+        return None
+    if "attempts=(delivery_logs.attempts +" in sql:
+        return "mark-sending"
+    if sql.startswith("UPDATE delivery_logs SET lease_expires_at"):
+        return "heartbeat"
+    return "release"
+
+
+def journal_statements(engine: Engine, journal: Journal) -> None:
+    def before(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        step = statement_step(sql)
+        if step:
+            journal.mark(step)
+
+    event.listen(engine, "before_cursor_execute", before)
+
+
+class JournaledEmail:
+    def __init__(self, inner: SesEmailSender, journal: Journal) -> None:
+        self.inner, self.journal = inner, journal
+
+    def send_email(self, message: OutgoingEmail) -> SendReceipt:
+        self.journal.mark("send")
+        return self.inner.send_email(message)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class JournaledSms:
+    def __init__(self, inner: SnsSmsSender, journal: Journal) -> None:
+        self.inner, self.journal = inner, journal
+
+    def send_sms(self, message: OutgoingSms) -> SendReceipt:
+        self.journal.mark("send")
+        return self.inner.send_sms(message)
+
+    def is_opted_out(self, phone: str) -> bool:
+        return self.inner.is_opted_out(phone)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def client(service: str, endpoint: str, read_timeout_s: float, pool: int) -> Any:
+    """The production client's configuration (one HTTP attempt per send) with a short read
+    timeout, so a provider that holds a request costs the suite seconds, not minutes."""
+    config = Config(
+        retries={"total_max_attempts": SEND_ATTEMPTS, "mode": "standard"},
+        connect_timeout=2,
+        read_timeout=read_timeout_s,
+        max_pool_connections=pool,
+    )
+    return boto3.session.Session().client(  # type: ignore[call-overload]
+        service,
+        region_name="us-east-1",
+        endpoint_url=endpoint,
+        aws_access_key_id="chaos",
+        aws_secret_access_key="chaos",
+        config=config,
+    )
+
+
+def settings_for(cfg: dict[str, Any]) -> Settings:
+    return load_settings(
+        database_url=cfg["database_url"],
+        sender="aws",
+        batch_size=cfg["batch"],
+        send_concurrency=cfg["concurrency"],
+        send_window=cfg["window"],
+        lease_seconds=cfg.get("lease_s", 60),
+        retry_base_s=0.05,
+        retry_max_s=0.5,
+        ses_rate=cfg.get("rate", 2_000.0),
+        sns_rate=cfg.get("rate", 2_000.0),
+        loop_threshold=HUGE,
+        sms_daily_cap_usd=HUGE,
+    )
+
+
+def enqueue_request(engine: Engine, settings: Settings, spec: dict[str, Any]) -> None:
+    request = SendRequest(
+        template=TEMPLATE,
+        to=external_ids(spec["recipients"]),
+        context=request_context(spec["tag"]),
+        priority=Priority.urgent,
+        idempotency_key=spec["key"],
+    )
+    with transaction(engine) as session:
+        enqueue(
+            session=session,
+            request=request,
+            catalog=TemplateCatalog(),
+            settings=settings,
+            now=utcnow(),
+        )
+
+
+def open_rows(engine: Engine) -> int:
+    """Rows still to send by someone (due or not yet due)."""
+    with transaction(engine) as session:
+        query = select(func.count()).where(DeliveryLog.status.in_(("pending", "pending_retry")))
+        return int(session.scalar(query) or 0)
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    journal = Journal(cfg["journal"])
+    journal.mark("start")
+    settings = settings_for(cfg)
+    engine = make_engine(cfg["database_url"])
+    if cfg.get("enqueue"):
+        journal.mark("enqueue")
+        enqueue_request(engine, settings, cfg["enqueue"])
+        journal.mark("enqueued")
+    if cfg.get("rescue_dead"):
+        journal.mark("rescue")
+        with transaction(engine) as session:
+            rescue_expired(session=session, now=utcnow() + timedelta(days=1))
+    journal_statements(engine, journal)
+    pool = settings.send_concurrency * 2
+    ses = client("sesv2", cfg["endpoint"], cfg["read_timeout_s"], pool)
+    sns = client("sns", cfg["endpoint"], cfg["read_timeout_s"], pool)
+    deliverer = Deliverer(
+        engine=engine,
+        senders=Senders(
+            email=JournaledEmail(SesEmailSender(ses), journal),
+            sms=JournaledSms(SnsSmsSender(sns), journal),
+        ),
+        settings=settings,
+        owner=cfg["owner"],
+        clock=utcnow,
+        pacers=local_pacers(settings),
+    )
+    deadline = time.monotonic() + cfg["deadline_s"]
+    batches = stopped = 0
+    while time.monotonic() < deadline:
+        report = deliverer.deliver_batch()
+        batches += 1
+        stopped += report.stopped is not None
+        if not report.claimed:
+            if not open_rows(engine):
+                break
+            time.sleep(0.05)  # rows returned by a stopped batch or waiting for their retry
+    journal.mark("done")
+    print(json.dumps({"batches": batches, "stopped": stopped, "left": open_rows(engine)}))
+
+
+if __name__ == "__main__":
+    main()
