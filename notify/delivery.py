@@ -227,15 +227,33 @@ class Deliverer:
         try:
             self._coordinate(conn, line, gate, report)
         except BaseException:
-            gate.stop("the batch failed")  # no further provider calls; rows left to rescue
+            gate.stop("the batch failed")  # no further provider calls
+            _join(line, senders)
+            self._salvage(line)
             raise
-        finally:
-            for _ in senders:
-                line.ready.put(None)
-            for thread in senders:
-                thread.join()
+        _join(line, senders)
         report.stopped = gate.reason
         report.released = self._give_back(conn, line)
+
+    def _salvage(self, line: _Pipeline) -> None:
+        """The batch failed (its connection died): on a fresh connection, record the outcomes
+        this deliverer knows and give back the rows it never handed to a provider, so a rescue
+        turns into `unknown` only rows whose outcome nobody knows. Best effort, for a while."""
+        self._collect(line, timeout=0.0)  # every handed row is back: the senders are joined
+        deadline = time.monotonic() + min(30.0, self.settings.lease_seconds / 3)
+        while True:
+            try:
+                with self.engine.connect() as fresh:
+                    if line.done:
+                        record_rows(fresh, owner=self.owner, outcomes=[o for _, o in line.done])
+                        fresh.commit()
+                        line.done = []
+                    self._give_back(fresh, line)
+                return
+            except Exception:  # the database is still away: retry, then leave it to the rescue
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(1.0)
 
     def _coordinate(
         self, conn: Connection, line: _Pipeline, gate: _Gate, report: BatchReport
@@ -253,14 +271,22 @@ class Deliverer:
                 or line.handed == 0
                 or len(line.done) >= self._window // 2
             )
-            recorded = self._record(conn, line, report) if flush else []
-            marked = [] if gate.stopped else self._mark(conn, line, report)
+            recorded: list[tuple[ClaimedRow, Outcome]] = []
+            marked: list[ClaimedRow] = []
             beat = now - last_beat >= beat_every
-            if beat:
-                extend_leases(conn, owner=self.owner, until=self.clock() + self._lease)
-                last_beat = now
-            if recorded or marked or beat:
-                conn.commit()
+            try:
+                recorded = self._record(conn, line, report) if flush else []
+                marked = [] if gate.stopped else self._mark(conn, line, report)
+                if beat:
+                    extend_leases(conn, owner=self.owner, until=self.clock() + self._lease)
+                    last_beat = now
+                if recorded or marked or beat:
+                    conn.commit()
+            except BaseException:  # nothing of this cycle was stored: keep it for the salvage
+                line.done[:0] = recorded
+                line.sending += len(recorded)
+                line.todo.extendleft(reversed(marked))
+                raise
             if flush:
                 last_commit = now
                 self._count(recorded, report)
@@ -277,7 +303,11 @@ class Deliverer:
         if not line.todo or room < min(self._chunk, len(line.todo)):
             return []
         rows = [line.todo.popleft() for _ in range(min(room, len(line.todo)))]
-        held = start_sending(conn, owner=self.owner, ids=[r.id for r in rows])
+        try:
+            held = start_sending(conn, owner=self.owner, ids=[r.id for r in rows])
+        except BaseException:
+            line.todo.extendleft(reversed(rows))
+            raise
         report.lost_lease += len(rows) - len(held)
         return [row for row in rows if row.id in held]
 
@@ -311,8 +341,9 @@ class Deliverer:
         self, conn: Connection, line: _Pipeline, report: BatchReport
     ) -> list[tuple[ClaimedRow, Outcome]]:
         """The collected outcomes as one UPDATE (uncommitted); their rows leave the window."""
-        done, line.done = line.done, []
+        done = line.done
         held = record_rows(conn, owner=self.owner, outcomes=[outcome for _, outcome in done])
+        line.done = []  # only once the UPDATE went through: a failure keeps them for the salvage
         report.lost_lease += len(done) - held
         line.sending -= len(done)
         return done
@@ -459,3 +490,11 @@ def local_pacers(settings: Settings) -> dict[str, Pacer]:
         Channel.email.value: TokenBucket(ses_rate(settings)),
         Channel.sms.value: TokenBucket(settings.sns_rate),
     }
+
+
+def _join(line: _Pipeline, senders: Sequence[threading.Thread]) -> None:
+    """Stop the sender threads once they have finished what they were handed."""
+    for _ in senders:
+        line.ready.put(None)
+    for thread in senders:
+        thread.join()

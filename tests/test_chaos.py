@@ -166,12 +166,6 @@ def test_notifyops_deliver_says_what_a_database_restart_left(
 # --- a finding for notify/delivery.py (see the docstring) -----
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="notify/delivery.py: a database failure mid-batch abandons what the deliverer knows "
-    "(outcomes not yet committed, rows never handed to a provider) in `sending`, so rescue "
-    "makes them `unknown`; fix: record/give them back on a fresh connection before re-raising",
-)
 def test_a_database_failure_mid_batch_leaves_in_doubt_only_what_was_in_flight(
     postgres_url: str,
 ) -> None:
