@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from bench.common import HUGE, TEMPLATE, Scenario, external_ids, request_context
+from bench.common import HUGE, TEMPLATE, UNPACED, Scenario, external_ids, request_context
 from bench.ledger import LedgerSender, pacers_for
 from notify.db import make_engine, transaction, utcnow
 from notify.delivery import BatchReport, Deliverer
@@ -27,12 +27,12 @@ from notify.rendering import TemplateCatalog
 from notify.senders import Senders
 from notify.settings import Priority, Settings, load_settings
 
-BATCH_SIZE = 1000
+BATCH_SIZE: int = Settings.model_fields["batch_size"].default  # the product's default
 MAX_BATCHES = 100_000  # bounds every delivery loop
 
 
 def bench_settings(url: str, scenario: Scenario) -> Settings:
-    rate = scenario.rate or float(HUGE)
+    rate = scenario.rate or UNPACED
     return load_settings(**_overrides(url, scenario.concurrency, rate))
 
 
@@ -52,7 +52,7 @@ def _overrides(url: str, concurrency: int, rate: float) -> dict[str, Any]:
 
 def settings_env(url: str, scenario: Scenario) -> dict[str, str]:
     """The same settings as NOTIFY_* variables (what the flows read)."""
-    values = _overrides(url, scenario.concurrency, scenario.rate or float(HUGE))
+    values = _overrides(url, scenario.concurrency, scenario.rate or UNPACED)
     return {f"NOTIFY_{name.upper()}": str(value) for name, value in values.items()}
 
 
@@ -127,7 +127,8 @@ def run_library(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dic
 def run_flows(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dict[str, Any]:
     os.environ.update(settings_env(url, scenario))
     from flows.dispatch import dispatch_notifications
-    from flows.params import DeliverParams, DispatchParams
+    from flows.params import DispatchParams
+    from flows.states import result_of
     from notify.bootstrap import Runtime, install
     from notify.settings import load_settings
 
@@ -143,8 +144,8 @@ def run_flows(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dict[
     watcher = _CountWatcher(make_engine(url), scenario.notifications)
     started = time.perf_counter()
     watcher.start()
-    delivery_params = DeliverParams(batch_size=BATCH_SIZE)
-    summary = dispatch_notifications(**params.flow_parameters(), delivery=delivery_params)
+    state = dispatch_notifications(**params.flow_parameters(), return_state=True)  # defaults
+    summary = result_of(state)
     finished = time.perf_counter()
     enqueued = watcher.stop()
     sender.close()

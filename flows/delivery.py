@@ -12,7 +12,7 @@ from prefect.runtime import flow_run
 from flows.params import DeliverParams
 from notify.delivery import BatchReport
 from notify.summaries import DeliverySummary
-from tasks.dispatch import count_due, deliver_batch, rescue_expired_leases
+from tasks.dispatch import count_due, count_leftovers, deliver_batch, rescue_expired_leases
 from tasks.resources import runtime
 
 
@@ -31,4 +31,6 @@ def deliver_due(params: DeliverParams) -> DeliverySummary:
         batches += sum(1 for report in reports if report.claimed)
         if not any(report.claimed for report in reports) or total.stopped:
             break
-    return DeliverySummary.of(total, batches=batches, rescued=rescued, remaining_due=count_due())
+    left = count_leftovers(f":{run}/")
+    summary = DeliverySummary.of(total, batches=batches, rescued=rescued, remaining_due=count_due())
+    return summary.model_copy(update={"left_held": left.held, "unknown_total": left.unknown})

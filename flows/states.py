@@ -53,6 +53,17 @@ def delivery_verdict(delivery: DeliverySummary | None) -> tuple[str | None, str]
     if delivery is None:
         return None, "stored; not delivered by this run (deliver=false)"
     sent = delivery.count("sent") + delivery.count("delivered")
+    if delivery.left_held:
+        return STOPPED, one_line(
+            f"A delivery batch failed after {sent} sent and left {delivery.left_held} row(s) "
+            "claimed or in flight: they return to the queue (or become unknown if they were "
+            "being sent) when their lease expires; see the run's logs for the error."
+        )
+    if delivery.paused:
+        return STOPPED, one_line(
+            f"{sent} sent; {delivery.paused}. Email waits in the queue; after fixing the bounce or "
+            "complaint source, `notifyops receipts resume-email` lets it go."
+        )
     if delivery.stopped:
         waiting = delivery.count("pending_retry") + delivery.released
         return STOPPED, one_line(

@@ -79,6 +79,15 @@ FINAL_STATUSES = (
     Status.purged,
 )
 FAILED_STATUSES = (Status.failed.value, Status.failed_permanent.value)
+# Accepted by the provider; receipts move a row only among these (sent -> delivered, bounced,
+# complained, undelivered), so no audit tells them apart and an SMS among them was paid for.
+ACCEPTED_STATUSES = (
+    Status.sent.value,
+    Status.delivered.value,
+    Status.bounced.value,
+    Status.complained.value,
+    Status.undelivered.value,
+)
 
 
 def utcnow() -> datetime:

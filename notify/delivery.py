@@ -97,6 +97,7 @@ class BatchReport:
     lost_lease: int = 0
     stopped: str | None = None
     failures: list[FailureSample] = field(default_factory=list)
+    paused: str | None = None  # a channel the guardrail paused: its rows were left pending
 
     def add(self, other: BatchReport) -> None:
         self.claimed += other.claimed
@@ -104,6 +105,7 @@ class BatchReport:
         self.released += other.released
         self.lost_lease += other.lost_lease
         self.stopped = self.stopped or other.stopped
+        self.paused = self.paused or other.paused
         self.failures.extend(other.failures[: MAX_FAILURE_SAMPLES - len(self.failures)])
 
 
@@ -189,6 +191,7 @@ class Deliverer:
         report = BatchReport()
         line = _Pipeline()
         with self.engine.connect() as conn:
+            paused = _email_paused(conn)
             sending, claimed = claim_batch(
                 conn,
                 owner=self.owner,
@@ -196,8 +199,10 @@ class Deliverer:
                 first=self._window,
                 now=self.clock(),
                 lease=self._lease,
+                skip_channel=Channel.email.value if paused else "",
             )
             conn.commit()
+            report.paused = f"email paused (rows left pending): {paused}" if paused else None
             report.claimed = len(sending) + len(claimed)
             line.todo.extend(claimed)
             self._queue(line, sending)
@@ -404,6 +409,7 @@ class Deliverer:
             text=row.text,
             html=row.html,
             sender=self.settings.email_from,
+            delivery_id=row.id,  # tagged on the send: a receipt finds its row by it
         )
         self.pacers[Channel.email.value].acquire()
         if gate.stopped:  # stopped while this thread waited for its turn
@@ -415,7 +421,12 @@ class Deliverer:
         if self.senders.sms.is_opted_out(phone):
             raise DeliveryError(OPTED_OUT, "the number opted out of SMS (checked before sending)")
         body = row.sms_text or row.subject
-        message = OutgoingSms(phone=phone, body=body, transactional=row.priority in TRANSACTIONAL)
+        message = OutgoingSms(
+            phone=phone,
+            body=body,
+            transactional=row.priority in TRANSACTIONAL,
+            delivery_id=row.id,
+        )
         self.pacers[Channel.sms.value].acquire()
         if gate.stopped:
             return NOT_SENT
@@ -498,3 +509,10 @@ def _join(line: _Pipeline, senders: Sequence[threading.Thread]) -> None:
         line.ready.put(None)
     for thread in senders:
         thread.join()
+
+
+def _email_paused(conn: Connection) -> str | None:
+    """Why the reputation guardrail paused email (notify.receipts), or None."""
+    from notify.receipts.reputation import email_sending_paused
+
+    return email_sending_paused(conn)

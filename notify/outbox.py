@@ -44,6 +44,7 @@ _CLAIM_POSTGRES = text(
     WITH due AS MATERIALIZED (
         SELECT id FROM delivery_logs
         WHERE status IN ('pending', 'pending_retry') AND next_attempt_at <= :now
+          AND channel <> :skip_channel
         ORDER BY next_attempt_at, id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
@@ -62,6 +63,7 @@ _CLAIM_SQLITE = text(
     WHERE id IN (
         SELECT id FROM delivery_logs
         WHERE status IN ('pending', 'pending_retry') AND next_attempt_at <= :now
+          AND channel <> :skip_channel
         ORDER BY next_attempt_at, id
         LIMIT :limit
     )
@@ -77,6 +79,7 @@ _CLAIM_BATCH_POSTGRES = text(
     WITH due AS MATERIALIZED (
         SELECT id, next_attempt_at FROM delivery_logs
         WHERE status IN ('pending', 'pending_retry') AND next_attempt_at <= :now
+          AND channel <> :skip_channel
         ORDER BY next_attempt_at, id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
@@ -104,16 +107,17 @@ _RECORD_POSTGRES = text(
     UPDATE delivery_logs AS d
     SET status = v.status, provider_message_id = v.provider_message_id, sent_at = v.sent_at,
         error_code = v.error_code, error_class = v.error_class, error_message = v.error_message,
-        next_attempt_at = v.next_attempt_at, lease_expires_at = NULL,
+        error_norm = v.error_norm, next_attempt_at = v.next_attempt_at, lease_expires_at = NULL,
         attempts = d.attempts - v.uncount
     FROM unnest(
         CAST(:ids AS integer[]), CAST(:status AS varchar[]),
         CAST(:provider_message_id AS varchar[]), CAST(:sent_at AS timestamptz[]),
         CAST(:error_code AS varchar[]),
         CAST(:error_class AS varchar[]), CAST(:error_message AS text[]),
+        CAST(:error_norm AS varchar[]),
         CAST(:next_attempt_at AS timestamptz[]), CAST(:uncount AS integer[])
     ) AS v(id, status, provider_message_id, sent_at, error_code, error_class, error_message,
-           next_attempt_at, uncount)
+           error_norm, next_attempt_at, uncount)
     WHERE d.id = v.id AND d.lease_owner = :owner AND d.status = 'sending'
     """
 )
@@ -165,26 +169,55 @@ def claim_due(
 
 
 def claim_rows(
-    conn: Connection, *, owner: str, limit: int, now: datetime, lease: timedelta
+    conn: Connection,
+    *,
+    owner: str,
+    limit: int,
+    now: datetime,
+    lease: timedelta,
+    skip_channel: str = "",
 ) -> list[ClaimedRow]:
-    """`claim_due` on a connection (the caller commits)."""
+    """`claim_due` on a connection (the caller commits); rows of `skip_channel` stay queued."""
     statement = _CLAIM_POSTGRES if conn.dialect.name == "postgresql" else _CLAIM_SQLITE
-    params = {"owner": owner, "limit": limit, "now": now, "expires": now + lease}
+    params = {
+        "owner": owner,
+        "limit": limit,
+        "now": now,
+        "expires": now + lease,
+        "skip_channel": skip_channel,
+    }
     ids = [row[0] for row in conn.execute(statement, params)]
     return _load_claimed(conn, ids)
 
 
 def claim_batch(
-    conn: Connection, *, owner: str, limit: int, first: int, now: datetime, lease: timedelta
+    conn: Connection,
+    *,
+    owner: str,
+    limit: int,
+    first: int,
+    now: datetime,
+    lease: timedelta,
+    skip_channel: str = "",
 ) -> tuple[list[ClaimedRow], list[ClaimedRow]]:
     """Claim up to `limit` due rows: the first `first` straight into `sending`, the rest
     `claimed`. Returns (sending, claimed), each in due order; the caller commits before handing
-    any row to a provider. One statement on PostgreSQL; on SQLite a claim and a mark."""
+    any row to a provider. One statement on PostgreSQL; on SQLite a claim and a mark. Rows of
+    `skip_channel` (a paused channel) are left queued."""
     if conn.dialect.name != "postgresql":
-        rows = claim_rows(conn, owner=owner, limit=limit, now=now, lease=lease)
+        rows = claim_rows(
+            conn, owner=owner, limit=limit, now=now, lease=lease, skip_channel=skip_channel
+        )
         held = start_sending(conn, owner=owner, ids=[r.id for r in rows[:first]])
         return [r for r in rows if r.id in held], [r for r in rows if r.id not in held]
-    params = {"owner": owner, "limit": limit, "first": first, "now": now, "expires": now + lease}
+    params = {
+        "owner": owner,
+        "limit": limit,
+        "first": first,
+        "now": now,
+        "expires": now + lease,
+        "skip_channel": skip_channel,
+    }
     ranked = sorted(conn.execute(_CLAIM_BATCH_POSTGRES, params), key=lambda row: row[0])
     rows = [ClaimedRow(*row[1:]) for row in ranked]
     return rows[:first], rows[first:]
@@ -262,6 +295,7 @@ def _outcome_arrays(owner: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
         "error_code": [o.error_code for o in outcomes],
         "error_class": [o.error_class for o in outcomes],
         "error_message": [o.error_message for o in outcomes],
+        "error_norm": [_norm(o.error_message) for o in outcomes],
         "next_attempt_at": [o.next_attempt_at for o in outcomes],
         "uncount": [0 if o.count_attempt else 1 for o in outcomes],
     }
@@ -298,9 +332,17 @@ _OUTCOME_COLUMNS = (
     "error_code",
     "error_class",
     "error_message",
+    "error_norm",
     "next_attempt_at",
     "lease_expires_at",
 )
+
+
+def _norm(message: str | None) -> str | None:
+    """The normalised message the failure audits group by, stored with the outcome."""
+    from notify.audits.messages import normalize_error
+
+    return normalize_error(message)[:200] if message else None
 
 
 def _outcome_params(outcome: Outcome) -> dict[str, Any]:
@@ -313,6 +355,7 @@ def _outcome_params(outcome: Outcome) -> dict[str, Any]:
         "b_error_code": outcome.error_code,
         "b_error_class": outcome.error_class,
         "b_error_message": outcome.error_message,
+        "b_error_norm": _norm(outcome.error_message),
         "b_next_attempt_at": outcome.next_attempt_at,
         "b_lease_expires_at": None,
         "b_uncount": 0 if outcome.count_attempt else 1,
@@ -393,6 +436,25 @@ def due_count(*, session: Session, now: datetime) -> int:
         LOGS.c.status.in_(DUE_STATUSES), LOGS.c.next_attempt_at <= now
     )
     return int(session.scalar(query) or 0)
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What a delivery run leaves in doubt: rows still held by its own (dead) batches, which go
+    back at lease expiry, and rows `unknown` anywhere in the log."""
+
+    held: int
+    unknown: int
+
+
+def leftovers(*, session: Session, run_tag: str) -> Leftovers:
+    """Rows `claimed`/`sending` by any lease owner naming `run_tag`, and all `unknown` rows."""
+    held = select(func.count()).where(
+        LOGS.c.status.in_((Status.claimed.value, Status.sending.value)),
+        LOGS.c.lease_owner.contains(run_tag, autoescape=True),
+    )
+    unknown = select(func.count()).where(LOGS.c.status == Status.unknown.value)
+    return Leftovers(int(session.scalar(held) or 0), int(session.scalar(unknown) or 0))
 
 
 REDRIVABLE = ("unknown", "failed", "failed_permanent", "pending_retry")

@@ -81,7 +81,9 @@ class Settings(BaseSettings):
         description="Consecutive provider-side failures (5xx, throttling, connection) on one "
         "channel that stop a delivery batch",
     )
-    batch_size: int = Field(1000, ge=1, le=50_000, description="Rows claimed per delivery batch")
+    batch_size: int = Field(
+        5000, ge=1, le=50_000, description="Rows claimed per delivery batch (one task each)"
+    )
     lease_seconds: int = Field(
         300, ge=5, le=86_400, description="How long a claim is held before rescue"
     )

@@ -25,7 +25,12 @@ class DeliverySummary(BaseModel):
     rescued_to_pending: int = 0
     rescued_unknown: int = 0
     stopped: str | None = None
+    paused: str | None = Field(None, description="why a channel's rows were left pending")
     remaining_due: int = 0
+    left_held: int = Field(
+        0, description="rows still claimed/sending by this run's failed batches (back at lease end)"
+    )
+    unknown_total: int = Field(0, description="rows `unknown` in the whole log after this run")
     failures: list[FailureSample] = Field(
         default_factory=list, description="up to 20 failed sends, addresses masked"
     )
@@ -43,6 +48,7 @@ class DeliverySummary(BaseModel):
             rescued_to_pending=rescued.returned_to_pending,
             rescued_unknown=rescued.marked_unknown,
             stopped=report.stopped,
+            paused=report.paused,
             remaining_due=remaining_due,
             failures=list(report.failures),
         )

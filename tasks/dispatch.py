@@ -9,13 +9,14 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run
 
 from notify.db import transaction, utcnow
 from notify.delivery import BatchReport, Deliverer
 from notify.due import has_work
 from notify.enqueue import Attribution, EnqueueResult, SendRequest, enqueue
 from notify.errors import NotifyError
-from notify.outbox import RescueCounts, due_count
+from notify.outbox import Leftovers, RescueCounts, due_count, leftovers
 from notify.request_report import RequestReport, request_report
 from tasks.resources import pacers, runtime, worker_name
 
@@ -61,8 +62,17 @@ def rescue_expired_leases() -> RescueCounts:
 
 @task(name="deliver-batch", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
 def deliver_batch(owner_suffix: str, limit: int) -> BatchReport:
-    """Claim up to `limit` due rows and deliver them."""
-    return _deliverer(owner_suffix).deliver_batch(limit)
+    """Claim up to `limit` due rows and deliver them. A retried attempt is another lease owner,
+    so it never keeps the failed attempt's rows alive with its heartbeat."""
+    attempt = task_run.run_count or 1
+    return _deliverer(f"{owner_suffix}#{attempt}").deliver_batch(limit)
+
+
+@task(name="count-leftovers", cache_policy=NO_CACHE)
+def count_leftovers(run_tag: str) -> Leftovers:
+    """Rows this run's batches still hold (a batch died) and `unknown` rows in the log."""
+    with transaction(runtime().engine()) as session:
+        return leftovers(session=session, run_tag=run_tag)
 
 
 @task(name="count-due", cache_policy=NO_CACHE)

@@ -70,6 +70,7 @@ from notify.audits.sql import (
     rollup_hour,
 )
 from notify.db import (
+    ACCEPTED_STATUSES,
     FAILED_STATUSES,
     Channel,
     CreatedHour,
@@ -85,8 +86,8 @@ from notify.db import (
     utcnow,
 )
 
-SETTLED_STATUSES = (Status.sent.value, Status.delivered.value, Status.skipped.value)
-PAID_STATUSES = (Status.sent.value, Status.delivered.value)
+SETTLED_STATUSES = (*ACCEPTED_STATUSES, Status.skipped.value)
+PAID_STATUSES = ACCEPTED_STATUSES
 FOLD_GRACE = timedelta(minutes=10)
 OUTCOME_LAG = timedelta(minutes=10)
 LOOP_SPAN = timedelta(hours=48)

@@ -33,19 +33,19 @@ from notify.audits.rollups import ROLLUPS, Key, Parts, RollupPolicy, open_view, 
 from notify.audits.sql import dialect_of, hour_bucket, micros_sum
 from notify.conditions import start_of_utc_day
 from notify.db import (
+    ACCEPTED_STATUSES,
     Channel,
     DeliveryLog,
     Notification,
     Recipient,
     SmsHour,
     SmsTotalHour,
-    Status,
 )
 from notify.masking import mask_phone
 from notify.settings import Settings
 from notify.severity import Facts, Thresholds, assess
 
-PAID_STATUSES = (Status.sent.value, Status.delivered.value)
+PAID_STATUSES = ACCEPTED_STATUSES  # an SMS the provider accepted was paid for, delivered or not
 HOUR = timedelta(hours=1)
 TOP_N = 10
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.orm import Session
 
 from notify.db import RECEIPT_MARKS
 
 
-def read_mark(session: Session, name: str) -> tuple[datetime | None, str] | None:
+def read_mark(session: Session | Connection, name: str) -> tuple[datetime | None, str] | None:
     """(value, note) of the mark, or None when it was never set."""
     row = session.execute(
         select(RECEIPT_MARKS.c.value, RECEIPT_MARKS.c.note).where(RECEIPT_MARKS.c.name == name)

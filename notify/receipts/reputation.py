@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Connection, case, func, select
 from sqlalchemy.orm import Session
 
 from notify.db import DELIVERY_LOGS, Channel, Status
@@ -119,7 +119,7 @@ def _with_pause(finding: ReputationFinding, reason: str) -> ReputationFinding:
     return replace(finding, paused=reason)
 
 
-def email_sending_paused(session: Session) -> str | None:
+def email_sending_paused(session: Session | Connection) -> str | None:
     """Why email sending is paused, or None. The deliverer leaves email rows pending while set."""
     mark = read_mark(session, EMAIL_PAUSED)
     if mark is None or mark[0] is None:

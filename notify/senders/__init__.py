@@ -105,7 +105,9 @@ def email_sender_from_settings(
     if settings.sender is SenderKind.smtp:
         return _smtp_sender(settings)
     client = client or (lambda service: aws_client(service, settings))
-    return SesEmailSender(cast("SESV2Client", client("sesv2")))
+    return SesEmailSender(
+        cast("SESV2Client", client("sesv2")), configuration_set=settings.ses_configuration_set
+    )
 
 
 def _smtp_sender(settings: Settings) -> SmtpEmailSender:
@@ -121,6 +123,7 @@ def _smtp_sender(settings: Settings) -> SmtpEmailSender:
         settings.smtp_password.get_secret_value(),
         starttls=settings.smtp_starttls,
         timeout=settings.smtp_timeout_s,
+        configuration_set=settings.ses_configuration_set,
     )
 
 

@@ -41,7 +41,9 @@ class SmtpEmailSender:
         starttls: bool = True,
         timeout: float = 10,
         ssl_context: ssl.SSLContext | None = None,
+        configuration_set: str | None = None,
     ) -> None:
+        self._configuration_set = configuration_set
         self._host, self._port, self._timeout = host, port, timeout
         self._username, self._password = username, password
         self._starttls = starttls
@@ -55,6 +57,10 @@ class SmtpEmailSender:
 
     def send_email(self, message: OutgoingEmail) -> SendReceipt:
         mime = _encoded(message)
+        if self._configuration_set:  # SES SMTP: the receipts' configuration set and our tag
+            mime["X-SES-CONFIGURATION-SET"] = self._configuration_set
+        if message.delivery_id is not None:
+            mime["X-SES-MESSAGE-TAGS"] = f"delivery_id={message.delivery_id}"
         progress = _Progress()
         try:
             reply = self._deliver(

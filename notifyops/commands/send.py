@@ -82,7 +82,9 @@ def send(
 
 
 def _has_failures(summary: DeliverySummary) -> bool:
-    return bool(summary.stopped) or any(summary.count(status) for status in FAILED)
+    """Stopped, failed, retrying, left in doubt by a failed batch, or made `unknown` by rescue."""
+    in_doubt = summary.left_held or summary.rescued_unknown
+    return bool(summary.stopped or in_doubt) or any(summary.count(s) for s in FAILED)
 
 
 def _context(raw: str | None, path: Path | None) -> dict[str, Any]:
