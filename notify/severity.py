@@ -92,6 +92,7 @@ class Facts:
     sender_unverified: bool = False
     unknown_deliveries: int = 0
     loops: int = 0
+    index_problems: int = 0
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,24 @@ def _latency(facts: Facts, t: Thresholds) -> Finding | None:
 def _data_loss(facts: Facts, _t: Thresholds) -> Finding | None:
     if not facts.data_loss:
         return None
-    return Finding("data-loss", Severity.P1, "data loss or corruption")
+    return Finding(
+        "data-loss",
+        Severity.P1,
+        "data loss: rows held by a dead deliverer for over an hour with nobody rescuing them, "
+        "or provider receipts matching no delivery row (see health's lost_past_horizon and "
+        "unmatched_receipts)",
+    )
+
+
+def _indexes(facts: Facts, _t: Thresholds) -> Finding | None:
+    if facts.index_problems <= 0:
+        return None
+    return Finding(
+        "indexes",
+        Severity.P3,
+        f"{facts.index_problems} declared index(es) missing or invalid: queries slow down "
+        "(run `notifyops db upgrade`, or REINDEX an invalid one)",
+    )
 
 
 def _database(facts: Facts, _t: Thresholds) -> Finding | None:
@@ -213,6 +231,7 @@ def _loops(facts: Facts, _t: Thresholds) -> Finding | None:
 _RULES: tuple[Callable[[Facts, Thresholds], Finding | None], ...] = (
     _data_loss,
     _database,
+    _indexes,
     _ses_sending,
     _ses_sender,
     _email_rate,

@@ -659,6 +659,74 @@ def test_health_stuck_and_unknown(engine: Engine, session: Session, settings: Se
     assert report.severity is Severity.P3 and [f.code for f in report.findings] == ["unknown"]
 
 
+def test_health_calls_rows_nobody_will_finish_and_orphan_receipts_data_loss(
+    engine: Engine, settings: Settings
+) -> None:
+    from notify.db import RECEIPTS
+
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    for lease in (AS_OF - 2 * H, AS_OF - 3 * H, AS_OF - timedelta(minutes=5)):
+        rows.delivery(
+            tech,
+            created_at=AS_OF - 4 * H,
+            status="sending",
+            lease_expires_at=lease,
+            lease_owner="dead-worker",
+        )
+    rows.insert(engine)
+    with transaction(engine) as session:
+        report = run(health, session, settings)
+    assert (report.lost_past_horizon, report.unmatched_receipts) == (2, 0)
+    assert report.severity is Severity.P1 and "data-loss" in [f.code for f in report.findings]
+
+    with engine.begin() as connection:
+        connection.execute(
+            RECEIPTS.insert(),
+            [
+                {
+                    "dedupe_key": "r-old",
+                    "source": "ses",
+                    "event_type": "Delivery",
+                    "state": "unmatched",
+                    "received_at": AS_OF - 2 * H,
+                },
+                {
+                    "dedupe_key": "r-new",
+                    "source": "ses",
+                    "event_type": "Delivery",
+                    "state": "unmatched",
+                    "received_at": AS_OF - timedelta(minutes=10),
+                },
+            ],
+        )
+    with transaction(engine) as session:
+        assert run(health, session, settings).unmatched_receipts == 1, "only after the horizon"
+
+
+def test_health_reports_a_missing_index(engine: Engine, settings: Settings) -> None:
+    with transaction(engine) as session:
+        assert run(health, session, settings).index_problems == ()
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP INDEX ix_notifications_history")
+    try:
+        with transaction(engine) as session:
+            report = run(health, session, settings)
+        assert [p.index for p in report.index_problems] == ["ix_notifications_history"]
+        assert "indexes" in [f.code for f in report.findings]
+    finally:
+        from notify.db import Base
+
+        index = next(
+            i
+            for t in Base.metadata.sorted_tables
+            for i in t.indexes
+            if i.name == "ix_notifications_history"
+        )
+        with engine.begin() as connection:
+            index.create(connection)
+
+
 def test_health_empty_database(session: Session, settings: Settings) -> None:
     report = run(health, session, settings)
     assert report.database_reachable and report.database_error is None

@@ -21,17 +21,19 @@ from sqlalchemy import and_, case, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from notify.actions.indexes import IndexProblem, missing_indexes
 from notify.audits.common import Report, Window, header, resolve_window
 from notify.audits.rollups import ROLLUPS, Key, RollupPolicy, View, open_view, parts
 from notify.audits.ses_account import SesAccountState, check_ses_account
 from notify.audits.sql import any_channel, dialect_of, latency_ms, latency_us
-from notify.db import DUE_STATUSES, DeliveryLog, LatencyHour, Status
+from notify.db import DUE_STATUSES, DeliveryLog, LatencyHour, Receipt, Status
 from notify.settings import Settings
 from notify.severity import Facts, Thresholds, assess
 
 P95 = 0.95
 MICROS = 1_000_000
 STUCK_STATUSES = (Status.claimed.value, Status.sending.value)
+LOST_HORIZON = timedelta(hours=1)
 
 
 class WorkerState(BaseModel):
@@ -57,6 +59,11 @@ class HealthReport(Report):
     stuck_claimed: int  # lease expired; rescued back to pending
     stuck_sending: int  # lease expired; become unknown when rescued
     unknown: int
+    # Data loss: rows claimed or in flight whose lease ended over LOST_HORIZON ago (nobody rescued
+    # them: no deliverer runs) and provider receipts still matching no row after LOST_HORIZON.
+    lost_past_horizon: int = 0
+    unmatched_receipts: int = 0
+    index_problems: tuple[IndexProblem, ...] = ()  # declared indexes missing or invalid
     ses: SesAccountState | None
     workers: tuple[WorkerState, ...] | None = None
     workers_down_minutes: float | None = None
@@ -118,7 +125,13 @@ def _database(session: Session, w: Window, rollups: RollupPolicy) -> dict[str, A
         session.execute(text("SELECT 1"))
         view = open_view(session, rollups)
         latency = _latency(session, view, w)
-        measured = {**_queue(session, w.end), **latency, **_stuck(session, w.end)}
+        measured = {
+            **_queue(session, w.end),
+            **latency,
+            **_stuck(session, w.end),
+            **_lost(session, w.end),
+            "index_problems": tuple(missing_indexes(session.connection())),
+        }
     except SQLAlchemyError as exc:
         session.rollback()
         return {"database_reachable": False, "database_error": _first_line(exc), **_UNMEASURED}
@@ -211,12 +224,27 @@ def _stuck(session: Session, now: datetime) -> dict[str, Any]:
     }
 
 
+def _lost(session: Session, now: datetime) -> dict[str, int]:
+    """What data loss means here: a row nobody will ever finish, or a receipt with no row."""
+    dl, horizon = DeliveryLog, now - LOST_HORIZON
+    stuck = select(func.count()).where(dl.status.in_(STUCK_STATUSES), dl.lease_expires_at < horizon)
+    unmatched = select(func.count()).where(
+        Receipt.state == "unmatched", Receipt.received_at < horizon
+    )
+    return {
+        "lost_past_horizon": int(session.scalar(stuck) or 0),
+        "unmatched_receipts": int(session.scalar(unmatched) or 0),
+    }
+
+
 def _verdict(fields: Mapping[str, Any], w: Window, thresholds: Thresholds | None) -> dict[str, Any]:
     ses: SesAccountState | None = fields["ses"]
     facts = Facts(
         backlog=fields["backlog"],
         avg_latency_s=fields["avg_latency_s"] if fields["sent_in_window"] else None,
         unknown_deliveries=fields["unknown"],
+        data_loss=bool(fields.get("lost_past_horizon") or fields.get("unmatched_receipts")),
+        index_problems=len(fields.get("index_problems", ())),
         database_unreachable=not fields["database_reachable"],
         email_sending_disabled=ses is not None and ses.sending_enabled is False,
         sender_unverified=ses is not None and ses.sender_verified is False,
