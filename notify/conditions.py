@@ -16,7 +16,15 @@ from decimal import Decimal
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from notify.db import Channel, DeliveryLog, Notification, Recipient, Status, Suppression
+from notify.db import (
+    Channel,
+    DeliveryLog,
+    Notification,
+    Recipient,
+    Status,
+    Suppression,
+    sms_cost_known,
+)
 from notify.policies import Action, ChannelDecision
 
 LOOKUP_CHUNK = 500
@@ -70,8 +78,9 @@ def start_of_utc_day(now: datetime) -> datetime:
 
 
 def sms_spend_since(*, session: Session, since: datetime) -> Decimal:
-    """SMS cost committed or planned since `since` (rows not skipped and not failed)."""
-    query = select(func.coalesce(func.sum(DeliveryLog.cost), 0)).where(
+    """SMS cost committed or planned since `since` (rows not skipped and not failed): the
+    receipt's price where one arrived, the estimate otherwise."""
+    query = select(func.coalesce(func.sum(sms_cost_known()), 0)).where(
         DeliveryLog.channel == Channel.sms.value,
         DeliveryLog.created_at >= since,
         DeliveryLog.status.not_in(NOT_SPENDING),

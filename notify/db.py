@@ -32,9 +32,11 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    func,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -455,3 +457,8 @@ OPERATOR_ACTION_ROWS = cast(Table, OperatorActionRow.__table__)
 RECEIPTS = cast(Table, Receipt.__table__)
 RECEIPT_MARKS = cast(Table, ReceiptMark.__table__)
 SUPPRESSIONS = cast(Table, Suppression.__table__)
+
+
+def sms_cost_known() -> ColumnElement[Any]:
+    """What an SMS cost as far as we know: the receipt's price, else our estimate."""
+    return func.coalesce(DELIVERY_LOGS.c.actual_cost, DELIVERY_LOGS.c.cost)

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
-from notify.db import DELIVERY_LOGS, RECEIPTS, Channel, Status
+from notify.db import DELIVERY_LOGS, RECEIPTS, Channel, Status, sms_cost_known
 from notify.receipts.events import State
 
 CENT = Decimal("0.01")
@@ -32,7 +32,7 @@ RECEIPT_STATUSES = (
 
 def effective_sms_cost() -> ColumnElement[Any]:
     """`COALESCE(delivery_logs.actual_cost, delivery_logs.cost)`: what an SMS really cost."""
-    return func.coalesce(DELIVERY_LOGS.c.actual_cost, DELIVERY_LOGS.c.cost)
+    return sms_cost_known()
 
 
 @dataclass(frozen=True)
