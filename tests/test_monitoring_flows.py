@@ -74,7 +74,7 @@ def test_sms_cost_failure_and_health_flows_report_the_crafted_numbers(flow_env: 
     crafted(flow_env)
     quiet = CheckParams(as_of=AS_OF, publish_metrics=False, alert=False)
     cost_state, cost = ran(sms_cost_audit_flow, quiet)
-    assert cost.to_json()["sms_count"] == 10 and cost.to_json()["total_cost_usd"] == "0.06"
+    assert cost.to_json()["sms_count"] == 10 and cost.to_json()["total_cost_usd"] == "0.0645"
     assert cost_state.is_completed()
     failed, failures = ran(
         failure_summary_flow, FailureParams(as_of=AS_OF, window_hours=24, publish_metrics=False)

@@ -44,6 +44,13 @@ def usd_from_micros(micros: Any) -> Decimal:
     return (Decimal(int(micros or 0)) * MICRO).quantize(MICRO)
 
 
+def money(amount: Decimal) -> Decimal:
+    """Dollars at the precision they have (micro-dollars), never fewer than two decimals:
+    12 x $0.00645 is $0.0774, not $0.08; $1.5 is $1.50."""
+    exact = amount.quantize(MICRO).normalize()
+    return exact.quantize(CENT) if exact.as_tuple().exponent > -2 else exact  # type: ignore[operator]
+
+
 def cents(amount: Decimal) -> Decimal:
     """Dollars rounded half-up to the cent, as reports show them."""
     return amount.quantize(CENT, rounding=ROUND_HALF_UP)

@@ -26,6 +26,7 @@ from notify.audits.common import (
     Window,
     cents,
     header,
+    money,
     resolve_window,
     usd_from_micros,
 )
@@ -106,7 +107,7 @@ def sms_cost_audit(
     spenders = _spenders(paid)
     return SmsCostReport(
         **_totals(buckets),
-        last_hour_cost_usd=cents(last_hour),
+        last_hour_cost_usd=money(last_hour),
         hourly_alarm_usd=settings.sms_hourly_alarm_usd,
         **_today(today, settings.sms_daily_cap_usd),
         hourly=tuple(_hour_row(*bucket) for bucket in buckets),
@@ -189,7 +190,7 @@ def _hours(w: Window) -> list[datetime]:
 
 def _hour_row(hour: datetime, count: int, segments: int, micros: Any) -> HourlySms:
     return HourlySms(
-        hour=hour, count=count, segments=segments, cost_usd=cents(usd_from_micros(micros))
+        hour=hour, count=count, segments=segments, cost_usd=money(usd_from_micros(micros))
     )
 
 
@@ -197,7 +198,7 @@ def _totals(buckets: list[Bucket]) -> dict[str, Any]:
     return {
         "sms_count": sum(b[1] for b in buckets),
         "segments": sum(b[2] for b in buckets),
-        "total_cost_usd": cents(usd_from_micros(sum(int(b[3]) for b in buckets))),
+        "total_cost_usd": money(usd_from_micros(sum(int(b[3]) for b in buckets))),
     }
 
 
@@ -215,7 +216,7 @@ def _spend(session: Session, p: Parts) -> Decimal:
 
 def _today(today: Decimal, cap: Decimal) -> dict[str, Any]:
     return {
-        "today_cost_usd": cents(today),
+        "today_cost_usd": money(today),
         "daily_cap_usd": cap,
         "daily_cap_used": round(float(today / cap), 4) if cap > 0 else None,
         "daily_cap_reached": today > 0 and today >= cap,
@@ -245,7 +246,7 @@ def _top(spenders: list[Spender], *, by_cost: bool, limit: int) -> tuple[Recipie
         RecipientSpend(
             recipient=external_id,
             count=count,
-            cost_usd=cents(usd_from_micros(micros)),
+            cost_usd=money(usd_from_micros(micros)),
             phone_masked=mask_phone(phone),
         )
         for external_id, phone, count, micros in heapq.nsmallest(limit, spenders, key=key)
