@@ -149,13 +149,6 @@ def test_a_postgres_restart_under_notifyops_deliver_loses_and_doubles_nothing(
 
 
 @NEEDS_CLUSTERS
-@pytest.mark.xfail(
-    strict=False,
-    reason="findings for the CLI/flows: the run under which Postgres restarts leaves the dead "
-    "batch's rows claimed/sending and says nothing (remaining_due 0, no error line, exit 1 only "
-    "when other rows were pending_retry); the next run exits 0 though its rescue made rows "
-    "unknown (the deliver command's failure check ignores rescued_unknown)",
-)
 def test_notifyops_deliver_says_what_a_database_restart_left(
     suite: dict[str, chaos.Row],
 ) -> None:
