@@ -66,6 +66,7 @@ def start_worker(
     batch: int,
     concurrency: int,
     window: int | None = None,
+    lease_s: int | None = None,
 ) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
@@ -78,6 +79,7 @@ def start_worker(
         str(batch),
         str(concurrency),
         *([str(window)] if window else []),
+        *([str(lease_s)] if lease_s else []),
     ]
     return subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
@@ -86,7 +88,8 @@ def provider_log(*paths: Path) -> Counter[tuple[str, str]]:
     counts: Counter[tuple[str, str]] = Counter()
     for path in paths:
         if path.exists():
-            counts.update(tuple(json.loads(line)) for line in path.read_text().splitlines())
+            lines = path.read_text().splitlines()
+            counts.update(tuple(json.loads(line)[:2]) for line in lines)  # (channel, address)
     return counts
 
 

@@ -31,14 +31,21 @@ class LoggingProvider(MemorySender):
         self.log_lock = threading.Lock()
 
     def send_email(self, message: OutgoingEmail) -> SendReceipt:
-        return self._logged("email", message.to, super().send_email(message))
+        receipt = super().send_email(message)
+        return self._logged("email", message.to, receipt, message.delivery_id)
 
     def send_sms(self, message: OutgoingSms) -> SendReceipt:
-        return self._logged("sms", message.phone, super().send_sms(message))
+        receipt = super().send_sms(message)
+        return self._logged("sms", message.phone, receipt, message.delivery_id)
 
-    def _logged(self, channel: str, address: str, receipt: SendReceipt) -> SendReceipt:
+    def _logged(
+        self, channel: str, address: str, receipt: SendReceipt, delivery_id: int | None
+    ) -> SendReceipt:
+        """One line per accepted message; the tag and the message id after it (what a provider's
+        receipt would carry), so a test can play the receipts back."""
+        line = [channel, address, delivery_id, receipt.provider_message_id]
         with self.log_lock:
-            self.log.write(json.dumps([channel, address]) + "\n")
+            self.log.write(json.dumps(line) + "\n")
             self.log.flush()
         return receipt
 
