@@ -114,8 +114,9 @@ def _reading(suite: SuiteResult, plan: Sequence[Scenario]) -> str:
             lines.append(
                 f"  The Prefect flows add {flows.e2e_s - library.e2e_s:,.1f} s to this dispatch "
                 f"({flows.e2e_s:,.1f} s against {library.e2e_s:,.1f} s for the same library "
-                "calls): flow and subflow runs, a task run per step and per batch, artifacts, "
-                "logs sent to the API. It is a cost per dispatch, not per message."
+                "calls): the flow run, a task run per step and per batch, the request's own-rows "
+                "report, artifacts, logs sent to the API. It is a cost per dispatch, not per "
+                "message."
             )
     zero = {r.peer: r for r in suite.results if r.scenario == "zero"}
     if zero:
