@@ -131,6 +131,7 @@ def run_flows(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dict[
     from flows.states import result_of
     from notify.bootstrap import Runtime, install
     from notify.settings import load_settings
+    from notifyops.prefect_env import run_flow
 
     sender = LedgerSender(ledger_dir, latency_s=scenario.latency_s)
     install(Runtime(load_settings(), senders=Senders(email=sender, sms=sender)))
@@ -144,7 +145,8 @@ def run_flows(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dict[
     watcher = _CountWatcher(make_engine(url), scenario.notifications)
     started = time.perf_counter()
     watcher.start()
-    state = dispatch_notifications(**params.flow_parameters(), return_state=True)  # defaults
+    # as `notifyops send` runs it: the CLI's run_flow, with the product's default parameters
+    state = run_flow(dispatch_notifications, **params.flow_parameters(), return_state=True)
     summary = result_of(state)
     finished = time.perf_counter()
     enqueued = watcher.stop()
