@@ -12,7 +12,7 @@ from prefect.runtime import flow_run
 from flows.params import DeliverParams
 from notify.delivery import BatchReport
 from notify.summaries import DeliverySummary
-from tasks.dispatch import count_due, count_leftovers, deliver_batch, rescue_expired_leases
+from tasks.dispatch import count_leftovers, deliver_batch, rescue_expired_leases
 from tasks.resources import runtime
 
 
@@ -32,5 +32,4 @@ def deliver_due(params: DeliverParams) -> DeliverySummary:
         if not any(report.claimed for report in reports) or total.stopped:
             break
     left = count_leftovers(f":{run}/")
-    summary = DeliverySummary.of(total, batches=batches, rescued=rescued, remaining_due=count_due())
-    return summary.model_copy(update={"left_held": left.held, "unknown_total": left.unknown})
+    return DeliverySummary.of(total, batches=batches, rescued=rescued, left=left)

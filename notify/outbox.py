@@ -440,21 +440,27 @@ def due_count(*, session: Session, now: datetime) -> int:
 
 @dataclass(frozen=True)
 class Leftovers:
-    """What a delivery run leaves in doubt: rows still held by its own (dead) batches, which go
-    back at lease expiry, and rows `unknown` anywhere in the log."""
+    """What a delivery run leaves behind: rows due now, rows still held by its own (dead) batches,
+    which go back at lease expiry, and rows `unknown` anywhere in the log."""
 
+    due: int
     held: int
     unknown: int
 
 
-def leftovers(*, session: Session, run_tag: str) -> Leftovers:
-    """Rows `claimed`/`sending` by any lease owner naming `run_tag`, and all `unknown` rows."""
+def leftovers(*, session: Session, run_tag: str, now: datetime) -> Leftovers:
+    """Rows due at `now`, rows `claimed`/`sending` by any lease owner naming `run_tag`, and all
+    `unknown` rows."""
     held = select(func.count()).where(
         LOGS.c.status.in_((Status.claimed.value, Status.sending.value)),
         LOGS.c.lease_owner.contains(run_tag, autoescape=True),
     )
     unknown = select(func.count()).where(LOGS.c.status == Status.unknown.value)
-    return Leftovers(int(session.scalar(held) or 0), int(session.scalar(unknown) or 0))
+    return Leftovers(
+        due_count(session=session, now=now),
+        int(session.scalar(held) or 0),
+        int(session.scalar(unknown) or 0),
+    )
 
 
 REDRIVABLE = ("unknown", "failed", "failed_permanent", "pending_retry")

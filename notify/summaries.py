@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from notify.delivery import BatchReport, FailureSample
 from notify.enqueue import EnqueueResult, nest_counts
-from notify.outbox import RescueCounts
+from notify.outbox import Leftovers, RescueCounts
 
 
 class DeliverySummary(BaseModel):
@@ -37,7 +37,7 @@ class DeliverySummary(BaseModel):
 
     @classmethod
     def of(
-        cls, report: BatchReport, *, batches: int, rescued: RescueCounts, remaining_due: int
+        cls, report: BatchReport, *, batches: int, rescued: RescueCounts, left: Leftovers
     ) -> DeliverySummary:
         return cls(
             batches=batches,
@@ -49,7 +49,9 @@ class DeliverySummary(BaseModel):
             rescued_unknown=rescued.marked_unknown,
             stopped=report.stopped,
             paused=report.paused,
-            remaining_due=remaining_due,
+            remaining_due=left.due,
+            left_held=left.held,
+            unknown_total=left.unknown,
             failures=list(report.failures),
         )
 

@@ -16,7 +16,7 @@ from notify.delivery import BatchReport, Deliverer
 from notify.due import has_work
 from notify.enqueue import Attribution, EnqueueResult, SendRequest, enqueue
 from notify.errors import NotifyError
-from notify.outbox import Leftovers, RescueCounts, due_count, leftovers
+from notify.outbox import Leftovers, RescueCounts, leftovers
 from notify.request_report import RequestReport, request_report
 from tasks.resources import pacers, runtime, worker_name
 
@@ -70,15 +70,9 @@ def deliver_batch(owner_suffix: str, limit: int) -> BatchReport:
 
 @task(name="count-leftovers", cache_policy=NO_CACHE)
 def count_leftovers(run_tag: str) -> Leftovers:
-    """Rows this run's batches still hold (a batch died) and `unknown` rows in the log."""
+    """Rows still due, rows this run's batches still hold (a batch died), `unknown` rows."""
     with transaction(runtime().engine()) as session:
-        return leftovers(session=session, run_tag=run_tag)
-
-
-@task(name="count-due", cache_policy=NO_CACHE)
-def count_due() -> int:
-    with transaction(runtime().engine()) as session:
-        return due_count(session=session, now=utcnow())
+        return leftovers(session=session, run_tag=run_tag, now=utcnow())
 
 
 def _deliverer(owner_suffix: str) -> Deliverer:

@@ -16,16 +16,12 @@ import pytest
 from sqlalchemy import Engine, select
 
 from notify.db import DeliveryLog, transaction, utcnow
-from notify.enqueue import SendRequest, enqueue
 from notify.outbox import rescue_expired
 from notify.receipts.crash import resolve_crash_rows
 from notify.receipts.queue import store_and_apply
-from notify.rendering import TemplateCatalog
-from notify.settings import load_settings
 from tests.conftest import empty_tables, engine_for
 from tests.receipt_samples import envelope, ses_event
-from tests.test_dispatch import add_recipients, tech
-from tests.test_reliability import provider_log, start_worker, status_counts
+from tests.test_reliability import fill, provider_log, start_worker, status_counts
 
 pytestmark = pytest.mark.postgres
 RECIPIENTS = 400
@@ -38,24 +34,6 @@ def pg(postgres_url: str) -> Engine:
     engine = engine_for(postgres_url)
     empty_tables(engine)
     return engine
-
-
-def email_request(engine: Engine, url: str) -> None:
-    add_recipients(engine, [tech(n, timezone="UTC", receive_sms=False) for n in range(RECIPIENTS)])
-    request = SendRequest(
-        template="repair_assigned",
-        to=tuple(f"tech:{n}" for n in range(RECIPIENTS)),
-        context={"repair_id": "R-1", "unit_number": "9"},
-    )
-    settings = load_settings(database_url=url, sender="memory", loop_threshold=1_000_000)
-    with transaction(engine) as session:
-        enqueue(
-            session=session,
-            request=request,
-            catalog=TemplateCatalog(),
-            settings=settings,
-            now=utcnow(),
-        )
 
 
 def accepted(log: Path) -> list[tuple[str, str, int, str]]:
@@ -84,7 +62,7 @@ def unknown_ids(engine: Engine) -> set[int]:
 def test_kill_then_receipts_leaves_no_unknown_email_and_sends_nothing_twice(
     pg: Engine, postgres_url: str, tmp_path: Path
 ) -> None:
-    email_request(pg, postgres_url)
+    fill(pg, postgres_url, RECIPIENTS, sms=False)
     killed = tmp_path / "killed.jsonl"
     worker = start_worker(postgres_url, "doomed", killed, 0.02, 1000, 8, 40, LEASE_S)
     deadline = time.monotonic() + 60

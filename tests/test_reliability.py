@@ -37,8 +37,10 @@ def pg(postgres_url: str) -> Engine:
     return engine
 
 
-def fill(engine: Engine, url: str, recipients: int) -> None:
-    add_recipients(engine, [tech(n, timezone="UTC") for n in range(recipients)])
+def fill(engine: Engine, url: str, recipients: int, *, sms: bool = True) -> None:
+    """One urgent request to `recipients` technicians: email and, unless `sms` is off, SMS."""
+    people = [tech(n, timezone="UTC", receive_sms=sms) for n in range(recipients)]
+    add_recipients(engine, people)
     request = SendRequest(
         template="repair_assigned",
         to=tuple(f"tech:{n}" for n in range(recipients)),

@@ -11,7 +11,6 @@ from notify.receipts.counts import (
     ReceiptCounts,
     ReceiptHealth,
     daily_sms_cost,
-    effective_sms_cost,
     receipt_counts,
 )
 from notify.receipts.events import MalformedReceipt, ReceiptEvent, Source, State
@@ -41,7 +40,6 @@ __all__ = [
     "State",
     "apply_stored",
     "daily_sms_cost",
-    "effective_sms_cost",
     "email_sending_paused",
     "poll_receipts",
     "receipt_counts",

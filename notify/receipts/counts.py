@@ -1,9 +1,10 @@
 """What the audits read from receipts: counts per outcome, and SMS cost, estimated vs actual.
 
-- `receipt_counts` feeds `failure-summary` and `health` (delivered, bounced, complained,
-  undelivered, no receipt yet, unmatched and malformed receipts).
-- `effective_sms_cost()` is the SQL expression the SMS cost audit and the daily cap sum: the
-  price from the delivery log where known, the estimate otherwise.
+- `receipt_counts`: delivered, bounced, complained, undelivered, no receipt yet, unmatched and
+  malformed receipts per channel (not yet shown by `failure-summary` or `health`).
+- `notify.db.sms_cost_known()` is the SQL expression the daily SMS cap sums: the price from the
+  delivery log where known, the estimate otherwise (the SMS cost audit's rollups sum the
+  estimate).
 - `daily_sms_cost` is estimate vs actual per UTC day, to the cent.
 """
 
@@ -15,10 +16,10 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from notify.db import DELIVERY_LOGS, RECEIPTS, Channel, Status, sms_cost_known
+from notify.db import DELIVERY_LOGS, RECEIPTS, Channel, Status
 from notify.receipts.events import State
 
 CENT = Decimal("0.01")
@@ -28,11 +29,6 @@ RECEIPT_STATUSES = (
     Status.complained.value,
     Status.undelivered.value,
 )
-
-
-def effective_sms_cost() -> ColumnElement[Any]:
-    """`COALESCE(delivery_logs.actual_cost, delivery_logs.cost)`: what an SMS really cost."""
-    return sms_cost_known()
 
 
 @dataclass(frozen=True)

@@ -208,8 +208,7 @@ def _direct(check: Check, params: Any) -> Report:
     here, which = runtime(), check
     window = timedelta(hours=params.window_hours)
     report = checks.run_audit(which, runtime=here, as_of=params.as_of, window=window)
-    mute = isinstance(report, LoopReport) and checks.should_mute(here.settings, params.mute)
-    if isinstance(report, LoopReport) and mute:
+    if isinstance(report, LoopReport) and checks.should_mute(here.settings, params.mute):
         report = checks.mute_detected_loops(runtime=here, report=report)
     if params.publish_metrics:
         checks.publish_metrics(which, runtime=here, report=report)
