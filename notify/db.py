@@ -188,6 +188,8 @@ class DeliveryLog(Base):
         Index("ix_delivery_logs_channel_sent", "channel", "sent_at"),
         Index("ix_delivery_logs_status_lease", "status", "lease_expires_at"),
         Index("ix_delivery_logs_provider_message_id", "provider_message_id"),
+        Index("ix_delivery_logs_replaces", "replaces_id"),
+        Index("ix_delivery_logs_carried_by", "carried_by_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -219,6 +221,10 @@ class DeliveryLog(Base):
     receipt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     unknown_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     requeued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Links (notify.fallback, notify.digest): a fallback row names the row it replaces; a row
+    # deferred by quiet hours names the digest row that carried it (its status follows that row's).
+    replaces_id: Mapped[int | None] = mapped_column(Integer)
+    carried_by_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class Receipt(Base):

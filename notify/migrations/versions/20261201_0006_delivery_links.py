@@ -1,0 +1,37 @@
+"""delivery links: a fallback row names the row it replaces, a digest carries deferred rows
+
+`delivery_logs.replaces_id`: set on a fallback row (SMS that failed permanently or was suppressed,
+re-sent as email) to the id of the row it replaces. `delivery_logs.carried_by_id`: set on a row
+deferred by quiet hours to the id of the digest row that carried it; such a row is no longer due
+and its status follows the digest's. notify/db.py declares the same.
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-01 00:20:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0006"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("delivery_logs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("replaces_id", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("carried_by_id", sa.Integer(), nullable=True))
+        batch_op.create_index("ix_delivery_logs_replaces", ["replaces_id"], unique=False)
+        batch_op.create_index("ix_delivery_logs_carried_by", ["carried_by_id"], unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("delivery_logs", schema=None) as batch_op:
+        batch_op.drop_index("ix_delivery_logs_carried_by")
+        batch_op.drop_index("ix_delivery_logs_replaces")
+        batch_op.drop_column("carried_by_id")
+        batch_op.drop_column("replaces_id")
