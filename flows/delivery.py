@@ -29,7 +29,8 @@ def deliver_due(params: DeliverParams) -> DeliverySummary:
         for report in reports:
             total.add(report)
         batches += sum(1 for report in reports if report.claimed)
-        if not any(report.claimed for report in reports) or total.stopped:
+        # a wave whose every claim came back short found nothing more due: no empty wave after it
+        if all(report.claimed < limit for report in reports) or total.stopped:
             break
     left = count_leftovers(f":{run}/")
     return DeliverySummary.of(total, batches=batches, rescued=rescued, left=left)

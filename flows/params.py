@@ -109,7 +109,7 @@ class DeliverParams(BaseModel):
         1_000, ge=1, le=100_000, description="Stop after this many claims (the rest waits)"
     )
     parallel_batches: int = Field(
-        1, ge=1, le=8, description="Claims delivered at once by this run (capped thread pool)"
+        2, ge=1, le=8, description="Claims delivered at once by this run (capped thread pool)"
     )
 
 

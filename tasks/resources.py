@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from notify.bootstrap import Runtime, runtime
 from notify.pacing import Pacer
+from tasks.pacing import pacers_for  # imported with the flows, not inside the first delivery
 
 __all__ = ["Runtime", "pacers", "runtime", "worker_name"]
 
@@ -23,6 +24,4 @@ def worker_name(suffix: str) -> str:
 def pacers() -> Mapping[str, Pacer]:
     """Provider pacing shared by every task in this process: Prefect global rate limits when a
     server has them, local token buckets otherwise."""
-    from tasks.pacing import pacers_for
-
     return runtime().pacers(pacers_for)
