@@ -66,6 +66,7 @@ REPLACEABLE_EMAIL_SKIPS = ("email: off in preferences", "email: no email address
 SMS_SUPPRESSED = "sms: phone number suppressed"
 FAILING_SINCE_MARK = "email_api_failing_since"
 SMTP_SINCE_MARK = "email_via_smtp_since"
+LAST_REFUSAL_MARK = "email_api_last_refusal"
 SMTP_NOTE = "sent through SES SMTP (SES API failover)"
 
 
@@ -276,12 +277,14 @@ class MarkMemory:
             with transaction(self._engine()) as session:
                 failing = read_mark(session, FAILING_SINCE_MARK)
                 smtp = read_mark(session, SMTP_SINCE_MARK)
+                refused = read_mark(session, LAST_REFUSAL_MARK)
         except Exception:
             return FailoverMarks()
         return FailoverMarks(
             failing_since=failing[0] if failing else None,
             smtp_since=smtp[0] if smtp else None,
-            last_error=failing[1] if failing else "",
+            last_error=refused[1] if refused else "",
+            last_refused=refused[0] if refused else None,
         )
 
     def save(self, marks: FailoverMarks) -> None:
@@ -294,5 +297,6 @@ class MarkMemory:
                 note = marks.last_error
                 set_mark(session, FAILING_SINCE_MARK, marks.failing_since, now=now, note=note)
                 set_mark(session, SMTP_SINCE_MARK, marks.smtp_since, now=now, note=note)
+                set_mark(session, LAST_REFUSAL_MARK, marks.last_refused, now=now, note=note)
         except Exception:
             return

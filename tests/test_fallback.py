@@ -30,7 +30,7 @@ from notify.errors import (
 from notify.fallback import SMTP_NOTE, FallbackPolicy, MarkMemory, make_fallbacks
 from notify.pacing import Unpaced
 from notify.senders import Senders
-from notify.senders.base import EmailSender
+from notify.senders.base import EmailSender, OutgoingEmail
 from notify.senders.failover import FailoverEmailSender
 from notify.senders.memory import MemorySender, Outgoing
 from notify.settings import Priority, Settings, load_settings
@@ -388,3 +388,19 @@ def test_the_database_holds_one_fallback_per_replaced_row(
     }
     with pytest.raises(IntegrityError), transaction(engine) as session:
         session.add(DeliveryLog(**copy))
+
+
+def test_refusals_far_apart_are_not_one_outage() -> None:
+    """A throttle a day after the last one does not count the day as an outage."""
+    clock = Clock()
+    api, smtp = FlakyApi(clock, RATE_EXCEEDED, NOON + timedelta(days=2)), MemorySender()
+    email = failover(api, smtp, clock)
+    message = OutgoingEmail("a@example.com", "s", "t", None, "notifications@example.com")
+    with pytest.raises(DeliveryError):
+        email.send_email(message)
+    clock.advance(24 * 3600)
+    with pytest.raises(DeliveryError):
+        email.send_email(message)  # the clock started again: still through the API
+    clock.advance(61)
+    email.send_email(message)  # a minute of refusals: through SMTP
+    assert len(smtp.emails) == 1 and not api.emails

@@ -4,9 +4,9 @@
 the API answers with an error that proves it did NOT take the message (throttling, HTTP 5xx,
 connection refused or timed out before the request was written: `not_accepted`) the failure
 clock starts. Once the API has been failing like that for NOTIFY_EMAIL_FAILOVER_AFTER_S without
-a success in between, that same message, and every later one, goes through SMTP. Every
-NOTIFY_EMAIL_FAILOVER_PROBE_S one send tries the API first (a probe); the first API success
-switches email back to the API and stops the clock.
+a success in between (and without a gap of STALE_AFTER between refusals), that same message, and
+every later one, goes through SMTP. Every NOTIFY_EMAIL_FAILOVER_PROBE_S one send tries the API
+first (a probe); the first API success switches email back to the API and stops the clock.
 
 One message is never sent on both paths: SMTP only ever gets a message the API refused (the
 error says it was not accepted) or one that was never offered to the API. An error after which
@@ -31,16 +31,21 @@ from notify.errors import DeliveryError, ErrorClass
 from notify.senders.base import EmailSender, OutgoingEmail, SendReceipt
 
 ROUTE_SMTP = "smtp"  # SendReceipt.route of a message the failover sent through SES SMTP
+# Refusals further apart than this (or twice the failover time) are not one outage: longer than
+# the every-minute deliver-pending schedule, so an outage seen by one short run after another
+# still adds up.
+STALE_AFTER = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
 class FailoverMarks:
     """What the failover remembers: since when the API refuses sends (None: it works), since when
-    email goes through SMTP (None: through the API), and the last refusal."""
+    email goes through SMTP (None: through the API), and the last refusal (what, when)."""
 
     failing_since: datetime | None = None
     smtp_since: datetime | None = None
     last_error: str = ""
+    last_refused: datetime | None = None
 
 
 class FailoverMemory(Protocol):
@@ -142,22 +147,29 @@ class FailoverEmailSender:
             return True
 
     def _refused(self, now: datetime, error: DeliveryError) -> bool:
-        """Note a refusal; True when email goes (or now switches) through SMTP."""
+        """Note a refusal; True when email goes (or now switches) through SMTP.
+
+        Refusals further apart than `stale` (no refusal, and no success, in between: nobody sent)
+        do not add up: the clock starts again. Each refusal is saved; there are few (the circuit
+        breaker stops a batch after NOTIFY_BREAKER_FAILURES, and on SMTP only probes refuse)."""
         with self._lock:
             marks = self._load()
-            since = marks.failing_since or now
-            last = f"{error.code}: {error.message}"[:200]
+            since = marks.failing_since
+            if (
+                since is None
+                or marks.last_refused is None
+                or now - marks.last_refused > self._stale
+            ):
+                since = now
             switch = self._after > timedelta(0) and now - since >= self._after
             smtp_since = marks.smtp_since or (now if switch else None)
-            changed = FailoverMarks(since, smtp_since, last)
-            if (changed.failing_since, changed.smtp_since) != (
-                marks.failing_since,
-                marks.smtp_since,
-            ):
-                self._save(changed)
-            else:
-                self._marks = changed  # the last error, without a write per refusal
+            last = f"{error.code}: {error.message}"[:200]
+            self._save(FailoverMarks(since, smtp_since, last, now))
             return smtp_since is not None
+
+    @property
+    def _stale(self) -> timedelta:
+        return max(2 * self._after, STALE_AFTER)
 
     def _worked(self) -> None:
         with self._lock:
