@@ -21,6 +21,7 @@ from notify.settings import Settings, load_settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from notify.fallback import FallbackPolicy
     from notify.pacing import Pacer
     from notify.rendering import TemplateCatalog
     from notify.senders import Senders
@@ -51,6 +52,7 @@ class Runtime:
             for retries in (False, True)
         }
         self._pacers = pacers
+        self._fallback: FallbackPolicy | None = None
         self._lock = threading.RLock()
         self._owned: list[Callable[[], None]] = []
 
@@ -73,13 +75,29 @@ class Runtime:
                 self._catalog = TemplateCatalog(self.settings.templates_dir)
             return self._catalog
 
+    def fallback_policy(self) -> FallbackPolicy:
+        """Which templates let an SMS that cannot go fall back to email (notify.fallback)."""
+        with self._lock:
+            if self._fallback is None:
+                from notify.fallback import FallbackPolicy
+
+                self._fallback = FallbackPolicy.of(self.catalog())
+            return self._fallback
+
     def senders(self) -> Senders:
-        """The email and SMS senders NOTIFY_SENDER names (one set per process, thread-safe)."""
+        """The email and SMS senders NOTIFY_SENDER names (one set per process, thread-safe); with
+        NOTIFY_SENDER=aws and SMTP credentials, email fails over to SES SMTP while the SES API is
+        down (notify.senders.failover; its clock kept in the database)."""
         with self._lock:
             if self._senders is None:
-                from notify.senders import from_settings
+                from notify.db import utcnow
+                from notify.fallback import MarkMemory
+                from notify.senders import from_settings, with_email_failover
 
-                self._senders = from_settings(self.settings, client=self.aws_client)
+                built = from_settings(self.settings, client=self.aws_client)
+                self._senders = with_email_failover(
+                    built, self.settings, clock=utcnow, memory=MarkMemory(self.engine)
+                )
                 self._owned.append(self._senders.close)
             return self._senders
 

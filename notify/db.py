@@ -29,7 +29,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -170,12 +169,19 @@ class Notification(Base):
 
 
 class DeliveryLog(Base):
-    """One row per notification and channel: the outbox and the audit trail."""
+    """One row per notification and channel (and a fallback row per row it replaces): the outbox
+    and the audit trail."""
 
     __tablename__ = "delivery_logs"
     __table_args__ = (
-        UniqueConstraint(
-            "notification_id", "channel", name="uq_delivery_logs_notification_channel"
+        # One row per notification and channel, plus fallback rows (replaces_id set: an email
+        # replacing an SMS that could not go, notify.fallback), at most one per replaced row.
+        Index(
+            "uq_delivery_logs_notification_channel",
+            "notification_id",
+            "channel",
+            text("coalesce(replaces_id, 0)"),
+            unique=True,
         ),
         Index(
             "ix_delivery_logs_due",
@@ -188,7 +194,7 @@ class DeliveryLog(Base):
         Index("ix_delivery_logs_channel_sent", "channel", "sent_at"),
         Index("ix_delivery_logs_status_lease", "status", "lease_expires_at"),
         Index("ix_delivery_logs_provider_message_id", "provider_message_id"),
-        Index("ix_delivery_logs_replaces", "replaces_id"),
+        Index("ix_delivery_logs_replaces", "replaces_id", unique=True),
         Index("ix_delivery_logs_carried_by", "carried_by_id"),
     )
 

@@ -50,6 +50,7 @@ from notify.errors import (
     ErrorClass,
     classify_exception,
 )
+from notify.fallback import FallbackPolicy, after_outcomes, route_note
 from notify.masking import mask_address
 from notify.outbox import (
     ClaimedRow,
@@ -181,6 +182,7 @@ class Deliverer:
     clock: Clock
     pacers: Mapping[str, Pacer]
     rng: random.Random = field(default_factory=random.Random)
+    fallback: FallbackPolicy | None = None  # SMS -> email fallback (notify.fallback); None: off
 
     def rescue(self) -> tuple[int, int]:
         with transaction(self.engine) as session:
@@ -251,6 +253,13 @@ class Deliverer:
                 with self.engine.connect() as fresh:
                     if line.done:
                         record_rows(fresh, owner=self.owner, outcomes=[o for _, o in line.done])
+                        after_outcomes(
+                            fresh,
+                            owner=self.owner,
+                            done=line.done,
+                            policy=self.fallback,
+                            now=self.clock(),
+                        )
                         fresh.commit()
                         line.done = []
                     self._give_back(fresh, line)
@@ -348,6 +357,7 @@ class Deliverer:
         """The collected outcomes as one UPDATE (uncommitted); their rows leave the window."""
         done = line.done
         held = record_rows(conn, owner=self.owner, outcomes=[outcome for _, outcome in done])
+        after_outcomes(conn, owner=self.owner, done=done, policy=self.fallback, now=self.clock())
         line.done = []  # only once the UPDATE went through: a failure keeps them for the salvage
         report.lost_lease += len(done) - held
         line.sending -= len(done)
@@ -444,7 +454,13 @@ class Deliverer:
     def _outcome(self, row: ClaimedRow, result: SendReceipt | DeliveryError) -> Outcome:
         now = self.clock()
         if isinstance(result, SendReceipt):
-            return Outcome(row.id, Status.sent, now, provider_message_id=result.provider_message_id)
+            return Outcome(
+                row.id,
+                Status.sent,
+                now,
+                provider_message_id=result.provider_message_id,
+                note=route_note(result.route),
+            )
         counted = _about_the_message(result)
         attempts = row.attempts + 1 if counted else row.attempts
         status = next_status_after_failure(

@@ -24,6 +24,7 @@ from notify.db import Notification, Recipient
 from notify.enqueue_plan import Planner, known_external_ids, recipient_rows
 from notify.enqueue_store import ChunkStore, ChunkWriter, RequestColumns, store_for
 from notify.errors import InputError
+from notify.fallback import suppressed_sms_fallbacks
 from notify.recipients import recipients_by_external_id
 from notify.rendering import RenderedMessage, TemplateCatalog
 from notify.settings import Priority, Settings
@@ -100,7 +101,17 @@ def enqueue(
     renderer = _Renderer(catalog, request)
     store = store_for(session.connection(), shared)
     ids = _store_chunks(session, wanted, chunk or CHUNK, planner, renderer, store)
-    return EnqueueResult(request_id, tuple(ids), False, unknown, nest_counts(planner.counts))
+    counts = nest_counts(planner.counts)
+    fallbacks = suppressed_sms_fallbacks(
+        session.connection(),
+        request_id=request_id,
+        template_allows=catalog.info(request.template).fallback_email,
+        now=now,
+    )
+    if fallbacks:  # email rows replacing SMS rows skipped for a muted number (notify.fallback)
+        email = counts.setdefault("email", {})
+        email["pending"] = email.get("pending", 0) + fallbacks
+    return EnqueueResult(request_id, tuple(ids), False, unknown, counts)
 
 
 def nest_counts(counts: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:

@@ -153,6 +153,7 @@ class Outcome:
     error_message: str | None = None
     next_attempt_at: datetime | None = None
     count_attempt: bool = True  # False: the failure was the provider's, not this message's
+    note: str | None = None  # added to the row's decision (e.g. sent through the SMTP failover)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """The template catalogue: one sandboxed Jinja2 environment, StrictUndefined, autoescape for HTML.
 
 A template is a directory `<name>/` holding `subject.txt.j2`, `body.txt.j2`, `body.html.j2`,
-`sms.txt.j2` and `meta.json`. A user directory (settings `templates_dir`, NOTIFY_TEMPLATES_DIR) is
-searched before the built-in one, file by file, so it can add templates and override built-ins.
-Context values are passed as data, never compiled: `{{ 7*7 }}` in a value stays literal.
+`sms.txt.j2` and `meta.json` (description, priority, category, sample_context; optionally
+`"fallback_email": false` when an SMS of it must never be re-sent as email). A user directory
+(settings `templates_dir`, NOTIFY_TEMPLATES_DIR) is searched before the built-in one, file by
+file, so it can add templates and override built-ins. Context values are passed as data, never
+compiled: `{{ 7*7 }}` in a value stays literal.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ BUILTIN_DIR = Path(__file__).with_name("templates")
 PARTS = ("subject.txt.j2", "body.txt.j2", "body.html.j2", "sms.txt.j2")
 META_FILE = "meta.json"
 META_KEYS = ("description", "priority", "category", "sample_context")
+# Optional keys and their defaults. `fallback_email`: an SMS of this template that fails for good
+# (not an opt-out) or is suppressed may be sent as email instead (notify.fallback).
+META_OPTIONAL: dict[str, Any] = {"fallback_email": True}
 
 
 class UnknownTemplateError(InputError):
@@ -78,6 +83,7 @@ class TemplateInfo:
     category: str
     sample_context: dict[str, Any]
     required_variables: tuple[str, ...]
+    fallback_email: bool = True
 
 
 @dataclass(frozen=True)
@@ -288,7 +294,8 @@ def _parse_meta(source: str, filename: str) -> dict[str, Any]:
     if problem:
         raise TemplateSyntaxProblem(f"{filename}: {problem}")
     fields = {key: data[key] for key in META_KEYS}
-    return fields | {"priority": Priority(data["priority"])}
+    optional = {key: data.get(key, default) for key, default in META_OPTIONAL.items()}
+    return fields | optional | {"priority": Priority(data["priority"])}
 
 
 def _meta_problem(data: Any) -> str | None:
@@ -304,6 +311,8 @@ def _meta_problem(data: Any) -> str | None:
         return f"priority {data['priority']!r} is not one of {', '.join(Priority)}"
     if not isinstance(data["sample_context"], dict):
         return "sample_context must be a JSON object (variable name -> value)"
+    if not isinstance(data.get("fallback_email", True), bool):
+        return "fallback_email must be true or false"
     return None
 
 

@@ -62,6 +62,21 @@ class Settings(BaseSettings):
     smtp_timeout_s: float = Field(
         10.0, gt=0, le=3600, description="SMTP connect/command timeout, seconds"
     )
+    email_failover_after_s: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        description="With NOTIFY_SENDER=aws and SMTP credentials set: after the SES API has "
+        "refused sends (throttling, 5xx, unreachable) for this many seconds, email goes through "
+        "SES SMTP until the API recovers; 0 turns the failover off",
+    )
+    email_failover_probe_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="While email goes through SMTP, one send every this many seconds tries the "
+        "SES API first; its success switches email back to the API",
+    )
     ses_rate: PositiveFloat | Literal["auto"] = Field(
         14.0, description="SES sends per second (token bucket), or auto (SES GetSendQuota)"
     )

@@ -84,6 +84,7 @@ def _deliverer(owner_suffix: str) -> Deliverer:
         owner=worker_name(owner_suffix),
         clock=utcnow,
         pacers=pacers(),
+        fallback=here.fallback_policy(),
     )
 
 

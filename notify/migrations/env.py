@@ -19,7 +19,7 @@ def _url() -> str:
 
 # SQLite cannot reflect expression indexes (created_at DESC), so autogenerate would report them as
 # changed on every run there; Postgres compares them for real.
-EXPRESSION_INDEXES = {"ix_notifications_history"}
+EXPRESSION_INDEXES = {"ix_notifications_history", "uq_delivery_logs_notification_channel"}
 
 
 def _include_object(

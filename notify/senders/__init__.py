@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -17,6 +18,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from notify.errors import InputError
 from notify.senders.base import EmailSender, OutgoingEmail, OutgoingSms, SendReceipt, SmsSender
+from notify.senders.failover import FailoverEmailSender, FailoverMemory
 from notify.senders.memory import MemorySender
 from notify.senders.ses import SesEmailSender
 from notify.senders.smtp import SmtpEmailSender
@@ -38,6 +40,7 @@ __all__ = [
     "email_sender_from_settings",
     "from_settings",
     "send_test_email",
+    "with_email_failover",
 ]
 
 # SES and SNS have no idempotency key: an SDK retry of a lost response would send twice.
@@ -108,6 +111,32 @@ def email_sender_from_settings(
     return SesEmailSender(
         cast("SESV2Client", client("sesv2")), configuration_set=settings.ses_configuration_set
     )
+
+
+def with_email_failover(
+    senders: Senders,
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime],
+    memory: FailoverMemory | None = None,
+) -> Senders:
+    """`senders` with email failing over from the SES API to SES SMTP, when it can: the API
+    sender (NOTIFY_SENDER=aws), SMTP credentials set and NOTIFY_EMAIL_FAILOVER_AFTER_S > 0;
+    otherwise `senders` unchanged."""
+    configured = settings.smtp_username and settings.smtp_password is not None
+    if settings.sender is not SenderKind.aws or not configured:
+        return senders
+    if settings.email_failover_after_s <= 0:
+        return senders
+    email = FailoverEmailSender(
+        senders.email,
+        _smtp_sender(settings),
+        after=timedelta(seconds=settings.email_failover_after_s),
+        probe_every=timedelta(seconds=settings.email_failover_probe_s),
+        clock=clock,
+        memory=memory,
+    )
+    return Senders(email=email, sms=senders.sms)
 
 
 def _smtp_sender(settings: Settings) -> SmtpEmailSender:

@@ -37,6 +37,7 @@ class OutgoingSms:
 @dataclass(frozen=True)
 class SendReceipt:
     provider_message_id: str
+    route: str | None = None  # set when a failover sent it another way (notify.senders.failover)
 
 
 class EmailSender(Protocol):

@@ -1,9 +1,14 @@
 """delivery links: a fallback row names the row it replaces, a digest carries deferred rows
 
 `delivery_logs.replaces_id`: set on a fallback row (SMS that failed permanently or was suppressed,
-re-sent as email) to the id of the row it replaces. `delivery_logs.carried_by_id`: set on a row
-deferred by quiet hours to the id of the digest row that carried it; such a row is no longer due
-and its status follows the digest's. notify/db.py declares the same.
+re-sent as email) to the id of the row it replaces; unique (one fallback per replaced row). The
+unique (notification_id, channel) becomes a unique index on (notification_id, channel,
+coalesce(replaces_id, 0)): a notification keeps one row per channel, and a fallback email can sit
+beside the email row enqueue skipped (email off in preferences).
+
+`delivery_logs.carried_by_id`: set on a row deferred by quiet hours to the id of the digest row
+that carried it; such a row is no longer due and its status follows the digest's. notify/db.py
+declares the same.
 
 Revision ID: 0006
 Revises: 0005
@@ -21,16 +26,30 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+UNIQUE_ROW = "uq_delivery_logs_notification_channel"
+
+
 def upgrade() -> None:
     with op.batch_alter_table("delivery_logs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("replaces_id", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("carried_by_id", sa.Integer(), nullable=True))
-        batch_op.create_index("ix_delivery_logs_replaces", ["replaces_id"], unique=False)
+        batch_op.create_index("ix_delivery_logs_replaces", ["replaces_id"], unique=True)
         batch_op.create_index("ix_delivery_logs_carried_by", ["carried_by_id"], unique=False)
+        # One row per notification and channel, and at most one fallback row per replaced row:
+        # the unique (notification_id, channel) becomes a unique index that tells them apart.
+        batch_op.drop_constraint(UNIQUE_ROW, type_="unique")
+    op.create_index(
+        UNIQUE_ROW,
+        "delivery_logs",
+        ["notification_id", "channel", sa.text("coalesce(replaces_id, 0)")],
+        unique=True,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(UNIQUE_ROW, table_name="delivery_logs")
     with op.batch_alter_table("delivery_logs", schema=None) as batch_op:
+        batch_op.create_unique_constraint(UNIQUE_ROW, ["notification_id", "channel"])
         batch_op.drop_index("ix_delivery_logs_carried_by")
         batch_op.drop_index("ix_delivery_logs_replaces")
         batch_op.drop_column("carried_by_id")
