@@ -1,6 +1,7 @@
-"""The delivery loop both flows run: rescue expired leases, then claim and deliver due rows a
-batch per task until nothing is due, a batch stops or the run's budget is spent. A plain
-function, not a flow: the dispatch flow calls it inline (no subflow) and deliver-pending wraps it.
+"""The delivery loop both flows run: rescue expired leases, gather quiet-hours digests, then
+claim and deliver due rows a batch per task until nothing is due, a batch stops or the run's
+budget is spent, and let the rows the digests carry take their outcome. A plain function, not a
+flow: the dispatch flow calls it inline (no subflow) and deliver-pending wraps it.
 """
 
 from __future__ import annotations
@@ -12,13 +13,20 @@ from prefect.runtime import flow_run
 from flows.params import DeliverParams
 from notify.delivery import BatchReport
 from notify.summaries import DeliverySummary
-from tasks.dispatch import count_leftovers, deliver_batch, rescue_expired_leases
+from tasks.dispatch import (
+    count_leftovers,
+    deliver_batch,
+    follow_quiet_hours_digests,
+    quiet_hours_digests,
+    rescue_expired_leases,
+)
 from tasks.resources import runtime
 
 
 def deliver_due(params: DeliverParams) -> DeliverySummary:
     limit = params.batch_size or runtime().settings.batch_size
     rescued = rescue_expired_leases()
+    gathered = quiet_hours_digests()  # before any claim: a carried row is never due
     total, batches = BatchReport(), 0
     run = str(flow_run.id or "local")  # in the lease owner: the artifact names the run
     for wave in range(math.ceil(params.max_batches / params.parallel_batches)):
@@ -31,5 +39,7 @@ def deliver_due(params: DeliverParams) -> DeliverySummary:
         batches += sum(1 for report in reports if report.claimed)
         if not any(report.claimed for report in reports) or total.stopped:
             break
+    if gathered.digests or total.claimed:
+        follow_quiet_hours_digests()
     left = count_leftovers(f":{run}/")
-    return DeliverySummary.of(total, batches=batches, rescued=rescued, left=left)
+    return DeliverySummary.of(total, batches=batches, rescued=rescued, left=left, gathered=gathered)

@@ -1,8 +1,10 @@
 """The template catalogue: one sandboxed Jinja2 environment, StrictUndefined, autoescape for HTML.
 
 A template is a directory `<name>/` holding `subject.txt.j2`, `body.txt.j2`, `body.html.j2`,
-`sms.txt.j2` and `meta.json`. A user directory (settings `templates_dir`, NOTIFY_TEMPLATES_DIR) is
-searched before the built-in one, file by file, so it can add templates and override built-ins.
+`sms.txt.j2` and `meta.json` (optional key `digest`: false keeps the template's SMS out of
+quiet-hours digests, notify.digest). A user directory (settings `templates_dir`,
+NOTIFY_TEMPLATES_DIR) is searched before the built-in one, file by file, so it can add templates
+and override built-ins.
 Context values are passed as data, never compiled: `{{ 7*7 }}` in a value stays literal.
 """
 
@@ -78,6 +80,7 @@ class TemplateInfo:
     category: str
     sample_context: dict[str, Any]
     required_variables: tuple[str, ...]
+    digest: bool = True  # a row of this template deferred by quiet hours may join a digest
 
 
 @dataclass(frozen=True)
@@ -288,7 +291,7 @@ def _parse_meta(source: str, filename: str) -> dict[str, Any]:
     if problem:
         raise TemplateSyntaxProblem(f"{filename}: {problem}")
     fields = {key: data[key] for key in META_KEYS}
-    return fields | {"priority": Priority(data["priority"])}
+    return fields | {"priority": Priority(data["priority"]), "digest": data.get("digest", True)}
 
 
 def _meta_problem(data: Any) -> str | None:
@@ -304,6 +307,8 @@ def _meta_problem(data: Any) -> str | None:
         return f"priority {data['priority']!r} is not one of {', '.join(Priority)}"
     if not isinstance(data["sample_context"], dict):
         return "sample_context must be a JSON object (variable name -> value)"
+    if not isinstance(data.get("digest", True), bool):
+        return "digest must be true or false (false: never carried by a quiet-hours digest)"
     return None
 
 

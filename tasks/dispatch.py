@@ -13,6 +13,7 @@ from prefect.runtime import task_run
 
 from notify.db import transaction, utcnow
 from notify.delivery import BatchReport, Deliverer
+from notify.digest import Gathered, follow_digests, gather_digests
 from notify.due import has_work
 from notify.enqueue import Attribution, EnqueueResult, SendRequest, enqueue
 from notify.errors import NotifyError
@@ -58,6 +59,26 @@ def rescue_expired_leases() -> RescueCounts:
     """Expired claims back to pending; expired in-flight rows to unknown."""
     returned, unknown = _deliverer("rescue").rescue()
     return RescueCounts(returned, unknown)
+
+
+@task(name="quiet-hours-digests", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def quiet_hours_digests() -> Gathered:
+    """Carried rows take their digest's outcome; then the rows quiet hours held back for one
+    recipient and channel, due now, become one digest row (unless NOTIFY_QUIET_HOURS_DIGEST is
+    off). Idempotent, safe beside other deliverers."""
+    here = runtime()
+    follow_digests(engine=here.engine(), now=utcnow())
+    if not here.settings.quiet_hours_digest:
+        return Gathered()
+    return gather_digests(
+        engine=here.engine(), catalog=here.catalog(), settings=here.settings, now=utcnow()
+    )
+
+
+@task(name="follow-digests", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def follow_quiet_hours_digests() -> int:
+    """Rows a digest carries take the outcome this run gave the digest row."""
+    return follow_digests(engine=runtime().engine(), now=utcnow())
 
 
 @task(name="deliver-batch", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)

@@ -3,7 +3,9 @@
 `delivery_logs.replaces_id`: set on a fallback row (SMS that failed permanently or was suppressed,
 re-sent as email) to the id of the row it replaces. `delivery_logs.carried_by_id`: set on a row
 deferred by quiet hours to the id of the digest row that carried it; such a row is no longer due
-and its status follows the digest's. notify/db.py declares the same.
+and its status follows the digest's. `ix_delivery_logs_quiet`: the rows quiet hours hold back,
+not yet sent (a partial index: what notify.digest gathers at the window's end). notify/db.py
+declares the same.
 
 Revision ID: 0006
 Revises: 0005
@@ -20,6 +22,8 @@ down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+QUIET_WHERE = "status = 'pending' AND decision LIKE '%: deferred to % (quiet hours %'"
+
 
 def upgrade() -> None:
     with op.batch_alter_table("delivery_logs", schema=None) as batch_op:
@@ -27,10 +31,18 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("carried_by_id", sa.Integer(), nullable=True))
         batch_op.create_index("ix_delivery_logs_replaces", ["replaces_id"], unique=False)
         batch_op.create_index("ix_delivery_logs_carried_by", ["carried_by_id"], unique=False)
+        batch_op.create_index(
+            "ix_delivery_logs_quiet",
+            ["next_attempt_at", "id"],
+            unique=False,
+            postgresql_where=sa.text(QUIET_WHERE),
+            sqlite_where=sa.text(QUIET_WHERE),
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("delivery_logs", schema=None) as batch_op:
+        batch_op.drop_index("ix_delivery_logs_quiet")
         batch_op.drop_index("ix_delivery_logs_carried_by")
         batch_op.drop_index("ix_delivery_logs_replaces")
         batch_op.drop_column("carried_by_id")
