@@ -32,7 +32,7 @@ as backlog and a redrive or purge never touches it: operators act on the digest 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -184,7 +184,8 @@ def _candidates(conn: Connection, now: datetime) -> list[_Candidate]:
     return [_Candidate(*row) for row in conn.execute(query)]
 
 
-def _digest_allowed(catalog: TemplateCatalog) -> Any:
+def _digest_allowed(catalog: TemplateCatalog) -> Callable[[str], bool]:
+    """Whether a template's rows may join a digest (its meta.json), read once per name."""
     cache: dict[str, bool] = {}
 
     def allowed(name: str) -> bool:
@@ -198,7 +199,9 @@ def _digest_allowed(catalog: TemplateCatalog) -> Any:
     return allowed
 
 
-def _groups(candidates: Iterable[_Candidate], allowed: Any) -> list[list[_Candidate]]:
+def _groups(
+    candidates: Iterable[_Candidate], allowed: Callable[[str], bool]
+) -> list[list[_Candidate]]:
     """Rows by recipient and channel (templates that opt out left alone), two or more a group."""
     grouped: dict[tuple[int, str], list[_Candidate]] = {}
     for row in candidates:

@@ -4,6 +4,8 @@ twice. Real databases, the in-memory sender, fixed clocks; the deliver-pending f
 
 from __future__ import annotations
 
+import importlib
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +16,7 @@ from sqlalchemy import Engine, select
 from flows.deliver import deliver_pending
 from notify.actions.audit_trail import Actor
 from notify.actions.redrive import RedriveRequest, redrive
-from notify.db import DeliveryLog, Notification, make_engine, transaction
+from notify.db import QUIET_INDEX_WHERE, DeliveryLog, Notification, make_engine, transaction
 from notify.delivery import Deliverer
 from notify.digest import (
     DIGEST_SMS_MAX_PARTS,
@@ -26,7 +28,7 @@ from notify.digest import (
 from notify.due import has_work
 from notify.enqueue import SendRequest, enqueue
 from notify.errors import INVALID_PHONE, SMTP_TEMPORARY, DeliveryError
-from notify.policies import REASON_MAX_CHARS
+from notify.policies import QUIET_HOURS_LIKE, REASON_MAX_CHARS
 from notify.pricing import sms_length
 from notify.senders.base import OutgoingSms
 from notify.senders.memory import MemorySender
@@ -295,6 +297,18 @@ def test_the_decision_names_the_carried_rows_within_its_column() -> None:
     assert len(many) <= REASON_MAX_CHARS
     assert many.startswith("sms: digest of 60 rows: #100000,#100001,")
     assert many.endswith(",… (see carried_by_id)")
+
+
+def test_the_quiet_hours_index_covers_what_the_policy_writes() -> None:
+    """db.py and migration 0006 spell the pattern out; it is the policy's, and it matches the
+    deferral and nothing else the policy says."""
+    migration = importlib.import_module("notify.migrations.versions.20261201_0006_delivery_links")
+    assert migration.QUIET_WHERE == QUIET_INDEX_WHERE
+    assert f"decision LIKE '{QUIET_HOURS_LIKE}'" in QUIET_INDEX_WHERE
+    deferred = "sms: deferred to 07:00 America/New_York (quiet hours 22:00-07:00)"
+    urgent = "sms: send (urgent overrides quiet hours 22:00-07:00 America/New_York)"
+    pattern = re.compile(".*".join(map(re.escape, QUIET_HOURS_LIKE.split("%"))), re.DOTALL)
+    assert pattern.fullmatch(deferred) and not pattern.fullmatch(urgent)
 
 
 def test_two_deliverers_gathering_at_once_make_one_digest(postgres_url: str) -> None:
