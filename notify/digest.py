@@ -32,6 +32,7 @@ as backlog and a redrive or purge never touches it: operators act on the digest 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -88,6 +89,7 @@ FOLLOWED_COLUMNS = (
     "receipt_at",
 )
 LOGS, NOTES = DELIVERY_LOGS, NOTIFICATIONS
+_log = logging.getLogger(__name__)
 # Quiet-hours rows not yet tried, in SQL literals as the partial index ix_delivery_logs_quiet
 # declares them (with bound parameters the planners cannot prove the index applies).
 QUIET_PENDING = and_(
@@ -138,11 +140,10 @@ def gather_digests(
 def _gather(
     conn: Connection, catalog: TemplateCatalog, settings: Settings, now: datetime
 ) -> Gathered:
-    groups = _groups(_candidates(conn, now), _digest_allowed(catalog))
-    if not groups:
+    pairs = _rendered(catalog, _groups(_candidates(conn, now), _digest_allowed(catalog)))
+    if not pairs:
         return Gathered()
-    messages = [render_digest(catalog, group) for group in groups]
-    pairs = list(zip(groups, messages, strict=True))
+    groups = [group for group, _ in pairs]
     note_ids = insert_returning_ids(conn, NOTES, [_notification(g, m, now) for g, m in pairs])
     digest_ids = insert_returning_ids(
         conn,
@@ -208,6 +209,20 @@ def _groups(
         if allowed(row.template_name):
             grouped.setdefault((row.recipient_id, row.channel), []).append(row)
     return [rows for rows in grouped.values() if len(rows) >= 2]
+
+
+def _rendered(
+    catalog: TemplateCatalog, groups: Sequence[list[_Candidate]]
+) -> list[tuple[list[_Candidate], RenderedMessage]]:
+    """Each group with its digest; a group whose digest cannot be rendered (a broken override of
+    the `digest` template in NOTIFY_TEMPLATES_DIR) is left alone: its rows go out one by one."""
+    pairs = []
+    for group in groups:
+        try:
+            pairs.append((group, render_digest(catalog, group)))
+        except InputError as problem:
+            _log.warning("no digest for rows %s: %s", [row.id for row in group], problem)
+    return pairs
 
 
 def digest_context(items: Sequence[Mapping[str, Any]], listed: int) -> dict[str, Any]:

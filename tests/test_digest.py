@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import importlib
 import re
+import shutil
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +32,7 @@ from notify.enqueue import SendRequest, enqueue
 from notify.errors import INVALID_PHONE, SMTP_TEMPORARY, DeliveryError
 from notify.policies import QUIET_HOURS_LIKE, REASON_MAX_CHARS
 from notify.pricing import sms_length
+from notify.rendering import BUILTIN_DIR, TemplateCatalog
 from notify.senders.base import OutgoingSms
 from notify.senders.memory import MemorySender
 from notify.settings import Priority, Settings, load_settings
@@ -201,6 +204,19 @@ def test_rows_are_grouped_per_recipient_and_sms_not_held_is_left_alone(
     assert {r.carried_by_id for r in rows(engine, first).values()} == {one.id}
     assert {r.carried_by_id for r in rows(engine, second).values()} == {two.id}
     assert {r.carried_by_id for r in rows(engine, awake).values()} == {None}
+
+
+def test_a_broken_digest_override_leaves_the_rows_to_go_one_by_one(
+    engine: Engine, settings: Settings, quiet_tech: None, tmp_path: Path
+) -> None:
+    shutil.copytree(BUILTIN_DIR / "digest", tmp_path / "digest")
+    (tmp_path / "digest" / "sms.txt.j2").write_text("{{ total }} {{ nope }}", encoding="utf-8")
+    ids = held(engine, settings, 2)
+    broken = TemplateCatalog(tmp_path)
+    assert gather_digests(engine=engine, catalog=broken, settings=settings, now=AFTER) == Gathered()
+    sender = MemorySender()
+    deliver(engine, settings, sender)
+    assert len(sender.sms) == 2 and {r.status for r in rows(engine, ids).values()} == {"sent"}
 
 
 def test_gathering_again_makes_nothing_new(
