@@ -90,6 +90,8 @@ def delivery_table(summary: DeliverySummary) -> None:
         f"{summary.remaining_due} still due; "
         f"rescued {summary.rescued_to_pending} to pending, {summary.rescued_unknown} to unknown"
     )
+    if summary.digests:
+        notes += f"; {summary.digests} quiet-hours digest(s) carrying {summary.carried} row(s)"
     if summary.stopped:
         notes += f"; STOPPED: {summary.stopped}"
     create_table_artifact(

@@ -1,6 +1,7 @@
-"""The delivery loop both flows run: rescue expired leases, then claim and deliver due rows a
-batch per task until nothing is due, a batch stops or the run's budget is spent. A plain
-function, not a flow: the dispatch flow calls it inline (no subflow) and deliver-pending wraps it.
+"""The delivery loop both flows run: rescue expired leases, gather quiet-hours digests, then
+claim and deliver due rows a batch per task until nothing is due, a batch stops or the run's
+budget is spent, and let the rows the digests carry take their outcome. A plain function, not a
+flow: the dispatch flow calls it inline (no subflow) and deliver-pending wraps it.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from prefect.runtime import flow_run
 from flows.params import DeliverParams
 from notify.delivery import BatchReport
 from notify.summaries import DeliverySummary
-from tasks.dispatch import count_leftovers, deliver_batch, rescue_expired_leases
+from tasks.dispatch import deliver_batch, finish_delivery, prepare_delivery
 from tasks.resources import runtime
 
 
 def deliver_due(params: DeliverParams) -> DeliverySummary:
     limit = params.batch_size or runtime().settings.batch_size
-    rescued = rescue_expired_leases()
+    prepared = prepare_delivery()  # rescue and quiet-hours digests, before any claim
     total, batches = BatchReport(), 0
     run = str(flow_run.id or "local")  # in the lease owner: the artifact names the run
     for wave in range(math.ceil(params.max_batches / params.parallel_batches)):
@@ -32,5 +33,7 @@ def deliver_due(params: DeliverParams) -> DeliverySummary:
         # a wave whose every claim came back short found nothing more due: no empty wave after it
         if all(report.claimed < limit for report in reports) or total.stopped:
             break
-    left = count_leftovers(f":{run}/")
-    return DeliverySummary.of(total, batches=batches, rescued=rescued, left=left)
+    left = finish_delivery(f":{run}/", follow=bool(prepared.gathered.digests or total.claimed))
+    return DeliverySummary.of(
+        total, batches=batches, rescued=prepared.rescued, left=left, gathered=prepared.gathered
+    )

@@ -64,6 +64,9 @@ class Status(StrEnum):
     skipped = "skipped"
     unknown = "unknown"
     purged = "purged"  # an operator's purge of a stale queued row (final; never sent)
+    # A row deferred by quiet hours that a digest row carries (notify.digest): never sent on its
+    # own; once the digest has an outcome the row takes the digest's status.
+    carried = "carried"
     # From provider receipts (notify.receipts), after `sent` (or resolving `unknown`):
     bounced = "bounced"
     complained = "complained"
@@ -113,6 +116,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# The partial index of quiet-hours rows (notify.digest's candidates); the pattern is
+# policies.QUIET_HOURS_LIKE (db.py sits below policies.py, so it is spelled out; a test compares).
+QUIET_INDEX_WHERE = "status = 'pending' AND decision LIKE '%: deferred to % (quiet hours %'"
 
 
 class Base(DeclarativeBase):
@@ -196,6 +204,14 @@ class DeliveryLog(Base):
         Index("ix_delivery_logs_provider_message_id", "provider_message_id"),
         Index("ix_delivery_logs_replaces", "replaces_id", unique=True),
         Index("ix_delivery_logs_carried_by", "carried_by_id"),
+        # Rows held by quiet hours, not yet tried (notify.digest gathers them at the window's end).
+        Index(
+            "ix_delivery_logs_quiet",
+            "next_attempt_at",
+            "id",
+            postgresql_where=text(QUIET_INDEX_WHERE),
+            sqlite_where=text(QUIET_INDEX_WHERE),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -1,5 +1,6 @@
-"""Is there anything for a deliverer to do? One query (two indexed EXISTS): a due row, or a
-lease that has expired (rescue). Lets a scheduled delivery run end at once when idle."""
+"""Is there anything for a deliverer to do? One query (three indexed EXISTS): a due row, a
+lease that has expired (rescue), or a row a quiet-hours digest carries that has not taken its
+digest's outcome yet (notify.digest). Lets a scheduled delivery run end at once when idle."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
 from notify.db import DELIVERY_LOGS, DUE_STATUSES
+from notify.digest import lagging
 
 LOGS = DELIVERY_LOGS
 
@@ -18,4 +20,5 @@ def has_work(*, session: Session, now: datetime) -> bool:
     expired = exists().where(
         LOGS.c.status.in_(("claimed", "sending")), LOGS.c.lease_expires_at < now
     )
-    return bool(session.scalar(select(or_(due, expired))))
+    behind = exists().where(lagging(now))
+    return bool(session.scalar(select(or_(due, expired, behind))))

@@ -21,6 +21,12 @@ REASON_MAX_CHARS = 300
 TITLE_MAX_CHARS = 80
 _MAX_EXPONENT = 64  # 2**64 * any sane base is far past any cap; keeps the float finite
 _SYSTEM_RNG = random.Random()
+# How a quiet-hours deferral reads (`sms: deferred to 07:00 America/Chicago (quiet hours
+# 22:00-07:00)`): notify.digest finds the rows to gather by these two pieces (QUIET_HOURS_LIKE),
+# and no other decision contains both.
+DEFERRED_TO = "deferred to "
+QUIET_HOURS = "(quiet hours "
+QUIET_HOURS_LIKE = f"%: {DEFERRED_TO}% {QUIET_HOURS}%"
 
 
 class Action(StrEnum):
@@ -216,7 +222,8 @@ def _sms_timing(prefs: RecipientPrefs, cond: SendConditions) -> ChannelDecision:
     window = f"quiet hours {start:%H:%M}-{end:%H:%M}"
     if cond.priority is Priority.urgent:
         return _decision(Channel.sms, None, f"urgent overrides {window} {zone.key}")
-    reason = f"sms: deferred to {until.astimezone(zone):%H:%M} {zone.key} ({window})"
+    when = f"{until.astimezone(zone):%H:%M} {zone.key}"
+    reason = f"sms: {DEFERRED_TO}{when} {QUIET_HOURS}{start:%H:%M}-{end:%H:%M})"
     return ChannelDecision(Channel.sms, Action.defer, _clip(reason), until)
 
 

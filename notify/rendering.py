@@ -2,10 +2,11 @@
 
 A template is a directory `<name>/` holding `subject.txt.j2`, `body.txt.j2`, `body.html.j2`,
 `sms.txt.j2` and `meta.json` (description, priority, category, sample_context; optionally
-`"fallback_email": false` when an SMS of it must never be re-sent as email). A user directory
-(settings `templates_dir`, NOTIFY_TEMPLATES_DIR) is searched before the built-in one, file by
-file, so it can add templates and override built-ins. Context values are passed as data, never
-compiled: `{{ 7*7 }}` in a value stays literal.
+`"fallback_email": false` when an SMS of it must never be re-sent as email, and `"digest": false`
+to keep its SMS out of quiet-hours digests, notify.digest). A user directory (settings
+`templates_dir`, NOTIFY_TEMPLATES_DIR) is searched before the built-in one, file by file, so it
+can add templates and override built-ins. Context values are passed as data, never compiled:
+`{{ 7*7 }}` in a value stays literal.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ META_FILE = "meta.json"
 META_KEYS = ("description", "priority", "category", "sample_context")
 # Optional keys and their defaults. `fallback_email`: an SMS of this template that fails for good
 # (not an opt-out) or is suppressed may be sent as email instead (notify.fallback).
-META_OPTIONAL: dict[str, Any] = {"fallback_email": True}
+META_OPTIONAL: dict[str, Any] = {"fallback_email": True, "digest": True}
 
 
 class UnknownTemplateError(InputError):
@@ -84,6 +85,7 @@ class TemplateInfo:
     sample_context: dict[str, Any]
     required_variables: tuple[str, ...]
     fallback_email: bool = True
+    digest: bool = True  # a row of this template deferred by quiet hours may join a digest
 
 
 @dataclass(frozen=True)
@@ -313,6 +315,8 @@ def _meta_problem(data: Any) -> str | None:
         return "sample_context must be a JSON object (variable name -> value)"
     if not isinstance(data.get("fallback_email", True), bool):
         return "fallback_email must be true or false"
+    if not isinstance(data.get("digest", True), bool):
+        return "digest must be true or false (false: never carried by a quiet-hours digest)"
     return None
 
 

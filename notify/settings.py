@@ -121,6 +121,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Price per SMS part by ISO country, JSON: {"US": "0.00645", "GB": "0.0395"}',
     )
+    quiet_hours_digest: bool = Field(
+        True,
+        description="SMS held back by quiet hours go out as one digest per recipient when the "
+        'window ends (templates with "digest": false on their own)',
+    )
     loop_threshold: int = Field(
         5,
         ge=1,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from notify.delivery import BatchReport, FailureSample
+from notify.digest import Gathered
 from notify.enqueue import EnqueueResult, nest_counts
 from notify.outbox import Leftovers, RescueCounts
 
@@ -34,11 +35,20 @@ class DeliverySummary(BaseModel):
     failures: list[FailureSample] = Field(
         default_factory=list, description="up to 20 failed sends, addresses masked"
     )
+    digests: int = Field(0, description="quiet-hours digest rows this run made")
+    carried: int = Field(0, description="rows held by quiet hours that those digests carry")
 
     @classmethod
     def of(
-        cls, report: BatchReport, *, batches: int, rescued: RescueCounts, left: Leftovers
+        cls,
+        report: BatchReport,
+        *,
+        batches: int,
+        rescued: RescueCounts,
+        left: Leftovers,
+        gathered: Gathered | None = None,
     ) -> DeliverySummary:
+        gathered = gathered or Gathered()
         return cls(
             batches=batches,
             claimed=report.claimed,
@@ -53,6 +63,8 @@ class DeliverySummary(BaseModel):
             left_held=left.held,
             unknown_total=left.unknown,
             failures=list(report.failures),
+            digests=gathered.digests,
+            carried=gathered.carried,
         )
 
     def count(self, status: str) -> int:

@@ -5,6 +5,7 @@ Their pieces (engine, templates, senders, pacers) come from the process's runtim
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import task
@@ -13,6 +14,7 @@ from prefect.runtime import task_run
 
 from notify.db import transaction, utcnow
 from notify.delivery import BatchReport, Deliverer
+from notify.digest import Gathered, follow_digests, gather_digests
 from notify.due import has_work
 from notify.enqueue import Attribution, EnqueueResult, SendRequest, enqueue
 from notify.errors import NotifyError
@@ -53,11 +55,29 @@ def enqueue_notifications(request: SendRequest, attribution: Attribution) -> Enq
         )
 
 
-@task(name="rescue-expired-leases", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def rescue_expired_leases() -> RescueCounts:
-    """Expired claims back to pending; expired in-flight rows to unknown."""
+@dataclass(frozen=True)
+class Prepared:
+    """What a delivery run did before its first claim."""
+
+    rescued: RescueCounts
+    gathered: Gathered
+
+
+@task(name="prepare-delivery", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def prepare_delivery() -> Prepared:
+    """Before any claim (a carried row is never due): expired claims back to pending, expired
+    in-flight rows to unknown; carried rows take their digest's outcome; the rows quiet hours held
+    back for one recipient and channel, due now, become one digest row (unless
+    NOTIFY_QUIET_HOURS_DIGEST is off). Idempotent, safe beside other deliverers."""
     returned, unknown = _deliverer("rescue").rescue()
-    return RescueCounts(returned, unknown)
+    here = runtime()
+    follow_digests(engine=here.engine(), now=utcnow())
+    gathered = Gathered()
+    if here.settings.quiet_hours_digest:
+        gathered = gather_digests(
+            engine=here.engine(), catalog=here.catalog(), settings=here.settings, now=utcnow()
+        )
+    return Prepared(RescueCounts(returned, unknown), gathered)
 
 
 @task(name="deliver-batch", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
@@ -68,9 +88,12 @@ def deliver_batch(owner_suffix: str, limit: int) -> BatchReport:
     return _deliverer(f"{owner_suffix}#{attempt}").deliver_batch(limit)
 
 
-@task(name="count-leftovers", cache_policy=NO_CACHE)
-def count_leftovers(run_tag: str) -> Leftovers:
-    """Rows still due, rows this run's batches still hold (a batch died), `unknown` rows."""
+@task(name="finish-delivery", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def finish_delivery(run_tag: str, follow: bool) -> Leftovers:
+    """Rows a digest carries take the outcome this run gave the digest row (when `follow`); then
+    rows still due, rows this run's batches still hold (a batch died), `unknown` rows."""
+    if follow:
+        follow_digests(engine=runtime().engine(), now=utcnow())
     with transaction(runtime().engine()) as session:
         return leftovers(session=session, run_tag=run_tag, now=utcnow())
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from notify.digest import DIGEST_SMS_MAX_PARTS
 from notify.errors import InputError, NotifyError
 from notify.pricing import SmsEncoding, sms_length
 from notify.rendering import (
@@ -19,6 +20,7 @@ from notify.rendering import (
 SHIPPED = [
     "account_alert",
     "daily_schedule",
+    "digest",
     "repair_assigned",
     "repair_completed",
     "repair_rescheduled",
@@ -81,10 +83,25 @@ def test_shipped_template_renders_its_sample(name: str) -> None:
     assert (message.priority, message.category) == (info.priority, info.category)
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", [name for name in SHIPPED if name != "digest"])
 def test_shipped_sample_sms_fits_one_gsm7_segment(name: str) -> None:
     length = sms_length(CATALOG.sample(name).sms)
     assert (length.encoding, length.segments) == (SmsEncoding.gsm7, 1)
+
+
+def test_the_digest_sample_lists_what_fits_and_counts_the_rest() -> None:
+    sms = CATALOG.sample("digest").sms
+    assert sms.startswith("3 updates from your quiet hours: 1) Repair R-1042 assigned")
+    assert sms.endswith("+1 more in the technician portal.")
+    assert sms_length(sms).segments <= DIGEST_SMS_MAX_PARTS
+
+
+def test_templates_may_opt_out_of_digests(tmp_path: Path) -> None:
+    write_full_template(tmp_path, "urgent_note", digest=False)
+    catalog = TemplateCatalog(tmp_path)
+    assert catalog.info("urgent_note").digest is False
+    assert catalog.info("repair_assigned").digest is True, "a template without the key joins"
+    assert [n for n in SHIPPED if not CATALOG.info(n).digest] == ["account_alert", "digest"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -247,6 +264,7 @@ def test_missing_part_is_named(tmp_path: Path) -> None:
         ),
         (META | {"priority": "critical"}, "priority 'critical' is not one of low, normal"),
         (META | {"sample_context": []}, "sample_context must be a JSON object"),
+        (META | {"digest": "no"}, "digest must be true or false"),
     ],
 )
 def test_bad_meta_is_reported(tmp_path: Path, meta: dict[str, Any], problem: str) -> None:

@@ -78,8 +78,12 @@ class RowSample(BaseModel):
 def conditions(
     session: Session, filters: RowFilters, statuses: Sequence[str]
 ) -> list[ColumnElement[bool]]:
-    """WHERE clauses on delivery_logs; InputError for a recipient nobody has."""
-    where: list[ColumnElement[bool]] = [DL.c.status.in_(list(statuses))]
+    """WHERE clauses on delivery_logs; InputError for a recipient nobody has. Rows a quiet-hours
+    digest carries are never selected: they follow their digest row, which actions do select."""
+    where: list[ColumnElement[bool]] = [
+        DL.c.status.in_(list(statuses)),
+        DL.c.carried_by_id.is_(None),
+    ]
     if filters.channel:
         where.append(DL.c.channel == filters.channel.value)
     if filters.created_after:

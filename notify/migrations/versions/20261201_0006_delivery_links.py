@@ -7,7 +7,9 @@ coalesce(replaces_id, 0)): a notification keeps one row per channel, and a fallb
 beside the email row enqueue skipped (email off in preferences).
 
 `delivery_logs.carried_by_id`: set on a row deferred by quiet hours to the id of the digest row
-that carried it; such a row is no longer due and its status follows the digest's. notify/db.py
+that carried it; such a row is no longer due and its status follows the digest's.
+`ix_delivery_logs_quiet`: the rows quiet hours hold back, not yet sent (a partial index: what
+notify.digest gathers at the window's end). notify/db.py
 declares the same.
 
 Revision ID: 0006
@@ -25,6 +27,8 @@ down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+QUIET_WHERE = "status = 'pending' AND decision LIKE '%: deferred to % (quiet hours %'"
+
 
 UNIQUE_ROW = "uq_delivery_logs_notification_channel"
 
@@ -35,6 +39,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("carried_by_id", sa.Integer(), nullable=True))
         batch_op.create_index("ix_delivery_logs_replaces", ["replaces_id"], unique=True)
         batch_op.create_index("ix_delivery_logs_carried_by", ["carried_by_id"], unique=False)
+        batch_op.create_index(
+            "ix_delivery_logs_quiet",
+            ["next_attempt_at", "id"],
+            unique=False,
+            postgresql_where=sa.text(QUIET_WHERE),
+            sqlite_where=sa.text(QUIET_WHERE),
+        )
         # One row per notification and channel, and at most one fallback row per replaced row:
         # the unique (notification_id, channel) becomes a unique index that tells them apart.
         batch_op.drop_constraint(UNIQUE_ROW, type_="unique")
@@ -50,6 +61,7 @@ def downgrade() -> None:
     op.drop_index(UNIQUE_ROW, table_name="delivery_logs")
     with op.batch_alter_table("delivery_logs", schema=None) as batch_op:
         batch_op.create_unique_constraint(UNIQUE_ROW, ["notification_id", "channel"])
+        batch_op.drop_index("ix_delivery_logs_quiet")
         batch_op.drop_index("ix_delivery_logs_carried_by")
         batch_op.drop_index("ix_delivery_logs_replaces")
         batch_op.drop_column("carried_by_id")
