@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from notify.actions.audit_trail import Actor, record_action
 from notify.alerts import Delivery, dispatch, parse_routing, routes_from_settings, sync_alerts
 from notify.audits import (
     FailureReport,
@@ -74,18 +75,39 @@ def should_mute(settings: Settings, requested: bool | None) -> bool:
     return settings.loop_auto_mute if requested is None else requested
 
 
-def mute_detected_loops(*, runtime: Runtime, report: LoopReport) -> LoopReport:
-    """A time-limited SMS suppression per loop (idempotent). The caller decided to mute."""
+def mute_detected_loops(
+    *, runtime: Runtime, report: LoopReport, actor: Actor | None = None
+) -> LoopReport:
+    """A time-limited SMS suppression per loop (idempotent). The caller decided to mute. New
+    mutes are recorded in the operator actions' trail like an operator's `recipients mute`."""
     if not report.loops:
         return report
+    now = utcnow()
     with transaction(runtime.engine()) as session:
         muted = mute_loops(
             session=session,
             loops=report.loops,
-            now=utcnow(),
+            now=now,
             hours=runtime.settings.loop_mute_hours,
             reason="loop detection: automatic mute",
         )
+        created = [m for m in muted if m.created]
+        if created:
+            record_action(
+                session=session,
+                actor=actor or Actor(name="loop-detection"),
+                action="mute",
+                now=now,
+                applied=True,
+                filters={"source": "loop detection", "threshold": report.threshold},
+                counts={
+                    "created": len(created),
+                    "recipients": sorted({m.recipient for m in created}),
+                    "titles": sorted({m.title for m in created}),
+                    "until": created[0].until.isoformat(),
+                },
+                note="automatic mute of notification loops",
+            )
     return report.with_muted(muted)
 
 

@@ -6,7 +6,9 @@ from datetime import datetime, timedelta
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import deployment, flow_run
 
+from notify.actions.audit_trail import Actor
 from notify.audits import HealthReport, LoopReport, Report
 from notify.checks import Check, mute_detected_loops, publish_metrics, raise_alerts, run_audit
 from tasks.resources import runtime
@@ -33,7 +35,13 @@ def add_worker_state(report: HealthReport) -> HealthReport:
 
 @task(name="mute-loops", cache_policy=NO_CACHE, retries=1)
 def mute(report: LoopReport) -> LoopReport:
-    return mute_detected_loops(runtime=runtime(), report=report)
+    run = flow_run.id
+    actor = Actor.from_flow(
+        flow_run_id=str(run) if run else None,
+        deployment_name=deployment.name,
+        operator="loop-detection",
+    )
+    return mute_detected_loops(runtime=runtime(), report=report, actor=actor)
 
 
 @task(name="publish-metrics", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)

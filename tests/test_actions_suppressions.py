@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, func, select
 
-from notify.actions.audit_trail import Actor
+from notify.actions.audit_trail import Actor, recent_actions
 from notify.actions.suppressions import (
     MuteRequest,
     UnmuteRequest,
@@ -16,8 +16,10 @@ from notify.actions.suppressions import (
     mute,
     unmute,
 )
-from notify.audits.loops import Loop, mute_loops
-from notify.db import Channel, Suppression, transaction
+from notify.audits.loops import Loop, LoopReport, mute_loops
+from notify.bootstrap import Runtime
+from notify.checks import mute_detected_loops
+from notify.db import Channel, Suppression, transaction, utcnow
 from notify.errors import InputError
 from notify.settings import Priority, Settings
 from tests.test_dispatch import NOON, add_recipients, send, statuses, tech
@@ -120,3 +122,48 @@ def test_a_recipient_without_that_address_or_unknown_is_refused(engine: Engine) 
         muted(engine)
     with pytest.raises(InputError, match="not known"):
         muted(engine, recipient="tech:404")
+
+
+def _loop(last_seen: object) -> Loop:
+    return Loop(
+        recipient="tech:1", channel="sms", title="Unit 12 ready", count=8,
+        first_seen=last_seen, last_seen=last_seen, template_name="repair_assigned",
+        flow_run_id=None, deployment_name=None, request_id=None, address_masked=None,
+    )  # fmt: skip
+
+
+def _report(loop: Loop) -> LoopReport:
+    now = utcnow()
+    return LoopReport(
+        as_of=now, window_start=now - timedelta(hours=24),
+        window_hours=24.0, severity="P2", threshold=5, auto_mute=True, loops=(loop,),
+    )  # fmt: skip
+
+
+def test_a_lifted_loop_mute_stays_lifted_until_the_loop_sends_again(
+    engine: Engine, settings: Settings
+) -> None:
+    """An operator's unmute is not undone by the next loop-detection run over the same messages;
+    a message after the lift mutes the loop again. Each automatic mute is in the audit trail."""
+    add_recipients(engine, [tech(1)])
+    here = Runtime(settings, engine=engine)
+    before = utcnow() - timedelta(minutes=30)
+    first = mute_detected_loops(runtime=here, report=_report(_loop(before)))
+    assert [m.created for m in first.muted] == [True]
+    lift = UnmuteRequest(recipient="tech:1", channel=Channel.sms, reason="loop fixed")
+    with transaction(engine) as session:
+        assert len(unmute(session=session, request=lift, now=utcnow(), actor=CAROL).lifted) == 1
+    same_messages = mute_detected_loops(runtime=here, report=_report(_loop(before)))
+    assert [m.created for m in same_messages.muted] == [False]
+    with transaction(engine) as session:
+        assert list_suppressions(session=session, now=utcnow()) == [], "the lift holds"
+    later = utcnow() + timedelta(seconds=1)
+    again = mute_detected_loops(runtime=here, report=_report(_loop(later)))
+    assert [m.created for m in again.muted] == [True]
+    with transaction(engine) as session:
+        assert len(list_suppressions(session=session, now=utcnow())) == 1
+        trail = recent_actions(session=session, action="mute")
+    assert [(a.actor, a.counts["created"], a.counts["recipients"]) for a in trail] == [
+        ("loop-detection", 1, ["tech:1"]),
+        ("loop-detection", 1, ["tech:1"]),
+    ]

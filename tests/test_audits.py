@@ -363,7 +363,12 @@ def test_mute_loops_adds_one_time_limited_sms_suppression(
     assert [(s.address, s.channel, s.title, s.until) for s in stored] == [
         ("+15551234567", "sms", "Repair assigned", AS_OF + DAY)
     ]
-    after_expiry = mute_loops(session=session, loops=report.loops, now=AS_OF + DAY, hours=1)
+    # expired, but the loop's messages all came before it ended: dealt with, not muted again
+    stale = mute_loops(session=session, loops=report.loops, now=AS_OF + DAY, hours=1)
+    assert [m.created for m in stale] == [False]
+    # a message after the mute ended: the loop goes on, so it is muted again
+    going_on = [x.model_copy(update={"last_seen": AS_OF + DAY + H}) for x in report.loops]
+    after_expiry = mute_loops(session=session, loops=going_on, now=AS_OF + DAY + H, hours=1)
     assert [m.created for m in after_expiry] == [True]
     assert session.execute(select(func.count()).select_from(Suppression)).scalar() == 2
     payload = report.with_muted(muted).to_json()

@@ -211,8 +211,10 @@ def mute_loops(
 ) -> list[MutedLoop]:
     """An SMS suppression (recipient's phone, loop title, until now + hours) per loop.
 
-    Loops of one recipient and title on both channels share one suppression; an identical active
-    suppression is kept (reported with created=False); recipients without a phone are skipped.
+    Loops of one recipient and title on both channels share one suppression; recipients without a
+    phone are skipped. A loop already dealt with is left alone (created=False): a suppression for
+    that phone and title is active, or ended (expired or lifted by an operator) after the loop's
+    latest message, so only messages that came after a mute ended mute the loop again.
     """
     until = now + timedelta(hours=hours)
     unique = {(loop.recipient, loop.title): loop for loop in loops}
@@ -238,7 +240,7 @@ def _mute(
 ) -> MutedLoop:
     """Insert the suppression unless an identical one is active (then created=False)."""
     text = reason or f"auto-muted loop: {loop.count} x by {loop.channel} (loop detection)"
-    created = not _active(session, phone, loop.title, now)
+    created = not _dealt_with(session, phone, loop.title, loop.last_seen, now)
     if created:
         sms = Channel.sms.value
         session.add(
@@ -262,12 +264,15 @@ def _mute(
     )
 
 
-def _active(session: Session, phone: str, title: str, now: datetime) -> bool:
+def _dealt_with(
+    session: Session, phone: str, title: str, last_seen: datetime, now: datetime
+) -> bool:
+    """A suppression for this phone and title is active, or ended after the loop's last message."""
     s = Suppression
     query = select(s.id).where(
         s.address == phone,
         s.channel == Channel.sms.value,
         s.title == title,
-        or_(s.until.is_(None), s.until > now),
+        or_(s.until.is_(None), s.until > now, s.until >= last_seen),
     )
     return session.execute(query.limit(1)).first() is not None

@@ -202,6 +202,7 @@ def _through_prefect(check: Check, params: Any) -> Report:
 def _direct(check: Check, params: Any) -> Report:
     """The same steps as the flow, without Prefect (for when Prefect itself is down)."""
     from notify import checks
+    from notify.actions.audit_trail import Actor
     from notify.audits import LoopReport
     from notify.bootstrap import runtime
 
@@ -209,7 +210,8 @@ def _direct(check: Check, params: Any) -> Report:
     window = timedelta(hours=params.window_hours)
     report = checks.run_audit(which, runtime=here, as_of=params.as_of, window=window)
     if isinstance(report, LoopReport) and checks.should_mute(here.settings, params.mute):
-        report = checks.mute_detected_loops(runtime=here, report=report)
+        actor = Actor(name=f"loop-detection via {Actor.from_cli().name} (--direct)")
+        report = checks.mute_detected_loops(runtime=here, report=report, actor=actor)
     if params.publish_metrics:
         checks.publish_metrics(which, runtime=here, report=report)
     if params.alert:

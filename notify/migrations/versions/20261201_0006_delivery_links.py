@@ -37,8 +37,21 @@ def upgrade() -> None:
     with op.batch_alter_table("delivery_logs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("replaces_id", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("carried_by_id", sa.Integer(), nullable=True))
-        batch_op.create_index("ix_delivery_logs_replaces", ["replaces_id"], unique=True)
-        batch_op.create_index("ix_delivery_logs_carried_by", ["carried_by_id"], unique=False)
+        # partial: only rows with a link are indexed (the others pay nothing on each write)
+        batch_op.create_index(
+            "ix_delivery_logs_replaces",
+            ["replaces_id"],
+            unique=True,
+            postgresql_where=sa.text("replaces_id IS NOT NULL"),
+            sqlite_where=sa.text("replaces_id IS NOT NULL"),
+        )
+        batch_op.create_index(
+            "ix_delivery_logs_carried_by",
+            ["carried_by_id"],
+            unique=False,
+            postgresql_where=sa.text("carried_by_id IS NOT NULL"),
+            sqlite_where=sa.text("carried_by_id IS NOT NULL"),
+        )
         batch_op.create_index(
             "ix_delivery_logs_quiet",
             ["next_attempt_at", "id"],
