@@ -102,7 +102,8 @@ def enqueue(
     store = store_for(session.connection(), shared)
     ids = _store_chunks(session, wanted, chunk or CHUNK, planner, renderer, store)
     counts = nest_counts(planner.counts)
-    fallbacks = suppressed_sms_fallbacks(
+    skipped_sms = counts.get("sms", {}).get("skipped", 0)
+    fallbacks = skipped_sms and suppressed_sms_fallbacks(  # no query when no SMS was skipped
         session.connection(),
         request_id=request_id,
         template_allows=catalog.info(request.template).fallback_email,
