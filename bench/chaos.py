@@ -153,6 +153,9 @@ class Trial:
     exit_codes: list[int] = field(default_factory=list)
     stderr_lines: list[str] = field(default_factory=list)
     faults: str = ""
+    # Messages the provider accepted that no row asks for, and rows beyond the messages asked
+    # for: either one is a message sent (or owed) that nobody requested.
+    strays: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -172,6 +175,7 @@ class Row:
     left_open: int = 0
     failed_at_storm_end: int = 0
     dishonest_exits: int = 0
+    strays: list[str] = field(default_factory=list)
     phases: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
 
@@ -192,6 +196,7 @@ class Row:
             setattr(self, name, getattr(self, name) + getattr(trial, name))
         self.dishonest_exits += len(trial.findings)
         self.notes += trial.findings
+        self.strays += trial.strays
         if trial.phase:
             self.phases[trial.phase] += 1
 
@@ -205,6 +210,7 @@ class Row:
             or self.left_open
             or self.failed_at_storm_end
             or self.dishonest_exits
+            or self.strays
         )
 
     def cells(self) -> list[str]:
@@ -297,6 +303,16 @@ def account(
     trial.accepted = sum(got.values())
     trial.duplicates = sum(n - 1 for n in got.values() if n > 1)
     trial.lost = max(0, expected - len(table))
+    keys = Counter((channel, address) for channel, address, _ in table)
+    trial.strays += [f"accepted without a row: {c} {a}" for c, a in got if (c, a) not in keys]
+    trial.strays += [
+        f"{n} rows for {c} {a}: {sorted(s for ch, ad, s in table if (ch, ad) == (c, a))}"
+        for (c, a), n in keys.items()
+        if n > 1
+    ]
+    if len(table) > expected:
+        trial.strays.append(f"{len(table)} rows for {expected} messages")
+    trial.strays = [f"{trial.scenario} ({trial.phase or trial.faults}): {s}" for s in trial.strays]
     for channel, address, status in table:
         key = (channel, address)
         trial.lost += key not in got and status not in ("unknown", *OPEN)
@@ -757,6 +773,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{row.fault} kill phases: {dict(sorted(row.phases.items()))}")
             for note in row.notes:
                 print(f"{row.fault}: {note}")
+            for stray in row.strays:
+                print(f"{row.fault}: {stray}")
         print(
             f"holds: {all(row.holds for row in table)} "
             f"({time.perf_counter() - started:.0f} s on a shared machine)"

@@ -160,7 +160,11 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        if len(body) < length:  # the client went away mid-request: a provider never saw it
+            self.close_connection = True
+            return
         if self.path.startswith(SES_PATH):
             self._ses(body)
         elif self.path == "/" or self.path.startswith("/?"):

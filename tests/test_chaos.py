@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,26 @@ def test_a_healthy_fake_provider_accepts_and_logs_each_message_once(tmp_path: Pa
     assert accepted(fake.log_path) == {("email", "a@example.com"): 1, ("sms", "+12065550001"): 1}
 
 
+def test_a_request_cut_off_mid_body_is_never_accepted(tmp_path: Path) -> None:
+    """A client killed while sending its request leaves a short body: a provider never accepts
+    it (the fake once logged the truncated phone number as a message nobody asked for)."""
+    body = b"Action=Publish&Version=2010-03-31&PhoneNumber=%2B12065550001&Message=hello"
+    cut = body.index(b"0001")  # the phone number itself is cut short
+    with running(tmp_path / "accepted.jsonl") as fake:
+        host, port = fake.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            head = (
+                f"POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+            )
+            conn.sendall(head.encode() + body[:cut])
+            conn.shutdown(socket.SHUT_WR)  # the client is gone
+            assert conn.recv(1024) == b"", "no answer to a request that never arrived whole"
+        sms = SnsSmsSender(client("sns", fake.url))
+        sms.send_sms(OutgoingSms(phone="+12065550002", body="b", transactional=False))
+    assert accepted(fake.log_path) == {("sms", "+12065550002"): 1}
+
+
 def test_sigkill_at_every_step_loses_nothing_and_sends_nothing_twice(
     suite: dict[str, chaos.Row],
 ) -> None:
@@ -112,6 +133,7 @@ def test_sigkill_at_every_step_loses_nothing_and_sends_nothing_twice(
     assert row.trials == CI_TRIALS
     assert (row.duplicates, row.lost, row.failed, row.left_open) == (0, 0, 0, 0), row
     assert row.unexplained == 0, "unknown only where the provider may have the message"
+    assert row.strays == [], "nothing sent or owed that no request asked for"
     assert row.accepted + row.unknown_not_accepted == row.messages, (
         "each message reached the provider exactly once, or is unknown with a cut to explain it"
     )
@@ -126,6 +148,7 @@ def test_a_provider_storm_ends_delivered_or_parked_never_failed(
     assert row.failed_at_storm_end == 0, "a storm fails no row"
     assert (row.duplicates, row.lost, row.failed, row.left_open) == (0, 0, 0, 0), row
     assert row.unexplained == 0
+    assert row.strays == [], "nothing sent or owed that no request asked for"
     if fault in ("throttle", "server_error", "forbidden", "outage"):
         assert row.unknown == 0 and row.accepted == row.messages, "answered errors are retried"
 
