@@ -28,7 +28,7 @@ from flows.states import delivery_state
 from notify.enqueue import Attribution
 from notify.settings import Priority
 from notify.summaries import DispatchSummary
-from tasks.dispatch import enqueue_notifications, request_rows
+from tasks.dispatch import enqueue_notifications, prepare_delivery, request_rows
 from tasks.resources import runtime
 
 Text = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
@@ -64,8 +64,11 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
     # a retried task must not enqueue twice: without a key, the key is this flow run
     send = request.send_request(default_key=f"flow-run:{run_id}" if run_id else None)
     attribution = Attribution(flow_run_id=run_id, deployment_name=deployment.name)
+    # rescue and digests touch no row this request adds (they are not committed yet, and held
+    # ones are not due now): they run beside the enqueue, before any claim
+    preparing = prepare_delivery.submit() if request.deliver else None
     enqueued = enqueue_notifications(send, attribution)
-    delivered = deliver_due(delivery_params) if request.deliver else None
+    delivered = deliver_due(delivery_params, preparing.result()) if preparing else None
     own = request_rows(enqueued.request_id)
     enqueue_table(enqueued)
     request_artifact(own, this_run=run_id)

@@ -57,6 +57,7 @@ from notify.outbox import (
     Outcome,
     claim_batch,
     extend_leases,
+    more_due,
     record_rows,
     release_rows,
     rescue_expired,
@@ -99,9 +100,11 @@ class BatchReport:
     stopped: str | None = None
     failures: list[FailureSample] = field(default_factory=list)
     paused: str | None = None  # a channel the guardrail paused: its rows were left pending
+    more_due: bool = False  # the claim was full and rows were still due when the batch ended
 
     def add(self, other: BatchReport) -> None:
         self.claimed += other.claimed
+        self.more_due = self.more_due or other.more_due
         self.outcomes.update(other.outcomes)
         self.released += other.released
         self.lost_lease += other.lost_lease
@@ -192,16 +195,18 @@ class Deliverer:
     def deliver_batch(self, limit: int | None = None) -> BatchReport:
         report = BatchReport()
         line = _Pipeline()
+        limit = limit or self.settings.batch_size
         with self.engine.connect() as conn:
             paused = _email_paused(conn)
+            skip = Channel.email.value if paused else ""
             sending, claimed = claim_batch(
                 conn,
                 owner=self.owner,
-                limit=limit or self.settings.batch_size,
+                limit=limit,
                 first=self._window,
                 now=self.clock(),
                 lease=self._lease,
-                skip_channel=Channel.email.value if paused else "",
+                skip_channel=skip,
             )
             conn.commit()
             report.paused = f"email paused (rows left pending): {paused}" if paused else None
@@ -210,6 +215,8 @@ class Deliverer:
             self._queue(line, sending)
             if report.claimed:
                 self._run(conn, line, report)
+            if report.claimed == limit and not report.stopped:
+                report.more_due = more_due(conn, now=self.clock(), skip_channel=skip)
         return report
 
     @property

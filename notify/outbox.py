@@ -224,6 +224,20 @@ def claim_batch(
     return rows[:first], rows[first:]
 
 
+def more_due(conn: Connection, *, now: datetime, skip_channel: str = "") -> bool:
+    """Is any row still due (outside `skip_channel`)? One probe of the partial due index."""
+    due = (
+        select(LOGS.c.id)
+        .where(
+            LOGS.c.status.in_(DUE_STATUSES),
+            LOGS.c.next_attempt_at <= now,
+            LOGS.c.channel != skip_channel,
+        )
+        .limit(1)
+    )
+    return conn.execute(due).first() is not None
+
+
 _CLAIMED_COLUMNS = (
     LOGS.c.id,
     LOGS.c.notification_id,

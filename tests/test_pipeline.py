@@ -75,6 +75,18 @@ def test_never_more_than_the_send_window_in_sending(engine: Engine, settings: Se
     assert email_statuses(engine) == {"sent": 40}
 
 
+def test_a_full_batch_says_whether_rows_are_still_due(engine: Engine, settings: Settings) -> None:
+    """So a delivery run starts another batch only when there is something for it: a batch that
+    took the last due rows says so, and no empty batch (a task run for nothing) follows it."""
+    emails_to(engine, settings, 7)
+    worker = make(engine, settings, MemorySender())
+    first, second, last = (worker.deliver_batch(limit) for limit in (3, 4, 4))
+    assert (first.claimed, first.more_due) == (3, True)
+    assert (second.claimed, second.more_due) == (4, False), "the last due rows: nothing after"
+    assert (last.claimed, last.more_due) == (0, False)
+    assert email_statuses(engine) == {"sent": 7}
+
+
 class OneSlowCall(MemorySender):
     """The first message's call does not return until every other message has been sent."""
 
