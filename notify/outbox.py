@@ -123,6 +123,15 @@ _RECORD_POSTGRES = text(
 )
 
 
+_START_SENDING_POSTGRES = text(
+    """
+    UPDATE delivery_logs SET status = 'sending', attempts = attempts + 1
+    WHERE id = ANY(CAST(:ids AS integer[])) AND lease_owner = :owner AND status = 'claimed'
+    RETURNING id
+    """
+)
+
+
 @dataclass(frozen=True)
 class ClaimedRow:
     """What a deliverer needs to send one channel of one notification."""
@@ -272,6 +281,9 @@ def mark_sending(*, session: Session, owner: str, ids: Sequence[int], now: datet
 
 def start_sending(conn: Connection, *, owner: str, ids: Sequence[int]) -> set[int]:
     """`mark_sending` on a connection (the caller commits before any provider call)."""
+    if conn.dialect.name == "postgresql":  # one prepared shape, whatever the number of ids
+        rows = conn.execute(_START_SENDING_POSTGRES, {"ids": list(ids), "owner": owner})
+        return {row[0] for row in rows}
     statement = (
         update(LOGS)
         .where(LOGS.c.id.in_(ids), LOGS.c.lease_owner == owner, LOGS.c.status == "claimed")
@@ -294,7 +306,8 @@ def record_rows(conn: Connection, *, owner: str, outcomes: Sequence[Outcome]) ->
     if not outcomes:
         return 0
     if conn.dialect.name == "postgresql":
-        return _rowcount(conn, _RECORD_POSTGRES.bindparams(**_outcome_arrays(owner, outcomes)))
+        result = conn.execute(_RECORD_POSTGRES, _outcome_arrays(owner, outcomes))
+        return max(cast(CursorResult[Any], result).rowcount or 0, 0)
     conn.execute(_record_statement(owner), [_outcome_params(o) for o in outcomes])
     return len(outcomes)  # executemany's rowcount is not reliable across drivers
 
