@@ -304,7 +304,7 @@ def account(url: str, ledger_dir: Path) -> Accounting:
 def achieved_rates(url: str) -> dict[str, float]:
     """Per channel, the provider's steady rate: over the second half of its receipts.
 
-    (The first half includes the token bucket's initial burst of one second's worth.)
+    (The first half includes the ramp-up: start-up, the first claims.)
     """
     engine = make_engine(url)
     query = text(_ACHIEVED_SQL)

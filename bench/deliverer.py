@@ -16,10 +16,10 @@ message, flushed before it answers). Scenarios:
 
 Paced scenarios deliver `rate-seconds` worth of messages (at most `rows`); their figure
 (`pct_of_rate`) is the provider's steady rate over the second half of its receipts (the first
-half includes the token bucket's initial burst), as a % of the configured rate;
-`overall_pct_of_rate` divides all messages by the whole delivery time (start-up, the burst, the
-batch boundaries and the tail included). Every run checks the ledger: duplicates
-(a message received twice) and missing (a row not `sent`) are printed with the rates.
+half includes the ramp-up), as a % of the configured rate; `overall_pct_of_rate` divides all
+messages by the whole delivery time (start-up, the batch boundaries and the tail included).
+Every run checks the ledger: duplicates (a message received twice) and missing (a row not
+`sent`) are printed with the rates.
 `--windows 512,64,2048` repeats the zero-latency and 500/s scenarios per NOTIFY_SEND_WINDOW
 (how the default was chosen; the first value is the headline). Progress goes to stderr;
 `--json` prints one JSON object on stdout.

@@ -162,7 +162,7 @@ def _pacing_lines(scenario: Scenario, by: dict[str, PeerResult]) -> list[str]:
         + "."
     ]
     if any(r.e2e_per_s > ceiling for r in by.values()):
-        lines[-1] += " Above 100%: the token bucket's first second is a burst."
+        lines[-1] += " Above 100%: the provider saw more than its configured rate."
     slow = [
         (p, min(r.achieved.values(), default=0.0) / rate)
         for p, r in by.items()
@@ -249,8 +249,8 @@ are loaded into PostgreSQL and compared with the messages the input asked for an
   recorded. Process start-up and imports are not included (Celery's worker is already running);
   for the Prefect peers the flow run's own creation and its task runs are included;
 - **achieved**: per provider, the steady rate the provider saw (receipts ÷ seconds over the
-  second half of its receipts, so the token bucket's initial one-second burst is left out),
-  against the configured rate;
+  second half of its receipts, so the ramp-up is left out), against the configured rate; the
+  pacers hold a burst of one token, so no second sees more than the rate (+1);
 - **peak RSS**: the largest sum of resident memory of the peer's process tree (the driver and,
   for Celery, the worker and its pool processes), sampled every 100 ms. PostgreSQL, Redis and
   the Prefect server are shared services and not counted.

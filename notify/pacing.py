@@ -32,7 +32,9 @@ class TokenBucket:
     """`rate` tokens per second, bursts of up to `burst`; acquire() blocks until a token is due.
 
     Waiters reserve their token under the lock and sleep outside it, so callers are served in
-    order and the long-run rate never exceeds `rate`.
+    order and the long-run rate never exceeds `rate`. The default burst is one token: SES and SNS
+    reject calls above the account's per-second rate, so a bucket that saved a second's worth of
+    tokens while idle would start every dispatch at twice the rate and draw throttling errors.
     """
 
     def __init__(
@@ -50,7 +52,7 @@ class TokenBucket:
         self.configured_rate = rate
         self._floor = rate * min_fraction
         self._slowed_at = float("-inf")
-        self.burst = burst if burst is not None else max(1.0, rate)
+        self.burst = burst if burst is not None else 1.0
         self._clock, self._sleep = clock, sleep
         self._tokens = self.burst
         self._updated = clock()

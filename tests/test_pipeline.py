@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, func, select
 
 from notify.db import DeliveryLog, Status, transaction, utcnow
@@ -220,6 +221,24 @@ def test_a_provider_storm_opens_the_breaker_and_fails_nothing(
         query = select(DeliveryLog.attempts).where(DeliveryLog.channel == "email")
         attempts = session.scalars(query).all()
     assert set(attempts) == {1}, "the storm cost no attempts: only the delivered send counted"
+
+
+def test_token_bucket_never_goes_past_the_rate_in_any_second() -> None:
+    """A provider at 10/s rejects an 11th call within a second: a dispatch that starts after an
+    idle spell must not spend a saved-up second's worth of tokens on top of the rate."""
+    ticks = [100.0]  # long idle before the first call
+
+    def sleep(seconds: float) -> None:
+        ticks[0] += seconds
+
+    bucket = TokenBucket(10, clock=lambda: ticks[0], sleep=sleep)
+    sent_at = []
+    for _ in range(50):
+        bucket.acquire()
+        sent_at.append(ticks[0])
+    busiest = max(sum(1 for t in sent_at if start <= t < start + 1.0) for start in sent_at)
+    assert busiest <= 11, f"{busiest} calls within one second at 10/s"
+    assert sent_at[-1] - sent_at[0] == pytest.approx(4.9), "and the rate itself is kept"
 
 
 def test_token_bucket_slows_down_on_throttling_and_recovers() -> None:
