@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import deployment, flow_run
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 from pydantic import StringConstraints
 
 from flows.artifacts import delivery_table, enqueue_table, request_artifact
@@ -25,7 +26,7 @@ from flows.logs import library_logs_in_run
 from flows.naming import dispatch_run_name, rename
 from flows.params import DeliverParams, DispatchParams
 from flows.states import delivery_state
-from notify.enqueue import Attribution
+from notify.enqueue import Attribution, SendRequest
 from notify.settings import Priority
 from notify.summaries import DispatchSummary
 from tasks.dispatch import enqueue_notifications, prepare_delivery, request_rows
@@ -67,7 +68,9 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
     # rescue and digests touch no row this request adds (they are not committed yet, and held
     # ones are not due now): they run beside the enqueue, before any claim
     preparing = prepare_delivery.submit() if request.deliver else None
-    enqueued = enqueue_notifications(send, attribution)
+    # quoted: Prefect would walk the request's recipients (a tuple of every id) several times
+    # looking for futures to resolve; there are none in it
+    enqueued = enqueue_notifications(cast(SendRequest, quote(send)), attribution)
     delivered = deliver_due(delivery_params, preparing.result()) if preparing else None
     own = request_rows(enqueued.request_id)
     enqueue_table(enqueued)

