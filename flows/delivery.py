@@ -7,8 +7,7 @@ subflow) and deliver-pending wraps it.
 
 from __future__ import annotations
 
-import math
-
+from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 
 from flows.params import DeliverParams
@@ -26,17 +25,24 @@ def deliver_due(params: DeliverParams, prepared: Prepared | None = None) -> Deli
         prepared = prepare_delivery()  # rescue and quiet-hours digests, before any claim
     total, batches = BatchReport(), 0
     run = str(flow_run.id or "local")  # in the lease owner: the artifact names the run
-    for wave in range(math.ceil(params.max_batches / params.parallel_batches)):
-        futures = [
-            deliver_batch.submit(f"{run}/{wave}-{i}", limit) for i in range(params.parallel_batches)
-        ]
-        reports = [future.result() for future in futures]
-        for report in reports:
-            total.add(report)
-        batches += sum(1 for report in reports if report.claimed)
-        # another wave only when a full batch saw rows still due at its end: no empty wave
-        if not any(report.more_due for report in reports) or total.stopped:
-            break
+    submitted = 0
+
+    def submit() -> PrefectFuture[BatchReport]:
+        nonlocal submitted
+        submitted += 1
+        return deliver_batch.submit(f"{run}/{submitted}", limit)
+
+    # `parallel_batches` in flight, each replaced as it ends (no wave waits for its slowest)
+    running = [submit() for _ in range(min(params.parallel_batches, params.max_batches))]
+    while running:
+        ended = next(as_completed(running))
+        running.remove(ended)
+        report = ended.result()
+        total.add(report)
+        batches += 1 if report.claimed else 0
+        # another batch only when this one was full and saw rows still due at its end
+        if report.more_due and not total.stopped and submitted < params.max_batches:
+            running.append(submit())
     left = finish_delivery(f":{run}/", follow=bool(prepared.gathered.digests or total.claimed))
     return DeliverySummary.of(
         total, batches=batches, rescued=prepared.rescued, left=left, gathered=prepared.gathered
