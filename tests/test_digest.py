@@ -18,6 +18,8 @@ from sqlalchemy import Engine, select
 from flows.deliver import deliver_pending
 from notify.actions.audit_trail import Actor
 from notify.actions.redrive import RedriveRequest, redrive
+from notify.audits.rollups import FULL_SCAN, RollupPolicy
+from notify.audits.sms_cost import sms_cost_audit
 from notify.db import QUIET_INDEX_WHERE, DeliveryLog, Notification, make_engine, transaction
 from notify.delivery import Deliverer
 from notify.digest import (
@@ -152,6 +154,29 @@ def test_three_held_sms_go_out_as_one_digest_that_the_rows_follow(
         note = session.get(Notification, sent_digest.notification_id)
         assert note is not None and note.template_name == "digest"
         assert note.context == {"carried": ids}
+
+
+def test_the_sms_cost_audit_counts_a_digest_as_one_sms(
+    engine: Engine, settings: Settings, quiet_tech: None
+) -> None:
+    """Three held rows went out as one SMS: the audit counts one message at the digest's price,
+    from the hourly rollups as from a full scan."""
+    held(engine, settings, 3)
+    gather(engine, settings)
+    deliver(engine, settings, MemorySender())
+    (digest,) = digest_rows(engine)
+    for policy in (FULL_SCAN, RollupPolicy(grace=timedelta(0), clock=lambda: AFTER)):
+        with transaction(engine) as session:
+            report = sms_cost_audit(
+                session=session,
+                as_of=AFTER + timedelta(hours=2),
+                window=timedelta(hours=24),
+                settings=settings,
+                rollups=policy,
+            )
+        assert report.sms_count == 1, policy
+        assert report.total_cost_usd == digest.cost, "the digest row holds the price"
+        assert [r.count for r in report.top_recipients] == [1]
 
 
 def test_a_template_that_opts_out_is_sent_on_its_own(

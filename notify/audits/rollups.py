@@ -262,7 +262,9 @@ def _add_rollups(session: Session, rows: ColumnElement[bool]) -> None:
     sent = rollup_hour(dl.sent_at, dialect)
     sms = select(sent, n.recipient_id, func.count(), func.coalesce(func.sum(dl.segments), 0))
     sms = sms.add_columns(micros_sum(dl.cost)).join(n, n.id == dl.notification_id)
-    sms = sms.where(rows, paid, dl.channel == Channel.sms.value, dl.sent_at.is_not(None))
+    sent_sms = and_(dl.channel == Channel.sms.value, dl.sent_at.is_not(None))
+    sent_sms = and_(sent_sms, dl.carried_by_id.is_(None))  # a carried row: the digest's SMS
+    sms = sms.where(rows, paid, sent_sms)
     _upsert(
         session,
         SmsHour.__table__,
@@ -271,9 +273,7 @@ def _add_rollups(session: Session, rows: ColumnElement[bool]) -> None:
         sms.group_by(sent, n.recipient_id),
     )
     totals = select(sent, func.count(), func.coalesce(func.sum(dl.segments), 0))
-    totals = totals.add_columns(micros_sum(dl.cost)).where(
-        rows, paid, dl.channel == Channel.sms.value, dl.sent_at.is_not(None)
-    )
+    totals = totals.add_columns(micros_sum(dl.cost)).where(rows, paid, sent_sms)
     _upsert(
         session,
         SmsTotalHour.__table__,

@@ -118,8 +118,14 @@ def sms_cost_audit(
 
 
 def _paid(rows: ColumnElement[bool]) -> ColumnElement[bool]:
+    """SMS the provider accepted; a row a digest carried was not a message of its own."""
     dl = DeliveryLog
-    return and_(dl.channel == Channel.sms.value, dl.status.in_(PAID_STATUSES), rows)
+    return and_(
+        dl.channel == Channel.sms.value,
+        dl.status.in_(PAID_STATUSES),
+        dl.carried_by_id.is_(None),
+        rows,
+    )
 
 
 Bucket = tuple[datetime, int, int, Any]  # hour, count, segments, micro-dollars
