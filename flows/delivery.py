@@ -7,6 +7,8 @@ subflow) and deliver-pending wraps it.
 
 from __future__ import annotations
 
+import math
+
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 
@@ -17,9 +19,13 @@ from tasks.dispatch import Prepared, deliver_batch, finish_delivery, prepare_del
 from tasks.resources import runtime
 
 
-def deliver_due(params: DeliverParams, prepared: Prepared | None = None) -> DeliverySummary:
+def deliver_due(
+    params: DeliverParams, prepared: Prepared | None = None, expected: int | None = None
+) -> DeliverySummary:
     """`prepared`: what a `prepare-delivery` the caller already ran did (the dispatch flow runs
-    it beside its enqueue); without it, this runs it first."""
+    it beside its enqueue); without it, this runs it first. `expected`: the rows the caller
+    knows are due (a dispatch's own): fewer first batches when they fit (one for a small send);
+    a batch that ends with rows still due brings the run back to `parallel_batches`."""
     limit = params.batch_size or runtime().settings.batch_size
     if prepared is None:
         prepared = prepare_delivery()  # rescue and quiet-hours digests, before any claim
@@ -32,16 +38,24 @@ def deliver_due(params: DeliverParams, prepared: Prepared | None = None) -> Deli
         submitted += 1
         return deliver_batch.submit(f"{run}/{submitted}", limit)
 
-    # `parallel_batches` in flight, each replaced as it ends (no wave waits for its slowest)
-    running = [submit() for _ in range(min(params.parallel_batches, params.max_batches))]
+    first = params.parallel_batches
+    if expected is not None:
+        first = min(first, max(1, math.ceil(expected / limit)))
+    # up to `parallel_batches` in flight, topped up as each ends (no wave waits for its slowest)
+    running = [submit() for _ in range(min(first, params.max_batches))]
     while running:
         ended = next(as_completed(running))
         running.remove(ended)
         report = ended.result()
         total.add(report)
         batches += 1 if report.claimed else 0
-        # another batch only when this one was full and saw rows still due at its end
-        if report.more_due and not total.stopped and submitted < params.max_batches:
+        # more batches only when this one was full and saw rows still due at its end
+        while (
+            report.more_due
+            and not total.stopped
+            and len(running) < params.parallel_batches
+            and submitted < params.max_batches
+        ):
             running.append(submit())
     left = finish_delivery(f":{run}/", follow=bool(prepared.gathered.digests or total.claimed))
     return DeliverySummary.of(

@@ -71,7 +71,8 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
     # quoted: Prefect would walk the request's recipients (a tuple of every id) several times
     # looking for futures to resolve; there are none in it
     enqueued = enqueue_notifications(cast(SendRequest, quote(send)), attribution)
-    delivered = deliver_due(delivery_params, preparing.result()) if preparing else None
+    due = sum(by_status.get("pending", 0) for by_status in enqueued.rows.values())
+    delivered = deliver_due(delivery_params, preparing.result(), due) if preparing else None
     own = request_rows(enqueued.request_id)
     enqueue_table(enqueued)
     request_artifact(own, this_run=run_id)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.states import State
 from sqlalchemy import func, select
 
@@ -87,6 +88,23 @@ def test_a_long_recipient_list_runs_as_one_text_and_reaches_everyone(flow_env: s
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(state.state_details.flow_run_id)
     assert f" · {count} to · " in run.name
+
+
+def test_a_small_send_runs_one_delivery_batch(flow_env: str) -> None:
+    """Its rows fit one batch: one deliver-batch task run, not `parallel_batches` of them."""
+    add_recipients(make_engine(flow_env), [tech(1), tech(2)])
+    state, summary = dispatch(
+        DispatchParams(template="repair_assigned", to=["tech:1", "tech:2"], context=CONTEXT)
+    )
+    assert summary.delivery is not None and summary.delivery.claimed == 4
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    names = sorted(run.name.rsplit("-", 1)[0] for run in runs)
+    assert names.count("deliver-batch") == 1, names
 
 
 def test_deliver_flow_delivers_what_send_left(flow_env: str) -> None:
