@@ -121,6 +121,19 @@ class UTCDateTime(TypeDecorator[datetime]):
 # The partial index of quiet-hours rows (notify.digest's candidates); the pattern is
 # policies.QUIET_HOURS_LIKE (db.py sits below policies.py, so it is spelled out; a test compares).
 QUIET_INDEX_WHERE = "status = 'pending' AND decision LIKE '%: deferred to % (quiet hours %'"
+DUE_INDEX_WHERE = "status IN ('pending', 'pending_retry')"
+
+
+def partial_index(name: str, *columns: str, where: str, unique: bool = False) -> Index:
+    """An index of the rows matching `where` only, on PostgreSQL and SQLite alike: the other
+    rows pay nothing for it on each write."""
+    return Index(
+        name,
+        *columns,
+        unique=unique,
+        postgresql_where=text(where),
+        sqlite_where=text(where),
+    )
 
 
 class Base(DeclarativeBase):
@@ -191,39 +204,20 @@ class DeliveryLog(Base):
             text("coalesce(replaces_id, 0)"),
             unique=True,
         ),
-        Index(
-            "ix_delivery_logs_due",
-            "next_attempt_at",
-            "id",
-            postgresql_where=text("status IN ('pending', 'pending_retry')"),
-            sqlite_where=text("status IN ('pending', 'pending_retry')"),
-        ),
+        partial_index("ix_delivery_logs_due", "next_attempt_at", "id", where=DUE_INDEX_WHERE),
         Index("ix_delivery_logs_channel_created", "channel", "created_at"),
         Index("ix_delivery_logs_channel_sent", "channel", "sent_at"),
         Index("ix_delivery_logs_status_lease", "status", "lease_expires_at"),
         Index("ix_delivery_logs_provider_message_id", "provider_message_id"),
         # partial: the rows with a link only, so the other rows pay nothing for them on each write
-        Index(
-            "ix_delivery_logs_replaces",
-            "replaces_id",
-            unique=True,
-            postgresql_where=text("replaces_id IS NOT NULL"),
-            sqlite_where=text("replaces_id IS NOT NULL"),
+        partial_index(
+            "ix_delivery_logs_replaces", "replaces_id", where="replaces_id IS NOT NULL", unique=True
         ),
-        Index(
-            "ix_delivery_logs_carried_by",
-            "carried_by_id",
-            postgresql_where=text("carried_by_id IS NOT NULL"),
-            sqlite_where=text("carried_by_id IS NOT NULL"),
+        partial_index(
+            "ix_delivery_logs_carried_by", "carried_by_id", where="carried_by_id IS NOT NULL"
         ),
         # Rows held by quiet hours, not yet tried (notify.digest gathers them at the window's end).
-        Index(
-            "ix_delivery_logs_quiet",
-            "next_attempt_at",
-            "id",
-            postgresql_where=text(QUIET_INDEX_WHERE),
-            sqlite_where=text(QUIET_INDEX_WHERE),
-        ),
+        partial_index("ix_delivery_logs_quiet", "next_attempt_at", "id", where=QUIET_INDEX_WHERE),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
