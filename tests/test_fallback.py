@@ -10,7 +10,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from sqlalchemy import Engine, select
@@ -129,6 +129,22 @@ def smtp_settings(settings: Settings) -> Settings:
 # --- SES API -> SES SMTP --------------------------------------------------------------------------
 
 
+class Outage(NamedTuple):
+    clock: Clock
+    server: SmtpServer
+    api: FlakyApi
+    email: EmailSender
+
+
+def api_outage(smtp_server: SmtpServerFactory, kind: ErrorKind) -> Outage:
+    """An SES API stand-in that refuses (`kind`) for its first 100 s, a real SMTP server, and
+    the failover sender over both, on one test clock."""
+    clock = Clock()
+    server = smtp_server()
+    api = FlakyApi(clock, kind, down_until=NOON + timedelta(seconds=100))
+    return Outage(clock, server, api, failover(api, smtp_sender(server), clock))
+
+
 @pytest.mark.parametrize("kind", [RATE_EXCEEDED, PROVIDER_UNAVAILABLE], ids=["throttled", "5xx"])
 def test_email_fails_over_to_smtp_after_the_set_time_and_back_once_the_api_recovers(
     engine: Engine,
@@ -136,10 +152,7 @@ def test_email_fails_over_to_smtp_after_the_set_time_and_back_once_the_api_recov
     smtp_server: SmtpServerFactory,
     kind: ErrorKind,
 ) -> None:
-    clock = Clock()
-    server = smtp_server()
-    api = FlakyApi(clock, kind, down_until=NOON + timedelta(seconds=100))
-    email = failover(api, smtp_sender(server), clock)
+    clock, server, api, email = api_outage(smtp_server, kind)
     emails_to(engine, smtp_settings, 0, 20)
 
     # The API refuses: the circuit opens after 3 refusals, nothing is sent, nothing counted.
@@ -177,10 +190,7 @@ def test_email_fails_over_to_smtp_after_the_set_time_and_back_once_the_api_recov
 def test_a_message_the_api_may_have_accepted_is_never_resent_through_smtp(
     engine: Engine, smtp_settings: Settings, smtp_server: SmtpServerFactory
 ) -> None:
-    clock = Clock()
-    server = smtp_server()
-    api = FlakyApi(clock, RATE_EXCEEDED, down_until=NOON + timedelta(seconds=100))
-    email = failover(api, smtp_sender(server), clock)
+    clock, server, api, email = api_outage(smtp_server, RATE_EXCEEDED)
     emails_to(engine, smtp_settings, 0, 4)
     deliverer(engine, smtp_settings, email=email, clock=clock).deliver_batch()
     clock.advance(61)
