@@ -7,9 +7,9 @@ from dataclasses import asdict
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from notify.audits import Report
 from notify.enqueue import EnqueueResult
 from notify.report_view import cell, markdown
+from notify.reports import Report
 from notify.request_report import RequestReport
 from notify.summaries import DeliverySummary
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from prefect.events import emit_event
 
-from notify.audits import Report
+from notify.reports import Report
 from notify.summaries import DeliverySummary
 
 PREFIX = "notifyops"

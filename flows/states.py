@@ -17,7 +17,7 @@ from typing import Any
 
 from prefect.states import Completed, Failed, State
 
-from notify.audits import Report
+from notify.reports import Report
 from notify.summaries import DeliverySummary
 
 STOPPED, PARTLY_FAILED, RETRYING = "Stopped", "PartlyFailed", "Retrying"

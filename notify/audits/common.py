@@ -1,4 +1,5 @@
-"""What every audit shares: the window, money, rates, and the report header."""
+"""What every audit shares: the window, money, rates, and the report header (`Report` lives in
+notify/reports.py, so the flows that show a report need not load every audit)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from notify.errors import InputError
-from notify.severity import Assessment, Finding, Severity
+from notify.reports import Report as Report  # re-exported: the audits build on it
+from notify.severity import Assessment
 
 CENT = Decimal("0.01")
 MICRO = Decimal("0.000001")
@@ -66,24 +66,6 @@ def seconds(value: Any) -> float:
     if isinstance(value, timedelta):
         return round(value.total_seconds(), 3)
     return round(float(value or 0), 3)
-
-
-class Report(BaseModel):
-    """The header every report carries. `to_json()` is the `--json` payload (stable keys)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    as_of: datetime
-    window_start: datetime
-    window_hours: float
-    severity: Severity
-    findings: tuple[Finding, ...] = ()
-    breaches: tuple[str, ...] = ()
-    breached: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict: money as decimal strings, times as ISO 8601 UTC."""
-        return self.model_dump(mode="json")
 
 
 def header(window: Window, assessment: Assessment, breaches: list[str]) -> dict[str, Any]:

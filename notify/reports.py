@@ -1,0 +1,29 @@
+"""The header every report carries (audits, checks), apart from the audits themselves: the
+flows that show a report's severity (states, events, artifacts) need this, not every audit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from notify.severity import Finding, Severity
+
+
+class Report(BaseModel):
+    """The header every report carries. `to_json()` is the `--json` payload (stable keys)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    as_of: datetime
+    window_start: datetime
+    window_hours: float
+    severity: Severity
+    findings: tuple[Finding, ...] = ()
+    breaches: tuple[str, ...] = ()
+    breached: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict: money as decimal strings, times as ISO 8601 UTC."""
+        return self.model_dump(mode="json")
