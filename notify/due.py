@@ -9,14 +9,15 @@ from datetime import datetime
 from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
-from notify.db import DELIVERY_LOGS, DUE_STATUSES
+from notify.db import DELIVERY_LOGS
 from notify.digest import lagging
+from notify.outbox import due_now
 
 LOGS = DELIVERY_LOGS
 
 
 def has_work(*, session: Session, now: datetime) -> bool:
-    due = exists().where(LOGS.c.status.in_(DUE_STATUSES), LOGS.c.next_attempt_at <= now)
+    due = exists().where(due_now(now))
     expired = exists().where(
         LOGS.c.status.in_(("claimed", "sending")), LOGS.c.lease_expires_at < now
     )

@@ -24,6 +24,7 @@ from sqlalchemy import (
     CursorResult,
     Executable,
     Table,
+    and_,
     bindparam,
     func,
     select,
@@ -233,17 +234,15 @@ def claim_batch(
     return rows[:first], rows[first:]
 
 
+def due_now(now: datetime) -> ColumnElement[bool]:
+    """Rows waiting for a deliverer at `now` (pending or pending_retry, their time come): the
+    partial due index's rows."""
+    return and_(LOGS.c.status.in_(DUE_STATUSES), LOGS.c.next_attempt_at <= now)
+
+
 def more_due(conn: Connection, *, now: datetime, skip_channel: str = "") -> bool:
     """Is any row still due (outside `skip_channel`)? One probe of the partial due index."""
-    due = (
-        select(LOGS.c.id)
-        .where(
-            LOGS.c.status.in_(DUE_STATUSES),
-            LOGS.c.next_attempt_at <= now,
-            LOGS.c.channel != skip_channel,
-        )
-        .limit(1)
-    )
+    due = select(LOGS.c.id).where(due_now(now), LOGS.c.channel != skip_channel).limit(1)
     return conn.execute(due).first() is not None
 
 
@@ -306,8 +305,7 @@ def record_rows(conn: Connection, *, owner: str, outcomes: Sequence[Outcome]) ->
     if not outcomes:
         return 0
     if conn.dialect.name == "postgresql":
-        result = conn.execute(_RECORD_POSTGRES, _outcome_arrays(owner, outcomes))
-        return max(cast(CursorResult[Any], result).rowcount or 0, 0)
+        return _rowcount(conn, _RECORD_POSTGRES, _outcome_arrays(owner, outcomes))
     conn.execute(_record_statement(owner), [_outcome_params(o) for o in outcomes])
     return len(outcomes)  # executemany's rowcount is not reliable across drivers
 
@@ -453,17 +451,16 @@ def rescue_expired(*, session: Session, now: datetime) -> RescueCounts:
     return RescueCounts(returned, _rowcount(session, lost))
 
 
-def _rowcount(db: Session | Connection, statement: Executable) -> int:
-    result = cast(CursorResult[Any], db.execute(statement))
+def _rowcount(
+    db: Session | Connection, statement: Executable, params: dict[str, Any] | None = None
+) -> int:
+    result = cast(CursorResult[Any], db.execute(statement, params))
     return max(result.rowcount or 0, 0)
 
 
 def due_count(*, session: Session, now: datetime) -> int:
     """Rows waiting for a deliverer now (pending or pending_retry, due)."""
-    query = select(func.count()).where(
-        LOGS.c.status.in_(DUE_STATUSES), LOGS.c.next_attempt_at <= now
-    )
-    return int(session.scalar(query) or 0)
+    return int(session.scalar(select(func.count()).where(due_now(now))) or 0)
 
 
 @dataclass(frozen=True)
