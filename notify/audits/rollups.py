@@ -87,7 +87,7 @@ from notify.db import (
 )
 
 SETTLED_STATUSES = (*ACCEPTED_STATUSES, Status.skipped.value)
-PAID_STATUSES = ACCEPTED_STATUSES
+PAID_STATUSES = ACCEPTED_STATUSES  # an SMS the provider accepted was paid for, delivered or not
 FOLD_GRACE = timedelta(minutes=10)
 OUTCOME_LAG = timedelta(minutes=10)
 LOOP_SPAN = timedelta(hours=48)
@@ -246,6 +246,17 @@ def _promote(session: Session) -> int:
     return count
 
 
+def paid_sms() -> ColumnElement[bool]:
+    """SMS rows the provider accepted, each a message of its own: a row a quiet-hours digest
+    carried (cost 0) went out inside the digest's SMS, which is the one counted."""
+    dl = DeliveryLog
+    return and_(
+        dl.channel == Channel.sms.value,
+        dl.status.in_(PAID_STATUSES),
+        dl.carried_by_id.is_(None),
+    )
+
+
 def _add_rollups(session: Session, rows: ColumnElement[bool]) -> None:
     """Add the settled rows matched by `rows` to the three hourly rollups."""
     dl, n = DeliveryLog, Notification
@@ -262,9 +273,8 @@ def _add_rollups(session: Session, rows: ColumnElement[bool]) -> None:
     sent = rollup_hour(dl.sent_at, dialect)
     sms = select(sent, n.recipient_id, func.count(), func.coalesce(func.sum(dl.segments), 0))
     sms = sms.add_columns(micros_sum(dl.cost)).join(n, n.id == dl.notification_id)
-    sent_sms = and_(dl.channel == Channel.sms.value, dl.sent_at.is_not(None))
-    sent_sms = and_(sent_sms, dl.carried_by_id.is_(None))  # a carried row: the digest's SMS
-    sms = sms.where(rows, paid, sent_sms)
+    sent_sms = and_(paid_sms(), dl.sent_at.is_not(None))
+    sms = sms.where(rows, sent_sms)
     _upsert(
         session,
         SmsHour.__table__,
@@ -273,7 +283,7 @@ def _add_rollups(session: Session, rows: ColumnElement[bool]) -> None:
         sms.group_by(sent, n.recipient_id),
     )
     totals = select(sent, func.count(), func.coalesce(func.sum(dl.segments), 0))
-    totals = totals.add_columns(micros_sum(dl.cost)).where(rows, paid, sent_sms)
+    totals = totals.add_columns(micros_sum(dl.cost)).where(rows, sent_sms)
     _upsert(
         session,
         SmsTotalHour.__table__,

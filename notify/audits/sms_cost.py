@@ -30,12 +30,10 @@ from notify.audits.common import (
     resolve_window,
     usd_from_micros,
 )
-from notify.audits.rollups import ROLLUPS, Key, Parts, RollupPolicy, open_view, parts
+from notify.audits.rollups import ROLLUPS, Key, Parts, RollupPolicy, open_view, paid_sms, parts
 from notify.audits.sql import dialect_of, hour_bucket, micros_sum
 from notify.conditions import start_of_utc_day
 from notify.db import (
-    ACCEPTED_STATUSES,
-    Channel,
     DeliveryLog,
     Notification,
     Recipient,
@@ -46,7 +44,6 @@ from notify.masking import mask_phone
 from notify.settings import Settings
 from notify.severity import Facts, Thresholds, assess
 
-PAID_STATUSES = ACCEPTED_STATUSES  # an SMS the provider accepted was paid for, delivered or not
 HOUR = timedelta(hours=1)
 TOP_N = 10
 
@@ -118,14 +115,7 @@ def sms_cost_audit(
 
 
 def _paid(rows: ColumnElement[bool]) -> ColumnElement[bool]:
-    """SMS the provider accepted; a row a digest carried was not a message of its own."""
-    dl = DeliveryLog
-    return and_(
-        dl.channel == Channel.sms.value,
-        dl.status.in_(PAID_STATUSES),
-        dl.carried_by_id.is_(None),
-        rows,
-    )
+    return and_(paid_sms(), rows)
 
 
 Bucket = tuple[datetime, int, int, Any]  # hour, count, segments, micro-dollars
