@@ -18,6 +18,7 @@ Create Date: 2026-12-01 00:20:00
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -33,32 +34,35 @@ QUIET_WHERE = "status = 'pending' AND decision LIKE '%: deferred to % (quiet hou
 UNIQUE_ROW = "uq_delivery_logs_notification_channel"
 
 
+def _partial_index(
+    batch_op: Any, name: str, columns: list[str], where: str, unique: bool = False
+) -> None:
+    """An index of the rows matching `where`, on PostgreSQL and SQLite alike."""
+    batch_op.create_index(
+        name,
+        columns,
+        unique=unique,
+        postgresql_where=sa.text(where),
+        sqlite_where=sa.text(where),
+    )
+
+
 def upgrade() -> None:
     with op.batch_alter_table("delivery_logs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("replaces_id", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("carried_by_id", sa.Integer(), nullable=True))
         # partial: only rows with a link are indexed (the others pay nothing on each write)
-        batch_op.create_index(
+        _partial_index(
+            batch_op,
             "ix_delivery_logs_replaces",
             ["replaces_id"],
+            "replaces_id IS NOT NULL",
             unique=True,
-            postgresql_where=sa.text("replaces_id IS NOT NULL"),
-            sqlite_where=sa.text("replaces_id IS NOT NULL"),
         )
-        batch_op.create_index(
-            "ix_delivery_logs_carried_by",
-            ["carried_by_id"],
-            unique=False,
-            postgresql_where=sa.text("carried_by_id IS NOT NULL"),
-            sqlite_where=sa.text("carried_by_id IS NOT NULL"),
+        _partial_index(
+            batch_op, "ix_delivery_logs_carried_by", ["carried_by_id"], "carried_by_id IS NOT NULL"
         )
-        batch_op.create_index(
-            "ix_delivery_logs_quiet",
-            ["next_attempt_at", "id"],
-            unique=False,
-            postgresql_where=sa.text(QUIET_WHERE),
-            sqlite_where=sa.text(QUIET_WHERE),
-        )
+        _partial_index(batch_op, "ix_delivery_logs_quiet", ["next_attempt_at", "id"], QUIET_WHERE)
         # One row per notification and channel, and at most one fallback row per replaced row:
         # the unique (notification_id, channel) becomes a unique index that tells them apart.
         batch_op.drop_constraint(UNIQUE_ROW, type_="unique")
