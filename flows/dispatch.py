@@ -26,6 +26,7 @@ from flows.logs import library_logs_in_run
 from flows.naming import dispatch_run_name, rename
 from flows.params import DeliverParams, DispatchParams
 from flows.states import delivery_state
+from notify.db import Status
 from notify.enqueue import Attribution, SendRequest
 from notify.settings import Priority
 from notify.summaries import DispatchSummary
@@ -71,7 +72,7 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
     # quoted: Prefect would walk the request's recipients (a tuple of every id) several times
     # looking for futures to resolve; there are none in it
     enqueued = enqueue_notifications(cast(SendRequest, quote(send)), attribution)
-    due = sum(by_status.get("pending", 0) for by_status in enqueued.rows.values())
+    due = sum(by_status.get(Status.pending.value, 0) for by_status in enqueued.rows.values())
     delivered = deliver_due(delivery_params, preparing.result(), due) if preparing else None
     own = request_rows(enqueued.request_id)
     enqueue_table(enqueued)
