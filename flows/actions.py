@@ -15,7 +15,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import deployment, flow_run
 
 from flows.action_params import MuteParams, PurgeParams, RedriveParams, UnmuteParams
 from notify.actions.audit_trail import Actor
@@ -24,13 +23,15 @@ from notify.actions.redrive import RedriveRequest, RedriveResult
 from notify.actions.suppressions import MuteRequest, MuteResult, UnmuteRequest, UnmuteResult
 from notify.actions.view import action_markdown
 from tasks.actions import run_mute, run_purge, run_redrive, run_unmute
+from tasks.run_info import deployment_name, flow_run_id
 
 _FORM_ONLY = {"apply", "operator"}
 
 
 def _actor(operator: str | None) -> Actor:
-    run_id = str(flow_run.id) if flow_run.id else None
-    return Actor.from_flow(flow_run_id=run_id, deployment_name=deployment.name, operator=operator)
+    return Actor.from_flow(
+        flow_run_id=flow_run_id(), deployment_name=deployment_name(), operator=operator
+    )
 
 
 def _artifact(key: str, title: str, body: dict[str, Any], notes: list[str]) -> None:

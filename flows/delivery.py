@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 
 from prefect.futures import PrefectFuture, as_completed
-from prefect.runtime import flow_run
 
 from flows.params import DeliverParams
 from notify.delivery import BatchReport
 from notify.summaries import DeliverySummary
 from tasks.dispatch import Prepared, deliver_batch, finish_delivery, prepare_delivery
 from tasks.resources import runtime
+from tasks.run_info import flow_run_id
 
 
 def deliver_due(
@@ -30,7 +30,7 @@ def deliver_due(
     if prepared is None:
         prepared = prepare_delivery()  # rescue and quiet-hours digests, before any claim
     total, batches = BatchReport(), 0
-    run = str(flow_run.id or "local")  # in the lease owner: the artifact names the run
+    run = flow_run_id() or "local"  # in the lease owner: the artifact names the run
     submitted = 0
 
     def submit() -> PrefectFuture[BatchReport]:

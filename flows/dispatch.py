@@ -12,7 +12,6 @@ from typing import Annotated, Any, cast
 
 from annotated_types import Len
 from prefect import flow, get_run_logger
-from prefect.runtime import deployment, flow_run
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
@@ -32,6 +31,7 @@ from notify.settings import Priority
 from notify.summaries import DispatchSummary
 from tasks.dispatch import enqueue_notifications, prepare_delivery, request_rows
 from tasks.resources import runtime
+from tasks.run_info import deployment_name, flow_run_id
 
 Text = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
 Recipients = Text | Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Len(1)]
@@ -62,10 +62,10 @@ def _dispatch(
 
 def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
     logger = get_run_logger()
-    run_id = str(flow_run.id) if flow_run.id else None
+    run_id = flow_run_id()
     # a retried task must not enqueue twice: without a key, the key is this flow run
     send = request.send_request(default_key=f"flow-run:{run_id}" if run_id else None)
-    attribution = Attribution(flow_run_id=run_id, deployment_name=deployment.name)
+    attribution = Attribution(flow_run_id=run_id, deployment_name=deployment_name())
     # rescue and digests touch no row this request adds (they are not committed yet, and held
     # ones are not due now): they run beside the enqueue, before any claim
     preparing = prepare_delivery.submit() if request.deliver else None

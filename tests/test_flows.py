@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.flow_engine import run_flow
 from prefect.states import State
 from sqlalchemy import func, select
 
@@ -105,6 +106,32 @@ def test_a_small_send_runs_one_delivery_batch(flow_env: str) -> None:
         )
     names = sorted(run.name.rsplit("-", 1)[0] for run in runs)
     assert names.count("deliver-batch") == 1, names
+
+
+def test_a_deployment_run_records_its_deployment_and_an_ad_hoc_run_none(flow_env: str) -> None:
+    """Notifications say which deployment sent them, as a worker runs a deployment's flow run;
+    an ad hoc run has none (its run context says so, without asking the API)."""
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(1), tech(2)])
+    ad_hoc = DispatchParams(template="repair_assigned", to=["tech:1"], context=CONTEXT)
+    state, _ = dispatch(ad_hoc)
+    assert state.is_completed()
+    deployment_id = dispatch_notifications.to_deployment(name="attribution-check").apply()
+    parameters = DispatchParams(
+        template="repair_assigned", to=["tech:2"], context=CONTEXT
+    ).flow_parameters()
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
+    state = run_flow(
+        dispatch_notifications, flow_run=run, parameters=parameters, return_type="state"
+    )
+    assert isinstance(state, State) and state.is_completed()
+    with transaction(engine) as session:
+        recorded = dict(
+            session.execute(select(Notification.flow_run_id, Notification.deployment_name)).all()
+        )
+    assert recorded[str(run.id)] == "attribution-check"
+    assert [name for run_id, name in recorded.items() if run_id != str(run.id)] == [None]
 
 
 def test_deliver_flow_delivers_what_send_left(flow_env: str) -> None:
