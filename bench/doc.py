@@ -257,7 +257,10 @@ are loaded into PostgreSQL and compared with the messages the input asked for an
 
 Prefect peers run against one `prefect server start` on 127.0.0.1 backed by its own scratch
 PostgreSQL database (architecture.md: a SQLite-backed server locks up under task load; an
-ephemeral API costs 17-27 s per process). This run's server: {server}.
+ephemeral API costs 17-27 s per process). Each Prefect peer first runs once with 20
+notifications, untimed, so that neither pays for the new server's first requests (0.3-0.4 s on
+the first dispatch after a start); between peers the benchmark waits for the server to go idle.
+This run's server: {server}.
 """
 
 GROWTH_INTRO = """## Growth: notifyops from 10k messages up (library path, zero latency)
