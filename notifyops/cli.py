@@ -33,7 +33,9 @@ from notifyops.commands import (
     templates,
 )
 from notifyops.console import EXIT_BAD_INPUT, EXIT_PARTIAL, fail_line
-from notifyops.prefect_env import apply_defaults
+from notifyops.prefect_env import apply_defaults, pause_collector, resume_collector
+
+RUNS_A_FLOW = frozenset({"send", "deliver", "health", "audit", "demo"})  # unless --direct
 
 app = typer.Typer(
     name="notifyops",
@@ -154,7 +156,10 @@ def secret_values() -> list[str]:
 
 
 def entry_point() -> None:
+    if _first_command(sys.argv[1:]) in RUNS_A_FLOW:
+        pause_collector()  # while it loads Prefect and the flows; its flow run resumes it
     code = main()
+    resume_collector()  # a command that ended before its run (bad input, --direct)
     gc.freeze()  # nothing left to collect: skip the interpreter's teardown sweep
     sys.exit(code)
 

@@ -11,6 +11,7 @@ still reach the Prefect API (the UI shows them): only the console handler is qui
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -33,12 +34,30 @@ def apply_defaults(*, debug: bool = False) -> None:
         os.environ.setdefault(variable, value)
 
 
+def pause_collector() -> None:
+    """For a command that runs a flow, while it loads Prefect and the flows: they allocate ~200k
+    objects that live as long as the process, and the cyclic collector would scan them again and
+    again as they load (0.3-0.4 s of a command's ~1.8 s of imports, measured). `run_flow`
+    resumes it."""
+    gc.disable()
+
+
+def resume_collector() -> None:
+    """Once loaded: what exists now lives as long as the command, so the collector never scans
+    it again (`gc.freeze`) and collects what the run allocates. A no-op unless paused."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 def run_flow(flow: Callable[..., Result], /, **parameters: Any) -> Result:
     """Call `flow` as a flow run of this process (shown in the UI when PREFECT_API_URL is set).
 
     A command's run lives as long as the command: the crash-detection heartbeat thread, which
     makes every run wait up to a second for it at the end, is off for it."""
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    resume_collector()
 
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         return flow(**parameters)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import Any
 import pytest
 import typer.main
 
-from notifyops.cli import app, main
+from notifyops.cli import RUNS_A_FLOW, app, main
+from notifyops.prefect_env import pause_collector
 from tests.runtime import reload_runtime
 
 SAMPLE = Path(__file__).resolve().parents[1] / "notify" / "samples" / "roster.csv"
@@ -250,3 +252,16 @@ def test_a_padded_id_is_imported_stripped_and_reached_by_send(
     args = ["send", "-t", "test_message", "--to", " tech:9 ", "--context", context, "--json"]
     assert main([*args, "--no-deliver"]) == 0
     assert len(json.loads(capsys.readouterr().out)["enqueue"]["notification_ids"]) == 1
+
+
+def test_a_flow_command_resumes_the_collector_its_start_up_paused(flow_env: str) -> None:
+    """A command that runs a flow loads Prefect with the cyclic collector paused; its run turns
+    it back on, so a long delivery never runs without it."""
+    top_level = {path[0] for path in ALL_COMMANDS if path}
+    assert top_level >= RUNS_A_FLOW, "every command named in RUNS_A_FLOW exists"
+    pause_collector()
+    try:
+        assert main(["deliver"]) == 0
+        assert gc.isenabled(), "the flow run resumed the collector"
+    finally:
+        gc.enable()
