@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from notify.senders import Senders
 
 PacerFactory = Callable[["Runtime"], Mapping[str, "Pacer"]]
+_PIECES = ("engine", "catalog", "fallback", "senders", "clients", "pacers")
 
 
 class Runtime:
@@ -53,22 +54,25 @@ class Runtime:
         }
         self._pacers = pacers
         self._fallback: FallbackPolicy | None = None
-        self._lock = threading.RLock()
+        # a lock per piece: building the senders (boto3 clients, ~0.25 s) in one task must not
+        # hold up another that only needs the engine (the enqueue beside it)
+        self._locks = {piece: threading.RLock() for piece in _PIECES}
+        self._owned_lock = threading.Lock()
         self._owned: list[Callable[[], None]] = []
 
     def engine(self) -> Engine:
         """The database engine, after checking the schema is at the newest migration."""
-        with self._lock:
+        with self._locks["engine"]:
             if self._engine is None:
                 from notify.schema import open_database
 
                 self._engine = open_database(self.settings.database_url)
-                self._owned.append(self._engine.dispose)
+                self._own(self._engine.dispose)
             return self._engine
 
     def catalog(self) -> TemplateCatalog:
         """Built-in templates plus NOTIFY_TEMPLATES_DIR."""
-        with self._lock:
+        with self._locks["catalog"]:
             if self._catalog is None:
                 from notify.rendering import TemplateCatalog
 
@@ -77,7 +81,7 @@ class Runtime:
 
     def fallback_policy(self) -> FallbackPolicy:
         """Which templates let an SMS that cannot go fall back to email (notify.fallback)."""
-        with self._lock:
+        with self._locks["fallback"]:
             if self._fallback is None:
                 from notify.fallback import FallbackPolicy
 
@@ -88,7 +92,7 @@ class Runtime:
         """The email and SMS senders NOTIFY_SENDER names (one set per process, thread-safe); with
         NOTIFY_SENDER=aws and SMTP credentials, email fails over to SES SMTP while the SES API is
         down (notify.senders.failover; its clock kept in the database)."""
-        with self._lock:
+        with self._locks["senders"]:
             if self._senders is None:
                 from notify.db import utcnow
                 from notify.fallback import MarkMemory
@@ -98,19 +102,19 @@ class Runtime:
                 self._senders = with_email_failover(
                     built, self.settings, clock=utcnow, memory=MarkMemory(self.engine)
                 )
-                self._owned.append(self._senders.close)
+                self._own(self._senders.close)
             return self._senders
 
     def aws_client(self, service: str, *, retries: bool = False) -> Any:
         """A boto3 client: send clients make exactly one HTTP attempt; `retries` for reads."""
         key = (service, bool(retries))
-        with self._lock:
+        with self._locks["clients"]:
             if key not in self._clients:
                 from notify.senders import aws_client
 
                 client = aws_client(service, self.settings, retries=retries)
                 self._clients[key] = client
-                self._owned.append(client.close)
+                self._own(client.close)
             return self._clients[key]
 
     def pacers(self, build: PacerFactory | None = None) -> Mapping[str, Pacer]:
@@ -118,7 +122,7 @@ class Runtime:
 
         `build` (the Prefect layer's global rate limits) is used the first time; without it each
         process paces itself locally."""
-        with self._lock:
+        with self._locks["pacers"]:
             if self._pacers is None:
                 self._pacers = build(self) if build else self._local_pacers()
             return self._pacers
@@ -135,9 +139,13 @@ class Runtime:
 
         return {channel: TokenBucket(rate) for channel, rate in self.provider_rates().items()}
 
+    def _own(self, release: Callable[[], None]) -> None:
+        with self._owned_lock:
+            self._owned.append(release)
+
     def close(self) -> None:
         """Release what this runtime opened (not what was handed in)."""
-        with self._lock:
+        with self._owned_lock:
             owned, self._owned = self._owned, []
         for release in reversed(owned):
             with suppress(Exception):  # closing must not hide the error that ended the run

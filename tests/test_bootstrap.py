@@ -4,9 +4,11 @@ boto3 clients, senders and the template catalogue; pieces are built once and clo
 from __future__ import annotations
 
 import ast
+import threading
 from pathlib import Path
 
 from notify.bootstrap import Runtime, runtime, using
+from notify.pacing import Pacer
 from notify.senders import Senders
 from notify.senders.memory import MemorySender
 from notify.settings import load_settings
@@ -81,6 +83,31 @@ def test_built_pieces_are_built_once_and_closed_with_the_runtime() -> None:
     assert here.senders() is first and here.catalog() is here.catalog()
     here.close()
     assert first.email.closed  # type: ignore[attr-defined]
+
+
+def test_a_piece_being_built_does_not_hold_up_the_others() -> None:
+    """While one task builds a slow piece (the senders' boto3 clients), the enqueue beside it
+    gets the catalogue at once."""
+    here = Runtime(load_settings(sender="memory"))
+    building, release = threading.Event(), threading.Event()
+
+    def slow_pacers(_: Runtime) -> dict[str, Pacer]:
+        building.set()
+        release.wait(timeout=30)
+        return {}
+
+    slow = threading.Thread(target=here.pacers, args=(slow_pacers,))
+    slow.start()
+    try:
+        assert building.wait(timeout=30)
+        other = threading.Thread(target=here.catalog)
+        other.start()
+        other.join(timeout=10)
+        assert not other.is_alive(), "the catalogue waited for the pacers being built"
+    finally:
+        release.set()
+        slow.join()
+    here.close()
 
 
 def test_a_block_restores_the_previous_runtime() -> None:
