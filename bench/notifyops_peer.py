@@ -146,7 +146,12 @@ def run_flows(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dict[
     started = time.perf_counter()
     watcher.start()
     # as `notifyops send` runs it: the CLI's run_flow, with the product's default parameters
-    state = run_flow(dispatch_notifications, **params.flow_parameters(), return_state=True)
+    state = run_flow(
+        dispatch_notifications,
+        warm_senders=True,
+        **params.flow_parameters(),
+        return_state=True,
+    )
     summary = result_of(state)
     finished = time.perf_counter()
     enqueued = watcher.stop()

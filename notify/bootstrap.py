@@ -139,6 +139,18 @@ class Runtime:
 
         return {channel: TokenBucket(rate) for channel, rate in self.provider_rates().items()}
 
+    def warm(self, *, senders: bool = False) -> None:
+        """Build the engine, the catalogue, the ORM mappings and (`senders`) the senders now: a
+        command does it in a thread while Prefect creates its run, so the run's first tasks do
+        not pay for it. A piece that cannot be built is left to its first user, who gets the
+        error."""
+        from sqlalchemy.orm import configure_mappers
+
+        steps = [self.engine, configure_mappers, self.catalog]
+        for build in [*steps, self.senders] if senders else steps:
+            with suppress(Exception):
+                build()
+
     def _own(self, release: Callable[[], None]) -> None:
         with self._owned_lock:
             self._owned.append(release)

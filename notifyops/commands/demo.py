@@ -85,7 +85,12 @@ def _send(template: str, recipients: list[str], here: Runtime) -> str:
 
     context = here.catalog().info(template).sample_context
     request = DispatchParams(template=template, to=recipients, context=context)
-    state = run_flow(dispatch_notifications, return_state=True, **request.flow_parameters())
+    state = run_flow(
+        dispatch_notifications,
+        warm_senders=True,
+        return_state=True,
+        **request.flow_parameters(),
+    )
     summary = result_of(state)
     out.print(f"flow dispatch-notifications: {template} to {len(recipients)} recipients")
     return str(summary.enqueue.request_id)

@@ -70,7 +70,12 @@ def send(
     from notifyops.prefect_env import run_flow
 
     # the run may end Failed (delivery stopped or partly failed): its summary is still the result
-    state = run_flow(dispatch_notifications, return_state=True, **request.flow_parameters())
+    state = run_flow(
+        dispatch_notifications,
+        warm_senders=request.deliver,
+        return_state=True,
+        **request.flow_parameters(),
+    )
     summary: DispatchSummary = result_of(state)
     if json_output:
         print_json(summary)
@@ -126,7 +131,7 @@ def deliver(
 
     params = build(DeliverParams, batch_size=batch_size, max_batches=max_batches)
     runtime().engine()  # a database that cannot be used is one line here, before a flow starts
-    state = run_flow(deliver_pending, params=params, return_state=True)
+    state = run_flow(deliver_pending, warm_senders=True, params=params, return_state=True)
     summary: DeliverySummary = result_of(state)
     if json_output:
         print_json(summary)
