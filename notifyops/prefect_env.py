@@ -67,7 +67,10 @@ def run_flow(
 
     resume_collector()
     here = runtime()  # settings errors surface here, in the command's own thread
-    threading.Thread(target=here.warm, kwargs={"senders": warm_senders}, daemon=True).start()
-
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        return flow(**parameters)
+    warming = threading.Thread(target=here.warm, kwargs={"senders": warm_senders}, daemon=True)
+    warming.start()
+    try:
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            return flow(**parameters)
+    finally:
+        warming.join()  # nothing it builds outlives the run unowned (the runtime closes after)
