@@ -47,6 +47,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    or_,
     select,
     update,
 )
@@ -62,7 +63,10 @@ from notify.settings import Priority, Settings
 
 DIGEST_TEMPLATE = "digest"
 DIGEST_SMS_MAX_PARTS = 3  # a longer digest lists fewer messages and counts the rest
-FOLLOW_SPAN = timedelta(days=7)  # carried rows older than this no longer follow their digest
+# A row still `carried` follows its digest whatever its age (a digest may get its outcome days
+# later: an outage, a redrive); one that already took an outcome follows the digest's later ones
+# (receipts: delivered, bounced) for this long
+FOLLOW_SPAN = timedelta(days=7)
 GATHER_ATTEMPTS = 3  # a gather that lost a row to a deliverer starts again, this many times
 # The digest's outcomes its carried rows take: an accepted message or a failure. Not pending,
 # claimed, sending, pending_retry or unknown: the digest is still on its way, its carried rows
@@ -356,14 +360,18 @@ def _rowcount(result: Any) -> int:
 
 
 def lagging(now: datetime) -> ColumnElement[bool]:
-    """Carried rows (of the last FOLLOW_SPAN) whose digest has an outcome they have not taken."""
+    """Carried rows whose digest has an outcome they have not taken: any still `carried`, and
+    those of the last FOLLOW_SPAN that took an earlier one."""
     digest = LOGS.alias("digest")
     behind = exists().where(
         digest.c.id == LOGS.c.carried_by_id,
         digest.c.status.in_(FOLLOWED),
         digest.c.status != LOGS.c.status,
     )
-    return and_(LOGS.c.carried_by_id.is_not(None), LOGS.c.created_at >= now - FOLLOW_SPAN, behind)
+    waiting_or_recent = or_(
+        LOGS.c.status == Status.carried.value, LOGS.c.created_at >= now - FOLLOW_SPAN
+    )
+    return and_(LOGS.c.carried_by_id.is_not(None), waiting_or_recent, behind)
 
 
 def follow_digests(*, engine: Engine, now: datetime) -> int:

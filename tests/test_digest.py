@@ -317,6 +317,21 @@ def test_the_idle_check_sees_rows_behind_their_digest(
         assert not has_work(session=session, now=later)
 
 
+def test_rows_follow_a_digest_that_gets_its_outcome_a_week_later(
+    engine: Engine, settings: Settings, quiet_tech: None
+) -> None:
+    """Nothing delivered for eight days (an outage): when the digest finally goes out, the rows
+    it carries take its outcome, however old they are."""
+    ids = held(engine, settings, 2)
+    gather(engine, settings)
+    deliver(engine, settings, MemorySender(), at=AFTER + timedelta(days=8))
+    (digest,) = digest_rows(engine)
+    assert digest.status == "sent"
+    assert {r.status for r in rows(engine, ids).values()} == {"sent"}
+    with transaction(engine) as session:
+        assert not has_work(session=session, now=AFTER + timedelta(days=8))
+
+
 def test_a_long_digest_fits_its_sms_and_counts_the_rest(
     engine: Engine, settings: Settings, quiet_tech: None
 ) -> None:
