@@ -4,9 +4,10 @@ real boto3 SES v2 / SNS clients pointed at the fake provider, until nothing is l
     python -m tests.workers.chaos_worker CONFIG_JSON
 
 CONFIG_JSON keys: database_url, owner, endpoint, journal (a file), batch, concurrency, window,
-read_timeout_s, deadline_s, and optionally enqueue ({"recipients": N, "key": K, "tag": T}),
-rescue_dead (the previous deliverer was SIGKILLed: its leases are expired now, not in
-NOTIFY_LEASE_SECONDS), lease_s.
+read_timeout_s, deadline_s, and optionally enqueue ({"recipients": N, "key": K, "tag": T,
+"hold_s": how long the enqueue transaction stays open before its commit}), rescue_dead (the
+previous deliverer was SIGKILLed: its leases are expired now, not in NOTIFY_LEASE_SECONDS),
+lease_s.
 
 The journal gets one line per step, written with one unbuffered write before the step runs:
 `start`, `enqueue`, `enqueued`, `rescue`, `claim`, `mark-sending`, `send`, `group-commit`,
@@ -151,6 +152,7 @@ def enqueue_request(engine: Engine, settings: Settings, spec: dict[str, Any]) ->
             settings=settings,
             now=utcnow(),
         )
+        time.sleep(spec.get("hold_s", 0.0))  # a larger request: the commit comes later
 
 
 def open_rows(engine: Engine) -> int:
