@@ -18,6 +18,11 @@ Scenarios (one table row each):
   few seconds while a deliverer works; at the storm's end no row may be `failed` (everything is
   sent or parked: pending, pending_retry, unknown, or held); then the provider recovers and the
   same process finishes.
+- `outage_failover`: the outage again, with the SES SMTP failover configured (the fake provider
+  also plays the SMTP endpoint): email goes through SMTP after 0.3 s of refusals and back to the
+  API once a probe succeeds after the storm; `failover_kill`: the same, and the deliverer is
+  SIGKILLed while email goes through SMTP; a second process (its failover starting from the API
+  again) finishes. Neither may send an email on both paths.
 - `pg-restart`: `notifyops deliver` (the CLI, a Prefect flow run on a local Prefect server, the
   aws sender pointed at the fake provider) against a throwaway PostgreSQL cluster
   (pg_createcluster) restarted mid-batch; deliver must exit non-zero with one line on stderr (or
@@ -104,7 +109,10 @@ STORMS: dict[str, Faults] = {
     "server_error": Faults(server_error=0.5),
     "forbidden": Faults(forbidden=0.2),
     "outage": Faults(server_error=1.0),
+    "outage_failover": Faults(server_error=1.0),  # with FAILOVER: email through SMTP
 }
+FAILOVER = {"after_s": 0.3, "probe_s": 0.5}  # the worker's SMTP failover (fast, for the suite)
+FAILOVER_STORMS = ("outage_failover",)
 COLUMNS = (
     "fault",
     "trials",
@@ -157,6 +165,7 @@ class Trial:
     # Messages the provider accepted that no row asks for, and rows beyond the messages asked
     # for: either one is a message sent (or owed) that nobody requested.
     strays: list[str] = field(default_factory=list)
+    smtp_accepted: int = 0  # emails the failover sent through SMTP
 
 
 @dataclass
@@ -179,6 +188,7 @@ class Row:
     strays: list[str] = field(default_factory=list)
     phases: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+    smtp_accepted: int = 0
 
     def add(self, trial: Trial) -> None:
         self.trials += 1
@@ -193,6 +203,7 @@ class Row:
             "failed",
             "left_open",
             "failed_at_storm_end",
+            "smtp_accepted",
         ):
             setattr(self, name, getattr(self, name) + getattr(trial, name))
         self.dishonest_exits += len(trial.findings)
@@ -431,16 +442,50 @@ def storm_trial(
     trial_dir.mkdir()
     storm = STORMS[name]
     spec = {"recipients": recipients, "key": f"chaos-{name}-{n}", "tag": f"{name}-{n}"}
-    with provider(trial_dir, storm, seed=n) as fake:
-        process = worker(worker_cfg(url, fake.url, trial_dir, "storm", enqueue=spec))
+    failover = name in FAILOVER_STORMS
+    with provider(trial_dir, storm, seed=n, smtp=failover) as fake:
+        extra = {"smtp": {"port": fake.smtp_port, **FAILOVER}} if failover else {}
+        process = worker(worker_cfg(url, fake.url, trial_dir, "storm", enqueue=spec, **extra))
         _wait_for_rows(engine, process)
         time.sleep(STORM_S)
         at_end = status_counts(engine)
         fake.faults = Faults(latency_s=0.004, hang_s=HANG_S)
         finish(process, f"{name} worker")
-        trial = Trial(name, faults=storm.describe())
+        trial = Trial(name, faults=storm.describe(), smtp_accepted=fake.calls["smtp"])
         trial.failed_at_storm_end = at_end["failed"] + at_end["failed_permanent"]
         return account(trial, engine, fake.log_path, 2 * recipients, fake.cuts, set())
+
+
+def failover_kill_trial(url: str, engine: Engine, workdir: Path, n: int, recipients: int) -> Trial:
+    """The outage with the SMTP failover on; SIGKILL once email has been going through SMTP for
+    a moment; the provider recovers; a second process (its failover back at the API) finishes."""
+    reset_outbox(engine)
+    trial_dir = workdir / f"failover-kill-{n}"
+    trial_dir.mkdir()
+    spec = {"recipients": recipients, "key": f"chaos-failover-kill-{n}", "tag": f"fk-{n}"}
+    with provider(trial_dir, STORMS["outage"], seed=n, smtp=True) as fake:
+        smtp = {"smtp": {"port": fake.smtp_port, **FAILOVER}}
+        doomed = worker(worker_cfg(url, fake.url, trial_dir, "doomed", enqueue=spec, **smtp))
+        _wait_for_smtp(fake, doomed)
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=30)
+        at_kill = dict(status_counts(engine))
+        in_flight = held(engine)
+        fake.faults = Faults(latency_s=0.004, hang_s=HANG_S)
+        cfg = worker_cfg(
+            url, fake.url, trial_dir, "rescuer", enqueue=spec, rescue_dead=True, **smtp
+        )
+        finish(worker(cfg), "rescuing worker")
+        trial = Trial("failover_kill", phase="smtp", at_kill=at_kill, faults="outage, failover")
+        trial.smtp_accepted = fake.calls["smtp"]
+        return account(trial, engine, fake.log_path, 2 * recipients, fake.cuts, in_flight)
+
+
+def _wait_for_smtp(fake: FakeProvider, process: subprocess.Popen[bytes], least: int = 10) -> None:
+    """Until the failover has sent `least` emails through SMTP (then the kill lands among them)."""
+    deadline = time.monotonic() + 60
+    while fake.calls["smtp"] < least and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def _wait_started(journal: Path, process: subprocess.Popen[bytes]) -> None:
@@ -458,8 +503,10 @@ def _wait_for_rows(engine: Engine, process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def provider(trial_dir: Path, faults: Faults, seed: int | None = None) -> Iterator[FakeProvider]:
-    fake = FakeProvider(trial_dir / "accepted.jsonl", faults, seed)
+def provider(
+    trial_dir: Path, faults: Faults, seed: int | None = None, smtp: bool = False
+) -> Iterator[FakeProvider]:
+    fake = FakeProvider(trial_dir / "accepted.jsonl", faults, seed, smtp=smtp)
     fake.start()
     try:
         yield fake
@@ -714,6 +761,10 @@ def _storm_trials(
             trial = storm_trial(url, engine, workdir, name, n, recipients)
             log(f"chaos: storm {name} {n + 1}: {_brief(trial)}")
             add(trial)
+    for n in range(max(1, trials // 10)):
+        trial = failover_kill_trial(url, engine, workdir, n, recipients)
+        log(f"chaos: failover kill {n + 1} (rows then: {trial.at_kill}): {_brief(trial)}")
+        add(trial)
 
 
 def pg_restart_trials(
@@ -741,6 +792,7 @@ def _brief(trial: Trial) -> str:
         f"{trial.accepted}/{trial.messages} accepted, {trial.duplicates} dup, {trial.lost} lost, "
         f"{trial.unknown} unknown ({trial.unknown_not_accepted} not accepted, "
         f"{trial.unexplained} unexplained), {trial.failed} failed, {trial.left_open} open"
+        + (f"; {trial.smtp_accepted} emails through SMTP" if trial.smtp_accepted else "")
     )
 
 

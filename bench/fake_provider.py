@@ -15,6 +15,10 @@ Faults, each a probability per send call, settable while the server runs (`provi
 - `server_error`: SES `InternalFailure` (HTTP 500) / SNS `InternalError` (HTTP 500);
 - `forbidden`: SES `AccessDeniedException` / SNS `AuthorizationError` (HTTP 403).
 
+With `smtp=True` it also plays the SES SMTP endpoint (aiosmtpd, AUTH as `SMTP_USER` /
+`SMTP_PASSWORD`, no TLS), the failover's path: it takes every message, logged like the API's
+(`["email", address]`, before the 250 answer) and counted in `calls["smtp"]`.
+
 Cut requests (the three faults after which the client gets no answer) are recorded in `cuts` as
 (fault, channel, address): a row left `unknown` whose message the log does not hold must be one
 of them (or a request cut by a kill). SNS `CheckIfPhoneNumberIsOptedOut` always answers "no".
@@ -46,6 +50,7 @@ SNS_XMLNS = "http://sns.amazonaws.com/doc/2010-03-31/"
 CUT_FAULTS = ("timeout_before", "timeout_after", "reset_after")
 ERROR_FAULTS = ("throttle", "server_error", "forbidden")
 FAULTS = (*CUT_FAULTS, *ERROR_FAULTS)
+SMTP_USER, SMTP_PASSWORD = "chaos-smtp", "chaos-smtp-password"
 
 # (HTTP status, SES v2 error code, SNS error code, message)
 _ERRORS = {
@@ -92,12 +97,15 @@ class FakeProvider:
     cuts: list[tuple[str, str, str]] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)  # fault name (or "accepted") per call
     port: int = 0
+    smtp: bool = False  # also play the SES SMTP endpoint, at `smtp_port`
+    smtp_port: int = 0
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self._lock = threading.Lock()
         self._log = self.log_path.open("a", encoding="utf-8")
         self._server: ThreadingHTTPServer | None = None
+        self._smtp: Any = None
         self._stopping = threading.Event()
 
     @property
@@ -110,13 +118,33 @@ class FakeProvider:
         self._server = server
         self.port = server.server_address[1]
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        if self.smtp:
+            self._start_smtp()
         return self.url
+
+    def _start_smtp(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        with socket.socket() as probe:  # aiosmtpd cannot listen on port 0
+            probe.bind(("127.0.0.1", 0))
+            self.smtp_port = probe.getsockname()[1]
+        self._smtp = Controller(
+            _SmtpHandler(self),
+            hostname="127.0.0.1",
+            port=self.smtp_port,
+            auth_required=False,  # the sender logs in all the same (checked); required would warn
+            auth_require_tls=False,
+            authenticator=_smtp_login,
+        )
+        self._smtp.start()
 
     def stop(self) -> None:
         self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        if self._smtp is not None:
+            self._smtp.stop()
         with self._lock:
             self._log.close()
 
@@ -140,6 +168,30 @@ class FakeProvider:
 
     def hang(self) -> None:
         self._stopping.wait(self.faults.hang_s)
+
+
+class _SmtpHandler:
+    """aiosmtpd's handler: every message is accepted, logged before the answer."""
+
+    def __init__(self, provider: FakeProvider) -> None:
+        self.provider = provider
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        for address in envelope.rcpt_tos:
+            self.provider.accept("email", address)
+        with self.provider._lock:
+            self.provider.calls["smtp"] += 1
+        return "250 Ok"
+
+
+def _smtp_login(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    ok = isinstance(data, LoginPassword) and (data.login, data.password) == (
+        SMTP_USER.encode(),
+        SMTP_PASSWORD.encode(),
+    )
+    return AuthResult(success=ok, handled=False)
 
 
 class _Server(ThreadingHTTPServer):
@@ -287,9 +339,9 @@ def accepted(*paths: Path) -> Counter[tuple[str, str]]:
 
 @contextmanager
 def running(
-    log_path: Path, faults: Faults | None = None, seed: int | None = None
+    log_path: Path, faults: Faults | None = None, seed: int | None = None, smtp: bool = False
 ) -> Iterator[FakeProvider]:
-    provider = FakeProvider(log_path, faults or Faults(), seed)
+    provider = FakeProvider(log_path, faults or Faults(), seed, smtp=smtp)
     provider.start()
     try:
         yield provider

@@ -19,12 +19,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from bench import chaos
-from bench.fake_provider import FAULTS, Faults, accepted, running
+from bench.fake_provider import FAULTS, SMTP_PASSWORD, SMTP_USER, Faults, accepted, running
 from notify.db import make_engine
 from notify.errors import DeliveryError, ErrorClass
 from notify.senders.base import OutgoingEmail, OutgoingSms
 from notify.senders.memory import MemorySender
 from notify.senders.ses import SesEmailSender
+from notify.senders.smtp import SmtpEmailSender
 from notify.senders.sns import SnsSmsSender
 from notify.settings import Priority, load_settings
 from tests.conftest import POSTGRES_ADMIN_URL, empty_tables, engine_for
@@ -126,6 +127,23 @@ def test_a_request_cut_off_mid_body_is_never_accepted(tmp_path: Path) -> None:
     assert accepted(fake.log_path) == {("sms", "+12065550002"): 1}
 
 
+def test_the_fake_smtp_endpoint_logs_what_it_takes(tmp_path: Path) -> None:
+    """The failover's path: the production SMTP sender logs in and sends; the message is in the
+    provider's log before the 250, like one the API took."""
+    with running(tmp_path / "log.jsonl", smtp=True) as fake:
+        smtp = SmtpEmailSender(
+            "127.0.0.1", fake.smtp_port, SMTP_USER, SMTP_PASSWORD, starttls=False, timeout=5
+        )
+        smtp.send_email(
+            OutgoingEmail(
+                to="tech@example.com", subject="s", text="t", html=None, sender="n@example.com"
+            )
+        )
+        smtp.close()
+        assert fake.calls["smtp"] == 1
+    assert accepted(fake.log_path) == {("email", "tech@example.com"): 1}
+
+
 def test_sigkill_at_every_step_loses_nothing_and_sends_nothing_twice(
     suite: dict[str, chaos.Row],
 ) -> None:
@@ -149,8 +167,21 @@ def test_a_provider_storm_ends_delivered_or_parked_never_failed(
     assert (row.duplicates, row.lost, row.failed, row.left_open) == (0, 0, 0, 0), row
     assert row.unexplained == 0
     assert row.strays == [], "nothing sent or owed that no request asked for"
-    if fault in ("throttle", "server_error", "forbidden", "outage"):
+    if fault in ("throttle", "server_error", "forbidden", "outage", "outage_failover"):
         assert row.unknown == 0 and row.accepted == row.messages, "answered errors are retried"
+
+
+@pytest.mark.parametrize("scenario", ["outage_failover", "failover_kill"])
+def test_the_smtp_failover_carries_email_through_an_outage_and_sends_nothing_twice(
+    suite: dict[str, chaos.Row], scenario: str
+) -> None:
+    """The SES API refuses every call; email goes through SES SMTP (a kill among those sends
+    included) and no email reaches the provider on both paths."""
+    row = suite[scenario]
+    assert row.smtp_accepted > 0, "email went through SMTP"
+    assert (row.duplicates, row.lost, row.failed, row.left_open) == (0, 0, 0, 0), row
+    assert row.failed_at_storm_end == 0 and row.unexplained == 0 and row.strays == []
+    assert row.accepted + row.unknown_not_accepted == row.messages
 
 
 NEEDS_CLUSTERS = pytest.mark.skipif(not CAN_MAKE_CLUSTERS, reason="needs pg_createcluster, root")

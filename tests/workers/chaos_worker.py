@@ -5,9 +5,10 @@ real boto3 SES v2 / SNS clients pointed at the fake provider, until nothing is l
 
 CONFIG_JSON keys: database_url, owner, endpoint, journal (a file), batch, concurrency, window,
 read_timeout_s, deadline_s, and optionally enqueue ({"recipients": N, "key": K, "tag": T,
-"hold_s": how long the enqueue transaction stays open before its commit}), rescue_dead (the
-previous deliverer was SIGKILLed: its leases are expired now, not in NOTIFY_LEASE_SECONDS),
-lease_s.
+"hold_s": how long the enqueue transaction stays open before its commit}), smtp ({"port": P,
+"after_s": A, "probe_s": B}: email fails over to the fake provider's SMTP endpoint),
+rescue_dead (the previous deliverer was SIGKILLed: its leases are expired now, not in
+NOTIFY_LEASE_SECONDS), lease_s.
 
 The journal gets one line per step, written with one unbuffered write before the step runs:
 `start`, `enqueue`, `enqueued`, `rescue`, `claim`, `mark-sending`, `send`, `group-commit`,
@@ -29,12 +30,13 @@ from botocore.config import Config
 from sqlalchemy import Engine, event, func, select
 
 from bench.common import HUGE, TEMPLATE, external_ids, request_context
+from bench.fake_provider import SMTP_PASSWORD, SMTP_USER
 from notify.db import DeliveryLog, make_engine, transaction, utcnow
 from notify.delivery import Deliverer, local_pacers
 from notify.enqueue import SendRequest, enqueue
 from notify.outbox import rescue_expired
 from notify.rendering import TemplateCatalog
-from notify.senders import SEND_ATTEMPTS, Senders
+from notify.senders import SEND_ATTEMPTS, Senders, with_email_failover
 from notify.senders.base import OutgoingEmail, OutgoingSms, SendReceipt
 from notify.senders.ses import SesEmailSender
 from notify.senders.sns import SnsSmsSender
@@ -133,7 +135,23 @@ def settings_for(cfg: dict[str, Any]) -> Settings:
         sns_rate=cfg.get("rate", 2_000.0),
         loop_threshold=HUGE,
         sms_daily_cap_usd=HUGE,
+        **_failover(cfg.get("smtp")),
     )
+
+
+def _failover(smtp: dict[str, Any] | None) -> dict[str, Any]:
+    """Settings for the SES SMTP failover to the fake provider's SMTP endpoint (or none)."""
+    if not smtp:
+        return {}
+    return {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": smtp["port"],
+        "smtp_username": SMTP_USER,
+        "smtp_password": SMTP_PASSWORD,
+        "smtp_starttls": False,
+        "email_failover_after_s": smtp["after_s"],
+        "email_failover_probe_s": smtp["probe_s"],
+    }
 
 
 def enqueue_request(engine: Engine, settings: Settings, spec: dict[str, Any]) -> None:
@@ -180,12 +198,14 @@ def main() -> None:
     pool = settings.send_concurrency * 2
     ses = client("sesv2", cfg["endpoint"], cfg["read_timeout_s"], pool)
     sns = client("sns", cfg["endpoint"], cfg["read_timeout_s"], pool)
+    senders = Senders(
+        email=JournaledEmail(SesEmailSender(ses), journal),
+        sms=JournaledSms(SnsSmsSender(sns), journal),
+    )
     deliverer = Deliverer(
         engine=engine,
-        senders=Senders(
-            email=JournaledEmail(SesEmailSender(ses), journal),
-            sms=JournaledSms(SnsSmsSender(sns), journal),
-        ),
+        # with "smtp": email fails over to SES SMTP while the API refuses (the production path)
+        senders=with_email_failover(senders, settings, clock=utcnow),
         settings=settings,
         owner=cfg["owner"],
         clock=utcnow,
