@@ -43,7 +43,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -64,6 +63,7 @@ from bench.common import (
     TEMPLATE,
     add_recipients,
     external_ids,
+    free_port,
     log,
     request_context,
     scratch_database,
@@ -515,12 +515,6 @@ def provider(
 
 
 # --- a throwaway PostgreSQL cluster, restarted under `notifyops deliver` -----
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager

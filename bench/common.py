@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import socket
 import sys
 import time
 import uuid
@@ -43,6 +44,13 @@ TEMPLATE = "repair_assigned"
 PRIORITY = "urgent"
 HUGE = 1_000_000_000  # loop threshold and SMS cap: the benchmark measures throughput, not policy
 UNPACED = 100_000.0  # sends per second: the highest rate the settings accept, far above any run
+
+
+def free_port() -> int:
+    """A loopback port free right now (for a server that cannot listen on port 0 itself)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def log(message: str) -> None:

@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from bench.common import free_port
+
 SES_PATH = "/v2/email/outbound-emails"
 SNS_XMLNS = "http://sns.amazonaws.com/doc/2010-03-31/"
 CUT_FAULTS = ("timeout_before", "timeout_after", "reset_after")
@@ -125,9 +127,7 @@ class FakeProvider:
     def _start_smtp(self) -> None:
         from aiosmtpd.controller import Controller
 
-        with socket.socket() as probe:  # aiosmtpd cannot listen on port 0
-            probe.bind(("127.0.0.1", 0))
-            self.smtp_port = probe.getsockname()[1]
+        self.smtp_port = free_port()  # aiosmtpd cannot listen on port 0
         self._smtp = Controller(
             _SmtpHandler(self),
             hostname="127.0.0.1",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import psutil
 from sqlalchemy.engine import make_url
 
-from bench.common import ADMIN_URL, ROOT, log, scratch_database
+from bench.common import ADMIN_URL, ROOT, free_port, log, scratch_database
 
 STARTUP_TIMEOUT_S = 180
 
@@ -70,7 +69,7 @@ class PrefectServer:
 def prefect_server(workdir: Path, admin_url: str = ADMIN_URL) -> Iterator[PrefectServer]:
     with scratch_database(admin_url, prefix="notifyops_bench_prefect") as url:
         database = make_url(url).set(drivername="postgresql+asyncpg")
-        port = _free_port()
+        port = free_port()
         home = workdir / "prefect-home"
         home.mkdir(parents=True, exist_ok=True)
         env = {
@@ -109,12 +108,6 @@ def prefect_server(workdir: Path, admin_url: str = ADMIN_URL) -> Iterator[Prefec
             yield server
         finally:
             _stop(process)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_healthy(api: str, process: subprocess.Popen[bytes]) -> None:
