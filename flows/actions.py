@@ -17,21 +17,14 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.action_params import MuteParams, PurgeParams, RedriveParams, UnmuteParams
-from notify.actions.audit_trail import Actor
 from notify.actions.purge import PurgeRequest, PurgeResult
 from notify.actions.redrive import RedriveRequest, RedriveResult
 from notify.actions.suppressions import MuteRequest, MuteResult, UnmuteRequest, UnmuteResult
 from notify.actions.view import action_markdown
 from tasks.actions import run_mute, run_purge, run_redrive, run_unmute
-from tasks.run_info import deployment_name, flow_run_id
+from tasks.run_info import run_actor
 
 _FORM_ONLY = {"apply", "operator"}
-
-
-def _actor(operator: str | None) -> Actor:
-    return Actor.from_flow(
-        flow_run_id=flow_run_id(), deployment_name=deployment_name(), operator=operator
-    )
 
 
 def _artifact(key: str, title: str, body: dict[str, Any], notes: list[str]) -> None:
@@ -48,7 +41,7 @@ def _artifact(key: str, title: str, body: dict[str, Any], notes: list[str]) -> N
 )
 def purge_flow(params: PurgeParams) -> PurgeResult:
     request = PurgeRequest.model_validate(params.model_dump(exclude=_FORM_ONLY))
-    result = run_purge(request, _actor(params.operator), params.apply)
+    result = run_purge(request, run_actor(params.operator), params.apply)
     verb = "purged" if result.applied else "would purge (dry run)"
     title = (
         f"Purge: {verb} {result.matched} row(s) created before {result.cutoff:%Y-%m-%d %H:%M} UTC"
@@ -71,7 +64,7 @@ def purge_flow(params: PurgeParams) -> PurgeResult:
 )
 def redrive_flow(params: RedriveParams) -> RedriveResult:
     request = RedriveRequest.model_validate(params.model_dump(exclude=_FORM_ONLY))
-    result = run_redrive(request, _actor(params.operator), params.apply)
+    result = run_redrive(request, run_actor(params.operator), params.apply)
     logger = get_run_logger()
     for warning in result.warnings:
         logger.warning(warning)
@@ -91,7 +84,7 @@ def redrive_flow(params: RedriveParams) -> RedriveResult:
 )
 def mute_flow(params: MuteParams) -> MuteResult:
     request = MuteRequest.model_validate(params.model_dump(exclude=_FORM_ONLY))
-    result = run_mute(request, _actor(params.operator), params.apply)
+    result = run_mute(request, run_actor(params.operator), params.apply)
     s = result.suppression
     done = "already muted" if not result.created else "muted" if result.applied else "to be muted"
     done += "" if result.applied else " (dry run)"
@@ -110,7 +103,7 @@ def mute_flow(params: MuteParams) -> MuteResult:
 )
 def unmute_flow(params: UnmuteParams) -> UnmuteResult:
     request = UnmuteRequest.model_validate(params.model_dump(exclude=_FORM_ONLY))
-    result = run_unmute(request, _actor(params.operator), params.apply)
+    result = run_unmute(request, run_actor(params.operator), params.apply)
     verb = "lifted" if result.applied else "would be lifted (dry run)"
     title = f"Unmute: {len(result.lifted)} suppression(s) of {request.recipient} {verb}"
     _artifact(

@@ -7,11 +7,10 @@ from datetime import datetime, timedelta
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from notify.actions.audit_trail import Actor
 from notify.audits import HealthReport, LoopReport, Report
 from notify.checks import Check, mute_detected_loops, publish_metrics, raise_alerts, run_audit
 from tasks.resources import runtime
-from tasks.run_info import deployment_name, flow_run_id
+from tasks.run_info import run_actor
 from tasks.workers import work_pool_state
 
 
@@ -35,11 +34,7 @@ def add_worker_state(report: HealthReport) -> HealthReport:
 
 @task(name="mute-loops", cache_policy=NO_CACHE, retries=1)
 def mute(report: LoopReport) -> LoopReport:
-    actor = Actor.from_flow(
-        flow_run_id=flow_run_id(),
-        deployment_name=deployment_name(),
-        operator="loop-detection",
-    )
+    actor = run_actor("loop-detection")
     return mute_detected_loops(runtime=runtime(), report=report, actor=actor)
 
 

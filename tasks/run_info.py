@@ -9,6 +9,8 @@ from __future__ import annotations
 from prefect.context import FlowRunContext
 from prefect.runtime import deployment, flow_run
 
+from notify.actions.audit_trail import Actor
+
 
 def flow_run_id() -> str | None:
     run = flow_run.id
@@ -23,3 +25,10 @@ def deployment_name() -> str | None:
         return None
     name = deployment.name
     return str(name) if name else None
+
+
+def run_actor(operator: str | None) -> Actor:
+    """Who acts, for the audit trail: this flow run (and its deployment), for `operator`."""
+    return Actor.from_flow(
+        flow_run_id=flow_run_id(), deployment_name=deployment_name(), operator=operator
+    )
