@@ -121,7 +121,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 # The partial index of quiet-hours rows (notify.digest's candidates); the pattern is
 # policies.QUIET_HOURS_LIKE (db.py sits below policies.py, so it is spelled out; a test compares).
 QUIET_INDEX_WHERE = "status = 'pending' AND decision LIKE '%: deferred to % (quiet hours %'"
-DUE_INDEX_WHERE = "status IN ('pending', 'pending_retry')"
+DUE_INDEX_WHERE = f"status IN ({', '.join(repr(status) for status in DUE_STATUSES)})"
 
 
 def partial_index(name: str, *columns: str, where: str, unique: bool = False) -> Index:
