@@ -8,10 +8,12 @@ subflow) and deliver-pending wraps it.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from prefect.futures import PrefectFuture, as_completed
 
 from flows.params import DeliverParams
+from flows.parts import LaterParts
 from notify.delivery import BatchReport
 from notify.summaries import DeliverySummary
 from tasks.dispatch import Prepared, deliver_batch, finish_delivery, prepare_delivery
@@ -20,12 +22,18 @@ from tasks.run_info import flow_run_id
 
 
 def deliver_due(
-    params: DeliverParams, prepared: Prepared | None = None, expected: int | None = None
+    params: DeliverParams,
+    prepared: Prepared | None = None,
+    expected: int | None = None,
+    incoming: LaterParts | None = None,
 ) -> DeliverySummary:
     """`prepared`: what a `prepare-delivery` the caller already ran did (the dispatch flow runs
     it beside its enqueue); without it, this runs it first. `expected`: the rows the caller
     knows are due (a dispatch's own): fewer first batches when they fit (one for a small send);
-    a batch that ends with rows still due brings the run back to `parallel_batches`."""
+    a batch that ends with rows still due brings the run back to `parallel_batches`.
+    `incoming`: a request's later parts, stored while this delivers (started after the first
+    batches); each part that lands brings the run back to `parallel_batches`, and the run goes
+    on until the last part is stored and delivered."""
     limit = params.batch_size or runtime().settings.batch_size
     if prepared is None:
         prepared = prepare_delivery()  # rescue and quiet-hours digests, before any claim
@@ -41,22 +49,41 @@ def deliver_due(
     first = params.parallel_batches
     if expected is not None:
         first = min(first, max(1, math.ceil(expected / limit)))
-    # up to `parallel_batches` in flight, topped up as each ends (no wave waits for its slowest)
-    running = [submit() for _ in range(min(first, params.max_batches))]
-    while running:
-        ended = next(as_completed(running))
-        running.remove(ended)
-        report = ended.result()
-        total.add(report)
-        batches += 1 if report.claimed else 0
-        # more batches only when this one was full and saw rows still due at its end
+
+    unclaimed = False  # a part landed after every running batch had made its claim
+
+    def top_up() -> None:
+        nonlocal unclaimed
         while (
-            report.more_due
-            and not total.stopped
+            not total.stopped
             and len(running) < params.parallel_batches
             and submitted < params.max_batches
         ):
             running.append(submit())
+            unclaimed = False  # this batch claims after the landing
+
+    # up to `parallel_batches` in flight, topped up as each ends (no wave waits for its slowest)
+    running = [submit() for _ in range(min(first, params.max_batches))]
+    if incoming is not None:
+        incoming.start()
+    while running or (incoming is not None and incoming.running is not None):
+        waiting: list[PrefectFuture[Any]] = list(running)
+        if incoming is not None and incoming.running is not None:
+            waiting.append(incoming.running)
+        ended = next(as_completed(waiting))
+        if incoming is not None and ended is incoming.running:
+            if incoming.take():  # a part landed: its rows are due
+                unclaimed = True
+                top_up()
+            continue
+        running.remove(ended)
+        report = ended.result()
+        total.add(report)
+        batches += 1 if report.claimed else 0
+        # this batch was full and saw rows still due at its end, or a part landed that no batch
+        # has claimed from yet
+        if report.more_due or unclaimed:
+            top_up()
     left = finish_delivery(f":{run}/", follow=bool(prepared.gathered.digests or total.claimed))
     return DeliverySummary.of(
         total, batches=batches, rescued=prepared.rescued, left=left, gathered=prepared.gathered

@@ -1,7 +1,9 @@
 """dispatch-notifications: store a send request (render, decide, enqueue) and deliver it.
 
 One flow run: the enqueue task, then the delivery tasks inline (no subflow), then the request's
-own rows read back, artifacts written once at the end. Its parameters are top-level (a
+own rows read back, artifacts written once at the end. A request larger than NOTIFY_ENQUEUE_PART
+recipients is stored in parts, each committed on its own, the later ones while the first are
+delivered (flows/parts.py). Its parameters are top-level (a
 Postgres-backed server keeps only top-level `position`s): what is required first, advanced last.
 The run ends Failed (`Stopped`/`PartlyFailed`, see flows/states.py) when delivery did not go
 through, with the summary as its result either way."""
@@ -14,7 +16,6 @@ from annotated_types import Len
 from prefect import flow, get_run_logger
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.utilities.annotations import quote
 from pydantic import StringConstraints
 
 from flows.artifacts import delivery_table, enqueue_table, request_artifact
@@ -24,12 +25,12 @@ from flows.events import delivery_events
 from flows.logs import library_logs_in_run
 from flows.naming import dispatch_run_name, rename
 from flows.params import DeliverParams, DispatchParams
+from flows.parts import LaterParts, due_rows, store_part
 from flows.states import delivery_state
-from notify.db import Status
-from notify.enqueue import Attribution, SendRequest
+from notify.enqueue import Attribution, EnqueueResult, request_parts
 from notify.settings import Priority
 from notify.summaries import DispatchSummary
-from tasks.dispatch import enqueue_notifications, prepare_delivery, request_rows
+from tasks.dispatch import prepare_delivery, request_rows
 from tasks.resources import runtime
 from tasks.run_info import deployment_name, flow_run_id
 
@@ -69,11 +70,17 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
     # rescue and digests touch no row this request adds (they are not committed yet, and held
     # ones are not due now): they run beside the enqueue, before any claim
     preparing = prepare_delivery.submit() if request.deliver else None
-    # quoted: Prefect would walk the request's recipients (a tuple of every id) several times
-    # looking for futures to resolve; there are none in it
-    enqueued = enqueue_notifications(cast(SendRequest, quote(send)), attribution)
-    due = sum(by_status.get(Status.pending.value, 0) for by_status in enqueued.rows.values())
-    delivered = deliver_due(delivery_params, preparing.result(), due) if preparing else None
+    # a large request is stored in parts: the first (which checks the whole request) here, the
+    # others while the first ones are delivered (flows/parts.py)
+    first, *rest = request_parts(send, runtime().settings.enqueue_part)
+    head = store_part(send, attribution, first)
+    later = LaterParts.of(send, attribution, rest)
+    delivered = None
+    if preparing is not None:
+        delivered = deliver_due(delivery_params, preparing.result(), due_rows(head), later)
+    else:
+        later.store_all()
+    enqueued = EnqueueResult.merged([head, *later.results])
     own = request_rows(enqueued.request_id)
     enqueue_table(enqueued)
     request_artifact(own, this_run=run_id)
@@ -83,6 +90,14 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
     logger.info("dispatch: %s", summary.model_dump_json(exclude={"enqueue": {"notification_ids"}}))
     prefix = f"{request.template}: {len(enqueued.notification_ids)} notification(s); "
     state = delivery_state(delivered, summary, prefix=prefix)
+    if later.error is not None:  # the parts stored were delivered; the rest was not stored
+        logger.error(
+            "stored %d of the request's notifications, then a part failed; run the request "
+            "again with idempotency_key=%s to store only the rest",
+            len(enqueued.notification_ids),
+            enqueued.request_id,
+        )
+        raise later.error
     if state.is_failed():
         logger.error("%s", state.message)
         delivery_events(delivered, template=request.template)

@@ -486,7 +486,6 @@ def transaction(engine: Engine) -> Iterator[Session]:
 RECIPIENTS = cast(Table, Recipient.__table__)
 NOTIFICATIONS = cast(Table, Notification.__table__)
 DELIVERY_LOGS = cast(Table, DeliveryLog.__table__)
-NOTIFICATIONS = cast(Table, Notification.__table__)
 OPERATOR_ACTION_ROWS = cast(Table, OperatorActionRow.__table__)
 RECEIPTS = cast(Table, Receipt.__table__)
 RECEIPT_MARKS = cast(Table, ReceiptMark.__table__)

@@ -6,12 +6,20 @@ at a time: rendered (once per request when the template does not read `recipient
 (notify/enqueue_store.py: COPY on Postgres, executemany on SQLite), all in the caller's one
 transaction. The same idempotency key again is a no-op that answers with the first request's
 notification ids; a request that failed half-way left nothing, so its retry stores it once.
+
+A keyed request may also be stored in parts (`request_parts`): each part is a range of positions
+in the request's recipient list, stored by its own `enqueue(part=...)` call in its own
+transaction, so the first part is delivered while the next is stored (the dispatch flow). A
+notification's key names its position, so a part run again stores only the positions not stored
+yet (a request that failed half-way resumes where it stopped), and two concurrent runs of one
+part collide on the key (the second fails) instead of storing twice.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from notify.conditions import start_conditions
-from notify.db import Notification, Recipient
+from notify.db import NOTIFICATIONS, Notification, Recipient
 from notify.enqueue_plan import Planner, known_external_ids, recipient_rows
 from notify.enqueue_store import ChunkStore, ChunkWriter, RequestColumns, store_for
 from notify.errors import InputError
@@ -58,6 +66,22 @@ class EnqueueResult:
     unknown_recipients: tuple[str, ...]
     rows: Mapping[str, Mapping[str, int]]  # channel -> status -> rows: {"email": {"pending": 3}}
 
+    @classmethod
+    def merged(cls, parts: Sequence[EnqueueResult]) -> EnqueueResult:
+        """One answer for a request stored in parts: every part's ids and rows, the unknown
+        recipients (the first part reports them all), a duplicate when no part stored anything."""
+        counts: Counter[tuple[str, str]] = Counter()
+        for part in parts:
+            for channel, by_status in part.rows.items():
+                counts.update({(channel, status): n for status, n in by_status.items()})
+        return cls(
+            parts[0].request_id,
+            tuple(nid for part in parts for nid in part.notification_ids),
+            all(part.duplicate for part in parts),
+            tuple(name for part in parts for name in part.unknown_recipients),
+            nest_counts(counts),
+        )
+
 
 def recipient_context(context: Mapping[str, Any], recipient: Recipient) -> dict[str, Any]:
     """What a template sees: the request's context plus `recipient` (name, external_id)."""
@@ -74,6 +98,7 @@ def enqueue(
     now: datetime,
     attribution: Attribution = Attribution(),
     chunk: int | None = None,
+    part: range | None = None,
 ) -> EnqueueResult:
     """Store the notifications and delivery rows; a repeated idempotency key is a no-op.
 
@@ -82,12 +107,32 @@ def enqueue(
     fails half-way (or whose process dies) leaves nothing behind once the transaction is rolled
     back: a retry with the same key then stores it whole, once. Postgres stores by COPY, other
     databases by executemany.
+
+    `part` (a keyed request only; see `request_parts`): store only these positions of the
+    request's recipient list. The part at position 0 checks the whole request first (an unknown
+    recipient or a missing variable refuses it before anything is stored) and reports every
+    unknown recipient; a later part checks its own recipients. Recipients of the part (or of the
+    request) already stored under the key are answered, not stored again.
     """
-    if request.idempotency_key:
-        existing = existing_request(session=session, request_id=request.idempotency_key)
+    key = request.idempotency_key
+    if part is None and key:
+        existing = existing_request(session=session, request_id=key)
         if existing:
-            return EnqueueResult(request.idempotency_key, existing, True, (), {})
-    wanted, unknown = preflight(session=session, request=request, catalog=catalog)
+            return EnqueueResult(key, existing, True, (), {})
+    if part is not None and not key:
+        raise ValueError("part: only a request with an idempotency key is stored in parts")
+    requested = requested_ids(request)
+    scope = requested if part is None else requested[part.start : part.stop]
+    stored = _stored_positions(session, key or "", part) if part is not None else {}
+    if stored and len(stored) == len(scope):  # the whole part is stored: answered
+        return EnqueueResult(key or "", tuple(sorted(stored.values())), True, (), {})
+    if part is None or part.start == 0:
+        known, unknown = preflight(session=session, request=request, catalog=catalog)
+    else:  # a later part: the first one checked the whole request and reported the unknown
+        known, unknown = _still_known(session, request, scope), ()
+    first = part.start if part is not None else 0
+    position = {name: first + n for n, name in enumerate(scope)}
+    wanted = [name for name in known if name in position and position[name] not in stored]
     request_id = request.idempotency_key or uuid.uuid4().hex
     planner = Planner(settings, now, start_conditions(session=session, now=now), request.priority)
     shared = RequestColumns(
@@ -100,7 +145,7 @@ def enqueue(
     )
     renderer = _Renderer(catalog, request)
     store = store_for(session.connection(), shared)
-    ids = _store_chunks(session, wanted, chunk or CHUNK, planner, renderer, store)
+    ids = _store_chunks(session, wanted, position, chunk or CHUNK, planner, renderer, store)
     counts = nest_counts(planner.counts)
     skipped_sms = counts.get("sms", {}).get("skipped", 0)
     fallbacks = skipped_sms and suppressed_sms_fallbacks(  # no query when no SMS was skipped
@@ -112,7 +157,49 @@ def enqueue(
     if fallbacks:  # email rows replacing SMS rows skipped for a muted number (notify.fallback)
         email = counts.setdefault("email", {})
         email["pending"] = email.get("pending", 0) + fallbacks
-    return EnqueueResult(request_id, tuple(ids), False, unknown, counts)
+    answered = tuple(sorted([*ids, *stored.values()])) if stored else tuple(ids)
+    return EnqueueResult(request_id, answered, bool(stored) and not ids, unknown, counts)
+
+
+def _still_known(session: Session, request: SendRequest, names: Sequence[str]) -> list[str]:
+    """A later part's recipients that exist (in order). One deleted since the first part
+    checked the request refuses this part, unless the request skips unknown recipients."""
+    known = known_external_ids(session=session, external_ids=names)
+    gone = [name for name in names if name not in known]
+    if gone and not request.skip_unknown:
+        raise InputError(
+            f"to: {len(gone)} recipient(s) no longer known: {', '.join(gone[:10])} "
+            "(the request's earlier parts are stored; pass --skip-unknown to store the rest)"
+        )
+    return [name for name in names if name in known]
+
+
+def requested_ids(request: SendRequest) -> list[str]:
+    """The request's recipients as positions count them: stripped, blanks and repeats dropped."""
+    return list(dict.fromkeys(name.strip() for name in request.to if name.strip()))
+
+
+def request_parts(request: SendRequest, size: int) -> list[range]:
+    """The positions of a keyed request in parts of `size` recipients (one part when it fits,
+    or when the request has no key: an unkeyed request is stored in one transaction)."""
+    count = len(requested_ids(request))
+    if not request.idempotency_key or count <= size:
+        return [range(count)]
+    return [range(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def _stored_positions(session: Session, key: str, part: range) -> dict[int, int]:
+    """Position -> notification id of the part's recipients already stored under `key` (a
+    retried part, or a request run again after it failed half-way): none for a new request."""
+    keys = [f"{key}#{position}" for position in part]
+    found: dict[int, int] = {}
+    for start in range(0, len(keys), CHUNK):
+        query = select(NOTIFICATIONS.c.idempotency_key, NOTIFICATIONS.c.id).where(
+            NOTIFICATIONS.c.idempotency_key.in_(keys[start : start + CHUNK])
+        )
+        for name, nid in session.execute(query):
+            found[int(name.rpartition("#")[2])] = nid
+    return found
 
 
 def nest_counts(counts: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:
@@ -126,6 +213,7 @@ def nest_counts(counts: Mapping[tuple[str, str], int]) -> dict[str, dict[str, in
 def _store_chunks(
     session: Session,
     wanted: list[str],
+    position: Mapping[str, int],
     size: int,
     planner: Planner,
     renderer: _Renderer,
@@ -136,7 +224,6 @@ def _store_chunks(
     different recipients, so reading k before k-1 is stored changes no decision."""
     connection = session.connection()
     held: Any = None
-    offset = 0
     with ChunkWriter(store, connection) as writer:
         for start in range(0, len(wanted), size):
             writer.wait()
@@ -145,8 +232,8 @@ def _store_chunks(
             reserved = store.reserve(connection, len(recipients))
             if held is not None:
                 writer.start(held)
-            held = store.encode(planner.decide(loaded), reserved, offset)
-            offset += len(recipients)
+            positions = [position[r.external_id] for r in recipients]
+            held = store.encode(planner.decide(loaded), reserved, positions)
         writer.wait()
         if held is not None:
             writer.start(held)
@@ -154,11 +241,16 @@ def _store_chunks(
 
 
 def preflight(
-    *, session: Session, request: SendRequest, catalog: TemplateCatalog
+    *,
+    session: Session,
+    request: SendRequest,
+    catalog: TemplateCatalog,
+    names: Sequence[str] | None = None,
 ) -> tuple[list[str], tuple[str, ...]]:
     """The checks made before anything is stored: recipients known (or skipped on request),
-    template and context complete. Returns (known external ids in order, unknown ones)."""
-    wanted = list(dict.fromkeys(name.strip() for name in request.to if name.strip()))
+    template and context complete. Returns (known external ids in order, unknown ones).
+    `names`: the recipients to check (default: the whole request)."""
+    wanted = list(requested_ids(request) if names is None else names)
     if not wanted:
         raise InputError("to: no recipients given (use --to EXTERNAL_ID or --to-file FILE)")
     known = known_external_ids(session=session, external_ids=wanted)

@@ -87,7 +87,11 @@ class ChunkStore(Protocol):
 
     def reserve(self, connection: Connection, count: int) -> list[int] | None: ...
 
-    def encode(self, planned: Sequence[Planned], ids: list[int] | None, offset: int) -> Any: ...
+    def encode(
+        self, planned: Sequence[Planned], ids: list[int] | None, positions: Sequence[int]
+    ) -> Any:
+        """`positions`: each recipient's place in the request (its notification's key)."""
+        ...
 
     def write(self, connection: Connection, encoded: Any) -> list[int]:
         """Store an encoded chunk; the notification ids in the chunk's order."""
@@ -173,14 +177,14 @@ class CopyStore:
         return reserve_ids(connection, "notifications", "id", count)
 
     def encode(
-        self, planned: Sequence[Planned], ids: list[int] | None, offset: int
+        self, planned: Sequence[Planned], ids: list[int] | None, positions: Sequence[int]
     ) -> tuple[list[int], str, str]:
         assert ids is not None and len(ids) == len(planned)
         notes, logs = [], []
         suffix, key = self._suffix, self._key
-        for n, (nid, item) in enumerate(zip(ids, planned, strict=True)):
+        for nid, item, position in zip(ids, planned, positions, strict=True):
             recipient = item.recipient
-            idem = NULL if key is None else f"{key}#{offset + n}"
+            idem = NULL if key is None else f"{key}#{position}"
             middle = self._message_part(item.message, item.priority)
             notes.append(f"{nid}\t{recipient.id}\t{idem}\t{middle}\t{suffix}")
             for sms, tail in self._log_parts(item.outcome):
@@ -244,7 +248,7 @@ class InsertStore:
         return None  # ids come back from INSERT ... RETURNING
 
     def encode(
-        self, planned: Sequence[Planned], ids: list[int] | None, offset: int
+        self, planned: Sequence[Planned], ids: list[int] | None, positions: Sequence[int]
     ) -> tuple[Sequence[Planned], list[dict[str, Any]]]:
         s = self.shared
         common = {
@@ -261,9 +265,9 @@ class InsertStore:
                 **message_values(item.message, item.priority),
                 **common,
                 "recipient_id": item.recipient.id,
-                "idempotency_key": f"{key}#{offset + n}" if key else None,
+                "idempotency_key": f"{key}#{position}" if key else None,
             }
-            for n, item in enumerate(planned)
+            for item, position in zip(planned, positions, strict=True)
         ]
         return planned, notes
 

@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     batch_size: int = Field(
         5000, ge=1, le=50_000, description="Rows claimed per delivery batch (one task each)"
     )
+    enqueue_part: int = Field(
+        2500,
+        ge=1,
+        le=1_000_000,
+        description="Recipients a dispatch stores per committed part (the first part is "
+        "delivered while the next is stored)",
+    )
     lease_seconds: int = Field(
         300, ge=5, le=86_400, description="How long a claim is held before rescue"
     )

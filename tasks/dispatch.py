@@ -41,8 +41,11 @@ def _retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
     retry_delay_seconds=5,
     retry_condition_fn=_retry_unless_bad_input,
 )
-def enqueue_notifications(request: SendRequest, attribution: Attribution) -> EnqueueResult:
-    """Render, decide and store a request in one transaction (idempotent on its key)."""
+def enqueue_notifications(
+    request: SendRequest, attribution: Attribution, part: tuple[int, int] | None = None
+) -> EnqueueResult:
+    """Render, decide and store a request, or the `part` (start, stop) of a keyed one, in one
+    transaction (idempotent on its key: a retried part stores only what it had not stored)."""
     here = runtime()
     with transaction(here.engine()) as session:
         return enqueue(
@@ -52,6 +55,7 @@ def enqueue_notifications(request: SendRequest, attribution: Attribution) -> Enq
             settings=here.settings,
             now=utcnow(),
             attribution=attribution,
+            part=range(*part) if part else None,
         )
 
 

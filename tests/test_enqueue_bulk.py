@@ -28,7 +28,7 @@ from notify.db import (
     Suppression,
     transaction,
 )
-from notify.enqueue import SendRequest, enqueue, recipient_context
+from notify.enqueue import EnqueueResult, SendRequest, enqueue, recipient_context, request_parts
 from notify.errors import InputError
 from notify.policies import Action, RecipientPrefs, SendConditions, decide_channels
 from notify.pricing import estimate_sms_cost
@@ -359,7 +359,7 @@ def enqueue_skipping_check(session: Session, request: SendRequest, settings: Set
     message = CATALOG.render(request.template, recipient_context(request.context, rows[0]))
     planned = planner.plan(session, rows, lambda _: message)
     reserved = store.reserve(session.connection(), len(planned))
-    store.write(session.connection(), store.encode(planned, reserved, 0))
+    store.write(session.connection(), store.encode(planned, reserved, range(len(planned))))
 
 
 def test_a_store_failing_under_a_later_chunk_leaves_nothing(
@@ -452,3 +452,137 @@ def _sequence_value(engine: Engine) -> int:
             )
         )
         return int(value.scalar_one())
+
+
+def store_parts(
+    engine: Engine,
+    request: SendRequest,
+    settings: Settings,
+    size: int,
+    catalog: TemplateCatalog = CATALOG,
+) -> list[EnqueueResult]:
+    """Each part in its own transaction, as the dispatch flow stores a large request."""
+    results = []
+    for part in request_parts(request, size):
+        with transaction(engine) as session:
+            results.append(
+                enqueue(
+                    session=session,
+                    request=request,
+                    catalog=catalog,
+                    settings=settings,
+                    now=NIGHT,
+                    part=part,
+                )
+            )
+    return results
+
+
+def test_a_request_stored_in_parts_stores_what_one_transaction_stores(
+    engine: Engine, settings: Settings
+) -> None:
+    """Parts of 4 over 13 recipients (repeats and blanks dropped; an unknown one skipped): the
+    same rows and decisions, in the request's order, as the request stored whole."""
+    seed(engine, mixed_roster()[:13])
+    to = ("p:12", " ", "p:3", "p:9", "nobody", *[f"p:{n}" for n in range(11)], "p:3")
+    whole = SendRequest("repair_assigned", to, CONTEXT, None, "whole", skip_unknown=True)
+    with transaction(engine) as session:
+        one = enqueue(session=session, request=whole, catalog=CATALOG, settings=settings, now=NIGHT)
+    split = SendRequest("repair_assigned", to, CONTEXT, None, "split", skip_unknown=True)
+    assert [len(part) for part in request_parts(split, 4)] == [4, 4, 4, 1]
+    parts = store_parts(engine, split, settings, 4)
+    merged = EnqueueResult.merged(parts)
+    with transaction(engine) as session:
+        assert stored_rows(session, "split") == stored_rows(session, "whole")
+    assert (
+        merged.rows == one.rows
+        and merged.unknown_recipients == ("nobody",) == one.unknown_recipients
+    )
+    assert len(merged.notification_ids) == len(one.notification_ids) == 12
+    assert not merged.duplicate
+
+
+def test_a_request_whose_part_failed_stores_only_the_rest_when_run_again(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    """The third part fails (a recipient the template cannot render for): the first two stay
+    stored. Run again after the fix, the request stores the third and fourth parts only."""
+    catalog = personal_catalog(tmp_path)
+    seed(engine, [person(n, name="boom" if n == 7 else f"P{n}") for n in range(10)])
+    request = SendRequest("hello", tuple(f"p:{n}" for n in range(10)), {"note": "n"}, None, "k")
+    with pytest.raises(InputError):
+        store_parts(engine, request, settings, 3, catalog)
+    assert count_stored(engine) == (6, 12)
+    seed(engine, [person(7, name="P7")])
+    again = store_parts(engine, request, settings, 3, catalog)
+    assert [r.duplicate for r in again] == [True, True, False, False]
+    assert count_stored(engine) == (10, 20)
+    with transaction(engine) as session:
+        keys = session.scalars(select(Notification.idempotency_key)).all()
+        names = session.scalars(
+            select(Recipient.external_id).join(
+                Notification, Notification.recipient_id == Recipient.id
+            )
+        ).all()
+    assert sorted(keys) == sorted(f"k#{n}" for n in range(10))
+    assert sorted(names) == sorted(f"p:{n}" for n in range(10)), "each recipient stored once"
+    merged = EnqueueResult.merged(again)
+    assert len(merged.notification_ids) == 10 and not merged.duplicate
+    assert merged.rows == {"email": {"pending": 4}, "sms": {"pending": 4}}, "only the new rows"
+    assert EnqueueResult.merged(store_parts(engine, request, settings, 3, catalog)).duplicate
+
+
+def test_a_later_part_checks_its_recipients_and_the_first_part_checks_them_all(
+    engine: Engine, settings: Settings
+) -> None:
+    seed(engine, [person(n) for n in range(6)])
+    unknown_last = SendRequest(
+        "repair_assigned", tuple(f"p:{n}" for n in range(7)), CONTEXT, None, "u"
+    )
+    with pytest.raises(InputError, match="p:6"):
+        store_parts(engine, unknown_last, settings, 3)
+    assert count_stored(engine) == (0, 0), "the first part refused the whole request"
+    request = SendRequest("repair_assigned", tuple(f"p:{n}" for n in range(6)), CONTEXT, None, "d")
+    first, later = request_parts(request, 3)
+    with transaction(engine) as session:
+        enqueue(
+            session=session,
+            request=request,
+            catalog=CATALOG,
+            settings=settings,
+            now=NIGHT,
+            part=first,
+        )
+    with transaction(engine) as session:
+        session.execute(text("DELETE FROM recipients WHERE external_id = 'p:4'"))
+    with pytest.raises(InputError, match=r"no longer known: p:4"), transaction(engine) as session:
+        enqueue(
+            session=session,
+            request=request,
+            catalog=CATALOG,
+            settings=settings,
+            now=NIGHT,
+            part=later,
+        )
+    skipping = SendRequest("repair_assigned", request.to, CONTEXT, None, "d", skip_unknown=True)
+    with transaction(engine) as session:
+        rest = enqueue(
+            session=session,
+            request=skipping,
+            catalog=CATALOG,
+            settings=settings,
+            now=NIGHT,
+            part=later,
+        )
+    assert len(rest.notification_ids) == 2 and count_stored(engine) == (5, 10)
+    unkeyed = SendRequest("repair_assigned", request.to, CONTEXT)
+    with pytest.raises(ValueError, match="idempotency key"), transaction(engine) as session:
+        enqueue(
+            session=session,
+            request=unkeyed,
+            catalog=CATALOG,
+            settings=settings,
+            now=NIGHT,
+            part=first,
+        )
+    assert request_parts(unkeyed, 3) == [range(6)], "an unkeyed request is stored whole"

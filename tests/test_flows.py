@@ -11,16 +11,18 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.flow_engine import run_flow
 from prefect.states import State
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from flows.artifacts import request_markdown
 from flows.deliver import deliver_pending
 from flows.dispatch import dispatch_notifications
 from flows.params import LISTED_MAX, DeliverParams, DispatchParams
 from flows.states import result_of
-from notify.db import DeliveryLog, Notification, make_engine, transaction
+from notify.bootstrap import Runtime, using
+from notify.db import DeliveryLog, Notification, Recipient, make_engine, transaction
 from notify.errors import InputError
 from notify.request_report import RequestReport, request_report
+from notify.settings import load_settings
 from notify.summaries import DeliverySummary, DispatchSummary
 from notifyops.cli import main
 from tests.aws_fixtures import moto_sent
@@ -255,3 +257,89 @@ def test_an_unverified_sender_stops_the_dispatch_red_with_the_fix_and_its_own_ro
 def request_report_of(engine: Any, request_id: str) -> RequestReport:
     with transaction(engine) as session:
         return request_report(session=session, request_id=request_id)
+
+
+def task_run_names(state: State[Any]) -> list[str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    return sorted(run.name.rsplit("-", 1)[0] for run in runs)
+
+
+def sent_per_recipient(engine: Any) -> dict[tuple[str, str], int]:
+    with transaction(engine) as session:
+        rows = session.execute(
+            select(Recipient.external_id, DeliveryLog.channel, func.count())
+            .join(Notification, Notification.id == DeliveryLog.notification_id)
+            .join(Recipient, Recipient.id == Notification.recipient_id)
+            .where(DeliveryLog.status == "sent")
+            .group_by(Recipient.external_id, DeliveryLog.channel)
+        ).all()
+    return {(name, channel): count for name, channel, count in rows}
+
+
+def test_a_large_request_is_stored_in_parts_while_the_first_ones_are_delivered(
+    flow_env: str,
+) -> None:
+    """10 recipients in parts of 3: four enqueue task runs (the first inline, the others beside
+    the delivery batches), every message sent once, one summary for the whole request; the same
+    key again stores and sends nothing."""
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(n) for n in range(1, 11)])
+    request = DispatchParams(
+        template="repair_assigned",
+        to=[f"tech:{n}" for n in range(1, 11)],
+        context=CONTEXT,
+        idempotency_key="parts-1",
+    )
+    with using(Runtime(load_settings(enqueue_part=3))):
+        state, summary = dispatch(request)
+        assert state.is_completed(), state.message
+        assert task_run_names(state).count("enqueue-notifications") == 4
+        assert len(summary.enqueue.notification_ids) == 10 and not summary.enqueue.duplicate
+        assert summary.enqueue.rows == {"email": {"pending": 10}, "sms": {"pending": 10}}
+        assert summary.delivery is not None
+        assert summary.delivery.outcomes == {"email": {"sent": 10}, "sms": {"sent": 10}}
+        assert sent_per_recipient(engine) == {
+            (f"tech:{n}", channel): 1 for n in range(1, 11) for channel in ("email", "sms")
+        }
+        again, repeated = dispatch(request)
+    assert again.is_completed() and repeated.enqueue.duplicate
+    assert sorted(repeated.enqueue.notification_ids) == sorted(summary.enqueue.notification_ids)
+    assert sum(sent_per_recipient(engine).values()) == 20, "nothing sent twice"
+
+
+def test_a_part_that_fails_fails_the_run_after_the_stored_parts_are_sent(flow_env: str) -> None:
+    """The third part cannot be decided (a recipient row holds a malformed phone number, which a
+    per-country price must parse): the run fails with that error once the six recipients stored
+    before it are sent; after the fix, the same key stores and sends only the other four."""
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(n) for n in range(1, 11)])
+    broken = "UPDATE recipients SET phone = :phone WHERE external_id = 'tech:8'"
+    with transaction(engine) as session:
+        session.execute(text(broken), {"phone": "not-a-phone"})
+    request = DispatchParams(
+        template="repair_assigned",
+        to=[f"tech:{n}" for n in range(1, 11)],
+        context=CONTEXT,
+        idempotency_key="parts-2",
+    )
+    priced = load_settings(enqueue_part=3, sms_prices={"US": "0.00645"})  # parses each number
+    with using(Runtime(priced)):
+        with pytest.raises(InputError, match=r"not E\.164"):
+            dispatch(request)
+        assert sorted({name for name, _ in sent_per_recipient(engine)}) == sorted(
+            f"tech:{n}" for n in range(1, 7)
+        )
+        with transaction(engine) as session:
+            session.execute(text(broken), {"phone": tech(8).phone})
+        state, summary = dispatch(request)
+    assert state.is_completed(), state.message
+    assert len(summary.enqueue.notification_ids) == 10
+    assert summary.enqueue.rows == {"email": {"pending": 4}, "sms": {"pending": 4}}
+    assert sent_per_recipient(engine) == {
+        (f"tech:{n}", channel): 1 for n in range(1, 11) for channel in ("email", "sms")
+    }

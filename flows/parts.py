@@ -1,0 +1,82 @@
+"""A large keyed request stored in parts while its first parts are delivered.
+
+The dispatch flow stores the first part (which checks the whole request) inline, then the later
+parts one after another, each an `enqueue-notifications` task run committing its own transaction,
+while the delivery batches send what is already stored: storing and sending overlap instead of
+taking turns. A part that fails ends the feed; the parts stored before it are delivered, and the
+same request run again with the same idempotency key stores only what is missing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+from prefect.futures import PrefectFuture
+from prefect.utilities.annotations import quote
+
+from notify.db import Status
+from notify.enqueue import Attribution, EnqueueResult, SendRequest
+from tasks.dispatch import enqueue_notifications
+
+
+def due_rows(result: EnqueueResult) -> int:
+    """The rows a stored part made due now (pending, any channel)."""
+    return sum(by_status.get(Status.pending.value, 0) for by_status in result.rows.values())
+
+
+def store_part(send: SendRequest, attribution: Attribution, part: range) -> EnqueueResult:
+    """One part, inline. Quoted: Prefect would otherwise walk every recipient of the request
+    looking for futures to resolve (there are none in it)."""
+    return enqueue_notifications(cast(SendRequest, quote(send)), attribution, _bounds(part))
+
+
+@dataclass
+class LaterParts:
+    """The parts after the first, stored one at a time in the background."""
+
+    send: SendRequest
+    attribution: Attribution
+    parts: deque[range]
+    results: list[EnqueueResult] = field(default_factory=list)
+    error: BaseException | None = None
+    running: PrefectFuture[EnqueueResult] | None = None
+
+    @classmethod
+    def of(cls, send: SendRequest, attribution: Attribution, parts: Sequence[range]) -> LaterParts:
+        return cls(send, attribution, deque(parts))
+
+    def start(self) -> None:
+        """Submit the next part, if any (and none failed)."""
+        self.running = None
+        if self.parts and self.error is None:
+            part = self.parts.popleft()
+            quoted = cast(SendRequest, quote(self.send))
+            self.running = enqueue_notifications.submit(quoted, self.attribution, _bounds(part))
+
+    def take(self) -> int:
+        """The running part has ended: keep its answer (or its error, which ends the feed),
+        start the next one, and return the rows it made due."""
+        assert self.running is not None
+        try:
+            result = self.running.result()
+        except Exception as error:  # after the task's own retries
+            self.error, self.running = error, None
+            return 0
+        self.results.append(result)
+        self.start()
+        return due_rows(result)
+
+    def store_all(self) -> None:
+        """Store every remaining part, one after another (a dispatch that does not deliver)."""
+        while self.parts:
+            self.results.append(store_part(self.send, self.attribution, self.parts.popleft()))
+
+    def stored(self) -> int:
+        return sum(len(result.notification_ids) for result in self.results)
+
+
+def _bounds(part: range) -> tuple[int, int]:
+    return part.start, part.stop
