@@ -454,6 +454,25 @@ def _sequence_value(engine: Engine) -> int:
         return int(value.scalar_one())
 
 
+def store_part(
+    engine: Engine,
+    request: SendRequest,
+    settings: Settings,
+    part: range,
+    catalog: TemplateCatalog = CATALOG,
+) -> EnqueueResult:
+    """One part in its own transaction, as the dispatch flow stores it."""
+    with transaction(engine) as session:
+        return enqueue(
+            session=session,
+            request=request,
+            catalog=catalog,
+            settings=settings,
+            now=NIGHT,
+            part=part,
+        )
+
+
 def store_parts(
     engine: Engine,
     request: SendRequest,
@@ -461,21 +480,11 @@ def store_parts(
     size: int,
     catalog: TemplateCatalog = CATALOG,
 ) -> list[EnqueueResult]:
-    """Each part in its own transaction, as the dispatch flow stores a large request."""
-    results = []
-    for part in request_parts(request, size):
-        with transaction(engine) as session:
-            results.append(
-                enqueue(
-                    session=session,
-                    request=request,
-                    catalog=catalog,
-                    settings=settings,
-                    now=NIGHT,
-                    part=part,
-                )
-            )
-    return results
+    """Every part, one after another, as the dispatch flow stores a large request."""
+    return [
+        store_part(engine, request, settings, part, catalog)
+        for part in request_parts(request, size)
+    ]
 
 
 def test_a_request_stored_in_parts_stores_what_one_transaction_stores(
@@ -544,45 +553,15 @@ def test_a_later_part_checks_its_recipients_and_the_first_part_checks_them_all(
     assert count_stored(engine) == (0, 0), "the first part refused the whole request"
     request = SendRequest("repair_assigned", tuple(f"p:{n}" for n in range(6)), CONTEXT, None, "d")
     first, later = request_parts(request, 3)
-    with transaction(engine) as session:
-        enqueue(
-            session=session,
-            request=request,
-            catalog=CATALOG,
-            settings=settings,
-            now=NIGHT,
-            part=first,
-        )
+    store_part(engine, request, settings, first)
     with transaction(engine) as session:
         session.execute(text("DELETE FROM recipients WHERE external_id = 'p:4'"))
-    with pytest.raises(InputError, match=r"no longer known: p:4"), transaction(engine) as session:
-        enqueue(
-            session=session,
-            request=request,
-            catalog=CATALOG,
-            settings=settings,
-            now=NIGHT,
-            part=later,
-        )
+    with pytest.raises(InputError, match=r"no longer known: p:4"):
+        store_part(engine, request, settings, later)
     skipping = SendRequest("repair_assigned", request.to, CONTEXT, None, "d", skip_unknown=True)
-    with transaction(engine) as session:
-        rest = enqueue(
-            session=session,
-            request=skipping,
-            catalog=CATALOG,
-            settings=settings,
-            now=NIGHT,
-            part=later,
-        )
+    rest = store_part(engine, skipping, settings, later)
     assert len(rest.notification_ids) == 2 and count_stored(engine) == (5, 10)
     unkeyed = SendRequest("repair_assigned", request.to, CONTEXT)
-    with pytest.raises(ValueError, match="idempotency key"), transaction(engine) as session:
-        enqueue(
-            session=session,
-            request=unkeyed,
-            catalog=CATALOG,
-            settings=settings,
-            now=NIGHT,
-            part=first,
-        )
+    with pytest.raises(ValueError, match="idempotency key"):
+        store_part(engine, unkeyed, settings, first)
     assert request_parts(unkeyed, 3) == [range(6)], "an unkeyed request is stored whole"
