@@ -11,6 +11,7 @@ patched. Pieces are built on first use (a `--help` never opens a database or imp
 from __future__ import annotations
 
 import atexit
+import importlib
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -140,14 +141,17 @@ class Runtime:
         return {channel: TokenBucket(rate) for channel, rate in self.provider_rates().items()}
 
     def warm(self, *, senders: bool = False) -> None:
-        """Build the engine, the catalogue, the ORM mappings and (`senders`) the senders now: a
-        command does it in a thread while Prefect creates its run, so the run's first tasks do
-        not pay for it. A piece that cannot be built is left to its first user, who gets the
-        error."""
+        """Build the engine, the catalogue, the ORM mappings and (`senders`) the senders and the
+        modules the delivery path loads on first use now: a command does it in a thread while
+        Prefect creates its run, so the run's first tasks do not pay for it (the delivery
+        modules: 0.1 s, in the first batch before). A piece that cannot be built is left to its
+        first user, who gets the error."""
         from sqlalchemy.orm import configure_mappers
 
-        steps = [self.engine, configure_mappers, self.catalog]
-        for build in [*steps, self.senders] if senders else steps:
+        steps: list[Callable[[], object]] = [self.engine, configure_mappers, self.catalog]
+        if senders:
+            steps += [_import_delivery_modules, self.senders]
+        for build in steps:
             with suppress(Exception):
                 build()
 
@@ -162,6 +166,16 @@ class Runtime:
         for release in reversed(owned):
             with suppress(Exception):  # closing must not hide the error that ended the run
                 release()
+
+
+# Modules the delivery path imports on first use (the reputation pause each batch checks, the
+# error grouping each outcome stores): a sending command imports them while Prefect creates its run.
+DELIVERY_MODULES = ("notify.receipts.reputation", "notify.audits.messages")
+
+
+def _import_delivery_modules() -> None:
+    for name in DELIVERY_MODULES:
+        importlib.import_module(name)
 
 
 _current: Runtime | None = None
