@@ -140,17 +140,20 @@ class Runtime:
 
         return {channel: TokenBucket(rate) for channel, rate in self.provider_rates().items()}
 
-    def warm(self, *, senders: bool = False) -> None:
+    def warm(self, *, senders: bool = False, pacers: PacerFactory | None = None) -> None:
         """Build the engine, the catalogue, the ORM mappings and (`senders`) the senders and the
-        modules the delivery path loads on first use now: a command does it in a thread while
-        Prefect creates its run, so the run's first tasks do not pay for it (the delivery
-        modules: 0.1 s, in the first batch before). A piece that cannot be built is left to its
-        first user, who gets the error."""
+        modules the delivery path loads on first use now, and the pacers with `pacers`: a command
+        does it in a thread while Prefect creates its run, so the run's first tasks do not pay
+        for it (the delivery modules: 0.1 s, in the first batch before; the pacers' check for
+        global rate limits: an API call). A piece that cannot be built is left to its first
+        user, who gets the error."""
         from sqlalchemy.orm import configure_mappers
 
         steps: list[Callable[[], object]] = [self.engine, configure_mappers, self.catalog]
         if senders:
             steps += [_import_delivery_modules, self.senders]
+        if pacers is not None:
+            steps.append(lambda: self.pacers(pacers))
         for build in steps:
             with suppress(Exception):
                 build()

@@ -57,17 +57,22 @@ def run_flow(
     """Call `flow` as a flow run of this process (shown in the UI when PREFECT_API_URL is set).
 
     While Prefect creates the run (API calls: the process waits), a thread builds the runtime's
-    pieces (engine, catalogue, ORM mappings and, for a run that delivers, the senders), which
-    the run's first tasks would otherwise build in line (0.1-0.4 s measured).
+    pieces (engine, catalogue, ORM mappings and, for a run that delivers, the senders and the
+    provider pacers), which the run's first tasks would otherwise build in line (0.1-0.4 s
+    measured).
     A command's run lives as long as the command: the crash-detection heartbeat thread, which
     makes every run wait up to a second for it at the end, is off for it."""
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from notify.bootstrap import runtime
+    from tasks.pacing import pacers_for
 
     resume_collector()
     here = runtime()  # settings errors surface here, in the command's own thread
-    warming = threading.Thread(target=here.warm, kwargs={"senders": warm_senders}, daemon=True)
+    pacing = pacers_for if warm_senders else None
+    warming = threading.Thread(
+        target=here.warm, kwargs={"senders": warm_senders, "pacers": pacing}, daemon=True
+    )
     warming.start()
     try:
         with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):

@@ -73,6 +73,8 @@ def prepare_delivery() -> Prepared:
     in-flight rows to unknown; carried rows take their digest's outcome; the rows quiet hours held
     back for one recipient and channel, due now, become one digest row (unless
     NOTIFY_QUIET_HOURS_DIGEST is off). Idempotent, safe beside other deliverers."""
+    # a deliverer: building it builds the senders and pacers the batches need, beside the
+    # enqueue rather than in the first batch (a deployment run has no command to warm them)
     returned, unknown = _deliverer("rescue").rescue()
     here = runtime()
     follow_digests(engine=here.engine(), now=utcnow())
