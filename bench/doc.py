@@ -241,7 +241,7 @@ are loaded into PostgreSQL and compared with the messages the input asked for an
 - **enqueue msg/s**: messages ÷ seconds from the request until every notification is stored and
   its work queued (Celery: rows stored and tasks published; naive Prefect: rows stored and every
   task submitted; notifyops: the enqueue transaction committed; for the flows, seen by a thread
-  polling the notifications table every 20 ms);
+  polling every 20 ms for the request's last notification (one unique-key probe));
 - **e2e msg/s**: messages ÷ seconds from the request until the last message is sent and
   recorded. Process start-up and imports are not included (Celery's worker is already running);
   for the Prefect peers the flow run's own creation and its task runs are included;
