@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import select
@@ -48,6 +49,12 @@ class SendRequest:
     priority: Priority | None = None
     idempotency_key: str | None = None
     skip_unknown: bool = False
+
+    @cached_property
+    def recipients(self) -> tuple[str, ...]:
+        """The recipients as positions count them: stripped, blanks and repeats dropped.
+        Worked out once per request: each part of a large request slices it."""
+        return tuple(dict.fromkeys(name.strip() for name in self.to if name.strip()))
 
 
 @dataclass(frozen=True)
@@ -121,7 +128,7 @@ def enqueue(
             return EnqueueResult(key, existing, True, (), {})
     if part is not None and not key:
         raise ValueError("part: only a request with an idempotency key is stored in parts")
-    requested = requested_ids(request)
+    requested = request.recipients
     scope = requested if part is None else requested[part.start : part.stop]
     stored = _stored_positions(session, key or "", part) if part is not None else {}
     if stored and len(stored) == len(scope):  # the whole part is stored: answered
@@ -174,15 +181,10 @@ def _still_known(session: Session, request: SendRequest, names: Sequence[str]) -
     return [name for name in names if name in known]
 
 
-def requested_ids(request: SendRequest) -> list[str]:
-    """The request's recipients as positions count them: stripped, blanks and repeats dropped."""
-    return list(dict.fromkeys(name.strip() for name in request.to if name.strip()))
-
-
 def request_parts(request: SendRequest, size: int) -> list[range]:
     """The positions of a keyed request in parts of `size` recipients (one part when it fits,
     or when the request has no key: an unkeyed request is stored in one transaction)."""
-    count = len(requested_ids(request))
+    count = len(request.recipients)
     if not request.idempotency_key or count <= size:
         return [range(count)]
     return [range(start, min(start + size, count)) for start in range(0, count, size)]
@@ -250,7 +252,7 @@ def preflight(
     """The checks made before anything is stored: recipients known (or skipped on request),
     template and context complete. Returns (known external ids in order, unknown ones).
     `names`: the recipients to check (default: the whole request)."""
-    wanted = list(requested_ids(request) if names is None else names)
+    wanted = list(request.recipients if names is None else names)
     if not wanted:
         raise InputError("to: no recipients given (use --to EXTERNAL_ID or --to-file FILE)")
     known = known_external_ids(session=session, external_ids=wanted)
