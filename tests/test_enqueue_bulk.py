@@ -439,6 +439,37 @@ def test_an_enqueue_process_killed_half_way_stores_nothing_and_its_retry_stores_
     assert count_stored(engine) == (KILLED_RECIPIENTS, 2 * KILLED_RECIPIENTS)
 
 
+def test_a_request_stored_in_parts_killed_half_way_keeps_whole_parts_and_resumes_once(
+    db_url: str, engine: Engine, settings: Settings
+) -> None:
+    """SIGKILL right after the second of five parts committed, while the third is being stored:
+    whole parts stay (the third is all or nothing), and the same request run again in parts
+    stores the rest, each recipient once."""
+    seed(engine, [person(n, external_id=f"tech:{n}") for n in range(KILLED_RECIPIENTS)])
+    size = KILLED_RECIPIENTS // 5
+    command = [sys.executable, "-m", "tests.workers.enqueue_worker", db_url]
+    command += [str(KILLED_RECIPIENTS), "100", "parts-killed", str(size)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    assert worker.stdout.readline().strip() == "part 0"
+    assert worker.stdout.readline().strip() == "part 1"
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    notes, logs = count_stored(engine)
+    assert notes % size == 0 and 2 * size <= notes < KILLED_RECIPIENTS, notes
+    assert logs == 2 * notes
+    to = tuple(f"tech:{n}" for n in range(KILLED_RECIPIENTS))
+    context = {"repair_id": "R-9", "unit_number": "1"}
+    retry = SendRequest("repair_assigned", to, context, Priority.urgent, "parts-killed")
+    merged = EnqueueResult.merged(store_parts(engine, retry, settings, size))
+    assert len(merged.notification_ids) == KILLED_RECIPIENTS
+    assert count_stored(engine) == (KILLED_RECIPIENTS, 2 * KILLED_RECIPIENTS)
+    with transaction(engine) as session:
+        keys = session.scalars(select(Notification.idempotency_key)).all()
+    assert sorted(keys) == sorted(f"parts-killed#{n}" for n in range(KILLED_RECIPIENTS))
+
+
 def _sequence_value(engine: Engine) -> int:
     """The notifications id sequence (not transactional: it shows ids reserved by a running
     transaction); 0 on SQLite."""
