@@ -122,6 +122,8 @@ def enqueue(
     request) already stored under the key are answered, not stored again.
     """
     key = request.idempotency_key
+    if not key and part == range(len(request.recipients)):
+        part = None  # the one part `request_parts` gives an unkeyed request: stored whole
     if part is None and key:
         existing = existing_request(session=session, request_id=key)
         if existing:

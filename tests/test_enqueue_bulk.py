@@ -592,7 +592,9 @@ def test_a_later_part_checks_its_recipients_and_the_first_part_checks_them_all(
     skipping = SendRequest("repair_assigned", request.to, CONTEXT, None, "d", skip_unknown=True)
     rest = store_part(engine, skipping, settings, later)
     assert len(rest.notification_ids) == 2 and count_stored(engine) == (5, 10)
-    unkeyed = SendRequest("repair_assigned", request.to, CONTEXT)
+    unkeyed = SendRequest("repair_assigned", request.to, CONTEXT, skip_unknown=True)
     with pytest.raises(ValueError, match="idempotency key"):
         store_part(engine, unkeyed, settings, first)
     assert request_parts(unkeyed, 3) == [range(6)], "an unkeyed request is stored whole"
+    whole = store_part(engine, unkeyed, settings, range(6))
+    assert len(whole.notification_ids) == 5, "its one part, the whole request (p:4 is gone)"
