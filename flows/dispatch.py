@@ -3,8 +3,8 @@
 One flow run: the enqueue task, then the delivery tasks inline (no subflow), then the request's
 own rows read back, artifacts written once at the end. A request larger than NOTIFY_ENQUEUE_PART
 recipients is stored in parts, each committed on its own, the later ones while the first are
-delivered (flows/parts.py). Its parameters are top-level (a
-Postgres-backed server keeps only top-level `position`s): what is required first, advanced last.
+delivered (flows/parts.py). Its parameters are top-level (a Postgres-backed server keeps only
+top-level `position`s): what is required first, advanced last.
 The run ends Failed (`Stopped`/`PartlyFailed`, see flows/states.py) when delivery did not go
 through, with the summary as its result either way."""
 

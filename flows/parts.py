@@ -74,9 +74,6 @@ class LaterParts:
         while self.parts:
             self.results.append(store_part(self.send, self.attribution, self.parts.popleft()))
 
-    def stored(self) -> int:
-        return sum(len(result.notification_ids) for result in self.results)
-
 
 def _bounds(part: range) -> tuple[int, int]:
     return part.start, part.stop
