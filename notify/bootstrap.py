@@ -11,7 +11,6 @@ patched. Pieces are built on first use (a `--help` never opens a database or imp
 from __future__ import annotations
 
 import atexit
-import importlib
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -171,14 +170,12 @@ class Runtime:
                 release()
 
 
-# Modules the delivery path imports on first use (the reputation pause each batch checks, the
-# error grouping each outcome stores): a sending command imports them while Prefect creates its run.
-DELIVERY_MODULES = ("notify.receipts.reputation", "notify.audits.messages")
-
-
 def _import_delivery_modules() -> None:
-    for name in DELIVERY_MODULES:
-        importlib.import_module(name)
+    """The modules the delivery path imports on first use (the reputation pause each batch
+    checks, the error grouping each outcome stores): a sending command imports them while
+    Prefect creates its run."""
+    import notify.audits.messages
+    import notify.receipts.reputation  # noqa: F401
 
 
 _current: Runtime | None = None
