@@ -142,7 +142,7 @@ def enqueue(
     first = part.start if part is not None else 0
     position = {name: first + n for n, name in enumerate(scope)}
     wanted = [name for name in known if name in position and position[name] not in stored]
-    request_id = request.idempotency_key or uuid.uuid4().hex
+    request_id = key or uuid.uuid4().hex
     planner = Planner(settings, now, start_conditions(session=session, now=now), request.priority)
     shared = RequestColumns(
         context=request.context,
@@ -173,14 +173,27 @@ def enqueue(
 def _still_known(session: Session, request: SendRequest, names: Sequence[str]) -> list[str]:
     """A later part's recipients that exist (in order). One deleted since the first part
     checked the request refuses this part, unless the request skips unknown recipients."""
+    known, _ = _split_known(
+        session,
+        request,
+        names,
+        "recipient(s) no longer known",
+        "the request's earlier parts are stored; pass --skip-unknown to store the rest",
+    )
+    return known
+
+
+def _split_known(
+    session: Session, request: SendRequest, names: Sequence[str], what: str, fix: str
+) -> tuple[list[str], tuple[str, ...]]:
+    """`names` as (the known ones in order, the unknown ones). Unknown ones refuse the request,
+    an InputError saying `what` they are and the `fix`, unless it skips unknown recipients."""
     known = known_external_ids(session=session, external_ids=names)
-    gone = [name for name in names if name not in known]
-    if gone and not request.skip_unknown:
-        raise InputError(
-            f"to: {len(gone)} recipient(s) no longer known: {', '.join(gone[:10])} "
-            "(the request's earlier parts are stored; pass --skip-unknown to store the rest)"
-        )
-    return [name for name in names if name in known]
+    unknown = tuple(name for name in names if name not in known)
+    if unknown and not request.skip_unknown:
+        shown = ", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else "")
+        raise InputError(f"to: {len(unknown)} {what}: {shown} ({fix})")
+    return [name for name in names if name in known], unknown
 
 
 def request_parts(request: SendRequest, size: int) -> list[range]:
@@ -245,27 +258,19 @@ def _store_chunks(
 
 
 def preflight(
-    *,
-    session: Session,
-    request: SendRequest,
-    catalog: TemplateCatalog,
-    names: Sequence[str] | None = None,
+    *, session: Session, request: SendRequest, catalog: TemplateCatalog
 ) -> tuple[list[str], tuple[str, ...]]:
     """The checks made before anything is stored: recipients known (or skipped on request),
-    template and context complete. Returns (known external ids in order, unknown ones).
-    `names`: the recipients to check (default: the whole request)."""
-    wanted = list(request.recipients if names is None else names)
-    if not wanted:
+    template and context complete. Returns (known external ids in order, unknown ones)."""
+    if not request.recipients:
         raise InputError("to: no recipients given (use --to EXTERNAL_ID or --to-file FILE)")
-    known = known_external_ids(session=session, external_ids=wanted)
-    unknown = tuple(name for name in wanted if name not in known)
-    if unknown and not request.skip_unknown:
-        shown = ", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else "")
-        raise InputError(
-            f"to: {len(unknown)} unknown recipient(s): {shown} "
-            "(import them first, or pass --skip-unknown)"
-        )
-    wanted = [name for name in wanted if name in known]
+    wanted, unknown = _split_known(
+        session,
+        request,
+        request.recipients,
+        "unknown recipient(s)",
+        "import them first, or pass --skip-unknown",
+    )
     if not wanted:
         raise InputError("to: none of the recipients is known")
     first = recipients_by_external_id(session=session, external_ids=wanted[:1])[wanted[0]]
