@@ -23,11 +23,13 @@ from notify.db import (
     Recipient,
     Status,
     Suppression,
+    among,
+    dialect_name,
+    lookup_chunks,
     sms_cost_known,
 )
 from notify.policies import Action, ChannelDecision
 
-LOOKUP_CHUNK = 500
 LOOP_WINDOW = timedelta(hours=24)
 NOT_SPENDING = (Status.skipped.value, Status.failed.value, Status.failed_permanent.value)
 
@@ -57,8 +59,7 @@ class BatchConditions:
         """Recent sends and suppressions for these recipients (each appears in one chunk)."""
         self.recent.clear()
         self.suppressions.clear()
-        for start in range(0, len(recipients), LOOKUP_CHUNK):
-            chunk = recipients[start : start + LOOKUP_CHUNK]
+        for chunk in lookup_chunks(recipients, dialect=dialect_name(session)):
             self.recent.update(_recent_counts(session, [r.id for r in chunk], titles, now))
             self.suppressions.extend(_suppressions(session, chunk, now))
 
@@ -100,7 +101,7 @@ def _recent_counts(
         select(Notification.recipient_id, Notification.title, DeliveryLog.channel, func.count())
         .join(DeliveryLog, DeliveryLog.notification_id == Notification.id)
         .where(
-            Notification.recipient_id.in_(recipient_ids),
+            among(Notification.recipient_id, recipient_ids, dialect=dialect_name(session)),
             Notification.title.in_(titles),
             Notification.created_at > now - LOOP_WINDOW,
             DeliveryLog.status != Status.skipped.value,
@@ -119,7 +120,7 @@ def _suppressions(
     query = select(
         Suppression.address, Suppression.channel, Suppression.title, Suppression.until
     ).where(
-        Suppression.address.in_(addresses),
+        among(Suppression.address, sorted(addresses), dialect=dialect_name(session)),
         or_(Suppression.until.is_(None), Suppression.until > now),
     )
     return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]

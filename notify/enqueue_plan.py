@@ -20,19 +20,16 @@ from datetime import datetime, time
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, String, any_, bindparam, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from notify.conditions import BatchConditions
-from notify.db import RECIPIENTS, Channel, Recipient, Status
+from notify.db import RECIPIENTS, Channel, Recipient, Status, among, dialect_name, lookup_chunks
 from notify.policies import Action, ChannelDecision, RecipientPrefs, SendConditions, decide_channels
 from notify.pricing import estimate_sms_cost
 from notify.rendering import RenderedMessage
 from notify.settings import Priority, Settings
 
-LOOKUP_CHUNK = 500  # external ids per IN (...) when reading recipients
-ARRAY_LOOKUP_CHUNK = 1000  # per = ANY(array) on Postgres (5,000 of 500k: the planner seq-scans)
 _NO_SUPPRESSION: frozenset[Channel] = frozenset()
 _COST_CACHE_MAX = 50_000
 _ZERO = Decimal("0")
@@ -55,40 +52,24 @@ def recipient_rows(*, session: Session, external_ids: Sequence[str]) -> list[Row
     """The recipients named, as rows with Recipient's attribute names, in the order given."""
     table = RECIPIENTS
     query = select(*(table.c[name] for name in RECIPIENT_COLUMNS))
+    dialect = dialect_name(session)
     found = {
         row.external_id: row
-        for chunk in _lookup_chunks(session, external_ids)
-        for row in session.execute(query.where(_named(session, chunk)))
+        for chunk in lookup_chunks(external_ids, dialect=dialect)
+        for row in session.execute(query.where(among(table.c.external_id, chunk, dialect=dialect)))
     }
     return [found[name] for name in external_ids if name in found]
 
 
 def known_external_ids(*, session: Session, external_ids: Sequence[str]) -> set[str]:
     """Which of these external ids exist (ids only, so a million of them stay cheap)."""
-    query = select(RECIPIENTS.c.external_id)
+    column = RECIPIENTS.c.external_id
+    dialect = dialect_name(session)
     return {
         name
-        for chunk in _lookup_chunks(session, external_ids)
-        for name in session.scalars(query.where(_named(session, chunk)))
+        for chunk in lookup_chunks(external_ids, dialect=dialect)
+        for name in session.scalars(select(column).where(among(column, chunk, dialect=dialect)))
     }
-
-
-def _lookup_chunks(session: Session, names: Sequence[str]) -> list[Sequence[str]]:
-    size = ARRAY_LOOKUP_CHUNK if _is_postgres(session) else LOOKUP_CHUNK
-    return [names[start : start + size] for start in range(0, len(names), size)]
-
-
-def _named(session: Session, names: Sequence[str]) -> ColumnElement[bool]:
-    """external_id among `names`: one array parameter on Postgres (no 500 placeholders to
-    render and parse), an IN list elsewhere."""
-    column = RECIPIENTS.c.external_id
-    if _is_postgres(session):
-        return column == any_(bindparam("names", list(names), type_=ARRAY(String)))
-    return column.in_(names)
-
-
-def _is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 @dataclass(eq=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -21,13 +21,21 @@ from typing import Any
 from sqlalchemy import bindparam, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from notify.db import DELIVERY_LOGS, RECEIPTS, SUPPRESSIONS, Channel, Status
+from notify.db import (
+    DELIVERY_LOGS,
+    RECEIPTS,
+    SUPPRESSIONS,
+    Channel,
+    Status,
+    among,
+    dialect_name,
+    lookup_chunks,
+)
 from notify.receipts.events import RESOLVABLE, ReceiptEvent, Source, State, rank
 from notify.receipts.marks import advance_mark
 
 UNMATCHED_RETRY = timedelta(hours=1)
 APPLY_LIMIT = 20_000  # stored receipts applied per call
-LOOKUP_CHUNK = 500
 MAX_CHANGES = 200  # changes listed in a report (all are counted)
 SEND_WATERMARK = "ses-send-watermark"
 CHANNEL_OF = {Source.ses: Channel.email.value, Source.sms: Channel.sms.value}
@@ -167,11 +175,10 @@ def _insert_receipts(session: Session, rows: list[dict[str, Any]]) -> None:
 
 def _known_keys(session: Session, keys: Sequence[str]) -> set[str]:
     found: set[str] = set()
-    for start in range(0, len(keys), LOOKUP_CHUNK):
-        chunk = keys[start : start + LOOKUP_CHUNK]
-        found.update(
-            session.scalars(select(RECEIPTS.c.dedupe_key).where(RECEIPTS.c.dedupe_key.in_(chunk)))
-        )
+    column = RECEIPTS.c.dedupe_key
+    dialect = dialect_name(session)
+    for chunk in lookup_chunks(keys, dialect=dialect):
+        found.update(session.scalars(select(column).where(among(column, chunk, dialect=dialect))))
     return found
 
 
@@ -279,14 +286,16 @@ Rows = dict[tuple[str, Any], dict[str, Any]]  # ("pmid", id) / ("id", delivery i
 def _matching_rows(session: Session, events: Sequence[ReceiptEvent]) -> Rows:
     rows: Rows = {}
     columns = [DELIVERY_LOGS.c[name] for name in _ROW_COLUMNS]
+    dialect = dialect_name(session)
     message_ids = sorted({e.provider_message_id for e in events if e.provider_message_id})
-    for chunk in _chunks(message_ids):
-        query = select(*columns).where(DELIVERY_LOGS.c.provider_message_id.in_(chunk))
+    by_message_id = DELIVERY_LOGS.c.provider_message_id
+    for chunk in lookup_chunks(message_ids, dialect=dialect):
+        query = select(*columns).where(among(by_message_id, chunk, dialect=dialect))
         for found in session.execute(query.with_for_update()).mappings():
             rows[("pmid", found["provider_message_id"])] = _remember(rows, dict(found))
     tagged = sorted({e.delivery_id for e in events if e.delivery_id is not None})
-    for chunk in _chunks(tagged):
-        query = select(*columns).where(DELIVERY_LOGS.c.id.in_(chunk))
+    for chunk in lookup_chunks(tagged, dialect=dialect):
+        query = select(*columns).where(among(DELIVERY_LOGS.c.id, chunk, dialect=dialect))
         for found in session.execute(query.with_for_update()).mappings():
             _remember(rows, dict(found))
     return rows
@@ -297,11 +306,6 @@ def _remember(rows: Rows, found: dict[str, Any]) -> dict[str, Any]:
     row = rows.setdefault(("id", found["id"]), found)
     row.setdefault("_before", dict(found))
     return row
-
-
-def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(values), LOOKUP_CHUNK):
-        yield values[start : start + LOOKUP_CHUNK]
 
 
 def _row_for(event: ReceiptEvent, rows: Rows) -> dict[str, Any] | None:
