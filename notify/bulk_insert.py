@@ -53,6 +53,29 @@ def copy_line(values: Iterable[Any]) -> str:
     return "\t".join(copy_value(v) for v in values) + "\n"
 
 
+_ARRAY_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
+
+
+def array_literal(values: Iterable[Any]) -> str:
+    """A PostgreSQL array in text form (`{1,NULL,"a \\"b\\""}`) for `CAST(:param AS type[])`:
+    one string parameter, where the driver would adapt a list element by element (2-6 us each
+    for ints and datetimes, measured with psycopg2). Strings are always quoted; datetimes must be
+    aware and go as UTC."""
+    return "{" + ",".join(_array_item(value) for value in values) + "}"
+
+
+def _array_item(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int | Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return copy_time(value)
+    return '"' + str(value).translate(_ARRAY_ESCAPES) + '"'
+
+
 def reserve_ids(connection: Connection, table: str, column: str, count: int) -> list[int]:
     """`count` fresh values of the column's sequence, ascending (never handed out twice)."""
     if count == 0:

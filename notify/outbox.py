@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from notify.bulk_insert import array_literal
 from notify.db import DELIVERY_LOGS, DUE_STATUSES, Notification, Status, UTCDateTime
 
 LOGS = DELIVERY_LOGS
@@ -281,7 +282,7 @@ def mark_sending(*, session: Session, owner: str, ids: Sequence[int], now: datet
 def start_sending(conn: Connection, *, owner: str, ids: Sequence[int]) -> set[int]:
     """`mark_sending` on a connection (the caller commits before any provider call)."""
     if conn.dialect.name == "postgresql":  # one prepared shape, whatever the number of ids
-        rows = conn.execute(_START_SENDING_POSTGRES, {"ids": list(ids), "owner": owner})
+        rows = conn.execute(_START_SENDING_POSTGRES, {"ids": array_literal(ids), "owner": owner})
         return {row[0] for row in rows}
     statement = (
         update(LOGS)
@@ -311,9 +312,10 @@ def record_rows(conn: Connection, *, owner: str, outcomes: Sequence[Outcome]) ->
 
 
 def _outcome_arrays(owner: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """The outcomes as one array literal per column (the driver adapting lists element by
+    element was 15 us per outcome, a tenth of the coordinating thread's time)."""
     sent = Status.sent
-    return {
-        "owner": owner,
+    columns: dict[str, list[Any]] = {
         "ids": [o.id for o in outcomes],
         "status": [o.status.value for o in outcomes],
         "provider_message_id": [o.provider_message_id for o in outcomes],
@@ -325,6 +327,7 @@ def _outcome_arrays(owner: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
         "next_attempt_at": [o.next_attempt_at for o in outcomes],
         "uncount": [0 if o.count_attempt else 1 for o in outcomes],
     }
+    return {"owner": owner} | {name: array_literal(values) for name, values in columns.items()}
 
 
 def _record_statement(owner: str) -> Executable:

@@ -354,6 +354,51 @@ def test_updates_are_fenced_on_the_lease_owner(engine: Engine, settings: Setting
     assert email_statuses(engine) == {"sending": 1}
 
 
+def test_a_providers_words_are_stored_as_it_said_them(engine: Engine, settings: Settings) -> None:
+    """Outcomes go to PostgreSQL as array literals: quotes, backslashes, commas, braces, a
+    literal NULL and accents in a provider's message and id come back unchanged."""
+    add_recipients(engine, [tech(n, receive_sms=False) for n in range(1, 3)])
+    send(engine, settings, ["tech:1", "tech:2"])
+    said = 'Rejected: "bad {address}", path C:\\mail\\x, NULL, café'
+    with transaction(engine) as session:
+        first, second = claim_due(
+            session=session, owner="a", limit=5, now=NOON, lease=timedelta(minutes=5)
+        )
+        mark_sending(session=session, owner="a", ids=[first.id, second.id], now=NOON)
+        record_outcomes(
+            session=session,
+            owner="a",
+            outcomes=[
+                Outcome(
+                    first.id,
+                    Status.failed_permanent,
+                    NOON,
+                    error_code="Bad,{x}",
+                    error_class="permanent",
+                    error_message=said,
+                ),
+                Outcome(second.id, Status.sent, NOON, provider_message_id='id "1" \\ NULL'),
+            ],
+        )
+    with engine.connect() as connection:
+        stored = {
+            row.id: row
+            for row in connection.execute(
+                select(
+                    DeliveryLog.id,
+                    DeliveryLog.error_code,
+                    DeliveryLog.error_message,
+                    DeliveryLog.provider_message_id,
+                    DeliveryLog.sent_at,
+                )
+            )
+        }
+    assert (stored[first.id].error_code, stored[first.id].error_message) == ("Bad,{x}", said)
+    assert stored[first.id].sent_at is None
+    assert stored[second.id].provider_message_id == 'id "1" \\ NULL'
+    assert stored[second.id].sent_at == NOON
+
+
 def test_redrive_puts_unknown_rows_back_only_when_asked(engine: Engine, settings: Settings) -> None:
     from notify.outbox import redrive
 
