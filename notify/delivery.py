@@ -10,7 +10,12 @@ the whole batch, with plain rows (SQLAlchemy Core), no ORM objects:
   `NOTIFY_SEND_WINDOW` rows are in `sending` at once: that is the crash bound (a kill -9 leaves
   at most that many rows `unknown`; its `claimed` rows go back to pending). Claiming the batch at
   once, not a chunk at a time, keeps the claim query (a sort of every due row when the planner's
-  statistics are stale, as right after a large enqueue) to one per batch;
+  statistics are stale, as right after a large enqueue) to one per batch. Measured: claiming
+  chunks straight into `sending` saves the `claimed` write (15% less time to deliver 10,000
+  messages, 8% more through the flows at 20,000), but right after 100,000 rows were enqueued
+  each 128-row claim sorted all of them (82 ms), and forcing the index order with planner
+  settings made the claim's join worse (7 ms per row); it needs a plan that holds whatever the
+  statistics say before it can replace the batch claim;
 - `NOTIFY_SEND_CONCURRENCY` sender threads keep that many provider calls in flight continuously (a
   sliding window: a finished call takes the next row at once, there is no per-window barrier);
 - outcomes are group-committed every `GROUP_COMMIT_S` (or `window / 2` outcomes) in one executemany
