@@ -714,6 +714,9 @@ def test_health_reports_a_missing_index(engine: Engine, settings: Settings) -> N
         assert run(health, session, settings).index_problems == ()
     with engine.begin() as connection:
         connection.exec_driver_sql("DROP INDEX ix_notifications_history")
+    # SQLite: another pooled connection may still parse DDL against the schema it last read
+    # (CREATE INDEX then says the dropped index "already exists"); start every one afresh
+    engine.dispose()
     try:
         with transaction(engine) as session:
             report = run(health, session, settings)
