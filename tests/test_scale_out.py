@@ -87,6 +87,9 @@ def environment(
         PREFECT_API_DATABASE_CONNECTION_URL=prefect_database,
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_WORKER_QUERY_SECONDS="2",
+        # no scheduled runs: deliver-pending's cron (every 5 min) falling inside the test sent
+        # every message from one worker before the four runs under test began
+        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
         NOTIFY_DATABASE_URL=postgres_url,
         NOTIFY_SENDER="aws",
         NOTIFY_SES_RATE="150",  # ~10 s of sending: every deliver run gets a share
