@@ -24,7 +24,7 @@ from notify.db import (
     Status,
     Suppression,
     among,
-    dialect_name,
+    dialect_of,
     lookup_chunks,
     sms_cost_known,
 )
@@ -59,7 +59,7 @@ class BatchConditions:
         """Recent sends and suppressions for these recipients (each appears in one chunk)."""
         self.recent.clear()
         self.suppressions.clear()
-        for chunk in lookup_chunks(recipients, dialect=dialect_name(session)):
+        for chunk in lookup_chunks(recipients, dialect=dialect_of(session)):
             self.recent.update(_recent_counts(session, [r.id for r in chunk], titles, now))
             self.suppressions.extend(_suppressions(session, chunk, now))
 
@@ -101,7 +101,7 @@ def _recent_counts(
         select(Notification.recipient_id, Notification.title, DeliveryLog.channel, func.count())
         .join(DeliveryLog, DeliveryLog.notification_id == Notification.id)
         .where(
-            among(Notification.recipient_id, recipient_ids, dialect=dialect_name(session)),
+            among(Notification.recipient_id, recipient_ids, dialect=dialect_of(session)),
             Notification.title.in_(titles),
             Notification.created_at > now - LOOP_WINDOW,
             DeliveryLog.status != Status.skipped.value,
@@ -120,7 +120,7 @@ def _suppressions(
     query = select(
         Suppression.address, Suppression.channel, Suppression.title, Suppression.until
     ).where(
-        among(Suppression.address, sorted(addresses), dialect=dialect_name(session)),
+        among(Suppression.address, sorted(addresses), dialect=dialect_of(session)),
         or_(Suppression.until.is_(None), Suppression.until > now),
     )
     return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]

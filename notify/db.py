@@ -535,7 +535,8 @@ def lookup_chunks(values: Sequence[Any], *, dialect: str) -> list[Sequence[Any]]
     return [values[start : start + size] for start in range(0, len(values), size)]
 
 
-def dialect_name(session: Session) -> str:
+def dialect_of(session: Session) -> str:
+    """The session's database: "postgresql" or "sqlite"."""
     return session.get_bind().dialect.name
 
 

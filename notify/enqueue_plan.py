@@ -24,7 +24,7 @@ from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from notify.conditions import BatchConditions
-from notify.db import RECIPIENTS, Channel, Recipient, Status, among, dialect_name, lookup_chunks
+from notify.db import RECIPIENTS, Channel, Recipient, Status, among, dialect_of, lookup_chunks
 from notify.policies import Action, ChannelDecision, RecipientPrefs, SendConditions, decide_channels
 from notify.pricing import estimate_sms_cost
 from notify.rendering import RenderedMessage
@@ -52,7 +52,7 @@ def recipient_rows(*, session: Session, external_ids: Sequence[str]) -> list[Row
     """The recipients named, as rows with Recipient's attribute names, in the order given."""
     table = RECIPIENTS
     query = select(*(table.c[name] for name in RECIPIENT_COLUMNS))
-    dialect = dialect_name(session)
+    dialect = dialect_of(session)
     found = {
         row.external_id: row
         for chunk in lookup_chunks(external_ids, dialect=dialect)
@@ -64,7 +64,7 @@ def recipient_rows(*, session: Session, external_ids: Sequence[str]) -> list[Row
 def known_external_ids(*, session: Session, external_ids: Sequence[str]) -> set[str]:
     """Which of these external ids exist (ids only, so a million of them stay cheap)."""
     column = RECIPIENTS.c.external_id
-    dialect = dialect_name(session)
+    dialect = dialect_of(session)
     return {
         name
         for chunk in lookup_chunks(external_ids, dialect=dialect)

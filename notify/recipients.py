@@ -10,7 +10,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from notify.db import RECIPIENTS, Recipient, utcnow
+from notify.db import RECIPIENTS, Recipient, dialect_of, utcnow
 from notify.roster import RecipientRow
 
 UPSERT_CHUNK = 500
@@ -52,7 +52,7 @@ def _values(row: RecipientRow) -> dict[str, Any]:
 
 def _upsert_statement(session: Session) -> Any:
     """INSERT ... ON CONFLICT (external_id) DO UPDATE, executed as executemany (compiled once)."""
-    dialect = session.get_bind().dialect.name
+    dialect = dialect_of(session)
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(RECIPIENTS)
     excluded = statement.excluded

@@ -25,8 +25,8 @@ from notify.actions.indexes import IndexProblem, missing_indexes
 from notify.audits.common import Report, Window, header, resolve_window
 from notify.audits.rollups import ROLLUPS, Key, RollupPolicy, View, open_view, parts
 from notify.audits.ses_account import SesAccountState, check_ses_account
-from notify.audits.sql import any_channel, dialect_of, latency_ms, latency_us
-from notify.db import DUE_STATUSES, DeliveryLog, LatencyHour, Receipt, Status
+from notify.audits.sql import any_channel, latency_ms, latency_us
+from notify.db import DUE_STATUSES, DeliveryLog, LatencyHour, Receipt, Status, dialect_of
 from notify.settings import Settings
 from notify.severity import Facts, Thresholds, assess
 

@@ -63,7 +63,6 @@ from sqlalchemy.sql.elements import ColumnElement
 from notify.audits.messages import normalise_error_message
 from notify.audits.sql import (
     POSTGRES,
-    dialect_of,
     latency_ms,
     latency_us,
     micros_sum,
@@ -83,6 +82,7 @@ from notify.db import (
     SmsHour,
     SmsTotalHour,
     Status,
+    dialect_of,
     utcnow,
 )
 

@@ -31,7 +31,7 @@ from notify.audits.common import (
     usd_from_micros,
 )
 from notify.audits.rollups import ROLLUPS, Key, Parts, RollupPolicy, open_view, paid_sms, parts
-from notify.audits.sql import dialect_of, hour_bucket, micros_sum
+from notify.audits.sql import hour_bucket, micros_sum
 from notify.conditions import start_of_utc_day
 from notify.db import (
     DeliveryLog,
@@ -39,6 +39,7 @@ from notify.db import (
     Recipient,
     SmsHour,
     SmsTotalHour,
+    dialect_of,
 )
 from notify.masking import mask_phone
 from notify.settings import Settings

@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Float, Interval, cast, func, literal_column, type_coerce
-from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from notify.db import Channel, DeliveryLog, UTCDateTime
@@ -15,10 +14,6 @@ POSTGRES = "postgresql"
 SECONDS_PER_DAY = 86_400.0
 MICROS_PER_USD = 1_000_000
 ALL_CHANNELS = tuple(channel.value for channel in Channel)
-
-
-def dialect_of(session: Session) -> str:
-    return session.get_bind().dialect.name
 
 
 def hour_bucket(column: Any, dialect: str) -> ColumnElement[datetime]:

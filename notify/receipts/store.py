@@ -28,7 +28,7 @@ from notify.db import (
     Channel,
     Status,
     among,
-    dialect_name,
+    dialect_of,
     lookup_chunks,
 )
 from notify.receipts.events import RESOLVABLE, ReceiptEvent, Source, State, rank
@@ -166,7 +166,7 @@ def _insert_receipts(session: Session, rows: list[dict[str, Any]]) -> None:
     """PostgreSQL: one statement, the rows in one JSON parameter; elsewhere executemany."""
     if not rows:
         return
-    if session.get_bind().dialect.name != "postgresql":
+    if dialect_of(session) != "postgresql":
         session.execute(insert(RECEIPTS), rows)
         return
     data = [{name: _jsonable(value) for name, value in row.items()} for row in rows]
@@ -176,7 +176,7 @@ def _insert_receipts(session: Session, rows: list[dict[str, Any]]) -> None:
 def _known_keys(session: Session, keys: Sequence[str]) -> set[str]:
     found: set[str] = set()
     column = RECEIPTS.c.dedupe_key
-    dialect = dialect_name(session)
+    dialect = dialect_of(session)
     for chunk in lookup_chunks(keys, dialect=dialect):
         found.update(session.scalars(select(column).where(among(column, chunk, dialect=dialect))))
     return found
@@ -286,7 +286,7 @@ Rows = dict[tuple[str, Any], dict[str, Any]]  # ("pmid", id) / ("id", delivery i
 def _matching_rows(session: Session, events: Sequence[ReceiptEvent]) -> Rows:
     rows: Rows = {}
     columns = [DELIVERY_LOGS.c[name] for name in _ROW_COLUMNS]
-    dialect = dialect_name(session)
+    dialect = dialect_of(session)
     message_ids = sorted({e.provider_message_id for e in events if e.provider_message_id})
     by_message_id = DELIVERY_LOGS.c.provider_message_id
     for chunk in lookup_chunks(message_ids, dialect=dialect):
@@ -370,7 +370,7 @@ def _write_rows(session: Session, touched: dict[int, dict[str, Any]], report: Ap
                     row["receipt_event"] or "",
                 )
                 report.changes.append(change)
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_of(session) == "postgresql":
         _write_rows_values(session, list(touched.values()))
         return
     statement = (
