@@ -1,5 +1,5 @@
 """`python -m notifyops` is the `notifyops` command."""
 
-from notifyops.cli import entry_point
+from notifyops.launch import entry_point
 
 entry_point()

@@ -29,6 +29,7 @@ from notifyops.commands import (
     send,
     serve,
     ses,
+    standby,
     suppressions,
     templates,
 )
@@ -62,6 +63,7 @@ app.command("redrive")(redrive.redrive_command)
 app.command("purge")(purge.purge_command)
 app.command("actions")(actions.actions_command)
 app.command("serve")(serve.serve)
+app.command("standby")(standby.standby)
 app.command("config")(config.config)
 app.command("demo")(demo.demo)
 

@@ -28,6 +28,9 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "NOTIFY_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# the `notifyops` processes tests start run their commands themselves, never in a standby that a
+# developer keeps running (tests/test_standby.py starts its own)
+os.environ["NOTIFY_STANDBY"] = "off"
 
 
 def _admin_engine() -> Engine:

@@ -1,0 +1,151 @@
+"""`notifyops standby`: commands run in a fork of a process that has everything loaded.
+
+Real processes throughout: a standby started with `python -m notifyops standby`, and commands
+started as a user starts them, each with its own environment, stdout, stderr and exit status."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from notify.migrate import upgrade_database
+
+ROOT = Path(__file__).resolve().parents[1]
+READY_TIMEOUT_S = 120
+
+
+@dataclass
+class Standby:
+    process: subprocess.Popen[str]
+    log: Path
+    env: dict[str, str]
+
+    def lines(self) -> list[str]:
+        return self.log.read_text().splitlines()
+
+    def ran(self, command: str) -> bool:
+        return any(line.endswith(f"runs `notifyops {command}`") for line in self.lines())
+
+    def wait_ready(self, times: int = 1) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while sum("standby: ready on" in line for line in self.lines()) < times:
+            assert self.process.poll() is None, "\n".join(self.lines())
+            assert time.monotonic() < deadline, "\n".join(self.lines())
+            time.sleep(0.1)
+
+    def run(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "notifyops", *args]
+        env = self.env | extra
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _environment(tmp_path: Path) -> dict[str, str]:
+    database = tmp_path / "standby.db"
+    upgrade_database(f"sqlite:///{database}")
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "PREFECT_"))}
+    return env | {
+        "NOTIFY_DATABASE_URL": f"sqlite:///{database}",
+        "NOTIFY_SENDER": "memory",
+        "NOTIFY_TEMPLATES_DIR": str(templates),
+        "NOTIFY_STANDBY_SOCKET": str(tmp_path / "standby.sock"),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def _start(tmp_path: Path) -> Iterator[Standby]:
+    env = _environment(tmp_path)
+    log = tmp_path / "standby.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "notifyops", "standby"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    standby = Standby(process, log, env)
+    try:
+        standby.wait_ready()
+        yield standby
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def standby(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standby]:
+    yield from _start(tmp_path_factory.mktemp("standby"))
+
+
+def test_a_command_runs_in_the_standby_with_its_own_settings(standby: Standby) -> None:
+    done = standby.run("config", "--json", NOTIFY_SES_RATE="7")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["ses_rate"] == 7.0  # the caller's value, not the standby's
+    assert standby.ran("config --json")
+
+
+def test_the_exit_status_and_the_error_line_reach_the_caller(standby: Standby) -> None:
+    done = standby.run("templates", "preview", "no_such_template")
+    assert done.returncode == 2
+    assert "unknown template 'no_such_template'" in done.stderr
+    assert standby.ran("templates preview no_such_template")
+
+
+def test_another_prefect_environment_runs_the_command_itself(standby: Standby) -> None:
+    done = standby.run("--debug", "config", "--json", PREFECT_API_URL="http://127.0.0.1:9/api")
+    assert done.returncode == 0 and json.loads(done.stdout)["sender"] == "memory"
+    assert "refused: environment differs: PREFECT_API_URL" in done.stderr
+    assert not standby.ran("--debug config --json")
+
+
+def test_ctrl_c_reaches_the_command(standby: Standby) -> None:
+    """The command's process is the standby's child: the caller forwards SIGINT to it."""
+    command = [sys.executable, "-m", "notifyops", "recipients", "import", "/dev/stdin"]
+    caller = subprocess.Popen(
+        command,
+        env=standby.env,
+        stdin=subprocess.PIPE,  # kept open: the import waits for its input
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not standby.ran("recipients import /dev/stdin"):
+        assert time.monotonic() < deadline and caller.poll() is None, standby.lines()
+        time.sleep(0.05)
+    (line,) = [line for line in standby.lines() if line.endswith("import /dev/stdin`")]
+    child = int(line.split()[2])
+    time.sleep(0.5)  # the command is reading its input
+    caller.send_signal(signal.SIGINT)
+    caller.communicate(timeout=30)
+    assert caller.returncode != 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # ended (and reaped)
+
+
+@pytest.mark.slow
+def test_new_templates_restart_the_standby(tmp_path: Path) -> None:
+    """The template list is read at import: a new template makes the standby refuse (the caller
+    runs the command itself and sees it) and load afresh (the next caller is served with it)."""
+    for standby in _start(tmp_path):
+        source = ROOT / "notify" / "templates" / "test_message"
+        shutil.copytree(source, Path(standby.env["NOTIFY_TEMPLATES_DIR"]) / "standby_check")
+        first = standby.run("templates", "list", "--json")
+        assert "standby_check" in first.stdout and not standby.ran("templates list --json")
+        standby.wait_ready(times=2)
+        second = standby.run("templates", "list", "--json")
+        assert "standby_check" in second.stdout and standby.ran("templates list --json")
