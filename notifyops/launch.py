@@ -18,6 +18,7 @@ from types import FrameType
 from notifyops.standby import (
     SOCKET_VARIABLE,
     command_environment,
+    owned_privately,
     receive_document,
     send_document,
     socket_path,
@@ -44,7 +45,7 @@ def entry_point() -> None:
 def through_standby(args: list[str]) -> int | None:
     """The command's exit status, run by the standby; None when no standby took it."""
     path = socket_path()
-    if not os.path.exists(path):
+    if not owned_privately(path):  # none there, or not this user's alone: run here
         return None
     debug = "--debug" in args
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -231,6 +231,16 @@ def serve_forever(path: str, say: Say) -> int:
             _remove(path)
 
 
+def owned_privately(path: str) -> bool:
+    """Is `path` this user's and closed to everyone else? The socket hands over a command's
+    environment (secrets included) and its terminal: neither may reach another user's socket."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return False
+    return found.st_uid == os.getuid() and found.st_mode & 0o077 == 0
+
+
 def _listen(path: str) -> socket.socket:
     folder = os.path.dirname(path)
     os.makedirs(folder, mode=0o700, exist_ok=True)
@@ -326,6 +336,11 @@ def main(args: list[str]) -> int:
         return 2
     apply_defaults()  # the same Prefect defaults every command gets, before Prefect loads
     path = socket_path()
+    folder = os.path.dirname(path)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    if not owned_privately(folder):
+        _say(f"standby: {folder} must be yours and closed to others (chmod 700 {folder})")
+        return 2
     if _answers(path):
         _say(f"standby: one already runs on {path}")
         return 2

@@ -149,3 +149,16 @@ def test_new_templates_restart_the_standby(tmp_path: Path) -> None:
         standby.wait_ready(times=2)
         second = standby.run("templates", "list", "--json")
         assert "standby_check" in second.stdout and standby.ran("templates list --json")
+
+
+def test_a_socket_folder_open_to_others_is_refused(tmp_path: Path) -> None:
+    """The socket hands over a command's environment and terminal: never in a shared folder."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    env = _environment(tmp_path) | {"NOTIFY_STANDBY_SOCKET": str(shared / "standby.sock")}
+    command = [sys.executable, "-m", "notifyops", "standby"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"{shared} must be yours and closed to others" in done.stderr
+    assert not (shared / "standby.sock").exists()
