@@ -81,7 +81,7 @@ class FallbackPolicy:
         blocked = set()
         for name in catalog.names():
             try:
-                allowed = catalog.info(name).fallback_email
+                allowed = catalog.fallback_email(name)
             except InputError:  # a broken template sends nothing, so has nothing to fall back
                 continue
             if not allowed:

@@ -104,6 +104,24 @@ def test_templates_may_opt_out_of_digests(tmp_path: Path) -> None:
     assert [n for n in SHIPPED if not CATALOG.info(n).digest] == ["account_alert", "digest"]
 
 
+def test_fallback_email_is_read_from_meta_alone(tmp_path: Path) -> None:
+    """What the deliverer asks of every template: meta.json's flag, no part compiled (a body
+    that does not compile still answers; `info`, which compiles, refuses it)."""
+    write_full_template(tmp_path, "never_email", body="{% if %}", fallback_email=False)
+    write_template(tmp_path, "broken_meta", meta="{not json")
+    catalog = TemplateCatalog(tmp_path)
+    assert catalog.fallback_email("never_email") is False
+    with pytest.raises(TemplateSyntaxProblem):
+        catalog.info("never_email")
+    with pytest.raises(TemplateSyntaxProblem, match=r"broken_meta/meta\.json"):
+        catalog.fallback_email("broken_meta")
+    with pytest.raises(UnknownTemplateError):
+        catalog.fallback_email("no_such_template")
+    assert [catalog.fallback_email(n) for n in SHIPPED] == [
+        CATALOG.info(n).fallback_email for n in SHIPPED
+    ]
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_html_is_a_balanced_document(name: str) -> None:
     html = CATALOG.sample(name).html
