@@ -86,6 +86,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--audit-rows", type=int, default=1_000_000, help="rows for bench.audits (0 to skip)"
     )
+    parser.add_argument(
+        "--startup-runs", type=int, default=5, help="runs of bench.startup (0 to skip)"
+    )
     parser.add_argument("--doc", default=str(ROOT / "docs" / "PERFORMANCE.md"))
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite the doc")
     parser.add_argument("--save-results", help="also write every number of the run to this JSON")
@@ -100,6 +103,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
             0,
         )
         args.growth, args.profile_notifications, args.audit_rows = "", 0, 0
+        args.startup_runs = 0
         args.naive_max_notifications = QUICK_NAIVE_NOTIFICATIONS
         args.no_doc = True
     return args
@@ -129,6 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         profile = _profile(args, url)
         info["load_after"] = log_load("after")
     audits = _audits(args.audit_rows)
+    startup = doc.run_startup(args.startup_runs) if args.startup_runs else None
     elapsed = time.perf_counter() - started
     out = report.summary_json(suite)
     if args.json:
@@ -147,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "growth": growth_results,
         "profile": profile,
         "audits": audits,
+        "startup": startup,
         "elapsed_s": elapsed,
     }
     if args.save_results:
@@ -173,6 +179,7 @@ def _render(saved: dict[str, Any]) -> str:
         saved["profile"],
         saved["audits"],
         saved["elapsed_s"],
+        saved.get("startup"),
     )
 
 

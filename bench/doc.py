@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from typing import Any
 from bench import growth, hotpath, report
 from bench.common import ROOT, PeerResult, Scenario, log
 from bench.scenario import run_measured
+from bench.startup import markdown as startup_markdown
 from bench.suite import SuiteResult
 
 
@@ -32,6 +34,22 @@ def run_audits(rows: int) -> str | None:
     )
 
 
+def run_startup(runs: int) -> dict[str, Any] | None:
+    """`python -m bench.startup --runs N --json` (bench/startup.py): its numbers."""
+    log(f"start-up of ad hoc commands, {runs} runs each (bench.startup)")
+    command = [sys.executable, "-m", "bench.startup", "--runs", str(runs), "--json"]
+    log_path = Path(f"/tmp/notifyops-bench-startup-{time.time_ns()}.log")
+    try:
+        output, _peak = run_measured(command, {"PYTHONPATH": str(ROOT), **_env()}, log_path, 1800)
+    except Exception as error:
+        log(f"start-up failed: {error}")
+        return None
+    finally:
+        log_path.unlink(missing_ok=True)
+    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    return result
+
+
 def _env() -> dict[str, str]:
     import os
 
@@ -47,6 +65,7 @@ def render(
     profile: dict[str, Any] | None,
     audits: str | None,
     elapsed: float,
+    startup: dict[str, Any] | None = None,
 ) -> str:
     parts = [
         HEADER.format(date=time.strftime("%Y-%m-%d %H:%M %Z"), elapsed=elapsed / 60),
@@ -69,6 +88,8 @@ def render(
     parts += [PROPOSALS]
     if audits:
         parts += ["## Audits over a large delivery log (bench/audits.py)\n", audits + "\n"]
+    if startup:
+        parts += [STARTUP_INTRO, startup_markdown(startup) + "\n"]
     parts += [LIMITS]
     return "\n".join(parts)
 
@@ -186,6 +207,7 @@ timing. The benchmark needs the `bench` extra (Celery, redis, psutil, py-spy) an
 .venv/bin/python -m bench.dispatch           # notifyops beside naive Prefect only (issue 3)
 .venv/bin/python -m bench.growth --sizes 1000000   # growth only
 .venv/bin/python -m bench.hotpath --what-if  # the profile and the proposed changes
+.venv/bin/python -m bench.startup            # ad hoc commands, with and without a standby
 ```
 
 The command of this run:
@@ -276,6 +298,16 @@ GROWTH_NOTES = """- The claim uses the partial index on due rows; what still gro
 - What still grows in a single request's memory: `enqueue` keeps the list of external ids and
   every new notification id (returned in `EnqueueResult.notification_ids`); a 1,000,000-message
   request peaked at 190 MB in `python -m bench.enqueue --rss-rows 1000000`.
+"""
+
+STARTUP_INTRO = """## Start-up of an ad hoc command (bench/startup.py)
+
+`python -m bench.startup`: what an on-call engineer waits for, from typing a command to its
+exit, against a running Prefect server on PostgreSQL with moto in server mode as SES and SNS.
+Without a standby a command loads Prefect, the flows, SQLAlchemy, Jinja2 and boto3 itself (most
+of its time, and it follows the machine's state: the last row says which state this run met);
+`notifyops standby` loads them once, and each command runs in a fork of it (README, "A standby
+for repeated commands").
 """
 
 PROFILE_INTRO = """## Hot path profile (zero latency: the orchestrator's own cost)
