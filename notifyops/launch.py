@@ -58,6 +58,7 @@ def through_standby(args: list[str]) -> int | None:
                 os.environ, debug=debug, serve=_first_command(args) == "serve"
             ),
             "cwd": os.getcwd(),
+            "umask": _umask(),
             "prefix": sys.prefix,
         }
         send_document(connection, request, fds=(0, 1, 2))
@@ -97,6 +98,12 @@ def _wait(connection: socket.socket, pid: int) -> int:
         connection.close()
     code = reply.get("exit") if isinstance(reply, dict) else None
     return code if isinstance(code, int) else 1
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading it means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def _note(debug: bool, line: str) -> None:

@@ -18,8 +18,9 @@ What keeps the child equal to a fresh process:
   the command line's own defaults), `NOTIFY_TEMPLATES_DIR` (the template list of the dispatch form)
   and the interpreter. A client whose values differ is refused and runs the command itself;
 - the loaded code must be current: before each fork the standby compares the modification times
-  of the project's sources and templates with those it loaded; on a change it refuses the
-  command (the client runs it itself) and restarts itself with the new code.
+  of the project's sources and templates, and of the installed packages' folders, with those it
+  loaded; on a change it refuses the command (the client runs it itself) and restarts itself
+  with the new code.
 """
 
 from __future__ import annotations
@@ -142,14 +143,19 @@ def _exactly(connection: socket.socket, size: int) -> bytes:
 
 
 class SourceStamp:
-    """Modification times of the project's sources and templates, as loaded."""
+    """Modification times of the project's sources and templates, as loaded, and of the folders
+    installed packages live in (a folder's time changes when a package is added, upgraded or
+    removed)."""
 
-    def __init__(self, roots: Iterable[Path]) -> None:
+    def __init__(self, roots: Iterable[Path], package_folders: Iterable[Path] = ()) -> None:
         self.roots = [root for root in roots if root.is_dir()]
+        self.package_folders = [folder for folder in package_folders if folder.is_dir()]
         self.loaded = self.read()
 
     def read(self) -> dict[str, int]:
         found: dict[str, int] = {}
+        for installed in self.package_folders:
+            found[str(installed)] = os.stat(installed).st_mtime_ns
         for root in self.roots:
             for folder, _dirs, files in os.walk(root):
                 for name in files:
@@ -172,6 +178,13 @@ def project_roots() -> list[Path]:
     roots = [here / package for package in PACKAGES]
     templates = os.environ.get("NOTIFY_TEMPLATES_DIR")
     return roots + ([Path(templates)] if templates else [])
+
+
+def package_folders() -> list[Path]:
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    return sorted({Path(paths["purelib"]), Path(paths["platlib"])})
 
 
 def preload(log: list[str]) -> float:
@@ -206,7 +219,7 @@ def serve_forever(path: str, say: Say) -> int:
         names = ", ".join(t.name for t in threading.enumerate())
         say(f"standby: a thread started while loading ({names}); refusing to fork")
         return 2
-    stamp = SourceStamp(project_roots())
+    stamp = SourceStamp(project_roots(), package_folders())
     listener = _listen(path)
     expected = import_time_values(os.environ)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
@@ -316,6 +329,7 @@ def _run_command(request: dict[str, Any], environ: dict[str, str], fds: list[int
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=stream.isatty())
     os.chdir(request["cwd"])
+    os.umask(int(request.get("umask", 0o022)))  # files the command creates: the caller's mode
     os.environ.clear()
     os.environ.update(environ)
     sys.argv = ["notifyops", *request["argv"]]

@@ -105,6 +105,16 @@ def test_the_exit_status_and_the_error_line_reach_the_caller(standby: Standby) -
     assert standby.ran("templates preview no_such_template")
 
 
+def test_files_the_command_creates_get_the_callers_umask(standby: Standby, tmp_path: Path) -> None:
+    database = tmp_path / "private.db"
+    command = [sys.executable, "-m", "notifyops", "db", "upgrade"]
+    env = standby.env | {"NOTIFY_DATABASE_URL": f"sqlite:///{database}"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, umask=0o077)
+    assert done.returncode == 0, done.stderr
+    assert standby.ran("db upgrade")
+    assert database.stat().st_mode & 0o777 == 0o600
+
+
 def test_another_prefect_environment_runs_the_command_itself(standby: Standby) -> None:
     done = standby.run("--debug", "config", "--json", PREFECT_API_URL="http://127.0.0.1:9/api")
     assert done.returncode == 0 and json.loads(done.stdout)["sender"] == "memory"

@@ -14,8 +14,9 @@ def standby() -> None:
     settings, NOTIFY_TEMPLATES_DIR and Python) runs in a fork of this process instead of loading
     everything itself (2-4 s): a `send` is then an ordinary flow run, shown in the UI, that starts
     at once. Other commands, and every command when no standby runs, run as before. It restarts
-    itself when the code or the templates change. The socket is NOTIFY_STANDBY_SOCKET (default:
-    one per user and Python in the temp directory); NOTIFY_STANDBY=off makes commands ignore it.
+    itself when the code, the templates or the installed packages change. The socket is
+    NOTIFY_STANDBY_SOCKET (default: one per user and Python in the temp directory);
+    NOTIFY_STANDBY=off makes commands ignore it.
     Run it in the background (`notifyops standby &`) or as a service; Ctrl-C stops it.
     """
     # the standby must not have loaded the command line's console (it belongs to the terminal of
