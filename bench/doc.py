@@ -19,15 +19,10 @@ from bench.suite import SuiteResult
 def run_audits(rows: int) -> str | None:
     """`python -m bench.audits --rows N` (bench/audits.py), its markdown and peak RSS."""
     log(f"audits over {rows:,} rows (bench.audits)")
-    command = [sys.executable, "-m", "bench.audits", "--rows", str(rows), "--repeat", "3"]
-    log_path = Path(f"/tmp/notifyops-bench-audits-{time.time_ns()}.log")
-    try:
-        output, peak = run_measured(command, {"PYTHONPATH": str(ROOT), **_env()}, log_path, 1800)
-    except Exception as error:
-        log(f"audits failed: {error}")
+    ran = _run_module("audits", "--rows", str(rows), "--repeat", "3")
+    if ran is None:
         return None
-    finally:
-        log_path.unlink(missing_ok=True)
+    output, peak = ran
     return (
         output.strip() + f"\n\nPeak RSS of the audit process: {peak:,.0f} MB (it includes the "
         "pandas comparison, which loads the whole table)."
@@ -37,17 +32,25 @@ def run_audits(rows: int) -> str | None:
 def run_startup(runs: int) -> dict[str, Any] | None:
     """`python -m bench.startup --runs N --json` (bench/startup.py): its numbers."""
     log(f"start-up of ad hoc commands, {runs} runs each (bench.startup)")
-    command = [sys.executable, "-m", "bench.startup", "--runs", str(runs), "--json"]
-    log_path = Path(f"/tmp/notifyops-bench-startup-{time.time_ns()}.log")
+    ran = _run_module("startup", "--runs", str(runs), "--json")
+    if ran is None:
+        return None
+    result: dict[str, Any] = json.loads(ran[0].strip().splitlines()[-1])
+    return result
+
+
+def _run_module(name: str, *args: str) -> tuple[str, float] | None:
+    """`python -m bench.NAME ARGS` in its own process: its stdout and peak RSS (MB), or None
+    (logged) when it failed: one failed part does not lose the rest of the run."""
+    command = [sys.executable, "-m", f"bench.{name}", *args]
+    log_path = Path(f"/tmp/notifyops-bench-{name}-{time.time_ns()}.log")
     try:
-        output, _peak = run_measured(command, {"PYTHONPATH": str(ROOT), **_env()}, log_path, 1800)
+        return run_measured(command, {"PYTHONPATH": str(ROOT), **_env()}, log_path, 1800)
     except Exception as error:
-        log(f"start-up failed: {error}")
+        log(f"bench.{name} failed: {error}")
         return None
     finally:
         log_path.unlink(missing_ok=True)
-    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
-    return result
 
 
 def _env() -> dict[str, str]:
