@@ -69,6 +69,7 @@ HEADER = struct.Struct("!I")
 STANDARD_STREAMS = 3
 MAX_REQUEST_BYTES = 16 * 2**20
 REQUEST_TIMEOUT_S = 10.0
+CHANGED = "the code, the templates or the installed packages changed"
 
 
 def socket_path(environ: Mapping[str, str] | None = None) -> str:
@@ -230,8 +231,8 @@ def serve_forever(path: str, say: Say) -> int:
         while True:
             connection, _address = listener.accept()
             if stamp.changed():
-                _refuse(connection, "the code or the templates changed; the standby restarts")
-                say("standby: the code or the templates changed; restarting")
+                _refuse(connection, f"{CHANGED}; the standby restarts")
+                say(f"standby: {CHANGED}; restarting")
                 listener.close()
                 _remove(path)
                 os.execv(sys.executable, [sys.executable, "-m", "notifyops", "standby"])

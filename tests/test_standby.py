@@ -157,6 +157,9 @@ def test_new_templates_restart_the_standby(tmp_path: Path) -> None:
         first = standby.run("templates", "list", "--json")
         assert "standby_check" in first.stdout and not standby.ran("templates list --json")
         standby.wait_ready(times=2)
+        assert "standby: the code, the templates or the installed packages changed; restarting" in (
+            standby.lines()
+        )
         second = standby.run("templates", "list", "--json")
         assert "standby_check" in second.stdout and standby.ran("templates list --json")
 
