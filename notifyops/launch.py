@@ -72,6 +72,12 @@ def through_standby(args: list[str]) -> int | None:
         _note(debug, f"standby at {path} refused: {refused}")
         connection.close()
         return None
+    try:  # from here on the command is the standby's: this process never runs it too
+        send_document(connection, {"go": True})
+    except OSError as problem:  # the child is gone before it started: run here
+        _note(debug, f"standby at {path} not used ({problem})")
+        connection.close()
+        return None
     return _wait(connection, int(reply["pid"]))
 
 

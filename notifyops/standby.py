@@ -299,7 +299,6 @@ def _child(connection: socket.socket, expected: Mapping[str, str], say: Say) -> 
         request, fds = receive_document(connection, with_fds=True)
     except (OSError, ValueError):
         return 2
-    connection.settimeout(None)
     if not isinstance(request, dict):
         return 2
     environ = dict(request["env"])
@@ -314,12 +313,28 @@ def _child(connection: socket.socket, expected: Mapping[str, str], say: Say) -> 
         for fd in fds:
             os.close(fd)
         return 0
-    send_document(connection, {"pid": os.getpid()})
+    if not _caller_waits(connection):  # it gave up and runs the command itself: never twice
+        for fd in fds:
+            os.close(fd)
+        return 0
+    connection.settimeout(None)
     say(f"standby: pid {os.getpid()} runs `notifyops {' '.join(request['argv'])[:200]}`")
     code = _run_command(request, environ, fds)
     with contextlib.suppress(OSError):
         send_document(connection, {"exit": code})
     return code
+
+
+def _caller_waits(connection: socket.socket) -> bool:
+    """Offer to run the command and wait for the caller's go. A caller that timed out before
+    our offer arrived runs the command itself and closes the connection: the child must then
+    not run it too (a send would go out twice)."""
+    try:
+        send_document(connection, {"pid": os.getpid()})
+        answer, _ = receive_document(connection)
+    except (OSError, ValueError):
+        return False
+    return isinstance(answer, dict) and answer.get("go") is True
 
 
 def _run_command(request: dict[str, Any], environ: dict[str, str], fds: list[int]) -> int:

@@ -49,6 +49,18 @@ class Standby:
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
 
+def _ends(pid: int, within_s: float = 30.0) -> bool:
+    """Whether process `pid` is gone (ended and reaped) within `within_s`."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def _environment(tmp_path: Path) -> dict[str, str]:
     database = tmp_path / "standby.db"
     upgrade_database(f"sqlite:///{database}")
@@ -115,6 +127,35 @@ def test_files_the_command_creates_get_the_callers_umask(standby: Standby, tmp_p
     assert database.stat().st_mode & 0o777 == 0o600
 
 
+def test_a_caller_that_gives_up_before_the_offer_is_never_run_for(
+    standby: Standby, tmp_path: Path
+) -> None:
+    """A caller that timed out runs the command itself: the standby's child, whose offer came
+    too late, must not run it as well (a send would go out twice)."""
+    import socket as sockets
+
+    from notifyops.standby import command_environment, receive_document, send_document
+
+    database = tmp_path / "never.db"
+    env = standby.env | {"NOTIFY_DATABASE_URL": f"sqlite:///{database}"}
+    request = {
+        "argv": ["db", "upgrade"],
+        "env": command_environment(env, debug=False, serve=False),
+        "cwd": str(tmp_path),
+        "umask": 0o022,
+        "prefix": sys.prefix,
+    }
+    with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as caller:
+        caller.connect(env["NOTIFY_STANDBY_SOCKET"])
+        send_document(caller, request, fds=(0, 1, 2))
+        offer, _ = receive_document(caller)
+        assert isinstance(offer, dict) and offer["pid"] > 0
+    # the caller left without its go: the child ends without running the command
+    assert _ends(offer["pid"])
+    assert not database.exists()
+    assert not any(line.startswith(f"standby: pid {offer['pid']} runs") for line in standby.lines())
+
+
 def test_another_prefect_environment_runs_the_command_itself(standby: Standby) -> None:
     done = standby.run("--debug", "config", "--json", PREFECT_API_URL="http://127.0.0.1:9/api")
     assert done.returncode == 0 and json.loads(done.stdout)["sender"] == "memory"
@@ -143,8 +184,7 @@ def test_ctrl_c_reaches_the_command(standby: Standby) -> None:
     caller.send_signal(signal.SIGINT)
     caller.communicate(timeout=30)
     assert caller.returncode != 0
-    with pytest.raises(ProcessLookupError):
-        os.kill(child, 0)  # ended (and reaped)
+    assert _ends(child)  # and reaped
 
 
 @pytest.mark.slow
