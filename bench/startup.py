@@ -30,7 +30,7 @@ from typing import Any
 
 from bench.common import ADMIN_URL, ROOT, log, prepare_database, scratch_database
 from bench.prefect_server import prefect_server
-from notify.standin import LocalAws, start_local_aws
+from notify.standin import LocalAws, start_local_aws, verify_sender
 
 READY_TIMEOUT_S = 180
 RECIPIENT = "bench:0"  # bench.common.recipient_row(0): email and SMS on
@@ -169,9 +169,8 @@ def _verify_sender(aws: LocalAws) -> None:
 
     from notify.settings import Settings
 
-    sender = Settings.model_fields["email_from"].default
     ses = boto3.client("ses", endpoint_url=aws.url, region_name="us-east-1")
-    ses.verify_email_identity(EmailAddress=sender)
+    verify_sender(ses, Settings.model_fields["email_from"].default)
 
 
 def markdown(result: Mapping[str, Any]) -> str:

@@ -142,10 +142,9 @@ class TemplateCatalog:
         if compiled is not None:
             return compiled.info.fallback_email
         try:
-            source, filename, _ = self._loader.get_source(self._env, f"{name}/{META_FILE}")
+            return self._read_meta(name, required=()).fallback_email
         except TemplateNotFound:
             return self.info(name).fallback_email  # the unknown-template error, named
-        return bool(_parse_meta(source, filename or META_FILE)["fallback_email"])
 
     def render(self, name: str, context: Mapping[str, Any]) -> RenderedMessage:
         return self.render_reusing(name, context, None, ())

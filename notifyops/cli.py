@@ -34,6 +34,7 @@ from notifyops.commands import (
     templates,
 )
 from notifyops.console import EXIT_BAD_INPUT, EXIT_PARTIAL, fail_line
+from notifyops.launch import first_command
 from notifyops.prefect_env import apply_defaults, pause_collector, resume_collector
 
 RUNS_A_FLOW = frozenset({"send", "deliver", "health", "audit", "demo"})  # unless --direct
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     if debug:  # accepted anywhere on the line, not only before the command
         args = ["--debug", *(arg for arg in args if arg != "--debug")]
-    apply_defaults(debug=debug or _first_command(args) == "serve")  # serve shows its runs' logs
+    apply_defaults(debug=debug or first_command(args) == "serve")  # serve shows its runs' logs
     try:
         code = app(args=args, prog_name="notifyops", standalone_mode=False)
     except typer.Exit as done:
@@ -98,10 +99,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as problem:  # the one place that turns any error into a readable line
         return _report(problem, debug=debug)
     return code if isinstance(code, int) else 0
-
-
-def _first_command(args: list[str]) -> str | None:
-    return next((arg for arg in args if not arg.startswith("-")), None)
 
 
 def _usage_line(usage: typer.TyperException) -> str:
@@ -158,7 +155,7 @@ def secret_values() -> list[str]:
 
 
 def entry_point() -> None:
-    if _first_command(sys.argv[1:]) in RUNS_A_FLOW:
+    if first_command(sys.argv[1:]) in RUNS_A_FLOW:
         pause_collector()  # while it loads Prefect and the flows; its flow run resumes it
     code = main()
     resume_collector()  # a command that ended before its run (bad input, --direct)

@@ -55,7 +55,7 @@ def through_standby(args: list[str]) -> int | None:
         request = {
             "argv": args,
             "env": command_environment(
-                os.environ, debug=debug, serve=_first_command(args) == "serve"
+                os.environ, debug=debug, serve=first_command(args) == "serve"
             ),
             "cwd": os.getcwd(),
             "umask": _umask(),
@@ -117,7 +117,8 @@ def _note(debug: bool, line: str) -> None:
         sys.stderr.write(f"debug: {line}\n")
 
 
-def _first_command(args: list[str]) -> str | None:
+def first_command(args: list[str]) -> str | None:
+    """The command's name (`send`, `recipients`, ...): the first argument that is no option."""
     return next((arg for arg in args if not arg.startswith("-")), None)
 
 

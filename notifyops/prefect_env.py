@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any, TypeVar
 
 Result = TypeVar("Result")
@@ -29,10 +29,12 @@ PREFECT_DEFAULTS = {
 QUIET_CONSOLE = {"PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL"}
 
 
-def apply_defaults(*, debug: bool = False) -> None:
-    """Set before Prefect is imported (Prefect reads its logging settings at import)."""
+def apply_defaults(*, debug: bool = False, environ: MutableMapping[str, str] | None = None) -> None:
+    """Set before Prefect is imported (Prefect reads its logging settings at import): in this
+    process's environment, or in `environ` (a command's, as the standby compares it)."""
+    target = os.environ if environ is None else environ
     for variable, value in (PREFECT_DEFAULTS | ({} if debug else QUIET_CONSOLE)).items():
-        os.environ.setdefault(variable, value)
+        target.setdefault(variable, value)
 
 
 def pause_collector() -> None:

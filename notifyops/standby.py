@@ -2,7 +2,7 @@
 
 `notifyops standby` imports what a command needs (Prefect alone is 1.5-2.5 s of imports on a
 2-core machine; the flows, SQLAlchemy, Jinja2 and boto3 another 1-2 s), then waits on a Unix
-socket. A `notifyops` command started in a matching environment (`client.py`, which imports
+socket. A `notifyops` command started in a matching environment (`launch.py`, which imports
 nothing heavy) connects, hands over its arguments, environment, working directory and its
 stdin/stdout/stderr; the standby forks, and the child runs the command as the command line would
 (`notifyops.cli.main`), flow runs included: the run is an ordinary Prefect flow run of that child
@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from notifyops.prefect_env import PREFECT_DEFAULTS, QUIET_CONSOLE
+from notifyops.prefect_env import apply_defaults
 
 SOCKET_VARIABLE = "NOTIFY_STANDBY_SOCKET"
 IMPORT_TIME_VARIABLES = ("NOTIFY_TEMPLATES_DIR", "PYTHONPATH", "VIRTUAL_ENV")
@@ -72,23 +72,21 @@ REQUEST_TIMEOUT_S = 10.0
 CHANGED = "the code, the templates or the installed packages changed"
 
 
-def socket_path(environ: Mapping[str, str] | None = None) -> str:
+def socket_path() -> str:
     """NOTIFY_STANDBY_SOCKET, else one socket per user and interpreter in the temp directory."""
-    environ = os.environ if environ is None else environ
-    chosen = environ.get(SOCKET_VARIABLE)
+    chosen = os.environ.get(SOCKET_VARIABLE)
     if chosen:
         return chosen
-    base = environ.get("TMPDIR") or "/tmp"
+    base = os.environ.get("TMPDIR") or "/tmp"
     tag = hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]
     return os.path.join(base, f"notifyops-{os.getuid()}", f"standby-{tag}.sock")
 
 
 def command_environment(environ: Mapping[str, str], *, debug: bool, serve: bool) -> dict[str, str]:
-    """The environment a command runs with: the command line's Prefect defaults applied (what
-    `notifyops.prefect_env.apply_defaults` sets before Prefect is imported)."""
+    """The environment a command runs with: the command line's Prefect defaults applied, as its
+    own process would apply them before importing Prefect."""
     applied = dict(environ)
-    for variable, value in (PREFECT_DEFAULTS | ({} if debug or serve else QUIET_CONSOLE)).items():
-        applied.setdefault(variable, value)
+    apply_defaults(debug=debug or serve, environ=applied)
     return applied
 
 
@@ -260,8 +258,7 @@ def owned_privately(path: str) -> bool:
 
 
 def _listen(path: str) -> socket.socket:
-    folder = os.path.dirname(path)
-    os.makedirs(folder, mode=0o700, exist_ok=True)
+    """A socket at `path`, in the folder `main` made and checked."""
     _remove(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)  # the socket: this user only
@@ -281,12 +278,18 @@ def _remove(path: str) -> None:
 def _refuse(connection: socket.socket, reason: str) -> None:
     try:
         _request, fds = receive_document(connection, with_fds=True)
-        for fd in fds:  # the caller's streams: kept open, they would hold its pipes open
-            os.close(fd)
+        _close(fds)
         send_document(connection, {"refused": reason})
     except (OSError, ValueError):
         pass
     connection.close()
+
+
+def _close(fds: Iterable[int]) -> None:
+    """The caller's streams, when the command does not run here: kept open, they would hold the
+    caller's pipes open."""
+    for fd in fds:
+        os.close(fd)
 
 
 def _child(connection: socket.socket, expected: Mapping[str, str], say: Say) -> int:
@@ -310,12 +313,10 @@ def _child(connection: socket.socket, expected: Mapping[str, str], say: Say) -> 
     if differs or len(fds) != STANDARD_STREAMS or request.get("prefix") != sys.prefix:
         reason = f"environment differs: {', '.join(differs)}" if differs else "another Python"
         send_document(connection, {"refused": reason})
-        for fd in fds:
-            os.close(fd)
+        _close(fds)
         return 0
     if not _caller_waits(connection):  # it gave up and runs the command itself: never twice
-        for fd in fds:
-            os.close(fd)
+        _close(fds)
         return 0
     connection.settimeout(None)
     say(f"standby: pid {os.getpid()} runs `notifyops {' '.join(request['argv'])[:200]}`")
@@ -363,8 +364,6 @@ def _run_command(request: dict[str, Any], environ: dict[str, str], fds: list[int
 
 def main(args: list[str]) -> int:
     """`notifyops standby`: serve commands from this environment until stopped."""
-    from notifyops.prefect_env import apply_defaults
-
     if args:
         _say(f"standby: takes no arguments (got {' '.join(args)}); see `notifyops standby --help`")
         return 2
