@@ -112,36 +112,37 @@ class _Sends:
     def __init__(self, aws: LocalAws) -> None:
         self.aws, self.count = aws, 0
 
-    def one(self, env: Mapping[str, str]) -> None:
+    def one(self, env: Mapping[str, str]) -> float:
+        """The send's seconds (the command alone: the stand-in is asked before and after)."""
         self.count += 1
         before = self.aws.sent()
         context = json.dumps({"repair_id": f"START-{self.count}", "unit_number": "1234"})
         command = _notifyops(
             "send", "--template", "repair_assigned", "--to", RECIPIENT, "--context", context
         )
-        _run(command, env)
+        took = _run(command, env)
         after = self.aws.sent()
         if (after["email"] - before["email"], after["sms"] - before["sms"]) != (1, 1):
             raise RuntimeError(f"send {self.count}: the stand-in got {before} -> {after}")
+        return took
 
 
 def _notifyops(*args: str) -> list[str]:
     return [sys.executable, "-m", "notifyops", *args]
 
 
-def _run(command: list[str], env: Mapping[str, str]) -> None:
+def _run(command: list[str], env: Mapping[str, str]) -> float:
+    """Run `command` to its end; its seconds from start to exit."""
+    started = time.perf_counter()
     done = subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=300)
+    took = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command[2:])} exited {done.returncode}: {done.stderr}")
+    return took
 
 
-def _timed(runs: int, action: Callable[[], None]) -> list[float]:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        times.append(round(time.perf_counter() - started, 3))
-    return times
+def _timed(runs: int, action: Callable[[], float]) -> list[float]:
+    return [round(action(), 3) for _ in range(runs)]
 
 
 @contextmanager
