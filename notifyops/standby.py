@@ -49,9 +49,6 @@ PRELOAD = (  # what commands import; the command modules themselves load in the 
     "typer",
     "rich.console",
     "rich.table",
-    "prefect.flow_engine",  # loaded by a process's first flow run, task run and state graph
-    "prefect.task_engine",
-    "prefect.utilities.visualization",
     "psycopg2.extras",  # the PostgreSQL driver, loaded with the first engine
     "flows.dispatch",
     "flows.deliver",

@@ -12,7 +12,7 @@ import pytest
 import typer.main
 
 from notifyops.cli import RUNS_A_FLOW, app, main
-from notifyops.prefect_env import pause_collector
+from notifyops.prefect_env import pause_collector, run_flow
 from tests.runtime import reload_runtime
 
 SAMPLE = Path(__file__).resolve().parents[1] / "notify" / "samples" / "roster.csv"
@@ -265,3 +265,27 @@ def test_a_flow_command_resumes_the_collector_its_start_up_paused(flow_env: str)
         assert gc.isenabled(), "the flow run resumed the collector"
     finally:
         gc.enable()
+
+
+def test_a_command_flow_run_has_no_heartbeat_and_keeps_every_other_setting(
+    flow_env: str,
+) -> None:
+    """A command's run turns Prefect's heartbeat off (its thread would hold the run's end for
+    up to a second); every other setting is the process's, and nothing changes after the run."""
+    from prefect import flow
+    from prefect.settings import get_current_settings
+
+    seen: dict[str, object] = {}
+
+    @flow(name="settings-probe")
+    def probe() -> None:
+        settings = get_current_settings()
+        seen["heartbeat"] = settings.flows.heartbeat_frequency
+        seen["api"] = settings.api.url
+
+    before = get_current_settings()
+    run_flow(probe)
+    assert seen == {"heartbeat": None, "api": before.api.url}
+    assert before.api.url, "the run went to the session's Prefect API"
+    assert get_current_settings().flows.heartbeat_frequency == before.flows.heartbeat_frequency
+    assert before.flows.heartbeat_frequency is not None
