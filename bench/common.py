@@ -104,6 +104,7 @@ class PeerResult:
         return self.messages / self.e2e_s if self.e2e_s > 0 else 0.0
 
     def as_json(self) -> dict[str, Any]:
+        runs = self.extra.get("runs_e2e_per_s")
         return {
             "messages": self.messages,
             "enqueue_per_s": round(self.enqueue_per_s, 1),
@@ -111,7 +112,7 @@ class PeerResult:
             "duplicates": self.duplicates,
             "missing": self.missing,
             "peak_rss_mb": round(self.peak_rss_mb, 1),
-        }
+        } | ({"runs_e2e_per_s": runs} if runs and len(runs) > 1 else {})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PeerResult:

@@ -276,6 +276,12 @@ are loaded into PostgreSQL and compared with the messages the input asked for an
 - **peak RSS**: the largest sum of resident memory of the peer's process tree (the driver and,
   for Celery, the worker and its pool processes), sampled every 100 ms. PostgreSQL, Redis and
   the Prefect server are shared services and not counted.
+- **runs**: a run shorter than 10 s is at the mercy of a second of noise on a shared two-core
+  machine (one peer measured 3,700 to 4,900 msg/s over five runs of 10,000 messages), so such a
+  peer runs three times (each its own request, ledgers and process) and the table shows its
+  median run; `--json` lists every run's e2e msg/s (`runs_e2e_per_s`), and duplicates and
+  missing count all three runs. A longer run (Celery, naive Prefect, the paced scenarios) evens
+  the noise out within itself and runs once.
 
 Prefect peers run against one `prefect server start` on 127.0.0.1 backed by its own scratch
 PostgreSQL database (architecture.md: a SQLite-backed server locks up under task load; an

@@ -39,9 +39,15 @@ SAMPLE_S = 0.1
 
 
 def run_peer(
-    peer: str, scenario: Scenario, url: str, workdir: Path, env: Mapping[str, str]
+    peer: str,
+    scenario: Scenario,
+    url: str,
+    workdir: Path,
+    env: Mapping[str, str],
+    run: int = 1,
 ) -> PeerResult:
-    tag = f"{peer}-{scenario.name}"
+    """`run`: the peer's n-th run of the scenario (its own tag, request and ledgers)."""
+    tag = f"{peer}-{scenario.name}" + (f"-{run}" if run > 1 else "")
     ledger_dir = workdir / tag
     ledger_dir.mkdir(parents=True, exist_ok=True)
     reset_outbox(url)
