@@ -1,10 +1,11 @@
 """dispatch-notifications: store a send request (render, decide, enqueue) and deliver it.
 
 One flow run: the enqueue task, then the delivery tasks inline (no subflow), then the request's
-own rows read back, artifacts written once at the end. A request larger than NOTIFY_ENQUEUE_PART
-recipients is stored in parts, each committed on its own, the later ones while the first are
-delivered (flows/parts.py). Its parameters are top-level (a Postgres-backed server keeps only
-top-level `position`s): what is required first, advanced last.
+own rows read back, artifacts written once: what was stored as soon as the last part is stored
+(while the batches deliver), what happened to the rows at the end. A request larger than
+NOTIFY_ENQUEUE_PART recipients is stored in parts, each committed on its own, the later ones
+while the first are delivered (flows/parts.py). Its parameters are top-level (a Postgres-backed
+server keeps only top-level `position`s): what is required first, advanced last.
 The run ends Failed (`Stopped`/`PartlyFailed`, see flows/states.py) when delivery did not go
 through, with the summary as its result either way."""
 
@@ -74,7 +75,11 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
     # others while the first ones are delivered (flows/parts.py)
     first, *rest = request_parts(send, runtime().settings.enqueue_part)
     head = store_part(send, attribution, first)
-    later = LaterParts.of(send, attribution, rest)
+
+    def stored() -> None:  # the request's artifact, while its batches deliver
+        enqueue_table(EnqueueResult.merged([head, *later.results]))
+
+    later = LaterParts.of(send, attribution, rest, on_end=stored)
     delivered = None
     if preparing is not None:
         delivered = deliver_due(delivery_params, preparing.result(), due_rows(head), later)
@@ -82,7 +87,6 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
         later.store_all()
     enqueued = EnqueueResult.merged([head, *later.results])
     own = request_rows(enqueued.request_id)
-    enqueue_table(enqueued)
     request_artifact(own, this_run=run_id)
     if delivered is not None:
         delivery_table(delivered)

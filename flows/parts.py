@@ -10,7 +10,7 @@ same request run again with the same idempotency key stores only what is missing
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -35,7 +35,9 @@ def store_part(send: SendRequest, attribution: Attribution, part: range) -> Enqu
 
 @dataclass
 class LaterParts:
-    """The parts after the first, stored one at a time in the background."""
+    """The parts after the first, stored one at a time in the background. `on_end` runs once,
+    in the caller's thread, when the feed ends (every part stored, or one failed): the flow
+    writes what was stored while the batches still deliver, instead of after them."""
 
     send: SendRequest
     attribution: Attribution
@@ -43,18 +45,27 @@ class LaterParts:
     results: list[EnqueueResult] = field(default_factory=list)
     error: BaseException | None = None
     running: PrefectFuture[EnqueueResult] | None = None
+    on_end: Callable[[], None] | None = None
 
     @classmethod
-    def of(cls, send: SendRequest, attribution: Attribution, parts: Sequence[range]) -> LaterParts:
-        return cls(send, attribution, deque(parts))
+    def of(
+        cls,
+        send: SendRequest,
+        attribution: Attribution,
+        parts: Sequence[range],
+        on_end: Callable[[], None] | None = None,
+    ) -> LaterParts:
+        return cls(send, attribution, deque(parts), on_end=on_end)
 
     def start(self) -> None:
-        """Submit the next part, if any (and none failed)."""
+        """Submit the next part, if any (and none failed); otherwise the feed has ended."""
         self.running = None
         if self.parts and self.error is None:
             part = self.parts.popleft()
             quoted = cast(SendRequest, quote(self.send))
             self.running = enqueue_notifications.submit(quoted, self.attribution, _bounds(part))
+        else:
+            self._ended()
 
     def take(self) -> int:
         """The running part has ended: keep its answer (or its error, which ends the feed),
@@ -64,6 +75,7 @@ class LaterParts:
             result = self.running.result()
         except Exception as error:  # after the task's own retries
             self.error, self.running = error, None
+            self._ended()
             return 0
         self.results.append(result)
         self.start()
@@ -73,6 +85,12 @@ class LaterParts:
         """Store every remaining part, one after another (a dispatch that does not deliver)."""
         while self.parts:
             self.results.append(store_part(self.send, self.attribution, self.parts.popleft()))
+        self._ended()
+
+    def _ended(self) -> None:
+        hook, self.on_end = self.on_end, None
+        if hook is not None:
+            hook()
 
 
 def _bounds(part: range) -> tuple[int, int]:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prefect.artifacts import Artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.flow_engine import run_flow
@@ -306,6 +307,9 @@ def test_a_large_request_is_stored_in_parts_while_the_first_ones_are_delivered(
         assert sent_per_recipient(engine) == {
             (f"tech:{n}", channel): 1 for n in range(1, 11) for channel in ("email", "sms")
         }
+        stored = Artifact.get("dispatch-enqueue")  # written once the last part was stored
+        assert stored is not None and stored.flow_run_id == state.state_details.flow_run_id
+        assert stored.description == "Request parts-1: 10 notifications"
         again, repeated = dispatch(request)
     assert again.is_completed() and repeated.enqueue.duplicate
     assert sorted(repeated.enqueue.notification_ids) == sorted(summary.enqueue.notification_ids)
@@ -334,6 +338,8 @@ def test_a_part_that_fails_fails_the_run_after_the_stored_parts_are_sent(flow_en
         assert sorted({name for name, _ in sent_per_recipient(engine)}) == sorted(
             f"tech:{n}" for n in range(1, 7)
         )
+        stored = Artifact.get("dispatch-enqueue")  # what the failed run did store
+        assert stored is not None and stored.description == "Request parts-2: 6 notifications"
         with transaction(engine) as session:
             session.execute(text(broken), {"phone": tech(8).phone})
         state, summary = dispatch(request)
