@@ -79,6 +79,7 @@ def render(
         "## Results: the three peers\n",
         _scenario_lines(plan),
         report.peer_table(suite, plan) + "\n",
+        report.runs_lines(suite, plan),
         "Ratios of end-to-end throughput (notifyops ÷ peer; above 1 means notifyops is faster):\n",
         report.ratio_table(suite, plan) + "\n",
         _reading(suite, plan),

@@ -45,6 +45,25 @@ def _row(scenario: Scenario, r: PeerResult) -> str:
     )
 
 
+def runs_lines(suite: SuiteResult, plan: Sequence[Scenario]) -> str:
+    """Every run of a repeated peer (runs shorter than bench.suite.SHORT_RUN_S), in order."""
+    lines = []
+    for scenario in plan:
+        for peer in ORDER:
+            r = suite.get(peer, scenario.name)
+            runs = r.extra.get("runs_e2e_per_s") if r is not None else None
+            if runs and len(runs) > 1:
+                rates = " / ".join(f"{rate:,.0f}" for rate in runs)
+                lines.append(f"- {scenario.name}, {NAMES[peer]}: {rates}")
+    if not lines:
+        return ""
+    return (
+        "Runs under 10 s, three per peer (e2e msg/s, in order; the table shows the median):\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
 def ratio_table(suite: SuiteResult, plan: Sequence[Scenario]) -> str:
     lines = [
         "| scenario | e2e ratio | ÷ Celery + Redis | ÷ naive Prefect |",
