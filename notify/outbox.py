@@ -74,33 +74,34 @@ _CLAIM_SQLITE = text(
     """
 ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("expires", type_=UTCDateTime()))
 
-# A whole batch in one statement: the first `:first` rows (in due order) straight into `sending`
-# (attempts + 1), the rest `claimed`; the message content returned with them.
-_CLAIM_BATCH_POSTGRES = text(
+# Due rows straight into `sending` (attempts + 1), the message content returned with them. The
+# due index's key order is the claim's order, so the rows come from an index scan that stops at
+# the limit; `enable_sort = off` keeps the planner from scanning and sorting every due row instead
+# when its statistics are stale (right after a large enqueue: 68 ms per 128-row claim over 100,000
+# due rows, against 3 ms through the index, measured). It lasts until the transaction ends, so the
+# claim resets it at once (`_SORT_BACK`).
+_CLAIM_SENDING_POSTGRES = text(
     """
+    SET LOCAL enable_sort = off;
     WITH due AS MATERIALIZED (
-        SELECT id, next_attempt_at FROM delivery_logs
+        SELECT id FROM delivery_logs
         WHERE status IN ('pending', 'pending_retry') AND next_attempt_at <= :now
           AND channel <> :skip_channel
         ORDER BY next_attempt_at, id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
-    ),
-    numbered AS (
-        SELECT id, row_number() OVER (ORDER BY next_attempt_at, id) AS rn FROM due
     )
     UPDATE delivery_logs AS d
-    SET status = CASE WHEN numbered.rn <= :first THEN 'sending' ELSE 'claimed' END,
-        attempts = d.attempts + CASE WHEN numbered.rn <= :first THEN 1 ELSE 0 END,
+    SET status = 'sending', attempts = d.attempts + 1,
         lease_owner = :owner, lease_expires_at = :expires
-    FROM numbered, notifications AS n
-    WHERE d.id = numbered.id AND n.id = d.notification_id
-    RETURNING numbered.rn, d.id, d.notification_id, d.channel, d.recipient_email,
-              d.recipient_phone,
-              d.attempts - CASE WHEN numbered.rn <= :first THEN 1 ELSE 0 END,
+    FROM due, notifications AS n
+    WHERE d.id = due.id AND n.id = d.notification_id
+    RETURNING d.next_attempt_at, d.id, d.notification_id, d.channel, d.recipient_email,
+              d.recipient_phone, d.attempts - 1,
               n.title, n.message, n.html, n.sms_text, n.priority
     """
 ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("expires", type_=UTCDateTime()))
+_SORT_BACK = text("SET LOCAL enable_sort = on")
 
 # Outcomes on PostgreSQL: one UPDATE joined to the arrays of a group (one statement to parse and
 # plan, instead of one per row as an executemany sends them).
@@ -202,37 +203,35 @@ def claim_rows(
     return _load_claimed(conn, ids)
 
 
-def claim_batch(
+def claim_sending(
     conn: Connection,
     *,
     owner: str,
     limit: int,
-    first: int,
     now: datetime,
     lease: timedelta,
     skip_channel: str = "",
-) -> tuple[list[ClaimedRow], list[ClaimedRow]]:
-    """Claim up to `limit` due rows: the first `first` straight into `sending`, the rest
-    `claimed`. Returns (sending, claimed), each in due order; the caller commits before handing
-    any row to a provider. One statement on PostgreSQL; on SQLite a claim and a mark. Rows of
-    `skip_channel` (a paused channel) are left queued."""
+) -> list[ClaimedRow]:
+    """Claim up to `limit` due rows straight into `sending`, in due order; the caller commits
+    before handing any of them to a provider. One statement on PostgreSQL (and the planner
+    setting put back); on SQLite a claim and a mark. Rows of `skip_channel` (a paused channel)
+    are left queued."""
     if conn.dialect.name != "postgresql":
         rows = claim_rows(
             conn, owner=owner, limit=limit, now=now, lease=lease, skip_channel=skip_channel
         )
-        held = start_sending(conn, owner=owner, ids=[r.id for r in rows[:first]])
-        return [r for r in rows if r.id in held], [r for r in rows if r.id not in held]
+        held = start_sending(conn, owner=owner, ids=[r.id for r in rows])
+        return [r for r in rows if r.id in held]
     params = {
         "owner": owner,
         "limit": limit,
-        "first": first,
         "now": now,
         "expires": now + lease,
         "skip_channel": skip_channel,
     }
-    ranked = sorted(conn.execute(_CLAIM_BATCH_POSTGRES, params), key=lambda row: row[0])
-    rows = [ClaimedRow(*row[1:]) for row in ranked]
-    return rows[:first], rows[first:]
+    claimed = list(conn.execute(_CLAIM_SENDING_POSTGRES, params))
+    conn.execute(_SORT_BACK)
+    return [ClaimedRow(*row[1:]) for row in sorted(claimed, key=lambda row: (row[0], row[1]))]
 
 
 def due_now(now: datetime) -> ColumnElement[bool]:

@@ -76,6 +76,38 @@ def test_never_more_than_the_send_window_in_sending(engine: Engine, settings: Se
     assert email_statuses(engine) == {"sent": 40}
 
 
+class StatusWatcher(MemorySender):
+    """The delivery rows by status (from its own connection) at every provider call."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+        self.seen: list[dict[str, int]] = []
+
+    def send_email(self, message: OutgoingEmail) -> SendReceipt:
+        with self.engine.connect() as conn:
+            query = select(DeliveryLog.status, func.count()).group_by(DeliveryLog.status)
+            self.seen.append({status: int(n) for status, n in conn.execute(query)})
+        return super().send_email(message)
+
+
+def test_a_batch_claims_as_it_goes_and_leaves_the_rest_pending(
+    engine: Engine, settings: Settings
+) -> None:
+    """Rows go straight from pending to sending, a window's worth and then a chunk at a time:
+    while the batch runs, the rows it has not reached are still pending (a kill -9 leaves them
+    for any deliverer, not held under a lease), and no row is ever only `claimed`."""
+    settings = settings.model_copy(update={"send_concurrency": 2, "send_window": 8})
+    emails_to(engine, settings, 40)
+    watcher = StatusWatcher(engine)
+    report = make(engine, settings, watcher).deliver_batch(limit=40)
+    assert report.claimed == 40 and report.outcomes == {("email", "sent"): 40}
+    assert not any(seen.get("claimed") for seen in watcher.seen), watcher.seen[:3]
+    assert watcher.seen[0].get("pending", 0) >= 40 - 8, "only the first window was claimed"
+    assert all(seen.get("sending", 0) <= 8 for seen in watcher.seen)
+    assert email_statuses(engine) == {"sent": 40}
+
+
 def test_a_full_batch_says_whether_rows_are_still_due(engine: Engine, settings: Settings) -> None:
     """So a delivery run starts another batch only when there is something for it: a batch that
     took the last due rows says so, and no empty batch (a task run for nothing) follows it."""
