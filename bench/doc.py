@@ -242,10 +242,11 @@ The peers:
   the 500/s scenario); a local token bucket per provider paces the sends.
 - **notifyops (library)**: `notify.enqueue.enqueue` (one transaction for the request, streamed
   1,000 recipients at a time: decisions once per distinct situation, render once, `COPY` into
-  both tables), then one `Deliverer` claiming batches of the default `NOTIFY_BATCH_SIZE` (5,000)
-  and delivering each as a pipeline: `send_concurrency` provider calls in flight continuously (8;
-  64 in the 500/s scenario), at most `NOTIFY_SEND_WINDOW` (512) rows in `sending`, outcomes
-  group-committed every ~25 ms, a token bucket per provider.
+  both tables), then one `Deliverer` running batches of the default `NOTIFY_BATCH_SIZE` (5,000),
+  each claimed as it goes (straight into `sending`, a chunk at a time) and delivered as a
+  pipeline: `send_concurrency` provider calls in flight continuously (8; 64 in the 500/s
+  scenario), at most `NOTIFY_SEND_WINDOW` (512) rows in `sending`, outcomes group-committed every
+  ~25 ms, a token bucket per provider.
 - **notifyops (Prefect flows)**: the same through `flows.dispatch.dispatch_notifications` with
   its default parameters (the enqueue task, then the delivery tasks inline: a task per batch, then
   the request's own-rows report and the artifacts; a request of more than `NOTIFY_ENQUEUE_PART`
