@@ -1,15 +1,16 @@
 """The delivery outbox: claim due rows, fence every update on the lease owner, record outcomes.
 
-Statuses move forward only (architecture.md): pending -> claimed -> sending -> sent, or
+Statuses move forward only (architecture.md): pending -> sending -> sent (the deliverer claims
+straight into `sending`; `claim_due` leaves rows `claimed`, held but not in flight), or
 pending_retry / failed_permanent / failed / unknown (the provider may have the message). An
 expired lease sends `claimed` rows back to pending (never handed to a provider) and `sending` rows
 to `unknown`. Claiming on PostgreSQL uses the CTE + FOR UPDATE SKIP LOCKED form with the partial
 index on due rows; on SQLite one UPDATE ... RETURNING statement holds the single writer lock.
 
-The deliverer's hot path uses the `Connection` functions (`claim_rows`, `start_sending`,
-`record_rows`, `extend_leases`, `release_rows`, `unsend_rows`): SQLAlchemy Core statements on
-one connection held for the whole batch, plain tuples, no ORM objects. The `session=` functions
-are the same statements for callers that hold a Session.
+The deliverer's hot path uses the `Connection` functions (`claim_sending`, `record_rows`,
+`extend_leases`, `unsend_rows`): SQLAlchemy Core statements on one connection held for the whole
+batch, plain tuples, no ORM objects. The `session=` functions are the same statements for
+callers that hold a Session.
 """
 
 from __future__ import annotations
@@ -390,47 +391,26 @@ def _outcome_params(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def release_claims(
-    *, session: Session, owner: str, ids: Sequence[int], next_attempt_at: datetime
-) -> int:
-    """Give claimed rows that were never handed to a provider back to the queue."""
-    return release_rows(session.connection(), owner=owner, ids=ids, next_attempt_at=next_attempt_at)
-
-
-def release_rows(
-    conn: Connection, *, owner: str, ids: Sequence[int], next_attempt_at: datetime
-) -> int:
-    """`release_claims` on a connection."""
-    return _back_to_pending(conn, owner, ids, next_attempt_at, Status.claimed, LOGS.c.attempts)
-
-
 def unsend_rows(
     conn: Connection, *, owner: str, ids: Sequence[int], next_attempt_at: datetime
 ) -> int:
     """Rows marked `sending` that this deliverer then never handed to a provider (the batch
-    stopped first): back to pending, and the attempt counted at `start_sending` taken back."""
-    return _back_to_pending(conn, owner, ids, next_attempt_at, Status.sending, LOGS.c.attempts - 1)
-
-
-def _back_to_pending(
-    conn: Connection,
-    owner: str,
-    ids: Sequence[int],
-    next_attempt_at: datetime,
-    held: Status,
-    attempts: Any,
-) -> int:
+    stopped first): back to pending, and the attempt counted when they were claimed taken back."""
     if not ids:
         return 0
     statement = (
         update(LOGS)
-        .where(LOGS.c.id.in_(ids), LOGS.c.lease_owner == owner, LOGS.c.status == held.value)
+        .where(
+            LOGS.c.id.in_(ids),
+            LOGS.c.lease_owner == owner,
+            LOGS.c.status == Status.sending.value,
+        )
         .values(
             status=Status.pending.value,
             lease_owner=None,
             lease_expires_at=None,
             next_attempt_at=next_attempt_at,
-            attempts=attempts,
+            attempts=LOGS.c.attempts - 1,
         )
     )
     return _rowcount(conn, statement)
