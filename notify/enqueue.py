@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from notify.conditions import start_conditions
 from notify.db import NOTIFICATIONS, Notification, Recipient
 from notify.enqueue_plan import Planner, known_external_ids, recipient_rows
-from notify.enqueue_store import ChunkStore, ChunkWriter, RequestColumns, store_for
+from notify.enqueue_store import ChunkStore, ChunkWriter, RequestColumns, chunk_reader, store_for
 from notify.errors import InputError
 from notify.fallback import suppressed_sms_fallbacks
 from notify.recipients import recipients_by_external_id
@@ -236,24 +236,25 @@ def _store_chunks(
     renderer: _Renderer,
     store: ChunkStore,
 ) -> list[int]:
-    """Chunk k is read (recipients, conditions, reserved ids) before chunk k-1 is written, then
-    decided and encoded while chunk k-1 is written (on Postgres, in the background). Chunks hold
-    different recipients, so reading k before k-1 is stored changes no decision."""
-    connection = session.connection()
-    held: Any = None
-    with ChunkWriter(store, connection) as writer:
+    """Chunk k+1 is read (recipients, conditions, reserved ids), decided and encoded while chunk
+    k is written (on Postgres, in the background, and read through a second connection when
+    `chunk_reader` gives one). Chunks hold different recipients, so reading one before the
+    chunks before it are stored changes no decision."""
+    with chunk_reader(session, store) as reads, ChunkWriter(store, session.connection()) as writer:
+        shared = reads is session  # one connection: a read waits for the write in flight
         for start in range(0, len(wanted), size):
-            writer.wait()
-            recipients = recipient_rows(session=session, external_ids=wanted[start : start + size])
-            loaded = planner.load(session, recipients, renderer)
-            reserved = store.reserve(connection, len(recipients))
-            if held is not None:
-                writer.start(held)
+            if shared:
+                writer.wait()
+            recipients = recipient_rows(session=reads, external_ids=wanted[start : start + size])
+            loaded = planner.load(reads, recipients, renderer)
+            reserved = store.reserve(reads.connection(), len(recipients))
+            if not shared:
+                reads.commit()  # read-only: no snapshot or lock held across chunks
             positions = [position[r.external_id] for r in recipients]
-            held = store.encode(planner.decide(loaded), reserved, positions)
+            encoded = store.encode(planner.decide(loaded), reserved, positions)
+            writer.wait()
+            writer.start(encoded)
         writer.wait()
-        if held is not None:
-            writer.start(held)
     return writer.ids
 
 

@@ -9,13 +9,15 @@ storing the request twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.orm import Session
 
 from notify.bulk_insert import (
     NULL,
@@ -139,6 +141,32 @@ class ChunkWriter:
         if self._running is not None:
             running, self._running = self._running, None
             self.ids += running.result()
+
+
+@contextmanager
+def chunk_reader(session: Session, store: ChunkStore) -> Iterator[Session]:
+    """The session that reads the chunks (recipients, conditions, reserved ids).
+
+    When the store writes in the background (Postgres) and the caller's transaction has written
+    nothing yet, the reads go through a second connection, so chunk k+1 is read while chunk k
+    is written: the writing connection then only writes (measured: a request's reads were a
+    third of the one connection's time). What the second connection sees is what the
+    transaction sees (READ COMMITTED; the transaction's own rows are the chunks already written,
+    other recipients than any chunk still to read, and every read names its recipients).
+    Otherwise (SQLite, a bind that is not an engine, or a transaction that already wrote, e.g.
+    the recipients it is about to send to) the caller's session reads, between writes."""
+    bind = session.get_bind()
+    if not (store.overlaps and isinstance(bind, Engine) and not _wrote(session)):
+        yield session
+        return
+    with Session(bind, expire_on_commit=False) as reads:
+        yield reads
+
+
+def _wrote(session: Session) -> bool:
+    """Whether the session's transaction has written anything (an xid is assigned on the first
+    write, PostgreSQL)."""
+    return session.scalar(text("SELECT txid_current_if_assigned()")) is not None
 
 
 def message_values(message: RenderedMessage, priority: Priority) -> dict[str, Any]:

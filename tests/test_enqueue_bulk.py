@@ -598,3 +598,24 @@ def test_a_later_part_checks_its_recipients_and_the_first_part_checks_them_all(
     assert request_parts(unkeyed, 3) == [range(6)], "an unkeyed request is stored whole"
     whole = store_part(engine, unkeyed, settings, range(6))
     assert len(whole.notification_ids) == 5, "its one part, the whole request (p:4 is gone)"
+
+
+def test_recipients_added_in_the_requests_own_transaction_are_all_sent_to(
+    engine: Engine, settings: Settings
+) -> None:
+    """On Postgres the chunks are read through a second connection while the first writes, but
+    not when the transaction already wrote: that connection could not see the new recipients."""
+    seed(engine, [person(n) for n in range(3)])
+    newcomers = [person(n) for n in range(100, 107)]
+    request = SendRequest(
+        "repair_assigned", tuple(f"p:{n}" for n in [0, *range(100, 107), 1, 2]), CONTEXT, None, "k"
+    )
+    with transaction(engine) as session:
+        upsert_recipients(session=session, rows=newcomers)
+        result = enqueue(
+            session=session, request=request, catalog=CATALOG, settings=settings, now=NIGHT, chunk=2
+        )
+    assert len(result.notification_ids) == 10
+    with transaction(engine) as session:
+        stored = stored_rows(session, "k")
+    assert [row[0] for row in stored[::2]] == list(request.to)
