@@ -140,17 +140,15 @@ class Runtime:
         return {channel: TokenBucket(rate) for channel, rate in self.provider_rates().items()}
 
     def warm(self, *, senders: bool = False, pacers: PacerFactory | None = None) -> None:
-        """Build the engine, the catalogue, the ORM mappings and (`senders`) the senders and the
-        modules the delivery path loads on first use now, and the pacers with `pacers`: a command
-        does it in a thread while Prefect creates its run, so the run's first tasks do not pay
-        for it (the delivery modules: 0.1 s, in the first batch before; the pacers' check for
-        global rate limits: an API call). A piece that cannot be built is left to its first
-        user, who gets the error."""
+        """Build the engine, the catalogue, the ORM mappings and (`senders`) the senders now, and
+        the pacers with `pacers`: a command does it in a thread while Prefect creates its run, so
+        the run's first tasks do not pay for it (the pacers' check for global rate limits: an API
+        call). A piece that cannot be built is left to its first user, who gets the error."""
         from sqlalchemy.orm import configure_mappers
 
         steps: list[Callable[[], object]] = [self.engine, configure_mappers, self.catalog]
         if senders:
-            steps += [_import_delivery_modules, self.senders]
+            steps.append(self.senders)
         if pacers is not None:
             steps.append(lambda: self.pacers(pacers))
         for build in steps:
@@ -168,14 +166,6 @@ class Runtime:
         for release in reversed(owned):
             with suppress(Exception):  # closing must not hide the error that ended the run
                 release()
-
-
-def _import_delivery_modules() -> None:
-    """The modules the delivery path imports on first use (the reputation pause each batch
-    checks, the error grouping each outcome stores): a sending command imports them while
-    Prefect creates its run."""
-    import notify.audits.messages
-    import notify.receipts.reputation  # noqa: F401
 
 
 _current: Runtime | None = None

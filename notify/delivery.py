@@ -53,6 +53,7 @@ from notify.errors import (
     classify_exception,
 )
 from notify.fallback import FallbackPolicy, after_outcomes, route_note
+from notify.marks import email_sending_paused
 from notify.masking import mask_address
 from notify.outbox import (
     ClaimedRow,
@@ -543,6 +544,4 @@ def _join(line: _Pipeline, senders: Sequence[threading.Thread]) -> None:
 
 def _email_paused(conn: Connection) -> str | None:
     """Why the reputation guardrail paused email (notify.receipts), or None."""
-    from notify.receipts.reputation import email_sending_paused
-
     return email_sending_paused(conn)

@@ -271,7 +271,7 @@ class MarkMemory:
         self._engine = engine
 
     def load(self) -> FailoverMarks:
-        from notify.receipts.marks import read_mark
+        from notify.marks import read_mark
 
         try:
             with transaction(self._engine()) as session:
@@ -289,7 +289,7 @@ class MarkMemory:
 
     def save(self, marks: FailoverMarks) -> None:
         from notify.db import utcnow
-        from notify.receipts.marks import set_mark
+        from notify.marks import set_mark
 
         try:
             with transaction(self._engine()) as session:

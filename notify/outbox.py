@@ -37,6 +37,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from notify.bulk_insert import array_literal
 from notify.db import DELIVERY_LOGS, DUE_STATUSES, Notification, Status, UTCDateTime
+from notify.error_messages import normalize_error
 
 LOGS = DELIVERY_LOGS
 NOTES = cast(Table, Notification.__table__)
@@ -369,8 +370,6 @@ _OUTCOME_COLUMNS = (
 
 def _norm(message: str | None) -> str | None:
     """The normalised message the failure audits group by, stored with the outcome."""
-    from notify.audits.messages import normalize_error
-
     return normalize_error(message)[:200] if message else None
 
 

@@ -24,7 +24,6 @@ from notify.audits import (
     normalise_error_message,
     sms_cost_audit,
 )
-from notify.audits.messages import normalize_error
 from notify.audits.rollups import FULL_SCAN, RollupPolicy, fold, reset_rollups
 from notify.db import (
     DeliveryLog,
@@ -36,6 +35,7 @@ from notify.db import (
     Status,
     transaction,
 )
+from notify.error_messages import normalize_error
 from notify.settings import Settings, load_settings
 
 AS_OF = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)  # on an hour: the window's first hour is exact

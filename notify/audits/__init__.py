@@ -13,9 +13,9 @@ from notify.audits.common import Report, Window, resolve_window
 from notify.audits.failures import FailureGroup, FailureReport, failure_summary
 from notify.audits.health import HealthReport, WorkerState, health
 from notify.audits.loops import Loop, LoopReport, MutedLoop, loop_detection, mute_loops
-from notify.audits.messages import kind_for, normalise_error_message
 from notify.audits.ses_account import SesAccountState, check_ses_account
 from notify.audits.sms_cost import HourlySms, RecipientSpend, SmsCostReport, sms_cost_audit
+from notify.error_messages import kind_for, normalise_error_message
 
 __all__ = [
     "FailureGroup",

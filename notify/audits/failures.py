@@ -20,10 +20,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from notify.audits.common import Report, Window, header, rate, resolve_window
-from notify.audits.messages import kind_for, normalise_error_message
 from notify.audits.rollups import ROLLUPS, Key, Parts, RollupPolicy, open_view, parts
 from notify.audits.sql import ALL_CHANNELS, any_channel
 from notify.db import FAILED_STATUSES, Channel, CreatedHour, DeliveryLog, Status
+from notify.error_messages import kind_for, normalise_error_message
 from notify.errors import UNKNOWN
 from notify.settings import Settings
 from notify.severity import RUNBOOK, Facts, assess

@@ -60,7 +60,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from notify.audits.messages import normalise_error_message
 from notify.audits.sql import (
     POSTGRES,
     latency_ms,
@@ -85,6 +84,7 @@ from notify.db import (
     dialect_of,
     utcnow,
 )
+from notify.error_messages import normalise_error_message
 
 SETTLED_STATUSES = (*ACCEPTED_STATUSES, Status.skipped.value)
 PAID_STATUSES = ACCEPTED_STATUSES  # an SMS the provider accepted was paid for, delivered or not

@@ -24,8 +24,8 @@ from sqlalchemy import CursorResult, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from notify.db import DELIVERY_LOGS, RECEIPTS, Channel, Status
+from notify.marks import read_mark
 from notify.receipts.events import Source, State
-from notify.receipts.marks import read_mark
 from notify.receipts.store import SEND_WATERMARK
 
 NO_RECEIPT_AFTER = timedelta(hours=72)

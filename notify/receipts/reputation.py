@@ -13,15 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from notify.db import DELIVERY_LOGS, Channel, Status
+from notify.marks import EMAIL_PAUSED, EMAIL_RESUMED, email_sending_paused, read_mark, set_mark
 from notify.metrics import MetricPoint
-from notify.receipts.marks import read_mark, set_mark
 
-EMAIL_PAUSED = "email-paused"
-EMAIL_RESUMED = "email-resumed"
 P2_BOUNCE, P2_COMPLAINT = 0.05, 0.001
 P1_BOUNCE, P1_COMPLAINT = 0.10, 0.005
 SENT_OR_LATER = (
@@ -117,14 +115,6 @@ def guard(*, session: Session, finding: ReputationFinding, now: datetime) -> Rep
 
 def _with_pause(finding: ReputationFinding, reason: str) -> ReputationFinding:
     return replace(finding, paused=reason)
-
-
-def email_sending_paused(session: Session | Connection) -> str | None:
-    """Why email sending is paused, or None. The deliverer leaves email rows pending while set."""
-    mark = read_mark(session, EMAIL_PAUSED)
-    if mark is None or mark[0] is None:
-        return None
-    return mark[1] or "email paused by the reputation guardrail"
 
 
 def resume_email(*, session: Session, now: datetime) -> str | None:

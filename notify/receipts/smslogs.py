@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from notify.db import transaction
+from notify.marks import read_mark, set_mark
 from notify.receipts.events import MalformedReceipt, ReceiptEvent, Source
-from notify.receipts.marks import read_mark, set_mark
 from notify.receipts.parse import malformed_key, parse_sms_log
 from notify.receipts.store import ApplyReport, store_receipts
 

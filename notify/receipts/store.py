@@ -31,8 +31,8 @@ from notify.db import (
     dialect_of,
     lookup_chunks,
 )
+from notify.marks import advance_mark
 from notify.receipts.events import RESOLVABLE, ReceiptEvent, Source, State, rank
-from notify.receipts.marks import advance_mark
 
 UNMATCHED_RETRY = timedelta(hours=1)
 APPLY_LIMIT = 20_000  # stored receipts applied per call

@@ -1,4 +1,6 @@
-"""Named points in time kept between polls (`receipt_marks`): watermarks, checkpoints, pauses."""
+"""Named points in time kept in the database (`receipt_marks`): the receipts' watermarks and
+checkpoints, the SMTP failover's state, and the email pause the deliverer reads before every
+batch (a small module of its own, so the delivery path does not import the receipts package)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,9 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.orm import Session
 
 from notify.db import RECEIPT_MARKS
+
+EMAIL_PAUSED = "email-paused"  # set by the reputation guardrail (notify.receipts.reputation)
+EMAIL_RESUMED = "email-resumed"
 
 
 def read_mark(session: Session | Connection, name: str) -> tuple[datetime | None, str] | None:
@@ -36,3 +41,11 @@ def advance_mark(session: Session, name: str, value: datetime, *, now: datetime)
         return current[0]
     set_mark(session, name, value, now=now)
     return value
+
+
+def email_sending_paused(session: Session | Connection) -> str | None:
+    """Why email sending is paused, or None. The deliverer leaves email rows pending while set."""
+    mark = read_mark(session, EMAIL_PAUSED)
+    if mark is None or mark[0] is None:
+        return None
+    return mark[1] or "email paused by the reputation guardrail"
