@@ -204,7 +204,7 @@ class Deliverer:
         line = _Pipeline()
         limit = limit or self.settings.batch_size
         with self.engine.connect() as conn:
-            paused = _email_paused(conn)
+            paused = email_sending_paused(conn)  # the reputation guardrail's pause
             skip = Channel.email.value if paused else ""
             line.skip, line.to_claim = skip, limit
             sending = self._claim(conn, line, min(limit, self._window))
@@ -540,8 +540,3 @@ def _join(line: _Pipeline, senders: Sequence[threading.Thread]) -> None:
         line.ready.put(None)
     for thread in senders:
         thread.join()
-
-
-def _email_paused(conn: Connection) -> str | None:
-    """Why the reputation guardrail paused email (notify.receipts), or None."""
-    return email_sending_paused(conn)

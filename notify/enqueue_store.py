@@ -29,7 +29,7 @@ from notify.bulk_insert import (
     insert_returning_ids,
     reserve_ids,
 )
-from notify.db import DELIVERY_LOGS, NOTIFICATIONS, Channel
+from notify.db import DELIVERY_LOGS, NOTIFICATIONS, Channel, session_factory
 from notify.enqueue_plan import Outcome, Planned
 from notify.rendering import RenderedMessage
 from notify.settings import Priority
@@ -159,7 +159,7 @@ def chunk_reader(session: Session, store: ChunkStore) -> Iterator[Session]:
     if not (store.overlaps and isinstance(bind, Engine) and not _wrote(session)):
         yield session
         return
-    with Session(bind, expire_on_commit=False) as reads:
+    with session_factory(bind)() as reads:
         yield reads
 
 

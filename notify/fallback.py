@@ -51,8 +51,10 @@ from notify.db import (
     Channel,
     Status,
     transaction,
+    utcnow,
 )
 from notify.errors import OPTED_OUT, InputError
+from notify.marks import read_mark, set_mark
 from notify.senders.failover import ROUTE_SMTP, FailoverMarks
 
 if TYPE_CHECKING:
@@ -271,8 +273,6 @@ class MarkMemory:
         self._engine = engine
 
     def load(self) -> FailoverMarks:
-        from notify.marks import read_mark
-
         try:
             with transaction(self._engine()) as session:
                 failing = read_mark(session, FAILING_SINCE_MARK)
@@ -288,9 +288,6 @@ class MarkMemory:
         )
 
     def save(self, marks: FailoverMarks) -> None:
-        from notify.db import utcnow
-        from notify.marks import set_mark
-
         try:
             with transaction(self._engine()) as session:
                 now = utcnow()
