@@ -34,6 +34,7 @@ from notify.enqueue_plan import Planner, known_external_ids, recipient_rows
 from notify.enqueue_store import ChunkStore, ChunkWriter, RequestColumns, chunk_reader, store_for
 from notify.errors import InputError
 from notify.fallback import suppressed_sms_fallbacks
+from notify.ids import NotificationIds
 from notify.recipients import recipients_by_external_id
 from notify.rendering import RenderedMessage, TemplateCatalog
 from notify.settings import Priority, Settings
@@ -68,7 +69,7 @@ class Attribution:
 @dataclass(frozen=True)
 class EnqueueResult:
     request_id: str
-    notification_ids: tuple[int, ...]
+    notification_ids: NotificationIds
     duplicate: bool
     unknown_recipients: tuple[str, ...]
     rows: Mapping[str, Mapping[str, int]]  # channel -> status -> rows: {"email": {"pending": 3}}
@@ -83,7 +84,7 @@ class EnqueueResult:
                 counts.update({(channel, status): n for status, n in by_status.items()})
         return cls(
             parts[0].request_id,
-            tuple(nid for part in parts for nid in part.notification_ids),
+            NotificationIds.joined(part.notification_ids for part in parts),
             all(part.duplicate for part in parts),
             tuple(name for part in parts for name in part.unknown_recipients),
             nest_counts(counts),
@@ -134,7 +135,7 @@ def enqueue(
     scope = requested if part is None else requested[part.start : part.stop]
     stored = _stored_positions(session, key or "", part) if part is not None else {}
     if stored and len(stored) == len(scope):  # the whole part is stored: answered
-        return EnqueueResult(key or "", tuple(sorted(stored.values())), True, (), {})
+        return EnqueueResult(key or "", NotificationIds(sorted(stored.values())), True, (), {})
     if part is None or part.start == 0:
         known, unknown = preflight(session=session, request=request, catalog=catalog)
     else:  # a later part: the first one checked the whole request and reported the unknown
@@ -166,7 +167,7 @@ def enqueue(
     if fallbacks:  # email rows replacing SMS rows skipped for a muted number (notify.fallback)
         email = counts.setdefault("email", {})
         email["pending"] = email.get("pending", 0) + fallbacks
-    answered = tuple(sorted([*ids, *stored.values()])) if stored else tuple(ids)
+    answered = NotificationIds(sorted([*ids, *stored.values()]) if stored else ids)
     return EnqueueResult(request_id, answered, bool(stored) and not ids, unknown, counts)
 
 
@@ -279,9 +280,9 @@ def preflight(
     return wanted, unknown
 
 
-def existing_request(*, session: Session, request_id: str) -> tuple[int, ...]:
+def existing_request(*, session: Session, request_id: str) -> NotificationIds:
     query = select(Notification.id).where(Notification.request_id == request_id)
-    return tuple(session.scalars(query.order_by(Notification.id)))
+    return NotificationIds(session.scalars(query.order_by(Notification.id)))
 
 
 class _Renderer:

@@ -34,6 +34,8 @@ def to_jsonable(value: Any) -> Any:
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [to_jsonable(v) for v in value]
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):  # notify.ids
+        return list(value)
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime | date):

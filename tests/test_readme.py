@@ -90,6 +90,7 @@ def _documented_top_level(report: str) -> set[str]:
 def _report_json(report: str) -> dict[str, Any]:
     from notify.delivery import BatchReport
     from notify.enqueue import EnqueueResult
+    from notify.ids import NotificationIds
     from notify.outbox import Leftovers, RescueCounts
     from notify.summaries import DeliverySummary, DispatchSummary
     from notifyops.console import to_jsonable
@@ -97,7 +98,7 @@ def _report_json(report: str) -> dict[str, Any]:
     delivery = DeliverySummary.of(
         BatchReport(), batches=0, rescued=RescueCounts(0, 0), left=Leftovers(0, 0, 0)
     )
-    enqueue = EnqueueResult("r", (1,), False, (), {"email": {"pending": 1}})
+    enqueue = EnqueueResult("r", NotificationIds([1]), False, (), {"email": {"pending": 1}})
     values = {
         "deliver": delivery,
         "send": DispatchSummary(enqueue=enqueue, delivery=delivery),
