@@ -24,7 +24,11 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_LEVEL": "WARNING",
+    # the ephemeral API takes a run's parameters whatever their size: a request's recipients are
+    # one of them, and the default 512 KiB refuses one of ~40,000 (`too_large` explains it)
+    "PREFECT_SERVER_API_MAX_PARAMETER_SIZE": "0",
 }
+PARAMETER_LIMIT_VARIABLE = "PREFECT_SERVER_API_MAX_PARAMETER_SIZE"
 
 
 QUIET_CONSOLE = {"PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL"}
@@ -93,5 +97,35 @@ def run_flow(
     try:
         with _without_heartbeat():
             return flow(**parameters)
+    except Exception as error:
+        refused = too_large(error)
+        if refused is not None:
+            raise refused from error
+        raise
     finally:
         warming.join()  # nothing it builds outlives the run unowned (the runtime closes after)
+
+
+def too_large(error: BaseException) -> Exception | None:
+    """The Prefect server refused the run's parameters as too large (HTTP 422, its 512 KiB
+    default): what to do about it, as bad input, or None for any other error."""
+    response = getattr(error, "response", None)
+    if getattr(response, "status_code", None) != 422:
+        return None
+    detail = str(getattr(response, "text", ""))
+    if "parameters must be less than" not in detail:
+        return None
+    from notify.errors import InputError
+
+    return InputError(
+        "to: the request is too large for the Prefect server's flow run parameters "
+        f"({_server_words(detail)}). Start the server with {PARAMETER_LIMIT_VARIABLE}=0 (no "
+        "limit; the default in this repository's pyproject.toml and for the ephemeral API), "
+        "or send the recipients in several requests (--to-file in parts)"
+    )
+
+
+def _server_words(detail: str) -> str:
+    start = detail.find("Flow run parameters")
+    end = detail.find(")", start)
+    return detail[start : end + 1] if start >= 0 and end > start else "HTTP 422"

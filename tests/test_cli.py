@@ -289,3 +289,30 @@ def test_a_command_flow_run_has_no_heartbeat_and_keeps_every_other_setting(
     assert before.api.url, "the run went to the session's Prefect API"
     assert get_current_settings().flows.heartbeat_frequency == before.flows.heartbeat_frequency
     assert before.flows.heartbeat_frequency is not None
+
+
+def test_a_server_refusing_a_large_request_is_told_how_to_accept_it(flow_env: str) -> None:
+    """A server keeping Prefect's 512 KiB default refuses a large request's run with HTTP 422: the
+    command says which field, the server's words and what to change, as bad input."""
+    import httpx
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    from notify.errors import InputError
+
+    detail = (
+        '{"detail": "Flow run parameters must be less than 524,288 bytes when serialized '
+        '(got 901,233 bytes)."}'
+    )
+    request = httpx.Request("POST", "http://prefect.example/api/flow_runs/")
+    response = httpx.Response(422, text=detail, request=request)
+
+    def refused() -> None:
+        raise PrefectHTTPStatusError.from_httpx_error(
+            httpx.HTTPStatusError("422", request=request, response=response)
+        )
+
+    with pytest.raises(InputError) as raised:
+        run_flow(refused)
+    message = str(raised.value)
+    assert message.startswith("to: ") and "got 901,233 bytes" in message
+    assert "PREFECT_SERVER_API_MAX_PARAMETER_SIZE=0" in message

@@ -94,6 +94,24 @@ def test_a_long_recipient_list_runs_as_one_text_and_reaches_everyone(flow_env: s
     assert f" · {count} to · " in run.name
 
 
+def test_a_request_past_the_servers_default_parameter_limit_runs(flow_env: str) -> None:
+    """Prefect's server refuses run parameters over 512 KiB by default (about 40,000 recipient
+    ids); the project's Prefect settings lift that limit, so such a request runs."""
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(1, receive_sms=False), tech(2, receive_sms=False)])
+    unknown = [f"technician:unknown-{n:07d}" for n in range(30_000)]
+    request = DispatchParams(
+        template="repair_assigned",
+        to=["tech:1", *unknown, "tech:2"],
+        context=CONTEXT,
+        skip_unknown=True,
+    )
+    assert len(json.dumps(request.flow_parameters())) > 512 * 1024
+    _, summary = dispatch(request)
+    assert len(summary.enqueue.unknown_recipients) == len(unknown)
+    assert summary.delivery is not None and summary.delivery.outcomes == {"email": {"sent": 2}}
+
+
 def test_a_small_send_runs_one_delivery_batch(flow_env: str) -> None:
     """Its rows fit one batch: one deliver-batch task run, not `parallel_batches` of them."""
     add_recipients(make_engine(flow_env), [tech(1), tech(2)])
