@@ -20,15 +20,15 @@ from typing import Any, TypeVar
 
 Result = TypeVar("Result")
 
+PARAMETER_LIMIT_VARIABLE = "PREFECT_SERVER_API_MAX_PARAMETER_SIZE"
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_LEVEL": "WARNING",
     # the ephemeral API takes a run's parameters whatever their size: a request's recipients are
     # one of them, and the default 512 KiB refuses one of ~40,000 (`too_large` explains it)
-    "PREFECT_SERVER_API_MAX_PARAMETER_SIZE": "0",
+    PARAMETER_LIMIT_VARIABLE: "0",
 }
-PARAMETER_LIMIT_VARIABLE = "PREFECT_SERVER_API_MAX_PARAMETER_SIZE"
 
 
 QUIET_CONSOLE = {"PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL"}
