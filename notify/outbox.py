@@ -80,10 +80,12 @@ _CLAIM_SQLITE = text(
 # due index's key order is the claim's order, so the rows come from an index scan that stops at
 # the limit; `enable_sort = off` keeps the planner from scanning and sorting every due row instead
 # when its statistics are stale (right after a large enqueue: 68 ms per 128-row claim over 100,000
-# due rows, against 3 ms through the index, measured). It lasts until the transaction ends, so the
-# claim resets it at once (`_SORT_BACK`).
+# due rows, against 3 ms through the index, measured). It would last until the transaction ends,
+# so the claim notes the value it found (in a setting of its own, for the transaction) and puts
+# that back at once (`_SORT_BACK`): a session that had the sort off keeps it off.
 _CLAIM_SENDING_POSTGRES = text(
     """
+    SELECT set_config('notifyops.enable_sort_before', current_setting('enable_sort'), true);
     SET LOCAL enable_sort = off;
     WITH due AS MATERIALIZED (
         SELECT id FROM delivery_logs
@@ -103,7 +105,9 @@ _CLAIM_SENDING_POSTGRES = text(
               n.title, n.message, n.html, n.sms_text, n.priority
     """
 ).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("expires", type_=UTCDateTime()))
-_SORT_BACK = text("SET LOCAL enable_sort = on")
+_SORT_BACK = text(
+    "SELECT set_config('enable_sort', current_setting('notifyops.enable_sort_before'), true)"
+)
 
 # Outcomes on PostgreSQL: one UPDATE joined to the arrays of a group (one statement to parse and
 # plan, instead of one per row as an executemany sends them).

@@ -323,3 +323,25 @@ def test_a_bug_after_a_send_stops_the_batch_and_leaves_the_row_unknown(
     assert report.stopped is not None and "bug after the send" in report.stopped
     assert len(sender.emails) == 1, "the batch stopped after the first send"
     assert email_statuses(engine) == {"unknown": 1, "pending": 4}
+
+
+@pytest.mark.parametrize("session_sort", ["on", "off"])
+def test_a_claim_leaves_the_sessions_sort_setting_as_it_found_it(
+    postgres_url: str, session_sort: str
+) -> None:
+    """The claim turns the planner's sort off for its own statement only: the rest of the
+    transaction runs with whatever the session had, `off` included."""
+    from sqlalchemy import text
+
+    from notify.outbox import claim_sending
+
+    engine = engine_for(postgres_url)
+    empty_tables(engine)
+    emails_to(engine, load_settings(database_url=postgres_url, sender="memory"), 3)
+    with engine.connect() as conn:
+        conn.execute(text(f"SET enable_sort = {session_sort}"))
+        rows = claim_sending(conn, owner="probe", limit=2, now=utcnow(), lease=timedelta(minutes=5))
+        assert len(rows) == 2
+        assert conn.execute(text("SHOW enable_sort")).scalar_one() == session_sort
+        conn.rollback()
+        conn.execute(text("RESET enable_sort"))
