@@ -35,7 +35,7 @@ class LedgerSender(MemorySender):
         self._ledger_pid = 0
         self._ledger_lock = threading.Lock()
         self._ids = itertools.count()  # next() on a count is atomic under the GIL
-        self._id_prefix = f"mem-{uuid.uuid4().hex[:12]}-"
+        self._id_prefix = ""  # set by _open, once per process (before the first receipt)
 
     def send_email(self, message: OutgoingEmail) -> SendReceipt:
         return self._accept("email", message.to, message.subject)

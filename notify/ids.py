@@ -29,9 +29,7 @@ class NotificationIds(Sequence[int]):
     @classmethod
     def joined(cls, parts: Iterable[NotificationIds]) -> NotificationIds:
         """The ids of several parts, one after another (no per-id Python loop)."""
-        joined = cls()
-        joined._ids = tuple(chain.from_iterable(part._ids for part in parts))
-        return joined
+        return cls(chain.from_iterable(part._ids for part in parts))
 
     @overload
     def __getitem__(self, index: int) -> int: ...

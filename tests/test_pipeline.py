@@ -9,11 +9,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 
 from notify.db import DeliveryLog, Status, transaction, utcnow
 from notify.delivery import BatchReport, Deliverer
 from notify.errors import PROVIDER_UNAVAILABLE, RATE_EXCEEDED, DeliveryError
+from notify.outbox import claim_sending
 from notify.pacing import Pacer, TokenBucket, Unpaced
 from notify.senders import Senders
 from notify.senders.base import OutgoingEmail, OutgoingSms, SendReceipt
@@ -331,17 +332,16 @@ def test_a_claim_leaves_the_sessions_sort_setting_as_it_found_it(
 ) -> None:
     """The claim turns the planner's sort off for its own statement only: the rest of the
     transaction runs with whatever the session had, `off` included."""
-    from sqlalchemy import text
-
-    from notify.outbox import claim_sending
-
     engine = engine_for(postgres_url)
     empty_tables(engine)
     emails_to(engine, load_settings(database_url=postgres_url, sender="memory"), 3)
     with engine.connect() as conn:
         conn.execute(text(f"SET enable_sort = {session_sort}"))
-        rows = claim_sending(conn, owner="probe", limit=2, now=utcnow(), lease=timedelta(minutes=5))
-        assert len(rows) == 2
-        assert conn.execute(text("SHOW enable_sort")).scalar_one() == session_sort
-        conn.rollback()
-        conn.execute(text("RESET enable_sort"))
+        try:
+            lease = timedelta(minutes=5)
+            rows = claim_sending(conn, owner="probe", limit=2, now=utcnow(), lease=lease)
+            assert len(rows) == 2
+            assert conn.execute(text("SHOW enable_sort")).scalar_one() == session_sort
+        finally:  # the pooled connection goes back with the server's default
+            conn.rollback()
+            conn.execute(text("RESET enable_sort"))
