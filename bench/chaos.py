@@ -87,6 +87,7 @@ OPEN = ("pending", "pending_retry", "claimed", "sending")
 PARKED = ("sent", "pending", "pending_retry", "unknown", "claimed", "sending")
 
 ENQUEUE_HOLD_S = 0.5  # an enqueue kill's worker keeps its enqueue transaction open this long
+CLAIM_HOLD_S = 0.5  # a claim kill's worker keeps its first claim uncommitted this long
 # The journal's last step when the process died -> the phase of the kill.
 PHASES = {
     "start": "enqueue",
@@ -419,8 +420,10 @@ def sigkill_trial(
     faults = mixed_faults(rng)
     spec = {"recipients": recipients, "key": f"chaos-kill-{n}", "tag": f"kill-{n}"}
     doomed_spec = {**spec, "hold_s": ENQUEUE_HOLD_S if n % 10 == 0 else 0.0}
+    claim_hold = CLAIM_HOLD_S if n % 10 == 1 else 0.0
     with provider(trial_dir, faults, seed=n) as fake:
-        doomed = worker(worker_cfg(url, fake.url, trial_dir, "doomed", enqueue=doomed_spec))
+        cfg = worker_cfg(url, fake.url, trial_dir, "doomed", enqueue=doomed_spec)
+        doomed = worker({**cfg, "claim_hold_s": claim_hold})
         _wait_started(trial_dir / "doomed.journal", doomed)
         time.sleep(delay)
         doomed.send_signal(signal.SIGKILL)
@@ -665,20 +668,23 @@ def _summary(stdout: str) -> dict[str, Any]:
 
 
 def kill_delays(count: int, enqueued: float, done: float) -> list[float]:
-    """Stratified: every tenth kill lands in the enqueue, the rest spread over the delivery.
-    An enqueue kill's worker holds its enqueue transaction open ENQUEUE_HOLD_S before the
-    commit (a larger request), and the kill lands in the middle of that: the enqueue of the
-    suite's small request alone is a few hundredths of a second, narrower than the timing
-    varies between runs."""
+    """Stratified: every tenth kill lands in the enqueue, the next in the first claim, the rest
+    spread over the delivery. An enqueue kill's worker holds its enqueue transaction open
+    ENQUEUE_HOLD_S before the commit (a larger request), a claim kill's worker holds its first
+    claim uncommitted CLAIM_HOLD_S (a slow claim), and the kill lands in the middle of that: the
+    suite's small request is enqueued in a few hundredths of a second and each claim takes
+    milliseconds, narrower than the timing varies between runs."""
     delays = []
     for n in range(count):
         if n % 10 == 0:
             low = high = enqueued + ENQUEUE_HOLD_S / 2
+        elif n % 10 == 1:
+            low = high = enqueued + CLAIM_HOLD_S / 2
         else:
             span = (done - enqueued) * 1.05
-            stratum = (n % 10 - 1) / 9
+            stratum = (n % 10 - 2) / 8
             low = enqueued + span * stratum
-            high = enqueued + span * (stratum + 1 / 9)
+            high = enqueued + span * (stratum + 1 / 8)
         delays.append(random.uniform(max(0.0, low), high))
     return delays
 

@@ -8,7 +8,8 @@ read_timeout_s, deadline_s, and optionally enqueue ({"recipients": N, "key": K, 
 "hold_s": how long the enqueue transaction stays open before its commit}), smtp ({"port": P,
 "after_s": A, "probe_s": B}: email fails over to the fake provider's SMTP endpoint),
 rescue_dead (the previous deliverer was SIGKILLed: its leases are expired now, not in
-NOTIFY_LEASE_SECONDS), lease_s.
+NOTIFY_LEASE_SECONDS), lease_s, claim_hold_s (how long the first claim's transaction stays open
+after its statement ran, before its commit).
 
 The journal gets one line per step, written with one unbuffered write before the step runs:
 `start`, `enqueue`, `enqueued`, `rescue`, `claim`, `mark-sending`, `send`, `group-commit`,
@@ -66,13 +67,22 @@ def statement_step(sql: str) -> str | None:
     return "release"
 
 
-def journal_statements(engine: Engine, journal: Journal) -> None:
+def journal_statements(engine: Engine, journal: Journal, claim_hold_s: float = 0.0) -> None:
+    """Journal each tracked statement before it runs; hold the first claim `claim_hold_s` after
+    it ran (its rows claimed, not committed), as a slow claim would."""
+    holds = [claim_hold_s] if claim_hold_s else []
+
     def before(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
         step = statement_step(sql)
         if step:
             journal.mark(step)
 
+    def after(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        if holds and statement_step(sql) == "claim":
+            time.sleep(holds.pop())
+
     event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
 
 
 class JournaledEmail:
@@ -194,7 +204,7 @@ def main() -> None:
         journal.mark("rescue")
         with transaction(engine) as session:
             rescue_expired(session=session, now=utcnow() + timedelta(days=1))
-    journal_statements(engine, journal)
+    journal_statements(engine, journal, cfg.get("claim_hold_s", 0.0))
     pool = settings.send_concurrency * 2
     ses = client("sesv2", cfg["endpoint"], cfg["read_timeout_s"], pool)
     sns = client("sns", cfg["endpoint"], cfg["read_timeout_s"], pool)
