@@ -11,8 +11,10 @@ still reach the Prefect API (the UI shows them): only the console handler is qui
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import os
+import ssl
 import threading
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
@@ -73,6 +75,29 @@ def _without_heartbeat() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def _one_client() -> Iterator[None]:
+    """One Prefect client for a command's run: the flow engine, the run's tasks and the warming
+    thread use it, where the engine would build one and the pacers' check another. Over plain
+    HTTP its TLS context is an empty one: Prefect gives every client it builds a context that
+    parses the whole CA bundle (35-90 ms of CPU each, measured on a 2-core machine), which an
+    http:// API never uses. An https API, or none (the ephemeral one), is left to Prefect."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not str(PREFECT_API_URL.value() or "").startswith("http://"):
+        yield
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.context import SyncClientContext
+
+    unused_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client = get_client(sync_client=True, httpx_settings={"verify": unused_tls})
+    # built around that client (its constructor would build a default one); its settings read as
+    # the default ones, so every get_client(sync_client=True) of the run returns it
+    with SyncClientContext.model_construct(client=client):
+        yield
+
+
 def run_flow(
     flow: Callable[..., Result], /, *, warm_senders: bool = False, **parameters: Any
 ) -> Result:
@@ -90,20 +115,23 @@ def run_flow(
     resume_collector()
     here = runtime()  # settings errors surface here, in the command's own thread
     pacing = pacers_for if warm_senders else None
-    warming = threading.Thread(
-        target=here.warm, kwargs={"senders": warm_senders, "pacers": pacing}, daemon=True
-    )
-    warming.start()
-    try:
-        with _without_heartbeat():
+    with _without_heartbeat(), _one_client():
+        warming = threading.Thread(
+            target=contextvars.copy_context().run,  # the run's client
+            args=(here.warm,),
+            kwargs={"senders": warm_senders, "pacers": pacing},
+            daemon=True,
+        )
+        warming.start()
+        try:
             return flow(**parameters)
-    except Exception as error:
-        refused = too_large(error)
-        if refused is not None:
-            raise refused from error
-        raise
-    finally:
-        warming.join()  # nothing it builds outlives the run unowned (the runtime closes after)
+        except Exception as error:
+            refused = too_large(error)
+            if refused is not None:
+                raise refused from error
+            raise
+        finally:
+            warming.join()  # nothing it builds outlives the run unowned (the runtime closes after)
 
 
 def too_large(error: BaseException) -> Exception | None:

@@ -291,6 +291,45 @@ def test_a_command_flow_run_has_no_heartbeat_and_keeps_every_other_setting(
     assert before.flows.heartbeat_frequency is not None
 
 
+def test_a_command_flow_run_shares_one_prefect_client_that_parses_no_ca_bundle(
+    flow_env: str,
+) -> None:
+    """Over an http:// API the run and its tasks share one client, whose TLS context holds no
+    CA certificate: Prefect builds every client a context holding the whole CA bundle (35-90 ms
+    of CPU each), which plain HTTP never uses. The run still reaches the API, and its client is
+    closed after it."""
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.client.orchestration import SyncPrefectClient, get_client
+
+    seen: dict[str, SyncPrefectClient] = {}
+
+    @task(cache_policy=NO_CACHE)
+    def client_of_a_task() -> int:
+        seen["task"] = get_client(sync_client=True)
+        return id(seen["task"])
+
+    @flow(name="client-probe")
+    def probe() -> int:
+        seen["flow"] = get_client(sync_client=True)
+        client_of_a_task.submit().result()
+        return seen["flow"].hello().status_code
+
+    assert get_client(sync_client=True).api_url.scheme == "http"
+    assert run_flow(probe) == 200
+    assert seen["task"] is seen["flow"]
+    assert _ca_certificates(seen["flow"]) == 0
+    assert _ca_certificates(get_client(sync_client=True)) > 0, "Prefect's default, outside"
+    assert seen["flow"]._closed
+
+
+def _ca_certificates(client: Any) -> int:
+    """The CA certificates loaded in a Prefect client's TLS context (through httpx's transport:
+    no public accessor)."""
+    context = client._client._transport._pool._ssl_context
+    return int(context.cert_store_stats()["x509_ca"])
+
+
 def test_a_server_refusing_a_large_request_is_told_how_to_accept_it(flow_env: str) -> None:
     """A server keeping Prefect's 512 KiB default refuses a large request's run with HTTP 422: the
     command says which field, the server's words and what to change, as bad input."""
