@@ -296,6 +296,16 @@ def wait_backends_gone(engine: Engine, name: str, most_s: float = 30.0) -> None:
     raise TimeoutError(f"the sessions of {name!r} outlived its process by {most_s:.0f} s")
 
 
+def kill_worker(
+    process: subprocess.Popen[bytes], engine: Engine, workdir: Path, owner: str
+) -> None:
+    """SIGKILL a worker started with `worker_cfg(..., workdir, owner)`; return once it and its
+    database sessions are gone, so what the tables show is all it did."""
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    wait_backends_gone(engine, connection_name(workdir, owner))
+
+
 def held(engine: Engine) -> set[tuple[str, str]]:
     """Messages whose rows are `sending` now (a kill here may leave them `unknown`)."""
     return {(c, a) for c, a, s in rows(engine) if s == "sending"}
@@ -455,9 +465,7 @@ def sigkill_trial(
         doomed = worker({**cfg, "claim_hold_s": claim_hold})
         _wait_started(trial_dir / "doomed.journal", doomed)
         time.sleep(delay)
-        doomed.send_signal(signal.SIGKILL)
-        doomed.wait(timeout=30)
-        wait_backends_gone(engine, connection_name(trial_dir, "doomed"))
+        kill_worker(doomed, engine, trial_dir, "doomed")
         phase = PHASES[last_step(trial_dir / "doomed.journal")]
         at_kill = dict(status_counts(engine))
         in_flight = held(engine)
@@ -500,9 +508,7 @@ def failover_kill_trial(url: str, engine: Engine, workdir: Path, n: int, recipie
         smtp = {"smtp": {"port": fake.smtp_port, **FAILOVER}}
         doomed = worker(worker_cfg(url, fake.url, trial_dir, "doomed", enqueue=spec, **smtp))
         _wait_for_smtp(fake, doomed)
-        doomed.send_signal(signal.SIGKILL)
-        doomed.wait(timeout=30)
-        wait_backends_gone(engine, connection_name(trial_dir, "doomed"))
+        kill_worker(doomed, engine, trial_dir, "doomed")
         at_kill = dict(status_counts(engine))
         in_flight = held(engine)
         fake.faults = Faults(latency_s=0.004, hang_s=HANG_S)
