@@ -305,9 +305,8 @@ def test_a_command_flow_run_shares_one_prefect_client_that_parses_no_ca_bundle(
     seen: dict[str, SyncPrefectClient] = {}
 
     @task(cache_policy=NO_CACHE)
-    def client_of_a_task() -> int:
+    def client_of_a_task() -> None:
         seen["task"] = get_client(sync_client=True)
-        return id(seen["task"])
 
     @flow(name="client-probe")
     def probe() -> int:
