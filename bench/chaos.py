@@ -10,8 +10,10 @@ Scenarios (one table row each):
 - `sigkill`: a deliverer process (tests/workers/chaos_worker.py: enqueue, then deliver through
   real boto3 SES v2 / SNS clients) is SIGKILLed after a random delay, stratified over the run so
   every step is hit; its journal (one line per step, written before the step) says where it was:
-  enqueue, claim, mark-sending, send (mid-send), group-commit. The provider injects a random mix
-  of every fault at a few percent. A second process repeats the enqueue (same idempotency key),
+  enqueue, claim, send (mid-send), group-commit. The first three kills of every ten land in the
+  enqueue, the first claim and the first group commit, each held open by its worker (a claim or
+  a commit takes milliseconds: a random delay seldom lands in one). The provider injects a random
+  mix of every fault at a few percent. A second process repeats the enqueue (same idempotency key),
   rescues the dead deliverer's leases and finishes.
 - one storm per fault (`timeout_before`, `timeout_after`, `reset_after`, `throttle`,
   `server_error`, `forbidden`, and `outage`: 5xx on every call): the fault at a high rate for a
@@ -48,7 +50,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,8 +88,10 @@ LOG_RECORD = re.compile(r"^\d\d:\d\d:\d\d\.\d+ \| [A-Z]+ +\| ")
 OPEN = ("pending", "pending_retry", "claimed", "sending")
 PARKED = ("sent", "pending", "pending_retry", "unknown", "claimed", "sending")
 
-ENQUEUE_HOLD_S = 0.5  # an enqueue kill's worker keeps its enqueue transaction open this long
-CLAIM_HOLD_S = 0.5  # a claim kill's worker keeps its first claim uncommitted this long
+HOLD_S = 0.5  # a held step's transaction stays open this long before its commit
+# The first kills of every ten land in these steps, each held open HOLD_S by its worker: the
+# enqueue transaction, the first claim, the first group commit of outcomes.
+HELD_STEPS = ("enqueue", "claim", "group-commit")
 # The journal's last step when the process died -> the phase of the kill.
 PHASES = {
     "start": "enqueue",
@@ -424,11 +428,9 @@ def mixed_faults(rng: random.Random) -> Faults:
 # --- scenarios -----
 
 
-def calibrate(
-    url: str, engine: Engine, workdir: Path, recipients: int
-) -> tuple[float, float, float]:
-    """One undisturbed run: seconds from the worker's start (imports done) to enqueue start,
-    to enqueued, to done."""
+def calibrate(url: str, engine: Engine, workdir: Path, recipients: int) -> dict[str, float]:
+    """One undisturbed run: seconds from the worker's start (imports done) to the first line of
+    each journaled step (`enqueue`, `enqueued`, `claim`, `group-commit`, `done`, ...)."""
     reset_outbox(engine)
     trial_dir = workdir / "calibrate"
     trial_dir.mkdir()
@@ -441,7 +443,7 @@ def calibrate(
         at, step = line.split()
         steps.setdefault(step, float(at))
     begun = steps["start"]
-    return steps["enqueue"] - begun, steps["enqueued"] - begun, steps["done"] - begun
+    return {step: at - begun for step, at in steps.items()}
 
 
 def sigkill_trial(
@@ -458,11 +460,12 @@ def sigkill_trial(
     trial_dir.mkdir()
     faults = mixed_faults(rng)
     spec = {"recipients": recipients, "key": f"chaos-kill-{n}", "tag": f"kill-{n}"}
-    doomed_spec = {**spec, "hold_s": ENQUEUE_HOLD_S if n % 10 == 0 else 0.0}
-    claim_hold = CLAIM_HOLD_S if n % 10 == 1 else 0.0
+    step = held_step(n)
+    doomed_spec = {**spec, "hold_s": HOLD_S if step == "enqueue" else 0.0}
+    holds = {step: HOLD_S} if step in ("claim", "group-commit") else {}
     with provider(trial_dir, faults, seed=n) as fake:
         cfg = worker_cfg(url, fake.url, trial_dir, "doomed", enqueue=doomed_spec)
-        doomed = worker({**cfg, "claim_hold_s": claim_hold})
+        doomed = worker({**cfg, "holds": holds})
         _wait_started(trial_dir / "doomed.journal", doomed)
         time.sleep(delay)
         kill_worker(doomed, engine, trial_dir, "doomed")
@@ -704,24 +707,32 @@ def _summary(stdout: str) -> dict[str, Any]:
 # --- the run -----
 
 
-def kill_delays(count: int, enqueued: float, done: float) -> list[float]:
-    """Stratified: every tenth kill lands in the enqueue, the next in the first claim, the rest
-    spread over the delivery. An enqueue kill's worker holds its enqueue transaction open
-    ENQUEUE_HOLD_S before the commit (a larger request), a claim kill's worker holds its first
-    claim uncommitted CLAIM_HOLD_S (a slow claim), and the kill lands in the middle of that: the
-    suite's small request is enqueued in a few hundredths of a second and each claim takes
-    milliseconds, narrower than the timing varies between runs."""
+def held_step(n: int) -> str | None:
+    """The step the n-th kill's worker holds open (None: a kill spread over the delivery)."""
+    return HELD_STEPS[n % 10] if n % 10 < len(HELD_STEPS) else None
+
+
+def kill_delays(count: int, steps: Mapping[str, float]) -> list[float]:
+    """Stratified: the first kills of every ten land in a held step (HELD_STEPS), the rest are
+    spread over the delivery. A held step's worker keeps that transaction open HOLD_S before its
+    commit (a larger request, a slow claim, a slow commit of outcomes), and the kill lands in the
+    middle of the hold: the suite's small request is enqueued in a few hundredths of a second and
+    a claim or a commit takes milliseconds, narrower than the timing varies between runs. `steps`:
+    the calibration run's first time of each step."""
+    enqueued, done = steps["enqueued"], steps["done"]
+    spread = 10 - len(HELD_STEPS)
     delays = []
     for n in range(count):
-        if n % 10 == 0:
-            low = high = enqueued + ENQUEUE_HOLD_S / 2
-        elif n % 10 == 1:
-            low = high = enqueued + CLAIM_HOLD_S / 2
+        step = held_step(n)
+        if step:
+            # the enqueue's hold comes before `enqueued`, the others' after their first line
+            begins = enqueued if step == "enqueue" else steps[step]
+            low = high = begins + HOLD_S / 2
         else:
             span = (done - enqueued) * 1.05
-            stratum = (n % 10 - 2) / 8
+            stratum = (n % 10 - len(HELD_STEPS)) / spread
             low = enqueued + span * stratum
-            high = enqueued + span * (stratum + 1 / 8)
+            high = enqueued + span * (stratum + 1 / spread)
         delays.append(random.uniform(max(0.0, low), high))
     return delays
 
@@ -771,12 +782,13 @@ def _sigkill_trials(
     recipients: int,
     add: Callable[[Trial], None],
 ) -> None:
-    start, enqueued, done = calibrate(url, engine, workdir, recipients)
+    steps = calibrate(url, engine, workdir, recipients)
     log(
-        f"chaos: calibration run: enqueue at {start:.2f} s, delivering at {enqueued:.2f} s, "
-        f"done at {done:.2f} s"
+        f"chaos: calibration run: enqueue at {steps['enqueue']:.2f} s, delivering at "
+        f"{steps['enqueued']:.2f} s, first group commit at {steps['group-commit']:.2f} s, "
+        f"done at {steps['done']:.2f} s"
     )
-    for n, delay in enumerate(kill_delays(trials, enqueued, done)):
+    for n, delay in enumerate(kill_delays(trials, steps)):
         trial = sigkill_trial(url, engine, workdir, n, delay, rng, recipients)
         log(
             f"chaos: sigkill {n + 1}/{trials} at {delay:.2f} s ({trial.phase}, rows then: "

@@ -8,8 +8,8 @@ read_timeout_s, deadline_s, and optionally enqueue ({"recipients": N, "key": K, 
 "hold_s": how long the enqueue transaction stays open before its commit}), smtp ({"port": P,
 "after_s": A, "probe_s": B}: email fails over to the fake provider's SMTP endpoint),
 rescue_dead (the previous deliverer was SIGKILLed: its leases are expired now, not in
-NOTIFY_LEASE_SECONDS), lease_s, claim_hold_s (how long the first claim's transaction stays open
-after its statement ran, before its commit).
+NOTIFY_LEASE_SECONDS), lease_s, holds ({"claim": S} or {"group-commit": S}: the first such
+statement's transaction stays open S seconds after the statement ran, before its commit).
 
 The journal gets one line per step, written with one unbuffered write before the step runs:
 `start`, `enqueue`, `enqueued`, `rescue`, `claim`, `mark-sending`, `send`, `group-commit`,
@@ -43,6 +43,8 @@ from notify.senders.ses import SesEmailSender
 from notify.senders.sns import SnsSmsSender
 from notify.settings import Priority, Settings, load_settings
 
+SETTLE_S = 0.05  # before a hold: the sender threads take what was handed to them
+
 
 class Journal:
     def __init__(self, path: str) -> None:
@@ -67,10 +69,13 @@ def statement_step(sql: str) -> str | None:
     return "release"
 
 
-def journal_statements(engine: Engine, journal: Journal, claim_hold_s: float = 0.0) -> None:
-    """Journal each tracked statement before it runs; hold the first claim `claim_hold_s` after
-    it ran (its rows claimed, not committed), as a slow claim would."""
-    holds = [claim_hold_s] if claim_hold_s else []
+def journal_statements(engine: Engine, journal: Journal, holds: dict[str, float]) -> None:
+    """Journal each tracked statement before it runs. The first statement of each step in
+    `holds` keeps its transaction open that long after it ran (its rows claimed or its outcomes
+    recorded, not committed), as a slow claim or commit would: first SETTLE_S so the sender
+    threads take every row already handed to them (their `send` lines come first), then the
+    step is journaled again, and the hold."""
+    waiting = dict(holds)
 
     def before(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
         step = statement_step(sql)
@@ -78,8 +83,12 @@ def journal_statements(engine: Engine, journal: Journal, claim_hold_s: float = 0
             journal.mark(step)
 
     def after(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
-        if holds and statement_step(sql) == "claim":
-            time.sleep(holds.pop())
+        step = statement_step(sql)
+        if step in waiting:
+            hold = waiting.pop(step)
+            time.sleep(SETTLE_S)
+            journal.mark(step)
+            time.sleep(hold)
 
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
@@ -204,7 +213,7 @@ def main() -> None:
         journal.mark("rescue")
         with transaction(engine) as session:
             rescue_expired(session=session, now=utcnow() + timedelta(days=1))
-    journal_statements(engine, journal, cfg.get("claim_hold_s", 0.0))
+    journal_statements(engine, journal, cfg.get("holds", {}))
     pool = settings.send_concurrency * 2
     ses = client("sesv2", cfg["endpoint"], cfg["read_timeout_s"], pool)
     sns = client("sns", cfg["endpoint"], cfg["read_timeout_s"], pool)
