@@ -451,10 +451,12 @@ def sigkill_trial(
     engine: Engine,
     workdir: Path,
     n: int,
-    delay: float,
+    delay: float | None,
     rng: random.Random,
     recipients: int,
 ) -> Trial:
+    """`delay`: seconds from the worker's start to the kill; None: the kill lands in the step
+    the worker holds open (`held_step`)."""
     reset_outbox(engine)
     trial_dir = workdir / f"kill-{n}"
     trial_dir.mkdir()
@@ -467,7 +469,11 @@ def sigkill_trial(
         cfg = worker_cfg(url, fake.url, trial_dir, "doomed", enqueue=doomed_spec)
         doomed = worker({**cfg, "holds": holds})
         _wait_started(trial_dir / "doomed.journal", doomed)
-        time.sleep(delay)
+        if step is None:
+            time.sleep(delay or 0.0)
+        else:
+            _wait_holding(trial_dir / "doomed.journal", step, doomed)
+            time.sleep(HOLD_S / 2)
         kill_worker(doomed, engine, trial_dir, "doomed")
         phase = PHASES[last_step(trial_dir / "doomed.journal")]
         at_kill = dict(status_counts(engine))
@@ -536,6 +542,20 @@ def _wait_started(journal: Path, process: subprocess.Popen[bytes]) -> None:
     time varies too much on a loaded machine to aim at a step from the spawn)."""
     deadline = time.monotonic() + 60
     while not journal.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def _wait_holding(journal: Path, step: str, process: subprocess.Popen[bytes]) -> None:
+    """Until the worker holds `step` open: its journal has the enqueue's line (the hold is the
+    enqueue's last act), or a claim's or group commit's second line (written once the first such
+    statement ran, as its hold begins). Timing it from a calibration run missed by more than
+    the hold on a loaded machine."""
+    lines = 1 if step == "enqueue" else 2
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        marks = journal.read_text().splitlines() if journal.exists() else []
+        if sum(line.split()[-1] == step for line in marks) >= lines:
+            return
         time.sleep(0.005)
 
 
@@ -712,27 +732,22 @@ def held_step(n: int) -> str | None:
     return HELD_STEPS[n % 10] if n % 10 < len(HELD_STEPS) else None
 
 
-def kill_delays(count: int, steps: Mapping[str, float]) -> list[float]:
-    """Stratified: the first kills of every ten land in a held step (HELD_STEPS), the rest are
-    spread over the delivery. A held step's worker keeps that transaction open HOLD_S before its
-    commit (a larger request, a slow claim, a slow commit of outcomes), and the kill lands in the
-    middle of the hold: the suite's small request is enqueued in a few hundredths of a second and
-    a claim or a commit takes milliseconds, narrower than the timing varies between runs. `steps`:
-    the calibration run's first time of each step."""
+def kill_delays(count: int, steps: Mapping[str, float]) -> list[float | None]:
+    """Stratified: the first kills of every ten land in a held step (HELD_STEPS: None here, the
+    trial waits for the worker's journal to say it holds the step), the rest are spread over the
+    delivery (seconds from the worker's start). `steps`: the calibration run's first time of
+    each step."""
     enqueued, done = steps["enqueued"], steps["done"]
     spread = 10 - len(HELD_STEPS)
-    delays = []
+    delays: list[float | None] = []
     for n in range(count):
-        step = held_step(n)
-        if step:
-            # the enqueue's hold comes before `enqueued`, the others' after their first line
-            begins = enqueued if step == "enqueue" else steps[step]
-            low = high = begins + HOLD_S / 2
-        else:
-            span = (done - enqueued) * 1.05
-            stratum = (n % 10 - len(HELD_STEPS)) / spread
-            low = enqueued + span * stratum
-            high = enqueued + span * (stratum + 1 / spread)
+        if held_step(n):
+            delays.append(None)
+            continue
+        span = (done - enqueued) * 1.05
+        stratum = (n % 10 - len(HELD_STEPS)) / spread
+        low = enqueued + span * stratum
+        high = enqueued + span * (stratum + 1 / spread)
         delays.append(random.uniform(max(0.0, low), high))
     return delays
 
@@ -790,8 +805,9 @@ def _sigkill_trials(
     )
     for n, delay in enumerate(kill_delays(trials, steps)):
         trial = sigkill_trial(url, engine, workdir, n, delay, rng, recipients)
+        when = f"at {delay:.2f} s" if delay is not None else f"holding its {held_step(n)}"
         log(
-            f"chaos: sigkill {n + 1}/{trials} at {delay:.2f} s ({trial.phase}, rows then: "
+            f"chaos: sigkill {n + 1}/{trials} {when} ({trial.phase}, rows then: "
             f"{trial.at_kill}): {_brief(trial)}"
         )
         add(trial)
