@@ -13,7 +13,7 @@ from bench import growth, hotpath, report
 from bench.common import ROOT, PeerResult, Scenario, log
 from bench.scenario import run_measured
 from bench.startup import markdown as startup_markdown
-from bench.suite import SuiteResult
+from bench.suite import MOST_RUNS, SuiteResult
 
 
 def run_audits(rows: int) -> str | None:
@@ -137,6 +137,9 @@ def _reading(suite: SuiteResult, plan: Sequence[Scenario]) -> str:
         library, flows = by.get("notifyops"), by.get("notifyops_flows")
         if library and flows:
             lines.append(_flows_against_library(flows, library))
+    small = report.small_dispatch(suite)
+    if small and "flows_add_s" in small:
+        lines.append(small_dispatch_line(small, suite.get("notifyops_flows", "zero")))
     zero = {r.peer: r for r in suite.results if r.scenario == "zero"}
     if zero:
         lines.append(
@@ -371,6 +374,22 @@ LIMITS = """## Limits of this benchmark
   Django task did; it applies no channel policies (notifyops does: preferences, caps, loop guard,
   suppressions), so its per-message work is smaller than notifyops'.
 """
+
+
+def small_dispatch_line(small: dict[str, Any], flows_zero: PeerResult | None) -> str:
+    line = (
+        f"- A dispatch of {small['notifications']} notifications (median of {MOST_RUNS} runs): "
+        f"{small['notifyops_flows_e2e_s']:.2f} s through the flows, "
+        f"{small['notifyops_e2e_s']:.2f} s in the library: the flows add "
+        f"{small['flows_add_s']:.2f} s to every dispatch whatever its size"
+    )
+    if flows_zero is None:
+        return line + "."
+    share = 100 * small["flows_add_s"] / flows_zero.e2e_s
+    return (
+        line + f", {share:.0f}% of the flows' {flows_zero.e2e_s:.2f} s for the `zero` "
+        f"scenario's {flows_zero.messages:,} messages."
+    )
 
 
 def _flows_against_library(flows: PeerResult, library: PeerResult) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.common import PeerResult, Scenario
-from bench.suite import SuiteResult
+from bench.suite import SMALL, SuiteResult
 
 NAMES = {
     "notifyops": "notifyops (library)",
@@ -110,8 +110,23 @@ def summary_json(suite: SuiteResult, scenario: str = "zero") -> dict[str, Any]:
         },
         "notifyops_library": library.as_json() if library else None,
         "scenario": scenario,
+        "small_dispatch": small_dispatch(suite),
     }
     return out
+
+
+def small_dispatch(suite: SuiteResult) -> dict[str, Any] | None:
+    """A dispatch of SMALL notifications: seconds end to end (median run) per notifyops peer, and
+    what the flows add: a cost per dispatch, whatever its size."""
+    found = {peer: suite.get(peer, SMALL.name) for peer in OURS}
+    out: dict[str, Any] = {
+        "notifications": SMALL.notifications,
+        **{f"{peer}_e2e_s": round(r.e2e_s, 3) for peer, r in found.items() if r},
+    }
+    library, flows = found["notifyops"], found["notifyops_flows"]
+    if library and flows:
+        out["flows_add_s"] = round(flows.e2e_s - library.e2e_s, 3)
+    return out if len(out) > 1 else None
 
 
 def machine_lines(info: dict[str, Any]) -> list[str]:

@@ -10,6 +10,11 @@ new server's first requests (registering its flow and task names, warming its co
 0.3-0.4 s measured on the first dispatch after a start), as a server in use has seen its flows.
 The notifyops flows run first in each scenario.
 
+Both notifyops peers also send a dispatch of SMALL notifications (the `small` scenario, MOST_RUNS
+times, median): what a dispatch costs whatever its size. The flows' time there is nearly all
+the orchestrator's (the flow run, its task runs, artifacts); the gap between them is a cost
+paid once per dispatch, so it weighs on a 10,000-message run's rate and not on a 1M one's.
+
 A run shorter than SHORT_RUN_S is at the mercy of one second of noise on a shared two-core
 machine (the same peer measured 3,700 to 4,900 msg/s in five runs of 10,000 messages): such a
 peer runs MOST_RUNS times and reports its median run, with every run's rate beside it and the
@@ -39,6 +44,7 @@ from bench.scenario import run_peer
 WITHOUT_SERVER = ("notifyops", "celery")
 WITH_SERVER = ("notifyops_flows", "naive_prefect")
 WARM_UP = Scenario("warm-up", 0.0, None, 8, 20)  # untimed, once per Prefect peer
+SMALL = Scenario("small", 0.0, None, 8, 20)  # a dispatch's fixed cost (notifyops peers)
 SHORT_RUN_S = 10.0
 MOST_RUNS = 3
 PACKAGES = ("prefect", "sqlalchemy", "celery", "kombu", "redis", "psycopg2-binary", "jinja2")
@@ -75,6 +81,8 @@ def run_suite(
     for scenario in plan:
         for peer in [p for p in WITHOUT_SERVER if p in peers]:
             suite.results.append(measured(partial(run_peer, peer, scenario, url, workdir, env)))
+    if "notifyops" in peers:
+        suite.results.append(measured(partial(run_peer, "notifyops", SMALL, url, workdir, env)))
     prefect_peers = [p for p in WITH_SERVER if p in peers]
     if not prefect_peers:
         return suite
@@ -82,6 +90,9 @@ def run_suite(
         env |= server.env
         for peer in prefect_peers:
             run_peer(peer, WARM_UP, url, workdir, env)
+        if "notifyops_flows" in peers:
+            once = partial(_once_idle, server, "notifyops_flows", SMALL, url, workdir, env)
+            suite.results.append(measured(once))
         for scenario in plan:
             for peer in prefect_peers:
                 sized = capped(scenario, naive_max) if peer == "naive_prefect" else scenario

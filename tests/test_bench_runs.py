@@ -1,13 +1,16 @@
 """The benchmark's rule for short runs: a peer whose run is shorter than bench.suite.SHORT_RUN_S
 runs MOST_RUNS times and reports its median run, hiding no run's duplicates or missing
-messages; a longer run is reported as it is."""
+messages; a longer run is reported as it is. The summary says what the flows add to a small
+dispatch."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from bench.common import PeerResult
-from bench.suite import MOST_RUNS, SHORT_RUN_S, measured
+from bench.doc import small_dispatch_line
+from bench.report import summary_json
+from bench.suite import MOST_RUNS, SHORT_RUN_S, SMALL, SuiteResult, measured
 
 
 def _runs(*seconds: float, duplicates: int = 0, missing: int = 0) -> list[PeerResult]:
@@ -51,3 +54,43 @@ def test_a_long_run_is_reported_alone() -> None:
     assert asked == [1]
     assert reported.e2e_s == SHORT_RUN_S + 1
     assert "runs_e2e_per_s" not in reported.as_json()
+
+
+def _result(peer: str, scenario: str, seconds: float, notifications: int) -> PeerResult:
+    return PeerResult(
+        peer=peer,
+        scenario=scenario,
+        notifications=notifications,
+        messages=2 * notifications,
+        enqueue_s=seconds / 2,
+        e2e_s=seconds,
+        duplicates=0,
+        missing=0,
+    )
+
+
+def test_the_summary_says_what_the_flows_add_to_every_dispatch() -> None:
+    suite = SuiteResult(
+        results=[
+            _result("notifyops", "zero", 1.0, 5000),
+            _result("notifyops_flows", "zero", 1.4, 5000),
+            _result("notifyops", SMALL.name, 0.07, SMALL.notifications),
+            _result("notifyops_flows", SMALL.name, 0.52, SMALL.notifications),
+        ]
+    )
+    small = summary_json(suite)["small_dispatch"]
+    assert small == {
+        "notifications": SMALL.notifications,
+        "notifyops_e2e_s": 0.07,
+        "notifyops_flows_e2e_s": 0.52,
+        "flows_add_s": 0.45,
+    }
+    assert summary_json(suite)["notifyops"]["messages"] == 10_000, "the headline stays `zero`"
+    line = small_dispatch_line(small, suite.get("notifyops_flows", "zero"))
+    assert "the flows add 0.45 s to every dispatch" in line
+    assert "32% of the flows' 1.40 s" in line
+
+
+def test_without_small_runs_the_summary_has_no_small_dispatch() -> None:
+    suite = SuiteResult(results=[_result("notifyops_flows", "zero", 1.4, 5000)])
+    assert summary_json(suite)["small_dispatch"] is None
