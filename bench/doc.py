@@ -286,7 +286,11 @@ are loaded into PostgreSQL and compared with the messages the input asked for an
   peer runs three times (each its own request, ledgers and process) and the table shows its
   median run; `--json` lists every run's e2e msg/s (`runs_e2e_per_s`), and duplicates and
   missing count all three runs. A longer run (Celery, naive Prefect, the paced scenarios) evens
-  the noise out within itself and runs once.
+  the noise out within itself and runs once;
+- **a small dispatch**: both notifyops peers also send 20 notifications (three runs, the median),
+  the flows after their untimed first run: what a dispatch costs whatever its size (`--json`:
+  `small_dispatch`). Through the flows that is nearly all the orchestrator's: the flow run, its
+  task runs, the request's report and artifacts.
 
 Prefect peers run against one `prefect server start` on 127.0.0.1 backed by its own scratch
 PostgreSQL database (architecture.md: a SQLite-backed server locks up under task load; an
