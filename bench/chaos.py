@@ -464,7 +464,7 @@ def sigkill_trial(
     spec = {"recipients": recipients, "key": f"chaos-kill-{n}", "tag": f"kill-{n}"}
     step = held_step(n)
     doomed_spec = {**spec, "hold_s": HOLD_S if step == "enqueue" else 0.0}
-    holds = {step: HOLD_S} if step in ("claim", "group-commit") else {}
+    holds = {step: HOLD_S} if step and step != "enqueue" else {}  # held by its statements
     with provider(trial_dir, faults, seed=n) as fake:
         cfg = worker_cfg(url, fake.url, trial_dir, "doomed", enqueue=doomed_spec)
         doomed = worker({**cfg, "holds": holds})
