@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import asdict
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -18,16 +19,27 @@ RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 
 def enqueue_table(result: EnqueueResult) -> None:
-    rows = [
+    """What a request stored in parts stored, written as soon as its last part is stored (a
+    long dispatch shows it while its batches still deliver)."""
+    create_table_artifact(
+        table=_count_rows(result.rows)
+        or [{"channel": NONE, "status": "duplicate request", "rows": 0}],
+        key="dispatch-enqueue",
+        description=_stored_line(result),
+    )
+
+
+def _count_rows(counts: Mapping[str, Mapping[str, int]]) -> list[dict[str, str | int]]:
+    return [
         {"channel": channel, "status": status, "rows": count}
-        for channel, by_status in result.rows.items()
+        for channel, by_status in counts.items()
         for status, count in by_status.items()
     ]
-    create_table_artifact(
-        table=rows or [{"channel": NONE, "status": "duplicate request", "rows": 0}],
-        key="dispatch-enqueue",
-        description=f"Request {result.request_id}: {len(result.notification_ids)} notifications"
-        + (" (duplicate: nothing new stored)" if result.duplicate else ""),
+
+
+def _stored_line(result: EnqueueResult) -> str:
+    return f"Request {result.request_id}: {len(result.notification_ids)} notifications" + (
+        " (duplicate: nothing new stored)" if result.duplicate else ""
     )
 
 
@@ -68,23 +80,63 @@ def request_markdown(report: RequestReport, *, this_run: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def request_artifact(report: RequestReport, *, this_run: str | None) -> None:
-    """The request's own rows by channel, status and decision, wherever they were delivered."""
+def dispatch_markdown(
+    enqueued: EnqueueResult,
+    delivered: DeliverySummary | None,
+    report: RequestReport,
+    *,
+    this_run: str | None,
+) -> str:
+    """The dispatch run's one artifact: what it stored, what its delivery did, and what happened
+    to each of its request's rows (wherever they were delivered)."""
+    lines = [request_markdown(report, this_run=this_run), "## Stored", "", _stored_line(enqueued)]
+    lines += ["", *_count_table(enqueued.rows, empty="duplicate request"), ""]
+    lines += ["## Delivered by this run", ""]
+    if delivered is None:
+        lines += ["Not delivered by this run (deliver=false): the deliver-pending schedule sends."]
+        return "\n".join(lines) + "\n"
+    lines += [cell(delivery_notes(delivered)), ""]
+    lines += _count_table(delivered.outcomes, empty="nothing due")
+    if delivered.failures:
+        lines += ["", "### Failed sends (first 20; addresses masked)", ""]
+        lines += [
+            "| channel | address | status | error code | error class |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            "| " + " | ".join(cell(v) for v in asdict(sample).values()) + " |"
+            for sample in delivered.failures
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _count_table(counts: Mapping[str, Mapping[str, int]], *, empty: str) -> list[str]:
+    rows = _count_rows(counts) or [{"channel": NONE, "status": empty, "rows": 0}]
+    table = ["| channel | status | rows |", "|---|---|---|"]
+    return table + [f"| {cell(r['channel'])} | {cell(r['status'])} | {r['rows']} |" for r in rows]
+
+
+def dispatch_artifact(
+    enqueued: EnqueueResult,
+    delivered: DeliverySummary | None,
+    report: RequestReport,
+    *,
+    this_run: str | None,
+) -> None:
+    """One artifact at the end of a dispatch run (each one is a request the server answers in
+    60-100 ms at the end of a run, while it records the run's task states)."""
     waiting = sum(g.rows for g in report.deferred)
+    stopped = delivered is not None and delivered.stopped
     create_markdown_artifact(
-        markdown=request_markdown(report, this_run=this_run),
+        markdown=dispatch_markdown(enqueued, delivered, report, this_run=this_run),
         key="dispatch-request",
         description=f"Request {report.request_id}: its rows"
-        + (f" ({waiting} waiting for a later attempt)" if waiting else ""),
+        + (f" ({waiting} waiting for a later attempt)" if waiting else "")
+        + ("; delivery STOPPED" if stopped else ""),
     )
 
 
-def delivery_table(summary: DeliverySummary) -> None:
-    rows = [
-        {"channel": channel, "status": status, "rows": count}
-        for channel, by_status in summary.outcomes.items()
-        for status, count in by_status.items()
-    ]
+def delivery_notes(summary: DeliverySummary) -> str:
     notes = (
         f"{summary.claimed} claimed in {summary.batches} batches; "
         f"{summary.remaining_due} still due; "
@@ -94,10 +146,16 @@ def delivery_table(summary: DeliverySummary) -> None:
         notes += f"; {summary.digests} quiet-hours digest(s) carrying {summary.carried} row(s)"
     if summary.stopped:
         notes += f"; STOPPED: {summary.stopped}"
+    return notes
+
+
+def delivery_table(summary: DeliverySummary) -> None:
+    """A deliver-pending run's outcomes (and its failed sends, when any)."""
     create_table_artifact(
-        table=rows or [{"channel": NONE, "status": "nothing due", "rows": 0}],
+        table=_count_rows(summary.outcomes)
+        or [{"channel": NONE, "status": "nothing due", "rows": 0}],
         key="deliver-pending",
-        description=notes,
+        description=delivery_notes(summary),
     )
     if summary.failures:
         create_table_artifact(

@@ -1,11 +1,12 @@
 """dispatch-notifications: store a send request (render, decide, enqueue) and deliver it.
 
 One flow run: the enqueue task, then the delivery tasks inline (no subflow), then the request's
-own rows read back, artifacts written once: what was stored as soon as the last part is stored
-(while the batches deliver), what happened to the rows at the end. A request larger than
-NOTIFY_ENQUEUE_PART recipients is stored in parts, each committed on its own, the later ones
-while the first are delivered (flows/parts.py). Its parameters are top-level (a Postgres-backed
-server keeps only top-level `position`s): what is required first, advanced last.
+own rows read back and one artifact written at the end (`dispatch-request`: what was stored,
+what this run delivered, what happened to each row); a request stored in parts also gets
+`dispatch-enqueue` as soon as its last part is stored (while the batches deliver). A request
+larger than NOTIFY_ENQUEUE_PART recipients is stored in parts, each committed on its own, the
+later ones while the first are delivered (flows/parts.py). Its parameters are top-level (a
+Postgres-backed server keeps only top-level `position`s): what is required first, advanced last.
 The run ends Failed (`Stopped`/`PartlyFailed`, see flows/states.py) when delivery did not go
 through, with the summary as its result either way."""
 
@@ -19,7 +20,7 @@ from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import StringConstraints
 
-from flows.artifacts import delivery_table, enqueue_table, request_artifact
+from flows.artifacts import dispatch_artifact, enqueue_table
 from flows.catalogue import TemplateName, described
 from flows.delivery import deliver_due
 from flows.events import delivery_events
@@ -76,10 +77,10 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
     first, *rest = request_parts(send, runtime().settings.enqueue_part)
     head = store_part(send, attribution, first)
 
-    def stored() -> None:  # the request's artifact, while its batches deliver
+    def stored() -> None:  # what a request in parts stored, while its batches deliver
         enqueue_table(EnqueueResult.merged([head, *later.results]))
 
-    later = LaterParts.of(send, attribution, rest, on_end=stored)
+    later = LaterParts.of(send, attribution, rest, on_end=stored if rest else None)
     delivered = None
     if preparing is not None:
         delivered = deliver_due(delivery_params, preparing.result(), due_rows(head), later)
@@ -87,9 +88,7 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
         later.store_all()
     enqueued = EnqueueResult.merged([head, *later.results])
     own = request_rows(enqueued.request_id)
-    request_artifact(own, this_run=run_id)
-    if delivered is not None:
-        delivery_table(delivered)
+    dispatch_artifact(enqueued, delivered, own, this_run=run_id)
     summary = DispatchSummary(enqueue=enqueued, delivery=delivered)
     logger.info("dispatch: %s", summary.model_dump_json(exclude={"enqueue": {"notification_ids"}}))
     prefix = f"{request.template}: {len(enqueued.notification_ids)} notification(s); "

@@ -10,6 +10,7 @@ import pytest
 from prefect.artifacts import Artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import Artifact as StoredArtifact
 from prefect.flow_engine import run_flow
 from prefect.states import State
 from sqlalchemy import func, select, text
@@ -256,6 +257,14 @@ def test_an_unverified_sender_stops_the_dispatch_red_with_the_fix_and_its_own_ro
     own = request_markdown(request_report_of(engine, summary.enqueue.request_id), this_run=None)
     assert "sms | pending | sms: deferred to" in own
     assert "waiting until" in own and "pending_retry" in own
+    (artifact,) = run_artifacts(state)  # one artifact per dispatch run, written at its end
+    assert artifact.key == "dispatch-request" and "delivery STOPPED" in str(artifact.description)
+    shown = str(artifact.data)
+    assert "sms | pending | sms: deferred to" in shown, "the request's own rows"
+    assert "## Stored" in shown and "| email | pending | 2 |" in shown, "what the run stored"
+    assert "STOPPED: " in shown and "Verify the sender address" in shown, "why delivery stopped"
+    assert "### Failed sends" in shown and "| email | t***@example.com | pending_retry |" in shown
+    assert "tech1@example.com" not in shown, "addresses masked"
     assert (
         main(
             [
@@ -271,6 +280,14 @@ def test_an_unverified_sender_stops_the_dispatch_red_with_the_fix_and_its_own_ro
         )
         == 1
     ), "the CLI still prints and exits 1"
+
+
+def run_artifacts(state: State[Any]) -> list[StoredArtifact]:
+    """The artifacts a flow run wrote, oldest first."""
+    run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(flow_run_filter=run_filter)
+    return sorted(found, key=lambda artifact: artifact.created or 0)
 
 
 def request_report_of(engine: Any, request_id: str) -> RequestReport:
