@@ -104,8 +104,8 @@ def run_flow(
     """Call `flow` as a flow run of this process (shown in the UI when PREFECT_API_URL is set).
 
     While Prefect creates the run (API calls: the process waits), a thread builds the runtime's
-    pieces (engine, catalogue, ORM mappings and, for a run that delivers, the senders and the
-    provider pacers), which the run's first tasks would otherwise build in line (0.1-0.4 s
+    pieces (engine, catalogue and the run's template, ORM mappings and, for a run that delivers,
+    the senders and the provider pacers), which the run's first tasks would otherwise build in line (0.1-0.4 s
     measured).
     A command's run lives as long as the command: the crash-detection heartbeat thread, which
     makes every run wait up to a second for it at the end, is off for it."""
@@ -119,7 +119,7 @@ def run_flow(
         warming = threading.Thread(
             target=contextvars.copy_context().run,  # the run's client
             args=(here.warm,),
-            kwargs={"senders": warm_senders, "pacers": pacing},
+            kwargs={"senders": warm_senders, "pacers": pacing, "template": _template(parameters)},
             daemon=True,
         )
         warming.start()
@@ -132,6 +132,12 @@ def run_flow(
             raise
         finally:
             warming.join()  # nothing it builds outlives the run unowned (the runtime closes after)
+
+
+def _template(parameters: dict[str, Any]) -> str | None:
+    """The template a dispatch run renders (warmed beside the run's creation), if any."""
+    name = parameters.get("template")
+    return name if isinstance(name, str) else None
 
 
 def too_large(error: BaseException) -> Exception | None:

@@ -7,8 +7,11 @@ import ast
 import threading
 from pathlib import Path
 
+import pytest
+
 from notify.bootstrap import Runtime, runtime, using
 from notify.pacing import Pacer
+from notify.rendering import UnknownTemplateError
 from notify.senders import Senders
 from notify.senders.memory import MemorySender
 from notify.settings import load_settings
@@ -107,6 +110,18 @@ def test_a_piece_being_built_does_not_hold_up_the_others() -> None:
     finally:
         release.set()
         slow.join()
+    here.close()
+
+
+def test_warming_leaves_a_piece_that_cannot_be_built_to_its_first_user() -> None:
+    """A command warms the run's template beside the run's creation; a name that is no template
+    is not the warm-up's error but the render's, which names it."""
+    here = Runtime(load_settings(sender="memory"))
+    here.warm(template="repair_assigned")
+    assert "unit_number" in here.catalog().info("repair_assigned").required_variables
+    here.warm(template="no_such_template")
+    with pytest.raises(UnknownTemplateError, match="no_such_template"):
+        here.catalog().render("no_such_template", {})
     here.close()
 
 
