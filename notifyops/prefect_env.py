@@ -105,8 +105,8 @@ def run_flow(
 
     While Prefect creates the run (API calls: the process waits), a thread builds the runtime's
     pieces (engine, catalogue and the run's template, ORM mappings and, for a run that delivers,
-    the senders and the provider pacers), which the run's first tasks would otherwise build in line (0.1-0.4 s
-    measured).
+    the senders and the provider pacers), which the run's first tasks would otherwise build in
+    line (0.1-0.4 s measured).
     A command's run lives as long as the command: the crash-detection heartbeat thread, which
     makes every run wait up to a second for it at the end, is off for it."""
     from notify.bootstrap import runtime
