@@ -9,7 +9,7 @@ from dataclasses import asdict
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from notify.enqueue import EnqueueResult
-from notify.report_view import cell, markdown
+from notify.report_view import cell, markdown, markdown_table
 from notify.reports import Report
 from notify.request_report import RequestReport
 from notify.summaries import DeliverySummary
@@ -22,19 +22,22 @@ def enqueue_table(result: EnqueueResult) -> None:
     """What a request stored in parts stored, written as soon as its last part is stored (a
     long dispatch shows it while its batches still deliver)."""
     create_table_artifact(
-        table=_count_rows(result.rows)
-        or [{"channel": NONE, "status": "duplicate request", "rows": 0}],
+        table=_count_rows(result.rows, empty="duplicate request"),
         key="dispatch-enqueue",
         description=_stored_line(result),
     )
 
 
-def _count_rows(counts: Mapping[str, Mapping[str, int]]) -> list[dict[str, str | int]]:
-    return [
+def _count_rows(
+    counts: Mapping[str, Mapping[str, int]], *, empty: str
+) -> list[dict[str, str | int]]:
+    """channel -> status -> rows as table rows; one row saying `empty` when there are none."""
+    rows: list[dict[str, str | int]] = [
         {"channel": channel, "status": status, "rows": count}
         for channel, by_status in counts.items()
         for status, count in by_status.items()
     ]
+    return rows or [{"channel": NONE, "status": empty, "rows": 0}]
 
 
 def _stored_line(result: EnqueueResult) -> str:
@@ -99,21 +102,14 @@ def dispatch_markdown(
     lines += _count_table(delivered.outcomes, empty="nothing due")
     if delivered.failures:
         lines += ["", "### Failed sends (first 20; addresses masked)", ""]
-        lines += [
-            "| channel | address | status | error code | error class |",
-            "|---|---|---|---|---|",
-        ]
-        lines += [
-            "| " + " | ".join(cell(v) for v in asdict(sample).values()) + " |"
-            for sample in delivered.failures
-        ]
+        columns = ["channel", "address", "status", "error code", "error class"]
+        lines += markdown_table(columns, [list(asdict(f).values()) for f in delivered.failures])
     return "\n".join(lines) + "\n"
 
 
 def _count_table(counts: Mapping[str, Mapping[str, int]], *, empty: str) -> list[str]:
-    rows = _count_rows(counts) or [{"channel": NONE, "status": empty, "rows": 0}]
-    table = ["| channel | status | rows |", "|---|---|---|"]
-    return table + [f"| {cell(r['channel'])} | {cell(r['status'])} | {r['rows']} |" for r in rows]
+    rows = _count_rows(counts, empty=empty)
+    return markdown_table(["channel", "status", "rows"], [list(row.values()) for row in rows])
 
 
 def dispatch_artifact(
@@ -152,8 +148,7 @@ def delivery_notes(summary: DeliverySummary) -> str:
 def delivery_table(summary: DeliverySummary) -> None:
     """A deliver-pending run's outcomes (and its failed sends, when any)."""
     create_table_artifact(
-        table=_count_rows(summary.outcomes)
-        or [{"channel": NONE, "status": "nothing due", "rows": 0}],
+        table=_count_rows(summary.outcomes, empty="nothing due"),
         key="deliver-pending",
         description=delivery_notes(summary),
     )

@@ -6,6 +6,7 @@ masked form, so anything here may be shown.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,7 +92,11 @@ def markdown(title: str, data: dict[str, Any], notes: list[str] | None = None) -
     lines += ["", "| fact | value |", "|---|---|"]
     lines += [f"| {cell(key)} | {cell(value)} |" for key, value in shaped.facts]
     for name, columns, rows in shaped.tables:
-        lines += ["", f"## {_line(name)}", "", "| " + " | ".join(map(cell, columns)) + " |"]
-        lines += ["|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+        lines += ["", f"## {_line(name)}", "", *markdown_table(columns, rows)]
     return "\n".join(lines) + "\n"
+
+
+def markdown_table(columns: Sequence[Any], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A Markdown table's lines: a header, then one line per row, every value a `cell`."""
+    lines = ["| " + " | ".join(map(cell, columns)) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
