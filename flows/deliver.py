@@ -33,7 +33,7 @@ def deliver_pending(params: DeliverParams | None = None) -> State[Any]:
     if idle():
         return Completed(name=NOTHING_DUE, message="nothing due", data=DeliverySummary())
     with library_logs_in_run():
-        summary = deliver_due(params or DeliverParams())
+        summary, _ = deliver_due(params or DeliverParams())
         delivery_table(summary)
         state = delivery_state(summary, summary)
         logger = get_run_logger()

@@ -15,6 +15,7 @@ from prefect.futures import PrefectFuture, as_completed
 from flows.params import DeliverParams
 from flows.parts import LaterParts
 from notify.delivery import BatchReport
+from notify.request_report import RequestReport
 from notify.summaries import DeliverySummary
 from tasks.dispatch import Prepared, deliver_batch, finish_delivery, prepare_delivery
 from tasks.resources import runtime
@@ -26,14 +27,16 @@ def deliver_due(
     prepared: Prepared | None = None,
     expected: int | None = None,
     incoming: LaterParts | None = None,
-) -> DeliverySummary:
+    request_id: str | None = None,
+) -> tuple[DeliverySummary, RequestReport | None]:
     """`prepared`: what a `prepare-delivery` the caller already ran did (the dispatch flow runs
     it beside its enqueue); without it, this runs it first. `expected`: the rows the caller
     knows are due (a dispatch's own): fewer first batches when they fit (one for a small send);
     a batch that ends with rows still due brings the run back to `parallel_batches`.
     `incoming`: a request's later parts, stored while this delivers (started after the first
     batches); each part that lands brings the run back to `parallel_batches`, and the run goes
-    on until the last part is stored and delivered."""
+    on until the last part is stored and delivered. `request_id`: a dispatch's request, whose
+    own rows come back with the summary, read once every outcome is in."""
     limit = params.batch_size or runtime().settings.batch_size
     if prepared is None:
         prepared = prepare_delivery()  # rescue and quiet-hours digests, before any claim
@@ -84,7 +87,13 @@ def deliver_due(
         # has claimed from yet
         if report.more_due or unclaimed:
             top_up()
-    left = finish_delivery(f":{run}/", follow=bool(prepared.gathered.digests or total.claimed))
-    return DeliverySummary.of(
-        total, batches=batches, rescued=prepared.rescued, left=left, gathered=prepared.gathered
+    follow = bool(prepared.gathered.digests or total.claimed)
+    finished = finish_delivery(f":{run}/", follow=follow, request_id=request_id)
+    summary = DeliverySummary.of(
+        total,
+        batches=batches,
+        rescued=prepared.rescued,
+        left=finished.left,
+        gathered=prepared.gathered,
     )
+    return summary, finished.request

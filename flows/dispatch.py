@@ -81,13 +81,15 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
         enqueue_table(EnqueueResult.merged([head, *later.results]))
 
     later = LaterParts.of(send, attribution, rest, on_end=stored if rest else None)
-    delivered = None
+    delivered, own = None, None
     if preparing is not None:
-        delivered = deliver_due(delivery_params, preparing.result(), due_rows(head), later)
+        delivered, own = deliver_due(
+            delivery_params, preparing.result(), due_rows(head), later, head.request_id
+        )
     else:
         later.store_all()
     enqueued = EnqueueResult.merged([head, *later.results])
-    own = request_rows(enqueued.request_id)
+    own = own or request_rows(enqueued.request_id)
     dispatch_artifact(enqueued, delivered, own, this_run=run_id)
     summary = DispatchSummary(enqueue=enqueued, delivery=delivered)
     logger.info("dispatch: %s", summary.model_dump_json(exclude={"enqueue": {"notification_ids"}}))
