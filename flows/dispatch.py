@@ -89,7 +89,8 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
     else:
         later.store_all()
     enqueued = EnqueueResult.merged([head, *later.results])
-    own = own or request_rows(enqueued.request_id)
+    if own is None:  # no delivery read them: a task run of their own
+        own = request_rows(enqueued.request_id)
     dispatch_artifact(enqueued, delivered, own, this_run=run_id)
     summary = DispatchSummary(enqueue=enqueued, delivery=delivered)
     logger.info("dispatch: %s", summary.model_dump_json(exclude={"enqueue": {"notification_ids"}}))
