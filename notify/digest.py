@@ -15,8 +15,11 @@ their own). For every group of two or more rows it stores, in one transaction:
   `carried_by_id` = the digest row, decision `sms: carried by digest #N; <the deferral>`, cost and
   parts 0 (the digest row holds the price of what is sent).
 
-Two deliverers at once: on PostgreSQL the candidates are locked `FOR UPDATE SKIP LOCKED`, so a
-row is gathered by one of them or claimed by a deliverer, never both; every carried row is moved
+Two deliverers at once: on PostgreSQL gathers take turns (a transaction-level advisory lock, taken
+before any row is read: two gathers locking candidates side by side split a recipient's rows
+between them, and the half with one row went out alone beside the other half's digest), and the
+candidates are locked `FOR UPDATE SKIP LOCKED`, so a row is gathered or claimed by a deliverer,
+never both; every carried row is moved
 by an UPDATE fenced on `status = 'pending' AND carried_by_id IS NULL` whose row count is checked
 (SQLite's reads are not locked): a row taken meanwhile rolls the whole gather back and it starts
 again. Run twice, it finds nothing left to gather.
@@ -68,6 +71,7 @@ DIGEST_SMS_MAX_PARTS = 3  # a longer digest lists fewer messages and counts the 
 # (receipts: delivered, bounced) for this long
 FOLLOW_SPAN = timedelta(days=7)
 GATHER_ATTEMPTS = 3  # a gather that lost a row to a deliverer starts again, this many times
+GATHER_LOCK = 0x6E6F74696679  # PostgreSQL advisory lock key: one gather at a time
 # The digest's outcomes its carried rows take: an accepted message or a failure. Not pending,
 # claimed, sending, pending_retry or unknown: the digest is still on its way, its carried rows
 # stay `carried` (never due) until it gets there.
@@ -144,6 +148,8 @@ def gather_digests(
 def _gather(
     conn: Connection, catalog: TemplateCatalog, settings: Settings, now: datetime
 ) -> Gathered:
+    if conn.dialect.name == "postgresql":  # until this transaction ends; SQLite has one writer
+        conn.execute(select(func.pg_advisory_xact_lock(GATHER_LOCK)))
     pairs = _rendered(catalog, _groups(_candidates(conn, now), _digest_allowed(catalog)))
     if not pairs:
         return Gathered()
