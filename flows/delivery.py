@@ -78,6 +78,7 @@ def deliver_due(
             if incoming.take():  # a part landed: its rows are due
                 unclaimed = True
                 top_up()
+            incoming.settle()  # after the top-up: the batches never wait for its API call
             continue
         running.remove(ended)
         report = ended.result()
@@ -87,6 +88,8 @@ def deliver_due(
         # has claimed from yet
         if report.more_due or unclaimed:
             top_up()
+    if incoming is not None:
+        incoming.settle()  # the feed ended without a part landing here (none left, or a failure)
     follow = bool(prepared.gathered.digests or total.claimed)
     finished = finish_delivery(f":{run}/", follow=follow, request_id=request_id)
     summary = DeliverySummary.of(

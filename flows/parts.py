@@ -36,8 +36,10 @@ def store_part(send: SendRequest, attribution: Attribution, part: range) -> Enqu
 @dataclass
 class LaterParts:
     """The parts after the first, stored one at a time in the background. `on_end` runs once,
-    in the caller's thread, when the feed ends (every part stored, or one failed): the flow
-    writes what was stored while the batches still deliver, instead of after them."""
+    in the caller's thread, when the caller settles a feed that has ended (every part stored, or
+    one failed): the flow writes what was stored while the batches still deliver, instead of
+    after them, and only once it has started the batches the last part needs (an API call can
+    take a few hundred ms on a busy server; the batches do not wait for it)."""
 
     send: SendRequest
     attribution: Attribution
@@ -46,6 +48,7 @@ class LaterParts:
     error: BaseException | None = None
     running: PrefectFuture[EnqueueResult] | None = None
     on_end: Callable[[], None] | None = None
+    ended: bool = False
 
     @classmethod
     def of(
@@ -65,7 +68,7 @@ class LaterParts:
             quoted = cast(SendRequest, quote(self.send))
             self.running = enqueue_notifications.submit(quoted, self.attribution, _bounds(part))
         else:
-            self._ended()
+            self.ended = True
 
     def take(self) -> int:
         """The running part has ended: keep its answer (or its error, which ends the feed),
@@ -74,8 +77,7 @@ class LaterParts:
         try:
             result = self.running.result()
         except Exception as error:  # after the task's own retries
-            self.error, self.running = error, None
-            self._ended()
+            self.error, self.running, self.ended = error, None, True
             return 0
         self.results.append(result)
         self.start()
@@ -85,11 +87,14 @@ class LaterParts:
         """Store every remaining part, one after another (a dispatch that does not deliver)."""
         while self.parts:
             self.results.append(store_part(self.send, self.attribution, self.parts.popleft()))
-        self._ended()
+        self.ended = True
+        self.settle()
 
-    def _ended(self) -> None:
-        hook, self.on_end = self.on_end, None
+    def settle(self) -> None:
+        """Once the feed has ended: run `on_end` (once)."""
+        hook = self.on_end if self.ended else None
         if hook is not None:
+            self.on_end = None
             hook()
 
 
