@@ -19,7 +19,7 @@ from notify.pacing import Pacer, TokenBucket, Unpaced
 from notify.senders import Senders
 from notify.senders.base import OutgoingEmail, OutgoingSms, SendReceipt
 from notify.senders.memory import MemorySender
-from notify.settings import Settings, load_settings
+from notify.settings import Priority, Settings, load_settings
 from tests.conftest import empty_tables, engine_for
 from tests.test_dispatch import NOON, add_recipients, email_statuses, send, tech
 
@@ -324,6 +324,27 @@ def test_a_bug_after_a_send_stops_the_batch_and_leaves_the_row_unknown(
     assert report.stopped is not None and "bug after the send" in report.stopped
     assert len(sender.emails) == 1, "the batch stopped after the first send"
     assert email_statuses(engine) == {"unknown": 1, "pending": 4}
+
+
+def test_a_claim_reads_the_content_its_channel_sends(engine: Engine, settings: Settings) -> None:
+    """An email row comes with the title, text and HTML; an SMS row with its SMS text (and the
+    title), not the email's text and HTML; each provider gets what it got before."""
+    add_recipients(engine, [tech(1)])
+    send(engine, settings, ["tech:1"], priority=Priority.urgent)  # urgent: SMS goes out too
+    with engine.connect() as conn:
+        claimed = claim_sending(conn, owner="probe", limit=10, now=NOON, lease=timedelta(minutes=5))
+        conn.rollback()
+    rows = {row.channel: row for row in claimed}
+    assert set(rows) == {"email", "sms"}
+    email, sms = rows["email"], rows["sms"]
+    assert email.text and email.html and "R-100" in email.html and email.sms_text is None
+    assert sms.sms_text and "R-100" in sms.sms_text
+    assert (sms.text, sms.html) == ("", None)
+    assert sms.subject == email.subject
+    sender = MemorySender()
+    make(engine, settings, sender).deliver_batch()
+    assert [m.body for m in sender.sms] == [sms.sms_text]
+    assert [(m.text, m.html) for m in sender.emails] == [(email.text, email.html)]
 
 
 @pytest.mark.parametrize("session_sort", ["on", "off"])
