@@ -48,7 +48,6 @@ class LaterParts:
     error: BaseException | None = None
     running: PrefectFuture[EnqueueResult] | None = None
     on_end: Callable[[], None] | None = None
-    ended: bool = False
 
     @classmethod
     def of(
@@ -67,8 +66,6 @@ class LaterParts:
             part = self.parts.popleft()
             quoted = cast(SendRequest, quote(self.send))
             self.running = enqueue_notifications.submit(quoted, self.attribution, _bounds(part))
-        else:
-            self.ended = True
 
     def take(self) -> int:
         """The running part has ended: keep its answer (or its error, which ends the feed),
@@ -77,7 +74,7 @@ class LaterParts:
         try:
             result = self.running.result()
         except Exception as error:  # after the task's own retries
-            self.error, self.running, self.ended = error, None, True
+            self.error, self.running = error, None
             return 0
         self.results.append(result)
         self.start()
@@ -87,8 +84,12 @@ class LaterParts:
         """Store every remaining part, one after another (a dispatch that does not deliver)."""
         while self.parts:
             self.results.append(store_part(self.send, self.attribution, self.parts.popleft()))
-        self.ended = True
         self.settle()
+
+    @property
+    def ended(self) -> bool:
+        """No part is being stored and none will be: all stored, or one failed."""
+        return self.running is None and (not self.parts or self.error is not None)
 
     def settle(self) -> None:
         """Once the feed has ended: run `on_end` (once)."""
