@@ -12,6 +12,8 @@ through, with the summary as its result either way."""
 
 from __future__ import annotations
 
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, cast
 
 from annotated_types import Len
@@ -70,21 +72,24 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
     send = request.send_request(default_key=f"flow-run:{run_id}" if run_id else None)
     attribution = Attribution(flow_run_id=run_id, deployment_name=deployment_name())
     # rescue and digests touch no row this request adds (they are not committed yet, and held
-    # ones are not due now): they run beside the enqueue, before any claim
-    preparing = prepare_delivery.submit() if request.deliver else None
-    # a large request is stored in parts: the first (which checks the whole request) here, the
-    # others while the first ones are delivered (flows/parts.py)
-    first, *rest = request_parts(send, runtime().settings.enqueue_part)
-    head = store_part(send, attribution, first)
+    # ones are not due now): they run beside the enqueue, before any claim, in a thread of the run
+    with ThreadPoolExecutor(1, "prepare-delivery") as beside:
+        run_context = contextvars.copy_context()  # the run's logger and client
+        preparing = beside.submit(run_context.run, prepare_delivery) if request.deliver else None
+        # a large request is stored in parts: the first (which checks the whole request) here,
+        # the others while the first ones are delivered (flows/parts.py)
+        first, *rest = request_parts(send, runtime().settings.enqueue_part)
+        head = store_part(send, attribution, first)
+        prepared = preparing.result() if preparing is not None else None
 
     def stored() -> None:  # what a request in parts stored, while its batches deliver
         enqueue_table(EnqueueResult.merged([head, *later.results]))
 
     later = LaterParts.of(send, attribution, rest, on_end=stored if rest else None)
     delivered, own = None, None
-    if preparing is not None:
+    if prepared is not None:
         delivered, own = deliver_due(
-            delivery_params, preparing.result(), due_rows(head), later, head.request_id
+            delivery_params, prepared, due_rows(head), later, head.request_id
         )
     else:
         later.store_all()

@@ -61,16 +61,22 @@ def resume_collector() -> None:
 
 
 @contextmanager
-def _without_heartbeat() -> Iterator[None]:
-    """The current settings with the flow-run heartbeat off. Prefect's `temporary_settings` would
-    rebuild every setting from its sources (the environment, profiles.toml, pyproject.toml,
-    .env: ~0.1 s per run, measured); this copies the settings with one value changed. `None`
-    (off) cannot be given through the environment (the variable takes seconds, at least 30)."""
+def _settings(*, version_checked: bool = False) -> Iterator[None]:
+    """The current settings with the flow-run heartbeat off (and, once a client has checked the
+    server's version, the check off). Prefect's `temporary_settings` would rebuild every setting
+    from its sources (the environment, profiles.toml, pyproject.toml, .env: ~0.1 s per run,
+    measured); this copies the settings with these values changed. `None` (off) cannot be given
+    through the environment (the heartbeat variable takes seconds, at least 30)."""
     from prefect.context import SettingsContext, get_settings_context
 
     current = get_settings_context()
     flows = current.settings.flows.model_copy(update={"heartbeat_frequency": None})
-    settings = current.settings.model_copy(update={"flows": flows})
+    update: dict[str, Any] = {"flows": flows}
+    if version_checked:
+        update["client"] = current.settings.client.model_copy(
+            update={"server_version_check_enabled": False}
+        )
+    settings = current.settings.model_copy(update=update)
     with SettingsContext(profile=current.profile, settings=settings):
         yield
 
@@ -81,7 +87,14 @@ def _one_client() -> Iterator[None]:
     thread use it, where the engine would build one and the pacers' check another. Over plain
     HTTP its TLS context is an empty one: Prefect gives every client it builds a context that
     parses the whole CA bundle (35-90 ms of CPU each, measured on a 2-core machine), which an
-    http:// API never uses. An https API, or none (the ephemeral one), is left to Prefect."""
+    http:// API never uses. An https API, or none (the ephemeral one), is left to Prefect.
+
+    Over HTTP the run also starts Prefect's event and log workers now, while the run is created
+    (the process waits on the API), rather than at its first event and first log: each builds its
+    own client on Prefect's event loop (with such a TLS context: 50-65 ms of CPU each), and the
+    run's first task waited for them (0.25 s measured on a 2-core machine). The server's version,
+    which this client has just checked, is not checked again by the events client (a request and
+    another TLS context)."""
     from prefect.settings import PREFECT_API_URL
 
     if not str(PREFECT_API_URL.value() or "").startswith("http://"):
@@ -94,8 +107,22 @@ def _one_client() -> Iterator[None]:
     client = get_client(sync_client=True, httpx_settings={"verify": unused_tls})
     # built around that client (its constructor would build a default one); its settings read as
     # the default ones, so every get_client(sync_client=True) of the run returns it
-    with SyncClientContext.model_construct(client=client):
+    with SyncClientContext.model_construct(client=client), _settings(version_checked=True):
+        _start_run_services()
         yield
+
+
+def _start_run_services() -> None:
+    """Prefect's event and log workers, started on its event loop (each connects by itself)."""
+    from prefect.events.utilities import should_emit_events
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED
+
+    if should_emit_events():
+        EventsWorker.instance()
+    if PREFECT_LOGGING_TO_API_ENABLED.value():
+        APILogWorker.instance()
 
 
 def run_flow(
@@ -115,7 +142,7 @@ def run_flow(
     resume_collector()
     here = runtime()  # settings errors surface here, in the command's own thread
     pacing = pacers_for if warm_senders else None
-    with _without_heartbeat(), _one_client():
+    with _settings(), _one_client():
         warming = threading.Thread(
             target=contextvars.copy_context().run,  # the run's client
             args=(here.warm,),

@@ -1,16 +1,22 @@
-"""Prefect tasks for dispatch and delivery: thin adapters over notify/ (a task handles a batch).
+"""Prefect tasks for dispatch and delivery: thin adapters over notify/ (a task handles a batch),
+and the delivery run's bookkeeping steps, which run in the flow (`retried`).
 
 Their pieces (engine, templates, senders, pacers) come from the process's runtime
 (notify.bootstrap), built once per process; their inputs are small values."""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 from prefect.runtime import task_run
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from notify.db import transaction, utcnow
 from notify.delivery import BatchReport, Deliverer
@@ -32,6 +38,46 @@ def _retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
     except Exception:
         return True
     return True
+
+
+STEP_ATTEMPTS = 3
+STEP_RETRY_DELAY_S = 5.0
+
+Value = TypeVar("Value")
+
+
+def retried(name: str, step: Callable[[], Value], *, delay_s: float = STEP_RETRY_DELAY_S) -> Value:
+    """A delivery run's bookkeeping step (rescue and digests before the first claim; leftovers
+    and the request's rows after the last outcome), run in the flow rather than as a task run:
+    each task run costs the Prefect server 25-75 ms of CPU to record (measured on 2 cores), beside
+    the run's own work, and these add nothing to watch in the UI that the run's summary and
+    artifact do not show. Retried as their tasks were (STEP_ATTEMPTS attempts, STEP_RETRY_DELAY_S
+    apart), but on a lost or refused database connection only: any other error is a defect,
+    shown at once."""
+    for attempt in range(1, STEP_ATTEMPTS + 1):
+        try:
+            return step()
+        except (OperationalError, InterfaceError) as error:
+            if attempt == STEP_ATTEMPTS:
+                raise
+            _run_logger().warning(
+                "%s: the database failed (%s); trying again in %g s (attempt %d of %d)",
+                name,
+                type(error.orig).__name__ if error.orig is not None else type(error).__name__,
+                delay_s,
+                attempt + 1,
+                STEP_ATTEMPTS,
+            )
+            time.sleep(delay_s)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The run's logger (its logs in the UI), or this module's outside a run."""
+    try:
+        return cast(logging.LoggerAdapter[logging.Logger], get_run_logger())
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 @task(
@@ -67,12 +113,16 @@ class Prepared:
     gathered: Gathered
 
 
-@task(name="prepare-delivery", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def prepare_delivery() -> Prepared:
     """Before any claim (a carried row is never due): expired claims back to pending, expired
     in-flight rows to unknown; carried rows take their digest's outcome; the rows quiet hours held
     back for one recipient and channel, due now, become one digest row (unless
-    NOTIFY_QUIET_HOURS_DIGEST is off). Idempotent, safe beside other deliverers."""
+    NOTIFY_QUIET_HOURS_DIGEST is off). Idempotent, safe beside other deliverers. A step of the
+    delivery run, not a task run (see `retried`)."""
+    return retried("prepare-delivery", _prepare)
+
+
+def _prepare() -> Prepared:
     # a deliverer: building it builds the senders and pacers the batches need, beside the
     # enqueue rather than in the first batch (a deployment run has no command to warm them)
     returned, unknown = _deliverer("rescue").rescue()
@@ -102,12 +152,15 @@ class Finished:
     request: RequestReport | None = None
 
 
-@task(name="finish-delivery", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def finish_delivery(run_tag: str, follow: bool, request_id: str | None = None) -> Finished:
     """Rows a digest carries take the outcome this run gave the digest row (when `follow`); then
     rows still due, rows this run's batches still hold (a batch died), `unknown` rows; and, for
-    a dispatch (`request_id`), its request's own rows: one task run at the end, not two (each
-    costs the Prefect server ~25 ms of CPU to record, beside the run's other work)."""
+    a dispatch (`request_id`), its request's own rows. A step of the delivery run, not a task
+    run (see `retried`)."""
+    return retried("finish-delivery", lambda: _finish(run_tag, follow, request_id))
+
+
+def _finish(run_tag: str, follow: bool, request_id: str | None) -> Finished:
     if follow:
         follow_digests(engine=runtime().engine(), now=utcnow())
     with transaction(runtime().engine()) as session:

@@ -14,6 +14,7 @@ from prefect.client.schemas.objects import Artifact as StoredArtifact
 from prefect.flow_engine import run_flow
 from prefect.states import State
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 
 from flows.artifacts import request_markdown
 from flows.deliver import deliver_pending
@@ -27,6 +28,7 @@ from notify.request_report import RequestReport, request_report
 from notify.settings import load_settings
 from notify.summaries import DeliverySummary, DispatchSummary
 from notifyops.cli import main
+from tasks.dispatch import STEP_ATTEMPTS, retried
 from tests.aws_fixtures import moto_sent
 from tests.runtime import reload_runtime
 from tests.test_dispatch import add_recipients, tech
@@ -114,8 +116,9 @@ def test_a_request_past_the_servers_default_parameter_limit_runs(flow_env: str) 
 
 
 def test_a_small_send_runs_one_delivery_batch(flow_env: str) -> None:
-    """Its rows fit one batch: one deliver-batch task run, not `parallel_batches` of them; and
-    the request's own rows are read by finish-delivery, not by a task run of their own."""
+    """Its rows fit one batch: one deliver-batch task run, not `parallel_batches` of them; the
+    rescue and digests before it and the leftovers and the request's own rows after it are steps
+    of the run, not task runs of their own (each costs the server CPU to record)."""
     add_recipients(make_engine(flow_env), [tech(1), tech(2)])
     state, summary = dispatch(
         DispatchParams(template="repair_assigned", to=["tech:1", "tech:2"], context=CONTEXT)
@@ -128,12 +131,8 @@ def test_a_small_send_runs_one_delivery_batch(flow_env: str) -> None:
             )
         )
     names = sorted(run.name.rsplit("-", 1)[0] for run in runs)
-    assert names == [
-        "deliver-batch",
-        "enqueue-notifications",
-        "finish-delivery",
-        "prepare-delivery",
-    ], names
+    assert names == ["deliver-batch", "enqueue-notifications"], names
+    assert summary.delivery.remaining_due == 0  # what finishing the run found
 
 
 def test_a_deployment_run_records_its_deployment_and_an_ad_hoc_run_none(flow_env: str) -> None:
@@ -390,3 +389,43 @@ def test_a_part_that_fails_fails_the_run_after_the_stored_parts_are_sent(flow_en
     assert sent_per_recipient(engine) == {
         (f"tech:{n}", channel): 1 for n in range(1, 11) for channel in ("email", "sms")
     }
+
+
+def _refused() -> OperationalError:
+    return OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+
+
+def test_a_delivery_step_tries_again_when_the_database_connection_fails() -> None:
+    """Rescue, digests and leftovers run in the flow, not as task runs: a lost database
+    connection is retried as their tasks' retries did, then the step's answer is used."""
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < STEP_ATTEMPTS:
+            raise _refused()
+        return "done"
+
+    assert retried("prepare-delivery", flaky, delay_s=0) == "done"
+    assert len(calls) == STEP_ATTEMPTS
+
+
+def test_a_delivery_step_gives_up_after_its_attempts_and_never_retries_a_defect() -> None:
+    calls: list[int] = []
+
+    def down() -> None:
+        calls.append(1)
+        raise _refused()
+
+    with pytest.raises(OperationalError):
+        retried("finish-delivery", down, delay_s=0)
+    assert len(calls) == STEP_ATTEMPTS
+
+    def broken() -> None:
+        calls.append(1)
+        raise ValueError("a defect, not a lost connection")
+
+    calls.clear()
+    with pytest.raises(ValueError, match="a defect"):
+        retried("finish-delivery", broken, delay_s=0)
+    assert len(calls) == 1
