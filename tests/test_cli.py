@@ -203,12 +203,17 @@ def test_health_on_a_prefect_server_without_the_work_pool(
 
 
 @pytest.mark.slow
-def test_a_flow_that_fails_prints_one_line_and_no_prefect_traceback(tmp_path: Path) -> None:
-    """A real `notifyops` process, a real (ephemeral) Prefect run whose task fails: Prefect's own
-    error logs and tracebacks stay off the terminal; --debug brings the traceback back."""
+def test_a_flow_that_fails_prints_one_line_and_no_prefect_traceback(
+    prefect_harness: None, tmp_path: Path
+) -> None:
+    """A real `notifyops` process, a real Prefect run (on the session's API: an ephemeral one
+    would start twice, ~40 s each on 2 cores) whose task fails: Prefect's own error logs and
+    tracebacks stay off the terminal; --debug brings the traceback back."""
     import sqlite3
     import subprocess
     import sys
+
+    from prefect.settings import PREFECT_API_URL
 
     from notify.migrate import upgrade_database
 
@@ -225,6 +230,7 @@ def test_a_flow_that_fails_prints_one_line_and_no_prefect_traceback(tmp_path: Pa
         "NOTIFY_DATABASE_URL": f"sqlite:///{database}",
         "NOTIFY_SENDER": "memory",
         "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
     command = [sys.executable, "-m", "notifyops", "audit", "failures"]
