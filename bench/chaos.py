@@ -50,7 +50,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -414,9 +414,12 @@ def worker_cfg(url: str, endpoint: str, workdir: Path, owner: str, **extra: Any)
     }
 
 
-def last_step(journal: Path) -> str:
+def last_step(journal: Path, ignoring: Collection[str] = ()) -> str:
+    """The journal's last step, leaving out the `ignoring` ones."""
     lines = journal.read_text().splitlines() if journal.exists() else []
-    return lines[-1].split()[-1] if lines else "start"
+    steps = [line.split()[-1] for line in lines]
+    kept = [step for step in steps if step not in ignoring]
+    return kept[-1] if kept else "start"
 
 
 def mixed_faults(rng: random.Random) -> Faults:
@@ -475,7 +478,11 @@ def sigkill_trial(
             _wait_holding(trial_dir / "doomed.journal", step, doomed)
             time.sleep(HOLD_S / 2)
         kill_worker(doomed, engine, trial_dir, "doomed")
-        phase = PHASES[last_step(trial_dir / "doomed.journal")]
+        # a held step holds the coordinating thread only: the sender threads go on sending the
+        # rows already handed to them (a window's worth, more than SETTLE_S clears on a slow
+        # machine), so their `send` lines do not move the kill out of the held step
+        ignoring = ("send",) if step else ()
+        phase = PHASES[last_step(trial_dir / "doomed.journal", ignoring)]
         at_kill = dict(status_counts(engine))
         in_flight = held(engine)
         cfg = worker_cfg(url, fake.url, trial_dir, "rescuer", enqueue=spec, rescue_dead=True)
