@@ -207,7 +207,7 @@ def test_a_flow_that_fails_prints_one_line_and_no_prefect_traceback(
     prefect_harness: None, tmp_path: Path
 ) -> None:
     """A real `notifyops` process, a real Prefect run (on the session's API: an ephemeral one
-    would start twice, ~40 s each on 2 cores) whose task fails: Prefect's own error logs and
+    would start twice, ~15 s each on 2 cores) whose task fails: Prefect's own error logs and
     tracebacks stay off the terminal; --debug brings the traceback back."""
     import sqlite3
     import subprocess

@@ -73,8 +73,10 @@ def journal_statements(engine: Engine, journal: Journal, holds: dict[str, float]
     """Journal each tracked statement before it runs. The first statement of each step in
     `holds` keeps its transaction open that long after it ran (its rows claimed or its outcomes
     recorded, not committed), as a slow claim or commit would: first SETTLE_S so the sender
-    threads take every row already handed to them (their `send` lines come first), then the
-    step is journaled again, and the hold."""
+    threads' calls under way journal their `send` lines, then the step is journaled again, and
+    the hold. The hold stops the coordinating thread only: senders go on with rows already
+    handed to them, and journal them during the hold (bench.chaos reads a held kill's step
+    without those lines)."""
     waiting = dict(holds)
 
     def before(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
