@@ -209,8 +209,8 @@ timing. The benchmark needs the `bench` extra (Celery, redis, psutil, py-spy) an
 
 ```
 .venv/bin/pip install -e '.[dev,bench]'
-.venv/bin/python -m bench --quick --json     # ~1 min: zero latency, 10,000 messages per peer
-.venv/bin/python -m bench                    # the full run (~5 min here), rewrites this page
+.venv/bin/python -m bench --quick --json     # ~1.5-3.5 min: zero latency, 10,000 messages per peer
+.venv/bin/python -m bench                    # the full run (12-15 min), rewrites this page
 .venv/bin/python -m bench.dispatch           # notifyops beside naive Prefect only (issue 3)
 .venv/bin/python -m bench.growth --sizes 1000000   # growth only
 .venv/bin/python -m bench.hotpath --what-if  # the profile and the proposed changes
