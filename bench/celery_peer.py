@@ -23,7 +23,7 @@ from typing import Any
 
 from celery import Celery
 
-from bench.common import ROOT, Scenario, log, request_context
+from bench.common import ROOT, Scenario, TimedWindow, log, request_context
 from bench.ledger import LedgerSender, pacers_for
 from bench.peer_work import (
     PeerTools,
@@ -108,7 +108,7 @@ def _start_worker(pool: str, concurrency: int, ledger_dir: Path) -> subprocess.P
 def _drive(scenario: Scenario, url: str, tag: str) -> dict[str, Any]:
     engine = make_engine(url)
     ids_of_recipients = recipient_ids(engine, scenario.notifications)
-    started = time.perf_counter()
+    window = TimedWindow()
     ids = store_notifications(engine, ids_of_recipients, request_context(tag), tag)
     for notification_id in ids:
         send_notification_task.apply_async((notification_id,), queue=QUEUE)
@@ -117,8 +117,9 @@ def _drive(scenario: Scenario, url: str, tag: str) -> dict[str, Any]:
     finished = time.perf_counter()
     engine.dispose()
     return {
-        "enqueue_s": enqueued - started,
-        "e2e_s": finished - started,
+        "enqueue_s": enqueued - window.started,
+        "e2e_s": finished - window.started,
+        "steal_pct": window.steal_pct(),
         "complete": done,
     }
 

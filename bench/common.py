@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import psutil
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -105,14 +106,20 @@ class PeerResult:
 
     def as_json(self) -> dict[str, Any]:
         runs = self.extra.get("runs_e2e_per_s")
-        return {
-            "messages": self.messages,
-            "enqueue_per_s": round(self.enqueue_per_s, 1),
-            "e2e_per_s": round(self.e2e_per_s, 1),
-            "duplicates": self.duplicates,
-            "missing": self.missing,
-            "peak_rss_mb": round(self.peak_rss_mb, 1),
-        } | ({"runs_e2e_per_s": runs} if runs and len(runs) > 1 else {})
+        several = bool(runs and len(runs) > 1)
+        return (
+            {
+                "messages": self.messages,
+                "enqueue_per_s": round(self.enqueue_per_s, 1),
+                "e2e_per_s": round(self.e2e_per_s, 1),
+                "duplicates": self.duplicates,
+                "missing": self.missing,
+                "peak_rss_mb": round(self.peak_rss_mb, 1),
+                "steal_pct": self.extra.get("steal_pct", 0.0),
+            }
+            | ({"runs_e2e_per_s": runs} if several else {})
+            | ({"runs_steal_pct": self.extra.get("runs_steal_pct", [])} if several else {})
+        )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PeerResult:
@@ -147,6 +154,24 @@ def external_ids(count: int) -> tuple[str, ...]:
 def request_context(tag: str) -> dict[str, str]:
     """The context of one request; `tag` makes its title unique (the loop guard counts titles)."""
     return {"repair_id": f"R-{tag}", "unit_number": "1234"}
+
+
+class TimedWindow:
+    """A peer's timed run: when it started, and the share of the host's CPU time the hypervisor
+    gave to other guests meanwhile (`steal`, Linux; 0 elsewhere). On a shared virtual machine a
+    run of a few seconds can lose a tenth of its CPU that way (measured: 0-11% over 2-3 s runs
+    of the same dispatch, the slowest runs the most stolen from); the runs' steal is reported
+    beside their rates so a slow run can be told from a slow peer."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self._cpu = psutil.cpu_times()
+
+    def steal_pct(self) -> float:
+        now = psutil.cpu_times()
+        total = sum(now) - sum(self._cpu)
+        stolen = getattr(now, "steal", 0.0) - getattr(self._cpu, "steal", 0.0)
+        return round(100 * stolen / total, 1) if total > 0 else 0.0
 
 
 # --- the scratch database -----

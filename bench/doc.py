@@ -369,6 +369,11 @@ LIMITS = """## Limits of this benchmark
 - The machine is shared: other jobs (test suites, other benchmarks) may run at the same time;
   the load average before and after is printed above. Compare ratios within one run, not
   absolute numbers across runs.
+- The machine is a virtual one: its hypervisor may give part of the two cores' time to other
+  guests (`steal`), which slows a run of a few seconds without any change in the code (0-22% of
+  the CPU time of 2-3 s runs, measured; the slowest runs of the same dispatch were the most
+  stolen from). Each repeated run is listed with the share stolen during it; the `--json`
+  summary gives `steal_pct` for every peer and `runs_steal_pct` for repeated ones.
 - The provider is in memory with a fixed latency; real SES/SNS calls add TLS, variance and
   throttling, which only widen the gap between a paced run and an unpaced one.
 - One deliverer process for notifyops and one worker for Celery: scaling out (more deliverers on

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from bench.common import Scenario, request_context
+from bench.common import Scenario, TimedWindow, request_context
 from bench.ledger import LedgerSender, pacers_for
 from bench.peer_work import PeerTools, recipient_ids, send_notification, store_notifications
 from notify.db import make_engine
@@ -58,13 +58,14 @@ def run(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dict[str, A
     recipients = recipient_ids(engine, scenario.notifications)
     runner: Any = ThreadPoolTaskRunner(max_workers=scenario.concurrency)
     configured = naive_dispatch.with_options(task_runner=cast(Any, runner))
-    started = time.perf_counter()
+    window = TimedWindow()
     submitted = configured(recipients, tag)
     finished = time.perf_counter()
     _TOOLS[0].sender.close()
     engine.dispose()
     return {
-        "enqueue_s": submitted - started,
-        "e2e_s": finished - started,
+        "enqueue_s": submitted - window.started,
+        "e2e_s": finished - window.started,
+        "steal_pct": window.steal_pct(),
         "task_runner": f"ThreadPoolTaskRunner(max_workers={scenario.concurrency})",
     }

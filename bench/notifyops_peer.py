@@ -1,11 +1,12 @@
 """Peer (c): notifyops, as a library (bulk `enqueue` + `Deliverer` batches) and through its flows.
 
 Library: one `enqueue` transaction for the whole request, then one deliverer claiming batches
-of `batch_size` until nothing is due. Flows: `dispatch_notifications` (enqueue task + the
-`deliver-pending` subflow, a task per batch) against the benchmark's Prefect server, so the
-orchestrator's overhead shows. In both the provider is the ledger sender; the flows build their
-senders through `tasks.dispatch.from_settings`, which the benchmark replaces in its own process
-(the library has no setting for an in-memory sender with latency).
+of `batch_size` until nothing is due. Flows: `dispatch_notifications` as `notifyops send` runs it
+(the command's `run_flow`, the product's default parameters: the request stored in parts, the
+delivery tasks called from the dispatch flow) against the benchmark's Prefect server, so the
+orchestrator's overhead shows. In both the provider is the ledger sender, handed to the flows
+through the composition root (`notify.bootstrap.install`) as a test would: the library has no
+setting for an in-memory sender with latency.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from bench.common import HUGE, TEMPLATE, UNPACED, Scenario, external_ids, request_context
+from bench.common import (
+    HUGE,
+    TEMPLATE,
+    UNPACED,
+    Scenario,
+    TimedWindow,
+    external_ids,
+    request_context,
+)
 from bench.ledger import LedgerSender, pacers_for
 from notify.db import make_engine, transaction, utcnow
 from notify.delivery import BatchReport, Deliverer
@@ -108,7 +117,7 @@ def run_library(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dic
     catalog = TemplateCatalog()
     sender = LedgerSender(ledger_dir, latency_s=scenario.latency_s)
     request = send_request(scenario.notifications, tag)
-    started = time.perf_counter()
+    window = TimedWindow()
     enqueue_request(engine, settings, catalog, request)
     enqueued = time.perf_counter()
     report = deliver_all(make_deliverer(engine, settings, sender, scenario.rate))
@@ -116,8 +125,9 @@ def run_library(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dic
     sender.close()
     engine.dispose()
     return {
-        "enqueue_s": enqueued - started,
-        "e2e_s": finished - started,
+        "enqueue_s": enqueued - window.started,
+        "e2e_s": finished - window.started,
+        "steal_pct": window.steal_pct(),
         "deliver_s": finished - enqueued,
         "claimed": report.claimed,
         "batches": f"one deliverer, batches of {BATCH_SIZE}",
@@ -144,7 +154,7 @@ def run_flows(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dict[
     )
     last = f"{params.idempotency_key}#{scenario.notifications - 1}"  # its key names its position
     watcher = _StoredWatcher(make_engine(url), last)
-    started = time.perf_counter()
+    window = TimedWindow()
     watcher.start()
     # as `notifyops send` runs it: the CLI's run_flow, with the product's default parameters
     state = run_flow(
@@ -155,12 +165,14 @@ def run_flows(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dict[
     )
     summary = result_of(state)
     finished = time.perf_counter()
+    steal = window.steal_pct()
     enqueued = watcher.stop()
     sender.close()
     delivery = summary.delivery
     return {
-        "enqueue_s": (enqueued or finished) - started,
-        "e2e_s": finished - started,
+        "enqueue_s": (enqueued or finished) - window.started,
+        "e2e_s": finished - window.started,
+        "steal_pct": steal,
         "claimed": delivery.claimed if delivery else 0,
         "batches": delivery.batches if delivery else 0,
     }

@@ -52,16 +52,23 @@ def runs_lines(suite: SuiteResult, plan: Sequence[Scenario]) -> str:
         for peer in ORDER:
             r = suite.get(peer, scenario.name)
             runs = r.extra.get("runs_e2e_per_s") if r is not None else None
-            if runs and len(runs) > 1:
-                rates = " / ".join(f"{rate:,.0f}" for rate in runs)
+            if r is not None and runs and len(runs) > 1:
+                stolen = r.extra.get("runs_steal_pct") or [None] * len(runs)
+                cells = [_run_cell(rate, steal) for rate, steal in zip(runs, stolen, strict=True)]
+                rates = " / ".join(cells)
                 lines.append(f"- {scenario.name}, {NAMES[peer]}: {rates}")
     if not lines:
         return ""
     return (
-        "Runs under 10 s, three per peer (e2e msg/s, in order; the table shows the median):\n\n"
+        "Runs under 10 s, three per peer (e2e msg/s, in order, each with the share of the host's "
+        "CPU time stolen by the hypervisor during it; the table shows the median):\n\n"
         + "\n".join(lines)
         + "\n"
     )
+
+
+def _run_cell(rate: float, steal: float | None) -> str:
+    return f"{rate:,.0f}" + (f" (steal {steal:g}%)" if steal is not None else "")
 
 
 def ratio_table(suite: SuiteResult, plan: Sequence[Scenario]) -> str:

@@ -118,8 +118,9 @@ def _once_idle(
 
 def measured(run: Callable[[int], PeerResult]) -> PeerResult:
     """One run, or MOST_RUNS when the first is shorter than SHORT_RUN_S: the median run (by
-    e2e msg/s), with every run's rate (`extra["runs_e2e_per_s"]`, in order) and the duplicates
-    and missing messages summed over all runs, so no run's loss or double send is hidden."""
+    e2e msg/s), with every run's rate and the host's CPU steal during it
+    (`extra["runs_e2e_per_s"]`, `extra["runs_steal_pct"]`, in order) and the duplicates and
+    missing messages summed over all runs, so no run's loss or double send is hidden."""
     results = [run(1)]
     if results[0].e2e_s < SHORT_RUN_S:
         results += [run(n) for n in range(2, MOST_RUNS + 1)]
@@ -128,7 +129,11 @@ def measured(run: Callable[[int], PeerResult]) -> PeerResult:
         median,
         duplicates=sum(r.duplicates for r in results),
         missing=sum(r.missing for r in results),
-        extra=median.extra | {"runs_e2e_per_s": [round(r.e2e_per_s, 1) for r in results]},
+        extra=median.extra
+        | {
+            "runs_e2e_per_s": [round(r.e2e_per_s, 1) for r in results],
+            "runs_steal_pct": [r.extra.get("steal_pct", 0.0) for r in results],
+        },
     )
 
 

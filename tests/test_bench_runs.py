@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench.common import PeerResult
+from bench.common import PeerResult, Scenario
 from bench.doc import small_dispatch_line
-from bench.report import summary_json
+from bench.report import runs_lines, summary_json
 from bench.suite import MOST_RUNS, SHORT_RUN_S, SMALL, SuiteResult, measured
 
 
@@ -24,6 +24,7 @@ def _runs(*seconds: float, duplicates: int = 0, missing: int = 0) -> list[PeerRe
             e2e_s=s,
             duplicates=duplicates if n == 1 else 0,
             missing=missing if n == 2 else 0,
+            extra={"steal_pct": float(n)},  # what the host's hypervisor took during the run
         )
         for n, s in enumerate(seconds)
     ]
@@ -46,6 +47,15 @@ def test_a_short_run_is_repeated_and_the_median_run_reported() -> None:
     assert reported.extra["runs_e2e_per_s"] == [5000.0, 2500.0, 4000.0]
     assert (reported.duplicates, reported.missing) == (1, 2), "every run's losses are kept"
     assert reported.as_json()["runs_e2e_per_s"] == [5000.0, 2500.0, 4000.0]
+
+
+def test_each_run_is_reported_with_the_cpu_the_host_stole_during_it() -> None:
+    reported = measured(_playing(_runs(2.0, 4.0, 2.5), []))
+    assert reported.as_json()["runs_steal_pct"] == [0.0, 1.0, 2.0]
+    assert reported.as_json()["steal_pct"] == 2.0, "the median run's own"
+    suite = SuiteResult(results=[reported])
+    lines = runs_lines(suite, [Scenario("zero", 0.0, None, 8, 5000)])
+    assert "5,000 (steal 0%) / 2,500 (steal 1%) / 4,000 (steal 2%)" in lines
 
 
 def test_a_long_run_is_reported_alone() -> None:
