@@ -91,13 +91,13 @@ def _one_client() -> Iterator[None]:
 
     Over HTTP the run also starts Prefect's event and log workers now, from a thread of their
     own, while the run is created (the process waits on the API), rather than at its first event
-    and first log: each builds its own client on Prefect's event loop (with such a TLS context:
-    50-65 ms of CPU each), and the run's first task waited for them (0.25 s measured on a 2-core
-    machine). Started from the command's thread, the run's creation waited for them instead
-    (50 ms; 10,000 messages went from 4,173 to 4,347 msg/s, medians of six alternating runs); a
-    first event or log waits for its worker as it would have anyway. The server's version,
-    which this client has just checked, is not checked again by the events client (a request and
-    another TLS context)."""
+    and first log: they open their client on Prefect's event loop (one, shared, with the empty
+    TLS context: see `_start_run_services`), and the run's first task waited for them (0.25 s
+    measured on a 2-core machine). Started from the command's thread, the run's creation waited
+    for them instead (50 ms; 10,000 messages went from 4,173 to 4,347 msg/s, medians of six
+    alternating runs); a first event or log waits for its worker as it would have anyway. The
+    server's version, which this client has just checked, is not checked again by the workers'
+    client (a request)."""
     from prefect.settings import PREFECT_API_URL
 
     if not str(PREFECT_API_URL.value() or "").startswith("http://"):
@@ -112,21 +112,36 @@ def _one_client() -> Iterator[None]:
     # the default ones, so every get_client(sync_client=True) of the run returns it
     with SyncClientContext.model_construct(client=client), _settings(version_checked=True):
         starting = contextvars.copy_context()  # this client and these settings
-        threading.Thread(target=starting.run, args=(_start_run_services,), daemon=True).start()
+        threading.Thread(
+            target=starting.run, args=(_start_run_services, unused_tls), daemon=True
+        ).start()
         yield
 
 
-def _start_run_services() -> None:
-    """Prefect's event and log workers, started on its event loop (each connects by itself)."""
+def _start_run_services(unused_tls: ssl.SSLContext) -> None:
+    """Prefect's event and log workers, started on its event loop (each connects by itself),
+    sharing one async client with the command's empty TLS context: each would otherwise build
+    its own with the whole CA bundle parsed (50-65 ms of CPU each). Prefect starts a worker in a
+    copy of the caller's context, where its `get_client()` finds this client, once it is open
+    on that loop; it closes when the loop shuts down, after the workers have drained."""
+    from prefect._internal.concurrency.api import create_call, from_sync
+    from prefect._internal.concurrency.threads import get_global_loop
+    from prefect.client.orchestration import get_client
+    from prefect.context import AsyncClientContext
     from prefect.events.utilities import should_emit_events
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED
 
-    if should_emit_events():
-        EventsWorker.instance()
-    if PREFECT_LOGGING_TO_API_ENABLED.value():
-        APILogWorker.instance()
+    shared = get_client(httpx_settings={"verify": unused_tls})
+    from_sync.call_soon_in_loop_thread(create_call(shared.__aenter__)).result()
+    with AsyncClientContext.model_construct(client=shared):
+        if should_emit_events():
+            EventsWorker.instance()
+        if PREFECT_LOGGING_TO_API_ENABLED.value():
+            APILogWorker.instance()
+    # after the workers' own shutdown calls (they run in order): closed once they have drained
+    get_global_loop().add_shutdown_call(create_call(shared.__aexit__, None, None, None))
 
 
 def run_flow(

@@ -213,26 +213,13 @@ def test_a_flow_that_fails_prints_one_line_and_no_prefect_traceback(
     import subprocess
     import sys
 
-    from prefect.settings import PREFECT_API_URL
-
     from notify.migrate import upgrade_database
 
     database = tmp_path / "broken.db"
     upgrade_database(f"sqlite:///{database}")
     with sqlite3.connect(database) as connection:  # at head, but a table is gone
         connection.execute("DROP TABLE delivery_logs")
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("NOTIFY_", "PREFECT_"))
-    }
-    env |= {
-        "NOTIFY_DATABASE_URL": f"sqlite:///{database}",
-        "NOTIFY_SENDER": "memory",
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-    }
+    env = _child_env(f"sqlite:///{database}", tmp_path)
     command = [sys.executable, "-m", "notifyops", "audit", "failures"]
     quiet = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert quiet.returncode == 2
@@ -242,6 +229,21 @@ def test_a_flow_that_fails_prints_one_line_and_no_prefect_traceback(
         [*command, "--debug"], env=env, capture_output=True, text=True, timeout=300
     )
     assert loud.returncode == 2 and "Traceback" in loud.stderr
+
+
+def _child_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    """A `notifyops` process's environment: this one's, but its own database, the in-memory
+    sender, its own Prefect home and the session's Prefect API."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "PREFECT_"))}
+    return env | {
+        "NOTIFY_DATABASE_URL": database_url,
+        "NOTIFY_SENDER": "memory",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
 
 
 def test_a_padded_id_is_imported_stripped_and_reached_by_send(
@@ -326,6 +328,55 @@ def test_a_command_flow_run_shares_one_prefect_client_that_parses_no_ca_bundle(
     assert _ca_certificates(seen["flow"]) == 0
     assert _ca_certificates(get_client(sync_client=True)) > 0, "Prefect's default, outside"
     assert seen["flow"]._closed
+
+
+_WORKERS_PROBE = """
+from notifyops.prefect_env import apply_defaults, pause_collector
+apply_defaults()
+pause_collector()
+from prefect import flow, get_run_logger
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
+from prefect.runtime import flow_run
+from notifyops.prefect_env import run_flow
+from tests.test_cli import _ca_certificates
+
+@flow(name="workers-probe")
+def probe() -> str:
+    get_run_logger().warning("the probe ran")
+    return flow_run.id
+
+print(run_flow(probe))
+workers = EventsWorker._instances.values()  # every service's instance, by key
+(events,) = [worker for worker in workers if isinstance(worker, EventsWorker)]
+(logs,) = [worker for worker in workers if isinstance(worker, APILogWorker)]
+assert events._orchestration_client is logs._client, "one client for both workers"
+print(_ca_certificates(logs._client))
+"""
+
+
+def test_a_command_runs_prefect_event_and_log_workers_on_a_client_that_parses_no_ca_bundle(
+    prefect_harness: None, tmp_path: Path
+) -> None:
+    """A fresh process (Prefect starts its event and log workers once per process): over an
+    http:// API both workers share one client whose TLS context holds no CA certificate (each
+    would parse the whole bundle: 50-65 ms of CPU), and the run's log still reaches the API."""
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    env = _child_env(f"sqlite:///{tmp_path / 'probe.db'}", tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", _WORKERS_PROBE], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_id, certificates = done.stdout.split()
+    assert int(certificates) == 0
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    assert "the probe ran" in [log.message for log in logs]
 
 
 def _ca_certificates(client: Any) -> int:
