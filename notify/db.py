@@ -7,6 +7,7 @@ Times are stored as UTC and always come back timezone-aware.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
@@ -495,6 +497,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database could not be used just now (a lost, refused or busy
+    connection, a locked SQLite file): worth another attempt. A statement the schema refuses (a
+    missing table or column, which SQLite reports as an OperationalError too) or any other
+    error is a defect that another attempt repeats."""
+    if not isinstance(error, OperationalError | InterfaceError):
+        return False
+    return getattr(error.orig, "sqlite_errorcode", None) != sqlite3.SQLITE_ERROR
 
 
 @contextmanager

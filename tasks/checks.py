@@ -10,11 +10,18 @@ from prefect.cache_policies import NO_CACHE
 from notify.audits import HealthReport, LoopReport, Report
 from notify.checks import Check, mute_detected_loops, publish_metrics, raise_alerts, run_audit
 from tasks.resources import runtime
+from tasks.retries import retry_if_database_unavailable
 from tasks.run_info import run_actor
 from tasks.workers import work_pool_state
 
 
-@task(name="run-audit", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
+@task(
+    name="run-audit",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_if_database_unavailable,
+)
 def audit(check: Check, as_of: datetime, window_hours: float) -> Report:
     """Aggregate the delivery log over the window (SQL) into a typed report."""
     window = timedelta(hours=window_hours)

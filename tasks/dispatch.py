@@ -18,7 +18,7 @@ from prefect.exceptions import MissingContextError
 from prefect.runtime import task_run
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from notify.db import transaction, utcnow
+from notify.db import database_unavailable, transaction, utcnow
 from notify.delivery import BatchReport, Deliverer
 from notify.digest import Gathered, follow_digests, gather_digests
 from notify.due import has_work
@@ -52,13 +52,13 @@ def retried(name: str, step: Callable[[], Value], *, delay_s: float = STEP_RETRY
     each task run costs the Prefect server 25-75 ms of CPU to record (measured on 2 cores), beside
     the run's own work, and these add nothing to watch in the UI that the run's summary and
     artifact do not show. Retried as their tasks were (STEP_ATTEMPTS attempts, STEP_RETRY_DELAY_S
-    apart), but on a lost or refused database connection only: any other error is a defect,
-    shown at once."""
+    apart), but on a lost, refused or busy database only (`notify.db.database_unavailable`): any
+    other error is a defect, shown at once."""
     for attempt in range(1, STEP_ATTEMPTS + 1):
         try:
             return step()
         except (OperationalError, InterfaceError) as error:
-            if attempt == STEP_ATTEMPTS:
+            if attempt == STEP_ATTEMPTS or not database_unavailable(error):
                 raise
             _run_logger().warning(
                 "%s: the database failed (%s); trying again in %g s (attempt %d of %d)",

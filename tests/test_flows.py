@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +15,8 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import Artifact as StoredArtifact
 from prefect.flow_engine import run_flow
 from prefect.states import State
-from sqlalchemy import func, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from flows.artifacts import request_markdown
 from flows.deliver import deliver_pending
@@ -429,3 +431,54 @@ def test_a_delivery_step_gives_up_after_its_attempts_and_never_retries_a_defect(
     with pytest.raises(ValueError, match="a defect"):
         retried("finish-delivery", broken, delay_s=0)
     assert len(calls) == 1
+
+    calls.clear()
+    with pytest.raises(OperationalError, match="no such table"):
+        retried("finish-delivery", lambda: _missing_table(calls), delay_s=0)
+    assert len(calls) == 1, "SQLite's missing table is an OperationalError, and a defect"
+
+
+def _missing_table(calls: list[int]) -> None:
+    """What SQLite says when the schema lacks a table: an OperationalError, like a lost file."""
+    calls.append(1)
+    with make_engine("sqlite://").connect() as connection:
+        connection.execute(text("SELECT * FROM delivery_logs_gone"))
+
+
+def _locked(path: Path) -> OperationalError:
+    """What SQLite says when another process holds the file's write lock (and we do not wait)."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 0})
+    try:
+        with (
+            pytest.raises(OperationalError, match="locked") as raised,
+            engine.connect() as connection,
+        ):
+            connection.execute(text("SELECT count(*) FROM sqlite_master"))
+        return raised.value
+    finally:
+        engine.dispose()
+        holder.close()
+
+
+def test_an_audit_tries_again_when_the_database_is_away_and_never_for_a_defect(
+    tmp_path: Path,
+) -> None:
+    """run-audit's retries (10 s apart) wait for a lost, refused or busy database only: a schema
+    that refuses the query or a bug fails the run at once instead of 20 s later, the same way."""
+    from prefect.states import Failed
+
+    from tasks.checks import audit
+
+    def worth_another(error: BaseException) -> bool:
+        return bool(audit.retry_condition_fn(audit, None, Failed(data=error)))  # type: ignore[misc]
+
+    assert worth_another(_refused())
+    assert worth_another(_locked(tmp_path / "locked.db"))
+    with pytest.raises(OperationalError) as missing:
+        _missing_table([])
+    assert not worth_another(missing.value)
+    undefined = ProgrammingError("SELECT", {}, Exception('relation "delivery_logs" does not exist'))
+    assert not worth_another(undefined)
+    assert not worth_another(TypeError("a defect"))
