@@ -209,7 +209,7 @@ timing. The benchmark needs the `bench` extra (Celery, redis, psutil, py-spy) an
 
 ```
 .venv/bin/pip install -e '.[dev,bench]'
-.venv/bin/python -m bench --quick --json     # ~1.5-3.5 min: zero latency, 10,000 messages per peer
+.venv/bin/python -m bench --quick --json     # ~1.5-5 min: zero latency, 10,000 messages per peer
 .venv/bin/python -m bench                    # the full run (12-15 min), rewrites this page
 .venv/bin/python -m bench.dispatch           # notifyops beside naive Prefect only (issue 3)
 .venv/bin/python -m bench.growth --sizes 1000000   # growth only
@@ -284,9 +284,10 @@ are loaded into PostgreSQL and compared with the messages the input asked for an
 - **runs**: a run shorter than 10 s is at the mercy of a second of noise on a shared two-core
   machine (one peer measured 3,700 to 4,900 msg/s over five runs of 10,000 messages), so such a
   peer runs three times (each its own request, ledgers and process) and the table shows its
-  median run; `--json` lists every run's e2e msg/s (`runs_e2e_per_s`), and duplicates and
-  missing count all three runs. A longer run (Celery, naive Prefect, the paced scenarios) evens
-  the noise out within itself and runs once;
+  median run; `--json` lists every run's e2e msg/s (`runs_e2e_per_s`) and the share of the
+  host's CPU time stolen by its hypervisor during it (`runs_steal_pct`; `steal_pct` for every
+  peer's reported run), and duplicates and missing count all three runs. A longer run (Celery,
+  naive Prefect, the paced scenarios) evens the noise out within itself and runs once;
 - **a small dispatch**: both notifyops peers also send 20 notifications (three runs, the median),
   the flows after their untimed first run: what a dispatch costs whatever its size (`--json`:
   `small_dispatch`). Through the flows that is nearly all the orchestrator's: the flow run, its

@@ -48,22 +48,27 @@ def _row(scenario: Scenario, r: PeerResult) -> str:
 def runs_lines(suite: SuiteResult, plan: Sequence[Scenario]) -> str:
     """Every run of a repeated peer (runs shorter than bench.suite.SHORT_RUN_S), in order."""
     lines = []
+    with_steal = False  # results saved before runs recorded their steal have none
     for scenario in plan:
         for peer in ORDER:
             r = suite.get(peer, scenario.name)
             runs = r.extra.get("runs_e2e_per_s") if r is not None else None
             if r is not None and runs and len(runs) > 1:
                 stolen = r.extra.get("runs_steal_pct") or [None] * len(runs)
+                with_steal = with_steal or stolen[0] is not None
                 cells = [_run_cell(rate, steal) for rate, steal in zip(runs, stolen, strict=True)]
                 rates = " / ".join(cells)
                 lines.append(f"- {scenario.name}, {NAMES[peer]}: {rates}")
     if not lines:
         return ""
+    steal = (
+        ", each with the share of the host's CPU time stolen by its hypervisor during it"
+        if with_steal
+        else ""
+    )
     return (
-        "Runs under 10 s, three per peer (e2e msg/s, in order, each with the share of the host's "
-        "CPU time stolen by the hypervisor during it; the table shows the median):\n\n"
-        + "\n".join(lines)
-        + "\n"
+        f"Runs under 10 s, three per peer (e2e msg/s, in order{steal}; the table shows the "
+        "median):\n\n" + "\n".join(lines) + "\n"
     )
 
 

@@ -56,6 +56,11 @@ def test_each_run_is_reported_with_the_cpu_the_host_stole_during_it() -> None:
     suite = SuiteResult(results=[reported])
     lines = runs_lines(suite, [Scenario("zero", 0.0, None, 8, 5000)])
     assert "5,000 (steal 0%) / 2,500 (steal 1%) / 4,000 (steal 2%)" in lines
+    assert "stolen by its hypervisor" in lines
+    del reported.extra["runs_steal_pct"]  # results saved before runs recorded their steal
+    older = runs_lines(suite, [Scenario("zero", 0.0, None, 8, 5000)])
+    assert "- zero, notifyops (library): 5,000 / 2,500 / 4,000" in older
+    assert "steal" not in older and "stolen" not in older
 
 
 def test_a_long_run_is_reported_alone() -> None:
