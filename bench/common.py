@@ -159,7 +159,7 @@ def request_context(tag: str) -> dict[str, str]:
 class TimedWindow:
     """A peer's timed run: when it started, and the share of the host's CPU time the hypervisor
     gave to other guests meanwhile (`steal`, Linux; 0 elsewhere). On a shared virtual machine a
-    run of a few seconds can lose a tenth of its CPU that way (measured: 0-11% over 2-3 s runs
+    run of a few seconds can lose a fifth of its CPU that way (measured: 0-22% over 2-3 s runs
     of the same dispatch, the slowest runs the most stolen from); the runs' steal is reported
     beside their rates so a slow run can be told from a slow peer."""
 
