@@ -38,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from notify.bulk_insert import array_literal
+from notify.bulk_insert import array_literal, int_array, text_array, time_array
 from notify.db import DELIVERY_LOGS, DUE_STATUSES, Channel, Notification, Status, UTCDateTime
 from notify.error_messages import normalize_error
 
@@ -148,7 +148,11 @@ _START_SENDING_POSTGRES = text(
 )
 
 
-@dataclass(frozen=True)
+# Per-message records (a claimed row, its outcome; the messages and receipts of notify.senders)
+# are slotted dataclasses, not frozen ones: nothing changes them after they are built, and a
+# frozen __init__ (object.__setattr__ per field) costs 2-3 us against 0.3 us, paid four times
+# per message on the delivery path.
+@dataclass(slots=True)
 class ClaimedRow:
     """What a deliverer needs to send one channel of one notification: an email row carries the
     title, text and HTML; an SMS row the SMS text and the title (its fallback body), with an
@@ -169,7 +173,7 @@ class ClaimedRow:
     priority: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
     """The result of one provider call, ready to record."""
 
@@ -330,21 +334,22 @@ def record_rows(conn: Connection, *, owner: str, outcomes: Sequence[Outcome]) ->
 
 def _outcome_arrays(owner: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """The outcomes as one array literal per column (the driver adapting lists element by
-    element was 15 us per outcome, a tenth of the coordinating thread's time)."""
+    element was 15 us per outcome, a tenth of the coordinating thread's time; a type test per
+    element, 11 us)."""
     sent = Status.sent
-    columns: dict[str, list[Any]] = {
-        "ids": [o.id for o in outcomes],
-        "status": [o.status.value for o in outcomes],
-        "provider_message_id": [o.provider_message_id for o in outcomes],
-        "sent_at": [o.at if o.status == sent else None for o in outcomes],
-        "error_code": [o.error_code for o in outcomes],
-        "error_class": [o.error_class for o in outcomes],
-        "error_message": [o.error_message for o in outcomes],
-        "error_norm": [_norm(o.error_message) for o in outcomes],
-        "next_attempt_at": [o.next_attempt_at for o in outcomes],
-        "uncount": [0 if o.count_attempt else 1 for o in outcomes],
+    return {
+        "owner": owner,
+        "ids": int_array([o.id for o in outcomes]),
+        "status": text_array([o.status.value for o in outcomes]),
+        "provider_message_id": text_array([o.provider_message_id for o in outcomes]),
+        "sent_at": time_array([o.at if o.status == sent else None for o in outcomes]),
+        "error_code": text_array([o.error_code for o in outcomes]),
+        "error_class": text_array([o.error_class for o in outcomes]),
+        "error_message": text_array([o.error_message for o in outcomes]),
+        "error_norm": text_array([_norm(o.error_message) for o in outcomes]),
+        "next_attempt_at": time_array([o.next_attempt_at for o in outcomes]),
+        "uncount": int_array([0 if o.count_attempt else 1 for o in outcomes]),
     }
-    return {"owner": owner} | {name: array_literal(values) for name, values in columns.items()}
 
 
 def _record_statement(owner: str) -> Executable:

@@ -16,7 +16,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
 
-@dataclass(frozen=True)
+# slotted, not frozen: built once per message on the delivery path (notify.outbox.ClaimedRow)
+@dataclass(slots=True)
 class OutgoingEmail:
     to: str
     subject: str
@@ -26,7 +27,7 @@ class OutgoingEmail:
     delivery_id: int | None = None  # our delivery_logs.id, tagged on the send (receipts find it)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OutgoingSms:
     phone: str  # E.164, e.g. +15551234567
     body: str
@@ -34,7 +35,7 @@ class OutgoingSms:
     delivery_id: int | None = None  # SNS has no per-message tag that reaches the delivery log
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SendReceipt:
     provider_message_id: str
     route: str | None = None  # set when a failover sent it another way (notify.senders.failover)
