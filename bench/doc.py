@@ -253,7 +253,7 @@ The peers:
 - **notifyops (Prefect flows)**: the same through `flows.dispatch.dispatch_notifications` with
   its default parameters (the enqueue task, then the delivery tasks inline: a task per batch, then
   the request's own-rows report and the artifacts; a request of more than `NOTIFY_ENQUEUE_PART`
-  (2,500) recipients is stored in parts, the later ones while the batches send the first, where
+  (5,000) recipients is stored in parts, the later ones while the batches send the first, where
   the library peer stores the whole request before it sends), which is what `notifyops send`
   runs. The
   benchmark hands its provider in through the composition root

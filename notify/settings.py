@@ -100,7 +100,7 @@ class Settings(BaseSettings):
         5000, ge=1, le=50_000, description="Rows claimed per delivery batch (one task each)"
     )
     enqueue_part: int = Field(
-        2500,
+        5000,
         ge=1,
         le=1_000_000,
         description="Recipients a dispatch stores per committed part (the first part is "
