@@ -220,6 +220,9 @@ def serve_forever(path: str, say: Say) -> int:
     expected = import_time_values(os.environ)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Ctrl-C stops it even when it was started with SIGINT ignored (a script's background job
+    # inherits that, and Python then leaves SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     say(f"standby: ready on {path} (loaded in {took:.1f} s); Ctrl-C stops it")
     standby = os.getpid()
     try:

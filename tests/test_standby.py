@@ -77,7 +77,8 @@ def _environment(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def _start(tmp_path: Path) -> Iterator[Standby]:
+def _start(tmp_path: Path, sigint: signal.Handlers = signal.SIG_DFL) -> Iterator[Standby]:
+    """A standby, stopped with SIGINT (Ctrl-C) at the end. `sigint`: how it inherits SIGINT."""
     env = _environment(tmp_path)
     log = tmp_path / "standby.log"
     with log.open("w") as out:
@@ -88,6 +89,7 @@ def _start(tmp_path: Path) -> Iterator[Standby]:
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
         )
     standby = Standby(process, log, env)
     try:
@@ -202,6 +204,15 @@ def test_new_templates_restart_the_standby(tmp_path: Path) -> None:
         )
         second = standby.run("templates", "list", "--json")
         assert "standby_check" in second.stdout and standby.ran("templates list --json")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_standby_that_inherited_sigint_ignored(tmp_path: Path) -> None:
+    """A standby started as a script's background job inherits SIGINT ignored; Ctrl-C (SIGINT)
+    still stops it, as its banner says."""
+    for standby in _start(tmp_path, sigint=signal.SIG_IGN):
+        assert standby.run("config", "--json").returncode == 0
+    assert standby.process.returncode == 0  # _start sent SIGINT and waited for the exit
 
 
 def test_a_socket_folder_open_to_others_is_refused(tmp_path: Path) -> None:
