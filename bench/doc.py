@@ -316,7 +316,7 @@ GROWTH_NOTES = """- The claim uses the partial index on due rows; what still gro
   `delivery_logs`.
 - What still grows in a single request's memory: `enqueue` keeps the list of external ids and
   every new notification id (returned in `EnqueueResult.notification_ids`); a 1,000,000-message
-  request peaked at 190 MB in `python -m bench.enqueue --rss-rows 1000000`.
+  request peaked at 210 MB in `python -m bench.enqueue --rss-rows 1000000` (at a037012).
 """
 
 STARTUP_INTRO = """## Start-up of an ad hoc command (bench/startup.py)
@@ -348,17 +348,21 @@ Each prints one JSON object; the figures are from their runs on this machine cla
 jobs shared the two cores (compare ratios within a run):
 
 - `python -m bench.deliverer --rows 20000 --json`: the pipelined deliverer on PostgreSQL, 0 ms
-  latency: 8,158 msg/s (window 512, 8 calls in flight; 3,998 msg/s at load 7-10); at 50 ms
-  latency 100% of 14/s and 100.8% of 500/s per provider (64 in flight); 0 duplicates, 0 missing.
-  Speed by window at 0 ms: 6,648 (128), 7,635 (256), 8,158 (512), 8,898 (1,024) msg/s, hence the
+  latency: 12,562 msg/s (runs 10,997 / 12,562 / 11,563 at a037012; window 512, 8 calls in
+  flight; 8,158 msg/s in an earlier run, 3,998 at load 7-10); at 50 ms latency 100% of 14/s and
+  99.1% of 500/s per provider (64 in flight); 0 duplicates, 0 missing. Speed by window at 0 ms,
+  in that earlier run: 6,648 (128), 7,635 (256), 8,158 (512), 8,898 (1,024) msg/s, hence the
   default 512 (the crash bound doubles for under 10% more).
 - `python -m bench.enqueue --rows 20000,100000 --rss-rows 1000000 --json`: enqueue on PostgreSQL
-  29,875 msg/s (20,000) and 31,935 msg/s (100,000), 25,069 msg/s and 190 MB peak for one
-  1,000,000-message request; 3.1-3.7x the previous enqueue in the same runs. The database server
-  (two tables with their indexes and foreign keys, ~8-10 us a row) is what limits it now.
-- `python -m bench.audits --rows 1000000 --json`: each audit from the hourly rollups, warm:
-  sms-cost 42 ms, loops 7 ms, failures 53 ms, health 9 ms (a full scan: 866, 125, 338, 337 ms);
-  results equal to a full scan; the first fold of a million rows 15 s.
+  21,221 msg/s (20,000) and 22,158 msg/s (100,000), 21,323 msg/s and 210 MB peak for one
+  1,000,000-message request (at a037012, load average 1-2). An earlier run measured 29,875,
+  31,935 and 25,069 msg/s; the two were not run side by side, so whether the enqueue or the
+  machine changed is not known. The database server (two tables with their indexes and
+  foreign keys) is what limits it: its CPU for a 10,000-message enqueue is 0.37-0.46 s, of which
+  the two foreign keys' per-row checks and parent-row locks take about 0.1 s (measured by
+  dropping them in a scratch database).
+- `python -m bench.audits --rows 1000000 --json`: each audit from the hourly rollups, warm, in
+  the section below (generated from this run); results equal to a full scan.
 - `python -m bench.receipts --json`: 2,470-5,441 receipt events/s applied into PostgreSQL from
   parsed batches (the goal, 5,000/s, reached only at the lower load), 30-46k/s for duplicates.
 - `python -m bench.chaos`: the reliability suite (docs/RELIABILITY.md): 0 duplicates and 0 lost
