@@ -356,8 +356,9 @@ jobs shared the two cores (compare ratios within a run):
 - `python -m bench.enqueue --rows 20000,100000 --rss-rows 1000000 --json`: enqueue on PostgreSQL
   21,221 msg/s (20,000) and 22,158 msg/s (100,000), 21,323 msg/s and 210 MB peak for one
   1,000,000-message request (at a037012, load average 1-2). An earlier run measured 29,875,
-  31,935 and 25,069 msg/s; the two were not run side by side, so whether the enqueue or the
-  machine changed is not known. The database server (two tables with their indexes and
+  31,935 and 25,069 msg/s on a faster machine: side by side with that run's commit (b686f2c),
+  20,000 messages, two alternating runs each, today's enqueue is the faster one (19,444 and
+  25,630 msg/s against 9,781 and 15,096). The database server (two tables with their indexes and
   foreign keys) is what limits it: its CPU for a 10,000-message enqueue is 0.37-0.46 s, of which
   the two foreign keys' per-row checks and parent-row locks take about 0.1 s (measured by
   dropping them in a scratch database).
