@@ -38,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from notify.bulk_insert import array_literal, int_array, text_array, time_array
+from notify.bulk_insert import int_array, text_array, time_array
 from notify.db import DELIVERY_LOGS, DUE_STATUSES, Channel, Notification, Status, UTCDateTime
 from notify.error_messages import normalize_error
 
@@ -303,7 +303,7 @@ def mark_sending(*, session: Session, owner: str, ids: Sequence[int], now: datet
 def start_sending(conn: Connection, *, owner: str, ids: Sequence[int]) -> set[int]:
     """`mark_sending` on a connection (the caller commits before any provider call)."""
     if conn.dialect.name == "postgresql":  # one prepared shape, whatever the number of ids
-        rows = conn.execute(_START_SENDING_POSTGRES, {"ids": array_literal(ids), "owner": owner})
+        rows = conn.execute(_START_SENDING_POSTGRES, {"ids": int_array(ids), "owner": owner})
         return {row[0] for row in rows}
     statement = (
         update(LOGS)
