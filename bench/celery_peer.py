@@ -108,18 +108,19 @@ def _start_worker(pool: str, concurrency: int, ledger_dir: Path) -> subprocess.P
 def _drive(scenario: Scenario, url: str, tag: str) -> dict[str, Any]:
     engine = make_engine(url)
     ids_of_recipients = recipient_ids(engine, scenario.notifications)
-    window = TimedWindow()
+    window = TimedWindow(url)
     ids = store_notifications(engine, ids_of_recipients, request_context(tag), tag)
     for notification_id in ids:
         send_notification_task.apply_async((notification_id,), queue=QUEUE)
     enqueued = time.perf_counter()
     done = _wait_for(engine, scenario.messages, _deadline(scenario))
-    finished = time.perf_counter()
+    finished = window.close()
     engine.dispose()
     return {
         "enqueue_s": enqueued - window.started,
         "e2e_s": finished - window.started,
         "steal_pct": window.steal_pct(),
+        "cpu_s": window.cpu_s(),
         "complete": done,
     }
 

@@ -31,6 +31,7 @@ import psutil
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from bench.cpu import CpuMeter
 from notify.db import make_engine, transaction
 from notify.migrate import upgrade_database
 from notify.recipients import upsert_recipients
@@ -117,6 +118,7 @@ class PeerResult:
                 "peak_rss_mb": round(self.peak_rss_mb, 1),
                 "steal_pct": self.extra.get("steal_pct", 0.0),
             }
+            | ({"cpu_s": self.extra["cpu_s"]} if self.extra.get("cpu_s") else {})
             | ({"runs_e2e_per_s": runs} if several else {})
             | ({"runs_steal_pct": self.extra.get("runs_steal_pct", [])} if several else {})
         )
@@ -161,17 +163,35 @@ class TimedWindow:
     gave to other guests meanwhile (`steal`, Linux; 0 elsewhere). On a shared virtual machine a
     run of a few seconds can lose a fifth of its CPU that way (measured: 0-22% over 2-3 s runs
     of the same dispatch, the slowest runs the most stolen from); the runs' steal is reported
-    beside their rates so a slow run can be told from a slow peer."""
+    beside their rates so a slow run can be told from a slow peer. Given the benchmark's
+    database, it also counts the CPU time the run used, by who used it (bench/cpu.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, url: str | None = None) -> None:
+        self._meter = CpuMeter(make_url(url).database or "").start() if url else None
+        self._cpu_used: dict[str, float] = {}
+        self._steal: float | None = None
         self.started = time.perf_counter()
         self._cpu = psutil.cpu_times()
 
+    def close(self) -> float:
+        """The run ended: note its steal and CPU; returns the time it ended."""
+        finished = time.perf_counter()
+        self._steal = self.steal_pct()
+        if self._meter is not None:
+            self._cpu_used = self._meter.stop()
+        return finished
+
     def steal_pct(self) -> float:
+        if self._steal is not None:
+            return self._steal
         now = psutil.cpu_times()
         total = sum(now) - sum(self._cpu)
         stolen = getattr(now, "steal", 0.0) - getattr(self._cpu, "steal", 0.0)
         return round(100 * stolen / total, 1) if total > 0 else 0.0
+
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds of the closed run by part (peer, postgres, prefect_server); {} unmeasured."""
+        return dict(self._cpu_used)
 
 
 # --- the scratch database -----

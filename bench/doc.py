@@ -147,6 +147,9 @@ def _reading(suite: SuiteResult, plan: Sequence[Scenario]) -> str:
             + ", ".join(f"{report.NAMES[p]} {r.peak_rss_mb:,.0f} MB" for p, r in zero.items())
             + " (Celery: the driver, the worker and its 8 prefork processes)."
         )
+    cpu = report.cpu_line(suite)
+    if cpu:
+        lines.append(cpu)
     bad = [r for r in suite.results if r.duplicates or r.missing]
     lines.append(
         "- Duplicates and missing: "
@@ -281,6 +284,12 @@ are loaded into PostgreSQL and compared with the messages the input asked for an
 - **peak RSS**: the largest sum of resident memory of the peer's process tree (the driver and,
   for Celery, the worker and its pool processes), sampled every 100 ms. PostgreSQL, Redis and
   the Prefect server are shared services and not counted.
+- **CPU**: the CPU time of the reported run's timed window, by who used it (bench/cpu.py): the
+  peer's processes, the PostgreSQL backends serving the benchmark's database, and the Prefect
+  server with its own database's backends (`--json`: `cpu_s`). Their sum over the run's wall time
+  is how many cores kept busy: a run near the machine's core count cannot go faster without
+  doing less work. CPU time is steadier than wall time on a shared host (steal stretches a run,
+  not its work), so it also compares two versions of the code where the rates are noisy.
 - **runs**: a run shorter than 10 s is at the mercy of a second of noise on a shared two-core
   machine (one peer measured 3,700 to 4,900 msg/s over five runs of 10,000 messages), so such a
   peer runs three times (each its own request, ledgers and process) and the table shows its

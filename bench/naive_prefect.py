@@ -58,14 +58,15 @@ def run(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dict[str, A
     recipients = recipient_ids(engine, scenario.notifications)
     runner: Any = ThreadPoolTaskRunner(max_workers=scenario.concurrency)
     configured = naive_dispatch.with_options(task_runner=cast(Any, runner))
-    window = TimedWindow()
+    window = TimedWindow(url)
     submitted = configured(recipients, tag)
-    finished = time.perf_counter()
+    finished = window.close()
     _TOOLS[0].sender.close()
     engine.dispose()
     return {
         "enqueue_s": submitted - window.started,
         "e2e_s": finished - window.started,
         "steal_pct": window.steal_pct(),
+        "cpu_s": window.cpu_s(),
         "task_runner": f"ThreadPoolTaskRunner(max_workers={scenario.concurrency})",
     }

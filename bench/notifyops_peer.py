@@ -117,17 +117,18 @@ def run_library(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dic
     catalog = TemplateCatalog()
     sender = LedgerSender(ledger_dir, latency_s=scenario.latency_s)
     request = send_request(scenario.notifications, tag)
-    window = TimedWindow()
+    window = TimedWindow(url)
     enqueue_request(engine, settings, catalog, request)
     enqueued = time.perf_counter()
     report = deliver_all(make_deliverer(engine, settings, sender, scenario.rate))
-    finished = time.perf_counter()
+    finished = window.close()
     sender.close()
     engine.dispose()
     return {
         "enqueue_s": enqueued - window.started,
         "e2e_s": finished - window.started,
         "steal_pct": window.steal_pct(),
+        "cpu_s": window.cpu_s(),
         "deliver_s": finished - enqueued,
         "claimed": report.claimed,
         "batches": f"one deliverer, batches of {BATCH_SIZE}",
@@ -154,7 +155,7 @@ def run_flows(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dict[
     )
     last = f"{params.idempotency_key}#{scenario.notifications - 1}"  # its key names its position
     watcher = _StoredWatcher(make_engine(url), last)
-    window = TimedWindow()
+    window = TimedWindow(url)
     watcher.start()
     # as `notifyops send` runs it: the CLI's run_flow, with the product's default parameters
     state = run_flow(
@@ -164,7 +165,7 @@ def run_flows(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dict[
         return_state=True,
     )
     summary = result_of(state)
-    finished = time.perf_counter()
+    finished = window.close()
     steal = window.steal_pct()
     enqueued = watcher.stop()
     sender.close()
@@ -173,6 +174,7 @@ def run_flows(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dict[
         "enqueue_s": (enqueued or finished) - window.started,
         "e2e_s": finished - window.started,
         "steal_pct": steal,
+        "cpu_s": window.cpu_s(),
         "claimed": delivery.claimed if delivery else 0,
         "batches": delivery.batches if delivery else 0,
     }

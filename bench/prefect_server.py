@@ -22,13 +22,14 @@ import psutil
 from sqlalchemy.engine import make_url
 
 from bench.common import ADMIN_URL, ROOT, free_port, log, scratch_database
+from bench.cpu import SERVER_DATABASE, SERVER_PID
 
 STARTUP_TIMEOUT_S = 180
 
 
 @dataclass
 class PrefectServer:
-    env: dict[str, str]  # PREFECT_API_URL and PREFECT_HOME for the clients
+    env: dict[str, str]  # PREFECT_API_URL, PREFECT_HOME, and the server's pid and database
     process: subprocess.Popen[bytes]
     startup_s: float
 
@@ -100,7 +101,13 @@ def prefect_server(workdir: Path, admin_url: str = ADMIN_URL) -> Iterator[Prefec
         try:
             _wait_healthy(api, process)
             server = PrefectServer(
-                env={"PREFECT_API_URL": api, "PREFECT_HOME": str(home)},
+                env={
+                    "PREFECT_API_URL": api,
+                    "PREFECT_HOME": str(home),
+                    # for the peers' CPU accounting (bench/cpu.py)
+                    SERVER_PID: str(process.pid),
+                    SERVER_DATABASE: database.database or "",
+                },
                 process=process,
                 startup_s=time.perf_counter() - started,
             )

@@ -143,6 +143,37 @@ def small_dispatch(suite: SuiteResult) -> dict[str, Any] | None:
     return out
 
 
+CPU_PARTS = {
+    "peer": "its own processes",
+    "postgres": "PostgreSQL",
+    "prefect_server": "Prefect server",
+}
+
+
+def cpu_line(suite: SuiteResult, scenario: str = "zero") -> str | None:
+    """The CPU time each peer's run used (the median run), by part (bench/cpu.py), the cores
+    that kept busy over the run, and the CPU per 1,000 messages: how close a run is to what the
+    machine can do, and whose work it is."""
+    cells = []
+    for peer in ORDER:
+        r = suite.get(peer, scenario)
+        used = r.extra.get("cpu_s") if r is not None else None
+        if r is None or not used:
+            continue
+        total = sum(used.values())
+        parts = " + ".join(f"{CPU_PARTS.get(part, part)} {s:.2f}" for part, s in used.items())
+        busy = total / r.e2e_s if r.e2e_s > 0 else 0.0
+        per_1000 = 1000 * total / r.messages if r.messages else 0.0
+        cells.append(
+            f"{NAMES[peer]} {parts} = {total:.2f} s ({busy:.1f} cores busy; "
+            f"{per_1000:.3f} s per 1,000 messages)"
+        )
+    if not cells:
+        return None
+    head = f"- CPU time per run, `{scenario}` (the median run; bench/cpu.py): "
+    return head + "; ".join(cells) + "."
+
+
 def machine_lines(info: dict[str, Any]) -> list[str]:
     packages = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
     return [
