@@ -32,7 +32,8 @@ def _cpu(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-def _tree(pid: int) -> list[psutil.Process]:
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants ([] once it has exited)."""
     try:
         root = psutil.Process(pid)
         return [root, *root.children(recursive=True)]
@@ -97,9 +98,9 @@ class CpuMeter:
         """The peer's processes and the server's, which live through the run: read at its start
         and end only (walking a process tree reads every process's parent)."""
         started = self._started
-        self._used["peer"].see(_tree(os.getpid()), started=started)
+        self._used["peer"].see(process_tree(os.getpid()), started=started)
         if self.server_pid is not None:
-            self._used["prefect_server"].see(_tree(self.server_pid), started=started)
+            self._used["prefect_server"].see(process_tree(self.server_pid), started=started)
 
     def _backends(self) -> None:
         started = self._started

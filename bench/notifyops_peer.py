@@ -166,14 +166,13 @@ def run_flows(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dict[
     )
     summary = result_of(state)
     finished = window.close()
-    steal = window.steal_pct()
     enqueued = watcher.stop()
     sender.close()
     delivery = summary.delivery
     return {
         "enqueue_s": (enqueued or finished) - window.started,
         "e2e_s": finished - window.started,
-        "steal_pct": steal,
+        "steal_pct": window.steal_pct(),
         "cpu_s": window.cpu_s(),
         "claimed": delivery.claimed if delivery else 0,
         "batches": delivery.batches if delivery else 0,

@@ -22,7 +22,7 @@ import psutil
 from sqlalchemy.engine import make_url
 
 from bench.common import ADMIN_URL, ROOT, free_port, log, scratch_database
-from bench.cpu import SERVER_DATABASE, SERVER_PID
+from bench.cpu import SERVER_DATABASE, SERVER_PID, process_tree
 
 STARTUP_TIMEOUT_S = 180
 
@@ -47,9 +47,8 @@ class PrefectServer:
         return waited
 
     def _cpu_percent(self, interval: float) -> float:
+        tree = process_tree(self.process.pid)
         try:
-            root = psutil.Process(self.process.pid)
-            tree = [root, *root.children(recursive=True)]
             for process in tree:
                 process.cpu_percent(None)
             time.sleep(interval)
@@ -59,9 +58,7 @@ class PrefectServer:
 
     def rss_mb(self) -> float:
         try:
-            root = psutil.Process(self.process.pid)
-            tree = [root, *root.children(recursive=True)]
-            return sum(p.memory_info().rss for p in tree) / 2**20
+            return sum(p.memory_info().rss for p in process_tree(self.process.pid)) / 2**20
         except psutil.Error:
             return 0.0
 

@@ -33,6 +33,7 @@ from bench.common import (
     log,
     reset_outbox,
 )
+from bench.cpu import process_tree
 
 PEERS = ("notifyops", "notifyops_flows", "celery", "naive_prefect")
 SAMPLE_S = 0.1
@@ -110,25 +111,20 @@ def run_measured(
 
 def _sample_until_exit(process: subprocess.Popen[bytes], timeout: float) -> float:
     deadline = time.monotonic() + timeout
-    root = psutil.Process(process.pid)
     peak = 0
     while process.poll() is None:
         if time.monotonic() > deadline:
             process.kill()
             process.wait(timeout=30)
             raise TimeoutError(f"pid {process.pid} ran past {timeout:.0f} s")
-        peak = max(peak, _tree_rss(root))
+        peak = max(peak, _tree_rss(process.pid))
         time.sleep(SAMPLE_S)
     return peak / 2**20
 
 
-def _tree_rss(root: psutil.Process) -> int:
+def _tree_rss(pid: int) -> int:
     total = 0
-    try:
-        processes = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    for process in processes:
+    for process in process_tree(pid):
         try:
             total += process.memory_info().rss
         except psutil.Error:
