@@ -16,7 +16,13 @@ the whole batch, with plain rows (SQLAlchemy Core), no ORM objects:
 - `NOTIFY_SEND_CONCURRENCY` sender threads keep that many provider calls in flight continuously (a
   sliding window: a finished call takes the next row at once, there is no per-window barrier);
 - outcomes are group-committed every `GROUP_COMMIT_S` (or `window / 2` outcomes) in one executemany
-  UPDATE fenced on the lease owner and the `sending` status;
+  UPDATE fenced on the lease owner and the `sending` status, in the same transaction as the next
+  claim: the room the outcomes free is claimed in the commit that records them. Recording on a
+  second connection in a second thread (claims and outcomes committing side by side) was slower
+  at the default window (1.37 s against 1.16 s for 10,000 messages, alternating library runs:
+  the claims then wait for the outcomes' own commit before the room opens) and faster only with a
+  window of 1,024 (0.97 s against 1.09 s), a crash bound twice as large; a delivery run gets that
+  overlap from its parallel batches, each on its own connection;
 - the lease is a heartbeat: every `lease / 3` the deliverer extends `lease_expires_at` on the rows
   it still holds (fenced on the owner), so a batch that outlives NOTIFY_LEASE_SECONDS (a slow
   provider rate) is never rescued from under it.
