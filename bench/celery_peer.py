@@ -114,13 +114,11 @@ def _drive(scenario: Scenario, url: str, tag: str) -> dict[str, Any]:
         send_notification_task.apply_async((notification_id,), queue=QUEUE)
     enqueued = time.perf_counter()
     done = _wait_for(engine, scenario.messages, _deadline(scenario))
-    finished = window.close()
+    window.close()
     engine.dispose()
     return {
         "enqueue_s": enqueued - window.started,
-        "e2e_s": finished - window.started,
-        "steal_pct": window.steal_pct(),
-        "cpu_s": window.cpu_s(),
+        **window.readings(),
         "complete": done,
     }
 

@@ -169,29 +169,29 @@ class TimedWindow:
     def __init__(self, url: str | None = None) -> None:
         self._meter = CpuMeter(make_url(url).database or "").start() if url else None
         self._cpu_used: dict[str, float] = {}
-        self._steal: float | None = None
-        self.started = time.perf_counter()
+        self._steal = 0.0
+        self.started = self.finished = time.perf_counter()
         self._cpu = psutil.cpu_times()
 
     def close(self) -> float:
         """The run ended: note its steal and CPU; returns the time it ended."""
-        finished = time.perf_counter()
-        self._steal = self.steal_pct()
-        if self._meter is not None:
-            self._cpu_used = self._meter.stop()
-        return finished
-
-    def steal_pct(self) -> float:
-        if self._steal is not None:
-            return self._steal
+        self.finished = time.perf_counter()
         now = psutil.cpu_times()
         total = sum(now) - sum(self._cpu)
         stolen = getattr(now, "steal", 0.0) - getattr(self._cpu, "steal", 0.0)
-        return round(100 * stolen / total, 1) if total > 0 else 0.0
+        self._steal = round(100 * stolen / total, 1) if total > 0 else 0.0
+        if self._meter is not None:
+            self._cpu_used = self._meter.stop()
+        return self.finished
 
-    def cpu_s(self) -> dict[str, float]:
-        """CPU seconds of the closed run by part (peer, postgres, prefect_server); {} unmeasured."""
-        return dict(self._cpu_used)
+    def readings(self) -> dict[str, Any]:
+        """What every peer reports of its closed run: `e2e_s`, `steal_pct` and `cpu_s` (CPU
+        seconds by part: peer, postgres, prefect_server; {} unmeasured)."""
+        return {
+            "e2e_s": self.finished - self.started,
+            "steal_pct": self._steal,
+            "cpu_s": dict(self._cpu_used),
+        }
 
 
 # --- the scratch database -----

@@ -41,6 +41,17 @@ def process_tree(pid: int) -> list[psutil.Process]:
         return []
 
 
+def tree_rss(pid: int) -> int:
+    """The resident memory (bytes) of a process and all its descendants, at this moment."""
+    total = 0
+    for process in process_tree(pid):
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:  # it exited meanwhile
+            continue
+    return total
+
+
 class _Used:
     """CPU per process since the first time it was seen (0 for one started after `start`)."""
 

@@ -60,13 +60,11 @@ def run(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dict[str, A
     configured = naive_dispatch.with_options(task_runner=cast(Any, runner))
     window = TimedWindow(url)
     submitted = configured(recipients, tag)
-    finished = window.close()
+    window.close()
     _TOOLS[0].sender.close()
     engine.dispose()
     return {
         "enqueue_s": submitted - window.started,
-        "e2e_s": finished - window.started,
-        "steal_pct": window.steal_pct(),
-        "cpu_s": window.cpu_s(),
+        **window.readings(),
         "task_runner": f"ThreadPoolTaskRunner(max_workers={scenario.concurrency})",
     }

@@ -126,9 +126,7 @@ def run_library(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dic
     engine.dispose()
     return {
         "enqueue_s": enqueued - window.started,
-        "e2e_s": finished - window.started,
-        "steal_pct": window.steal_pct(),
-        "cpu_s": window.cpu_s(),
+        **window.readings(),
         "deliver_s": finished - enqueued,
         "claimed": report.claimed,
         "batches": f"one deliverer, batches of {BATCH_SIZE}",
@@ -171,9 +169,7 @@ def run_flows(scenario: Scenario, url: str, ledger_dir: Path, tag: str) -> dict[
     delivery = summary.delivery
     return {
         "enqueue_s": (enqueued or finished) - window.started,
-        "e2e_s": finished - window.started,
-        "steal_pct": window.steal_pct(),
-        "cpu_s": window.cpu_s(),
+        **window.readings(),
         "claimed": delivery.claimed if delivery else 0,
         "batches": delivery.batches if delivery else 0,
     }

@@ -22,7 +22,7 @@ import psutil
 from sqlalchemy.engine import make_url
 
 from bench.common import ADMIN_URL, ROOT, free_port, log, scratch_database
-from bench.cpu import SERVER_DATABASE, SERVER_PID, process_tree
+from bench.cpu import SERVER_DATABASE, SERVER_PID, process_tree, tree_rss
 
 STARTUP_TIMEOUT_S = 180
 
@@ -57,10 +57,7 @@ class PrefectServer:
             return 0.0
 
     def rss_mb(self) -> float:
-        try:
-            return sum(p.memory_info().rss for p in process_tree(self.process.pid)) / 2**20
-        except psutil.Error:
-            return 0.0
+        return tree_rss(self.process.pid) / 2**20
 
 
 @contextmanager

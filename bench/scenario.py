@@ -20,8 +20,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from bench.common import (
     ROOT,
     PeerResult,
@@ -33,7 +31,7 @@ from bench.common import (
     log,
     reset_outbox,
 )
-from bench.cpu import process_tree
+from bench.cpu import tree_rss
 
 PEERS = ("notifyops", "notifyops_flows", "celery", "naive_prefect")
 SAMPLE_S = 0.1
@@ -117,19 +115,9 @@ def _sample_until_exit(process: subprocess.Popen[bytes], timeout: float) -> floa
             process.kill()
             process.wait(timeout=30)
             raise TimeoutError(f"pid {process.pid} ran past {timeout:.0f} s")
-        peak = max(peak, _tree_rss(process.pid))
+        peak = max(peak, tree_rss(process.pid))
         time.sleep(SAMPLE_S)
     return peak / 2**20
-
-
-def _tree_rss(pid: int) -> int:
-    total = 0
-    for process in process_tree(pid):
-        try:
-            total += process.memory_info().rss
-        except psutil.Error:
-            continue
-    return total
 
 
 def child_env(
