@@ -16,7 +16,6 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.runtime import task_run
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from notify.db import database_unavailable, transaction, utcnow
 from notify.delivery import BatchReport, Deliverer
@@ -57,13 +56,14 @@ def retried(name: str, step: Callable[[], Value], *, delay_s: float = STEP_RETRY
     for attempt in range(1, STEP_ATTEMPTS + 1):
         try:
             return step()
-        except (OperationalError, InterfaceError) as error:
+        except Exception as error:  # database_unavailable says which errors are retried
             if attempt == STEP_ATTEMPTS or not database_unavailable(error):
                 raise
+            cause = getattr(error, "orig", None) or error  # the driver's error, when it has one
             _run_logger().warning(
                 "%s: the database failed (%s); trying again in %g s (attempt %d of %d)",
                 name,
-                type(error.orig).__name__ if error.orig is not None else type(error).__name__,
+                type(cause).__name__,
                 delay_s,
                 attempt + 1,
                 STEP_ATTEMPTS,
