@@ -208,7 +208,12 @@ def request_parts(request: SendRequest, size: int) -> list[range]:
 
 def _stored_positions(session: Session, key: str, part: range) -> dict[int, int]:
     """Position -> notification id of the part's recipients already stored under `key` (a
-    retried part, or a request run again after it failed half-way): none for a new request."""
+    retried part, or a request run again after it failed half-way): none for a new request,
+    which one probe of the request id answers (a keyed request's rows carry its key as their
+    request id) instead of a lookup per recipient."""
+    stored_any = select(NOTIFICATIONS.c.id).where(NOTIFICATIONS.c.request_id == key).limit(1)
+    if session.execute(stored_any).first() is None:
+        return {}
     keys = [f"{key}#{position}" for position in part]
     found: dict[int, int] = {}
     for start in range(0, len(keys), CHUNK):
