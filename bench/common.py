@@ -117,10 +117,12 @@ class PeerResult:
                 "missing": self.missing,
                 "peak_rss_mb": round(self.peak_rss_mb, 1),
                 "steal_pct": self.extra.get("steal_pct", 0.0),
+                "host_pace_ms": self.extra.get("host_pace_ms"),
             }
             | ({"cpu_s": self.extra["cpu_s"]} if self.extra.get("cpu_s") else {})
             | ({"runs_e2e_per_s": runs} if several else {})
             | ({"runs_steal_pct": self.extra.get("runs_steal_pct", [])} if several else {})
+            | ({"runs_host_pace_ms": self.extra.get("runs_host_pace_ms", [])} if several else {})
         )
 
     @classmethod
@@ -171,11 +173,13 @@ class TimedWindow:
         self._cpu_used: dict[str, float] = {}
         self._steal = 0.0
         self.started = self.finished = time.perf_counter()
+        self._window = [time.monotonic()] * 2  # one clock for every process (bench.pace)
         self._cpu = psutil.cpu_times()
 
     def close(self) -> float:
         """The run ended: note its steal and CPU; returns the time it ended."""
         self.finished = time.perf_counter()
+        self._window[1] = time.monotonic()
         now = psutil.cpu_times()
         total = sum(now) - sum(self._cpu)
         stolen = getattr(now, "steal", 0.0) - getattr(self._cpu, "steal", 0.0)
@@ -185,12 +189,14 @@ class TimedWindow:
         return self.finished
 
     def readings(self) -> dict[str, Any]:
-        """What every peer reports of its closed run: `e2e_s`, `steal_pct` and `cpu_s` (CPU
-        seconds by part: peer, postgres, prefect_server; {} unmeasured)."""
+        """What every peer reports of its closed run: `e2e_s`, `steal_pct`, `cpu_s` (CPU seconds
+        by part: peer, postgres, prefect_server; {} unmeasured) and `window` (its start and end
+        on time.monotonic(), which the parent turns into the host's pace, bench/pace.py)."""
         return {
             "e2e_s": self.finished - self.started,
             "steal_pct": self._steal,
             "cpu_s": dict(self._cpu_used),
+            "window": list(self._window),
         }
 
 

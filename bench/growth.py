@@ -145,7 +145,7 @@ def run_growth(
             "--ledger-dir",
             str(ledger_dir),
         ]
-        output, peak = run_measured(command, env, ledger_dir / "process.log", timeout=4 * 3600)
+        output, peak, _ = run_measured(command, env, ledger_dir / "process.log", timeout=4 * 3600)
         values = json.loads(output.strip().splitlines()[-1])
         books = account(url, ledger_dir)
         capped = plan.deliver_cap and plan.deliver_cap < plan.messages

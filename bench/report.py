@@ -48,15 +48,17 @@ def _row(scenario: Scenario, r: PeerResult) -> str:
 def runs_lines(suite: SuiteResult, plan: Sequence[Scenario]) -> str:
     """Every run of a repeated peer (runs shorter than bench.suite.SHORT_RUN_S), in order."""
     lines = []
-    with_steal = False  # results saved before runs recorded their steal have none
+    with_steal = with_pace = False  # results saved before runs recorded them have none
     for scenario in plan:
         for peer in ORDER:
             r = suite.get(peer, scenario.name)
             runs = r.extra.get("runs_e2e_per_s") if r is not None else None
             if r is not None and runs and len(runs) > 1:
                 stolen = r.extra.get("runs_steal_pct") or [None] * len(runs)
+                paces = r.extra.get("runs_host_pace_ms") or [None] * len(runs)
                 with_steal = with_steal or stolen[0] is not None
-                cells = [_run_cell(rate, steal) for rate, steal in zip(runs, stolen, strict=True)]
+                with_pace = with_pace or paces[0] is not None
+                cells = [_run_cell(*run) for run in zip(runs, stolen, paces, strict=True)]
                 rates = " / ".join(cells)
                 lines.append(f"- {scenario.name}, {NAMES[peer]}: {rates}")
     if not lines:
@@ -65,15 +67,20 @@ def runs_lines(suite: SuiteResult, plan: Sequence[Scenario]) -> str:
         ", each with the share of the host's CPU time stolen by its hypervisor during it"
         if with_steal
         else ""
-    )
+    ) + (" and the host's pace (bench/pace.py: lower is faster)" if with_pace else "")
     return (
         f"Runs under 10 s, three per peer (e2e msg/s, in order{steal}; the table shows the "
         "median):\n\n" + "\n".join(lines) + "\n"
     )
 
 
-def _run_cell(rate: float, steal: float | None) -> str:
-    return f"{rate:,.0f}" + (f" (steal {steal:g}%)" if steal is not None else "")
+def _run_cell(rate: float, steal: float | None, pace: float | None = None) -> str:
+    notes = []
+    if steal is not None:
+        notes.append(f"steal {steal:g}%")
+    if pace is not None:
+        notes.append(f"pace {pace:g} ms")
+    return f"{rate:,.0f}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def ratio_table(suite: SuiteResult, plan: Sequence[Scenario]) -> str:

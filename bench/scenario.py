@@ -32,6 +32,7 @@ from bench.common import (
     reset_outbox,
 )
 from bench.cpu import tree_rss
+from bench.pace import PACE_EVERY_S, Sample, during, pace_ms
 
 PEERS = ("notifyops", "notifyops_flows", "celery", "naive_prefect")
 SAMPLE_S = 0.1
@@ -63,8 +64,9 @@ def run_peer(
         tag,
     ]
     timeout = 600 + (2 * scenario.messages / scenario.rate if scenario.rate else 0)
-    output, peak = run_measured(command, env, ledger_dir / "process.log", timeout)
+    output, peak, paces = run_measured(command, env, ledger_dir / "process.log", timeout)
     values = json.loads(output.strip().splitlines()[-1])
+    values["host_pace_ms"] = during(paces, *values.pop("window"))
     books = account(url, ledger_dir)
     result = PeerResult(
         peer=peer,
@@ -88,8 +90,9 @@ def run_peer(
 
 def run_measured(
     command: list[str], env: Mapping[str, str], log_path: Path, timeout: float
-) -> tuple[str, float]:
-    """Run `command`; return its stdout and the peak RSS (MB) of its process tree."""
+) -> tuple[str, float, list[Sample]]:
+    """Run `command`; return its stdout, the peak RSS (MB) of its process tree and the host's
+    pace while it ran (bench/pace.py)."""
     with log_path.open("ab") as errors:
         process = subprocess.Popen(
             command,
@@ -99,25 +102,33 @@ def run_measured(
             stderr=errors,
             start_new_session=True,
         )
-        peak = _sample_until_exit(process, timeout)
+        peak, paces = _sample_until_exit(process, timeout)
         stdout = process.stdout.read().decode() if process.stdout else ""
     if process.returncode != 0:
         tail = log_path.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{' '.join(command[:4])} exited {process.returncode}:\n{tail}")
-    return stdout, peak
+    return stdout, peak, paces
 
 
-def _sample_until_exit(process: subprocess.Popen[bytes], timeout: float) -> float:
+def _sample_until_exit(
+    process: subprocess.Popen[bytes], timeout: float
+) -> tuple[float, list[Sample]]:
+    """Until the process exits: its tree's peak RSS (MB), and the host's pace every
+    PACE_EVERY_S."""
     deadline = time.monotonic() + timeout
     peak = 0
+    paces: list[Sample] = []
     while process.poll() is None:
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             process.kill()
             process.wait(timeout=30)
             raise TimeoutError(f"pid {process.pid} ran past {timeout:.0f} s")
         peak = max(peak, tree_rss(process.pid))
+        if not paces or now - paces[-1][0] >= PACE_EVERY_S:
+            paces.append((now, pace_ms()))
         time.sleep(SAMPLE_S)
-    return peak / 2**20
+    return peak / 2**20, paces
 
 
 def child_env(

@@ -133,6 +133,7 @@ def measured(run: Callable[[int], PeerResult]) -> PeerResult:
         | {
             "runs_e2e_per_s": [round(r.e2e_per_s, 1) for r in results],
             "runs_steal_pct": [r.extra.get("steal_pct", 0.0) for r in results],
+            "runs_host_pace_ms": [r.extra.get("host_pace_ms") for r in results],
         },
     )
 
