@@ -191,7 +191,7 @@ class Notification(Base):
     category: Mapped[str] = mapped_column(String(50), default="general")
     context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
-    request_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    request_id: Mapped[str | None] = mapped_column(String(200), index=True)  # the key, whole
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
     deployment_name: Mapped[str | None] = mapped_column(String(200))
     read: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -572,6 +572,23 @@ def test_a_request_whose_part_failed_stores_only_the_rest_when_run_again(
     assert EnqueueResult.merged(store_parts(engine, request, settings, 3, catalog)).duplicate
 
 
+def test_the_longest_key_a_dispatch_accepts_stores_its_request_and_answers_it_again(
+    engine: Engine, settings: Settings
+) -> None:
+    """A 150-character idempotency key (the flow's and the command's limit) is the request's id
+    whole: stored in parts, answered as a duplicate when run again. PostgreSQL refused it once
+    ("value too long": the request id held 64 characters)."""
+    seed(engine, mixed_roster()[:5])
+    key = "k" * 150
+    request = SendRequest("repair_assigned", tuple(f"p:{n}" for n in range(5)), CONTEXT, None, key)
+    first = EnqueueResult.merged(store_parts(engine, request, settings, 2))
+    assert first.request_id == key and len(first.notification_ids) == 5
+    again = EnqueueResult.merged(store_parts(engine, request, settings, 2))
+    assert again.duplicate and again.notification_ids == first.notification_ids
+    with transaction(engine) as session:
+        assert set(session.scalars(select(Notification.request_id))) == {key}
+
+
 def test_a_later_part_checks_its_recipients_and_the_first_part_checks_them_all(
     engine: Engine, settings: Settings
 ) -> None:
