@@ -45,6 +45,9 @@ META_KEYS = ("description", "priority", "category", "sample_context")
 # Optional keys and their defaults. `fallback_email`: an SMS of this template that fails for good
 # (not an opt-out) or is suppressed may be sent as email instead (notify.fallback).
 META_OPTIONAL: dict[str, Any] = {"fallback_email": True, "digest": True}
+# notifications.category's width (notify/db.py; a test compares): a longer category is refused
+# with the template, not by the database when the first request is stored
+CATEGORY_MAX_CHARS = 50
 
 
 class UnknownTemplateError(InputError):
@@ -321,6 +324,8 @@ def _meta_problem(data: Any) -> str | None:
     not_text = [key for key in ("description", "priority", "category") if not _is_text(data[key])]
     if not_text:
         return f"{', '.join(not_text)} must be text"
+    if len(data["category"]) > CATEGORY_MAX_CHARS:
+        return f"category must be at most {CATEGORY_MAX_CHARS} characters ({len(data['category'])})"
     if data["priority"] not in list(Priority):
         return f"priority {data['priority']!r} is not one of {', '.join(Priority)}"
     if not isinstance(data["sample_context"], dict):

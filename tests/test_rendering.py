@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import String
 
+from notify.db import Notification
 from notify.digest import DIGEST_SMS_MAX_PARTS
 from notify.errors import InputError, NotifyError
 from notify.pricing import SmsEncoding, sms_length
 from notify.rendering import (
+    CATEGORY_MAX_CHARS,
     TemplateCatalog,
     TemplateContextError,
     TemplateSyntaxProblem,
@@ -283,6 +286,7 @@ def test_missing_part_is_named(tmp_path: Path) -> None:
         (META | {"priority": "critical"}, "priority 'critical' is not one of low, normal"),
         (META | {"sample_context": []}, "sample_context must be a JSON object"),
         (META | {"digest": "no"}, "digest must be true or false"),
+        (META | {"category": "c" * 51}, r"category must be at most 50 characters \(51\)"),
     ],
 )
 def test_bad_meta_is_reported(tmp_path: Path, meta: dict[str, Any], problem: str) -> None:
@@ -354,3 +358,8 @@ def test_render_reusing_renders_again_only_the_parts_that_read_what_varies(
     assert second == catalog.render("partly", context("Bob"))
     assert second.text.startswith("Hi Bob,") and first.text.startswith("Hi Ann,")
     assert second.subject is first.subject and second.sms is first.sms
+
+
+def test_the_longest_category_a_template_may_have_is_what_a_notification_stores() -> None:
+    column = Notification.__table__.c.category.type
+    assert isinstance(column, String) and column.length == CATEGORY_MAX_CHARS
