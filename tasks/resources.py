@@ -14,11 +14,16 @@ from tasks.pacing import pacers_for  # imported with the flows, not inside the f
 __all__ = ["Runtime", "pacers", "runtime", "worker_name"]
 
 
+OWNER_MAX_CHARS = 100  # delivery_logs.lease_owner's width (notify/db.py; a test compares)
+
+
 def worker_name(suffix: str) -> str:
     """A lease owner unique to this host, process and task run (NOTIFY_WORKER_NAME, when a
-    Prefect worker sets it for its runs, says which worker)."""
+    Prefect worker sets it for its runs, says which worker). A long name is shortened, never the
+    process and task run that follow it: owners that differ stay different."""
     label = os.environ.get("NOTIFY_WORKER_NAME") or socket.gethostname()
-    return f"{label}:{os.getpid()}:{suffix}"[:100]
+    tail = f":{os.getpid()}:{suffix}"[-OWNER_MAX_CHARS:]  # what tells two owners of one host apart
+    return label[: OWNER_MAX_CHARS - len(tail)] + tail
 
 
 def pacers() -> Mapping[str, Pacer]:

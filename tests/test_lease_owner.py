@@ -1,0 +1,31 @@
+"""A deliverer's lease owner names its worker, process and task run within the column's width:
+a long NOTIFY_WORKER_NAME is shortened, never the part that tells two owners apart (a retried
+batch is another owner, so its heartbeat never keeps the failed attempt's rows)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from sqlalchemy import String
+
+from notify.db import DeliveryLog
+from tasks.resources import OWNER_MAX_CHARS, worker_name
+
+
+def test_a_long_worker_name_keeps_owners_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFY_WORKER_NAME", "w" * 150)
+    first, retried = worker_name("run-1#b0#1"), worker_name("run-1#b0#2")
+    assert first != retried
+    assert len(first) == len(retried) == OWNER_MAX_CHARS
+    assert first.startswith("w" * 10) and first.endswith(f":{os.getpid()}:run-1#b0#1")
+
+
+def test_a_short_worker_name_is_kept_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFY_WORKER_NAME", "worker-a")
+    assert worker_name("run-1#b0#1") == f"worker-a:{os.getpid()}:run-1#b0#1"
+
+
+def test_an_owner_fits_the_lease_owner_column() -> None:
+    column = DeliveryLog.__table__.c.lease_owner.type
+    assert isinstance(column, String) and column.length == OWNER_MAX_CHARS
