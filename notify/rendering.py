@@ -45,9 +45,10 @@ META_KEYS = ("description", "priority", "category", "sample_context")
 # Optional keys and their defaults. `fallback_email`: an SMS of this template that fails for good
 # (not an opt-out) or is suppressed may be sent as email instead (notify.fallback).
 META_OPTIONAL: dict[str, Any] = {"fallback_email": True, "digest": True}
-# notifications.category's width (notify/db.py; a test compares): a longer category is refused
-# with the template, not by the database when the first request is stored
+# notifications.category's and template_name's widths (notify/db.py; a test compares): a longer
+# one is refused with the template, not by the database when the first request is stored
 CATEGORY_MAX_CHARS = 50
+NAME_MAX_CHARS = 100
 
 
 class UnknownTemplateError(InputError):
@@ -253,6 +254,11 @@ class TemplateCatalog:
 
     def _read_meta(self, name: str, required: tuple[str, ...]) -> TemplateInfo:
         source, filename, _ = self._loader.get_source(self._env, f"{name}/{META_FILE}")
+        if len(name) > NAME_MAX_CHARS:
+            raise TemplateSyntaxProblem(
+                f"template {name[:60]}…: a template's name (its directory's) is at most "
+                f"{NAME_MAX_CHARS} characters ({len(name)})"
+            )
         fields = _parse_meta(source, filename or META_FILE)
         return TemplateInfo(name=name, **fields, required_variables=required)
 

@@ -14,6 +14,7 @@ from notify.errors import InputError, NotifyError
 from notify.pricing import SmsEncoding, sms_length
 from notify.rendering import (
     CATEGORY_MAX_CHARS,
+    NAME_MAX_CHARS,
     TemplateCatalog,
     TemplateContextError,
     TemplateSyntaxProblem,
@@ -363,3 +364,11 @@ def test_render_reusing_renders_again_only_the_parts_that_read_what_varies(
 def test_the_longest_category_a_template_may_have_is_what_a_notification_stores() -> None:
     column = Notification.__table__.c.category.type
     assert isinstance(column, String) and column.length == CATEGORY_MAX_CHARS
+    name = Notification.__table__.c.template_name.type
+    assert isinstance(name, String) and name.length == NAME_MAX_CHARS
+
+
+def test_a_template_name_too_long_to_store_is_refused_with_the_template(tmp_path: Path) -> None:
+    write_full_template(tmp_path, "t" * 101)
+    with pytest.raises(TemplateSyntaxProblem, match=r"at most 100 characters \(101\)"):
+        TemplateCatalog(tmp_path).info("t" * 101)
