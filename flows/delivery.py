@@ -22,6 +22,14 @@ from tasks.resources import runtime
 from tasks.run_info import flow_run_id
 
 
+def tops_up(report: BatchReport, *, others_running: bool, limit: int) -> bool:
+    """After a batch ends: start more batches? Yes when its claim was full and rows were still
+    due at its end; but while other batches are still claiming, only when a batch's worth is
+    due. Fewer are the rows those batches claim next (an empty task run would follow them), and
+    the next batch to end says whether any are left."""
+    return report.more_due and (not others_running or report.due_after >= limit)
+
+
 def deliver_due(
     params: DeliverParams,
     prepared: Prepared | None = None,
@@ -32,7 +40,7 @@ def deliver_due(
     """`prepared`: what a `prepare-delivery` the caller already ran did (the dispatch flow runs
     it beside its enqueue); without it, this runs it first. `expected`: the rows the caller
     knows are due (a dispatch's own): fewer first batches when they fit (one for a small send);
-    a batch that ends with rows still due brings the run back to `parallel_batches`.
+    a batch that ends with rows still due brings the run back to `parallel_batches` (`tops_up`).
     `incoming`: a request's later parts, stored while this delivers (started after the first
     batches); each part that lands brings the run back to `parallel_batches`, and the run goes
     on until the last part is stored and delivered. `request_id`: a dispatch's request, whose
@@ -84,9 +92,9 @@ def deliver_due(
         report = ended.result()
         total.add(report)
         batches += 1 if report.claimed else 0
-        # this batch was full and saw rows still due at its end, or a part landed that no batch
+        # rows still due that the running batches may not take, or a part landed that no batch
         # has claimed from yet
-        if report.more_due or unclaimed:
+        if tops_up(report, others_running=bool(running), limit=limit) or unclaimed:
             top_up()
     if incoming is not None:
         incoming.settle()  # the feed ended without a part landing here (none left, or a failure)

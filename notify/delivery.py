@@ -66,8 +66,8 @@ from notify.outbox import (
     ClaimedRow,
     Outcome,
     claim_sending,
+    due_up_to,
     extend_leases,
-    more_due,
     record_rows,
     rescue_expired,
     unsend_rows,
@@ -108,11 +108,17 @@ class BatchReport:
     stopped: str | None = None
     failures: list[FailureSample] = field(default_factory=list)
     paused: str | None = None  # a channel the guardrail paused: its rows were left pending
-    more_due: bool = False  # the claim was full and rows were still due when the batch ended
+    # the claim was full and this many rows were still due when the batch ended (counted up to
+    # the batch's limit: a batch's worth or more is waiting)
+    due_after: int = 0
+
+    @property
+    def more_due(self) -> bool:
+        return self.due_after > 0
 
     def add(self, other: BatchReport) -> None:
         self.claimed += other.claimed
-        self.more_due = self.more_due or other.more_due
+        self.due_after = max(self.due_after, other.due_after)
         self.outcomes.update(other.outcomes)
         self.released += other.released
         self.lost_lease += other.lost_lease
@@ -222,7 +228,7 @@ class Deliverer:
             if report.claimed:
                 self._run(conn, line, report)
             if report.claimed == limit and not report.stopped:
-                report.more_due = more_due(conn, now=self.clock(), skip_channel=skip)
+                report.due_after = due_up_to(conn, most=limit, now=self.clock(), skip_channel=skip)
         return report
 
     @property

@@ -261,10 +261,11 @@ def due_now(now: datetime) -> ColumnElement[bool]:
     return and_(LOGS.c.status.in_(DUE_STATUSES), LOGS.c.next_attempt_at <= now)
 
 
-def more_due(conn: Connection, *, now: datetime, skip_channel: str = "") -> bool:
-    """Is any row still due (outside `skip_channel`)? One probe of the partial due index."""
-    due = select(LOGS.c.id).where(due_now(now), LOGS.c.channel != skip_channel).limit(1)
-    return conn.execute(due).first() is not None
+def due_up_to(conn: Connection, *, most: int, now: datetime, skip_channel: str = "") -> int:
+    """How many rows are still due (outside `skip_channel`), counted up to `most`: the partial
+    due index's entries, the scan stopped at `most`."""
+    due = select(LOGS.c.id).where(due_now(now), LOGS.c.channel != skip_channel).limit(most)
+    return int(conn.execute(select(func.count()).select_from(due.subquery())).scalar_one())
 
 
 _IS_SMS = LOGS.c.channel == Channel.sms.value

@@ -20,11 +20,13 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from flows.artifacts import request_markdown
 from flows.deliver import deliver_pending
+from flows.delivery import tops_up
 from flows.dispatch import dispatch_notifications
 from flows.params import LISTED_MAX, DeliverParams, DispatchParams
 from flows.states import result_of
 from notify.bootstrap import Runtime, using
 from notify.db import DeliveryLog, Notification, Recipient, make_engine, transaction
+from notify.delivery import BatchReport
 from notify.errors import InputError
 from notify.request_report import RequestReport, request_report
 from notify.settings import load_settings
@@ -135,6 +137,27 @@ def test_a_small_send_runs_one_delivery_batch(flow_env: str) -> None:
     names = sorted(run.name.rsplit("-", 1)[0] for run in runs)
     assert names == ["deliver-batch", "enqueue-notifications"], names
     assert summary.delivery.remaining_due == 0  # what finishing the run found
+
+
+@pytest.mark.parametrize(
+    ("due_after", "others_running", "expected"),
+    [
+        (0, False, False),  # nothing due: the run ends
+        (0, True, False),
+        (1, False, True),  # the last batch running saw rows due: more batches take them
+        (1, True, False),  # a running batch claims those next: no empty task run after them
+        (4, True, True),  # a batch's worth is waiting beside the running ones
+    ],
+)
+def test_a_batch_that_ends_starts_more_only_for_rows_the_running_ones_may_not_take(
+    due_after: int, others_running: bool, expected: bool
+) -> None:
+    """With two batches sharing a dispatch's rows, the first to end used to see the second's
+    last rows still due and start a third, which found nothing: a deliver-batch task run that
+    did nothing, in the UI and in the server's work. Rows left after the others end still
+    start one (the next batch to end reports them)."""
+    report = BatchReport(claimed=4, due_after=due_after)
+    assert tops_up(report, others_running=others_running, limit=4) is expected
 
 
 def test_a_deployment_run_records_its_deployment_and_an_ad_hoc_run_none(flow_env: str) -> None:

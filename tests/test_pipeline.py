@@ -112,13 +112,14 @@ def test_a_batch_claims_as_it_goes_and_leaves_the_rest_pending(
 def test_a_full_batch_says_whether_rows_are_still_due(engine: Engine, settings: Settings) -> None:
     """So a delivery run starts another batch only when there is something for it: a batch that
     took the last due rows says so, and no empty batch (a task run for nothing) follows it."""
-    emails_to(engine, settings, 7)
+    emails_to(engine, settings, 9)
     worker = make(engine, settings, MemorySender())
-    first, second, last = (worker.deliver_batch(limit) for limit in (3, 4, 4))
-    assert (first.claimed, first.more_due) == (3, True)
-    assert (second.claimed, second.more_due) == (4, False), "the last due rows: nothing after"
+    first, second, third, last = (worker.deliver_batch(limit) for limit in (3, 4, 2, 4))
+    assert (first.claimed, first.due_after, first.more_due) == (3, 3, True), "6 due, up to 3"
+    assert (second.claimed, second.due_after) == (4, 2), "counted exactly below its limit"
+    assert (third.claimed, third.more_due) == (2, False), "the last due rows: nothing after"
     assert (last.claimed, last.more_due) == (0, False)
-    assert email_statuses(engine) == {"sent": 7}
+    assert email_statuses(engine) == {"sent": 9}
 
 
 class OneSlowCall(MemorySender):
