@@ -192,6 +192,8 @@ class Notification(Base):
     context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     request_id: Mapped[str | None] = mapped_column(String(200), index=True)  # the key, whole
+    # what the keyed request asked for (SendRequest.fingerprint): its key refuses another request
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
     deployment_name: Mapped[str | None] = mapped_column(String(200))
     read: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -17,6 +17,8 @@ part collide on the key (the second fails) instead of storing twice.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -56,6 +58,17 @@ class SendRequest:
         """The recipients as positions count them: stripped, blanks and repeats dropped.
         Worked out once per request: each part of a large request slices it."""
         return tuple(dict.fromkeys(name.strip() for name in self.to if name.strip()))
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """What the request asks for, as its rows record it (SHA-256, hex): the template, the
+        recipients in order (positions name the notifications), the context and the priority.
+        The same key with another fingerprint is another request. Not `skip_unknown`: a request
+        whose later part found a recipient deleted is run again with it to store the rest."""
+        priority = self.priority.value if self.priority else None
+        asked = [self.template, self.recipients, self.context, priority]
+        canonical = json.dumps(asked, sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -125,15 +138,15 @@ def enqueue(
     key = request.idempotency_key
     if not key and part == range(len(request.recipients)):
         part = None  # the one part `request_parts` gives an unkeyed request: stored whole
-    if part is None and key:
-        existing = existing_request(session=session, request_id=key)
-        if existing:
-            return EnqueueResult(key, existing, True, (), {})
     if part is not None and not key:
         raise ValueError("part: only a request with an idempotency key is stored in parts")
+    stored_any = bool(key) and _stored_under_key(session, request)
+    if part is None and stored_any:
+        existing = existing_request(session=session, request_id=key or "")
+        return EnqueueResult(key or "", existing, True, (), {})
     requested = request.recipients
     scope = requested if part is None else requested[part.start : part.stop]
-    stored = _stored_positions(session, key or "", part) if part is not None else {}
+    stored = _stored_positions(session, key or "", part) if part is not None and stored_any else {}
     if stored and len(stored) == len(scope):  # the whole part is stored: answered
         return EnqueueResult(key or "", NotificationIds(sorted(stored.values())), True, (), {})
     if part is None or part.start == 0:
@@ -152,6 +165,7 @@ def enqueue(
         deployment_name=attribution.deployment_name,
         idempotency_key=request.idempotency_key,
         now=now,
+        fingerprint=request.fingerprint if key else None,
     )
     renderer = _Renderer(catalog, request)
     store = store_for(session.connection(), shared)
@@ -206,14 +220,31 @@ def request_parts(request: SendRequest, size: int) -> list[range]:
     return [range(start, min(start + size, count)) for start in range(0, count, size)]
 
 
+def _stored_under_key(session: Session, request: SendRequest) -> bool:
+    """Whether rows are stored under the request's key: one probe of the request id (a keyed
+    request's rows carry its key as their request id). Rows of another request under the key
+    (another fingerprint) refuse this one: answered position by position, a changed recipient
+    list would send a second copy to one recipient and nothing to another. Rows stored before
+    fingerprints were recorded have none and are answered as before."""
+    key = request.idempotency_key
+    probe = NOTIFICATIONS.c.request_id == key
+    row = session.execute(select(NOTIFICATIONS.c.request_fingerprint).where(probe).limit(1))
+    stored = row.first()
+    if stored is None:
+        return False
+    if stored.request_fingerprint not in (None, request.fingerprint):
+        raise InputError(
+            f"idempotency_key: {key!r} was already used for a different request (another "
+            "recipient list, template, context or priority); send this one with a new key, or "
+            "repeat the first request exactly to get its answer"
+        )
+    return True
+
+
 def _stored_positions(session: Session, key: str, part: range) -> dict[int, int]:
     """Position -> notification id of the part's recipients already stored under `key` (a
-    retried part, or a request run again after it failed half-way): none for a new request,
-    which one probe of the request id answers (a keyed request's rows carry its key as their
-    request id) instead of a lookup per recipient."""
-    stored_any = select(NOTIFICATIONS.c.id).where(NOTIFICATIONS.c.request_id == key).limit(1)
-    if session.execute(stored_any).first() is None:
-        return {}
+    retried part, or a request run again after it failed half-way); asked only when the key
+    has rows (`_stored_under_key`), instead of a lookup per recipient for every new request."""
     keys = [f"{key}#{position}" for position in part]
     found: dict[int, int] = {}
     for start in range(0, len(keys), CHUNK):

@@ -51,6 +51,7 @@ NOTIFICATION_COPY_COLUMNS = (
     "deployment_name",
     "read",
     "created_at",
+    "request_fingerprint",
 )
 LOG_COPY_COLUMNS = (
     "notification_id",
@@ -78,6 +79,7 @@ class RequestColumns:
     deployment_name: str | None
     idempotency_key: str | None
     now: datetime
+    fingerprint: str | None = None  # a keyed request's (SendRequest.fingerprint)
 
 
 class ChunkStore(Protocol):
@@ -195,8 +197,8 @@ class CopyStore:
     def __post_init__(self) -> None:
         s = self.shared
         context = json.dumps(dict(s.context))
-        tail = (context, s.request_id, s.flow_run_id, s.deployment_name, False, s.now)
-        self._suffix = "\t".join(copy_value(v) for v in tail) + "\n"
+        tail = (s.request_id, s.flow_run_id, s.deployment_name, False, s.now, s.fingerprint)
+        self._suffix = "\t".join(copy_value(v) for v in (context, *tail)) + "\n"
         self._key = copy_value(s.idempotency_key) if s.idempotency_key else None
 
     overlaps = True
@@ -286,6 +288,7 @@ class InsertStore:
             "deployment_name": s.deployment_name,
             "read": False,
             "created_at": s.now,
+            "request_fingerprint": s.fingerprint,
         }
         key = s.idempotency_key
         notes = [

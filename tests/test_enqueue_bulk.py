@@ -3,6 +3,7 @@ row by row, personal templates stored exactly, and a request stored whole or not
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -570,6 +571,39 @@ def test_a_request_whose_part_failed_stores_only_the_rest_when_run_again(
     assert len(merged.notification_ids) == 10 and not merged.duplicate
     assert merged.rows == {"email": {"pending": 4}, "sms": {"pending": 4}}, "only the new rows"
     assert EnqueueResult.merged(store_parts(engine, request, settings, 3, catalog)).duplicate
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"to": ("p:0", "p:2", "p:1")},  # one more in the middle: positions name others
+        {"to": ("p:1", "p:0")},  # the same recipients in another order
+        {"to": ("p:0",)},  # fewer
+        {"template": "test_message", "context": {"sent_at": "now"}},
+        {"context": {"repair_id": "R-8", "unit_number": "12"}},
+        {"priority": Priority.low},
+    ],
+)
+def test_a_key_already_used_for_another_request_refuses_it_and_stores_nothing(
+    engine: Engine, settings: Settings, changed: dict[str, Any]
+) -> None:
+    """Seen by a user: the same key with a changed recipient list sent a second copy to a
+    recipient who had one and nothing to the new one; with another template nothing was stored
+    and the answer was "duplicate". Now the request is refused, naming the key, whether stored
+    in parts or whole, and the first request is still answered."""
+    seed(engine, mixed_roster()[:5])
+    first = SendRequest("repair_assigned", ("p:0", "p:1"), CONTEXT, None, "job-7")
+    stored = EnqueueResult.merged(store_parts(engine, first, settings, 1))
+    before = count_stored(engine)
+    other = dataclasses.replace(first, **changed)
+    for size in (1, 5):
+        with pytest.raises(InputError, match="idempotency_key: 'job-7' was already used"):
+            store_parts(engine, other, settings, size)
+    with pytest.raises(InputError, match="idempotency_key"), transaction(engine) as session:
+        enqueue(session=session, request=other, catalog=CATALOG, settings=settings, now=NIGHT)
+    assert count_stored(engine) == before
+    again = EnqueueResult.merged(store_parts(engine, first, settings, 2))
+    assert again.duplicate and again.notification_ids == stored.notification_ids
 
 
 def test_the_longest_key_a_dispatch_accepts_stores_its_request_and_answers_it_again(

@@ -230,6 +230,29 @@ def test_send_command_runs_the_flow_and_is_idempotent(
     assert first["delivery"]["outcomes"]["email"]["sent"] == 2
 
 
+def test_send_with_a_key_already_used_for_other_recipients_is_refused(
+    flow_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same key with a changed list used to send tech:1 a second copy and tech:2 nothing;
+    now the command says the key names another request, exits 2 and stores nothing."""
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(1), tech(2)])
+    base = ["send", "--template", "repair_assigned", "--context", json.dumps(CONTEXT)]
+    key = ["--idempotency-key", "k-changed", "--no-deliver"]
+    assert main([*base, "--to", "tech:1", *key]) == 0
+    capsys.readouterr()
+    assert main([*base, "--to", "tech:2,tech:1", *key]) == 2
+    error = capsys.readouterr().err
+    assert "idempotency_key: 'k-changed' was already used for a different request" in error
+    with transaction(engine) as session:
+        stored = session.scalars(
+            select(Recipient.external_id).join(
+                Notification, Notification.recipient_id == Recipient.id
+            )
+        ).all()
+    assert stored == ["tech:1"]
+
+
 def test_dispatch_through_ses_and_sns_on_moto(
     flow_env: str, aws_env: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
