@@ -14,6 +14,7 @@ from notify.check_names import Check
 from notify.enqueue import SendRequest
 from notify.roster import read_recipient_file
 from notify.settings import Priority
+from notify.validation import refuse_nul
 
 SEPARATORS = re.compile(r"[,;\s]+")
 LISTED_MAX = 50  # recipients a run's parameters list one by one; more go as one text
@@ -60,6 +61,14 @@ class DispatchParams(BaseModel):
     def _someone(self) -> DispatchParams:
         if not self.to and not self.to_file:
             raise ValueError("to: give at least one recipient (to or to_file)")
+        refuse_nul(
+            {
+                "template": self.template,
+                "to": self.to,
+                "context": self.context,
+                "idempotency_key": self.idempotency_key,
+            }
+        )
         return self
 
     def recipients(self) -> tuple[str, ...]:

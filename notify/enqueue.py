@@ -40,6 +40,7 @@ from notify.ids import NotificationIds
 from notify.recipients import recipients_by_external_id
 from notify.rendering import RenderedMessage, TemplateCatalog
 from notify.settings import Priority, Settings
+from notify.validation import refuse_nul
 
 CHUNK = 1000  # recipients rendered, decided and inserted at a time
 
@@ -136,6 +137,7 @@ def enqueue(
     request) already stored under the key are answered, not stored again.
     """
     key = request.idempotency_key
+    _storable(template=request.template, context=request.context, idempotency_key=key)
     if not key and part == range(len(request.recipients)):
         part = None  # the one part `request_parts` gives an unkeyed request: stored whole
     if part is not None and not key:
@@ -302,6 +304,7 @@ def preflight(
     template and context complete. Returns (known external ids in order, unknown ones)."""
     if not request.recipients:
         raise InputError("to: no recipients given (use --to EXTERNAL_ID or --to-file FILE)")
+    _storable(to=request.recipients)  # the whole list, once: a later part's are among them
     wanted, unknown = _split_known(
         session,
         request,
@@ -314,6 +317,15 @@ def preflight(
     first = recipients_by_external_id(session=session, external_ids=wanted[:1])[wanted[0]]
     catalog.check(request.template, recipient_context(request.context, first))
     return wanted, unknown
+
+
+def _storable(**fields: Any) -> None:
+    """Bad input, naming the field, where PostgreSQL would refuse a NUL character (with a
+    message naming none) after the request started."""
+    try:
+        refuse_nul(fields)
+    except ValueError as error:
+        raise InputError(str(error)) from None
 
 
 def existing_request(*, session: Session, request_id: str) -> NotificationIds:

@@ -4,7 +4,9 @@ raises ValueError with a reason a person can act on."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import time
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import phonenumbers
@@ -75,3 +77,31 @@ def _zone_names() -> set[str]:
     if not _ZONES:
         _ZONES.update(available_timezones())
     return _ZONES
+
+
+def refuse_nul(fields: Mapping[str, Any]) -> None:
+    """A NUL character in any text of `fields` (field name -> value; nested dicts and lists are
+    walked, their keys too) raises ValueError naming where: PostgreSQL cannot store one, and
+    would refuse the whole request with a message that names no field."""
+    for name, value in fields.items():
+        where = _nul_path(value, name)
+        if where is not None:
+            raise ValueError(
+                f"{where}: contains a NUL character (\\u0000), which the database cannot store"
+            )
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = _nul_path(key, path) or _nul_path(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None

@@ -345,6 +345,17 @@ def send_cases() -> list[Case]:
             ["send", "-t", "repair_assigned/meta.json", "--to", KNOWN],
             "repair_assigned/meta.json",
         ),
+        Case(
+            "context-nul",
+            [*send, "--context", '{"repair_id": "R-\\u0000", "unit_number": "1"}'],
+            "context.repair_id",
+        ),
+        Case("recipient-nul", ["send", "-t", "repair_assigned", "--to", "t:\x001"], "to"),
+        Case(
+            "idempotency-key-nul",
+            [*send, "--context", good, "--idempotency-key", "k\x00"],
+            "idempotency",
+        ),
         Case("context-missing-var", [*send, "--context", '{"repair_id": "R-1"}'], "unit_number"),
         Case("context-empty-object", [*send, "--context", "{}"], "repair_id"),
         Case("context-broken", [*send, "--context", '{"repair_id": '], "--context"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -604,6 +605,27 @@ def test_a_key_already_used_for_another_request_refuses_it_and_stores_nothing(
     assert count_stored(engine) == before
     again = EnqueueResult.merged(store_parts(engine, first, settings, 2))
     assert again.duplicate and again.notification_ids == stored.notification_ids
+
+
+@pytest.mark.parametrize(
+    ("changed", "field"),
+    [
+        ({"context": {"repair_id": "R-\x00", "unit_number": "12"}}, "context.repair_id"),
+        ({"to": ("p:0", "p:\x001")}, "to[1]"),
+        ({"idempotency_key": "k\x00"}, "idempotency_key"),
+    ],
+)
+def test_a_nul_character_is_refused_naming_its_field_and_stores_nothing(
+    engine: Engine, settings: Settings, changed: dict[str, Any], field: str
+) -> None:
+    """PostgreSQL cannot store a NUL character: it refused the request with "A string literal
+    cannot contain NUL (0x00) characters", naming no field (SQLite stored it)."""
+    seed(engine, mixed_roster()[:2])
+    request = SendRequest("repair_assigned", ("p:0", "p:1"), CONTEXT, None, "k")
+    request = dataclasses.replace(request, **changed)
+    with pytest.raises(InputError, match=rf"^{re.escape(field)}: contains a NUL"):
+        store_parts(engine, request, settings, 1)
+    assert count_stored(engine) == (0, 0)
 
 
 def test_the_longest_key_a_dispatch_accepts_stores_its_request_and_answers_it_again(
