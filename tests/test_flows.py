@@ -284,6 +284,26 @@ def test_dispatch_through_ses_and_sns_on_moto(
     assert ids == {m["id"] for m in sent["email"]}
 
 
+def test_send_prints_the_failed_sends_with_their_fix(
+    flow_env: str,
+    aws_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A send to an opted-out number printed only `sms failed_permanent 1` (the run's state
+    said "see the failures table", which only --json had): now the table says which address
+    (masked), the error code and the runbook's fix."""
+    monkeypatch.setenv("NOTIFY_SENDER", "aws")
+    reload_runtime()
+    add_recipients(make_engine(flow_env), [tech(3, phone="+12065550199")])
+    args = ["send", "-t", "repair_assigned", "--to", "tech:3", "--context", json.dumps(CONTEXT)]
+    assert main(args) == 1
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "Failed sends" in printed and "OptedOut" in printed
+    assert "opt-in-phone-number" in printed, "the fix"
+    assert "+12065550199" not in printed, "masked"
+
+
 def quiet_now(n: int) -> Any:
     """A recipient in quiet hours right now (UTC): their SMS is deferred to the window's end."""
     now = datetime.now(UTC)

@@ -193,5 +193,20 @@ def _print_delivery(summary: DeliverySummary) -> None:
         f"{summary.remaining_due} due now; "
         f"rescued {summary.rescued_to_pending} to pending, {summary.rescued_unknown} to unknown"
     )
+    if summary.failures:
+        out.print(_failures_table(summary))
     if summary.stopped:
         out.print(f"batch stopped: {summary.stopped}")
+
+
+def _failures_table(summary: DeliverySummary) -> Any:
+    """The run's failed sends (the first 20, addresses masked), each with the runbook's fix for
+    its error code: what the run's state points at."""
+    from notify.errors import classify
+
+    rows = [
+        (f.channel, f.address, f.status, f.error_code, classify(f.error_code, "").fix)
+        for f in summary.failures
+    ]
+    title = "Failed sends (first 20; addresses masked)"
+    return table(title, ["channel", "address", "status", "error", "fix"], rows)
