@@ -419,6 +419,7 @@ def send_cases() -> list[Case]:
         ),
         Case("test-email-bad-address", ["test-email", "not-an-address"], "not-an-address"),
         Case("test-email-empty", ["test-email", ""], "email"),
+        Case("verify-sender-bad-address", ["ses", "verify-sender", "nope"], "nope"),
     ]
 
 

@@ -25,9 +25,16 @@ def verify_sender(
     from email.utils import parseaddr
 
     from notify.bootstrap import runtime
+    from notify.errors import InputError
+    from notify.validation import normalize_email
 
     here = runtime()
     sender = parseaddr(address or here.settings.email_from)[1]
+    try:
+        sender = normalize_email(sender)
+    except ValueError as error:
+        accepted = "accepted: an address such as ops@example.com"
+        raise InputError(f"ADDRESS: {error} ({accepted})") from None
     ses = here.aws_client("ses", retries=True)
     ses.verify_email_identity(EmailAddress=sender)
     found = ses.get_identity_verification_attributes(Identities=[sender])
