@@ -216,12 +216,23 @@ class TemplateCatalog:
             compiled = self._compiled[name] = self._compile(name)
         return compiled
 
+    def _not_a_template(self, name: str) -> InputError:
+        """A directory with parts but no meta.json is a broken template, said so; otherwise the
+        name is unknown, and the templates that work are listed."""
+        if any(path.startswith(f"{name}/") for path in self._env.list_templates()):
+            return TemplateSyntaxProblem(
+                f"template {name!r} has no {META_FILE} (description, priority, category, "
+                "sample_context): add one beside its parts"
+            )
+        usable = [t.name for t in self.listing() if isinstance(t, TemplateInfo)]
+        shown = name if len(name) <= 60 else f"{name[:60]}…"
+        return UnknownTemplateError(
+            f"unknown template {shown!r}; available: {', '.join(usable) or 'none'}"
+        )
+
     def _compile(self, name: str) -> _Compiled:
-        available = self.names()
-        if name not in available:
-            listed = ", ".join(available) or "none"
-            shown = name if len(name) <= 60 else f"{name[:60]}…"
-            raise UnknownTemplateError(f"unknown template {shown!r}; available: {listed}")
+        if name not in self.names():
+            raise self._not_a_template(name)
         parts = tuple(self._load_part(name, part) for part in PARTS)
         try:
             reads = tuple(_undeclared(self._env, self._loader, [f"{name}/{p}"]) for p in PARTS)

@@ -203,6 +203,22 @@ def test_unknown_template_lists_the_available_names() -> None:
     assert all(name in str(caught.value) for name in SHIPPED)
 
 
+def test_a_template_without_meta_json_says_so_and_broken_ones_are_not_offered(
+    tmp_path: Path,
+) -> None:
+    """A directory with its parts but no meta.json was "unknown template", and the list of
+    available templates offered broken ones."""
+    write_template(tmp_path, "nometa", subject="s", text="t", html="h", sms="m")
+    write_template(tmp_path, "broken_meta", meta="{not json")
+    catalog = TemplateCatalog(tmp_path)
+    with pytest.raises(TemplateSyntaxProblem, match=r"'nometa' has no meta\.json"):
+        catalog.info("nometa")
+    with pytest.raises(UnknownTemplateError) as caught:
+        catalog.info("nope")
+    offered = str(caught.value).partition("available: ")[2].split(", ")
+    assert "broken_meta" not in offered and "repair_assigned" in offered
+
+
 def test_html_body_escapes_context_and_text_body_does_not() -> None:
     script = "<script>alert(1)</script>"
     message = CATALOG.render("repair_assigned", {"repair_id": script, "unit_number": "1 & 2"})
