@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         description="Recipients a dispatch stores per committed part (the first part is "
         "delivered while the next is stored)",
     )
+    worker_name: str | None = Field(
+        None,
+        min_length=1,
+        description="Names this worker in delivery_logs.lease_owner (default: the host name); "
+        "set one per Prefect worker to see which worker sent what",
+    )
     lease_seconds: int = Field(
         300, ge=5, le=86_400, description="How long a claim is held before rescue"
     )

@@ -10,11 +10,14 @@ import pytest
 from sqlalchemy import String
 
 from notify.db import DeliveryLog
+from notify.settings import SettingsError, load_settings
 from tasks.resources import OWNER_MAX_CHARS, worker_name
+from tests.runtime import reload_runtime
 
 
 def test_a_long_worker_name_keeps_owners_apart(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOTIFY_WORKER_NAME", "w" * 150)
+    reload_runtime()
     first, retried = worker_name("run-1#b0#1"), worker_name("run-1#b0#2")
     assert first != retried
     assert len(first) == len(retried) == OWNER_MAX_CHARS
@@ -23,9 +26,20 @@ def test_a_long_worker_name_keeps_owners_apart(monkeypatch: pytest.MonkeyPatch) 
 
 def test_a_short_worker_name_is_kept_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOTIFY_WORKER_NAME", "worker-a")
+    reload_runtime()
     assert worker_name("run-1#b0#1") == f"worker-a:{os.getpid()}:run-1#b0#1"
 
 
 def test_an_owner_fits_the_lease_owner_column() -> None:
     column = DeliveryLog.__table__.c.lease_owner.type
     assert isinstance(column, String) and column.length == OWNER_MAX_CHARS
+
+
+def test_the_worker_name_is_a_setting_config_shows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`notifyops config` lists what is in effect; NOTIFY_WORKER_NAME was read beside the
+    settings and missing there."""
+    monkeypatch.setenv("NOTIFY_WORKER_NAME", "worker-b")
+    assert load_settings().worker_name == "worker-b"
+    monkeypatch.setenv("NOTIFY_WORKER_NAME", "")
+    with pytest.raises(SettingsError, match="NOTIFY_WORKER_NAME"):
+        load_settings()
