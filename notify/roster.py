@@ -1,11 +1,12 @@
 """Recipient files (CSV with a header, or JSON Lines): parse and validate every row.
 
 A bad row is reported with its line number, column and reason and never costs its neighbours their
-import: a value longer than its column allows (MAX_LENGTH), a NUL or other control character, a
-JSON value nested too deeply or not a scalar, a line that is not a JSON object, and a quote that
-never closes (reported on the line it opens; parsing goes on with the next line, so it cannot
-swallow the rest of the file). Problems with the file as a whole (not UTF-8, empty, missing or
-unknown columns) raise InputError before any row is looked at.
+import: a value longer than its column allows (MAX_LENGTH), a NUL or other control character, a CSV
+row with more or fewer values than the header, a JSON value nested too deeply or not a scalar, a
+line that is not a JSON object, and a quote that never closes (reported on the line it opens;
+parsing goes on with the next line, so it cannot swallow the rest of the file). Problems with the
+file as a whole (not UTF-8, empty, missing or unknown columns) raise InputError before any row is
+looked at.
 """
 
 from __future__ import annotations
@@ -279,8 +280,23 @@ def _csv_row(
 ) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
     if len(values) > len(columns):
         yield line, RowError(line, "-", "", "more values than header columns")
-    elif any(value.strip() for value in values):
-        yield line, dict(zip(columns, values + [""] * (len(columns) - len(values)), strict=True))
+    elif not any(value.strip() for value in values):
+        return  # a blank line: nothing to import
+    elif len(values) < len(columns):
+        yield line, _short_row(line, columns, values)
+    else:
+        yield line, dict(zip(columns, values, strict=True))
+
+
+def _short_row(line: int, columns: list[str], values: list[str]) -> RowError:
+    """A row that ends before the header does: its missing values are not empty ones (an empty
+    value still has its comma), so the row is rejected rather than read with blanks."""
+    missing = columns[len(values) :]
+    reason = (
+        f"{len(values)} values for {len(columns)} header columns: no value for "
+        f"{', '.join(missing)} (an empty value still needs its comma)"
+    )
+    return RowError(line, missing[0], "", reason)
 
 
 def _broken_column(line: str, columns: list[str]) -> str:

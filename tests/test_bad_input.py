@@ -100,6 +100,7 @@ def csv_row_cases() -> list[Case]:
         "bad-bool": ("x:1,N,x@example.com,,UTC,sometimes,", "receive_email"),
         "bad-bool-sms": ("x:1,N,x@example.com,,UTC,,perhaps", "receive_sms"),
         "too-many-values": ("x:1,N,x@example.com,,UTC,,,extra,values", "more values"),
+        "too-few-values": ("x:1,N,x@example.com", "no value for phone, timezone"),
         "quote-unclosed": ('x:1,"Never closed,x@example.com,,UTC,,', "quote"),
         "quote-after-text": ('x:1,"Ana"bel,x@example.com,,UTC,,', "line 3"),
         "duplicate-of-good": ("g:1,Again,again@example.com,,UTC,,", "external_id"),

@@ -62,6 +62,31 @@ def test_dry_run_writes_nothing(cli_env: str, capsys: pytest.CaptureFixture[str]
     assert json.loads(capsys.readouterr().out)["total"] == 0
 
 
+def _listed(capsys: pytest.CaptureFixture[str], external_id: str) -> dict[str, Any]:
+    capsys.readouterr()
+    assert main(["recipients", "list", "--json", "--search", external_id]) == 0
+    (recipient,) = json.loads(capsys.readouterr().out)["recipients"]
+    return dict(recipient)
+
+
+def test_a_short_row_is_rejected_and_the_stored_recipient_keeps_its_values(
+    cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["db", "upgrade"])
+    main(["recipients", "import", str(SAMPLE)])
+    before = _listed(capsys, "technician:102")
+    short = tmp_path / "short.csv"
+    short.write_text("external_id,name,email,phone\ntechnician:102,Ben,ben.okafor@example.com\n")
+
+    assert main(["recipients", "import", str(short)]) == 1
+
+    captured = capsys.readouterr()
+    assert "line 2, phone: 3 values for 4 header columns: no value for phone" in captured.err
+    assert "0 valid" in captured.out and "1 rejected" in captured.out
+    assert _listed(capsys, "technician:102") == before
+    assert before["phone"] == "+13125550102" and before["name"] == "Ben Okafor"
+
+
 def test_bad_input_is_one_line_and_exit_2(
     cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

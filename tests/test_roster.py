@@ -168,6 +168,34 @@ def test_one_bad_row_never_costs_the_valid_rows(
     assert len(error.value) <= 41, "the report quotes the bad value, not all of it"
 
 
+@pytest.mark.parametrize(
+    ("short", "missing"),
+    [
+        ("t:1,A,a@example.com", "phone"),
+        ("t:1,A,a@example.com,+12065550101,UTC,true,true", "quiet_hours_start, quiet_hours_end"),
+    ],
+)
+def test_a_short_row_is_rejected_naming_the_columns_it_lacks(
+    tmp_path: Path, short: str, missing: str
+) -> None:
+    parsed = parse_roster_file(write(tmp_path, around(short)))
+    assert [row.external_id for row in parsed.rows] == ["g:1", "g:2"]
+    (error,) = parsed.errors
+    assert (error.line, error.column) == (3, missing.split(",")[0])
+    assert f"no value for {missing}" in error.reason
+
+
+def test_an_empty_value_with_its_comma_is_not_a_short_row(tmp_path: Path) -> None:
+    parsed = parse_roster_file(write(tmp_path, around("t:1,A,a@example.com,,UTC,true,false,,")))
+    assert parsed.errors == []
+    assert (parsed.rows[1].phone, parsed.rows[1].quiet_hours_start) == (None, None)
+
+
+def test_a_blank_line_is_skipped_not_rejected(tmp_path: Path) -> None:
+    parsed = parse_roster_file(write(tmp_path, around("   ")))
+    assert parsed.errors == [] and [row.external_id for row in parsed.rows] == ["g:1", "g:2"]
+
+
 def test_a_quote_that_never_closes_is_reported_on_its_line_and_the_rest_still_imports(
     tmp_path: Path,
 ) -> None:
