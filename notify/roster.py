@@ -2,11 +2,11 @@
 
 A bad row is reported with its line number, column and reason and never costs its neighbours their
 import: a value longer than its column allows (MAX_LENGTH), a NUL or other control character, a CSV
-row with more or fewer values than the header, a JSON value nested too deeply or not a scalar, a
-line that is not a JSON object, and a quote that never closes (reported on the line it opens;
-parsing goes on with the next line, so it cannot swallow the rest of the file). Problems with the
-file as a whole (not UTF-8, empty, missing or unknown columns) raise InputError before any row is
-looked at.
+row with more or fewer values than the header, a JSON line without a required field, a JSON value
+nested too deeply or not a scalar, a line that is not a JSON object, and a quote that never closes
+(reported on the line it opens; parsing goes on with the next line, so it cannot swallow the rest of
+the file). Problems with the file as a whole (not UTF-8, empty, missing or unknown columns) raise
+InputError before any row is looked at.
 """
 
 from __future__ import annotations
@@ -370,12 +370,24 @@ def _jsonl_records(text: str) -> Iterator[tuple[int, Mapping[str, Any] | RowErro
         if isinstance(record, str):
             yield number, RowError(number, "-", _shown(raw), record)
             continue
-        unknown = [key for key in record if key not in ALL_COLUMNS]
-        if unknown:
-            reason = f"unknown field (accepted: {', '.join(ALL_COLUMNS)})"
-            yield number, RowError(number, _shown(unknown[0]), "", reason)
-            continue
-        yield number, record
+        yield number, _field_error(number, record) or record
+
+
+def _field_error(number: int, record: dict[str, Any]) -> RowError | None:
+    """A JSON line's fields must be columns, and hold every required one: a missing field is not
+    an empty one (`""` or null), as a CSV row's missing values are not empty values."""
+    unknown = [key for key in record if key not in ALL_COLUMNS]
+    if unknown:
+        reason = f"unknown field (accepted: {', '.join(ALL_COLUMNS)})"
+        return RowError(number, _shown(unknown[0]), "", reason)
+    missing = [key for key in REQUIRED_COLUMNS if key not in record]
+    if missing:
+        reason = (
+            f"missing required field(s): {', '.join(missing)} (required: "
+            f'{", ".join(REQUIRED_COLUMNS)}; "" or null for an empty value)'
+        )
+        return RowError(number, missing[0], "", reason)
+    return None
 
 
 def _json_line(raw: str) -> dict[str, Any] | str:

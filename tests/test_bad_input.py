@@ -32,9 +32,17 @@ GOOD_CSV = [
     "g:1,Good One,g1@example.com,+12065550101,UTC,true,true",
     "g:2,Two,g2@example.com,,UTC,,",
 ]
+
+
+def jsonl(**fields: object) -> str:
+    """A JSON line holding every required field, with these fields changed (None: left out)."""
+    person = {"external_id": "x:1", "name": "N", "email": "x@example.com", "phone": ""}
+    return json.dumps({k: v for k, v in (person | fields).items() if v is not None})
+
+
 GOOD_JSONL = [
-    json.dumps({"external_id": "g:1", "name": "One", "email": "g1@example.com"}),
-    json.dumps({"external_id": "g:2", "name": "Two", "phone": "+12065550102"}),
+    jsonl(external_id="g:1", name="One", email="g1@example.com"),
+    jsonl(external_id="g:2", name="Two", email="", phone="+12065550102"),
 ]
 KNOWN = "t:1"  # a recipient every case's database holds
 
@@ -137,11 +145,11 @@ def jsonl_row_cases() -> list[Case]:
     """One bad line between two good ones (JSON Lines): line 2 rejected, lines 1 and 3 kept."""
     deep = "[" * 100_000 + "]" * 100_000
     bad_lines = {
-        "nul-escaped": (json.dumps({"external_id": "x\u0000", "email": "x@example.com"}), "NUL"),
+        "nul-escaped": (jsonl(external_id="x\u0000"), "NUL"),
         "nul-raw": ('{"external_id": "x\x00", "email": "x@example.com"}', "NUL"),
         "nested-deep": ('{"external_id": "x:1", "name": ' + deep + "}", "nested"),
-        "nested-object-value": ('{"external_id": "x:1", "name": {"a": 1}}', "name"),
-        "list-value": ('{"external_id": ["x"], "email": "x@example.com"}', "external_id"),
+        "nested-object-value": (jsonl(name={"a": 1}), "name"),
+        "list-value": (jsonl(external_id=["x"]), "external_id"),
         "array-line": ("[1, 2, 3]", "JSON object"),
         "string-line": ('"just text"', "JSON object"),
         "number-line": ("42", "JSON object"),
@@ -149,15 +157,14 @@ def jsonl_row_cases() -> list[Case]:
         "true-line": ("true", "JSON object"),
         "broken-json": ('{"external_id": "x:1",', "not valid JSON"),
         "single-quotes": ("{'external_id': 'x:1'}", "not valid JSON"),
-        "unknown-field": ('{"external_id": "x:1", "email": "x@example.com", "shoe": 9}', "shoe"),
+        "unknown-field": (jsonl(shoe=9), "shoe"),
         "huge-int": ('{"external_id": ' + "9" * 5_000 + ', "email": "x@example.com"}', "digits"),
-        "long-value": (json.dumps({"external_id": "x:1", "name": "n" * 200_000}), "name"),
-        "id-spaces": (json.dumps({"external_id": "   ", "email": "x@example.com"}), "blank"),
-        "bad-phone": (json.dumps({"external_id": "x:1", "phone": "12345"}), "phone"),
-        "bool-as-text": (
-            json.dumps({"external_id": "x:1", "email": "x@example.com", "receive_sms": "maybe"}),
-            "receive_sms",
-        ),
+        "long-value": (jsonl(name="n" * 200_000), "name"),
+        "id-spaces": (jsonl(external_id="   "), "blank"),
+        "bad-phone": (jsonl(phone="12345"), "phone"),
+        "bool-as-text": (jsonl(receive_sms="maybe"), "receive_sms"),
+        "missing-phone": (jsonl(phone=None), "missing required field(s): phone"),
+        "missing-name-email": (jsonl(name=None, email=None), "field(s): name, email"),
     }
     return [
         Case(

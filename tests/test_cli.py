@@ -69,19 +69,39 @@ def _listed(capsys: pytest.CaptureFixture[str], external_id: str) -> dict[str, A
     return dict(recipient)
 
 
-def test_a_short_row_is_rejected_and_the_stored_recipient_keeps_its_values(
-    cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("name", "text", "error"),
+    [
+        (
+            "short.csv",
+            "external_id,name,email,phone\ntechnician:102,Ben,ben.okafor@example.com\n",
+            "line 2, phone: 3 values for 4 header columns: no value for phone",
+        ),
+        (
+            "short.jsonl",
+            '{"external_id": "technician:102", "name": "Ben", "email": "ben.okafor@example.com"}\n',
+            "line 1, phone: missing required field(s): phone",
+        ),
+    ],
+)
+def test_a_row_without_a_required_value_is_rejected_and_the_stored_recipient_keeps_its_values(
+    cli_env: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    text: str,
+    error: str,
 ) -> None:
     main(["db", "upgrade"])
     main(["recipients", "import", str(SAMPLE)])
     before = _listed(capsys, "technician:102")
-    short = tmp_path / "short.csv"
-    short.write_text("external_id,name,email,phone\ntechnician:102,Ben,ben.okafor@example.com\n")
+    short = tmp_path / name
+    short.write_text(text)
 
     assert main(["recipients", "import", str(short)]) == 1
 
     captured = capsys.readouterr()
-    assert "line 2, phone: 3 values for 4 header columns: no value for phone" in captured.err
+    assert error in captured.err
     assert "0 valid" in captured.out and "1 rejected" in captured.out
     assert _listed(capsys, "technician:102") == before
     assert before["phone"] == "+13125550102" and before["name"] == "Ben Okafor"

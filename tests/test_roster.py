@@ -135,6 +135,40 @@ def test_json_lines(tmp_path: Path) -> None:
     assert [(e.line, e.column) for e in parsed.errors] == [(2, "-"), (3, "-"), (4, "shoe")]
 
 
+def jsonl(external_id: str = "x:1", **fields: object) -> str:
+    """A JSON line with every required field (email and phone made up from the id)."""
+    person = {"external_id": external_id, "name": "N", "email": f"{external_id[-1]}@example.com"}
+    return json.dumps(person | {"phone": ""} | fields)
+
+
+@pytest.mark.parametrize(
+    ("fields", "missing"),
+    [
+        ({"external_id": "t:1", "name": "A", "email": "a@example.com"}, "phone"),
+        ({"external_id": "t:1", "phone": "+12065550101"}, "name, email"),
+    ],
+)
+def test_a_json_line_without_a_required_field_is_rejected_naming_it(
+    tmp_path: Path, fields: dict[str, str], missing: str
+) -> None:
+    text = "\n".join([jsonl("g:1"), json.dumps(fields), jsonl("g:2")]) + "\n"
+    parsed = parse_roster_file(write(tmp_path, text, "roster.jsonl"))
+    assert [row.external_id for row in parsed.rows] == ["g:1", "g:2"]
+    (error,) = parsed.errors
+    assert (error.line, error.column) == (2, missing.split(",")[0])
+    assert f"missing required field(s): {missing}" in error.reason
+
+
+def test_a_json_line_may_leave_a_required_field_empty(tmp_path: Path) -> None:
+    lines = [jsonl("t:1", phone=None), jsonl("t:2", email="", phone="+12065550102", name=None)]
+    parsed = parse_roster_file(write(tmp_path, "\n".join(lines) + "\n", "roster.jsonl"))
+    assert parsed.errors == []
+    assert [(row.email, row.phone) for row in parsed.rows] == [
+        ("1@example.com", None),
+        (None, "+12065550102"),
+    ]
+
+
 GOOD_ROWS = (
     "g:1,Good,g1@example.com,,UTC,true,false,,",
     "g:2,Good,g2@example.com,,UTC,true,false,,",
@@ -229,19 +263,16 @@ def test_external_ids_are_stored_without_surrounding_spaces(tmp_path: Path) -> N
     ("line", "reason_part"),
     [
         ('{"external_id": "x:1", "name": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested"),
-        ('{"external_id": "x:1\\u0000", "email": "x@example.com"}', "NUL"),
+        (jsonl("x:1\u0000"), "NUL"),
         ('{"external_id": "x:1\x00", "email": "x@example.com"}', "NUL"),
-        ('{"external_id": "x:1", "name": {"first": "A"}, "email": "x@example.com"}', "object"),
+        (jsonl(name={"first": "A"}), "object"),
         ("[1, 2]", "JSON object"),
         ("null", "JSON object"),
         ('{"external_id": ' + "9" * 5_000 + "}", "digits"),
     ],
 )
 def test_json_lines_reject_the_bad_line_only(tmp_path: Path, line: str, reason_part: str) -> None:
-    good = [
-        json.dumps({"external_id": "g:1", "email": "g1@example.com"}),
-        json.dumps({"external_id": "g:2", "email": "g2@example.com"}),
-    ]
+    good = [jsonl("g:1"), jsonl("g:2")]
     text = "\n".join([good[0], line, good[1]]) + "\n"
     parsed = parse_roster_file(write(tmp_path, text, "roster.jsonl"))
     assert [row.external_id for row in parsed.rows] == ["g:1", "g:2"]
