@@ -35,13 +35,19 @@ class UpsertCounts:
 
 def upsert_recipients(*, session: Session, rows: Sequence[RecipientRow]) -> UpsertCounts:
     """Insert new recipients and update existing ones (matched on external_id), in bulk."""
-    created = 0
+    counts = upsert_counts(session=session, rows=rows)
+    statement = _upsert_statement(session)
     for start in range(0, len(rows), UPSERT_CHUNK):
         chunk = rows[start : start + UPSERT_CHUNK]
-        existing = _existing_ids(session, [row.external_id for row in chunk])
-        created += sum(1 for row in chunk if row.external_id not in existing)
-        statement = _upsert_statement(session)
         session.connection().execute(statement, [_values(row) for row in chunk])
+    return counts
+
+
+def upsert_counts(*, session: Session, rows: Sequence[RecipientRow]) -> UpsertCounts:
+    """How many of these rows upsert_recipients would insert and how many it would update: reads
+    which external ids exist and writes nothing (what `recipients import --dry-run` reports)."""
+    known = known_external_ids(session=session, external_ids=[row.external_id for row in rows])
+    created = sum(1 for row in rows if row.external_id not in known)
     return UpsertCounts(created=created, updated=len(rows) - created)
 
 

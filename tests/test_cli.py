@@ -57,9 +57,30 @@ def test_import_reports_rejected_rows_and_exits_1(
 def test_dry_run_writes_nothing(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
     main(["db", "upgrade"])
     main(["recipients", "import", str(SAMPLE), "--dry-run"])
-    assert "would import" in capsys.readouterr().out
+    assert "8 valid (would import; 8 new, 0 updated)" in capsys.readouterr().out
     assert main(["recipients", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["total"] == 0
+
+
+def test_dry_run_counts_new_and_updated_recipients_as_the_import_would(
+    cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["db", "upgrade"])
+    main(["recipients", "import", str(SAMPLE)])
+    roster = tmp_path / "two.csv"
+    roster.write_text(
+        "external_id,name,email,phone\n"
+        "technician:102,Ben,ben.okafor@example.com,+13125550102\n"
+        "technician:200,New,new@example.com,\n"
+    )
+    capsys.readouterr()
+
+    assert main(["recipients", "import", str(roster), "--dry-run", "--json"]) == 0
+    would = json.loads(capsys.readouterr().out)
+    assert (would["created"], would["updated"], would["dry_run"]) == (1, 1, True)
+    assert main(["recipients", "import", str(roster), "--json"]) == 0
+    did = json.loads(capsys.readouterr().out)
+    assert (did["created"], did["updated"]) == (1, 1)
 
 
 def _listed(capsys: pytest.CaptureFixture[str], external_id: str) -> dict[str, Any]:

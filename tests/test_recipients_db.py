@@ -9,6 +9,7 @@ from notify.recipients import (
     count_recipients,
     list_recipients,
     recipients_by_external_id,
+    upsert_counts,
     upsert_recipients,
 )
 from notify.roster import RecipientRow
@@ -44,6 +45,21 @@ def test_upsert_creates_then_updates_by_external_id(engine: Engine) -> None:
         assert set(found) == {"t:2"}
         assert found["t:2"].name == "Renamed" and found["t:2"].receive_sms is False
         assert count_recipients(session=session) == 3
+
+
+def test_upsert_counts_say_what_the_upsert_will_do_and_write_nothing(engine: Engine) -> None:
+    with transaction(engine) as session:
+        upsert_recipients(session=session, rows=[row("t:1")])
+    rows = [row("t:1", name="Renamed"), row("t:2"), row("t:3")]
+    with transaction(engine) as session:
+        would = upsert_counts(session=session, rows=rows)
+    with transaction(engine) as session:
+        assert count_recipients(session=session) == 1
+        assert (
+            recipients_by_external_id(session=session, external_ids=["t:1"])["t:1"].name == "Tech"
+        )
+        did = upsert_recipients(session=session, rows=rows)
+    assert (would.created, would.updated) == (did.created, did.updated) == (2, 1)
 
 
 def test_upsert_handles_more_rows_than_one_chunk(engine: Engine) -> None:

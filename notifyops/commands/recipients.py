@@ -26,7 +26,9 @@ DRY_RUN = typer.Option(False, "--dry-run", help="Only say what would change.")
 @app.command("import")
 def import_roster(
     file: Path = typer.Argument(..., help="CSV with a header row, or JSON Lines (.jsonl)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate only; write nothing."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Validate and count new and updated recipients; write nothing."
+    ),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Validate every row, upsert the valid ones by external_id, list the rejected ones.
@@ -35,14 +37,15 @@ def import_roster(
     """
     from notify.bootstrap import runtime
     from notify.db import transaction
-    from notify.recipients import upsert_recipients
+    from notify.recipients import upsert_counts, upsert_recipients
     from notify.roster import parse_roster_file
 
     parsed = parse_roster_file(file)
     created = updated = 0
-    if parsed.rows and not dry_run:
+    if parsed.rows:
+        upsert = upsert_counts if dry_run else upsert_recipients
         with transaction(runtime().engine()) as session:
-            counts = upsert_recipients(session=session, rows=parsed.rows)
+            counts = upsert(session=session, rows=parsed.rows)
         created, updated = counts.created, counts.updated
     _report_import(file, parsed, created, updated, dry_run, json_output)
     if parsed.errors:
