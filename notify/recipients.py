@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,13 +35,23 @@ class UpsertCounts:
 
 
 def upsert_recipients(*, session: Session, rows: Sequence[RecipientRow]) -> UpsertCounts:
-    """Insert new recipients and update existing ones (matched on external_id), in bulk."""
+    """Insert new recipients and update existing ones (matched on external_id), in bulk. An update
+    leaves the columns a row has as absent (the file did not give them) as they are stored."""
     counts = upsert_counts(session=session, rows=rows)
-    statement = _upsert_statement(session)
-    for start in range(0, len(rows), UPSERT_CHUNK):
-        chunk = rows[start : start + UPSERT_CHUNK]
-        session.connection().execute(statement, [_values(row) for row in chunk])
+    for absent, group in _by_absent(rows).items():
+        statement = _upsert_statement(session, keep=absent)
+        for start in range(0, len(group), UPSERT_CHUNK):
+            chunk = group[start : start + UPSERT_CHUNK]
+            session.connection().execute(statement, [_values(row) for row in chunk])
     return counts
+
+
+def _by_absent(rows: Sequence[RecipientRow]) -> dict[frozenset[str], list[RecipientRow]]:
+    """Rows grouped by the columns they leave out (one group for a CSV file: its header)."""
+    groups: dict[frozenset[str], list[RecipientRow]] = defaultdict(list)
+    for row in rows:
+        groups[row.absent].append(row)
+    return groups
 
 
 def upsert_counts(*, session: Session, rows: Sequence[RecipientRow]) -> UpsertCounts:
@@ -56,15 +67,16 @@ def _values(row: RecipientRow) -> dict[str, Any]:
     return {**row.as_values(), "created_at": now, "updated_at": now}
 
 
-def _upsert_statement(session: Session) -> Any:
-    """INSERT ... ON CONFLICT (external_id) DO UPDATE, executed as executemany (compiled once)."""
+def _upsert_statement(session: Session, *, keep: frozenset[str] = frozenset()) -> Any:
+    """INSERT ... ON CONFLICT (external_id) DO UPDATE, executed as executemany (compiled once); the
+    update leaves the `keep` columns alone."""
     dialect = dialect_of(session)
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(RECIPIENTS)
     excluded = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=[Recipient.external_id],
-        set_={column: getattr(excluded, column) for column in _UPDATABLE},
+        set_={column: getattr(excluded, column) for column in _UPDATABLE if column not in keep},
     )
 
 

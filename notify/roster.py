@@ -39,6 +39,7 @@ OPTIONAL_COLUMNS = {
     "quiet_hours_end": "",
 }
 ALL_COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
+_QUIET_HOURS = frozenset({"quiet_hours_start", "quiet_hours_end"})
 # Longest accepted raw value per column (the database columns, with room for spaces and a
 # formatted phone number); anything longer is rejected before it is parsed.
 MAX_LENGTH = {
@@ -74,10 +75,14 @@ class RecipientRow:
     quiet_hours_start: str | None
     quiet_hours_end: str | None
     line: int = field(compare=False, default=0)
+    # Optional columns the file does not give (not in the CSV header, not a key of the JSON line):
+    # a new recipient gets their defaults (held above), an existing one keeps its stored values.
+    absent: frozenset[str] = frozenset()
 
     def as_values(self) -> dict[str, Any]:
         values = self.__dict__.copy()
         values.pop("line")
+        values.pop("absent")
         return values
 
 
@@ -149,7 +154,15 @@ def validate_row(record: Mapping[str, Any], line: int) -> RecipientRow:
         quiet_hours_start=start,
         quiet_hours_end=end,
         line=line,
+        absent=_absent_columns(record),
     )
+
+
+def _absent_columns(record: Mapping[str, Any]) -> frozenset[str]:
+    """The optional columns the record does not name at all. Quiet hours go as a pair: naming
+    either sets both, so a stored pair is never left half changed."""
+    absent = frozenset(column for column in OPTIONAL_COLUMNS if column not in record)
+    return absent if absent >= _QUIET_HOURS else absent - _QUIET_HOURS
 
 
 def _check_raw_values(record: Mapping[str, Any]) -> None:

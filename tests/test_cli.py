@@ -128,6 +128,28 @@ def test_a_row_without_a_required_value_is_rejected_and_the_stored_recipient_kee
     assert before["phone"] == "+13125550102" and before["name"] == "Ben Okafor"
 
 
+def test_an_update_keeps_what_the_file_leaves_out_and_resets_what_it_leaves_empty(
+    cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["db", "upgrade"])
+    main(["recipients", "import", str(SAMPLE)])
+    narrow = tmp_path / "phones.csv"
+    narrow.write_text(
+        "external_id,name,email,phone\ntechnician:102,Ben,ben@example.com,+13125550199\n"
+    )
+    assert main(["recipients", "import", str(narrow)]) == 0
+    ben = _listed(capsys, "technician:102")
+    assert (ben["phone"], ben["email"]) == ("+13125550199", "ben@example.com")
+    assert (ben["timezone"], ben["receive_sms"]) == ("America/Chicago", True), "not in the header"
+
+    line = {"external_id": "technician:102", "name": "Ben", "email": "", "phone": "+13125550199"}
+    emptied = tmp_path / "emptied.jsonl"
+    emptied.write_text(json.dumps(line | {"timezone": ""}) + "\n")
+    assert main(["recipients", "import", str(emptied)]) == 0
+    ben = _listed(capsys, "technician:102")
+    assert (ben["timezone"], ben["receive_sms"], ben["email"]) == ("UTC", True, None)
+
+
 def test_bad_input_is_one_line_and_exit_2(
     cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -62,6 +62,26 @@ def test_upsert_counts_say_what_the_upsert_will_do_and_write_nothing(engine: Eng
     assert (would.created, would.updated) == (did.created, did.updated) == (2, 1)
 
 
+def test_an_update_keeps_the_columns_the_file_left_out(engine: Engine) -> None:
+    stored = row(
+        "t:1", timezone="America/Chicago", quiet_hours_start="22:00", quiet_hours_end="07:00"
+    )
+    with transaction(engine) as session:
+        upsert_recipients(session=session, rows=[stored])
+    left_out = frozenset({"timezone", "receive_sms", "quiet_hours_start", "quiet_hours_end"})
+    update = row("t:1", name="Renamed", receive_sms=False, absent=left_out)
+    new = row("t:2", receive_sms=False, absent=left_out)
+    with transaction(engine) as session:
+        counts = upsert_recipients(session=session, rows=[update, new, row("t:3")])
+    assert (counts.created, counts.updated) == (2, 1)
+    with transaction(engine) as session:
+        found = recipients_by_external_id(session=session, external_ids=["t:1", "t:2"])
+        kept = found["t:1"]
+        assert (kept.name, kept.timezone, kept.receive_sms) == ("Renamed", "America/Chicago", True)
+        assert (kept.quiet_hours_start, kept.quiet_hours_end) == ("22:00", "07:00")
+        assert (found["t:2"].timezone, found["t:2"].receive_sms) == ("UTC", False)
+
+
 def test_upsert_handles_more_rows_than_one_chunk(engine: Engine) -> None:
     rows = [row(f"t:{n:05d}") for n in range(1_234)]
     with transaction(engine) as session:

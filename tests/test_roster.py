@@ -80,6 +80,39 @@ def test_optional_columns_take_defaults(tmp_path: Path) -> None:
     )
     (row,) = parsed.rows
     assert (row.timezone, row.receive_email, row.receive_sms) == ("UTC", True, False)
+    assert row.absent == {
+        "timezone",
+        "receive_email",
+        "receive_sms",
+        "quiet_hours_start",
+        "quiet_hours_end",
+    }, "an update keeps what the header leaves out"
+
+
+def test_an_optional_column_in_the_header_is_given_even_when_empty(tmp_path: Path) -> None:
+    parsed = parse_roster_file(write(tmp_path, around("t:1,A,a@example.com,,,,,,")))
+    assert [row.absent for row in parsed.rows] == [frozenset()] * 3
+    assert parsed.rows[1].timezone == "UTC"
+
+
+@pytest.mark.parametrize(
+    ("fields", "absent"),
+    [
+        ({}, {"timezone", "receive_email", "receive_sms", "quiet_hours_start", "quiet_hours_end"}),
+        (
+            {"timezone": None, "receive_sms": ""},
+            {"receive_email", "quiet_hours_start", "quiet_hours_end"},
+        ),
+        ({"quiet_hours_start": ""}, {"timezone", "receive_email", "receive_sms"}),
+    ],
+)
+def test_a_json_line_gives_the_optional_fields_it_names(
+    tmp_path: Path, fields: dict[str, object], absent: set[str]
+) -> None:
+    parsed = parse_roster_file(write(tmp_path, jsonl("t:1", **fields) + "\n", "roster.jsonl"))
+    (row,) = parsed.rows
+    assert row.absent == absent
+    assert (row.timezone, row.receive_sms, row.quiet_hours_start) == ("UTC", False, None)
 
 
 @pytest.mark.parametrize(
