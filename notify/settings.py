@@ -17,8 +17,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from notify.masking import mask_url, mask_webhook
+from notify.severity import Severity
 
 ENV_PREFIX = "NOTIFY_"
+ALERT_ROUTES = ("sns", "webhook", "log")  # notify.alerts.routing builds them
 
 
 class Priority(StrEnum):
@@ -168,7 +170,6 @@ class Settings(BaseSettings):
     )
     alert_routing: str = Field(
         "P1=sns,log;P2=webhook,log;P3=log;P4=log",
-        pattern=r"^\s*(P[1-4]\s*=\s*[a-z,\s]*)(;\s*P[1-4]\s*=\s*[a-z,\s]*)*;?\s*$",
         description="Where each severity goes: P1=sns,log;P2=webhook,log (routes: sns, webhook, "
         "log; an unnamed severity keeps its default)",
     )
@@ -244,6 +245,12 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as https://hooks.slack.com/services/...")
         return value.strip() if value else value
 
+    @field_validator("alert_routing")
+    @classmethod
+    def _known_routes(cls, value: str) -> str:
+        routes_by_severity(value)
+        return value.strip()
+
     def masked(self) -> dict[str, Any]:
         """The effective settings with secrets masked: the SMTP password, the password in the
         database URL (`user:pass@` and `?password=`), the webhook URL's path (its credential)."""
@@ -258,6 +265,27 @@ class Settings(BaseSettings):
         password = self.smtp_password.get_secret_value() if self.smtp_password else None
         found = [password, self.alert_webhook_url, *_url_passwords(self.database_url)]
         return tuple(value for value in found if value)
+
+
+def routes_by_severity(text: str) -> dict[Severity, tuple[str, ...]]:
+    """'P1=sns,log;P2=webhook' -> the routes of each severity it names (the others keep their
+    default); ValueError naming the entry with no severity P1-P4 or a route that does not exist."""
+    routing: dict[Severity, tuple[str, ...]] = {}
+    for entry in filter(None, (part.strip() for part in text.split(";"))):
+        name, equals, targets = entry.partition("=")
+        if not equals:
+            raise ValueError(f"entry {entry!r} is not SEVERITY=ROUTES (e.g. P1=sns,log)")
+        if name.strip().upper() not in Severity.__members__:
+            raise ValueError(f"entry {entry!r} names no severity P1-P4 (e.g. P1=sns,log)")
+        routes = tuple(route.strip().lower() for route in targets.split(",") if route.strip())
+        unknown = [route for route in routes if route not in ALERT_ROUTES]
+        if unknown:
+            raise ValueError(
+                f"entry {entry!r}: {', '.join(map(repr, unknown))} is not a route "
+                f"(routes: {', '.join(ALERT_ROUTES)})"
+            )
+        routing[Severity(name.strip().upper())] = routes
+    return routing
 
 
 class SettingsError(Exception):

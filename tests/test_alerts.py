@@ -232,11 +232,13 @@ def test_unconfigured_route_is_reported_and_logged_instead() -> None:
 
 
 def test_routing_is_configurable() -> None:
-    routing = parse_routing("P1=sns,webhook; p3=webhook")
+    routing = parse_routing("P1=sns,webhook; p3=Webhook")
     assert routing[P1] == ("sns", "webhook") and routing[P3] == ("webhook",)
     assert routing[P2] == DEFAULT_ROUTES[P2] and routing[P4] == ("log",)
     with pytest.raises(InputError, match="accepted form"):
         parse_routing("P9=sns")
+    with pytest.raises(InputError, match="'sms' is not a route"):
+        parse_routing("P1=sms,log")
 
 
 def test_p1_publishes_to_the_sns_topic(aws_env: str) -> None:

@@ -51,6 +51,31 @@ def test_a_bad_setting_names_the_variable_and_the_accepted_form(
     assert "expected:" in message
 
 
+@pytest.mark.parametrize(
+    ("routing", "entry", "reason"),
+    [
+        ("P1=sms,log", "'P1=sms,log'", "'sms' is not a route (routes: sns, webhook, log)"),
+        ("P1=sns,log;P2=slack", "'P2=slack'", "'slack' is not a route (routes: sns, webhook, log)"),
+        ("P9=sns", "'P9=sns'", "names no severity P1-P4"),
+        ("P1;P2=log", "'P1'", "is not SEVERITY=ROUTES"),
+    ],
+)
+def test_an_unknown_alert_route_or_severity_stops_at_load_naming_the_entry(
+    monkeypatch: pytest.MonkeyPatch, routing: str, entry: str, reason: str
+) -> None:
+    monkeypatch.setenv("NOTIFY_ALERT_ROUTING", routing)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert message.startswith("NOTIFY_ALERT_ROUTING=")
+    assert f"entry {entry}" in message and reason in message
+
+
+def test_alert_routing_accepts_every_route_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFY_ALERT_ROUTING", " p1 = SNS, webhook ,log ; P3=webhook; ")
+    assert load_settings().alert_routing == "p1 = SNS, webhook ,log ; P3=webhook;"
+
+
 def test_smtp_password_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "hunter2")
     settings = load_settings()

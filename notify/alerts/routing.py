@@ -17,10 +17,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from notify.alerts.store import RESOLVED, AlertNotice
 from notify.errors import InputError
-from notify.settings import Settings
+from notify.settings import ALERT_ROUTES, Settings, routes_by_severity
 from notify.severity import Severity
 
-SNS, WEBHOOK, LOG = "sns", "webhook", "log"
+SNS, WEBHOOK, LOG = ALERT_ROUTES
 DEFAULT_ROUTES: Mapping[Severity, tuple[str, ...]] = {
     Severity.P1: (SNS, LOG),
     Severity.P2: (WEBHOOK, LOG),
@@ -85,16 +85,11 @@ def routes_from_settings(settings: Settings, *, sns_client: Any = None) -> dict[
 
 def parse_routing(text: str) -> dict[Severity, tuple[str, ...]]:
     """'P1=sns,webhook;P2=webhook' -> routing (unnamed severities keep the default)."""
-    routing = dict(DEFAULT_ROUTES)
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        name, _, targets = part.partition("=")
-        try:
-            severity = Severity(name.strip().upper())
-        except ValueError:
-            message = f"alert routing {part!r}: accepted form P1=sns,webhook;P2=webhook"
-            raise InputError(message) from None
-        routing[severity] = tuple(t.strip() for t in targets.split(",") if t.strip())
-    return routing
+    try:
+        return {**DEFAULT_ROUTES, **routes_by_severity(text)}
+    except ValueError as error:
+        message = f"alert routing: {error}; accepted form P1=sns,webhook;P2=webhook"
+        raise InputError(message) from None
 
 
 @dataclass(frozen=True)
