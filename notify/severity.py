@@ -33,6 +33,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from notify.money import usd
+
 if TYPE_CHECKING:
     from notify.settings import Settings
 
@@ -141,10 +143,10 @@ def _sms_cost(facts: Facts, t: Thresholds) -> Finding | None:
     cost = facts.sms_cost_last_hour_usd
     if cost is None or cost <= t.sms_cost_alarm_usd:
         return None
-    text = f"SMS cost ${cost:.2f} in the last hour"
+    text = f"SMS cost {usd(cost)} in the last hour"
     if cost > t.sms_cost_page_usd:
-        return Finding("sms-cost", Severity.P1, f"{text} > ${t.sms_cost_page_usd:.2f}/h")
-    return Finding("sms-cost", Severity.P3, f"{text} > alarm ${t.sms_cost_alarm_usd:.2f}/h")
+        return Finding("sms-cost", Severity.P1, f"{text} > {usd(t.sms_cost_page_usd)}/h")
+    return Finding("sms-cost", Severity.P3, f"{text} > alarm {usd(t.sms_cost_alarm_usd)}/h")
 
 
 def _workers(facts: Facts, t: Thresholds) -> Finding | None:

@@ -83,6 +83,14 @@ def test_thresholds_from_settings_take_the_hourly_alarm() -> None:
     assert assess(Facts(sms_cost_last_hour_usd=Decimal("6")), RUNBOOK).severity is P4
 
 
+def test_money_in_findings_keeps_its_sub_cent_digits() -> None:
+    thresholds = Thresholds.from_settings(load_settings(sms_hourly_alarm_usd="0.001"))
+    [finding] = assess(Facts(sms_cost_last_hour_usd=Decimal("0.00645")), thresholds).findings
+    assert finding.message == "SMS cost $0.00645 in the last hour > alarm $0.001/h"
+    [page] = assess(Facts(sms_cost_last_hour_usd=Decimal("1234.5"))).findings
+    assert page.message == "SMS cost $1,234.50 in the last hour > $100.00/h"
+
+
 def test_worst_and_rank() -> None:
     assert worst(P3, P1, P2) is P1 and worst() is P4
     assert [s.rank for s in Severity] == [1, 2, 3, 4]

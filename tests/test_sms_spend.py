@@ -1,15 +1,19 @@
-"""The daily SMS cap counts what an SMS really cost once its receipt says so."""
+"""The daily SMS cap counts what an SMS really cost once its receipt says so; `audit sms-cost`
+shows spend against small thresholds as they are."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import Engine, update
 
 from notify.conditions import sms_spend_since
-from notify.db import DELIVERY_LOGS, transaction
+from notify.db import DELIVERY_LOGS, make_engine, transaction
+from notifyops.cli import main
 from tests.factories import AS_OF, Rows
+from tests.runtime import reload_runtime
 
 
 def test_the_cap_uses_the_receipt_price_where_known_and_the_estimate_otherwise(
@@ -29,3 +33,23 @@ def test_the_cap_uses_the_receipt_price_where_known_and_the_estimate_otherwise(
     with transaction(engine) as session:
         spent = sms_spend_since(session=session, since=AS_OF - timedelta(days=1))
     assert spent == Decimal("0.0487"), (estimated, priced)
+
+
+def two_sms_just_sent(url: str) -> None:
+    """Two SMS at $0.00645 ten minutes before AS_OF: $0.0129 in the last hour and today."""
+    rows = Rows()
+    tech = rows.recipient("technician:101", phone="+12065550101")
+    rows.many(2, tech, created_at=AS_OF - timedelta(minutes=10))
+    rows.insert(make_engine(url))
+
+
+def test_a_sub_cent_hourly_alarm_is_shown_as_it_is_not_as_zero(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NOTIFY_SMS_HOURLY_ALARM_USD", "0.001")
+    reload_runtime()
+    two_sms_just_sent(cli_env)
+    assert main(["audit", "sms-cost", "--as-of", AS_OF.isoformat(), "--direct"]) == 1
+    printed = capsys.readouterr().out
+    assert "P3 sms-cost: SMS cost $0.0129 in the last hour > alarm $0.001/h" in printed
+    assert "$0.00/h" not in printed

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from notify.errors import InputError
+from notify.money import MICRO
+from notify.money import money as money  # re-exported: the audits' money
 from notify.reports import Report as Report  # re-exported: the audits build on it
 from notify.severity import Assessment
 
-CENT = Decimal("0.01")
-MICRO = Decimal("0.000001")
 RATE_DIGITS = 4
 
 
@@ -42,18 +42,6 @@ def resolve_window(as_of: datetime, window: timedelta) -> Window:
 def usd_from_micros(micros: Any) -> Decimal:
     """Exact dollars from a SUM of micro-dollars (an int, a float that holds one, or None)."""
     return (Decimal(int(micros or 0)) * MICRO).quantize(MICRO)
-
-
-def money(amount: Decimal) -> Decimal:
-    """Dollars at the precision they have (micro-dollars), never fewer than two decimals:
-    12 x $0.00645 is $0.0774, not $0.08; $1.5 is $1.50."""
-    exact = amount.quantize(MICRO).normalize()
-    return exact.quantize(CENT) if exact.as_tuple().exponent > -2 else exact  # type: ignore[operator]
-
-
-def cents(amount: Decimal) -> Decimal:
-    """Dollars rounded half-up to the cent, as reports show them."""
-    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 def rate(part: int, whole: int) -> float:

@@ -1,10 +1,10 @@
 """SMS cost audit (runbook section 2): count and cost per hour, last hour, today, top recipients.
 
 Only rows with status `sent` or `delivered` have cost money; they are bucketed by `sent_at`.
-Sums are exact (whole micro-dollars in SQL) and shown rounded half-up to the cent. Whole UTC hours
-are read from `audit_sms_totals` (per hour) and `audit_sms_hours` (per hour and recipient); the
-partial hours at both ends of each range and the rows not folded yet are read live from
-delivery_logs (see rollups.py): the full scan's answer to the cent.
+Sums are exact (whole micro-dollars in SQL) and shown at that precision (notify/money.py).
+Whole UTC hours are read from `audit_sms_totals` (per hour) and `audit_sms_hours` (per hour and
+recipient); the partial hours at both ends of each range and the rows not folded yet are read
+live from delivery_logs (see rollups.py): the full scan's answer to the cent.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from sqlalchemy.sql.elements import ColumnElement
 from notify.audits.common import (
     Report,
     Window,
-    cents,
     header,
     money,
     resolve_window,
@@ -42,6 +41,7 @@ from notify.db import (
     dialect_of,
 )
 from notify.masking import mask_phone
+from notify.money import usd
 from notify.settings import Settings
 from notify.severity import Facts, Thresholds, assess
 
@@ -254,9 +254,8 @@ def _verdict(w: Window, last_hour: Decimal, today: Decimal, settings: Settings) 
     facts = Facts(sms_cost_last_hour_usd=last_hour)
     breaches = []
     if last_hour > settings.sms_hourly_alarm_usd:
-        breaches.append(
-            f"SMS cost ${cents(last_hour)} in the last hour > ${settings.sms_hourly_alarm_usd}"
-        )
+        alarm = settings.sms_hourly_alarm_usd
+        breaches.append(f"SMS cost {usd(last_hour)} in the last hour > {usd(alarm)}")
     if today > 0 and today >= settings.sms_daily_cap_usd:
-        breaches.append(f"daily SMS cap reached: ${cents(today)} of ${settings.sms_daily_cap_usd}")
+        breaches.append(f"daily SMS cap reached: {usd(today)} of {usd(settings.sms_daily_cap_usd)}")
     return header(w, assess(facts, Thresholds.from_settings(settings)), breaches)
