@@ -21,8 +21,11 @@ The failure-rate rows partition at 10%: the runbook says P2 is "10-50%" and P3 "
 itself is P2 (the CloudWatch alarm, "> 10%", fires just above it). Backlog, latency and cost follow
 the alarms' strict ">" wording. Not in the table, mapped to the row they amount to: SES sending
 disabled, the sender identity unverified, or the database unreachable mean every email (or every
-notification) fails -> P1; deliveries in `unknown` state and detected loops need an operator but
-are no outage -> P3. Workers down for 10 minutes or less escalate nothing by themselves.
+notification) fails -> P1; today's SMS spend at the daily cap (NOTIFY_SMS_DAILY_CAP_USD) stops
+every SMS until the UTC day ends (email instead) -> P2: to be answered within the hour, above SMS
+over the hourly alarm (P3) and below SMS over $100 in one hour (P1); deliveries in `unknown` state
+and detected loops need an operator but are no outage -> P3. Workers down for 10 minutes or less
+escalate nothing by themselves.
 """
 
 from __future__ import annotations
@@ -58,12 +61,14 @@ def worst(*severities: Severity) -> Severity:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """The runbook's numbers; `from_settings` takes the hourly SMS alarm from settings."""
+    """The runbook's numbers; `from_settings` takes the hourly SMS alarm and the daily SMS cap
+    from settings."""
 
     failure_rate_page: float = 0.50
     failure_rate_high: float = 0.10
     sms_cost_page_usd: Decimal = Decimal("100")
     sms_cost_alarm_usd: Decimal = Decimal("20")
+    sms_daily_cap_usd: Decimal = Decimal("100")
     workers_down_page_minutes: float = 10.0
     backlog_high: int = 5_000
     backlog_alarm: int = 1_000
@@ -72,7 +77,10 @@ class Thresholds:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Thresholds:
-        return cls(sms_cost_alarm_usd=Decimal(settings.sms_hourly_alarm_usd))
+        return cls(
+            sms_cost_alarm_usd=Decimal(settings.sms_hourly_alarm_usd),
+            sms_daily_cap_usd=Decimal(settings.sms_daily_cap_usd),
+        )
 
 
 RUNBOOK = Thresholds()
@@ -85,6 +93,7 @@ class Facts:
     email_failure_rate: float | None = None
     sms_failure_rate: float | None = None
     sms_cost_last_hour_usd: Decimal | None = None
+    sms_cost_today_usd: Decimal | None = None  # the UTC day's SMS spend so far
     workers_down_minutes: float | None = None
     backlog: int | None = None
     avg_latency_s: float | None = None
@@ -147,6 +156,22 @@ def _sms_cost(facts: Facts, t: Thresholds) -> Finding | None:
     if cost > t.sms_cost_page_usd:
         return Finding("sms-cost", Severity.P1, f"{text} > {usd(t.sms_cost_page_usd)}/h")
     return Finding("sms-cost", Severity.P3, f"{text} > alarm {usd(t.sms_cost_alarm_usd)}/h")
+
+
+def sms_cap_reached(today_usd: Decimal, cap_usd: Decimal) -> bool:
+    """Today's SMS spend has reached the daily cap (a cap of 0 is reached by the first SMS)."""
+    return today_usd > 0 and today_usd >= cap_usd
+
+
+def _sms_daily_cap(facts: Facts, t: Thresholds) -> Finding | None:
+    today = facts.sms_cost_today_usd
+    if today is None or not sms_cap_reached(today, t.sms_daily_cap_usd):
+        return None
+    message = (
+        f"daily SMS cap reached: {usd(today)} of {usd(t.sms_daily_cap_usd)} spent today; until "
+        "00:00 UTC SMS are skipped (email instead where the recipient takes it)"
+    )
+    return Finding("sms-daily-cap", Severity.P2, message)
 
 
 def _workers(facts: Facts, t: Thresholds) -> Finding | None:
@@ -239,6 +264,7 @@ _RULES: tuple[Callable[[Facts, Thresholds], Finding | None], ...] = (
     _email_rate,
     _sms_rate,
     _sms_cost,
+    _sms_daily_cap,
     _workers,
     _backlog,
     _latency,

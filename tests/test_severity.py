@@ -33,6 +33,12 @@ P1, P2, P3, P4 = Severity.P1, Severity.P2, Severity.P3, Severity.P4
         (Facts(sms_cost_last_hour_usd=Decimal("20.01")), P3),
         (Facts(sms_cost_last_hour_usd=Decimal("100.00")), P3),
         (Facts(sms_cost_last_hour_usd=Decimal("100.01")), P1),
+        # today's SMS spend at the daily cap ($100 by default): SMS stop for the day, P2
+        (Facts(sms_cost_today_usd=Decimal("0")), P4),
+        (Facts(sms_cost_today_usd=Decimal("99.99")), P4),
+        (Facts(sms_cost_today_usd=Decimal("100.00")), P2),
+        (Facts(sms_cost_today_usd=Decimal("100"), sms_cost_last_hour_usd=Decimal("30")), P2),
+        (Facts(sms_cost_today_usd=Decimal("150"), sms_cost_last_hour_usd=Decimal("101")), P1),
         # workers down: > 10 min P1; 10 min or less escalates nothing by itself
         (Facts(workers_down_minutes=0), P4),
         (Facts(workers_down_minutes=10), P4),
@@ -75,10 +81,14 @@ def test_findings_are_ordered_most_severe_first_with_stable_codes() -> None:
     assert "60.0%" in result.findings[0].message
 
 
-def test_thresholds_from_settings_take_the_hourly_alarm() -> None:
-    settings = load_settings(sms_hourly_alarm_usd="5")
+def test_thresholds_from_settings_take_the_hourly_alarm_and_the_daily_cap() -> None:
+    settings = load_settings(sms_hourly_alarm_usd="5", sms_daily_cap_usd="0.01")
     thresholds = Thresholds.from_settings(settings)
     assert thresholds.sms_cost_alarm_usd == Decimal("5")
+    assert thresholds.sms_daily_cap_usd == Decimal("0.01")
+    [cap] = assess(Facts(sms_cost_today_usd=Decimal("0.0129")), thresholds).findings
+    assert (cap.code, cap.severity) == ("sms-daily-cap", P2)
+    assert cap.message.startswith("daily SMS cap reached: $0.0129 of $0.01 spent today")
     assert assess(Facts(sms_cost_last_hour_usd=Decimal("6")), thresholds).severity is P3
     assert assess(Facts(sms_cost_last_hour_usd=Decimal("6")), RUNBOOK).severity is P4
 

@@ -1,8 +1,9 @@
 """The daily SMS cap counts what an SMS really cost once its receipt says so; `audit sms-cost`
-shows spend against small thresholds as they are."""
+shows spend against small thresholds as they are, and a reached cap as a P2 finding."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 
@@ -53,3 +54,35 @@ def test_a_sub_cent_hourly_alarm_is_shown_as_it_is_not_as_zero(
     printed = capsys.readouterr().out
     assert "P3 sms-cost: SMS cost $0.0129 in the last hour > alarm $0.001/h" in printed
     assert "$0.00/h" not in printed
+
+
+def test_a_reached_daily_cap_is_a_p2_finding_in_the_table_the_json_and_the_exit_code(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NOTIFY_SMS_DAILY_CAP_USD", "0.01")
+    reload_runtime()
+    two_sms_just_sent(cli_env)
+    command = ["audit", "sms-cost", "--as-of", AS_OF.isoformat(), "--direct"]
+    assert main(command) == 1
+    printed = capsys.readouterr().out
+    assert "sms-cost: severity P2, breached: daily SMS cap reached: $0.0129 of $0.01" in printed
+    assert "P2 sms-daily-cap: daily SMS cap reached: $0.0129 of $0.01 spent today" in printed
+    assert main([*command, "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["daily_cap_reached"] is True and report["severity"] == "P2"
+    assert [(f["code"], f["severity"]) for f in report["findings"]] == [("sms-daily-cap", "P2")]
+
+
+def test_spend_under_the_cap_is_no_finding(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NOTIFY_SMS_DAILY_CAP_USD", "0.013")
+    reload_runtime()
+    two_sms_just_sent(cli_env)
+    assert main(["audit", "sms-cost", "--as-of", AS_OF.isoformat(), "--direct", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["daily_cap_reached"], report["severity"], report["findings"]) == (
+        False,
+        "P4",
+        [],
+    )

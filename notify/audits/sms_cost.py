@@ -43,7 +43,7 @@ from notify.db import (
 from notify.masking import mask_phone
 from notify.money import usd
 from notify.settings import Settings
-from notify.severity import Facts, Thresholds, assess
+from notify.severity import Facts, Thresholds, assess, sms_cap_reached
 
 HOUR = timedelta(hours=1)
 TOP_N = 10
@@ -216,7 +216,7 @@ def _today(today: Decimal, cap: Decimal) -> dict[str, Any]:
         "today_cost_usd": money(today),
         "daily_cap_usd": cap,
         "daily_cap_used": round(float(today / cap), 4) if cap > 0 else None,
-        "daily_cap_reached": today > 0 and today >= cap,
+        "daily_cap_reached": sms_cap_reached(today, cap),
     }
 
 
@@ -251,11 +251,11 @@ def _top(spenders: list[Spender], *, by_cost: bool, limit: int) -> tuple[Recipie
 
 
 def _verdict(w: Window, last_hour: Decimal, today: Decimal, settings: Settings) -> dict[str, Any]:
-    facts = Facts(sms_cost_last_hour_usd=last_hour)
+    facts = Facts(sms_cost_last_hour_usd=last_hour, sms_cost_today_usd=today)
     breaches = []
     if last_hour > settings.sms_hourly_alarm_usd:
         alarm = settings.sms_hourly_alarm_usd
         breaches.append(f"SMS cost {usd(last_hour)} in the last hour > {usd(alarm)}")
-    if today > 0 and today >= settings.sms_daily_cap_usd:
+    if sms_cap_reached(today, settings.sms_daily_cap_usd):
         breaches.append(f"daily SMS cap reached: {usd(today)} of {usd(settings.sms_daily_cap_usd)}")
     return header(w, assess(facts, Thresholds.from_settings(settings)), breaches)
