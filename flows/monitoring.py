@@ -22,6 +22,7 @@ from flows.logs import library_logs_in_run
 from flows.naming import rename
 from flows.params import CheckParams, FailureParams, LoopParams
 from flows.states import check_state
+from notify.alerts import unreached
 from notify.audits import HealthReport, LoopReport
 from notify.checks import SPECS, Check, should_mute
 from notify.db import utcnow
@@ -46,8 +47,9 @@ def _checked(check: Check, params: CheckParams, *, mute: bool, title: str) -> St
     if isinstance(report, LoopReport) and mute:
         report = checks.mute(report)
     published = checks.metrics(check, report) if params.publish_metrics else 0
-    routed = checks.alerts(check, report) if params.alert else []
-    unrouted = [line for line in routed if not line.endswith(": ok")]
+    deliveries = checks.alerts(check, report) if params.alert else []
+    report = report.with_alerts_unreached(unreached(deliveries))
+    routed, unrouted = [d.line for d in deliveries], list(report.alerts_unreached)
     report_artifact(
         check.value, report, title=title or SPECS[check].title, routed=routed, unrouted=unrouted
     )

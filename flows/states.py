@@ -17,6 +17,7 @@ from typing import Any
 
 from prefect.states import Completed, Failed, State
 
+from notify.alerts import nobody_alerted
 from notify.reports import Report
 from notify.summaries import DeliverySummary
 
@@ -24,10 +25,6 @@ STOPPED, PARTLY_FAILED, RETRYING = "Stopped", "PartlyFailed", "Retrying"
 FINAL_FAILURES = ("failed", "failed_permanent", "unknown")
 ALARMING = ("P1", "P2")
 MAX_MESSAGE = 500
-ROUTE_FIX = (
-    "set NOTIFY_ALERT_SNS_TOPIC_ARN (sns) or NOTIFY_ALERT_WEBHOOK_URL (webhook), or route the "
-    "severity elsewhere with NOTIFY_ALERT_ROUTING"
-)
 
 
 class Unsuccessful(Exception):
@@ -102,7 +99,7 @@ def check_message(check: str, report: Report, unrouted: list[str]) -> str:
     findings = "; ".join(f"{f.code}: {f.message}" for f in report.findings[:3])
     text = f"{check} {report.severity}: {findings or 'no findings'}"
     if unrouted:
-        text = f"NOBODY WAS ALERTED ({', '.join(unrouted)}): {ROUTE_FIX}. {text}"
+        text = f"{nobody_alerted(unrouted)}. {text}"
     return one_line(text)
 
 

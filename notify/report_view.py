@@ -10,7 +10,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-HEADER_KEYS = ("as_of", "window_start", "window_hours", "severity", "breached", "findings")
+HEADER_KEYS = (
+    "as_of",
+    "window_start",
+    "window_hours",
+    "severity",
+    "breached",
+    "findings",
+    "alerts_unreached",  # the flow's artifact and the CLI say it on a line of its own
+)
 MAX_ROWS = 25
 NONE = "none"  # not "-": a lone "-" in Markdown renders as a bullet
 HOURLY = "hourly"  # one row per hour of the window: only hours with traffic are shown

@@ -3,8 +3,9 @@ flows that show a report's severity (states, events, artifacts) need this, not e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict
 
@@ -23,6 +24,11 @@ class Report(BaseModel):
     findings: tuple[Finding, ...] = ()
     breaches: tuple[str, ...] = ()
     breached: bool = False
+    alerts_unreached: tuple[str, ...] = ()  # with alerts routed: the routes that failed
+
+    def with_alerts_unreached(self, lines: Sequence[str]) -> Self:
+        """This report with the alert routes that failed (`webhook: route not configured`)."""
+        return self.model_copy(update={"alerts_unreached": tuple(lines)})
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict: money as decimal strings, times as ISO 8601 UTC."""

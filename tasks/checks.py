@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from notify.alerts import Delivery
 from notify.audits import HealthReport, LoopReport, Report
 from notify.checks import Check, mute_detected_loops, publish_metrics, raise_alerts, run_audit
 from tasks.resources import runtime
@@ -52,7 +53,6 @@ def metrics(check: Check, report: Report) -> int:
 
 
 @task(name="raise-alerts", cache_policy=NO_CACHE, retries=1)
-def alerts(check: Check, report: Report) -> list[str]:
-    """Store, deduplicate, resolve and route this check's alerts; returns what was sent."""
-    deliveries = raise_alerts(check, runtime=runtime(), report=report)
-    return [f"{d.route}: {'ok' if d.ok else d.error}" for d in deliveries]
+def alerts(check: Check, report: Report) -> list[Delivery]:
+    """Store, deduplicate, resolve and route this check's alerts; returns each route's outcome."""
+    return raise_alerts(check, runtime=runtime(), report=report)

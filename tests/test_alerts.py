@@ -28,6 +28,7 @@ from notify.alerts import (
     resolve_cleared,
     routes_from_settings,
     sync_alerts,
+    unreached,
 )
 from notify.db import Alert, transaction
 from notify.errors import InputError
@@ -229,6 +230,7 @@ def test_unconfigured_route_is_reported_and_logged_instead() -> None:
         ("sns", False, "route not configured"),
         ("log", True, None),
     ]
+    assert unreached(results) == ("sns: route not configured",)
 
 
 def test_routing_is_configurable() -> None:

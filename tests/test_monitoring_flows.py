@@ -21,6 +21,7 @@ from flows.states import result_of
 from notify.db import Alert, Suppression, make_engine, transaction
 from notifyops.cli import main
 from tests.factories import AS_OF, Rows
+from tests.runtime import reload_runtime
 
 LOOP_PHONE = "+12065550142"
 
@@ -133,3 +134,56 @@ def test_audit_commands_exit_1_on_a_breach_with_stable_json_keys(
     } <= set(state)
     assert main(["audit", "loops", "--window", "soon"]) == 2
     assert "--window" in capsys.readouterr().err
+
+
+def slow_email(url: str) -> None:
+    """One email sent 25 minutes after it was stored: average latency 1,500 s > 60 s, a P2."""
+    rows = Rows()
+    tech = rows.recipient("technician:9", phone=None)
+    stored = AS_OF - timedelta(minutes=30)
+    rows.delivery(tech, created_at=stored, channel="email", sent_at=AS_OF - timedelta(minutes=5))
+    rows.insert(make_engine(url))
+
+
+NOBODY = (
+    "error: health P2: NOBODY WAS ALERTED (webhook: route not configured): set "
+    "NOTIFY_ALERT_SNS_TOPIC_ARN (sns) or NOTIFY_ALERT_WEBHOOK_URL (webhook), or route the "
+    "severity elsewhere with NOTIFY_ALERT_ROUTING"
+)
+
+
+@pytest.mark.parametrize("how", [[], ["--direct"]], ids=["flow", "direct"])
+def test_an_alert_that_reached_nobody_is_one_line_and_exit_1(
+    flow_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    how: list[str],
+) -> None:
+    monkeypatch.setenv("NOTIFY_ALERT_COOLDOWN_MINUTES", "0")
+    reload_runtime()
+    slow_email(flow_env)
+    command = ["health", "--as-of", AS_OF.isoformat(), "--alert", *how]
+    assert main(command) == 1
+    printed = capsys.readouterr()
+    assert "health: severity P2" in printed.out
+    assert [line for line in printed.err.splitlines() if "NOBODY" in line] == [NOBODY]
+    assert main([*command, "--json"]) == 1, "the cooldown is 0: the alert is repeated"
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["alerts_unreached"] == ["webhook: route not configured"]
+    assert NOBODY in printed.err
+
+
+@pytest.mark.parametrize("how", [[], ["--direct"]], ids=["flow", "direct"])
+def test_an_alert_routed_where_it_can_go_prints_no_such_line(
+    flow_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    how: list[str],
+) -> None:
+    monkeypatch.setenv("NOTIFY_ALERT_ROUTING", "P2=log")
+    reload_runtime()
+    slow_email(flow_env)
+    assert main(["health", "--as-of", AS_OF.isoformat(), "--alert", "--json", *how]) == 1
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["alerts_unreached"] == []
+    assert "NOBODY" not in printed.err

@@ -114,7 +114,16 @@ def test_the_documented_json_keys_are_the_keys_printed(report: str) -> None:
         assert set(_json_keys("send")) >= set(printed["enqueue"])
 
 
-COMMON = {"as_of", "window_start", "window_hours", "severity", "findings", "breaches", "breached"}
+COMMON = {
+    "as_of",
+    "window_start",
+    "window_hours",
+    "severity",
+    "findings",
+    "breaches",
+    "breached",
+    "alerts_unreached",
+}
 CHECK_COMMANDS = {
     "audit sms-cost": ["audit", "sms-cost"],
     "audit loops": ["audit", "loops", "--no-mute"],

@@ -9,6 +9,7 @@ cooldown=timedelta(minutes=settings.alert_cooldown_minutes))`, then
 from notify.alerts.routing import (
     DEFAULT_ROUTES,
     LOG,
+    ROUTE_FIX,
     SNS,
     WEBHOOK,
     AlertRoute,
@@ -17,8 +18,10 @@ from notify.alerts.routing import (
     SnsTopicRoute,
     WebhookRoute,
     dispatch,
+    nobody_alerted,
     parse_routing,
     routes_from_settings,
+    unreached,
 )
 from notify.alerts.store import (
     OPEN,
@@ -36,6 +39,7 @@ __all__ = [
     "LOG",
     "OPEN",
     "RESOLVED",
+    "ROUTE_FIX",
     "SNS",
     "WEBHOOK",
     "AlertDecision",
@@ -47,9 +51,11 @@ __all__ = [
     "SnsTopicRoute",
     "WebhookRoute",
     "dispatch",
+    "nobody_alerted",
     "parse_routing",
     "raise_or_refresh",
     "resolve_cleared",
     "routes_from_settings",
     "sync_alerts",
+    "unreached",
 ]

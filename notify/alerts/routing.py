@@ -9,7 +9,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,6 +27,10 @@ DEFAULT_ROUTES: Mapping[Severity, tuple[str, ...]] = {
     Severity.P3: (LOG,),
     Severity.P4: (LOG,),
 }
+ROUTE_FIX = (
+    "set NOTIFY_ALERT_SNS_TOPIC_ARN (sns) or NOTIFY_ALERT_WEBHOOK_URL (webhook), or route the "
+    "severity elsewhere with NOTIFY_ALERT_ROUTING"
+)
 SUBJECT_MAX = 100
 WEBHOOK_TIMEOUT_S = 5.0
 logger = logging.getLogger("notify.alerts")
@@ -97,6 +101,21 @@ class Delivery:
     route: str
     ok: bool
     error: str | None = None
+
+    @property
+    def line(self) -> str:
+        """`webhook: ok`, `webhook: route not configured`."""
+        return f"{self.route}: {'ok' if self.ok else self.error}"
+
+
+def unreached(deliveries: Iterable[Delivery]) -> tuple[str, ...]:
+    """The lines of the routes that failed: an alert that reached nobody there."""
+    return tuple(delivery.line for delivery in deliveries if not delivery.ok)
+
+
+def nobody_alerted(lines: Sequence[str]) -> str:
+    """One line for failed routes (`unreached`): what failed and the fix."""
+    return f"NOBODY WAS ALERTED ({', '.join(lines)}): {ROUTE_FIX}"
 
 
 def dispatch(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from notify.check_names import Check
-from notifyops.console import EXIT_OK, EXIT_PARTIAL, out, print_json, table
+from notifyops.console import EXIT_OK, EXIT_PARTIAL, fail_line, out, print_json, table
 
 if TYPE_CHECKING:
     from notify.audits import Report
@@ -90,7 +90,8 @@ def health_command(
 ) -> None:
     """Backlog, latency, stuck and unknown rows, SES account, Prefect workers, database.
 
-    Exit 1 when a threshold is breached (backlog > 1,000, average latency > 30 s, ...)."""
+    Exit 1 when a threshold is breached (backlog > 1,000, average latency > 30 s, ...) or, with
+    --alert, an alert reached nobody."""
     _run(Check.health, window, as_of, json_output, direct, publish, alert)
 
 
@@ -184,7 +185,8 @@ def _run(
     check_window_start(span, end, as_of)
     report = _direct(check, params) if direct else _through_prefect(check, params)
     _show(check, report, json_output)
-    raise typer.Exit(EXIT_PARTIAL if report.breached else EXIT_OK)
+    _say_if_nobody_was_alerted(check, report)
+    raise typer.Exit(EXIT_PARTIAL if report.breached or report.alerts_unreached else EXIT_OK)
 
 
 def _through_prefect(check: Check, params: Any) -> Report:
@@ -203,6 +205,7 @@ def _direct(check: Check, params: Any) -> Report:
     """The same steps as the flow, without Prefect (for when Prefect itself is down)."""
     from notify import checks
     from notify.actions.audit_trail import Actor
+    from notify.alerts import unreached
     from notify.audits import LoopReport
     from notify.bootstrap import runtime
 
@@ -215,8 +218,17 @@ def _direct(check: Check, params: Any) -> Report:
     if params.publish_metrics:
         checks.publish_metrics(which, runtime=here, report=report)
     if params.alert:
-        checks.raise_alerts(which, runtime=here, report=report)
+        deliveries = checks.raise_alerts(which, runtime=here, report=report)
+        report = report.with_alerts_unreached(unreached(deliveries))
     return report
+
+
+def _say_if_nobody_was_alerted(check: Check, report: Report) -> None:
+    """One line on stderr when an alert route failed (the run's state says the same)."""
+    from notify.alerts import nobody_alerted
+
+    if report.alerts_unreached:
+        fail_line(f"{check.value} {report.severity}: {nobody_alerted(report.alerts_unreached)}")
 
 
 def _show(check: Check, report: Report, json_output: bool) -> None:
