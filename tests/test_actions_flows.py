@@ -116,3 +116,21 @@ def test_mute_unmute_suppressions_and_inbox_commands(
     assert code == 0 and marked["marked_read"] == 0
     code, trail = run(capsys, "actions")
     assert [a["action"] for a in trail["actions"]] == ["unmute", "mute"]  # type: ignore[union-attr,index]
+
+
+def test_unmute_dry_run_lists_the_mute_and_leaves_it_in_place(
+    cli_env: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_recipients(engine, [tech(1)])
+    mute = ["recipients", "mute", "tech:1", "--channel", "sms", "--reason", "runaway SMS"]
+    assert run(capsys, *mute)[0] == 0
+    code, would = run(capsys, "recipients", "unmute", "tech:1", "--dry-run")
+    assert code == 0 and would["applied"] is False
+    assert [s["active"] for s in would["lifted"]] == [True]  # type: ignore[union-attr,index]
+    assert main(["recipients", "unmute", "tech:1", "--dry-run"]) == 0
+    assert "1 mute(s) of tech:1 would be lifted" in capsys.readouterr().out
+    code, listed = run(capsys, "suppressions", "list")
+    assert [s["recipients"] for s in listed["suppressions"]] == [["tech:1"]]  # type: ignore[union-attr,index]
+    code, trail = run(capsys, "actions")
+    unmutes = [a for a in trail["actions"] if a["action"] == "unmute"]  # type: ignore[union-attr]
+    assert [a["applied"] for a in unmutes] == [False, False]  # type: ignore[index]

@@ -174,7 +174,10 @@ def unmute_command(
     actor: str | None = ACTOR,
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """End a recipient's active mutes, manual or automatic (loop); nothing is deleted."""
+    """End a recipient's active mutes, manual or automatic (loop); nothing is deleted.
+
+    With --dry-run it lists the mutes it would lift and changes nothing.
+    """
     from notify.actions.audit_trail import Actor
     from notify.actions.suppressions import UnmuteRequest, unmute
     from notify.bootstrap import runtime
@@ -184,9 +187,12 @@ def unmute_command(
 
     request = build(UnmuteRequest, recipient=recipient, channel=channel, title=title, reason=reason)
     with transaction(runtime().engine()) as session:
-        result = unmute(session=session, request=request, now=utcnow(), actor=Actor.from_cli(actor))
-    show(
-        result,
-        as_json=json_output,
-        summary=f"{len(result.lifted)} mute(s) of {recipient} lifted",
-    )
+        result = unmute(
+            session=session,
+            request=request,
+            now=utcnow(),
+            actor=Actor.from_cli(actor),
+            apply=not dry_run,
+        )
+    done = "would be lifted" if dry_run else "lifted"
+    show(result, as_json=json_output, summary=f"{len(result.lifted)} mute(s) of {recipient} {done}")
