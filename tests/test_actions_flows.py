@@ -134,3 +134,23 @@ def test_unmute_dry_run_lists_the_mute_and_leaves_it_in_place(
     code, trail = run(capsys, "actions")
     unmutes = [a for a in trail["actions"] if a["action"] == "unmute"]  # type: ignore[union-attr]
     assert [a["applied"] for a in unmutes] == [False, False]  # type: ignore[index]
+
+
+def test_mark_read_refuses_an_id_that_is_not_the_recipients_and_needs_id_or_all(
+    cli_env: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue(engine)  # notifications 1-3, 6-8 are technician:1's; 4 and 5 technician:2's
+    code, refused = run(capsys, "inbox", "mark-read", "technician:1", "--id", "1", "--id", "4")
+    assert code == 2
+    assert "id 4: not a notification of 'technician:1'" in str(refused["error"])
+    code, refused = run(capsys, "inbox", "mark-read", "technician:1", "--id", "99999")
+    assert code == 2 and "id 99999:" in str(refused["error"])
+    code, box = run(capsys, "inbox", "technician:1", "--unread")
+    assert box["unread"] == 6, "nothing was marked read"
+    code, refused = run(capsys, "inbox", "mark-read", "technician:1")
+    assert code == 2 and "give --id N (repeatable) or --all" in str(refused["error"])
+    assert "not both" not in str(refused["error"])
+    code, refused = run(capsys, "inbox", "mark-read", "technician:1", "--id", "1", "--all")
+    assert code == 2 and "--id and --all: give one, not both" in str(refused["error"])
+    code, marked = run(capsys, "inbox", "mark-read", "technician:1", "--id", "1")
+    assert code == 0 and (marked["marked_read"], marked["unread"]) == (1, 5)

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, insert, text
 
 from notify.actions.inbox import history_query, inbox, mark_read, unread_count
 from notify.db import Notification, Recipient, transaction
+from notify.errors import InputError
 from tests.factories import AS_OF, Rows
 
 
@@ -44,11 +45,23 @@ def test_history_is_newest_first_with_unread_only_limit_and_paging(engine: Engin
 def test_mark_read_changes_only_that_recipients_unread_notifications(engine: Engine) -> None:
     feed(engine)
     with transaction(engine) as session:
-        assert mark_read(session=session, recipient="technician:1", ids=[1, 2, 6]) == 1
+        assert mark_read(session=session, recipient="technician:1", ids=[1, 2]) == 1
         assert unread_count(session=session, recipient="technician:2") == 1
         assert mark_read(session=session, recipient="technician:1", all_unread=True) == 2
         assert unread_count(session=session, recipient="technician:1") == 0
         assert mark_read(session=session, recipient="technician:1") == 0
+
+
+def test_mark_read_refuses_ids_that_are_not_that_recipients_and_marks_nothing(
+    engine: Engine,
+) -> None:
+    feed(engine)
+    refused = r"^id 6, 99999: not a notification of 'technician:1'"
+    with transaction(engine) as session:
+        with pytest.raises(InputError, match=refused):
+            mark_read(session=session, recipient="technician:1", ids=[1, 6, 99999])
+        assert unread_count(session=session, recipient="technician:1") == 3, "nothing marked"
+        assert unread_count(session=session, recipient="technician:2") == 1
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)

@@ -248,6 +248,9 @@ def usage_cases() -> list[Case]:
         Case("redrive-id-overflow", ["redrive", "--id", "99999999999"], "--id"),
         Case("redrive-id-huge", ["redrive", "--id", "9" * 40], "--id"),
         Case("mute-with-value", ["audit", "loops", "--direct", "--mute=1"], "--mute"),
+        Case("mark-read-neither", ["inbox", "mark-read", KNOWN], "--id N (repeatable) or --all"),
+        Case("mark-read-both", ["inbox", "mark-read", KNOWN, "--id", "1", "--all"], "--all"),
+        Case("mark-read-no-such-id", ["inbox", "mark-read", KNOWN, "--id", "99999"], "99999"),
     ]
     for command in (
         ["send"],

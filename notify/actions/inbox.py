@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from notify.actions.selection import recipient_id
 from notify.db import NOTIFICATIONS
+from notify.errors import InputError
 
 N = NOTIFICATIONS
 MAX_LIMIT = 500
@@ -94,12 +95,30 @@ def mark_read(
     *, session: Session, recipient: str, ids: Sequence[int] = (), all_unread: bool = False
 ) -> int:
     """Mark the given notifications (or, with `all_unread`, every unread one) of this recipient
-    read; returns how many changed (already read or someone else's: not counted)."""
+    read; returns how many changed (already read: not counted). An id that is not one of this
+    recipient's notifications (someone else's, or none at all) refuses the whole call: an
+    InputError naming those ids, nothing marked."""
     if not ids and not all_unread:
         return 0
     rid = recipient_id(session, recipient)
     statement = update(N).where(N.c.recipient_id == rid, N.c.read == false())
     if not all_unread:
+        _refuse_others(session, rid, recipient, ids)
         statement = statement.where(N.c.id.in_(list(ids)))
     result = session.execute(statement.values(read=True))
     return max(result.rowcount or 0, 0) if isinstance(result, CursorResult) else 0
+
+
+def _refuse_others(session: Session, rid: int, recipient: str, ids: Sequence[int]) -> None:
+    """InputError listing the ids that are not notifications of this recipient."""
+    wanted = set(ids)
+    theirs = set(
+        session.scalars(select(N.c.id).where(N.c.recipient_id == rid, N.c.id.in_(sorted(wanted))))
+    )
+    others = sorted(wanted - theirs)
+    if others:
+        shown = ", ".join(map(str, others[:10])) + (" …" if len(others) > 10 else "")
+        raise InputError(
+            f"id {shown}: not a notification of {recipient!r} (see `notifyops inbox "
+            f"{recipient}`); nothing was marked read"
+        )

@@ -62,14 +62,20 @@ def mark_read_command(
     all_unread: bool = typer.Option(False, "--all", help="Every unread notification."),
     json_output: bool = JSON,
 ) -> None:
-    """Mark notifications read (--id N ... or --all)."""
+    """Mark notifications read (--id N ... or --all).
+
+    An id that is not one of this recipient's notifications refuses the command (exit 2) and
+    nothing is marked.
+    """
     from notify.actions.inbox import mark_read, unread_count
     from notify.bootstrap import runtime
     from notify.db import transaction
     from notify.errors import InputError
 
-    if bool(row_id) == all_unread:
-        raise InputError("mark-read: give --id N (repeatable) or --all, not both")
+    if row_id and all_unread:
+        raise InputError("--id and --all: give one, not both")
+    if not row_id and not all_unread:
+        raise InputError("mark-read: give --id N (repeatable) or --all")
     with transaction(runtime().engine()) as session:
         changed = mark_read(session=session, recipient=recipient, ids=row_id, all_unread=all_unread)
         left = unread_count(session=session, recipient=recipient)
