@@ -43,7 +43,7 @@ def parse_moment(text: str | None, option: str) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         try:
-            return datetime.now(UTC) - parse_window(text)
+            return datetime.now(UTC) - parse_window(text, option)
         except InputError:
             raise InputError(
                 f"{option}: {text!r} is neither a time (2026-11-30T08:00) nor a duration (24h)"

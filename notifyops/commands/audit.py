@@ -110,17 +110,18 @@ def install_alarms_command(json_output: bool = JSON) -> None:
         out.print(table("CloudWatch alarms (created or updated)", ["alarm"], [[n] for n in names]))
 
 
-def parse_window(text: str) -> timedelta:
+def parse_window(text: str, option: str) -> timedelta:
+    """A duration such as 24h, 90m or 7d given to `option`; InputError naming it otherwise."""
     from notify.errors import InputError
 
     match = re.fullmatch(r"\s*(\d{1,12}(?:\.\d{1,6})?)\s*([mhd]?)\s*", text.lower())
     if not match or float(match.group(1)) <= 0:
-        raise InputError(f"--window: {_cut(text)!r} is not a duration such as 24h, 90m or 7d")
+        raise InputError(f"{option}: {_cut(text)!r} is not a duration such as 24h, 90m or 7d")
     unit = {"m": "minutes", "h": "hours", "": "hours", "d": "days"}[match.group(2)]
     try:
         return timedelta(**{unit: float(match.group(1))})
     except OverflowError:
-        raise InputError(f"--window: {_cut(text)!r} is too long (at most {MAX_WINDOW})") from None
+        raise InputError(f"{option}: {_cut(text)!r} is too long (at most {MAX_WINDOW})") from None
 
 
 def parse_as_of(text: str | None) -> datetime:
@@ -171,7 +172,7 @@ def _run(
     from flows.params import check_params
     from notifyops.params import build
 
-    span, end = parse_window(window), parse_as_of(as_of)
+    span, end = parse_window(window, "--window"), parse_as_of(as_of)
     extra = {"mute": mute} if check is Check.loops else {}
     params = build(
         check_params(check),

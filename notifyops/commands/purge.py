@@ -31,9 +31,10 @@ def purge_command(
     from notifyops.commands.audit import parse_window
     from notifyops.params import build
 
-    hours = parse_window(older_than).total_seconds() / 3600
+    hours = parse_window(older_than, "--older-than").total_seconds() / 3600
     request = build(
         PurgeRequest,
+        options={"older_than_hours": "--older-than"},
         older_than_hours=hours,
         channel=channel,
         template=template,

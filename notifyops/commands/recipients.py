@@ -21,6 +21,7 @@ app = typer.Typer(
 
 JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output.")
 DRY_RUN = typer.Option(False, "--dry-run", help="Only say what would change.")
+RECIPIENT_ARGUMENT = {"recipient": "recipient"}  # an argument, not --recipient
 
 
 @app.command("import")
@@ -149,7 +150,13 @@ def mute_command(
     from notifyops.params import build
 
     request = build(
-        MuteRequest, recipient=recipient, channel=channel, hours=hours, reason=reason, title=title
+        MuteRequest,
+        options=RECIPIENT_ARGUMENT,
+        recipient=recipient,
+        channel=channel,
+        hours=hours,
+        reason=reason,
+        title=title,
     )
     with transaction(runtime().engine()) as session:
         result = mute(
@@ -185,7 +192,14 @@ def unmute_command(
     from notifyops.action_output import show
     from notifyops.params import build
 
-    request = build(UnmuteRequest, recipient=recipient, channel=channel, title=title, reason=reason)
+    request = build(
+        UnmuteRequest,
+        options=RECIPIENT_ARGUMENT,
+        recipient=recipient,
+        channel=channel,
+        title=title,
+        reason=reason,
+    )
     with transaction(runtime().engine()) as session:
         result = unmute(
             session=session,

@@ -6,6 +6,15 @@ import typer
 
 from notifyops.action_output import ACTOR, JSON, YES, parse_moment, show
 
+OPTIONS = {  # RedriveRequest's fields the command line spells otherwise
+    "statuses": "--status",
+    "error_codes": "--error-code",
+    "error_classes": "--error-class",
+    "ids": "--id",
+    "created_after": "--since",
+    "created_before": "--until",
+}
+
 
 def redrive_command(
     status: list[str] = typer.Option(
@@ -53,6 +62,7 @@ def redrive_command(
 
     request = build(
         RedriveRequest,
+        options=OPTIONS,
         statuses=list(status),
         allow_unknown=allow_unknown,
         error_codes=list(error_code),
