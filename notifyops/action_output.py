@@ -49,3 +49,21 @@ def parse_moment(text: str | None, option: str) -> datetime | None:
                 f"{option}: {text!r} is neither a time (2026-11-30T08:00) nor a duration (24h)"
             ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parse_range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    """--since and --until as times (see parse_moment); InputError naming both when --since is
+    not before --until (no row can match)."""
+    start, end = parse_moment(since, "--since"), parse_moment(until, "--until")
+    if start is not None and end is not None and start >= end:
+        from notify.errors import InputError
+
+        raise InputError(
+            f"--since {since} ({_utc(start)}) is not before --until {until} ({_utc(end)}): "
+            "no row can match"
+        )
+    return start, end
+
+
+def _utc(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"

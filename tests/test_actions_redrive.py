@@ -67,6 +67,13 @@ def test_the_time_range_narrows_rows_but_does_not_change_the_redrive_id(engine: 
     assert recent.redrive_id == older.redrive_id
 
 
+def test_a_time_range_that_ends_before_it_starts_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"created_after: .* is not before created_before"):
+        RedriveRequest(created_after=NOW, created_before=NOW - timedelta(days=3))
+    with pytest.raises(ValidationError, match="no row can match"):
+        RedriveRequest(created_after=NOW, created_before=NOW)
+
+
 def test_unknown_needs_an_explicit_flag_and_warns(engine: Engine) -> None:
     failures(engine)
     with pytest.raises(ValidationError, match="allow_unknown"):

@@ -247,6 +247,16 @@ def usage_cases() -> list[Case]:
         Case("redrive-unknown-unasked", ["redrive", "--status", "unknown"], "--status"),
         Case("redrive-since-text", ["redrive", "--since", "soon"], "--since"),
         Case("redrive-until-text", ["redrive", "--until", "later"], "--until"),
+        Case(
+            "redrive-since-after-until",
+            ["redrive", "--since", "2026-12-04", "--until", "2026-12-01"],
+            "--since 2026-12-04 (2026-12-04 00:00 UTC) is not before --until 2026-12-01",
+        ),
+        Case(
+            "redrive-since-is-until",
+            ["redrive", "--since", "2026-12-01T08:00Z", "--until", "2026-12-01T08:00+00:00"],
+            "--until",
+        ),
         Case("redrive-id-101", ["redrive", "--redrive-id", "r" * 101], "--redrive-id"),
         Case("purge-older-than-text", ["purge", "--older-than", "abc"], "--older-than"),
         Case("purge-older-than-zero", ["purge", "--older-than", "0"], "--older-than"),

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import Select, func, insert, literal, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -56,6 +56,16 @@ class RowFilters(BaseModel):
         if value is not None and value.tzinfo is None:
             raise ValueError("needs a time zone, e.g. 2026-11-30T08:00:00+00:00")
         return value
+
+    @model_validator(mode="after")
+    def _a_range_that_can_match(self) -> Self:
+        after, before = self.created_after, self.created_before
+        if after is not None and before is not None and after >= before:
+            raise ValueError(
+                f"created_after: {after.isoformat()} is not before created_before "
+                f"{before.isoformat()}: no row can match"
+            )
+        return self
 
 
 class RowSample(BaseModel):

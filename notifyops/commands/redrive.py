@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from notifyops.action_output import ACTOR, JSON, YES, parse_moment, show
+from notifyops.action_output import ACTOR, JSON, YES, parse_range, show
 
 OPTIONS = {  # RedriveRequest's fields the command line spells otherwise
     "statuses": "--status",
@@ -60,6 +60,7 @@ def redrive_command(
     from notify.db import transaction, utcnow
     from notifyops.params import build
 
+    created_after, created_before = parse_range(since, until)
     request = build(
         RedriveRequest,
         options=OPTIONS,
@@ -70,8 +71,8 @@ def redrive_command(
         channel=channel,
         template=template,
         recipient=recipient,
-        created_after=parse_moment(since, "--since"),
-        created_before=parse_moment(until, "--until"),
+        created_after=created_after,
+        created_before=created_before,
         ids=list(row_id),
         redrive_id=redrive_id,
     )
