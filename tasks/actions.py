@@ -21,15 +21,31 @@ from tasks.resources import runtime
 @task(name="purge-deliveries", cache_policy=NO_CACHE)
 def run_purge(request: PurgeRequest, actor: Actor, apply: bool) -> PurgeResult:
     """Count (apply: purge) stale pending / pending_retry rows."""
-    with transaction(runtime().engine()) as session:
-        return purge(session=session, request=request, now=utcnow(), actor=actor, apply=apply)
+    here = runtime()
+    with transaction(here.engine()) as session:
+        return purge(
+            session=session,
+            request=request,
+            now=utcnow(),
+            actor=actor,
+            apply=apply,
+            catalog=here.catalog(),
+        )
 
 
 @task(name="redrive-deliveries", cache_policy=NO_CACHE)
 def run_redrive(request: RedriveRequest, actor: Actor, apply: bool) -> RedriveResult:
     """Count (apply: requeue) failed rows, once per redrive id."""
-    with transaction(runtime().engine()) as session:
-        return redrive(session=session, request=request, now=utcnow(), actor=actor, apply=apply)
+    here = runtime()
+    with transaction(here.engine()) as session:
+        return redrive(
+            session=session,
+            request=request,
+            now=utcnow(),
+            actor=actor,
+            apply=apply,
+            catalog=here.catalog(),
+        )
 
 
 @task(name="mute-recipient", cache_policy=NO_CACHE)

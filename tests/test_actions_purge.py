@@ -10,15 +10,20 @@ from notify.actions.purge import PurgeRequest, PurgeResult, purge
 from notify.db import transaction
 from notify.errors import InputError
 from notify.outbox import claim_due, due_count
-from tests.action_rows import NOW, action_rows, actions, decision_of, queue, status_of
+from notify.rendering import TemplateCatalog
+from tests.action_rows import NOW, OLD, action_rows, actions, decision_of, queue, status_of
+from tests.factories import Rows
 
 ALICE = Actor.from_cli("alice")
+CATALOG = TemplateCatalog()
 
 
 def run(engine: Engine, apply: bool = False, **filters: object) -> PurgeResult:
     request = PurgeRequest(older_than_hours=24, **filters)  # type: ignore[arg-type]
     with transaction(engine) as session:
-        return purge(session=session, request=request, now=NOW, actor=ALICE, apply=apply)
+        return purge(
+            session=session, request=request, now=NOW, actor=ALICE, apply=apply, catalog=CATALOG
+        )
 
 
 def test_a_dry_run_counts_per_filter_value_shows_a_sample_and_changes_nothing(
@@ -84,3 +89,20 @@ def test_an_unknown_recipient_is_refused(engine: Engine) -> None:
     queue(engine)
     with pytest.raises(InputError, match="technician:404"):
         run(engine, recipient="technician:404")
+
+
+def test_a_template_nothing_knows_is_refused_and_nothing_is_recorded(engine: Engine) -> None:
+    queue(engine)
+    with pytest.raises(InputError, match="template 'nope' is not known"):
+        run(engine, apply=True, template="nope")
+    assert actions(engine) == [] and status_of(engine)[1] == "pending"
+    assert run(engine, template="repair_completed").matched == 0, "a catalogue template: 0 rows"
+
+
+def test_the_stored_rows_of_a_removed_template_can_still_be_purged(engine: Engine) -> None:
+    rows = Rows()
+    one = rows.recipient("technician:1")
+    rows.delivery(one, created_at=OLD, status="pending", template_name="retired_notice")
+    rows.insert(engine)
+    assert "retired_notice" not in CATALOG.names()
+    assert run(engine, apply=True, template="retired_notice").purged == 1

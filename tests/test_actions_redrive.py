@@ -12,16 +12,22 @@ from sqlalchemy import Engine
 from notify.actions.audit_trail import Actor
 from notify.actions.redrive import RedriveRequest, RedriveResult, redrive
 from notify.db import transaction
+from notify.errors import InputError
+from notify.rendering import TemplateCatalog
 from tests.action_rows import NOW, OLD, action_rows, actions, decision_of, failures, set_status
 from tests.action_rows import status_of as statuses
+from tests.factories import Rows
 
 BOB = Actor.from_cli("bob")
+CATALOG = TemplateCatalog()
 
 
 def run(engine: Engine, apply: bool = False, **filters: object) -> RedriveResult:
     request = RedriveRequest(**filters)  # type: ignore[arg-type]
     with transaction(engine) as session:
-        return redrive(session=session, request=request, now=NOW, actor=BOB, apply=apply)
+        return redrive(
+            session=session, request=request, now=NOW, actor=BOB, apply=apply, catalog=CATALOG
+        )
 
 
 def test_a_dry_run_groups_by_error_and_changes_nothing(engine: Engine) -> None:
@@ -72,6 +78,21 @@ def test_a_time_range_that_ends_before_it_starts_is_refused() -> None:
         RedriveRequest(created_after=NOW, created_before=NOW - timedelta(days=3))
     with pytest.raises(ValidationError, match="no row can match"):
         RedriveRequest(created_after=NOW, created_before=NOW)
+
+
+def test_a_template_nothing_knows_is_refused_but_a_removed_ones_rows_are_not(
+    engine: Engine,
+) -> None:
+    rows = Rows()  # one failed row of a template since removed from the catalogue
+    rows.delivery(
+        rows.recipient("technician:1"), created_at=OLD, status="failed", template_name="gone"
+    )
+    rows.insert(engine)
+    with pytest.raises(InputError, match="template 'nope' is not known"):
+        run(engine, apply=True, template="nope")
+    assert actions(engine) == [] and statuses(engine)[1] == "failed"
+    assert "gone" not in CATALOG.names()
+    assert run(engine, apply=True, template="gone").redriven == 1
 
 
 def test_unknown_needs_an_explicit_flag_and_warns(engine: Engine) -> None:

@@ -258,6 +258,12 @@ def usage_cases() -> list[Case]:
             "--until",
         ),
         Case("redrive-id-101", ["redrive", "--redrive-id", "r" * 101], "--redrive-id"),
+        Case("redrive-template-unknown", ["redrive", "--template", "nope"], "template 'nope'"),
+        Case(
+            "purge-template-unknown",
+            ["purge", "--older-than", "1h", "--template", "nope"],
+            "template 'nope'",
+        ),
         Case("purge-older-than-text", ["purge", "--older-than", "abc"], "--older-than"),
         Case("purge-older-than-zero", ["purge", "--older-than", "0"], "--older-than"),
         Case("purge-older-than-800d", ["purge", "--older-than", "800d"], "--older-than"),

@@ -294,6 +294,7 @@ def test_a_retried_digest_keeps_its_rows_out_of_the_queue_until_it_has_an_outcom
             now=retry_at,
             actor=Actor(name="ops"),
             apply=True,
+            catalog=CATALOG,
         )
     assert result.redriven == 1
     sender = MemorySender()

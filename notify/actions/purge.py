@@ -29,6 +29,7 @@ from notify.actions.selection import (
     taken_by,
 )
 from notify.db import DUE_STATUSES, Status
+from notify.rendering import TemplateCatalog
 
 DIMENSIONS = ("channel", "status", "template", "priority", "recipient")
 DECISION_MAX_CHARS = 300
@@ -59,11 +60,18 @@ class PurgeResult(BaseModel):
 
 
 def purge(
-    *, session: Session, request: PurgeRequest, now: datetime, actor: Actor, apply: bool
+    *,
+    session: Session,
+    request: PurgeRequest,
+    now: datetime,
+    actor: Actor,
+    apply: bool,
+    catalog: TemplateCatalog,
 ) -> PurgeResult:
-    """Count (and with `apply`, purge) the stale queued rows the request matches."""
+    """Count (and with `apply`, purge) the stale queued rows the request matches (`catalog`:
+    the templates a template filter may name, besides those of stored rows)."""
     cutoff = now - timedelta(hours=request.older_than_hours)
-    where = [*conditions(session, request, DUE_STATUSES), DL.c.created_at < cutoff]
+    where = [*conditions(session, request, DUE_STATUSES, catalog), DL.c.created_at < cutoff]
     counts = counts_by_value(session, where, DIMENSIONS)
     matched = sum(counts["status"].values())
     sample = sample_rows(session, where)

@@ -39,6 +39,7 @@ from notify.actions.selection import (
 from notify.db import OperatorAction
 from notify.outbox import REDRIVABLE
 from notify.outbox import redrive as requeue
+from notify.rendering import TemplateCatalog
 
 RedriveStatus = Literal["failed", "failed_permanent", "unknown", "pending_retry"]
 UNKNOWN_WARNING = (
@@ -134,11 +135,18 @@ class RedriveResult(BaseModel):
 
 
 def redrive(
-    *, session: Session, request: RedriveRequest, now: datetime, actor: Actor, apply: bool
+    *,
+    session: Session,
+    request: RedriveRequest,
+    now: datetime,
+    actor: Actor,
+    apply: bool,
+    catalog: TemplateCatalog,
 ) -> RedriveResult:
-    """Count (and with `apply`, requeue) the rows the request matches, once per redrive id."""
+    """Count (and with `apply`, requeue) the rows the request matches, once per redrive id
+    (`catalog`: the templates a template filter may name, besides those of stored rows)."""
     key = request.key()
-    base = _where(session, request)
+    base = _where(session, request, catalog)
     fresh = [*base, ~_redriven_under(key)]
     matched = count_rows(session, fresh)
     already = count_rows(session, base) - matched
@@ -170,8 +178,11 @@ def redrive(
     )
 
 
-def _where(session: Session, request: RedriveRequest) -> list[ColumnElement[bool]]:
-    where = conditions(session, request, [s for s in request.statuses if s in REDRIVABLE])
+def _where(
+    session: Session, request: RedriveRequest, catalog: TemplateCatalog
+) -> list[ColumnElement[bool]]:
+    statuses = [s for s in request.statuses if s in REDRIVABLE]
+    where = conditions(session, request, statuses, catalog)
     if request.error_codes:
         where.append(DL.c.error_code.in_(request.error_codes))
     if request.error_classes:

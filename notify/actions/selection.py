@@ -25,6 +25,7 @@ from notify.db import (
 )
 from notify.errors import InputError
 from notify.masking import mask_address
+from notify.rendering import TemplateCatalog
 from notify.settings import Priority
 
 SAMPLE_ROWS = 10
@@ -86,10 +87,12 @@ class RowSample(BaseModel):
 
 
 def conditions(
-    session: Session, filters: RowFilters, statuses: Sequence[str]
+    session: Session, filters: RowFilters, statuses: Sequence[str], catalog: TemplateCatalog
 ) -> list[ColumnElement[bool]]:
-    """WHERE clauses on delivery_logs; InputError for a recipient nobody has. Rows a quiet-hours
-    digest carries are never selected: they follow their digest row, which actions do select."""
+    """WHERE clauses on delivery_logs; InputError for a recipient nobody has or a template
+    nothing has (see check_template). Rows a quiet-hours digest carries are never selected: they
+    follow their digest row, which actions do select."""
+    check_template(session, filters.template, catalog)
     where: list[ColumnElement[bool]] = [
         DL.c.status.in_(list(statuses)),
         DL.c.carried_by_id.is_(None),
@@ -115,6 +118,20 @@ def _notification_conditions(session: Session, filters: RowFilters) -> list[Colu
     if filters.recipient:
         where.append(N.c.recipient_id == recipient_id(session, filters.recipient))
     return where
+
+
+def check_template(session: Session, name: str | None, catalog: TemplateCatalog) -> None:
+    """InputError for a template filter no row can match: a name the catalogue does not have
+    and no stored notification carries (a typo). A template removed from the catalogue since
+    its rows were stored is still accepted, so those rows can be acted on."""
+    if name is None or name in catalog.names():
+        return
+    stored = session.execute(select(N.c.id).where(N.c.template_name == name).limit(1)).first()
+    if stored is None:
+        raise InputError(
+            f"template {name!r} is not known: not in the catalogue and no stored notification "
+            "has it (see `notifyops templates list`)"
+        )
 
 
 def recipient_id(session: Session, external_id: str) -> int:

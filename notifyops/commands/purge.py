@@ -41,9 +41,15 @@ def purge_command(
         priority=priority,
         recipient=recipient,
     )
-    with transaction(runtime().engine()) as session:
+    here = runtime()
+    with transaction(here.engine()) as session:
         result = purge(
-            session=session, request=request, now=utcnow(), actor=Actor.from_cli(actor), apply=yes
+            session=session,
+            request=request,
+            now=utcnow(),
+            actor=Actor.from_cli(actor),
+            apply=yes,
+            catalog=here.catalog(),
         )
     if yes:
         summary = f"{result.purged} row(s) purged (operator action {result.action_id})"

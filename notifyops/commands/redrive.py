@@ -76,9 +76,15 @@ def redrive_command(
         ids=list(row_id),
         redrive_id=redrive_id,
     )
-    with transaction(runtime().engine()) as session:
+    here = runtime()
+    with transaction(here.engine()) as session:
         result = redrive(
-            session=session, request=request, now=utcnow(), actor=Actor.from_cli(actor), apply=yes
+            session=session,
+            request=request,
+            now=utcnow(),
+            actor=Actor.from_cli(actor),
+            apply=yes,
+            catalog=here.catalog(),
         )
     skipped = f"; {result.already_redriven} already redriven by {result.redrive_id}"
     if yes:
