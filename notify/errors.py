@@ -400,6 +400,12 @@ _RULES: tuple[_Rule, ...] = (
     _rule(_CONNECTION, CONNECTION_FAILED),
 )
 _KNOWN_CODES = frozenset(code for rule in _RULES for code in rule.codes)
+_SPELLINGS = {code.lower(): code for code in _KNOWN_CODES | {k.code for k in KNOWN_KINDS}}
+
+
+def known_spelling(code: str) -> str:
+    """A provider code as the taxonomy spells it (optedout -> OptedOut); an unknown code as is."""
+    return _SPELLINGS.get(code.lower(), code)
 
 
 def classify(code: str, message: str, http_status: int | None = None) -> ErrorKind:

@@ -91,7 +91,7 @@ def test_redrive_refuses_unknown_and_failed_permanent_unless_told(
         "--status",
         "failed_permanent",
         "--error-code",
-        "MessageRejected",
+        "messagerejected",  # stored as MessageRejected: codes match in any case
         "--yes",
     )
     assert code == 0 and done["redriven"] == 2

@@ -95,6 +95,19 @@ def test_a_template_nothing_knows_is_refused_but_a_removed_ones_rows_are_not(
     assert run(engine, apply=True, template="gone").redriven == 1
 
 
+def test_error_codes_match_in_any_case_and_a_known_one_is_one_redrive(engine: Engine) -> None:
+    rows = Rows()
+    one = rows.recipient("technician:1")
+    for code in ("OptedOut", "CarrierBlocked"):  # a code the taxonomy knows, and one it does not
+        rows.delivery(one, created_at=OLD, status="failed", error_code=code)
+    rows.insert(engine)
+    typed = run(engine, error_codes=["optedout"])
+    assert [s.id for s in typed.sample] == [1]
+    assert typed.redrive_id == run(engine, error_codes=["OptedOut"]).redrive_id
+    assert run(engine, apply=True, error_codes=["CARRIERBLOCKED", "carrierblocked"]).redriven == 1
+    assert statuses(engine) == {1: "failed", 2: "pending"}
+
+
 def test_unknown_needs_an_explicit_flag_and_warns(engine: Engine) -> None:
     failures(engine)
     with pytest.raises(ValidationError, match="allow_unknown"):

@@ -37,6 +37,7 @@ from notify.actions.selection import (
     taken_by,
 )
 from notify.db import OperatorAction
+from notify.errors import known_spelling
 from notify.outbox import REDRIVABLE
 from notify.outbox import redrive as requeue
 from notify.rendering import TemplateCatalog
@@ -67,7 +68,8 @@ class RedriveRequest(RowFilters):
         description="Allow `unknown` rows, which the provider may already have (may send twice)",
     )
     error_codes: list[str] = Field(
-        default_factory=list, description="Only these error codes, e.g. Throttling"
+        default_factory=list,
+        description="Only these error codes, e.g. Throttling (any case: throttling matches too)",
     )
     error_classes: list[str] = Field(
         default_factory=list, description="Only these error classes: transient, quota, config, ..."
@@ -84,6 +86,13 @@ class RedriveRequest(RowFilters):
     @classmethod
     def _unique(cls, value: list[RedriveStatus]) -> list[RedriveStatus]:
         return list(dict.fromkeys(value))
+
+    @field_validator("error_codes")
+    @classmethod
+    def _spelled_as_known(cls, value: list[str]) -> list[str]:
+        """Known codes in the taxonomy's spelling, so `optedout` and `OptedOut` are one redrive
+        (one redrive id); the match itself ignores case."""
+        return list(dict.fromkeys(known_spelling(code) for code in value))
 
     @model_validator(mode="after")
     def _guards(self) -> RedriveRequest:
@@ -184,7 +193,8 @@ def _where(
     statuses = [s for s in request.statuses if s in REDRIVABLE]
     where = conditions(session, request, statuses, catalog)
     if request.error_codes:
-        where.append(DL.c.error_code.in_(request.error_codes))
+        codes = sorted({code.lower() for code in request.error_codes})
+        where.append(func.lower(DL.c.error_code).in_(codes))
     if request.error_classes:
         where.append(DL.c.error_class.in_(request.error_classes))
     if request.ids:

@@ -27,7 +27,7 @@ def redrive_command(
         False, "--allow-unknown", help="Allow `unknown` rows: the provider may have them already."
     ),
     error_code: list[str] = typer.Option(
-        [], "--error-code", help="Only this error code (repeatable)."
+        [], "--error-code", help="Only this error code, in any case (repeatable)."
     ),
     error_class: list[str] = typer.Option(
         [], "--error-class", help="Only this error class (repeatable): transient, quota, config..."
