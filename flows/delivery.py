@@ -22,12 +22,14 @@ from tasks.resources import runtime
 from tasks.run_info import flow_run_id
 
 
-def tops_up(report: BatchReport, *, others_running: bool, limit: int) -> bool:
-    """After a batch ends: start more batches? Yes when its claim was full and rows were still
-    due at its end; but while other batches are still claiming, only when a batch's worth is
-    due. Fewer are the rows those batches claim next (an empty task run would follow them), and
-    the next batch to end says whether any are left."""
-    return report.more_due and (not others_running or report.due_after >= limit)
+def batches_to_start(report: BatchReport, *, others_running: bool, limit: int, window: int) -> int:
+    """After a batch ends, how many more to start: none when no row was due at its end, nor
+    while other batches run and fewer than a batch's worth is due (they claim those next, and
+    the next one to end counts again); otherwise one per window of due rows (a batch claims a
+    window first: one more would find nothing, an empty task run)."""
+    if not report.more_due or (others_running and report.due_after < limit):
+        return 0
+    return math.ceil(report.due_after / window)
 
 
 def deliver_due(
@@ -40,12 +42,13 @@ def deliver_due(
     """`prepared`: what a `prepare-delivery` the caller already ran did (the dispatch flow runs
     it beside its enqueue); without it, this runs it first. `expected`: the rows the caller
     knows are due (a dispatch's own): fewer first batches when they fit (one for a small send);
-    a batch that ends with rows still due brings the run back to `parallel_batches` (`tops_up`).
+    a batch that ends with rows still due starts those they need (`batches_to_start`).
     `incoming`: a request's later parts, stored while this delivers (started after the first
     batches); each part that lands brings the run back to `parallel_batches`, and the run goes
     on until the last part is stored and delivered. `request_id`: a dispatch's request, whose
     own rows come back with the summary, read once every outcome is in."""
     limit = params.batch_size or runtime().settings.batch_size
+    window = max(1, runtime().settings.send_window)
     if prepared is None:
         prepared = prepare_delivery()  # rescue and quiet-hours digests, before any claim
     total, batches = BatchReport(), 0
@@ -63,14 +66,17 @@ def deliver_due(
 
     unclaimed = False  # a part landed after every running batch had made its claim
 
-    def top_up() -> None:
+    def top_up(most: int) -> None:
         nonlocal unclaimed
+        started = 0
         while (
-            not total.stopped
+            started < most
+            and not total.stopped
             and len(running) < params.parallel_batches
             and submitted < params.max_batches
         ):
             running.append(submit())
+            started += 1
             unclaimed = False  # this batch claims after the landing
 
     # up to `parallel_batches` in flight, topped up as each ends (no wave waits for its slowest)
@@ -85,7 +91,7 @@ def deliver_due(
         if incoming is not None and ended is incoming.running:
             if incoming.take():  # a part landed: its rows are due
                 unclaimed = True
-                top_up()
+                top_up(params.parallel_batches)
             incoming.settle()  # after the top-up: the batches never wait for its API call
             continue
         running.remove(ended)
@@ -94,8 +100,8 @@ def deliver_due(
         batches += 1 if report.claimed else 0
         # rows still due that the running batches may not take, or a part landed that no batch
         # has claimed from yet
-        if tops_up(report, others_running=bool(running), limit=limit) or unclaimed:
-            top_up()
+        more = batches_to_start(report, others_running=bool(running), limit=limit, window=window)
+        top_up(params.parallel_batches if unclaimed else more)
     if incoming is not None:
         incoming.settle()  # the feed ended without a part landing here (none left, or a failure)
     follow = bool(prepared.gathered.digests or total.claimed)

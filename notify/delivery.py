@@ -108,8 +108,9 @@ class BatchReport:
     stopped: str | None = None
     failures: list[FailureSample] = field(default_factory=list)
     paused: str | None = None  # a channel the guardrail paused: its rows were left pending
-    # the claim was full and this many rows were still due when the batch ended (counted up to
-    # the batch's limit: a batch's worth or more is waiting)
+    # rows still due when the batch ended (counted up to the batch's limit: a batch's worth or
+    # more is waiting), after it claimed something: rows its claims left (its limit reached),
+    # or that came due meanwhile (retries, quiet hours ending)
     due_after: int = 0
 
     @property
@@ -227,7 +228,7 @@ class Deliverer:
             self._queue(line, sending)
             if report.claimed:
                 self._run(conn, line, report)
-            if report.claimed == limit and not report.stopped:
+            if report.claimed and not report.stopped:  # one that claimed nothing ends the run
                 report.due_after = due_up_to(conn, most=limit, now=self.clock(), skip_channel=skip)
         return report
 

@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from flows.artifacts import request_markdown
 from flows.deliver import deliver_pending
-from flows.delivery import tops_up
+from flows.delivery import batches_to_start
 from flows.dispatch import dispatch_notifications
 from flows.params import LISTED_MAX, DeliverParams, DispatchParams
 from flows.states import result_of
@@ -142,22 +142,24 @@ def test_a_small_send_runs_one_delivery_batch(flow_env: str) -> None:
 @pytest.mark.parametrize(
     ("due_after", "others_running", "expected"),
     [
-        (0, False, False),  # nothing due: the run ends
-        (0, True, False),
-        (1, False, True),  # the last batch running saw rows due: more batches take them
-        (1, True, False),  # a running batch claims those next: no empty task run after them
-        (4, True, True),  # a batch's worth is waiting beside the running ones
+        (0, False, 0),  # nothing due: the run ends
+        (0, True, 0),
+        (1, False, 1),  # the last batch running saw rows due: one batch takes them
+        (3, True, 0),  # a running batch claims those next: no empty task run after them
+        (5, False, 2),  # one batch per window of due rows: a third would claim nothing
+        (8, True, 2),  # a batch's worth is waiting beside the running ones
     ],
 )
-def test_a_batch_that_ends_starts_more_only_for_rows_the_running_ones_may_not_take(
-    due_after: int, others_running: bool, expected: bool
+def test_a_batch_that_ends_starts_only_the_batches_the_rows_still_due_need(
+    due_after: int, others_running: bool, expected: int
 ) -> None:
     """With two batches sharing a dispatch's rows, the first to end used to see the second's
-    last rows still due and start a third, which found nothing: a deliver-batch task run that
-    did nothing, in the UI and in the server's work. Rows left after the others end still
-    start one (the next batch to end reports them)."""
-    report = BatchReport(claimed=4, due_after=due_after)
-    assert tops_up(report, others_running=others_running, limit=4) is expected
+    last rows still due and start another, which found nothing: a deliver-batch task run that
+    did nothing, in the UI and in the server's work; and a top-up filled every free slot however
+    few rows were due. Rows left once the others end still start a batch."""
+    report = BatchReport(claimed=8, due_after=due_after)
+    started = batches_to_start(report, others_running=others_running, limit=8, window=4)
+    assert started == expected
 
 
 def test_a_deployment_run_records_its_deployment_and_an_ad_hoc_run_none(flow_env: str) -> None:
