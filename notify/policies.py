@@ -15,6 +15,7 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from notify.db import Channel, Status
+from notify.money import usd
 from notify.settings import Priority
 
 REASON_MAX_CHARS = 300
@@ -202,8 +203,8 @@ def _cap_fallback(
     email: ChannelDecision, cond: SendConditions
 ) -> tuple[ChannelDecision, ChannelDecision]:
     cap = (
-        f"daily SMS cap ${cond.sms_daily_cap_usd:,.2f} reached "
-        f"(${cond.sms_spent_today_usd:,.2f} spent today)"
+        f"daily SMS cap {usd(cond.sms_daily_cap_usd)} reached "
+        f"({usd(cond.sms_spent_today_usd)} spent today)"
     )
     if email.action is Action.send:
         reason = _clip(f"{email.reason}; also the fallback for sms ({cap})")

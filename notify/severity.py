@@ -69,6 +69,9 @@ class Thresholds:
     sms_cost_page_usd: Decimal = Decimal("100")
     sms_cost_alarm_usd: Decimal = Decimal("20")
     sms_daily_cap_usd: Decimal = Decimal("100")
+    # the cheapest SMS segment the settings price: once today's spend plus it passes the cap,
+    # the send policy refuses every SMS
+    sms_cheapest_usd: Decimal = Decimal("0.00645")
     workers_down_page_minutes: float = 10.0
     backlog_high: int = 5_000
     backlog_alarm: int = 1_000
@@ -80,7 +83,12 @@ class Thresholds:
         return cls(
             sms_cost_alarm_usd=Decimal(settings.sms_hourly_alarm_usd),
             sms_daily_cap_usd=Decimal(settings.sms_daily_cap_usd),
+            sms_cheapest_usd=cheapest_sms_usd(settings),
         )
+
+
+def cheapest_sms_usd(settings: Settings) -> Decimal:
+    return Decimal(min([settings.sms_price_usd, *settings.sms_prices.values()]))
 
 
 RUNBOOK = Thresholds()
@@ -158,14 +166,16 @@ def _sms_cost(facts: Facts, t: Thresholds) -> Finding | None:
     return Finding("sms-cost", Severity.P3, f"{text} > alarm {usd(t.sms_cost_alarm_usd)}/h")
 
 
-def sms_cap_reached(today_usd: Decimal, cap_usd: Decimal) -> bool:
-    """Today's SMS spend has reached the daily cap (a cap of 0 is reached by the first SMS)."""
-    return today_usd > 0 and today_usd >= cap_usd
+def sms_cap_reached(today_usd: Decimal, cap_usd: Decimal, cheapest_usd: Decimal) -> bool:
+    """Today's SMS spend has reached the daily cap: the send policy refuses an SMS whose cost
+    would take the spend past the cap, so once not even the cheapest fits, every SMS is skipped
+    (spend stops just below the cap, never on it). No spend today is not a reached cap."""
+    return today_usd > 0 and today_usd + cheapest_usd > cap_usd
 
 
 def _sms_daily_cap(facts: Facts, t: Thresholds) -> Finding | None:
     today = facts.sms_cost_today_usd
-    if today is None or not sms_cap_reached(today, t.sms_daily_cap_usd):
+    if today is None or not sms_cap_reached(today, t.sms_daily_cap_usd, t.sms_cheapest_usd):
         return None
     message = (
         f"daily SMS cap reached: {usd(today)} of {usd(t.sms_daily_cap_usd)} spent today; until "

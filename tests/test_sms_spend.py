@@ -73,16 +73,29 @@ def test_a_reached_daily_cap_is_a_p2_finding_in_the_table_the_json_and_the_exit_
     assert [(f["code"], f["severity"]) for f in report["findings"]] == [("sms-daily-cap", "P2")]
 
 
-def test_spend_under_the_cap_is_no_finding(
-    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("cap", "reached"),
+    [
+        ("0.02", False),  # $0.0129 spent: one more $0.00645 SMS still fits
+        ("0.013", True),  # the next SMS would pass the cap: the policy skips every SMS now
+    ],
+)
+def test_the_cap_is_reached_when_the_next_sms_would_not_fit(
+    cli_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    cap: str,
+    reached: bool,
 ) -> None:
-    monkeypatch.setenv("NOTIFY_SMS_DAILY_CAP_USD", "0.013")
+    """The send policy refuses an SMS whose cost would take the day past the cap, so spend
+    stops just below it: the audit called such a day P4, no findings, while every SMS was
+    skipped."""
+    monkeypatch.setenv("NOTIFY_SMS_DAILY_CAP_USD", cap)
     reload_runtime()
     two_sms_just_sent(cli_env)
-    assert main(["audit", "sms-cost", "--as-of", AS_OF.isoformat(), "--direct", "--json"]) == 0
+    command = ["audit", "sms-cost", "--as-of", AS_OF.isoformat(), "--direct", "--json"]
+    assert main(command) == (1 if reached else 0)
     report = json.loads(capsys.readouterr().out)
-    assert (report["daily_cap_reached"], report["severity"], report["findings"]) == (
-        False,
-        "P4",
-        [],
-    )
+    findings = [(f["code"], f["severity"]) for f in report["findings"]]
+    assert report["daily_cap_reached"] is reached
+    assert findings == ([("sms-daily-cap", "P2")] if reached else [])

@@ -43,7 +43,7 @@ from notify.db import (
 from notify.masking import mask_phone
 from notify.money import usd
 from notify.settings import Settings
-from notify.severity import Facts, Thresholds, assess, sms_cap_reached
+from notify.severity import Facts, Thresholds, assess, cheapest_sms_usd, sms_cap_reached
 
 HOUR = timedelta(hours=1)
 TOP_N = 10
@@ -107,7 +107,7 @@ def sms_cost_audit(
         **_totals(buckets),
         last_hour_cost_usd=money(last_hour),
         hourly_alarm_usd=settings.sms_hourly_alarm_usd,
-        **_today(today, settings.sms_daily_cap_usd),
+        **_today(today, settings),
         hourly=tuple(_hour_row(*bucket) for bucket in buckets),
         top_recipients=_top(spenders, by_cost=False, limit=top_n),
         top_recipients_by_cost=_top(spenders, by_cost=True, limit=top_n),
@@ -211,12 +211,13 @@ def _spend(session: Session, p: Parts) -> Decimal:
     return usd_from_micros(micros)
 
 
-def _today(today: Decimal, cap: Decimal) -> dict[str, Any]:
+def _today(today: Decimal, settings: Settings) -> dict[str, Any]:
+    cap = settings.sms_daily_cap_usd
     return {
         "today_cost_usd": money(today),
         "daily_cap_usd": cap,
         "daily_cap_used": round(float(today / cap), 4) if cap > 0 else None,
-        "daily_cap_reached": sms_cap_reached(today, cap),
+        "daily_cap_reached": sms_cap_reached(today, cap, cheapest_sms_usd(settings)),
     }
 
 
@@ -256,6 +257,6 @@ def _verdict(w: Window, last_hour: Decimal, today: Decimal, settings: Settings) 
     if last_hour > settings.sms_hourly_alarm_usd:
         alarm = settings.sms_hourly_alarm_usd
         breaches.append(f"SMS cost {usd(last_hour)} in the last hour > {usd(alarm)}")
-    if sms_cap_reached(today, settings.sms_daily_cap_usd):
+    if sms_cap_reached(today, settings.sms_daily_cap_usd, cheapest_sms_usd(settings)):
         breaches.append(f"daily SMS cap reached: {usd(today)} of {usd(settings.sms_daily_cap_usd)}")
     return header(w, assess(facts, Thresholds.from_settings(settings)), breaches)
