@@ -101,8 +101,8 @@ def dispatch_markdown(
     lines += [cell(delivery_notes(delivered)), ""]
     lines += _count_table(delivered.outcomes, empty="nothing due")
     if delivered.failures:
-        lines += ["", "### Failed sends (first 20; addresses masked)", ""]
-        columns = ["channel", "address", "status", "error code", "error class"]
+        lines += ["", "### Sends that failed or wait for a retry (first 20; addresses masked)", ""]
+        columns = ["channel", "address", "status", "error code", "error class", "fix"]
         lines += markdown_table(columns, [list(asdict(f).values()) for f in delivered.failures])
     return "\n".join(lines) + "\n"
 
@@ -156,7 +156,8 @@ def delivery_table(summary: DeliverySummary) -> None:
         create_table_artifact(
             table=[asdict(sample) for sample in summary.failures],
             key="deliver-pending-failures",
-            description="Failed sends in this run (first 20; addresses masked)",
+            description="Sends that failed or wait for a retry in this run (first 20; addresses "
+            "masked)",
         )
 
 

@@ -95,6 +95,7 @@ class FailureSample:
     status: str
     error_code: str
     error_class: str
+    fix: str = ""  # the runbook's, for this error as the provider worded it
 
 
 @dataclass
@@ -534,6 +535,7 @@ def _samples(done: Sequence[tuple[ClaimedRow, Outcome]]) -> list[FailureSample]:
             status=outcome.status.value,
             error_code=outcome.error_code or "",
             error_class=outcome.error_class or "",
+            fix=(outcome.error_message or "").partition(FIX_SEPARATOR)[2],
         )
         for row, outcome in done
         if outcome.status != Status.sent

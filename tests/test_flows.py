@@ -301,7 +301,7 @@ def test_send_prints_the_failed_sends_with_their_fix(
     args = ["send", "-t", "repair_assigned", "--to", "tech:3", "--context", json.dumps(CONTEXT)]
     assert main(args) == 1
     printed = " ".join(capsys.readouterr().out.split())
-    assert "Failed sends" in printed and "OptedOut" in printed
+    assert "Sends that failed" in printed and "OptedOut" in printed
     assert "opt-in-phone-number" in printed, "the fix"
     assert "+12065550199" not in printed, "masked"
 
@@ -338,7 +338,8 @@ def test_an_unverified_sender_stops_the_dispatch_red_with_the_fix_and_its_own_ro
     assert "sms | pending | sms: deferred to" in shown, "the request's own rows"
     assert "## Stored" in shown and "| email | pending | 2 |" in shown, "what the run stored"
     assert "STOPPED: " in shown and "Verify the sender address" in shown, "why delivery stopped"
-    assert "### Failed sends" in shown and "| email | t***@example.com | pending_retry |" in shown
+    assert "### Sends that failed or wait for a retry" in shown
+    assert "| email | t***@example.com | pending_retry |" in shown
     assert "tech1@example.com" not in shown, "addresses masked"
     assert (
         main(

@@ -200,13 +200,9 @@ def _print_delivery(summary: DeliverySummary) -> None:
 
 
 def _failures_table(summary: DeliverySummary) -> Any:
-    """The run's failed sends (the first 20, addresses masked), each with the runbook's fix for
-    its error code: what the run's state points at."""
-    from notify.errors import classify
-
-    rows = [
-        (f.channel, f.address, f.status, f.error_code, classify(f.error_code, "").fix)
-        for f in summary.failures
-    ]
-    title = "Failed sends (first 20; addresses masked)"
+    """The run's failed sends and those waiting for a retry (the first 20, addresses masked),
+    each with the runbook's fix for the error as the provider worded it: what the run's state
+    points at."""
+    rows = [(f.channel, f.address, f.status, f.error_code, f.fix) for f in summary.failures]
+    title = "Sends that failed or wait for a retry (first 20; addresses masked)"
     return table(title, ["channel", "address", "status", "error", "fix"], rows)
