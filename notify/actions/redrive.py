@@ -69,7 +69,8 @@ class RedriveRequest(RowFilters):
     )
     error_codes: list[str] = Field(
         default_factory=list,
-        description="Only these error codes, e.g. Throttling (any case: throttling matches too)",
+        description="Only these error codes, e.g. Throttling (a known code in any case: "
+        "throttling matches too; others as stored)",
     )
     error_classes: list[str] = Field(
         default_factory=list, description="Only these error classes: transient, quota, config, ..."
@@ -91,7 +92,7 @@ class RedriveRequest(RowFilters):
     @classmethod
     def _spelled_as_known(cls, value: list[str]) -> list[str]:
         """Known codes in the taxonomy's spelling, so `optedout` and `OptedOut` are one redrive
-        (one redrive id); the match itself ignores case."""
+        (one redrive id) and match the stored rows; an unknown code matches as typed."""
         return list(dict.fromkeys(known_spelling(code) for code in value))
 
     @model_validator(mode="after")
@@ -193,8 +194,9 @@ def _where(
     statuses = [s for s in request.statuses if s in REDRIVABLE]
     where = conditions(session, request, statuses, catalog)
     if request.error_codes:
-        codes = sorted({code.lower() for code in request.error_codes})
-        where.append(func.lower(DL.c.error_code).in_(codes))
+        # known codes in the taxonomy's spelling (as providers and the deliverer store them);
+        # others as typed: one spelling, one redrive id, so no row is redriven once per spelling
+        where.append(DL.c.error_code.in_(sorted(set(request.error_codes))))
     if request.error_classes:
         where.append(DL.c.error_class.in_(request.error_classes))
     if request.ids:

@@ -27,7 +27,9 @@ def redrive_command(
         False, "--allow-unknown", help="Allow `unknown` rows: the provider may have them already."
     ),
     error_code: list[str] = typer.Option(
-        [], "--error-code", help="Only this error code, in any case (repeatable)."
+        [],
+        "--error-code",
+        help="Only this error code (a known one in any case; others as stored; repeatable).",
     ),
     error_class: list[str] = typer.Option(
         [], "--error-class", help="Only this error class (repeatable): transient, quota, config..."
