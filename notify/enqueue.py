@@ -229,9 +229,11 @@ def _stored_under_key(session: Session, request: SendRequest) -> bool:
     list would send a second copy to one recipient and nothing to another. Rows stored before
     fingerprints were recorded have none and are answered as before."""
     key = request.idempotency_key
-    probe = NOTIFICATIONS.c.request_id == key
-    row = session.execute(select(NOTIFICATIONS.c.request_fingerprint).where(probe).limit(1))
-    stored = row.first()
+    fingerprint = NOTIFICATIONS.c.request_fingerprint
+    under_key = select(fingerprint).where(NOTIFICATIONS.c.request_id == key).limit(1)
+    # a row that has one first: a request stored partly before fingerprints, then resumed
+    stored = session.execute(under_key.where(fingerprint.is_not(None))).first()
+    stored = stored or session.execute(under_key).first()
     if stored is None:
         return False
     if stored.request_fingerprint not in (None, request.fingerprint):

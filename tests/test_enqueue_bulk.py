@@ -607,6 +607,27 @@ def test_a_key_already_used_for_another_request_refuses_it_and_stores_nothing(
     assert again.duplicate and again.notification_ids == stored.notification_ids
 
 
+def test_a_key_partly_stored_before_fingerprints_still_refuses_another_request(
+    engine: Engine, settings: Settings
+) -> None:
+    """A request whose first part was stored before rows recorded fingerprints (migration 0009)
+    and which was resumed after: its newer rows decide, whichever row a probe meets first."""
+    seed(engine, mixed_roster()[:4])
+    request = SendRequest("repair_assigned", ("p:0", "p:1", "p:2"), CONTEXT, None, "old-key")
+    first, *rest = request_parts(request, 2)
+    store_part(engine, request, settings, first)
+    with transaction(engine) as session:
+        session.execute(text("UPDATE notifications SET request_fingerprint = NULL"))
+    for part in rest:
+        store_part(engine, request, settings, part)
+    before = count_stored(engine)
+    other = dataclasses.replace(request, to=("p:3", "p:0", "p:1"))
+    with pytest.raises(InputError, match="idempotency_key: 'old-key' was already used"):
+        store_parts(engine, other, settings, 2)
+    assert count_stored(engine) == before
+    assert EnqueueResult.merged(store_parts(engine, request, settings, 2)).duplicate
+
+
 @pytest.mark.parametrize(
     ("changed", "field"),
     [
