@@ -224,6 +224,14 @@ def test_p3_and_p4_only_log(caplog: pytest.LogCaptureFixture, webhook: tuple[str
     )
 
 
+def test_a_severity_routed_nowhere_is_reported_and_logged() -> None:
+    """`NOTIFY_ALERT_ROUTING=P1=` loads (it may be meant), but its P1 alerts reached nobody
+    without a word: now that is an unreached delivery, and the alert goes to the log."""
+    results = dispatch(notice(P1), routes={"log": LogRoute()}, routing={P1: ()})
+    assert [(r.route, r.ok) for r in results] == [("routing", False), ("log", True)]
+    assert unreached(results) == ("routing: NOTIFY_ALERT_ROUTING names no route for P1",)
+
+
 def test_unconfigured_route_is_reported_and_logged_instead() -> None:
     results = dispatch(notice(P1), routes={"log": LogRoute()}, routing={P1: ("sns",)})
     assert [(r.route, r.ok, r.error) for r in results] == [

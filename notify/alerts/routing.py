@@ -126,9 +126,14 @@ def dispatch(
 ) -> list[Delivery]:
     """Send one notice on every route its severity names; failures are returned, not raised.
 
-    A route that is named but not configured is reported (and the notice still goes to the log)."""
+    A route that is named but not configured is reported (and the notice still goes to the log);
+    so is a severity NOTIFY_ALERT_ROUTING gives no route (`P1=`): its alerts reach nobody."""
     names = list(routing.get(notice.severity, (LOG,)))
-    results = [_send(name, routes.get(name), notice) for name in names]
+    results = [_send(name, routes.get(name), notice) for name in names] or [
+        Delivery(
+            "routing", ok=False, error=f"NOTIFY_ALERT_ROUTING names no route for {notice.severity}"
+        )
+    ]
     if any(not r.ok for r in results) and LOG not in names and LOG in routes:
         results.append(_send(LOG, routes[LOG], notice))
     return results
