@@ -100,8 +100,17 @@ def _nul_path(value: Any, path: str) -> str | None:
             if found is not None:
                 return found
     elif isinstance(value, list | tuple):
+        if _all_text_without_nul(value):  # a million recipient ids: one C-speed scan
+            return None
         for index, item in enumerate(value):
             found = _nul_path(item, f"{path}[{index}]")
             if found is not None:
                 return found
     return None
+
+
+def _all_text_without_nul(items: list[Any] | tuple[Any, ...]) -> bool:
+    try:
+        return "\x00" not in "\x01".join(items)
+    except TypeError:  # not all text: walk them one by one
+        return False
