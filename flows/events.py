@@ -44,5 +44,7 @@ def delivery_events(delivery: DeliverySummary | None, *, template: str | None = 
     payload: dict[str, Any] = {"template": template, "outcomes": delivery.outcomes}
     if delivery.stopped:
         _emit("delivery.stopped", "delivery", {**payload, "reason": delivery.stopped})
-    elif any(delivery.count(s) for s in ("failed", "failed_permanent", "unknown")):
+    elif delivery.rescued_unknown or any(
+        delivery.count(s) for s in ("failed", "failed_permanent", "unknown")
+    ):
         _emit("delivery.failed", "delivery", payload)

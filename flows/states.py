@@ -72,8 +72,14 @@ def delivery_verdict(delivery: DeliverySummary | None) -> tuple[str | None, str]
         codes = sorted({f.error_code for f in delivery.failures if f.error_code})
         return PARTLY_FAILED, one_line(
             f"{failed} of {delivery.claimed} message(s) failed ({', '.join(codes) or 'see logs'}); "
-            f"{sent} sent. Fix: see the failures table and `notifyops audit failures`, then "
-            "`notifyops redrive`."
+            f"{sent} sent.{in_doubt(delivery)} Fix: see the failures table and "
+            "`notifyops audit failures`, then `notifyops redrive`."
+        )
+    if delivery.rescued_unknown:
+        return PARTLY_FAILED, one_line(
+            f"{sent} sent.{in_doubt(delivery)} Fix: `notifyops receipts` marks those the "
+            "provider took; check its delivery logs for the rest, then `notifyops redrive "
+            "--status unknown --allow-unknown` only for what it never got (runbook section 5)."
         )
     retrying = delivery.count("pending_retry")
     if retrying:
@@ -82,6 +88,17 @@ def delivery_verdict(delivery: DeliverySummary | None) -> tuple[str | None, str]
         )
     return None, f"{sent} sent" + (
         f"; {delivery.remaining_due} still due" if delivery.remaining_due else ""
+    )
+
+
+def in_doubt(delivery: DeliverySummary) -> str:
+    """The rows this run's rescue made `unknown`: a deliverer died while they were in flight, so
+    the provider may have them. Never re-sent automatically; an operator (or a receipt) decides."""
+    if not delivery.rescued_unknown:
+        return ""
+    return (
+        f" {delivery.rescued_unknown} message(s) a stopped deliverer left in flight are now "
+        "`unknown` (the provider may have them)."
     )
 
 

@@ -15,7 +15,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import Artifact as StoredArtifact
 from prefect.flow_engine import run_flow
 from prefect.states import State
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from flows.artifacts import request_markdown
@@ -28,6 +28,7 @@ from notify.bootstrap import Runtime, using
 from notify.db import DeliveryLog, Notification, Recipient, make_engine, transaction
 from notify.delivery import BatchReport
 from notify.errors import InputError
+from notify.outbox import claim_due, mark_sending
 from notify.request_report import RequestReport, request_report
 from notify.settings import load_settings
 from notify.summaries import DeliverySummary, DispatchSummary
@@ -203,6 +204,38 @@ def test_deliver_flow_delivers_what_send_left(flow_env: str) -> None:
     summary: DeliverySummary = deliver_pending(DeliverParams(batch_size=3, parallel_batches=2))
     assert summary.claimed == 7 and summary.batches == 3
     assert summary.outcomes == {"email": {"sent": 7}}
+
+
+def test_a_deliver_run_whose_rescue_made_rows_unknown_ends_red(flow_env: str) -> None:
+    """A deliverer died with a message in flight: the run that rescues it sends the rest, but the
+    message may have reached the provider, so the run used to end green while `deliver` exited
+    1. It now ends Failed (`PartlyFailed`), saying how many are in doubt and what to do."""
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(n, receive_sms=False) for n in range(1, 5)])
+    dispatch(
+        DispatchParams(
+            template="repair_assigned",
+            to=[f"tech:{n}" for n in range(1, 5)],
+            context=CONTEXT,
+            deliver=False,
+        )
+    )
+    now = datetime.now(UTC)
+    with transaction(engine) as session:
+        rows = claim_due(session=session, owner="dead", limit=10, now=now, lease=timedelta(0))
+        mark_sending(session=session, owner="dead", ids=[rows[0].id], now=now)
+        # the dead deliverer's lease ran out an hour ago: the next deliver run rescues its rows
+        session.execute(
+            update(DeliveryLog)
+            .where(DeliveryLog.lease_owner == "dead")
+            .values(lease_expires_at=now - timedelta(hours=1))
+        )
+    state = deliver_pending(DeliverParams(), return_state=True)
+    summary: DeliverySummary = result_of(state)
+    assert (summary.rescued_unknown, summary.outcomes) == (1, {"email": {"sent": 3}})
+    assert state.is_failed() and state.name == "PartlyFailed"
+    assert "1 message(s) a stopped deliverer left in flight are now `unknown`" in str(state.message)
+    assert "--status unknown --allow-unknown" in str(state.message)
 
 
 def test_send_command_runs_the_flow_and_is_idempotent(
