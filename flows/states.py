@@ -15,13 +15,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect.states import Completed, Failed, State
+from prefect.states import Cancelled, Completed, Failed, State
 
 from notify.alerts import nobody_alerted
+from notify.delivery import INTERRUPTED
 from notify.reports import Report
 from notify.summaries import DeliverySummary
 
 STOPPED, PARTLY_FAILED, RETRYING = "Stopped", "PartlyFailed", "Retrying"
+INTERRUPTED_NAME = "Interrupted"  # Cancelled (grey): the operator stopped it, nothing broke
 FINAL_FAILURES = ("failed", "failed_permanent", "unknown")
 ALARMING = ("P1", "P2")
 MAX_MESSAGE = 500
@@ -55,6 +57,13 @@ def delivery_verdict(delivery: DeliverySummary | None) -> tuple[str | None, str]
             f"A delivery batch failed after {sent} sent and left {delivery.left_held} row(s) "
             "claimed or in flight: they return to the queue (or become unknown if they were "
             "being sent) when their lease expires; see the run's logs for the error."
+        )
+    if delivery.stopped == INTERRUPTED:
+        waiting = delivery.released + delivery.remaining_due
+        return INTERRUPTED_NAME, one_line(
+            f"Interrupted after {sent} sent: the sends in flight were recorded; {waiting} "
+            "message(s) wait in the queue and go out with `notifyops deliver` or the next "
+            "deliver-pending run."
         )
     if delivery.paused:
         return STOPPED, one_line(
@@ -107,6 +116,8 @@ def delivery_state(delivery: DeliverySummary | None, data: Any, *, prefix: str =
     message = one_line(prefix + message)
     if name in (STOPPED, PARTLY_FAILED):
         return Failed(name=name, message=message, data=Unsuccessful(message, data))
+    if name == INTERRUPTED_NAME:
+        return Cancelled(name=name, message=message, data=data)
     if name:
         return Completed(name=name, message=message, data=data)
     return Completed(message=message, data=data)

@@ -54,6 +54,9 @@ class Runtime:
         }
         self._pacers = pacers
         self._fallback: FallbackPolicy | None = None
+        # set when the process is asked to stop (a command's Ctrl-C or SIGTERM): its deliverers
+        # finish the calls in flight, record them and give the rest back (notify.delivery)
+        self.interrupted = threading.Event()
         # a lock per piece: building the senders (boto3 clients, ~0.25 s) in one task must not
         # hold up another that only needs the engine (the enqueue beside it)
         self._locks = {piece: threading.RLock() for piece in _PIECES}

@@ -31,7 +31,9 @@ the whole batch, with plain rows (SQLAlchemy Core), no ORM objects:
 A config error (bad credentials, paused account) or a quota error stops the batch; so does the
 circuit breaker (NOTIFY_BREAKER_FAILURES consecutive provider-side failures on one channel: 5xx,
 throttling, connection failures). A stopped batch gives every row it did not hand to a provider
-back to the queue without counting an attempt, and `BatchReport.stopped` says why. Failures on the
+back to the queue without counting an attempt, and `BatchReport.stopped` says why. So does an
+interruption (`Deliverer.interrupted`, set by a command's Ctrl-C): the calls in flight finish and
+are recorded, nothing more is claimed or handed over (`INTERRUPTED`). Failures on the
 provider's side never count as an attempt (a provider outage cannot exhaust a message's attempts);
 a failure that may have reached the provider (read timeout, reset after writing) is `unknown`,
 never retried automatically. Throttling slows an adaptive pacer down; successes speed it back up.
@@ -84,6 +86,10 @@ MAX_FAILURE_SAMPLES = 20
 GROUP_COMMIT_S = 0.025  # outcomes wait at most this long for their commit
 CHUNKS_PER_WINDOW = 4  # `sending` is committed a quarter window at a time
 NOT_SENT = None  # a worker's answer for a row it did not hand to the provider (batch stopped)
+INTERRUPTED = (
+    "interrupted: the sends in flight finished and were recorded; rows not handed to a provider "
+    "went back to the queue (`notifyops deliver` or the deliver-pending schedule sends them)"
+)
 
 
 @dataclass(frozen=True)
@@ -135,18 +141,25 @@ Result = tuple[ClaimedRow, Outcome | None]
 class _Gate:
     """Whether the batch goes on: set by the first stopping error or the circuit breaker.
 
-    Thread-safe; sender threads consult it before every provider call."""
+    Thread-safe; sender threads consult it before every provider call, so an interruption
+    (`interrupted` set) stops the next call, not the next cycle."""
 
-    def __init__(self, breaker_failures: int) -> None:
+    def __init__(self, breaker_failures: int, interrupted: threading.Event | None = None) -> None:
         self._limit = breaker_failures
         self._streak: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._interrupted = interrupted
         self.reason: str | None = None
 
     @property
     def stopped(self) -> bool:
-        return self._stopped.is_set()
+        if self._stopped.is_set():
+            return True
+        if self._interrupted is not None and self._interrupted.is_set():
+            self.stop(INTERRUPTED)
+            return True
+        return False
 
     def stop(self, reason: str) -> None:
         with self._lock:
@@ -203,6 +216,8 @@ class Deliverer:
     pacers: Mapping[str, Pacer]
     rng: random.Random = field(default_factory=random.Random)
     fallback: FallbackPolicy | None = None  # SMS -> email fallback (notify.fallback); None: off
+    # set when the process is asked to stop (a command's Ctrl-C): the batch ends as if stopped
+    interrupted: threading.Event | None = None
     _adaptive: dict[str, AdaptivePacer] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -216,6 +231,9 @@ class Deliverer:
 
     def deliver_batch(self, limit: int | None = None) -> BatchReport:
         report = BatchReport()
+        if self.interrupted is not None and self.interrupted.is_set():
+            report.stopped = INTERRUPTED  # started after the interruption: claims nothing
+            return report
         line = _Pipeline()
         limit = limit or self.settings.batch_size
         with self.engine.connect() as conn:
@@ -244,7 +262,7 @@ class Deliverer:
     # --- the coordinating thread -----
 
     def _run(self, conn: Connection, line: _Pipeline, report: BatchReport) -> None:
-        gate = _Gate(self.settings.breaker_failures)
+        gate = _Gate(self.settings.breaker_failures, self.interrupted)
         count = min(self.settings.send_concurrency, self._window, report.claimed)
         senders = [
             threading.Thread(target=self._sender, args=(line, gate), daemon=True)

@@ -179,6 +179,7 @@ def _deliverer(owner_suffix: str) -> Deliverer:
         clock=utcnow,
         pacers=pacers(),
         fallback=here.fallback_policy(),
+        interrupted=here.interrupted,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from notify.db import DeliveryLog, Notification, Recipient, Status, Suppression, transaction
-from notify.delivery import Deliverer
+from notify.delivery import INTERRUPTED, Deliverer
 from notify.enqueue import SendRequest, enqueue
 from notify.errors import (
     ACCOUNT_PAUSED,
@@ -92,6 +93,7 @@ def deliverer(
     settings: Settings,
     sender: MemorySender,
     clock: Callable[[], datetime] = lambda: NOON,
+    interrupted: threading.Event | None = None,
 ) -> Deliverer:
     return Deliverer(
         engine=engine,
@@ -101,6 +103,7 @@ def deliverer(
         clock=clock,
         pacers={"email": Unpaced(), "sms": Unpaced()},
         rng=random.Random(7),
+        interrupted=interrupted,
     )
 
 
@@ -319,6 +322,36 @@ def test_config_error_stops_the_batch_and_returns_unsent_claims(
         query = select(DeliveryLog.attempts).where(DeliveryLog.channel == "email")
         attempts = session.scalars(query).all()
     assert attempts == [0] * 10, "a paused account is not the messages' fault: no attempt counted"
+
+
+def test_an_interruption_finishes_the_sends_in_flight_and_gives_back_the_rest(
+    engine: Engine, settings: Settings
+) -> None:
+    """A command's Ctrl-C sets `interrupted`: the calls already with the provider are recorded
+    as sent, no row is left `sending` (it would become `unknown` at lease end), the rest go back
+    to the queue without an attempt counted, and the report says it was interrupted."""
+    settings = settings.model_copy(update={"send_concurrency": 2, "send_window": 8})
+    add_recipients(engine, [tech(n, receive_sms=False) for n in range(1, 31)])
+    send(engine, settings, [f"tech:{n}" for n in range(1, 31)])
+    interrupted = threading.Event()
+
+    def interrupt_at_the_fifth(message: Any) -> None:
+        if len(sender.emails) >= 4:
+            interrupted.set()
+
+    sender = MemorySender(fail=interrupt_at_the_fifth)
+    worker = deliverer(engine, settings, sender, interrupted=interrupted)
+    report = worker.deliver_batch()
+    assert report.stopped == INTERRUPTED
+    reached = len(sender.emails)
+    assert 5 <= reached <= 5 + 2, "only the calls already in flight reached the provider"
+    counts = email_statuses(engine)
+    assert counts == {"sent": reached, "pending": 30 - reached}, counts
+    assert report.released + reached == report.claimed
+    with transaction(engine) as session:
+        query = select(DeliveryLog.attempts).where(DeliveryLog.status == "pending")
+        assert set(session.scalars(query)) == {0}, "giving back counts no attempt"
+    assert worker.deliver_batch().claimed == 0, "a batch started after it claims nothing"
 
 
 def test_expired_leases_return_claims_and_mark_in_flight_unknown(

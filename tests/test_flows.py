@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,13 +34,15 @@ from notify.delivery import BatchReport
 from notify.errors import InputError
 from notify.outbox import claim_due, mark_sending
 from notify.request_report import RequestReport, request_report
+from notify.senders import Senders
+from notify.senders.memory import MemorySender
 from notify.settings import load_settings
 from notify.summaries import DeliverySummary, DispatchSummary
 from notifyops.cli import main
 from tasks.dispatch import STEP_ATTEMPTS, retried
 from tests.aws_fixtures import moto_sent
 from tests.runtime import reload_runtime
-from tests.test_dispatch import add_recipients, tech
+from tests.test_dispatch import add_recipients, email_statuses, tech
 
 CONTEXT = {"repair_id": "R-9", "unit_number": "77"}
 
@@ -286,6 +292,53 @@ def test_send_with_a_key_already_used_for_other_recipients_is_refused(
             )
         ).all()
     assert stored == ["tech:1"]
+
+
+def test_ctrl_c_during_a_send_stops_sending_and_keeps_what_was_sent(
+    flow_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C mid-delivery used to go on sending for ~20 s, end the run Crashed with no summary,
+    and a second Ctrl-C left rows `sending` that became `unknown`. Now the sends in flight
+    finish, the rest go back to the queue, the run ends Interrupted (Cancelled, grey) and the
+    command prints what was sent and exits 130."""
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(n, receive_sms=False) for n in range(1, 41)])
+
+    def ctrl_c_at_the_fifth(message: Any) -> None:
+        if len(sender.emails) == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the signal reaches the command's thread while this call is out
+
+    sender = MemorySender(fail=ctrl_c_at_the_fifth)
+    settings = load_settings(send_concurrency=2)
+    with using(Runtime(settings, senders=Senders(email=sender, sms=sender))):
+        code = main(
+            [
+                "send",
+                "--template",
+                "repair_assigned",
+                "--context",
+                json.dumps(CONTEXT),
+                "--idempotency-key",
+                "interrupted",
+                *(f"--to=tech:{n}" for n in range(1, 41)),
+            ]
+        )
+    shown = capsys.readouterr()
+    assert code == 130, shown
+    assert "stopping: finishing the sends in flight" in shown.err
+    reached = len(sender.emails)
+    assert 5 <= reached <= 7, reached
+    assert re.search(rf"email\s*│\s*sent\s*│\s*{reached}\s", shown.out), shown.out
+    assert f"{40 - reached} returned to the queue" in shown.out
+    assert "batch stopped: interrupted" in shown.out
+    assert email_statuses(engine) == {"sent": reached, "pending": 40 - reached}
+    with transaction(engine) as session:
+        run_id = session.scalar(select(Notification.flow_run_id).limit(1))
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+    assert run.state is not None and run.state.is_cancelled() and run.state.name == "Interrupted"
+    assert f"Interrupted after {reached} sent" in str(run.state.message)
 
 
 def test_dispatch_through_ses_and_sns_on_moto(

@@ -67,15 +67,18 @@ def send(
     _check_request(request)
     from flows.dispatch import dispatch_notifications
     from flows.states import result_of
+    from notify.bootstrap import runtime
+    from notifyops.interrupts import stop_sending_on_signal
     from notifyops.prefect_env import run_flow
 
     # the run may end Failed (delivery stopped or partly failed): its summary is still the result
-    state = run_flow(
-        dispatch_notifications,
-        warm_senders=request.deliver,
-        return_state=True,
-        **request.flow_parameters(),
-    )
+    with stop_sending_on_signal(runtime().interrupted) as interruption:
+        state = run_flow(
+            dispatch_notifications,
+            warm_senders=request.deliver,
+            return_state=True,
+            **request.flow_parameters(),
+        )
     summary: DispatchSummary = result_of(state)
     if json_output:
         print_json(summary)
@@ -83,7 +86,8 @@ def send(
         _print_dispatch(summary)
     delivery = summary.delivery
     bad = delivery is not None and _has_failures(delivery)
-    raise typer.Exit(EXIT_PARTIAL if bad or summary.enqueue.unknown_recipients else EXIT_OK)
+    code = EXIT_PARTIAL if bad or summary.enqueue.unknown_recipients else EXIT_OK
+    raise typer.Exit(interruption.exit_code or code)
 
 
 def _has_failures(summary: DeliverySummary) -> bool:
@@ -130,14 +134,18 @@ def deliver(
     from notifyops.prefect_env import run_flow
 
     params = build(DeliverParams, batch_size=batch_size, max_batches=max_batches)
+    from notifyops.interrupts import stop_sending_on_signal
+
     runtime().engine()  # a database that cannot be used is one line here, before a flow starts
-    state = run_flow(deliver_pending, warm_senders=True, params=params, return_state=True)
+    with stop_sending_on_signal(runtime().interrupted) as interruption:
+        state = run_flow(deliver_pending, warm_senders=True, params=params, return_state=True)
     summary: DeliverySummary = result_of(state)
     if json_output:
         print_json(summary)
     else:
         _print_delivery(summary)
-    raise typer.Exit(EXIT_PARTIAL if _has_failures(summary) else EXIT_OK)
+    code = EXIT_PARTIAL if _has_failures(summary) else EXIT_OK
+    raise typer.Exit(interruption.exit_code or code)
 
 
 def test_email(
@@ -188,8 +196,9 @@ def _print_dispatch(summary: DispatchSummary) -> None:
 def _print_delivery(summary: DeliverySummary) -> None:
     rows = [(c, s, n) for c, by in summary.outcomes.items() for s, n in by.items()]
     out.print(table("Delivered", ["channel", "status", "rows"], rows))
+    returned = f"{summary.released} returned to the queue; " if summary.released else ""
     out.print(
-        f"{summary.claimed} claimed in {summary.batches} batch(es); "
+        f"{summary.claimed} claimed in {summary.batches} batch(es); {returned}"
         f"{summary.remaining_due} due now; "
         f"rescued {summary.rescued_to_pending} to pending, {summary.rescued_unknown} to unknown"
     )

@@ -1,0 +1,65 @@
+"""Ctrl-C during a command that delivers: stop sending, keep what was done.
+
+The first Ctrl-C (or SIGTERM) sets the runtime's `interrupted` event: the run's deliverers finish
+the provider calls in flight, record their outcomes, give every row they did not hand to a
+provider back to the queue and end their batches; the run ends `Interrupted` and the command
+prints what was sent, then exits 128 + the signal's number (130 for Ctrl-C). A second one quits
+at once, as Python does (the deliverers' threads still give their rows back while the process
+exits; only a kill leaves rows in flight to become `unknown` at lease end).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+from notifyops.console import err
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interruption:
+    """Which signal asked the command to stop, if any."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+        self.signum: int | None = None
+
+    @property
+    def exit_code(self) -> int | None:
+        """128 + the signal's number, the shell's convention, once a signal arrived."""
+        return None if self.signum is None else 128 + self.signum
+
+    def handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signum is not None:  # the second one: quit now
+            raise KeyboardInterrupt
+        self.signum = signum
+        self.event.set()
+        err.print(
+            "stopping: finishing the sends in flight and returning the rest to the queue "
+            "(Ctrl-C again to quit at once)"
+        )
+
+
+@contextmanager
+def stop_sending_on_signal(event: threading.Event) -> Iterator[Interruption]:
+    """For the block, Ctrl-C and SIGTERM set `event` instead of killing the command (signal
+    handlers can only be set from the main thread: elsewhere the block runs as it is)."""
+    event.clear()  # a runtime outlives a command in one process (a test's, the standby's)
+    interruption = Interruption(event)
+    if threading.current_thread() is not threading.main_thread():
+        yield interruption
+        return
+    previous: dict[signal.Signals, Any] = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    for signum in SIGNALS:
+        signal.signal(signum, interruption.handle)
+    try:
+        yield interruption
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    event.clear()  # the run is over: no deliverer of it is left to stop
