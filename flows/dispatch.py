@@ -97,7 +97,7 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
     if own is None:  # no delivery read them: a task run of their own
         own = request_rows(enqueued.request_id)
     dispatch_artifact(enqueued, delivered, own, this_run=run_id)
-    summary = DispatchSummary(enqueue=enqueued, delivery=delivered)
+    summary = DispatchSummary(enqueue=enqueued, delivery=delivered, request=own)
     logger.info("dispatch: %s", summary.model_dump_json(exclude={"enqueue": {"notification_ids"}}))
     prefix = f"{request.template}: {len(enqueued.notification_ids)} notification(s); "
     state = delivery_state(delivered, summary, prefix=prefix)

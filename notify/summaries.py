@@ -13,6 +13,7 @@ from notify.delivery import BatchReport, FailureSample
 from notify.digest import Gathered
 from notify.enqueue import EnqueueResult, nest_counts
 from notify.outbox import Leftovers, RescueCounts
+from notify.request_report import RequestReport
 
 
 class DeliverySummary(BaseModel):
@@ -73,4 +74,11 @@ class DeliverySummary(BaseModel):
 
 class DispatchSummary(BaseModel):
     enqueue: EnqueueResult
-    delivery: DeliverySummary | None = None
+    delivery: DeliverySummary | None = Field(
+        None, description="what this run's delivery did: every due row, any request's"
+    )
+    request: RequestReport | None = Field(
+        None,
+        description="this request's own rows after the run, by channel, status and decision "
+        "(quiet-hours deferrals with their next attempt)",
+    )

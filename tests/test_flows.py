@@ -399,6 +399,35 @@ def quiet_now(n: int) -> Any:
     return tech(n, timezone="UTC", quiet_hours_start=start, quiet_hours_end=end.strftime("%H:%M"))
 
 
+def test_send_prints_its_own_rows_and_when_the_deferred_ones_go(
+    flow_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`send` printed only the run's delivery counts: an SMS deferred by quiet hours did not
+    appear, and rows of an earlier request delivered by the same run were counted as this one's.
+    Now it lists its own rows by status and decision, the deferred ones first with when they go;
+    the run's delivery table says it covers any request's due rows."""
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(1), quiet_now(2), tech(3, receive_sms=False)])
+    base = ["send", "--template", "repair_assigned", "--context", json.dumps(CONTEXT)]
+    assert main([*base, "--to", "tech:3", "--idempotency-key", "earlier", "--no-deliver"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--to", "tech:1,tech:2", "--idempotency-key", "own"]) == 0
+    shown = capsys.readouterr().out
+    waiting = re.search(r"1 sms waiting until (\S+ \S+) UTC: sms: deferred to", shown)
+    assert waiting is not None, shown
+    own = shown[shown.index("This request's messages") : shown.index("Delivered by this run")]
+    assert re.search(r"email\s*│\s*sent\s*│[^│]*│\s*2\s", own), own
+    assert re.search(r"sms\s*│\s*sent\s*│[^│]*│\s*1\s", own), own
+    assert re.search(r"sms\s*│\s*pending\s*│\s*sms: deferred to[^│]*│\s*1\s", own), own
+    assert "This run's delivery: every due row it claimed, this request's and others'." in shown
+    delivered = shown[shown.index("Delivered by this run") :]
+    assert re.search(r"email\s*│\s*sent\s*│\s*3\s", delivered), "tech:3's earlier row too"
+    assert main([*base, "--to", "tech:1,tech:2", "--idempotency-key", "own", "--json"]) == 0
+    request = json.loads(capsys.readouterr().out)["request"]
+    assert request["request_id"] == "own"
+    assert sum(g["rows"] for g in request["groups"]) == 4
+
+
 def test_an_unverified_sender_stops_the_dispatch_red_with_the_fix_and_its_own_rows(
     flow_env: str,
     aws_env: str,

@@ -19,6 +19,7 @@ from notifyops.console import (
 
 if TYPE_CHECKING:
     from flows.params import DispatchParams
+    from notify.request_report import RequestReport
     from notify.summaries import DeliverySummary, DispatchSummary
 
 JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output.")
@@ -189,13 +190,32 @@ def _print_dispatch(summary: DispatchSummary) -> None:
     rows = [(c, s, n) for c, by in enqueue.rows.items() for s, n in by.items()]
     if rows:
         out.print(table("Enqueued", ["channel", "status", "rows"], rows))
+    if summary.request is not None:
+        _print_request(summary.request)
     if summary.delivery is not None:
-        _print_delivery(summary.delivery)
+        out.print("This run's delivery: every due row it claimed, this request's and others'.")
+        _print_delivery(summary.delivery, title="Delivered by this run")
 
 
-def _print_delivery(summary: DeliverySummary) -> None:
+def _print_request(report: RequestReport) -> None:
+    """The request's own rows after the run: what waits and until when (quiet hours, retries),
+    then every row by channel, status and the policy's decision."""
+    for group in report.deferred:
+        out.print(
+            f"{group.rows} {group.channel} waiting until {group.next_attempt_at:%Y-%m-%d %H:%M} "
+            f"UTC: {group.decision or group.status}"
+        )
+    merged: dict[tuple[str, str, str], int] = {}
+    for group in report.groups:  # one line whoever delivered them
+        key = (group.channel, group.status, group.decision)
+        merged[key] = merged.get(key, 0) + group.rows
+    rows = [(*key, n) for key, n in merged.items()]
+    out.print(table("This request's messages", ["channel", "status", "decision", "rows"], rows))
+
+
+def _print_delivery(summary: DeliverySummary, *, title: str = "Delivered") -> None:
     rows = [(c, s, n) for c, by in summary.outcomes.items() for s, n in by.items()]
-    out.print(table("Delivered", ["channel", "status", "rows"], rows))
+    out.print(table(title, ["channel", "status", "rows"], rows))
     returned = f"{summary.released} returned to the queue; " if summary.released else ""
     out.print(
         f"{summary.claimed} claimed in {summary.batches} batch(es); {returned}"
