@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import asdict
+from datetime import UTC, datetime
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -60,11 +61,10 @@ def delivered_by(owner: str | None, this_run: str | None) -> str:
 
 def request_markdown(report: RequestReport, *, this_run: str | None) -> str:
     lines = [f"# Request {report.request_id}: what happened to its messages", ""]
-    deferred = report.deferred
+    deferred, now = report.deferred, datetime.now(UTC)
     if deferred:
         lines += [
-            f"- **{g.rows} {g.channel} waiting until {g.next_attempt_at:%Y-%m-%d %H:%M} UTC**: "
-            f"{cell(g.decision or g.status)}"
+            f"- **{g.rows} {g.channel} {g.waiting(now)}**: {cell(g.decision or g.status)}"
             for g in deferred
         ]
         lines.append("")

@@ -28,6 +28,12 @@ class RequestRows(BaseModel):
     delivered_by: str | None  # the lease owner of the last attempt (a deliverer's name)
     error_code: str | None
 
+    def waiting(self, now: datetime) -> str:
+        """`due now` (the next deliverer takes them) or `waiting until <when> UTC`."""
+        if self.next_attempt_at is None or self.next_attempt_at <= now:
+            return "due now"
+        return f"waiting until {self.next_attempt_at:%Y-%m-%d %H:%M} UTC"
+
 
 class RequestReport(BaseModel):
     model_config = ConfigDict(frozen=True)

@@ -426,6 +426,8 @@ def test_send_prints_its_own_rows_and_when_the_deferred_ones_go(
     request = json.loads(capsys.readouterr().out)["request"]
     assert request["request_id"] == "own"
     assert sum(g["rows"] for g in request["groups"]) == 4
+    assert main([*base, "--to", "tech:3", "--idempotency-key", "stored-only", "--no-deliver"]) == 0
+    assert "1 email due now: email: send" in capsys.readouterr().out, "due, not deferred"
 
 
 def test_an_unverified_sender_stops_the_dispatch_red_with_the_fix_and_its_own_rows(

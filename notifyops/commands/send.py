@@ -200,11 +200,12 @@ def _print_dispatch(summary: DispatchSummary) -> None:
 def _print_request(report: RequestReport) -> None:
     """The request's own rows after the run: what waits and until when (quiet hours, retries),
     then every row by channel, status and the policy's decision."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
     for group in report.deferred:
-        out.print(
-            f"{group.rows} {group.channel} waiting until {group.next_attempt_at:%Y-%m-%d %H:%M} "
-            f"UTC: {group.decision or group.status}"
-        )
+        why = group.decision or group.status
+        out.print(f"{group.rows} {group.channel} {group.waiting(now)}: {why}")
     merged: dict[tuple[str, str, str], int] = {}
     for group in report.groups:  # one line whoever delivered them
         key = (group.channel, group.status, group.decision)
