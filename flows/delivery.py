@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture, as_completed
 
 from flows.params import DeliverParams
@@ -30,6 +31,20 @@ def batches_to_start(report: BatchReport, *, others_running: bool, limit: int, w
     if not report.more_due or (others_running and report.due_after < limit):
         return 0
     return math.ceil(report.due_after / window)
+
+
+def next_to_end(waiting: list[PrefectFuture[Any]]) -> PrefectFuture[Any]:
+    """The first of `waiting` to end. A SIGTERM while delivering (a cancel from the UI, a `kill`,
+    the shell's own) stops the deliverers as a command's Ctrl-C does: the calls in flight finish
+    and are recorded, the rest go back to the queue and the run ends `Interrupted`. Prefect turns
+    the signal into `TerminationSignal` in this thread; left to propagate, it ended the run
+    Crashed while its batches kept sending, or left up to a window of rows per batch `unknown`
+    when the process died. A second SIGTERM ends the run at once, as before."""
+    try:
+        return next(as_completed(waiting))
+    except TerminationSignal:
+        runtime().interrupted.set()
+        return next(as_completed(waiting))
 
 
 def deliver_due(
@@ -87,7 +102,7 @@ def deliver_due(
         waiting: list[PrefectFuture[Any]] = list(running)
         if incoming is not None and incoming.running is not None:
             waiting.append(incoming.running)
-        ended = next(as_completed(waiting))
+        ended = next_to_end(waiting)
         if incoming is not None and ended is incoming.running:
             if incoming.take():  # a part landed: its rows are due
                 unclaimed = True

@@ -62,4 +62,8 @@ def stop_sending_on_signal(event: threading.Event) -> Iterator[Interruption]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if interruption.signum is None and event.is_set():
+        # while a flow runs, Prefect's own SIGTERM handler takes the signal; the flow stopped
+        # its deliverers (flows.delivery.next_to_end)
+        interruption.signum = signal.SIGTERM
     event.clear()  # the run is over: no deliverer of it is left to stop
