@@ -116,8 +116,8 @@ def delivery_state(delivery: DeliverySummary | None, data: Any, *, prefix: str =
     message = one_line(prefix + message)
     if name in (STOPPED, PARTLY_FAILED):
         return Failed(name=name, message=message, data=Unsuccessful(message, data))
-    if name == INTERRUPTED_NAME:
-        return Cancelled(name=name, message=message, data=data)
+    if name == INTERRUPTED_NAME:  # a Cancelled run's data must be an exception, as a Failed one's
+        return Cancelled(name=name, message=message, data=Unsuccessful(message, data))
     if name:
         return Completed(name=name, message=message, data=data)
     return Completed(message=message, data=data)
