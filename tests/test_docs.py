@@ -41,3 +41,21 @@ def test_every_runbook_command_runs(
         captured = capsys.readouterr()
         assert code in (0, 1), f"{command} exited {code}: {captured.err[-500:]}"
         assert "Traceback" not in captured.err, command
+
+
+def test_the_runbook_gives_each_scheduled_deployment_its_prefect_yaml_cadence() -> None:
+    """What is deployed is prefect.yaml: the runbook's "scheduled checks" row says the same."""
+    from deployments.serve import load_deployments, scheduled
+
+    text = (ROOT / "docs" / "RUNBOOK.md").read_text(encoding="utf-8")
+    (row,) = [line for line in text.splitlines() if line.startswith("| scheduled checks |")]
+    for spec in scheduled(load_deployments()):
+        assert f"`{spec['name']}` (" in row, f"{spec['name']} is not in the runbook's row"
+        said = row.split(f"`{spec['name']}` (", 1)[1].split(")", 1)[0]
+        minute = spec["schedules"][0]["cron"].split()[0]
+        if minute == "*":
+            assert said == "every minute", spec["name"]
+        elif minute.startswith("*/"):
+            assert said == f"{minute[2:]} min", spec["name"]
+        else:
+            assert said.startswith("hourly"), spec["name"]
