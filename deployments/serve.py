@@ -4,20 +4,39 @@ embedded default for schedules on one machine.
     python -m deployments.serve        (or `notifyops serve`), from the repository root
 
 prefect.yaml stays the one list: this reads it and serves each deployment that has a schedule, with
-its parameters, tags and description. Ctrl-C or SIGTERM stops it (Prefect pauses the schedules).
+its parameters, tags and description. Ctrl-C or SIGTERM stops it and leaves the schedules active:
+while nothing serves them, their runs come due and wait as Late (in the UI, for anyone looking),
+where Prefect's default pauses every schedule on the way out, so that a stopped serve looked like
+deployments someone had paused on purpose. At start, of the runs each schedule missed meanwhile
+only the newest runs (it catches up: deliver what is due, read receipts, check health); the older
+ones are marked Cancelled, saying they were missed, instead of running one after another.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 from prefect import serve
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron
+from prefect.states import Cancelled
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,8 +86,66 @@ def main(argv: list[str] | None = None) -> int:
             crons = ", ".join(item["cron"] for item in spec["schedules"])
             print(f"{spec['name']}: {spec['entrypoint']} [{crons}]")
         return 0
-    serve(*[to_served(spec) for spec in specs])
+    served = [to_served(spec) for spec in specs]
+    cancel_missed_runs(served)
+    serve(*served, pause_on_shutdown=False)
     return 0
+
+
+MISSED = "missed: nothing served this deployment at its time (notifyops serve was stopped)"
+
+
+def cancel_missed_runs(served: list[Any], now: datetime | None = None) -> None:
+    """Of the scheduled runs that came due while nothing served them, keep the newest of each
+    schedule (same parameters), which runs at once, and mark the others Cancelled, saying they
+    were missed: a serve stopped for a day would otherwise start 1,440 receipts polls, one after
+    another, before anything current. Runs created by hand are left alone."""
+    cutoff = now or datetime.now(UTC)
+    with get_client(sync_client=True) as client:
+        for deployment in served:
+            try:
+                found = client.read_deployment_by_name(deployment.full_name)
+            except ObjectNotFound:
+                continue  # served for the first time: nothing missed
+            missed = _due_runs(client, found.id, cutoff)
+            newest: set[str] = set()
+            stale: list[FlowRun] = []
+            for run in missed:  # newest first
+                schedule = json.dumps(run.parameters, sort_keys=True, default=str)
+                if schedule in newest:
+                    stale.append(run)
+                newest.add(schedule)
+            for run in stale:
+                client.set_flow_run_state(run.id, Cancelled(message=MISSED), force=True)
+            if stale:
+                since = min(run.expected_start_time or cutoff for run in stale)
+                print(
+                    f"{deployment.name}: {len(stale)} run(s) missed since {since:%Y-%m-%d %H:%M} "
+                    "UTC while nothing served it marked Cancelled; the newest runs now",
+                    flush=True,
+                )
+
+
+def _due_runs(client: Any, deployment_id: Any, cutoff: datetime) -> list[FlowRun]:
+    """The deployment's auto-scheduled runs due before `cutoff` and not started, newest first."""
+    runs: list[FlowRun] = []
+    page = 200
+    while True:
+        batch = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+                expected_start_time=FlowRunFilterExpectedStartTime(before_=cutoff),
+            ),
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+            limit=page,
+            offset=len(runs),
+        )
+        runs += batch
+        if len(batch) < page:
+            return [
+                r for r in runs if r.auto_scheduled and r.state_name != "AwaitingConcurrencySlot"
+            ]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""`notifyops serve` serves every scheduled deployment of prefect.yaml and stops cleanly.
+"""`notifyops serve` serves every scheduled deployment of prefect.yaml and stops cleanly, leaving
+their schedules active.
 
-Slow (the ephemeral Prefect API starts inside it): runs in CI and with NOTIFY_TEST_SLOW=1.
+Slow (each serve process loads Prefect and the flows; the first test starts an ephemeral Prefect API
+inside it): runs in CI and with NOTIFY_TEST_SLOW=1.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,3 +56,99 @@ def test_serve_lists_the_scheduled_deployments_and_stops_on_sigterm(
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+def _serve_env(db_url: str, tmp_path: Path) -> dict[str, str]:
+    """A `notifyops serve` process on the session's Prefect API (an ephemeral one would start in
+    each process: ~20 s apiece on 2 cores), its own database and the in-memory sender."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "PREFECT_"))}
+    return env | {
+        "NOTIFY_DATABASE_URL": db_url,
+        "NOTIFY_SENDER": "memory",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+    }
+
+
+def _serve_until_served(env: dict[str, str], log: Path) -> str:
+    """Start `notifyops serve`, wait until it serves, stop it (SIGTERM); its output."""
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [str(BIN / "notifyops"), "serve"],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=log.parent,
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while "being served" not in log.read_text() and time.monotonic() < deadline:
+                assert process.poll() is None, log.read_text()[-2000:]
+                time.sleep(0.5)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) in (0, -signal.SIGTERM, 143)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    return log.read_text()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_stopping_serve_leaves_the_schedules_active_and_a_restart_runs_only_the_newest_missed(
+    db_url: str, prefect_harness: None, tmp_path: Path
+) -> None:
+    """Stopped, serve leaves every schedule active (its runs come due and wait as Late, for the
+    UI and whoever looks), not paused as if someone had paused them; started again, it runs the
+    newest run each schedule missed and marks the older ones Cancelled, instead of working
+    through them one by one."""
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+    from deployments.serve import MISSED, load_flow
+
+    env = _serve_env(db_url, tmp_path)
+    first = _serve_until_served(env, tmp_path / "first.log")
+    assert "Pausing all deployments" not in first, first[-2000:]
+    specs = {spec["name"]: spec for spec in scheduled(load_deployments())}
+    with get_client(sync_client=True) as client:
+        for name, spec in specs.items():
+            flow_name = load_flow(spec["entrypoint"]).name
+            deployment = client.read_deployment_by_name(f"{flow_name}/{name}")
+            assert not deployment.paused, f"{name} was paused when serve stopped"
+            assert deployment.schedules and all(s.active for s in deployment.schedules), name
+        # half an hour of deliver-pending's schedule passes with serve stopped
+        deliver = client.read_deployment_by_name("deliver-pending/deliver-pending")
+        now = datetime.now(UTC)
+        client.request(
+            "POST",
+            "/deployments/{id}/schedule",
+            path_params={"id": deliver.id},
+            json={
+                "start_time": (now - timedelta(minutes=31)).isoformat(),
+                "end_time": (now - timedelta(minutes=1)).isoformat(),
+                "max_runs": 100,
+            },
+        ).raise_for_status()
+
+        def missed() -> list[Any]:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    deployment_id=FlowRunFilterDeploymentId(any_=[deliver.id])
+                ),
+                limit=200,
+            )
+            return [r for r in runs if r.expected_start_time and r.expected_start_time < now]
+
+        waiting = {r.id for r in missed() if r.state_type.value == "SCHEDULED"}
+        assert len(waiting) >= 6
+
+        second = _serve_until_served(env, tmp_path / "second.log")
+        runs = sorted((r for r in missed() if r.id in waiting), key=lambda r: r.expected_start_time)
+    assert "deliver-pending: " in second and "missed since" in second, second[-2000:]
+    *older, newest = runs
+    assert all(r.state_type.value == "CANCELLED" and r.state.message == MISSED for r in older)
+    assert newest.state_type.value != "CANCELLED" or newest.state.message != MISSED
