@@ -14,6 +14,7 @@ import sys
 import traceback
 
 import typer
+import typer.main
 
 from notifyops.commands import (
     actions,
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             fail_line(_usage_line(usage))
         return EXIT_BAD_INPUT
     except Exception as problem:  # the one place that turns any error into a readable line
-        return _report(problem, debug=debug)
+        return _report(problem, debug=debug, args=args)
     return code if isinstance(code, int) else 0
 
 
@@ -110,18 +111,109 @@ def _usage_line(usage: typer.TyperException) -> str:
     return f"{message} (see `{where} --help`)"
 
 
-def _report(problem: BaseException, *, debug: bool) -> int:
+def _report(problem: BaseException, *, debug: bool, args: list[str] | None = None) -> int:
     from notify.errors import NotifyError
     from notify.settings import SettingsError
 
     if debug:
         traceback.print_exception(problem)
-    if isinstance(problem, NotifyError | SettingsError):
+    unreachable = _unreachable_api(problem)
+    if unreachable is not None:
+        line = _api_down_line(unreachable, problem, direct=_takes_direct(args or []))
+    elif isinstance(problem, NotifyError | SettingsError):
         line = str(problem)
     else:
         line = f"{_describe_unexpected(problem)} (rerun with --debug for details)"
     fail_line(_one_line(line))
     return EXIT_BAD_INPUT
+
+
+UNREACHABLE = "Failed to reach API at "  # Prefect's words when its API does not answer
+
+
+def _causes(problem: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = problem
+    while current is not None and current not in chain and len(chain) < 20:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _unreachable_api(problem: BaseException) -> str | None:
+    """The Prefect API's URL when the error is that it did not answer (at the run's start:
+    Prefect's "Failed to reach API at URL"; during the run: a connection error to it), else
+    None."""
+    api = _configured_api()
+    for error in _causes(problem):
+        text = str(error)
+        if isinstance(error, RuntimeError) and UNREACHABLE in text:
+            return text.split(UNREACHABLE, 1)[1].strip().rstrip(".")
+        httpx = sys.modules.get("httpx")
+        if api and httpx is not None and isinstance(error, httpx.TransportError):
+            try:
+                url = str(error.request.url)
+            except RuntimeError:  # an error raised without its request
+                continue
+            if url.startswith(api.rstrip("/")):
+                return api
+    return None
+
+
+def _configured_api() -> str | None:
+    if "prefect.settings" not in sys.modules:
+        return os.environ.get("PREFECT_API_URL") or None
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value() or "") or None
+
+
+def _api_down_line(url: str, problem: BaseException, *, direct: bool) -> str:
+    """`the Prefect API at URL does not answer: start it (...), or ...`: what is wrong and the
+    ways on, in the README's words."""
+    from urllib.parse import urlsplit
+
+    status = next(
+        (
+            getattr(getattr(e, "response", None), "status_code", None)
+            for e in _causes(problem)
+            if getattr(getattr(e, "response", None), "status_code", None)
+        ),
+        None,
+    )
+    if status is not None:
+        return (
+            f"the Prefect API at {url} (PREFECT_API_URL) answered HTTP {status}: set "
+            "PREFECT_API_URL to the server's API address (it ends in /api, e.g. "
+            "http://127.0.0.1:4200/api)"
+        )
+    what = f"the Prefect API at {url} (PREFECT_API_URL) does not answer"
+    parts = urlsplit(url)
+    if parts.hostname in ("127.0.0.1", "localhost", "::1"):
+        port = "" if parts.port in (None, 4200) else f" --port {parts.port}"
+        start = f"start it (`prefect server start --background{port}`)"
+    else:
+        start = f"start the Prefect server on {parts.hostname}"
+    unset = (
+        "unset PREFECT_API_URL"
+        if "PREFECT_API_URL" in os.environ
+        else "`prefect config unset PREFECT_API_URL`"
+    )
+    ways = [start, f"{unset} to run on a temporary API (slower to start)"]
+    if direct:
+        ways.append("add --direct to run this without Prefect")
+    return f"{what}: {', or '.join(ways)}"
+
+
+def _takes_direct(args: list[str]) -> bool:
+    """Whether the command on this line has a --direct option (it can run without Prefect)."""
+    command = typer.main.get_command(app)
+    for word in (arg for arg in args if not arg.startswith("-")):
+        sub = getattr(command, "commands", {}).get(word)
+        if sub is None:
+            break
+        command = sub
+    return any("--direct" in getattr(param, "opts", ()) for param in command.params)
 
 
 def _describe_unexpected(problem: BaseException) -> str:

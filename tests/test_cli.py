@@ -499,3 +499,25 @@ def test_a_server_refusing_a_large_request_is_told_how_to_accept_it(flow_env: st
     message = str(raised.value)
     assert message.startswith("to: ") and "got 901,233 bytes" in message
     assert "PREFECT_SERVER_API_MAX_PARAMETER_SIZE=0" in message
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the Prefect API, not the database
+def test_a_prefect_api_that_does_not_answer_is_one_line_naming_it_and_the_fix(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PREFECT_API_URL set to a server that is down: one line with the URL and the ways on
+    (start it, unset the variable, or --direct where the command has it), exit 2 (setup)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    down = "http://127.0.0.1:9/api"
+    monkeypatch.setenv("PREFECT_API_URL", down)
+    with temporary_settings({PREFECT_API_URL: down}):
+        assert main(["deliver"]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"error: the Prefect API at {down}") and "does not answer" in line
+        assert "`prefect server start --background --port 9`" in line
+        assert "unset PREFECT_API_URL" in line and "--direct" not in line  # deliver has none
+        assert main(["audit", "failures", "--window", "1h"]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.endswith("or add --direct to run this without Prefect")
+    assert main(["audit", "failures", "--window", "1h", "--direct"]) in (0, 1)
