@@ -1,16 +1,22 @@
 """receipts: every minute, read provider receipts into the delivery log (SES events from SQS,
-SMS delivery logs from CloudWatch Logs), resolve crash rows, and guard the sender reputation."""
+SMS delivery logs from CloudWatch Logs), resolve crash rows, and guard the sender reputation.
+Before `notifyops receipts setup` a run ends Completed named `NotSetUp`, its message (and one
+warning line in its log) saying what is missing and to run the set-up."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect.states import Completed
 from pydantic import BaseModel, Field
 
 from notify.receipts import ReceiptsReport
 from tasks import receipts
+
+NOT_SET_UP = "NotSetUp"
 
 
 class ReceiptsParams(BaseModel):
@@ -27,6 +33,11 @@ class ReceiptsParams(BaseModel):
 )
 def receipts_flow(params: ReceiptsParams | None = None) -> ReceiptsReport:
     params = params or ReceiptsParams()
+    missing = receipts.not_set_up()
+    if missing is not None:
+        get_run_logger().warning("%s", missing)
+        # the run's state says it (the CLI turns it into its error line); its result is empty
+        return cast(Any, Completed(name=NOT_SET_UP, message=missing, data=ReceiptsReport()))
     report = receipts.poll()
     if params.publish_metrics and report.reputation is not None:
         receipts.publish_reputation(report.reputation)

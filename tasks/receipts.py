@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from notify.db import utcnow
 from notify.metrics import publish
 from notify.receipts import ReceiptsReport, poll_receipts
-from notify.receipts.poll import sources_from
+from notify.receipts.poll import ReceiptsNotSetUp, queue_url, sources_from
 from notify.receipts.reputation import ReputationFinding, reputation_metrics
 from tasks.resources import runtime
 
@@ -24,6 +24,18 @@ def poll() -> ReceiptsReport:
         settings=current.settings,
         clock=utcnow,
     )
+
+
+def not_set_up() -> str | None:
+    """Why no poll can run yet (`notifyops receipts setup` has not created the SQS queue), or
+    None. Not a task: before set-up this is the expected outcome of every scheduled run, not a
+    task failure with a traceback (and a retry) each minute; any other error is raised."""
+    current = runtime()
+    try:
+        queue_url(current.aws_client("sqs", retries=True), current.settings.receipts_name)
+    except ReceiptsNotSetUp as missing:
+        return str(missing)
+    return None
 
 
 @task(name="publish-reputation", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)

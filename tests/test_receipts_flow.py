@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import boto3
@@ -89,6 +90,28 @@ def test_a_poll_without_setup_says_to_run_setup(
     reload_runtime()
     assert main(["receipts", "--direct"]) == 2
     assert "run `notifyops receipts setup`" in capsys.readouterr().err
+
+
+def test_a_scheduled_poll_before_setup_ends_not_set_up_in_one_line_without_a_traceback(
+    receipts_env: str,
+    flow_env: str,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What `notifyops serve` runs every minute before `receipts setup`: a run whose state says
+    what is missing and the command, one warning line in its log, no traceback, no retry; the
+    command through the flow says the same line as --direct (exit 2)."""
+    reload_runtime()
+    missing = (
+        "receipts not set up (no SQS queue 'notifyops-receipts'): run `notifyops receipts setup`"
+    )
+    with caplog.at_level(logging.INFO):
+        state = receipts_flow(return_state=True)
+    assert state.is_completed() and state.name == "NotSetUp" and state.message == missing
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [missing]
+    assert not [r for r in caplog.records if r.exc_info]
+    assert main(["receipts"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {missing}"]
 
 
 def test_the_receipts_flow_applies_events_and_writes_its_artifact(

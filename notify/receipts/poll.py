@@ -112,7 +112,7 @@ def queue_url(sqs: Any, name: str) -> str:
         code = str(error.response.get("Error", {}).get("Code", ""))
         if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
             raise ReceiptsNotSetUp(
-                f"no SQS queue {name!r} for receipts: run `notifyops receipts setup`"
+                f"receipts not set up (no SQS queue {name!r}): run `notifyops receipts setup`"
             ) from None
         raise
 

@@ -43,9 +43,14 @@ def poll_command(
 
 
 def _poll_flow() -> ReceiptsReport:
-    from flows.receipts import receipts_flow
+    from flows.receipts import NOT_SET_UP, receipts_flow
+    from notify.receipts.poll import ReceiptsNotSetUp
 
-    return receipts_flow()
+    state = receipts_flow(return_state=True)
+    if state.name == NOT_SET_UP:  # the same line and exit code as --direct
+        raise ReceiptsNotSetUp(state.message or "receipts not set up")
+    report: ReceiptsReport = state.result()
+    return report
 
 
 def _poll_direct() -> ReceiptsReport:
