@@ -118,8 +118,11 @@ def _report(problem: BaseException, *, debug: bool, args: list[str] | None = Non
     if debug:
         traceback.print_exception(problem)
     unreachable = _unreachable_api(problem)
+    lost = _lost_database_line(problem, args or [])
     if unreachable is not None:
         line = _api_down_line(unreachable, problem, direct=_takes_direct(args or []))
+    elif lost is not None:
+        line = lost
     elif isinstance(problem, NotifyError | SettingsError):
         line = str(problem)
     else:
@@ -203,6 +206,42 @@ def _api_down_line(url: str, problem: BaseException, *, direct: bool) -> str:
     if direct:
         ways.append("add --direct to run this without Prefect")
     return f"{what}: {', or '.join(ways)}"
+
+
+def _lost_database_line(problem: BaseException, args: list[str]) -> str | None:
+    """A `send` whose run lost its database connection: what is known (what was stored is kept,
+    part by part; what was being sent is not sent again by itself) and how to resume, under the
+    request's key (the run's, when the command gave none). None for anything else."""
+    sqlalchemy = sys.modules.get("sqlalchemy.exc")
+    if first_command(args) != "send" or sqlalchemy is None:
+        return None
+    lost = (sqlalchemy.OperationalError, sqlalchemy.InterfaceError)
+    error = next((e for e in _causes(problem) if isinstance(e, lost)), None)
+    from notifyops.prefect_env import RUN_NOTE
+
+    notes = getattr(problem, "__notes__", [])
+    run = next((n.removeprefix(RUN_NOTE) for n in notes if n.startswith(RUN_NOTE)), None)
+    if error is None or run is None:  # before the run: nothing was stored
+        return None
+    key = _option_value(args, "--idempotency-key") or f"flow-run:{run}"
+    cause = _one_line(_describe_unexpected(error))
+    return (
+        f"the database connection was lost during the send (flow run {run}; {cause}). What the "
+        "run stored before is kept (each part is committed whole) and is sent by `notifyops "
+        "deliver` or the deliver-pending schedule; rows it was sending stay held until their "
+        "lease expires and are then left `unknown`, never sent twice (docs/RUNBOOK.md, section "
+        "5). Once the database answers, run the same command with --idempotency-key "
+        f"{key}: it stores only what is missing and sends what is due"
+    )
+
+
+def _option_value(args: list[str], option: str) -> str | None:
+    for index, arg in enumerate(args):
+        if arg == option and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith(f"{option}="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def _takes_direct(args: list[str]) -> bool:

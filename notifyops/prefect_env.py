@@ -170,7 +170,7 @@ def run_flow(
         )
         warming.start()
         try:
-            return flow(**parameters)
+            return _noted(flow(**parameters))
         except Exception as error:
             refused = too_large(error)
             if refused is not None:
@@ -178,6 +178,23 @@ def run_flow(
             raise
         finally:
             warming.join()  # nothing it builds outlives the run unowned (the runtime closes after)
+
+
+RUN_NOTE = "flow run "
+
+
+def _noted(result: Result) -> Result:
+    """A failed run's state (`return_state=True`) as it was: its exception, which the command
+    raises again, notes the run's id, so that the command's error line can name the run (a send
+    cut off by a lost database resumes under the run's key when it had none of its own)."""
+    from prefect.states import State
+
+    if isinstance(result, State) and result.is_failed():
+        error = result.result(raise_on_failure=False)
+        run = result.state_details.flow_run_id
+        if isinstance(error, BaseException) and run is not None:
+            error.add_note(f"{RUN_NOTE}{run}")
+    return result
 
 
 def _template(parameters: dict[str, Any]) -> str | None:

@@ -521,3 +521,83 @@ def test_a_prefect_api_that_does_not_answer_is_one_line_naming_it_and_the_fix(
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert line.endswith("or add --direct to run this without Prefect")
     assert main(["audit", "failures", "--window", "1h", "--direct"]) in (0, 1)
+
+
+@pytest.mark.slow  # the delivery task's retry waits 10 s
+@pytest.mark.postgres  # a connection lost mid-run: PostgreSQL's, cut by its administrator
+def test_a_send_that_loses_its_database_says_what_is_kept_and_how_to_resume(
+    prefect_harness: None,
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The database goes away while the send delivers: one line saying stored rows are kept,
+    how they go out and the key to resume under (the run's, none given); resumed under it, the
+    send stores what is missing and sends nobody twice."""
+    import threading
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from notify.bootstrap import Runtime, using
+    from notify.migrate import upgrade_database
+    from notify.senders import Senders
+    from notify.senders.memory import MemorySender
+    from notify.settings import load_settings
+    from tests.conftest import POSTGRES_ADMIN_URL
+
+    name = f"notifyops_lost_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    lost = threading.Event()
+
+    def lose_the_database(_message: Any) -> None:  # the provider call goes through
+        if not lost.is_set():
+            lost.set()
+            with admin.connect() as connection:
+                connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+                connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                )
+
+    try:
+        upgrade_database(url)
+        for variable in [v for v in os.environ if v.startswith("NOTIFY_")]:
+            monkeypatch.delenv(variable)
+        monkeypatch.setenv("NOTIFY_DATABASE_URL", url)
+        monkeypatch.setenv("NOTIFY_SENDER", "memory")
+        monkeypatch.chdir(tmp_path)
+        provider = MemorySender(fail=lose_the_database)
+        send = ["send", "-t", "test_message", "--context", '{"sent_at": "now"}']
+        send += ["--to", "technician:101", "--to", "technician:102"]
+        with using(Runtime(load_settings(), senders=Senders(email=provider, sms=provider))):
+            assert main(["recipients", "import", str(SAMPLE)]) == 1  # the sample's bad rows
+            capsys.readouterr()
+            assert main(send) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("error: the database connection was lost during the send")
+        assert "is kept" in line and "`notifyops deliver`" in line and "never sent twice" in line
+        key = line.rsplit("--idempotency-key ", 1)[1].split(":", 2)
+        assert key[0] == "flow-run" and line.count(key[1]) == 2  # the run, named twice
+        with admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        resumed = Senders(email=MemorySender(), sms=MemorySender())
+        with using(Runtime(load_settings(), senders=resumed)):
+            assert main([*send, "--idempotency-key", ":".join(key[:2]), "--json"]) in (0, 1)
+        enqueue = json.loads(capsys.readouterr().out)["enqueue"]
+        assert len(enqueue["notification_ids"]) == 2
+        first = {m.to for m in provider.emails}
+        again = [m.to for m in resumed.email.emails]  # type: ignore[attr-defined]
+        assert first and not first & set(again)  # nobody got the email twice
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
