@@ -11,10 +11,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from notify.actions.audit_trail import Actor, record_action
-from notify.alerts import Delivery, dispatch, parse_routing, routes_from_settings, sync_alerts
+from notify.alerts import (
+    OPEN,
+    AlertNotice,
+    Delivery,
+    dispatch,
+    parse_routing,
+    reached,
+    record_notices,
+    routes_from_settings,
+    sync_alerts,
+)
 from notify.audits import (
     FailureReport,
     HealthReport,
@@ -121,21 +132,28 @@ def publish_metrics(check: Check, *, runtime: Runtime, report: Report) -> int:
 
 
 def raise_alerts(check: Check, *, runtime: Runtime, report: Report) -> list[Delivery]:
-    """Store, deduplicate and resolve this check's alerts; route the ones due a notice."""
-    settings = runtime.settings
+    """Store, deduplicate and resolve this check's alerts; route the ones due a notice; start the
+    cooldown of those that reached someone (one that reached nobody goes again next run)."""
+    settings, now = runtime.settings, utcnow()
     with transaction(runtime.engine()) as session:
         sync = sync_alerts(
             session=session,
             check=check.value,
             findings=report.findings,
-            now=utcnow(),
+            now=now,
             cooldown=timedelta(minutes=settings.alert_cooldown_minutes),
         )
+    route = _router(runtime)
+    routed = [(notice, route(notice)) for notice in (*sync.to_notify, *sync.resolved)]
+    outcomes = {n.key: reached(deliveries) for n, deliveries in routed if n.state == OPEN}
+    with transaction(runtime.engine()) as session:
+        record_notices(session=session, reached=outcomes, now=now)
+    return [delivery for _, deliveries in routed for delivery in deliveries]
+
+
+def _router(runtime: Runtime) -> Callable[[AlertNotice], list[Delivery]]:
+    """`dispatch` on the configured routes and NOTIFY_ALERT_ROUTING."""
+    settings = runtime.settings
     sns = runtime.aws_client("sns", retries=True) if settings.alert_sns_topic_arn else None
     routes = routes_from_settings(settings, sns_client=sns)
-    routing = parse_routing(settings.alert_routing)
-    return [
-        delivery
-        for notice in (*sync.to_notify, *sync.resolved)
-        for delivery in dispatch(notice, routes=routes, routing=routing)
-    ]
+    return partial(dispatch, routes=routes, routing=parse_routing(settings.alert_routing))

@@ -25,6 +25,8 @@ from notify.alerts import (
     dispatch,
     parse_routing,
     raise_or_refresh,
+    reached,
+    record_notices,
     resolve_cleared,
     routes_from_settings,
     sync_alerts,
@@ -47,16 +49,27 @@ def session(engine: Engine) -> Iterator[Session]:
 
 
 def alert(
-    session: Session, key: str = "health:backlog", severity: Severity = P3, minutes: float = 0
+    session: Session,
+    key: str = "health:backlog",
+    severity: Severity = P3,
+    minutes: float = 0,
+    *,
+    delivered: bool = True,
 ) -> Any:
-    return raise_or_refresh(
+    """One check run's alert: raised or refreshed, and its notice (when due) routed to someone
+    (`delivered`) or to nobody."""
+    now = NOW + timedelta(minutes=minutes)
+    decision = raise_or_refresh(
         session=session,
         key=key,
         severity=severity,
         summary=f"{key} {severity}",
-        now=NOW + timedelta(minutes=minutes),
+        now=now,
         cooldown=COOLDOWN,
     )
+    if decision.notify:
+        record_notices(session=session, reached={key: delivered}, now=now)
+    return decision
 
 
 def stored(session: Session, key: str = "health:backlog") -> Alert:
@@ -86,6 +99,31 @@ def test_escalation_notifies_inside_the_cooldown_deescalation_does_not(session: 
     assert (up.notify, up.notice.reason, up.notice.severity) == (True, "escalated", P2)
     down = alert(session, severity=P3, minutes=10)
     assert (down.notify, stored(session).severity) == (False, "P3")
+
+
+def test_an_alert_that_reached_nobody_is_sent_again_on_the_next_run(session: Session) -> None:
+    """A route down (SNS topic not set, webhook failing) used to start the cooldown anyway: the
+    operator fixed the route and heard nothing for an hour. Only a notice that reached someone
+    starts it now."""
+    assert alert(session, severity=P1, delivered=False).notify
+    assert stored(session).last_notified is None
+    again = alert(session, severity=P1, minutes=5, delivered=False)
+    assert (again.notify, again.notice.reason) == (True, "retry")
+    fixed = alert(session, severity=P1, minutes=10)
+    assert (fixed.notify, fixed.notice.reason) == (True, "retry")
+    assert stored(session).last_notified == NOW + timedelta(minutes=10)
+    quiet = alert(session, severity=P1, minutes=15)
+    assert (quiet.notify, quiet.notice.reason) == (False, "in cooldown")
+
+
+def test_an_escalation_that_reached_nobody_is_not_lost_to_the_earlier_cooldown(
+    session: Session,
+) -> None:
+    alert(session, severity=P3)  # logged: reached
+    up = alert(session, severity=P1, minutes=5, delivered=False)
+    assert (up.notify, up.notice.reason) == (True, "escalated")
+    retried = alert(session, severity=P1, minutes=10)
+    assert (retried.notify, retried.notice.reason, retried.notice.severity) == (True, "retry", P1)
 
 
 def test_resolve_cleared_only_touches_its_own_check(session: Session) -> None:
@@ -121,6 +159,7 @@ def test_sync_alerts_raises_refreshes_and_resolves(session: Session) -> None:
         session=session, check="health", findings=findings, now=NOW, cooldown=COOLDOWN
     )
     assert [n.key for n in first.to_notify] == ["health:backlog", "health:latency"]
+    record_notices(session=session, reached={n.key: True for n in first.to_notify}, now=NOW)
     later = NOW + timedelta(minutes=15)
     second = sync_alerts(
         session=session, check="health", findings=findings[1:], now=later, cooldown=COOLDOWN
@@ -241,6 +280,31 @@ def test_unconfigured_route_is_reported_and_logged_instead() -> None:
     assert unreached(results) == ("sns: route not configured",)
 
 
+def test_an_alert_reaches_someone_only_where_its_severity_is_routed() -> None:
+    """The log counts only when it is all the severity asks for (P3-P4): the log standing in for
+    a pager or chat route that failed reaches nobody."""
+    log_only = dispatch(notice(P3), routes={"log": LogRoute()})
+    paged_nobody = dispatch(notice(P1), routes={"log": LogRoute()})  # sns, log: sns not set
+    routed_nowhere = dispatch(notice(P1), routes={"log": LogRoute()}, routing={P1: ()})
+    assert [reached(d) for d in (log_only, paged_nobody, routed_nowhere)] == [True, False, False]
+
+
+def test_unreached_names_each_failed_route_once() -> None:
+    """Two P1 findings with the pager not set up were one line naming `sns` twice."""
+    routes: dict[str, AlertRoute] = {"log": LogRoute()}
+    both = [*dispatch(notice(P1), routes=routes), *dispatch(notice(P1), routes=routes)]
+    nowhere = {P1: (), P2: ()}
+    routed_nowhere = [
+        *dispatch(notice(P1), routes=routes, routing=nowhere),
+        *dispatch(notice(P2), routes=routes, routing=nowhere),
+    ]
+    assert unreached(both) == ("sns: route not configured",)
+    assert unreached(routed_nowhere) == (
+        "routing: NOTIFY_ALERT_ROUTING names no route for P1; "
+        "NOTIFY_ALERT_ROUTING names no route for P2",
+    )
+
+
 def test_routing_is_configurable() -> None:
     routing = parse_routing("P1=sns,webhook; p3=Webhook")
     assert routing[P1] == ("sns", "webhook") and routing[P3] == ("webhook",)
@@ -297,3 +361,36 @@ def test_a_concurrent_insert_of_the_same_key_is_absorbed(session: Session) -> No
         "escalated",
         2,
     )
+
+
+@pytest.mark.parametrize("how", [[], ["--direct"]], ids=["flow", "direct"])
+def test_an_alert_that_reached_nobody_reaches_the_route_once_it_is_fixed(
+    flow_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    webhook: tuple[str, Any],
+    how: list[str],
+) -> None:
+    """A P2 with no webhook configured: the next run (within the hour's cooldown) still says
+    nobody was alerted, and once the webhook is set the alert goes out at once, where the
+    cooldown kept it back for an hour."""
+    from notifyops.cli import main
+    from tests.factories import AS_OF
+    from tests.runtime import reload_runtime
+    from tests.test_monitoring_flows import slow_email
+
+    slow_email(flow_env)
+    command = ["health", "--as-of", AS_OF.isoformat(), "--alert", "--json", *how]
+    for _ in range(2):
+        assert main(command) == 1
+        printed = capsys.readouterr()
+        assert json.loads(printed.out)["alerts_unreached"] == ["webhook: route not configured"]
+        assert "NOBODY WAS ALERTED" in printed.err
+    url, handler = webhook
+    monkeypatch.setenv("NOTIFY_ALERT_WEBHOOK_URL", url)
+    reload_runtime()
+    assert main(command) == 1
+    assert json.loads(capsys.readouterr().out)["alerts_unreached"] == []
+    assert [r["body"]["text"].split(":")[0] for r in handler.received] == ["[P2] health"]
+    assert main(command) == 1, "still breached"
+    assert len(handler.received) == 1, "reached: now in its cooldown"

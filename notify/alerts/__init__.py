@@ -3,7 +3,8 @@
 A check run: `sync = sync_alerts(session=..., check="health", findings=report.findings, now=...,
 cooldown=timedelta(minutes=settings.alert_cooldown_minutes))`, then
 `dispatch(notice, routes=routes_from_settings(settings, sns_client=...))` for every notice in
-`sync.to_notify + sync.resolved`.
+`sync.to_notify + sync.resolved`, then `record_notices(session=..., reached={key: reached(...)},
+now=...)`: the cooldown starts only for an alert that reached someone.
 """
 
 from notify.alerts.routing import (
@@ -20,6 +21,7 @@ from notify.alerts.routing import (
     dispatch,
     nobody_alerted,
     parse_routing,
+    reached,
     routes_from_settings,
     unreached,
 )
@@ -30,6 +32,7 @@ from notify.alerts.store import (
     AlertNotice,
     AlertSync,
     raise_or_refresh,
+    record_notices,
     resolve_cleared,
     sync_alerts,
 )
@@ -54,6 +57,8 @@ __all__ = [
     "nobody_alerted",
     "parse_routing",
     "raise_or_refresh",
+    "reached",
+    "record_notices",
     "resolve_cleared",
     "routes_from_settings",
     "sync_alerts",

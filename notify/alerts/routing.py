@@ -109,8 +109,22 @@ class Delivery:
 
 
 def unreached(deliveries: Iterable[Delivery]) -> tuple[str, ...]:
-    """The lines of the routes that failed: an alert that reached nobody there."""
-    return tuple(delivery.line for delivery in deliveries if not delivery.ok)
+    """The routes that failed, each named once (`sns: route not configured`, however many alerts
+    failed there; a route that failed in different ways lists each way once)."""
+    errors: dict[str, dict[str, None]] = {}
+    for delivery in deliveries:
+        if not delivery.ok:
+            errors.setdefault(delivery.route, {})[str(delivery.error)] = None
+    return tuple(f"{route}: {'; '.join(ways)}" for route, ways in errors.items())
+
+
+def reached(deliveries: Sequence[Delivery]) -> bool:
+    """Whether one notice's routes (`dispatch`) reached someone: a route other than the log
+    delivered it, or the log was all its severity asks for (P3-P4 by default). The log standing
+    in for a route that failed reaches nobody."""
+    if any(d.ok and d.route != LOG for d in deliveries):
+        return True
+    return bool(deliveries) and all(d.ok and d.route == LOG for d in deliveries)
 
 
 def nobody_alerted(lines: Sequence[str]) -> str:

@@ -1,12 +1,14 @@
 """Stored alerts: one row per condition, deduplicated with a cooldown, resolved when it clears.
 
 One alert per condition: key "<check>:<finding code>" (e.g. "health:backlog"). A check run calls
-`sync_alerts` with its findings; `raise_or_refresh` and `resolve_cleared` are the two halves.
+`sync_alerts` with its findings (`raise_or_refresh` and `resolve_cleared` are the two halves),
+routes the notices due, then `record_notices` with what reached someone: the cooldown
+(`last_notified`) starts only then, and an alert that reached nobody is due again on the next run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,6 +22,7 @@ from notify.severity import Finding, Severity
 OPEN = "open"
 RESOLVED = "resolved"
 COOLDOWN = "in cooldown"
+RETRY = "retry"  # the last notice reached nobody
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class AlertNotice:
     state: str  # open | resolved
     count: int
     first_seen: datetime
-    reason: str  # new | reopened | escalated | repeat | in cooldown | resolved
+    reason: str  # new | reopened | escalated | repeat | retry | in cooldown | resolved
 
     @property
     def text(self) -> str:
@@ -57,8 +60,9 @@ def raise_or_refresh(
     now: datetime,
     cooldown: timedelta,
 ) -> AlertDecision:
-    """Open the alert (or refresh an open one); notify when new, reopened, escalated, or the
-    cooldown since the last notice has passed."""
+    """Open the alert (or refresh an open one); notify when new, reopened, escalated, when its
+    last notice reached nobody, or when the cooldown since the last notice has passed. The
+    cooldown starts when `record_notices` says a notice reached someone."""
     found = select(Alert).where(Alert.key == key)
     alert = session.execute(found).scalar_one_or_none()
     if alert is None:
@@ -67,8 +71,6 @@ def raise_or_refresh(
             return _decision(inserted, notify=True, reason="new")
         alert = session.execute(found).scalar_one()  # a concurrent run inserted it first
     reason = _refresh(alert, severity, summary, now, cooldown)
-    if reason != COOLDOWN:
-        alert.last_notified = now
     session.flush()
     return _decision(alert, notify=reason != COOLDOWN, reason=reason)
 
@@ -84,7 +86,7 @@ def _insert(
         summary=summary,
         first_seen=now,
         last_seen=now,
-        last_notified=now,
+        last_notified=None,  # until a notice reaches someone (record_notices)
         count=1,
     )
     try:
@@ -108,8 +110,22 @@ def _refresh(
         return "reopened"
     if severity.rank < previous.rank:
         return "escalated"
-    due = alert.last_notified is None or now - alert.last_notified >= cooldown
-    return "repeat" if due else COOLDOWN
+    if alert.last_notified is None:
+        return RETRY
+    return "repeat" if now - alert.last_notified >= cooldown else COOLDOWN
+
+
+def record_notices(*, session: Session, reached: Mapping[str, bool], now: datetime) -> None:
+    """What routing made of the open alerts' notices (key -> reached someone): one that did
+    starts its cooldown now; one that reached nobody is due again on the next run (its severity
+    was updated already, so an escalation that reached nobody is not lost to an earlier notice's
+    cooldown)."""
+    if not reached:
+        return
+    query = select(Alert).where(Alert.state == OPEN, Alert.key.in_(list(reached)))
+    for alert in session.execute(query).scalars():
+        alert.last_notified = now if reached[alert.key] else None
+    session.flush()
 
 
 def _decision(alert: Alert, *, notify: bool, reason: str) -> AlertDecision:
