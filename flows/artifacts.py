@@ -167,6 +167,8 @@ def report_artifact(
     """The check's report as Markdown in the Prefect UI (PII masked by the report itself)."""
     notes = [f"**ALERT REACHED NOBODY: {line}**" for line in unrouted]
     notes += [f"alert routed: {line}" for line in routed if line not in unrouted]
+    if report.metrics_unpublished:
+        notes.append(f"**{report.metrics_unpublished}**")
     create_markdown_artifact(
         markdown=markdown(title, report.to_json(), notes),
         key=key,

@@ -1,5 +1,6 @@
 """The four monitoring flows. Each runs one check of notify.checks.SPECS the same way:
-audit -> (workers / mute) -> metrics -> alerts -> artifact, returning the typed report.
+audit -> (workers / mute) -> alerts -> metrics -> artifact, returning the typed report (alerts
+before metrics: with AWS out of reach the alerts still go out, and the run fails on the metrics).
 
     sms-cost-audit (hourly)    SMS spend against the $/hour alarm and the daily cap
     loop-detection (15 min)    notification loops, who caused them, an SMS mute for each
@@ -14,20 +15,22 @@ from collections.abc import Callable
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.states import State
+from prefect.states import Failed, State
 
 from flows.artifacts import report_artifact
 from flows.events import check_events
 from flows.logs import library_logs_in_run
 from flows.naming import rename
 from flows.params import CheckParams, FailureParams, LoopParams
-from flows.states import check_state
+from flows.states import Unsuccessful, check_state, one_line
 from notify.alerts import unreached
-from notify.audits import HealthReport, LoopReport
-from notify.checks import SPECS, Check, should_mute
+from notify.audits import HealthReport, LoopReport, Report
+from notify.checks import SPECS, Check, Published, should_mute
 from notify.db import utcnow
 from tasks import checks
 from tasks.resources import runtime
+
+METRICS_UNPUBLISHED = "MetricsUnpublished"
 
 
 def run_check(
@@ -46,14 +49,16 @@ def _checked(check: Check, params: CheckParams, *, mute: bool, title: str) -> St
         report = checks.add_worker_state(report)
     if isinstance(report, LoopReport) and mute:
         report = checks.mute(report)
-    published = checks.metrics(check, report) if params.publish_metrics else 0
     deliveries = checks.alerts(check, report) if params.alert else []
     report = report.with_alerts_unreached(unreached(deliveries))
+    # after the alerts: AWS out of reach must not keep them from going out
+    published = checks.metrics(check, report) if params.publish_metrics else Published(0)
+    report = report.with_metrics_unpublished(published.error)
     routed, unrouted = [d.line for d in deliveries], list(report.alerts_unreached)
     report_artifact(
         check.value, report, title=title or SPECS[check].title, routed=routed, unrouted=unrouted
     )
-    state = check_state(check.value, report, unrouted)
+    state = _unpublished(check_state(check.value, report, unrouted), report)
     level = logging.ERROR if state.is_failed() or unrouted else logging.INFO
     logger.log(level, "%s", state.message)
     logger.info(
@@ -61,7 +66,7 @@ def _checked(check: Check, params: CheckParams, *, mute: bool, title: str) -> St
         check.value,
         report.severity,
         list(report.breaches),
-        published,
+        published.points,
         routed,
     )
     check_events(check.value, report, routed, unrouted)
@@ -69,6 +74,16 @@ def _checked(check: Check, params: CheckParams, *, mute: bool, title: str) -> St
     name = f"{check.value} {report.severity}" + (f": {codes}" if codes else "")
     rename(name + (" · NOBODY ALERTED" if unrouted else ""), [f"severity:{report.severity}"])
     return state
+
+
+def _unpublished(state: State[Any], report: Report) -> State[Any]:
+    """The check's state, Failed when its metrics could not be published (named as the check
+    found it when that is Failed already), the reason first in its message."""
+    if report.metrics_unpublished is None:
+        return state
+    message = one_line(f"{report.metrics_unpublished}. {state.message}")
+    name = state.name if state.is_failed() else METRICS_UNPUBLISHED
+    return Failed(name=name, message=message, data=Unsuccessful(message, report))
 
 
 @flow(

@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from notify.actions.audit_trail import Actor, record_action
 from notify.alerts import (
     OPEN,
@@ -41,8 +43,15 @@ from notify.audits import (
 from notify.bootstrap import Runtime
 from notify.check_names import Check
 from notify.db import transaction, utcnow
+from notify.errors import error_line
 from notify.metrics import failure_metrics, health_metrics, publish, sms_cost_metrics
 from notify.settings import SenderKind, Settings
+
+METRICS_UNPUBLISHED = "CloudWatch metrics NOT PUBLISHED"
+METRICS_FIX = (
+    "check the AWS credentials, region and network from this host (or set "
+    "NOTIFY_CLOUDWATCH_ENABLED=false); the alarms on these metrics see a gap meanwhile"
+)
 
 
 @dataclass(frozen=True)
@@ -122,13 +131,27 @@ def mute_detected_loops(
     return report.with_muted(muted)
 
 
-def publish_metrics(check: Check, *, runtime: Runtime, report: Report) -> int:
-    """CloudWatch data points for this report (0 when disabled or the check has none)."""
+@dataclass(frozen=True)
+class Published:
+    """CloudWatch data points sent for a report, or why none could be (`error`: one line)."""
+
+    points: int
+    error: str | None = None
+
+
+def publish_metrics(check: Check, *, runtime: Runtime, report: Report) -> Published:
+    """CloudWatch data points for this report (0 when disabled or the check has none). AWS
+    refusing or out of reach is returned, not raised: a check publishes after routing its
+    alerts, and says so as a failure of its own."""
     to_points = SPECS[check].metrics
     settings = runtime.settings
     if to_points is None or not settings.cloudwatch_enabled:
-        return 0
-    return publish(runtime.aws_client("cloudwatch", retries=True), settings, to_points(report))
+        return Published(0)
+    try:
+        client = runtime.aws_client("cloudwatch", retries=True)
+        return Published(publish(client, settings, to_points(report)))
+    except (ClientError, BotoCoreError, OSError) as exc:
+        return Published(0, error=f"{METRICS_UNPUBLISHED} ({error_line(exc)}): {METRICS_FIX}")
 
 
 def raise_alerts(check: Check, *, runtime: Runtime, report: Report) -> list[Delivery]:

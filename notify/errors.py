@@ -31,6 +31,17 @@ class InputError(NotifyError):
     """Bad input: the message names the bad field and the accepted form."""
 
 
+ERROR_LINE_CHARS = 200
+
+
+def error_line(exc: BaseException) -> str:
+    """`OperationalError: connection refused`: the error's type and its first line (a database
+    error's driver error: SQLAlchemy's own text adds the statement), at most 200 characters."""
+    origin = getattr(exc, "orig", None) or exc
+    lines = str(origin).strip().splitlines()
+    return f"{type(origin).__name__}: {lines[0] if lines else ''}"[:ERROR_LINE_CHARS]
+
+
 # --- The delivery error taxonomy: provider error -> class, the runbook's cause and fix. ---
 
 MAX_MESSAGE_CHARS = 1000

@@ -18,6 +18,7 @@ HEADER_KEYS = (
     "breached",
     "findings",
     "alerts_unreached",  # the flow's artifact and the CLI say it on a line of its own
+    "metrics_unpublished",  # the same
 )
 MAX_ROWS = 25
 NONE = "none"  # not "-": a lone "-" in Markdown renders as a bullet

@@ -25,10 +25,16 @@ class Report(BaseModel):
     breaches: tuple[str, ...] = ()
     breached: bool = False
     alerts_unreached: tuple[str, ...] = ()  # with alerts routed: the routes that failed
+    metrics_unpublished: str | None = None  # with metrics published: why they were not
 
     def with_alerts_unreached(self, lines: Sequence[str]) -> Self:
         """This report with the alert routes that failed (`webhook: route not configured`)."""
         return self.model_copy(update={"alerts_unreached": tuple(lines)})
+
+    def with_metrics_unpublished(self, line: str | None) -> Self:
+        """This report with why its CloudWatch metrics could not be published (None: they were,
+        or none were asked for)."""
+        return self.model_copy(update={"metrics_unpublished": line})
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict: money as decimal strings, times as ISO 8601 UTC."""

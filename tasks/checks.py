@@ -9,7 +9,14 @@ from prefect.cache_policies import NO_CACHE
 
 from notify.alerts import Delivery
 from notify.audits import HealthReport, LoopReport, Report
-from notify.checks import Check, mute_detected_loops, publish_metrics, raise_alerts, run_audit
+from notify.checks import (
+    Check,
+    Published,
+    mute_detected_loops,
+    publish_metrics,
+    raise_alerts,
+    run_audit,
+)
 from tasks.resources import runtime
 from tasks.retries import retry_if_database_unavailable
 from tasks.run_info import run_actor
@@ -47,8 +54,9 @@ def mute(report: LoopReport) -> LoopReport:
 
 
 @task(name="publish-metrics", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def metrics(check: Check, report: Report) -> int:
-    """CloudWatch data points under NOTIFY_CLOUDWATCH_NAMESPACE."""
+def metrics(check: Check, report: Report) -> Published:
+    """CloudWatch data points under NOTIFY_CLOUDWATCH_NAMESPACE; AWS refusing or out of reach is
+    in the answer (botocore has retried it), not a failed task."""
     return publish_metrics(check, runtime=runtime(), report=report)
 
 

@@ -107,6 +107,23 @@ def aws_env(
     return moto_server
 
 
+UNREACHABLE_AWS = "http://127.0.0.1:9"  # the discard port: nothing listens, connect is refused
+
+
+@pytest.fixture
+def aws_out_of_reach(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """Point boto3 at an endpoint that refuses every connection: AWS down, or this host cut off."""
+    for name in _AWS_ENV_TO_CLEAR:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", UNREACHABLE_AWS)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    return UNREACHABLE_AWS
+
+
 def moto_reset(url: str) -> None:
     urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
 

@@ -394,3 +394,49 @@ def test_an_alert_that_reached_nobody_reaches_the_route_once_it_is_fixed(
     assert [r["body"]["text"].split(":")[0] for r in handler.received] == ["[P2] health"]
     assert main(command) == 1, "still breached"
     assert len(handler.received) == 1, "reached: now in its cooldown"
+
+
+@pytest.mark.parametrize("how", [[], ["--direct"]], ids=["flow", "direct"])
+def test_with_aws_out_of_reach_publish_still_routes_the_alerts_and_says_why_it_failed(
+    flow_env: str,
+    aws_out_of_reach: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    webhook: tuple[str, Any],
+    how: list[str],
+) -> None:
+    """`--publish` used to put the metrics to CloudWatch first: with AWS down its error ended
+    the check (exit 2) before any alert was routed. The alerts go first now, and the metrics
+    that could not go are a failure of their own: one line on stderr, exit 1."""
+    from notifyops.cli import main
+    from tests.factories import AS_OF
+    from tests.runtime import reload_runtime
+    from tests.test_monitoring_flows import slow_email
+
+    url, handler = webhook
+    monkeypatch.setenv("NOTIFY_ALERT_WEBHOOK_URL", url)
+    reload_runtime()
+    slow_email(flow_env)
+    command = ["health", "--as-of", AS_OF.isoformat(), "--alert", "--publish", "--json", *how]
+    assert main(command) == 1
+    printed = capsys.readouterr()
+    assert [r["body"]["text"].split(":")[0] for r in handler.received] == ["[P2] health"]
+    report = json.loads(printed.out)
+    assert (report["severity"], report["alerts_unreached"]) == ("P2", [])
+    unpublished = "CloudWatch metrics NOT PUBLISHED (EndpointConnectionError: "
+    assert report["metrics_unpublished"].startswith(unpublished)
+    assert "NOTIFY_CLOUDWATCH_ENABLED=false" in report["metrics_unpublished"]
+    said = [line for line in printed.err.splitlines() if line.startswith("error: ")]
+    assert [line[: len(unpublished) + 18] for line in said] == [f"error: health P2: {unpublished}"]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_metrics_that_could_not_be_published_fail_a_healthy_check(
+    cli_env: str, aws_out_of_reach: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from notifyops.cli import main
+
+    assert main(["health", "--publish", "--direct"]) == 1
+    printed = capsys.readouterr()
+    assert "health: severity P4" in printed.out
+    assert "error: health P4: CloudWatch metrics NOT PUBLISHED" in printed.err

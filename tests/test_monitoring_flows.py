@@ -187,3 +187,12 @@ def test_an_alert_routed_where_it_can_go_prints_no_such_line(
     printed = capsys.readouterr()
     assert json.loads(printed.out)["alerts_unreached"] == []
     assert "NOBODY" not in printed.err
+
+
+def test_a_check_whose_metrics_could_not_be_published_ends_failed(
+    flow_env: str, aws_out_of_reach: str
+) -> None:
+    state, report = ran(health_flow, CheckParams(as_of=AS_OF, publish_metrics=True))
+    assert report.severity == "P4" and report.metrics_unpublished
+    assert state.is_failed() and state.name == "MetricsUnpublished"
+    assert str(state.message).startswith("CloudWatch metrics NOT PUBLISHED")

@@ -123,6 +123,7 @@ COMMON = {
     "breaches",
     "breached",
     "alerts_unreached",
+    "metrics_unpublished",
 }
 CHECK_COMMANDS = {
     "audit sms-cost": ["audit", "sms-cost"],

@@ -27,6 +27,7 @@ from notify.audits.rollups import ROLLUPS, Key, RollupPolicy, View, open_view, p
 from notify.audits.ses_account import SesAccountState, check_ses_account
 from notify.audits.sql import any_channel, latency_ms, latency_us
 from notify.db import DUE_STATUSES, DeliveryLog, LatencyHour, Receipt, Status, dialect_of
+from notify.errors import error_line
 from notify.settings import Settings
 from notify.severity import Facts, Thresholds, assess
 
@@ -134,14 +135,8 @@ def _database(session: Session, w: Window, rollups: RollupPolicy) -> dict[str, A
         }
     except SQLAlchemyError as exc:
         session.rollback()
-        return {"database_reachable": False, "database_error": _first_line(exc), **_UNMEASURED}
+        return {"database_reachable": False, "database_error": error_line(exc), **_UNMEASURED}
     return {"database_reachable": True, "database_error": None, **measured}
-
-
-def _first_line(exc: SQLAlchemyError) -> str:
-    origin = getattr(exc, "orig", None) or exc
-    lines = str(origin).strip().splitlines()
-    return f"{type(origin).__name__}: {lines[0] if lines else ''}"[:200]
 
 
 def _queue(session: Session, now: datetime) -> dict[str, Any]:

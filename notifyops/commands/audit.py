@@ -90,8 +90,8 @@ def health_command(
 ) -> None:
     """Backlog, latency, stuck and unknown rows, SES account, Prefect workers, database.
 
-    Exit 1 when a threshold is breached (backlog > 1,000, average latency > 30 s, ...) or, with
-    --alert, an alert reached nobody."""
+    Exit 1 when a threshold is breached (backlog > 1,000, average latency > 30 s, ...), with
+    --alert when an alert reached nobody, with --publish when the metrics were not published."""
     _run(Check.health, window, as_of, json_output, direct, publish, alert)
 
 
@@ -187,7 +187,9 @@ def _run(
     report = _direct(check, params) if direct else _through_prefect(check, params)
     _show(check, report, json_output)
     _say_if_nobody_was_alerted(check, report)
-    raise typer.Exit(EXIT_PARTIAL if report.breached or report.alerts_unreached else EXIT_OK)
+    _say_if_metrics_unpublished(check, report)
+    failed = report.breached or report.alerts_unreached or report.metrics_unpublished
+    raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)
 
 
 def _through_prefect(check: Check, params: Any) -> Report:
@@ -216,11 +218,12 @@ def _direct(check: Check, params: Any) -> Report:
     if isinstance(report, LoopReport) and checks.should_mute(here.settings, params.mute):
         actor = Actor(name=f"loop-detection via {Actor.from_cli().name} (--direct)")
         report = checks.mute_detected_loops(runtime=here, report=report, actor=actor)
-    if params.publish_metrics:
-        checks.publish_metrics(which, runtime=here, report=report)
-    if params.alert:
+    if params.alert:  # before the metrics: AWS out of reach must not keep alerts from going out
         deliveries = checks.raise_alerts(which, runtime=here, report=report)
         report = report.with_alerts_unreached(unreached(deliveries))
+    if params.publish_metrics:
+        published = checks.publish_metrics(which, runtime=here, report=report)
+        report = report.with_metrics_unpublished(published.error)
     return report
 
 
@@ -230,6 +233,12 @@ def _say_if_nobody_was_alerted(check: Check, report: Report) -> None:
 
     if report.alerts_unreached:
         fail_line(f"{check.value} {report.severity}: {nobody_alerted(report.alerts_unreached)}")
+
+
+def _say_if_metrics_unpublished(check: Check, report: Report) -> None:
+    """One line on stderr when --publish could not reach CloudWatch (the alerts went first)."""
+    if report.metrics_unpublished:
+        fail_line(f"{check.value} {report.severity}: {report.metrics_unpublished}")
 
 
 def _show(check: Check, report: Report, json_output: bool) -> None:
