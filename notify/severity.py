@@ -25,7 +25,12 @@ notification) fails -> P1; today's SMS spend at the daily cap (NOTIFY_SMS_DAILY_
 every SMS until the UTC day ends (email instead) -> P2: to be answered within the hour, above SMS
 over the hourly alarm (P3) and below SMS over $100 in one hour (P1); deliveries in `unknown` state
 and detected loops need an operator but are no outage -> P3. Workers down for 10 minutes or less
-escalate nothing by themselves.
+escalate nothing by themselves. SES answering none of health's calls (out of reach, refusing our
+credentials, down) -> P2: sends through the SES API likely fail too, but no email is lost (rows
+wait as pending_retry without an attempt counted, the SMTP failover may carry them), so it is
+answered within the hour rather than paged; the backlog and latency findings escalate while the
+email waits. SES leaving part of health's questions unknown for an error (a missing IAM
+permission, a throttled call) -> P3.
 """
 
 from __future__ import annotations
@@ -109,6 +114,9 @@ class Facts:
     database_unreachable: bool = False
     email_sending_disabled: bool = False
     sender_unverified: bool = False
+    ses_unanswered: tuple[str, ...] = ()  # what SES's errors left unknown to the health check
+    ses_silent: bool = False  # SES answered none of the health check's calls
+    ses_error: str | None = None  # the last of those errors (the one its fallbacks ended on)
     unknown_deliveries: int = 0
     loops: int = 0
     index_problems: int = 0
@@ -252,6 +260,24 @@ def _ses_sender(facts: Facts, _t: Thresholds) -> Finding | None:
     return Finding("ses-sender", Severity.P1, "SES sender not verified: every email fails")
 
 
+def _ses_errors(facts: Facts, _t: Thresholds) -> Finding | None:
+    if not facts.ses_unanswered:
+        return None
+    error = f" ({facts.ses_error})" if facts.ses_error else ""
+    if facts.ses_silent:
+        message = (
+            f"SES does not answer{error}: email through the SES API likely fails too (it waits as "
+            "pending_retry, or goes through the SMTP failover); check the AWS credentials, region "
+            "and network of this host and the AWS Health Dashboard"
+        )
+        return Finding("ses-errors", Severity.P2, message)
+    message = (
+        f"SES left the {' and '.join(facts.ses_unanswered)} unknown{error}: check the IAM "
+        "permissions for the SES account and identity calls (see health's ses.errors)"
+    )
+    return Finding("ses-errors", Severity.P3, message)
+
+
 def _unknown(facts: Facts, _t: Thresholds) -> Finding | None:
     if facts.unknown_deliveries <= 0:
         return None
@@ -271,6 +297,7 @@ _RULES: tuple[Callable[[Facts, Thresholds], Finding | None], ...] = (
     _indexes,
     _ses_sending,
     _ses_sender,
+    _ses_errors,
     _email_rate,
     _sms_rate,
     _sms_cost,

@@ -815,6 +815,39 @@ def test_ses_state_unreachable_endpoint_is_captured() -> None:
     assert state.source is None and state.sender_verified is None and len(state.errors) == 3
 
 
+def test_health_with_ses_out_of_reach_is_a_p2_not_p4(
+    aws_out_of_reach: str, session: Session, settings: Settings
+) -> None:
+    """Every SES call failing left health at P4 with the errors only in `ses.errors`."""
+    from botocore.config import Config
+
+    quick = Config(retries={"total_max_attempts": 1}, connect_timeout=0.5)
+    clients = {name: boto3.client(name, config=quick) for name in ("sesv2", "ses")}
+    report = run(health, session, settings, **clients)
+    assert report.ses is not None and len(report.ses.errors) == 4  # every call
+    assert report.severity is Severity.P2 and report.breached
+    [finding] = report.findings
+    assert finding.code == "ses-errors"
+    assert finding.message.startswith(
+        "SES does not answer (ses.GetIdentityVerificationAttributes: EndpointConnectionError)"
+    )
+
+
+def test_health_with_part_of_the_ses_account_unknown_is_a_p3(
+    aws_env: str, session: Session, settings: Settings
+) -> None:
+    """SES v2 alone on moto: the sender is verified, the account's state is not answered."""
+    sesv2, _ = _clients()
+    report = run(health, session, settings, sesv2=sesv2)
+    assert report.ses is not None and report.ses.sender_verified is True
+    assert report.severity is Severity.P3
+    assert [f.message.split(" (")[0] for f in report.findings] == [
+        "SES left the account state unknown"
+    ]
+    both = run(health, session, settings, sesv2=sesv2, ses=_clients()[1])
+    assert both.severity is Severity.P4, "a fallback that answered leaves nothing unknown"
+
+
 # --- masking --------------------------------------------------------------------------------
 
 

@@ -59,6 +59,9 @@ P1, P2, P3, P4 = Severity.P1, Severity.P2, Severity.P3, Severity.P4
         (Facts(database_unreachable=True), P1),
         (Facts(email_sending_disabled=True), P1),
         (Facts(sender_unverified=True), P1),
+        # SES erroring: answering nothing P2, leaving part of the account's state unknown P3
+        (Facts(ses_unanswered=("account state", "sender verification"), ses_silent=True), P2),
+        (Facts(ses_unanswered=("sender verification",)), P3),
         # operator work, no outage
         (Facts(unknown_deliveries=1), P3),
         (Facts(loops=2), P3),

@@ -243,6 +243,9 @@ def _verdict(fields: Mapping[str, Any], w: Window, thresholds: Thresholds | None
         database_unreachable=not fields["database_reachable"],
         email_sending_disabled=ses is not None and ses.sending_enabled is False,
         sender_unverified=ses is not None and ses.sender_verified is False,
+        ses_unanswered=ses.unanswered if ses is not None else (),
+        ses_silent=ses is not None and ses.silent,
+        ses_error=ses.errors[-1] if ses is not None and ses.errors else None,
         workers_down_minutes=fields.get("workers_down_minutes"),
     )
     assessment = assess(facts, thresholds or Thresholds())

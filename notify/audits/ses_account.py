@@ -35,6 +35,26 @@ class SesAccountState(BaseModel):
     sender_verified: bool | None = None
     errors: tuple[str, ...] = ()
 
+    @property
+    def unanswered(self) -> tuple[str, ...]:
+        """What an error left unknown: the account's state (sending enabled, mode, quota: no
+        call answered) and whether the sender is verified. A call its fallback answered for it
+        (SES v2 on moto) leaves nothing unknown."""
+        unknown = [
+            what
+            for what, missing in (
+                ("account state", self.source is None),
+                ("sender verification", bool(self.sender) and self.sender_verified is None),
+            )
+            if missing
+        ]
+        return tuple(unknown) if self.errors else ()
+
+    @property
+    def silent(self) -> bool:
+        """SES answered none of the calls: out of reach, refusing our credentials, or down."""
+        return bool(self.errors) and self.source is None and self.sender_verified is None
+
 
 def check_ses_account(*, sender: str, sesv2: Any = None, ses: Any = None) -> SesAccountState:
     """Ask SES (v2 first, v1 as fallback) about the account and the sender; never raises."""
