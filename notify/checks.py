@@ -8,6 +8,7 @@ its title; the flows, the CLI and prefect.yaml name it by its `Check` value.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,11 +16,13 @@ from functools import partial
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from sqlalchemy.exc import SQLAlchemyError
 
 from notify.actions.audit_trail import Actor, record_action
 from notify.alerts import (
     OPEN,
     AlertNotice,
+    AlertSync,
     Delivery,
     dispatch,
     parse_routing,
@@ -27,6 +30,7 @@ from notify.alerts import (
     record_notices,
     routes_from_settings,
     sync_alerts,
+    unstored_notice,
 )
 from notify.audits import (
     FailureReport,
@@ -36,17 +40,20 @@ from notify.audits import (
     SmsCostReport,
     failure_summary,
     health,
+    health_without_database,
     loop_detection,
     mute_loops,
     sms_cost_audit,
 )
 from notify.bootstrap import Runtime
 from notify.check_names import Check
-from notify.db import transaction, utcnow
+from notify.db import database_unavailable, transaction, utcnow
 from notify.errors import error_line
 from notify.metrics import failure_metrics, health_metrics, publish, sms_cost_metrics
+from notify.schema import DatabaseUnreachable
 from notify.settings import SenderKind, Settings
 
+logger = logging.getLogger("notify.checks")
 METRICS_UNPUBLISHED = "CloudWatch metrics NOT PUBLISHED"
 METRICS_FIX = (
     "check the AWS credentials, region and network from this host (or set "
@@ -73,11 +80,21 @@ SPECS: dict[Check, CheckSpec] = {
 
 
 def run_audit(check: Check, *, runtime: Runtime, as_of: datetime, window: timedelta) -> Report:
-    """The audit itself (read-only; health also asks SES when the sender is SES)."""
+    """The audit itself (read-only; health also asks SES when the sender is SES). Health reports
+    a database it cannot open as its P1 finding; any other check stops on it."""
     extra = _ses_clients(runtime) if check is Check.health else {}
-    with transaction(runtime.engine()) as session:
+    settings = runtime.settings
+    try:
+        engine = runtime.engine()
+    except DatabaseUnreachable as error:
+        if check is not Check.health:
+            raise
+        return health_without_database(
+            error=str(error), as_of=as_of, window=window, settings=settings, **extra
+        )
+    with transaction(engine) as session:
         return SPECS[check].audit(
-            session=session, as_of=as_of, window=window, settings=runtime.settings, **extra
+            session=session, as_of=as_of, window=window, settings=settings, **extra
         )
 
 
@@ -156,22 +173,57 @@ def publish_metrics(check: Check, *, runtime: Runtime, report: Report) -> Publis
 
 def raise_alerts(check: Check, *, runtime: Runtime, report: Report) -> list[Delivery]:
     """Store, deduplicate and resolve this check's alerts; route the ones due a notice; start the
-    cooldown of those that reached someone (one that reached nobody goes again next run)."""
-    settings, now = runtime.settings, utcnow()
+    cooldown of those that reached someone (one that reached nobody goes again next run).
+
+    With the database out of reach (health found it so, or storing fails on it) every finding is
+    routed as it is, unstored: no cooldown, so it goes out on every run until the database
+    answers, and nothing is resolved."""
+    route, now = _router(runtime), utcnow()
+    if isinstance(report, HealthReport) and not report.database_reachable:
+        return _route_unstored(check, report, route, now)
+    try:
+        sync = _sync(check, runtime, report, now)
+    except (DatabaseUnreachable, SQLAlchemyError) as error:
+        if not _database_down(error):
+            raise
+        logger.warning(
+            "alerts of %s not stored (%s): routed without cooldown", check, error_line(error)
+        )
+        return _route_unstored(check, report, route, now)
+    routed = [(notice, route(notice)) for notice in (*sync.to_notify, *sync.resolved)]
+    outcomes = {n.key: reached(deliveries) for n, deliveries in routed if n.state == OPEN}
+    try:
+        with transaction(runtime.engine()) as session:
+            record_notices(session=session, reached=outcomes, now=now)
+    except SQLAlchemyError as error:
+        if not _database_down(error):
+            raise
+        logger.warning(
+            "alert notices of %s not recorded (%s): sent again next run", check, error_line(error)
+        )
+    return [delivery for _, deliveries in routed for delivery in deliveries]
+
+
+def _sync(check: Check, runtime: Runtime, report: Report, now: datetime) -> AlertSync:
     with transaction(runtime.engine()) as session:
-        sync = sync_alerts(
+        return sync_alerts(
             session=session,
             check=check.value,
             findings=report.findings,
             now=now,
-            cooldown=timedelta(minutes=settings.alert_cooldown_minutes),
+            cooldown=timedelta(minutes=runtime.settings.alert_cooldown_minutes),
         )
-    route = _router(runtime)
-    routed = [(notice, route(notice)) for notice in (*sync.to_notify, *sync.resolved)]
-    outcomes = {n.key: reached(deliveries) for n, deliveries in routed if n.state == OPEN}
-    with transaction(runtime.engine()) as session:
-        record_notices(session=session, reached=outcomes, now=now)
-    return [delivery for _, deliveries in routed for delivery in deliveries]
+
+
+def _database_down(error: BaseException) -> bool:
+    return isinstance(error, DatabaseUnreachable) or database_unavailable(error)
+
+
+def _route_unstored(
+    check: Check, report: Report, route: Callable[[AlertNotice], list[Delivery]], now: datetime
+) -> list[Delivery]:
+    notices = [unstored_notice(check.value, finding, now) for finding in report.findings]
+    return [delivery for notice in notices for delivery in route(notice)]
 
 
 def _router(runtime: Runtime) -> Callable[[AlertNotice], list[Delivery]]:

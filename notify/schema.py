@@ -26,6 +26,11 @@ class DatabaseNotReady(NotifyError):
     """The database cannot be reached or is not at the newest schema."""
 
 
+class DatabaseUnreachable(DatabaseNotReady):
+    """The database cannot be reached (refused, timed out, no such file): health reports it as a
+    P1 finding where any other command stops."""
+
+
 @cache
 def head_revision() -> str | None:
     """The newest migration: the one revision no other migration names as its parent."""
@@ -62,7 +67,8 @@ def open_database(url: str) -> Engine:
     except OperationalError as error:
         engine.dispose()
         first_line = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        raise DatabaseNotReady(f"cannot open the database {safe}: {mask_url(first_line)}") from None
+        message = f"cannot open the database {safe}: {mask_url(first_line)}"
+        raise DatabaseUnreachable(message) from None
     if revision != head_revision():
         engine.dispose()
         raise DatabaseNotReady(

@@ -112,6 +112,7 @@ class Facts:
     avg_latency_s: float | None = None
     data_loss: bool = False
     database_unreachable: bool = False
+    database_error: str | None = None  # why, when unreachable (one line)
     email_sending_disabled: bool = False
     sender_unverified: bool = False
     ses_unanswered: tuple[str, ...] = ()  # what SES's errors left unknown to the health check
@@ -245,7 +246,12 @@ def _indexes(facts: Facts, _t: Thresholds) -> Finding | None:
 def _database(facts: Facts, _t: Thresholds) -> Finding | None:
     if not facts.database_unreachable:
         return None
-    return Finding("database", Severity.P1, "database unreachable: every notification fails")
+    error = f" ({facts.database_error})" if facts.database_error else ""
+    message = (
+        f"database unreachable{error}: every notification fails; fix: start the database "
+        "server, or point NOTIFY_DATABASE_URL at one this host can reach"
+    )
+    return Finding("database", Severity.P1, message)
 
 
 def _ses_sending(facts: Facts, _t: Thresholds) -> Finding | None:

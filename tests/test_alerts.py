@@ -8,11 +8,13 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from notify.alerts import (
@@ -440,3 +442,88 @@ def test_metrics_that_could_not_be_published_fail_a_healthy_check(
     printed = capsys.readouterr()
     assert "health: severity P4" in printed.out
     assert "error: health P4: CloudWatch metrics NOT PUBLISHED" in printed.err
+
+
+def _out_of_reach(url: str, tmp_path: Path) -> str:
+    """A database URL of the same kind nobody answers: a file in a missing directory, a port
+    that refuses."""
+    if url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path}/missing/dir/notifyops.db"
+    return make_url(url).set(port=1).render_as_string(hide_password=False)
+
+
+@pytest.mark.parametrize("how", [[], ["--direct"]], ids=["flow", "direct"])
+def test_health_pages_p1_when_the_database_is_out_of_reach(
+    flow_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    webhook: tuple[str, Any],
+    how: list[str],
+) -> None:
+    """The command used to stop at its schema check (exit 2, 'cannot open the database') before
+    health ran, so the one outage that most needs a page never sent one."""
+    from notifyops.cli import main
+    from tests.runtime import reload_runtime
+
+    url, handler = webhook
+    monkeypatch.setenv("NOTIFY_DATABASE_URL", _out_of_reach(flow_env, tmp_path))
+    monkeypatch.setenv("NOTIFY_ALERT_WEBHOOK_URL", url)
+    monkeypatch.setenv("NOTIFY_ALERT_ROUTING", "P1=webhook,log")
+    reload_runtime()
+    for run in (1, 2):
+        assert main(["health", "--alert", "--json", *how]) == 1
+        report = json.loads(capsys.readouterr().out)
+        assert (report["severity"], report["database_reachable"]) == ("P1", False)
+        [finding] = report["findings"]
+        assert finding["code"] == "database"
+        assert finding["message"].startswith("database unreachable (cannot open the database ")
+        assert "fix: start the database server" in finding["message"]
+        assert report["alerts_unreached"] == []
+        assert len(handler.received) == run, "no alert store: no cooldown, paged every run"
+    text = handler.received[-1]["body"]["text"]
+    assert text.startswith("[P1] health:database: database unreachable (cannot open the database")
+    assert text.endswith("(alert store out of reach: no cooldown, sent on every run)")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_other_checks_still_stop_on_a_database_out_of_reach(
+    cli_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    from notifyops.cli import main
+    from tests.runtime import reload_runtime
+
+    monkeypatch.setenv("NOTIFY_DATABASE_URL", _out_of_reach(cli_env, tmp_path))
+    reload_runtime()
+    assert main(["audit", "failures", "--direct"]) == 2
+    assert "cannot open the database" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+def test_alerts_whose_store_fails_are_routed_unstored(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database going away between a check's audit and its alerts: the findings still go
+    out, without cooldown, instead of failing the check with nothing routed."""
+    from notify.bootstrap import Runtime
+    from notify.check_names import Check
+    from notify.checks import raise_alerts
+    from notify.db import make_engine
+    from notify.reports import Report
+
+    settings = Settings(sender="memory", database_url=db_url, alert_routing="P1=log")
+    gone = make_engine(_out_of_reach(db_url, tmp_path))
+    finding = Finding("email-failure-rate", P1, "email failure rate 80.0% > 50%")
+    report = Report(as_of=NOW, window_start=NOW, window_hours=1, severity=P1, findings=(finding,))
+    with caplog.at_level(logging.INFO, logger="notify"):
+        deliveries = raise_alerts(
+            Check.failures, runtime=Runtime(settings, engine=gone), report=report
+        )
+    assert [(d.route, d.ok) for d in deliveries] == [("log", True)]
+    assert "alerts of failures not stored" in caplog.text
+    assert "[P1] failures:email-failure-rate: email failure rate 80.0% > 50% (alert store" in (
+        caplog.text
+    )

@@ -96,8 +96,6 @@ FAILING = [
     ["deliver"],
     ["deliver", "--debug"],
     ["recipients", "list"],
-    ["health", "--direct"],
-    ["health"],
     ["audit", "failures", "--direct"],
     ["audit", "failures"],
     ["db", "upgrade"],
@@ -140,6 +138,23 @@ def test_no_secret_in_errors_against_an_unreachable_database(
         assert_no_secret(text, f"`notifyops {' '.join(args)}` {where}")
 
 
+@pytest.mark.parametrize("args", [["health", "--direct"], ["health"]], ids=" ".join)
+def test_no_secret_in_health_reporting_an_unreachable_database(
+    args: list[str],
+    prefect_harness: None,
+    unreachable: str,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Health reports the database it cannot open as its P1 finding (exit 1), URL masked."""
+    caplog.set_level(logging.DEBUG)
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "cannot open the database postgresql+psycopg2://app:***@127.0.0.1:1" in captured.out
+    for where, text in (("stdout", captured.out), ("stderr", captured.err), ("logs", caplog.text)):
+        assert_no_secret(text, f"`notifyops {' '.join(args)}` {where}")
+
+
 def test_config_shows_the_webhook_as_scheme_and_host_only(
     unreachable: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -161,7 +176,7 @@ def test_a_failed_flow_logs_no_secret(
     caplog.set_level(logging.DEBUG)
     with using(Runtime(load_settings())), pytest.raises(DatabaseNotReady):
         deliver_pending()
-    assert "DatabaseNotReady" in caplog.text, "the failure was logged (and scanned)"
+    assert "cannot open the database" in caplog.text, "the failure was logged (and scanned)"
     assert_no_secret(caplog.text, "Prefect's logs of a failed deliver-pending run")
 
 

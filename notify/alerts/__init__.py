@@ -35,6 +35,7 @@ from notify.alerts.store import (
     record_notices,
     resolve_cleared,
     sync_alerts,
+    unstored_notice,
 )
 
 __all__ = [
@@ -63,4 +64,5 @@ __all__ = [
     "routes_from_settings",
     "sync_alerts",
     "unreached",
+    "unstored_notice",
 ]

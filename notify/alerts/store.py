@@ -23,6 +23,7 @@ OPEN = "open"
 RESOLVED = "resolved"
 COOLDOWN = "in cooldown"
 RETRY = "retry"  # the last notice reached nobody
+UNSTORED = "not stored"  # the alert store (the database) is out of reach
 
 
 @dataclass(frozen=True)
@@ -35,14 +36,38 @@ class AlertNotice:
     state: str  # open | resolved
     count: int
     first_seen: datetime
-    reason: str  # new | reopened | escalated | repeat | retry | in cooldown | resolved
+    reason: str  # new | reopened | escalated | repeat | retry | in cooldown | resolved | not stored
 
     @property
     def text(self) -> str:
         if self.state == RESOLVED:
             return f"[RESOLVED] {self.key}: {self.summary}"
+        if self.reason == UNSTORED:
+            return (
+                f"[{self.severity}] {self.key}: {self.summary} (alert store out of reach: "
+                "no cooldown, sent on every run)"
+            )
         since = self.first_seen.strftime("%Y-%m-%d %H:%M UTC")
         return f"[{self.severity}] {self.key}: {self.summary} (seen {self.count}x since {since})"
+
+
+def alert_key(check: str, code: str) -> str:
+    """One alert per condition: `health:backlog`."""
+    return f"{check}:{code}"
+
+
+def unstored_notice(check: str, finding: Finding, now: datetime) -> AlertNotice:
+    """A finding's notice when the alerts table cannot be used (the database is out of reach):
+    routed as it is, with no deduplication, cooldown or resolution."""
+    return AlertNotice(
+        key=alert_key(check, finding.code),
+        severity=finding.severity,
+        summary=finding.message,
+        state=OPEN,
+        count=1,
+        first_seen=now,
+        reason=UNSTORED,
+    )
 
 
 @dataclass(frozen=True)
@@ -179,7 +204,7 @@ def sync_alerts(
     decisions = [
         raise_or_refresh(
             session=session,
-            key=f"{check}:{f.code}",
+            key=alert_key(check, f.code),
             severity=f.severity,
             summary=f.message,
             now=now,

@@ -11,7 +11,7 @@ masked).
 
 from notify.audits.common import Report, Window, resolve_window
 from notify.audits.failures import FailureGroup, FailureReport, failure_summary
-from notify.audits.health import HealthReport, WorkerState, health
+from notify.audits.health import HealthReport, WorkerState, health, health_without_database
 from notify.audits.loops import Loop, LoopReport, MutedLoop, loop_detection, mute_loops
 from notify.audits.ses_account import SesAccountState, check_ses_account
 from notify.audits.sms_cost import HourlySms, RecipientSpend, SmsCostReport, sms_cost_audit
@@ -34,6 +34,7 @@ __all__ = [
     "check_ses_account",
     "failure_summary",
     "health",
+    "health_without_database",
     "kind_for",
     "loop_detection",
     "mute_loops",

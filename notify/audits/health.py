@@ -102,10 +102,35 @@ def health(
     """Measure the pipeline's health; SES is asked only when a client is given. Never raises
     for an unreachable database or SES: those are reported (and escalate) instead."""
     w = resolve_window(as_of, window)
-    fields: dict[str, Any] = {**_database(session, w, rollups), "ses": None}
+    return _report(w, _database(session, w, rollups), settings, sesv2=sesv2, ses=ses)
+
+
+def health_without_database(
+    *,
+    error: str,
+    as_of: datetime,
+    window: timedelta,
+    settings: Settings,
+    sesv2: Any = None,
+    ses: Any = None,
+) -> HealthReport:
+    """Health when the database could not even be opened (`error`, one line): the `database` P1
+    finding with nothing of the delivery log measured; SES is still asked."""
+    w = resolve_window(as_of, window)
+    return _report(w, _unreachable(error), settings, sesv2=sesv2, ses=ses)
+
+
+def _report(
+    w: Window, database: dict[str, Any], settings: Settings, *, sesv2: Any, ses: Any
+) -> HealthReport:
+    fields: dict[str, Any] = {**database, "ses": None}
     if sesv2 is not None or ses is not None:
         fields["ses"] = check_ses_account(sender=settings.email_from, sesv2=sesv2, ses=ses)
     return HealthReport(**fields, **_verdict(fields, w, Thresholds.from_settings(settings)))
+
+
+def _unreachable(error: str) -> dict[str, Any]:
+    return {"database_reachable": False, "database_error": error, **_UNMEASURED}
 
 
 _UNMEASURED = {
@@ -135,7 +160,7 @@ def _database(session: Session, w: Window, rollups: RollupPolicy) -> dict[str, A
         }
     except SQLAlchemyError as exc:
         session.rollback()
-        return {"database_reachable": False, "database_error": error_line(exc), **_UNMEASURED}
+        return _unreachable(error_line(exc))
     return {"database_reachable": True, "database_error": None, **measured}
 
 
@@ -241,6 +266,7 @@ def _verdict(fields: Mapping[str, Any], w: Window, thresholds: Thresholds | None
         data_loss=bool(fields.get("lost_past_horizon") or fields.get("unmatched_receipts")),
         index_problems=len(fields.get("index_problems", ())),
         database_unreachable=not fields["database_reachable"],
+        database_error=fields["database_error"],
         email_sending_disabled=ses is not None and ses.sending_enabled is False,
         sender_unverified=ses is not None and ses.sender_verified is False,
         ses_unanswered=ses.unanswered if ses is not None else (),
