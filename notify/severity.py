@@ -25,7 +25,10 @@ notification) fails -> P1; today's SMS spend at the daily cap (NOTIFY_SMS_DAILY_
 every SMS until the UTC day ends (email instead) -> P2: to be answered within the hour, above SMS
 over the hourly alarm (P3) and below SMS over $100 in one hour (P1); deliveries in `unknown` state
 and detected loops need an operator but are no outage -> P3. Workers down for 10 minutes or less
-escalate nothing by themselves. SES answering none of health's calls (out of reach, refusing our
+escalate nothing by themselves. Scheduled runs that nothing has started for more than those 10
+minutes (Late in the UI) are the same outage seen from the runs' side -> P1 (`runs-late`): it is
+what tells when `notifyops serve`, which has no work pool and so no worker heartbeat, stopped.
+SES answering none of health's calls (out of reach, refusing our
 credentials, down) -> P2: sends through the SES API likely fail too, but no email is lost (rows
 wait as pending_retry without an attempt counted, the SMTP failover may carry them), so it is
 answered within the hour rather than paged; the backlog and latency findings escalate while the
@@ -108,6 +111,8 @@ class Facts:
     sms_cost_last_hour_usd: Decimal | None = None
     sms_cost_today_usd: Decimal | None = None  # the UTC day's SMS spend so far
     workers_down_minutes: float | None = None
+    late_runs: int = 0  # scheduled runs of the deployments that nothing has started
+    late_runs_minutes: float | None = None  # how long the oldest of them has waited
     backlog: int | None = None
     avg_latency_s: float | None = None
     data_loss: bool = False
@@ -199,6 +204,21 @@ def _workers(facts: Facts, t: Thresholds) -> Finding | None:
         return None
     message = f"workers down for {minutes:.0f} min > {t.workers_down_page_minutes:.0f} min"
     return Finding("workers-down", Severity.P1, message)
+
+
+def _late_runs(facts: Facts, t: Thresholds) -> Finding | None:
+    """Nothing has started the scheduled runs for longer than workers may be down: `notifyops
+    serve` stopped (it has no work pool, so no worker heartbeat tells), or the pool's workers
+    gone (then `workers-down` says so already)."""
+    minutes = facts.late_runs_minutes
+    if minutes is None or minutes <= t.workers_down_page_minutes or _workers(facts, t):
+        return None
+    message = (
+        f"{facts.late_runs} scheduled run(s) late, the oldest for {minutes:.0f} min > "
+        f"{t.workers_down_page_minutes:.0f} min: nothing runs the deployments (start "
+        "`notifyops serve`, or a worker for the `notifyops` pool)"
+    )
+    return Finding("runs-late", Severity.P1, message)
 
 
 def _backlog(facts: Facts, t: Thresholds) -> Finding | None:
@@ -309,6 +329,7 @@ _RULES: tuple[Callable[[Facts, Thresholds], Finding | None], ...] = (
     _sms_cost,
     _sms_daily_cap,
     _workers,
+    _late_runs,
     _backlog,
     _latency,
     _unknown,

@@ -20,7 +20,7 @@ from notify.checks import (
 from tasks.resources import runtime
 from tasks.retries import retry_if_database_unavailable
 from tasks.run_info import run_actor
-from tasks.workers import work_pool_state
+from tasks.workers import late_runs, work_pool_state
 
 
 @task(
@@ -38,12 +38,16 @@ def audit(check: Check, as_of: datetime, window_hours: float) -> Report:
 
 @task(name="work-pool-state", cache_policy=NO_CACHE, retries=1)
 def add_worker_state(report: HealthReport) -> HealthReport:
-    """Fold the work pool's workers and late runs in (when a Prefect server is configured)."""
-    state = work_pool_state()
-    if state is None:
+    """Fold the work pool's workers and the late runs in (when a Prefect server is configured;
+    without a work pool, as under `notifyops serve`, the late runs alone)."""
+    state, late = work_pool_state(), late_runs()
+    if state is None and late is None:
         return report
     return report.with_workers(
-        state.workers, down_minutes=state.down_minutes, late_runs=state.late_runs
+        state.workers if state else None,
+        down_minutes=state.down_minutes if state else None,
+        late_runs=late.count if late else None,
+        late_runs_minutes=late.oldest_minutes if late else None,
     )
 
 

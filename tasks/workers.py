@@ -1,4 +1,6 @@
-"""The Prefect side of health: the work pool's workers and late runs (needs PREFECT_API_URL)."""
+"""The Prefect side of health: the work pool's workers and the scheduled runs nothing has started
+(Late), whoever should run them: a worker of the pool or `notifyops serve`. Needs
+PREFECT_API_URL."""
 
 from __future__ import annotations
 
@@ -12,22 +14,47 @@ from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterState,
     FlowRunFilterStateName,
-    WorkPoolFilter,
-    WorkPoolFilterName,
+    FlowRunFilterTags,
 )
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 
 from notify.audits import WorkerState
 from notify.db import utcnow
 
 WORK_POOL = "notifyops"
+DEPLOYMENT_TAG = "notifyops"  # every deployment of prefect.yaml; their runs carry it
 
 
 @dataclass(frozen=True)
 class PoolState:
     workers: list[WorkerState]
     down_minutes: float
-    late_runs: int
+
+
+@dataclass(frozen=True)
+class LateRuns:
+    count: int
+    oldest_minutes: float | None  # how long the oldest has waited past its start time
+
+
+def late_runs() -> LateRuns | None:
+    """The deployments' runs that came due and nothing started (None without a Prefect server)."""
+    if not os.environ.get("PREFECT_API_URL"):
+        return None
+    late = FlowRunFilter(
+        state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Late"])),
+        tags=FlowRunFilterTags(all_=[DEPLOYMENT_TAG]),
+    )
+    with get_client(sync_client=True) as client:
+        count = client.count_flow_runs(flow_run_filter=late)
+        oldest = client.read_flow_runs(
+            flow_run_filter=late, sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=1
+        )
+    due = oldest[0].expected_start_time if oldest else None
+    if due is None:
+        return LateRuns(count, None)
+    return LateRuns(count, round((utcnow() - due).total_seconds() / 60, 1))
 
 
 def work_pool_state(pool: str = WORK_POOL) -> PoolState | None:
@@ -38,12 +65,6 @@ def work_pool_state(pool: str = WORK_POOL) -> PoolState | None:
     with get_client(sync_client=True) as client:
         try:
             workers = client.read_workers_for_work_pool(pool)
-            late = client.count_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Late"]))
-                ),
-                work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])),
-            )
         except ObjectNotFound:
             return None
         except httpx.HTTPStatusError as error:
@@ -59,7 +80,7 @@ def work_pool_state(pool: str = WORK_POOL) -> PoolState | None:
         )
         for w in workers
     ]
-    return PoolState(states, _down_minutes(states, utcnow()), late)
+    return PoolState(states, _down_minutes(states, utcnow()))
 
 
 def _down_minutes(workers: list[WorkerState], now: datetime) -> float:

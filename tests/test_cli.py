@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +289,37 @@ def test_health_on_a_prefect_server_without_the_work_pool(
     assert main(["health", "--json"]) in (0, 1)
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err and json.loads(captured.out)["severity"]
+
+
+def test_health_pages_when_the_scheduled_runs_wait_with_no_work_pool(
+    flow_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stopped, `notifyops serve` leaves its schedules making runs that nothing starts (Late);
+    with no work pool there is no worker heartbeat, so health said P4 while nothing ran. Now
+    runs late for over 10 minutes are a P1 finding naming the fix."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+    from prefect.states import Late
+
+    @flow(name="late-check-probe")
+    def probe() -> None: ...
+
+    monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
+    due = datetime.now(UTC) - timedelta(minutes=25)
+    with get_client(sync_client=True) as client:
+        created = client.create_flow_run(
+            probe, tags=["notifyops", "monitoring"], state=Late(scheduled_time=due)
+        )
+    try:
+        assert main(["health", "--json"]) == 1
+        report = json.loads(capsys.readouterr().out)
+        assert report["severity"] == "P1" and report["late_runs"] >= 1
+        assert report["late_runs_minutes"] >= 25
+        assert any(f["code"] == "runs-late" for f in report["findings"])
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_flow_run(created.id)
 
 
 @pytest.mark.slow

@@ -43,6 +43,9 @@ P1, P2, P3, P4 = Severity.P1, Severity.P2, Severity.P3, Severity.P4
         (Facts(workers_down_minutes=0), P4),
         (Facts(workers_down_minutes=10), P4),
         (Facts(workers_down_minutes=10.5), P1),
+        # scheduled runs nothing started (serve stopped: no pool, no heartbeat): > 10 min P1
+        (Facts(late_runs=3, late_runs_minutes=10), P4),
+        (Facts(late_runs=3, late_runs_minutes=10.5), P1),
         # backlog: <= 1,000 P4, (1,000, 5,000] P3, > 5,000 P2
         (Facts(backlog=999), P4),
         (Facts(backlog=1_000), P4),
@@ -107,3 +110,12 @@ def test_money_in_findings_keeps_its_sub_cent_digits() -> None:
 def test_worst_and_rank() -> None:
     assert worst(P3, P1, P2) is P1 and worst() is P4
     assert [s.rank for s in Severity] == [1, 2, 3, 4]
+
+
+def test_late_runs_page_once_and_not_beside_workers_down() -> None:
+    alone = assess(Facts(late_runs=12, late_runs_minutes=55))
+    assert [f.code for f in alone.findings] == ["runs-late"]
+    assert "12 scheduled run(s) late, the oldest for 55 min" in alone.findings[0].message
+    assert "`notifyops serve`" in alone.findings[0].message
+    both = assess(Facts(late_runs=12, late_runs_minutes=55, workers_down_minutes=30))
+    assert [f.code for f in both.findings] == ["workers-down"], "one outage, one page"

@@ -69,21 +69,26 @@ class HealthReport(Report):
     workers: tuple[WorkerState, ...] | None = None
     workers_down_minutes: float | None = None
     late_runs: int | None = None
+    late_runs_minutes: float | None = None  # how long the oldest late run has waited
 
     def with_workers(
         self,
-        workers: Iterable[WorkerState],
+        workers: Iterable[WorkerState] | None,
         *,
-        down_minutes: float,
+        down_minutes: float | None,
         late_runs: int | None = None,
+        late_runs_minutes: float | None = None,
         thresholds: Thresholds | None = None,
     ) -> HealthReport:
-        """This report with the work pool's state, severity re-assessed ("down > 10 min": P1)."""
+        """This report with the Prefect side: the work pool's workers (None: no pool, e.g.
+        `notifyops serve`) and the scheduled runs nothing has started, severity re-assessed
+        ("down > 10 min": P1; runs late > 10 min: P1)."""
         fields = {
             **dict(self),
-            "workers": tuple(workers),
+            "workers": None if workers is None else tuple(workers),
             "workers_down_minutes": down_minutes,
             "late_runs": late_runs,
+            "late_runs_minutes": late_runs_minutes,
         }
         window = Window(start=self.window_start, end=self.as_of)
         return self.model_copy(update={**fields, **_verdict(fields, window, thresholds)})
@@ -273,6 +278,8 @@ def _verdict(fields: Mapping[str, Any], w: Window, thresholds: Thresholds | None
         ses_silent=ses is not None and ses.silent,
         ses_error=ses.errors[-1] if ses is not None and ses.errors else None,
         workers_down_minutes=fields.get("workers_down_minutes"),
+        late_runs=fields.get("late_runs") or 0,
+        late_runs_minutes=fields.get("late_runs_minutes"),
     )
     assessment = assess(facts, thresholds or Thresholds())
     return header(w, assessment, [finding.message for finding in assessment.findings])
