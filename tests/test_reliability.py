@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 
 from notify.db import DeliveryLog, transaction, utcnow
 from notify.enqueue import SendRequest, enqueue
@@ -84,6 +84,21 @@ def start_worker(
         *([str(lease_s)] if lease_s else []),
     ]
     return subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def wait_for_orphaned_sessions(engine: Engine, timeout_s: float = 30.0) -> None:
+    """A killed deliverer's PostgreSQL session ends only once its backend notices (it may be in the
+    middle of an UPDATE): until then it holds row locks, and a rescue meeting them could deadlock
+    with it. Production retries that (the rescue is a retried step); the test waits for it."""
+    busy = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')"
+    )
+    deadline = time.monotonic() + timeout_s
+    with engine.connect() as conn:
+        while conn.execute(busy).scalar() and time.monotonic() < deadline:
+            conn.rollback()
+            time.sleep(0.1)
 
 
 def provider_log(*paths: Path) -> Counter[tuple[str, str]]:
@@ -155,6 +170,7 @@ def test_sigkill_mid_batch_loses_nothing_and_sends_nothing_twice(
         time.sleep(0.01)
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=30)
+    wait_for_orphaned_sessions(pg)
     before = status_counts(pg)
     assert before.get("sending", 0) <= window, before
     assert before.get("pending", 0) + before.get("claimed", 0) > 0, f"killed mid-run: {before}"
