@@ -148,3 +148,38 @@ def test_the_documented_report_keys_are_the_keys_printed(
     main([*CHECK_COMMANDS[report], "--as-of", AS_OF.isoformat(), "--json", "--direct"])
     printed = set(json.loads(capsys.readouterr().out))
     assert _documented_top_level(report) | COMMON == printed
+
+
+def test_the_readmes_first_command_runs_the_demo_end_to_end(
+    prefect_harness: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`./scripts/demo` is `notifyops demo` on embedded defaults: a SQLite file in the working
+    directory, moto started in the process, the sample roster with its bad rows. (Here on the
+    session's Prefect API: an ephemeral one would cost its start-up again.)"""
+    import os
+
+    from notify.bootstrap import Runtime, using
+    from notify.settings import load_settings
+    from notify.standin import FAKE_CREDENTIALS
+    from notifyops.cli import main
+
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIX) or name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    for name in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", *FAKE_CREDENTIALS):
+        monkeypatch.setenv(name, "")  # what the stand-in sets goes away with the test
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    with using(Runtime(load_settings())):
+        assert main(["demo"]) == 0
+    shown = capsys.readouterr().out
+    assert "rejected" in shown and "line " in shown, "the sample roster's bad rows are shown"
+    assert "What happened, per channel and status" in shown
+    received = re.search(r"the AWS stand-in received (\d+) emails and (\d+) SMS", shown)
+    assert received is not None, shown
+    assert int(received.group(1)) > 0 and int(received.group(2)) > 0
+    assert (tmp_path / "notifyops.db").exists()
+    assert os.environ["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")  # until the teardown
