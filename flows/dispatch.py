@@ -100,7 +100,7 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
     summary = DispatchSummary(enqueue=enqueued, delivery=delivered, request=own)
     logger.info("dispatch: %s", summary.model_dump_json(exclude={"enqueue": {"notification_ids"}}))
     prefix = f"{request.template}: {len(enqueued.notification_ids)} notification(s); "
-    state = delivery_state(delivered, summary, prefix=prefix)
+    state = delivery_state(delivered, summary, prefix=prefix, own=own)
     if later.error is not None:  # the parts stored were delivered; the rest was not stored
         logger.error(
             "stored %d of the request's notifications, then a part failed; run the request "
@@ -111,7 +111,8 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
         raise later.error
     if state.is_failed():
         logger.error("%s", state.message)
-        delivery_events(delivered, template=request.template)
+    # a stop, or failures of any request this run delivered (its own or others' due rows)
+    delivery_events(delivered, template=request.template)
     priority = request.priority or runtime().catalog().info(request.template).priority
     key = request.idempotency_key or enqueued.request_id.removeprefix("flow-run:")[:8]
     rename(

@@ -20,6 +20,7 @@ from prefect.states import Cancelled, Completed, Failed, State
 from notify.alerts import nobody_alerted
 from notify.delivery import INTERRUPTED
 from notify.reports import Report
+from notify.request_report import RequestReport
 from notify.summaries import DeliverySummary
 
 STOPPED, PARTLY_FAILED, RETRYING = "Stopped", "PartlyFailed", "Retrying"
@@ -100,6 +101,49 @@ def delivery_verdict(delivery: DeliverySummary | None) -> tuple[str | None, str]
     )
 
 
+def dispatch_verdict(
+    delivery: DeliverySummary | None, own: RequestReport | None
+) -> tuple[str | None, str]:
+    """A dispatch's verdict: a stop, a pause or an interruption of its delivery as for any
+    delivery run, but failures and retries judged on the request's own rows. The run also
+    delivers other requests' due rows; their failures are named in the message (and still
+    emitted as `notifyops.delivery.failed`) without failing a request whose messages all went."""
+    name, message = delivery_verdict(delivery)
+    if delivery is None or own is None or name in (STOPPED, INTERRUPTED_NAME):
+        return name, message
+    failed = sum(own.count(status) for status in FINAL_FAILURES)
+    sent = own.count("sent") + own.count("delivered")
+    others = others_failed(delivery, own)
+    note = (
+        f" This run also delivered other requests' due rows: {others} of them failed "
+        "(`notifyops audit failures`)."
+        if others
+        else ""
+    ) + in_doubt(delivery)
+    if failed:
+        codes = sorted({g.error_code for g in own.groups if g.error_code and g.rows})
+        return PARTLY_FAILED, one_line(
+            f"{failed} of this request's messages failed ({', '.join(codes) or 'see logs'}); "
+            f"{sent} sent. Fix: see the failures table and `notifyops audit failures`, then "
+            f"`notifyops redrive`.{note}"
+        )
+    retrying = own.count("pending_retry")
+    if retrying:
+        return RETRYING, one_line(
+            f"{sent} sent; {retrying} will be retried automatically (transient errors).{note}"
+        )
+    waiting = own.count("pending")
+    later = f"; {waiting} wait for their time (quiet hours)" if waiting else ""
+    return None, one_line(f"{sent} sent{later}" + (f".{note}" if note else ""))
+
+
+def others_failed(delivery: DeliverySummary, own: RequestReport) -> int:
+    """Failed outcomes of this run that are not the request's own (every own row this run
+    delivered is the run's)."""
+    run_failed = sum(delivery.count(status) for status in FINAL_FAILURES)
+    return max(0, run_failed - sum(own.count(status) for status in FINAL_FAILURES))
+
+
 def in_doubt(delivery: DeliverySummary) -> str:
     """The rows this run's rescue made `unknown`: a deliverer died while they were in flight, so
     the provider may have them. Never re-sent automatically; an operator (or a receipt) decides."""
@@ -111,8 +155,15 @@ def in_doubt(delivery: DeliverySummary) -> str:
     )
 
 
-def delivery_state(delivery: DeliverySummary | None, data: Any, *, prefix: str = "") -> State[Any]:
-    name, message = delivery_verdict(delivery)
+def delivery_state(
+    delivery: DeliverySummary | None,
+    data: Any,
+    *,
+    prefix: str = "",
+    own: RequestReport | None = None,
+) -> State[Any]:
+    """The run's final state; `own` (a dispatch's request rows): failures judged on them."""
+    name, message = dispatch_verdict(delivery, own)
     message = one_line(prefix + message)
     if name in (STOPPED, PARTLY_FAILED):
         return Failed(name=name, message=message, data=Unsuccessful(message, data))

@@ -31,7 +31,7 @@ from flows.states import result_of
 from notify.bootstrap import Runtime, using
 from notify.db import DeliveryLog, Notification, Recipient, make_engine, transaction
 from notify.delivery import BatchReport
-from notify.errors import InputError
+from notify.errors import MESSAGE_REJECTED, DeliveryError, InputError
 from notify.outbox import claim_due, mark_sending
 from notify.request_report import RequestReport, request_report
 from notify.senders import Senders
@@ -355,7 +355,7 @@ def test_dispatch_through_ses_and_sns_on_moto(
         DispatchParams(template="repair_assigned", to="tech:1, tech:2\ntech:3", context=CONTEXT)
     )
     assert state.is_failed() and state.name == "PartlyFailed"
-    assert "1 of 6 message(s) failed" in str(state.message)
+    assert "1 of this request's messages failed" in str(state.message)
     assert summary.delivery is not None
     assert summary.delivery.outcomes["email"] == {"sent": 3}
     assert summary.delivery.outcomes["sms"] == {"failed_permanent": 1, "sent": 2}
@@ -431,6 +431,44 @@ def test_send_prints_its_own_rows_and_when_the_deferred_ones_go(
     assert sum(g["rows"] for g in request["groups"]) == 4
     assert main([*base, "--to", "tech:3", "--idempotency-key", "stored-only", "--no-deliver"]) == 0
     assert "1 email due now: email: send" in capsys.readouterr().out, "due, not deferred"
+
+
+def test_a_send_is_judged_on_its_own_messages_not_on_others_the_run_delivered(
+    flow_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dispatch delivers every due row, other requests' too. One of those failing used to end
+    a send whose own email went out PartlyFailed ("1 of 2 message(s) failed") with exit 1; now
+    the send exits 0 and its run is green, its message naming the other request's failure; a
+    failure of its own still fails it."""
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(n, receive_sms=False) for n in (1, 2, 3)])
+
+    def reject_tech3(message: Any) -> DeliveryError | None:
+        if getattr(message, "to", "") == "tech3@example.com":
+            return DeliveryError(MESSAGE_REJECTED, "Message rejected: invalid header")
+        return None
+
+    sender = MemorySender(fail=reject_tech3)
+    base = ["send", "--template", "repair_assigned", "--context", json.dumps(CONTEXT)]
+    with using(Runtime(load_settings(), senders=Senders(email=sender, sms=sender))):
+        assert main([*base, "--to", "tech:3", "--idempotency-key", "other", "--no-deliver"]) == 0
+        assert main([*base, "--to", "tech:1", "--idempotency-key", "mine"]) == 0
+        capsys.readouterr()
+        with get_client(sync_client=True) as client:
+            mine = client.read_flow_run(run_of(engine, "mine"))
+        assert mine.state is not None and mine.state.is_completed(), mine.state
+        assert "other requests' due rows: 1 of them failed" in str(mine.state.message)
+        assert main([*base, "--to", "tech:3", "--idempotency-key", "own-failure"]) == 1
+        with get_client(sync_client=True) as client:
+            failed = client.read_flow_run(run_of(engine, "own-failure"))
+    assert failed.state is not None and failed.state.name == "PartlyFailed"
+    assert "1 of this request's messages failed (MessageRejected)" in str(failed.state.message)
+
+
+def run_of(engine: Any, request_id: str) -> Any:
+    with transaction(engine) as session:
+        query = select(Notification.flow_run_id).where(Notification.request_id == request_id)
+        return session.scalars(query).first()
 
 
 def test_an_unverified_sender_stops_the_dispatch_red_with_the_fix_and_its_own_rows(

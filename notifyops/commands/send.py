@@ -85,10 +85,22 @@ def send(
         print_json(summary)
     else:
         _print_dispatch(summary)
-    delivery = summary.delivery
-    bad = delivery is not None and _has_failures(delivery)
-    code = EXIT_PARTIAL if bad or summary.enqueue.unknown_recipients else EXIT_OK
+    bad = _dispatch_failed(summary) or bool(summary.enqueue.unknown_recipients)
+    code = EXIT_PARTIAL if bad else EXIT_OK
     raise typer.Exit(interruption.exit_code or code)
+
+
+def _dispatch_failed(summary: DispatchSummary) -> bool:
+    """Its delivery stopped or left rows in doubt, or one of the request's own messages failed or
+    waits for a retry (other requests' rows the run delivered do not fail this send)."""
+    delivery, own = summary.delivery, summary.request
+    if delivery is None:
+        return False
+    if own is None:
+        return _has_failures(delivery)
+    if delivery.stopped or delivery.left_held:
+        return True
+    return any(own.count(status) for status in FAILED)
 
 
 def _has_failures(summary: DeliverySummary) -> bool:
@@ -198,20 +210,20 @@ def _print_dispatch(summary: DispatchSummary) -> None:
 
 
 def _print_request(report: RequestReport) -> None:
-    """The request's own rows after the run: what waits and until when (quiet hours, retries),
-    then every row by channel, status and the policy's decision."""
+    """The request's own rows after the run by channel, status and the policy's decision, then
+    what waits and until when (quiet hours, retries)."""
     from datetime import UTC, datetime
 
-    now = datetime.now(UTC)
-    for group in report.deferred:
-        why = group.decision or group.status
-        out.print(f"{group.rows} {group.channel} {group.waiting(now)}: {why}")
     merged: dict[tuple[str, str, str], int] = {}
     for group in report.groups:  # one line whoever delivered them
         key = (group.channel, group.status, group.decision)
         merged[key] = merged.get(key, 0) + group.rows
     rows = [(*key, n) for key, n in merged.items()]
     out.print(table("This request's messages", ["channel", "status", "decision", "rows"], rows))
+    now = datetime.now(UTC)
+    for group in report.deferred:
+        why = group.decision or group.status
+        out.print(f"{group.rows} {group.channel} {group.waiting(now)}: {why}")
 
 
 def _print_delivery(summary: DeliverySummary, *, title: str = "Delivered") -> None:
