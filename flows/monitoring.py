@@ -11,6 +11,7 @@ before metrics: with AWS out of reach the alerts still go out, and the run fails
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ from flows.logs import library_logs_in_run
 from flows.naming import rename
 from flows.params import CheckParams, FailureParams, LoopParams
 from flows.states import Unsuccessful, check_state, one_line
-from notify.alerts import unreached
+from notify.alerts import Delivery, unreached
 from notify.audits import HealthReport, LoopReport, Report
 from notify.checks import SPECS, Check, Published, should_mute
 from notify.db import utcnow
@@ -54,7 +55,7 @@ def _checked(check: Check, params: CheckParams, *, mute: bool, title: str) -> St
     # after the alerts: AWS out of reach must not keep them from going out
     published = checks.metrics(check, report) if params.publish_metrics else Published(0)
     report = report.with_metrics_unpublished(published.error)
-    routed, unrouted = [d.line for d in deliveries], list(report.alerts_unreached)
+    routed, unrouted = routed_lines(deliveries), list(report.alerts_unreached)
     report_artifact(
         check.value, report, title=title or SPECS[check].title, routed=routed, unrouted=unrouted
     )
@@ -133,6 +134,14 @@ CHECK_FLOWS: dict[Check, Callable[..., Any]] = {
     Check.failures: failure_summary_flow,
     Check.health: health_flow,
 }
+
+
+def routed_lines(deliveries: list[Delivery]) -> list[str]:
+    """One line per route and outcome, with how many alerts took it (`webhook: ok (3 alerts)`),
+    where every alert's line was listed: the artifact said `alert routed: webhook: ok` once per
+    alert."""
+    counts = Counter(d.line for d in deliveries)
+    return [line if n == 1 else f"{line} ({n} alerts)" for line, n in counts.items()]
 
 
 if __name__ == "__main__":

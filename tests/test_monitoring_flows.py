@@ -196,3 +196,16 @@ def test_a_check_whose_metrics_could_not_be_published_ends_failed(
     assert report.severity == "P4" and report.metrics_unpublished
     assert state.is_failed() and state.name == "MetricsUnpublished"
     assert str(state.message).startswith("CloudWatch metrics NOT PUBLISHED")
+
+
+def test_the_artifact_names_each_route_once_with_how_many_alerts_took_it() -> None:
+    from flows.monitoring import routed_lines
+    from notify.alerts import Delivery
+
+    deliveries = [
+        Delivery("webhook", ok=True),
+        Delivery("log", ok=True),
+        Delivery("webhook", ok=True),
+        Delivery("webhook", ok=True),
+    ]
+    assert routed_lines(deliveries) == ["webhook: ok (3 alerts)", "log: ok"]
