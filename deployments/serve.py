@@ -69,6 +69,7 @@ def to_served(spec: dict[str, Any]) -> Any:
         tags=spec.get("tags"),
         parameters=spec.get("parameters") or {},
         schedules=schedules,
+        concurrency_limit=spec.get("concurrency_limit"),  # as a worker's deployment has it
     )
 
 

@@ -152,3 +152,14 @@ def test_stopping_serve_leaves_the_schedules_active_and_a_restart_runs_only_the_
     *older, newest = runs
     assert all(r.state_type.value == "CANCELLED" and r.state.message == MISSED for r in older)
     assert newest.state_type.value != "CANCELLED" or newest.state.message != MISSED
+
+
+def test_served_deployments_keep_their_concurrency_limits_from_prefect_yaml() -> None:
+    """Served, receipts could run two polls at once and deliver-pending more than 4 runs:
+    `concurrency_limit` from prefect.yaml was left out."""
+    from deployments.serve import load_deployments, scheduled, to_served
+
+    limits = {
+        spec["name"]: to_served(spec).concurrency_limit for spec in scheduled(load_deployments())
+    }
+    assert limits["receipts"] == 1 and limits["deliver-pending"] == 4
