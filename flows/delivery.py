@@ -1,8 +1,11 @@
 """The delivery loop both flows run: rescue expired leases and gather quiet-hours digests (the
 dispatch flow does that beside its enqueue), then claim and deliver due rows a batch per task
-until nothing is due, a batch stops or the run's budget is spent, and let the rows the digests
-carry take their outcome. A plain function, not a flow: the dispatch flow calls it inline (no
-subflow) and deliver-pending wraps it.
+until nothing is due, delivery stops (an interruption, every channel stopped) or the run's budget
+is spent, and let the rows the digests carry take their outcome. A channel a batch stopped (its
+provider refused: config, quota, open circuit) is left out by the batches started after it: the
+other channel's due rows still go, and a stopped channel's rows never start another batch. A
+plain function, not a flow: the dispatch flow calls it inline (no subflow) and deliver-pending
+wraps it.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ def deliver_due(
     def submit() -> PrefectFuture[BatchReport]:
         nonlocal submitted
         submitted += 1
-        return deliver_batch.submit(f"{run}/{submitted}", limit)
+        return deliver_batch.submit(f"{run}/{submitted}", limit, sorted(total.stopped_channels))
 
     first = params.parallel_batches
     if expected is not None:
@@ -86,7 +89,7 @@ def deliver_due(
         started = 0
         while (
             started < most
-            and not total.stopped
+            and not total.halted
             and len(running) < params.parallel_batches
             and submitted < params.max_batches
         ):

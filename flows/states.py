@@ -4,9 +4,10 @@ P1/P2 finding end in a *Failed*-type state (red, counted by the dashboard, seen 
 failure and a one-line message saying what happened and the fix. The run's typed result is the
 state's data either way, so the CLI prints the same summary and sets its exit code from it.
 
-Names: `Stopped` (a config error stopped delivery: nothing more can go out until it is fixed),
-`PartlyFailed` (some messages failed for good), `P1`/`P2` (a check found an incident). Failed
-rather than Crashed (Crashed means the infrastructure died) or a named Completed (still green).
+Names: `Stopped` (a config error stopped delivery, or one channel of it: nothing more goes out
+there until it is fixed), `PartlyFailed` (some messages failed for good), `P1`/`P2` (a check
+found an incident). Failed rather than Crashed (Crashed means the infrastructure died) or a named
+Completed (still green).
 The flows have no retries, so a Failed final state is final: a retry would re-alert a check and
 re-attempt sends that a config error would reject again.
 """
@@ -71,8 +72,8 @@ def delivery_verdict(delivery: DeliverySummary | None) -> tuple[str | None, str]
             f"{sent} sent; {delivery.paused}. Email waits in the queue; after fixing the bounce or "
             "complaint source, `notifyops receipts resume-email` lets it go."
         )
-    if delivery.stopped:
-        waiting = delivery.count("pending_retry") + delivery.released
+    if delivery.stopped:  # a stopped channel's rows no batch claimed after the stop are still due
+        waiting = delivery.count("pending_retry") + delivery.released + delivery.remaining_due
         return STOPPED, one_line(
             f"Delivery stopped after {sent} sent: {delivery.stopped}. "
             f"{waiting} message(s) wait and go out once it is fixed."

@@ -28,12 +28,16 @@ the whole batch, with plain rows (SQLAlchemy Core), no ORM objects:
   it still holds (fenced on the owner), so a batch that outlives NOTIFY_LEASE_SECONDS (a slow
   provider rate) is never rescued from under it.
 
-A config error (bad credentials, paused account) or a quota error stops the batch; so does the
-circuit breaker (NOTIFY_BREAKER_FAILURES consecutive provider-side failures on one channel: 5xx,
-throttling, connection failures). A stopped batch gives every row it did not hand to a provider
-back to the queue without counting an attempt, and `BatchReport.stopped` says why. So does an
-interruption (`Deliverer.interrupted`, set by a command's Ctrl-C): the calls in flight finish and
-are recorded, nothing more is claimed or handed over (`INTERRUPTED`). Failures on the
+A config error (bad credentials, paused account, unverified sender) or a quota error stops its
+channel (SES or SNS: the error is that provider's); so does the circuit breaker
+(NOTIFY_BREAKER_FAILURES consecutive provider-side failures on one channel: 5xx, throttling,
+connection failures). A stopped channel's rows the batch did not hand to a provider go back to the
+queue without counting an attempt (in the next commit, so they leave the window), its rows are
+claimed no more (`BatchReport.stopped_channels`, which a run hands to the batches it starts
+next), and the other channel goes on; `BatchReport.stopped` says why, naming the channel. With
+every channel stopped the batch ends (`halted`), as it does on an interruption
+(`Deliverer.interrupted`, set by a command's Ctrl-C): the calls in flight finish and are
+recorded, nothing more is claimed or handed over (`INTERRUPTED`). Failures on the
 provider's side never count as an attempt (a provider outage cannot exhaust a message's attempts);
 a failure that may have reached the provider (read timeout, reset after writing) is `unknown`,
 never retried automatically. Throttling slows an adaptive pacer down; successes speed it back up.
@@ -46,7 +50,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -86,6 +90,7 @@ MAX_FAILURE_SAMPLES = 20
 GROUP_COMMIT_S = 0.025  # outcomes wait at most this long for their commit
 CHUNKS_PER_WINDOW = 4  # `sending` is committed a quarter window at a time
 NOT_SENT = None  # a worker's answer for a row it did not hand to the provider (batch stopped)
+CHANNELS = frozenset(channel.value for channel in Channel)
 INTERRUPTED = (
     "interrupted: the sends in flight finished and were recorded; rows not handed to a provider "
     "went back to the queue (`notifyops deliver` or the deliver-pending schedule sends them)"
@@ -112,7 +117,11 @@ class BatchReport:
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
     released: int = 0
     lost_lease: int = 0
-    stopped: str | None = None
+    stopped: str | None = None  # why the batch, or a channel of it, stopped (naming the channel)
+    # channel -> why its provider refused (config, quota, open circuit): its rows stay queued and
+    # the batches a run starts next leave them alone; the other channel goes on
+    stopped_channels: dict[str, str] = field(default_factory=dict)
+    halted: bool = False  # the whole batch stopped (interrupted, every channel stopped, a bug)
     failures: list[FailureSample] = field(default_factory=list)
     paused: str | None = None  # a channel the guardrail paused: its rows were left pending
     # rows still due when the batch ended (counted up to the batch's limit: a batch's worth or
@@ -130,7 +139,15 @@ class BatchReport:
         self.outcomes.update(other.outcomes)
         self.released += other.released
         self.lost_lease += other.lost_lease
-        self.stopped = self.stopped or other.stopped
+        fresh = {
+            c: why for c, why in other.stopped_channels.items() if c not in self.stopped_channels
+        }
+        self.stopped_channels.update(fresh)
+        if self.stopped is None:
+            self.stopped = other.stopped
+        elif fresh and not self.halted:  # another channel stopped in another batch
+            self.stopped = "; ".join([self.stopped, *fresh.values()])
+        self.halted = self.halted or other.halted or set(self.stopped_channels) >= CHANNELS
         self.paused = self.paused or other.paused
         self.failures.extend(other.failures[: MAX_FAILURE_SAMPLES - len(self.failures)])
 
@@ -139,7 +156,9 @@ Result = tuple[ClaimedRow, Outcome | None]
 
 
 class _Gate:
-    """Whether the batch goes on: set by the first stopping error or the circuit breaker.
+    """Whether the batch goes on, and on which channels: a config or quota error or the circuit
+    breaker stops the channel whose provider answered so (`closed`); an interruption, a bug or
+    every channel stopped stops the whole batch (`stopped`).
 
     Thread-safe; sender threads consult it before every provider call, so an interruption
     (`interrupted` set) stops the next call, not the next cycle."""
@@ -151,6 +170,8 @@ class _Gate:
         self._stopped = threading.Event()
         self._interrupted = interrupted
         self.reason: str | None = None
+        self.channels: dict[str, str] = {}  # a stopped channel -> why
+        self.closed: frozenset[str] = frozenset()  # the stopped channels (replaced, never changed)
 
     @property
     def stopped(self) -> bool:
@@ -161,11 +182,31 @@ class _Gate:
             return True
         return False
 
+    def closes(self, channel: str) -> bool:
+        """Whether a row of `channel` must not be handed to its provider now."""
+        return channel in self.closed or self.stopped
+
     def stop(self, reason: str) -> None:
         with self._lock:
             if self.reason is None:
                 self.reason = reason
         self._stopped.set()
+
+    def stop_channel(self, channel: str, reason: str) -> None:
+        """`channel`'s provider refuses every message (config, quota, open circuit): its rows
+        stay queued; the batch ends only once every channel has stopped."""
+        with self._lock:
+            if channel in self.channels:
+                return
+            self.channels[channel] = reason
+            self.closed = frozenset(self.channels)
+            if self.reason is None:
+                self.reason = reason
+            elif not self._stopped.is_set():
+                self.reason = f"{self.reason}; {reason}"
+            everything = self.closed >= CHANNELS
+        if everything:
+            self._stopped.set()
 
     def observe(self, channel: str, result: SendReceipt | DeliveryError) -> None:
         if isinstance(result, SendReceipt):
@@ -174,7 +215,7 @@ class _Gate:
                     self._streak[channel] = 0
             return
         if result.stops_batch or result.error_class is ErrorClass.quota:
-            self.stop(str(result))
+            self.stop_channel(channel, f"{channel} stopped: {result}")
             return
         if not result.kind.provider_side:
             return
@@ -182,11 +223,12 @@ class _Gate:
             self._streak[channel] += 1
             streak = self._streak[channel]
         if streak >= self._limit:
-            self.stop(
-                f"circuit open: the {channel} provider failed {streak} times in a row "
-                f"(last: {result.code}: {result.message[:200]}); unsent rows returned to the "
-                "queue without counting an attempt — fix: check the provider's status (AWS "
-                "Health Dashboard, the SMTP endpoint); delivery resumes on the next run"
+            self.stop_channel(
+                channel,
+                f"{channel} stopped: circuit open: the {channel} provider failed {streak} times "
+                f"in a row (last: {result.code}: {result.message[:200]}); unsent rows returned "
+                "to the queue without counting an attempt — fix: check the provider's status "
+                "(AWS Health Dashboard, the SMTP endpoint); delivery resumes on the next run",
             )
 
 
@@ -195,7 +237,9 @@ class _Pipeline:
     """The state of one batch, owned by the coordinating thread."""
 
     to_claim: int = 0  # rows the batch may still claim (0: its limit reached, or none due)
-    skip: str = ""  # a channel the reputation guardrail paused: its rows stay queued
+    # channels whose rows stay queued: paused by the reputation guardrail, stopped in this batch
+    # or, before it, in its run
+    skip: frozenset[str] = frozenset()
     ready: queue.SimpleQueue[ClaimedRow | None] = field(default_factory=queue.SimpleQueue)
     results: queue.SimpleQueue[Result] = field(default_factory=queue.SimpleQueue)
     sending: int = 0  # rows committed `sending` whose outcome is not committed yet
@@ -229,17 +273,20 @@ class Deliverer:
             counts = rescue_expired(session=session, now=self.clock())
         return counts.returned_to_pending, counts.marked_unknown
 
-    def deliver_batch(self, limit: int | None = None) -> BatchReport:
+    def deliver_batch(self, limit: int | None = None, skip: Collection[str] = ()) -> BatchReport:
+        """Claim and deliver up to `limit` due rows; rows of the `skip` channels (stopped earlier
+        in the run) stay queued."""
         report = BatchReport()
         if self.interrupted is not None and self.interrupted.is_set():
             report.stopped = INTERRUPTED  # started after the interruption: claims nothing
+            report.halted = True
             return report
         line = _Pipeline()
         limit = limit or self.settings.batch_size
         with self.engine.connect() as conn:
             paused = email_sending_paused(conn)  # the reputation guardrail's pause
-            skip = Channel.email.value if paused else ""
-            line.skip, line.to_claim = skip, limit
+            line.skip = frozenset(skip) | ({Channel.email.value} if paused else set())
+            line.to_claim = limit
             sending = self._claim(conn, line, min(limit, self._window))
             conn.commit()
             report.paused = f"email paused (rows left pending): {paused}" if paused else None
@@ -247,8 +294,12 @@ class Deliverer:
             self._queue(line, sending)
             if report.claimed:
                 self._run(conn, line, report)
-            if report.claimed and not report.stopped:  # one that claimed nothing ends the run
-                report.due_after = due_up_to(conn, most=limit, now=self.clock(), skip_channel=skip)
+            left_out = _left_out(line.skip)
+            # one that claimed nothing ends the run; a stopped channel's rows are not counted
+            if report.claimed and not report.halted and left_out is not None:
+                report.due_after = due_up_to(
+                    conn, most=limit, now=self.clock(), skip_channel=left_out
+                )
         return report
 
     @property
@@ -278,8 +329,11 @@ class Deliverer:
             self._salvage(line)
             raise
         _join(line, senders)
+        report.halted = gate.stopped  # before the reason: an interruption now sets both
         report.stopped = gate.reason
-        report.released = self._give_back(conn, line)
+        report.stopped_channels = dict(gate.channels)
+        line.skip |= gate.closed
+        report.released += self._give_back(conn, line)
 
     def _salvage(self, line: _Pipeline) -> None:
         """The batch failed (its connection died): on a fresh connection, record the outcomes
@@ -316,7 +370,7 @@ class Deliverer:
         new rows are handed to the senders (so `sending` never exceeds the window)."""
         last_commit = last_beat = time.monotonic()
         beat_every = self.settings.lease_seconds / 3
-        while line.handed or line.done or (line.to_claim and not gate.stopped):
+        while line.handed or line.done or line.unsent or (line.to_claim and not gate.stopped):
             self._collect(line, timeout=GROUP_COMMIT_S)
             now = time.monotonic()
             flush = bool(line.done) and (
@@ -325,19 +379,24 @@ class Deliverer:
                 or len(line.done) >= self._window // 2
             )
             recorded: list[tuple[ClaimedRow, Outcome]] = []
+            returned: list[int] = []
             marked: list[ClaimedRow] = []
             beat = now - last_beat >= beat_every
             try:
                 recorded = self._record(conn, line, report) if flush else []
+                returned = self._return_unsent(conn, line, report)
+                line.skip |= gate.closed
                 marked = [] if gate.stopped else self._mark(conn, line, report)
                 if beat:
                     extend_leases(conn, owner=self.owner, until=self.clock() + self._lease)
                     last_beat = now
-                if recorded or marked or beat:
+                if recorded or returned or marked or beat:
                     conn.commit()
             except BaseException:  # nothing of this cycle was stored: keep it for the salvage
                 line.done[:0] = recorded
                 line.sending += len(recorded)
+                line.unsent[:0] = returned
+                line.sending += len(returned)
                 # rows claimed in this cycle were never handed over: pending again if the commit
                 # failed, given back by the salvage if it went through after all
                 line.unsent.extend(row.id for row in marked)
@@ -362,15 +421,19 @@ class Deliverer:
         return rows
 
     def _claim(self, conn: Connection, line: _Pipeline, wanted: int) -> list[ClaimedRow]:
-        """Up to `wanted` due rows into `sending`; fewer means nothing more is due, and the
-        batch claims no more."""
+        """Up to `wanted` due rows into `sending` (none of the `skip` channels); fewer means
+        nothing more is due, and the batch claims no more."""
+        left_out = _left_out(line.skip)
+        if left_out is None:  # every channel stopped or paused
+            line.to_claim = 0
+            return []
         rows = claim_sending(
             conn,
             owner=self.owner,
             limit=wanted,
             now=self.clock(),
             lease=self._lease,
-            skip_channel=line.skip,
+            skip_channel=left_out,
         )
         line.to_claim = line.to_claim - len(rows) if len(rows) == wanted else 0
         return rows
@@ -420,14 +483,28 @@ class Deliverer:
         if room > 0:
             report.failures.extend(_samples(done)[:room])
 
+    def _return_unsent(self, conn: Connection, line: _Pipeline, report: BatchReport) -> list[int]:
+        """Rows never handed to a provider (their channel or the batch stopped) back to the
+        queue, uncommitted: they leave the window, the other channel's rows take their room."""
+        returned = line.unsent
+        if returned:
+            report.released += self._unsend(conn, returned)
+            line.unsent = []
+            line.sending -= len(returned)
+        return returned
+
     def _give_back(self, conn: Connection, line: _Pipeline) -> int:
         """Rows never handed to a provider (the batch stopped) go back to the queue."""
         if not line.unsent:
             return 0
-        later = self.clock() + timedelta(seconds=self.settings.retry_base_s)
-        returned = unsend_rows(conn, owner=self.owner, ids=line.unsent, next_attempt_at=later)
+        returned = self._unsend(conn, line.unsent)
         conn.commit()
+        line.unsent = []
         return returned
+
+    def _unsend(self, conn: Connection, ids: Sequence[int]) -> int:
+        later = self.clock() + timedelta(seconds=self.settings.retry_base_s)
+        return unsend_rows(conn, owner=self.owner, ids=ids, next_attempt_at=later)
 
     # --- the sender threads -----
 
@@ -441,7 +518,7 @@ class Deliverer:
                 line.results.put((row, self._outcome(row, DeliveryError(MAYBE_SENT, repr(error)))))
 
     def _deliver_one(self, row: ClaimedRow, gate: _Gate) -> Outcome | None:
-        if gate.stopped:
+        if gate.closes(row.channel):
             return NOT_SENT
         result = self._send_one(row, gate)
         if result is NOT_SENT:
@@ -470,7 +547,7 @@ class Deliverer:
             delivery_id=row.id,  # tagged on the send: a receipt finds its row by it
         )
         self.pacers[Channel.email.value].acquire()
-        if gate.stopped:  # stopped while this thread waited for its turn
+        if gate.closes(Channel.email.value):  # stopped while this thread waited for its turn
             return NOT_SENT
         return self.senders.email.send_email(message)
 
@@ -486,7 +563,7 @@ class Deliverer:
             delivery_id=row.id,
         )
         self.pacers[Channel.sms.value].acquire()
-        if gate.stopped:
+        if gate.closes(Channel.sms.value):
             return NOT_SENT
         return self.senders.sms.send_sms(message)
 
@@ -536,6 +613,14 @@ class Deliverer:
             jitter=0.2,
             rng=self.rng,
         )
+
+
+def _left_out(skip: frozenset[str]) -> str | None:
+    """The channel a claim leaves out ("" for none) when rows of `skip` stay queued; None when
+    that is every channel (nothing to claim). Two channels: a claim leaves out at most one."""
+    if skip >= CHANNELS:
+        return None
+    return next(iter(skip & CHANNELS), "")
 
 
 def _about_the_message(error: DeliveryError) -> bool:

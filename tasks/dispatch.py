@@ -137,11 +137,12 @@ def _prepare() -> Prepared:
 
 
 @task(name="deliver-batch", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
-def deliver_batch(owner_suffix: str, limit: int) -> BatchReport:
-    """Claim up to `limit` due rows and deliver them. A retried attempt is another lease owner,
+def deliver_batch(owner_suffix: str, limit: int, skip: list[str] | None = None) -> BatchReport:
+    """Claim up to `limit` due rows and deliver them, leaving the `skip` channels' rows queued
+    (channels an earlier batch of the run stopped). A retried attempt is another lease owner,
     so it never keeps the failed attempt's rows alive with its heartbeat."""
     attempt = task_run.run_count or 1
-    return _deliverer(f"{owner_suffix}#{attempt}").deliver_batch(limit)
+    return _deliverer(f"{owner_suffix}#{attempt}").deliver_batch(limit, skip or ())
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ from notify.enqueue import SendRequest, enqueue
 from notify.errors import (
     ACCOUNT_PAUSED,
     ADDRESS_NOT_VERIFIED,
+    PROVIDER_UNAVAILABLE,
     RATE_EXCEEDED,
+    SENDER_NOT_VERIFIED,
     SMTP_TEMPORARY,
     DeliveryError,
     InputError,
@@ -322,6 +324,114 @@ def test_config_error_stops_the_batch_and_returns_unsent_claims(
         query = select(DeliveryLog.attempts).where(DeliveryLog.channel == "email")
         attempts = session.scalars(query).all()
     assert attempts == [0] * 10, "a paused account is not the messages' fault: no attempt counted"
+
+
+def rows_of(engine: Engine, channel: str) -> list[Any]:
+    with transaction(engine) as session:
+        query = (
+            select(DeliveryLog.status, DeliveryLog.attempts, DeliveryLog.next_attempt_at)
+            .where(DeliveryLog.channel == channel)
+            .order_by(DeliveryLog.id)
+        )
+        return list(session.execute(query).all())
+
+
+def test_an_unverified_email_sender_stops_email_only_and_every_sms_goes(
+    engine: Engine, settings: Settings
+) -> None:
+    """With NOTIFY_EMAIL_FROM unverified, every batch used to stop at the first email and give
+    back everything, SMS included: 30 urgent SMS stayed pending through every run until the
+    sender was fixed. The error is SES's, so it stops email only: every SMS goes in the same
+    batch, the email rows go back without an attempt counted, the batch claims no more of
+    them, and the report says email stopped and why."""
+    settings = settings.model_copy(update={"send_concurrency": 2, "send_window": 8})
+    add_recipients(engine, [tech(n) for n in range(1, 31)])
+    send(engine, settings, [f"tech:{n}" for n in range(1, 31)], priority=Priority.urgent)
+
+    def unverified_sender(message: Any) -> DeliveryError | None:
+        if hasattr(message, "to"):
+            return DeliveryError(SENDER_NOT_VERIFIED, "Email address is not verified: ops@")
+        return None
+
+    sender = MemorySender(fail=unverified_sender)
+    report = deliverer(engine, settings, sender).deliver_batch()
+    assert len(sender.sms) == 30 and report.outcomes[("sms", "sent")] == 30
+    assert {row.status for row in rows_of(engine, "sms")} == {"sent"}
+    assert report.stopped is not None and report.stopped.startswith("email stopped: ")
+    assert "MessageRejected (config)" in report.stopped and "Verify the sender" in report.stopped
+    assert set(report.stopped_channels) == {"email"} and not report.halted
+    reached = len(sender.failures)
+    assert 1 <= reached <= 2, "only the email calls already in flight reached SES"
+    emails = rows_of(engine, "email")
+    assert {row.attempts for row in emails} == {0}, "the sender's fault, not the messages'"
+    statuses_now = [row.status for row in emails]
+    assert statuses_now.count("pending_retry") == reached
+    assert statuses_now.count("pending") == 30 - reached
+    untouched = [row for row in emails if row.status == "pending" and row.next_attempt_at == NOON]
+    assert untouched, "once email stopped, the batch's later claims left email rows queued"
+    assert report.claimed == 30 + reached + report.released
+    assert report.due_after == 0, "the stopped channel's rows do not ask for another batch"
+
+
+def test_the_breaker_on_sms_leaves_email_flowing(engine: Engine, settings: Settings) -> None:
+    """An SNS outage (5xx on every call) opens the SMS circuit: SMS rows go back to the queue
+    without an attempt counted while every email is sent."""
+    settings = settings.model_copy(
+        update={"send_concurrency": 2, "send_window": 8, "breaker_failures": 3}
+    )
+    add_recipients(engine, [tech(n) for n in range(1, 21)])
+    send(engine, settings, [f"tech:{n}" for n in range(1, 21)], priority=Priority.urgent)
+
+    def sns_down(message: Any) -> DeliveryError | None:
+        if hasattr(message, "phone"):
+            return DeliveryError(PROVIDER_UNAVAILABLE, "503 Service Unavailable")
+        return None
+
+    sender = MemorySender(fail=sns_down)
+    report = deliverer(engine, settings, sender).deliver_batch()
+    assert len(sender.emails) == 20 and report.outcomes[("email", "sent")] == 20
+    assert report.stopped is not None and report.stopped.startswith("sms stopped: circuit open")
+    assert set(report.stopped_channels) == {"sms"} and not report.halted
+    assert 3 <= len(sender.failures) <= 3 + 1, "the breaker's failures and a call in flight"
+    sms = rows_of(engine, "sms")
+    assert {row.status for row in sms} <= {"pending", "pending_retry"}
+    assert {row.attempts for row in sms} == {0}
+
+
+def test_when_both_channels_stop_the_batch_ends(engine: Engine, settings: Settings) -> None:
+    """Credentials refused by SES and SNS alike: each channel stops at its first error and the
+    batch ends there, giving every unsent row back, as a whole-batch stop did."""
+    settings = settings.model_copy(update={"send_concurrency": 2, "send_window": 8})
+    add_recipients(engine, [tech(n) for n in range(1, 21)])
+    send(engine, settings, [f"tech:{n}" for n in range(1, 21)], priority=Priority.urgent)
+    sender = MemorySender(fail=lambda m: DeliveryError(ACCOUNT_PAUSED, "Account sending paused"))
+    report = deliverer(engine, settings, sender).deliver_batch()
+    assert report.halted and set(report.stopped_channels) == {"email", "sms"}
+    assert report.stopped is not None
+    assert "email stopped: " in report.stopped and "sms stopped: " in report.stopped
+    assert len(sender.failures) <= 4, "each channel stopped at its first calls"
+    assert report.claimed <= 8 + 2, "no claim after both stopped (a chunk may have been taken)"
+    assert report.released + len(sender.failures) == report.claimed
+    assert set(statuses(engine)) <= {("email", s) for s in ("pending", "pending_retry")} | {
+        ("sms", s) for s in ("pending", "pending_retry")
+    }
+    assert report.due_after == 0
+    skipped = deliverer(engine, settings, MemorySender()).deliver_batch(skip=["email", "sms"])
+    assert skipped.claimed == 0, "a batch started with every channel stopped claims nothing"
+
+
+def test_a_batch_started_after_a_channel_stopped_leaves_its_rows_queued(
+    engine: Engine, settings: Settings
+) -> None:
+    """The batches a run starts after one stopped email claim SMS only; the email rows stay
+    pending for the run after the fix, and are not counted as due for another batch."""
+    add_recipients(engine, [tech(n) for n in range(1, 6)])
+    send(engine, settings, [f"tech:{n}" for n in range(1, 6)], priority=Priority.urgent)
+    sender = MemorySender()
+    report = deliverer(engine, settings, sender).deliver_batch(limit=3, skip=["email"])
+    assert report.outcomes == {("sms", "sent"): 3} and sender.emails == []
+    assert report.due_after == 2, "the SMS still due; the email rows are not counted"
+    assert email_statuses(engine) == {"pending": 5}
 
 
 def test_an_interruption_finishes_the_sends_in_flight_and_gives_back_the_rest(

@@ -31,12 +31,12 @@ from flows.states import result_of
 from notify.bootstrap import Runtime, using
 from notify.db import DeliveryLog, Notification, Recipient, make_engine, transaction
 from notify.delivery import BatchReport
-from notify.errors import MESSAGE_REJECTED, DeliveryError, InputError
+from notify.errors import MESSAGE_REJECTED, SENDER_NOT_VERIFIED, DeliveryError, InputError
 from notify.outbox import claim_due, mark_sending
 from notify.request_report import RequestReport, request_report
 from notify.senders import Senders
 from notify.senders.memory import MemorySender
-from notify.settings import load_settings
+from notify.settings import Priority, load_settings
 from notify.summaries import DeliverySummary, DispatchSummary
 from notifyops.cli import main
 from tasks.dispatch import STEP_ATTEMPTS, retried
@@ -242,6 +242,55 @@ def test_a_deliver_run_whose_rescue_made_rows_unknown_ends_red(flow_env: str) ->
     assert state.is_failed() and state.name == "PartlyFailed"
     assert "1 message(s) a stopped deliverer left in flight are now `unknown`" in str(state.message)
     assert "--status unknown --allow-unknown" in str(state.message)
+
+
+def test_an_unverified_email_sender_stops_email_and_the_run_still_sends_every_sms(
+    flow_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With NOTIFY_EMAIL_FROM unverified, `notifyops deliver` stopped every batch at the first
+    email and every SMS, urgent ones included, stayed pending run after run. Now the run stops
+    email only: the batches it starts after that claim SMS only until none is due (no batch
+    for the stopped channel's rows), every SMS is sent, the email rows wait with no attempt
+    counted, and the run still ends Stopped saying email stopped and why."""
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(n) for n in range(1, 13)])
+    dispatch(
+        DispatchParams(
+            template="repair_assigned",
+            to=[f"tech:{n}" for n in range(1, 13)],
+            context=CONTEXT,
+            priority=Priority.urgent,
+            deliver=False,
+        )
+    )
+
+    def unverified_sender(message: Any) -> DeliveryError | None:
+        if hasattr(message, "to"):
+            return DeliveryError(SENDER_NOT_VERIFIED, "Email address is not verified: ops@")
+        return None
+
+    sender = MemorySender(fail=unverified_sender)
+    settings = load_settings(send_concurrency=2, send_window=4)
+    with using(Runtime(settings, senders=Senders(email=sender, sms=sender))):
+        state = deliver_pending(DeliverParams(batch_size=4, parallel_batches=2), return_state=True)
+        summary: DeliverySummary = result_of(state)
+        assert len(sender.sms) == 12 and summary.outcomes["sms"] == {"sent": 12}
+        assert len(sender.failures) <= 2 * 2, "only the first two batches tried email"
+        assert summary.batches <= 2 + 3, "two batches, then one per 4 SMS left: nothing more"
+        assert state.is_failed() and state.name == "Stopped"
+        message = str(state.message)
+        assert "Delivery stopped after 12 sent: email stopped: MessageRejected (config)" in message
+        assert "12 message(s) wait" in message, "the email rows: given back or never claimed"
+        emails = email_statuses(engine)
+        assert set(emails) <= {"pending", "pending_retry"} and sum(emails.values()) == 12
+        with transaction(engine) as session:
+            attempts = set(session.scalars(select(DeliveryLog.attempts)))
+        assert attempts == {0, 1}, "SMS sent once each; no email attempt counted"
+        capsys.readouterr()
+        assert main(["deliver"]) == 1, "the next run stops email again: still failing"
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "batch stopped: email stopped: MessageRejected (config)" in shown, shown
+    assert len(sender.sms) == 12, "nothing sent twice"
 
 
 def test_send_command_runs_the_flow_and_is_idempotent(
