@@ -37,7 +37,8 @@ claimed no more (`BatchReport.stopped_channels`, which a run hands to the batche
 next), and the other channel goes on; `BatchReport.stopped` says why, naming the channel. With
 every channel stopped the batch ends (`halted`), as it does on an interruption
 (`Deliverer.interrupted`, set by a command's Ctrl-C): the calls in flight finish and are
-recorded, nothing more is claimed or handed over (`INTERRUPTED`). Failures on the
+recorded, nothing more is claimed or handed over (`INTERRUPTED`), and the rows given back are
+due at once (a provider's refusal gives them back NOTIFY_RETRY_BASE_S later). Failures on the
 provider's side never count as an attempt (a provider outage cannot exhaust a message's attempts);
 a failure that may have reached the provider (read timeout, reset after writing) is `unknown`,
 never retried automatically. Throttling slows an adaptive pacer down; successes speed it back up.
@@ -503,8 +504,13 @@ class Deliverer:
         return returned
 
     def _unsend(self, conn: Connection, ids: Sequence[int]) -> int:
-        later = self.clock() + timedelta(seconds=self.settings.retry_base_s)
-        return unsend_rows(conn, owner=self.owner, ids=ids, next_attempt_at=later)
+        """Back to `pending`: due now after an interruption (nothing is wrong with them, and the
+        command says `notifyops deliver` sends them), after NOTIFY_RETRY_BASE_S when a provider
+        refused (config, quota, open circuit: trying again at once would meet the same)."""
+        now = self.clock()
+        interrupted = self.interrupted is not None and self.interrupted.is_set()
+        due = now if interrupted else now + timedelta(seconds=self.settings.retry_base_s)
+        return unsend_rows(conn, owner=self.owner, ids=ids, next_attempt_at=due)
 
     # --- the sender threads -----
 

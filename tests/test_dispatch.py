@@ -439,7 +439,9 @@ def test_an_interruption_finishes_the_sends_in_flight_and_gives_back_the_rest(
 ) -> None:
     """A command's Ctrl-C sets `interrupted`: the calls already with the provider are recorded
     as sent, no row is left `sending` (it would become `unknown` at lease end), the rest go back
-    to the queue without an attempt counted, and the report says it was interrupted."""
+    to the queue without an attempt counted, and the report says it was interrupted. They go
+    back due now: they used to wait NOTIFY_RETRY_BASE_S (as after a config error), so the
+    `notifyops deliver` the command suggests found nothing for ~30 s."""
     settings = settings.model_copy(update={"send_concurrency": 2, "send_window": 8})
     add_recipients(engine, [tech(n, receive_sms=False) for n in range(1, 31)])
     send(engine, settings, [f"tech:{n}" for n in range(1, 31)])
@@ -462,6 +464,9 @@ def test_an_interruption_finishes_the_sends_in_flight_and_gives_back_the_rest(
         query = select(DeliveryLog.attempts).where(DeliveryLog.status == "pending")
         assert set(session.scalars(query)) == {0}, "giving back counts no attempt"
     assert worker.deliver_batch().claimed == 0, "a batch started after it claims nothing"
+    after = deliverer(engine, settings, sender).deliver_batch()  # the next command, same instant
+    assert after.claimed == 30 - reached, "the rows given back are due at once"
+    assert email_statuses(engine) == {"sent": 30} and len(sender.emails) == 30, "none twice"
 
 
 def test_expired_leases_return_claims_and_mark_in_flight_unknown(
