@@ -12,11 +12,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, FromClause, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from notify.db import (
+    SUPPRESSIONS,
     Channel,
     DeliveryLog,
     Notification,
@@ -74,6 +76,34 @@ class BatchConditions:
                 self.sms_spent_today += cost
 
 
+def suppression_active(now: datetime, table: FromClause = SUPPRESSIONS) -> ColumnElement[bool]:
+    """A suppression still in force at `now` (no end, or an end still ahead)."""
+    return or_(table.c.until.is_(None), table.c.until > now)
+
+
+def suppression_stops(
+    *,
+    addresses: Sequence[ColumnElement[Any]],
+    channel: ColumnElement[Any] | str,
+    title: ColumnElement[Any],
+    now: datetime,
+    table: FromClause = SUPPRESSIONS,
+) -> ColumnElement[bool]:
+    """A suppression stops a message on `channel` with `title` to one of `addresses`: the same
+    address and channel, every title or this one, in force at `now`. What `suppressed_for` and
+    the enqueue planner decide row by row, in SQL (the fallback's check, the queued rows'
+    recheck)."""
+    address = (
+        table.c.address == addresses[0] if len(addresses) == 1 else table.c.address.in_(addresses)
+    )
+    return and_(
+        address,
+        table.c.channel == channel,
+        or_(table.c.title.is_(None), table.c.title == title),
+        suppression_active(now, table),
+    )
+
+
 def start_of_utc_day(now: datetime) -> datetime:
     return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
@@ -121,6 +151,6 @@ def _suppressions(
         Suppression.address, Suppression.channel, Suppression.title, Suppression.until
     ).where(
         among(Suppression.address, sorted(addresses), dialect=dialect_of(session)),
-        or_(Suppression.until.is_(None), Suppression.until > now),
+        suppression_active(now),
     )
     return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]

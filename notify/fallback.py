@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
     and_,
@@ -43,6 +44,7 @@ from sqlalchemy import (
     update,
 )
 
+from notify.conditions import suppression_active, suppression_stops
 from notify.db import (
     DELIVERY_LOGS,
     NOTIFICATIONS,
@@ -156,9 +158,8 @@ def suppressed_sms_fallbacks(
         )
         .where(
             x.c.channel == Channel.sms.value,
-            x.c.title.is_(None),
-            or_(x.c.until.is_(None), x.c.until > now),
-            ~x.c.reason.contains(" receipt "),  # receipts: "<event> receipt <key>" (opt-outs)
+            whole_number_mute(),
+            suppression_active(now),
             s.c.status == Status.skipped.value,
             s.c.decision == SMS_SUPPRESSED,
         )
@@ -168,6 +169,13 @@ def suppressed_sms_fallbacks(
     if not muted:
         return 0
     return len(make_fallbacks(conn, muted, status=Status.skipped, policy=None, now=now))
+
+
+def whole_number_mute() -> ColumnElement[bool]:
+    """A suppression that may let a muted SMS fall back to email: an operator's mute of the whole
+    number, not a loop mute (which names a title) nor an opt-out from a receipt."""
+    x = SUPPRESSIONS
+    return and_(x.c.title.is_(None), ~x.c.reason.contains(" receipt "))  # "<event> receipt <key>"
 
 
 # --- the fallback rows -------------------------------------------------------------------------
@@ -221,7 +229,7 @@ def _qualifying(
     now: datetime,
 ) -> list[tuple[int, int, str, str]]:
     """(sms id, notification id, address, sms decision) of the rows a fallback may replace."""
-    s, n, r, x = DELIVERY_LOGS, NOTIFICATIONS, RECIPIENTS, SUPPRESSIONS
+    s, n, r = DELIVERY_LOGS, NOTIFICATIONS, RECIPIENTS
     email, replaced = DELIVERY_LOGS.alias("email"), DELIVERY_LOGS.alias("replaced")
     sent_or_blocked = exists().where(
         email.c.notification_id == s.c.notification_id,
@@ -233,10 +241,9 @@ def _qualifying(
     )
     already = exists().where(replaced.c.replaces_id == s.c.id)
     suppressed = exists().where(
-        x.c.address == r.c.email,
-        x.c.channel == Channel.email.value,
-        or_(x.c.title.is_(None), x.c.title == n.c.title),
-        or_(x.c.until.is_(None), x.c.until > now),
+        suppression_stops(
+            addresses=[r.c.email], channel=Channel.email.value, title=n.c.title, now=now
+        )
     )
     conditions: list[Any] = [
         s.c.id.in_(ids),
