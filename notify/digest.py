@@ -27,7 +27,7 @@ again. Run twice, it finds nothing left to gather.
 Statuses follow (`follow_digests`, at the start and the end of every delivery run, and the idle
 check of deliver-pending looks for work of it): once the digest row has an outcome that a carried
 row can take without being sent or counted again (sent, delivered, bounced, complained,
-undelivered, failed, failed_permanent, purged), each carried row takes that status and the
+undelivered, failed, failed_permanent, purged, skipped), each carried row takes that status and the
 digest's sent/delivered times and error. While the digest is pending, in flight, waiting for a
 retry or `unknown`, its carried rows stay `carried` (a carried row is never due, so it never counts
 as backlog and a redrive or purge never touches it: operators act on the digest row).
@@ -72,10 +72,12 @@ DIGEST_SMS_MAX_PARTS = 3  # a longer digest lists fewer messages and counts the 
 FOLLOW_SPAN = timedelta(days=7)
 GATHER_ATTEMPTS = 3  # a gather that lost a row to a deliverer starts again, this many times
 GATHER_LOCK = 0x6E6F74696679  # PostgreSQL advisory lock key: one gather at a time
-# The digest's outcomes its carried rows take: an accepted message or a failure. Not pending,
+# The digest's outcomes its carried rows take: an accepted message, a failure, or skipped (the
+# recipient turned SMS off or was muted while the digest waited: notify.recheck). Not pending,
 # claimed, sending, pending_retry or unknown: the digest is still on its way, its carried rows
 # stay `carried` (never due) until it gets there.
 FOLLOWED = (
+    Status.skipped.value,
     Status.sent.value,
     Status.delivered.value,
     Status.bounced.value,

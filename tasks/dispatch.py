@@ -24,6 +24,7 @@ from notify.due import has_work
 from notify.enqueue import Attribution, EnqueueResult, SendRequest, enqueue
 from notify.errors import NotifyError
 from notify.outbox import Leftovers, RescueCounts, leftovers
+from notify.recheck import Rechecked, recheck_queued
 from notify.request_report import RequestReport, request_report
 from tasks.resources import pacers, runtime, worker_name
 
@@ -111,14 +112,16 @@ class Prepared:
 
     rescued: RescueCounts
     gathered: Gathered
+    rechecked: Rechecked
 
 
 def prepare_delivery() -> Prepared:
     """Before any claim (a carried row is never due): expired claims back to pending, expired
-    in-flight rows to unknown; carried rows take their digest's outcome; the rows quiet hours held
-    back for one recipient and channel, due now, become one digest row (unless
-    NOTIFY_QUIET_HOURS_DIGEST is off). Idempotent, safe beside other deliverers. A step of the
-    delivery run, not a task run (see `retried`)."""
+    in-flight rows to unknown; due rows of a channel the recipient turned off or that a
+    suppression now stops are skipped (notify.recheck); carried rows take their digest's outcome;
+    the rows quiet hours held back for one recipient and channel, due now, become one digest row
+    (unless NOTIFY_QUIET_HOURS_DIGEST is off). Idempotent, safe beside other deliverers. A step of
+    the delivery run, not a task run (see `retried`)."""
     return retried("prepare-delivery", _prepare)
 
 
@@ -127,13 +130,26 @@ def _prepare() -> Prepared:
     # enqueue rather than in the first batch (a deployment run has no command to warm them)
     returned, unknown = _deliverer("rescue").rescue()
     here = runtime()
+    with transaction(here.engine()) as session:  # before the digests: none carries such a row
+        rechecked = recheck_queued(
+            session.connection(), now=utcnow(), fallback=here.fallback_policy()
+        )
+    if rechecked.skipped:
+        _run_logger().info(
+            "skipped %d queued row(s) the recipient no longer wants: %d turned off in "
+            "preferences, %d muted (%d email fallback(s))",
+            rechecked.skipped,
+            rechecked.turned_off,
+            rechecked.muted,
+            rechecked.fallbacks,
+        )
     follow_digests(engine=here.engine(), now=utcnow())
     gathered = Gathered()
     if here.settings.quiet_hours_digest:
         gathered = gather_digests(
             engine=here.engine(), catalog=here.catalog(), settings=here.settings, now=utcnow()
         )
-    return Prepared(RescueCounts(returned, unknown), gathered)
+    return Prepared(RescueCounts(returned, unknown), gathered, rechecked)
 
 
 @task(name="deliver-batch", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)

@@ -1,0 +1,274 @@
+"""Queued rows checked again before they are claimed: the recipient's current channel preferences
+and active suppressions, as the enqueue policy would decide them now.
+
+Enqueue decides each channel once, when the request is stored; a row may then wait (quiet hours,
+a retry, a backlog) while the recipient turns the channel off (`receive_email` /
+`receive_sms` re-imported false) or is muted (`recipients mute`, a loop mute, a bounce or an
+opt-out). Before any claim, every delivery run (`tasks.dispatch.prepare_delivery`, before the
+digests are gathered, so a digest never carries such a row) skips the waiting rows (`pending`,
+`pending_retry`) that are due and may no longer go:
+
+- `<channel>: turned off in preferences after it was queued`: the recipient's preference for the
+  row's channel is off now. Not for an email fallback row (`replaces_id`): a fallback exists
+  because email was off (notify.fallback), it is the one email such a recipient gets;
+- `<channel>: muted after it was queued (suppression #N: <reason>)`: a suppression in force stops
+  the row, matched as the enqueue policy matches (`conditions.suppression_stops`: the channel,
+  every title or the notification's, in force now) on the recipient's current address or the
+  address the row would go to. A muted SMS whose number is muted as a whole (an operator's mute:
+  `fallback.whole_number_mute`) gets the email fallback enqueue gives such an SMS, on the same
+  conditions (notify.fallback); not a digest row, whose notification has no email of its own.
+
+A digest row is checked like any row; the rows it carries then take its `skipped` as they take
+any outcome (`digest.follow_digests`). Rows in flight or final are never touched: each UPDATE is
+fenced on the waiting statuses (on PostgreSQL a row a deliverer claims meanwhile is locked or no
+longer waiting, and the UPDATE leaves it).
+
+Set-based: one UPDATE per kind over the due rows (the partial due index), plus one query and the
+fallback rows when muted SMS were skipped. `recipients mute` applies the suppression half at once
+for the muted recipient, and `recipients import` the preference half, so what they say is what
+happens; the next delivery run would do the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    CursorResult,
+    FromClause,
+    String,
+    and_,
+    cast,
+    exists,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+
+from notify.conditions import suppression_stops
+from notify.db import (
+    DELIVERY_LOGS,
+    DUE_STATUSES,
+    NOTIFICATIONS,
+    RECIPIENTS,
+    SUPPRESSIONS,
+    Channel,
+    Status,
+    lookup_chunks,
+)
+from notify.digest import DIGEST_TEMPLATE
+from notify.fallback import FallbackPolicy, make_fallbacks, whole_number_mute
+from notify.policies import REASON_MAX_CHARS
+
+LOGS, NOTES, PEOPLE, MUTES = DELIVERY_LOGS, NOTIFICATIONS, RECIPIENTS, SUPPRESSIONS
+TURNED_OFF = "turned off in preferences after it was queued"
+MUTED = "muted after it was queued"
+MUTED_FALLBACK_WHY = "sms: number muted"
+
+
+@dataclass(frozen=True)
+class Rechecked:
+    """Waiting rows skipped by a recheck, and the email fallbacks made for muted SMS."""
+
+    turned_off: int = 0
+    muted: int = 0
+    fallbacks: int = 0
+
+    @property
+    def skipped(self) -> int:
+        return self.turned_off + self.muted
+
+    def __add__(self, other: Rechecked) -> Rechecked:
+        return Rechecked(
+            self.turned_off + other.turned_off,
+            self.muted + other.muted,
+            self.fallbacks + other.fallbacks,
+        )
+
+
+def recheck_queued(conn: Connection, *, now: datetime, fallback: FallbackPolicy) -> Rechecked:
+    """Skip the rows due at `now` that the recipient's current preferences or a suppression in
+    force no longer let go (the module's docstring); the caller commits."""
+    turned_off = skip_turned_off(conn, now=now, due_only=True)
+    return Rechecked(turned_off=turned_off) + skip_muted(
+        conn, now=now, fallback=fallback, due_only=True
+    )
+
+
+def skip_turned_off(
+    conn: Connection, *, now: datetime, due_only: bool = False, recipient_id: int | None = None
+) -> int:
+    """Skip the waiting rows (due at `now` only, with `due_only`) of a channel the recipient has
+    turned off; returns how many."""
+    off = exists().where(
+        NOTES.c.id == LOGS.c.notification_id,
+        PEOPLE.c.id == NOTES.c.recipient_id,
+        or_(
+            and_(LOGS.c.channel == Channel.sms.value, PEOPLE.c.receive_sms.is_(False)),
+            and_(LOGS.c.channel == Channel.email.value, PEOPLE.c.receive_email.is_(False)),
+        ),
+    )
+    decision = LOGS.c.channel.concat(literal(f": {TURNED_OFF}"))
+    statement = (
+        update(LOGS)
+        .where(*_waiting(LOGS, now, due_only, recipient_id), LOGS.c.replaces_id.is_(None), off)
+        .values(_skip(decision))
+    )
+    return _rowcount(conn.execute(statement))
+
+
+def skip_muted(
+    conn: Connection,
+    *,
+    now: datetime,
+    fallback: FallbackPolicy,
+    due_only: bool = False,
+    recipient_id: int | None = None,
+) -> Rechecked:
+    """Skip the waiting rows (due at `now` only, with `due_only`) a suppression in force stops,
+    naming it; muted SMS of a whole-number mute get their email fallback. The rows of one
+    recipient (`recipient_id`) are matched on its current address too. One UPDATE per channel:
+    the row's address is then one column, which the planner joins to the suppressions by hash
+    and estimates from its statistics."""
+    scoped = recipient_id is not None
+    muted: list[int] = []
+    sms: list[int] = []
+    for channel in Channel:
+        queued = LOGS.alias("queued")
+        hit = select(queued.c.id).where(
+            *_waiting(queued, now, due_only, recipient_id),
+            _stopping(now, queued, MUTES, channel, scoped),
+        )
+        stopping = MUTES.alias("stopping")
+        newest = (  # evaluated for the rows skipped only
+            select(
+                literal("#")
+                .concat(cast(stopping.c.id, String))
+                .concat(": ")
+                .concat(stopping.c.reason)
+            )
+            .where(_stopping(now, LOGS, stopping, channel, scoped))
+            .order_by(stopping.c.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        decision = func.substr(
+            literal(f"{channel}: {MUTED} (suppression ").concat(newest).concat(")"),
+            1,
+            REASON_MAX_CHARS,
+        )
+        statement = (
+            update(LOGS)
+            .where(_waiting_status(LOGS), LOGS.c.id.in_(hit))
+            .values(_skip(decision))
+            .returning(LOGS.c.id)
+        )
+        ids = list(conn.scalars(statement))
+        muted += ids
+        if channel is Channel.sms:
+            sms = ids
+    made = _fallbacks(conn, sms, now=now, policy=fallback, scoped=scoped) if sms else 0
+    return Rechecked(muted=len(muted), fallbacks=made)
+
+
+def waiting_count(
+    conn: Connection, *, recipient_id: int, channel: Channel, title: str | None
+) -> int:
+    """How many rows of the recipient's wait on `channel` (of `title` only, when given): what a
+    mute of that channel would skip."""
+    query = select(func.count()).where(
+        *_waiting(LOGS, None, False, recipient_id), LOGS.c.channel == channel.value
+    )
+    if title is not None:
+        query = query.where(
+            exists().where(NOTES.c.id == LOGS.c.notification_id, NOTES.c.title == title)
+        )
+    return int(conn.execute(query).scalar_one())
+
+
+def _waiting(
+    logs: FromClause, now: datetime | None, due_only: bool, recipient_id: int | None
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [_waiting_status(logs)]
+    if due_only and now is not None:
+        conditions.append(logs.c.next_attempt_at <= now)
+    if recipient_id is not None:  # its notifications (their index), then their rows
+        own = select(NOTES.c.id).where(NOTES.c.recipient_id == recipient_id)
+        conditions.append(logs.c.notification_id.in_(own))
+    return conditions
+
+
+def _waiting_status(logs: FromClause) -> ColumnElement[bool]:
+    """The waiting statuses as SQL literals, as the partial due index declares them (with bound
+    parameters SQLite's planner cannot prove the index applies)."""
+    return logs.c.status.in_([literal_column(f"'{status}'") for status in DUE_STATUSES])
+
+
+def _stopping(
+    now: datetime, logs: FromClause, mutes: FromClause, channel: Channel, recipient_too: bool
+) -> ColumnElement[bool]:
+    """A suppression (of `mutes`) in force stops a row of `logs` on `channel`: matched on the
+    address the row goes to, and with `recipient_too` on the recipient's current address as
+    well (the rows of one recipient)."""
+    sms = channel is Channel.sms
+    addresses = [logs.c.recipient_phone if sms else logs.c.recipient_email]
+    joined = [logs.c.channel == channel.value, NOTES.c.id == logs.c.notification_id]
+    if recipient_too:
+        addresses.append(PEOPLE.c.phone if sms else PEOPLE.c.email)
+        joined.append(PEOPLE.c.id == NOTES.c.recipient_id)
+    return and_(
+        *joined,
+        suppression_stops(
+            addresses=addresses, channel=channel.value, title=NOTES.c.title, now=now, table=mutes
+        ),
+    )
+
+
+def _skip(decision: ColumnElement[Any]) -> dict[str, Any]:
+    return {
+        "status": Status.skipped.value,
+        "decision": decision,
+        "next_attempt_at": None,
+        "cost": None,  # as enqueue stores a skipped row: nothing will be spent
+    }
+
+
+def _fallbacks(
+    conn: Connection,
+    sms_ids: Sequence[int],
+    *,
+    now: datetime,
+    policy: FallbackPolicy,
+    scoped: bool,
+) -> int:
+    """Email fallbacks for the muted SMS among `sms_ids` whose number is muted as a whole (not
+    a digest's)."""
+    muted: dict[int, str] = {}
+    for chunk in lookup_chunks(sms_ids, dialect=conn.dialect.name):
+        query = (
+            select(LOGS.c.id)
+            .join_from(LOGS, NOTES, NOTES.c.id == LOGS.c.notification_id)
+            .where(
+                LOGS.c.id.in_(chunk),
+                NOTES.c.template_name != DIGEST_TEMPLATE,
+                exists().where(
+                    _stopping(now, LOGS, MUTES, Channel.sms, scoped), whole_number_mute()
+                ),
+            )
+        )
+        muted.update((row_id, MUTED_FALLBACK_WHY) for row_id in conn.scalars(query))
+    if not muted:
+        return 0
+    return len(make_fallbacks(conn, muted, status=Status.skipped, policy=policy, now=now))
+
+
+def _rowcount(result: Any) -> int:
+    return max(result.rowcount or 0, 0) if isinstance(result, CursorResult) else 0
