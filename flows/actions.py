@@ -89,6 +89,8 @@ def mute_flow(params: MuteParams) -> MuteResult:
     done = "already muted" if not result.created else "muted" if result.applied else "to be muted"
     done += "" if result.applied else " (dry run)"
     title = f"Mute: {request.recipient} {done} on {s.channel} until {s.until:%Y-%m-%d %H:%M} UTC"
+    would = "skipped" if result.applied else "to be skipped"
+    title += f"; {result.queued_skipped} queued message(s) {would}"
     _artifact(
         "mute-recipient", title, result.model_dump(mode="json"), _by(result.actor, result.action_id)
     )

@@ -50,9 +50,15 @@ def run_redrive(request: RedriveRequest, actor: Actor, apply: bool) -> RedriveRe
 
 @task(name="mute-recipient", cache_policy=NO_CACHE)
 def run_mute(request: MuteRequest, actor: Actor, apply: bool) -> MuteResult:
-    with transaction(runtime().engine()) as session:
+    here = runtime()
+    with transaction(here.engine()) as session:
         return mute_recipient(
-            session=session, request=request, now=utcnow(), actor=actor, apply=apply
+            session=session,
+            request=request,
+            now=utcnow(),
+            actor=actor,
+            fallback=here.fallback_policy(),
+            apply=apply,
         )
 
 

@@ -21,17 +21,19 @@ from notify.bootstrap import Runtime
 from notify.checks import mute_detected_loops
 from notify.db import Channel, Suppression, transaction, utcnow
 from notify.errors import InputError
+from notify.fallback import FallbackPolicy
 from notify.settings import Priority, Settings
-from tests.test_dispatch import NOON, add_recipients, send, statuses, tech
+from tests.test_dispatch import CATALOG, NOON, add_recipients, send, statuses, tech
 
 CAROL = Actor.from_cli("carol")
+FALLBACK = FallbackPolicy.of(CATALOG)
 PHONE = "+12065550001"  # tech(1)'s
 
 
 def muted(engine: Engine, **fields: object) -> object:
     request = MuteRequest(**{"recipient": "tech:1", "channel": "sms", "reason": "loop"} | fields)  # type: ignore[arg-type]
     with transaction(engine) as session:
-        return mute(session=session, request=request, now=NOON, actor=CAROL)
+        return mute(session=session, request=request, now=NOON, actor=CAROL, fallback=FALLBACK)
 
 
 def unmuted(engine: Engine, at: object = NOON, **fields: object) -> object:
@@ -63,7 +65,9 @@ def test_a_dry_run_says_what_would_change_and_changes_nothing(engine: Engine) ->
     add_recipients(engine, [tech(1)])
     request = MuteRequest(recipient="tech:1", channel=Channel.sms, reason="check")
     with transaction(engine) as session:
-        would = mute(session=session, request=request, now=NOON, actor=CAROL, apply=False)
+        would = mute(
+            session=session, request=request, now=NOON, actor=CAROL, fallback=FALLBACK, apply=False
+        )
         assert (would.created, would.applied, would.suppression.id) == (True, False, None)
         assert list_suppressions(session=session, now=NOON) == []
     muted(engine)

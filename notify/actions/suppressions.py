@@ -3,7 +3,12 @@ users"): the same `suppressions` records loop detection's automatic mute writes,
 enqueue policy already honours (a suppressed channel is skipped: "phone number suppressed").
 
 A mute suppresses a recipient's current address on one channel (all titles, or one title like a
-loop mute) until a time; muting again while an equal or longer mute is active adds nothing.
+loop mute) until a time; muting again while an equal or longer mute is active adds nothing. The
+recipient's rows already queued that the mute stops are skipped at once, in the same transaction
+(notify.recheck: `sms: muted after it was queued (suppression #N: ...)`, with the email fallback
+enqueue gives a muted SMS), and the result says how many: a delivery run already under way claims
+no row after the mute returns, and the operator sees what the mute stopped. Rows already handed to
+a provider (`sending`) cannot be called back.
 Unmuting ends the active suppressions of that address and channel now (their `until` becomes
 now and the reason says who lifted them); nothing is deleted. Both leave an operator action.
 """
@@ -17,9 +22,12 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from notify.actions.audit_trail import Actor, record_action
+from notify.conditions import suppression_active
 from notify.db import Channel, Recipient, Suppression
 from notify.errors import InputError
+from notify.fallback import FallbackPolicy
 from notify.masking import mask_address
+from notify.recheck import skip_muted, waiting_count
 
 REASON_MAX_CHARS = 300
 LIST_LIMIT = 200
@@ -78,6 +86,8 @@ class MuteResult(BaseModel):
     applied: bool
     created: bool  # (would be) added; False: an equal or longer mute was already active
     suppression: SuppressionView
+    queued_skipped: int = 0  # the recipient's queued rows skipped now (a dry run: would be)
+    fallbacks: int = 0  # email rows made for muted SMS (notify.fallback)
 
 
 class UnmuteResult(BaseModel):
@@ -90,9 +100,17 @@ class UnmuteResult(BaseModel):
 
 
 def mute(
-    *, session: Session, request: MuteRequest, now: datetime, actor: Actor, apply: bool = True
+    *,
+    session: Session,
+    request: MuteRequest,
+    now: datetime,
+    actor: Actor,
+    fallback: FallbackPolicy,
+    apply: bool = True,
 ) -> MuteResult:
-    """Add the suppression (without `apply`: say what would be added)."""
+    """Add the suppression and skip the recipient's queued rows it stops (without `apply`: say
+    what would be added and how many queued rows it would skip). `fallback`: which templates let
+    a muted SMS fall back to email."""
     recipient = _recipient(session, request.recipient)
     address = _address(recipient, request.channel)
     until = now + timedelta(hours=request.hours)
@@ -101,6 +119,15 @@ def mute(
     if existing is None and apply:
         session.add(row)
         session.flush()
+    conn = session.connection()
+    if apply:
+        done = skip_muted(conn, now=now, fallback=fallback, recipient_id=recipient.id)
+        skipped, fallbacks = done.muted, done.fallbacks
+    else:
+        skipped = waiting_count(
+            conn, recipient_id=recipient.id, channel=request.channel, title=request.title
+        )
+        fallbacks = 0
     record = record_action(
         session=session,
         actor=actor,
@@ -108,7 +135,13 @@ def mute(
         now=now,
         applied=apply,
         filters=request.model_dump(mode="json", exclude_none=True),
-        counts={"suppression_id": row.id, "created": existing is None, "until": until.isoformat()},
+        counts={
+            "suppression_id": row.id,
+            "created": existing is None,
+            "until": until.isoformat(),
+            "queued_skipped": skipped,
+            "fallbacks": fallbacks,
+        },
     )
     return MuteResult(
         action_id=record.id,
@@ -116,6 +149,8 @@ def mute(
         applied=apply,
         created=existing is None,
         suppression=_view(row, [recipient.external_id], now),
+        queued_skipped=skipped,
+        fallbacks=fallbacks,
     )
 
 
@@ -203,7 +238,7 @@ def _address(recipient: Recipient, channel: Channel) -> str:
 
 
 def _is_active(now: datetime) -> ColumnElement[bool]:
-    return or_(Suppression.until.is_(None), Suppression.until > now)
+    return suppression_active(now)
 
 
 def _active(

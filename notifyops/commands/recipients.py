@@ -11,6 +11,7 @@ from notifyops.action_output import ACTOR
 from notifyops.console import EXIT_PARTIAL, fail_line, out, print_json, table
 
 if TYPE_CHECKING:
+    from notify.actions.suppressions import MuteResult
     from notify.db import Recipient
     from notify.roster import ParsedRoster
 
@@ -34,21 +35,25 @@ def import_roster(
 ) -> None:
     """Validate every row, upsert the valid ones by external_id, list the rejected ones.
 
+    Queued messages of a channel the import turns off are skipped at once (and counted).
     Exits 1 when any row was rejected (the valid rows are still imported).
     """
     from notify.bootstrap import runtime
-    from notify.db import transaction
+    from notify.db import transaction, utcnow
+    from notify.recheck import skip_turned_off
     from notify.recipients import upsert_counts, upsert_recipients
     from notify.roster import parse_roster_file
 
     parsed = parse_roster_file(file)
-    created = updated = 0
+    created = updated = skipped = 0
     if parsed.rows:
         upsert = upsert_counts if dry_run else upsert_recipients
         with transaction(runtime().engine()) as session:
             counts = upsert(session=session, rows=parsed.rows)
+            if not dry_run and counts.updated:  # a new recipient has nothing queued
+                skipped = skip_turned_off(session.connection(), now=utcnow())
         created, updated = counts.created, counts.updated
-    _report_import(file, parsed, created, updated, dry_run, json_output)
+    _report_import(file, parsed, created, updated, dry_run, json_output, skipped)
     if parsed.errors:
         first = parsed.errors[0]
         more = f" (and {len(parsed.errors) - 1} more)" if len(parsed.errors) > 1 else ""
@@ -60,7 +65,13 @@ def import_roster(
 
 
 def _report_import(
-    file: Path, parsed: ParsedRoster, created: int, updated: int, dry_run: bool, as_json: bool
+    file: Path,
+    parsed: ParsedRoster,
+    created: int,
+    updated: int,
+    dry_run: bool,
+    as_json: bool,
+    queued_skipped: int,
 ) -> None:
     summary = {
         "file": str(file),
@@ -70,6 +81,7 @@ def _report_import(
         "created": created,
         "updated": updated,
         "dry_run": dry_run,
+        "queued_skipped": queued_skipped,
         "errors": parsed.errors,
     }
     if as_json:
@@ -83,6 +95,11 @@ def _report_import(
         f"{parsed.total} rows: {len(parsed.rows)} valid ({verb}; {created} new, "
         f"{updated} updated), {len(parsed.errors)} rejected"
     )
+    if queued_skipped:
+        out.print(
+            f"{queued_skipped} queued message(s) skipped, never sent: their channel is now off "
+            "in the recipient's preferences"
+        )
 
 
 @app.command("list")
@@ -139,8 +156,9 @@ def mute_command(
 ) -> None:
     """Stop one channel for one recipient for a while (a suppression, like a loop mute).
 
-    The enqueue policy skips a muted channel ("phone number suppressed"); muting again while an
-    equal or longer mute is active adds nothing.
+    The enqueue policy skips a muted channel ("phone number suppressed"); the recipient's
+    messages already queued on it are skipped at once and counted. Muting again while an equal or
+    longer mute is active adds nothing.
     """
     from notify.actions.audit_trail import Actor
     from notify.actions.suppressions import MuteRequest, mute
@@ -158,17 +176,32 @@ def mute_command(
         reason=reason,
         title=title,
     )
-    with transaction(runtime().engine()) as session:
+    here = runtime()
+    with transaction(here.engine()) as session:
         result = mute(
             session=session,
             request=request,
             now=utcnow(),
             actor=Actor.from_cli(actor),
+            fallback=here.fallback_policy(),
             apply=not dry_run,
         )
     until = f"{result.suppression.until:%Y-%m-%d %H:%M} UTC"
     done = "already muted" if not result.created else "would be muted" if dry_run else "muted"
-    show(result, as_json=json_output, summary=f"{recipient} {done} on {channel} until {until}")
+    show(
+        result,
+        as_json=json_output,
+        summary=f"{recipient} {done} on {channel} until {until}; {_queued(result)}",
+    )
+
+
+def _queued(result: MuteResult) -> str:
+    """What the mute does to the recipient's messages already queued."""
+    n = result.queued_skipped
+    if not result.applied:
+        return f"{n} queued message(s) would be skipped"
+    fallbacks = f" ({result.fallbacks} to go by email instead)" if result.fallbacks else ""
+    return f"{n} queued message(s) skipped, never sent{fallbacks}"
 
 
 @app.command("unmute")
