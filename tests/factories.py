@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, text
 
 from notify.db import Base, DeliveryLog, Notification, Recipient
 
@@ -106,6 +106,15 @@ class Rows:
             for table, rows in tables:
                 if rows:
                     connection.execute(insert(table), rows)
+                    if connection.dialect.name == "postgresql":  # past the ids given here, so a
+                        # row the code adds afterwards (a fallback, a digest) takes a free one
+                        name = table.__tablename__
+                        connection.execute(
+                            text(
+                                f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
+                                f"(SELECT coalesce(max(id), 0) + 1 FROM {name}), false)"
+                            )
+                        )
 
 
 def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
