@@ -3,7 +3,8 @@
 SMS -> email. An SMS row that ends `failed_permanent` for a reason other than an opt-out (the
 deliverer calls `after_outcomes` in the same transaction as the outcome), or that enqueue skipped
 because the number is suppressed by a whole-number mute (`suppressed_sms_fallbacks`, in the
-enqueue's transaction), gets a new email row: `pending`, due now, `replaces_id` = the SMS row's
+enqueue's transaction; or, queued before the mute, that notify.recheck skipped), gets a new email
+row: `pending`, due now, `replaces_id` = the SMS row's
 id, decision `email: fallback for sms #<id> (<why>)`; the SMS row's decision gains `; email
 fallback #<new id>`. The email's content is the notification's (title, message, html), rendered
 at enqueue like every email. A fallback is made only when all of these hold:
