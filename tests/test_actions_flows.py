@@ -136,6 +136,31 @@ def test_unmute_dry_run_lists_the_mute_and_leaves_it_in_place(
     assert [a["applied"] for a in unmutes] == [False, False]  # type: ignore[index]
 
 
+def test_mute_and_unmute_of_a_shared_number_name_everyone_it_affects(
+    cli_env: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shared = "+12065550001"
+    add_recipients(engine, [tech(1), tech(2, phone=shared)])
+    mute = ["recipients", "mute", "tech:1", "--channel", "sms", "--reason", "only A"]
+    assert main([*mute, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "tech:1 would be muted on sms" in out
+    assert "would also mute tech:2 (same phone number" in out
+    code, muted = run(capsys, *mute)
+    assert muted["also_muted"] == ["tech:2"]
+    assert muted["suppression"]["recipients"] == ["tech:1", "tech:2"]  # type: ignore[index]
+    code, listed = run(capsys, "suppressions", "list", "--recipient", "tech:2")
+    assert [s["recipients"] for s in listed["suppressions"]] == [["tech:1", "tech:2"]]  # type: ignore[union-attr,index]
+    assert main(["recipients", "unmute", "tech:2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    said = "1 mute(s) of tech:2 would be lifted: of the phone number tech:2 shares with tech:1"
+    assert said in out
+    code, lifted = run(capsys, "recipients", "unmute", "tech:2")
+    assert code == 0 and lifted["also_unmuted"] == ["tech:1"]
+    reasons = [s["reason"] for s in lifted["lifted"]]  # type: ignore[union-attr,index]
+    assert "muted by" in reasons[0] and "for tech:1" in reasons[0], "whom it was made for"
+
+
 def test_mark_read_refuses_an_id_that_is_not_the_recipients_and_needs_id_or_all(
     cli_env: str, engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -171,3 +171,24 @@ def test_a_lifted_loop_mute_stays_lifted_until_the_loop_sends_again(
         ("loop-detection", 1, ["tech:1"]),
         ("loop-detection", 1, ["tech:1"]),
     ]
+
+
+def test_muting_a_shared_number_says_who_else_it_mutes_and_unmuting_says_whom_it_lifts(
+    engine: Engine, settings: Settings
+) -> None:
+    """A suppression is of the number (as SNS opt-outs are): muting A mutes B, who has the same
+    phone; the result names B, and unmuting B names A, whose mute it lifts."""
+    add_recipients(engine, [tech(1), tech(2, phone=PHONE), tech(3)])
+    result = muted(engine, recipient="tech:1", reason="only A")
+    assert result.suppression.recipients == ["tech:1", "tech:2"]  # type: ignore[attr-defined]
+    assert result.also_muted == ["tech:2"]  # type: ignore[attr-defined]
+    assert "for tech:1" in result.suppression.reason  # type: ignore[attr-defined]
+    send(engine, settings, ["tech:1", "tech:2", "tech:3"], priority=Priority.high)
+    assert sms_statuses(engine) == {"skipped": 2, "pending": 1}, "what the result said"
+    again = muted(engine, recipient="tech:2", reason="B too")
+    assert (again.created, again.also_muted) == (False, ["tech:1"])  # type: ignore[attr-defined]
+    lifted = unmuted(engine, recipient="tech:2", channel="sms")
+    assert lifted.also_unmuted == ["tech:1"]  # type: ignore[attr-defined]
+    assert [s.recipients for s in lifted.lifted] == [["tech:1", "tech:2"]]  # type: ignore[attr-defined]
+    alone = muted(engine, recipient="tech:3", reason="only C")
+    assert (alone.suppression.recipients, alone.also_muted) == (["tech:3"], [])  # type: ignore[attr-defined]

@@ -11,6 +11,12 @@ no row after the mute returns, and the operator sees what the mute stopped. Rows
 a provider (`sending`) cannot be called back.
 Unmuting ends the active suppressions of that address and channel now (their `until` becomes
 now and the reason says who lifted them); nothing is deleted. Both leave an operator action.
+
+A suppression is of an address, not of a recipient (SNS opt-outs, bounces and the enqueue policy
+all go by the number or address), so recipients sharing a phone number or an email address share
+its mutes: muting one mutes the others, unmuting one unmutes the others. The results say so:
+each suppression's `recipients` names everyone whose current address it is, and `also_muted` /
+`also_unmuted` the ones besides the recipient asked for.
 """
 
 from __future__ import annotations
@@ -86,6 +92,7 @@ class MuteResult(BaseModel):
     applied: bool
     created: bool  # (would be) added; False: an equal or longer mute was already active
     suppression: SuppressionView
+    also_muted: list[str]  # other recipients with the same address: the mute stops them too
     queued_skipped: int = 0  # the recipient's queued rows skipped now (a dry run: would be)
     fallbacks: int = 0  # email rows made for muted SMS (notify.fallback)
 
@@ -97,6 +104,7 @@ class UnmuteResult(BaseModel):
     actor: str
     applied: bool
     lifted: list[SuppressionView]  # (would be) lifted
+    also_unmuted: list[str]  # other recipients with a lifted mute's address: lifted for them too
 
 
 def mute(
@@ -115,7 +123,7 @@ def mute(
     address = _address(recipient, request.channel)
     until = now + timedelta(hours=request.hours)
     existing = _covering(session, address, request.channel, request.title, now, until)
-    row = existing or _new(request, address, now, until, actor)
+    row = existing or _new(request, recipient.external_id, address, now, until, actor)
     if existing is None and apply:
         session.add(row)
         session.flush()
@@ -143,12 +151,14 @@ def mute(
             "fallbacks": fallbacks,
         },
     )
+    sharing = _owners(session, {address}).get(address, [recipient.external_id])
     return MuteResult(
         action_id=record.id,
         actor=actor.describe(),
         applied=apply,
         created=existing is None,
-        suppression=_view(row, [recipient.external_id], now),
+        suppression=_view(row, sharing, now),
+        also_muted=[other for other in sharing if other != recipient.external_id],
         queued_skipped=skipped,
         fallbacks=fallbacks,
     )
@@ -187,8 +197,17 @@ def unmute(
             "previous_until": {str(k): v.isoformat() if v else None for k, v in previous.items()},
         },
     )
-    views = [_view(row, [recipient.external_id], now) for row in rows]
-    return UnmuteResult(action_id=record.id, actor=actor.describe(), applied=apply, lifted=views)
+    owners = _owners(session, {row.address for row in rows})
+    views = [_view(row, owners.get(row.address, [recipient.external_id]), now) for row in rows]
+    sharing = {other for view in views for other in view.recipients}
+    others = sorted(sharing - {recipient.external_id})
+    return UnmuteResult(
+        action_id=record.id,
+        actor=actor.describe(),
+        applied=apply,
+        lifted=views,
+        also_unmuted=others,
+    )
 
 
 def list_suppressions(
@@ -267,9 +286,15 @@ def _covering(
 
 
 def _new(
-    request: MuteRequest, address: str, now: datetime, until: datetime, actor: Actor
+    request: MuteRequest,
+    external_id: str,
+    address: str,
+    now: datetime,
+    until: datetime,
+    actor: Actor,
 ) -> Suppression:
-    reason = f"{request.reason} (muted by {actor.name})"
+    """The reason names whom the mute was made for: others sharing the address see it too."""
+    reason = f"{request.reason} (muted by {actor.name} for {external_id})"
     return Suppression(
         address=address,
         channel=request.channel.value,

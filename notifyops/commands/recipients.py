@@ -158,7 +158,8 @@ def mute_command(
 
     The enqueue policy skips a muted channel ("phone number suppressed"); the recipient's
     messages already queued on it are skipped at once and counted. Muting again while an equal or
-    longer mute is active adds nothing.
+    longer mute is active adds nothing. The mute is of the recipient's phone number or email
+    address: other recipients with the same one are muted too (the output names them).
     """
     from notify.actions.audit_trail import Actor
     from notify.actions.suppressions import MuteRequest, mute
@@ -188,11 +189,12 @@ def mute_command(
         )
     until = f"{result.suppression.until:%Y-%m-%d %H:%M} UTC"
     done = "already muted" if not result.created else "would be muted" if dry_run else "muted"
-    show(
-        result,
-        as_json=json_output,
-        summary=f"{recipient} {done} on {channel} until {until}; {_queued(result)}",
-    )
+    summary = f"{recipient} {done} on {channel} until {until}"
+    if result.also_muted:
+        verb = "would also mute" if dry_run and result.created else "also mutes"
+        what = _address_kind({channel})
+        summary += f"; {verb} {', '.join(result.also_muted)} (same {what})"
+    show(result, as_json=json_output, summary=f"{summary}; {_queued(result)}")
 
 
 def _queued(result: MuteResult) -> str:
@@ -216,7 +218,9 @@ def unmute_command(
 ) -> None:
     """End a recipient's active mutes, manual or automatic (loop); nothing is deleted.
 
-    With --dry-run it lists the mutes it would lift and changes nothing.
+    With --dry-run it lists the mutes it would lift and changes nothing. A mute is of a phone
+    number or email address: lifting it unmutes every recipient with that one (the output names
+    them; each mute's reason says whom it was made for).
     """
     from notify.actions.audit_trail import Actor
     from notify.actions.suppressions import UnmuteRequest, unmute
@@ -242,4 +246,18 @@ def unmute_command(
             apply=not dry_run,
         )
     done = "would be lifted" if dry_run else "lifted"
-    show(result, as_json=json_output, summary=f"{len(result.lifted)} mute(s) of {recipient} {done}")
+    summary = f"{len(result.lifted)} mute(s) of {recipient} {done}"
+    if result.also_unmuted:
+        what = _address_kind({s.channel for s in result.lifted})
+        others = ", ".join(result.also_unmuted)
+        summary += (
+            f": of the {what} {recipient} shares with {others}, so {others} "
+            f"{'would be' if dry_run else 'is'} unmuted too"
+        )
+    show(result, as_json=json_output, summary=summary)
+
+
+def _address_kind(channels: set[str]) -> str:
+    if channels == {"sms"}:
+        return "phone number"
+    return "email address" if channels == {"email"} else "phone number or email address"
