@@ -95,6 +95,32 @@ def price_per_part(phone_e164: str, *, prices: Mapping[str, Decimal], default: D
     return prices.get(region, default)
 
 
+# Codes people write for a country that are not its ISO 3166 code (the key numbers are priced by).
+_COUNTRY_ALIASES = {"UK": "GB", "EL": "GR", "USA": "US", "GBR": "GB"}
+
+
+def country_code_problem(code: str) -> str | None:
+    """Why `code` (upper case) names no country a phone number can belong to, or None.
+
+    The accepted codes are the regions of `phonenumbers`, which `price_per_part` looks prices up
+    by: a key outside them ("UK", "ZZ") would never match a number, and its numbers would be
+    priced at the default."""
+    if code in phonenumbers.SUPPORTED_REGIONS:
+        return None
+    guess = _COUNTRY_ALIASES.get(code) or _region_of_calling_code(code)
+    fix = f"use {guess}" if guess else "use the country's code, such as US, GB or DE"
+    return f"{code!r} is not a two-letter ISO country code that phone numbers have: {fix}"
+
+
+def _region_of_calling_code(code: str) -> str | None:
+    """The main country of a calling code written as a key ("44", "+44" -> GB)."""
+    digits = code.removeprefix("+")
+    if not digits.isdigit():
+        return None
+    region = phonenumbers.region_code_for_country_code(int(digits))
+    return None if region == phonenumbers.UNKNOWN_REGION else str(region)
+
+
 def estimate_sms_cost(
     text: str, phone_e164: str, *, prices: Mapping[str, Decimal], default: Decimal
 ) -> tuple[int, Decimal]:

@@ -217,9 +217,13 @@ class Settings(BaseSettings):
     @classmethod
     def _country_prices(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
         prices = {country.strip().upper(): price for country, price in value.items()}
+        if prices:
+            from notify.pricing import country_code_problem  # phonenumbers: only when needed
+
+            for country in prices:
+                if problem := country_code_problem(country):
+                    raise ValueError(problem)
         for country, price in prices.items():
-            if not re.fullmatch(r"[A-Z]{2}", country):
-                raise ValueError(f"{country!r} is not a two-letter ISO country code such as US")
             if not price.is_finite() or price < 0:
                 raise ValueError(f"the price for {country} must be a number >= 0, not {price}")
         return prices

@@ -106,6 +106,35 @@ def test_bad_prices_passwords_and_webhooks_are_refused_at_load(
     assert variable in str(raised.value) and reason_part in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("prices", "said"),
+    [
+        (
+            '{"UK": "0.0395"}',
+            "'UK' is not a two-letter ISO country code that phone numbers have: use GB",
+        ),
+        ('{"ZZ": "0.01"}', "'ZZ' is not a two-letter ISO country code"),
+        ('{"+44": "0.0395"}', "use GB"),
+        ('{"USA": "0.01"}', "use US"),
+    ],
+)
+def test_a_price_key_no_phone_number_has_stops_at_load_with_the_right_code(
+    monkeypatch: pytest.MonkeyPatch, prices: str, said: str
+) -> None:
+    """A key like UK would load and leave every British number (GB) at the default price, so
+    the daily cap and hourly alarm would undercount."""
+    monkeypatch.setenv("NOTIFY_SMS_PRICES", prices)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert str(raised.value).startswith("NOTIFY_SMS_PRICES") and said in str(raised.value)
+
+
+def test_price_keys_are_countries_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFY_SMS_PRICES", '{"gb": "0.0395", " XK ": "0.05", "US": "0.00645"}')
+    prices = load_settings().sms_prices
+    assert prices == {"GB": Decimal("0.0395"), "XK": Decimal("0.05"), "US": Decimal("0.00645")}
+
+
 def test_a_refused_value_is_never_echoed_with_its_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NOTIFY_DATABASE_URL", "mysql://app:hunter2@db/notify?password=hunter3")
     with pytest.raises(SettingsError) as raised:
