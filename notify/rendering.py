@@ -186,9 +186,10 @@ class TemplateCatalog:
         )
 
     def listing(self) -> list[TemplateInfo | BrokenTemplate]:
-        """Every template's info; a broken one as a BrokenTemplate so the others still list."""
+        """Every template's info; a broken one as a BrokenTemplate so the others still list,
+        a directory with parts but no meta.json too (it is not in `names`)."""
         found: list[TemplateInfo | BrokenTemplate] = []
-        for name in self.names():
+        for name in sorted({*self.names(), *self._without_meta()}):
             try:
                 found.append(self.info(name))
             except InputError as problem:
@@ -219,7 +220,7 @@ class TemplateCatalog:
     def _not_a_template(self, name: str) -> InputError:
         """A directory with parts but no meta.json is a broken template, said so; otherwise the
         name is unknown, and the templates that work are listed."""
-        if any(path.startswith(f"{name}/") for path in self._env.list_templates()):
+        if name in self._without_meta():
             return TemplateSyntaxProblem(
                 f"template {name!r} has no {META_FILE} (description, priority, category, "
                 "sample_context): add one beside its parts"
@@ -229,6 +230,14 @@ class TemplateCatalog:
         return UnknownTemplateError(
             f"unknown template {shown!r}; available: {', '.join(usable) or 'none'}"
         )
+
+    def _without_meta(self) -> set[str]:
+        """Directories holding a template part (subject.txt.j2, ...) but no meta.json; a
+        directory of shared layouts (`_layout/`) holds no part and is none of them."""
+        found = self._env.list_templates(
+            filter_func=lambda path: path.count("/") == 1 and path.split("/")[1] in PARTS
+        )
+        return {path.split("/")[0] for path in found} - set(self.names())
 
     def _compile(self, name: str) -> _Compiled:
         if name not in self.names():

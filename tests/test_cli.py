@@ -245,17 +245,22 @@ def test_a_broken_user_template_is_an_error_row_not_a_broken_list(
     _template(root, "bad_front_matter", "{not json")
     _template(root, "bad_syntax", meta, sms="{% if %}")
     _template(root, "fine", meta)
+    _template(root, "nometa", meta)
+    (root / "nometa" / "meta.json").unlink()
     monkeypatch.setenv("NOTIFY_TEMPLATES_DIR", str(root))
     reload_runtime()
     assert main(["templates", "list", "--json"]) == 1
     captured = capsys.readouterr()
     listed = {entry["name"]: entry for entry in json.loads(captured.out)}
-    assert {"bad_front_matter", "bad_syntax", "fine", "repair_assigned"} <= set(listed)
+    assert {"bad_front_matter", "bad_syntax", "fine", "nometa", "repair_assigned"} <= set(listed)
     assert "meta.json line 1" in listed["bad_front_matter"]["error"]
     assert "sms.txt.j2 line 1" in listed["bad_syntax"]["error"]
+    assert "'nometa' has no meta.json" in listed["nometa"]["error"]
     assert listed["fine"]["required_variables"] == ["who"]
     (line,) = captured.err.strip().splitlines()
-    assert "2 broken template(s): bad_front_matter, bad_syntax" in line
+    assert "3 broken template(s): bad_front_matter, bad_syntax, nometa" in line
+    assert main(["templates", "list"]) == 1
+    assert "BROKEN: template 'nometa' has no meta.json" in " ".join(capsys.readouterr().out.split())
     assert main(["templates", "preview", "bad_syntax"]) == 2
     assert "sms.txt.j2 line 1" in capsys.readouterr().err
 

@@ -15,6 +15,7 @@ from notify.pricing import SmsEncoding, sms_length
 from notify.rendering import (
     CATEGORY_MAX_CHARS,
     NAME_MAX_CHARS,
+    BrokenTemplate,
     TemplateCatalog,
     TemplateContextError,
     TemplateSyntaxProblem,
@@ -217,6 +218,26 @@ def test_a_template_without_meta_json_says_so_and_broken_ones_are_not_offered(
         catalog.info("nope")
     offered = str(caught.value).partition("available: ")[2].split(", ")
     assert "broken_meta" not in offered and "repair_assigned" in offered
+
+
+def test_the_listing_shows_a_template_without_meta_json_as_broken_with_the_same_reason(
+    tmp_path: Path,
+) -> None:
+    """`templates list` left such a directory out, though using it said what was wrong; a
+    directory of shared layouts (no part of a template) is still no template."""
+    write_template(tmp_path, "nometa", subject="s", text="t", html="h", sms="m")
+    (tmp_path / "_shared").mkdir()
+    (tmp_path / "_shared" / "email.html.j2").write_text("<html></html>", encoding="utf-8")
+    catalog = TemplateCatalog(tmp_path)
+    listed = {entry.name: entry for entry in catalog.listing()}
+    assert isinstance(listed["nometa"], BrokenTemplate)
+    with pytest.raises(TemplateSyntaxProblem) as caught:
+        catalog.info("nometa")
+    assert listed["nometa"].error == str(caught.value)
+    assert "_shared" not in listed and "_layout" not in listed
+    assert "nometa" not in catalog.names(), "not offered to send"
+    with pytest.raises(UnknownTemplateError):
+        catalog.info("_shared")
 
 
 def test_html_body_escapes_context_and_text_body_does_not() -> None:
