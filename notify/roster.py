@@ -5,8 +5,11 @@ import: a value longer than its column allows (MAX_LENGTH), a NUL or other contr
 row with more or fewer values than the header, a JSON line without a required field, a JSON value
 nested too deeply or not a scalar, a line that is not a JSON object, and a quote that never closes
 (reported on the line it opens; parsing goes on with the next line, so it cannot swallow the rest of
-the file). Problems with the file as a whole (not UTF-8, empty, missing or unknown columns) raise
-InputError before any row is looked at.
+the file). A quoted CSV value may hold line breaks (RFC 4180) in `name`, the one column that takes
+them, when the record then has the header's number of values; its errors name the line the record
+starts on. A record running over lines otherwise is a quote that never closes. Problems with the
+file as a whole (not UTF-8, empty, missing or unknown columns) raise InputError before any row is
+looked at.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ OPTIONAL_COLUMNS = {
 }
 ALL_COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
 _QUIET_HOURS = frozenset({"quiet_hours_start", "quiet_hours_end"})
+_MULTILINE_COLUMNS = frozenset({"name"})  # the columns whose value may hold a line break
 # Longest accepted raw value per column (the database columns, with room for spaces and a
 # formatted phone number); anything longer is rejected before it is parsed.
 MAX_LENGTH = {
@@ -182,8 +186,12 @@ def _check_raw_values(record: Mapping[str, Any]) -> None:
         if bad:
             what = "a NUL byte" if bad.group() == "\x00" else f"control character {bad.group()!r}"
             raise _RowInvalid(column, _shown(text), f"{column} contains {what}")
-        if column != "name" and ("\n" in text or "\r" in text):
+        if column not in _MULTILINE_COLUMNS and _has_line_break(text):
             raise _RowInvalid(column, _shown(text), f"{column} contains a line break")
+
+
+def _has_line_break(text: str) -> bool:
+    return "\n" in text or "\r" in text
 
 
 def _shown(text: str) -> str:
@@ -279,6 +287,8 @@ def _csv_records(text: str) -> Iterator[tuple[int, Mapping[str, Any] | RowError]
     while not source.done():
         start = source.position + 1  # 1-based number of the line the record starts on
         record = source.next_record()
+        if isinstance(record, list) and source.position > start:  # ran over several lines
+            record = record if _spans_lines(record, columns) else source.quote_reason(start - 1)
         if isinstance(record, str):
             line = source.lines[start - 1]
             column = _broken_column(line, columns) if record.startswith(_QUOTE) else "-"
@@ -299,6 +309,17 @@ def _csv_row(
         yield line, _short_row(line, columns, values)
     else:
         yield line, dict(zip(columns, values, strict=True))
+
+
+def _spans_lines(values: list[str], columns: list[str]) -> bool:
+    """A record read over several lines is one (RFC 4180: a quoted value holds line breaks) when
+    its line breaks are in columns that take them and it has the header's number of values;
+    otherwise it is most likely a quote that never closes, which swallowed the lines after it."""
+    return len(values) == len(columns) and not any(
+        _has_line_break(value)
+        for column, value in zip(columns, values, strict=True)
+        if column not in _MULTILINE_COLUMNS
+    )
 
 
 def _short_row(line: int, columns: list[str], values: list[str]) -> RowError:
@@ -344,20 +365,17 @@ class _CsvSource:
         self._reader = csv.reader(self, strict=True)
 
     def next_record(self) -> list[str] | str | None:
-        """The next record; a reason (str) when it is broken; None at the end. A record must end
-        on the line it starts on: no column takes a line break, so a record running over several
-        lines is a quote that never closes."""
+        """The next record, which may run over several lines (the caller decides whether it
+        may); a reason (str) when it is broken; None at the end."""
         start = self.position
         try:
-            record = next(self._reader, None)
+            return next(self._reader, None)
         except csv.Error as error:
             ran_on = self.position - start > 1 or "end of data" in str(error)
-            return self._quote_reason(start) if ran_on else f"not valid CSV ({error})"
-        if record is not None and self.position - start > 1:
-            return self._quote_reason(start)
-        return record
+            return self.quote_reason(start) if ran_on else f"not valid CSV ({error})"
 
-    def _quote_reason(self, start: int) -> str:
+    def quote_reason(self, start: int) -> str:
+        """Why the record that started after line `start` (0-based position) is broken."""
         return (
             f"{_QUOTE} opened on line {start + 1} never closes (the value ran to line "
             f"{self.position}); close it or remove it"

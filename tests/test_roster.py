@@ -286,6 +286,35 @@ def test_a_quote_closed_lines_later_still_loses_only_its_own_line(tmp_path: Path
     assert [error.line for error in parsed.errors] == [3]
 
 
+def test_a_quoted_name_with_a_line_break_is_one_record_and_lines_stay_right(
+    tmp_path: Path,
+) -> None:
+    """RFC 4180 lets a quoted value hold a line break: it was rejected as a quote that never
+    closes, and the next row as short. Errors after it still name the lines they start on."""
+    text = HEADER + (
+        "g:1,One,g1@example.com,,UTC,true,false,,\n"
+        'x:1,"Multi\nLine Name",x@example.com,,UTC,true,false,,\n'
+        "g:2,Two,g2@example.com,,Mars/Olympus,true,false,,\n"
+        '"x:2","Three\r\nLines\r\nHere",not-an-email,,UTC,true,false,,\r\n'
+        "g:3,Three,g3@example.com,,UTC,true,false,,\n"
+    )
+    parsed = parse_roster_file(write(tmp_path, text))
+    assert [row.external_id for row in parsed.rows] == ["g:1", "x:1", "g:3"]
+    assert parsed.rows[1].name == "Multi\nLine Name" and parsed.rows[1].line == 3
+    assert [(e.line, e.column) for e in parsed.errors] == [(5, "timezone"), (6, "email")]
+    assert parsed.total == 5
+
+
+def test_a_line_break_outside_the_name_is_still_a_quote_that_never_closes(tmp_path: Path) -> None:
+    text = around('x:1,X,"x@example.com\n",,UTC,true,false,,') + (
+        "g:3,Three,g3@example.com,,UTC,true,false,,\n"
+    )
+    parsed = parse_roster_file(write(tmp_path, text))
+    assert [row.external_id for row in parsed.rows] == ["g:1", "g:2", "g:3"]
+    error = parsed.errors[0]
+    assert error.line == 3 and "never closes" in error.reason and "line 4" in error.reason
+
+
 def test_external_ids_are_stored_without_surrounding_spaces(tmp_path: Path) -> None:
     parsed = parse_roster_file(write(tmp_path, around("  x:9  , Padded ,x@example.com,,UTC,,,,")))
     assert [row.external_id for row in parsed.rows] == ["g:1", "x:9", "g:2"]
