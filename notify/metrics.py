@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from notify.audits import FailureReport, HealthReport, SmsCostReport
+from notify.money import usd
 from notify.settings import Settings
 from notify.severity import RUNBOOK
 
@@ -112,7 +113,7 @@ def runbook_alarms(settings: Settings) -> list[AlarmSpec]:
             "Sum",
             3600,
             float(settings.sms_hourly_alarm_usd),
-            f"SMS cost > ${settings.sms_hourly_alarm_usd}/hour (runbook section 2)",
+            f"SMS cost > {usd(settings.sms_hourly_alarm_usd)}/hour (runbook section 2)",
         ),
         AlarmSpec(
             "QueueBacklog",

@@ -168,6 +168,7 @@ def test_install_alarms_is_idempotent_and_pages_the_topic(cloudwatch: Any) -> No
     )
     assert cost["ComparisonOperator"] == "GreaterThanThreshold" and cost["Namespace"] == NAMESPACE
     assert cost["AlarmActions"] == [topic] and cost["ActionsEnabled"]
+    assert cost["AlarmDescription"].startswith("SMS cost > $20.00/hour"), "money: two decimals"
     thresholds = {name: a["Threshold"] for name, a in alarms.items()}
     assert thresholds["RS-Notifications-QueueBacklog"] == 1000
     assert thresholds["RS-Notifications-HighErrorRate"] == 10

@@ -4,6 +4,7 @@ shows spend against small thresholds as they are, and a reached cap as a P2 find
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -99,3 +100,26 @@ def test_the_cap_is_reached_when_the_next_sms_would_not_fit(
     findings = [(f["code"], f["severity"]) for f in report["findings"]]
     assert report["daily_cap_reached"] is reached
     assert findings == ([("sms-daily-cap", "P2")] if reached else [])
+
+
+def test_every_money_value_of_the_json_has_at_least_two_decimals(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's rule (`0.0774`, `1.50`): the thresholds came out as set, "20" and "100"."""
+    monkeypatch.delenv("NOTIFY_SMS_HOURLY_ALARM_USD", raising=False)
+    monkeypatch.setenv("NOTIFY_SMS_DAILY_CAP_USD", "100")
+    reload_runtime()
+    two_sms_just_sent(cli_env)
+    command = ["audit", "sms-cost", "--as-of", AS_OF.isoformat(), "--direct", "--json"]
+    assert main(command) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["hourly_alarm_usd"], report["daily_cap_usd"]) == ("20.00", "100.00")
+    assert report["today_cost_usd"] == "0.0129"
+    money = [
+        (key, value)
+        for entry in [report, *report["hourly"], *report["top_recipients"]]
+        for key, value in entry.items()
+        if key.endswith("_usd")
+    ]
+    assert len(money) > 5
+    assert all(re.fullmatch(r"\d+\.\d{2,6}", value) for _, value in money), money

@@ -106,7 +106,7 @@ def sms_cost_audit(
     return SmsCostReport(
         **_totals(buckets),
         last_hour_cost_usd=money(last_hour),
-        hourly_alarm_usd=settings.sms_hourly_alarm_usd,
+        hourly_alarm_usd=money(settings.sms_hourly_alarm_usd),
         **_today(today, settings),
         hourly=tuple(_hour_row(*bucket) for bucket in buckets),
         top_recipients=_top(spenders, by_cost=False, limit=top_n),
@@ -215,7 +215,7 @@ def _today(today: Decimal, settings: Settings) -> dict[str, Any]:
     cap = settings.sms_daily_cap_usd
     return {
         "today_cost_usd": money(today),
-        "daily_cap_usd": cap,
+        "daily_cap_usd": money(cap),
         "daily_cap_used": round(float(today / cap), 4) if cap > 0 else None,
         "daily_cap_reached": sms_cap_reached(today, cap, cheapest_sms_usd(settings)),
     }
