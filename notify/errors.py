@@ -14,6 +14,8 @@ breaker; `ErrorKind.throttle` marks the ones that slow the adaptive pacer down.
 
 from __future__ import annotations
 
+import html
+import re
 import smtplib
 from dataclasses import dataclass
 from enum import StrEnum
@@ -32,14 +34,43 @@ class InputError(NotifyError):
 
 
 ERROR_LINE_CHARS = 200
+# An HTML page where an error message was expected (a proxy's or stand-in's 404/502 page): its
+# markup, comments and script/style blocks. Only HTML's own tags: `<n>`, `<email>` (placeholders)
+# and `Ann <ann@example.com>` stay.
+_HTML_TAG = re.compile(
+    r"<!--.*?-->|<(script|style)\b.*?</\1\s*>|<![^<>]*>"
+    r"|</?(?:html|head|body|title|meta|link|h[1-6]|p|div|span|pre|code|br|hr|center|a|b|i|em"
+    r"|strong|small|ul|ol|li|table|tbody|thead|tr|td|th|address|main|header|footer|nav)\b[^<>]*>",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+_HTML_TITLE = re.compile(r"<title\b[^<>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+
+
+def provider_text(text: str, limit: int = ERROR_LINE_CHARS) -> str:
+    """A provider's error text as reports show it: one line, whitespace collapsed, at most
+    `limit` characters (cut with `…`); an HTML page in it (from its first tag on) as the page's
+    title (`404 Not Found`), or its text without the markup when it has none."""
+    plain = text
+    if markup := _HTML_TAG.search(text):
+        page = text[markup.start() :]
+        title = _HTML_TITLE.search(page)
+        shown = html.unescape(_HTML_TAG.sub(" ", title.group(1) if title else page))
+        plain = f"{text[: markup.start()]} {shown}"
+    line = " ".join(plain.split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
 def error_line(exc: BaseException) -> str:
     """`OperationalError: connection refused`: the error's type and its first line (a database
-    error's driver error: SQLAlchemy's own text adds the statement), at most 200 characters."""
+    error's driver error: SQLAlchemy's own text adds the statement), at most 200 characters; an
+    HTML page's text rather than its first line of markup."""
     origin = getattr(exc, "orig", None) or exc
-    lines = str(origin).strip().splitlines()
-    return f"{type(origin).__name__}: {lines[0] if lines else ''}"[:ERROR_LINE_CHARS]
+    text = str(origin).strip()
+    lines = text.splitlines()
+    first = text if _HTML_TAG.search(text) else (lines[0] if lines else "")
+    return provider_text(f"{type(origin).__name__}: {first}", ERROR_LINE_CHARS)
 
 
 # --- The delivery error taxonomy: provider error -> class, the runbook's cause and fix. ---

@@ -430,6 +430,27 @@ def test_failure_rates_per_channel(engine: Engine, session: Session, settings: S
     assert report.groups[1].fix == RATE_EXCEEDED.fix
 
 
+def test_a_failure_whose_provider_answered_an_html_page_groups_as_one_line(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    page = "<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\n<center>nginx</center>"
+    rows.many(
+        2,
+        tech,
+        created_at=AS_OF - H,
+        channel="email",
+        status="failed",
+        error_code="HTTP502",
+        error_class="transient",
+        error_message=page,
+    )
+    rows.insert(engine)
+    [group] = run(failure_summary, session, settings).groups
+    assert group.count == 2 and group.error_message == "<n> Bad Gateway"
+
+
 @pytest.mark.parametrize(
     ("failed", "severity"),
     [
@@ -846,6 +867,19 @@ def test_health_with_part_of_the_ses_account_unknown_is_a_p3(
     ]
     both = run(health, session, settings, sesv2=sesv2, ses=_clients()[1])
     assert both.severity is Severity.P4, "a fallback that answered leaves nothing unknown"
+
+
+def test_ses_errors_in_the_health_report_are_one_short_line_each(
+    aws_env: str, session: Session, settings: Settings
+) -> None:
+    """moto answers SES v2's GetAccount with its HTML 404 page: `ses.errors` showed the page's
+    markup over several lines (`404 <!doctype html>\n<html lang=en>...`), as did the finding."""
+    sesv2, _ = _clients()
+    report = run(health, session, settings, sesv2=sesv2)
+    assert report.ses is not None
+    assert report.ses.errors == ("sesv2.GetAccount: 404 Not Found",)
+    shown = [*report.to_json()["ses"]["errors"], *(f.message for f in report.findings)]
+    assert all("\n" not in text and "<" not in text and len(text) <= 300 for text in shown)
 
 
 # --- masking --------------------------------------------------------------------------------

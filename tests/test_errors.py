@@ -31,6 +31,8 @@ from notify.errors import (
     ErrorKind,
     classify,
     classify_exception,
+    error_line,
+    provider_text,
 )
 
 T, P, Q, C = ErrorClass.transient, ErrorClass.permanent, ErrorClass.quota, ErrorClass.config
@@ -287,3 +289,39 @@ def test_maybe_sent_tells_the_operator_to_check_receipts_before_redriving() -> N
     error = classify_exception(ReadTimeoutError(endpoint_url=SES_ENDPOINT))
     assert error.error_class is ErrorClass.maybe_sent and not error.stops_batch
     assert "receipts" in error.fix and "redrive" in error.fix
+
+
+FLASK_404 = (
+    "<!doctype html>\n<html lang=en>\n<title>404 Not Found</title>\n<h1>Not Found</h1>\n"
+    "<p>The requested URL was not found on the server. If you entered the URL manually please "
+    "check your spelling and try again.</p>\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (FLASK_404, "404 Not Found"),
+        (
+            "<html><body><h1>Bad &amp; gone</h1>\n<p>try\nlater</p></body></html>",
+            "Bad & gone try later",
+        ),
+        (
+            "Email address is not verified:\n  Ann <ann@example.com>",
+            "Email address is not verified: Ann <ann@example.com>",
+        ),
+        ("rate <n> exceeded for <email>", "rate <n> exceeded for <email>"),
+        ("x" * 300, "x" * 199 + "…"),
+    ],
+)
+def test_provider_text_is_one_short_line_without_markup(text: str, shown: str) -> None:
+    assert provider_text(text) == shown
+
+
+def test_an_error_line_of_an_html_page_is_its_title_not_its_doctype() -> None:
+    page = ClientError({"Error": {"Code": "404", "Message": FLASK_404}}, "PutMetricData")
+    assert error_line(page) == (
+        "ClientError: An error occurred (404) when calling the PutMetricData operation: "
+        "404 Not Found"
+    )
+    assert error_line(OSError("refused\nsecond line")) == "OSError: refused"

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from notify.alerts.store import RESOLVED, AlertNotice
-from notify.errors import InputError
+from notify.errors import InputError, provider_text
 from notify.settings import ALERT_ROUTES, Settings, routes_by_severity
 from notify.severity import Severity
 
@@ -160,5 +160,5 @@ def _send(name: str, route: AlertRoute | None, notice: AlertNotice) -> Delivery:
         route.send(notice)
     except (urllib.error.URLError, OSError, ClientError, BotoCoreError) as exc:
         logger.warning("alert route %s failed for %s: %s", name, notice.key, exc)
-        return Delivery(name, ok=False, error=f"{type(exc).__name__}: {exc}"[:200])
+        return Delivery(name, ok=False, error=provider_text(f"{type(exc).__name__}: {exc}"))
     return Delivery(name, ok=True)

@@ -23,8 +23,9 @@ from notify.audits.common import Report, Window, header, rate, resolve_window
 from notify.audits.rollups import ROLLUPS, Key, Parts, RollupPolicy, open_view, parts
 from notify.audits.sql import ALL_CHANNELS, any_channel
 from notify.db import FAILED_STATUSES, Channel, CreatedHour, DeliveryLog, Status
+from notify.error_messages import MAX_CHARS as MAX_MESSAGE_CHARS
 from notify.error_messages import kind_for, normalise_error_message
-from notify.errors import UNKNOWN
+from notify.errors import UNKNOWN, provider_text
 from notify.settings import Settings
 from notify.severity import RUNBOOK, Facts, assess
 
@@ -176,7 +177,7 @@ def _group(key: GroupKey, count: int, channels: set[str], failed: int) -> Failur
     return FailureGroup(
         error_class=error_class or kind.error_class.value,
         error_code=code,
-        error_message=message,
+        error_message=provider_text(message, MAX_MESSAGE_CHARS),  # one line, no HTML markup
         channels=tuple(sorted(channels)),
         count=count,
         share=rate(count, failed),

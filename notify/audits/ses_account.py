@@ -16,9 +16,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 from pydantic import BaseModel, ConfigDict
 
+from notify.errors import provider_text
+
 SANDBOX_MAX_24H = 200.0
 SANDBOX_RATE = 1.0
 NOT_FOUND = ("NotFoundException", "404")
+ERROR_CHARS = 120  # an error of `errors` at most (a report's table cell)
 
 
 class SesAccountState(BaseModel):
@@ -73,7 +76,9 @@ def _call(errors: list[str], name: str, call: Callable[[], Any]) -> Any:
         return call()
     except ClientError as exc:
         error = exc.response.get("Error", {})
-        errors.append(f"{name}: {error.get('Code', 'error')} {str(error.get('Message', ''))[:80]}")
+        code, said = str(error.get("Code", "error")), provider_text(str(error.get("Message", "")))
+        text = said if said.startswith(code) else f"{code} {said}"  # "404 Not Found": no 404 404
+        errors.append(provider_text(f"{name}: {text}", ERROR_CHARS))  # one line, not a page
     except (BotoCoreError, ResponseParserError, OSError) as exc:  # parser error: not BotoCoreError
         errors.append(f"{name}: {type(exc).__name__}")
     return None
