@@ -123,7 +123,8 @@ def test_sms_held_by_quiet_hours_then_muted_never_go_and_say_why(
     for row in rows(engine, ids).values():
         assert row.status == "skipped" and row.next_attempt_at is None
         assert row.decision == (
-            f"sms: muted after it was queued (suppression #{number}: stop now (muted by carol))"
+            f"sms: muted after it was queued (suppression #{number}: "
+            "stop now (muted by carol for tech:1))"
         )
     assert [r.status for r in by_channel(engine)["email"]] == ["sent", "sent"], (
         "an SMS mute leaves the email alone"
