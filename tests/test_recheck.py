@@ -142,6 +142,20 @@ def test_a_pending_urgent_sms_muted_before_delivery_is_skipped(
     assert rows(engine, [sms_id])[sms_id].status == "skipped"
 
 
+def test_a_mute_skips_at_once_the_queued_sms_of_everyone_sharing_the_number(
+    engine: Engine, settings: Settings
+) -> None:
+    add_recipients(engine, [tech(1), tech(2, phone=PHONE), tech(3)])
+    mine, shared, other = (urgent(engine, settings, to=f"tech:{n}") for n in (1, 2, 3))
+    would = operator_mute(engine, apply=False)
+    assert (would.queued_skipped, would.also_muted) == (2, ["tech:2"])
+    muted = operator_mute(engine)
+    assert muted.queued_skipped == 2, "tech:1's SMS and tech:2's, queued to the same number"
+    found = rows(engine, [mine, shared, other])
+    assert [found[i].status for i in (mine, shared, other)] == ["skipped", "skipped", "pending"]
+    assert found[shared].decision.startswith("sms: muted after it was queued (suppression #")
+
+
 def test_a_loop_mute_written_after_queueing_is_honoured_at_the_next_delivery(
     engine: Engine, settings: Settings
 ) -> None:

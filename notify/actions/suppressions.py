@@ -4,7 +4,8 @@ enqueue policy already honours (a suppressed channel is skipped: "phone number s
 
 A mute suppresses a recipient's current address on one channel (all titles, or one title like a
 loop mute) until a time; muting again while an equal or longer mute is active adds nothing. The
-recipient's rows already queued that the mute stops are skipped at once, in the same transaction
+rows already queued that the mute stops (the recipient's, and those of every recipient sharing the
+address) are skipped at once, in the same transaction
 (notify.recheck: `sms: muted after it was queued (suppression #N: ...)`, with the email fallback
 enqueue gives a muted SMS), and the result says how many: a delivery run already under way claims
 no row after the mute returns, and the operator sees what the mute stopped. Rows already handed to
@@ -33,7 +34,7 @@ from notify.db import Channel, Recipient, Suppression
 from notify.errors import InputError
 from notify.fallback import FallbackPolicy
 from notify.masking import mask_address
-from notify.recheck import skip_muted, waiting_count
+from notify.recheck import Rechecked, skip_muted, waiting_count
 
 REASON_MAX_CHARS = 300
 LIST_LIMIT = 200
@@ -93,7 +94,8 @@ class MuteResult(BaseModel):
     created: bool  # (would be) added; False: an equal or longer mute was already active
     suppression: SuppressionView
     also_muted: list[str]  # other recipients with the same address: the mute stops them too
-    queued_skipped: int = 0  # the recipient's queued rows skipped now (a dry run: would be)
+    # queued rows skipped now, the recipient's and the also-muted ones' (a dry run: would be)
+    queued_skipped: int = 0
     fallbacks: int = 0  # email rows made for muted SMS (notify.fallback)
 
 
@@ -116,8 +118,9 @@ def mute(
     fallback: FallbackPolicy,
     apply: bool = True,
 ) -> MuteResult:
-    """Add the suppression and skip the recipient's queued rows it stops (without `apply`: say
-    what would be added and how many queued rows it would skip). `fallback`: which templates let
+    """Add the suppression and skip the queued rows it stops, the recipient's and those of the
+    recipients sharing the address (without `apply`: say what would be added and how many
+    queued rows it would skip). `fallback`: which templates let
     a muted SMS fall back to email."""
     recipient = _recipient(session, request.recipient)
     address = _address(recipient, request.channel)
@@ -128,12 +131,17 @@ def mute(
         session.add(row)
         session.flush()
     conn = session.connection()
+    # everyone whose current address it is: their rows queued to it stop as the recipient's do
+    stopped = _holders(session, address, first=recipient.id)
     if apply:
-        done = skip_muted(conn, now=now, fallback=fallback, recipient_id=recipient.id)
+        done = Rechecked()
+        for holder in stopped:
+            done += skip_muted(conn, now=now, fallback=fallback, recipient_id=holder)
         skipped, fallbacks = done.muted, done.fallbacks
     else:
-        skipped = waiting_count(
-            conn, recipient_id=recipient.id, channel=request.channel, title=request.title
+        skipped = sum(
+            waiting_count(conn, recipient_id=holder, channel=request.channel, title=request.title)
+            for holder in stopped
         )
         fallbacks = 0
     record = record_action(
@@ -303,6 +311,14 @@ def _new(
         until=until,
         created_at=now,
     )
+
+
+def _holders(session: Session, address: str, *, first: int) -> list[int]:
+    """The ids of the recipients whose current email address or phone number is `address`,
+    `first` first."""
+    r = Recipient
+    query = select(r.id).where(or_(r.email == address, r.phone == address), r.id != first)
+    return [first, *sorted(session.scalars(query))]
 
 
 def _owners(session: Session, addresses: set[str]) -> dict[str, list[str]]:

@@ -198,7 +198,7 @@ def mute_command(
 
 
 def _queued(result: MuteResult) -> str:
-    """What the mute does to the recipient's messages already queued."""
+    """What the mute does to the messages already queued (the also-muted recipients' too)."""
     n = result.queued_skipped
     if not result.applied:
         return f"{n} queued message(s) would be skipped"
