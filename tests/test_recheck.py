@@ -16,7 +16,7 @@ from flows.deliver import deliver_pending
 from notify.actions.audit_trail import Actor
 from notify.actions.suppressions import MuteRequest, MuteResult, UnmuteRequest, mute, unmute
 from notify.audits.loops import Loop, mute_loops
-from notify.db import Channel, DeliveryLog, Notification, make_engine, transaction
+from notify.db import Channel, DeliveryLog, Notification, Recipient, make_engine, transaction
 from notify.digest import Gathered, follow_digests, gather_digests
 from notify.due import has_work
 from notify.fallback import FallbackPolicy
@@ -298,6 +298,16 @@ def test_the_mute_and_import_commands_say_what_they_stopped(
     roster = Path("roster.jsonl")  # in the working directory cli_env gives
     line = tech(2, receive_sms=False, **QUIET).as_values()
     roster.write_text(json.dumps(line) + "\n")
+    assert main(["recipients", "import", str(roster), "--dry-run"]) == 0
+    assert "2 queued message(s) would be skipped: their channel is now off" in (
+        capsys.readouterr().out
+    )
+    assert {r.status for r in rows(engine, others).values()} == {"pending"}, "nothing written"
+    with transaction(engine) as session:
+        still = session.scalars(select(Recipient).where(Recipient.external_id == "tech:2")).one()
+        assert still.receive_sms, "the dry run left the preference as it was"
+    assert main(["recipients", "import", str(roster), "--dry-run", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["queued_skipped"] == 2
     assert main(["recipients", "import", str(roster)]) == 0
     printed = capsys.readouterr().out
     assert "2 queued message(s) skipped, never sent: their channel is now off" in printed

@@ -29,7 +29,10 @@ RECIPIENT_ARGUMENT = {"recipient": "recipient"}  # an argument, not --recipient
 def import_roster(
     file: Path = typer.Argument(..., help="CSV with a header row, or JSON Lines (.jsonl)."),
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="Validate and count new and updated recipients; write nothing."
+        False,
+        "--dry-run",
+        help="Validate and count new and updated recipients and the queued messages the import "
+        "would skip; write nothing.",
     ),
     json_output: bool = JSON_OPTION,
 ) -> None:
@@ -50,8 +53,14 @@ def import_roster(
         upsert = upsert_counts if dry_run else upsert_recipients
         with transaction(runtime().engine()) as session:
             counts = upsert(session=session, rows=parsed.rows)
-            if not dry_run and counts.updated:  # a new recipient has nothing queued
+            if counts.updated:  # a new recipient has nothing queued
+                # a dry run counts what the import would skip, in a savepoint it rolls back
+                trial = session.begin_nested() if dry_run else None
+                if trial is not None:
+                    upsert_recipients(session=session, rows=parsed.rows)
                 skipped = skip_turned_off(session.connection(), now=utcnow())
+                if trial is not None:
+                    trial.rollback()
         created, updated = counts.created, counts.updated
     _report_import(file, parsed, created, updated, dry_run, json_output, skipped)
     if parsed.errors:
@@ -96,8 +105,9 @@ def _report_import(
         f"{updated} updated), {len(parsed.errors)} rejected"
     )
     if queued_skipped:
+        done = "would be skipped" if dry_run else "skipped, never sent"
         out.print(
-            f"{queued_skipped} queued message(s) skipped, never sent: their channel is now off "
+            f"{queued_skipped} queued message(s) {done}: their channel is now off "
             "in the recipient's preferences"
         )
 
