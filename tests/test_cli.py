@@ -5,7 +5,9 @@ from __future__ import annotations
 import gc
 import json
 import os
+import threading
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +184,45 @@ def test_bad_setting_stops_at_start_naming_the_variable(
     reload_runtime()
     assert main(["config"]) == 2
     assert "NOTIFY_SES_RATE" in capsys.readouterr().err
+
+
+class _ProxyPage(BaseHTTPRequestHandler):
+    """What a proxy or captive portal between us and AWS answers: 200 and a page of its own."""
+
+    page = b""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        page = type(self).page
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_test_email_says_in_one_line_that_something_else_answered_for_ses(
+    cli_env: str, aws_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = b"<html>\n<head><title>Log in</title></head>\n<body><hr><center>portal"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Page", (_ProxyPage,), {"page": page}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv("NOTIFY_SENDER", "aws")
+        reload_runtime()
+        assert main(["test-email", "admin@example.com"]) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    shown = capsys.readouterr().out
+    assert "✗ NoMessageId (transient): the answer held no MessageId: not SES's own" in shown
+    assert "fix: Retried automatically" in shown
+    assert "<html>" not in shown and "<title>" not in shown
+    assert len(shown.splitlines()) == 2, "the error and its fix, one line each"
 
 
 def test_config_masks_secrets(

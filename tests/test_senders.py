@@ -215,6 +215,8 @@ def fault_clients(moto_server: str) -> dict[str, Any]:
 
 
 TR, QU, CF = ErrorClass.transient, ErrorClass.quota, ErrorClass.config
+# a proxy or captive portal between this host and AWS answering 200 with a page of its own
+PROXY_PAGE = (200, {"Content-Type": "text/html"}, b"<html><title>Log in</title></html>")
 SES_FAULTS = [
     (_rest_json_error(400, "Throttling", "Maximum sending rate exceeded."), "Throttling", TR),
     (_rest_json_error(400, "Throttling", "Daily message quota exceeded."), "Throttling", QU),
@@ -226,6 +228,7 @@ SES_FAULTS = [
     ),
     ((500, {"Content-Type": "text/plain"}, b"upstream connect error or disconnect"), "500", TR),
     ((503, {}, b""), "503", TR),
+    (PROXY_PAGE, "NoMessageId", TR),  # not SES's answer: sent again, as a 5xx is
 ]
 SNS_FAULTS = [
     (_query_xml_error(400, "Throttling", "Rate exceeded"), "Throttling", TR),
@@ -233,6 +236,8 @@ SNS_FAULTS = [
     (_query_xml_error(500, "InternalError", "Internal error"), "InternalError", TR),
     ((500, {}, b"Internal Server Error"), "ResponseParserError", TR),
     (_query_xml_error(403, "AuthorizationError", "Not authorized"), "AuthorizationError", CF),
+    (PROXY_PAGE, "NoMessageId", TR),
+    ((200, {"Content-Type": "text/html"}, b"<html><body><hr><p>Log in"), "ResponseParserError", TR),
 ]
 
 

@@ -9,11 +9,14 @@ classified by whether the request can have reached the provider: `transient` if 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
+
+from notify.errors import PROVIDER_UNAVAILABLE, DeliveryError
 
 
 # slotted, not frozen: built once per message on the delivery path (notify.outbox.ClaimedRow)
@@ -62,3 +65,24 @@ PROVIDER_EXCEPTIONS: tuple[type[Exception], ...] = (
     ResponseParserError,
     OSError,  # sockets, ssl and every smtplib exception
 )
+
+
+def answered_message_id(response: Mapping[str, Any], provider: str) -> SendReceipt:
+    """The receipt of an AWS send's answer; one without a MessageId was not `provider`'s."""
+    found = response.get("MessageId")
+    if not found:
+        raise foreign_answer(provider)
+    return SendReceipt(provider_message_id=str(found))
+
+
+def foreign_answer(provider: str) -> DeliveryError:
+    """Something between this host and AWS (a proxy, a captive portal) answered 200 with a page
+    of its own: botocore reads it as an empty answer (JSON APIs) or fails to find its result in
+    it (KeyError, XML APIs). Classified as the provider being unavailable, as an answer botocore
+    cannot parse at all is: the request did not reach the provider, and is sent again later."""
+    return DeliveryError(
+        PROVIDER_UNAVAILABLE,
+        f"the answer held no MessageId: not {provider}'s own (a proxy or captive portal "
+        "between this host and AWS?)",
+        "NoMessageId",
+    )

@@ -10,7 +10,7 @@ from notify.errors import (
     DeliveryError,
     classify_exception,
 )
-from notify.senders.base import PROVIDER_EXCEPTIONS, OutgoingEmail, SendReceipt
+from notify.senders.base import PROVIDER_EXCEPTIONS, OutgoingEmail, SendReceipt, answered_message_id
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client
@@ -33,7 +33,7 @@ class SesEmailSender:
             response = self._client.send_email(**request)
         except PROVIDER_EXCEPTIONS as exc:
             raise sender_aware(classify_exception(exc), message.sender) from exc
-        return SendReceipt(provider_message_id=response["MessageId"])
+        return answered_message_id(response, "SES")
 
     def close(self) -> None:
         self._client.close()

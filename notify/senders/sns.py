@@ -6,7 +6,13 @@ import threading
 from typing import TYPE_CHECKING
 
 from notify.errors import classify_exception
-from notify.senders.base import PROVIDER_EXCEPTIONS, OutgoingSms, SendReceipt
+from notify.senders.base import (
+    PROVIDER_EXCEPTIONS,
+    OutgoingSms,
+    SendReceipt,
+    answered_message_id,
+    foreign_answer,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
@@ -28,7 +34,9 @@ class SnsSmsSender:
             response = self._client.publish(**publish_request(message))
         except PROVIDER_EXCEPTIONS as exc:
             raise classify_exception(exc) from exc
-        return SendReceipt(provider_message_id=response["MessageId"])
+        except KeyError as exc:  # botocore found no PublishResult in the answer
+            raise foreign_answer("SNS") from exc
+        return answered_message_id(response, "SNS")
 
     def is_opted_out(self, phone: str) -> bool:
         with self._lock:

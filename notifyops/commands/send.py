@@ -167,7 +167,7 @@ def test_email(
 ) -> None:
     """Send one real email through the configured sender (the runbook's test_ses)."""
     from notify.bootstrap import runtime
-    from notify.errors import DeliveryError
+    from notify.errors import DeliveryError, provider_text
     from notify.senders import send_test_email
 
     here = runtime()
@@ -185,7 +185,8 @@ def test_email(
                 }
             )
         else:
-            out.print(f"✗ {error.code} ({error.error_class}): {error.message}\n  fix: {error.fix}")
+            said = provider_text(error.message)  # one line: a proxy's HTML page as its title
+            out.print(f"✗ {error.code} ({error.error_class}): {said}\n  fix: {error.fix}")
         raise typer.Exit(EXIT_PARTIAL) from None
     if json_output:
         print_json({"ok": True, "provider_message_id": receipt.provider_message_id})
