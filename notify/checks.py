@@ -80,9 +80,10 @@ SPECS: dict[Check, CheckSpec] = {
 
 
 def run_audit(check: Check, *, runtime: Runtime, as_of: datetime, window: timedelta) -> Report:
-    """The audit itself (read-only; health also asks SES when the sender is SES). Health reports
+    """The audit itself (read-only; health also asks SES, the SMS cost audit SNS, unless the
+    sender is the in-memory one). Health reports
     a database it cannot open as its P1 finding; any other check stops on it."""
-    extra = _ses_clients(runtime) if check is Check.health else {}
+    extra = _aws_clients(check, runtime)
     settings = runtime.settings
     try:
         engine = runtime.engine()
@@ -98,13 +99,19 @@ def run_audit(check: Check, *, runtime: Runtime, as_of: datetime, window: timede
         )
 
 
-def _ses_clients(runtime: Runtime) -> dict[str, Any]:
+def _aws_clients(check: Check, runtime: Runtime) -> dict[str, Any]:
+    """What a check asks AWS with: health SES about the account and the sender, the SMS cost
+    audit SNS about the monthly spend limit. None with the in-memory sender."""
     if runtime.settings.sender is SenderKind.memory:
         return {}
-    return {
-        "sesv2": runtime.aws_client("sesv2", retries=True),
-        "ses": runtime.aws_client("ses", retries=True),
-    }
+    if check is Check.health:
+        return {
+            "sesv2": runtime.aws_client("sesv2", retries=True),
+            "ses": runtime.aws_client("ses", retries=True),
+        }
+    if check is Check.sms_cost:
+        return {"sns": runtime.aws_client("sns", retries=True)}
+    return {}
 
 
 def should_mute(settings: Settings, requested: bool | None) -> bool:

@@ -85,6 +85,7 @@ class Thresholds:
     backlog_alarm: int = 1_000
     latency_high_s: float = 60.0
     latency_alarm_s: float = 30.0
+    sms_spend_limit_warn: float = 0.80  # share of the SNS monthly limit spent: P2 from here
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Thresholds:
@@ -110,6 +111,8 @@ class Facts:
     sms_failure_rate: float | None = None
     sms_cost_last_hour_usd: Decimal | None = None
     sms_cost_today_usd: Decimal | None = None  # the UTC day's SMS spend so far
+    sms_cost_month_usd: Decimal | None = None  # the UTC calendar month's SMS spend so far
+    sms_spend_limit_usd: Decimal | None = None  # the SNS account's MonthlySpendLimit
     workers_down_minutes: float | None = None
     late_runs: int = 0  # scheduled runs of the deployments that nothing has started
     late_runs_minutes: float | None = None  # how long the oldest of them has waited
@@ -196,6 +199,28 @@ def _sms_daily_cap(facts: Facts, t: Thresholds) -> Finding | None:
         "00:00 UTC SMS are skipped (email instead where the recipient takes it)"
     )
     return Finding("sms-daily-cap", Severity.P2, message)
+
+
+def _sms_spend_limit(facts: Facts, t: Thresholds) -> Finding | None:
+    """The month's SMS spend against the SNS account's MonthlySpendLimit: past it SNS stops
+    sending SMS while `publish` still answers OK (P1); from `sms_spend_limit_warn` of it, P2."""
+    month, limit = facts.sms_cost_month_usd, facts.sms_spend_limit_usd
+    if month is None or limit is None or month <= 0:
+        return None
+    spent = f"{usd(month)} of SMS spent this month (estimated)"
+    where = "raise it in SNS > Text messaging (SMS) > Account spend limit"
+    if month >= limit:
+        message = (
+            f"SNS monthly SMS spend limit {usd(limit)} reached: {spent}; SNS stops sending SMS "
+            f"while publish still answers OK (rows say sent, nothing arrives): {where}"
+        )
+        return Finding("sms-spend-limit", Severity.P1, message)
+    if month >= limit * Decimal(str(t.sms_spend_limit_warn)):
+        message = (
+            f"{spent}, {month / limit:.0%} of the SNS monthly spend limit {usd(limit)}: {where}"
+        )
+        return Finding("sms-spend-limit", Severity.P2, message)
+    return None
 
 
 def _workers(facts: Facts, t: Thresholds) -> Finding | None:
@@ -328,6 +353,7 @@ _RULES: tuple[Callable[[Facts, Thresholds], Finding | None], ...] = (
     _sms_rate,
     _sms_cost,
     _sms_daily_cap,
+    _sms_spend_limit,
     _workers,
     _late_runs,
     _backlog,

@@ -54,6 +54,7 @@ def sms_report(now: datetime, last_hour: str) -> SmsCostReport:
         daily_cap_usd=Decimal(100),
         daily_cap_used=0.0,
         daily_cap_reached=False,
+        month_cost_usd=Decimal("12.34"),
         hourly=(),
         top_recipients=(),
         top_recipients_by_cost=(),

@@ -8,6 +8,7 @@ import re
 from datetime import timedelta
 from decimal import Decimal
 
+import boto3
 import pytest
 from sqlalchemy import Engine, update
 
@@ -16,6 +17,8 @@ from notify.db import DELIVERY_LOGS, make_engine, transaction
 from notifyops.cli import main
 from tests.factories import AS_OF, Rows
 from tests.runtime import reload_runtime
+
+pytest_plugins = ["tests.aws_fixtures"]
 
 
 def test_the_cap_uses_the_receipt_price_where_known_and_the_estimate_otherwise(
@@ -115,11 +118,77 @@ def test_every_money_value_of_the_json_has_at_least_two_decimals(
     report = json.loads(capsys.readouterr().out)
     assert (report["hourly_alarm_usd"], report["daily_cap_usd"]) == ("20.00", "100.00")
     assert report["today_cost_usd"] == "0.0129"
+    assert (report["month_cost_usd"], report["sns_spend_limit_usd"]) == ("0.0129", None)
     money = [
         (key, value)
         for entry in [report, *report["hourly"], *report["top_recipients"]]
         for key, value in entry.items()
-        if key.endswith("_usd")
+        if key.endswith("_usd") and value is not None  # None: not asked (the SNS limit here)
     ]
     assert len(money) > 5
     assert all(re.fullmatch(r"\d+\.\d{2,6}", value) for _, value in money), money
+
+
+def through_sns(monkeypatch: pytest.MonkeyPatch, url: str) -> list[str]:
+    """The AWS senders (the audit asks SNS), two SMS just sent; the audit's JSON command."""
+    monkeypatch.setenv("NOTIFY_SENDER", "aws")
+    reload_runtime()
+    two_sms_just_sent(url)
+    return ["audit", "sms-cost", "--as-of", AS_OF.isoformat(), "--direct", "--json"]
+
+
+def sns_spend_limit(moto_server: str, limit: str) -> None:
+    """The account's MonthlySpendLimit as the SNS console sets it (moto stores it)."""
+    sns = boto3.session.Session().client(
+        "sns",
+        region_name="us-east-1",
+        endpoint_url=moto_server,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    sns.set_sms_attributes(attributes={"MonthlySpendLimit": limit})
+
+
+@pytest.mark.parametrize(
+    ("limit", "finding"),
+    [
+        ("0.01", ("sms-spend-limit", "P1")),  # $0.0129 this month: SNS has stopped sending
+        ("0.015", ("sms-spend-limit", "P2")),  # 86% of it
+        ("1", None),
+    ],
+)
+def test_the_months_spend_against_the_sns_monthly_spend_limit(
+    cli_env: str,
+    aws_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    limit: str,
+    finding: tuple[str, str] | None,
+) -> None:
+    sns_spend_limit(aws_env, limit)
+    command = through_sns(monkeypatch, cli_env)
+    reached = finding == ("sms-spend-limit", "P1")
+    assert main(command) == (1 if reached else 0), "exit 1 once reached (breached), not at 80%"
+    report = json.loads(capsys.readouterr().out)
+    assert (report["month_cost_usd"], report["sns_error"]) == ("0.0129", None)
+    assert Decimal(report["sns_spend_limit_usd"]) == Decimal(limit)
+    assert [(f["code"], f["severity"]) for f in report["findings"]] == (
+        [finding] if finding else []
+    )
+    if reached:
+        assert main(command[:-1]) == 1
+        printed = capsys.readouterr().out
+        assert "P1 sms-spend-limit: SNS monthly SMS spend limit $0.01 reached" in printed
+        assert "raise it in SNS" in printed
+
+
+def test_the_sms_cost_audit_reports_sns_out_of_reach_and_still_measures_spend(
+    cli_env: str,
+    aws_out_of_reach: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(through_sns(monkeypatch, cli_env)) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["month_cost_usd"] == "0.0129" and report["sns_spend_limit_usd"] is None
+    assert report["sns_error"].startswith("sns.GetSMSAttributes: EndpointConnectionError")

@@ -71,7 +71,8 @@ def check_ses_account(*, sender: str, sesv2: Any = None, ses: Any = None) -> Ses
     )
 
 
-def _call(errors: list[str], name: str, call: Callable[[], Any]) -> Any:
+def aws_call(errors: list[str], name: str, call: Callable[[], Any]) -> Any:
+    """`call()`'s answer, or None with its error appended to `errors` as one short line."""
     try:
         return call()
     except ClientError as exc:
@@ -85,7 +86,7 @@ def _call(errors: list[str], name: str, call: Callable[[], Any]) -> Any:
 
 
 def _from_v2(client: Any, errors: list[str]) -> dict[str, Any] | None:
-    account = _call(errors, "sesv2.GetAccount", client.get_account)
+    account = aws_call(errors, "sesv2.GetAccount", client.get_account)
     if account is None:
         return None
     quota = account.get("SendQuota", {})
@@ -99,8 +100,8 @@ def _from_v2(client: Any, errors: list[str]) -> dict[str, Any] | None:
 
 
 def _from_v1(client: Any, errors: list[str]) -> dict[str, Any] | None:
-    quota = _call(errors, "ses.GetSendQuota", client.get_send_quota)
-    enabled = _call(errors, "ses.GetAccountSendingEnabled", client.get_account_sending_enabled)
+    quota = aws_call(errors, "ses.GetSendQuota", client.get_send_quota)
+    enabled = aws_call(errors, "ses.GetAccountSendingEnabled", client.get_account_sending_enabled)
     if quota is None and enabled is None:
         return None
     fields = _quota(quota or {})
@@ -146,7 +147,7 @@ def _sender_verified(sender: str, sesv2: Any, ses: Any, errors: list[str]) -> bo
 
 
 def _verified_v1(client: Any, identities: list[str], errors: list[str]) -> bool | None:
-    answer = _call(
+    answer = aws_call(
         errors,
         "ses.GetIdentityVerificationAttributes",
         lambda: client.get_identity_verification_attributes(Identities=identities),
@@ -159,7 +160,7 @@ def _verified_v1(client: Any, identities: list[str], errors: list[str]) -> bool 
 
 def _verified_v2(client: Any, identities: list[str], errors: list[str]) -> bool | None:
     for identity in identities:
-        answer = _call(
+        answer = aws_call(
             errors, "sesv2.GetEmailIdentity", partial(_identity_or_empty, client, identity)
         )
         if answer is None:

@@ -1,4 +1,5 @@
-"""SMS cost audit (runbook section 2): count and cost per hour, last hour, today, top recipients.
+"""SMS cost audit (runbook section 2): count and cost per hour, last hour, today, top recipients,
+and the month's spend against the SNS account's monthly spend limit (notify/audits/sns_account.py).
 
 Only rows with status `sent` or `delivered` have cost money; they are bucketed by `sent_at`.
 Sums are exact (whole micro-dollars in SQL) and shown at that precision (notify/money.py).
@@ -30,6 +31,7 @@ from notify.audits.common import (
     usd_from_micros,
 )
 from notify.audits.rollups import ROLLUPS, Key, Parts, RollupPolicy, open_view, paid_sms, parts
+from notify.audits.sns_account import SnsSpendLimit, sms_spend_limit
 from notify.audits.sql import hour_bucket, micros_sum
 from notify.conditions import start_of_utc_day
 from notify.db import (
@@ -77,6 +79,12 @@ class SmsCostReport(Report):
     daily_cap_usd: Decimal
     daily_cap_used: float | None  # share of the cap spent today; None when the cap is 0
     daily_cap_reached: bool
+    month_cost_usd: Decimal  # UTC calendar month of as_of, up to as_of
+    # the SNS account's MonthlySpendLimit (None: not asked, as with the memory sender, or not
+    # answered: `sns_error` says why) and the share of it the month's spend used
+    sns_spend_limit_usd: Decimal | None = None
+    sns_spend_limit_used: float | None = None
+    sns_error: str | None = None
     hourly: tuple[HourlySms, ...]
     top_recipients: tuple[RecipientSpend, ...]  # by count
     top_recipients_by_cost: tuple[RecipientSpend, ...]
@@ -90,8 +98,10 @@ def sms_cost_audit(
     settings: Settings,
     top_n: int = TOP_N,
     rollups: RollupPolicy = ROLLUPS,
+    sns: Any = None,
 ) -> SmsCostReport:
-    """SMS spend over (as_of - window, as_of], the last hour and today, against the thresholds.
+    """SMS spend over (as_of - window, as_of], the last hour, today and this month, against the
+    thresholds and (with an `sns` client) the SNS account's monthly spend limit.
 
     Whole hours come from the hourly rollups, the rest live (see notify/audits/rollups.py); with
     `rollups=FULL_SCAN` every row is read live (the same answer, slower)."""
@@ -102,16 +112,20 @@ def sms_cost_audit(
     last_hour = _spend(session, parts(view, Key.sent, w.end - HOUR, w.end))
     day_start = start_of_utc_day(w.end)
     today = _spend(session, parts(view, Key.sent, day_start, w.end, include_start=True))
+    month_start = day_start.replace(day=1)
+    month = _spend(session, parts(view, Key.sent, month_start, w.end, include_start=True))
+    limit = sms_spend_limit(sns) if sns is not None else SnsSpendLimit()
     spenders = _spenders(paid)
     return SmsCostReport(
         **_totals(buckets),
         last_hour_cost_usd=money(last_hour),
         hourly_alarm_usd=money(settings.sms_hourly_alarm_usd),
         **_today(today, settings),
+        **_month(month, limit),
         hourly=tuple(_hour_row(*bucket) for bucket in buckets),
         top_recipients=_top(spenders, by_cost=False, limit=top_n),
         top_recipients_by_cost=_top(spenders, by_cost=True, limit=top_n),
-        **_verdict(w, last_hour, today, settings),
+        **_verdict(w, last_hour, today, month, limit, settings),
     )
 
 
@@ -221,6 +235,16 @@ def _today(today: Decimal, settings: Settings) -> dict[str, Any]:
     }
 
 
+def _month(month: Decimal, limit: SnsSpendLimit) -> dict[str, Any]:
+    cap = limit.limit_usd
+    return {
+        "month_cost_usd": money(month),
+        "sns_spend_limit_usd": None if cap is None else money(cap),
+        "sns_spend_limit_used": round(float(month / cap), 4) if cap else None,
+        "sns_error": limit.error,
+    }
+
+
 Spender = tuple[str, str | None, int, int]  # external_id, phone, count, micro-dollars
 
 
@@ -251,12 +275,28 @@ def _top(spenders: list[Spender], *, by_cost: bool, limit: int) -> tuple[Recipie
     )
 
 
-def _verdict(w: Window, last_hour: Decimal, today: Decimal, settings: Settings) -> dict[str, Any]:
-    facts = Facts(sms_cost_last_hour_usd=last_hour, sms_cost_today_usd=today)
+def _verdict(
+    w: Window,
+    last_hour: Decimal,
+    today: Decimal,
+    month: Decimal,
+    limit: SnsSpendLimit,
+    settings: Settings,
+) -> dict[str, Any]:
+    facts = Facts(
+        sms_cost_last_hour_usd=last_hour,
+        sms_cost_today_usd=today,
+        sms_cost_month_usd=month,
+        sms_spend_limit_usd=limit.limit_usd,
+    )
     breaches = []
     if last_hour > settings.sms_hourly_alarm_usd:
         alarm = settings.sms_hourly_alarm_usd
         breaches.append(f"SMS cost {usd(last_hour)} in the last hour > {usd(alarm)}")
     if sms_cap_reached(today, settings.sms_daily_cap_usd, cheapest_sms_usd(settings)):
         breaches.append(f"daily SMS cap reached: {usd(today)} of {usd(settings.sms_daily_cap_usd)}")
+    if limit.limit_usd is not None and month > 0 and month >= limit.limit_usd:
+        breaches.append(
+            f"SNS monthly SMS spend limit reached: {usd(month)} of {usd(limit.limit_usd)}"
+        )
     return header(w, assess(facts, Thresholds.from_settings(settings)), breaches)

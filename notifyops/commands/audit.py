@@ -42,9 +42,10 @@ def sms_cost(
     publish: bool = PUBLISH,
     alert: bool = ALERT,
 ) -> None:
-    """SMS count and cost per hour, last hour vs $/h alarm, today vs daily cap, top recipients.
+    """SMS count and cost per hour, last hour vs $/h alarm, today vs daily cap, top recipients,
+    this month vs the SNS account's monthly spend limit.
 
-    Exit 1 when the hourly alarm or the daily cap is breached."""
+    Exit 1 when the hourly alarm, the daily cap or the SNS monthly spend limit is breached."""
     _run(Check.sms_cost, window, as_of, json_output, direct, publish, alert)
 
 
