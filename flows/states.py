@@ -61,7 +61,8 @@ def delivery_verdict(delivery: DeliverySummary | None) -> tuple[str | None, str]
             "being sent) when their lease expires; see the run's logs for the error."
         )
     if delivery.stopped == INTERRUPTED:
-        waiting = delivery.released + delivery.remaining_due
+        # the rows given back are due at once, so the due count read after the run has them
+        waiting = max(delivery.remaining_due, delivery.released)
         return INTERRUPTED_NAME, one_line(
             f"Interrupted after {sent} sent: the sends in flight were recorded; {waiting} "
             "message(s) wait in the queue and go out with `notifyops deliver` or the next "
