@@ -28,6 +28,7 @@ STOPPED, PARTLY_FAILED, RETRYING = "Stopped", "PartlyFailed", "Retrying"
 INTERRUPTED_NAME = "Interrupted"  # Cancelled (grey): the operator stopped it, nothing broke
 FINAL_FAILURES = ("failed", "failed_permanent", "unknown")
 ALARMING = ("P1", "P2")
+NOBODY_ALERTED = "NobodyAlerted"  # a P3/P4 check whose alert no route delivered
 MAX_MESSAGE = 500
 
 
@@ -189,6 +190,8 @@ def check_state(check: str, report: Report, unrouted: list[str]) -> State[Any]:
     severity = str(report.severity)
     if severity in ALARMING:
         return Failed(name=severity, message=message, data=Unsuccessful(message, report))
+    if unrouted:  # a P3/P4 alert (or a resolution) that reached nobody: the command exits 1
+        return Failed(name=NOBODY_ALERTED, message=message, data=Unsuccessful(message, report))
     return Completed(message=message, data=report)
 
 

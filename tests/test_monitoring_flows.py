@@ -189,6 +189,25 @@ def test_an_alert_routed_where_it_can_go_prints_no_such_line(
     assert "NOBODY" not in printed.err
 
 
+def test_a_p3_check_whose_alert_reached_nobody_ends_failed(
+    flow_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A P3 (or P4) check whose alert no route delivered ended green Completed, its message
+    starting `NOBODY WAS ALERTED`, while the command exits 1 for it: in the runs list nothing
+    showed that the alerting was broken. Now it ends Failed named NobodyAlerted."""
+    monkeypatch.setenv("NOTIFY_ALERT_ROUTING", "P3=webhook")
+    reload_runtime()
+    crafted(flow_env)
+    state, report = ran(
+        loop_detection_flow, LoopParams(as_of=AS_OF, publish_metrics=False, mute=False)
+    )
+    assert report.severity == "P3"
+    assert list(report.alerts_unreached) == ["webhook: route not configured"]
+    assert state.is_failed() and state.name == "NobodyAlerted"
+    assert str(state.message).startswith("NOBODY WAS ALERTED (webhook: route not configured)")
+    assert "loops P3: loop" in str(state.message)
+
+
 def test_a_check_whose_metrics_could_not_be_published_ends_failed(
     flow_env: str, aws_out_of_reach: str
 ) -> None:
