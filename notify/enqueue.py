@@ -195,7 +195,8 @@ def _still_known(session: Session, request: SendRequest, names: Sequence[str]) -
         request,
         names,
         "recipient(s) no longer known",
-        "the request's earlier parts are stored; pass --skip-unknown to store the rest",
+        "the request's earlier parts are stored; send it again with skip_unknown "
+        "(--skip-unknown) to store the rest",
     )
     return known
 
@@ -312,7 +313,7 @@ def preflight(
         request,
         request.recipients,
         "unknown recipient(s)",
-        "import them first, or pass --skip-unknown",
+        "import them first, or send with skip_unknown (--skip-unknown)",
     )
     if not wanted:
         raise InputError("to: none of the recipients is known")

@@ -320,6 +320,23 @@ def test_send_command_runs_the_flow_and_is_idempotent(
     assert first["delivery"]["outcomes"]["email"]["sent"] == 2
 
 
+def test_an_unknown_recipient_in_the_form_is_refused_naming_the_form_field(
+    flow_env: str,
+) -> None:
+    """A run from the UI form with an unknown recipient failed saying `pass --skip-unknown`, a
+    command-line flag the form does not have; the message now names the form's field too."""
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(1)])
+    state = dispatch_notifications(
+        return_state=True, template="repair_assigned", to="tech:1, tech:404", context=CONTEXT
+    )
+    assert state.is_failed()
+    message = str(state.message)
+    assert "unknown recipient(s): tech:404" in message
+    assert "skip_unknown (--skip-unknown)" in message, message
+    assert email_statuses(engine) == {}, "nothing stored"
+
+
 def test_send_with_a_key_already_used_for_other_recipients_is_refused(
     flow_env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
