@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.action_params import MuteParams, PurgeParams, RedriveParams, UnmuteParams
+from flows.naming import rename
 from notify.actions.purge import PurgeRequest, PurgeResult
 from notify.actions.redrive import RedriveRequest, RedriveResult
 from notify.actions.suppressions import MuteRequest, MuteResult, UnmuteRequest, UnmuteResult
@@ -28,9 +29,12 @@ _FORM_ONLY = {"apply", "operator"}
 
 
 def _artifact(key: str, title: str, body: dict[str, Any], notes: list[str]) -> None:
+    """The action's artifact; its title also names the run (runs list: what it did, whether a
+    dry run), and a tag says which (`dry-run` or `applied`)."""
     create_markdown_artifact(
         markdown=action_markdown(title, body, notes), key=key, description=title
     )
+    rename(title, ["applied" if bool(body.get("applied")) else "dry-run"])
 
 
 @flow(

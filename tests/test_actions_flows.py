@@ -4,9 +4,13 @@ run), and each command in-process (who ran it is --actor), on SQLite and Postgre
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
 import pytest
 from prefect.artifacts import Artifact
+from prefect.client.orchestration import get_client
+from prefect.states import State
 from sqlalchemy import Engine
 
 from flows.action_params import MuteParams, PurgeParams, RedriveParams, UnmuteParams
@@ -49,6 +53,27 @@ def test_each_action_flow_records_its_flow_run(flow_env: str, engine: Engine) ->
     assert all(a.flow_run_id for a in trail), "every run is recorded with its flow run id"
     assert trail[1].actor == "dana via flow-run" and trail[1].applied
     assert [a.applied for a in trail[:2]] == [False, True]
+
+
+def run_name_and_tags(state: State[Any]) -> tuple[str, list[str]]:
+    with get_client(sync_client=True) as client:
+        stored = client.read_flow_run(state.state_details.flow_run_id)  # type: ignore[arg-type]
+    return stored.name, list(stored.tags)
+
+
+def test_an_action_run_is_named_by_what_it_did(flow_env: str, engine: Engine) -> None:
+    """An action run from the UI kept Prefect's random name (`golden-crocodile`): in the runs
+    list a dry run and a purge for real looked the same. Now the artifact's title names the run
+    and a tag says `dry-run` or `applied`."""
+    queue(engine)
+    dry = purge_flow(PurgeParams(older_than_hours=stale_hours()), return_state=True)
+    name, tags = run_name_and_tags(dry)
+    assert name.startswith("Purge: would purge (dry run) 5 row(s) created before "), name
+    assert "dry-run" in tags and "applied" not in tags
+    done = redrive_flow(RedriveParams(statuses=["failed"], apply=True), return_state=True)
+    name, tags = run_name_and_tags(done)
+    assert re.fullmatch(r"Redrive rd-\w+: redrove 1 row\(s\)", name), name
+    assert "applied" in tags
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, object]]:
