@@ -152,6 +152,18 @@ def test_resolve_cleared_only_touches_its_own_check(session: Session) -> None:
     )
 
 
+def test_an_alert_that_never_reached_anyone_resolves_without_a_notice(session: Session) -> None:
+    """A P1 whose page went nowhere (no SNS topic), then cleared: its resolution was routed to
+    that same dead route and reported as the alert nobody heard, in place of the ones due now."""
+    alert(session, key="health:runs-late", severity=P1, delivered=False)
+    alert(session, key="health:backlog", severity=P3)  # logged: reached
+    resolved = resolve_cleared(
+        session=session, active_keys_for_check=[], check_prefix="health:", now=NOW
+    )
+    assert [n.key for n in resolved] == ["health:backlog"]
+    assert stored(session, "health:runs-late").state == "resolved", "resolved all the same"
+
+
 def test_sync_alerts_raises_refreshes_and_resolves(session: Session) -> None:
     findings = [
         Finding("backlog", P3, "backlog 2,000 > 1,000"),

@@ -173,7 +173,9 @@ def resolve_cleared(
     *, session: Session, active_keys_for_check: Iterable[str], check_prefix: str, now: datetime
 ) -> list[AlertNotice]:
     """Resolve the open alerts of one check (keys starting with `check_prefix`) whose condition
-    is no longer present; returns them (route them to say the incident is over)."""
+    is no longer present; returns those whose opening reached someone (route them to say the
+    incident is over). One that reached nobody ends quietly: its resolution would be the only
+    word of it, and a route still down would report it unreached in place of the alerts due now."""
     active = set(active_keys_for_check)
     query = select(Alert).where(
         Alert.state == OPEN, Alert.key.startswith(check_prefix, autoescape=True)
@@ -182,7 +184,7 @@ def resolve_cleared(
     for alert in cleared:
         alert.state, alert.resolved_at = RESOLVED, now
     session.flush()
-    return [_notice(alert, RESOLVED) for alert in cleared]
+    return [_notice(alert, RESOLVED) for alert in cleared if alert.last_notified is not None]
 
 
 @dataclass(frozen=True)
