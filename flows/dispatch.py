@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextvars
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from typing import Annotated, Any, cast
 
 from annotated_types import Len
@@ -62,7 +63,19 @@ def _dispatch(
         deliver=deliver,
     )
     with library_logs_in_run():
-        return _run(request, delivery or DeliverParams())
+        try:
+            return _run(request, delivery or DeliverParams())
+        except Exception:
+            # a run that fails keeps its start name, and gets its tags: the runs list filtered
+            # by template or priority shows the failures too
+            with suppress(Exception):  # never in place of the error itself
+                rename(None, _tags(request))
+            raise
+
+
+def _tags(request: DispatchParams) -> list[str]:
+    priority = request.priority or runtime().catalog().info(request.template).priority
+    return [f"template:{request.template}", f"priority:{priority}"]
 
 
 def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
@@ -113,12 +126,8 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
         logger.error("%s", state.message)
     # a stop, or failures of any request this run delivered (its own or others' due rows)
     delivery_events(delivered, template=request.template)
-    priority = request.priority or runtime().catalog().info(request.template).priority
     key = request.idempotency_key or enqueued.request_id.removeprefix("flow-run:")[:8]
-    rename(
-        f"{request.template} · {key} · {len(request.to)} to · {state.name}",
-        [f"template:{request.template}", f"priority:{priority}"],
-    )
+    rename(f"{request.template} · {key} · {len(request.to)} to · {state.name}", _tags(request))
     return state
 
 

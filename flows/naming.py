@@ -27,8 +27,9 @@ def dispatch_run_name() -> str:
     return (name + (f" (key {key})" if key else ""))[:MAX_NAME]
 
 
-def rename(name: str, tags: Sequence[str] = ()) -> None:
-    """Give the current run a final name and add tags (kept: the ones it already has)."""
+def rename(name: str | None, tags: Sequence[str] = ()) -> None:
+    """Give the current run a final name (None: keep its name) and add tags (kept: the ones it
+    already has)."""
     run_id = flow_run.id
     if not run_id:
         return
@@ -37,4 +38,4 @@ def rename(name: str, tags: Sequence[str] = ()) -> None:
     current = list(flow_run.tags or [])
     merged = current + [tag for tag in tags if tag not in current]
     with get_client(sync_client=True) as client:
-        client.update_flow_run(run_id, name=name[:MAX_NAME], tags=merged)
+        client.update_flow_run(run_id, name=None if name is None else name[:MAX_NAME], tags=merged)

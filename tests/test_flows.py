@@ -335,6 +335,12 @@ def test_an_unknown_recipient_in_the_form_is_refused_naming_the_form_field(
     assert "unknown recipient(s): tech:404" in message
     assert "skip_unknown (--skip-unknown)" in message, message
     assert email_statuses(engine) == {}, "nothing stored"
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    assert {"template:repair_assigned", "priority:high"} <= set(run.tags), (
+        "a failed run is found by its template and priority too"
+    )
+    assert run.name.startswith("repair_assigned → 2 recipients"), "its start name kept"
 
 
 def test_send_with_a_key_already_used_for_other_recipients_is_refused(
