@@ -5,6 +5,7 @@ no lease has expired, ends after one query as `NothingDue`: no tasks, no artifac
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, cast
 
 from prefect import flow, get_run_logger
@@ -15,6 +16,7 @@ from flows.artifacts import delivery_table
 from flows.delivery import deliver_due
 from flows.events import delivery_events
 from flows.logs import library_logs_in_run
+from flows.naming import counted, rename
 from flows.params import DeliverParams
 from flows.states import delivery_state
 from notify.summaries import DeliverySummary
@@ -36,12 +38,21 @@ def deliver_pending(params: DeliverParams | None = None) -> State[Any]:
         summary, _ = deliver_due(params or DeliverParams())
         delivery_table(summary)
         state = delivery_state(summary, summary)
+        rename(counted("deliver-pending", _by_status(summary), str(state.name)))
         logger = get_run_logger()
         logger.info("delivery: %s", summary.model_dump_json())
         if state.is_failed():
             logger.error("%s", state.message)
             delivery_events(summary)
     return state
+
+
+def _by_status(summary: DeliverySummary) -> dict[str, int]:
+    totals: Counter[str] = Counter()
+    for statuses in summary.outcomes.values():
+        totals.update(statuses)
+    # rows a stopped deliverer left in flight, made `unknown` by this run's rescue
+    return {**totals, "unknown": totals["unknown"] + summary.rescued_unknown}
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """Run names and tags that say what ran: a dispatch is named by its template, recipients and
 request key and tagged `template:<name>` and `priority:<p>`; a check is renamed at the end with
-its severity and tagged `severity:<P>`. Renaming is one API call; without an API it is skipped."""
+its severity and tagged `severity:<P>`; a deliver-pending run that delivered and a receipts run
+that received anything are renamed with their counts (an idle one keeps Prefect's name, its
+state's name, `NothingDue` or `NotSetUp`, says it). Renaming is one API call; without an API it
+is skipped."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prefect.runtime import flow_run
@@ -39,3 +42,10 @@ def rename(name: str | None, tags: Sequence[str] = ()) -> None:
     merged = current + [tag for tag in tags if tag not in current]
     with get_client(sync_client=True) as client:
         client.update_flow_run(run_id, name=None if name is None else name[:MAX_NAME], tags=merged)
+
+
+def counted(flow_name: str, counts: Mapping[str, int], state: str) -> str:
+    """`deliver-pending · 120 sent, 2 failed · Completed`: the non-zero counts, largest first."""
+    shown = sorted(((n, what) for what, n in counts.items() if n), key=lambda c: (-c[0], c[1]))
+    said = ", ".join(f"{n:,} {what}" for n, what in shown) or "nothing"
+    return f"{flow_name} · {said} · {state}"

@@ -13,6 +13,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.states import Completed
 from pydantic import BaseModel, Field
 
+from flows.naming import counted, rename
 from notify.receipts import ReceiptsReport
 from tasks import receipts
 
@@ -42,11 +43,18 @@ def receipts_flow(params: ReceiptsParams | None = None) -> ReceiptsReport:
     if params.publish_metrics and report.reputation is not None:
         receipts.publish_reputation(report.reputation)
     receipts_artifact(report)
+    if report.totals.received or report.totals.changed:  # an idle minute keeps its name
+        rename(counted("receipts", _received(report), "Completed"))
     logger = get_run_logger()
     logger.info("receipts: %s", counts_line(report))
     if report.reputation is not None and report.reputation.severity:
         logger.warning("reputation %s", report.reputation.summary)
     return report
+
+
+def _received(report: ReceiptsReport) -> dict[str, int]:
+    totals = report.totals
+    return {**totals.applied, "unmatched": totals.unmatched, "malformed": totals.malformed}
 
 
 def counts_line(report: ReceiptsReport) -> str:

@@ -240,6 +240,9 @@ def test_a_deliver_run_whose_rescue_made_rows_unknown_ends_red(flow_env: str) ->
     summary: DeliverySummary = result_of(state)
     assert (summary.rescued_unknown, summary.outcomes) == (1, {"email": {"sent": 3}})
     assert state.is_failed() and state.name == "PartlyFailed"
+    with get_client(sync_client=True) as client:
+        name = client.read_flow_run(state.state_details.flow_run_id).name
+    assert name == "deliver-pending · 3 sent, 1 unknown · PartlyFailed"
     assert "1 message(s) a stopped deliverer left in flight are now `unknown`" in str(state.message)
     assert "--status unknown --allow-unknown" in str(state.message)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
+from prefect.client.orchestration import get_client
 from sqlalchemy import select
 
 from flows.receipts import ReceiptsParams, receipts_flow
@@ -120,6 +121,10 @@ def test_the_receipts_flow_applies_events_and_writes_its_artifact(
     reload_runtime()
     assert main(["receipts", "setup"]) == 0
     row_id = _sent_and_published(receipts_env, flow_env)
-    report = receipts_flow(ReceiptsParams(publish_metrics=True))
+    state = receipts_flow(ReceiptsParams(publish_metrics=True), return_state=True)
+    report = state.result()
     assert report.totals.applied["Delivery"] == 1
     assert _status(flow_env, row_id) == "delivered"
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    assert run.name == "receipts · 1 Delivery · Completed", "the runs list says what came in"
