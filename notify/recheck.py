@@ -183,21 +183,6 @@ def skip_muted(
     return Rechecked(muted=len(muted), fallbacks=made)
 
 
-def waiting_count(
-    conn: Connection, *, recipient_id: int, channel: Channel, title: str | None
-) -> int:
-    """How many rows of the recipient's wait on `channel` (of `title` only, when given): what a
-    mute of that channel would skip."""
-    query = select(func.count()).where(
-        *_waiting(LOGS, None, False, recipient_id), LOGS.c.channel == channel.value
-    )
-    if title is not None:
-        query = query.where(
-            exists().where(NOTES.c.id == LOGS.c.notification_id, NOTES.c.title == title)
-        )
-    return int(conn.execute(query).scalar_one())
-
-
 def _waiting(
     logs: FromClause, now: datetime | None, due_only: bool, recipient_id: int | None
 ) -> list[ColumnElement[bool]]:

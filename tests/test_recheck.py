@@ -234,6 +234,10 @@ def test_a_muted_sms_falls_back_to_email_as_it_would_at_enqueue(
 ) -> None:
     add_recipients(engine, [tech(1, receive_email=False)])
     sms_id = urgent(engine, settings)
+    would = operator_mute(engine, apply=False)
+    assert (would.queued_skipped, would.fallbacks) == (1, 1), "a dry run counts the fallbacks too"
+    assert [r.replaces_id for r in by_channel(engine)["email"]] == [None], "and makes none"
+    assert rows(engine, [sms_id])[sms_id].status == "pending"
     muted = operator_mute(engine)
     assert (muted.queued_skipped, muted.fallbacks) == (1, 1)
     sender = deliver(engine, settings, NOON)

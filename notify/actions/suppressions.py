@@ -34,7 +34,7 @@ from notify.db import Channel, Recipient, Suppression
 from notify.errors import InputError
 from notify.fallback import FallbackPolicy
 from notify.masking import mask_address
-from notify.recheck import Rechecked, skip_muted, waiting_count
+from notify.recheck import Rechecked, skip_muted
 
 REASON_MAX_CHARS = 300
 LIST_LIMIT = 200
@@ -119,9 +119,9 @@ def mute(
     apply: bool = True,
 ) -> MuteResult:
     """Add the suppression and skip the queued rows it stops, the recipient's and those of the
-    recipients sharing the address (without `apply`: say what would be added and how many
-    queued rows it would skip). `fallback`: which templates let
-    a muted SMS fall back to email."""
+    recipients sharing the address (without `apply`: say what would be added, how many queued
+    rows it would skip and how many email fallbacks it would make, all done in a savepoint that
+    is rolled back). `fallback`: which templates let a muted SMS fall back to email."""
     recipient = _recipient(session, request.recipient)
     address = _address(recipient, request.channel)
     until = now + timedelta(hours=request.hours)
@@ -133,17 +133,18 @@ def mute(
     conn = session.connection()
     # everyone whose current address it is: their rows queued to it stop as the recipient's do
     stopped = _holders(session, address, first=recipient.id)
-    if apply:
-        done = Rechecked()
-        for holder in stopped:
-            done += skip_muted(conn, now=now, fallback=fallback, recipient_id=holder)
-        skipped, fallbacks = done.muted, done.fallbacks
-    else:
-        skipped = sum(
-            waiting_count(conn, recipient_id=holder, channel=request.channel, title=request.title)
-            for holder in stopped
-        )
-        fallbacks = 0
+    # a dry run mutes and skips in a savepoint it rolls back: it counts what the mute would do,
+    # the email fallbacks of muted SMS included
+    trial = None if apply else session.begin_nested()
+    if trial is not None and existing is None:
+        session.add(_new(request, recipient.external_id, address, now, until, actor))
+        session.flush()
+    done = Rechecked()
+    for holder in stopped:
+        done += skip_muted(conn, now=now, fallback=fallback, recipient_id=holder)
+    if trial is not None:
+        trial.rollback()
+    skipped, fallbacks = done.muted, done.fallbacks
     record = record_action(
         session=session,
         actor=actor,

@@ -209,10 +209,10 @@ def mute_command(
 
 def _queued(result: MuteResult) -> str:
     """What the mute does to the messages already queued (the also-muted recipients' too)."""
-    n = result.queued_skipped
+    n, to_go = result.queued_skipped, "would go" if not result.applied else "to go"
+    fallbacks = f" ({result.fallbacks} {to_go} by email instead)" if result.fallbacks else ""
     if not result.applied:
-        return f"{n} queued message(s) would be skipped"
-    fallbacks = f" ({result.fallbacks} to go by email instead)" if result.fallbacks else ""
+        return f"{n} queued message(s) would be skipped{fallbacks}"
     return f"{n} queued message(s) skipped, never sent{fallbacks}"
 
 
