@@ -57,6 +57,18 @@ class DispatchParams(BaseModel):
     def _split(cls, value: Any) -> list[str]:
         return split_recipients(value)
 
+    @field_validator("idempotency_key")
+    @classmethod
+    def _trimmed_key(cls, value: str | None) -> str | None:
+        """Spaces around a key are not part of it: a key pasted with a trailing space would
+        otherwise be another key, and send the request again. A key of spaces only is refused."""
+        if value is None or not value:
+            return value
+        key = value.strip()
+        if not key:
+            raise ValueError("is blank (only spaces): give a key, or leave the option out")
+        return key
+
     @model_validator(mode="after")
     def _someone(self) -> DispatchParams:
         if not self.to and not self.to_file:

@@ -323,6 +323,11 @@ def send_cases() -> list[Case]:
             "--idempotency-key",
         ),
         Case(
+            "idempotency-key-blank",
+            [*send, "--context", good, "--idempotency-key", "  "],
+            "--idempotency-key",
+        ),
+        Case(
             "idempotency-key-10k",
             [*send, "--context", good, "--idempotency-key", "k" * 10_000],
             "--idempotency-key",

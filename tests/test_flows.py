@@ -321,6 +321,11 @@ def test_send_command_runs_the_flow_and_is_idempotent(
     assert again["enqueue"]["duplicate"] is True
     assert again["enqueue"]["notification_ids"] == first["enqueue"]["notification_ids"]
     assert first["delivery"]["outcomes"]["email"]["sent"] == 2
+    pasted = [*args[:-2], " k-1\t", "--json"]  # the key copied with the spaces around it
+    assert main(pasted) == 0
+    padded = json.loads(capsys.readouterr().out)
+    assert padded["enqueue"]["duplicate"] is True, "surrounding spaces are not part of a key"
+    assert padded["enqueue"]["notification_ids"] == first["enqueue"]["notification_ids"]
 
 
 def test_an_unknown_recipient_in_the_form_is_refused_naming_the_form_field(
