@@ -22,10 +22,10 @@ from flows.artifacts import report_artifact
 from flows.events import check_events
 from flows.logs import library_logs_in_run
 from flows.naming import rename
-from flows.params import CheckParams, FailureParams, LoopParams
 from flows.states import Unsuccessful, check_state, one_line
 from notify.alerts import Delivery, unreached
 from notify.audits import HealthReport, LoopReport, Report
+from notify.check_params import CheckParams, FailureParams, LoopParams
 from notify.checks import SPECS, Check, Published, should_mute
 from notify.db import utcnow
 from tasks import checks

@@ -4,13 +4,11 @@ descriptions and bounds, and rejects bad values before a run starts."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from notify.check_names import Check
 from notify.enqueue import SendRequest
 from notify.roster import read_recipient_file
 from notify.settings import Priority
@@ -137,39 +135,3 @@ class DeliverParams(BaseModel):
     parallel_batches: int = Field(
         2, ge=1, le=8, description="Claims delivered at once by this run (capped thread pool)"
     )
-
-
-class CheckParams(BaseModel):
-    """What every monitoring check takes: the window to look at and what to do with the result."""
-
-    window_hours: float = Field(24.0, gt=0, le=24 * 31, description="Look back this many hours")
-    as_of: datetime | None = Field(
-        None,
-        description="End of the window (ISO 8601 with a zone); empty means now. Re-runs a "
-        "past window.",
-    )
-    publish_metrics: bool = Field(True, description="Publish the CloudWatch metrics")
-    alert: bool = Field(True, description="Raise, deduplicate and route alerts (P1 page, P2 chat)")
-
-    @field_validator("as_of")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("as_of needs a time zone, e.g. 2026-11-30T08:00:00+00:00")
-        return value
-
-
-class LoopParams(CheckParams):
-    mute: bool | None = Field(
-        None, description="Mute SMS for each loop (default NOTIFY_LOOP_AUTO_MUTE)"
-    )
-
-
-class FailureParams(CheckParams):
-    window_hours: float = Field(1.0, gt=0, le=24 * 31, description="Look back this many hours")
-    digest: bool = Field(False, description="Daily digest: titled as such in the artifact")
-
-
-def check_params(check: Check) -> type[CheckParams]:
-    """The parameter model of a monitoring check's flow."""
-    return {Check.loops: LoopParams, Check.failures: FailureParams}.get(check, CheckParams)

@@ -84,3 +84,32 @@ def test_the_cli_help_loads_neither_prefect_nor_the_database_layer() -> None:
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert "LOADED=\n" in result.stdout or result.stdout.rstrip().endswith("LOADED=")
+
+
+@pytest.mark.parametrize("check", ["health", "audit sms-cost", "audit loops", "audit failures"])
+def test_a_direct_check_never_loads_prefect(check: str, tmp_path: Path) -> None:
+    """`--direct` is for when Prefect itself is down: the check runs without it, and starts
+    without the seconds its import takes."""
+    args = [*check.split(), "--direct", "--json"]
+    script = (
+        "import sys\n"
+        "from notifyops.cli import main\n"
+        f"code = main({args!r})\n"
+        "loaded = sorted(m for m in sys.modules if m == 'prefect' or m.startswith('prefect.'))\n"
+        "print('EXIT=%s LOADED=%s' % (code, ','.join(loaded[:5])))\n"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "NOTIFY_DATABASE_URL": f"sqlite:///{tmp_path / 'direct.db'}",
+        "NOTIFY_SENDER": "memory",
+        "NOTIFY_CLOUDWATCH_ENABLED": "false",
+        "NOTIFY_STANDBY": "off",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "notifyops", "db", "upgrade"], cwd=ROOT, env=env, check=True
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert "LOADED=\n" in result.stdout, result.stdout + result.stderr[-2000:]

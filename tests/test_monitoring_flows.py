@@ -16,8 +16,8 @@ from flows.monitoring import (
     loop_detection_flow,
     sms_cost_audit_flow,
 )
-from flows.params import CheckParams, FailureParams, LoopParams
 from flows.states import result_of
+from notify.check_params import CheckParams, FailureParams, LoopParams
 from notify.db import Alert, Suppression, make_engine, transaction
 from notifyops.cli import main
 from tests.factories import AS_OF, Rows

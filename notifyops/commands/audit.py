@@ -170,7 +170,7 @@ def _run(
     *,
     mute: bool | None = None,
 ) -> None:
-    from flows.params import check_params
+    from notify.check_params import check_params
     from notifyops.params import build
 
     span, end = parse_window(window, "--window"), parse_as_of(as_of)

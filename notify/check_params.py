@@ -1,0 +1,50 @@
+"""The monitoring checks' parameters: the window to look at and what to do with the result.
+
+The flows take them as their parameters (the Prefect UI renders their descriptions and bounds);
+the CLI builds them for `--direct` too, which runs a check without loading Prefect, so they live
+here rather than in flows/.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field, field_validator
+
+from notify.check_names import Check
+
+
+class CheckParams(BaseModel):
+    """What every monitoring check takes: the window to look at and what to do with the result."""
+
+    window_hours: float = Field(24.0, gt=0, le=24 * 31, description="Look back this many hours")
+    as_of: datetime | None = Field(
+        None,
+        description="End of the window (ISO 8601 with a zone); empty means now. Re-runs a "
+        "past window.",
+    )
+    publish_metrics: bool = Field(True, description="Publish the CloudWatch metrics")
+    alert: bool = Field(True, description="Raise, deduplicate and route alerts (P1 page, P2 chat)")
+
+    @field_validator("as_of")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("as_of needs a time zone, e.g. 2026-11-30T08:00:00+00:00")
+        return value
+
+
+class LoopParams(CheckParams):
+    mute: bool | None = Field(
+        None, description="Mute SMS for each loop (default NOTIFY_LOOP_AUTO_MUTE)"
+    )
+
+
+class FailureParams(CheckParams):
+    window_hours: float = Field(1.0, gt=0, le=24 * 31, description="Look back this many hours")
+    digest: bool = Field(False, description="Daily digest: titled as such in the artifact")
+
+
+def check_params(check: Check) -> type[CheckParams]:
+    """The parameter model of a monitoring check's flow."""
+    return {Check.loops: LoopParams, Check.failures: FailureParams}.get(check, CheckParams)
