@@ -115,6 +115,7 @@ def make_environment(loader: BaseLoader) -> SandboxedEnvironment:
     return ImmutableSandboxedEnvironment(
         loader=loader,
         undefined=StrictUndefined,
+        finalize=_refuse_null,
         autoescape=select_autoescape(["html.j2"], default_for_string=False, default=False),
         trim_blocks=True,
         lstrip_blocks=True,
@@ -383,14 +384,40 @@ def _render(info: TemplateInfo, template: Template, values: dict[str, Any]) -> s
         raise _context_error(info, values, exc, _location(exc, template)) from exc
 
 
+class _NullPrinted(ValueError):
+    """A template printed a null value (JSON null, Python None)."""
+
+
+def _refuse_null(value: Any) -> Any:
+    """What every `{{ ... }}` prints, checked: a null would print as `None` in the message, so it
+    is an error at request time, like a missing variable (a null the template only tests, as in
+    `{% if jobs %}`, is fine)."""
+    if value is None:
+        raise _NullPrinted("null")
+    return value
+
+
 def _context_error(
     info: TemplateInfo, values: Mapping[str, Any], exc: Exception, where: str
 ) -> TemplateContextError:
     missing = tuple(name for name in info.required_variables if name not in values)
+    nulls = tuple(name for name in info.required_variables if values.get(name, 0) is None)
     if missing:
         noun = "variable" if len(missing) == 1 else "variables"
         message = (
             f"template {info.name!r} needs {noun} {_quoted(missing)} (missing from the context)"
+        )
+    elif isinstance(exc, _NullPrinted) and nulls:
+        noun = "variable" if len(nulls) == 1 else "variables"
+        verb = "is" if len(nulls) == 1 else "are"
+        message = (
+            f"template {info.name!r}: {noun} {_quoted(nulls)} {verb} null (at {where}), "
+            "which would print as None: give a value"
+        )
+    elif isinstance(exc, _NullPrinted):
+        message = (
+            f"template {info.name!r}: a value printed at {where} is null, which would print as "
+            "None: give a value"
         )
     else:
         message = f"template {info.name!r} cannot render {where} with this context: {exc}"

@@ -323,6 +323,11 @@ def send_cases() -> list[Case]:
             "--idempotency-key",
         ),
         Case(
+            "context-value-null",
+            [*send, "--context", '{"repair_id": "R-1", "unit_number": null}'],
+            "unit_number",
+        ),
+        Case(
             "idempotency-key-blank",
             [*send, "--context", good, "--idempotency-key", "  "],
             "--idempotency-key",

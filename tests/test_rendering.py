@@ -191,6 +191,21 @@ def test_value_of_the_wrong_shape_is_a_context_error() -> None:
         CATALOG.render("daily_schedule", {"technician_name": "Ann", "date": "Tue", "jobs": 5})
 
 
+def test_a_null_value_the_template_prints_is_refused_naming_the_variable(tmp_path: Path) -> None:
+    """JSON null used to print as `None`: "unit None" in the SMS a technician got."""
+    with pytest.raises(TemplateContextError) as caught:
+        CATALOG.check("repair_assigned", {"repair_id": "R-5", "unit_number": None})
+    assert str(caught.value).startswith(
+        "template 'repair_assigned': variable 'unit_number' is null (at "
+    ), str(caught.value)
+    context = {"technician_name": "Ann", "date": "Tue", "jobs": [{"time": None}]}
+    with pytest.raises(TemplateContextError, match=r"daily_schedule.*a value printed at .* null"):
+        CATALOG.render("daily_schedule", context)
+    write_full_template(tmp_path, "optional", "{% if note %}{{ note }}{% else %}-{% endif %}")
+    optional = TemplateCatalog(tmp_path).render("optional", {"note": None})
+    assert optional.sms == "-", "a null the template only tests is fine"
+
+
 def test_check_passes_a_complete_context_and_fails_without_a_variable() -> None:
     CATALOG.check("repair_assigned", ASSIGNED)  # a complete context passes
     with pytest.raises(NotifyError, match="unit_number"):
