@@ -66,10 +66,20 @@ class SendRequest:
         recipients in order (positions name the notifications), the context and the priority.
         The same key with another fingerprint is another request. Not `skip_unknown`: a request
         whose later part found a recipient deleted is run again with it to store the rest."""
-        priority = self.priority.value if self.priority else None
-        asked = [self.template, self.recipients, self.context, priority]
+        return self.fingerprint_with(self.priority)
+
+    def fingerprint_with(self, priority: Priority | None) -> str:
+        """The fingerprint of this request with `priority` (None: the template's own)."""
+        asked = [self.template, self.recipients, self.context, priority.value if priority else None]
         canonical = json.dumps(asked, sort_keys=True, ensure_ascii=False, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def fingerprints(self, template_priority: Priority | None) -> frozenset[str]:
+        """The fingerprints that ask for what this request asks: the template's own priority
+        named (`--priority high` for a high template) or left out is the same request."""
+        if template_priority is None or self.priority not in (None, template_priority):
+            return frozenset({self.fingerprint})
+        return frozenset({self.fingerprint_with(None), self.fingerprint_with(template_priority)})
 
 
 @dataclass(frozen=True)
@@ -142,7 +152,7 @@ def enqueue(
         part = None  # the one part `request_parts` gives an unkeyed request: stored whole
     if part is not None and not key:
         raise ValueError("part: only a request with an idempotency key is stored in parts")
-    stored_any = bool(key) and _stored_under_key(session, request)
+    stored_any = bool(key) and _stored_under_key(session, request, _own_priority(catalog, request))
     if part is None and stored_any:
         existing = existing_request(session=session, request_id=key or "")
         return EnqueueResult(key or "", existing, True, (), {})
@@ -223,7 +233,18 @@ def request_parts(request: SendRequest, size: int) -> list[range]:
     return [range(start, min(start + size, count)) for start in range(0, count, size)]
 
 
-def _stored_under_key(session: Session, request: SendRequest) -> bool:
+def _own_priority(catalog: TemplateCatalog, request: SendRequest) -> Priority | None:
+    """The template's priority, or None for a template the catalogue no longer has (its stored
+    requests are still answered; a new one is refused by the preflight)."""
+    try:
+        return catalog.info(request.template).priority
+    except InputError:
+        return None
+
+
+def _stored_under_key(
+    session: Session, request: SendRequest, template_priority: Priority | None
+) -> bool:
     """Whether rows are stored under the request's key: one probe of the request id (a keyed
     request's rows carry its key as their request id). Rows of another request under the key
     (another fingerprint) refuse this one: answered position by position, a changed recipient
@@ -237,7 +258,8 @@ def _stored_under_key(session: Session, request: SendRequest) -> bool:
     stored = stored or session.execute(under_key).first()
     if stored is None:
         return False
-    if stored.request_fingerprint not in (None, request.fingerprint):
+    same = request.fingerprints(template_priority)
+    if stored.request_fingerprint is not None and stored.request_fingerprint not in same:
         raise InputError(
             f"idempotency_key: {key!r} was already used for a different request (another "
             "recipient list, template, context or priority); send this one with a new key, or "

@@ -607,6 +607,27 @@ def test_a_key_already_used_for_another_request_refuses_it_and_stores_nothing(
     assert again.duplicate and again.notification_ids == stored.notification_ids
 
 
+@pytest.mark.parametrize(("first", "again"), [(None, Priority.high), (Priority.high, None)])
+def test_the_template_s_own_priority_named_or_left_out_is_the_same_request(
+    engine: Engine, settings: Settings, first: Priority | None, again: Priority | None
+) -> None:
+    """repair_assigned's priority is high: a request sent without `--priority` and repeated with
+    `--priority high` (or the other way round) asks for the same thing, and was refused as
+    "another ... priority"."""
+    seed(engine, mixed_roster()[:2])
+    request = SendRequest("repair_assigned", ("p:0", "p:1"), CONTEXT, first, "job-8")
+    stored = EnqueueResult.merged(store_parts(engine, request, settings, 1))
+    repeated = dataclasses.replace(request, priority=again)
+    for size in (1, 5):
+        answer = EnqueueResult.merged(store_parts(engine, repeated, settings, size))
+        assert answer.duplicate and answer.notification_ids == stored.notification_ids
+    with transaction(engine) as session:
+        whole = enqueue(
+            session=session, request=repeated, catalog=CATALOG, settings=settings, now=NIGHT
+        )
+    assert whole.duplicate and whole.notification_ids == stored.notification_ids
+
+
 def test_a_key_partly_stored_before_fingerprints_still_refuses_another_request(
     engine: Engine, settings: Settings
 ) -> None:
