@@ -351,6 +351,24 @@ def test_an_unknown_recipient_in_the_form_is_refused_naming_the_form_field(
     assert run.name.startswith("repair_assigned → 2 recipients"), "its start name kept"
 
 
+def test_a_send_that_skipped_unknown_recipients_says_so_in_one_line_and_exits_1(
+    flow_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --skip-unknown the command exited 1 with no line saying why (and in its table listed
+    every unknown id on one line, 30,000 of them for a big list)."""
+    add_recipients(make_engine(flow_env), [tech(1)])
+    unknown = [f"tech:gone-{n}" for n in range(12)]
+    to = [arg for name in ["tech:1", *unknown] for arg in ("--to", name)]
+    base = ["send", "-t", "repair_assigned", *to, "--context", json.dumps(CONTEXT)]
+    for args in ([*base, "--skip-unknown"], [*base, "--skip-unknown", "--json"]):
+        assert main(args) == 1
+        captured = capsys.readouterr()
+        (line,) = captured.err.strip().splitlines()
+        assert line.startswith("error: 12 unknown recipient(s) skipped: tech:gone-0, "), line
+        assert "tech:gone-9 …" in line and "tech:gone-11" not in line
+        assert "tech:gone-11" not in captured.out or args[-1] == "--json"
+
+
 def test_send_with_a_key_already_used_for_other_recipients_is_refused(
     flow_env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

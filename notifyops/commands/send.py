@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,7 @@ import typer
 from notifyops.console import (
     EXIT_OK,
     EXIT_PARTIAL,
+    fail_line,
     out,
     parse_json_object,
     print_json,
@@ -49,7 +51,8 @@ def send(
 ) -> None:
     """Send a template to recipients: runs the dispatch-notifications flow.
 
-    Exit 1 when any message failed or was left for retry.
+    Exit 1 when any message failed or was left for retry, or an unknown recipient was skipped
+    (--skip-unknown).
     """
     from flows.params import DispatchParams
     from notifyops.params import build
@@ -85,9 +88,22 @@ def send(
         print_json(summary)
     else:
         _print_dispatch(summary)
-    bad = _dispatch_failed(summary) or bool(summary.enqueue.unknown_recipients)
+    unknown = summary.enqueue.unknown_recipients
+    if unknown:
+        _say_unknown_skipped(unknown)
+    bad = _dispatch_failed(summary) or bool(unknown)
     code = EXIT_PARTIAL if bad else EXIT_OK
     raise typer.Exit(interruption.exit_code or code)
+
+
+def _say_unknown_skipped(unknown: Sequence[str]) -> None:
+    """One line on stderr saying why a send that skipped unknown recipients exits 1 (the first
+    ten named; `--json` lists them all)."""
+    shown = ", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else "")
+    fail_line(
+        f"{len(unknown)} unknown recipient(s) skipped: {shown} (nothing was stored for them: "
+        "import them, then send to them)"
+    )
 
 
 def _dispatch_failed(summary: DispatchSummary) -> bool:
@@ -198,8 +214,6 @@ def _print_dispatch(summary: DispatchSummary) -> None:
     enqueue = summary.enqueue
     note = " (duplicate request: nothing new stored)" if enqueue.duplicate else ""
     out.print(f"request {enqueue.request_id}: {len(enqueue.notification_ids)} notifications{note}")
-    if enqueue.unknown_recipients:
-        out.print(f"unknown recipients skipped: {', '.join(enqueue.unknown_recipients)}")
     rows = [(c, s, n) for c, by in enqueue.rows.items() for s, n in by.items()]
     if rows:
         out.print(table("Enqueued", ["channel", "status", "rows"], rows))
