@@ -234,6 +234,11 @@ def _quiet_hours(value: Callable[[str], str]) -> tuple[str | None, str | None]:
     if (start is None) != (end is None):
         column = "quiet_hours_end" if end is None else "quiet_hours_start"
         raise _RowInvalid(column, "", "quiet hours need both a start and an end (HH:MM)")
+    if start is not None and start == end:  # the policy reads equal bounds as no quiet hours
+        reason = (
+            "quiet hours that start and end at the same time are empty: leave both empty for none"
+        )
+        raise _RowInvalid("quiet_hours_end", value("quiet_hours_end").strip(), reason)
     return start, end
 
 

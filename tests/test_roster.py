@@ -47,6 +47,8 @@ def test_valid_rows_are_normalised(tmp_path: Path) -> None:
         ("t:1,A,a@example.com,,UTC,sometimes,false,,", "receive_email", "boolean"),
         ("t:1,A,a@example.com,,UTC,true,false,22:00,", "quiet_hours_end", "both"),
         ("t:1,A,a@example.com,,UTC,true,false,9pm,07:00", "quiet_hours_start", "HH:MM"),
+        # the policy reads equal bounds as no quiet hours: the row said otherwise
+        ("t:1,A,a@example.com,,UTC,true,false,22:00,22:00", "quiet_hours_end", "leave both empty"),
         (",A,a@example.com,,UTC,true,false,,", "external_id", "empty"),
         ("t:1,A,,,UTC,true,false,,", "email", "cannot be reached"),
     ],
