@@ -265,7 +265,7 @@ def usage_cases() -> list[Case]:
             "template 'nope'",
         ),
         Case("purge-older-than-text", ["purge", "--older-than", "abc"], "--older-than"),
-        Case("purge-older-than-zero", ["purge", "--older-than", "0"], "--older-than"),
+        Case("purge-older-than-zero", ["purge", "--older-than", "0h"], "'0h' is no time at all"),
         Case("purge-older-than-800d", ["purge", "--older-than", "800d"], "--older-than"),
         Case("purge-channel", ["purge", "--older-than", "1h", "--channel", "fax"], "--channel"),
         Case("purge-priority", ["purge", "--older-than", "1h", "--priority", "max"], "--priority"),
@@ -364,7 +364,7 @@ def send_cases() -> list[Case]:
         Case(
             "to-file-missing",
             ["send", "-t", "repair_assigned", "--to-file", "nope.txt"],
-            "nope.txt",
+            "--to-file: cannot read nope.txt",
         ),
         Case(
             "to-file-empty",

@@ -116,8 +116,10 @@ def parse_window(text: str, option: str) -> timedelta:
     from notify.errors import InputError
 
     match = re.fullmatch(r"\s*(\d{1,12}(?:\.\d{1,6})?)\s*([mhd]?)\s*", text.lower())
-    if not match or float(match.group(1)) <= 0:
+    if not match:
         raise InputError(f"{option}: {_cut(text)!r} is not a duration such as 24h, 90m or 7d")
+    if float(match.group(1)) <= 0:
+        raise InputError(f"{option}: {_cut(text)!r} is no time at all: give more than 0")
     unit = {"m": "minutes", "h": "hours", "": "hours", "d": "days"}[match.group(2)]
     try:
         return timedelta(**{unit: float(match.group(1))})

@@ -67,7 +67,8 @@ def send(
         idempotency_key=idempotency_key,
         skip_unknown=skip_unknown,
         deliver=not no_deliver,
-    ).resolved()
+    )
+    request = _read_to_file(request)
     _check_request(request)
     from flows.dispatch import dispatch_notifications
     from flows.states import result_of
@@ -175,6 +176,16 @@ def deliver(
         _print_delivery(summary)
     code = EXIT_PARTIAL if _has_failures(summary) else EXIT_OK
     raise typer.Exit(interruption.exit_code or code)
+
+
+def _read_to_file(request: DispatchParams) -> DispatchParams:
+    """The request with --to-file read into its recipients; an unreadable file names the option."""
+    from notify.errors import InputError
+
+    try:
+        return request.resolved()
+    except InputError as error:
+        raise InputError(f"--to-file: {error}") from None
 
 
 def test_email(
