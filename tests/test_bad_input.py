@@ -333,6 +333,11 @@ def send_cases() -> list[Case]:
             "--idempotency-key",
         ),
         Case(
+            "idempotency-key-empty",  # an unset "$KEY": it sent with no key at all
+            [*send, "--context", good, "--idempotency-key", ""],
+            "--idempotency-key is empty",
+        ),
+        Case(
             "idempotency-key-10k",
             [*send, "--context", good, "--idempotency-key", "k" * 10_000],
             "--idempotency-key",

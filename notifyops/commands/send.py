@@ -55,8 +55,11 @@ def send(
     (--skip-unknown).
     """
     from flows.params import DispatchParams
+    from notify.errors import InputError
     from notifyops.params import build
 
+    if idempotency_key == "":  # an unset "$KEY" in a script: it would send without one
+        raise InputError("--idempotency-key is empty: give a key, or leave the option out")
     request = build(
         DispatchParams,
         template=template,
