@@ -7,7 +7,7 @@ here rather than in flows/.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -31,7 +31,24 @@ class CheckParams(BaseModel):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("as_of needs a time zone, e.g. 2026-11-30T08:00:00+00:00")
+        if value is not None and (ahead := future_note(value)):
+            raise ValueError(ahead)
         return value
+
+
+CLOCK_SLACK = timedelta(minutes=5)  # clocks apart by this much still name "now"
+
+
+def future_note(moment: datetime, now: datetime | None = None) -> str | None:
+    """Why `moment` cannot end a check's window: it is in the future (nothing measured there yet,
+    so the report would be empty rather than wrong), or None."""
+    now = now or datetime.now(UTC)
+    if moment <= now + CLOCK_SLACK:
+        return None
+    return (
+        f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC is in the future (now {now:%Y-%m-%d %H:%M} "
+        "UTC): give a past time, or leave it empty for now"
+    )
 
 
 class LoopParams(CheckParams):

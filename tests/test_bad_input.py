@@ -509,6 +509,7 @@ def window_cases() -> list[Case]:
         "year-1": "0001-01-01T00:00:00Z",
         "year-1-offset": "0001-01-01T00:00:00+01:00",
         "day-32": "2026-01-32T00:00:00Z",
+        "future": "9999-01-01T00:00:00Z",  # nothing measured there: an empty report, exit 0
     }
     for check in ("sms-cost", "loops", "failures"):
         for name, value in windows.items():
@@ -527,11 +528,12 @@ def window_cases() -> list[Case]:
                     "--as-of",
                 )
             )
-    for name in ("over-744h", "garbage-as-of", "year-1"):
+    for name in ("over-744h", "garbage-as-of", "year-1", "future"):
         option, value = {
             "over-744h": ("--window", "800h"),
             "garbage-as-of": ("--as-of", "soon"),
             "year-1": ("--as-of", "0001-01-01T00:00:00Z"),
+            "future": ("--as-of", "9999-01-01T00:00:00Z"),
         }[name]
         cases.append(Case(f"health-{name}", ["health", "--direct", option, value], option))
     # Through Prefect (no --direct): the CLI refuses before a flow starts.

@@ -228,3 +228,16 @@ def test_the_artifact_names_each_route_once_with_how_many_alerts_took_it() -> No
         Delivery("webhook", ok=True),
     ]
     assert routed_lines(deliveries) == ["webhook: ok (3 alerts)", "log: ok"]
+
+
+@pytest.mark.parametrize(
+    ("as_of", "refused"),
+    [
+        ("2030-01-01T00:00:00+00:00", "is in the future"),  # from the form: an empty report
+        ("2026-11-30T08:00:00", "as_of needs a time zone"),
+    ],
+)
+def test_a_checks_end_of_window_is_a_past_time_with_a_zone(as_of: str, refused: str) -> None:
+    with pytest.raises(ValueError, match=refused):
+        CheckParams.model_validate({"as_of": as_of})
+    assert CheckParams.model_validate({"as_of": AS_OF.isoformat()}).as_of == AS_OF

@@ -128,19 +128,23 @@ def parse_window(text: str, option: str) -> timedelta:
 
 
 def parse_as_of(text: str | None) -> datetime:
+    from notify.check_params import future_note
     from notify.errors import InputError
 
     if not text:
         return datetime.now(UTC)
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
     except ValueError:
         raise InputError(
             f"--as-of: {_cut(text)!r} is not ISO 8601, e.g. 2026-11-30T08:00:00Z"
         ) from None
     except OverflowError:
         raise InputError(f"--as-of: {_cut(text)!r} is out of range once converted to UTC") from None
+    if ahead := future_note(moment):
+        raise InputError(f"--as-of: {ahead}")
+    return moment
 
 
 def _cut(text: str, keep: int = 40) -> str:
