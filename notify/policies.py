@@ -191,12 +191,15 @@ def _sms_skip_reason(prefs: RecipientPrefs, cond: SendConditions) -> str | None:
     return _loop_reason(Channel.sms, cond)
 
 
+LOOP_GUARD = "loop guard: "  # how a decision the loop guard made begins, after the channel
+
+
 def _loop_reason(channel: Channel, cond: SendConditions) -> str | None:
     count = cond.recent_sent.get(channel, 0)
     if count < cond.loop_threshold:
         return None
     title = _shorten(cond.title, TITLE_MAX_CHARS)
-    return f"loop guard: {count} of '{title}' to this recipient by {channel} in 24 h"
+    return f"{LOOP_GUARD}{count} of '{title}' to this recipient by {channel} in 24 h"
 
 
 def _cap_fallback(

@@ -26,7 +26,7 @@ from notify.audits import (
 )
 from notify.audits.health import WorkerState
 from notify.audits.loops import CANDIDATES_PER_QUERY
-from notify.audits.rollups import RollupPolicy, fold
+from notify.audits.rollups import FULL_SCAN, RollupPolicy, fold
 from notify.db import Suppression, make_engine, transaction
 from notify.errors import (
     ADDRESS_NOT_VERIFIED,
@@ -35,10 +35,12 @@ from notify.errors import (
     SMTP_AUTH_FAILED,
     InputError,
 )
-from notify.settings import Settings
+from notify.settings import Priority, Settings
 from notify.severity import Severity
 from tests.aws_fixtures import VERIFIED_SENDER
 from tests.factories import AS_OF, Rows
+from tests.test_dispatch import NOON, add_recipients, send
+from tests.test_dispatch import tech as technician
 
 DAY = timedelta(hours=24)
 H = timedelta(hours=1)
@@ -902,3 +904,25 @@ def test_masking(value: str | None, masked: str | None) -> None:
 
     assert mask_address(value) == masked
     assert mask_email("not-an-address") == "***"
+
+
+@pytest.mark.parametrize("folded", [True, False])
+def test_a_loop_the_guard_holds_back_still_shows(
+    engine: Engine, session: Session, settings: Settings, folded: bool
+) -> None:
+    """The loop guard refuses the sixth identical SMS in 24 hours, so no more than five are ever
+    sent and the audit (more than five) said `none` while the source kept repeating: the rows
+    the guard refused count now (other skipped rows still do not)."""
+    add_recipients(engine, [technician(1)])
+    for _ in range(settings.loop_threshold + 2):
+        send(engine, settings, ["tech:1"], priority=Priority.urgent)
+    later = NOON + H
+    policy = RollupPolicy(fold=False) if folded else FULL_SCAN
+    if folded:
+        fold(session, now=later, grace=timedelta(0))
+    report = loop_detection(
+        session=session, as_of=later, window=DAY, settings=settings, rollups=policy
+    )
+    found = sorted((x.recipient, x.channel, x.count) for x in report.loops)
+    assert found == [("tech:1", "email", 7), ("tech:1", "sms", 7)], "5 sent, 2 held back each"
+    assert report.severity is Severity.P3

@@ -1,5 +1,7 @@
 """Loop detection (runbook section 2, step 3): the same title to the same recipient on the same
-channel more than `loop_threshold` times in the window (skipped rows do not count), with the
+channel more than `loop_threshold` times in the window (skipped rows do not count, except those
+the loop guard refused: the source still repeats, and the guard stops it from ever sending more
+than the threshold, so without them no loop would ever show), with the
 template and the flow run / deployment / request that created the latest one; and `mute_loops`,
 which adds a time-limited SMS suppression for the recipient's phone and that title.
 
@@ -15,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import func, or_, select, tuple_, union_all
+from sqlalchemy import ColumnElement, func, or_, select, tuple_, union_all
 from sqlalchemy.orm import Session
 
 from notify.audits.common import Report, Window, header, resolve_window
@@ -23,6 +25,7 @@ from notify.audits.rollups import LOOP_SPAN, ROLLUPS, RollupPolicy, View, open_v
 from notify.audits.sql import any_channel
 from notify.db import Channel, DeliveryLog, LoopRow, Notification, Recipient, Status, Suppression
 from notify.masking import mask_address, mask_phone
+from notify.policies import LOOP_GUARD
 from notify.settings import Settings
 from notify.severity import Facts, assess
 
@@ -139,7 +142,7 @@ def _repeating(session: Session, w: Window, threshold: int, view: View) -> list[
     candidates are then counted exactly."""
     dl, n, lr = DeliveryLog, Notification, LoopRow
     pair = (n.recipient_id, n.title, dl.channel)
-    in_window = (any_channel(), dl.status != Status.skipped.value)
+    in_window = (any_channel(), _attempted())
     folded = select(*pair).select_from(lr).join(dl, dl.id == lr.id)
     folded = folded.join(n, n.id == dl.notification_id).where(*in_window)
     folded = folded.where(lr.created_at > w.start, lr.created_at <= w.end)
@@ -165,12 +168,19 @@ def _counted(
         .join(n, n.id == dl.notification_id)
         .where(tuple_(n.recipient_id, n.title).in_(pairs))
         .where(any_channel(), dl.created_at > w.start, dl.created_at <= w.end)
-        .where(dl.status != Status.skipped.value)
+        .where(_attempted())
         .group_by(n.recipient_id, dl.channel, n.title)
         .having(count > threshold)
     )
     names = ("channel", "title", "count", "first_seen", "last_seen", "latest_id")
     return [_Group(**dict(zip(names, row, strict=True))) for row in session.execute(query)]
+
+
+def _attempted() -> ColumnElement[bool]:
+    """A row that counts towards a loop: not skipped, or skipped by the loop guard."""
+    dl = DeliveryLog
+    guarded = dl.decision.like(f"%: {LOOP_GUARD}%")
+    return or_(dl.status != Status.skipped.value, guarded)
 
 
 def _latest_rows(session: Session, ids: Sequence[int]) -> dict[int, Any]:
