@@ -59,11 +59,12 @@ def parse_range(since: str | None, until: str | None) -> tuple[datetime | None, 
         from notify.errors import InputError
 
         raise InputError(
-            f"--since {since} ({_utc(start)}) is not before --until {until} ({_utc(end)}): "
-            "no row can match"
+            f"--since {since} ({utc_minute(start)}) is not before --until {until} "
+            f"({utc_minute(end)}): no row can match"
         )
     return start, end
 
 
-def _utc(moment: datetime) -> str:
+def utc_minute(moment: datetime) -> str:
+    """`2026-11-30 08:00 UTC`: a moment as the command line shows it."""
     return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"

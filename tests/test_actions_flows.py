@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -131,6 +132,10 @@ def test_mute_unmute_suppressions_and_inbox_commands(
     assert code == 0 and muted["created"] is True
     code, listed = run(capsys, "suppressions", "list")
     assert code == 0 and [s["recipients"] for s in listed["suppressions"]] == [["tech:1"]]  # type: ignore[union-attr,index]
+    assert main(["suppressions", "list"]) == 0
+    table = capsys.readouterr().out
+    until = f"{datetime.fromisoformat(str(listed['suppressions'][0]['until'])):%Y-%m-%d %H:%M} UTC"  # type: ignore[index]
+    assert until in table and "+00:00" not in table, "as `mute` says it: to the minute, UTC"
     code, lifted = run(capsys, "recipients", "unmute", "tech:1")
     assert code == 0 and len(lifted["lifted"]) == 1  # type: ignore[arg-type]
     code, listed = run(capsys, "suppressions", "list")

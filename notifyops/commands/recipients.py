@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from notifyops.action_output import ACTOR
+from notifyops.action_output import ACTOR, utc_minute
 from notifyops.console import EXIT_PARTIAL, fail_line, out, print_json, table
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ def mute_command(
             fallback=here.fallback_policy(),
             apply=not dry_run,
         )
-    until = f"{result.suppression.until:%Y-%m-%d %H:%M} UTC"
+    until = utc_minute(result.suppression.until) if result.suppression.until else "(no end)"
     done = "already muted" if not result.created else "would be muted" if dry_run else "muted"
     summary = f"{recipient} {done} on {channel} until {until}"
     if result.also_muted:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from notifyops.action_output import JSON
+from notifyops.action_output import JSON, utc_minute
 from notifyops.console import out, print_json, table
 
 if TYPE_CHECKING:
@@ -56,4 +56,5 @@ def list_command(
 
 def _row(s: SuppressionView) -> list[object]:
     owners = ", ".join(s.recipients)
-    return [s.id, owners, s.channel, s.address_masked, s.title, s.until, s.active, s.reason]
+    until = utc_minute(s.until) if s.until else "(no end)"
+    return [s.id, owners, s.channel, s.address_masked, s.title, until, s.active, s.reason]
