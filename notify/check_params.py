@@ -39,10 +39,10 @@ class CheckParams(BaseModel):
 CLOCK_SLACK = timedelta(minutes=5)  # clocks apart by this much still name "now"
 
 
-def future_note(moment: datetime, now: datetime | None = None) -> str | None:
+def future_note(moment: datetime) -> str | None:
     """Why `moment` cannot end a check's window: it is in the future (nothing measured there yet,
     so the report would be empty rather than wrong), or None."""
-    now = now or datetime.now(UTC)
+    now = datetime.now(UTC)
     if moment <= now + CLOCK_SLACK:
         return None
     return (

@@ -201,6 +201,12 @@ def _sms_daily_cap(facts: Facts, t: Thresholds) -> Finding | None:
     return Finding("sms-daily-cap", Severity.P2, message)
 
 
+def sms_spend_limit_reached(month_usd: Decimal, limit_usd: Decimal) -> bool:
+    """The month's SMS spend has reached the SNS account's MonthlySpendLimit: SNS stops sending
+    SMS. No spend this month is not a reached limit (a limit of 0 included)."""
+    return month_usd > 0 and month_usd >= limit_usd
+
+
 def _sms_spend_limit(facts: Facts, t: Thresholds) -> Finding | None:
     """The month's SMS spend against the SNS account's MonthlySpendLimit: past it SNS stops
     sending SMS while `publish` still answers OK (P1); from `sms_spend_limit_warn` of it, P2."""
@@ -209,7 +215,7 @@ def _sms_spend_limit(facts: Facts, t: Thresholds) -> Finding | None:
         return None
     spent = f"{usd(month)} of SMS spent this month (estimated)"
     where = "raise it in SNS > Text messaging (SMS) > Account spend limit"
-    if month >= limit:
+    if sms_spend_limit_reached(month, limit):
         message = (
             f"SNS monthly SMS spend limit {usd(limit)} reached: {spent}; SNS stops sending SMS "
             f"while publish still answers OK (rows say sent, nothing arrives): {where}"

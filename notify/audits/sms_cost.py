@@ -45,7 +45,14 @@ from notify.db import (
 from notify.masking import mask_phone
 from notify.money import usd
 from notify.settings import Settings
-from notify.severity import Facts, Thresholds, assess, cheapest_sms_usd, sms_cap_reached
+from notify.severity import (
+    Facts,
+    Thresholds,
+    assess,
+    cheapest_sms_usd,
+    sms_cap_reached,
+    sms_spend_limit_reached,
+)
 
 HOUR = timedelta(hours=1)
 TOP_N = 10
@@ -295,7 +302,7 @@ def _verdict(
         breaches.append(f"SMS cost {usd(last_hour)} in the last hour > {usd(alarm)}")
     if sms_cap_reached(today, settings.sms_daily_cap_usd, cheapest_sms_usd(settings)):
         breaches.append(f"daily SMS cap reached: {usd(today)} of {usd(settings.sms_daily_cap_usd)}")
-    if limit.limit_usd is not None and month > 0 and month >= limit.limit_usd:
+    if limit.limit_usd is not None and sms_spend_limit_reached(month, limit.limit_usd):
         breaches.append(
             f"SNS monthly SMS spend limit reached: {usd(month)} of {usd(limit.limit_usd)}"
         )
