@@ -10,11 +10,12 @@ Scenarios (one table row each):
 - `sigkill`: a deliverer process (tests/workers/chaos_worker.py: enqueue, then deliver through
   real boto3 SES v2 / SNS clients) is SIGKILLed after a random delay, stratified over the run so
   every step is hit; its journal (one line per step, written before the step) says where it was:
-  enqueue, claim, send (mid-send), group-commit. The first three kills of every ten land in the
-  enqueue, the first claim and the first group commit, each held open by its worker (a claim or
-  a commit takes milliseconds: a random delay seldom lands in one). The provider injects a random
-  mix of every fault at a few percent. A second process repeats the enqueue (same idempotency key),
-  rescues the dead deliverer's leases and finishes.
+  enqueue, claim, send (mid-send), group-commit. The first four kills of every ten land in the
+  enqueue, the first claim, the first call the provider accepted (its answer held back from the
+  deliverer: the message is at the provider, its row `sending`) and the first group commit, each
+  held open by its worker (each takes milliseconds: a random delay seldom lands in one). The
+  provider injects a random mix of every fault at a few percent. A second process repeats the
+  enqueue (same idempotency key), rescues the dead deliverer's leases and finishes.
 - one storm per fault (`timeout_before`, `timeout_after`, `reset_after`, `throttle`,
   `server_error`, `forbidden`, and `outage`: 5xx on every call): the fault at a high rate for a
   few seconds while a deliverer works; at the storm's end no row may be `failed` (everything is
@@ -90,8 +91,9 @@ PARKED = ("sent", "pending", "pending_retry", "unknown", "claimed", "sending")
 
 HOLD_S = 0.5  # a held step's transaction stays open this long before its commit
 # The first kills of every ten land in these steps, each held open HOLD_S by its worker: the
-# enqueue transaction, the first claim, the first group commit of outcomes.
-HELD_STEPS = ("enqueue", "claim", "group-commit")
+# enqueue transaction, the first claim, the first accepted call (before the deliverer hears its
+# answer), the first group commit of outcomes.
+HELD_STEPS = ("enqueue", "claim", "send", "group-commit")
 # The journal's last step when the process died -> the phase of the kill.
 PHASES = {
     "start": "enqueue",
@@ -101,6 +103,7 @@ PHASES = {
     "claim": "claim",
     "mark-sending": "mark-sending",
     "send": "mid-send",
+    "send-held": "mid-send",
     "group-commit": "group-commit",
     "heartbeat": "heartbeat",
     "release": "release",
@@ -467,7 +470,7 @@ def sigkill_trial(
     spec = {"recipients": recipients, "key": f"chaos-kill-{n}", "tag": f"kill-{n}"}
     step = held_step(n)
     doomed_spec = {**spec, "hold_s": HOLD_S if step == "enqueue" else 0.0}
-    holds = {step: HOLD_S} if step and step != "enqueue" else {}  # held by its statements
+    holds = {step: HOLD_S} if step and step != "enqueue" else {}  # held by its worker
     with provider(trial_dir, faults, seed=n) as fake:
         cfg = worker_cfg(url, fake.url, trial_dir, "doomed", enqueue=doomed_spec)
         doomed = worker({**cfg, "holds": holds})
@@ -478,11 +481,7 @@ def sigkill_trial(
             _wait_holding(trial_dir / "doomed.journal", step, doomed)
             time.sleep(HOLD_S / 2)
         kill_worker(doomed, engine, trial_dir, "doomed")
-        # a held step holds the coordinating thread only: the sender threads go on sending the
-        # rows already handed to them (a window's worth, more than SETTLE_S clears on a slow
-        # machine), so their `send` lines do not move the kill out of the held step
-        ignoring = ("send",) if step else ()
-        phase = PHASES[last_step(trial_dir / "doomed.journal", ignoring)]
+        phase = _kill_phase(trial_dir / "doomed.journal", step)
         at_kill = dict(status_counts(engine))
         in_flight = held(engine)
         cfg = worker_cfg(url, fake.url, trial_dir, "rescuer", enqueue=spec, rescue_dead=True)
@@ -554,16 +553,32 @@ def _wait_started(journal: Path, process: subprocess.Popen[bytes]) -> None:
 
 def _wait_holding(journal: Path, step: str, process: subprocess.Popen[bytes]) -> None:
     """Until the worker holds `step` open: its journal has the enqueue's line (the hold is the
-    enqueue's last act), or a claim's or group commit's second line (written once the first such
-    statement ran, as its hold begins). Timing it from a calibration run missed by more than
-    the hold on a loaded machine."""
-    lines = 1 if step == "enqueue" else 2
+    enqueue's last act), a `send-held` line (a sender thread holds an accepted call's answer),
+    or a claim's or group commit's second line (written once the first such statement ran, as
+    its hold begins). Timing it from a calibration run missed by more than the hold on a loaded
+    machine."""
+    if step == "send":
+        step = "send-held"
+    lines = 2 if step in ("claim", "group-commit") else 1
     deadline = time.monotonic() + 60
     while process.poll() is None and time.monotonic() < deadline:
         marks = journal.read_text().splitlines() if journal.exists() else []
         if sum(line.split()[-1] == step for line in marks) >= lines:
             return
         time.sleep(0.005)
+
+
+def _kill_phase(journal: Path, step: str | None) -> str:
+    """Where the kill landed, from the dead worker's journal. A held step holds one thread only:
+    while a claim or group commit is held the sender threads go on with the rows already handed
+    to them (a window's worth, more than SETTLE_S clears on a slow machine), so their `send`
+    lines do not move the kill out of it; while a send is held the deliverer goes on claiming
+    and committing, so the held call's `send-held` line decides (the kill came inside its
+    hold)."""
+    if step == "send":
+        marks = journal.read_text().split() if journal.exists() else []
+        return PHASES["send-held"] if "send-held" in marks else PHASES[last_step(journal)]
+    return PHASES[last_step(journal, ("send",) if step else ())]
 
 
 def _wait_for_rows(engine: Engine, process: subprocess.Popen[bytes]) -> None:

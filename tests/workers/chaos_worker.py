@@ -9,12 +9,14 @@ read_timeout_s, deadline_s, and optionally enqueue ({"recipients": N, "key": K, 
 "after_s": A, "probe_s": B}: email fails over to the fake provider's SMTP endpoint),
 rescue_dead (the previous deliverer was SIGKILLed: its leases are expired now, not in
 NOTIFY_LEASE_SECONDS), lease_s, holds ({"claim": S} or {"group-commit": S}: the first such
-statement's transaction stays open S seconds after the statement ran, before its commit).
+statement's transaction stays open S seconds after the statement ran, before its commit;
+{"send": S}: the first call the provider accepted holds its sender thread S seconds before the
+answer reaches the deliverer, journaled `send-held`).
 
 The journal gets one line per step, written with one unbuffered write before the step runs:
 `start`, `enqueue`, `enqueued`, `rescue`, `claim`, `mark-sending`, `send`, `group-commit`,
-`heartbeat`, `release`, `done`, so whoever kills this process can tell where it was. The last line
-printed on stdout is a JSON summary.
+`heartbeat`, `release`, `done` (and `send-held`), so whoever kills this process can tell where it
+was. The last line printed on stdout is a JSON summary.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from datetime import timedelta
 from typing import Any
@@ -96,25 +99,50 @@ def journal_statements(engine: Engine, journal: Journal, holds: dict[str, float]
     event.listen(engine, "after_cursor_execute", after)
 
 
+class SendHold:
+    """Holds the first accepted call's sender thread `hold_s` seconds (0: never) after the
+    provider answered and before the deliverer hears of it: a kill then lands mid-send with the
+    message at the provider and its row still `sending`."""
+
+    def __init__(self, journal: Journal, hold_s: float) -> None:
+        self.journal, self.hold_s = journal, hold_s
+        self._taken = threading.Event()
+        self._lock = threading.Lock()
+
+    def after_accepted(self) -> None:
+        if not self.hold_s:
+            return
+        with self._lock:
+            if self._taken.is_set():
+                return
+            self._taken.set()
+        self.journal.mark("send-held")
+        time.sleep(self.hold_s)
+
+
 class JournaledEmail:
-    def __init__(self, inner: SesEmailSender, journal: Journal) -> None:
-        self.inner, self.journal = inner, journal
+    def __init__(self, inner: SesEmailSender, journal: Journal, hold: SendHold) -> None:
+        self.inner, self.journal, self.hold = inner, journal, hold
 
     def send_email(self, message: OutgoingEmail) -> SendReceipt:
         self.journal.mark("send")
-        return self.inner.send_email(message)
+        receipt = self.inner.send_email(message)
+        self.hold.after_accepted()
+        return receipt
 
     def close(self) -> None:
         self.inner.close()
 
 
 class JournaledSms:
-    def __init__(self, inner: SnsSmsSender, journal: Journal) -> None:
-        self.inner, self.journal = inner, journal
+    def __init__(self, inner: SnsSmsSender, journal: Journal, hold: SendHold) -> None:
+        self.inner, self.journal, self.hold = inner, journal, hold
 
     def send_sms(self, message: OutgoingSms) -> SendReceipt:
         self.journal.mark("send")
-        return self.inner.send_sms(message)
+        receipt = self.inner.send_sms(message)
+        self.hold.after_accepted()
+        return receipt
 
     def is_opted_out(self, phone: str) -> bool:
         return self.inner.is_opted_out(phone)
@@ -215,13 +243,15 @@ def main() -> None:
         journal.mark("rescue")
         with transaction(engine) as session:
             rescue_expired(session=session, now=utcnow() + timedelta(days=1))
-    journal_statements(engine, journal, cfg.get("holds", {}))
+    holds = dict(cfg.get("holds", {}))
+    hold = SendHold(journal, holds.pop("send", 0.0))
+    journal_statements(engine, journal, holds)
     pool = settings.send_concurrency * 2
     ses = client("sesv2", cfg["endpoint"], cfg["read_timeout_s"], pool)
     sns = client("sns", cfg["endpoint"], cfg["read_timeout_s"], pool)
     senders = Senders(
-        email=JournaledEmail(SesEmailSender(ses), journal),
-        sms=JournaledSms(SnsSmsSender(sns), journal),
+        email=JournaledEmail(SesEmailSender(ses), journal, hold),
+        sms=JournaledSms(SnsSmsSender(sns), journal, hold),
     )
     deliverer = Deliverer(
         engine=engine,
