@@ -54,14 +54,21 @@ def receipts_flow(params: ReceiptsParams | None = None) -> ReceiptsReport:
 
 def _received(report: ReceiptsReport) -> dict[str, int]:
     totals = report.totals
-    return {**totals.applied, "unmatched": totals.unmatched, "malformed": totals.malformed}
+    return {
+        **totals.applied,
+        "unmatched": totals.unmatched,
+        "malformed": totals.malformed,
+        "queued skipped": report.queued.muted,
+    }
 
 
 def counts_line(report: ReceiptsReport) -> str:
     totals = report.totals
     return (
         f"applied {dict(totals.applied)}, duplicates {totals.duplicates}, "
-        f"unmatched {totals.unmatched}, malformed {totals.malformed}, changed {totals.changed}"
+        f"unmatched {totals.unmatched}, malformed {totals.malformed}, changed {totals.changed}, "
+        f"suppressed {totals.suppressed}, queued rows skipped {report.queued.muted} "
+        f"(email fallbacks {report.queued.fallbacks})"
     )
 
 

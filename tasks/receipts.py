@@ -23,6 +23,7 @@ def poll() -> ReceiptsReport:
         sources=sources_from(current),
         settings=current.settings,
         clock=utcnow,
+        fallback=current.fallback_policy(),
     )
 
 

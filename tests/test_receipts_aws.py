@@ -15,11 +15,13 @@ from sqlalchemy import Engine, select
 
 from notify.bootstrap import Runtime
 from notify.db import DELIVERY_LOGS, utcnow
+from notify.fallback import FallbackPolicy
 from notify.receipts import ReceiptSources, poll_receipts, setup_receipts
 from notify.receipts.parse import parse_sqs_body
 from notify.receipts.poll import report_json, sources_from
 from notify.receipts.queue import QueueMessage, poll_queue
 from notify.receipts.smslogs import read_sms_logs, sms_log_groups
+from notify.rendering import TemplateCatalog
 from notify.senders.base import OutgoingEmail
 from notify.senders.ses import SesEmailSender, send_email_request
 from notify.settings import Settings, load_settings
@@ -27,6 +29,7 @@ from tests.factories import Rows
 from tests.receipt_samples import ses_event, sms_line
 
 NAME = "notifyops-receipts"
+FALLBACK = FallbackPolicy.of(TemplateCatalog())
 TO = "tech.1@example.com"
 PHONE = "+15551234567"
 
@@ -148,6 +151,7 @@ def test_ses_events_through_sns_and_sqs_reach_their_statuses(
         sources=ReceiptSources(sqs=aws["sqs"]),
         settings=_settings(db_url),
         clock=utcnow,
+        fallback=FALLBACK,
     )
     statuses = _statuses(engine)
     assert [statuses[row_id] for row_id, _ in sent] == [
@@ -267,8 +271,121 @@ def test_poll_with_the_runtime_reads_queue_and_logs(
         _setup(
             {"ses": runtime.aws_client("ses"), "sns": runtime.aws_client("sns"), "sqs": sources.sqs}
         )
-        report = poll_receipts(engine=engine, sources=sources, settings=settings, clock=utcnow)
+        report = poll_receipts(
+            engine=engine, sources=sources, settings=settings, clock=utcnow, fallback=FALLBACK
+        )
     finally:
         runtime.close()
     assert len(report.sms.missing_groups) == 2  # no SMS logged yet: not an error
     assert report.reputation is not None and report.reputation.severity is None
+
+
+def _decisions(engine: Engine) -> dict[int, tuple[str, str]]:
+    with engine.connect() as connection:
+        query = select(DELIVERY_LOGS.c.id, DELIVERY_LOGS.c.status, DELIVERY_LOGS.c.decision)
+        return {row_id: (status, why) for row_id, status, why in connection.execute(query)}
+
+
+def test_a_bounce_skips_the_rows_still_queued_to_the_address_in_the_same_poll(
+    aws: dict[str, Any], engine: Engine, db_url: str
+) -> None:
+    """A long delivery run goes on claiming queued rows: a hard bounce read mid-run stops the
+    rows still queued to the bounced address at once (due now or later), not at the next run's
+    recheck; another address's rows and the bounced recipient's SMS go on."""
+    topic = _setup(aws).items[0].arn
+    now = utcnow()
+    rows = Rows()
+    tech = rows.recipient("tech:1", email=TO)
+    other = rows.recipient("tech:2", email="tech.2@example.com")
+    bounced = rows.delivery(
+        tech, channel="email", created_at=now, recipient_email=TO, provider_message_id="ses-1"
+    )
+    queued = [
+        rows.delivery(
+            tech, channel="email", status=status, created_at=now, recipient_email=TO, **when
+        )
+        for status, when in (
+            ("pending", {"next_attempt_at": now}),
+            ("pending_retry", {"next_attempt_at": now + timedelta(hours=1)}),
+        )
+    ]
+    untouched = [
+        rows.delivery(
+            other,
+            channel="email",
+            status="pending",
+            created_at=now,
+            recipient_email="tech.2@example.com",
+            next_attempt_at=now,
+        ),
+        rows.delivery(
+            tech,
+            channel="sms",
+            status="pending",
+            created_at=now,
+            recipient_phone=PHONE,
+            next_attempt_at=now,
+        ),
+    ]
+    rows.insert(engine)
+    _publish(aws, topic, [ses_event("Bounce", "ses-1", to=TO, delivery_id=bounced)])
+    report = poll_receipts(
+        engine=engine,
+        sources=ReceiptSources(sqs=aws["sqs"]),
+        settings=_settings(db_url),
+        clock=utcnow,
+        fallback=FALLBACK,
+    )
+    decisions = _decisions(engine)
+    assert decisions[bounced][0] == "bounced"
+    for row_id in queued:
+        status, decision = decisions[row_id]
+        assert status == "skipped"
+        assert decision.startswith("email: muted after it was queued (suppression #")
+        assert "Bounce:Permanent:General receipt ses:Bounce:ses-1:" in decision, decision
+    assert [decisions[row_id][0] for row_id in untouched] == ["pending", "pending"]
+    payload = report_json(report)
+    assert (payload["suppressed"], payload["queued_skipped"], payload["fallbacks"]) == (1, 2, 0)
+
+
+def test_an_sms_opt_out_in_the_delivery_logs_skips_the_queued_sms_without_a_fallback(
+    aws: dict[str, Any], engine: Engine, db_url: str
+) -> None:
+    """The number opted out (STOP): its queued SMS are skipped in the poll that reads the log
+    line. An opt-out is the recipient's word, so no email stands in for them (an operator's
+    whole-number mute would get one)."""
+    now = utcnow()
+    rows = Rows()
+    tech = rows.recipient("tech:1", email=TO)
+    rows.delivery(
+        tech,
+        channel="sms",
+        created_at=now - timedelta(minutes=10),
+        recipient_phone=PHONE,
+        provider_message_id="sms-1",
+    )
+    waiting = rows.delivery(
+        tech,
+        channel="sms",
+        status="pending",
+        created_at=now,
+        recipient_phone=PHONE,
+        next_attempt_at=now,
+    )
+    rows.insert(engine)
+    success, failure = sms_log_groups("us-east-1", "123456789012")
+    line = sms_line("sms-1", phone=PHONE, ok=False, price=0.0, response="Phone is opted out")
+    _put_lines(aws["logs"], failure, [(now - timedelta(minutes=5), line)])
+    aws["logs"].create_log_group(logGroupName=success)  # nothing delivered in the hour
+    _setup(aws)
+    report = poll_receipts(
+        engine=engine,
+        sources=ReceiptSources(sqs=aws["sqs"], logs=aws["logs"], account_id="123456789012"),
+        settings=_settings(db_url),
+        clock=utcnow,
+        fallback=FALLBACK,
+    )
+    status, decision = _decisions(engine)[waiting]
+    assert status == "skipped" and decision.startswith("sms: muted after it was queued")
+    assert (report.totals.suppressed, report.queued.muted, report.queued.fallbacks) == (1, 1, 0)
+    assert len(_decisions(engine)) == 2, "no email fallback row"

@@ -16,12 +16,14 @@ from sqlalchemy import Engine
 
 from notify.db import transaction
 from notify.errors import NotifyError
+from notify.fallback import FallbackPolicy
 from notify.receipts.crash import CrashReport, resolve_crash_rows
 from notify.receipts.queue import poll_queue
 from notify.receipts.reputation import ReputationFinding, guard, reputation
 from notify.receipts.setup import SetupResult, setup_receipts
 from notify.receipts.smslogs import SmsLogReport, read_sms_logs, sms_log_groups
 from notify.receipts.store import ApplyReport, apply_stored
+from notify.recheck import Rechecked, skip_muted
 from notify.settings import Settings
 
 if TYPE_CHECKING:
@@ -49,6 +51,8 @@ class ReceiptsReport:
     sms: SmsLogReport = field(default_factory=SmsLogReport)
     crash: CrashReport = field(default_factory=CrashReport)
     reputation: ReputationFinding | None = None
+    # queued rows the poll's new suppressions stopped (and the email fallbacks of muted SMS)
+    queued: Rechecked = field(default_factory=Rechecked)
 
     @property
     def totals(self) -> ApplyReport:
@@ -59,8 +63,15 @@ class ReceiptsReport:
 
 
 def poll_receipts(
-    *, engine: Engine, sources: ReceiptSources, settings: Settings, clock: Clock
+    *,
+    engine: Engine,
+    sources: ReceiptSources,
+    settings: Settings,
+    clock: Clock,
+    fallback: FallbackPolicy,
 ) -> ReceiptsReport:
+    """`fallback`: which templates let a muted SMS fall back to email (the queued rows a new
+    suppression stops are skipped as `recipients mute` skips them)."""
     report = ReceiptsReport()
     report.email = poll_queue(
         sqs=sources.sqs,
@@ -81,7 +92,19 @@ def poll_receipts(
         )
     report.crash, retried, report.reputation = settle(engine=engine, settings=settings, now=clock())
     report.email.add(retried)
+    if report.totals.suppressed:
+        report.queued = skip_stopped(engine=engine, fallback=fallback, now=clock())
     return report
+
+
+def skip_stopped(*, engine: Engine, fallback: FallbackPolicy, now: datetime) -> Rechecked:
+    """A bounce, a complaint or an opt-out suppressed addresses: the rows still queued to them
+    (pending or waiting for a retry, due or not) are skipped now, naming the suppression, not
+    when the next delivery run rechecks its due rows; a delivery run under way claims none of
+    them after this commits (the rows it already holds in `sending` go). Muted SMS of a
+    whole-number suppression get their email fallback, as with `recipients mute`."""
+    with transaction(engine) as session:
+        return skip_muted(session.connection(), now=now, fallback=fallback)
 
 
 def settle(
@@ -153,6 +176,8 @@ def report_json(report: ReceiptsReport) -> dict[str, Any]:
         "malformed": totals.malformed,
         "changed": totals.changed,
         "suppressed": totals.suppressed,
+        "queued_skipped": report.queued.muted,
+        "fallbacks": report.queued.fallbacks,
         "sms_logs": {
             "lines": report.sms.lines,
             "calls": report.sms.calls,

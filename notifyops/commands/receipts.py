@@ -61,7 +61,11 @@ def _poll_direct() -> ReceiptsReport:
 
     here = runtime()
     return poll_receipts(
-        engine=here.engine(), sources=sources_from(here), settings=here.settings, clock=utcnow
+        engine=here.engine(),
+        sources=sources_from(here),
+        settings=here.settings,
+        clock=utcnow,
+        fallback=here.fallback_policy(),
     )
 
 
@@ -73,6 +77,11 @@ def _show(data: dict[str, Any]) -> None:
         f"malformed {data['malformed']}, rows changed {data['changed']}, "
         f"suppressed {data['suppressed']}"
     )
+    if data["queued_skipped"]:
+        out.print(
+            f"queued rows skipped (their address now suppressed) {data['queued_skipped']}, "
+            f"email fallbacks {data['fallbacks']}"
+        )
     crash = data["crash_rows"]
     out.print(
         f"crash rows: {crash['requeued_email']} email back to pending, {crash['matched_sms']} "
