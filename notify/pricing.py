@@ -126,9 +126,16 @@ def estimate_sms_cost(
 ) -> tuple[int, Decimal]:
     """(parts, estimated USD cost rounded half up to 6 decimal places) of sending `text`."""
     segments = sms_length(text).segments
+    return segments, parts_cost(segments, phone_e164, prices=prices, default=default)
+
+
+def parts_cost(
+    segments: int, phone_e164: str, *, prices: Mapping[str, Decimal], default: Decimal
+) -> Decimal:
+    """Estimated USD cost of `segments` SMS parts to this number, rounded half up to 6 decimal
+    places (a queued SMS whose number changed is priced again by its stored parts)."""
     price = price_per_part(phone_e164, prices=prices, default=default)
-    cost = (segments * price).quantize(_COST_QUANTUM, rounding=ROUND_HALF_UP)
-    return segments, cost
+    return (segments * price).quantize(_COST_QUANTUM, rounding=ROUND_HALF_UP)
 
 
 def _parse_phone(phone_e164: str) -> phonenumbers.PhoneNumber:
