@@ -31,6 +31,21 @@ fallback rows (notify.fallback, one INSERT each) when muted SMS were skipped. Me
 suppression half at once to the muted recipient's rows (due or not), and `recipients import` the
 preference half to every waiting row: what they say is what happens, and a delivery run already
 under way claims none of those rows after the command returns.
+
+A row also copies its address when it is stored (`recipient_email`, `recipient_phone`). After
+the preference half, `recipients import` makes every waiting row follow its recipient's current
+address (`follow_addresses`), so a number or address the roster changed is where the queued
+messages go, never the old one:
+
+- `<channel>: <phone number | email address> removed after it was queued`: the recipient has
+  none now (skipped, as enqueue skips a channel without an address);
+- otherwise a row whose address is not the recipient's is moved to it (an SMS's estimated cost
+  priced again for the new number, its parts unchanged) and then checked against the
+  suppressions like any row (`muted after it was queued`, with the email fallback a
+  whole-number mute gives): a moved row never goes to a suppressed address.
+
+The decision stays as enqueue wrote it (a held-back row is found for its digest by it). Fenced on
+the waiting statuses as above: a row in flight keeps the address it was claimed with.
 """
 
 from __future__ import annotations
@@ -41,12 +56,15 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Column,
     ColumnElement,
     Connection,
     CursorResult,
     FromClause,
+    Row,
     String,
     and_,
+    bindparam,
     cast,
     exists,
     func,
@@ -71,30 +89,38 @@ from notify.db import (
 from notify.digest import DIGEST_TEMPLATE
 from notify.fallback import FallbackPolicy, make_fallbacks, whole_number_mute
 from notify.policies import REASON_MAX_CHARS
+from notify.pricing import parts_cost
+from notify.settings import Settings
 
 LOGS, NOTES, PEOPLE, MUTES = DELIVERY_LOGS, NOTIFICATIONS, RECIPIENTS, SUPPRESSIONS
 TURNED_OFF = "turned off in preferences after it was queued"
 MUTED = "muted after it was queued"
 MUTED_FALLBACK_WHY = "sms: number muted"
+ADDRESS_REMOVED = "removed after it was queued"
 
 
 @dataclass(frozen=True)
 class Rechecked:
-    """Waiting rows skipped by a recheck, and the email fallbacks made for muted SMS."""
+    """Waiting rows skipped by a recheck, the email fallbacks made for muted SMS, and (after a
+    roster import) the rows moved to their recipient's new address, skipped ones not counted."""
 
     turned_off: int = 0
     muted: int = 0
     fallbacks: int = 0
+    unaddressed: int = 0
+    readdressed: int = 0
 
     @property
     def skipped(self) -> int:
-        return self.turned_off + self.muted
+        return self.turned_off + self.unaddressed + self.muted
 
     def __add__(self, other: Rechecked) -> Rechecked:
         return Rechecked(
-            self.turned_off + other.turned_off,
-            self.muted + other.muted,
-            self.fallbacks + other.fallbacks,
+            turned_off=self.turned_off + other.turned_off,
+            muted=self.muted + other.muted,
+            fallbacks=self.fallbacks + other.fallbacks,
+            unaddressed=self.unaddressed + other.unaddressed,
+            readdressed=self.readdressed + other.readdressed,
         )
 
 
@@ -104,6 +130,18 @@ def recheck_queued(conn: Connection, *, now: datetime, fallback: FallbackPolicy)
     turned_off = skip_turned_off(conn, now=now, due_only=True)
     return Rechecked(turned_off=turned_off) + skip_muted(
         conn, now=now, fallback=fallback, due_only=True
+    )
+
+
+def recheck_imported(
+    conn: Connection, *, now: datetime, fallback: FallbackPolicy, settings: Settings
+) -> Rechecked:
+    """What a roster import does at once to every waiting row, due or not: the channels it
+    turned off are skipped, then the rest follow their recipients' addresses; the caller
+    commits."""
+    turned_off = skip_turned_off(conn, now=now)
+    return Rechecked(turned_off=turned_off) + follow_addresses(
+        conn, now=now, fallback=fallback, settings=settings
     )
 
 
@@ -129,6 +167,22 @@ def skip_turned_off(
     return _rowcount(conn.execute(statement))
 
 
+def follow_addresses(
+    conn: Connection, *, now: datetime, fallback: FallbackPolicy, settings: Settings
+) -> Rechecked:
+    """Every waiting row whose address is not its recipient's current one: skipped when the
+    recipient has none for the channel now, else moved to it (an SMS priced again for its new
+    number); a moved row a suppression in force stops at its new address is then skipped
+    (skip_muted). The caller commits."""
+    unaddressed = sum(_skip_unaddressed(conn, channel) for channel in Channel)
+    moved = [row for channel in Channel for row in _move_to_current(conn, channel)]
+    _reprice(conn, moved, settings)
+    muted = Rechecked()
+    for chunk in lookup_chunks([row.id for row in moved], dialect=conn.dialect.name):
+        muted += skip_muted(conn, now=now, fallback=fallback, only=chunk)
+    return muted + Rechecked(unaddressed=unaddressed, readdressed=len(moved) - muted.muted)
+
+
 def skip_muted(
     conn: Connection,
     *,
@@ -136,19 +190,20 @@ def skip_muted(
     fallback: FallbackPolicy,
     due_only: bool = False,
     recipient_id: int | None = None,
+    only: Sequence[int] | None = None,
 ) -> Rechecked:
-    """Skip the waiting rows (due at `now` only, with `due_only`) a suppression in force stops,
-    naming it; muted SMS of a whole-number mute get their email fallback. The rows of one
-    recipient (`recipient_id`) are matched on its current address too. One UPDATE per channel:
-    the row's address is then one column, which the planner joins to the suppressions by hash
-    and estimates from its statistics."""
+    """Skip the waiting rows (due at `now` only, with `due_only`; of the ids `only`, with it)
+    a suppression in force stops, naming it; muted SMS of a whole-number mute get their email
+    fallback. The rows of one recipient (`recipient_id`) are matched on its current address
+    too. One UPDATE per channel: the row's address is then one column, which the planner joins
+    to the suppressions by hash and estimates from its statistics."""
     scoped = recipient_id is not None
     muted: list[int] = []
     sms: list[int] = []
     for channel in Channel:
         queued = LOGS.alias("queued")
         hit = select(queued.c.id).where(
-            *_waiting(queued, now, due_only, recipient_id),
+            *_waiting(queued, now, due_only, recipient_id, only),
             _stopping(now, queued, MUTES, channel, scoped),
         )
         stopping = MUTES.alias("stopping")
@@ -184,7 +239,11 @@ def skip_muted(
 
 
 def _waiting(
-    logs: FromClause, now: datetime | None, due_only: bool, recipient_id: int | None
+    logs: FromClause,
+    now: datetime | None,
+    due_only: bool,
+    recipient_id: int | None,
+    only: Sequence[int] | None = None,
 ) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = [_waiting_status(logs)]
     if due_only and now is not None:
@@ -192,6 +251,8 @@ def _waiting(
     if recipient_id is not None:  # its notifications (their index), then their rows
         own = select(NOTES.c.id).where(NOTES.c.recipient_id == recipient_id)
         conditions.append(logs.c.notification_id.in_(own))
+    if only is not None:
+        conditions.append(logs.c.id.in_(only))
     return conditions
 
 
@@ -219,6 +280,67 @@ def _stopping(
             addresses=addresses, channel=channel.value, title=NOTES.c.title, now=now, table=mutes
         ),
     )
+
+
+def _addresses(channel: Channel) -> tuple[Column[Any], Column[Any], str]:
+    """The row's address on `channel`, the recipient's, and what it is called."""
+    if channel is Channel.sms:
+        return LOGS.c.recipient_phone, PEOPLE.c.phone, "phone number"
+    return LOGS.c.recipient_email, PEOPLE.c.email, "email address"
+
+
+def _skip_unaddressed(conn: Connection, channel: Channel) -> int:
+    """Skip the waiting rows on `channel` whose recipient has no address for it now."""
+    _, current, called = _addresses(channel)
+    gone = exists().where(
+        NOTES.c.id == LOGS.c.notification_id,
+        PEOPLE.c.id == NOTES.c.recipient_id,
+        current.is_(None),
+    )
+    decision = literal(f"{channel}: {called} {ADDRESS_REMOVED}")
+    statement = (
+        update(LOGS)
+        .where(_waiting_status(LOGS), LOGS.c.channel == channel.value, gone)
+        .values(_skip(decision))
+    )
+    return _rowcount(conn.execute(statement))
+
+
+def _move_to_current(conn: Connection, channel: Channel) -> list[Row[Any]]:
+    """Move the waiting rows on `channel` to their recipient's current address where it is
+    another; returns the moved rows (id, segments, cost, the new address)."""
+    address, current, _ = _addresses(channel)
+    statement = (
+        update(LOGS)
+        .where(
+            _waiting_status(LOGS),
+            LOGS.c.channel == channel.value,
+            NOTES.c.id == LOGS.c.notification_id,
+            PEOPLE.c.id == NOTES.c.recipient_id,
+            current.is_not(None),
+            address.is_distinct_from(current),
+        )
+        .values({address.name: current})
+        .returning(LOGS.c.id, LOGS.c.segments, LOGS.c.cost, address.label("address"))
+    )
+    return list(conn.execute(statement))
+
+
+def _reprice(conn: Connection, moved: Sequence[Row[Any]], settings: Settings) -> None:
+    """The moved SMS rows' estimated cost at their new number's price (`cost` is set on an SMS
+    row only, with its parts)."""
+    changed = []
+    for row in moved:
+        if row.cost is None or row.segments is None:
+            continue
+        cost = parts_cost(
+            row.segments, row.address, prices=settings.sms_prices, default=settings.sms_price_usd
+        )
+        if cost != row.cost:
+            changed.append({"row_id": row.id, "new_cost": cost})
+    if changed:
+        statement = update(LOGS).where(LOGS.c.id == bindparam("row_id"))
+        conn.execute(statement.values(cost=bindparam("new_cost")), changed)
 
 
 def _skip(decision: ColumnElement[Any]) -> dict[str, Any]:

@@ -1,12 +1,13 @@
 """Queued rows checked again before they are claimed (notify.recheck), on SQLite and PostgreSQL: an
-SMS queued before its number was muted, or before the recipient turned SMS off, is never sent.
-Real databases, the in-memory sender, fixed clocks; the deliver-pending flow and the commands at
-the end."""
+SMS queued before its number was muted, or before the recipient turned SMS off, is never sent; one
+queued before a roster import changed the number goes to the new number. Real databases, the
+in-memory sender, fixed clocks; the deliver-pending flow and the commands at the end."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -19,19 +20,23 @@ from notify.audits.loops import Loop, mute_loops
 from notify.db import Channel, DeliveryLog, Notification, Recipient, make_engine, transaction
 from notify.digest import Gathered, follow_digests, gather_digests
 from notify.due import has_work
+from notify.errors import SMTP_TEMPORARY, DeliveryError
 from notify.fallback import FallbackPolicy
 from notify.outbox import claim_due, mark_sending
-from notify.recheck import Rechecked, recheck_queued
+from notify.recheck import Rechecked, recheck_imported, recheck_queued
+from notify.recipients import upsert_recipients
+from notify.roster import RecipientRow
 from notify.senders.memory import MemorySender
 from notify.settings import Priority, Settings, load_settings
 from notify.summaries import DeliverySummary
 from notifyops.cli import main
-from tests.test_digest import AFTER, QUIET, digest_rows, held, request, rows
+from tests.test_digest import AFTER, QUIET, digest_rows, held, request, rows, sms_fail
 from tests.test_dispatch import CATALOG, NOON, add_recipients, deliverer, tech
 
 CAROL = Actor.from_cli("carol")
 FALLBACK = FallbackPolicy.of(CATALOG)
 PHONE = "+12065550001"  # tech(1)'s
+NEW_PHONE = "+12065559999"  # the number a re-imported roster gives tech(1)
 
 
 def operator_mute(
@@ -267,6 +272,106 @@ def test_a_loop_mute_makes_no_fallback_and_rows_in_flight_are_left_alone(
     assert rows(engine, [flying])[flying].status == "sending", "in flight: not ours to change"
 
 
+# --- a roster import that changes an address ------------------------------------------------
+
+
+def reimport(engine: Engine, settings: Settings, *changed: RecipientRow) -> Rechecked:
+    """What `recipients import` does with these rows: the upsert, then the queued rows."""
+    with transaction(engine) as session:
+        upsert_recipients(session=session, rows=list(changed))
+        conn = session.connection()
+        return recheck_imported(conn, now=NOON, fallback=FALLBACK, settings=settings)
+
+
+def test_sms_held_by_quiet_hours_go_to_the_number_a_reimport_gives(
+    engine: Engine, settings: Settings
+) -> None:
+    add_recipients(engine, [tech(1, **QUIET)])
+    ids = held(engine, settings, 2)
+    assert reimport(engine, settings, tech(1, phone=NEW_PHONE, **QUIET)) == Rechecked(
+        readdressed=2
+    ), "the two SMS; their emails go to the same address as before"
+    sender = deliver(engine, settings, AFTER)
+    assert [m.phone for m in sender.sms] == [NEW_PHONE], "their digest, to the new number only"
+    assert [m.to for m in sender.emails] == ["tech1@example.com"] * 2
+    for row in rows(engine, ids).values():
+        assert (row.status, row.recipient_phone) == ("sent", NEW_PHONE)
+
+
+def test_a_retry_goes_to_the_new_number_and_a_row_in_flight_keeps_its_own(
+    engine: Engine, settings: Settings
+) -> None:
+    add_recipients(engine, [tech(1, receive_email=False)])
+    retry = urgent(engine, settings)
+    busy = MemorySender(fail=sms_fail(DeliveryError(SMTP_TEMPORARY, "451 busy")))
+    deliverer(engine, settings, busy).deliver_batch()
+    flying = request(engine, settings, "R-8", priority=Priority.urgent)
+    with transaction(engine) as session:
+        claimed = claim_due(
+            session=session, owner="w", limit=10, now=NOON, lease=timedelta(minutes=5)
+        )
+        assert [r.id for r in claimed] == [flying], "the retry is not due yet"
+        mark_sending(session=session, owner="w", ids=[flying], now=NOON)
+    assert reimport(engine, settings, tech(1, phone=NEW_PHONE, receive_email=False)) == (
+        Rechecked(readdressed=1)
+    )
+    found = rows(engine, [retry, flying])
+    assert (found[retry].status, found[retry].recipient_phone) == ("pending_retry", NEW_PHONE)
+    assert (found[flying].status, found[flying].recipient_phone) == ("sending", PHONE), (
+        "in flight: not ours to change"
+    )
+    due = found[retry].next_attempt_at
+    assert due is not None
+    sender = deliver(engine, settings, due + timedelta(seconds=1))
+    assert [m.phone for m in sender.sms] == [NEW_PHONE]
+
+
+def test_an_address_a_reimport_removes_skips_its_queued_messages_and_says_why(
+    engine: Engine, settings: Settings
+) -> None:
+    add_recipients(engine, [tech(1, **QUIET), tech(2, **QUIET)])
+    sms = [*held(engine, settings, 2), *held(engine, settings, 2, to="tech:2")]
+    done = reimport(engine, settings, tech(1, phone=None, **QUIET), tech(2, email=None, **QUIET))
+    assert done == Rechecked(unaddressed=4), "tech:1's two SMS, tech:2's two emails"
+    found = rows(engine, sms)
+    assert [found[i].decision for i in sms[:2]] == [
+        "sms: phone number removed after it was queued"
+    ] * 2
+    assert {found[i].status for i in sms[:2]} == {"skipped"}
+    emails = by_channel(engine)["email"][2:]  # tech:2's, stored after tech:1's
+    assert [(r.status, r.decision) for r in emails] == [
+        ("skipped", "email: email address removed after it was queued")
+    ] * 2
+    sender = deliver(engine, settings, AFTER)
+    assert [m.phone for m in sender.sms] == ["+12065550002"], "tech:2's digest"
+    assert [m.to for m in sender.emails] == ["tech1@example.com"] * 2
+
+
+def test_a_new_number_that_is_muted_is_never_sent_to(engine: Engine, settings: Settings) -> None:
+    add_recipients(engine, [tech(1, receive_email=False), tech(2, phone=NEW_PHONE)])
+    sms_id = urgent(engine, settings)
+    muted = operator_mute(engine, "tech:2")
+    moved = reimport(engine, settings, tech(1, phone=NEW_PHONE, receive_email=False))
+    assert moved == Rechecked(muted=1, fallbacks=1), "skipped, by email instead as enqueue would"
+    row = rows(engine, [sms_id])[sms_id]
+    assert (row.status, row.recipient_phone) == ("skipped", NEW_PHONE)
+    assert row.decision.startswith(
+        f"sms: muted after it was queued (suppression #{muted.suppression.id}: stop now"
+    )
+    sender = deliver(engine, settings, NOON)
+    assert sender.sms == [] and [m.to for m in sender.emails] == ["tech1@example.com"]
+
+
+def test_a_moved_sms_is_priced_for_its_new_number(engine: Engine, settings: Settings) -> None:
+    settings = settings.model_copy(update={"sms_prices": {"GB": Decimal("0.0395")}})
+    add_recipients(engine, [tech(1)])
+    sms_id = urgent(engine, settings)
+    before = rows(engine, [sms_id])[sms_id]
+    assert before.segments == 1 and before.cost == settings.sms_price_usd
+    reimport(engine, settings, tech(1, phone="+447400123456"))
+    assert rows(engine, [sms_id])[sms_id].cost == Decimal("0.0395")
+
+
 # --- the flow and the commands ---------------------------------------------------------------
 
 
@@ -318,3 +423,37 @@ def test_the_mute_and_import_commands_say_what_they_stopped(
     assert {r.decision for r in rows(engine, others).values()} == {
         "sms: turned off in preferences after it was queued"
     }
+
+
+def test_the_import_command_says_how_many_queued_messages_it_readdressed(
+    cli_env: str, engine: Engine, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_recipients(engine, [tech(1, **QUIET), tech(2, **QUIET)])
+    ids = held(engine, settings, 2)
+    others = held(engine, settings, 2, to="tech:2")
+    roster = Path("roster.jsonl")  # in the working directory cli_env gives
+    moved = tech(1, phone=NEW_PHONE, email="ana@example.com", **QUIET)
+    roster.write_text(json.dumps(moved.as_values()) + "\n")
+    assert main(["recipients", "import", str(roster), "--dry-run"]) == 0
+    assert "4 queued message(s) would be re-addressed: they would go to the recipient's new" in (
+        capsys.readouterr().out
+    ), "two SMS, two emails"
+    assert {r.recipient_phone for r in rows(engine, ids).values()} == {PHONE}, "nothing written"
+    assert main(["recipients", "import", str(roster), "--dry-run", "--json"]) == 0
+    would = json.loads(capsys.readouterr().out)
+    assert (would["queued_readdressed"], would["queued_skipped"]) == (4, 0)
+    assert main(["recipients", "import", str(roster)]) == 0
+    assert "4 queued message(s) re-addressed: they go to the recipient's new phone number" in (
+        capsys.readouterr().out
+    )
+    assert {r.recipient_phone for r in rows(engine, ids).values()} == {NEW_PHONE}
+    assert [r.recipient_email for r in by_channel(engine)["email"]] == [
+        "ana@example.com",
+        "ana@example.com",
+        "tech2@example.com",
+        "tech2@example.com",
+    ]
+    assert {r.recipient_phone for r in rows(engine, others).values()} == {"+12065550002"}
+    assert main(["recipients", "import", str(roster), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert (again["queued_readdressed"], again["queued_skipped"]) == (0, 0), "already there"

@@ -13,6 +13,7 @@ from notifyops.console import EXIT_PARTIAL, fail_line, out, print_json, table
 if TYPE_CHECKING:
     from notify.actions.suppressions import MuteResult
     from notify.db import Recipient
+    from notify.recheck import Rechecked
     from notify.roster import ParsedRoster
 
 app = typer.Typer(
@@ -32,37 +33,46 @@ def import_roster(
         False,
         "--dry-run",
         help="Validate and count new and updated recipients and the queued messages the import "
-        "would skip; write nothing.",
+        "would skip or re-address; write nothing.",
     ),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Validate every row, upsert the valid ones by external_id, list the rejected ones.
 
-    Queued messages of a channel the import turns off are skipped at once (and counted).
+    Queued messages of a channel the import turns off are skipped at once (and counted); those
+    of a recipient whose phone number or email address it changes go to the new one (skipped
+    when it removed it, or when the new one is suppressed).
     Exits 1 when any row was rejected (the valid rows are still imported).
     """
     from notify.bootstrap import runtime
     from notify.db import transaction, utcnow
-    from notify.recheck import skip_turned_off
+    from notify.recheck import Rechecked, recheck_imported
     from notify.recipients import upsert_counts, upsert_recipients
     from notify.roster import parse_roster_file
 
     parsed = parse_roster_file(file)
-    created = updated = skipped = 0
+    created = updated = 0
+    queued = Rechecked()
     if parsed.rows:
+        here = runtime()
         upsert = upsert_counts if dry_run else upsert_recipients
-        with transaction(runtime().engine()) as session:
+        with transaction(here.engine()) as session:
             counts = upsert(session=session, rows=parsed.rows)
             if counts.updated:  # a new recipient has nothing queued
-                # a dry run counts what the import would skip, in a savepoint it rolls back
+                # a dry run counts what the import would do, in a savepoint it rolls back
                 trial = session.begin_nested() if dry_run else None
                 if trial is not None:
                     upsert_recipients(session=session, rows=parsed.rows)
-                skipped = skip_turned_off(session.connection(), now=utcnow())
+                queued = recheck_imported(
+                    session.connection(),
+                    now=utcnow(),
+                    fallback=here.fallback_policy(),
+                    settings=here.settings,
+                )
                 if trial is not None:
                     trial.rollback()
         created, updated = counts.created, counts.updated
-    _report_import(file, parsed, created, updated, dry_run, json_output, skipped)
+    _report_import(file, parsed, created, updated, dry_run, json_output, queued)
     if parsed.errors:
         first = parsed.errors[0]
         more = f" (and {len(parsed.errors) - 1} more)" if len(parsed.errors) > 1 else ""
@@ -80,7 +90,7 @@ def _report_import(
     updated: int,
     dry_run: bool,
     as_json: bool,
-    queued_skipped: int,
+    queued: Rechecked,
 ) -> None:
     summary = {
         "file": str(file),
@@ -90,7 +100,9 @@ def _report_import(
         "created": created,
         "updated": updated,
         "dry_run": dry_run,
-        "queued_skipped": queued_skipped,
+        "queued_skipped": queued.skipped,
+        "queued_readdressed": queued.readdressed,
+        "fallbacks": queued.fallbacks,
         "errors": parsed.errors,
     }
     if as_json:
@@ -104,12 +116,26 @@ def _report_import(
         f"{parsed.total} rows: {len(parsed.rows)} valid ({verb}; {created} new, "
         f"{updated} updated), {len(parsed.errors)} rejected"
     )
-    if queued_skipped:
-        done = "would be skipped" if dry_run else "skipped, never sent"
-        out.print(
-            f"{queued_skipped} queued message(s) {done}: their channel is now off "
-            "in the recipient's preferences"
-        )
+    for line in _queued_lines(queued, dry_run):
+        out.print(line)
+
+
+def _queued_lines(queued: Rechecked, dry_run: bool) -> list[str]:
+    """What the import does to the messages already queued, one line per reason."""
+    skipped = "would be skipped" if dry_run else "skipped, never sent"
+    moved = "would be re-addressed: they would go" if dry_run else "re-addressed: they go"
+    to_go = "would go" if dry_run else "to go"
+    fallbacks = f" ({queued.fallbacks} {to_go} by email instead)" if queued.fallbacks else ""
+    lines = {
+        f"{moved} to the recipient's new phone number or email address": queued.readdressed,
+        f"{skipped}: their channel is now off in the recipient's preferences": queued.turned_off,
+        f"{skipped}: the recipient's phone number or email address was removed": (
+            queued.unaddressed
+        ),
+        f"{skipped}: the recipient's new phone number or email address is suppressed"
+        f"{fallbacks}": queued.muted,
+    }
+    return [f"{n} queued message(s) {what}" for what, n in lines.items() if n]
 
 
 @app.command("list")
