@@ -150,6 +150,22 @@ def test_the_documented_report_keys_are_the_keys_printed(
     assert _documented_top_level(report) | COMMON == printed
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_documented_import_keys_are_the_keys_printed(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from notifyops.cli import main
+    from tests.test_dispatch import tech
+
+    roster = Path("roster.jsonl")  # in the working directory cli_env gives
+    roster.write_text(json.dumps(tech(1).as_values()) + "\n")
+    assert main(["recipients", "import", str(roster), "--dry-run", "--json"]) == 0
+    printed = set(json.loads(capsys.readouterr().out))
+    assert _documented_top_level("recipients import") == printed
+
+
 def test_the_readmes_first_command_runs_the_demo_end_to_end(
     prefect_harness: None,
     monkeypatch: pytest.MonkeyPatch,
