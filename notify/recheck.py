@@ -27,15 +27,17 @@ longer waiting, and the UPDATE leaves it).
 Set-based: three UPDATEs over the due rows (preferences; suppressions, one per channel so the
 row's address is one column, hash-joined to the suppressions in force), plus one query and the
 fallback rows (notify.fallback, one INSERT each) when muted SMS were skipped. Measured over
-100,000 due rows: 45-50 ms on PostgreSQL, 190-560 ms on SQLite. `recipients mute` applies the
-suppression half at once to the muted recipient's rows (due or not), and `recipients import` the
-preference half to every waiting row: what they say is what happens, and a delivery run already
-under way claims none of those rows after the command returns.
+100,000 due rows: 45-50 ms on PostgreSQL, 190-560 ms on SQLite; following the addresses (below)
+adds 90-150 ms on PostgreSQL (four statements joined to the recipients). `recipients mute`
+applies the suppression half at once to the muted recipient's rows (due or not), and
+`recipients import` the preference half to every waiting row: what they say is what happens,
+and a delivery run already under way claims none of those rows after the command returns.
 
 A row also copies its address when it is stored (`recipient_email`, `recipient_phone`). After
 the preference half, `recipients import` makes every waiting row follow its recipient's current
-address (`follow_addresses`), so a number or address the roster changed is where the queued
-messages go, never the old one:
+address (`follow_addresses`), and every delivery run its due rows (a row that became waiting
+after the import: redriven, back from a stopped batch, a retry of a row in flight then), so a
+number or address the roster changed is where the queued messages go, never the old one:
 
 - `<channel>: <phone number | email address> removed after it was queued`: the recipient has
   none now (skipped, as enqueue skips a channel without an address);
@@ -124,12 +126,18 @@ class Rechecked:
         )
 
 
-def recheck_queued(conn: Connection, *, now: datetime, fallback: FallbackPolicy) -> Rechecked:
+def recheck_queued(
+    conn: Connection, *, now: datetime, fallback: FallbackPolicy, settings: Settings
+) -> Rechecked:
     """Skip the rows due at `now` that the recipient's current preferences or a suppression in
-    force no longer let go (the module's docstring); the caller commits."""
+    force no longer let go, and move the others to the recipient's current address (the
+    module's docstring); the caller commits."""
     turned_off = skip_turned_off(conn, now=now, due_only=True)
-    return Rechecked(turned_off=turned_off) + skip_muted(
-        conn, now=now, fallback=fallback, due_only=True
+    followed = follow_addresses(conn, now=now, fallback=fallback, settings=settings, due_only=True)
+    return (
+        Rechecked(turned_off=turned_off)
+        + followed
+        + skip_muted(conn, now=now, fallback=fallback, due_only=True)
     )
 
 
@@ -168,14 +176,20 @@ def skip_turned_off(
 
 
 def follow_addresses(
-    conn: Connection, *, now: datetime, fallback: FallbackPolicy, settings: Settings
+    conn: Connection,
+    *,
+    now: datetime,
+    fallback: FallbackPolicy,
+    settings: Settings,
+    due_only: bool = False,
 ) -> Rechecked:
-    """Every waiting row whose address is not its recipient's current one: skipped when the
-    recipient has none for the channel now, else moved to it (an SMS priced again for its new
-    number); a moved row a suppression in force stops at its new address is then skipped
-    (skip_muted). The caller commits."""
-    unaddressed = sum(_skip_unaddressed(conn, channel) for channel in Channel)
-    moved = [row for channel in Channel for row in _move_to_current(conn, channel)]
+    """Every waiting row (due at `now` only, with `due_only`) whose address is not its
+    recipient's current one: skipped when the recipient has none for the channel now, else moved
+    to it (an SMS priced again for its new number); a moved row a suppression in force stops at
+    its new address is then skipped (skip_muted). The caller commits."""
+    waiting = _waiting(LOGS, now, due_only, None)
+    unaddressed = sum(_skip_unaddressed(conn, channel, waiting) for channel in Channel)
+    moved = [row for channel in Channel for row in _move_to_current(conn, channel, waiting)]
     _reprice(conn, moved, settings)
     muted = Rechecked()
     for chunk in lookup_chunks([row.id for row in moved], dialect=conn.dialect.name):
@@ -289,8 +303,10 @@ def _addresses(channel: Channel) -> tuple[Column[Any], Column[Any], str]:
     return LOGS.c.recipient_email, PEOPLE.c.email, "email address"
 
 
-def _skip_unaddressed(conn: Connection, channel: Channel) -> int:
-    """Skip the waiting rows on `channel` whose recipient has no address for it now."""
+def _skip_unaddressed(
+    conn: Connection, channel: Channel, waiting: Sequence[ColumnElement[bool]]
+) -> int:
+    """Skip the `waiting` rows on `channel` whose recipient has no address for it now."""
     _, current, called = _addresses(channel)
     gone = exists().where(
         NOTES.c.id == LOGS.c.notification_id,
@@ -299,21 +315,21 @@ def _skip_unaddressed(conn: Connection, channel: Channel) -> int:
     )
     decision = literal(f"{channel}: {called} {ADDRESS_REMOVED}")
     statement = (
-        update(LOGS)
-        .where(_waiting_status(LOGS), LOGS.c.channel == channel.value, gone)
-        .values(_skip(decision))
+        update(LOGS).where(*waiting, LOGS.c.channel == channel.value, gone).values(_skip(decision))
     )
     return _rowcount(conn.execute(statement))
 
 
-def _move_to_current(conn: Connection, channel: Channel) -> list[Row[Any]]:
-    """Move the waiting rows on `channel` to their recipient's current address where it is
+def _move_to_current(
+    conn: Connection, channel: Channel, waiting: Sequence[ColumnElement[bool]]
+) -> list[Row[Any]]:
+    """Move the `waiting` rows on `channel` to their recipient's current address where it is
     another; returns the moved rows (id, segments, cost, the new address)."""
     address, current, _ = _addresses(channel)
     statement = (
         update(LOGS)
         .where(
-            _waiting_status(LOGS),
+            *waiting,
             LOGS.c.channel == channel.value,
             NOTES.c.id == LOGS.c.notification_id,
             PEOPLE.c.id == NOTES.c.recipient_id,

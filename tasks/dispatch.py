@@ -132,16 +132,25 @@ def _prepare() -> Prepared:
     here = runtime()
     with transaction(here.engine()) as session:  # before the digests: none carries such a row
         rechecked = recheck_queued(
-            session.connection(), now=utcnow(), fallback=here.fallback_policy()
+            session.connection(),
+            now=utcnow(),
+            fallback=here.fallback_policy(),
+            settings=here.settings,
         )
     if rechecked.skipped:
         _run_logger().info(
             "skipped %d queued row(s) the recipient no longer wants: %d turned off in "
-            "preferences, %d muted (%d email fallback(s))",
+            "preferences, %d address removed, %d muted (%d email fallback(s))",
             rechecked.skipped,
             rechecked.turned_off,
+            rechecked.unaddressed,
             rechecked.muted,
             rechecked.fallbacks,
+        )
+    if rechecked.readdressed:
+        _run_logger().info(
+            "%d queued row(s) go to their recipient's new phone number or email address",
+            rechecked.readdressed,
         )
     follow_digests(engine=here.engine(), now=utcnow())
     gathered = Gathered()

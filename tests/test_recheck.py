@@ -15,12 +15,13 @@ from sqlalchemy import Engine, select
 
 from flows.deliver import deliver_pending
 from notify.actions.audit_trail import Actor
+from notify.actions.redrive import RedriveRequest, redrive
 from notify.actions.suppressions import MuteRequest, MuteResult, UnmuteRequest, mute, unmute
 from notify.audits.loops import Loop, mute_loops
 from notify.db import Channel, DeliveryLog, Notification, Recipient, make_engine, transaction
 from notify.digest import Gathered, follow_digests, gather_digests
 from notify.due import has_work
-from notify.errors import SMTP_TEMPORARY, DeliveryError
+from notify.errors import INVALID_PARAMETER, SMTP_TEMPORARY, DeliveryError
 from notify.fallback import FallbackPolicy
 from notify.outbox import claim_due, mark_sending
 from notify.recheck import Rechecked, recheck_imported, recheck_queued
@@ -67,7 +68,9 @@ def loop_mute(engine: Engine, ids: list[int], to: str = "tech:1", at: datetime =
 def prepare(engine: Engine, settings: Settings, at: datetime) -> tuple[Rechecked, Gathered]:
     """What a delivery run does before its first claim (tasks.dispatch.prepare_delivery)."""
     with transaction(engine) as session:
-        rechecked = recheck_queued(session.connection(), now=at, fallback=FALLBACK)
+        rechecked = recheck_queued(
+            session.connection(), now=at, fallback=FALLBACK, settings=settings
+        )
     follow_digests(engine=engine, now=at)
     gathered = gather_digests(engine=engine, catalog=CATALOG, settings=settings, now=at)
     return rechecked, gathered
@@ -324,6 +327,37 @@ def test_a_retry_goes_to_the_new_number_and_a_row_in_flight_keeps_its_own(
     assert due is not None
     sender = deliver(engine, settings, due + timedelta(seconds=1))
     assert [m.phone for m in sender.sms] == [NEW_PHONE]
+
+
+def test_a_message_redriven_after_the_roster_fixed_its_number_goes_to_the_new_number(
+    engine: Engine, settings: Settings
+) -> None:
+    """The runbook's way with a rejected number: fix the roster, re-import, redrive. The failed
+    row keeps the number it failed on (the import moves queued rows only); once redriven it is
+    queued again, and the delivery run sends it to the recipient's number as it is now."""
+    add_recipients(engine, [tech(1, receive_email=False)])
+    row_id = urgent(engine, settings)
+    rejected = DeliveryError(INVALID_PARAMETER, "Invalid parameter: PhoneNumber")
+    deliverer(engine, settings, MemorySender(fail=sms_fail(rejected))).deliver_batch()
+    assert rows(engine, [row_id])[row_id].status == "failed_permanent"
+    assert reimport(engine, settings, tech(1, phone=NEW_PHONE, receive_email=False)) == (
+        Rechecked()
+    ), "a final row is not the import's to move"
+    with transaction(engine) as session:
+        result = redrive(
+            session=session,
+            request=RedriveRequest(statuses=["failed_permanent"], error_codes=["InvalidParameter"]),
+            now=NOON,
+            actor=Actor(name="ops"),
+            apply=True,
+            catalog=CATALOG,
+        )
+    assert result.redriven == 1
+    rechecked, _ = prepare(engine, settings, NOON + timedelta(minutes=1))
+    assert rechecked == Rechecked(readdressed=1), "the delivery run moves it before its claim"
+    sender = deliver(engine, settings, NOON + timedelta(minutes=1))
+    assert [m.phone for m in sender.sms] == [NEW_PHONE]
+    assert rows(engine, [row_id])[row_id].recipient_phone == NEW_PHONE
 
 
 def test_an_address_a_reimport_removes_skips_its_queued_messages_and_says_why(
