@@ -3,18 +3,16 @@ descriptions and bounds, and rejects bad values before a run starts."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from notify.enqueue import SendRequest
-from notify.roster import read_recipient_file
+from notify.roster import ID_SEPARATORS, read_recipient_file
 from notify.settings import Priority
 from notify.validation import refuse_nul
 
-SEPARATORS = re.compile(r"[,;\s]+")
 LISTED_MAX = 50  # recipients a run's parameters list one by one; more go as one text
 
 
@@ -23,7 +21,7 @@ def split_recipients(value: Any) -> list[str]:
     if value is None:
         return []
     items = [value] if isinstance(value, str) else list(value)
-    return [part for item in items for part in SEPARATORS.split(str(item)) if part]
+    return [part for item in items for part in ID_SEPARATORS.split(str(item)) if part]
 
 
 class DispatchParams(BaseModel):

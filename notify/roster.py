@@ -63,6 +63,9 @@ _CSV_FIELD_LIMIT = 2**31 - 1
 _SHOWN = 40  # characters of a bad value quoted back in the report
 _QUOTE = 'a quote (")'
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# What separates recipient ids in a send's `to` (one text pasted in the UI, or `--to a,b`): an
+# external id holding one of them could be imported but never sent to, so the roster refuses it.
+ID_SEPARATORS = re.compile(r"[,;\s]+")
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,15 @@ def validate_row(record: Mapping[str, Any], line: int) -> RecipientRow:
         raw = value("external_id")
         reason = "external_id is blank (only spaces)" if raw else "external_id is empty"
         raise _RowInvalid("external_id", raw, reason)
+    separator = ID_SEPARATORS.search(external_id)
+    if separator:
+        first = separator.group()[0]
+        what = "a space" if first.isspace() else f"a {first!r}"
+        reason = (
+            f"external_id contains {what}: a send splits recipient ids at commas, semicolons "
+            "and spaces, so it could never be sent to"
+        )
+        raise _RowInvalid("external_id", _shown(external_id), reason)
     email = _optional(value, "email", normalize_email)
     phone = _optional(value, "phone", normalize_phone)
     if email is None and phone is None:

@@ -344,6 +344,22 @@ def test_json_lines_reject_the_bad_line_only(tmp_path: Path, line: str, reason_p
     assert error.line == 2 and reason_part in error.reason
 
 
+@pytest.mark.parametrize(
+    ("external_id", "what"),
+    [("tech 1", "a space"), ('"tech:1,2"', "a ','"), ("tech;1", "a ';'"), ('"a\tb"', "a space")],
+)
+def test_an_external_id_a_send_would_split_is_rejected(
+    tmp_path: Path, external_id: str, what: str
+) -> None:
+    """`--to` and the dispatch form split ids at commas, semicolons and spaces: an id holding one
+    was imported and then refused as unknown recipients by every send."""
+    parsed = parse_roster_file(write(tmp_path, around(f"{external_id},N,x@example.com,,UTC,,,,")))
+    assert [row.external_id for row in parsed.rows] == ["g:1", "g:2"]
+    (error,) = parsed.errors
+    assert (error.line, error.column) == (3, "external_id")
+    assert f"contains {what}" in error.reason and "never be sent to" in error.reason
+
+
 def test_recipient_files_strip_ids_in_both_forms(tmp_path: Path) -> None:
     from notify.roster import read_recipient_file
 
