@@ -79,7 +79,11 @@ def _documented_top_level(report: str) -> set[str]:
         for line in _section("## Command reference").splitlines()
         if line.startswith(f"| `{report}` |")
     )
-    depth, top, text = 0, [], row.split("|")[2]
+    return _top_level(row.split("|")[2])
+
+
+def _top_level(text: str) -> set[str]:
+    depth, top = 0, []
     for char in text:
         depth += char == "("
         depth -= char == ")"
@@ -164,6 +168,31 @@ def test_the_documented_import_keys_are_the_keys_printed(
     assert main(["recipients", "import", str(roster), "--dry-run", "--json"]) == 0
     printed = set(json.loads(capsys.readouterr().out))
     assert _documented_top_level("recipients import") == printed
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_documented_mute_and_unmute_keys_are_the_keys_printed(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The row names the keys both print, then `mute:` and `unmute:` each its own."""
+    import json
+
+    from notifyops.cli import main
+    from tests.test_dispatch import tech
+
+    roster = Path("roster.jsonl")  # in the working directory cli_env gives
+    roster.write_text(json.dumps(tech(1).as_values()) + "\n")
+    assert main(["recipients", "import", str(roster)]) == 0
+    capsys.readouterr()
+    mute = ["recipients", "mute", "tech:1", "--channel", "sms", "--reason", "test", "--json"]
+    assert main(mute) == 0
+    muted = set(json.loads(capsys.readouterr().out))
+    assert main(["recipients", "unmute", "tech:1", "--json"]) == 0
+    unmuted = set(json.loads(capsys.readouterr().out))
+    row = next(line for line in README.splitlines() if line.startswith("| `recipients mute`"))
+    both, mute_part, unmute_part = map(_top_level, re.split(r"; (?:un)?mute: ", row.split("|")[2]))
+    assert both | mute_part == muted
+    assert both | unmute_part == unmuted
 
 
 def test_the_readmes_first_command_runs_the_demo_end_to_end(
