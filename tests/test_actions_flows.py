@@ -166,6 +166,22 @@ def test_unmute_dry_run_lists_the_mute_and_leaves_it_in_place(
     assert [a["applied"] for a in unmutes] == [False, False]  # type: ignore[index]
 
 
+def test_actions_refuses_an_action_that_does_not_exist(
+    cli_env: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo (`--action redrives`) listed no actions, as if nobody had redriven anything."""
+    add_recipients(engine, [tech(1)])
+    mute = ["recipients", "mute", "tech:1", "--channel", "sms", "--reason", "runaway SMS"]
+    assert run(capsys, *mute)[0] == 0
+    code, refused = run(capsys, "actions", "--action", "mutes")
+    assert code == 2
+    assert str(refused["error"]).strip() == (
+        "error: --action: 'mutes' is not an operator action (purge, redrive, mute, unmute)"
+    )
+    code, trail = run(capsys, "actions", "--action", "mute")
+    assert code == 0 and [a["action"] for a in trail["actions"]] == ["mute"]  # type: ignore[union-attr,index]
+
+
 def test_mute_and_unmute_of_a_shared_number_name_everyone_it_affects(
     cli_env: str, engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:

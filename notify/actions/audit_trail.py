@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from notify.db import OperatorAction
 
 NOTE_MAX_CHARS = 300
+ACTIONS = ("purge", "redrive", "mute", "unmute")  # what `operator_actions.action` holds
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,13 @@ def actions_command(
     json_output: bool = JSON,
 ) -> None:
     """Recent operator actions: who (OS user, --actor, flow run), when, filters, counts."""
-    from notify.actions.audit_trail import recent_actions
+    from notify.actions.audit_trail import ACTIONS, recent_actions
     from notify.bootstrap import runtime
     from notify.db import transaction
+    from notify.errors import InputError
 
+    if action is not None and action not in ACTIONS:
+        raise InputError(f"--action: {action!r} is not an operator action ({', '.join(ACTIONS)})")
     with transaction(runtime().engine()) as session:
         found = recent_actions(session=session, limit=limit, action=action)
     if json_output:
