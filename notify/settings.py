@@ -7,6 +7,7 @@ variable and the accepted form.
 from __future__ import annotations
 
 import re
+import socket
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -257,12 +258,18 @@ class Settings(BaseSettings):
 
     def masked(self) -> dict[str, Any]:
         """The effective settings with secrets masked: the SMTP password, the password in the
-        database URL (`user:pass@` and `?password=`), the webhook URL's path (its credential)."""
+        database URL (`user:pass@` and `?password=`), the webhook URL's path (its credential).
+        The worker name is the one in effect (the host name when NOTIFY_WORKER_NAME is unset)."""
         values = self.model_dump(mode="json")
         values["smtp_password"] = "********" if self.smtp_password else None
         values["database_url"] = mask_url(self.database_url)
         values["alert_webhook_url"] = mask_webhook(self.alert_webhook_url)
+        values["worker_name"] = self.worker_label()
         return values
+
+    def worker_label(self) -> str:
+        """What names this worker in lease owners: NOTIFY_WORKER_NAME, else the host name."""
+        return self.worker_name or socket.gethostname()
 
     def secret_values(self) -> tuple[str, ...]:
         """The secret values themselves, for hiding them wherever they might turn up."""

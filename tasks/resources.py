@@ -4,7 +4,6 @@ senders, pacers, built once per process, so a task's inputs stay ids and small v
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Mapping
 
 from notify.bootstrap import Runtime, runtime
@@ -21,7 +20,7 @@ def worker_name(suffix: str) -> str:
     """A lease owner unique to this host, process and task run (NOTIFY_WORKER_NAME, when a
     Prefect worker sets it for its runs, says which worker). A long name is shortened, never the
     process and task run that follow it: owners that differ stay different."""
-    label = runtime().settings.worker_name or socket.gethostname()
+    label = runtime().settings.worker_label()
     tail = f":{os.getpid()}:{suffix}"[-OWNER_MAX_CHARS:]  # what tells two owners of one host apart
     return label[: OWNER_MAX_CHARS - len(tail)] + tail
 

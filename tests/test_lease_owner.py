@@ -43,3 +43,15 @@ def test_the_worker_name_is_a_setting_config_shows(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("NOTIFY_WORKER_NAME", "")
     with pytest.raises(SettingsError, match="NOTIFY_WORKER_NAME"):
         load_settings()
+
+
+def test_config_shows_the_host_name_when_no_worker_name_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The README gives the host name as the default; `config` showed an empty value."""
+    import socket
+
+    monkeypatch.delenv("NOTIFY_WORKER_NAME", raising=False)
+    assert load_settings().masked()["worker_name"] == socket.gethostname()
+    monkeypatch.setenv("NOTIFY_WORKER_NAME", "worker-b")
+    assert load_settings().masked()["worker_name"] == "worker-b"
