@@ -58,10 +58,30 @@ def _unreachable(error: OperationalError | ProgrammingError) -> bool:
     return "no such table" not in message and "does not exist" not in message
 
 
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file a SQLite `url` names when it does not exist yet (None: it exists, or the URL is
+    another database, in memory, or a `file:` URI)."""
+    parsed = make_url(url)
+    name = parsed.database or ""
+    in_memory = name in ("", ":memory:") or name.startswith("file:")
+    if parsed.get_backend_name() != "sqlite" or in_memory:
+        return None
+    path = Path(name)
+    return None if path.exists() else path
+
+
 def open_database(url: str) -> Engine:
-    """An engine for `url`; DatabaseNotReady (one line, password masked) when it cannot be used."""
-    engine = make_engine(url)
+    """An engine for `url`; DatabaseNotReady (one line, password masked) when it cannot be used.
+    A SQLite file that does not exist is not created (a mistyped path would leave an empty file
+    behind): only `db upgrade` creates the database."""
     safe = mask_url(url)
+    missing = missing_sqlite_file(url)
+    if missing is not None:
+        raise DatabaseNotReady(
+            f"the database {safe} does not exist (no file {missing}): run `notifyops db upgrade` "
+            "to create it, or set NOTIFY_DATABASE_URL to the existing one"
+        )
+    engine = make_engine(url)
     try:
         revision = current_revision(engine)
     except OperationalError as error:

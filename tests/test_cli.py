@@ -175,6 +175,11 @@ def test_commands_refuse_an_unmigrated_database(
     reload_runtime()
     assert main(["recipients", "list"]) == 2
     assert "notifyops db upgrade" in capsys.readouterr().err
+    assert not (tmp_path / "fresh.db").exists(), "a command that reads creates no empty database"
+    (tmp_path / "fresh.db").touch()  # an existing file without the schema: its revision
+    reload_runtime()
+    assert main(["recipients", "list"]) == 2
+    assert "is at revision none" in capsys.readouterr().err
 
 
 def test_bad_setting_stops_at_start_naming_the_variable(
