@@ -113,7 +113,7 @@ def _report_import(
         out.print(table("Rejected rows", ["line", "column", "value", "reason"], rows))
     verb = "would import" if dry_run else "imported"
     out.print(
-        f"{parsed.total} rows: {len(parsed.rows)} valid ({verb}; {created} new, "
+        f"{parsed.total} row(s): {len(parsed.rows)} valid ({verb}; {created} new, "
         f"{updated} updated), {len(parsed.errors)} rejected"
     )
     for line in _queued_lines(queued, dry_run):
