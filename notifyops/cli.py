@@ -35,6 +35,7 @@ from notifyops.commands import (
     templates,
 )
 from notifyops.console import EXIT_BAD_INPUT, EXIT_PARTIAL, fail_line
+from notifyops.help_text import unwrap_help
 from notifyops.launch import first_command
 from notifyops.prefect_env import apply_defaults, pause_collector, resume_collector
 
@@ -75,6 +76,9 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
 ) -> None:
     """Notification operations on Prefect: send, deliver and audit notifications."""
+
+
+unwrap_help(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -684,3 +685,31 @@ def test_a_send_that_loses_its_database_says_what_is_kept_and_how_to_resume(
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def _commands(command: Any, path: str = "notifyops") -> Iterator[tuple[str, Any]]:
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, f"{path} {name}")
+
+
+def test_every_commands_help_reads_as_prose_not_as_the_source_lines() -> None:
+    """Typer keeps a docstring's single line breaks: `send --help` broke 'an unknown recipient
+    was skipped' from '(--skip-unknown).' on a line of its own. Every plain paragraph of every
+    command's and group's help is one line (the panel wraps it to the terminal); laid-out ones
+    (indented, lists) are kept."""
+    import typer.main
+
+    from notifyops.cli import app
+    from notifyops.help_text import unwrap
+
+    assert (
+        unwrap("a\nb\n\n- one\n- two\n\n  code\n  more") == "a b\n\n- one\n- two\n\n  code\n  more"
+    )
+    broken = {
+        path: paragraph
+        for path, command in _commands(typer.main.get_command(app))
+        for paragraph in (command.help or "").split("\n\n")
+        if unwrap(paragraph) != paragraph
+    }
+    assert broken == {}
