@@ -59,15 +59,17 @@ def _unreachable(error: OperationalError | ProgrammingError) -> bool:
 
 
 def missing_sqlite_file(url: str) -> Path | None:
-    """The file a SQLite `url` names when it does not exist yet (None: it exists, or the URL is
-    another database, in memory, or a `file:` URI)."""
+    """The file a SQLite `url` names when it does not exist yet in an existing directory (None:
+    it exists, its directory does not, or the URL is another database, in memory, or a `file:`
+    URI)."""
     parsed = make_url(url)
     name = parsed.database or ""
     in_memory = name in ("", ":memory:") or name.startswith("file:")
     if parsed.get_backend_name() != "sqlite" or in_memory:
         return None
     path = Path(name)
-    return None if path.exists() else path
+    # no such directory: SQLite cannot open it either (unreachable, as health reports it)
+    return path if path.parent.is_dir() and not path.exists() else None
 
 
 def open_database(url: str) -> Engine:
