@@ -154,6 +154,17 @@ def test_the_documented_report_keys_are_the_keys_printed(
     assert _documented_top_level(report) | COMMON == printed
 
 
+def _roster_of_one() -> Path:
+    """A roster file holding tech:1, in the working directory cli_env gives."""
+    import json
+
+    from tests.test_dispatch import tech
+
+    roster = Path("roster.jsonl")
+    roster.write_text(json.dumps(tech(1).as_values()) + "\n")
+    return roster
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_the_documented_import_keys_are_the_keys_printed(
     cli_env: str, capsys: pytest.CaptureFixture[str]
@@ -161,11 +172,8 @@ def test_the_documented_import_keys_are_the_keys_printed(
     import json
 
     from notifyops.cli import main
-    from tests.test_dispatch import tech
 
-    roster = Path("roster.jsonl")  # in the working directory cli_env gives
-    roster.write_text(json.dumps(tech(1).as_values()) + "\n")
-    assert main(["recipients", "import", str(roster), "--dry-run", "--json"]) == 0
+    assert main(["recipients", "import", str(_roster_of_one()), "--dry-run", "--json"]) == 0
     printed = set(json.loads(capsys.readouterr().out))
     assert _documented_top_level("recipients import") == printed
 
@@ -178,11 +186,8 @@ def test_the_documented_mute_and_unmute_keys_are_the_keys_printed(
     import json
 
     from notifyops.cli import main
-    from tests.test_dispatch import tech
 
-    roster = Path("roster.jsonl")  # in the working directory cli_env gives
-    roster.write_text(json.dumps(tech(1).as_values()) + "\n")
-    assert main(["recipients", "import", str(roster)]) == 0
+    assert main(["recipients", "import", str(_roster_of_one())]) == 0
     capsys.readouterr()
     mute = ["recipients", "mute", "tech:1", "--channel", "sms", "--reason", "test", "--json"]
     assert main(mute) == 0

@@ -286,6 +286,19 @@ def _decisions(engine: Engine) -> dict[int, tuple[str, str]]:
         return {row_id: (status, why) for row_id, status, why in connection.execute(query)}
 
 
+def _due(rows: Rows, recipient: int, channel: str, address: str, now: datetime) -> int:
+    """A pending row of `channel` to `address`, due at `now`."""
+    column = "recipient_phone" if channel == "sms" else "recipient_email"
+    return rows.delivery(
+        recipient,
+        channel=channel,
+        status="pending",
+        created_at=now,
+        next_attempt_at=now,
+        **{column: address},
+    )
+
+
 def test_a_bounce_skips_the_rows_still_queued_to_the_address_in_the_same_poll(
     aws: dict[str, Any], engine: Engine, db_url: str
 ) -> None:
@@ -310,22 +323,8 @@ def test_a_bounce_skips_the_rows_still_queued_to_the_address_in_the_same_poll(
         )
     ]
     untouched = [
-        rows.delivery(
-            other,
-            channel="email",
-            status="pending",
-            created_at=now,
-            recipient_email="tech.2@example.com",
-            next_attempt_at=now,
-        ),
-        rows.delivery(
-            tech,
-            channel="sms",
-            status="pending",
-            created_at=now,
-            recipient_phone=PHONE,
-            next_attempt_at=now,
-        ),
+        _due(rows, other, "email", "tech.2@example.com", now),
+        _due(rows, tech, "sms", PHONE, now),
     ]
     rows.insert(engine)
     _publish(aws, topic, [ses_event("Bounce", "ses-1", to=TO, delivery_id=bounced)])
@@ -364,14 +363,7 @@ def test_an_sms_opt_out_in_the_delivery_logs_skips_the_queued_sms_without_a_fall
         recipient_phone=PHONE,
         provider_message_id="sms-1",
     )
-    waiting = rows.delivery(
-        tech,
-        channel="sms",
-        status="pending",
-        created_at=now,
-        recipient_phone=PHONE,
-        next_attempt_at=now,
-    )
+    waiting = _due(rows, tech, "sms", PHONE, now)
     rows.insert(engine)
     success, failure = sms_log_groups("us-east-1", "123456789012")
     line = sms_line("sms-1", phone=PHONE, ok=False, price=0.0, response="Phone is opted out")
