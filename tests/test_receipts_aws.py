@@ -53,6 +53,32 @@ def _setup(aws: dict[str, Any], role: str | None = None) -> Any:
     )
 
 
+def test_setup_says_to_name_the_configuration_set_until_sends_use_it(
+    aws: dict[str, Any],
+) -> None:
+    """Receipts of an email come only when its send names the configuration set: set-up says
+    so every time it runs while NOTIFY_SES_CONFIGURATION_SET does not name it (a second run finds
+    the set, and still says it), and says sends use it once they do."""
+
+    def note(sends_use: str | None) -> str:
+        result = setup_receipts(
+            ses=aws["ses"],
+            sns=aws["sns"],
+            sqs=aws["sqs"],
+            name=NAME,
+            sms_role_arn=None,
+            sends_use=sends_use,
+        )
+        [item] = [i for i in result.items if i.kind == "ses-configuration-set"]
+        return item.note
+
+    hint = f"sends do not use it yet: set NOTIFY_SES_CONFIGURATION_SET={NAME}"
+    assert note(None) == hint  # created
+    assert note(None) == hint  # found
+    assert note("another-set") == hint
+    assert note(NAME) == "sends use it (NOTIFY_SES_CONFIGURATION_SET)"
+
+
 def test_setup_creates_everything_once_and_then_finds_it(aws: dict[str, Any]) -> None:
     role = "arn:aws:iam::123456789012:role/sns-sms-logs"
     first = _setup(aws, role)

@@ -160,6 +160,7 @@ def setup_from(runtime: Runtime) -> SetupResult:
         sqs=runtime.aws_client("sqs", retries=True),
         name=settings.ses_configuration_set or settings.receipts_name,
         sms_role_arn=settings.sms_delivery_log_role_arn,
+        sends_use=settings.ses_configuration_set,
     )
 
 

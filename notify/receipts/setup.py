@@ -48,14 +48,23 @@ class SetupResult:
 
 
 def setup_receipts(
-    *, ses: Any, sns: Any, sqs: Any, name: str, sms_role_arn: str | None
+    *,
+    ses: Any,
+    sns: Any,
+    sqs: Any,
+    name: str,
+    sms_role_arn: str | None,
+    sends_use: str | None = None,
 ) -> SetupResult:
+    """`sends_use`: the configuration set sends name now (NOTIFY_SES_CONFIGURATION_SET): unless
+    it is `name`, the configuration set's item says to set it, whether it was created or found
+    (the receipts of a send without it never come)."""
     result = SetupResult()
     topic = result.add(_topic(sns, name))
     dlq = result.add(_queue(sqs, f"{name}-dlq", {"MessageRetentionPeriod": str(RETENTION_S)}))
     queue = result.add(_queue(sqs, name, _queue_attributes(dlq.arn, topic.arn)))
     result.add(_subscription(sns, topic.arn, queue.arn))
-    result.add(_configuration_set(ses, name))
+    result.add(_configuration_set(ses, name, sends_use))
     result.add(_event_destination(ses, name, topic.arn))
     result.add(_sms_logging(sns, sms_role_arn))
     return result
@@ -142,20 +151,19 @@ def _subscription(sns: Any, topic_arn: str, queue_arn: str) -> SetupItem:
     return SetupItem("sns-subscription", queue_arn, "created", arn)
 
 
-def _configuration_set(ses: Any, name: str) -> SetupItem:
+def _configuration_set(ses: Any, name: str, sends_use: str | None) -> SetupItem:
+    if sends_use == name:
+        note = "sends use it (NOTIFY_SES_CONFIGURATION_SET)"
+    else:
+        note = f"sends do not use it yet: set NOTIFY_SES_CONFIGURATION_SET={name}"
     try:
         ses.describe_configuration_set(ConfigurationSetName=name)
-        return SetupItem("ses-configuration-set", name, "found")
+        return SetupItem("ses-configuration-set", name, "found", note=note)
     except ClientError as error:
         if "ConfigurationSetDoesNotExist" not in _code(error):
             raise
     ses.create_configuration_set(ConfigurationSet={"Name": name})
-    return SetupItem(
-        "ses-configuration-set",
-        name,
-        "created",
-        note=f"sends use it: NOTIFY_SES_CONFIGURATION_SET={name}",
-    )
+    return SetupItem("ses-configuration-set", name, "created", note=note)
 
 
 def _event_destination(ses: Any, name: str, topic_arn: str) -> SetupItem:
