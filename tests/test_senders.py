@@ -513,7 +513,16 @@ def test_send_test_email_through_smtp_from_settings(
     assert received["Subject"] == TEST_SUBJECT
 
 
-@pytest.mark.parametrize("address", ["not-an-address", "ops@", "two@@example.com", ""])
+def test_send_test_email_takes_an_address_pasted_with_spaces_around_it() -> None:
+    """As `recipients import` stores the address: the spaces a paste brings are not part of it."""
+    settings = load_settings(sender="memory")
+    sender = email_sender_from_settings(settings)
+    assert isinstance(sender, MemorySender)
+    send_test_email(sender, settings, "  ops@example.com \n")
+    assert [email.to for email in sender.emails] == ["ops@example.com"]
+
+
+@pytest.mark.parametrize("address", ["not-an-address", "ops@", "two@@example.com", "", "  "])
 def test_send_test_email_rejects_a_bad_address_before_sending(address: str) -> None:
     with pytest.raises(InputError, match="ADDRESS"):
         settings = load_settings(sender="memory")

@@ -162,8 +162,9 @@ def send_test_email(sender: EmailSender, settings: Settings, address: str) -> Se
 
 
 def _valid_address(address: str) -> str:
+    """The address as the roster would store it (spaces around it are not part of it)."""
     try:
-        return validate_email(address, check_deliverability=False).normalized
+        return validate_email(address.strip(), check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise InputError(
             f"ADDRESS {address!r}: {exc} (accepted: an email address such as ops@example.com)"
