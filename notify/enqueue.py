@@ -37,7 +37,7 @@ from notify.enqueue_store import ChunkStore, ChunkWriter, RequestColumns, chunk_
 from notify.errors import InputError
 from notify.fallback import suppressed_sms_fallbacks
 from notify.ids import NotificationIds
-from notify.recipients import recipients_by_external_id
+from notify.recipients import hold_roster, recipients_by_external_id
 from notify.rendering import RenderedMessage, TemplateCatalog
 from notify.settings import Priority, Settings
 from notify.validation import refuse_nul
@@ -148,6 +148,8 @@ def enqueue(
     """
     key = request.idempotency_key
     _storable(template=request.template, context=request.context, idempotency_key=key)
+    # no roster change runs between the addresses read here and the commit (hold_roster)
+    hold_roster(session.connection(), to_change=False)
     if not key and part == range(len(request.recipients)):
         part = None  # the one part `request_parts` gives an unkeyed request: stored whole
     if part is not None and not key:

@@ -47,7 +47,9 @@ number or address the roster changed is where the queued messages go, never the 
   whole-number mute gives): a moved row never goes to a suppressed address.
 
 The decision stays as enqueue wrote it (a held-back row is found for its digest by it). Fenced on
-the waiting statuses as above: a row in flight keeps the address it was claimed with.
+the waiting statuses as above: a row in flight keeps the address it was claimed with. A store
+under way when an import starts commits first, and the import then moves its rows; a store that
+starts during an import reads the new addresses (`notify.recipients.hold_roster`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Connection, Select, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -15,6 +15,8 @@ from notify.db import RECIPIENTS, Recipient, dialect_of, utcnow
 from notify.roster import RecipientRow
 
 UPSERT_CHUNK = 500
+# PostgreSQL advisory lock key (any fixed 64-bit value no other lock of the database uses)
+ROSTER_LOCK = 0x6E6F_7469_6679_0001
 _UPDATABLE = (
     "name",
     "email",
@@ -34,9 +36,30 @@ class UpsertCounts:
     updated: int
 
 
+def hold_roster(connection: Connection, *, to_change: bool) -> None:
+    """Until the caller's transaction ends, keep a roster change and a store of messages apart.
+    A store (enqueue) copies each recipient's address into its rows; a roster change (an import)
+    then moves the waiting rows to the new addresses (notify.recheck.follow_addresses). Without
+    this, a store that read the old address while an import was under way committed its rows
+    after the import had moved the waiting ones, and they went to the old address.
+
+    PostgreSQL: a transaction advisory lock on ROSTER_LOCK, shared by stores (they never wait
+    for each other) and exclusive for a change: a change waits for the stores under way to
+    commit, then moves their rows; a store that starts during a change waits for it, then reads
+    the new addresses. SQLite: the caller takes the database's one write lock at once (a no-op
+    write), before it reads a recipient."""
+    if connection.dialect.name == "postgresql":
+        take = "pg_advisory_xact_lock" if to_change else "pg_advisory_xact_lock_shared"
+        connection.execute(text(f"SELECT {take}(:key)"), {"key": ROSTER_LOCK})
+    else:
+        connection.execute(text("UPDATE recipients SET id = id WHERE 0 = 1"))
+
+
 def upsert_recipients(*, session: Session, rows: Sequence[RecipientRow]) -> UpsertCounts:
     """Insert new recipients and update existing ones (matched on external_id), in bulk. An update
-    leaves the columns a row has as absent (the file did not give them) as they are stored."""
+    leaves the columns a row has as absent (the file did not give them) as they are stored. Holds
+    the roster (`hold_roster`) until the caller's transaction ends."""
+    hold_roster(session.connection(), to_change=True)
     counts = upsert_counts(session=session, rows=rows)
     for absent, group in _by_absent(rows).items():
         statement = _upsert_statement(session, keep=absent)

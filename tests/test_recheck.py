@@ -6,12 +6,14 @@ in-memory sender, fixed clocks; the deliver-pending flow and the commands at the
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from flows.deliver import deliver_pending
 from notify.actions.audit_trail import Actor
@@ -21,6 +23,7 @@ from notify.audits.loops import Loop, mute_loops
 from notify.db import Channel, DeliveryLog, Notification, Recipient, make_engine, transaction
 from notify.digest import Gathered, follow_digests, gather_digests
 from notify.due import has_work
+from notify.enqueue import SendRequest, enqueue
 from notify.errors import INVALID_PARAMETER, SMTP_TEMPORARY, DeliveryError
 from notify.fallback import FallbackPolicy
 from notify.outbox import claim_due, mark_sending
@@ -284,6 +287,71 @@ def reimport(engine: Engine, settings: Settings, *changed: RecipientRow) -> Rech
         upsert_recipients(session=session, rows=list(changed))
         conn = session.connection()
         return recheck_imported(conn, now=NOON, fallback=FALLBACK, settings=settings)
+
+
+def waits_for_the_roster(engine: Engine, other: Future[object]) -> None:
+    """Return once `other` (a store or an import in a thread) waits for the roster another
+    transaction holds: seen in pg_stat_activity on PostgreSQL; on SQLite, where a waiting writer
+    sleeps in its busy handler, after a while in which it did not end."""
+    if engine.dialect.name != "postgresql":
+        time.sleep(0.5)
+        assert not other.done(), f"it did not wait for the roster: {other.result()}"
+        return
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        assert not other.done(), f"it did not wait for the roster: {other.result()}"
+        with engine.connect() as connection:
+            if connection.scalar(query):
+                return
+        time.sleep(0.02)
+    raise AssertionError("it never waited for the roster")
+
+
+def test_a_send_stored_while_an_import_changes_the_number_goes_to_the_new_number(
+    engine: Engine, settings: Settings
+) -> None:
+    """An import under way (its new number not committed yet): a send that starts meanwhile
+    waits for it, then stores its SMS to the new number. Before, it read the old number and
+    stored its rows after the import had moved the waiting ones: they went to the old number."""
+    add_recipients(engine, [tech(1)])
+    with ThreadPoolExecutor(1) as beside:
+        with transaction(engine) as importing:
+            upsert_recipients(session=importing, rows=[tech(1, phone=NEW_PHONE)])
+            conn = importing.connection()
+            recheck_imported(conn, now=NOON, fallback=FALLBACK, settings=settings)
+            sending = beside.submit(urgent, engine, settings)
+            waits_for_the_roster(engine, sending)
+        row_id = sending.result(timeout=30)
+    assert rows(engine, [row_id])[row_id].recipient_phone == NEW_PHONE
+    assert [m.phone for m in deliver(engine, settings, NOON).sms] == [NEW_PHONE]
+
+
+def test_an_import_during_a_send_moves_the_messages_the_send_is_storing(
+    engine: Engine, settings: Settings
+) -> None:
+    """A send being stored (its rows not committed yet, with the number it read): an import that
+    starts meanwhile waits for the store to commit, then moves those rows to the new number.
+    Before, on PostgreSQL, the import moved the rows it could see (none) and the send's rows
+    kept the old number."""
+    add_recipients(engine, [tech(1)])
+    sent = SendRequest(
+        template="repair_assigned",
+        to=("tech:1",),
+        context={"repair_id": "R-7", "unit_number": "12"},
+        priority=Priority.urgent,
+    )
+    with ThreadPoolExecutor(1) as beside:
+        with transaction(engine) as storing:
+            enqueue(session=storing, request=sent, catalog=CATALOG, settings=settings, now=NOON)
+            importing = beside.submit(reimport, engine, settings, tech(1, phone=NEW_PHONE))
+            waits_for_the_roster(engine, importing)
+        assert importing.result(timeout=30) == Rechecked(readdressed=1)
+    [sms] = by_channel(engine)["sms"]
+    assert (sms.status, sms.recipient_phone) == ("pending", NEW_PHONE)
 
 
 def test_sms_held_by_quiet_hours_go_to_the_number_a_reimport_gives(
