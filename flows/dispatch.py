@@ -112,7 +112,13 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
     dispatch_artifact(enqueued, delivered, own, this_run=run_id)
     summary = DispatchSummary(enqueue=enqueued, delivery=delivered, request=own)
     logger.info("dispatch: %s", summary.model_dump_json(exclude={"enqueue": {"notification_ids"}}))
-    prefix = f"{request.template}: {len(enqueued.notification_ids)} notification(s); "
+    count = f"{len(enqueued.notification_ids)} notification(s)"
+    prefix = f"{request.template}: {count}; "
+    if enqueued.duplicate:  # the counts are the first request's, not this run's sends
+        prefix = (
+            f"{request.template}: duplicate of request {enqueued.request_id} (same key): "
+            f"nothing new stored, nothing sent twice; its {count}: "
+        )
     state = delivery_state(delivered, summary, prefix=prefix, own=own)
     if later.error is not None:  # the parts stored were delivered; the rest was not stored
         logger.error(
@@ -127,7 +133,10 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
     # a stop, or failures of any request this run delivered (its own or others' due rows)
     delivery_events(delivered, template=request.template)
     key = request.idempotency_key or enqueued.request_id.removeprefix("flow-run:")[:8]
-    rename(f"{request.template} · {key} · {len(request.to)} to · {state.name}", _tags(request))
+    again = "duplicate · " if enqueued.duplicate else ""
+    rename(
+        f"{request.template} · {key} · {len(request.to)} to · {again}{state.name}", _tags(request)
+    )
     return state
 
 

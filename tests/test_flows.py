@@ -328,6 +328,29 @@ def test_send_command_runs_the_flow_and_is_idempotent(
     assert padded["enqueue"]["notification_ids"] == first["enqueue"]["notification_ids"]
 
 
+def test_a_form_submitted_again_with_its_key_says_it_sent_nothing_twice(flow_env: str) -> None:
+    """A run of an idempotency key already used ended `repair_assigned: 1 notification(s); 2
+    sent`, named as the first run: a runs list showed the message sent twice. Its state and name
+    now say it was the same request again, and that nothing was stored or sent twice."""
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(1)])
+    form = {"template": "repair_assigned", "to": "tech:1", "context": CONTEXT}
+    first = dispatch_notifications(return_state=True, idempotency_key="k-form", **form)
+    assert first.message == "repair_assigned: 1 notification(s); 2 sent"
+    again = dispatch_notifications(return_state=True, idempotency_key="k-form", **form)
+    assert again.is_completed()
+    assert again.message == (
+        "repair_assigned: duplicate of request k-form (same key): nothing new stored, nothing "
+        "sent twice; its 1 notification(s): 2 sent"
+    )
+    with get_client(sync_client=True) as client:
+        names = [client.read_flow_run(s.state_details.flow_run_id).name for s in (first, again)]
+    assert names == [
+        "repair_assigned · k-form · 1 to · Completed",
+        "repair_assigned · k-form · 1 to · duplicate · Completed",
+    ]
+
+
 def test_an_unknown_recipient_in_the_form_is_refused_naming_the_form_field(
     flow_env: str,
 ) -> None:
