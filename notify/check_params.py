@@ -8,10 +8,12 @@ here rather than in flows/.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
 from notify.check_names import Check
+from notify.forms import empty_is_none
 
 
 class CheckParams(BaseModel):
@@ -25,6 +27,11 @@ class CheckParams(BaseModel):
     )
     publish_metrics: bool = Field(True, description="Publish the CloudWatch metrics")
     alert: bool = Field(True, description="Raise, deduplicate and route alerts (P1 page, P2 chat)")
+
+    @field_validator("as_of", mode="before")
+    @classmethod
+    def _empty_is_now(cls, value: Any) -> Any:
+        return empty_is_none(value)
 
     @field_validator("as_of")
     @classmethod

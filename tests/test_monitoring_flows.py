@@ -241,3 +241,12 @@ def test_a_checks_end_of_window_is_a_past_time_with_a_zone(as_of: str, refused: 
     with pytest.raises(ValueError, match=refused):
         CheckParams.model_validate({"as_of": as_of})
     assert CheckParams.model_validate({"as_of": AS_OF.isoformat()}).as_of == AS_OF
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_a_checks_end_of_window_left_empty_in_the_form_means_now(empty: str) -> None:
+    """The form says of as_of "empty means now", but a field cleared in the form sends "" and
+    the run failed at once: `params.as_of: Input should be a valid datetime or date, input is
+    too short`."""
+    assert CheckParams.model_validate({"as_of": empty}).as_of is None
+    assert LoopParams.model_validate({"as_of": empty, "window_hours": 2}).window_hours == 2
