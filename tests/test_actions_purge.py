@@ -85,6 +85,14 @@ def test_filters_narrow_the_purge(engine: Engine) -> None:
     assert status_of(engine)[4] == "pending_retry"
 
 
+def test_filters_a_form_sent_empty_filter_nothing(engine: Engine) -> None:
+    """The Prefect form sends a text field left empty as "": the purge was refused (`template ''
+    is not known`), or failed on an empty time, instead of leaving those filters out."""
+    queue(engine)
+    empty = {"template": "", "recipient": " ", "created_after": "", "created_before": ""}
+    assert run(engine, **empty).matched == run(engine).matched == 5
+
+
 def test_an_unknown_recipient_is_refused(engine: Engine) -> None:
     queue(engine)
     with pytest.raises(InputError, match="technician:404"):

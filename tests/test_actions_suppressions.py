@@ -78,6 +78,19 @@ def test_a_dry_run_says_what_would_change_and_changes_nothing(engine: Engine) ->
         assert len(list_suppressions(session=session, now=NOON)) == 1
 
 
+def test_a_mute_whose_title_a_form_sent_empty_mutes_every_title(
+    engine: Engine, settings: Settings
+) -> None:
+    """The Prefect form sends the optional title left empty as "": the mute was stored for the
+    title "", which no notification has, so it said the channel was muted and stopped nothing;
+    unmuting with the title left empty lifted nothing."""
+    add_recipients(engine, [tech(1)])
+    assert muted(engine, title="").suppression.title is None  # type: ignore[attr-defined]
+    send(engine, settings, ["tech:1"], priority=Priority.high)
+    assert sms_statuses(engine) == {"skipped": 1}
+    assert len(unmuted(engine, title="", channel="sms").lifted) == 1  # type: ignore[attr-defined]
+
+
 def test_muting_again_adds_nothing_and_nothing_is_ever_deleted(engine: Engine) -> None:
     add_recipients(engine, [tech(1)])
     muted(engine, hours=24)

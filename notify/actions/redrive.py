@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import and_, exists, func, select
@@ -38,6 +38,7 @@ from notify.actions.selection import (
 )
 from notify.db import OperatorAction
 from notify.errors import known_spelling
+from notify.forms import empty_is_none
 from notify.outbox import REDRIVABLE
 from notify.outbox import redrive as requeue
 from notify.rendering import TemplateCatalog
@@ -82,6 +83,11 @@ class RedriveRequest(RowFilters):
         description="Names this redrive (default: from its filters); the same id never redrives "
         "a row twice",
     )
+
+    @field_validator("redrive_id", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any) -> Any:
+        return empty_is_none(value)
 
     @field_validator("statuses")
     @classmethod

@@ -24,6 +24,7 @@ from notify.db import (
     Recipient,
 )
 from notify.errors import InputError
+from notify.forms import empty_is_none
 from notify.masking import mask_address
 from notify.rendering import TemplateCatalog
 from notify.settings import Priority
@@ -50,6 +51,12 @@ class RowFilters(BaseModel):
     created_before: datetime | None = Field(
         None, description="Only rows created before this time (ISO 8601 with a zone)"
     )
+
+    @field_validator("template", "recipient", "created_after", "created_before", mode="before")
+    @classmethod
+    def _empty_is_any(cls, value: Any) -> Any:
+        """A form's field left empty sends "": no filter, as a field left out."""
+        return empty_is_none(value)
 
     @field_validator("created_after", "created_before")
     @classmethod

@@ -23,8 +23,9 @@ each suppression's `recipients` names everyone whose current address it is, and 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
@@ -33,6 +34,7 @@ from notify.conditions import suppression_active
 from notify.db import Channel, Recipient, Suppression
 from notify.errors import InputError
 from notify.fallback import FallbackPolicy
+from notify.forms import empty_is_none
 from notify.masking import mask_address
 from notify.recheck import Rechecked, skip_muted
 
@@ -55,6 +57,13 @@ class MuteRequest(BaseModel):
         None, max_length=300, description="Only notifications with this title (like a loop mute)"
     )
 
+    @field_validator("title", mode="before")
+    @classmethod
+    def _empty_is_every_title(cls, value: Any) -> Any:
+        """A form's title left empty sends "": every title, not a title no notification has
+        (such a mute said it muted the channel and stopped nothing)."""
+        return empty_is_none(value)
+
 
 class UnmuteRequest(BaseModel):
     """End the active mutes of one recipient."""
@@ -67,6 +76,12 @@ class UnmuteRequest(BaseModel):
     channel: Channel | None = Field(None, description="email or sms (empty: both)")
     title: str | None = Field(None, max_length=300, description="Only the mute of this title")
     reason: str = Field("", max_length=200, description="Why (added to each lifted mute)")
+
+    @field_validator("title", mode="before")
+    @classmethod
+    def _empty_is_every_title(cls, value: Any) -> Any:
+        """A form's title left empty sends "": the mutes of every title (it lifted none)."""
+        return empty_is_none(value)
 
 
 class SuppressionView(BaseModel):
