@@ -134,7 +134,7 @@ def dispatch_artifact(
 
 def delivery_notes(summary: DeliverySummary) -> str:
     notes = (
-        f"{summary.claimed} claimed in {summary.batches} batches; "
+        f"{summary.claimed} claimed in {summary.batches} batch(es); "
         f"{summary.remaining_due} still due; "
         f"rescued {summary.rescued_to_pending} to pending, {summary.rescued_unknown} to unknown"
     )

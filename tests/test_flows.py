@@ -22,7 +22,7 @@ from prefect.states import State
 from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from flows.artifacts import request_markdown
+from flows.artifacts import delivery_notes, request_markdown
 from flows.deliver import deliver_pending
 from flows.delivery import batches_to_start
 from flows.dispatch import dispatch_notifications
@@ -32,7 +32,7 @@ from notify.bootstrap import Runtime, using
 from notify.db import DeliveryLog, Notification, Recipient, make_engine, transaction
 from notify.delivery import BatchReport
 from notify.errors import MESSAGE_REJECTED, SENDER_NOT_VERIFIED, DeliveryError, InputError
-from notify.outbox import claim_due, mark_sending
+from notify.outbox import Leftovers, RescueCounts, claim_due, mark_sending
 from notify.request_report import RequestReport, request_report
 from notify.senders import Senders
 from notify.senders.memory import MemorySender
@@ -836,3 +836,11 @@ def test_an_audit_tries_again_when_the_database_is_away_and_never_for_a_defect(
     undefined = ProgrammingError("SELECT", {}, Exception('relation "delivery_logs" does not exist'))
     assert not worth_another(undefined)
     assert not worth_another(TypeError("a defect"))
+
+
+def test_the_delivery_notes_count_batches_as_the_command_does() -> None:
+    """The artifact's line said '1 batches' where `notifyops deliver` says '1 batch(es)'."""
+    summary = DeliverySummary.of(
+        BatchReport(claimed=3), batches=1, rescued=RescueCounts(0, 0), left=Leftovers(0, 0, 0)
+    )
+    assert delivery_notes(summary).startswith("3 claimed in 1 batch(es); 0 still due; ")
