@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import typer
+from rich.text import Text
 
 from notifyops.console import err, out, print_json, table
 
@@ -19,7 +20,7 @@ JSON = typer.Option(False, "--json", help="Machine-readable output (stable keys)
 
 def show(result: Any, *, as_json: bool, summary: str, warnings: list[str] | None = None) -> None:
     for warning in warnings or []:
-        err.print(f"[bold yellow]warning:[/] {warning}")
+        err.print(Text.assemble(("warning: ", "bold yellow"), warning))
     if as_json:
         print_json(result)
         return

@@ -21,8 +21,12 @@ EXIT_PARTIAL = 1  # partial failure or a threshold breached
 EXIT_BAD_INPUT = 2  # bad input or setup error
 
 _WIDTH = None if sys.stdout.isatty() else 160  # pipes and CI logs get room for wide tables
-out = Console(highlight=False, width=_WIDTH)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Rich markup and emoji codes off: what is printed is mostly data (names, ids, titles, reasons,
+# template output), and `[/]`, `[admin]` or `site:x:1` in it must print as written, not style the
+# line, fail it (MarkupError) or become an emoji. A line with styled labels says markup=True and
+# escapes (rich.markup.escape) the data it holds, or assembles a rich.text.Text.
+out = Console(highlight=False, width=_WIDTH, markup=False, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def to_jsonable(value: Any) -> Any:

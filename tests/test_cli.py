@@ -154,6 +154,33 @@ def test_an_update_keeps_what_the_file_leaves_out_and_resets_what_it_leaves_empt
     assert (ben["timezone"], ben["receive_sms"], ben["email"]) == ("UTC", True, None)
 
 
+def test_names_values_and_rendered_text_print_as_written_not_as_rich_markup_or_emoji(
+    cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["db", "upgrade"])
+    roster = tmp_path / "brackets.csv"
+    roster.write_text(
+        "external_id,name,email,phone\n"
+        "crew:x:1,Ana [admin] Ruiz,ana@example.com,\n"
+        "crew:2,[/],bo@example.com,\n"
+        "crew:3,Cy,cy@example.com,[/]\n"
+    )
+    capsys.readouterr()
+
+    assert main(["recipients", "import", str(roster)]) == 1  # one rejected row, not a crash
+    captured = capsys.readouterr()
+    assert "MarkupError" not in captured.err
+    assert "'[/]' is not E.164" in captured.out and "2 valid" in captured.out
+    assert main(["recipients", "list", "--search", "crew:"]) == 0
+    listed = capsys.readouterr().out
+    assert "Ana [admin] Ruiz" in listed and "│ [/] " in listed and "crew:x:1" in listed
+
+    context = json.dumps({"repair_id": "[/] [bold]R-1", "unit_number": ":x:"})
+    assert main(["templates", "preview", "repair_assigned", "--context", context]) == 0
+    shown = capsys.readouterr().out
+    assert "Subject: Repair [/] [bold]R-1 assigned" in shown and "unit :x:" in shown
+
+
 def test_bad_input_is_one_line_and_exit_2(
     cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

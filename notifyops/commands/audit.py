@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.text import Text
 
 from notify.check_names import Check
 from notifyops.console import EXIT_OK, EXIT_PARTIAL, fail_line, out, print_json, table
@@ -262,11 +263,15 @@ def _show(check: Check, report: Report, json_output: bool) -> None:
         return
     shaped = view(data)
     out.print(
-        f"[bold]{check.value}[/]: severity [bold]{shaped.severity}[/]"
-        + (f", breached: {', '.join(shaped.breaches)}" if shaped.breaches else "")
+        Text.assemble(
+            (check.value, "bold"),
+            ": severity ",
+            (str(shaped.severity), "bold"),
+            f", breached: {', '.join(shaped.breaches)}" if shaped.breaches else "",
+        )
     )
     for finding in shaped.findings:
-        out.print(f"  {finding}", markup=False)
+        out.print(f"  {finding}")
     out.print(table("Facts", ["fact", "value"], shaped.facts))
     for name, columns, rows in shaped.tables:
         out.print(table(name, columns, rows))

@@ -73,7 +73,7 @@ def _import(roster: Path, here: Runtime) -> ParsedRoster:
         f"updated, {len(parsed.errors)} rejected"
     )
     for error in parsed.errors:
-        out.print(f"  line {error.line} {error.column}: {error.reason}", markup=False)
+        out.print(f"  line {error.line} {error.column}: {error.reason}")
     return parsed
 
 

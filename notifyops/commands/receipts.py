@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.text import Text
 
 from notifyops.console import EXIT_OK, EXIT_PARTIAL, out, print_json, table
 
@@ -95,7 +96,7 @@ def _show(data: dict[str, Any]) -> None:
             f"complaint {finding['complaint_rate']:.3%} of {finding['sent']} sent"
         )
         if finding["email_paused"]:
-            out.print(f"[bold red]EMAIL PAUSED[/]: {finding['email_paused']}", markup=True)
+            out.print(Text.assemble(("EMAIL PAUSED", "bold red"), f": {finding['email_paused']}"))
 
 
 @app.command("setup")

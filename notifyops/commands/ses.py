@@ -44,5 +44,5 @@ def verify_sender(
         print_json({"sender": sender, "region": region, "status": status})
     else:
         note = "" if status == "Success" else " (SES emailed a link to the address: click it)"
-        out.print(f"{sender} in {region}: {status}{note}", markup=False)
+        out.print(f"{sender} in {region}: {status}{note}")
     raise typer.Exit(EXIT_OK if status == "Success" else EXIT_PARTIAL)

@@ -56,6 +56,8 @@ def preview(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Render a template: subject, text, HTML and SMS with its length in segments."""
+    from rich.markup import escape
+
     from notify.pricing import sms_length
 
     catalog = _catalog()
@@ -76,12 +78,15 @@ def preview(
             }
         )
         return
-    out.print(f"[bold]Subject:[/] {message.subject}  (priority {message.priority})")
     out.print(
-        f"[bold]SMS[/] ({length.encoding}, {length.units} units, {length.segments} segment(s)):"
+        f"[bold]Subject:[/] {escape(message.subject)}  (priority {message.priority})", markup=True
     )
-    out.print(message.sms, markup=False)
-    out.print("[bold]Text:[/]")
-    out.print(message.text, markup=False)
-    out.print("[bold]HTML:[/]")
-    out.print(message.html, markup=False)
+    out.print(
+        f"[bold]SMS[/] ({length.encoding}, {length.units} units, {length.segments} segment(s)):",
+        markup=True,
+    )
+    out.print(message.sms)
+    out.print("[bold]Text:[/]", markup=True)
+    out.print(message.text)
+    out.print("[bold]HTML:[/]", markup=True)
+    out.print(message.html)
