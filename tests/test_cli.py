@@ -297,6 +297,19 @@ def test_templates_preview_shows_sms_segments(
     assert "unit_number" in capsys.readouterr().err
 
 
+def test_templates_preview_of_an_sms_longer_than_sns_accepts_says_send_refuses_it(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    context = json.dumps({"repair_id": "R-1", "unit_number": "9" * 1600})
+    args = ["templates", "preview", "repair_assigned", "--context", context]
+    for as_json in ([], ["--json"]):
+        assert main([*args, *as_json]) == 1
+        captured = capsys.readouterr()
+        assert "R-1" in captured.out, "the preview is still shown"
+        (line,) = captured.err.strip().splitlines()
+        assert "SNS accepts at most 1,600 bytes" in line and "send refuses this context" in line
+
+
 def _template(root: Path, name: str, meta: str, sms: str = "Hi {{ who }}") -> None:
     folder = root / name
     folder.mkdir(parents=True)

@@ -9,7 +9,8 @@ import typer
 from notifyops.console import EXIT_PARTIAL, fail_line, out, parse_json_object, print_json, table
 
 if TYPE_CHECKING:
-    from notify.rendering import TemplateCatalog
+    from notify.pricing import SmsLength
+    from notify.rendering import RenderedMessage, TemplateCatalog
 
 app = typer.Typer(
     help="Message templates: list them, preview one with a context.", no_args_is_help=True
@@ -55,10 +56,10 @@ def preview(
     context: str | None = typer.Option(None, help="Variables as JSON (default: the sample)."),
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Render a template: subject, text, HTML and SMS with its length in segments."""
-    from rich.markup import escape
+    """Render a template: subject, text, HTML and SMS with its length in segments.
 
-    from notify.pricing import sms_length
+    Exit 1 when the SMS is longer than SNS accepts: send refuses such a context."""
+    from notify.pricing import sms_length, sms_size_problem
 
     catalog = _catalog()
     values = (
@@ -77,7 +78,17 @@ def preview(
                 "sms_segments": length.segments,
             }
         )
-        return
+    else:
+        _show_preview(message, length)
+    problem = sms_size_problem(message.sms)
+    if problem:
+        fail_line(f"template {name!r}: {problem}: send refuses this context; shorten its values")
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _show_preview(message: RenderedMessage, length: SmsLength) -> None:
+    from rich.markup import escape
+
     out.print(
         f"[bold]Subject:[/] {escape(message.subject)}  (priority {message.priority})", markup=True
     )
