@@ -403,10 +403,17 @@ def _check_columns(columns: list[str]) -> None:
     if not columns or not any(columns):
         raise InputError("no header row: the first line must name the columns")
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
-    unknown = [name for name in columns if name not in ALL_COLUMNS]
-    if missing or unknown:
+    unknown = [
+        name or f"(unnamed column {number}: a comma too many in the header?)"
+        for number, name in enumerate(columns, start=1)
+        if name not in ALL_COLUMNS
+    ]
+    twice = sorted({name for name in columns if name and columns.count(name) > 1})
+    if missing or unknown or twice:
         parts = [f"missing column(s): {', '.join(missing)}"] if missing else []
         parts += [f"unknown column(s): {', '.join(unknown)}"] if unknown else []
+        if twice:
+            parts.append(f"column(s) named twice: {', '.join(twice)} (which value is meant?)")
         raise InputError(f"{'; '.join(parts)} (accepted columns: {', '.join(ALL_COLUMNS)})")
 
 
@@ -443,7 +450,9 @@ def _json_line(raw: str) -> dict[str, Any] | str:
     if "\x00" in raw:
         return "the line contains a NUL byte"
     try:
-        record = json.loads(raw)
+        record = json.loads(raw, object_pairs_hook=_refuse_repeated_keys)
+    except _RepeatedKey as repeated:
+        return f"field {_shown(str(repeated))} given twice (which value is meant?)"
     except json.JSONDecodeError as error:
         return f"not valid JSON ({error.msg.removesuffix(' at')} at column {error.colno})"
     except RecursionError:
@@ -452,6 +461,19 @@ def _json_line(raw: str) -> dict[str, Any] | str:
         return f"not valid JSON here ({str(error).split(';')[0]})"
     if not isinstance(record, dict):
         return f"each line must be a JSON object, not {type(record).__name__}"
+    return record
+
+
+class _RepeatedKey(ValueError):
+    """A JSON object names one key twice (json.loads would keep the last value silently)."""
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in record:
+            raise _RepeatedKey(key)
+        record[key] = value
     return record
 
 

@@ -124,6 +124,8 @@ def test_a_json_line_gives_the_optional_fields_it_names(
         ("   \n\n", "empty"),
         ("external_id,name,email\nt:1,A,a@example.com\n", "missing column(s): phone"),
         (HEADER.strip() + ",favourite_color\n", "unknown column(s): favourite_color"),
+        (HEADER.strip() + ",phone\n", "column(s) named twice: phone"),
+        (HEADER.strip() + ",\n", "unknown column(s): (unnamed column 10: a comma too many"),
     ],
 )
 def test_file_level_problems_are_one_clear_message(
@@ -131,6 +133,16 @@ def test_file_level_problems_are_one_clear_message(
 ) -> None:
     with pytest.raises(InputError, match=message_part.replace("(", r"\(").replace(")", r"\)")):
         parse_roster_file(write(tmp_path, content))
+
+
+def test_a_json_line_naming_a_field_twice_is_rejected_not_read_as_its_last_value(
+    tmp_path: Path,
+) -> None:
+    line = jsonl("t:1", phone="+12065550101")[:-1] + ', "phone": "+12065550199"}'
+    parsed = parse_roster_file(write(tmp_path, line + "\n" + jsonl("t:2") + "\n", "r.jsonl"))
+    assert [row.external_id for row in parsed.rows] == ["t:2"]
+    (error,) = parsed.errors
+    assert (error.line, error.reason) == (1, "field phone given twice (which value is meant?)")
 
 
 def test_non_utf8_file_is_refused_with_the_line(tmp_path: Path) -> None:
