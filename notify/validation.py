@@ -35,11 +35,28 @@ def normalize_phone(raw: str) -> str:
 
 
 def normalize_email(raw: str) -> str:
-    """Syntax check only (no DNS): the address as email-validator normalises it."""
+    """Syntax check only (no DNS): the address as email-validator normalises it, in the form SES
+    takes (ses_address)."""
     try:
-        return validate_email(raw.strip(), check_deliverability=False).normalized
+        return ses_address(raw)
     except EmailNotValidError as error:
         raise ValueError(f"{raw!r} is not a valid email address ({error})") from None
+
+
+def ses_address(raw: str) -> str:
+    """The address SES can send to, normalised: SES has no SMTPUTF8, so the part before the @
+    must be ASCII (EmailNotValidError otherwise) and an internationalised domain is written in
+    Punycode (`a@exämple.com` is `a@xn--exmple-cua.com`, as receipts then name it)."""
+    try:
+        valid = validate_email(raw.strip(), check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as error:
+        if "before the @-sign" in str(error):
+            raise EmailNotValidError(
+                f"{str(error).rstrip('.')}: SES sends only to addresses whose part before the @ "
+                "is ASCII"
+            ) from None
+        raise
+    return valid.ascii_email or valid.normalized  # ascii_email is set when SMTPUTF8 is not allowed
 
 
 def normalize_timezone(raw: str) -> str:

@@ -145,6 +145,23 @@ def test_a_json_line_naming_a_field_twice_is_rejected_not_read_as_its_last_value
     assert (error.line, error.reason) == (1, "field phone given twice (which value is meant?)")
 
 
+def test_an_address_ses_cannot_send_to_is_rejected_and_a_unicode_domain_is_stored_in_punycode(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        HEADER
+        + "t:1,José,josé@example.com,,UTC,true,false,,\n"
+        + "t:2,Ana,ana@exämple.com,,UTC,true,false,,\n",
+    )
+    parsed = parse_roster_file(path)
+    (error,) = parsed.errors
+    assert (error.line, error.column, error.value) == (2, "email", "josé@example.com")
+    assert "SES sends only to addresses whose part before the @ is ASCII" in error.reason
+    (row,) = parsed.rows
+    assert row.email == "ana@xn--exmple-cua.com"
+
+
 def test_non_utf8_file_is_refused_with_the_line(tmp_path: Path) -> None:
     path = tmp_path / "latin1.csv"
     path.write_bytes((HEADER + "t:1,Jos\xe9,j@example.com,,UTC,true,false,,\n").encode("latin-1"))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 from botocore.config import Config
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 
 from notify.errors import InputError
 from notify.senders.base import EmailSender, OutgoingEmail, OutgoingSms, SendReceipt, SmsSender
@@ -163,8 +163,10 @@ def send_test_email(sender: EmailSender, settings: Settings, address: str) -> Se
 
 def _valid_address(address: str) -> str:
     """The address as the roster would store it (spaces around it are not part of it)."""
+    from notify.validation import ses_address
+
     try:
-        return validate_email(address.strip(), check_deliverability=False).normalized
+        return ses_address(address)
     except EmailNotValidError as exc:
         raise InputError(
             f"ADDRESS {address!r}: {exc} (accepted: an email address such as ops@example.com)"
