@@ -117,8 +117,28 @@ class _RowInvalid(Exception):
 def parse_roster_file(path: Path) -> ParsedRoster:
     """Read, check and validate a CSV or JSON Lines recipient file."""
     text = _read_utf8(path)
+    if path.suffix.lower() != ".csv":
+        _refuse_whole_file_json(path, text)
     records = _jsonl_records(text) if _looks_like_jsonl(path, text) else _csv_records(text)
     return validate_records(records)
+
+
+def _refuse_whole_file_json(path: Path, text: str) -> None:
+    """A JSON array, or one object written over several lines, is JSON but not JSON Lines: said
+    of the file, not as a CSV header or line-by-line errors."""
+    stripped = text.strip()
+    fix = f"write one object per line, e.g. `jq -c '.[]' {path.name} > roster.jsonl`"
+    if stripped.startswith("["):
+        raise InputError(f"{path} is a JSON array; a roster in JSON is JSON Lines: {fix}")
+    if stripped.startswith("{") and "\n" in stripped:
+        try:
+            json.loads(stripped)
+        except ValueError:
+            return  # several objects, or broken ones: each line is reported
+        fix = f"write it on one line, e.g. `jq -c . {path.name} > roster.jsonl`"
+        raise InputError(
+            f"{path} is one JSON object over several lines; a roster in JSON is JSON Lines: {fix}"
+        )
 
 
 def validate_records(records: Iterator[tuple[int, Mapping[str, Any] | RowError]]) -> ParsedRoster:

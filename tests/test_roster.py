@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -396,3 +397,18 @@ def test_recipient_files_strip_ids_in_both_forms(tmp_path: Path) -> None:
     assert read_recipient_file(plain) == ["t:1", "t:2"]
     table = write(tmp_path, "name, external_id\nA,  t:3 \nB,\n", "ids.csv")
     assert read_recipient_file(table) == ["t:3"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message_part"),
+    [
+        ("roster.json", "[" + jsonl("t:1") + "]\n", "is a JSON array; a roster in JSON is JSON"),
+        ("roster.jsonl", "[\n" + jsonl("t:1") + "\n]\n", "jq -c '.[]' roster.jsonl"),
+        ("roster.json", json.dumps(json.loads(jsonl("t:1")), indent=2), "over several lines"),
+    ],
+)
+def test_json_that_is_not_json_lines_is_one_message_about_the_file(
+    tmp_path: Path, name: str, content: str, message_part: str
+) -> None:
+    with pytest.raises(InputError, match=re.escape(message_part)):
+        parse_roster_file(write(tmp_path, content, name))
