@@ -50,7 +50,7 @@ def ses_address(raw: str) -> str:
     try:
         valid = validate_email(raw.strip(), check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as error:
-        if "before the @-sign" in str(error):
+        if str(error).startswith("Internationalized characters before the @-sign"):
             raise EmailNotValidError(
                 f"{str(error).rstrip('.')}: SES sends only to addresses whose part before the @ "
                 "is ASCII"

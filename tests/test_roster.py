@@ -153,12 +153,15 @@ def test_an_address_ses_cannot_send_to_is_rejected_and_a_unicode_domain_is_store
         tmp_path,
         HEADER
         + "t:1,José,josé@example.com,,UTC,true,false,,\n"
-        + "t:2,Ana,ana@exämple.com,,UTC,true,false,,\n",
+        + "t:2,Ana,ana@exämple.com,,UTC,true,false,,\n"
+        + 't:3,Bo,"bo k@example.com",,UTC,true,false,,\n',
     )
     parsed = parse_roster_file(path)
-    (error,) = parsed.errors
-    assert (error.line, error.column, error.value) == (2, "email", "josé@example.com")
-    assert "SES sends only to addresses whose part before the @ is ASCII" in error.reason
+    unicode, space = parsed.errors
+    assert (unicode.line, unicode.column, unicode.value) == (2, "email", "josé@example.com")
+    assert "SES sends only to addresses whose part before the @ is ASCII" in unicode.reason
+    assert (space.line, space.column) == (4, "email")
+    assert "SPACE" in space.reason and "ASCII" not in space.reason, "a space is not unicode"
     (row,) = parsed.rows
     assert row.email == "ana@xn--exmple-cua.com"
 
