@@ -177,6 +177,7 @@ class Planner:
         sms_n = recent[(recipient.id, title, "sms")]
         spent = self.conditions.sms_spent_today
         over_cap = spent + cost > self.settings.sms_daily_cap_usd
+        sms_empty = not message.sms.strip()
         key = (
             title,
             priority,
@@ -193,6 +194,7 @@ class Planner:
             segments,
             cost,
             f"{spent:,.2f}" if over_cap else None,  # the cap's reason names the spend
+            sms_empty,
         )
         outcome = self._outcomes.get(key)
         if outcome is None:
@@ -207,6 +209,7 @@ class Planner:
                 loop_threshold=threshold,
                 recent_sent={Channel.email: email_n, Channel.sms: sms_n},
                 suppressed=suppressed,
+                sms_empty=sms_empty,
             )
             decisions = decide_channels(_prefs(recipient), cond)
             outcome = self._outcomes[key] = _outcome(decisions, segments, cost, self.now)

@@ -62,6 +62,7 @@ class SendConditions:
     loop_threshold: int
     recent_sent: Mapping[Channel, int]  # same title and recipient, per channel, last 24 h
     suppressed: frozenset[Channel]  # channels with an active suppression for this address/title
+    sms_empty: bool = False  # the template's SMS part rendered to nothing for this recipient
 
 
 @dataclass(frozen=True)
@@ -188,9 +189,12 @@ def _sms_skip_reason(prefs: RecipientPrefs, cond: SendConditions) -> str | None:
         return "phone number suppressed"
     if cond.priority.rank < cond.sms_min_priority.rank:
         return f"priority {cond.priority} below SMS minimum {cond.sms_min_priority}"
+    if cond.sms_empty:  # SNS refuses an empty message: the template says nothing to text here
+        return SMS_EMPTY
     return _loop_reason(Channel.sms, cond)
 
 
+SMS_EMPTY = "the template's SMS text is empty for this context"
 LOOP_GUARD = "loop guard: "  # how a decision the loop guard made begins, after the channel
 
 

@@ -319,6 +319,25 @@ def _template(root: Path, name: str, meta: str, sms: str = "Hi {{ who }}") -> No
     (folder / "meta.json").write_text(meta)
 
 
+def test_templates_preview_says_when_the_sms_is_empty_and_send_skips_it(
+    cli_env: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    meta = json.dumps(
+        {"description": "d", "priority": "urgent", "category": "c", "sample_context": {"who": 1}}
+    )
+    _template(tmp_path, "maybe", meta, sms="{% if who == 2 %}Hi {{ who }}{% endif %}")
+    monkeypatch.setenv("NOTIFY_TEMPLATES_DIR", str(tmp_path))
+    reload_runtime()
+    assert main(["templates", "preview", "maybe"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "The SMS text is empty for this context: send skips the SMS" in said
+    assert main(["templates", "preview", "maybe", "--context", '{"who": 2}']) == 0
+    assert "is empty" not in capsys.readouterr().out
+
+
 def test_a_broken_user_template_is_an_error_row_not_a_broken_list(
     cli_env: str,
     tmp_path: Path,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+import shutil
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +30,7 @@ from notify.errors import (
 from notify.outbox import Outcome, claim_due, mark_sending, record_outcomes, rescue_expired
 from notify.pacing import Unpaced
 from notify.recipients import upsert_recipients
-from notify.rendering import TemplateCatalog
+from notify.rendering import BUILTIN_DIR, TemplateCatalog
 from notify.roster import RecipientRow
 from notify.senders import Senders
 from notify.senders.memory import MemorySender
@@ -585,3 +587,35 @@ def test_a_request_larger_than_a_chunk_is_stored_whole_and_in_order(
     counts = statuses(engine)
     assert counts[("sms", "pending")] == 4, "the daily cap carries across chunks (4 x $0.00645)"
     assert counts[("sms", "skipped")] == 4
+
+
+def test_an_sms_whose_template_renders_nothing_is_skipped_and_its_email_goes(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    """A template whose SMS part says nothing for some contexts (an `if` around it): SNS would
+    refuse the empty message (the in-memory sender and moto took it as sent); its SMS row is
+    skipped saying why, and the email goes."""
+    shutil.copytree(BUILTIN_DIR / "test_message", tmp_path / "maybe_sms")
+    sms_part = tmp_path / "maybe_sms" / "sms.txt.j2"
+    sms_part.write_text("{% if sent_at == 'now' %}texted at {{ sent_at }}{% endif %}\n")
+    add_recipients(engine, [tech(1), tech(2)])
+    catalog = TemplateCatalog(tmp_path)
+    for n, sent_at in ((1, "later"), (2, "now")):
+        request = SendRequest(
+            template="maybe_sms",
+            to=(f"tech:{n}",),
+            context={"sent_at": sent_at},
+            priority=Priority.urgent,
+        )
+        with transaction(engine) as session:
+            enqueue(session=session, request=request, catalog=catalog, settings=settings, now=NOON)
+    with transaction(engine) as session:
+        query = select(DeliveryLog.channel, DeliveryLog.status, DeliveryLog.decision).order_by(
+            DeliveryLog.id
+        )
+        assert session.execute(query).all() == [
+            ("email", "pending", "email: send"),
+            ("sms", "skipped", "sms: the template's SMS text is empty for this context"),
+            ("email", "pending", "email: send"),
+            ("sms", "pending", "sms: send"),
+        ]

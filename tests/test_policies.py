@@ -130,6 +130,18 @@ def test_email_rules(p: dict[str, Any], c: dict[str, Any], action: Action, reaso
         ({}, {"priority": Priority.urgent}, Action.send, "sms: send"),
         (
             {},
+            {"sms_empty": True},
+            Action.skip,
+            "sms: the template's SMS text is empty for this context",
+        ),
+        (
+            {},
+            {"sms_empty": True, "priority": Priority.normal},
+            Action.skip,
+            "sms: priority normal below SMS minimum high",
+        ),
+        (
+            {},
             {"priority": Priority.high, "sms_min_priority": Priority.urgent},
             Action.skip,
             "priority high below SMS minimum urgent",
@@ -184,6 +196,8 @@ def test_email_rules(p: dict[str, Any], c: dict[str, Any], action: Action, reaso
         "priority-normal-below-high",
         "priority-low-below-high",
         "urgent-above-high",
+        "empty-sms-text",
+        "priority-said-before-empty-text",
         "high-below-urgent-minimum",
         "low-at-low-minimum",
         "loop-guard",

@@ -59,6 +59,7 @@ def preview(
     """Render a template: subject, text, HTML and SMS with its length in segments.
 
     Exit 1 when the SMS is longer than SNS accepts: send refuses such a context."""
+    from notify.policies import SMS_EMPTY
     from notify.pricing import sms_length, sms_size_problem
 
     catalog = _catalog()
@@ -80,6 +81,8 @@ def preview(
         )
     else:
         _show_preview(message, length)
+        if not message.sms.strip():
+            out.print(f"The SMS text is empty for this context: send skips the SMS ({SMS_EMPTY}).")
     problem = sms_size_problem(message.sms)
     if problem:
         fail_line(f"template {name!r}: {problem}: send refuses this context; shorten its values")
