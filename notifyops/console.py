@@ -70,6 +70,16 @@ def fail_line(message: str) -> None:
 MAX_JSON_BYTES = 1_000_000  # a template context; anything bigger is a mistake
 
 
+class _NotJson(ValueError):
+    """A value Python's JSON reader takes that JSON has not."""
+
+
+def _not_json(name: str) -> Any:
+    """NaN, Infinity and -Infinity are not JSON (json.loads takes them; a template then
+    renders `nan`)."""
+    raise _NotJson(f"{name} is not a JSON value (give a number or a string)")
+
+
 def parse_json_object(raw: str, option: str) -> dict[str, Any]:
     """A JSON object given on the command line; InputError naming the option otherwise."""
     from notify.errors import InputError
@@ -77,7 +87,9 @@ def parse_json_object(raw: str, option: str) -> dict[str, Any]:
     if len(raw) > MAX_JSON_BYTES:
         raise InputError(f"{option}: {len(raw):,} characters of JSON; at most {MAX_JSON_BYTES:,}")
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_not_json)
+    except _NotJson as error:
+        raise InputError(f"{option}: {error}") from None
     except json.JSONDecodeError as error:
         where = (
             f"line {error.lineno} column {error.colno}"

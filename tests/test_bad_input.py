@@ -424,6 +424,16 @@ def send_cases() -> list[Case]:
         Case("context-empty-object", [*send, "--context", "{}"], "repair_id"),
         Case("context-broken", [*send, "--context", '{"repair_id": '], "--context"),
         Case("context-list", [*send, "--context", "[1, 2]"], "--context"),
+        Case(
+            "context-nan",
+            [*send, "--context", '{"repair_id": NaN, "unit_number": "1"}'],
+            "--context: NaN is not a JSON value",
+        ),
+        Case(
+            "context-infinity",
+            [*send, "--context", '{"repair_id": "R-1", "unit_number": -Infinity}'],
+            "--context: -Infinity is not a JSON value",
+        ),
         Case("context-string", [*send, "--context", '"R-1"'], "--context"),
         Case("context-number", [*send, "--context", "7"], "--context"),
         Case("context-null", [*send, "--context", "null"], "--context"),
