@@ -33,7 +33,13 @@ from notify.db import (
 from notify.policies import Action, ChannelDecision
 
 LOOP_WINDOW = timedelta(hours=24)
-NOT_SPENDING = (Status.skipped.value, Status.failed.value, Status.failed_permanent.value)
+# never sent, so never paid for: skipped, failed for good, or purged by an operator
+NOT_SPENDING = (
+    Status.skipped.value,
+    Status.failed.value,
+    Status.failed_permanent.value,
+    Status.purged.value,
+)
 
 
 @dataclass
@@ -109,7 +115,7 @@ def start_of_utc_day(now: datetime) -> datetime:
 
 
 def sms_spend_since(*, session: Session, since: datetime) -> Decimal:
-    """SMS cost committed or planned since `since` (rows not skipped and not failed): the
+    """SMS cost committed or planned since `since` (rows not skipped, failed or purged): the
     receipt's price where one arrived, the estimate otherwise."""
     query = select(func.coalesce(func.sum(sms_cost_known()), 0)).where(
         DeliveryLog.channel == Channel.sms.value,

@@ -40,6 +40,19 @@ def test_the_cap_uses_the_receipt_price_where_known_and_the_estimate_otherwise(
     assert spent == Decimal("0.0487"), (estimated, priced)
 
 
+def test_a_purged_sms_is_not_spend(engine: Engine) -> None:
+    """A purge marks stale queued rows `purged`, never sent: counted as spend, a purge of a
+    morning's backlog used up the day's cap and every later SMS was skipped."""
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    rows.delivery(tech, created_at=AS_OF - timedelta(hours=1), cost=Decimal("0.01"))
+    rows.many(3, tech, created_at=AS_OF - timedelta(hours=2), status="purged", cost=Decimal("40"))
+    rows.insert(engine)
+    with transaction(engine) as session:
+        spent = sms_spend_since(session=session, since=AS_OF - timedelta(days=1))
+    assert spent == Decimal("0.01")
+
+
 def two_sms_just_sent(url: str) -> None:
     """Two SMS at $0.00645 ten minutes before AS_OF: $0.0129 in the last hour and today."""
     rows = Rows()
