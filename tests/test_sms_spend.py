@@ -205,3 +205,49 @@ def test_the_sms_cost_audit_reports_sns_out_of_reach_and_still_measures_spend(
     report = json.loads(capsys.readouterr().out)
     assert report["month_cost_usd"] == "0.0129" and report["sns_spend_limit_usd"] is None
     assert report["sns_error"].startswith("sns.GetSMSAttributes: EndpointConnectionError")
+
+
+def _cap_report(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    command = ["audit", "sms-cost", "--as-of", AS_OF.isoformat(), "--direct", "--json"]
+    main(command)
+    report: dict[str, object] = json.loads(capsys.readouterr().out)
+    return report
+
+
+def test_sms_queued_today_count_against_the_cap_as_the_send_policy_counts_them(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The policy skips every new SMS once today's queued ones fill the cap; the audit, counting
+    only SMS sent, said $0.10 today, P4."""
+    monkeypatch.setenv("NOTIFY_SMS_DAILY_CAP_USD", "1")
+    reload_runtime()
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    rows.delivery(tech, created_at=AS_OF - timedelta(hours=1), cost=Decimal("0.10"))
+    queued = {"status": "pending", "next_attempt_at": AS_OF + timedelta(hours=3)}
+    rows.many(2, tech, created_at=AS_OF - timedelta(hours=2), cost=Decimal("0.45"), **queued)
+    rows.insert(make_engine(cli_env))
+    with transaction(make_engine(cli_env)) as session:
+        midnight = AS_OF.replace(hour=0, minute=0)
+        assert sms_spend_since(session=session, since=midnight) == Decimal("1.00")
+    report = _cap_report(capsys)
+    assert (report["today_cost_usd"], report["daily_cap_reached"]) == ("1.00", True)
+    assert report["severity"] == "P2" and report["daily_cap_used"] == 1.0
+
+
+def test_sms_created_yesterday_and_sent_after_midnight_are_not_todays_cap(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Yesterday's SMS held by quiet hours and sent at 00:30 are not in the policy's cap: the
+    audit called the cap reached ("SMS are skipped", P2) while SMS went out."""
+    monkeypatch.setenv("NOTIFY_SMS_DAILY_CAP_USD", "1")
+    reload_runtime()
+    midnight = AS_OF.replace(hour=0, minute=0)
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    sent = {"sent_at": midnight + timedelta(minutes=30), "cost": Decimal("5")}
+    rows.delivery(tech, created_at=midnight - timedelta(minutes=30), **sent)
+    rows.insert(make_engine(cli_env))
+    report = _cap_report(capsys)
+    assert (report["today_cost_usd"], report["daily_cap_reached"]) == ("0.00", False)
+    assert report["severity"] == "P4" and report["total_cost_usd"] == "5.00"

@@ -6,6 +6,11 @@ Sums are exact (whole micro-dollars in SQL) and shown at that precision (notify/
 Whole UTC hours are read from `audit_sms_totals` (per hour) and `audit_sms_hours` (per hour and
 recipient); the partial hours at both ends of each range and the rows not folded yet are read
 live from delivery_logs (see rollups.py): the full scan's answer to the cent.
+
+Today's spend against the daily cap is the send policy's own measure (`_cap_spend`): the SMS
+created today and not skipped, failed or purged, queued ones included. Measured by sent_at it
+missed a cap the policy had reached on queued SMS (P4 while every SMS was skipped) and called a
+cap reached on SMS created yesterday and sent today (P2 while SMS went out).
 """
 
 from __future__ import annotations
@@ -33,14 +38,16 @@ from notify.audits.common import (
 from notify.audits.rollups import ROLLUPS, Key, Parts, RollupPolicy, open_view, paid_sms, parts
 from notify.audits.sns_account import SnsSpendLimit, sms_spend_limit
 from notify.audits.sql import hour_bucket, micros_sum
-from notify.conditions import start_of_utc_day
+from notify.conditions import NOT_SPENDING, start_of_utc_day
 from notify.db import (
+    Channel,
     DeliveryLog,
     Notification,
     Recipient,
     SmsHour,
     SmsTotalHour,
     dialect_of,
+    sms_cost_known,
 )
 from notify.masking import mask_phone
 from notify.money import usd
@@ -82,7 +89,9 @@ class SmsCostReport(Report):
     total_cost_usd: Decimal
     last_hour_cost_usd: Decimal
     hourly_alarm_usd: Decimal
-    today_cost_usd: Decimal  # UTC day of as_of, up to as_of
+    # what the daily cap counts: SMS created in the UTC day of as_of up to as_of, not skipped,
+    # failed or purged (queued ones included), at the receipt's price where known
+    today_cost_usd: Decimal
     daily_cap_usd: Decimal
     daily_cap_used: float | None  # share of the cap spent today; None when the cap is 0
     daily_cap_reached: bool
@@ -118,7 +127,7 @@ def sms_cost_audit(
     buckets = [(h, *paid.per_hour.get(h, (0, 0, 0))) for h in _hours(w)]
     last_hour = _spend(session, parts(view, Key.sent, w.end - HOUR, w.end))
     day_start = start_of_utc_day(w.end)
-    today = _spend(session, parts(view, Key.sent, day_start, w.end, include_start=True))
+    today = _cap_spend(session, day_start, w.end)
     month_start = day_start.replace(day=1)
     month = _spend(session, parts(view, Key.sent, month_start, w.end, include_start=True))
     limit = sms_spend_limit(sns) if sns is not None else SnsSpendLimit()
@@ -230,6 +239,20 @@ def _spend(session: Session, p: Parts) -> Decimal:
         query = select(micros_sum(DeliveryLog.cost)).where(_paid(rows))
         micros += sign * int(session.execute(query).scalar() or 0)
     return usd_from_micros(micros)
+
+
+def _cap_spend(session: Session, start: datetime, end: datetime) -> Decimal:
+    """What the daily cap counts, as the send policy does (notify/conditions.py): SMS created in
+    [start, end] that were not skipped, failed or purged (queued and in-flight ones included),
+    at the receipt's price where one arrived, else the estimate. Exact."""
+    dl = DeliveryLog
+    query = select(micros_sum(sms_cost_known())).where(
+        dl.channel == Channel.sms.value,
+        dl.created_at >= start,
+        dl.created_at <= end,
+        dl.status.not_in(NOT_SPENDING),
+    )
+    return usd_from_micros(session.scalar(query))
 
 
 def _today(today: Decimal, settings: Settings) -> dict[str, Any]:
