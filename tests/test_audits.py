@@ -716,6 +716,7 @@ def test_health_calls_rows_nobody_will_finish_and_orphan_receipts_data_loss(
                     "dedupe_key": "r-old",
                     "source": "ses",
                     "event_type": "Delivery",
+                    "delivery_id": 999,
                     "state": "unmatched",
                     "received_at": AS_OF - 2 * H,
                 },
@@ -723,6 +724,7 @@ def test_health_calls_rows_nobody_will_finish_and_orphan_receipts_data_loss(
                     "dedupe_key": "r-new",
                     "source": "ses",
                     "event_type": "Delivery",
+                    "delivery_id": 998,
                     "state": "unmatched",
                     "received_at": AS_OF - timedelta(minutes=10),
                 },
@@ -730,6 +732,27 @@ def test_health_calls_rows_nobody_will_finish_and_orphan_receipts_data_loss(
         )
     with transaction(engine) as session:
         assert run(health, session, settings).unmatched_receipts == 1, "only after the horizon"
+
+
+def test_another_senders_receipts_are_no_data_loss(engine: Engine, settings: Settings) -> None:
+    """`notifyops test-email` through the configuration set, another application on it, or
+    another application's SMS in the account's delivery logs: receipts without our delivery id
+    tag stay unmatched. Counted as data loss, one of them paged P1 on every health run, for
+    ever."""
+    from notify.db import RECEIPTS
+
+    untagged = [
+        {"source": source, "event_type": event, "dedupe_key": f"other-{source}-{event}"}
+        for source, event in (("ses", "Send"), ("ses", "Delivery"), ("sms", "SmsSuccess"))
+    ]
+    with engine.begin() as connection:
+        connection.execute(
+            RECEIPTS.insert(),
+            [{**r, "state": "unmatched", "received_at": AS_OF - 3 * H} for r in untagged],
+        )
+    with transaction(engine) as session:
+        report = run(health, session, settings)
+    assert (report.unmatched_receipts, report.severity, report.findings) == (0, Severity.P4, ())
 
 
 def test_health_reports_a_missing_index(engine: Engine, settings: Settings) -> None:

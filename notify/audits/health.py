@@ -61,7 +61,8 @@ class HealthReport(Report):
     stuck_sending: int  # lease expired; become unknown when rescued
     unknown: int
     # Data loss: rows claimed or in flight whose lease ended over LOST_HORIZON ago (nobody rescued
-    # them: no deliverer runs) and provider receipts still matching no row after LOST_HORIZON.
+    # them: no deliverer runs) and provider receipts carrying our delivery id tag still matching
+    # no row after LOST_HORIZON.
     lost_past_horizon: int = 0
     unmatched_receipts: int = 0
     index_problems: tuple[IndexProblem, ...] = ()  # declared indexes missing or invalid
@@ -250,11 +251,16 @@ def _stuck(session: Session, now: datetime) -> dict[str, Any]:
 
 
 def _lost(session: Session, now: datetime) -> dict[str, int]:
-    """What data loss means here: a row nobody will ever finish, or a receipt with no row."""
+    """What data loss means here: a row nobody will ever finish, or a receipt of a message we
+    sent (it carries our delivery id tag) with no row. A receipt without the tag is another
+    sender's (`notifyops test-email`, another application on the configuration set or the
+    account's SMS): it stays `unmatched` in `receipts` and is no loss of ours."""
     dl, horizon = DeliveryLog, now - LOST_HORIZON
     stuck = select(func.count()).where(dl.status.in_(STUCK_STATUSES), dl.lease_expires_at < horizon)
     unmatched = select(func.count()).where(
-        Receipt.state == "unmatched", Receipt.received_at < horizon
+        Receipt.state == "unmatched",
+        Receipt.received_at < horizon,
+        Receipt.delivery_id.is_not(None),  # our tag: a message we sent, with no row for it
     )
     return {
         "lost_past_horizon": int(session.scalar(stuck) or 0),
