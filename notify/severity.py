@@ -278,8 +278,10 @@ def _data_loss(facts: Facts, _t: Thresholds) -> Finding | None:
         "data-loss",
         Severity.P1,
         "data loss: rows held by a dead deliverer for over an hour with nobody rescuing them, "
-        "or provider receipts matching no delivery row (see health's lost_past_horizon and "
-        "unmatched_receipts)",
+        "or provider receipts of our messages matching no delivery row (see health's "
+        "lost_past_horizon and unmatched_receipts); fix: `notifyops deliver` rescues the held "
+        "rows (claimed back to the queue, in-flight ones `unknown`: check the provider's logs, "
+        "then redrive), and a deliverer must run (runbook section 3)",
     )
 
 

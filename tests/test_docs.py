@@ -59,3 +59,14 @@ def test_the_runbook_gives_each_scheduled_deployment_its_prefect_yaml_cadence() 
             assert said == f"{minute[2:]} min", spec["name"]
         else:
             assert said.startswith("hourly"), spec["name"]
+
+
+def test_the_escalation_table_names_the_health_findings_at_their_severity() -> None:
+    """A P1 `data-loss` or `runs-late` page, or a P3 `indexes` finding, was in no row but
+    "P4 everything else"."""
+    text = (ROOT / "docs" / "RUNBOOK.md").read_text(encoding="utf-8")
+    rows = {
+        line.split("|")[1].strip()[:2]: line for line in text.splitlines() if line.startswith("| P")
+    }
+    assert "`data-loss`" in rows["P1"] and "`runs-late`" in rows["P1"]
+    assert "`indexes`" in rows["P3"]

@@ -119,3 +119,10 @@ def test_late_runs_page_once_and_not_beside_workers_down() -> None:
     assert "`notifyops serve`" in alone.findings[0].message
     both = assess(Facts(late_runs=12, late_runs_minutes=55, workers_down_minutes=30))
     assert [f.code for f in both.findings] == ["workers-down"], "one outage, one page"
+
+
+def test_the_data_loss_page_says_what_to_do() -> None:
+    """The P1 page named the counts to look at and nothing to do about them."""
+    (finding,) = assess(Facts(data_loss=True)).findings
+    assert "`notifyops deliver` rescues the held rows" in finding.message
+    assert "runbook section 3" in finding.message
