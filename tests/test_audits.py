@@ -432,6 +432,23 @@ def test_failure_rates_per_channel(engine: Engine, session: Session, settings: S
     assert report.groups[1].fix == RATE_EXCEEDED.fix
 
 
+def test_purged_rows_do_not_dilute_the_failure_rate(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    """A purge of a stale backlog (runbook section 4) marks rows `purged`, never sent: counted
+    as deliveries, 1,000 of them turned 6 failed emails of 10 (P1) into 0.6% (P3)."""
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    rows.many(4, tech, created_at=AS_OF - H, channel="email")
+    failed = {"status": "failed_permanent", "error_code": "InvalidAddress"}
+    rows.many(6, tech, created_at=AS_OF - H, channel="email", **failed)
+    rows.many(1_000, tech, created_at=AS_OF - H, channel="email", status="purged")
+    rows.insert(engine)
+    report = run(failure_summary, session, settings)
+    assert (report.email_total, report.email_failed, report.email_error_rate) == (10, 6, 0.6)
+    assert report.severity is Severity.P1
+
+
 def test_a_failure_whose_provider_answered_an_html_page_groups_as_one_line(
     engine: Engine, session: Session, settings: Settings
 ) -> None:

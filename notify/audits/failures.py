@@ -1,6 +1,6 @@
 """Failure summary (runbook section 5): among rows created in the window, the error rates per
 channel against 10%, and the failures grouped by error class and normalised message with the
-runbook's cause and fix. Skipped rows are not deliveries and count nowhere.
+runbook's cause and fix. Skipped and purged rows are not deliveries and count nowhere.
 
 Settled rows (sent, delivered) of whole UTC hours come from the hourly rollups; failed, retrying
 and in-flight rows, the partial hours and rows not folded yet are read live (rollups.py).
@@ -48,7 +48,7 @@ class FailureGroup(BaseModel):
 
 
 class FailureReport(Report):
-    total: int  # non-skipped rows created in the window
+    total: int  # rows created in the window, neither skipped nor purged
     failed: int  # failed + failed_permanent
     retrying: int  # pending_retry now
     error_rate: float
@@ -94,6 +94,8 @@ def failure_summary(
 
 
 GroupKey = tuple[str | None, str | None, str]
+# never deliveries: skipped by a policy, or purged from the queue by an operator
+NOT_SENT = (Status.skipped.value, Status.purged.value)
 
 
 @dataclass
@@ -142,9 +144,7 @@ def _live(session: Session, rows: ColumnElement[bool], sign: int, tally: _Tally)
     errors = [case((failed, column), else_=None) for column in error_columns]
     raw_message = case((and_(failed, dl.error_norm.is_(None)), dl.error_message), else_=None)
     columns = (dl.channel, dl.status, *errors, raw_message)
-    query = select(*columns, func.count()).where(
-        any_channel(), rows, dl.status != Status.skipped.value
-    )
+    query = select(*columns, func.count()).where(any_channel(), rows, dl.status.not_in(NOT_SENT))
     result: Any = session.execute(query.group_by(*columns))
     for channel, status, error_class, code, norm, message, count in result:
         counts = tally.per[channel]
