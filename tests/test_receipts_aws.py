@@ -407,3 +407,48 @@ def test_an_sms_opt_out_in_the_delivery_logs_skips_the_queued_sms_without_a_fall
     assert status == "skipped" and decision.startswith("sms: muted after it was queued")
     assert (report.totals.suppressed, report.queued.muted, report.queued.fallbacks) == (1, 1, 0)
     assert len(_decisions(engine)) == 2, "no email fallback row"
+
+
+def test_a_poll_that_died_after_storing_a_bounce_leaves_the_next_poll_to_skip_the_queued_rows(
+    aws: dict[str, Any], engine: Engine, db_url: str
+) -> None:
+    """A poll killed after the commit that stored a hard bounce (or stopped by Ctrl-C, SIGTERM,
+    a lost connection, an SQS error on its next receive) never skipped the rows still queued to
+    the bounced address, and no later poll did: the receipt is a duplicate then and suppresses
+    nothing new. A delivery run under way went on claiming them. The next poll skips them."""
+    topic = _setup(aws).items[0].arn
+    now = utcnow()
+    rows = Rows()
+    tech = rows.recipient("tech:1", email=TO)
+    bounced = rows.delivery(
+        tech, channel="email", created_at=now, recipient_email=TO, provider_message_id="ses-1"
+    )
+    queued = _due(rows, tech, "email", TO, now)
+    rows.insert(engine)
+    _publish(aws, topic, [ses_event("Bounce", "ses-1", to=TO, delivery_id=bounced)])
+    url = aws["sqs"].get_queue_url(QueueName=NAME)["QueueUrl"]
+
+    def die(chunk: Sequence[QueueMessage]) -> None:
+        for message in chunk:  # the visibility timeout runs out while we are dead
+            aws["sqs"].change_message_visibility(
+                QueueUrl=url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=0
+            )
+        raise RuntimeError("kill -9 after the commit, before the delete")
+
+    with pytest.raises(RuntimeError):
+        poll_queue(
+            sqs=aws["sqs"], queue_url=url, engine=engine, clock=utcnow, max_messages=100,
+            wait_s=0, after_commit=die,
+        )  # fmt: skip
+    assert _decisions(engine)[queued][0] == "pending"  # the bounce is stored, the row waits
+    report = poll_receipts(
+        engine=engine,
+        sources=ReceiptSources(sqs=aws["sqs"]),
+        settings=_settings(db_url),
+        clock=utcnow,
+        fallback=FALLBACK,
+    )
+    assert (report.totals.suppressed, report.totals.duplicates) == (0, 1)
+    status, decision = _decisions(engine)[queued]
+    assert status == "skipped" and decision.startswith("email: muted after it was queued")
+    assert report_json(report)["queued_skipped"] == 1

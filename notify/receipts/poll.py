@@ -92,17 +92,22 @@ def poll_receipts(
         )
     report.crash, retried, report.reputation = settle(engine=engine, settings=settings, now=clock())
     report.email.add(retried)
-    if report.totals.suppressed:
-        report.queued = skip_stopped(engine=engine, fallback=fallback, now=clock())
+    # every poll, not only one that suppressed something: a poll that died after committing a
+    # suppression (a kill, Ctrl-C, a lost connection, an SQS error on its next receive) left
+    # the rows queued to that address for a delivery run under way, and its receipts come back
+    # as duplicates that suppress nothing new
+    report.queued = skip_stopped(engine=engine, fallback=fallback, now=clock())
     return report
 
 
 def skip_stopped(*, engine: Engine, fallback: FallbackPolicy, now: datetime) -> Rechecked:
-    """A bounce, a complaint or an opt-out suppressed addresses: the rows still queued to them
-    (pending or waiting for a retry, due or not) are skipped now, naming the suppression, not
-    when the next delivery run rechecks its due rows; a delivery run under way claims none of
-    them after this commits (the rows it already holds in `sending` go). Muted SMS of a
-    whole-number suppression get their email fallback, as with `recipients mute`."""
+    """The rows still queued (pending or waiting for a retry, due or not) to an address a
+    suppression in force stops (a bounce, a complaint or an opt-out this poll or an earlier one
+    stored) are skipped now, naming the suppression, not when the next delivery run rechecks its
+    due rows; a delivery run under way claims none of them after this commits (the rows it
+    already holds in `sending` go). Muted SMS of a whole-number suppression get their email
+    fallback, as with `recipients mute`. Run by every poll: one UPDATE per channel over the
+    waiting rows, which finds nothing when nothing new was suppressed."""
     with transaction(engine) as session:
         return skip_muted(session.connection(), now=now, fallback=fallback)
 
