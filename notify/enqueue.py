@@ -11,8 +11,8 @@ A keyed request may also be stored in parts (`request_parts`): each part is a ra
 in the request's recipient list, stored by its own `enqueue(part=...)` call in its own
 transaction, so the first part is delivered while the next is stored (the dispatch flow). A
 notification's key names its position, so a part run again stores only the positions not stored
-yet (a request that failed half-way resumes where it stopped), and two concurrent runs of one
-part collide on the key (the second fails) instead of storing twice.
+yet (a request that failed half-way resumes where it stopped), and a store of a key waits for
+another store of the same key under way, then answers what that one stored (`_hold_key`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select, text
 from sqlalchemy.orm import Session
 
 from notify.conditions import start_conditions
@@ -150,6 +150,8 @@ def enqueue(
     _storable(template=request.template, context=request.context, idempotency_key=key)
     # no roster change runs between the addresses read here and the commit (hold_roster)
     hold_roster(session.connection(), to_change=False)
+    if key:
+        _hold_key(session.connection(), key)
     if not key and part == range(len(request.recipients)):
         part = None  # the one part `request_parts` gives an unkeyed request: stored whole
     if part is not None and not key:
@@ -344,6 +346,23 @@ def preflight(
     first = recipients_by_external_id(session=session, external_ids=wanted[:1])[wanted[0]]
     catalog.check(request.template, recipient_context(request.context, first))
     return wanted, unknown
+
+
+REQUEST_KEY_LOCK = 0x6E6F7469  # the advisory lock class of a request key (two-int form)
+
+
+def _hold_key(connection: Connection, key: str) -> None:
+    """Until the caller's transaction ends, no other store of the same key: the same request
+    sent again while its first store has not committed (a retried dispatch) waits for it, then
+    finds its rows and answers them. Without it, on PostgreSQL, the second found nothing under
+    the key, stored its own and failed on the unique key (an IntegrityError). PostgreSQL: a
+    transaction advisory lock on the key's hash (another key rarely shares it: it then waits
+    for that store too); SQLite: the one write lock `hold_roster` took already."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:lock_class, hashtext(:key))"),
+            {"lock_class": REQUEST_KEY_LOCK, "key": key},
+        )
 
 
 def _storable(**fields: Any) -> None:

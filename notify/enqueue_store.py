@@ -2,8 +2,8 @@
 
 Both write in the caller's transaction and return the notification ids in the order of the chunk.
 The idempotency key of a notification is `<request key>#<position in the request>`: unique in
-the table, so a second, concurrent run of the same request fails on its first row instead of
-storing the request twice.
+the table, so a request is never stored twice (notify.enqueue makes a second, concurrent run of
+the same key wait for the first and answer its rows).
 """
 
 from __future__ import annotations

@@ -5,14 +5,16 @@ from __future__ import annotations
 import random
 import shutil
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 
 from notify.db import DeliveryLog, Notification, Recipient, Status, Suppression, transaction
 from notify.delivery import INTERRUPTED, Deliverer
@@ -168,6 +170,58 @@ def test_same_idempotency_key_is_a_noop_answering_the_first_ids(
     assert again.duplicate and again.notification_ids == first.notification_ids
     with transaction(engine) as session:
         assert session.scalar(select(func.count()).select_from(Notification)) == 2
+
+
+def test_the_same_key_while_the_first_request_is_still_storing_waits_and_is_a_noop(
+    engine: Engine, settings: Settings
+) -> None:
+    """A dispatch retried with the same key while the first is still storing (not committed):
+    the second waits for the first and answers its ids. Before, on PostgreSQL, it found no row
+    under the key, stored its own and failed on the unique key with an IntegrityError (the
+    enqueue task's retries hid it only when the first store ended within them)."""
+    add_recipients(engine, [tech(1), tech(2)])
+    request = SendRequest(
+        template="repair_assigned",
+        to=("tech:1", "tech:2"),
+        context=CONTEXT,
+        idempotency_key="job-43",
+    )
+    with ThreadPoolExecutor(1) as beside:
+        with transaction(engine) as storing:
+            first = enqueue(
+                session=storing, request=request, catalog=CATALOG, settings=settings, now=NOON
+            )
+            again = beside.submit(send, engine, settings, ["tech:1", "tech:2"], **_key("job-43"))
+            _waits_for_a_lock(engine, again)
+        second = again.result(timeout=30)
+    assert second.duplicate and second.notification_ids == first.notification_ids
+    with transaction(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Notification)) == 2
+
+
+def _key(key: str) -> dict[str, Any]:
+    return {"idempotency_key": key}
+
+
+def _waits_for_a_lock(engine: Engine, other: Future[Any]) -> None:
+    """Return once `other` waits for a lock another transaction holds (pg_stat_activity); on
+    SQLite, where a waiting writer sleeps in its busy handler, after a while it did not end."""
+    if engine.dialect.name != "postgresql":
+        time.sleep(0.5)
+        assert not other.done(), f"it did not wait: {other.result()}"
+        return
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        assert not other.done(), f"it did not wait: {other.result()}"
+        with engine.connect() as connection:
+            if connection.scalar(query):
+                return
+        time.sleep(0.02)
+    raise AssertionError("it never waited")
 
 
 @pytest.mark.parametrize(
