@@ -530,6 +530,9 @@ def redrive(
             next_attempt_at=now,
             lease_owner=None,
             lease_expires_at=None,
+            # its next attempt, if in doubt again, is judged from when that one is seen unknown
+            # (notify.receipts.crash), not from when the attempt redriven here was
+            unknown_since=None,
             decision=func.substr(LOGS.c.decision + suffix, 1, 300),
         )
     )

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, func, select
 
 from notify.db import DELIVERY_LOGS, RECEIPTS, SUPPRESSIONS, Status, transaction
 from notify.enqueue import SendRequest, enqueue
+from notify.outbox import redrive
 from notify.receipts import (
     apply_stored,
     daily_sms_cost,
@@ -257,6 +258,26 @@ def test_an_unknown_email_goes_back_to_pending_once_only_after_later_send_receip
     _settle(engine, NOW + timedelta(hours=3))
     _watermark(engine, NOW + timedelta(hours=4))
     assert _settle(engine, NOW + timedelta(hours=5)).requeued_email == 0  # once only
+
+
+def test_a_redriven_unknown_email_in_doubt_again_is_judged_by_its_new_attempt(
+    engine: Engine,
+) -> None:
+    """An operator redrives an `unknown` email (--allow-unknown) and its new attempt ends in
+    doubt too: the Send receipts of other, later sends say nothing about this attempt until
+    they are later than it. It kept the time its first attempt was seen unknown, so the next
+    poll put it back in the queue at once, its new Send receipt perhaps still on the way."""
+    [row_id] = _rows(engine, {"status": "unknown"})
+    _settle(engine, NOW)  # its first attempt is seen unknown at NOW
+    with transaction(engine) as session:
+        assert redrive(session=session, status="unknown", now=NOW + timedelta(hours=1)) == 1
+    with engine.begin() as connection:  # the redriven attempt times out at NOW + 1 h
+        connection.execute(DELIVERY_LOGS.update().values(status="unknown"))
+    _watermark(engine, NOW + timedelta(hours=1, minutes=5))
+    assert _settle(engine, NOW + timedelta(hours=1, minutes=10)).requeued_email == 0
+    assert _row(engine, row_id)["status"] == "unknown"
+    _watermark(engine, NOW + timedelta(hours=1, minutes=30))  # later sends' receipts: not sent
+    assert _settle(engine, NOW + timedelta(hours=2)).requeued_email == 1
 
 
 def test_an_unknown_sms_is_matched_only_when_exactly_one_log_line_fits(engine: Engine) -> None:
