@@ -131,6 +131,30 @@ def test_unknown_needs_an_explicit_flag_and_warns(engine: Engine) -> None:
     assert result.warnings and "twice" in result.warnings[0]
 
 
+def test_sms_whose_email_fallback_went_are_counted_in_a_warning_before_redriving(
+    engine: Engine,
+) -> None:
+    """Redriving an SMS that failed for good sends it by SMS too when its email fallback went
+    (or is on its way): the operator is told how many, in the dry run and when applying."""
+    rows = Rows()
+    rid = rows.recipient("tech:1")
+    failed = [
+        rows.delivery(rid, created_at=OLD, status="failed_permanent", error_code="OptedOut")
+        for _ in range(3)
+    ]
+    for sms, fallback_status in zip(failed, ("sent", "pending", "failed"), strict=False):
+        rows.delivery(rid, created_at=OLD, channel="email", status=fallback_status, replaces_id=sms)
+    rows.insert(engine)
+    fix = {"statuses": ["failed_permanent"], "error_codes": ["OptedOut"]}
+    warning = (
+        "2 of these SMS already have their email fallback (sent or on its way): redriving them "
+        "sends the message by SMS as well"
+    )
+    assert run(engine, **fix).warnings == [warning]
+    assert run(engine, apply=True, **fix).warnings == [warning]
+    assert run(engine, **fix).warnings == [], "redriven already: nothing to warn of"
+
+
 def test_failed_permanent_needs_the_error_code_named(engine: Engine) -> None:
     failures(engine)
     with pytest.raises(ValidationError, match="error code"):

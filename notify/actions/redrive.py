@@ -36,7 +36,7 @@ from notify.actions.selection import (
     take_rows,
     taken_by,
 )
-from notify.db import OperatorAction
+from notify.db import Channel, OperatorAction, Status
 from notify.errors import known_spelling
 from notify.forms import empty_is_none
 from notify.outbox import REDRIVABLE
@@ -48,6 +48,12 @@ UNKNOWN_WARNING = (
     "unknown rows may already have reached the provider: redriving them can send a message "
     "twice; check the SES events / SNS delivery-status logs first"
 )
+FALLBACK_WARNING = (
+    "{n} of these SMS already have their email fallback (sent or on its way): redriving them "
+    "sends the message by SMS as well"
+)
+# a fallback email in one of these did not and will not go
+FALLBACK_GONE = (Status.failed, Status.failed_permanent, Status.skipped, Status.purged)
 TOP_GROUPS = 20
 
 
@@ -168,6 +174,7 @@ def redrive(
     already = count_rows(session, base) - matched
     groups = _by_error(session, fresh)
     sample = sample_rows(session, fresh)
+    warnings = _warnings(session, request, fresh)  # of the rows before they are redriven
     filters = request.model_dump(mode="json", exclude_none=True)
     record = record_action(
         session=session,
@@ -190,8 +197,27 @@ def redrive(
         redriven=redriven,
         by_error=groups,
         sample=sample,
-        warnings=[UNKNOWN_WARNING] if "unknown" in request.statuses else [],
+        warnings=warnings,
     )
+
+
+def _warnings(
+    session: Session, request: RedriveRequest, where: Sequence[ColumnElement[bool]]
+) -> list[str]:
+    """What the operator should know before applying: `unknown` rows may have gone, and SMS
+    whose email fallback went (or will) would reach the recipient twice, by both channels."""
+    found = [UNKNOWN_WARNING] if "unknown" in request.statuses else []
+    fallback = DL.alias("fallback")
+    replaced = exists(
+        select(fallback.c.id).where(
+            fallback.c.replaces_id == DL.c.id,
+            fallback.c.status.not_in([status.value for status in FALLBACK_GONE]),
+        )
+    )
+    covered = count_rows(session, [*where, DL.c.channel == Channel.sms.value, replaced])
+    if covered:
+        found.append(FALLBACK_WARNING.format(n=covered))
+    return found
 
 
 def _where(
