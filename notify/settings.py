@@ -11,9 +11,9 @@ import socket
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, PositiveFloat, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
@@ -22,6 +22,8 @@ from notify.severity import Severity
 
 ENV_PREFIX = "NOTIFY_"
 ALERT_ROUTES = ("sns", "webhook", "log")  # notify.alerts.routing builds them
+# us-east-1, us-gov-west-1, cn-north-1, eusc-de-east-1: the form of botocore's partitions' regions
+_REGION = re.compile(r"^[a-z]{2,4}(-[a-z]+)+-\d+$")
 
 
 class Priority(StrEnum):
@@ -56,7 +58,9 @@ class Settings(BaseSettings):
     email_from: str = Field(
         "notifications@example.com", description="Verified SES sender address (From:)"
     )
-    aws_region: str = Field("us-east-1", description="AWS region for SES, SNS and CloudWatch")
+    aws_region: str = Field(
+        "us-east-1", description="AWS region code for SES, SNS and CloudWatch, such as us-east-1"
+    )
     smtp_host: str = Field("email-smtp.us-east-1.amazonaws.com", description="SES SMTP endpoint")
     smtp_port: int = Field(587, ge=1, le=65535, description="SMTP port (STARTTLS on 587)")
     smtp_username: str | None = Field(None, description="SES SMTP user name")
@@ -80,7 +84,7 @@ class Settings(BaseSettings):
         description="While email goes through SMTP, one send every this many seconds tries the "
         "SES API first; its success switches email back to the API",
     )
-    ses_rate: PositiveFloat | Literal["auto"] = Field(
+    ses_rate: Annotated[float, Field(gt=0, le=100_000)] | Literal["auto"] = Field(
         14.0, description="SES sends per second (token bucket), or auto (SES GetSendQuota)"
     )
     sns_rate: float = Field(
@@ -213,6 +217,24 @@ class Settings(BaseSettings):
         if not value.strip().startswith(("sqlite", "postgresql")):
             raise ValueError("must start with sqlite:/// or postgresql+psycopg2://")
         return value.strip()
+
+    @field_validator("aws_region")
+    @classmethod
+    def _region_code(cls, value: str) -> str:
+        region = value.strip().lower()
+        if not _REGION.match(region):
+            raise ValueError(
+                "must be an AWS region code such as us-east-1 or eu-west-1 (the code, not the "
+                "region's name or an endpoint)"
+            )
+        return region
+
+    @field_validator("ses_rate", mode="before")
+    @classmethod
+    def _auto_in_any_case(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        return value
 
     @field_validator("sms_prices")
     @classmethod

@@ -38,6 +38,11 @@ def test_postgres_url_is_accepted_unchanged(monkeypatch: pytest.MonkeyPatch) -> 
         ("NOTIFY_SMS_MIN_PRIORITY", "critical", "NOTIFY_SMS_MIN_PRIORITY"),
         ("NOTIFY_SMS_PRICES", "{not json", "NOTIFY_SMS_PRICES"),
         ("NOTIFY_LOOP_THRESHOLD", "-1", "NOTIFY_LOOP_THRESHOLD"),
+        ("NOTIFY_AWS_REGION", "", "NOTIFY_AWS_REGION"),
+        ("NOTIFY_AWS_REGION", "us-east1", "NOTIFY_AWS_REGION"),
+        ("NOTIFY_AWS_REGION", "N. Virginia", "NOTIFY_AWS_REGION"),
+        ("NOTIFY_AWS_REGION", "email.us-east-1.amazonaws.com", "NOTIFY_AWS_REGION"),
+        ("NOTIFY_SES_RATE", "inf", "NOTIFY_SES_RATE"),
     ],
 )
 def test_a_bad_setting_names_the_variable_and_the_accepted_form(
@@ -49,6 +54,32 @@ def test_a_bad_setting_names_the_variable_and_the_accepted_form(
     message = str(raised.value)
     assert named in message
     assert "expected:" in message
+
+
+@pytest.mark.parametrize(
+    ("given", "region"),
+    [
+        ("us-east-1", "us-east-1"),
+        (" eu-west-1\n", "eu-west-1"),
+        ("US-GOV-WEST-1", "us-gov-west-1"),
+        ("cn-north-1", "cn-north-1"),
+        ("eusc-de-east-1", "eusc-de-east-1"),
+    ],
+)
+def test_a_region_code_is_taken_in_any_case_without_spaces(
+    monkeypatch: pytest.MonkeyPatch, given: str, region: str
+) -> None:
+    """Before, a region botocore cannot use was taken: with spaces every AWS call failed
+    (InvalidRegionError), with a typo (us-east1) every send failed to connect and was retried
+    for ever as a network problem."""
+    monkeypatch.setenv("NOTIFY_AWS_REGION", given)
+    assert load_settings().aws_region == region
+
+
+@pytest.mark.parametrize("given", ["auto", "AUTO", " Auto "])
+def test_ses_rate_auto_in_any_case(monkeypatch: pytest.MonkeyPatch, given: str) -> None:
+    monkeypatch.setenv("NOTIFY_SES_RATE", given)
+    assert load_settings().ses_rate == "auto"
 
 
 @pytest.mark.parametrize(
