@@ -177,11 +177,13 @@ class TlsFiles:
 
 @dataclass
 class SesLikeHandler:
-    """Stores accepted messages; 554 for a sender not allowed, 454 above `max_messages`."""
+    """Stores accepted messages; 554 for a sender not allowed (or, in the sandbox, a recipient
+    not among `verified_recipients`), 454 above `max_messages`."""
 
     allowed_senders: frozenset[str]
     max_messages: int | None
     reply: str
+    verified_recipients: frozenset[str] | None = None  # None: out of the sandbox
     messages: list[EmailMessage] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
 
@@ -189,6 +191,10 @@ class SesLikeHandler:
         sender = envelope.mail_from or ""
         if sender not in self.allowed_senders:
             return REJECTED_UNVERIFIED.format(sender=sender)
+        if self.verified_recipients is not None:
+            unverified = [to for to in envelope.rcpt_tos if to not in self.verified_recipients]
+            if unverified:
+                return REJECTED_UNVERIFIED.format(sender=", ".join(unverified))
         if self.max_messages is not None and len(self.messages) >= self.max_messages:
             return THROTTLED
         content = envelope.original_content or b""
@@ -241,7 +247,8 @@ def smtp_tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 @pytest.fixture
 def smtp_server(smtp_tls_files: TlsFiles) -> Iterator[SmtpServerFactory]:
     """Factory: `smtp_server(allowed_senders=..., max_messages=None, reply="250 OK",
-    idle_timeout_s=300)` starts an aiosmtpd server with STARTTLS and AUTH required."""
+    idle_timeout_s=300, verified_recipients=None)` starts an aiosmtpd server with STARTTLS and
+    AUTH required."""
     controllers: list[Controller] = []
 
     def start(
@@ -250,8 +257,9 @@ def smtp_server(smtp_tls_files: TlsFiles) -> Iterator[SmtpServerFactory]:
         max_messages: int | None = None,
         reply: str = "250 OK",
         idle_timeout_s: float = 300,
+        verified_recipients: frozenset[str] | None = None,
     ) -> SmtpServer:
-        handler = SesLikeHandler(allowed_senders, max_messages, reply)
+        handler = SesLikeHandler(allowed_senders, max_messages, reply, verified_recipients)
         authenticator = SingleUserAuthenticator(SMTP_USERNAME, SMTP_PASSWORD)
         controller = _controller(handler, authenticator, smtp_tls_files, idle_timeout_s)
         controller.start()

@@ -352,12 +352,29 @@ def test_smtp_454_above_the_rate_is_transient_and_the_connection_stays_usable(
     assert (len(server.messages), server.authenticator.logins) == (1, 1)
 
 
-def test_smtp_554_unverified_address_is_permanent(smtp_server: SmtpServerFactory) -> None:
-    server = smtp_server(allowed_senders=frozenset({"someone-else@example.com"}))
+def test_smtp_554_unverified_recipient_in_the_sandbox_is_permanent(
+    smtp_server: SmtpServerFactory,
+) -> None:
+    server = smtp_server(verified_recipients=frozenset({"someone-else@example.com"}))
     with pytest.raises(DeliveryError) as caught:
         smtp_sender(server).send_email(EMAIL)
     assert (caught.value.code, caught.value.error_class) == ("SMTP554", ErrorClass.permanent)
     assert "production access" in caught.value.fix
+
+
+@pytest.mark.parametrize("sender", [VERIFIED_SENDER, f"Dispatch <{VERIFIED_SENDER}>"])
+def test_smtp_554_naming_our_unverified_sender_is_a_config_error_that_stops_the_batch(
+    smtp_server: SmtpServerFactory, sender: str
+) -> None:
+    """Before, SES SMTP's "not verified" naming our own sender was the recipient's problem
+    (permanent, fix: request production access): through SMTP (NOTIFY_SENDER=smtp or the
+    failover) every email failed for good one by one, as the API path would not let happen."""
+    server = smtp_server(allowed_senders=frozenset({"someone-else@example.com"}))
+    with pytest.raises(DeliveryError) as caught:
+        smtp_sender(server).send_email(replace(EMAIL, sender=sender))
+    assert (caught.value.code, caught.value.error_class) == ("SMTP554", ErrorClass.config)
+    assert caught.value.stops_batch and "NOTIFY_EMAIL_FROM" in caught.value.fix
+    assert server.messages == []
 
 
 def test_smtp_keeps_one_connection_per_thread(smtp_server: SmtpServerFactory) -> None:
@@ -542,6 +559,8 @@ def test_not_verified_stays_permanent_when_it_names_the_recipient_not_our_sender
     assert recipient_side.error_class is ErrorClass.permanent
     sender_side = sender_aware(DeliveryError(ADDRESS_NOT_VERIFIED, text), "tech@x.com")
     assert sender_side.error_class is ErrorClass.config
+    named = sender_aware(DeliveryError(ADDRESS_NOT_VERIFIED, text), "Field Ops <TECH@x.com>")
+    assert named.error_class is ErrorClass.config  # a display name is not in SES's text
 
 
 def test_ses_rate_auto_reads_the_account_send_quota(aws_env: str) -> None:

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.utils import parseaddr
 from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
-from notify.errors import PROVIDER_UNAVAILABLE, DeliveryError
+from notify.errors import (
+    ADDRESS_NOT_VERIFIED,
+    PROVIDER_UNAVAILABLE,
+    SENDER_NOT_VERIFIED,
+    DeliveryError,
+)
 
 
 # slotted, not frozen: built once per message on the delivery path (notify.outbox.ClaimedRow)
@@ -86,3 +92,14 @@ def foreign_answer(provider: str) -> DeliveryError:
         "between this host and AWS?)",
         "NoMessageId",
     )
+
+
+def sender_aware(error: DeliveryError, sender: str) -> DeliveryError:
+    """SES says "not verified" for an unverified sender and for a sandboxed recipient alike, on
+    the API and on SMTP (554); when the text names our own sender (its address, with or without
+    the display name of `Ops <ops@example.com>`), it is a configuration error that stops the
+    batch."""
+    address = (parseaddr(sender)[1] or sender).strip().lower()
+    if error.kind is ADDRESS_NOT_VERIFIED and address and address in error.message.lower():
+        return DeliveryError(SENDER_NOT_VERIFIED, error.message, error.code)
+    return error

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from notify.errors import (
-    ADDRESS_NOT_VERIFIED,
-    SENDER_NOT_VERIFIED,
-    DeliveryError,
-    classify_exception,
+from notify.errors import classify_exception
+from notify.senders.base import (
+    PROVIDER_EXCEPTIONS,
+    OutgoingEmail,
+    SendReceipt,
+    answered_message_id,
+    sender_aware,
 )
-from notify.senders.base import PROVIDER_EXCEPTIONS, OutgoingEmail, SendReceipt, answered_message_id
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client
     from mypy_boto3_sesv2.type_defs import BodyTypeDef, ContentTypeDef, SendEmailRequestTypeDef
+
+__all__ = ["SesEmailSender", "send_email_request", "sender_aware"]
 
 CHARSET = "UTF-8"
 DELIVERY_ID_TAG = "delivery_id"  # SES publishes it in every event as mail.tags.delivery_id
@@ -37,14 +40,6 @@ class SesEmailSender:
 
     def close(self) -> None:
         self._client.close()
-
-
-def sender_aware(error: DeliveryError, sender: str) -> DeliveryError:
-    """SES says "not verified" for an unverified sender and for a sandboxed recipient alike;
-    when the text names our own sender, it is a configuration error that stops the batch."""
-    if error.kind is ADDRESS_NOT_VERIFIED and sender.lower() in error.message.lower():
-        return DeliveryError(SENDER_NOT_VERIFIED, error.message, error.code)
-    return error
 
 
 def send_email_request(

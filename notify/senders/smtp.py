@@ -19,7 +19,7 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, make_msgid, parseaddr
 
 from notify.errors import INVALID_CONTENT, DeliveryError, classify_exception
-from notify.senders.base import PROVIDER_EXCEPTIONS, OutgoingEmail, SendReceipt
+from notify.senders.base import PROVIDER_EXCEPTIONS, OutgoingEmail, SendReceipt, sender_aware
 
 # 7bit: non-ASCII bodies go out quoted-printable/base64, so no 8BITMIME negotiation is needed.
 _POLICY = SMTP_POLICY.clone(cte_type="7bit")
@@ -67,7 +67,8 @@ class SmtpEmailSender:
                 mime.as_bytes(), _address(message.sender), _address(message.to), progress
             )
         except PROVIDER_EXCEPTIONS as exc:
-            raise classify_exception(exc, written=progress.written) from exc
+            error = classify_exception(exc, written=progress.written)
+            raise sender_aware(error, message.sender) from exc
         return SendReceipt(reply_message_id(reply) or str(mime["Message-ID"]).strip("<>"))
 
     def close(self) -> None:
