@@ -165,8 +165,11 @@ MAIL_FROM_NOT_VERIFIED = ErrorKind(
 CONFIGURATION_SET_MISSING = ErrorKind(
     "ConfigurationSetDoesNotExist",
     ErrorClass.config,
-    "The SES configuration set named in the send does not exist",
-    "Create the configuration set in SES or stop naming it in the send",
+    "The SES configuration set named in the send (NOTIFY_SES_CONFIGURATION_SET) does not exist "
+    "in this region",
+    "Run `notifyops receipts setup` in NOTIFY_AWS_REGION (it creates NOTIFY_RECEIPTS_NAME), or set "
+    "NOTIFY_SES_CONFIGURATION_SET to an existing configuration set (or unset it) and restart the "
+    "workers",
 )
 CONFIGURATION_SET_PAUSED = ErrorKind(
     "ConfigurationSetSendingPausedException",
@@ -389,6 +392,9 @@ _RULES: tuple[_Rule, ...] = (
     _rule("Throttling ThrottlingException SMTP454", RATE_EXCEEDED),
     _rule("TooManyRequestsException LimitExceededException", TOO_MANY_REQUESTS),
     _rule("Throttled ThrottledException", SNS_THROTTLED),
+    # SES v2 answers a missing configuration set with NotFoundException (404), SES SMTP with
+    # "554 Configuration Set does not exist"; SES v1 with ConfigurationSetDoesNotExist (below)
+    _rule("NotFoundException NotFound SMTP554", CONFIGURATION_SET_MISSING, "configuration set"),
     _rule("MessageRejected SMTP554", ADDRESS_NOT_VERIFIED, "not verified"),
     _rule("MessageRejected SMTP554", MESSAGE_REJECTED),
     _rule("MailFromDomainNotVerifiedException MailFromDomainNotVerified", MAIL_FROM_NOT_VERIFIED),

@@ -53,7 +53,23 @@ TAXONOMY = [
     ("MessageRejected", "Email address not verified x@example.com", 400, P, "production access"),
     ("MessageRejected", "Message contains a virus", 400, P, "template"),
     ("MailFromDomainNotVerifiedException", "MAIL FROM domain not verified", 400, C, "MAIL FROM"),
-    ("ConfigurationSetDoesNotExist", "Configuration set <x> does not exist", 400, C, "Create"),
+    (
+        "ConfigurationSetDoesNotExist",
+        "Configuration set <x> does not exist",
+        400,
+        C,
+        "NOTIFY_SES_CONFIGURATION_SET",
+    ),
+    # SES v2 and SES SMTP name a missing configuration set their own way: before, the first was
+    # an unknown error retried until the row failed, the second a rejected message, one by one
+    ("NotFoundException", "Configuration set <x> does not exist.", 404, C, "receipts setup"),
+    (
+        "SMTP554",
+        "Configuration Set does not exist: Configuration set <x> does not exist.",
+        None,
+        C,
+        "NOTIFY_SES_CONFIGURATION_SET",
+    ),
     ("ConfigurationSetSendingPausedException", "paused", 400, C, "sending-enabled"),
     ("AccountSendingPausedException", "Account sending paused", 400, C, "reputation"),
     ("SendingPausedException", "Sending is paused", 400, C, "re-enable"),

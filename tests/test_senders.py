@@ -226,6 +226,11 @@ SES_FAULTS = [
         "AccountSuspendedException",
         CF,
     ),
+    (  # NOTIFY_SES_CONFIGURATION_SET names a set this region does not have
+        _rest_json_error(404, "NotFoundException", "Configuration set <nope> does not exist."),
+        "NotFoundException",
+        CF,
+    ),
     ((500, {"Content-Type": "text/plain"}, b"upstream connect error or disconnect"), "500", TR),
     ((503, {}, b""), "503", TR),
     (PROXY_PAGE, "NoMessageId", TR),  # not SES's answer: sent again, as a 5xx is
