@@ -13,7 +13,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
@@ -24,6 +31,9 @@ ENV_PREFIX = "NOTIFY_"
 ALERT_ROUTES = ("sns", "webhook", "log")  # notify.alerts.routing builds them
 # us-east-1, us-gov-west-1, cn-north-1, eusc-de-east-1: the form of botocore's partitions' regions
 _REGION = re.compile(r"^[a-z]{2,4}(-[a-z]+)+-\d+$")
+_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
+_NAMESPACE = re.compile(r"^[A-Za-z0-9.\-_/#: ]{1,255}$")
 
 
 class Priority(StrEnum):
@@ -236,6 +246,36 @@ class Settings(BaseSettings):
             return "auto"
         return value
 
+    @field_validator("alert_sns_topic_arn", "sms_delivery_log_role_arn")
+    @classmethod
+    def _arn(cls, value: str | None, info: ValidationInfo) -> str | None:
+        arn = (value or "").strip()
+        if not arn:
+            return None  # set but empty: unset
+        if info.field_name == "alert_sns_topic_arn" and not _TOPIC_ARN.match(arn):
+            raise ValueError(
+                "must be an SNS topic ARN such as arn:aws:sns:us-east-1:123456789012:oncall "
+                "(the topic's ARN, not its name: SNS console > Topics)"
+            )
+        if info.field_name == "sms_delivery_log_role_arn" and not _ROLE_ARN.match(arn):
+            raise ValueError(
+                "must be an IAM role ARN such as arn:aws:iam::123456789012:role/sns-sms-logs "
+                "(the role's ARN, not its name: IAM console > Roles)"
+            )
+        return arn
+
+    @field_validator("cloudwatch_namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        namespace = value.strip()
+        if not _NAMESPACE.match(namespace) or namespace.startswith((":", "AWS/")):
+            raise ValueError(
+                "must be a CloudWatch namespace of 1-255 characters (letters, digits and . - _ "
+                "/ # : space, not starting with ':' or 'AWS/', which AWS keeps for itself), such "
+                "as RS_Systems/Notifications"
+            )
+        return namespace
+
     @field_validator("sms_prices")
     @classmethod
     def _country_prices(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
@@ -277,6 +317,19 @@ class Settings(BaseSettings):
     def _known_routes(cls, value: str) -> str:
         routes_by_severity(value)
         return value.strip()
+
+    @model_validator(mode="after")
+    def _topic_in_our_region(self) -> Settings:
+        """SNS publishes to a topic only through its own region's endpoint, and a CloudWatch
+        alarm pages only a topic of its region: both use NOTIFY_AWS_REGION."""
+        arn = self.alert_sns_topic_arn
+        if arn and arn.split(":")[3] != self.aws_region:
+            raise ValueError(
+                f"NOTIFY_ALERT_SNS_TOPIC_ARN is a topic in {arn.split(':')[3]}, but SNS and the "
+                f"CloudWatch alarms are used in NOTIFY_AWS_REGION={self.aws_region}: create the "
+                "topic in that region or set NOTIFY_AWS_REGION to the topic's"
+            )
+        return self
 
     def masked(self) -> dict[str, Any]:
         """The effective settings with secrets masked: the SMTP password, the password in the
@@ -346,7 +399,10 @@ def _message(text: str) -> str:
 def _describe(error: ValidationError) -> str:
     problems: dict[str, str] = {}
     for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else "?"
+        if not item["loc"]:  # a check across variables: its message names them
+            problems[_message(item["msg"])] = _message(item["msg"])
+            continue
+        field = str(item["loc"][0])
         if field in problems:  # one line per variable, even when a union reports twice
             continue
         accepted = (

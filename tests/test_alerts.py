@@ -358,7 +358,7 @@ def test_routes_from_settings_include_only_what_is_configured() -> None:
     full = Settings(
         sender="memory",
         alert_webhook_url="http://127.0.0.1:1/x",
-        alert_sns_topic_arn="arn:aws:sns:us-east-1:1:t",
+        alert_sns_topic_arn="arn:aws:sns:us-east-1:123456789012:t",
     )
     assert set(routes_from_settings(full)) == {"log", "webhook"}  # no SNS client given
 

@@ -76,6 +76,60 @@ def test_a_region_code_is_taken_in_any_case_without_spaces(
     assert load_settings().aws_region == region
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("NOTIFY_ALERT_SNS_TOPIC_ARN", "notifyops-oncall", "SNS topic ARN"),
+        ("NOTIFY_ALERT_SNS_TOPIC_ARN", "arn:aws:sns:us-east-1:123:oncall", "SNS topic ARN"),
+        ("NOTIFY_SMS_DELIVERY_LOG_ROLE_ARN", "sns-sms-delivery-logs", "IAM role ARN"),
+        (
+            "NOTIFY_SMS_DELIVERY_LOG_ROLE_ARN",
+            "arn:aws:iam::123456789012:user/ops",
+            "IAM role ARN",
+        ),
+        ("NOTIFY_CLOUDWATCH_NAMESPACE", "", "CloudWatch namespace"),
+        ("NOTIFY_CLOUDWATCH_NAMESPACE", "AWS/Notifications", "CloudWatch namespace"),
+    ],
+)
+def test_an_aws_name_that_aws_would_refuse_stops_at_load(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, reason: str
+) -> None:
+    """Before, these were taken and failed late: the P1 page (SNS publish), `alarms install`,
+    every metric publish, `receipts setup`."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=f"{variable}=.*{reason}"):
+        load_settings()
+
+
+def test_a_p1_topic_in_another_region_than_notify_aws_region_stops_at_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NOTIFY_AWS_REGION", "us-east-1")
+    monkeypatch.setenv("NOTIFY_ALERT_SNS_TOPIC_ARN", "arn:aws:sns:eu-west-1:123456789012:oncall")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert str(raised.value).startswith("NOTIFY_ALERT_SNS_TOPIC_ARN is a topic in eu-west-1")
+    assert "NOTIFY_AWS_REGION=us-east-1" in str(raised.value)
+    monkeypatch.setenv("NOTIFY_AWS_REGION", "eu-west-1")
+    assert load_settings().alert_sns_topic_arn == "arn:aws:sns:eu-west-1:123456789012:oncall"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("NOTIFY_ALERT_SNS_TOPIC_ARN", " arn:aws:sns:us-east-1:123456789012:oncall "),
+        ("NOTIFY_SMS_DELIVERY_LOG_ROLE_ARN", "arn:aws:iam::123456789012:role/sns/sms-logs"),
+        ("NOTIFY_ALERT_SNS_TOPIC_ARN", ""),
+    ],
+)
+def test_arns_are_taken_without_spaces_and_empty_is_unset(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    name = variable.removeprefix("NOTIFY_").lower()
+    assert getattr(load_settings(), name) == (value.strip() or None)
+
+
 @pytest.mark.parametrize("given", ["auto", "AUTO", " Auto "])
 def test_ses_rate_auto_in_any_case(monkeypatch: pytest.MonkeyPatch, given: str) -> None:
     monkeypatch.setenv("NOTIFY_SES_RATE", given)
