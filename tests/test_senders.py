@@ -573,3 +573,23 @@ def test_ses_rate_auto_reads_the_account_send_quota(aws_env: str) -> None:
 
     assert ses_rate(aws_settings()) == 14.0
     assert ses_rate(aws_settings().model_copy(update={"ses_rate": "auto"})) == 1.0  # moto sandbox
+
+
+def test_ses_rate_auto_without_send_quota_names_the_setting_and_the_permission(
+    aws_env: str,
+) -> None:
+    """Before, `auto` with an IAM policy that allows sending but not ses:GetSendQuota (or SES
+    out of reach) stopped every delivery, SMS too, with a bare `ClientError: ... AccessDenied`."""
+    from notify.senders import ses_rate
+
+    settings = aws_settings(ses_rate="auto")
+    client = aws_client("ses", settings, retries=True)
+    denied = _query_xml_error(403, "AccessDenied", "not authorized to perform: ses:GetSendQuota")
+    with (
+        _injected(client, "before-send.ses.GetSendQuota", denied),
+        pytest.raises(SettingsError) as caught,
+    ):
+        ses_rate(settings, lambda: client)
+    line = str(caught.value)
+    assert line.startswith("NOTIFY_SES_RATE=auto: SES GetSendQuota failed in us-east-1")
+    assert "AccessDenied" in line and "ses:GetSendQuota" in line and "\n" not in line

@@ -17,7 +17,14 @@ from botocore.config import Config
 from email_validator import EmailNotValidError
 
 from notify.errors import InputError
-from notify.senders.base import EmailSender, OutgoingEmail, OutgoingSms, SendReceipt, SmsSender
+from notify.senders.base import (
+    PROVIDER_EXCEPTIONS,
+    EmailSender,
+    OutgoingEmail,
+    OutgoingSms,
+    SendReceipt,
+    SmsSender,
+)
 from notify.senders.failover import FailoverEmailSender, FailoverMemory
 from notify.senders.memory import MemorySender
 from notify.senders.ses import SesEmailSender
@@ -188,5 +195,17 @@ def ses_rate(settings: Settings, ses_client: Callable[[], Any] | None = None) ->
     """NOTIFY_SES_RATE, or with `auto` the account's MaxSendRate (SES GetSendQuota)."""
     if settings.ses_rate != "auto":
         return settings.ses_rate
-    client = ses_client() if ses_client else aws_client("ses", settings, retries=True)
-    return float(client.get_send_quota()["MaxSendRate"])
+    try:
+        client = ses_client() if ses_client else aws_client("ses", settings, retries=True)
+        return float(client.get_send_quota()["MaxSendRate"])
+    except PROVIDER_EXCEPTIONS as exc:
+        from notify.errors import classify_exception, provider_text
+
+        error = classify_exception(exc, written=False)
+        raise SettingsError(
+            f"NOTIFY_SES_RATE=auto: SES GetSendQuota failed in {settings.aws_region} "
+            f"({error.code}: {provider_text(error.message, 120)}), so nothing was sent (the rows "
+            "wait for the next delivery run): allow ses:GetSendQuota to the workers' AWS "
+            "identity, or set NOTIFY_SES_RATE to the account's maximum send rate (SES console, "
+            "Account dashboard)"
+        ) from exc
