@@ -71,7 +71,11 @@ class Settings(BaseSettings):
     aws_region: str = Field(
         "us-east-1", description="AWS region code for SES, SNS and CloudWatch, such as us-east-1"
     )
-    smtp_host: str = Field("email-smtp.us-east-1.amazonaws.com", description="SES SMTP endpoint")
+    smtp_host: str = Field(
+        "",
+        description="SES SMTP endpoint (default: email-smtp.<NOTIFY_AWS_REGION>.amazonaws.com, "
+        "where SMTP credentials of that region work)",
+    )
     smtp_port: int = Field(587, ge=1, le=65535, description="SMTP port (STARTTLS on 587)")
     smtp_username: str | None = Field(None, description="SES SMTP user name")
     smtp_password: SecretStr | None = Field(None, description="SES SMTP password (secret)")
@@ -317,6 +321,25 @@ class Settings(BaseSettings):
     def _known_routes(cls, value: str) -> str:
         routes_by_severity(value)
         return value.strip()
+
+    @field_validator("smtp_host")
+    @classmethod
+    def _host_name(cls, value: str) -> str:
+        host = value.strip()
+        if host and not re.fullmatch(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]", host):
+            raise ValueError(
+                "must be a host name such as email-smtp.eu-west-1.amazonaws.com (no scheme, no "
+                "port: the port is NOTIFY_SMTP_PORT)"
+            )
+        return host
+
+    @model_validator(mode="after")
+    def _smtp_host_of_our_region(self) -> Settings:
+        """SES SMTP credentials work in the region they were made for: the endpoint follows
+        NOTIFY_AWS_REGION unless NOTIFY_SMTP_HOST names one."""
+        if not self.smtp_host:
+            object.__setattr__(self, "smtp_host", f"email-smtp.{self.aws_region}.amazonaws.com")
+        return self
 
     @model_validator(mode="after")
     def _topic_in_our_region(self) -> Settings:

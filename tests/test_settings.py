@@ -130,6 +130,31 @@ def test_arns_are_taken_without_spaces_and_empty_is_unset(
     assert getattr(load_settings(), name) == (value.strip() or None)
 
 
+def test_the_smtp_endpoint_follows_the_region_unless_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before, it was us-east-1's whatever NOTIFY_AWS_REGION said: SES SMTP credentials made in
+    eu-west-1 were refused there (535), and the failover stopped email with the fix
+    'regenerate SMTP credentials'."""
+    monkeypatch.delenv("NOTIFY_SMTP_HOST", raising=False)
+    monkeypatch.setenv("NOTIFY_AWS_REGION", "eu-west-1")
+    assert load_settings().smtp_host == "email-smtp.eu-west-1.amazonaws.com"
+    monkeypatch.setenv("NOTIFY_SMTP_HOST", " smtp.example.net ")
+    assert load_settings().smtp_host == "smtp.example.net"
+
+
+@pytest.mark.parametrize(
+    "host", ["smtp://email-smtp.us-east-1.amazonaws.com", "email-smtp.us-east-1.amazonaws.com:587"]
+)
+def test_an_smtp_host_with_a_scheme_or_port_stops_at_load(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    """Before, it was taken and every SMTP connection failed on DNS, retried for ever."""
+    monkeypatch.setenv("NOTIFY_SMTP_HOST", host)
+    with pytest.raises(SettingsError, match=r"NOTIFY_SMTP_HOST=.*NOTIFY_SMTP_PORT"):
+        load_settings()
+
+
 @pytest.mark.parametrize("given", ["auto", "AUTO", " Auto "])
 def test_ses_rate_auto_in_any_case(monkeypatch: pytest.MonkeyPatch, given: str) -> None:
     monkeypatch.setenv("NOTIFY_SES_RATE", given)
