@@ -258,6 +258,23 @@ def test_test_email_says_in_one_line_that_something_else_answered_for_ses(
     assert len(shown.splitlines()) == 2, "the error and its fix, one line each"
 
 
+def test_ses_verify_sender_without_credentials_says_so_in_one_line_with_the_fix(
+    cli_env: str, aws_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: `error: NoCredentialsError: Unable to locate credentials (rerun with --debug for
+    details)`, no word of what to do."""
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    reload_runtime()
+    assert main(["ses", "verify-sender"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(
+        "error: SES did not verify notifications@example.com in us-east-1: "
+        "NoCredentialsError (config): Unable to locate credentials; fix: Check the credentials"
+    )
+    assert "--debug" not in line
+
+
 def test_config_masks_secrets(
     cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

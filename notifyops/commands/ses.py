@@ -25,7 +25,8 @@ def verify_sender(
     from email.utils import parseaddr
 
     from notify.bootstrap import runtime
-    from notify.errors import InputError
+    from notify.errors import InputError, NotifyError, classify_exception, provider_text
+    from notify.senders.base import PROVIDER_EXCEPTIONS
     from notify.validation import normalize_email
 
     here = runtime()
@@ -35,11 +36,18 @@ def verify_sender(
     except ValueError as error:
         accepted = "accepted: an address such as ops@example.com"
         raise InputError(f"ADDRESS: {error} ({accepted})") from None
-    ses = here.aws_client("ses", retries=True)
-    ses.verify_email_identity(EmailAddress=sender)
-    found = ses.get_identity_verification_attributes(Identities=[sender])
-    status = found["VerificationAttributes"].get(sender, {}).get("VerificationStatus", "Unknown")
     region = here.settings.aws_region
+    try:
+        ses = here.aws_client("ses", retries=True)
+        ses.verify_email_identity(EmailAddress=sender)
+        found = ses.get_identity_verification_attributes(Identities=[sender])
+    except PROVIDER_EXCEPTIONS as exc:  # credentials, IAM, region, network: the taxonomy's fix
+        failed = classify_exception(exc, written=False)
+        raise NotifyError(
+            f"SES did not verify {sender} in {region}: {failed.code} ({failed.error_class}): "
+            f"{provider_text(failed.message, 120)}; fix: {failed.fix}"
+        ) from exc
+    status = found["VerificationAttributes"].get(sender, {}).get("VerificationStatus", "Unknown")
     if json_output:
         print_json({"sender": sender, "region": region, "status": status})
     else:
