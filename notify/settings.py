@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import socket
 from decimal import Decimal
+from email.utils import parseaddr
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,6 +31,7 @@ from notify.severity import Severity
 ENV_PREFIX = "NOTIFY_"
 ALERT_ROUTES = ("sns", "webhook", "log")  # notify.alerts.routing builds them
 # us-east-1, us-gov-west-1, cn-north-1, eusc-de-east-1: the form of botocore's partitions' regions
+_ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>.]+(\.[^@\s<>.]+)+")
 _REGION = re.compile(r"^[a-z]{2,4}(-[a-z]+)+-\d+$")
 _TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
@@ -298,8 +300,23 @@ class Settings(BaseSettings):
     @field_validator("email_from")
     @classmethod
     def _plausible_address(cls, value: str) -> str:
-        if "@" not in value:
-            raise ValueError("must be an email address such as alerts@example.com")
+        """An address (a display name allowed: `Ops <ops@example.com>`): one @ between a local
+        part and a dotted domain, no spaces; SES refuses anything else at every send."""
+        text = value.strip()
+        _, address = parseaddr(text)
+        if not _ADDRESS.fullmatch(address) or (address != text and not text.endswith(">")):
+            raise ValueError(
+                "must be an email address such as alerts@example.com (or Ops <alerts@example.com>)"
+            )
+        return text
+
+    @field_validator("smtp_username", "templates_dir", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        """An empty value (`NOTIFY_SMTP_USERNAME=`) is unset, not a user name of nothing or the
+        current directory."""
+        if isinstance(value, str):
+            return value.strip() or None
         return value
 
     @field_validator("smtp_password")
@@ -339,6 +356,45 @@ class Settings(BaseSettings):
         NOTIFY_AWS_REGION unless NOTIFY_SMTP_HOST names one."""
         if not self.smtp_host:
             object.__setattr__(self, "smtp_host", f"email-smtp.{self.aws_region}.amazonaws.com")
+        return self
+
+    @model_validator(mode="after")
+    def _smtp_credentials(self) -> Settings:
+        """SES SMTP credentials are a pair: one without the other left the failover silently
+        off; NOTIFY_SENDER=smtp needs them (it failed only at the first send)."""
+        has_user, has_password = bool(self.smtp_username), self.smtp_password is not None
+        if has_user != has_password:
+            given, missing = (
+                ("NOTIFY_SMTP_USERNAME", "NOTIFY_SMTP_PASSWORD")
+                if has_user
+                else ("NOTIFY_SMTP_PASSWORD", "NOTIFY_SMTP_USERNAME")
+            )
+            raise ValueError(
+                f"{given} is set but {missing} is not: SES SMTP credentials are a user name and "
+                "a password from the SES console (set both, or neither for no SMTP)"
+            )
+        if self.sender is SenderKind.smtp and not has_user:
+            raise ValueError(
+                "NOTIFY_SENDER=smtp needs NOTIFY_SMTP_USERNAME and NOTIFY_SMTP_PASSWORD (SES SMTP "
+                "credentials from the SES console)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _delays_and_window(self) -> Settings:
+        """Retry delays grow from NOTIFY_RETRY_BASE_S up to NOTIFY_RETRY_MAX_S; a deliverer
+        holds at most NOTIFY_SEND_WINDOW rows in flight, so it cannot keep more calls going."""
+        if self.retry_base_s > self.retry_max_s:
+            raise ValueError(
+                f"NOTIFY_RETRY_BASE_S={self.retry_base_s:g} is more than NOTIFY_RETRY_MAX_S="
+                f"{self.retry_max_s:g}: the first retry delay cannot exceed the longest"
+            )
+        if self.send_window < self.send_concurrency:
+            raise ValueError(
+                f"NOTIFY_SEND_WINDOW={self.send_window} is less than NOTIFY_SEND_CONCURRENCY="
+                f"{self.send_concurrency}: a deliverer cannot have more calls in flight than rows "
+                "it holds in sending (at least 4 times the concurrency keeps the pipeline full)"
+            )
         return self
 
     @model_validator(mode="after")

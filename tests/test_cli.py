@@ -278,6 +278,7 @@ def test_ses_verify_sender_without_credentials_says_so_in_one_line_with_the_fix(
 def test_config_masks_secrets(
     cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    monkeypatch.setenv("NOTIFY_SMTP_USERNAME", "AKIAEXAMPLESMTPUSER")
     monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "s3cret-pass")
     reload_runtime()
     assert main(["config", "--json"]) == 0

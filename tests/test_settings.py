@@ -187,6 +187,7 @@ def test_alert_routing_accepts_every_route_in_any_case(monkeypatch: pytest.Monke
 
 
 def test_smtp_password_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFY_SMTP_USERNAME", "AKIAEXAMPLESMTPUSER")
     monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "hunter2")
     settings = load_settings()
     assert settings.smtp_password is not None
@@ -259,6 +260,7 @@ def test_masked_hides_every_secret(monkeypatch: pytest.MonkeyPatch) -> None:
         "NOTIFY_DATABASE_URL", "postgresql+psycopg2://app@db/notify?sslmode=require&password=pw9"
     )
     monkeypatch.setenv("NOTIFY_ALERT_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/tok3n")
+    monkeypatch.setenv("NOTIFY_SMTP_USERNAME", "AKIAEXAMPLESMTPUSER")
     monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "hunter2")
     settings = load_settings()
     shown = settings.masked()
@@ -268,3 +270,71 @@ def test_masked_hides_every_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     for secret in ("pw9", "tok3n", "hunter2"):
         assert secret not in str(shown)
     assert {"hunter2", "pw9"} <= set(settings.secret_values())
+
+
+@pytest.mark.parametrize("value", ["@", "ops@", "ops@localhost", "a b@example.com", "Ops <ops>"])
+def test_a_sender_address_ses_would_refuse_at_every_send_stops_at_load(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("NOTIFY_EMAIL_FROM", value)
+    with pytest.raises(SettingsError, match=r"NOTIFY_EMAIL_FROM=.*must be an email address"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("value", "taken"),
+    [(" ops@example.com ", "ops@example.com"), ("Ops <ops@example.com>", "Ops <ops@example.com>")],
+)
+def test_a_sender_address_is_taken_with_a_display_name_and_without_spaces(
+    monkeypatch: pytest.MonkeyPatch, value: str, taken: str
+) -> None:
+    monkeypatch.setenv("NOTIFY_EMAIL_FROM", value)
+    assert load_settings().email_from == taken
+
+
+@pytest.mark.parametrize(
+    ("environment", "said"),
+    [
+        (
+            {"NOTIFY_SMTP_PASSWORD": "secret"},
+            "NOTIFY_SMTP_PASSWORD is set but NOTIFY_SMTP_USERNAME is not",
+        ),
+        (
+            {"NOTIFY_SMTP_USERNAME": "AKIAUSER", "NOTIFY_SMTP_PASSWORD": "secret"}
+            | {"NOTIFY_SMTP_USERNAME": "  "},
+            "NOTIFY_SMTP_PASSWORD is set but NOTIFY_SMTP_USERNAME is not",
+        ),
+        (
+            {"NOTIFY_SMTP_USERNAME": "AKIAUSER"},
+            "NOTIFY_SMTP_USERNAME is set but NOTIFY_SMTP_PASSWORD",
+        ),
+        ({"NOTIFY_SENDER": "smtp"}, "NOTIFY_SENDER=smtp needs NOTIFY_SMTP_USERNAME"),
+        (
+            {"NOTIFY_RETRY_BASE_S": "7200"},
+            "NOTIFY_RETRY_BASE_S=7200 is more than NOTIFY_RETRY_MAX_S=3600",
+        ),
+        (
+            {"NOTIFY_SEND_WINDOW": "4"},
+            "NOTIFY_SEND_WINDOW=4 is less than NOTIFY_SEND_CONCURRENCY=8",
+        ),
+    ],
+    ids=["password-alone", "blank-user", "user-alone", "smtp-sender", "retry-delays", "window"],
+)
+def test_settings_that_do_not_go_together_stop_at_load(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], said: str
+) -> None:
+    """Before, these were taken: SMTP credentials missing one half left the email failover
+    silently off, NOTIFY_SENDER=smtp failed at the first send, a first retry delay over the
+    longest and a window smaller than the calls in flight were used as given."""
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=said):
+        load_settings()
+
+
+def test_an_empty_templates_dir_or_smtp_user_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NOTIFY_TEMPLATES_DIR= read the current directory as a template directory."""
+    monkeypatch.setenv("NOTIFY_TEMPLATES_DIR", "")
+    monkeypatch.setenv("NOTIFY_SMTP_USERNAME", " ")
+    settings = load_settings()
+    assert (settings.templates_dir, settings.smtp_username) == (None, None)
