@@ -421,6 +421,10 @@ class Settings(BaseSettings):
         values["worker_name"] = self.worker_label()
         return values
 
+    def sender_address(self) -> str:
+        """NOTIFY_EMAIL_FROM's address, without its display name: the identity SES verifies."""
+        return parseaddr(self.email_from)[1]
+
     def worker_label(self) -> str:
         """What names this worker in lease owners: NOTIFY_WORKER_NAME, else the host name."""
         return self.worker_name or socket.gethostname()

@@ -860,6 +860,9 @@ def test_health_with_unverified_sender_pages(
     assert report.severity is Severity.P1 and report.findings[0].code == "ses-sender"
     verified = run(health, session, settings, sesv2=sesv2, ses=ses)
     assert verified.severity is Severity.P4 and verified.to_json()["ses"]["mode"] == "sandbox"
+    named = settings.model_copy(update={"email_from": f"Dispatch <{settings.email_from}>"})
+    with_name = run(health, session, named, sesv2=sesv2, ses=ses)
+    assert with_name.ses is not None and with_name.ses.sender_verified is True, "its address is"
 
 
 def test_ses_state_unreachable_endpoint_is_captured() -> None:

@@ -131,7 +131,7 @@ def _report(
 ) -> HealthReport:
     fields: dict[str, Any] = {**database, "ses": None}
     if sesv2 is not None or ses is not None:
-        fields["ses"] = check_ses_account(sender=settings.email_from, sesv2=sesv2, ses=ses)
+        fields["ses"] = check_ses_account(sender=settings.sender_address(), sesv2=sesv2, ses=ses)
     return HealthReport(**fields, **_verdict(fields, w, Thresholds.from_settings(settings)))
 
 

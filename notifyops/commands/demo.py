@@ -55,7 +55,7 @@ def _aws_stand_in(here: Runtime) -> LocalAws | None:
     if settings.sender is SenderKind.memory or os.environ.get("AWS_ENDPOINT_URL"):
         return None
     aws = start_local_aws(settings.aws_region)
-    verify_sender(here.aws_client("ses", retries=True), settings.email_from)
+    verify_sender(here.aws_client("ses", retries=True), settings.sender_address())
     out.print(f"local AWS stand-in (moto) at {aws.url}; sender {settings.email_from} verified")
     return aws
 
