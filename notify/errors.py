@@ -276,15 +276,15 @@ NOT_AUTHORIZED = ErrorKind(
     "AuthorizationError",
     ErrorClass.config,
     "The AWS identity is not allowed to send (IAM policy)",
-    "Grant ses:SendEmail / sns:Publish (and sns:CheckIfPhoneNumberIsOptedOut) "
-    "to the workers' IAM role or user",
+    "Grant ses:SendEmail / sns:Publish (and sns:CheckIfPhoneNumberIsOptedOut; ses:GetSendQuota "
+    "for NOTIFY_SES_RATE=auto and health) to the workers' IAM role or user",
 )
 BAD_CREDENTIALS = ErrorKind(
     "InvalidClientTokenId",
     ErrorClass.config,
     "AWS credentials missing, invalid or expired",
     "Check the credentials the workers use (boto3 chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-    "profile, role, or the Prefect AwsCredentials block); rotate expired keys",
+    "AWS_PROFILE, or the instance or task role); rotate expired keys",
 )
 NO_REGION = ErrorKind(
     "NoRegionError",

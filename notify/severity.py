@@ -325,9 +325,10 @@ def _ses_errors(facts: Facts, _t: Thresholds) -> Finding | None:
     error = f" ({facts.ses_error})" if facts.ses_error else ""
     if facts.ses_silent:
         message = (
-            f"SES does not answer{error}: email through the SES API likely fails too (it waits as "
-            "pending_retry, or goes through the SMTP failover); check the AWS credentials, region "
-            "and network of this host and the AWS Health Dashboard"
+            f"SES does not answer{error}: email through the SES API likely fails too (missing or "
+            "refused credentials stop email, its rows waiting, until fixed; an SES out of reach "
+            "leaves them pending_retry or goes through the SMTP failover); check the AWS "
+            "credentials, region and network of this host and the AWS Health Dashboard"
         )
         return Finding("ses-errors", Severity.P2, message)
     message = (
