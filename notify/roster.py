@@ -208,7 +208,8 @@ def _check_raw_values(record: Mapping[str, Any]) -> None:
             continue
         if isinstance(raw, dict | list):
             kind = "an object" if isinstance(raw, dict) else "a list"
-            raise _RowInvalid(column, _shown(str(raw)), f"{column} is {kind}; expected text")
+            shown = _shown(json.dumps(raw, ensure_ascii=False))  # as the file wrote it
+            raise _RowInvalid(column, shown, f"{column} is {kind}; expected text")
         text = raw if isinstance(raw, str) else _scalar_text(raw)
         limit = MAX_LENGTH.get(column)
         if limit is not None and len(text) > limit:

@@ -415,3 +415,11 @@ def test_json_that_is_not_json_lines_is_one_message_about_the_file(
 ) -> None:
     with pytest.raises(InputError, match=re.escape(message_part)):
         parse_roster_file(write(tmp_path, content, name))
+
+
+def test_a_json_object_where_text_belongs_is_quoted_back_as_json(tmp_path: Path) -> None:
+    """It was quoted as Python writes it ({'first': 'Zoë', 'ok': True})."""
+    line = jsonl("x:1", name={"first": "Zoë", "ok": True})
+    parsed = parse_roster_file(write(tmp_path, line + "\n", "roster.jsonl"))
+    (error,) = parsed.errors
+    assert (error.column, error.value) == ("name", '{"first": "Zoë", "ok": true}')
