@@ -68,7 +68,10 @@ class DispatchParams(BaseModel):
     @model_validator(mode="after")
     def _someone(self) -> DispatchParams:
         if not self.to and not self.to_file:
-            raise ValueError("to: give at least one recipient (to or to_file)")
+            raise ValueError(
+                "to: give at least one recipient id (on the command line: --to ID or "
+                "--to-file FILE)"
+            )
         refuse_nul(
             {
                 "template": self.template,

@@ -367,6 +367,11 @@ def send_cases() -> list[Case]:
             "to",
         ),
         Case(
+            "to-empty",
+            ["send", "-t", "repair_assigned", "--to", "", "--context", good],
+            "give at least one recipient id (on the command line: --to ID or --to-file FILE)",
+        ),
+        Case(
             "to-file-missing",
             ["send", "-t", "repair_assigned", "--to-file", "nope.txt"],
             "--to-file: cannot read nope.txt",
