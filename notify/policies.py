@@ -63,6 +63,8 @@ class SendConditions:
     recent_sent: Mapping[Channel, int]  # same title and recipient, per channel, last 24 h
     suppressed: frozenset[Channel]  # channels with an active suppression for this address/title
     sms_empty: bool = False  # the template's SMS part rendered to nothing for this recipient
+    # why SNS would refuse this recipient's SMS text for its size (notify.pricing), or None
+    sms_too_long: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,11 @@ def decide_channels(
     email, first failing check wins: preference off -> no address -> suppression -> loop guard;
     otherwise send (no quiet hours for email).
     sms, first failing check wins: preference off / no phone -> suppression -> priority below
-    `sms_min_priority` -> loop guard -> daily cap -> quiet hours. Over the cap, sms is skipped
-    and email (if it is sent anyway) says it is also the fallback; an email opt-out, suppression or
-    loop guard is never overridden, the sms reason then says no fallback was possible. In quiet
-    hours sms is deferred to the window's end, except urgent, which is sent and says so.
+    `sms_min_priority` -> text empty or over SNS's size -> loop guard -> daily cap -> quiet hours.
+    Over the cap, sms is skipped and email (if it is sent anyway) says it is also the fallback; an
+    email opt-out, suppression or loop guard is never overridden, the sms reason then says no
+    fallback was possible. In quiet hours sms is deferred to the window's end, except urgent,
+    which is sent and says so.
     """
     email = _decision(Channel.email, _email_skip_reason(prefs, cond))
     sms_skip = _sms_skip_reason(prefs, cond)
@@ -191,6 +194,8 @@ def _sms_skip_reason(prefs: RecipientPrefs, cond: SendConditions) -> str | None:
         return f"priority {cond.priority} below SMS minimum {cond.sms_min_priority}"
     if cond.sms_empty:  # SNS refuses an empty message: the template says nothing to text here
         return SMS_EMPTY
+    if cond.sms_too_long:  # SNS refuses it at send time: the estimate would count parts never sent
+        return cond.sms_too_long
     return _loop_reason(Channel.sms, cond)
 
 

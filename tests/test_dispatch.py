@@ -673,3 +673,43 @@ def test_an_sms_whose_template_renders_nothing_is_skipped_and_its_email_goes(
             ("email", "pending", "email: send"),
             ("sms", "pending", "sms: send"),
         ]
+
+
+def test_an_sms_a_recipient_makes_longer_than_sns_takes_is_skipped_and_its_email_goes(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    """The request's size check renders for its first recipient only: a template whose SMS names
+    the recipient came out over SNS's 1,600 bytes for another one (here by one byte, the ë), which
+    was stored pending with 24 parts priced into the daily cap and refused by SNS at send time."""
+    shutil.copytree(BUILTIN_DIR / "test_message", tmp_path / "named_sms")
+    (tmp_path / "named_sms" / "sms.txt.j2").write_text("{{ sent_at }} {{ recipient.name }}\n")
+    add_recipients(engine, [tech(1, name="Bob"), tech(2, name="Zoë")])
+    request = SendRequest(
+        template="named_sms",
+        to=("tech:1", "tech:2"),
+        context={"sent_at": "a" * 1596},
+        priority=Priority.urgent,
+    )
+    with transaction(engine) as session:
+        enqueue(
+            session=session,
+            request=request,
+            catalog=TemplateCatalog(tmp_path),
+            settings=settings,
+            now=NOON,
+        )
+    with transaction(engine) as session:
+        query = select(DeliveryLog.channel, DeliveryLog.status, DeliveryLog.decision).order_by(
+            DeliveryLog.id
+        )
+        assert session.execute(query).all() == [
+            ("email", "pending", "email: send"),
+            ("sms", "pending", "sms: send"),
+            ("email", "pending", "email: send"),
+            (
+                "sms",
+                "skipped",
+                "sms: the SMS text is 1,601 bytes (1,600 characters); SNS accepts at most 1,600 "
+                "bytes (about 10 parts of 153 characters)",
+            ),
+        ]

@@ -142,6 +142,12 @@ def test_email_rules(p: dict[str, Any], c: dict[str, Any], action: Action, reaso
         ),
         (
             {},
+            {"sms_too_long": "the SMS text is 1,601 bytes"},
+            Action.skip,
+            "sms: the SMS text is 1,601 bytes",
+        ),
+        (
+            {},
             {"priority": Priority.high, "sms_min_priority": Priority.urgent},
             Action.skip,
             "priority high below SMS minimum urgent",
@@ -198,6 +204,7 @@ def test_email_rules(p: dict[str, Any], c: dict[str, Any], action: Action, reaso
         "urgent-above-high",
         "empty-sms-text",
         "priority-said-before-empty-text",
+        "sms-text-over-sns-size",
         "high-below-urgent-minimum",
         "low-at-low-minimum",
         "loop-guard",
