@@ -49,6 +49,9 @@ META_OPTIONAL: dict[str, Any] = {"fallback_email": True, "digest": True}
 # one is refused with the template, not by the database when the first request is stored
 CATEGORY_MAX_CHARS = 50
 NAME_MAX_CHARS = 100
+# notifications.title's width: a longer subject is cut here, with an ellipsis, so the preview,
+# the stored title, the loop guard's count (by title) and the email's subject are the same text
+SUBJECT_MAX_CHARS = 300
 
 
 class UnknownTemplateError(InputError):
@@ -304,10 +307,13 @@ def _parts_of(message: RenderedMessage) -> tuple[str, str, str, str]:
 
 
 def _finish(part: int, rendered: str) -> str:
-    """The clean-up each part gets (in the order of PARTS): subject on one line, text ending in
-    one newline, html as is, sms stripped."""
+    """The clean-up each part gets (in the order of PARTS): subject on one line of at most
+    SUBJECT_MAX_CHARS, text ending in one newline, html as is, sms stripped."""
     if part == 0:
-        return " ".join(rendered.split())
+        subject = " ".join(rendered.split())
+        if len(subject) <= SUBJECT_MAX_CHARS:
+            return subject
+        return subject[: SUBJECT_MAX_CHARS - 1].rstrip() + "…"
     if part == 1:
         return rendered.rstrip() + "\n"
     return rendered.strip() if part == 3 else rendered

@@ -259,6 +259,34 @@ def test_loop_guard_skips_beyond_the_threshold(engine: Engine, settings: Setting
     assert counts[("email", "skipped")] == 2
 
 
+def test_a_subject_longer_than_a_title_is_the_same_text_previewed_stored_and_sent(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    """A 400-character subject: the preview showed it whole, the stored title was its first 300
+    characters (cut mid-word) and so was the email's subject; the loop guard, which counts
+    stored titles by the rendered subject, never found the earlier sends and let every repeat go."""
+    shutil.copytree(BUILTIN_DIR / "test_message", tmp_path / "long_subject")
+    (tmp_path / "long_subject" / "subject.txt.j2").write_text("{{ sent_at }}\n")
+    catalog = TemplateCatalog(tmp_path)
+    context = {"sent_at": "word " * 80}
+    previewed = catalog.render("long_subject", context).subject
+    assert len(previewed) == 300 and previewed.endswith("word…")
+    add_recipients(engine, [tech(1)])
+    for _ in range(settings.loop_threshold + 1):
+        request = SendRequest(
+            template="long_subject", to=("tech:1",), context=context, priority=Priority.urgent
+        )
+        with transaction(engine) as session:
+            enqueue(session=session, request=request, catalog=catalog, settings=settings, now=NOON)
+    with transaction(engine) as session:
+        assert set(session.scalars(select(Notification.title))) == {previewed}
+    counts = statuses(engine)
+    assert counts[("email", "skipped")] == counts[("sms", "skipped")] == 1, "the loop guard"
+    sender = MemorySender()
+    deliverer(engine, settings, sender).deliver_batch()
+    assert {email.subject for email in sender.emails} == {previewed}
+
+
 def test_daily_cap_moves_sms_to_email(engine: Engine, settings: Settings) -> None:
     capped = settings.model_copy(update={"sms_daily_cap_usd": Decimal("0.01")})
     add_recipients(engine, [tech(n) for n in range(1, 4)])

@@ -15,6 +15,7 @@ from notify.pricing import SmsEncoding, sms_length
 from notify.rendering import (
     CATEGORY_MAX_CHARS,
     NAME_MAX_CHARS,
+    SUBJECT_MAX_CHARS,
     BrokenTemplate,
     TemplateCatalog,
     TemplateContextError,
@@ -418,6 +419,16 @@ def test_the_longest_category_a_template_may_have_is_what_a_notification_stores(
     assert isinstance(column, String) and column.length == CATEGORY_MAX_CHARS
     name = Notification.__table__.c.template_name.type
     assert isinstance(name, String) and name.length == NAME_MAX_CHARS
+    title = Notification.__table__.c.title.type
+    assert isinstance(title, String) and title.length == SUBJECT_MAX_CHARS
+
+
+def test_a_subject_too_long_to_store_is_cut_with_an_ellipsis(tmp_path: Path) -> None:
+    write_template(tmp_path, "chatty", subject="{{ s }}", text="t", html="h", sms="m", meta=META)
+    catalog = TemplateCatalog(tmp_path)
+    assert catalog.render("chatty", {"s": "é" * 300}).subject == "é" * 300
+    cut = catalog.render("chatty", {"s": "Repair  R-1 " + "ab " * 200}).subject
+    assert len(cut) <= 300 and cut.startswith("Repair R-1 ab ab") and cut.endswith(" ab…")
 
 
 def test_a_template_name_too_long_to_store_is_refused_with_the_template(tmp_path: Path) -> None:
