@@ -115,7 +115,7 @@ class _Compiled:
 
 def make_environment(loader: BaseLoader) -> SandboxedEnvironment:
     """The one environment: sandboxed, strict, autoescaping `.html.j2` files only."""
-    return ImmutableSandboxedEnvironment(
+    env = ImmutableSandboxedEnvironment(
         loader=loader,
         undefined=StrictUndefined,
         finalize=_refuse_null,
@@ -124,6 +124,10 @@ def make_environment(loader: BaseLoader) -> SandboxedEnvironment:
         lstrip_blocks=True,
         auto_reload=False,
     )
+    # a context's nulls are NULL (see _Null): `is none` and `tojson` see them as null still
+    env.tests["none"] = _is_null
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": _null_as_json}
+    return env
 
 
 class TemplateCatalog:
@@ -169,7 +173,7 @@ class TemplateCatalog:
         to many recipients renders its subject once when only the body names the recipient.
         The parts taken are the same string objects as in `earlier`."""
         compiled = self._get(name)
-        values = dict(context)
+        values = _nulls_marked(dict(context))
         changed = frozenset(varying)
         previous = _parts_of(earlier) if earlier is not None else None
         rendered = [
@@ -398,8 +402,65 @@ def _refuse_null(value: Any) -> Any:
     """What every `{{ ... }}` prints, checked: a null would print as `None` in the message, so it
     is an error at request time, like a missing variable (a null the template only tests, as in
     `{% if jobs %}`, is fine)."""
-    if value is None:
+    if value is None or value is NULL:
         raise _NullPrinted("null")
+    return value
+
+
+class _Null:
+    """A context's null as templates see it: false, equal to `none`, `is none`, but never text.
+    A plain None printed through a filter or joined (`{{ name|title }}`, `{{ "Hi " ~ name }}`)
+    came out as `None`/`NONE` where `{{ name }}` was refused; this one refuses to become text
+    however it is printed."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        return other is None or other is self
+
+    def __hash__(self) -> int:
+        return hash(None)
+
+    def __str__(self) -> str:
+        raise _NullPrinted("null")
+
+    def __html__(self) -> str:
+        raise _NullPrinted("null")
+
+    def __repr__(self) -> str:
+        return "None"
+
+
+NULL = _Null()
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or value is NULL
+
+
+def _null_as_json(value: Any) -> Any:
+    if value is NULL:
+        return None
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _nulls_marked(value: Any) -> Any:
+    """`value` with every None inside its dicts and lists replaced by NULL (the same objects
+    where there is none)."""
+    if value is None:
+        return NULL
+    if isinstance(value, dict):
+        marked = {key: _nulls_marked(item) for key, item in value.items()}
+        same = all(marked[key] is item for key, item in value.items())
+        return value if same else marked
+    if isinstance(value, list | tuple):
+        items = [_nulls_marked(item) for item in value]
+        if all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        return type(value)(items) if isinstance(value, tuple) else items
     return value
 
 
@@ -407,7 +468,7 @@ def _context_error(
     info: TemplateInfo, values: Mapping[str, Any], exc: Exception, where: str
 ) -> TemplateContextError:
     missing = tuple(name for name in info.required_variables if name not in values)
-    nulls = tuple(name for name in info.required_variables if values.get(name, 0) is None)
+    nulls = tuple(name for name in info.required_variables if _is_null(values.get(name, 0)))
     if missing:
         noun = "variable" if len(missing) == 1 else "variables"
         message = (

@@ -207,6 +207,32 @@ def test_a_null_value_the_template_prints_is_refused_naming_the_variable(tmp_pat
     assert optional.sms == "-", "a null the template only tests is fine"
 
 
+@pytest.mark.parametrize(
+    "printed",
+    ["{{ name|title }}", "{{ name|upper }}", "{{ 'Hi ' ~ name }}", "{{ [name]|join(', ') }}"],
+)
+def test_a_null_printed_through_a_filter_or_joined_is_refused_too(
+    tmp_path: Path, printed: str
+) -> None:
+    """Only a null printed as it is was refused: `{{ name|title }}` with a null name texted
+    "Hi None" (`|upper`: "Hi NONE")."""
+    write_full_template(tmp_path, "greet", f"Hi {printed}")
+    with pytest.raises(TemplateContextError, match=r"variable 'name' is null \(at .*greet"):
+        TemplateCatalog(tmp_path).render("greet", {"name": None})
+
+
+def test_a_null_tested_defaulted_or_as_json_is_still_null(tmp_path: Path) -> None:
+    body = (
+        "{{ 'a' if name is none }}{{ 'b' if name == none }}{{ 'c' if not name }}"
+        "{{ name|default('d', true) }}{{ jobs[0].note|default('e', true) }}{{ jobs|tojson }}"
+    )
+    write_full_template(tmp_path, "tests_null", body)
+    message = TemplateCatalog(tmp_path).render(
+        "tests_null", {"name": None, "jobs": [{"note": None}]}
+    )
+    assert message.sms == 'abcde[{"note": null}]'
+
+
 def test_check_passes_a_complete_context_and_fails_without_a_variable() -> None:
     CATALOG.check("repair_assigned", ASSIGNED)  # a complete context passes
     with pytest.raises(NotifyError, match="unit_number"):
