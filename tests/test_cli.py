@@ -356,6 +356,27 @@ def test_templates_preview_says_when_the_sms_is_empty_and_send_skips_it(
     assert "is empty" not in capsys.readouterr().out
 
 
+def test_templates_preview_of_a_sample_context_lacking_a_variable_names_meta_json(
+    cli_env: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Without --context the preview renders meta.json's sample_context: one lacking a variable
+    said "needs variable 'who' (missing from the context)", though no context was given."""
+    meta = json.dumps(
+        {"description": "d", "priority": "normal", "category": "c", "sample_context": {}}
+    )
+    _template(tmp_path, "unsampled", meta)
+    monkeypatch.setenv("NOTIFY_TEMPLATES_DIR", str(tmp_path))
+    reload_runtime()
+    assert main(["templates", "preview", "unsampled"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "'unsampled': the sample_context in its meta.json lacks 'who'" in line
+    assert main(["templates", "preview", "unsampled", "--context", "{}"]) == 2
+    assert "needs variable 'who' (missing from the context)" in capsys.readouterr().err
+
+
 def test_a_broken_user_template_is_an_error_row_not_a_broken_list(
     cli_env: str,
     tmp_path: Path,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -68,7 +68,7 @@ def preview(
         if context is not None
         else catalog.info(name).sample_context
     )
-    message = catalog.render(name, {"recipient": {"name": "Preview", "external_id": "-"}, **values})
+    message = _render_preview(catalog, name, values, from_sample=context is None)
     length = sms_length(message.sms)
     if json_output:
         print_json(
@@ -87,6 +87,28 @@ def preview(
     if problem:
         fail_line(f"template {name!r}: {problem}: send refuses this context; shorten its values")
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _render_preview(
+    catalog: TemplateCatalog, name: str, values: dict[str, Any], *, from_sample: bool
+) -> RenderedMessage:
+    """The template rendered for a stand-in recipient; without --context, a sample_context that
+    lacks a variable the template needs is said to be meta.json's, not the (absent) context's."""
+    from notify.errors import InputError
+    from notify.rendering import TemplateContextError
+
+    try:
+        return catalog.render(
+            name, {"recipient": {"name": "Preview", "external_id": "-"}, **values}
+        )
+    except TemplateContextError as error:
+        if not (from_sample and error.missing):
+            raise
+        lacks = ", ".join(repr(variable) for variable in error.missing)
+        raise InputError(
+            f"template {name!r}: the sample_context in its meta.json lacks {lacks}, which the "
+            "template needs: add it there, or preview with --context"
+        ) from error
 
 
 def _show_preview(message: RenderedMessage, length: SmsLength) -> None:
