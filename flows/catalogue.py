@@ -20,10 +20,9 @@ def template_variables() -> dict[str, tuple[str, ...]]:
     found: dict[str, tuple[str, ...]] = {}
     for name in names:
         try:
-            needed = catalog.info(name).required_variables
+            found[name] = catalog.info(name).context_variables
         except NotifyError:  # a broken template is reported when it is used, not here
-            needed = ()
-        found[name] = tuple(v for v in needed if v != "recipient")
+            found[name] = ()
     return found
 
 

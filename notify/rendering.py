@@ -83,6 +83,9 @@ class BrokenTemplate:
     error: str
 
 
+RECIPIENT = "recipient"  # the variable enqueue adds to every context (name, external_id)
+
+
 @dataclass(frozen=True)
 class TemplateInfo:
     name: str
@@ -93,6 +96,11 @@ class TemplateInfo:
     required_variables: tuple[str, ...]
     fallback_email: bool = True
     digest: bool = True  # a row of this template deferred by quiet hours may join a digest
+
+    @property
+    def context_variables(self) -> tuple[str, ...]:
+        """The variables a request's context must give: `recipient` is added for each one."""
+        return tuple(name for name in self.required_variables if name != RECIPIENT)
 
 
 @dataclass(frozen=True)

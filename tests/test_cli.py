@@ -377,6 +377,25 @@ def test_templates_preview_of_a_sample_context_lacking_a_variable_names_meta_jso
     assert "needs variable 'who' (missing from the context)" in capsys.readouterr().err
 
 
+def test_templates_list_names_the_variables_a_context_must_give(
+    cli_env: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`recipient` is added for each recipient: listing it among a template's variables told
+    the user to put it in --context."""
+    meta = json.dumps(
+        {"description": "d", "priority": "normal", "category": "c", "sample_context": {"who": 1}}
+    )
+    _template(tmp_path, "greeting", meta, sms="Hi {{ recipient.name }}, {{ who }}")
+    monkeypatch.setenv("NOTIFY_TEMPLATES_DIR", str(tmp_path))
+    reload_runtime()
+    assert main(["templates", "list", "--json"]) == 0
+    listed = {entry["name"]: entry for entry in json.loads(capsys.readouterr().out)}
+    assert listed["greeting"]["required_variables"] == ["who"]
+
+
 def test_a_broken_user_template_is_an_error_row_not_a_broken_list(
     cli_env: str,
     tmp_path: Path,

@@ -29,9 +29,15 @@ def list_templates(json_output: bool = JSON_OPTION) -> None:
     """List templates with their priority, category and required variables.
 
     A broken template is listed with its error (the others still list); exit 1 when any is."""
+    from dataclasses import replace
+
     from notify.rendering import BrokenTemplate
 
-    entries = _catalog().listing()
+    # the variables a context must give: `recipient` is added for each recipient
+    entries = [
+        e if isinstance(e, BrokenTemplate) else replace(e, required_variables=e.context_variables)
+        for e in _catalog().listing()
+    ]
     broken = [entry for entry in entries if isinstance(entry, BrokenTemplate)]
     if json_output:
         print_json(entries)
