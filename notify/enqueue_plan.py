@@ -215,7 +215,7 @@ class Planner:
                 sms_empty=sms_empty,
                 sms_too_long=too_long,
             )
-            decisions = decide_channels(_prefs(recipient), cond)
+            decisions = decide_channels(recipient_prefs(recipient), cond)
             outcome = self._outcomes[key] = _outcome(decisions, segments, cost, self.now)
         return outcome, cost
 
@@ -277,7 +277,8 @@ def _log_values(
     }
 
 
-def _prefs(recipient: Any) -> RecipientPrefs:
+def recipient_prefs(recipient: Any) -> RecipientPrefs:
+    """The policy's view of a recipient row (or object) with Recipient's attribute names."""
     return RecipientPrefs(
         external_id=recipient.external_id,
         email=recipient.email,

@@ -232,12 +232,43 @@ def _sms_timing(prefs: RecipientPrefs, cond: SendConditions) -> ChannelDecision:
     if until is None:
         return _decision(Channel.sms, None)
     zone = _zone(prefs.timezone)
-    window = f"quiet hours {start:%H:%M}-{end:%H:%M}"
     if cond.priority is Priority.urgent:
+        window = f"quiet hours {start:%H:%M}-{end:%H:%M}"
         return _decision(Channel.sms, None, f"urgent overrides {window} {zone.key}")
+    return ChannelDecision(Channel.sms, Action.defer, _deferred(until, zone, start, end), until)
+
+
+def _deferred(until: datetime, zone: ZoneInfo, start: time, end: time) -> str:
     when = f"{until.astimezone(zone):%H:%M} {zone.key}"
-    reason = f"sms: {DEFERRED_TO}{when} {QUIET_HOURS}{start:%H:%M}-{end:%H:%M})"
-    return ChannelDecision(Channel.sms, Action.defer, _clip(reason), until)
+    return _clip(f"sms: {DEFERRED_TO}{when} {QUIET_HOURS}{start:%H:%M}-{end:%H:%M})")
+
+
+def held_sms_again(prefs: RecipientPrefs, now: datetime, held: str) -> tuple[datetime, str] | None:
+    """An SMS quiet hours hold (decision `held`), decided again at `now` with the recipient's
+    current time zone and quiet hours: (when it is due, decision), or None when `held` was
+    decided with this zone and window already (it stands as it is).
+
+    Still inside the quiet window: the window's end, worded as enqueue words a deferral.
+    Otherwise it is due at `now`, and the decision says so and what held it before
+    (`sms: deferred to 16:10 America/Los_Angeles (quiet hours 22:00-07:00 since a roster import;
+    was to 07:00 Europe/London)`); it still reads as a deferral, so the rows released together go
+    out as one digest.
+    """
+    zone, start, end = _zone(prefs.timezone), prefs.quiet_hours_start, prefs.quiet_hours_end
+    if start is not None and end is not None:
+        if held.endswith(f" {zone.key} {QUIET_HOURS}{start:%H:%M}-{end:%H:%M})"):
+            return None
+        until = quiet_hours_end(now, prefs.timezone, start, end)
+        if until is not None:
+            return until, _deferred(until, zone, start, end)
+    now_utc = _as_utc(now)
+    window = f"{start:%H:%M}-{end:%H:%M}" if start is not None and end is not None else "none"
+    was = held.partition(DEFERRED_TO)[2].partition(f" {QUIET_HOURS}")[0] or "the window's end"
+    reason = (
+        f"sms: {DEFERRED_TO}{now_utc.astimezone(zone):%H:%M} {zone.key} {QUIET_HOURS}{window} "
+        f"since a roster import; was to {was})"
+    )
+    return now_utc, _clip(reason)
 
 
 def _decision(channel: Channel, skip_reason: str | None, note: str = "") -> ChannelDecision:

@@ -46,7 +46,12 @@ number or address the roster changed is where the queued messages go, never the 
   suppressions like any row (`muted after it was queued`, with the email fallback a
   whole-number mute gives): a moved row never goes to a suppressed address.
 
-The decision stays as enqueue wrote it (a held-back row is found for its digest by it). Fenced on
+The decision stays as enqueue wrote it (a held-back row is found for its digest by it).
+
+An import also times again the SMS quiet hours still hold (`follow_quiet_hours`) by the
+recipient's time zone and quiet hours as it leaves them: a recipient moved to another zone gets
+them at the end of its window there (not at the old zone's end, inside or hours after its new
+window), or at once when the import falls outside its window (or removed it). Fenced on
 the waiting statuses as above: a row in flight keeps the address it was claimed with. A store
 under way when an import starts commits first, and the import then moves its rows; a store that
 starts during an import reads the new addresses (`notify.recipients.hold_roster`).
@@ -90,9 +95,10 @@ from notify.db import (
     Status,
     lookup_chunks,
 )
-from notify.digest import DIGEST_TEMPLATE
+from notify.digest import DIGEST_TEMPLATE, QUIET_PENDING
+from notify.enqueue_plan import RECIPIENT_COLUMNS, recipient_prefs
 from notify.fallback import FallbackPolicy, make_fallbacks, whole_number_mute
-from notify.policies import REASON_MAX_CHARS
+from notify.policies import REASON_MAX_CHARS, held_sms_again
 from notify.pricing import parts_cost
 from notify.settings import Settings
 
@@ -113,6 +119,7 @@ class Rechecked:
     fallbacks: int = 0
     unaddressed: int = 0
     readdressed: int = 0
+    rescheduled: int = 0
 
     @property
     def skipped(self) -> int:
@@ -125,6 +132,7 @@ class Rechecked:
             fallbacks=self.fallbacks + other.fallbacks,
             unaddressed=self.unaddressed + other.unaddressed,
             readdressed=self.readdressed + other.readdressed,
+            rescheduled=self.rescheduled + other.rescheduled,
         )
 
 
@@ -150,9 +158,55 @@ def recheck_imported(
     turned off are skipped, then the rest follow their recipients' addresses; the caller
     commits."""
     turned_off = skip_turned_off(conn, now=now)
-    return Rechecked(turned_off=turned_off) + follow_addresses(
-        conn, now=now, fallback=fallback, settings=settings
+    return (
+        Rechecked(turned_off=turned_off)
+        + follow_addresses(conn, now=now, fallback=fallback, settings=settings)
+        + Rechecked(rescheduled=follow_quiet_hours(conn, now=now))
     )
+
+
+def follow_quiet_hours(conn: Connection, *, now: datetime) -> int:
+    """The SMS quiet hours still hold (not yet due at `now`) decided again with their
+    recipient's current time zone and quiet hours: held to the end of the recipient's window
+    now, or due at `now` when it is outside it (`policies.held_sms_again`). A row held by the
+    zone and window the recipient still has is left as it is; returns how many moved. The caller
+    commits."""
+    held = (
+        select(
+            LOGS.c.id.label("row_id"),
+            LOGS.c.next_attempt_at,
+            LOGS.c.decision,
+            *(PEOPLE.c[name] for name in RECIPIENT_COLUMNS),
+        )
+        .join_from(LOGS, NOTES, NOTES.c.id == LOGS.c.notification_id)
+        .join(PEOPLE, PEOPLE.c.id == NOTES.c.recipient_id)
+        .where(
+            QUIET_PENDING,
+            LOGS.c.channel == Channel.sms.value,
+            LOGS.c.next_attempt_at > now,
+            LOGS.c.attempts == 0,
+            LOGS.c.carried_by_id.is_(None),
+        )
+    )
+    moved: dict[tuple[datetime, str], list[int]] = {}
+    for row in conn.execute(held):
+        again = held_sms_again(recipient_prefs(row), now, row.decision)
+        if again is not None:
+            moved.setdefault(again, []).append(row.row_id)
+    for (due, decision), ids in moved.items():
+        for chunk in lookup_chunks(ids, dialect=conn.dialect.name):
+            statement = (
+                update(LOGS)
+                .where(
+                    LOGS.c.id.in_(chunk),
+                    QUIET_PENDING,
+                    LOGS.c.attempts == 0,
+                    LOGS.c.carried_by_id.is_(None),
+                )
+                .values(next_attempt_at=due, decision=decision)
+            )
+            conn.execute(statement)
+    return sum(len(ids) for ids in moved.values())
 
 
 def skip_turned_off(

@@ -19,6 +19,7 @@ from notify.policies import (
     RecipientPrefs,
     SendConditions,
     decide_channels,
+    held_sms_again,
     in_quiet_hours,
     next_status_after_failure,
     quiet_hours_end,
@@ -531,6 +532,48 @@ def test_gap_end_reason_shows_the_real_local_time() -> None:
     _, sms = decide(window, {"now": utc(2024, 3, 10, 4, 30)})
     assert sms.not_before == utc(2024, 3, 10, 7)
     assert sms.reason == "sms: deferred to 03:00 America/New_York (quiet hours 23:00-02:30)"
+
+
+HELD_IN_LONDON = "sms: deferred to 07:00 Europe/London (quiet hours 22:00-07:00)"
+
+
+@pytest.mark.parametrize(
+    ("changes", "due", "reason"),
+    [
+        (
+            {"timezone": "Europe/London"},
+            None,
+            None,
+        ),
+        (
+            {"timezone": "Atlantic/Cape_Verde"},
+            utc(2024, 6, 2, 8),
+            "sms: deferred to 07:00 Atlantic/Cape_Verde (quiet hours 22:00-07:00)",
+        ),
+        (
+            {"timezone": "Australia/Sydney"},
+            utc(2024, 6, 1, 23),
+            "sms: deferred to 09:00 Australia/Sydney (quiet hours 22:00-07:00 since a roster "
+            "import; was to 07:00 Europe/London)",
+        ),
+        (
+            {"timezone": "Europe/London", "quiet_hours_start": None, "quiet_hours_end": None},
+            utc(2024, 6, 1, 23),
+            "sms: deferred to 00:00 Europe/London (quiet hours none since a roster import; "
+            "was to 07:00 Europe/London)",
+        ),
+    ],
+    ids=["unchanged", "moved-west-still-night", "moved-east-now-day", "quiet-hours-removed"],
+)
+def test_a_held_sms_decided_again_with_the_recipients_new_zone(
+    changes: dict[str, Any], due: datetime | None, reason: str | None
+) -> None:
+    """Held at 23:00 UTC on June 1 (00:00 in London) to 07:00 London; a roster import then
+    changed the recipient: held to the new window's end, or due now (not in the old zone's
+    morning, inside the new zone's quiet hours or hours late); unchanged, it stands."""
+    now = utc(2024, 6, 1, 23)
+    again = held_sms_again(prefs(**(QUIET | changes)), now, HELD_IN_LONDON)
+    assert again == (None if due is None else (due, reason))
 
 
 @pytest.mark.parametrize(

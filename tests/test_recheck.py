@@ -369,6 +369,58 @@ def test_sms_held_by_quiet_hours_go_to_the_number_a_reimport_gives(
         assert (row.status, row.recipient_phone) == ("sent", NEW_PHONE)
 
 
+DENVER_END = datetime(2026, 11, 30, 20, 30, tzinfo=UTC)  # 13:30 in Denver
+
+
+def test_sms_held_by_quiet_hours_wait_for_the_end_of_the_window_in_a_new_time_zone(
+    engine: Engine, settings: Settings
+) -> None:
+    """Held at 12:00 in Chicago to 13:30 Chicago (19:30 UTC); the recipient is re-imported in
+    Denver, where it is 11:00. Before, the digest went at 19:30 UTC, 12:30 in Denver: inside the
+    quiet hours the roster gives. Now the rows wait for 13:30 Denver, and say so."""
+    add_recipients(engine, [tech(1, **QUIET)])
+    ids = held(engine, settings, 2)
+    moved = tech(1, timezone="America/Denver", **QUIET)
+    assert reimport(engine, settings, moved) == Rechecked(rescheduled=2)
+    for row in rows(engine, ids).values():
+        assert row.next_attempt_at == DENVER_END
+        assert row.decision == "sms: deferred to 13:30 America/Denver (quiet hours 11:00-13:30)"
+    assert deliver(engine, settings, AFTER).sms == [], "12:31 in Denver"
+    assert reimport(engine, settings, moved) == Rechecked(), "decided again: the same answer"
+    [digest] = deliver(engine, settings, DENVER_END).sms
+    assert digest.phone == PHONE
+    assert {row.status for row in rows(engine, ids).values()} == {"sent"}
+
+
+def test_sms_held_by_quiet_hours_go_at_once_when_a_reimport_ends_them(
+    engine: Engine, settings: Settings
+) -> None:
+    """Re-imported in Los Angeles (10:00 there, before its 11:00-13:30) or without quiet hours:
+    the held SMS are due at the import, as one digest, not at 13:30 Chicago."""
+    add_recipients(engine, [tech(1, **QUIET)])
+    ids = held(engine, settings, 2)
+    assert reimport(engine, settings, tech(1, timezone="America/Los_Angeles", **QUIET)) == (
+        Rechecked(rescheduled=2)
+    )
+    for row in rows(engine, ids).values():
+        assert row.next_attempt_at == NOON
+        assert row.decision == (
+            "sms: deferred to 10:00 America/Los_Angeles (quiet hours 11:00-13:30 since a roster "
+            "import; was to 13:30 America/Chicago)"
+        )
+    assert [m.phone for m in deliver(engine, settings, NOON).sms] == [PHONE], "one digest"
+    assert {row.status for row in rows(engine, ids).values()} == {"sent"}
+    add_recipients(engine, [tech(1, **QUIET)])
+    ids = held(engine, settings, 1)
+    assert reimport(engine, settings, tech(1)) == Rechecked(rescheduled=1)
+    [row] = rows(engine, ids).values()
+    assert (row.next_attempt_at, row.decision) == (
+        NOON,
+        "sms: deferred to 12:00 America/Chicago (quiet hours none since a roster import; was "
+        "to 13:30 America/Chicago)",
+    )
+
+
 def test_a_retry_goes_to_the_new_number_and_a_row_in_flight_keeps_its_own(
     engine: Engine, settings: Settings
 ) -> None:

@@ -102,6 +102,7 @@ def _report_import(
         "dry_run": dry_run,
         "queued_skipped": queued.skipped,
         "queued_readdressed": queued.readdressed,
+        "queued_rescheduled": queued.rescheduled,
         "fallbacks": queued.fallbacks,
         "errors": parsed.errors,
     }
@@ -125,9 +126,13 @@ def _queued_lines(queued: Rechecked, dry_run: bool) -> list[str]:
     skipped = "would be skipped" if dry_run else "skipped, never sent"
     moved = "would be re-addressed: they would go" if dry_run else "re-addressed: they go"
     to_go = "would go" if dry_run else "to go"
+    timed = "would be" if dry_run else "are"
     fallbacks = f" ({queued.fallbacks} {to_go} by email instead)" if queued.fallbacks else ""
     lines = {
         f"{moved} to the recipient's new phone number or email address": queued.readdressed,
+        f"held by quiet hours {timed} now timed by the recipient's new time zone or quiet hours": (
+            queued.rescheduled
+        ),
         f"{skipped}: their channel is now off in the recipient's preferences": queued.turned_off,
         f"{skipped}: the recipient's phone number or email address was removed": (
             queued.unaddressed
