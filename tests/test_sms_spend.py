@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import boto3
 import pytest
 from sqlalchemy import Engine, update
 
-from notify.conditions import sms_spend_since
+from notify.conditions import sms_spend_since, start_conditions
 from notify.db import DELIVERY_LOGS, make_engine, transaction
 from notifyops.cli import main
 from tests.factories import AS_OF, Rows
@@ -212,6 +212,33 @@ def _cap_report(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
     main(command)
     report: dict[str, object] = json.loads(capsys.readouterr().out)
     return report
+
+
+@pytest.mark.parametrize(
+    ("now", "today"),
+    [
+        ("2026-03-08T00:00:00+00:00", "0.30"),  # the SMS of 00:00 sharp is today's
+        ("2026-03-08T02:30:00-05:00", "0.30"),  # 07:30 UTC
+        ("2026-03-08T04:00:00+05:30", "6.30"),  # 22:30 UTC on March 7: from 00:00 UTC March 7
+        ("2026-03-07T23:59:59.999999+00:00", "6.30"),
+    ],
+)
+def test_the_cap_counts_the_utc_day_of_now_whatever_zone_now_is_given_in(
+    engine: Engine, now: str, today: str
+) -> None:
+    """Before, the day started at 00:00 in `now`'s own offset: at 02:30-05:00 it began at 05:00
+    UTC and left out the SMS of 00:00-05:00 UTC (at 04:00+05:30, 18:30 UTC the day before)."""
+    midnight = datetime(2026, 3, 8, tzinfo=UTC)
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    rows.delivery(tech, created_at=midnight - timedelta(hours=12), cost=Decimal("1"))
+    rows.delivery(tech, created_at=midnight - timedelta(hours=2), cost=Decimal("5"))
+    rows.delivery(tech, created_at=midnight, cost=Decimal("0.10"))
+    rows.delivery(tech, created_at=midnight + timedelta(hours=3), cost=Decimal("0.20"))
+    rows.insert(engine)
+    with transaction(engine) as session:
+        spent = start_conditions(session=session, now=datetime.fromisoformat(now))
+    assert spent.sms_spent_today == Decimal(today)
 
 
 def test_sms_queued_today_count_against_the_cap_as_the_send_policy_counts_them(
