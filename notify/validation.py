@@ -59,8 +59,19 @@ def ses_address(raw: str) -> str:
     return valid.ascii_email or valid.normalized  # ascii_email is set when SMTPUTF8 is not allowed
 
 
+# Files of the zone database that are not a place's zone: `localtime` is whatever the machine
+# reading it is set to, `Factory` an "unknown zone" marker; posix/ and right/ are copies of the
+# database (right/ with leap seconds, which no clock here counts).
+_NOT_A_PLACE = frozenset({"localtime", "posixrules", "Factory"})
+
+
 def normalize_timezone(raw: str) -> str:
     name = raw.strip() or "UTC"
+    if name in _NOT_A_PLACE or name.startswith(("posix/", "right/")):
+        raise ValueError(
+            f"{raw!r} is not a place's time zone (it depends on the machine or the database "
+            "copy): use an IANA name such as America/Chicago"
+        )
     if name not in _zone_names():
         try:
             ZoneInfo(name)

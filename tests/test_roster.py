@@ -423,3 +423,15 @@ def test_a_json_object_where_text_belongs_is_quoted_back_as_json(tmp_path: Path)
     parsed = parse_roster_file(write(tmp_path, line + "\n", "roster.jsonl"))
     (error,) = parsed.errors
     assert (error.column, error.value) == ("name", '{"first": "Zoë", "ok": true}')
+
+
+@pytest.mark.parametrize(
+    "zone", ["localtime", "posixrules", "Factory", "posix/America/Chicago", "right/UTC"]
+)
+def test_a_zone_file_that_is_not_a_places_zone_is_rejected(tmp_path: Path, zone: str) -> None:
+    """`localtime` is the zone of whichever machine reads it: quiet hours would move with the
+    worker. Such names were taken because the zone database has files by those names."""
+    parsed = parse_roster_file(write(tmp_path, HEADER + f"t:1,T,t@example.com,,{zone},,,,\n"))
+    (error,) = parsed.errors
+    assert (error.column, error.value) == ("timezone", zone)
+    assert "not a place's time zone" in error.reason
