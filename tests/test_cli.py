@@ -377,6 +377,34 @@ def test_templates_preview_of_a_sample_context_lacking_a_variable_names_meta_jso
     assert "needs variable 'who' (missing from the context)" in capsys.readouterr().err
 
 
+def test_templates_preview_for_a_recipient_renders_their_name_as_a_send_would(
+    cli_env: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The stand-in name 'Preview' is GSM-7; 'Zoë' is not: the SMS a send stores for her is
+    UCS-2, in more parts, which only a preview for her shows."""
+    meta = json.dumps(
+        {"description": "d", "priority": "urgent", "category": "c", "sample_context": {"who": 1}}
+    )
+    _template(tmp_path / "templates", "greeting", meta, sms="Hi {{ recipient.name }}")
+    monkeypatch.setenv("NOTIFY_TEMPLATES_DIR", str(tmp_path / "templates"))
+    roster = tmp_path / "roster.csv"
+    roster.write_text("external_id,name,email,phone\ntech:7,Zoë,zoe@example.com,+13125550107\n")
+    reload_runtime()
+    assert main(["recipients", "import", str(roster)]) == 0
+    capsys.readouterr()
+    assert main(["templates", "preview", "greeting", "--json"]) == 0
+    stand_in = json.loads(capsys.readouterr().out)
+    assert (stand_in["sms"], stand_in["sms_encoding"]) == ("Hi Preview", "GSM-7")
+    assert main(["templates", "preview", "greeting", "--recipient", "tech:7", "--json"]) == 0
+    zoe = json.loads(capsys.readouterr().out)
+    assert (zoe["sms"], zoe["sms_encoding"]) == ("Hi Zoë", "UCS-2")
+    assert main(["templates", "preview", "greeting", "--recipient", "tech:8"]) == 2
+    assert "--recipient: no recipient 'tech:8'" in capsys.readouterr().err
+
+
 def test_templates_list_names_the_variables_a_context_must_give(
     cli_env: str,
     tmp_path: Path,

@@ -60,6 +60,11 @@ def list_templates(json_output: bool = JSON_OPTION) -> None:
 def preview(
     name: str = typer.Argument(..., help="Template name."),
     context: str | None = typer.Option(None, help="Variables as JSON (default: the sample)."),
+    recipient: str | None = typer.Option(
+        None,
+        help="Render for this recipient (external id), as a send would: their name can change "
+        "the SMS's encoding and parts (default: a stand-in named Preview).",
+    ),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Render a template: subject, text, HTML and SMS with its length in segments.
@@ -74,7 +79,8 @@ def preview(
         if context is not None
         else catalog.info(name).sample_context
     )
-    message = _render_preview(catalog, name, values, from_sample=context is None)
+    who = _recipient(recipient) if recipient is not None else STAND_IN
+    message = _render_preview(catalog, name, values, who, from_sample=context is None)
     length = sms_length(message.sms)
     if json_output:
         print_json(
@@ -95,18 +101,43 @@ def preview(
         raise typer.Exit(EXIT_PARTIAL)
 
 
+STAND_IN = {"name": "Preview", "external_id": "-"}
+
+
+def _recipient(external_id: str) -> dict[str, str]:
+    """What a template sees of this recipient (as enqueue gives it); InputError if unknown."""
+    from notify.bootstrap import runtime
+    from notify.db import transaction
+    from notify.enqueue import recipient_context
+    from notify.errors import InputError
+    from notify.recipients import recipients_by_external_id
+
+    with transaction(runtime().engine()) as session:
+        found = recipients_by_external_id(session=session, external_ids=[external_id])
+        person = found.get(external_id.strip())
+        if person is None:
+            raise InputError(
+                f"--recipient: no recipient {external_id!r} (notifyops recipients list --search)"
+            )
+        return dict(recipient_context({}, person)["recipient"])
+
+
 def _render_preview(
-    catalog: TemplateCatalog, name: str, values: dict[str, Any], *, from_sample: bool
+    catalog: TemplateCatalog,
+    name: str,
+    values: dict[str, Any],
+    who: dict[str, str],
+    *,
+    from_sample: bool,
 ) -> RenderedMessage:
-    """The template rendered for a stand-in recipient; without --context, a sample_context that
-    lacks a variable the template needs is said to be meta.json's, not the (absent) context's."""
+    """The template rendered for `who` (as enqueue renders it: `recipient` is always `who`);
+    without --context, a sample_context that lacks a variable the template needs is said to be
+    meta.json's, not the (absent) context's."""
     from notify.errors import InputError
     from notify.rendering import TemplateContextError
 
     try:
-        return catalog.render(
-            name, {"recipient": {"name": "Preview", "external_id": "-"}, **values}
-        )
+        return catalog.render(name, {**values, "recipient": who})
     except TemplateContextError as error:
         if not (from_sample and error.missing):
             raise
