@@ -243,6 +243,28 @@ def _deferred(until: datetime, zone: ZoneInfo, start: time, end: time) -> str:
     return _clip(f"sms: {DEFERRED_TO}{when} {QUIET_HOURS}{start:%H:%M}-{end:%H:%M})")
 
 
+@dataclass(frozen=True)
+class QuietHold:
+    """How a waiting SMS is held back when its recipient is inside quiet hours at delivery time:
+    until the window's end, with the deferral enqueue writes (a row never tried) or the note a
+    tried row's decision gains (`" | held by quiet hours until 07:00 America/Chicago"`)."""
+
+    until: datetime  # aware UTC
+    deferral: str
+    note: str
+
+
+def quiet_hold(now: datetime, tz: str, start: time, end: time) -> QuietHold | None:
+    """The hold for an SMS (not urgent) about to go at `now` to a recipient with time zone `tz`
+    and quiet hours `start`-`end`, or None when `now` is outside that window."""
+    until = quiet_hours_end(now, tz, start, end)
+    if until is None:
+        return None
+    zone = _zone(tz)
+    note = f" | held by quiet hours until {until.astimezone(zone):%H:%M} {zone.key}"
+    return QuietHold(until, _deferred(until, zone, start, end), note)
+
+
 def held_sms_again(prefs: RecipientPrefs, now: datetime, held: str) -> tuple[datetime, str] | None:
     """An SMS quiet hours hold (decision `held`), decided again at `now` with the recipient's
     current time zone and quiet hours: (when it is due, decision), or None when `held` was

@@ -715,3 +715,15 @@ def test_policies_import_only_stdlib_and_notify() -> None:
     }
     allowed = {"__future__", "collections", "dataclasses", "datetime", "decimal", "enum"}
     assert modules <= allowed | {"random", "zoneinfo", "notify"}
+
+
+def test_a_quiet_hold_is_worded_as_enqueue_defers_and_notes_a_tried_row() -> None:
+    late = datetime(2026, 12, 1, 4, 30, tzinfo=UTC)  # 22:30 in Chicago
+    hold = policies.quiet_hold(late, "America/Chicago", time(22, 0), time(7, 0))
+    assert hold == policies.QuietHold(
+        until=datetime(2026, 12, 1, 13, 0, tzinfo=UTC),
+        deferral="sms: deferred to 07:00 America/Chicago (quiet hours 22:00-07:00)",
+        note=" | held by quiet hours until 07:00 America/Chicago",
+    )
+    evening = datetime(2026, 12, 1, 3, 59, tzinfo=UTC)  # 21:59
+    assert policies.quiet_hold(evening, "America/Chicago", time(22, 0), time(7, 0)) is None
