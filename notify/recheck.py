@@ -48,6 +48,21 @@ number or address the roster changed is where the queued messages go, never the 
 
 The decision stays as enqueue wrote it (a held-back row is found for its digest by it).
 
+Quiet hours, too, are decided when a request is stored: an SMS decided `sms: send` that then
+waits (a backlog, SMS pacing, a retry, a provider outage, a redrive) could go out inside its
+recipient's quiet hours. Every delivery run, after the skips above, holds back the due SMS (not
+urgent, not a digest row, not carried) whose recipient is inside its quiet hours at the run's
+`now`, by its current time zone and window (`hold_quiet_hours`), until the window's end
+(`policies.quiet_hold`, DST-correct as enqueue's deferral): a row never tried (`pending`, no
+attempt) takes the deferral enqueue writes (`sms: deferred to 07:00 America/Chicago (quiet hours
+22:00-07:00)`), so it joins the recipient's digest at the window's end like any held SMS; a tried
+one (`pending_retry`, or attempts) keeps its status and attempts and its decision gains
+` | held by quiet hours until 07:00 America/Chicago`. One query reads the recipients with quiet
+hours that have such rows, each (time zone, window) is decided once, and one UPDATE per window
+`now` is inside (joined to those recipients, fenced on the waiting statuses and on the window they
+still have) moves the rows; counted in `held`. Measured over 100,000 due SMS rows (50,000
+recipients, 300 with quiet hours): 18-27 ms on PostgreSQL (10-15 ms when fewer windows hold).
+
 An import also times again the SMS quiet hours still hold (`follow_quiet_hours`) by the
 recipient's time zone and quiet hours as it leaves them: a recipient moved to another zone gets
 them at the end of its window there (not at the old zone's end, inside or hours after its new
@@ -61,7 +76,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
 
 from sqlalchemy import (
@@ -74,6 +89,7 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    case,
     cast,
     exists,
     func,
@@ -98,9 +114,9 @@ from notify.db import (
 from notify.digest import DIGEST_TEMPLATE, QUIET_PENDING
 from notify.enqueue_plan import RECIPIENT_COLUMNS, recipient_prefs
 from notify.fallback import FallbackPolicy, make_fallbacks, whole_number_mute
-from notify.policies import REASON_MAX_CHARS, held_sms_again
+from notify.policies import REASON_MAX_CHARS, held_sms_again, quiet_hold
 from notify.pricing import parts_cost
-from notify.settings import Settings
+from notify.settings import Priority, Settings
 
 LOGS, NOTES, PEOPLE, MUTES = DELIVERY_LOGS, NOTIFICATIONS, RECIPIENTS, SUPPRESSIONS
 TURNED_OFF = "turned off in preferences after it was queued"
@@ -111,8 +127,9 @@ ADDRESS_REMOVED = "removed after it was queued"
 
 @dataclass(frozen=True)
 class Rechecked:
-    """Waiting rows skipped by a recheck, the email fallbacks made for muted SMS, and (after a
-    roster import) the rows moved to their recipient's new address, skipped ones not counted."""
+    """Waiting rows skipped by a recheck, the email fallbacks made for muted SMS, (after a roster
+    import) the rows moved to their recipient's new address, skipped ones not counted, and the
+    held SMS timed again; and (a delivery run) the due SMS quiet hours held back (`held`)."""
 
     turned_off: int = 0
     muted: int = 0
@@ -120,6 +137,7 @@ class Rechecked:
     unaddressed: int = 0
     readdressed: int = 0
     rescheduled: int = 0
+    held: int = 0
 
     @property
     def skipped(self) -> int:
@@ -133,6 +151,7 @@ class Rechecked:
             unaddressed=self.unaddressed + other.unaddressed,
             readdressed=self.readdressed + other.readdressed,
             rescheduled=self.rescheduled + other.rescheduled,
+            held=self.held + other.held,
         )
 
 
@@ -140,15 +159,76 @@ def recheck_queued(
     conn: Connection, *, now: datetime, fallback: FallbackPolicy, settings: Settings
 ) -> Rechecked:
     """Skip the rows due at `now` that the recipient's current preferences or a suppression in
-    force no longer let go, and move the others to the recipient's current address (the
-    module's docstring); the caller commits."""
+    force no longer let go, move the others to the recipient's current address, then hold back
+    the SMS its quiet hours cover at `now` (the module's docstring); the caller commits."""
     turned_off = skip_turned_off(conn, now=now, due_only=True)
     followed = follow_addresses(conn, now=now, fallback=fallback, settings=settings, due_only=True)
     return (
         Rechecked(turned_off=turned_off)
         + followed
         + skip_muted(conn, now=now, fallback=fallback, due_only=True)
+        + Rechecked(held=hold_quiet_hours(conn, now=now))
     )
+
+
+def hold_quiet_hours(conn: Connection, *, now: datetime) -> int:
+    """Hold back the due SMS (not urgent, not a digest, not carried) whose recipient is inside
+    its quiet hours at `now`, by its current time zone and window, to the window's end: a row
+    never tried takes the deferral enqueue writes (the digests find it), a tried one keeps its
+    status and attempts and its decision gains a note. Each distinct (time zone, window) of the
+    recipients with such rows is decided once, then one UPDATE per window `now` is inside;
+    returns how many rows it held. The caller commits."""
+    people = select(
+        PEOPLE.c.id, PEOPLE.c.timezone, PEOPLE.c.quiet_hours_start, PEOPLE.c.quiet_hours_end
+    ).where(
+        PEOPLE.c.quiet_hours_start.is_not(None),
+        PEOPLE.c.quiet_hours_end.is_not(None),
+        exists().where(*_quiet_candidates(now), NOTES.c.recipient_id == PEOPLE.c.id),
+    )
+    windows: dict[tuple[str, str, str], list[int]] = {}
+    for person, *window in conn.execute(people):
+        windows.setdefault((window[0], window[1], window[2]), []).append(person)
+    held = 0
+    for (zone, start, end), people_ids in windows.items():
+        hold = quiet_hold(now, zone, time.fromisoformat(start), time.fromisoformat(end))
+        if hold is None:
+            continue
+        never_tried = and_(
+            LOGS.c.status == literal_column(f"'{Status.pending.value}'"), LOGS.c.attempts == 0
+        )
+        noted = func.substr(LOGS.c.decision.concat(literal(hold.note)), 1, REASON_MAX_CHARS)
+        for chunk in lookup_chunks(people_ids, dialect=conn.dialect.name):
+            statement = (
+                update(LOGS)
+                .where(
+                    *_quiet_candidates(now),
+                    PEOPLE.c.id == NOTES.c.recipient_id,
+                    PEOPLE.c.id.in_(chunk),
+                    # the window as it is now: an import that changed it meanwhile has decided
+                    PEOPLE.c.timezone == zone,
+                    PEOPLE.c.quiet_hours_start == start,
+                    PEOPLE.c.quiet_hours_end == end,
+                )
+                .values(
+                    next_attempt_at=hold.until,
+                    decision=case((never_tried, literal(hold.deferral)), else_=noted),
+                )
+            )
+            held += _rowcount(conn.execute(statement))
+    return held
+
+
+def _quiet_candidates(now: datetime) -> list[ColumnElement[bool]]:
+    """The due SMS rows quiet hours may hold, joined to their notification: waiting, not a
+    digest's (it carries rows already held), not carried, not urgent."""
+    return [
+        *_waiting(LOGS, now, True, None),
+        LOGS.c.channel == Channel.sms.value,
+        LOGS.c.carried_by_id.is_(None),
+        NOTES.c.id == LOGS.c.notification_id,
+        NOTES.c.priority != Priority.urgent.value,
+        NOTES.c.template_name != DIGEST_TEMPLATE,
+    ]
 
 
 def recheck_imported(

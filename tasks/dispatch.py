@@ -118,7 +118,8 @@ class Prepared:
 def prepare_delivery() -> Prepared:
     """Before any claim (a carried row is never due): expired claims back to pending, expired
     in-flight rows to unknown; due rows of a channel the recipient turned off or that a
-    suppression now stops are skipped (notify.recheck); carried rows take their digest's outcome;
+    suppression now stops are skipped, due SMS inside the recipient's quiet hours are held to
+    the window's end (notify.recheck); carried rows take their digest's outcome;
     the rows quiet hours held back for one recipient and channel, due now, become one digest row
     (unless NOTIFY_QUIET_HOURS_DIGEST is off). Idempotent, safe beside other deliverers. A step of
     the delivery run, not a task run (see `retried`)."""
@@ -151,6 +152,11 @@ def _prepare() -> Prepared:
         _run_logger().info(
             "%d queued row(s) go to their recipient's new phone number or email address",
             rechecked.readdressed,
+        )
+    if rechecked.held:
+        _run_logger().info(
+            "held back %d due SMS inside their recipient's quiet hours until the window ends",
+            rechecked.held,
         )
     follow_digests(engine=here.engine(), now=utcnow())
     gathered = Gathered()

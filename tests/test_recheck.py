@@ -611,3 +611,121 @@ def test_the_import_command_says_how_many_queued_messages_it_readdressed(
     assert main(["recipients", "import", str(roster), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert (again["queued_readdressed"], again["queued_skipped"]) == (0, 0), "already there"
+
+
+NIGHT = {"quiet_hours_start": "22:00", "quiet_hours_end": "07:00"}
+EVENING = datetime(2026, 12, 1, 3, 59, tzinfo=UTC)  # 21:59 in Chicago: outside 22:00-07:00
+LATE = datetime(2026, 12, 1, 4, 30, tzinfo=UTC)  # 22:30 in Chicago: inside
+MORNING = datetime(2026, 12, 1, 13, 0, tzinfo=UTC)  # 07:00 in Chicago: the window's end
+HELD_TO_MORNING = "sms: deferred to 07:00 America/Chicago (quiet hours 22:00-07:00)"
+
+
+def test_an_sms_decided_send_that_waits_into_quiet_hours_is_held_to_the_windows_end(
+    engine: Engine, settings: Settings
+) -> None:
+    """Stored at 21:59 in Chicago (`sms: send`), delivered at 22:30: before, the SMS went inside
+    the recipient's quiet hours. It now waits for 07:00, as a deferral; its email goes."""
+    add_recipients(engine, [tech(1, **NIGHT)])
+    sms = request(engine, settings, "R-1", at=EVENING)
+    assert rows(engine, [sms])[sms].decision == "sms: send"
+    rechecked, _ = prepare(engine, settings, LATE)
+    assert rechecked == Rechecked(held=1)
+    sender = deliver(engine, settings, LATE)
+    assert sender.sms == [] and [m.to for m in sender.emails] == ["tech1@example.com"], (
+        "email has no quiet hours"
+    )
+    row = rows(engine, [sms])[sms]
+    assert (row.status, row.attempts, row.next_attempt_at) == ("pending", 0, MORNING)
+    assert row.decision == HELD_TO_MORNING
+    assert deliver(engine, settings, MORNING - timedelta(seconds=1)).sms == []
+    assert [m.phone for m in deliver(engine, settings, MORNING).sms] == [PHONE]
+    assert deliver(engine, settings, MORNING + timedelta(hours=1)).sms == [], "once"
+    assert rows(engine, [sms])[sms].status == "sent"
+
+
+def test_a_retry_due_inside_quiet_hours_is_held_and_keeps_its_attempts(
+    engine: Engine, settings: Settings
+) -> None:
+    add_recipients(engine, [tech(1, receive_email=False, **NIGHT)])
+    sms = request(engine, settings, "R-1", at=EVENING)
+    busy = MemorySender(fail=sms_fail(DeliveryError(SMTP_TEMPORARY, "451 busy")))
+    deliverer(engine, settings, busy, clock=lambda: EVENING).deliver_batch()
+    tried = rows(engine, [sms])[sms]
+    assert (tried.status, tried.attempts) == ("pending_retry", 1)
+    assert tried.next_attempt_at is not None and tried.next_attempt_at < LATE
+    assert prepare(engine, settings, LATE)[0] == Rechecked(held=1)
+    row = rows(engine, [sms])[sms]
+    assert (row.status, row.attempts, row.next_attempt_at) == ("pending_retry", 1, MORNING)
+    assert row.decision == f"{tried.decision} | held by quiet hours until 07:00 America/Chicago"
+    assert deliver(engine, settings, LATE).sms == []
+    assert [m.phone for m in deliver(engine, settings, MORNING).sms] == [PHONE]
+    assert rows(engine, [sms])[sms].status == "sent"
+
+
+def test_urgent_sms_email_and_recipients_without_quiet_hours_are_not_held(
+    engine: Engine, settings: Settings
+) -> None:
+    add_recipients(engine, [tech(1, **NIGHT), tech(2)])
+    held_back = request(engine, settings, "R-1", at=EVENING)
+    alarm = request(engine, settings, "R-2", priority=Priority.urgent, at=EVENING)
+    free = request(engine, settings, "R-3", to="tech:2", at=EVENING)
+    sender = deliver(engine, settings, LATE)
+    assert sorted(m.phone for m in sender.sms) == [PHONE, "+12065550002"], (
+        "the urgent one, and tech:2's, who has no quiet hours"
+    )
+    assert len(sender.emails) == 3, "no email is held"
+    found = rows(engine, [held_back, alarm, free])
+    assert (found[held_back].status, found[held_back].next_attempt_at) == ("pending", MORNING)
+    assert (found[alarm].status, found[free].status) == ("sent", "sent")
+
+
+def test_an_sms_held_at_delivery_and_one_held_at_enqueue_go_as_one_digest(
+    engine: Engine, settings: Settings
+) -> None:
+    assert settings.quiet_hours_digest
+    add_recipients(engine, [tech(1, **NIGHT)])
+    first = request(engine, settings, "R-1", at=EVENING)
+    second = request(engine, settings, "R-2", at=LATE - timedelta(minutes=5))
+    assert rows(engine, [second])[second].decision == HELD_TO_MORNING, "held at enqueue"
+    assert deliver(engine, settings, LATE).sms == []
+    [digest] = deliver(engine, settings, MORNING).sms
+    assert digest.phone == PHONE
+    [row] = digest_rows(engine)
+    assert row.decision == f"sms: digest of 2 rows: #{first},#{second}"
+    assert {r.status for r in rows(engine, [first, second]).values()} == {"sent"}
+
+
+def test_a_window_ending_in_the_spring_forward_gap_holds_to_a_real_instant(
+    engine: Engine, settings: Settings
+) -> None:
+    """Quiet hours 22:00-02:30 in Chicago on 2026-03-08, when 02:00 jumps to 03:00: 02:30 never
+    happens that night, the SMS goes at the change (03:00 CDT, 08:00 UTC)."""
+    add_recipients(engine, [tech(1, quiet_hours_start="22:00", quiet_hours_end="02:30")])
+    evening = datetime(2026, 3, 8, 3, 59, tzinfo=UTC)  # 21:59 CST on 7 March
+    change = datetime(2026, 3, 8, 8, 0, tzinfo=UTC)  # 03:00 CDT
+    sms = request(engine, settings, "R-1", at=evening)
+    assert deliver(engine, settings, evening + timedelta(minutes=31)).sms == []
+    row = rows(engine, [sms])[sms]
+    assert (row.next_attempt_at, row.decision) == (
+        change,
+        "sms: deferred to 03:00 America/Chicago (quiet hours 22:00-02:30)",
+    )
+    assert deliver(engine, settings, change - timedelta(seconds=1)).sms == []
+    assert [m.phone for m in deliver(engine, settings, change).sms] == [PHONE]
+
+
+def test_the_deliver_pending_flow_holds_an_sms_that_waited_into_quiet_hours(
+    flow_env: str,
+) -> None:
+    engine = make_engine(flow_env)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    start, end = now - timedelta(hours=1), now + timedelta(hours=1)
+    window = {"quiet_hours_start": f"{start:%H:%M}", "quiet_hours_end": f"{end:%H:%M}"}
+    add_recipients(engine, [tech(1, timezone="UTC", **window)])
+    settings = load_settings(database_url=flow_env, sender="memory")
+    sms = request(engine, settings, "R-1", at=now - timedelta(hours=2))  # before the window
+    assert rows(engine, [sms])[sms].decision == "sms: send"
+    summary: DeliverySummary = deliver_pending()
+    assert "sms" not in summary.outcomes and summary.outcomes["email"] == {"sent": 1}
+    row = rows(engine, [sms])[sms]
+    assert (row.status, row.next_attempt_at) == ("pending", end)
