@@ -292,7 +292,8 @@ def _indexes(facts: Facts, _t: Thresholds) -> Finding | None:
         "indexes",
         Severity.P3,
         f"{facts.index_problems} declared index(es) missing or invalid: queries slow down "
-        "(run `notifyops db upgrade`, or REINDEX an invalid one)",
+        "(health's index_problems gives each one's fix: the CREATE INDEX statement of a "
+        "missing one, REINDEX for an invalid one)",
     )
 
 

@@ -13,8 +13,9 @@ import warnings
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, Engine, MetaData, UniqueConstraint, inspect, text
+from sqlalchemy import Connection, Dialect, Engine, MetaData, UniqueConstraint, inspect, text
 from sqlalchemy.exc import SAWarning
+from sqlalchemy.schema import CreateIndex
 
 from notify.db import Base
 
@@ -74,13 +75,13 @@ def missing_indexes(
     else:
         with engine.connect() as connection:
             found = _found(connection, metadata or Base.metadata)
+    dialect = engine.dialect
     problems = []
     for table, name, constraint in declared_indexes(metadata):
         state = _state(found, table, name, constraint)
         if state is not None:
-            problems.append(
-                IndexProblem(table=table, index=name, state=state, fix=_fix(state, name))
-            )
+            fix = _fix(state, name, _create_statement(metadata or Base.metadata, name, dialect))
+            problems.append(IndexProblem(table=table, index=name, state=state, fix=fix))
     return problems
 
 
@@ -115,7 +116,23 @@ def _unique_constraints(connection: Connection, metadata: MetaData) -> set[tuple
         }
 
 
-def _fix(state: IndexState, name: str) -> str:
+def _create_statement(metadata: MetaData, name: str, dialect: Dialect) -> str:
+    """The CREATE INDEX statement of a declared index (a unique constraint: a unique index of its
+    name and columns), for this database."""
+    for table in metadata.sorted_tables:
+        for index in table.indexes:
+            if index.name == name:
+                return str(CreateIndex(index).compile(dialect=dialect))
+        for constraint in table.constraints:
+            if isinstance(constraint, UniqueConstraint) and constraint.name == name:
+                columns = ", ".join(column.name for column in constraint.columns)
+                return f"CREATE UNIQUE INDEX {name} ON {table.name} ({columns})"
+    raise LookupError(name)
+
+
+def _fix(state: IndexState, name: str, create: str) -> str:
+    """What to run. Not `notifyops db upgrade`: a database the check can read is at the newest
+    migration already (every command refuses one that is not), so an upgrade changes nothing."""
     if state is IndexState.invalid:
-        return f"REINDEX INDEX CONCURRENTLY {name}; (or DROP INDEX and run `notifyops db upgrade`)"
-    return "run `notifyops db upgrade`; if the database is already at head, recreate it by hand"
+        return f"REINDEX INDEX CONCURRENTLY {name}; (or DROP INDEX {name}; then {create})"
+    return f"{create}; (on a busy PostgreSQL, CREATE INDEX CONCURRENTLY)"
