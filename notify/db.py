@@ -437,7 +437,7 @@ class Alert(Base):
 
 
 class OperatorAction(Base):
-    """One operator action (purge, redrive, mute, unmute, mark-read), applied or a dry run:
+    """One operator action (purge, redrive, mute, unmute), applied or a dry run:
     who ran it (the OS user or --actor; the flow run and deployment), when, the filters and the
     counts. `key` names a redrive, so the same redrive run again changes nothing."""
 
