@@ -10,6 +10,8 @@ where Prefect's default pauses every schedule on the way out, so that a stopped 
 deployments someone had paused on purpose. At start, of the runs each schedule missed meanwhile
 only the newest runs (it catches up: deliver what is due, read receipts, check health); the older
 ones are marked Cancelled, saying they were missed, instead of running one after another.
+It starts only when the database is reachable and at the newest migration, as every command does:
+otherwise each scheduled run would fail on it, with its traceback, every few minutes.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron
 from prefect.states import Cancelled
+
+from notify.schema import DatabaseNotReady, open_database
+from notify.settings import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,10 +92,24 @@ def main(argv: list[str] | None = None) -> int:
             crons = ", ".join(item["cron"] for item in spec["schedules"])
             print(f"{spec['name']}: {spec['entrypoint']} [{crons}]")
         return 0
+    problem = database_problem()
+    if problem is not None:
+        print(f"error: {problem}; nothing served", file=sys.stderr, flush=True)
+        return 2
     served = [to_served(spec) for spec in specs]
     cancel_missed_runs(served)
     serve(*served, pause_on_shutdown=False)
     return 0
+
+
+def database_problem() -> str | None:
+    """Why the scheduled runs could not use NOTIFY_DATABASE_URL (unreachable, missing, not at the
+    newest migration, or the settings are wrong), in one line; None when they can."""
+    try:
+        open_database(load_settings().database_url).dispose()
+    except (DatabaseNotReady, SettingsError) as problem:
+        return str(problem)
+    return None
 
 
 MISSED = "missed: nothing served this deployment at its time (notifyops serve was stopped)"

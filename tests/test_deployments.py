@@ -3,6 +3,10 @@ parameters validate, and the UI forms explain themselves."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -129,3 +133,35 @@ def test_actions_are_ad_hoc_and_change_data_only_when_asked(spec: dict[str, Any]
     for model in schema.get("definitions", {}).values():
         if "apply" in model.get("properties", {}):
             assert model["properties"]["apply"]["default"] is False, "a dry run by default"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///{tmp}/missing.db", "does not exist"),
+        ("postgresql+psycopg2://notify@127.0.0.1:1/notifyops", "cannot open the database"),
+    ],
+)
+def test_serve_without_a_usable_database_says_so_and_serves_nothing(
+    url: str, expected: str, tmp_path: Path
+) -> None:
+    """Served, every scheduled run would fail on the database with its traceback, for ever."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "PREFECT_"))}
+    env.update(
+        NOTIFY_DATABASE_URL=url.format(tmp=tmp_path),
+        NOTIFY_STANDBY="off",
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_API_URL="http://127.0.0.1:9/api",  # never reached: it stops before Prefect
+    )
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "notifyops"), "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "being served" not in done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "nothing served" in lines[0], lines
