@@ -16,7 +16,10 @@ What keeps the child equal to a fresh process:
   child, so settings, engine and senders are built from the client's own environment;
 - what is read at import time must match: Prefect's settings (every `PREFECT_*` variable, after
   the command line's own defaults), `NOTIFY_TEMPLATES_DIR` (the template list of the dispatch form)
-  and the interpreter. A client whose values differ is refused and runs the command itself;
+  and the interpreter. A client whose values differ is refused and runs the command itself, as is
+  one whose Prefect settings, read as its own process would read them (its variables, the active
+  profile of `prefect config set` / `prefect profile use`, `.env` and `prefect.toml` in its working
+  directory), are not those the standby loaded;
 - the loaded code must be current: before each fork the standby compares the modification times
   of the project's sources and templates, and of the installed packages' folders, with those it
   loaded; on a change it refuses the command (the client runs it itself) and restarts itself
@@ -218,6 +221,7 @@ def serve_forever(path: str, say: Say) -> int:
     stamp = SourceStamp(project_roots(), package_folders())
     listener = _listen(path)
     expected = import_time_values(os.environ)
+    loaded = _prefect_settings()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     # Ctrl-C stops it even when it was started with SIGINT ignored (a script's background job
@@ -238,7 +242,7 @@ def serve_forever(path: str, say: Say) -> int:
             sys.stderr.flush()
             if os.fork() == 0:
                 listener.close()
-                raise SystemExit(_child(connection, expected, say))
+                raise SystemExit(_child(connection, expected, loaded, say))
             connection.close()
     except KeyboardInterrupt:
         return 0
@@ -292,7 +296,30 @@ def _close(fds: Iterable[int]) -> None:
         os.close(fd)
 
 
-def _child(connection: socket.socket, expected: Mapping[str, str], say: Say) -> int:
+def _prefect_settings() -> object:
+    """The Prefect settings this process runs with (read when Prefect was imported)."""
+    from prefect.settings import get_current_settings
+
+    return get_current_settings()
+
+
+def _prefect_settings_differ(cwd: str, environ: Mapping[str, str], loaded: object) -> bool:
+    """Would a process of the caller's read other Prefect settings than the standby loaded? Its
+    variables can match while the active profile changed since (`prefect config set`,
+    `prefect profile use`) or its working directory has its own `.env` or `prefect.toml`. Read in
+    the child (it becomes the caller's command, or ends), in ~20 ms."""
+    from prefect.settings import Settings
+
+    try:
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(environ)
+        return Settings() != loaded
+    except Exception:  # unreadable there (no such folder, a bad value): the caller reports it
+        return True
+
+
+def _child(connection: socket.socket, expected: Mapping[str, str], loaded: object, say: Say) -> int:
     """In the fork: take the client's request, become its command, report the exit status."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -312,6 +339,11 @@ def _child(connection: socket.socket, expected: Mapping[str, str], say: Say) -> 
     )
     if differs or len(fds) != STANDARD_STREAMS or request.get("prefix") != sys.prefix:
         reason = f"environment differs: {', '.join(differs)}" if differs else "another Python"
+        send_document(connection, {"refused": reason})
+        _close(fds)
+        return 0
+    if _prefect_settings_differ(str(request.get("cwd")), environ, loaded):
+        reason = "Prefect settings differ (the active profile, or .env or prefect.toml here)"
         send_document(connection, {"refused": reason})
         _close(fds)
         return 0

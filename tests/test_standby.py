@@ -165,6 +165,23 @@ def test_another_prefect_environment_runs_the_command_itself(standby: Standby) -
     assert not standby.ran("--debug config --json")
 
 
+def test_a_changed_prefect_profile_runs_the_command_itself(tmp_path: Path) -> None:
+    """`prefect config set` after the standby started changes no variable, but a command started
+    now reads the new value: the standby, which loaded the old one, must not run it."""
+    for standby in _start(tmp_path):
+        assert standby.run("templates", "list", "--json").returncode == 0
+        assert standby.ran("templates list --json")
+        profiles = Path(standby.env["PREFECT_HOME"]) / "profiles.toml"
+        profiles.parent.mkdir(parents=True, exist_ok=True)
+        profiles.write_text(
+            'active = "elsewhere"\n\n[profiles.elsewhere]\n'
+            'PREFECT_API_URL = "http://127.0.0.1:9/api"\n'
+        )
+        done = standby.run("recipients", "list", "--json")
+        assert done.returncode == 0, done.stderr
+        assert not standby.ran("recipients list --json")
+
+
 def test_ctrl_c_reaches_the_command(standby: Standby) -> None:
     """The command's process is the standby's child: the caller forwards SIGINT to it."""
     command = [sys.executable, "-m", "notifyops", "recipients", "import", "/dev/stdin"]
