@@ -40,8 +40,9 @@ from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron
 from prefect.states import Cancelled
 
-from notify.schema import DatabaseNotReady, open_database
-from notify.settings import SettingsError, load_settings
+from notify.bootstrap import reset, runtime
+from notify.schema import DatabaseNotReady
+from notify.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,11 +105,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def database_problem() -> str | None:
     """Why the scheduled runs could not use NOTIFY_DATABASE_URL (unreachable, missing, not at the
-    newest migration, or the settings are wrong), in one line; None when they can."""
+    newest migration, or the settings are wrong), in one line; None when they can. Opened through
+    the process's runtime (the one place an engine is built), released again before serving."""
     try:
-        open_database(load_settings().database_url).dispose()
+        runtime().engine()
     except (DatabaseNotReady, SettingsError) as problem:
         return str(problem)
+    finally:
+        reset()
     return None
 
 
