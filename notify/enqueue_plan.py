@@ -25,7 +25,14 @@ from sqlalchemy.orm import Session
 
 from notify.conditions import BatchConditions
 from notify.db import RECIPIENTS, Channel, Recipient, Status, among, dialect_of, lookup_chunks
-from notify.policies import Action, ChannelDecision, RecipientPrefs, SendConditions, decide_channels
+from notify.policies import (
+    SMS_EMPTY,
+    Action,
+    ChannelDecision,
+    RecipientPrefs,
+    SendConditions,
+    decide_channels,
+)
 from notify.pricing import estimate_sms_cost, sms_size_problem
 from notify.rendering import RenderedMessage
 from notify.settings import Priority, Settings
@@ -117,7 +124,7 @@ class Planner:
     request_priority: Priority | None
     _outcomes: dict[tuple[Any, ...], Outcome] = field(default_factory=dict)
     _costs: dict[tuple[str, str], tuple[int, Decimal]] = field(default_factory=dict)
-    _sizes: dict[str, str | None] = field(default_factory=dict)
+    _refusals: dict[str, str | None] = field(default_factory=dict)
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def plan(
@@ -178,8 +185,7 @@ class Planner:
         sms_n = recent[(recipient.id, title, "sms")]
         spent = self.conditions.sms_spent_today
         over_cap = spent + cost > self.settings.sms_daily_cap_usd
-        sms_empty = not message.sms.strip()
-        too_long = self._too_long(recipient, message)
+        refused = self._sms_refused(recipient, message)
         key = (
             title,
             priority,
@@ -196,8 +202,7 @@ class Planner:
             segments,
             cost,
             f"{spent:,.2f}" if over_cap else None,  # the cap's reason names the spend
-            sms_empty,
-            too_long,
+            refused,
         )
         outcome = self._outcomes.get(key)
         if outcome is None:
@@ -212,25 +217,24 @@ class Planner:
                 loop_threshold=threshold,
                 recent_sent={Channel.email: email_n, Channel.sms: sms_n},
                 suppressed=suppressed,
-                sms_empty=sms_empty,
-                sms_too_long=too_long,
+                sms_refused=refused,
             )
             decisions = decide_channels(recipient_prefs(recipient), cond)
             outcome = self._outcomes[key] = _outcome(decisions, segments, cost, self.now)
         return outcome, cost
 
-    def _too_long(self, recipient: Any, message: RenderedMessage) -> str | None:
-        """Why SNS would refuse this recipient's SMS for its size (the request's check rendered
-        it for the first recipient only: a template that reads `recipient` can come out longer
-        for another one), once per message text."""
+    def _sms_refused(self, recipient: Any, message: RenderedMessage) -> str | None:
+        """Why SNS would refuse this recipient's SMS text, once per text: empty (the template
+        says nothing to text here), or over its size (the request's check rendered for the first
+        recipient only: a template that reads `recipient` can come out longer for another)."""
         if not recipient.phone:
             return None
         text = message.sms
-        if text not in self._sizes:
-            if len(self._sizes) >= _COST_CACHE_MAX:
-                self._sizes.clear()
-            self._sizes[text] = sms_size_problem(text)
-        return self._sizes[text]
+        if text not in self._refusals:
+            if len(self._refusals) >= _COST_CACHE_MAX:
+                self._refusals.clear()
+            self._refusals[text] = SMS_EMPTY if not text.strip() else sms_size_problem(text)
+        return self._refusals[text]
 
     def _sms_cost(self, recipient: Any, message: RenderedMessage) -> tuple[int | None, Decimal]:
         phone = recipient.phone

@@ -62,9 +62,9 @@ class SendConditions:
     loop_threshold: int
     recent_sent: Mapping[Channel, int]  # same title and recipient, per channel, last 24 h
     suppressed: frozenset[Channel]  # channels with an active suppression for this address/title
-    sms_empty: bool = False  # the template's SMS part rendered to nothing for this recipient
-    # why SNS would refuse this recipient's SMS text for its size (notify.pricing), or None
-    sms_too_long: str | None = None
+    # why SNS would refuse this recipient's SMS text (empty: SMS_EMPTY; too long: its size,
+    # notify.pricing), or None: a part never sent is never counted in the estimate
+    sms_refused: str | None = None
 
 
 @dataclass(frozen=True)
@@ -192,10 +192,8 @@ def _sms_skip_reason(prefs: RecipientPrefs, cond: SendConditions) -> str | None:
         return "phone number suppressed"
     if cond.priority.rank < cond.sms_min_priority.rank:
         return f"priority {cond.priority} below SMS minimum {cond.sms_min_priority}"
-    if cond.sms_empty:  # SNS refuses an empty message: the template says nothing to text here
-        return SMS_EMPTY
-    if cond.sms_too_long:  # SNS refuses it at send time: the estimate would count parts never sent
-        return cond.sms_too_long
+    if cond.sms_refused:  # SNS would refuse the text at send time
+        return cond.sms_refused
     return _loop_reason(Channel.sms, cond)
 
 

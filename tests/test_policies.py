@@ -131,19 +131,19 @@ def test_email_rules(p: dict[str, Any], c: dict[str, Any], action: Action, reaso
         ({}, {"priority": Priority.urgent}, Action.send, "sms: send"),
         (
             {},
-            {"sms_empty": True},
+            {"sms_refused": policies.SMS_EMPTY},
             Action.skip,
             "sms: the template's SMS text is empty for this context",
         ),
         (
             {},
-            {"sms_empty": True, "priority": Priority.normal},
+            {"sms_refused": policies.SMS_EMPTY, "priority": Priority.normal},
             Action.skip,
             "sms: priority normal below SMS minimum high",
         ),
         (
             {},
-            {"sms_too_long": "the SMS text is 1,601 bytes"},
+            {"sms_refused": "the SMS text is 1,601 bytes"},
             Action.skip,
             "sms: the SMS text is 1,601 bytes",
         ),
