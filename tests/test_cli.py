@@ -328,6 +328,14 @@ def test_templates_preview_of_an_sms_longer_than_sns_accepts_says_send_refuses_i
         assert "SNS accepts at most 1,600 bytes" in line and "send refuses this context" in line
 
 
+def _meta(priority: str = "normal", sample_context: dict[str, Any] | None = None) -> str:
+    """A user template's meta.json."""
+    sample = {"who": 1} if sample_context is None else sample_context
+    return json.dumps(
+        {"description": "d", "priority": priority, "category": "c", "sample_context": sample}
+    )
+
+
 def _template(root: Path, name: str, meta: str, sms: str = "Hi {{ who }}") -> None:
     folder = root / name
     folder.mkdir(parents=True)
@@ -343,9 +351,7 @@ def test_templates_preview_says_when_the_sms_is_empty_and_send_skips_it(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    meta = json.dumps(
-        {"description": "d", "priority": "urgent", "category": "c", "sample_context": {"who": 1}}
-    )
+    meta = _meta("urgent")
     _template(tmp_path, "maybe", meta, sms="{% if who == 2 %}Hi {{ who }}{% endif %}")
     monkeypatch.setenv("NOTIFY_TEMPLATES_DIR", str(tmp_path))
     reload_runtime()
@@ -364,9 +370,7 @@ def test_templates_preview_of_a_sample_context_lacking_a_variable_names_meta_jso
 ) -> None:
     """Without --context the preview renders meta.json's sample_context: one lacking a variable
     said "needs variable 'who' (missing from the context)", though no context was given."""
-    meta = json.dumps(
-        {"description": "d", "priority": "normal", "category": "c", "sample_context": {}}
-    )
+    meta = _meta(sample_context={})
     _template(tmp_path, "unsampled", meta)
     monkeypatch.setenv("NOTIFY_TEMPLATES_DIR", str(tmp_path))
     reload_runtime()
@@ -385,9 +389,7 @@ def test_templates_preview_for_a_recipient_renders_their_name_as_a_send_would(
 ) -> None:
     """The stand-in name 'Preview' is GSM-7; 'Zoë' is not: the SMS a send stores for her is
     UCS-2, in more parts, which only a preview for her shows."""
-    meta = json.dumps(
-        {"description": "d", "priority": "urgent", "category": "c", "sample_context": {"who": 1}}
-    )
+    meta = _meta("urgent")
     _template(tmp_path / "templates", "greeting", meta, sms="Hi {{ recipient.name }}")
     monkeypatch.setenv("NOTIFY_TEMPLATES_DIR", str(tmp_path / "templates"))
     roster = tmp_path / "roster.csv"
@@ -413,9 +415,7 @@ def test_templates_list_names_the_variables_a_context_must_give(
 ) -> None:
     """`recipient` is added for each recipient: listing it among a template's variables told
     the user to put it in --context."""
-    meta = json.dumps(
-        {"description": "d", "priority": "normal", "category": "c", "sample_context": {"who": 1}}
-    )
+    meta = _meta()
     _template(tmp_path, "greeting", meta, sms="Hi {{ recipient.name }}, {{ who }}")
     monkeypatch.setenv("NOTIFY_TEMPLATES_DIR", str(tmp_path))
     reload_runtime()
@@ -430,9 +430,7 @@ def test_a_broken_user_template_is_an_error_row_not_a_broken_list(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    meta = json.dumps(
-        {"description": "d", "priority": "normal", "category": "c", "sample_context": {"who": 1}}
-    )
+    meta = _meta()
     root = tmp_path / "templates"
     _template(root, "bad_front_matter", "{not json")
     _template(root, "bad_syntax", meta, sms="{% if %}")

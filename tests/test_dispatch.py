@@ -90,6 +90,13 @@ def statuses(engine: Engine) -> dict[tuple[str, str], int]:
         return {(c, s): n for c, s, n in session.execute(query)}
 
 
+def decisions(engine: Engine) -> list[tuple[str, str, str]]:
+    """Every delivery row's (channel, status, decision), in the order they were stored."""
+    with transaction(engine) as session:
+        query = select(DeliveryLog.channel, DeliveryLog.status, DeliveryLog.decision)
+        return [tuple(row) for row in session.execute(query.order_by(DeliveryLog.id))]
+
+
 def email_statuses(engine: Engine) -> dict[str, int]:
     return {status: n for (channel, status), n in statuses(engine).items() if channel == "email"}
 
@@ -192,7 +199,7 @@ def test_the_same_key_while_the_first_request_is_still_storing_waits_and_is_a_no
                 session=storing, request=request, catalog=CATALOG, settings=settings, now=NOON
             )
             again = beside.submit(send, engine, settings, ["tech:1", "tech:2"], **_key("job-43"))
-            _waits_for_a_lock(engine, again)
+            waits_for_an_advisory_lock(engine, again)
         second = again.result(timeout=30)
     assert second.duplicate and second.notification_ids == first.notification_ids
     with transaction(engine) as session:
@@ -203,16 +210,17 @@ def _key(key: str) -> dict[str, Any]:
     return {"idempotency_key": key}
 
 
-def _waits_for_a_lock(engine: Engine, other: Future[Any]) -> None:
-    """Return once `other` waits for a lock another transaction holds (pg_stat_activity); on
-    SQLite, where a waiting writer sleeps in its busy handler, after a while it did not end."""
+def waits_for_an_advisory_lock(engine: Engine, other: Future[Any]) -> None:
+    """Return once `other` (a store or an import in a thread) waits for an advisory lock another
+    transaction holds (the request key's, the roster's): seen in pg_stat_activity on PostgreSQL;
+    on SQLite, where a waiting writer sleeps in its busy handler, after a while it did not end."""
     if engine.dialect.name != "postgresql":
         time.sleep(0.5)
         assert not other.done(), f"it did not wait: {other.result()}"
         return
     query = text(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND wait_event_type = 'Lock'"
+        "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -691,16 +699,12 @@ def test_an_sms_whose_template_renders_nothing_is_skipped_and_its_email_goes(
         )
         with transaction(engine) as session:
             enqueue(session=session, request=request, catalog=catalog, settings=settings, now=NOON)
-    with transaction(engine) as session:
-        query = select(DeliveryLog.channel, DeliveryLog.status, DeliveryLog.decision).order_by(
-            DeliveryLog.id
-        )
-        assert session.execute(query).all() == [
-            ("email", "pending", "email: send"),
-            ("sms", "skipped", "sms: the template's SMS text is empty for this context"),
-            ("email", "pending", "email: send"),
-            ("sms", "pending", "sms: send"),
-        ]
+    assert decisions(engine) == [
+        ("email", "pending", "email: send"),
+        ("sms", "skipped", "sms: the template's SMS text is empty for this context"),
+        ("email", "pending", "email: send"),
+        ("sms", "pending", "sms: send"),
+    ]
 
 
 def test_an_sms_a_recipient_makes_longer_than_sns_takes_is_skipped_and_its_email_goes(
@@ -726,18 +730,14 @@ def test_an_sms_a_recipient_makes_longer_than_sns_takes_is_skipped_and_its_email
             settings=settings,
             now=NOON,
         )
-    with transaction(engine) as session:
-        query = select(DeliveryLog.channel, DeliveryLog.status, DeliveryLog.decision).order_by(
-            DeliveryLog.id
-        )
-        assert session.execute(query).all() == [
-            ("email", "pending", "email: send"),
-            ("sms", "pending", "sms: send"),
-            ("email", "pending", "email: send"),
-            (
-                "sms",
-                "skipped",
-                "sms: the SMS text is 1,601 bytes (1,600 characters); SNS accepts at most 1,600 "
-                "bytes (about 10 parts of 153 characters)",
-            ),
-        ]
+    assert decisions(engine) == [
+        ("email", "pending", "email: send"),
+        ("sms", "pending", "sms: send"),
+        ("email", "pending", "email: send"),
+        (
+            "sms",
+            "skipped",
+            "sms: the SMS text is 1,601 bytes (1,600 characters); SNS accepts at most 1,600 "
+            "bytes (about 10 parts of 153 characters)",
+        ),
+    ]

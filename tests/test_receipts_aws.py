@@ -5,7 +5,7 @@ batches, a crash between the commit and the SQS delete, a poison message."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -193,6 +193,20 @@ def test_ses_events_through_sns_and_sqs_reach_their_statuses(
     assert _queue_depth(aws) == 0
 
 
+def dies_after_commit(aws: dict[str, Any], url: str) -> Callable[[Sequence[QueueMessage]], None]:
+    """A poll's `after_commit` hook that kills it after the commit, before the SQS delete: the
+    messages come back at once, as once their visibility timeout ran out while it was dead."""
+
+    def crash(chunk: Sequence[QueueMessage]) -> None:
+        for message in chunk:
+            aws["sqs"].change_message_visibility(
+                QueueUrl=url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=0
+            )
+        raise RuntimeError("kill -9 after the commit, before the delete")
+
+    return crash
+
+
 def test_a_crash_between_commit_and_delete_changes_nothing_twice(
     aws: dict[str, Any], engine: Engine, db_url: str
 ) -> None:
@@ -200,13 +214,6 @@ def test_a_crash_between_commit_and_delete_changes_nothing_twice(
     sent = _sent_rows(engine, aws, 3)
     _publish(aws, topic, [ses_event("Bounce", m, to=TO, delivery_id=r) for r, m in sent])
     url = aws["sqs"].get_queue_url(QueueName=NAME)["QueueUrl"]
-
-    def crash(chunk: Sequence[QueueMessage]) -> None:
-        for message in chunk:  # the visibility timeout runs out while we are dead
-            aws["sqs"].change_message_visibility(
-                QueueUrl=url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=0
-            )
-        raise RuntimeError("kill -9 after the commit, before the delete")
 
     common: dict[str, Any] = {
         "sqs": aws["sqs"],
@@ -217,7 +224,7 @@ def test_a_crash_between_commit_and_delete_changes_nothing_twice(
         "wait_s": 0,
     }
     with pytest.raises(RuntimeError):
-        poll_queue(**common, after_commit=crash)
+        poll_queue(**common, after_commit=dies_after_commit(aws, url))
     assert set(_statuses(engine).values()) == {"bounced"}  # committed before the crash
     again = poll_queue(**common)
     assert (again.duplicates, again.changed, again.suppressed) == (3, 0, 0)
@@ -428,17 +435,10 @@ def test_a_poll_that_died_after_storing_a_bounce_leaves_the_next_poll_to_skip_th
     _publish(aws, topic, [ses_event("Bounce", "ses-1", to=TO, delivery_id=bounced)])
     url = aws["sqs"].get_queue_url(QueueName=NAME)["QueueUrl"]
 
-    def die(chunk: Sequence[QueueMessage]) -> None:
-        for message in chunk:  # the visibility timeout runs out while we are dead
-            aws["sqs"].change_message_visibility(
-                QueueUrl=url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=0
-            )
-        raise RuntimeError("kill -9 after the commit, before the delete")
-
     with pytest.raises(RuntimeError):
         poll_queue(
             sqs=aws["sqs"], queue_url=url, engine=engine, clock=utcnow, max_messages=100,
-            wait_s=0, after_commit=die,
+            wait_s=0, after_commit=dies_after_commit(aws, url),
         )  # fmt: skip
     assert _decisions(engine)[queued][0] == "pending"  # the bounce is stored, the row waits
     report = poll_receipts(

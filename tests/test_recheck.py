@@ -6,14 +6,13 @@ in-memory sender, fixed clocks; the deliver-pending flow and the commands at the
 from __future__ import annotations
 
 import json
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 
 from flows.deliver import deliver_pending
 from notify.actions.audit_trail import Actor
@@ -35,7 +34,14 @@ from notify.settings import Priority, Settings, load_settings
 from notify.summaries import DeliverySummary
 from notifyops.cli import main
 from tests.test_digest import AFTER, QUIET, digest_rows, held, request, rows, sms_fail
-from tests.test_dispatch import CATALOG, NOON, add_recipients, deliverer, tech
+from tests.test_dispatch import (
+    CATALOG,
+    NOON,
+    add_recipients,
+    deliverer,
+    tech,
+    waits_for_an_advisory_lock,
+)
 
 CAROL = Actor.from_cli("carol")
 FALLBACK = FallbackPolicy.of(CATALOG)
@@ -289,28 +295,6 @@ def reimport(engine: Engine, settings: Settings, *changed: RecipientRow) -> Rech
         return recheck_imported(conn, now=NOON, fallback=FALLBACK, settings=settings)
 
 
-def waits_for_the_roster(engine: Engine, other: Future[object]) -> None:
-    """Return once `other` (a store or an import in a thread) waits for the roster another
-    transaction holds: seen in pg_stat_activity on PostgreSQL; on SQLite, where a waiting writer
-    sleeps in its busy handler, after a while in which it did not end."""
-    if engine.dialect.name != "postgresql":
-        time.sleep(0.5)
-        assert not other.done(), f"it did not wait for the roster: {other.result()}"
-        return
-    query = text(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        assert not other.done(), f"it did not wait for the roster: {other.result()}"
-        with engine.connect() as connection:
-            if connection.scalar(query):
-                return
-        time.sleep(0.02)
-    raise AssertionError("it never waited for the roster")
-
-
 def test_a_send_stored_while_an_import_changes_the_number_goes_to_the_new_number(
     engine: Engine, settings: Settings
 ) -> None:
@@ -324,7 +308,7 @@ def test_a_send_stored_while_an_import_changes_the_number_goes_to_the_new_number
             conn = importing.connection()
             recheck_imported(conn, now=NOON, fallback=FALLBACK, settings=settings)
             sending = beside.submit(urgent, engine, settings)
-            waits_for_the_roster(engine, sending)
+            waits_for_an_advisory_lock(engine, sending)
         row_id = sending.result(timeout=30)
     assert rows(engine, [row_id])[row_id].recipient_phone == NEW_PHONE
     assert [m.phone for m in deliver(engine, settings, NOON).sms] == [NEW_PHONE]
@@ -348,7 +332,7 @@ def test_an_import_during_a_send_moves_the_messages_the_send_is_storing(
         with transaction(engine) as storing:
             enqueue(session=storing, request=sent, catalog=CATALOG, settings=settings, now=NOON)
             importing = beside.submit(reimport, engine, settings, tech(1, phone=NEW_PHONE))
-            waits_for_the_roster(engine, importing)
+            waits_for_an_advisory_lock(engine, importing)
         assert importing.result(timeout=30) == Rechecked(readdressed=1)
     [sms] = by_channel(engine)["sms"]
     assert (sms.status, sms.recipient_phone) == ("pending", NEW_PHONE)
