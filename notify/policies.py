@@ -278,9 +278,9 @@ def held_sms_again(prefs: RecipientPrefs, now: datetime, held: str) -> tuple[dat
     if start is not None and end is not None:
         if held.endswith(f" {zone.key} {QUIET_HOURS}{start:%H:%M}-{end:%H:%M})"):
             return None
-        until = quiet_hours_end(now, prefs.timezone, start, end)
-        if until is not None:
-            return until, _deferred(until, zone, start, end)
+        hold = quiet_hold(now, prefs.timezone, start, end)
+        if hold is not None:
+            return hold.until, hold.deferral
     now_utc = _as_utc(now)
     window = f"{start:%H:%M}-{end:%H:%M}" if start is not None and end is not None else "none"
     was = held.partition(DEFERRED_TO)[2].partition(f" {QUIET_HOURS}")[0] or "the window's end"
