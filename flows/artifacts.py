@@ -140,6 +140,8 @@ def delivery_notes(summary: DeliverySummary) -> str:
     )
     if summary.digests:
         notes += f"; {summary.digests} quiet-hours digest(s) carrying {summary.carried} row(s)"
+    if summary.held_quiet:
+        notes += f"; {summary.held_quiet} SMS held back by quiet hours until their window ends"
     if summary.stopped:
         notes += f"; STOPPED: {summary.stopped}"
     return notes

@@ -130,5 +130,6 @@ def deliver_due(
         rescued=prepared.rescued,
         left=finished.left,
         gathered=prepared.gathered,
+        held_first=prepared.rechecked.held,
     )
     return summary, finished.request

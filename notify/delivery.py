@@ -24,6 +24,9 @@ the whole batch, with plain rows (SQLAlchemy Core), no ORM objects:
   the claims then wait for the outcomes' own commit before the room opens) and faster only with a
   window of 1,024 (0.97 s against 1.09 s), a crash bound twice as large; a delivery run gets that
   overlap from its parallel batches, each on its own connection;
+- quiet hours are held again before a claim, at most every `recheck.QUIET_RECHECK_S` of the
+  batch's clock (the run held them before its first claim): a long batch does not send the SMS
+  whose recipient's window opened while it ran (`BatchReport.held_quiet`);
 - the lease is a heartbeat: every `lease / 3` the deliverer extends `lease_expires_at` on the rows
   it still holds (fenced on the owner), so a batch that outlives NOTIFY_LEASE_SECONDS (a slow
   provider rate) is never rescued from under it.
@@ -81,6 +84,7 @@ from notify.outbox import (
 )
 from notify.pacing import AdaptivePacer, Pacer, TokenBucket
 from notify.policies import next_status_after_failure, retry_delay
+from notify.recheck import QUIET_RECHECK_S, hold_quiet_hours
 from notify.senders import Senders, ses_rate
 from notify.senders.base import OutgoingEmail, OutgoingSms, SendReceipt
 from notify.settings import Settings
@@ -129,6 +133,9 @@ class BatchReport:
     # more is waiting), after it claimed something: rows its claims left (its limit reached),
     # or that came due meanwhile (retries, quiet hours ending)
     due_after: int = 0
+    # due SMS held back while the batch ran, their recipient's quiet hours having begun since
+    # the run's own check (notify.recheck.QUIET_RECHECK_S)
+    held_quiet: int = 0
 
     @property
     def more_due(self) -> bool:
@@ -140,6 +147,7 @@ class BatchReport:
         self.outcomes.update(other.outcomes)
         self.released += other.released
         self.lost_lease += other.lost_lease
+        self.held_quiet += other.held_quiet
         fresh = {
             c: why for c, why in other.stopped_channels.items() if c not in self.stopped_channels
         }
@@ -247,6 +255,7 @@ class _Pipeline:
     handed: int = 0  # rows on `ready` or with a sender, not yet back in `results`
     done: list[tuple[ClaimedRow, Outcome]] = field(default_factory=list)
     unsent: list[int] = field(default_factory=list)  # `sending` rows never handed over
+    quiet_checked: datetime | None = None  # when quiet hours were last held (the batch's clock)
 
 
 @dataclass
@@ -282,7 +291,7 @@ class Deliverer:
             report.stopped = INTERRUPTED  # started after the interruption: claims nothing
             report.halted = True
             return report
-        line = _Pipeline()
+        line = _Pipeline(quiet_checked=self.clock())  # the run held them before its first claim
         limit = limit or self.settings.batch_size
         with self.engine.connect() as conn:
             paused = email_sending_paused(conn)  # the reputation guardrail's pause
@@ -417,9 +426,22 @@ class Deliverer:
         room = self._window - line.sending
         if not line.to_claim or room < min(self._chunk, line.to_claim):
             return []
+        report.held_quiet += self._hold_quiet_hours(conn, line)
         rows = self._claim(conn, line, min(room, line.to_claim))
         report.claimed += len(rows)
         return rows
+
+    def _hold_quiet_hours(self, conn: Connection, line: _Pipeline) -> int:
+        """Every QUIET_RECHECK_S of the batch's clock, before a claim: due SMS whose recipient's
+        quiet hours began since are held to the window's end (`notify.recheck`), uncommitted
+        (the cycle commits the hold with its claim). A long batch (SMS paced, a backlog) would
+        otherwise send them inside the window it had not reached when the run checked."""
+        now = self.clock()
+        last = line.quiet_checked
+        if last is not None and now - last < timedelta(seconds=QUIET_RECHECK_S):
+            return 0
+        line.quiet_checked = now
+        return hold_quiet_hours(conn, now=now, wait=False)
 
     def _claim(self, conn: Connection, line: _Pipeline, wanted: int) -> list[ClaimedRow]:
         """Up to `wanted` due rows into `sending` (none of the `skip` channels); fewer means

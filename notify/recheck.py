@@ -63,6 +63,15 @@ hours that have such rows, each (time zone, window) is decided once, and one UPD
 still have) moves the rows; counted in `held`. Measured over 100,000 due SMS rows (50,000
 recipients, 300 with quiet hours): 18-27 ms on PostgreSQL (10-15 ms when fewer windows hold).
 
+A run's check covers the SMS due when it starts; one that takes a while (SMS paced at 20 a
+second, a backlog of thousands) can still be sending when a recipient's window opens. So each
+delivery batch holds them again while it runs, at most every `QUIET_RECHECK_S` of its clock,
+before it claims more (`notify.delivery`): an SMS goes at most that long, plus the time to send
+what the batch already holds in `sending` (up to NOTIFY_SEND_WINDOW rows), into its recipient's
+quiet hours. On PostgreSQL holds take turns (a transaction advisory lock, `QUIET_HOLD_LOCK`):
+two at once over the same rows could deadlock; a batch finding another hold under way leaves it
+to that one.
+
 An import also times again the SMS quiet hours still hold (`follow_quiet_hours`) by the
 recipient's time zone and quiet hours as it leaves them: a recipient moved to another zone gets
 them at the end of its window there (not at the old zone's end, inside or hours after its new
@@ -118,6 +127,9 @@ from notify.policies import REASON_MAX_CHARS, held_sms_again, quiet_hold
 from notify.pricing import parts_cost
 from notify.settings import Priority, Settings
 
+QUIET_HOLD_LOCK = 0x6E6F_7469_6679_0002  # PostgreSQL advisory lock key: one quiet hold at a time
+QUIET_RECHECK_S = 15.0  # a delivery batch holds quiet hours again at most this often (its clock)
+
 LOGS, NOTES, PEOPLE, MUTES = DELIVERY_LOGS, NOTIFICATIONS, RECIPIENTS, SUPPRESSIONS
 TURNED_OFF = "turned off in preferences after it was queued"
 MUTED = "muted after it was queued"
@@ -171,13 +183,16 @@ def recheck_queued(
     )
 
 
-def hold_quiet_hours(conn: Connection, *, now: datetime) -> int:
+def hold_quiet_hours(conn: Connection, *, now: datetime, wait: bool = True) -> int:
     """Hold back the due SMS (not urgent, not a digest, not carried) whose recipient is inside
     its quiet hours at `now`, by its current time zone and window, to the window's end: a row
     never tried takes the deferral enqueue writes (the digests find it), a tried one keeps its
     status and attempts and its decision gains a note. Each distinct (time zone, window) of the
     recipients with such rows is decided once, then one UPDATE per window `now` is inside;
-    returns how many rows it held. The caller commits."""
+    returns how many rows it held. The caller commits (which ends the turn, on PostgreSQL);
+    without `wait`, a hold under way in another transaction makes this one hold nothing."""
+    if not _quiet_hold_turn(conn, wait=wait):
+        return 0
     people = select(
         PEOPLE.c.id, PEOPLE.c.timezone, PEOPLE.c.quiet_hours_start, PEOPLE.c.quiet_hours_end
     ).where(
@@ -216,6 +231,16 @@ def hold_quiet_hours(conn: Connection, *, now: datetime) -> int:
             )
             held += _rowcount(conn.execute(statement))
     return held
+
+
+def _quiet_hold_turn(conn: Connection, *, wait: bool) -> bool:
+    """This transaction's turn to hold (PostgreSQL: the advisory lock, waited for or tried)."""
+    if conn.dialect.name != "postgresql":
+        return True  # SQLite: one writer at a time already
+    if wait:
+        conn.execute(select(func.pg_advisory_xact_lock(QUIET_HOLD_LOCK)))
+        return True
+    return bool(conn.execute(select(func.pg_try_advisory_xact_lock(QUIET_HOLD_LOCK))).scalar())
 
 
 def _quiet_candidates(now: datetime) -> list[ColumnElement[bool]]:

@@ -38,6 +38,11 @@ class DeliverySummary(BaseModel):
     )
     digests: int = Field(0, description="quiet-hours digest rows this run made")
     carried: int = Field(0, description="rows held by quiet hours that those digests carry")
+    held_quiet: int = Field(
+        0,
+        description="due SMS held back to the end of their recipient's quiet hours, before the "
+        "first claim and while the batches ran",
+    )
 
     @classmethod
     def of(
@@ -48,7 +53,10 @@ class DeliverySummary(BaseModel):
         rescued: RescueCounts,
         left: Leftovers,
         gathered: Gathered | None = None,
+        held_first: int = 0,
     ) -> DeliverySummary:
+        """`held_first`: the due SMS quiet hours held before the first claim (the run's
+        recheck); the batches count those they held while running."""
         gathered = gathered or Gathered()
         return cls(
             batches=batches,
@@ -66,6 +74,7 @@ class DeliverySummary(BaseModel):
             failures=list(report.failures),
             digests=gathered.digests,
             carried=gathered.carried,
+            held_quiet=held_first + report.held_quiet,
         )
 
     def count(self, status: str) -> int:

@@ -26,7 +26,7 @@ from notify.enqueue import SendRequest, enqueue
 from notify.errors import INVALID_PARAMETER, SMTP_TEMPORARY, DeliveryError
 from notify.fallback import FallbackPolicy
 from notify.outbox import claim_due, mark_sending
-from notify.recheck import Rechecked, recheck_imported, recheck_queued
+from notify.recheck import Rechecked, hold_quiet_hours, recheck_imported, recheck_queued
 from notify.recipients import upsert_recipients
 from notify.roster import RecipientRow
 from notify.senders.memory import MemorySender
@@ -663,6 +663,61 @@ def test_urgent_sms_email_and_recipients_without_quiet_hours_are_not_held(
     assert (found[alarm].status, found[free].status) == ("sent", "sent")
 
 
+class PacedClock:
+    """A batch's clock that each SMS sent moves on by `step` (SMS paced, as SNS's rate does)."""
+
+    def __init__(self, start: datetime, step: timedelta) -> None:
+        self.now, self.step = start, step
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def sent(self, message: object) -> None:
+        self.now += self.step
+
+
+def test_a_long_batch_holds_an_sms_whose_quiet_hours_begin_while_it_sends(
+    engine: Engine, settings: Settings
+) -> None:
+    """The run starts at 21:59 in Chicago, before tech:1's 22:00-07:00 window, and its batch
+    sends seven SMS 20 s apart (paced). Before, tech:1's SMS, the last due, went at 22:00:40,
+    inside the window: only the run's own check, at 21:59, looked at quiet hours. The batch now
+    holds them again before it claims more (every QUIET_RECHECK_S of its clock)."""
+    add_recipients(engine, [tech(1, receive_email=False, **NIGHT), tech(2, receive_email=False)])
+    others = [request(engine, settings, f"R-{n}", to="tech:2", at=EVENING) for n in range(6)]
+    last = request(engine, settings, "R-9", at=EVENING)
+    assert rows(engine, [last])[last].decision == "sms: send", "decided before the window"
+    paced = settings.model_copy(update={"send_concurrency": 1, "send_window": 2})
+    clock = PacedClock(EVENING, timedelta(seconds=20))
+    sender = MemorySender(fail=lambda message: clock.sent(message))
+    report = deliverer(engine, paced, sender, clock=clock).deliver_batch()
+    assert [m.phone for m in sender.sms] == ["+12065550002"] * 6, "tech:2 has no quiet hours"
+    assert report.held_quiet == 1 and report.claimed == 6
+    row = rows(engine, [last])[last]
+    assert (row.status, row.attempts, row.next_attempt_at) == ("pending", 0, MORNING)
+    assert row.decision == HELD_TO_MORNING, "a deferral: it joins the digest at 07:00"
+    assert {r.status for r in rows(engine, others).values()} == {"sent"}
+
+
+def test_a_batch_leaves_the_quiet_hold_to_another_already_holding(
+    engine: Engine, settings: Settings
+) -> None:
+    """PostgreSQL: two holds over the same rows at once could deadlock; a batch's hold finding
+    another under way (a run's recheck, another batch) holds nothing and does not wait."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: holds cannot overlap")
+    add_recipients(engine, [tech(1, **NIGHT)])
+    sms = request(engine, settings, "R-1", at=EVENING)
+    with engine.connect() as first, engine.connect() as second:
+        assert hold_quiet_hours(first, now=LATE) == 1  # uncommitted: its turn is still on
+        assert hold_quiet_hours(second, now=LATE, wait=False) == 0
+        second.rollback()
+        first.commit()
+        assert hold_quiet_hours(second, now=LATE, wait=False) == 0, "already held"
+        second.commit()
+    assert rows(engine, [sms])[sms].next_attempt_at == MORNING
+
+
 def test_an_sms_held_at_delivery_and_one_held_at_enqueue_go_as_one_digest(
     engine: Engine, settings: Settings
 ) -> None:
@@ -711,5 +766,6 @@ def test_the_deliver_pending_flow_holds_an_sms_that_waited_into_quiet_hours(
     assert rows(engine, [sms])[sms].decision == "sms: send"
     summary: DeliverySummary = deliver_pending()
     assert "sms" not in summary.outcomes and summary.outcomes["email"] == {"sent": 1}
+    assert summary.held_quiet == 1
     row = rows(engine, [sms])[sms]
     assert (row.status, row.next_attempt_at) == ("pending", end)
