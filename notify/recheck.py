@@ -172,7 +172,10 @@ def recheck_queued(
 ) -> Rechecked:
     """Skip the rows due at `now` that the recipient's current preferences or a suppression in
     force no longer let go, move the others to the recipient's current address, then hold back
-    the SMS its quiet hours cover at `now` (the module's docstring); the caller commits."""
+    the SMS its quiet hours cover at `now` (the module's docstring); the caller commits. On
+    PostgreSQL the whole recheck is the quiet hold's turn: two runs' rechecks, or one and a
+    batch's hold, never write the same rows at once."""
+    _quiet_hold_turn(conn, wait=True)
     turned_off = skip_turned_off(conn, now=now, due_only=True)
     followed = follow_addresses(conn, now=now, fallback=fallback, settings=settings, due_only=True)
     return (
