@@ -12,13 +12,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Connection,
     DateTime,
     Dialect,
     Engine,
@@ -509,6 +510,34 @@ def database_unavailable(error: BaseException) -> bool:
     if not isinstance(error, OperationalError | InterfaceError):
         return False
     return getattr(error.orig, "sqlite_errorcode", None) != sqlite3.SQLITE_ERROR
+
+
+class Turn(IntEnum):
+    """What writers take turns at, until their transaction ends: the PostgreSQL advisory lock
+    keys (one bigint each, all here so that no two are alike). A request key's turn is the
+    two-int form, REQUEST_KEY_TURN and the key's hash, a key space of its own."""
+
+    ROSTER = 0x6E6F_7469_6679_0001  # a roster change against stores (notify.recipients)
+    QUIET_HOLD = 0x6E6F_7469_6679_0002  # quiet-hours holds and rechecks (notify.recheck)
+    DIGEST_GATHER = 0x6E6F_7469_6679  # digest gathers (notify.digest)
+
+
+REQUEST_KEY_TURN = 0x6E6F_7469  # the class of a request key's turn (notify.enqueue)
+
+
+def take_turn(
+    connection: Connection, turn: Turn, *, shared: bool = False, wait: bool = True
+) -> bool:
+    """Until the caller's transaction ends, its turn at `turn`: PostgreSQL, a transaction
+    advisory lock, exclusive or `shared` (shared holders never wait for each other), waited for
+    or, without `wait`, only tried (False: another transaction has it). SQLite lets one writer
+    at a time already: True, nothing taken."""
+    if connection.dialect.name != "postgresql":
+        return True
+    kind = "_shared" if shared else ""
+    call = f"pg_advisory_xact_lock{kind}" if wait else f"pg_try_advisory_xact_lock{kind}"
+    got = connection.execute(text(f"SELECT {call}(:key)"), {"key": int(turn)}).scalar()
+    return wait or bool(got)
 
 
 @contextmanager

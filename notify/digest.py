@@ -57,7 +57,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from notify.bulk_insert import insert_returning_ids
-from notify.db import DELIVERY_LOGS, NOTIFICATIONS, Channel, Status, transaction
+from notify.db import DELIVERY_LOGS, NOTIFICATIONS, Channel, Status, Turn, take_turn, transaction
 from notify.errors import InputError
 from notify.policies import QUIET_HOURS_LIKE, REASON_MAX_CHARS
 from notify.pricing import estimate_sms_cost, sms_length
@@ -71,7 +71,6 @@ DIGEST_SMS_MAX_PARTS = 3  # a longer digest lists fewer messages and counts the 
 # (receipts: delivered, bounced) for this long
 FOLLOW_SPAN = timedelta(days=7)
 GATHER_ATTEMPTS = 3  # a gather that lost a row to a deliverer starts again, this many times
-GATHER_LOCK = 0x6E6F74696679  # PostgreSQL advisory lock key: one gather at a time
 # The digest's outcomes its carried rows take: an accepted message, a failure, or skipped (the
 # recipient turned SMS off or was muted while the digest waited: notify.recheck). Not pending,
 # claimed, sending, pending_retry or unknown: the digest is still on its way, its carried rows
@@ -150,8 +149,7 @@ def gather_digests(
 def _gather(
     conn: Connection, catalog: TemplateCatalog, settings: Settings, now: datetime
 ) -> Gathered:
-    if conn.dialect.name == "postgresql":  # until this transaction ends; SQLite has one writer
-        conn.execute(select(func.pg_advisory_xact_lock(GATHER_LOCK)))
+    take_turn(conn, Turn.DIGEST_GATHER)  # one gather at a time, until this transaction ends
     pairs = _rendered(catalog, _groups(_candidates(conn, now), _digest_allowed(catalog)))
     if not pairs:
         return Gathered()

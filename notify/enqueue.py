@@ -31,7 +31,7 @@ from sqlalchemy import Connection, select, text
 from sqlalchemy.orm import Session
 
 from notify.conditions import start_conditions
-from notify.db import NOTIFICATIONS, Notification, Recipient
+from notify.db import NOTIFICATIONS, REQUEST_KEY_TURN, Notification, Recipient
 from notify.enqueue_plan import Planner, known_external_ids, recipient_rows
 from notify.enqueue_store import ChunkStore, ChunkWriter, RequestColumns, chunk_reader, store_for
 from notify.errors import InputError
@@ -348,9 +348,6 @@ def preflight(
     return wanted, unknown
 
 
-REQUEST_KEY_LOCK = 0x6E6F7469  # the advisory lock class of a request key (two-int form)
-
-
 def _hold_key(connection: Connection, key: str) -> None:
     """Until the caller's transaction ends, no other store of the same key: the same request
     sent again while its first store has not committed (a retried dispatch) waits for it, then
@@ -361,7 +358,7 @@ def _hold_key(connection: Connection, key: str) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(
             text("SELECT pg_advisory_xact_lock(:lock_class, hashtext(:key))"),
-            {"lock_class": REQUEST_KEY_LOCK, "key": key},
+            {"lock_class": REQUEST_KEY_TURN, "key": key},
         )
 
 

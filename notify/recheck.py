@@ -68,7 +68,7 @@ second, a backlog of thousands) can still be sending when a recipient's window o
 delivery batch holds them again while it runs, at most every `QUIET_RECHECK_S` of its clock,
 before it claims more (`notify.delivery`): an SMS goes at most that long, plus the time to send
 what the batch already holds in `sending` (up to NOTIFY_SEND_WINDOW rows), into its recipient's
-quiet hours. On PostgreSQL holds take turns (a transaction advisory lock, `QUIET_HOLD_LOCK`):
+quiet hours. On PostgreSQL holds take turns (`notify.db.take_turn`, `Turn.QUIET_HOLD`):
 two at once over the same rows could deadlock; a batch finding another hold under way leaves it
 to that one.
 
@@ -118,7 +118,9 @@ from notify.db import (
     SUPPRESSIONS,
     Channel,
     Status,
+    Turn,
     lookup_chunks,
+    take_turn,
 )
 from notify.digest import DIGEST_TEMPLATE, QUIET_PENDING
 from notify.enqueue_plan import RECIPIENT_COLUMNS, recipient_prefs
@@ -127,7 +129,6 @@ from notify.policies import REASON_MAX_CHARS, held_sms_again, quiet_hold
 from notify.pricing import parts_cost
 from notify.settings import Priority, Settings
 
-QUIET_HOLD_LOCK = 0x6E6F_7469_6679_0002  # PostgreSQL advisory lock key: one quiet hold at a time
 QUIET_RECHECK_S = 15.0  # a delivery batch holds quiet hours again at most this often (its clock)
 
 LOGS, NOTES, PEOPLE, MUTES = DELIVERY_LOGS, NOTIFICATIONS, RECIPIENTS, SUPPRESSIONS
@@ -175,7 +176,7 @@ def recheck_queued(
     the SMS its quiet hours cover at `now` (the module's docstring); the caller commits. On
     PostgreSQL the whole recheck is the quiet hold's turn: two runs' rechecks, or one and a
     batch's hold, never write the same rows at once."""
-    _quiet_hold_turn(conn, wait=True)
+    take_turn(conn, Turn.QUIET_HOLD)
     turned_off = skip_turned_off(conn, now=now, due_only=True)
     followed = follow_addresses(conn, now=now, fallback=fallback, settings=settings, due_only=True)
     return (
@@ -194,7 +195,7 @@ def hold_quiet_hours(conn: Connection, *, now: datetime, wait: bool = True) -> i
     recipients with such rows is decided once, then one UPDATE per window `now` is inside;
     returns how many rows it held. The caller commits (which ends the turn, on PostgreSQL);
     without `wait`, a hold under way in another transaction makes this one hold nothing."""
-    if not _quiet_hold_turn(conn, wait=wait):
+    if not take_turn(conn, Turn.QUIET_HOLD, wait=wait):
         return 0
     people = select(
         PEOPLE.c.id, PEOPLE.c.timezone, PEOPLE.c.quiet_hours_start, PEOPLE.c.quiet_hours_end
@@ -234,16 +235,6 @@ def hold_quiet_hours(conn: Connection, *, now: datetime, wait: bool = True) -> i
             )
             held += _rowcount(conn.execute(statement))
     return held
-
-
-def _quiet_hold_turn(conn: Connection, *, wait: bool) -> bool:
-    """This transaction's turn to hold (PostgreSQL: the advisory lock, waited for or tried)."""
-    if conn.dialect.name != "postgresql":
-        return True  # SQLite: one writer at a time already
-    if wait:
-        conn.execute(select(func.pg_advisory_xact_lock(QUIET_HOLD_LOCK)))
-        return True
-    return bool(conn.execute(select(func.pg_try_advisory_xact_lock(QUIET_HOLD_LOCK))).scalar())
 
 
 def _quiet_candidates(now: datetime) -> list[ColumnElement[bool]]:

@@ -11,12 +11,10 @@ from sqlalchemy import Connection, Select, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from notify.db import RECIPIENTS, Recipient, dialect_of, utcnow
+from notify.db import RECIPIENTS, Recipient, Turn, dialect_of, take_turn, utcnow
 from notify.roster import RecipientRow
 
 UPSERT_CHUNK = 500
-# PostgreSQL advisory lock key (any fixed 64-bit value no other lock of the database uses)
-ROSTER_LOCK = 0x6E6F_7469_6679_0001
 _UPDATABLE = (
     "name",
     "email",
@@ -43,15 +41,13 @@ def hold_roster(connection: Connection, *, to_change: bool) -> None:
     this, a store that read the old address while an import was under way committed its rows
     after the import had moved the waiting ones, and they went to the old address.
 
-    PostgreSQL: a transaction advisory lock on ROSTER_LOCK, shared by stores (they never wait
-    for each other) and exclusive for a change: a change waits for the stores under way to
-    commit, then moves their rows; a store that starts during a change waits for it, then reads
-    the new addresses. SQLite: the caller takes the database's one write lock at once (a no-op
-    write), before it reads a recipient."""
-    if connection.dialect.name == "postgresql":
-        take = "pg_advisory_xact_lock" if to_change else "pg_advisory_xact_lock_shared"
-        connection.execute(text(f"SELECT {take}(:key)"), {"key": ROSTER_LOCK})
-    else:
+    PostgreSQL: the roster's turn (`notify.db.take_turn`, `Turn.ROSTER`), shared by stores
+    (they never wait for each other) and exclusive for a change: a change waits for the stores
+    under way to commit, then moves their rows; a store that starts during a change waits for
+    it, then reads the new addresses. SQLite: the caller takes the database's one write lock at
+    once (a no-op write), before it reads a recipient."""
+    take_turn(connection, Turn.ROSTER, shared=not to_change)
+    if connection.dialect.name != "postgresql":  # SQLite's write lock, before any read
         connection.execute(text("UPDATE recipients SET id = id WHERE 0 = 1"))
 
 
