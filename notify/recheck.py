@@ -53,10 +53,11 @@ waits (a backlog, SMS pacing, a retry, a provider outage, a redrive) could go ou
 recipient's quiet hours. Every delivery run, after the skips above, holds back the due SMS (not
 urgent, not a digest row, not carried) whose recipient is inside its quiet hours at the run's
 `now`, by its current time zone and window (`hold_quiet_hours`), until the window's end
-(`policies.quiet_hold`, DST-correct as enqueue's deferral): a row never tried (`pending`, no
-attempt) takes the deferral enqueue writes (`sms: deferred to 07:00 America/Chicago (quiet hours
-22:00-07:00)`), so it joins the recipient's digest at the window's end like any held SMS; a tried
-one (`pending_retry`, or attempts) keeps its status and attempts and its decision gains
+(`policies.quiet_hold`, DST-correct as enqueue's deferral): a row with no attempt counted (never
+tried, or failed on the provider's side only: a 5xx, throttling) takes the deferral enqueue
+writes (`sms: deferred to 07:00 America/Chicago (quiet hours 22:00-07:00)`) and is `pending`, so
+it joins the recipient's digest at the window's end like any held SMS; a tried one (attempts)
+keeps its status and attempts and its decision gains
 ` | held by quiet hours until 07:00 America/Chicago`. One query reads the recipients with quiet
 hours that have such rows, each (time zone, window) is decided once, and one UPDATE per window
 `now` is inside (joined to those recipients, fenced on the waiting statuses and on the window they
@@ -190,7 +191,8 @@ def recheck_queued(
 def hold_quiet_hours(conn: Connection, *, now: datetime, wait: bool = True) -> int:
     """Hold back the due SMS (not urgent, not a digest, not carried) whose recipient is inside
     its quiet hours at `now`, by its current time zone and window, to the window's end: a row
-    never tried takes the deferral enqueue writes (the digests find it), a tried one keeps its
+    with no attempt counted takes the deferral enqueue writes and is `pending` (the digests find
+    it), a tried one keeps its
     status and attempts and its decision gains a note. Each distinct (time zone, window) of the
     recipients with such rows is decided once, then one UPDATE per window `now` is inside;
     returns how many rows it held. The caller commits (which ends the turn, on PostgreSQL);
@@ -212,9 +214,10 @@ def hold_quiet_hours(conn: Connection, *, now: datetime, wait: bool = True) -> i
         hold = quiet_hold(now, zone, time.fromisoformat(start), time.fromisoformat(end))
         if hold is None:
             continue
-        never_tried = and_(
-            LOGS.c.status == literal_column(f"'{Status.pending.value}'"), LOGS.c.attempts == 0
-        )
+        # no attempt counted: never tried, or failed on the provider's side only (5xx,
+        # throttling: `pending_retry` with 0 attempts); it waits as a deferral, pending, and
+        # joins the digest, instead of going alone beside it at the window's end
+        never_tried = LOGS.c.attempts == 0
         noted = func.substr(LOGS.c.decision.concat(literal(hold.note)), 1, REASON_MAX_CHARS)
         for chunk in lookup_chunks(people_ids, dialect=conn.dialect.name):
             statement = (
@@ -231,6 +234,7 @@ def hold_quiet_hours(conn: Connection, *, now: datetime, wait: bool = True) -> i
                 .values(
                     next_attempt_at=hold.until,
                     decision=case((never_tried, literal(hold.deferral)), else_=noted),
+                    status=case((never_tried, literal(Status.pending.value)), else_=LOGS.c.status),
                 )
             )
             held += _rowcount(conn.execute(statement))

@@ -23,7 +23,7 @@ from notify.db import Channel, DeliveryLog, Notification, Recipient, make_engine
 from notify.digest import Gathered, follow_digests, gather_digests
 from notify.due import has_work
 from notify.enqueue import SendRequest, enqueue
-from notify.errors import INVALID_PARAMETER, SMTP_TEMPORARY, DeliveryError
+from notify.errors import INVALID_PARAMETER, SMTP_TEMPORARY, SNS_THROTTLED, DeliveryError
 from notify.fallback import FallbackPolicy
 from notify.outbox import claim_due, mark_sending
 from notify.recheck import Rechecked, hold_quiet_hours, recheck_imported, recheck_queued
@@ -644,6 +644,28 @@ def test_a_retry_due_inside_quiet_hours_is_held_and_keeps_its_attempts(
     assert deliver(engine, settings, LATE).sms == []
     assert [m.phone for m in deliver(engine, settings, MORNING).sms] == [PHONE]
     assert rows(engine, [sms])[sms].status == "sent"
+
+
+def test_a_retry_the_provider_failed_joins_the_digest_of_the_window(
+    engine: Engine, settings: Settings
+) -> None:
+    """Throttled at 21:59 (the provider's failure: no attempt counted, `pending_retry`), then
+    held by quiet hours: before, it kept `pending_retry`, which no digest gathers, and went alone
+    at 07:00 beside the digest of the night's other SMS, two texts where one was due."""
+    assert settings.quiet_hours_digest
+    add_recipients(engine, [tech(1, receive_email=False, **NIGHT)])
+    throttled = request(engine, settings, "R-1", at=EVENING)
+    busy = MemorySender(fail=sms_fail(DeliveryError(SNS_THROTTLED, "Rate exceeded")))
+    deliverer(engine, settings, busy, clock=lambda: EVENING).deliver_batch()
+    tried = rows(engine, [throttled])[throttled]
+    assert (tried.status, tried.attempts) == ("pending_retry", 0)
+    later = request(engine, settings, "R-2", at=LATE - timedelta(minutes=5))
+    assert prepare(engine, settings, LATE)[0] == Rechecked(held=1)
+    row = rows(engine, [throttled])[throttled]
+    assert (row.status, row.next_attempt_at, row.decision) == ("pending", MORNING, HELD_TO_MORNING)
+    [digest] = deliver(engine, settings, MORNING).sms
+    assert digest.phone == PHONE
+    assert digest_rows(engine)[0].decision == f"sms: digest of 2 rows: #{throttled},#{later}"
 
 
 def test_urgent_sms_email_and_recipients_without_quiet_hours_are_not_held(
