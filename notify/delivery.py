@@ -381,6 +381,8 @@ class Deliverer:
         last_commit = last_beat = time.monotonic()
         beat_every = self.settings.lease_seconds / 3
         while line.handed or line.done or line.unsent or (line.to_claim and not gate.stopped):
+            if line.to_claim and not gate.stopped:  # before this cycle's claim
+                report.held_quiet += self._hold_quiet_hours(conn, line)
             self._collect(line, timeout=GROUP_COMMIT_S)
             now = time.monotonic()
             flush = bool(line.done) and (
@@ -426,22 +428,25 @@ class Deliverer:
         room = self._window - line.sending
         if not line.to_claim or room < min(self._chunk, line.to_claim):
             return []
-        report.held_quiet += self._hold_quiet_hours(conn, line)
         rows = self._claim(conn, line, min(room, line.to_claim))
         report.claimed += len(rows)
         return rows
 
     def _hold_quiet_hours(self, conn: Connection, line: _Pipeline) -> int:
         """Every QUIET_RECHECK_S of the batch's clock, before a claim: due SMS whose recipient's
-        quiet hours began since are held to the window's end (`notify.recheck`), uncommitted
-        (the cycle commits the hold with its claim). A long batch (SMS paced, a backlog) would
-        otherwise send them inside the window it had not reached when the run checked."""
+        quiet hours began since are held to the window's end (`notify.recheck`), committed at
+        once (a cycle's transaction holds no write uncommitted when the next one starts, and the
+        hold's turn is not kept while the batch waits for its sends). A long batch (SMS paced,
+        a backlog) would otherwise send them inside the window it had not reached when the run
+        checked."""
         now = self.clock()
         last = line.quiet_checked
         if last is not None and now - last < timedelta(seconds=QUIET_RECHECK_S):
             return 0
         line.quiet_checked = now
-        return hold_quiet_hours(conn, now=now, wait=False)
+        held = hold_quiet_hours(conn, now=now, wait=False)
+        conn.commit()
+        return held
 
     def _claim(self, conn: Connection, line: _Pipeline, wanted: int) -> list[ClaimedRow]:
         """Up to `wanted` due rows into `sending` (none of the `skip` channels); fewer means
