@@ -30,6 +30,8 @@ from notify.settings import Priority
 NOON_CHICAGO = datetime(2024, 6, 1, 17, 0, tzinfo=UTC)  # 12:00 CDT
 NIGHT_CHICAGO = datetime(2024, 6, 2, 4, 0, tzinfo=UTC)  # 23:00 CDT, June 1
 NY = "America/New_York"
+# Santiago's clocks change at 24:00: its skipped or repeated hour is the one around midnight.
+SANTIAGO = "America/Santiago"
 
 
 def prefs(**changes: Any) -> RecipientPrefs:
@@ -458,6 +460,16 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> date
         (utc(2024, 6, 1, 23), "Not/AZone", time(22), time(7), utc(2024, 6, 2, 7)),
         (utc(2024, 6, 1, 23), "", time(22), time(7), utc(2024, 6, 2, 7)),
         (utc(2024, 7, 1, 12), "Australia/Sydney", time(22), time(7), utc(2024, 7, 1, 21)),
+        # Santiago springs forward 2024-09-07 24:00 -04 -> 2024-09-08 01:00 -03 (04:00 UTC):
+        # an end at 00:00 is skipped and maps to the change; so is the start 00:30 of the next
+        # night's window, which then runs to the next midnight
+        (utc(2024, 9, 7, 20), SANTIAGO, time(0, 30), time(0), utc(2024, 9, 8, 4)),
+        (utc(2024, 9, 8, 3, 59), SANTIAGO, time(0, 30), time(0), utc(2024, 9, 8, 4)),
+        (utc(2024, 9, 8, 4), SANTIAGO, time(0, 30), time(0), utc(2024, 9, 9, 3)),
+        (utc(2024, 9, 8, 3, 30), SANTIAGO, time(23), time(0), utc(2024, 9, 8, 4)),
+        (utc(2024, 9, 8, 4), SANTIAGO, time(23), time(0), None),
+        (utc(2024, 9, 8, 3, 30), SANTIAGO, time(0), time(23, 59), utc(2024, 9, 8, 3, 59)),
+        (utc(2024, 9, 8, 4), SANTIAGO, time(0), time(23, 59), utc(2024, 9, 9, 2, 59)),
     ],
     ids=[
         "evening",
@@ -479,6 +491,13 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> date
         "unknown-zone-is-utc",
         "empty-zone-is-utc",
         "southern-hemisphere",
+        "santiago-end-skipped-at-midnight",
+        "santiago-end-skipped-minute-before",
+        "santiago-start-skipped-after-change",
+        "santiago-evening-to-skipped-midnight",
+        "santiago-evening-window-over-at-change",
+        "santiago-day-window-before-change",
+        "santiago-day-window-after-change",
     ],
 )
 def test_quiet_hours_end(
@@ -727,3 +746,27 @@ def test_a_quiet_hold_is_worded_as_enqueue_defers_and_notes_a_tried_row() -> Non
     )
     evening = datetime(2026, 12, 1, 3, 59, tzinfo=UTC)  # 21:59
     assert policies.quiet_hold(evening, "America/Chicago", time(22, 0), time(7, 0)) is None
+
+
+@pytest.mark.parametrize(
+    ("now", "not_before", "shown"),
+    [
+        (utc(2024, 9, 8, 3, 59), utc(2024, 9, 8, 4), "01:00"),
+        (utc(2024, 9, 8, 4), utc(2024, 9, 9, 3), "00:00"),
+    ],
+    ids=["23:59-04", "01:00-03"],
+)
+def test_sms_around_a_spring_forward_at_the_windows_end(
+    now: datetime, not_before: datetime, shown: str
+) -> None:
+    """00:30-00:00 when Santiago skips 24:00 -> 01:00: the window ends at the change, and the
+    next one (its 00:30 skipped too) has begun by then."""
+    window = {"timezone": SANTIAGO, "quiet_hours_start": time(0, 30), "quiet_hours_end": time(0)}
+    _, sms = decide(window, {"now": now})
+    assert (sms.action, sms.not_before, sms.reason) == (
+        Action.defer,
+        not_before,
+        f"sms: deferred to {shown} America/Santiago (quiet hours 00:30-00:00)",
+    )
+    hold = policies.quiet_hold(now, SANTIAGO, time(0, 30), time(0))
+    assert hold is not None and (hold.until, hold.deferral) == (not_before, sms.reason)
