@@ -124,6 +124,11 @@ def quiet_hours_end(now: datetime, tz: str, start: time, end: time) -> datetime 
         return None
     day: date = local.date()
     if start > end and local.time() >= start:
+        # Past today's end, unless a fall-back repeats it still ahead: 23:30-23:00 when the
+        # clocks go back from 24:00 to 23:00 ends at the change, not at tomorrow's 23:00.
+        again = datetime.combine(day, end).replace(tzinfo=zone, fold=1).astimezone(UTC)
+        if again > now_utc:
+            return again
         day += timedelta(days=1)
     wall = datetime.combine(day, end)
     until = _first_instant_at(wall, zone)

@@ -470,6 +470,25 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> date
         (utc(2024, 9, 8, 4), SANTIAGO, time(23), time(0), None),
         (utc(2024, 9, 8, 3, 30), SANTIAGO, time(0), time(23, 59), utc(2024, 9, 8, 3, 59)),
         (utc(2024, 9, 8, 4), SANTIAGO, time(0), time(23, 59), utc(2024, 9, 9, 2, 59)),
+        # Santiago falls back 2024-04-06 24:00 -03 -> 23:00 -04 (2024-04-07 03:00 UTC): a window
+        # that starts and ends inside the repeated hour ends when the clocks go back to 23:00,
+        # not a day later; its second start runs to the next night's 23:00
+        (utc(2024, 4, 7, 2, 29), SANTIAGO, time(23, 30), time(23), None),
+        (utc(2024, 4, 7, 2, 30), SANTIAGO, time(23, 30), time(23), utc(2024, 4, 7, 3)),
+        (utc(2024, 4, 7, 2, 59), SANTIAGO, time(23, 30), time(23), utc(2024, 4, 7, 3)),
+        (utc(2024, 4, 7, 3), SANTIAGO, time(23, 30), time(23), None),
+        (utc(2024, 4, 7, 3, 29), SANTIAGO, time(23, 30), time(23), None),
+        (utc(2024, 4, 7, 3, 30), SANTIAGO, time(23, 30), time(23), utc(2024, 4, 8, 3)),
+        (utc(2024, 4, 7, 3, 10), SANTIAGO, time(0), time(23, 30), utc(2024, 4, 7, 3, 30)),
+        # the same at 01:00 in New York, and at Lord Howe's half-hour fall-back 02:00 -> 01:30
+        (utc(2024, 11, 3, 5, 45), NY, time(1, 30), time(1), utc(2024, 11, 3, 6)),
+        (
+            utc(2024, 4, 6, 14, 50),
+            "Australia/Lord_Howe",
+            time(1, 45),
+            time(1, 30),
+            utc(2024, 4, 6, 15),
+        ),
     ],
     ids=[
         "evening",
@@ -498,6 +517,15 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> date
         "santiago-evening-window-over-at-change",
         "santiago-day-window-before-change",
         "santiago-day-window-after-change",
+        "santiago-repeated-hour-before-start",
+        "santiago-repeated-hour-at-start",
+        "santiago-repeated-hour-minute-before-change",
+        "santiago-repeated-hour-end-repeated-at-change",
+        "santiago-repeated-hour-between",
+        "santiago-repeated-hour-second-start",
+        "santiago-day-window-end-repeated",
+        "ny-window-inside-repeated-hour",
+        "lord-howe-window-inside-repeated-half-hour",
     ],
 )
 def test_quiet_hours_end(
@@ -748,6 +776,41 @@ def test_a_quiet_hold_is_worded_as_enqueue_defers_and_notes_a_tried_row() -> Non
     assert policies.quiet_hold(evening, "America/Chicago", time(22, 0), time(7, 0)) is None
 
 
+# A window inside Santiago's repeated hour (23:30-23:00): quiet from 23:30, over when the clocks
+# go back from 24:00 to 23:00 (2024-04-07 03:00 UTC), quiet again from the second 23:30.
+SANTIAGO_REPEATED_HOUR = {
+    "timezone": SANTIAGO,
+    "quiet_hours_start": time(23, 30),
+    "quiet_hours_end": time(23, 0),
+}
+
+
+@pytest.mark.parametrize(
+    ("now", "not_before"),
+    [
+        (utc(2024, 4, 7, 2, 29), None),
+        (utc(2024, 4, 7, 2, 30), utc(2024, 4, 7, 3)),
+        (utc(2024, 4, 7, 2, 59), utc(2024, 4, 7, 3)),
+        (utc(2024, 4, 7, 3), None),
+        (utc(2024, 4, 7, 3, 29), None),
+        (utc(2024, 4, 7, 3, 30), utc(2024, 4, 8, 3)),
+    ],
+    ids=["23:29-03", "23:30-03", "23:59-03", "23:00-04", "23:29-04", "23:30-04"],
+)
+def test_sms_around_a_fall_back_inside_the_window(
+    now: datetime, not_before: datetime | None
+) -> None:
+    _, sms = decide(SANTIAGO_REPEATED_HOUR, {"now": now})
+    if not_before is None:
+        assert (sms.action, sms.reason) == (Action.send, "sms: send")
+    else:
+        assert (sms.action, sms.not_before, sms.reason) == (
+            Action.defer,
+            not_before,
+            "sms: deferred to 23:00 America/Santiago (quiet hours 23:30-23:00)",
+        )
+
+
 @pytest.mark.parametrize(
     ("now", "not_before", "shown"),
     [
@@ -770,3 +833,13 @@ def test_sms_around_a_spring_forward_at_the_windows_end(
     )
     hold = policies.quiet_hold(now, SANTIAGO, time(0, 30), time(0))
     assert hold is not None and (hold.until, hold.deferral) == (not_before, sms.reason)
+
+
+def test_a_quiet_hold_ends_when_the_clocks_go_back_to_the_windows_end() -> None:
+    late = utc(2024, 4, 7, 2, 45)  # 23:45 -03 on April 6; at 03:00 UTC it is 23:00 -04 again
+    hold = policies.quiet_hold(late, SANTIAGO, time(23, 30), time(23, 0))
+    assert hold == policies.QuietHold(
+        until=utc(2024, 4, 7, 3),
+        deferral="sms: deferred to 23:00 America/Santiago (quiet hours 23:30-23:00)",
+        note=" | held by quiet hours until 23:00 America/Santiago",
+    )
