@@ -230,9 +230,12 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        if not value.strip().startswith(("sqlite", "postgresql")):
+        url = value.strip()
+        # the drivers installed with notifyops; a bare postgresql:// is SQLAlchemy's default
+        # driver (psycopg 3 since 2.1), which is not, and would fail at the first connection
+        if url.partition("://")[0] not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg2"):
             raise ValueError("must start with sqlite:/// or postgresql+psycopg2://")
-        return value.strip()
+        return url
 
     @field_validator("aws_region")
     @classmethod
