@@ -471,7 +471,9 @@ def _json_line(raw: str) -> dict[str, Any] | str:
     if "\x00" in raw:
         return "the line contains a NUL byte"
     try:
-        record = json.loads(raw, object_pairs_hook=_refuse_repeated_keys)
+        # a number with a fraction or an exponent is kept as the file wrote it: as a float,
+        # 1e3 was stored as "1000.0" and 12345678901234567890.0 as "1.2345678901234567e+19"
+        record = json.loads(raw, object_pairs_hook=_refuse_repeated_keys, parse_float=str)
     except _RepeatedKey as repeated:
         return f"field {_shown(str(repeated))} given twice (which value is meant?)"
     except json.JSONDecodeError as error:

@@ -417,6 +417,23 @@ def test_json_that_is_not_json_lines_is_one_message_about_the_file(
         parse_roster_file(write(tmp_path, content, name))
 
 
+def test_a_json_number_is_stored_as_the_file_wrote_it(tmp_path: Path) -> None:
+    """A number with a fraction or an exponent went through a float: the id 1e3 was stored as
+    1000.0 and 12345678901234567890.0 as 1.2345678901234567e+19, a recipient no send names."""
+    lines = [
+        '{"external_id": 1e3, "name": 1.50, "email": "a@example.com", "phone": null}',
+        '{"external_id": 12345678901234567890.0, "name": 7, "email": "b@x.com", "phone": null}',
+        '{"external_id": 12345678901234567890123, "name": "", "email": "c@x.com", "phone": null}',
+    ]
+    parsed = parse_roster_file(write(tmp_path, "\n".join(lines) + "\n", "roster.jsonl"))
+    assert parsed.errors == []
+    assert [(row.external_id, row.name) for row in parsed.rows] == [
+        ("1e3", "1.50"),
+        ("12345678901234567890.0", "7"),
+        ("12345678901234567890123", ""),
+    ]
+
+
 def test_a_json_object_where_text_belongs_is_quoted_back_as_json(tmp_path: Path) -> None:
     """It was quoted as Python writes it ({'first': 'Zoë', 'ok': True})."""
     line = jsonl("x:1", name={"first": "Zoë", "ok": True})
