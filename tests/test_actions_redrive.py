@@ -122,6 +122,23 @@ def test_a_known_error_code_matches_in_any_case_and_is_one_redrive(engine: Engin
     assert statuses(engine) == {1: "failed", 2: "pending"}
 
 
+def test_an_error_class_is_taken_in_any_case_and_one_the_taxonomy_lacks_is_refused(
+    engine: Engine,
+) -> None:
+    """`--error-class Config` or a typo matched no row: the dry run said 0 rows would be
+    redriven, as if nothing had failed that way."""
+    rows = Rows()
+    rows.delivery(
+        rows.recipient("technician:1"), created_at=OLD, status="failed", error_class="config"
+    )
+    rows.insert(engine)
+    typed = run(engine, error_classes=[" Config"])
+    assert typed.matched == 1
+    assert typed.redrive_id == run(engine, error_classes=["config"]).redrive_id
+    with pytest.raises(ValidationError, match=r"'confg' is not an error class \(transient, "):
+        RedriveRequest(error_classes=["confg"])
+
+
 def test_unknown_needs_an_explicit_flag_and_warns(engine: Engine) -> None:
     failures(engine)
     with pytest.raises(ValidationError, match="allow_unknown"):

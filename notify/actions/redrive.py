@@ -37,7 +37,7 @@ from notify.actions.selection import (
     taken_by,
 )
 from notify.db import Channel, OperatorAction, Status
-from notify.errors import known_spelling
+from notify.errors import ErrorClass, known_spelling
 from notify.forms import empty_is_none
 from notify.outbox import REDRIVABLE
 from notify.outbox import redrive as requeue
@@ -106,6 +106,18 @@ class RedriveRequest(RowFilters):
         """Known codes in the taxonomy's spelling, so `optedout` and `OptedOut` are one redrive
         (one redrive id) and match the stored rows; an unknown code matches as typed."""
         return list(dict.fromkeys(known_spelling(code) for code in value))
+
+    @field_validator("error_classes")
+    @classmethod
+    def _known_classes(cls, value: list[str]) -> list[str]:
+        """Stored rows hold only the taxonomy's classes: any other spelling matched nothing and
+        the dry run said 0 rows, as if none had failed."""
+        known = [kind.value for kind in ErrorClass]
+        classes = [name.strip().lower() for name in value]
+        for name, given in zip(classes, value, strict=True):
+            if name not in known:
+                raise ValueError(f"{given!r} is not an error class ({', '.join(known)})")
+        return list(dict.fromkeys(classes))
 
     @model_validator(mode="after")
     def _guards(self) -> RedriveRequest:
