@@ -53,12 +53,18 @@ def parse_moment(text: str | None, option: str) -> datetime | None:
 
 
 def parse_range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
-    """--since and --until as times (see parse_moment); InputError naming both when --since is
-    not before --until (no row can match)."""
-    start, end = parse_moment(since, "--since"), parse_moment(until, "--until")
-    if start is not None and end is not None and start >= end:
-        from notify.errors import InputError
+    """--since and --until as times (see parse_moment); InputError when --since is in the
+    future or not before --until (no row can match)."""
+    from notify.errors import InputError
 
+    start, end = parse_moment(since, "--since"), parse_moment(until, "--until")
+    now = datetime.now(UTC)
+    if start is not None and start > now:  # every row was created before now
+        raise InputError(
+            f"--since {since} ({utc_minute(start)}) is in the future (now {utc_minute(now)}): "
+            "no row can match"
+        )
+    if start is not None and end is not None and start >= end:
         raise InputError(
             f"--since {since} ({utc_minute(start)}) is not before --until {until} "
             f"({utc_minute(end)}): no row can match"

@@ -257,6 +257,12 @@ def usage_cases() -> list[Case]:
             ["redrive", "--since", "2026-12-01T08:00Z", "--until", "2026-12-01T08:00+00:00"],
             "--until",
         ),
+        Case(
+            "redrive-since-in-the-future",
+            ["redrive", "--since", "2099-01-01"],
+            "--since 2099-01-01 (2099-01-01 00:00 UTC) is in the future",
+        ),
+        Case("redrive-error-class", ["redrive", "--error-class", "confg"], "--error-class"),
         Case("redrive-id-101", ["redrive", "--redrive-id", "r" * 101], "--redrive-id"),
         Case("redrive-template-unknown", ["redrive", "--template", "nope"], "template 'nope'"),
         Case(
