@@ -184,6 +184,11 @@ def roster_file_cases() -> list[Case]:
     import_ = ("recipients", "import")
     return [
         Case("file-empty", raw_file("empty.csv", b"", *import_), "empty"),
+        Case(
+            "demo-roster-without-a-valid-row",
+            raw_file("bad.csv", f"{HEADER}\nx 1,A,a@example.com,\n".encode(), "demo", "--roster"),
+            "--roster bad.csv: no valid row to send to (1 rejected",
+        ),
         Case("file-blank", raw_file("blank.csv", b"  \n\n", *import_), "empty"),
         Case(
             "file-missing-columns",

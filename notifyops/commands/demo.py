@@ -40,6 +40,13 @@ def demo(
     try:
         parsed = _import(roster, here)
         recipients = [row.external_id for row in parsed.rows]
+        if not recipients:
+            from notify.errors import InputError
+
+            raise InputError(
+                f"--roster {roster.name}: no valid row to send to ({len(parsed.errors)} "
+                "rejected, listed above): fix them, or give another roster"
+            )
         request_ids = [_send(template, recipients, here) for template in DEMO_TEMPLATES]
         _show(here, request_ids, aws)
     finally:
