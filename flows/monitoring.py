@@ -48,6 +48,8 @@ def _checked(check: Check, params: CheckParams, *, mute: bool, title: str) -> St
     report = checks.audit(check, params.as_of or utcnow(), params.window_hours)
     if isinstance(report, HealthReport):
         report = checks.add_worker_state(report)
+    if isinstance(report, LoopReport):
+        report = report.model_copy(update={"auto_mute": mute})  # this run's switch
     if isinstance(report, LoopReport) and mute:
         report = checks.mute(report)
     deliveries = checks.alerts(check, report) if params.alert else []

@@ -46,6 +46,7 @@ def test_audit_loops_mutes_exactly_when_asked(
     with transaction(make_engine(cli_env)) as session:
         stored = session.scalar(select(func.count()).select_from(Suppression))
     assert (len(report["muted"]), stored) == ((1, 1) if mutes else (0, 0))
+    assert report["auto_mute"] is mutes, "the report says whether this run muted, not the setting"
 
 
 def test_the_default_alert_routing_setting_is_the_documented_default() -> None:

@@ -228,7 +228,10 @@ def _direct(check: Check, params: Any) -> Report:
     here, which = runtime(), check
     window = timedelta(hours=params.window_hours)
     report = checks.run_audit(which, runtime=here, as_of=params.as_of, window=window)
-    if isinstance(report, LoopReport) and checks.should_mute(here.settings, params.mute):
+    if isinstance(report, LoopReport):
+        mute = checks.should_mute(here.settings, params.mute)
+        report = report.model_copy(update={"auto_mute": mute})  # this run's switch
+    if isinstance(report, LoopReport) and report.auto_mute:
         actor = Actor(name=f"loop-detection via {Actor.from_cli().name} (--direct)")
         report = checks.mute_detected_loops(runtime=here, report=report, actor=actor)
     if params.alert:  # before the metrics: AWS out of reach must not keep alerts from going out
