@@ -7,6 +7,8 @@ from sqlalchemy import Engine
 
 from notify.actions.audit_trail import Actor
 from notify.actions.purge import PurgeRequest, PurgeResult, purge
+from notify.actions.selection import TOP_VALUES
+from notify.actions.view import action_view
 from notify.db import transaction
 from notify.errors import InputError
 from notify.outbox import claim_due, due_count
@@ -44,6 +46,21 @@ def test_a_dry_run_counts_per_filter_value_shows_a_sample_and_changes_nothing(
     (record,) = actions(engine)
     assert (record.action, record.applied, record.actor) == ("purge", False, "alice")
     assert record.counts["matched"] == 5
+
+
+def test_counts_cut_to_the_largest_values_end_with_the_rows_of_the_others(engine: Engine) -> None:
+    """A purge of 30 recipients' rows listed 20 of them under "counts by recipient", by name
+    order among equals, as if the others had none."""
+    rows = Rows()
+    for n in range(TOP_VALUES + 10):
+        rows.delivery(rows.recipient(f"t:{n}"), created_at=OLD, status="pending")
+    rows.insert(engine)
+    result = run(engine)
+    assert len(result.counts["recipient"]) == TOP_VALUES
+    tables = {name: rows for name, _, rows in action_view(result.model_dump(mode="json")).tables}
+    assert len(tables["counts by recipient"]) == TOP_VALUES + 1
+    assert tables["counts by recipient"][-1] == ["(20 largest shown; others)", "10"]
+    assert tables["counts by channel"] == [["sms", "30"]], "a complete count has no such row"
 
 
 def test_purge_marks_only_stale_queued_rows_and_records_each_one(engine: Engine) -> None:

@@ -17,12 +17,13 @@ class ActionView:
 
 def action_view(data: dict[str, Any]) -> ActionView:
     shaped = ActionView()
+    matched = data.get("matched")
     for key, value in data.items():
         if isinstance(value, list) and value and isinstance(value[0], dict):
             shaped.tables.append(_table(key, value))
         elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
             shaped.tables += [
-                _counts(f"{key} by {name}", name, v) for name, v in value.items() if v
+                _counts(f"{key} by {name}", name, v, matched) for name, v in value.items() if v
             ]
         elif isinstance(value, dict):
             shaped.facts += [(f"{key}.{k}", cell(v)) for k, v in value.items()]
@@ -38,9 +39,15 @@ def _table(name: str, rows: list[dict[str, Any]]) -> tuple[str, list[str], list[
 
 
 def _counts(
-    title: str, name: str, values: dict[str, Any]
+    title: str, name: str, values: dict[str, Any], matched: Any = None
 ) -> tuple[str, list[str], list[list[str]]]:
-    return title, [name, "rows"], [[str(k), cell(v)] for k, v in values.items()]
+    """One row per value; when the counts are only the largest values (of `matched` rows), a
+    last row with the rows the other values hold, so the table never looks complete when cut."""
+    rows = [[str(k), cell(v)] for k, v in values.items()]
+    listed = sum(v for v in values.values() if isinstance(v, int))
+    if isinstance(matched, int) and listed < matched:
+        rows.append([f"({len(values)} largest shown; others)", f"{matched - listed:,}"])
+    return title, [name, "rows"], rows
 
 
 def cell(value: Any) -> str:
