@@ -235,6 +235,11 @@ class Settings(BaseSettings):
         # driver (psycopg 3 since 2.1), which is not, and would fail at the first connection
         if url.partition("://")[0] not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg2"):
             raise ValueError("must start with sqlite:/// or postgresql+psycopg2://")
+        if url.startswith("sqlite") and url.partition("://")[2].split("?")[0] in ("", "/:memory:"):
+            raise ValueError(
+                "a SQLite database in memory is gone when the command ends (db upgrade cannot "
+                "create it for the next one): name a file, sqlite:///path.db"
+            )
         return url
 
     @field_validator("aws_region")

@@ -39,6 +39,8 @@ def test_postgres_url_is_accepted_unchanged(monkeypatch: pytest.MonkeyPatch) -> 
         ("NOTIFY_DATABASE_URL", "postgres://x/y", "NOTIFY_DATABASE_URL"),
         ("NOTIFY_DATABASE_URL", "postgresql+asyncpg://x/y", "NOTIFY_DATABASE_URL"),
         ("NOTIFY_DATABASE_URL", "sqlite+aiosqlite:///x.db", "NOTIFY_DATABASE_URL"),
+        ("NOTIFY_DATABASE_URL", "sqlite://", "NOTIFY_DATABASE_URL"),
+        ("NOTIFY_DATABASE_URL", "sqlite:///:memory:", "NOTIFY_DATABASE_URL"),
         ("NOTIFY_SMS_MIN_PRIORITY", "critical", "NOTIFY_SMS_MIN_PRIORITY"),
         ("NOTIFY_SMS_PRICES", "{not json", "NOTIFY_SMS_PRICES"),
         ("NOTIFY_LOOP_THRESHOLD", "-1", "NOTIFY_LOOP_THRESHOLD"),
