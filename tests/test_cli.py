@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import typer.main
 
@@ -273,6 +274,24 @@ def test_ses_verify_sender_without_credentials_says_so_in_one_line_with_the_fix(
         "NoCredentialsError (config): Unable to locate credentials; fix: Check the credentials"
     )
     assert "--debug" not in line
+
+
+def test_alarms_install_without_a_topic_warns_that_they_page_nobody(
+    cli_env: str, aws_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The alarms were installed with no actions and the command said only 'created or
+    updated': on-call believed CloudWatch would page them."""
+    assert main(["alarms", "install", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["sns_topic_arn"] is None
+    [line] = captured.err.splitlines()
+    assert line.startswith("warning: NOTIFY_ALERT_SNS_TOPIC_ARN is unset: the alarms have no")
+    topic = boto3.client("sns").create_topic(Name="pager")["TopicArn"]
+    monkeypatch.setenv("NOTIFY_ALERT_SNS_TOPIC_ARN", topic)
+    reload_runtime()
+    assert main(["alarms", "install", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["sns_topic_arn"] == topic and captured.err == ""
 
 
 def test_config_masks_secrets(

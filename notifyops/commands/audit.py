@@ -15,7 +15,7 @@ import typer
 from rich.text import Text
 
 from notify.check_names import Check
-from notifyops.console import EXIT_OK, EXIT_PARTIAL, fail_line, out, print_json, table
+from notifyops.console import EXIT_OK, EXIT_PARTIAL, err, fail_line, out, print_json, table
 
 if TYPE_CHECKING:
     from notify.audits import Report
@@ -106,10 +106,21 @@ def install_alarms_command(json_output: bool = JSON) -> None:
     here = runtime()
     settings = here.settings
     names = install_alarms(here.aws_client("cloudwatch", retries=True), settings)
+    topic = settings.alert_sns_topic_arn
     if json_output:
-        print_json({"alarms": names, "namespace": settings.cloudwatch_namespace})
+        print_json(
+            {"alarms": names, "namespace": settings.cloudwatch_namespace, "sns_topic_arn": topic}
+        )
     else:
         out.print(table("CloudWatch alarms (created or updated)", ["alarm"], [[n] for n in names]))
+    if not topic:
+        err.print(
+            Text.assemble(
+                ("warning: ", "bold yellow"),
+                "NOTIFY_ALERT_SNS_TOPIC_ARN is unset: the alarms have no actions and page "
+                "nobody; set it and run `notifyops alarms install` again",
+            )
+        )
 
 
 def parse_window(text: str, option: str) -> timedelta:
