@@ -40,16 +40,24 @@ def parse_moment(text: str | None, option: str) -> datetime | None:
     from notify.errors import InputError
     from notifyops.commands.audit import parse_window
 
+    text = text.strip()
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         try:
-            return datetime.now(UTC) - parse_window(text, option)
+            back = parse_window(text, option)
         except InputError:
             raise InputError(
                 f"{option}: {text!r} is neither a time (2026-11-30T08:00) nor a duration (24h)"
             ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        try:
+            moment = datetime.now(UTC) - back
+        except OverflowError:
+            raise InputError(f"{option}: {text!r} reaches back before year 1") from None
+    try:  # in UTC, as stored: a time a zone puts before year 1 or after 9999 has no UTC time
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:
+        raise InputError(f"{option}: {text!r} is out of range once converted to UTC") from None
 
 
 def parse_range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:

@@ -101,6 +101,17 @@ def test_purge_and_redrive_commands_count_unless_yes(
     assert [a.actor for a in actions(engine)][1] == "erin"
 
 
+def test_redrive_takes_a_time_pasted_with_spaces_around_it(
+    cli_env: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--as-of took ' 2026-12-01T08:00Z '; --since and --until refused it as neither a time nor a
+    duration."""
+    queue(engine)
+    since = f" {OLD.isoformat()} "
+    code, dry = run(capsys, "redrive", "--status", "failed", "--since", since, "--until", " 1h ")
+    assert code == 0 and dry["matched"] == 1
+
+
 def test_redrive_refuses_unknown_and_failed_permanent_unless_told(
     cli_env: str, engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:

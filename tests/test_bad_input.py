@@ -267,6 +267,17 @@ def usage_cases() -> list[Case]:
             ["redrive", "--since", "2099-01-01"],
             "--since 2099-01-01 (2099-01-01 00:00 UTC) is in the future",
         ),
+        Case(
+            "redrive-since-before-year-one-in-utc",
+            ["redrive", "--since", "0001-01-01T00:00+01:00"],
+            "--since: '0001-01-01T00:00+01:00' is out of range once converted to UTC",
+        ),
+        Case(
+            "redrive-until-after-9999-in-utc",
+            ["redrive", "--until", "9999-12-31T23:59-01:00"],
+            "--until: '9999-12-31T23:59-01:00' is out of range",
+        ),
+        Case("redrive-since-before-year-one", ["redrive", "--since", "23000000000h"], "--since"),
         Case("redrive-error-class", ["redrive", "--error-class", "confg"], "--error-class"),
         Case("redrive-id-101", ["redrive", "--redrive-id", "r" * 101], "--redrive-id"),
         Case("redrive-template-unknown", ["redrive", "--template", "nope"], "template 'nope'"),
