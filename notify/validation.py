@@ -31,6 +31,11 @@ def normalize_phone(raw: str) -> str:
         raise ValueError(f"{raw!r} is not a phone number ({error})") from None
     if not phonenumbers.is_possible_number(number):
         raise ValueError(f"{raw!r} has the wrong number of digits for its country code")
+    if number.extension:  # E.164 has none: it was dropped, and the SMS went to the switchboard
+        raise ValueError(
+            f"{raw!r} has an extension ({number.extension}), which an SMS cannot reach: give the "
+            "mobile number alone"
+        )
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 

@@ -44,6 +44,9 @@ def test_valid_rows_are_normalised(tmp_path: Path) -> None:
         ("t:1,A,not-an-email,,UTC,true,false,,", "email", "not a valid email"),
         ("t:1,A,,5551234,UTC,false,true,,", "phone", "E.164"),
         ("t:1,A,,+1555,UTC,false,true,,", "phone", "digits"),
+        # E.164 has no extension: it was dropped without a word
+        ("t:1,A,,+1 206 555 0101 ext 5,UTC,false,true,,", "phone", "extension (5)"),
+        ("t:1,A,,+12065550101;ext=5,UTC,false,true,,", "phone", "extension (5)"),
         ("t:1,A,a@example.com,,Moon/Base,true,false,,", "timezone", "IANA"),
         ("t:1,A,a@example.com,,UTC,sometimes,false,,", "receive_email", "boolean"),
         ("t:1,A,a@example.com,,UTC,true,false,22:00,", "quiet_hours_end", "both"),
