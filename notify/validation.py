@@ -36,6 +36,8 @@ def normalize_phone(raw: str) -> str:
             f"{raw!r} has an extension ({number.extension}), which an SMS cannot reach: give the "
             "mobile number alone"
         )
+    if any(character.isalpha() for character in text):  # read as keypad digits: 1-800-FLOWERS
+        raise ValueError(f"{raw!r} has letters: write the number in digits")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 

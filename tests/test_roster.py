@@ -47,6 +47,9 @@ def test_valid_rows_are_normalised(tmp_path: Path) -> None:
         # E.164 has no extension: it was dropped without a word
         ("t:1,A,,+1 206 555 0101 ext 5,UTC,false,true,,", "phone", "extension (5)"),
         ("t:1,A,,+12065550101;ext=5,UTC,false,true,,", "phone", "extension (5)"),
+        # letters were read as keypad digits: +1 800 FLOWERS was stored as +18003569377
+        ("t:1,A,,+1 800 FLOWERS,UTC,false,true,,", "phone", "has letters"),
+        ("t:1,A,,+1 206 555 0101 x,UTC,false,true,,", "phone", "has letters"),
         ("t:1,A,a@example.com,,Moon/Base,true,false,,", "timezone", "IANA"),
         ("t:1,A,a@example.com,,UTC,sometimes,false,,", "receive_email", "boolean"),
         ("t:1,A,a@example.com,,UTC,true,false,22:00,", "quiet_hours_end", "both"),
