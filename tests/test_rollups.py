@@ -3,7 +3,9 @@
 Random rows over ~30 hours (every status, both channels, costs to the micro-dollar, rows exactly
 on hour edges and on the window's start), folded, then changed the way writers change them
 (pending -> sent, failed -> redriven -> sent or failed again, late inserts into folded hours,
-rows in the open hour), folded again; after every step each audit is compared with a full scan.
+rows in the open hour, SMS delivery receipts bringing the real price before and after the row is
+folded, and a second price for a priced row), folded again; after every step each audit is
+compared with a full scan, and the SMS spend with a sum at the receipt's price where known.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from notify.audits import (
     normalise_error_message,
     sms_cost_audit,
 )
-from notify.audits.rollups import FULL_SCAN, RollupPolicy, fold, reset_rollups
+from notify.audits.common import usd_from_micros
+from notify.audits.rollups import FULL_SCAN, RollupPolicy, fold, hold_folds, reset_rollups
 from notify.db import (
+    ACCEPTED_STATUSES,
     DeliveryLog,
     LoopRow,
     Notification,
@@ -33,9 +37,13 @@ from notify.db import (
     RollupOpenRow,
     RollupState,
     Status,
+    sms_cost_known,
     transaction,
 )
 from notify.error_messages import normalize_error
+from notify.money import money
+from notify.receipts import store_receipts
+from notify.receipts.events import ReceiptEvent, Source
 from notify.settings import Settings, load_settings
 
 AS_OF = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)  # on an hour: the window's first hour is exact
@@ -167,6 +175,70 @@ class World:
                     update(DeliveryLog).where(DeliveryLog.id == row_id).values(values)
                 )
 
+    def price(self, now: datetime, count: int) -> None:
+        """SMS delivery receipts with the real price, applied as the receipts poll applies them
+        (store_receipts): for sent or delivered SMS, some of them priced already (a second
+        price), and for a few rows still open (a crash row or a retry the receipt proves sent)."""
+        dl = DeliveryLog
+        with self.engine.begin() as connection:
+            sms = select(dl.id, dl.status).where(dl.channel == "sms").order_by(dl.id)
+            rows = connection.execute(sms).all()
+        resolvable = ("sent", "delivered", "pending", "pending_retry", "unknown", "failed")
+        candidates = [row_id for row_id, status in rows if status in resolvable]
+        events = [
+            ReceiptEvent(
+                source=Source.sms,
+                event_type="SmsSuccess",
+                dedupe_key=f"price:{row_id}:{self.rnd.getrandbits(64)}",
+                provider_message_id=None,
+                delivery_id=row_id,
+                occurred_at=now,
+                sent_at=now,
+                outcome=Status.delivered,
+                price=Decimal(self.rnd.randint(0, 90_000)) / 1_000_000,
+            )
+            for row_id in self.rnd.sample(candidates, count)
+        ]
+        with transaction(self.engine) as session:
+            report = store_receipts(session=session, events=events, now=now)
+        assert sum(report.applied.values()) == count
+
+
+def paid_sms_micros(engine: Engine, start: datetime, end: datetime, *, include_start: bool) -> int:
+    """Paid SMS sent in (start, end] ([start, end]) at the receipt's price where one arrived,
+    else the estimate: summed row by row here, as a reference the audits' SQL does not share."""
+    dl = DeliveryLog
+    query = select(dl.sent_at, sms_cost_known()).where(
+        dl.channel == "sms",
+        dl.status.in_(ACCEPTED_STATUSES),
+        dl.carried_by_id.is_(None),
+        dl.sent_at.is_not(None),
+    )
+    with engine.begin() as connection:
+        rows = connection.execute(query).all()
+    return sum(
+        int((Decimal(price or 0) * 1_000_000).to_integral_value())
+        for sent_at, price in rows
+        if (start <= sent_at if include_start else start < sent_at) and sent_at <= end
+    )
+
+
+def dollars(micros: int) -> Decimal:
+    return money(usd_from_micros(micros))
+
+
+def check_sms_spend(engine: Engine, report: Any, as_of: datetime, window: timedelta) -> None:
+    """The window's, the last hour's and the month's SMS spend at the price known now."""
+    month = as_of.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    expected = (
+        paid_sms_micros(engine, as_of - window, as_of, include_start=False),
+        paid_sms_micros(engine, as_of - H, as_of, include_start=False),
+        paid_sms_micros(engine, month, as_of, include_start=True),
+    )
+    shown = (report.total_cost_usd, report.last_hour_cost_usd, report.month_cost_usd)
+    assert shown == tuple(dollars(micros) for micros in expected), (as_of, window)
+    assert sum(hour.cost_usd for hour in report.hourly) == dollars(expected[0])
+
 
 def compare(engine: Engine, settings: Settings, policy: RollupPolicy) -> None:
     for as_of, window in WINDOWS:
@@ -184,6 +256,8 @@ def compare(engine: Engine, settings: Settings, policy: RollupPolicy) -> None:
                     rollups=FULL_SCAN,
                 )
             assert rolled.to_json() == full.to_json(), (audit.__name__, as_of, window)
+            if audit is sms_cost_audit:
+                check_sms_spend(engine, rolled, as_of, window)
 
 
 def fold_at(engine: Engine, now: datetime, grace: timedelta = timedelta(0)) -> Any:
@@ -198,22 +272,29 @@ def test_rollups_equal_a_full_scan_through_folds_and_late_changes(
     settings = load_settings(database_url=db_url, sender="memory", loop_threshold=3)
     world = World(engine, seed)
     world.insert(700)
+    world.price(AS_OF - 2 * H, 40)  # receipts before the rows are folded
     compare(engine, settings, READ_ONLY)  # nothing folded: all live
 
     first = fold_at(engine, AS_OF - 2 * H)
     assert first.folded and first.through_id == 700
     compare(engine, settings, READ_ONLY)
 
+    world.price(AS_OF - 2 * H, 60)  # receipts for folded rows (rolled up or open), some repriced
+    compare(engine, settings, READ_ONLY)
     world.change(AS_OF - 2 * H, 60)  # settle or re-fail rows that were open when folded
     world.insert(80)  # late rows in folded hours, and rows of the open hour
     world.insert(40, lambda: AS_OF - timedelta(minutes=world.rnd.uniform(0, 50)))
+    world.price(AS_OF - 2 * H, 30)
     compare(engine, settings, READ_ONLY)
 
     second = fold_at(engine, AS_OF - H)
     assert second.promoted > 0 and second.through_id == 820
     world.change(AS_OF - H, 40)
+    world.price(AS_OF - H, 40)
     compare(engine, settings, READ_ONLY)
     compare(engine, settings, RollupPolicy(clock=lambda: AS_OF))  # folds (grace passed) first
+    world.price(AS_OF, 40)  # after the last fold
+    compare(engine, settings, READ_ONLY)
 
     with engine.begin() as connection:  # a retention purge, then the rollups rebuilt
         connection.execute(delete(DeliveryLog).where(DeliveryLog.id % 7 == 0))
@@ -221,6 +302,49 @@ def test_rollups_equal_a_full_scan_through_folds_and_late_changes(
         reset_rollups(session)
     assert fold_at(engine, AS_OF).through_id == 820
     compare(engine, settings, READ_ONLY)
+
+
+def test_migration_0010_forgets_rollups_folded_at_the_estimate(engine: Engine, db_url: str) -> None:
+    """Rollups folded before 0010 hold the estimate of SMS whose price arrived since (written
+    then without moving the rollups): the migration empties them and the next fold rebuilds them
+    at the price known."""
+    from alembic import command
+
+    from notify.migrate import alembic_config
+
+    settings = load_settings(database_url=db_url, sender="memory", loop_threshold=3)
+    world = World(engine, 6)
+    world.insert(300)
+    command.downgrade(alembic_config(db_url), "0009")
+    try:
+        fold_at(engine, AS_OF - H)
+        with engine.begin() as connection:  # a price written as before 0010: rollups unmoved
+            sms = DeliveryLog.channel == "sms"
+            connection.execute(update(DeliveryLog).where(sms).values(actual_cost=Decimal("0.05")))
+        with pytest.raises(AssertionError):
+            compare(engine, settings, READ_ONLY)
+    finally:
+        command.upgrade(alembic_config(db_url), "head")
+    with transaction(engine) as session:
+        assert session.get(RollupState, 1) is None
+    compare(engine, settings, RollupPolicy(clock=lambda: AS_OF, grace=timedelta(0)))
+    assert fold_at(engine, AS_OF + H).through_id == 300
+
+
+def test_no_fold_commits_while_receipts_change_prices(engine: Engine, db_url: str) -> None:
+    """Receipts hold the folds off from before they lock the rows they price until they commit:
+    a fold in between would read the old price and the receipts would not know to move it.
+    (SQLite runs one writer at a time anyway.)"""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL row locks")
+    world = World(engine, 7)
+    world.insert(50)
+    assert fold_at(engine, AS_OF - H).through_id == 50
+    world.insert(10)
+    with transaction(engine) as session:
+        assert hold_folds(session) == 50
+        assert not fold_at(engine, AS_OF).folded
+    assert fold_at(engine, AS_OF).through_id == 60
 
 
 def test_a_loop_of_one_folded_row_and_new_rows_is_found(engine: Engine, db_url: str) -> None:

@@ -26,6 +26,26 @@ Which makes the result the full scan's, to the unit. Two facts about the writers
 - A row gets `sent_at` only when it becomes `sent`, stamped at most OUTCOME_LAG before the
   commit: open rows are read by sent_at only from `folded_at - OUTCOME_LAG` on.
 
+SMS are summed at the price known: the receipt's (`actual_cost`) where one arrived, else our
+estimate (`cost`), as `sms_cost_known` says, in the rollups and in the live reads alike. A
+receipt's price often arrives after its row was folded (a carrier reports within 72 h), so the
+one writer of `actual_cost`, `notify.receipts.store`, moves a rolled-up SMS in the same
+transaction: `repriced` takes the row out of its audit_sms_hours / audit_sms_totals buckets at the
+old price before the write and puts it back at the new price after it. For that to be exact no
+fold may commit in between (it could read the old price and not be seen as folded yet):
+`hold_folds` holds the state row FOR SHARE from before the receipts lock any delivery row until
+they commit, and a fold skips while it is held, as while an audit reads. Rows that are open or
+above the watermark need nothing: they are read live, and folded at the price known then.
+
+Why move the folded row rather than keep an SMS open until its price arrives (or a cut-off): a
+price can come at any age (carriers report within 72 h, and a stalled receipts pipeline delivers
+later still) or never (no delivery-status logging, a dropped log line), so any cut-off would fold
+some rows before their price and the audits would no longer equal the full scan; and every SMS of
+the last days held open would be read live by every audit. Moving costs once per price, in the
+receipts: four INSERT ... SELECT ... ON CONFLICT per batch of priced rows (out of and back into
+the two tables), each over the batch's rows by id; and a batch that comes while a fold runs waits
+for the fold to commit. Rollups folded at the estimate (before migration 0010) were emptied by it.
+
 Loops look at who repeats, not at statuses: `audit_loop_rows` holds (a superset of) every folded
 row that has another row of the same recipient, channel and title within LOOP_SPAN (a loop's rows
 all do); loops.py counts the candidates it yields exactly.
@@ -37,7 +57,8 @@ be followed by `reset_rollups`, after which the next folds rebuild everything.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -81,7 +102,10 @@ from notify.db import (
     SmsHour,
     SmsTotalHour,
     Status,
+    among,
     dialect_of,
+    lookup_chunks,
+    sms_cost_known,
     utcnow,
 )
 from notify.error_messages import normalise_error_message
@@ -259,7 +283,7 @@ def paid_sms() -> ColumnElement[bool]:
 
 def _add_rollups(session: Session, rows: ColumnElement[bool]) -> None:
     """Add the settled rows matched by `rows` to the three hourly rollups."""
-    dl, n = DeliveryLog, Notification
+    dl = DeliveryLog
     dialect = dialect_of(session)
     created = rollup_hour(dl.created_at, dialect)
     paid = dl.status.in_(PAID_STATUSES)
@@ -270,27 +294,8 @@ def _add_rollups(session: Session, rows: ColumnElement[bool]) -> None:
         ("count",),
         select(created, dl.channel, func.count()).where(rows, paid).group_by(created, dl.channel),
     )
+    _add_sms(session, rows)
     sent = rollup_hour(dl.sent_at, dialect)
-    sms = select(sent, n.recipient_id, func.count(), func.coalesce(func.sum(dl.segments), 0))
-    sms = sms.add_columns(micros_sum(dl.cost)).join(n, n.id == dl.notification_id)
-    sent_sms = and_(paid_sms(), dl.sent_at.is_not(None))
-    sms = sms.where(rows, sent_sms)
-    _upsert(
-        session,
-        SmsHour.__table__,
-        ("hour", "recipient_id"),
-        ("count", "segments", "micros"),
-        sms.group_by(sent, n.recipient_id),
-    )
-    totals = select(sent, func.count(), func.coalesce(func.sum(dl.segments), 0))
-    totals = totals.add_columns(micros_sum(dl.cost)).where(rows, sent_sms)
-    _upsert(
-        session,
-        SmsTotalHour.__table__,
-        ("hour",),
-        ("count", "segments", "micros"),
-        totals.group_by(sent),
-    )
     micros = latency_us(dl.sent_at, dl.created_at, dialect)
     millis = latency_ms(micros)
     latency = select(sent, millis, func.count(), func.coalesce(func.sum(micros), 0))
@@ -301,6 +306,37 @@ def _add_rollups(session: Session, rows: ColumnElement[bool]) -> None:
         ("hour", "latency_ms"),
         ("count", "micros"),
         latency.group_by(sent, millis),
+    )
+
+
+def _add_sms(session: Session, rows: ColumnElement[bool], sign: int = 1) -> None:
+    """Add (sign 1) or take away (sign -1) the paid SMS among `rows` to or from the two SMS
+    rollups, at the price known now (`sms_cost_known`: the receipt's, else the estimate)."""
+    dl, n = DeliveryLog, Notification
+    sent = rollup_hour(dl.sent_at, dialect_of(session))
+    sums = tuple(
+        total if sign > 0 else -total
+        for total in (
+            func.count(),
+            func.coalesce(func.sum(dl.segments), 0),
+            micros_sum(sms_cost_known()),
+        )
+    )
+    sent_sms = and_(rows, paid_sms(), dl.sent_at.is_not(None))
+    sms = select(sent, n.recipient_id, *sums).join(n, n.id == dl.notification_id)
+    _upsert(
+        session,
+        SmsHour.__table__,
+        ("hour", "recipient_id"),
+        ("count", "segments", "micros"),
+        sms.where(sent_sms).group_by(sent, n.recipient_id),
+    )
+    _upsert(
+        session,
+        SmsTotalHour.__table__,
+        ("hour",),
+        ("count", "segments", "micros"),
+        select(sent, *sums).where(sent_sms).group_by(sent),
     )
 
 
@@ -474,6 +510,36 @@ def _live(
         return (new,)
     listed_open = exists().where(o.id == dl.id)
     return (new, and_(inside, dl.sent_at >= cutoff, dl.id <= view.through_id, listed_open))
+
+
+def hold_folds(session: Session) -> int:
+    """For a writer about to change the price of delivery rows (receipts): no fold commits from
+    now until this transaction ends (a FOR SHARE lock on the state row: a fold skips, as it does
+    while an audit reads; on SQLite one writer at a time anyway). Take it before locking any
+    delivery row (a fold locks some: error norms). Returns the watermark to give `repriced`."""
+    state = session.scalar(select(RollupState.id).where(RollupState.id == STATE_ID))
+    if state is None:  # a first fold could otherwise start now, reading the old prices
+        _create_state(session)
+    query = select(RollupState.through_id).where(RollupState.id == STATE_ID)
+    return int(session.scalar(query.with_for_update(read=True)) or 0)
+
+
+@contextmanager
+def repriced(session: Session, ids: Sequence[int], through_id: int) -> Iterator[None]:
+    """Around a statement that changes the known price (actual_cost) of rows `ids`: those of them
+    the SMS rollups hold are taken out of their buckets at the old price before it, and put back
+    at the new one after it. `through_id` from `hold_folds` in the same transaction."""
+    if not ids or through_id <= 0:
+        yield
+        return
+    dialect = dialect_of(session)
+    rolled = _rolled(View(use=True, through_id=through_id))
+    chunks = lookup_chunks(sorted(ids), dialect=dialect)
+    for chunk in chunks:
+        _add_sms(session, and_(among(DeliveryLog.id, chunk, dialect=dialect), rolled), -1)
+    yield
+    for chunk in chunks:
+        _add_sms(session, and_(among(DeliveryLog.id, chunk, dialect=dialect), rolled), 1)
 
 
 def reset_rollups(session: Session) -> None:

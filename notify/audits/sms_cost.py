@@ -1,8 +1,10 @@
 """SMS cost audit (runbook section 2): count and cost per hour, last hour, today, top recipients,
 and the month's spend against the SNS account's monthly spend limit (notify/audits/sns_account.py).
 
-Only rows with status `sent` or `delivered` have cost money; they are bucketed by `sent_at`.
-Sums are exact (whole micro-dollars in SQL) and shown at that precision (notify/money.py).
+Only rows the provider accepted (sent, delivered, bounced, complained, undelivered) have cost
+money; they are bucketed by `sent_at`. Every figure counts an SMS at the price known: the
+receipt's (`actual_cost`) where one arrived, else our estimate (`cost`). Sums are exact (whole
+micro-dollars in SQL) and shown at that precision (notify/money.py).
 Whole UTC hours are read from `audit_sms_totals` (per hour) and `audit_sms_hours` (per hour and
 recipient); the partial hours at both ends of each range and the rows not folded yet are read
 live from delivery_logs (see rollups.py): the full scan's answer to the cent.
@@ -184,7 +186,7 @@ def _paid_sms(session: Session, p: Parts) -> _Paid:
             paid.who[rid] = (ext, phone)
     dl, n = DeliveryLog, Notification
     hour = hour_bucket(dl.sent_at, dialect_of(session)).label("hour")
-    counts = (func.count(), func.coalesce(func.sum(dl.segments), 0), micros_sum(dl.cost))
+    counts = (func.count(), func.coalesce(func.sum(dl.segments), 0), micros_sum(sms_cost_known()))
     keys = (hour, r.id, r.external_id, r.phone)
     for sign, rows in p.signed:
         query = (
@@ -236,7 +238,7 @@ def _spend(session: Session, p: Parts) -> Decimal:
         query = select(func.coalesce(func.sum(SmsTotalHour.micros), 0))
         micros += int(session.execute(query.where(p.hour_range(SmsTotalHour.hour))).scalar() or 0)
     for sign, rows in p.signed:
-        query = select(micros_sum(DeliveryLog.cost)).where(_paid(rows))
+        query = select(micros_sum(sms_cost_known())).where(_paid(rows))
         micros += sign * int(session.execute(query).scalar() or 0)
     return usd_from_micros(micros)
 

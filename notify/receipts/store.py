@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from notify.audits.rollups import hold_folds, repriced
 from notify.db import (
     DELIVERY_LOGS,
     RECEIPTS,
@@ -246,6 +247,9 @@ def _apply_events(
     """Match and apply; `first` marks receipts seen for the first time (counted, suppressing)."""
     if not events:
         return []
+    # a price changes what the rollups hold for a folded row: no fold until this commits
+    priced = any(event.price is not None for event, _ in events)
+    through_id = hold_folds(session) if priced else 0
     rows = _matching_rows(session, [event for event, _ in events])
     outcomes: list[Outcome] = []
     touched: dict[int, dict[str, Any]] = {}
@@ -257,7 +261,7 @@ def _apply_events(
             report.applied[event.event_type] += 1
         elif first:
             report.unmatched += 1
-    _write_rows(session, touched, report)
+    _write_rows(session, touched, report, through_id)
     firsts = [event for event, first in events if first]
     report.suppressed += _suppress(session, firsts, rows, now)
     _advance_watermark(session, firsts, now)
@@ -354,9 +358,26 @@ def _why(event: ReceiptEvent) -> str:
     return f"{event.label}: {text}".strip(": ")[:1000]
 
 
-def _write_rows(session: Session, touched: dict[int, dict[str, Any]], report: ApplyReport) -> None:
+def _write_rows(
+    session: Session, touched: dict[int, dict[str, Any]], report: ApplyReport, through_id: int
+) -> None:
+    """Write the touched rows; the folded SMS among them whose price changed move in the hourly
+    rollups from the old price to the new in the same transaction (notify/audits/rollups.py)."""
     if not touched:
         return
+    repricing = [
+        row["id"]
+        for row in touched.values()
+        if row["channel"] == Channel.sms.value
+        and row["actual_cost"] != row["_before"]["actual_cost"]
+    ]
+    with repriced(session, repricing, through_id):
+        _write_changes(session, touched, report)
+
+
+def _write_changes(
+    session: Session, touched: dict[int, dict[str, Any]], report: ApplyReport
+) -> None:
     for row in touched.values():
         before = row["_before"]
         if before["status"] != row["status"]:
