@@ -5,7 +5,8 @@
 Creates its own database (admin URL from NOTIFY_BENCH_POSTGRES_URL, default
 postgresql+psycopg2://postgres@127.0.0.1:5432/postgres), migrates it and fills it server-side
 with generate_series (60% email / 40% SMS, 3% failed with a few error messages, 1.5% of the
-last 2 hours pending, 1.5% skipped, 2,000 recipients, 5 loops, spread over 48 h), folds the
+last 2 hours pending, 1.5% skipped, 2,000 recipients, 5 loops, spread over 48 h; 9 in 10 sent
+SMS with a receipt's price beside the estimate), folds the
 rollups once (timed: the first fold), then times each audit over the last 24 h reading the rollups
 (warm: nothing left to fold) and by a full scan, checks that both give the same report, prints a
 markdown table (or with --json one JSON object: rows, sms_cost_ms, loops_ms, failures_ms,
@@ -79,7 +80,8 @@ FILL_SQL = [
     """
     INSERT INTO delivery_logs (id, notification_id, channel, recipient_email, recipient_phone,
                                status, decision, error_code, error_class, error_message,
-                               attempts, segments, cost, created_at, sent_at, next_attempt_at)
+                               attempts, segments, cost, actual_cost, created_at, sent_at,
+                               next_attempt_at)
     SELECT g, g, channel,
            CASE WHEN channel = 'email' THEN 'tech' || rid || '@example.com' END,
            CASE WHEN channel = 'sms' THEN '+1555' || lpad(rid::text, 7, '0') END,
@@ -105,6 +107,8 @@ FILL_SQL = [
            1,
            CASE WHEN channel = 'sms' THEN 1 + (g % 7 = 0)::int END,
            CASE WHEN channel = 'sms' THEN 0.00645 * (1 + (g % 7 = 0)::int) END,
+           CASE WHEN channel = 'sms' AND r >= 0.06 AND g % 10 <> 0
+                THEN 0.00581 * (1 + (g % 7 = 0)::int) END,
            created,
            CASE WHEN r >= 0.06
                   OR (r >= 0.03 AND r < 0.045 AND created <= :as_of - interval '2 hours')
