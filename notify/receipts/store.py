@@ -3,7 +3,8 @@
 `store_receipts` keeps every new receipt (malformed ones too, with their reason) and drops the
 ones already kept: a redelivered SQS message or a re-read log line changes nothing twice.
 `apply_stored` matches stored receipts to delivery rows (provider message id first, then our
-delivery-id tag), moves statuses forward only, writes the real SMS price, suppresses addresses
+delivery-id tag), moves statuses forward only, writes the real SMS price (moving an SMS the audit
+rollups already hold from its old price to it: notify/audits/rollups.py), suppresses addresses
 after a permanent bounce, a complaint or an SMS opt-out, and advances the SES Send watermark.
 Receipts with no row yet stay `unmatched` and are retried for UNMATCHED_RETRY.
 """
