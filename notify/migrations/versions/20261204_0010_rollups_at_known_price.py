@@ -5,9 +5,9 @@ audit_sms_hours / audit_sms_totals now sum each SMS at the receipt's price where
 the old price to the new when its price arrives (notify/audits/rollups.py). The rollups folded
 before this migration hold estimates, so every rollup table is emptied (what
 `notify.audits.rollups.reset_rollups` does after a retention purge) and the next audit's fold
-rebuilds them from delivery_logs: that first audit reads every row once (about 20 s for a
-million rows on PostgreSQL). The downgrade empties them again, for the older code's estimate.
-No schema change.
+rebuilds them from delivery_logs: that first audit reads every row once (20-40 s for a
+million rows on PostgreSQL: the first fold of bench.audits). The downgrade empties them again,
+for the older code's estimate. No schema change.
 
 Revision ID: 0010
 Revises: 0009
