@@ -432,6 +432,40 @@ def test_failure_rates_per_channel(engine: Engine, session: Session, settings: S
     assert report.groups[1].fix == RATE_EXCEEDED.fix
 
 
+def test_an_error_every_email_meets_and_waits_to_retry_shows_with_its_fix(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    """An unverified sender: SES refuses every email, each goes back to wait for a retry
+    (`pending_retry`, a config error) and none has failed for good yet. The summary said P4
+    with no group at all, while RUNBOOK section 1 sends on-call to it for the cause."""
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    refused = {
+        "channel": "email",
+        "status": "pending_retry",
+        "error_code": "MessageRejected",
+        "error_class": "config",
+        "error_message": "Email address is not verified. The following identities failed the "
+        "check in region US-EAST-1: ops@example.com",
+    }
+    rows.many(30, tech, created_at=AS_OF - H, **refused)
+    rows.many(2, tech, created_at=AS_OF - H, channel="email", status="failed", **{
+        k: v for k, v in refused.items() if k not in ("channel", "status")
+    })  # fmt: skip
+    rows.many(3, tech, created_at=AS_OF - H, status="pending_retry")  # no error: not a group
+    rows.many(20, tech, created_at=AS_OF - H, status="sent")
+    rows.insert(engine)
+    report = run(failure_summary, session, settings)
+    assert (report.failed, report.retrying) == (2, 33), "the rates count failed rows only"
+    [group] = report.groups
+    assert (group.count, group.retrying, group.share) == (2, 30, 1.0)
+    assert (group.error_code, group.channels, group.fix) == (
+        "MessageRejected",
+        ("email",),
+        ADDRESS_NOT_VERIFIED.fix,
+    )
+
+
 def test_purged_rows_do_not_dilute_the_failure_rate(
     engine: Engine, session: Session, settings: Settings
 ) -> None:

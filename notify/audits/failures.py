@@ -1,6 +1,10 @@
 """Failure summary (runbook section 5): among rows created in the window, the error rates per
 channel against 10%, and the failures grouped by error class and normalised message with the
-runbook's cause and fix. Skipped and purged rows are not deliveries and count nowhere.
+runbook's cause and fix. Skipped and purged rows are not deliveries and count nowhere. A group
+counts its failed rows (`count`, which the rates count) and the rows with the same error still
+waiting for a retry (`retrying`): an error every message meets and the deliverer retries (an
+unverified sender, a paused account, throttling) shows with its fix before anything has failed
+for good.
 
 Settled rows (sent, delivered) of whole UTC hours come from the hourly rollups; failed, retrying
 and in-flight rows, the partial hours and rows not folded yet are read live (rollups.py).
@@ -15,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -40,7 +44,8 @@ class FailureGroup(BaseModel):
     error_code: str | None
     error_message: str  # normalised
     channels: tuple[str, ...]
-    count: int
+    count: int  # failed rows (failed, failed_permanent)
+    retrying: int  # rows with this error waiting for a retry (pending_retry)
     share: float  # of all failed rows in the window
     known: bool  # a pattern notify.errors knows (cause and fix from the runbook)
     cause: str
@@ -100,10 +105,13 @@ NOT_SENT = (Status.skipped.value, Status.purged.value)
 
 @dataclass
 class _Tally:
-    """Per channel [total, failed, retrying], and failed rows per (class, code, message)."""
+    """Per channel [total, failed, retrying], and per (class, code, message) the failed rows and
+    the retrying ones."""
 
     per: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
-    counts_by_key: dict[GroupKey, int] = field(default_factory=lambda: defaultdict(int))
+    counts_by_key: dict[GroupKey, list[int]] = field(
+        default_factory=lambda: defaultdict(lambda: [0, 0])
+    )
     channels: dict[GroupKey, set[str]] = field(default_factory=lambda: defaultdict(set))
 
     def counts(self) -> dict[str, Any]:
@@ -120,8 +128,11 @@ class _Tally:
         }
 
     def groups(self, *, failed: int) -> list[FailureGroup]:
-        ordered = sorted(self.counts_by_key.items(), key=lambda item: (-item[1], str(item[0])))
-        return [_group(key, count, self.channels[key], failed) for key, count in ordered]
+        found = [(key, counts) for key, counts in self.counts_by_key.items() if any(counts)]
+        ordered = sorted(found, key=lambda item: (-sum(item[1]), str(item[0])))
+        return [
+            _group(key, counts[0], counts[1], self.channels[key], failed) for key, counts in ordered
+        ]
 
 
 def _rolled_totals(session: Session, p: Parts, tally: _Tally) -> None:
@@ -135,11 +146,16 @@ def _rolled_totals(session: Session, p: Parts, tally: _Tally) -> None:
 
 
 def _live(session: Session, rows: ColumnElement[bool], sign: int, tally: _Tally) -> None:
-    """One pass over a live row set: counts per channel and status, and the failed rows by
-    their stored normalised message (`error_norm`), or by exact message where none is stored
-    yet (normalised here). Rolled rows taken away (sign -1) are settled: never failed."""
+    """One pass over a live row set: counts per channel and status, and the failed rows (and
+    the retrying ones that carry an error) by their stored normalised message (`error_norm`), or
+    by exact message where none is stored yet (normalised here). Rolled rows taken away (sign -1)
+    are settled: never failed."""
     dl = DeliveryLog
-    failed = dl.status.in_(FAILED_STATUSES)
+    retried = and_(
+        dl.status == Status.pending_retry.value,
+        or_(dl.error_code.is_not(None), dl.error_message.is_not(None)),
+    )
+    failed = or_(dl.status.in_(FAILED_STATUSES), retried)
     error_columns = (dl.error_class, dl.error_code, dl.error_norm)
     errors = [case((failed, column), else_=None) for column in error_columns]
     raw_message = case((and_(failed, dl.error_norm.is_(None)), dl.error_message), else_=None)
@@ -153,8 +169,12 @@ def _live(session: Session, rows: ColumnElement[bool], sign: int, tally: _Tally)
             counts[2] += sign * count
         if status in FAILED_STATUSES:
             counts[1] += sign * count
+        retrying_error = status == Status.pending_retry.value and (
+            error_class is not None or code is not None or norm is not None or message is not None
+        )
+        if status in FAILED_STATUSES or retrying_error:
             key = (error_class, code, norm if norm is not None else _normalised(message))
-            tally.counts_by_key[key] += sign * count
+            tally.counts_by_key[key][0 if status in FAILED_STATUSES else 1] += sign * count
             tally.channels[key].add(channel)
 
 
@@ -171,7 +191,9 @@ def _normalised(message: str | None) -> str:
     return normalise_error_message(message)
 
 
-def _group(key: GroupKey, count: int, channels: set[str], failed: int) -> FailureGroup:
+def _group(
+    key: GroupKey, count: int, retrying: int, channels: set[str], failed: int
+) -> FailureGroup:
     error_class, code, message = key
     kind = kind_for(code, message)
     return FailureGroup(
@@ -180,6 +202,7 @@ def _group(key: GroupKey, count: int, channels: set[str], failed: int) -> Failur
         error_message=provider_text(message, MAX_MESSAGE_CHARS),  # one line, no HTML markup
         channels=tuple(sorted(channels)),
         count=count,
+        retrying=retrying,
         share=rate(count, failed),
         known=kind is not UNKNOWN,
         cause=kind.cause,
