@@ -78,8 +78,8 @@ def open_database(url: str) -> Engine:
     behind): only `db upgrade` creates the database."""
     safe = mask_url(url)
     missing = missing_sqlite_file(url)
-    if missing is not None:
-        raise DatabaseNotReady(
+    if missing is not None:  # unreachable: health reports it as its P1 finding
+        raise DatabaseUnreachable(
             f"the database {safe} does not exist (no file {missing}): run `notifyops db upgrade` "
             "to create it, or set NOTIFY_DATABASE_URL to the existing one"
         )

@@ -27,6 +27,9 @@ from notify.audits import (
 from notify.audits.health import WorkerState
 from notify.audits.loops import CANDIDATES_PER_QUERY
 from notify.audits.rollups import FULL_SCAN, RollupPolicy, fold
+from notify.bootstrap import Runtime
+from notify.check_names import Check
+from notify.checks import run_audit
 from notify.db import Suppression, make_engine, transaction
 from notify.errors import (
     ADDRESS_NOT_VERIFIED,
@@ -35,7 +38,8 @@ from notify.errors import (
     SMTP_AUTH_FAILED,
     InputError,
 )
-from notify.settings import Priority, Settings
+from notify.schema import DatabaseNotReady
+from notify.settings import Priority, Settings, load_settings
 from notify.severity import Severity
 from tests.aws_fixtures import VERIFIED_SENDER
 from tests.factories import AS_OF, Rows
@@ -867,6 +871,20 @@ def test_health_unreachable_database_is_reported_not_raised(tmp_path: Any) -> No
         report = health(session=session, as_of=AS_OF, window=DAY, settings=settings)
     assert not report.database_reachable and "OperationalError" in (report.database_error or "")
     assert report.severity is Severity.P1 and report.findings[0].code == "database"
+
+
+def test_health_reports_a_sqlite_file_that_does_not_exist_as_p1(tmp_path: Any) -> None:
+    """A mistyped NOTIFY_DATABASE_URL to a SQLite file: every other command stops on it (the
+    file is never created), but health exited 2 with that error where RUNBOOK says an
+    unreachable database is its P1 finding (exit 1, routed to the pager)."""
+    missing = tmp_path / "notify.db"
+    here = Runtime(load_settings(database_url=f"sqlite:///{missing}", sender="memory"))
+    report = run_audit(Check.health, runtime=here, as_of=AS_OF, window=DAY)
+    assert report.severity is Severity.P1 and report.findings[0].code == "database"
+    assert f"no file {missing}" in (report.to_json()["database_error"] or "")
+    assert not missing.exists(), "never created"
+    with pytest.raises(DatabaseNotReady, match="run `notifyops db upgrade`"):
+        run_audit(Check.failures, runtime=here, as_of=AS_OF, window=DAY)
 
 
 def _clients() -> tuple[Any, Any]:
