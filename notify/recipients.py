@@ -163,3 +163,19 @@ def known_external_ids(*, session: Session, external_ids: Iterable[str]) -> set[
     for start in range(0, len(wanted), UPSERT_CHUNK):
         known |= _existing_ids(session, wanted[start : start + UPSERT_CHUNK])
     return known
+
+
+def unreachable_external_ids(*, session: Session, external_ids: Iterable[str]) -> list[str]:
+    """Which of these recipients no message can reach, as stored: no email address or email
+    off, and no phone number or SMS off (`receive_sms` defaults to false, so a roster of phone
+    numbers alone reaches nobody); sorted."""
+    wanted = list(dict.fromkeys(name.strip() for name in external_ids))
+    r = Recipient
+    email = r.email.is_not(None) & r.receive_email.is_(True)
+    sms = r.phone.is_not(None) & r.receive_sms.is_(True)
+    found: list[str] = []
+    for start in range(0, len(wanted), UPSERT_CHUNK):
+        chunk = wanted[start : start + UPSERT_CHUNK]
+        query = select(r.external_id).where(r.external_id.in_(chunk), ~(email | sms))
+        found.extend(session.scalars(query))
+    return sorted(found)

@@ -88,6 +88,33 @@ def test_dry_run_counts_new_and_updated_recipients_as_the_import_would(
     assert (did["created"], did["updated"]) == (1, 1)
 
 
+def test_import_names_the_recipients_it_leaves_with_no_channel(
+    cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A roster of phone numbers alone: `receive_sms` defaults to false, so those recipients
+    were imported and then sent nothing, with no word of it."""
+    main(["db", "upgrade"])
+    roster = tmp_path / "phones.csv"
+    roster.write_text(
+        "external_id,name,email,phone,receive_email,receive_sms\n"
+        "t:1,Ana,,+13125550101,,\n"
+        "t:2,Ben,ben@example.com,,false,\n"
+        "t:3,Cy,cy@example.com,,,\n"
+        "t:4,Di,,+13125550104,,true\n"
+    )
+    capsys.readouterr()
+    assert main(["recipients", "import", str(roster), "--dry-run", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unreachable"] == ["t:1", "t:2"]
+    assert main(["recipients", "import", str(roster)]) == 0, "a warning, not a rejection"
+    assert "2 recipient(s) receive nothing: no email address or email off, and no phone " in (
+        " ".join(capsys.readouterr().out.split())
+    )
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text("external_id,name,email,phone,receive_sms\nt:1,Ana,,+13125550101,true\n")
+    assert main(["recipients", "import", str(fixed), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unreachable"] == []
+
+
 def _listed(capsys: pytest.CaptureFixture[str], external_id: str) -> dict[str, Any]:
     capsys.readouterr()
     assert main(["recipients", "list", "--json", "--search", external_id]) == 0

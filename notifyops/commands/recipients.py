@@ -47,32 +47,36 @@ def import_roster(
     from notify.bootstrap import runtime
     from notify.db import transaction, utcnow
     from notify.recheck import Rechecked, recheck_imported
-    from notify.recipients import upsert_counts, upsert_recipients
+    from notify.recipients import unreachable_external_ids, upsert_counts, upsert_recipients
     from notify.roster import parse_roster_file
 
     parsed = parse_roster_file(file)
     created = updated = 0
     queued = Rechecked()
+    unreachable: list[str] = []
     if parsed.rows:
         here = runtime()
         upsert = upsert_counts if dry_run else upsert_recipients
         with transaction(here.engine()) as session:
             counts = upsert(session=session, rows=parsed.rows)
+            # a dry run counts what the import would do, in a savepoint it rolls back
+            trial = session.begin_nested() if dry_run else None
+            if trial is not None:
+                upsert_recipients(session=session, rows=parsed.rows)
             if counts.updated:  # a new recipient has nothing queued
-                # a dry run counts what the import would do, in a savepoint it rolls back
-                trial = session.begin_nested() if dry_run else None
-                if trial is not None:
-                    upsert_recipients(session=session, rows=parsed.rows)
                 queued = recheck_imported(
                     session.connection(),
                     now=utcnow(),
                     fallback=here.fallback_policy(),
                     settings=here.settings,
                 )
-                if trial is not None:
-                    trial.rollback()
+            unreachable = unreachable_external_ids(
+                session=session, external_ids=[row.external_id for row in parsed.rows]
+            )
+            if trial is not None:
+                trial.rollback()
         created, updated = counts.created, counts.updated
-    _report_import(file, parsed, created, updated, dry_run, json_output, queued)
+    _report_import(file, parsed, created, updated, dry_run, json_output, queued, unreachable)
     if parsed.errors:
         first = parsed.errors[0]
         more = f" (and {len(parsed.errors) - 1} more)" if len(parsed.errors) > 1 else ""
@@ -91,6 +95,7 @@ def _report_import(
     dry_run: bool,
     as_json: bool,
     queued: Rechecked,
+    unreachable: list[str],
 ) -> None:
     summary = {
         "file": str(file),
@@ -104,6 +109,7 @@ def _report_import(
         "queued_readdressed": queued.readdressed,
         "queued_rescheduled": queued.rescheduled,
         "fallbacks": queued.fallbacks,
+        "unreachable": unreachable,
         "errors": parsed.errors,
     }
     if as_json:
@@ -119,6 +125,21 @@ def _report_import(
     )
     for line in _queued_lines(queued, dry_run):
         out.print(line)
+    if unreachable:
+        shown = ", ".join(unreachable[:UNREACHABLE_SHOWN])
+        more = (
+            f" and {len(unreachable) - UNREACHABLE_SHOWN} more"
+            if len(unreachable) > UNREACHABLE_SHOWN
+            else ""
+        )
+        out.print(
+            f"{len(unreachable)} recipient(s) {'would ' if dry_run else ''}receive nothing: no "
+            f"email address or email off, and no phone number or SMS off (receive_sms defaults "
+            f"to false): {shown}{more}"
+        )
+
+
+UNREACHABLE_SHOWN = 5  # external ids the import names of the recipients nothing reaches
 
 
 def _queued_lines(queued: Rechecked, dry_run: bool) -> list[str]:
