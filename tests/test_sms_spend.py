@@ -12,6 +12,7 @@ import boto3
 import pytest
 from sqlalchemy import Engine, update
 
+from notify.audits.sns_account import NOT_RETURNED
 from notify.conditions import sms_spend_since, start_conditions
 from notify.db import DELIVERY_LOGS, make_engine, transaction
 from notifyops.cli import main
@@ -205,6 +206,18 @@ def test_the_sms_cost_audit_reports_sns_out_of_reach_and_still_measures_spend(
     report = json.loads(capsys.readouterr().out)
     assert report["month_cost_usd"] == "0.0129" and report["sns_spend_limit_usd"] is None
     assert report["sns_error"].startswith("sns.GetSMSAttributes: EndpointConnectionError")
+
+
+def test_the_sms_cost_audit_says_why_it_has_no_spend_limit_when_sns_gives_none(
+    cli_env: str, aws_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An account where MonthlySpendLimit was never set (the stand-in returns none): the report
+    said `sns_spend_limit_usd: null` and `sns_error: null`, no reason, where README says
+    `sns_error` says why."""
+    assert main(through_sns(monkeypatch, cli_env)) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sns_spend_limit_usd"] is None and report["month_cost_usd"] == "0.0129"
+    assert report["sns_error"] == NOT_RETURNED
 
 
 def _cap_report(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:

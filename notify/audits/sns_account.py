@@ -18,6 +18,10 @@ from pydantic import BaseModel, ConfigDict
 from notify.audits.ses_account import aws_call
 
 SPEND_LIMIT = "MonthlySpendLimit"
+NOT_RETURNED = (
+    f"sns.GetSMSAttributes answered without {SPEND_LIMIT}: the limit is unknown here (a new "
+    "account's is $1.00 a month); see it in the SNS console, Text messaging (SMS)"
+)
 
 
 class SnsSpendLimit(BaseModel):
@@ -36,7 +40,9 @@ def sms_spend_limit(sns: Any) -> SnsSpendLimit:
     if answer is None:
         return SnsSpendLimit(error=errors[-1] if errors else None)
     raw = answer.get("attributes", {}).get(SPEND_LIMIT)
+    if raw in (None, ""):  # answered without it: unknown here, never assumed
+        return SnsSpendLimit(error=NOT_RETURNED)
     try:
-        return SnsSpendLimit(limit_usd=None if raw in (None, "") else Decimal(str(raw)))
+        return SnsSpendLimit(limit_usd=Decimal(str(raw)))
     except InvalidOperation:
         return SnsSpendLimit(error=f"sns.GetSMSAttributes: {SPEND_LIMIT} {raw!r} is not a number")
