@@ -6,6 +6,7 @@ variable and the accepted form.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 from decimal import Decimal
@@ -22,7 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from notify.masking import mask_url, mask_webhook
@@ -53,6 +54,30 @@ class SenderKind(StrEnum):
     aws = "aws"
     smtp = "smtp"
     memory = "memory"
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's pairs as a dict; ValueError for a key given twice."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"names {key!r} twice")
+        found[key] = value
+    return found
+
+
+def _price(country: str, price: Any) -> Any:
+    """A price as a Decimal, or ValueError naming its country."""
+    if isinstance(price, Decimal) or (
+        isinstance(price, int | float) and not isinstance(price, bool)
+    ):
+        return price
+    if isinstance(price, str):
+        try:
+            return Decimal(price.strip())
+        except ArithmeticError:
+            pass
+    raise ValueError(f"the price for {country} must be a number, not {price!r}")
 
 
 class Settings(BaseSettings):
@@ -153,7 +178,7 @@ class Settings(BaseSettings):
     sms_price_usd: Decimal = Field(
         Decimal("0.00645"), ge=0, description="Default price per SMS part (US reference)"
     )
-    sms_prices: dict[str, Decimal] = Field(
+    sms_prices: Annotated[dict[str, Decimal], NoDecode] = Field(
         default_factory=dict,
         description='Price per SMS part by ISO country, JSON: {"US": "0.00645", "GB": "0.0395"}',
     )
@@ -289,6 +314,24 @@ class Settings(BaseSettings):
                 "as RS_Systems/Notifications"
             )
         return namespace
+
+    @field_validator("sms_prices", mode="before")
+    @classmethod
+    def _prices_as_given(cls, value: Any) -> Any:
+        """NOTIFY_SMS_PRICES is read here, not by the settings loader's json.loads: a country
+        named twice (in any case) is refused where the last one silently won, and a price that
+        is not a number is named with its country (the error quoted the bare value)."""
+        if isinstance(value, str):
+            try:
+                value = json.loads(value, object_pairs_hook=_once_each, parse_float=Decimal)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f'must be a JSON object such as {{"US": "0.00645"}} ({error.msg})'
+                ) from None
+        if not isinstance(value, dict):
+            return value  # the type check says what it is
+        _once_each([(str(country).strip().upper(), None) for country in value])
+        return {country: _price(country, price) for country, price in value.items()}
 
     @field_validator("sms_prices")
     @classmethod

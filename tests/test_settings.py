@@ -208,6 +208,12 @@ def test_smtp_password_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
         ("NOTIFY_SMS_PRICES", '{"US": "-0.01"}', ">= 0"),
         ("NOTIFY_SMS_PRICES", '{"USA": "0.01"}', "two-letter"),
         ("NOTIFY_SMS_PRICES", '{"GB": "NaN"}', "finite"),
+        # the last of a country named twice won, without a word
+        ("NOTIFY_SMS_PRICES", '{"GB": 0.1, "GB": 0.2}', "names 'GB' twice"),
+        ("NOTIFY_SMS_PRICES", '{"GB": 0.1, "gb": 0.2}', "names 'GB' twice"),
+        # the error quoted the bare value, NOTIFY_SMS_PRICES='abc'
+        ("NOTIFY_SMS_PRICES", '{"GB": "abc"}', "the price for GB must be a number, not 'abc'"),
+        ("NOTIFY_SMS_PRICES", '{"GB": true}', "the price for GB must be a number, not True"),
         ("NOTIFY_SMS_PRICE_USD", "-0.00645", "greater than or equal to 0"),
         ("NOTIFY_SMTP_PASSWORD", "", "must not be empty"),
         ("NOTIFY_SMTP_PASSWORD", "   ", "must not be empty"),
