@@ -350,13 +350,15 @@ class RollupOpenRow(Base):
 
 
 class CreatedHour(Base):
-    """Settled, non-skipped delivery rows (sent or delivered) per UTC hour of created_at."""
+    """Settled, non-skipped delivery rows (sent or delivered) per UTC hour of created_at, and
+    for SMS what they cost at the price known (the daily cap's measure, by creation time)."""
 
     __tablename__ = "audit_created_hours"
 
     hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     channel: Mapped[str] = mapped_column(String(10), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
+    micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class SmsHour(Base):

@@ -28,6 +28,7 @@ from notify.audits import (
 )
 from notify.audits.common import usd_from_micros
 from notify.audits.rollups import FULL_SCAN, RollupPolicy, fold, hold_folds, reset_rollups
+from notify.conditions import NOT_SPENDING
 from notify.db import (
     ACCEPTED_STATUSES,
     DeliveryLog,
@@ -223,6 +224,23 @@ def paid_sms_micros(engine: Engine, start: datetime, end: datetime, *, include_s
     )
 
 
+def cap_micros(engine: Engine, as_of: datetime) -> int:
+    """What the daily cap counts at `as_of` (SMS created since 00:00 UTC, not skipped, failed or
+    purged, at the price known), summed row by row here as the reference."""
+    dl = DeliveryLog
+    day = as_of.replace(hour=0, minute=0, second=0, microsecond=0)
+    query = select(dl.created_at, sms_cost_known()).where(
+        dl.channel == "sms", dl.status.not_in(NOT_SPENDING)
+    )
+    with engine.begin() as connection:
+        rows = connection.execute(query).all()
+    return sum(
+        int((Decimal(price or 0) * 1_000_000).to_integral_value())
+        for created_at, price in rows
+        if day <= created_at <= as_of
+    )
+
+
 def dollars(micros: int) -> Decimal:
     return money(usd_from_micros(micros))
 
@@ -238,6 +256,7 @@ def check_sms_spend(engine: Engine, report: Any, as_of: datetime, window: timede
     shown = (report.total_cost_usd, report.last_hour_cost_usd, report.month_cost_usd)
     assert shown == tuple(dollars(micros) for micros in expected), (as_of, window)
     assert sum(hour.cost_usd for hour in report.hourly) == dollars(expected[0])
+    assert report.today_cost_usd == dollars(cap_micros(engine, as_of)), as_of
 
 
 def compare(engine: Engine, settings: Settings, policy: RollupPolicy) -> None:
@@ -304,10 +323,12 @@ def test_rollups_equal_a_full_scan_through_folds_and_late_changes(
     compare(engine, settings, READ_ONLY)
 
 
-def test_migration_0010_forgets_rollups_folded_at_the_estimate(engine: Engine, db_url: str) -> None:
+def test_migrations_0010_and_0011_forget_rollups_folded_without_the_price_known(
+    engine: Engine, db_url: str
+) -> None:
     """Rollups folded before 0010 hold the estimate of SMS whose price arrived since (written
-    then without moving the rollups): the migration empties them and the next fold rebuilds them
-    at the price known."""
+    then without moving the rollups), and before 0011 no cost by created hour: the upgrade
+    empties them and the next fold rebuilds them at the price known."""
     from alembic import command
 
     from notify.migrate import alembic_config
@@ -315,16 +336,14 @@ def test_migration_0010_forgets_rollups_folded_at_the_estimate(engine: Engine, d
     settings = load_settings(database_url=db_url, sender="memory", loop_threshold=3)
     world = World(engine, 6)
     world.insert(300)
+    fold_at(engine, AS_OF - H)
+    with engine.begin() as connection:  # a price written as before 0010: rollups unmoved
+        sms = DeliveryLog.channel == "sms"
+        connection.execute(update(DeliveryLog).where(sms).values(actual_cost=Decimal("0.05")))
+    with pytest.raises(AssertionError):
+        compare(engine, settings, READ_ONLY)
     command.downgrade(alembic_config(db_url), "0009")
-    try:
-        fold_at(engine, AS_OF - H)
-        with engine.begin() as connection:  # a price written as before 0010: rollups unmoved
-            sms = DeliveryLog.channel == "sms"
-            connection.execute(update(DeliveryLog).where(sms).values(actual_cost=Decimal("0.05")))
-        with pytest.raises(AssertionError):
-            compare(engine, settings, READ_ONLY)
-    finally:
-        command.upgrade(alembic_config(db_url), "head")
+    command.upgrade(alembic_config(db_url), "head")
     with transaction(engine) as session:
         assert session.get(RollupState, 1) is None
     compare(engine, settings, RollupPolicy(clock=lambda: AS_OF, grace=timedelta(0)))

@@ -69,6 +69,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
     delete,
     exists,
     false,
@@ -285,15 +286,7 @@ def _add_rollups(session: Session, rows: ColumnElement[bool]) -> None:
     """Add the settled rows matched by `rows` to the three hourly rollups."""
     dl = DeliveryLog
     dialect = dialect_of(session)
-    created = rollup_hour(dl.created_at, dialect)
-    paid = dl.status.in_(PAID_STATUSES)
-    _upsert(
-        session,
-        CreatedHour.__table__,
-        ("hour", "channel"),
-        ("count",),
-        select(created, dl.channel, func.count()).where(rows, paid).group_by(created, dl.channel),
-    )
+    _add_created(session, rows)
     _add_sms(session, rows)
     sent = rollup_hour(dl.sent_at, dialect)
     micros = latency_us(dl.sent_at, dl.created_at, dialect)
@@ -306,6 +299,24 @@ def _add_rollups(session: Session, rows: ColumnElement[bool]) -> None:
         ("hour", "latency_ms"),
         ("count", "micros"),
         latency.group_by(sent, millis),
+    )
+
+
+def _add_created(session: Session, rows: ColumnElement[bool], sign: int = 1) -> None:
+    """Add (sign 1) or take away (sign -1) the paid rows among `rows` to or from the rollup by
+    created hour: their count, and for SMS their cost at the price known now (what the daily cap
+    counts; a carried row costs 0)."""
+    dl = DeliveryLog
+    created = rollup_hour(dl.created_at, dialect_of(session))
+    cost = case((dl.channel == Channel.sms.value, sms_cost_known()), else_=None)
+    sums = tuple(total if sign > 0 else -total for total in (func.count(), micros_sum(cost)))
+    paid = dl.status.in_(PAID_STATUSES)
+    _upsert(
+        session,
+        CreatedHour.__table__,
+        ("hour", "channel"),
+        ("count", "micros"),
+        select(created, dl.channel, *sums).where(rows, paid).group_by(created, dl.channel),
     )
 
 
@@ -535,11 +546,31 @@ def repriced(session: Session, ids: Sequence[int], through_id: int) -> Iterator[
     dialect = dialect_of(session)
     rolled = _rolled(View(use=True, through_id=through_id))
     chunks = lookup_chunks(sorted(ids), dialect=dialect)
-    for chunk in chunks:
-        _add_sms(session, and_(among(DeliveryLog.id, chunk, dialect=dialect), rolled), -1)
-    yield
-    for chunk in chunks:
-        _add_sms(session, and_(among(DeliveryLog.id, chunk, dialect=dialect), rolled), 1)
+    for sign in (-1, 1):  # out at the old price before the change, back at the new one after
+        if sign > 0:
+            yield
+        for chunk in chunks:
+            rows = and_(among(DeliveryLog.id, chunk, dialect=dialect), rolled)
+            _add_sms(session, rows, sign)
+            _repriced_created(session, rows, sign)
+
+
+def _repriced_created(session: Session, rows: ColumnElement[bool], sign: int) -> None:
+    """The created-hour rollup's cost of the paid SMS among `rows`, out (-1) or back in (1),
+    their count untouched."""
+    dl = DeliveryLog
+    created = rollup_hour(dl.created_at, dialect_of(session))
+    micros = micros_sum(sms_cost_known())
+    source = select(created, dl.channel, literal(0), micros if sign > 0 else -micros)
+    _upsert(
+        session,
+        CreatedHour.__table__,
+        ("hour", "channel"),
+        ("count", "micros"),
+        source.where(rows, dl.channel == Channel.sms.value, dl.status.in_(PAID_STATUSES)).group_by(
+            created, dl.channel
+        ),
+    )
 
 
 def reset_rollups(session: Session) -> None:

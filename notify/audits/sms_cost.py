@@ -43,6 +43,7 @@ from notify.audits.sql import hour_bucket, micros_sum
 from notify.conditions import NOT_SPENDING, start_of_utc_day
 from notify.db import (
     Channel,
+    CreatedHour,
     DeliveryLog,
     Notification,
     Recipient,
@@ -129,7 +130,7 @@ def sms_cost_audit(
     buckets = [(h, *paid.per_hour.get(h, (0, 0, 0))) for h in _hours(w)]
     last_hour = _spend(session, parts(view, Key.sent, w.end - HOUR, w.end))
     day_start = start_of_utc_day(w.end)
-    today = _cap_spend(session, day_start, w.end)
+    today = _cap_spend(session, parts(view, Key.created, day_start, w.end, include_start=True))
     month_start = day_start.replace(day=1)
     month = _spend(session, parts(view, Key.sent, month_start, w.end, include_start=True))
     limit = sms_spend_limit(sns) if sns is not None else SnsSpendLimit()
@@ -243,18 +244,26 @@ def _spend(session: Session, p: Parts) -> Decimal:
     return usd_from_micros(micros)
 
 
-def _cap_spend(session: Session, start: datetime, end: datetime) -> Decimal:
+def _cap_spend(session: Session, p: Parts) -> Decimal:
     """What the daily cap counts, as the send policy does (notify/conditions.py): SMS created in
-    [start, end] that were not skipped, failed or purged (queued and in-flight ones included),
-    at the receipt's price where one arrived, else the estimate. Exact."""
+    the range that were not skipped, failed or purged (queued and in-flight ones included), at
+    the receipt's price where one arrived, else the estimate. Exact: the settled ones of whole
+    hours from the rollup by created hour (which holds them at the price known), the rest live.
+    Read live alone, this was about 140 ms of the audit over a million rows."""
+    micros = 0
+    if p.hours is not None:
+        c = CreatedHour
+        query = select(func.coalesce(func.sum(c.micros), 0)).where(
+            p.hour_range(c.hour), c.channel == Channel.sms.value
+        )
+        micros += int(session.execute(query).scalar() or 0)
     dl = DeliveryLog
-    query = select(micros_sum(sms_cost_known())).where(
-        dl.channel == Channel.sms.value,
-        dl.created_at >= start,
-        dl.created_at <= end,
-        dl.status.not_in(NOT_SPENDING),
-    )
-    return usd_from_micros(session.scalar(query))
+    for sign, rows in p.signed:
+        query = select(micros_sum(sms_cost_known())).where(
+            rows, dl.channel == Channel.sms.value, dl.status.not_in(NOT_SPENDING)
+        )
+        micros += sign * int(session.execute(query).scalar() or 0)
+    return usd_from_micros(micros)
 
 
 def _today(today: Decimal, settings: Settings) -> dict[str, Any]:
