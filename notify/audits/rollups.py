@@ -552,25 +552,7 @@ def repriced(session: Session, ids: Sequence[int], through_id: int) -> Iterator[
         for chunk in chunks:
             rows = and_(among(DeliveryLog.id, chunk, dialect=dialect), rolled)
             _add_sms(session, rows, sign)
-            _repriced_created(session, rows, sign)
-
-
-def _repriced_created(session: Session, rows: ColumnElement[bool], sign: int) -> None:
-    """The created-hour rollup's cost of the paid SMS among `rows`, out (-1) or back in (1),
-    their count untouched."""
-    dl = DeliveryLog
-    created = rollup_hour(dl.created_at, dialect_of(session))
-    micros = micros_sum(sms_cost_known())
-    source = select(created, dl.channel, literal(0), micros if sign > 0 else -micros)
-    _upsert(
-        session,
-        CreatedHour.__table__,
-        ("hour", "channel"),
-        ("count", "micros"),
-        source.where(rows, dl.channel == Channel.sms.value, dl.status.in_(PAID_STATUSES)).group_by(
-            created, dl.channel
-        ),
-    )
+            _add_created(session, rows, sign)  # the count goes out and back: only the cost moves
 
 
 def reset_rollups(session: Session) -> None:
