@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from notify.errors import InputError
+from notify.json_objects import RepeatedKey, refuse_repeated_keys
 from notify.validation import (
     normalize_email,
     normalize_phone,
@@ -473,9 +474,9 @@ def _json_line(raw: str) -> dict[str, Any] | str:
     try:
         # a number with a fraction or an exponent is kept as the file wrote it: as a float,
         # 1e3 was stored as "1000.0" and 12345678901234567890.0 as "1.2345678901234567e+19"
-        record = json.loads(raw, object_pairs_hook=_refuse_repeated_keys, parse_float=str)
-    except _RepeatedKey as repeated:
-        return f"field {_shown(str(repeated))} given twice (which value is meant?)"
+        record = json.loads(raw, object_pairs_hook=refuse_repeated_keys, parse_float=str)
+    except RepeatedKey as repeated:
+        return f"field {_shown(repeated.key)} given twice (which value is meant?)"
     except json.JSONDecodeError as error:
         return f"not valid JSON ({error.msg.removesuffix(' at')} at column {error.colno})"
     except RecursionError:
@@ -484,19 +485,6 @@ def _json_line(raw: str) -> dict[str, Any] | str:
         return f"not valid JSON here ({str(error).split(';')[0]})"
     if not isinstance(record, dict):
         return f"each line must be a JSON object, not {type(record).__name__}"
-    return record
-
-
-class _RepeatedKey(ValueError):
-    """A JSON object names one key twice (json.loads would keep the last value silently)."""
-
-
-def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    record: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in record:
-            raise _RepeatedKey(key)
-        record[key] = value
     return record
 
 

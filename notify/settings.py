@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from notify.json_objects import RepeatedKey, refuse_repeated_keys
 from notify.masking import mask_url, mask_webhook
 from notify.severity import Severity
 
@@ -54,16 +55,6 @@ class SenderKind(StrEnum):
     aws = "aws"
     smtp = "smtp"
     memory = "memory"
-
-
-def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object's pairs as a dict; ValueError for a key given twice."""
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
-            raise ValueError(f"names {key!r} twice")
-        found[key] = value
-    return found
 
 
 def _price(country: str, price: Any) -> Any:
@@ -321,16 +312,20 @@ class Settings(BaseSettings):
         """NOTIFY_SMS_PRICES is read here, not by the settings loader's json.loads: a country
         named twice (in any case) is refused where the last one silently won, and a price that
         is not a number is named with its country (the error quoted the bare value)."""
-        if isinstance(value, str):
-            try:
-                value = json.loads(value, object_pairs_hook=_once_each, parse_float=Decimal)
-            except json.JSONDecodeError as error:
-                raise ValueError(
-                    f'must be a JSON object such as {{"US": "0.00645"}} ({error.msg})'
-                ) from None
-        if not isinstance(value, dict):
-            return value  # the type check says what it is
-        _once_each([(str(country).strip().upper(), None) for country in value])
+        try:
+            if isinstance(value, str):
+                value = json.loads(
+                    value, object_pairs_hook=refuse_repeated_keys, parse_float=Decimal
+                )
+            if not isinstance(value, dict):
+                return value  # the type check says what it is
+            refuse_repeated_keys((str(country).strip().upper(), None) for country in value)
+        except RepeatedKey as repeated:  # as given, or once in another case
+            raise ValueError(f"names {repeated.key!r} twice") from None
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f'must be a JSON object such as {{"US": "0.00645"}} ({error.msg})'
+            ) from None
         return {country: _price(country, price) for country, price in value.items()}
 
     @field_validator("sms_prices")
