@@ -184,15 +184,14 @@ def recheck_queued(
     the SMS its quiet hours cover at `now` (the module's docstring); the caller commits. On
     PostgreSQL the whole recheck is the quiet hold's turn: two runs' rechecks, or one and a
     batch's hold, never write the same rows at once."""
-    take_turn(conn, Turn.QUIET_HOLD)
-    hold_roster(conn, to_change=False)  # then the roster's (shared), as a batch's hold takes them
+    _quiet_hold_turns(conn, wait=True)  # before any row is written
     turned_off = skip_turned_off(conn, now=now, due_only=True)
     followed = follow_addresses(conn, now=now, fallback=fallback, settings=settings, due_only=True)
     return (
         Rechecked(turned_off=turned_off)
         + followed
         + skip_muted(conn, now=now, fallback=fallback, due_only=True)
-        + Rechecked(held=hold_quiet_hours(conn, now=now))
+        + Rechecked(held=_hold_quiet(conn, now=now))
     )
 
 
@@ -200,15 +199,28 @@ def hold_quiet_hours(conn: Connection, *, now: datetime, wait: bool = True) -> i
     """Hold back the due SMS (not urgent, not a digest, not carried) whose recipient is inside
     its quiet hours at `now`, by its current time zone and window, to the window's end: a row
     with no attempt counted takes the deferral enqueue writes and is `pending` (the digests find
-    it), a tried one keeps its
-    status and attempts and its decision gains a note. One read of the rows with their window,
-    each distinct (time zone, window) decided once, then one UPDATE by row id per window `now`
-    is inside; returns how many rows it held. The caller commits (which ends the turns, on
-    PostgreSQL); without `wait`, a hold under way in another transaction makes this one hold
-    nothing."""
-    if not take_turn(conn, Turn.QUIET_HOLD, wait=wait):
+    it), a tried one keeps its status and attempts and its decision gains a note. One read of
+    the rows with their window, each distinct (time zone, window) decided once, then one UPDATE
+    by row id per window `now` is inside; returns how many rows it held. The caller commits
+    (which ends the turns, on PostgreSQL); without `wait`, a hold under way in another
+    transaction makes this one hold nothing."""
+    if not _quiet_hold_turns(conn, wait=wait):
         return 0
-    hold_roster(conn, to_change=False)  # the windows read stay the recipients' until commit
+    return _hold_quiet(conn, now=now)
+
+
+def _quiet_hold_turns(conn: Connection, *, wait: bool) -> bool:
+    """The quiet hold's turn, then the roster's (shared: the windows read stay the recipients'
+    until commit), in that order wherever they are taken; False when `wait` is off and another
+    transaction holds the first."""
+    if not take_turn(conn, Turn.QUIET_HOLD, wait=wait):
+        return False
+    hold_roster(conn, to_change=False)
+    return True
+
+
+def _hold_quiet(conn: Connection, *, now: datetime) -> int:
+    """`hold_quiet_hours` once its turns are taken."""
     # The rows and their recipient's window in one read that starts from the due rows, then one
     # UPDATE per window by row id: joined to the recipients in the UPDATE, a planner that has
     # not seen a large enqueue yet (stale statistics) read every recipient again for each row
