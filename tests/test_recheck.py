@@ -627,14 +627,21 @@ def test_an_sms_decided_send_that_waits_into_quiet_hours_is_held_to_the_windows_
     assert rows(engine, [sms])[sms].status == "sent"
 
 
+def failed_at_evening(engine: Engine, settings: Settings, error: DeliveryError) -> DeliveryLog:
+    """tech:1 (SMS only, quiet hours 22:00-07:00 in Chicago) sent an SMS at 21:59 that failed
+    with `error`; its row after that attempt."""
+    add_recipients(engine, [tech(1, receive_email=False, **NIGHT)])
+    sms = request(engine, settings, "R-1", at=EVENING)
+    busy = MemorySender(fail=sms_fail(error))
+    deliverer(engine, settings, busy, clock=lambda: EVENING).deliver_batch()
+    return rows(engine, [sms])[sms]
+
+
 def test_a_retry_due_inside_quiet_hours_is_held_and_keeps_its_attempts(
     engine: Engine, settings: Settings
 ) -> None:
-    add_recipients(engine, [tech(1, receive_email=False, **NIGHT)])
-    sms = request(engine, settings, "R-1", at=EVENING)
-    busy = MemorySender(fail=sms_fail(DeliveryError(SMTP_TEMPORARY, "451 busy")))
-    deliverer(engine, settings, busy, clock=lambda: EVENING).deliver_batch()
-    tried = rows(engine, [sms])[sms]
+    tried = failed_at_evening(engine, settings, DeliveryError(SMTP_TEMPORARY, "451 busy"))
+    sms = tried.id
     assert (tried.status, tried.attempts) == ("pending_retry", 1)
     assert tried.next_attempt_at is not None and tried.next_attempt_at < LATE
     assert prepare(engine, settings, LATE)[0] == Rechecked(held=1)
@@ -653,11 +660,8 @@ def test_a_retry_the_provider_failed_joins_the_digest_of_the_window(
     held by quiet hours: before, it kept `pending_retry`, which no digest gathers, and went alone
     at 07:00 beside the digest of the night's other SMS, two texts where one was due."""
     assert settings.quiet_hours_digest
-    add_recipients(engine, [tech(1, receive_email=False, **NIGHT)])
-    throttled = request(engine, settings, "R-1", at=EVENING)
-    busy = MemorySender(fail=sms_fail(DeliveryError(SNS_THROTTLED, "Rate exceeded")))
-    deliverer(engine, settings, busy, clock=lambda: EVENING).deliver_batch()
-    tried = rows(engine, [throttled])[throttled]
+    tried = failed_at_evening(engine, settings, DeliveryError(SNS_THROTTLED, "Rate exceeded"))
+    throttled = tried.id
     assert (tried.status, tried.attempts) == ("pending_retry", 0)
     later = request(engine, settings, "R-2", at=LATE - timedelta(minutes=5))
     assert prepare(engine, settings, LATE)[0] == Rechecked(held=1)
