@@ -20,10 +20,11 @@ What keeps the child equal to a fresh process:
   one whose Prefect settings, read as its own process would read them (its variables, the active
   profile of `prefect config set` / `prefect profile use`, `.env` and `prefect.toml` in its working
   directory), are not those the standby loaded;
-- the loaded code must be current: before each fork the standby compares the modification times
-  of the project's sources and templates, and of the installed packages' folders, with those it
-  loaded; on a change it refuses the command (the client runs it itself) and restarts itself
-  with the new code.
+- the loaded code and settings must be current: before each fork the standby compares the
+  modification times of the project's sources and templates, of the installed packages' folders,
+  and of the files its Prefect settings came from (the profiles file, and `.env`, `prefect.toml`
+  and `pyproject.toml` in its working directory) with those it loaded; on a change it refuses the
+  command (the client runs it itself) and restarts itself with the new code and settings.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ HEADER = struct.Struct("!I")
 STANDARD_STREAMS = 3
 MAX_REQUEST_BYTES = 16 * 2**20
 REQUEST_TIMEOUT_S = 10.0
-CHANGED = "the code, the templates or the installed packages changed"
+CHANGED = "the code, the templates, the installed packages or the Prefect settings changed"
+# what Prefect reads its settings from besides the variables, in the working directory
+PREFECT_SETTINGS_FILES = (".env", "prefect.toml", "pyproject.toml")
 
 
 def socket_path() -> str:
@@ -142,19 +145,31 @@ def _exactly(connection: socket.socket, size: int) -> bytes:
 
 
 class SourceStamp:
-    """Modification times of the project's sources and templates, as loaded, and of the folders
+    """Modification times of the project's sources and templates, as loaded, of the folders
     installed packages live in (a folder's time changes when a package is added, upgraded or
-    removed)."""
+    removed), and of the files the Prefect settings were read from (`files`; one that did not
+    exist and now does is a change too)."""
 
-    def __init__(self, roots: Iterable[Path], package_folders: Iterable[Path] = ()) -> None:
+    def __init__(
+        self,
+        roots: Iterable[Path],
+        package_folders: Iterable[Path] = (),
+        files: Iterable[Path] = (),
+    ) -> None:
         self.roots = [root for root in roots if root.is_dir()]
         self.package_folders = [folder for folder in package_folders if folder.is_dir()]
+        self.files = list(files)
         self.loaded = self.read()
 
     def read(self) -> dict[str, int]:
         found: dict[str, int] = {}
         for installed in self.package_folders:
             found[str(installed)] = os.stat(installed).st_mtime_ns
+        for file in self.files:
+            try:
+                found[str(file)] = os.stat(file).st_mtime_ns
+            except OSError:
+                found[str(file)] = -1  # absent
         for root in self.roots:
             for folder, _dirs, files in os.walk(root):
                 for name in files:
@@ -184,6 +199,17 @@ def package_folders() -> list[Path]:
 
     paths = sysconfig.get_paths()
     return sorted({Path(paths["purelib"]), Path(paths["platlib"])})
+
+
+def prefect_settings_files() -> list[Path]:
+    """The files this process's Prefect settings came from, besides its variables: the profiles
+    (`prefect config set`, `prefect profile use` write them) and the working directory's own."""
+    from prefect.settings import get_current_settings
+
+    here = Path.cwd()
+    return [Path(get_current_settings().profiles_path)] + [
+        here / name for name in PREFECT_SETTINGS_FILES
+    ]
 
 
 def preload(log: list[str]) -> float:
@@ -218,7 +244,7 @@ def serve_forever(path: str, say: Say) -> int:
         names = ", ".join(t.name for t in threading.enumerate())
         say(f"standby: a thread started while loading ({names}); refusing to fork")
         return 2
-    stamp = SourceStamp(project_roots(), package_folders())
+    stamp = SourceStamp(project_roots(), package_folders(), prefect_settings_files())
     listener = _listen(path)
     expected = import_time_values(os.environ)
     loaded = _prefect_settings()

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from notify.migrate import upgrade_database
+from notifyops.standby import CHANGED
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 120
@@ -165,9 +166,10 @@ def test_another_prefect_environment_runs_the_command_itself(standby: Standby) -
     assert not standby.ran("--debug config --json")
 
 
-def test_a_changed_prefect_profile_runs_the_command_itself(tmp_path: Path) -> None:
+def test_a_changed_prefect_profile_restarts_the_standby(tmp_path: Path) -> None:
     """`prefect config set` after the standby started changes no variable, but a command started
-    now reads the new value: the standby, which loaded the old one, must not run it."""
+    now reads the new value: the standby, which loaded the old one, must not run it. It restarts
+    with the new profile, and serves the commands after it again."""
     for standby in _start(tmp_path):
         assert standby.run("templates", "list", "--json").returncode == 0
         assert standby.ran("templates list --json")
@@ -180,6 +182,11 @@ def test_a_changed_prefect_profile_runs_the_command_itself(tmp_path: Path) -> No
         done = standby.run("recipients", "list", "--json")
         assert done.returncode == 0, done.stderr
         assert not standby.ran("recipients list --json")
+        standby.wait_ready(times=2)
+        assert f"standby: {CHANGED}; restarting" in standby.lines()
+        again = standby.run("recipients", "list", "--json")
+        assert again.returncode == 0, again.stderr
+        assert standby.ran("recipients list --json")
 
 
 def test_ctrl_c_reaches_the_command(standby: Standby) -> None:
@@ -216,9 +223,7 @@ def test_new_templates_restart_the_standby(tmp_path: Path) -> None:
         first = standby.run("templates", "list", "--json")
         assert "standby_check" in first.stdout and not standby.ran("templates list --json")
         standby.wait_ready(times=2)
-        assert "standby: the code, the templates or the installed packages changed; restarting" in (
-            standby.lines()
-        )
+        assert f"standby: {CHANGED}; restarting" in standby.lines()
         second = standby.run("templates", "list", "--json")
         assert "standby_check" in second.stdout and standby.ran("templates list --json")
 
