@@ -3,7 +3,9 @@
 Each command group lives in notifyops/commands/; command modules import only Typer and the console
 at module level and load the library, flows and Prefect inside the command that needs them, so
 `notifyops --help` stays fast. Errors print as one readable line (the traceback only with
---debug). Exit codes: 0 ok, 1 partial failure or threshold breached, 2 bad input or setup error.
+--debug). Exit codes: 0 ok, 1 partial failure or threshold breached, 2 bad input or setup error,
+141 (128 + SIGPIPE) when the program reading the output closed it (`| head -1`): quietly, and
+what the command did before it printed stands.
 """
 
 from __future__ import annotations
@@ -34,7 +36,13 @@ from notifyops.commands import (
     suppressions,
     templates,
 )
-from notifyops.console import EXIT_BAD_INPUT, EXIT_PARTIAL, fail_line
+from notifyops.console import (
+    EXIT_BAD_INPUT,
+    EXIT_PARTIAL,
+    OutputClosed,
+    fail_line,
+    output_closed,
+)
 from notifyops.help_text import unwrap_help
 from notifyops.launch import first_command
 from notifyops.prefect_env import apply_defaults, pause_collector, resume_collector
@@ -82,7 +90,15 @@ unwrap_help(app)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    """The command's exit status; the one entry of the command line and of the standby's
+    children (notifyops.standby)."""
+    try:
+        return _run(sys.argv[1:] if argv is None else argv)
+    except OutputClosed:  # `notifyops ... | head -1`: the reader has what it wanted
+        return output_closed()
+
+
+def _run(args: list[str]) -> int:
     debug = "--debug" in args
     if debug:  # accepted anywhere on the line, not only before the command
         args = ["--debug", *(arg for arg in args if arg != "--debug")]
@@ -101,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             fail_line(_usage_line(usage))
         return EXIT_BAD_INPUT
+    except OutputClosed:
+        raise  # not an error: main's
     except Exception as problem:  # the one place that turns any error into a readable line
         return _report(problem, debug=debug, args=args)
     return code if isinstance(code, int) else 0

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, is_dataclass
@@ -19,14 +22,31 @@ from rich.text import Text
 EXIT_OK = 0
 EXIT_PARTIAL = 1  # partial failure or a threshold breached
 EXIT_BAD_INPUT = 2  # bad input or setup error
+# the reader of the output left (`notifyops ... | head -1`): 128 + SIGPIPE, the status a shell
+# reports for a Unix tool that SIGPIPE ended, as Ctrl-C's is 128 + SIGINT (notifyops.interrupts)
+EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE
+
+
+class OutputClosed(Exception):
+    """The program reading this one's output closed it: the command stops printing, and
+    notifyops.cli.main exits quietly (output_closed). Not an OSError: Click takes a broken pipe
+    raised by a command for its own and exits 1, the status of a partial failure here."""
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """Rich's own exits 1 (and points stdout, even for stderr's console, at /dev/null)."""
+        self.quiet = True
+        raise OutputClosed from None
+
 
 _WIDTH = None if sys.stdout.isatty() else 160  # pipes and CI logs get room for wide tables
 # Rich markup and emoji codes off: what is printed is mostly data (names, ids, titles, reasons,
 # template output), and `[/]`, `[admin]` or `site:x:1` in it must print as written, not style the
 # line, fail it (MarkupError) or become an emoji. A line with styled labels says markup=True and
 # escapes (rich.markup.escape) the data it holds, or assembles a rich.text.Text.
-out = Console(highlight=False, width=_WIDTH, markup=False, emoji=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+out = _Console(highlight=False, width=_WIDTH, markup=False, emoji=False)
+err = _Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -50,8 +70,23 @@ def to_jsonable(value: Any) -> Any:
 
 
 def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n")
-    sys.stdout.flush()
+    text = json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n"
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise OutputClosed from None
+
+
+def output_closed() -> int:
+    """After OutputClosed: nothing more is printed, and stdout is pointed at /dev/null so that
+    the interpreter's last flush of what is still buffered cannot fail again (the `signal`
+    docs' note on SIGPIPE). The exit status: EXIT_OUTPUT_CLOSED."""
+    with contextlib.suppress(OSError, ValueError):  # a stdout with no file (a test's capture)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_OUTPUT_CLOSED
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:

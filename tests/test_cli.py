@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,6 +19,7 @@ import pytest
 import typer.main
 
 from notifyops.cli import RUNS_A_FLOW, app, main
+from notifyops.console import EXIT_OUTPUT_CLOSED
 from notifyops.prefect_env import pause_collector, run_flow
 from tests.runtime import reload_runtime
 
@@ -571,8 +574,6 @@ def test_a_flow_that_fails_prints_one_line_and_no_prefect_traceback(
     would start twice, ~15 s each on 2 cores) whose task fails: Prefect's own error logs and
     tracebacks stay off the terminal; --debug brings the traceback back."""
     import sqlite3
-    import subprocess
-    import sys
 
     from notify.migrate import upgrade_database
 
@@ -597,14 +598,78 @@ def _child_env(database_url: str, tmp_path: Path) -> dict[str, str]:
     sender, its own Prefect home and the session's Prefect API."""
     from prefect.settings import PREFECT_API_URL
 
+    return _command_env(database_url, tmp_path) | {"PREFECT_API_URL": str(PREFECT_API_URL.value())}
+
+
+def _command_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    """As _child_env, for a command that needs no Prefect API; no standby takes it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "PREFECT_"))}
     return env | {
         "NOTIFY_DATABASE_URL": database_url,
         "NOTIFY_SENDER": "memory",
+        "NOTIFY_STANDBY": "off",
         "PREFECT_HOME": str(tmp_path / "prefect"),
-        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
+
+
+def _notifyops(
+    args: list[str], env: dict[str, str], *, reader_gone: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """A `notifyops` process. With reader_gone, its stdout is a pipe whose reader has closed it,
+    as `| head -1` has once it read its line (closed before the command starts, so that every
+    write the command makes finds it closed, not only those after a full pipe buffer)."""
+    command = [sys.executable, "-m", "notifyops", *args]
+    if not reader_gone:
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            command, env=env, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120
+        )
+    finally:
+        os.close(write_end)
+
+
+@pytest.fixture
+def roster_db(tmp_path: Path) -> dict[str, str]:
+    """A command environment whose SQLite database holds the sample roster's valid rows."""
+    from notify.migrate import upgrade_database
+
+    url = f"sqlite:///{tmp_path / 'roster.db'}"
+    upgrade_database(url)
+    env = _command_env(url, tmp_path)
+    assert _notifyops(["recipients", "import", str(SAMPLE)], env).returncode == 1  # 5 rejected
+    return env
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["recipients", "list"],
+        ["recipients", "list", "--json"],
+        ["audit", "failures", "--direct", "--json"],
+    ],
+    ids=" ".join,
+)
+def test_output_into_a_pipe_whose_reader_left_exits_141_quietly(
+    roster_db: dict[str, str], args: list[str]
+) -> None:
+    done = _notifyops(args, roster_db, reader_gone=True)
+    assert (done.returncode, done.stderr) == (EXIT_OUTPUT_CLOSED, "")
+    assert EXIT_OUTPUT_CLOSED == 141
+
+
+def test_an_import_whose_reader_left_keeps_what_it_imported(
+    roster_db: dict[str, str], tmp_path: Path
+) -> None:
+    roster = tmp_path / "more.csv"
+    roster.write_text("external_id,name,email,phone\ntech:new,New,new@example.com,\n")
+    done = _notifyops(["recipients", "import", str(roster), "--json"], roster_db, reader_gone=True)
+    assert (done.returncode, done.stderr) == (EXIT_OUTPUT_CLOSED, "")
+    listed = _notifyops(["recipients", "list", "--json", "--search", "tech:new"], roster_db)
+    assert [r["name"] for r in json.loads(listed.stdout)["recipients"]] == ["New"]
 
 
 def test_a_padded_id_is_imported_stripped_and_reached_by_send(
@@ -722,9 +787,6 @@ def test_a_command_runs_prefect_event_and_log_workers_on_a_client_that_parses_no
     """A fresh process (Prefect starts its event and log workers once per process): over an
     http:// API both workers share one client whose TLS context holds no CA certificate (each
     would parse the whole bundle: 50-65 ms of CPU), and the run's log still reaches the API."""
-    import subprocess
-    import sys
-
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
