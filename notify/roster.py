@@ -1,15 +1,15 @@
 """Recipient files (CSV with a header, or JSON Lines): parse and validate every row.
 
 A bad row is reported with its line number, column and reason and never costs its neighbours their
-import: a value longer than its column allows (MAX_LENGTH), a NUL or other control character, a CSV
-row with more or fewer values than the header, a JSON line without a required field, a JSON value
-nested too deeply or not a scalar, a line that is not a JSON object, and a quote that never closes
-(reported on the line it opens; parsing goes on with the next line, so it cannot swallow the rest of
-the file). A quoted CSV value may hold line breaks (RFC 4180) in `name`, the one column that takes
-them, when the record then has the header's number of values; its errors name the line the record
-starts on. A record running over lines otherwise is a quote that never closes. Problems with the
-file as a whole (not UTF-8, empty, missing or unknown columns) raise InputError before any row is
-looked at.
+import: a value longer than its column allows (MAX_LENGTH), a NUL or other control character (in a
+name any of them: a tab, a line break, ESC, ...), a CSV row with more or fewer values than the
+header, a JSON line without a required field, a JSON value nested too deeply or not a scalar, a
+line that is not a JSON object, and a quote that never closes (reported on the line it opens;
+parsing goes on with the next line, so it cannot swallow the rest of the file). A quoted CSV
+`name` holding a line break (RFC 4180) is read as one record when it has the header's number of
+values, and refused for its line break on the line it starts on; a record running over lines
+otherwise is a quote that never closes. Problems with the file as a whole (not UTF-8, empty,
+missing or unknown columns) raise InputError before any row is looked at.
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ from typing import Any
 from notify.errors import InputError
 from notify.json_objects import RepeatedKey, refuse_repeated_keys
 from notify.validation import (
+    CONTROL_CHARACTER,
+    describe_control,
     normalize_email,
+    normalize_name,
     normalize_phone,
     normalize_timezone,
     parse_bool,
@@ -44,7 +47,12 @@ OPTIONAL_COLUMNS = {
 }
 ALL_COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
 _QUIET_HOURS = frozenset({"quiet_hours_start", "quiet_hours_end"})
-_MULTILINE_COLUMNS = frozenset({"name"})  # the columns whose value may hold a line break
+# The columns a quoted CSV value holding a line break is read in as one record (RFC 4180), so
+# that the row is refused for its value (normalize_name: no control character), on the line it
+# starts on, and not as a quote that never closes with the rest of the value as another row.
+_MULTILINE_COLUMNS = frozenset({"name"})
+# The columns whose validator refuses control characters itself (with its own reason).
+_OWN_CONTROL_RULE = frozenset({"name"})
 # Longest accepted raw value per column (the database columns, with room for spaces and a
 # formatted phone number); anything longer is rejected before it is parsed.
 MAX_LENGTH = {
@@ -161,6 +169,29 @@ def validate_records(records: Iterator[tuple[int, Mapping[str, Any] | RowError]]
 def validate_row(record: Mapping[str, Any], line: int) -> RecipientRow:
     _check_raw_values(record)
     value = _field_reader(record)
+    external_id = _external_id(value)
+    name = _checked_raw(value, "name", normalize_name)
+    email = _optional(value, "email", normalize_email)
+    phone = _optional(value, "phone", normalize_phone)
+    if email is None and phone is None:
+        raise _RowInvalid("email", "", "no email and no phone: the recipient cannot be reached")
+    start, end = _quiet_hours(value)
+    return RecipientRow(
+        external_id=external_id,
+        name=name,
+        email=email,
+        phone=phone,
+        timezone=_checked(value, "timezone", normalize_timezone),
+        receive_email=_checked(value, "receive_email", parse_bool),
+        receive_sms=_checked(value, "receive_sms", parse_bool),
+        quiet_hours_start=start,
+        quiet_hours_end=end,
+        line=line,
+        absent=_absent_columns(record),
+    )
+
+
+def _external_id(value: Callable[[str], str]) -> str:
     external_id = value("external_id").strip()
     if not external_id:
         raw = value("external_id")
@@ -175,24 +206,17 @@ def validate_row(record: Mapping[str, Any], line: int) -> RecipientRow:
             "and spaces, so it could never be sent to"
         )
         raise _RowInvalid("external_id", _shown(external_id), reason)
-    email = _optional(value, "email", normalize_email)
-    phone = _optional(value, "phone", normalize_phone)
-    if email is None and phone is None:
-        raise _RowInvalid("email", "", "no email and no phone: the recipient cannot be reached")
-    start, end = _quiet_hours(value)
-    return RecipientRow(
-        external_id=external_id,
-        name=value("name").strip(),
-        email=email,
-        phone=phone,
-        timezone=_checked(value, "timezone", normalize_timezone),
-        receive_email=_checked(value, "receive_email", parse_bool),
-        receive_sms=_checked(value, "receive_sms", parse_bool),
-        quiet_hours_start=start,
-        quiet_hours_end=end,
-        line=line,
-        absent=_absent_columns(record),
-    )
+    return external_id
+
+
+def _checked_raw(value: Callable[[str], str], column: str, check: Callable[[str], str]) -> str:
+    """`check` of the value as the file wrote it (spaces around it included); its ValueError is
+    the row's reason, the value shown with its control characters escaped."""
+    raw = value(column)
+    try:
+        return check(raw)
+    except ValueError as error:
+        raise _RowInvalid(column, _shown(raw), str(error)) from None
 
 
 def _absent_columns(record: Mapping[str, Any]) -> frozenset[str]:
@@ -216,9 +240,9 @@ def _check_raw_values(record: Mapping[str, Any]) -> None:
         if limit is not None and len(text) > limit:
             reason = f"{column} is {len(text):,} characters long; at most {limit} are accepted"
             raise _RowInvalid(column, _shown(text), reason)
-        bad = _CONTROL.search(text)
+        bad = None if column in _OWN_CONTROL_RULE else _CONTROL.search(text)
         if bad:
-            what = "a NUL byte" if bad.group() == "\x00" else f"control character {bad.group()!r}"
+            what = describe_control(bad.group())
             raise _RowInvalid(column, _shown(text), f"{column} contains {what}")
         if column not in _MULTILINE_COLUMNS and _has_line_break(text):
             raise _RowInvalid(column, _shown(text), f"{column} contains a line break")
@@ -231,7 +255,7 @@ def _has_line_break(text: str) -> bool:
 def _shown(text: str) -> str:
     """A bad value as quoted back in the report: short, control characters escaped."""
     cut = text[:_SHOWN] + ("…" if len(text) > _SHOWN else "")
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], cut).replace("\n", "\\n")
+    return CONTROL_CHARACTER.sub(lambda m: repr(m.group())[1:-1], cut)
 
 
 def _field_reader(record: Mapping[str, Any]) -> Callable[[str], str]:

@@ -13,6 +13,8 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+# Unicode category Cc, the whole of it: C0 (tab, line breaks, NUL, ESC, ...), DEL and C1
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _TRUE = {"true", "1", "yes", "y", "t", "on"}
 _FALSE = {"false", "0", "no", "n", "f", "off", ""}
 
@@ -39,6 +41,33 @@ def normalize_phone(raw: str) -> str:
     if any(character.isalpha() for character in text):  # read as keypad digits: 1-800-FLOWERS
         raise ValueError(f"{raw!r} has letters: write the number in digits")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_name(raw: str) -> str:
+    """A recipient's name without the spaces around it. A control character anywhere in it (a
+    tab, a line break, NUL, ESC, ...) is refused, not removed: a name is printed in every SMS,
+    email and table that names the person, a tab or a C1 character is outside the SMS alphabet
+    (GSM 03.38; each SMS would go as UCS-2, in more parts and at a higher price), and ESC
+    sequences rewrite the terminal that shows them."""
+    bad = CONTROL_CHARACTER.search(raw)
+    if bad:
+        raise ValueError(
+            f"name contains {describe_control(bad.group())}: a name is printed in SMS, emails and "
+            "terminals, which a control character garbles (a tab alone makes every SMS naming "
+            "the recipient UCS-2, in more parts); remove it"
+        )
+    return raw.strip()
+
+
+def describe_control(character: str) -> str:
+    """`a tab`, `a line break`, `a NUL byte` or `control character '\\x1b'`."""
+    if character == "\t":
+        return "a tab"
+    if character in "\n\r\x85":
+        return "a line break"
+    if character == "\x00":
+        return "a NUL byte"
+    return f"control character {character!r}"
 
 
 def normalize_email(raw: str) -> str:

@@ -327,23 +327,66 @@ def test_a_quote_closed_lines_later_still_loses_only_its_own_line(tmp_path: Path
     assert [error.line for error in parsed.errors] == [3]
 
 
-def test_a_quoted_name_with_a_line_break_is_one_record_and_lines_stay_right(
+def test_a_quoted_name_with_a_line_break_is_one_record_refused_on_its_line(
     tmp_path: Path,
 ) -> None:
     """RFC 4180 lets a quoted value hold a line break: it was rejected as a quote that never
-    closes, and the next row as short. Errors after it still name the lines they start on."""
+    closes, and the next row as short. It is one record, refused for the name's line break (a
+    name holds no control character) on the line it starts on; errors after it still name the
+    lines they start on."""
     text = HEADER + (
         "g:1,One,g1@example.com,,UTC,true,false,,\n"
         'x:1,"Multi\nLine Name",x@example.com,,UTC,true,false,,\n'
         "g:2,Two,g2@example.com,,Mars/Olympus,true,false,,\n"
-        '"x:2","Three\r\nLines\r\nHere",not-an-email,,UTC,true,false,,\r\n'
+        '"x:2","Three\r\nLines\r\nHere",x2@example.com,,UTC,true,false,,\r\n'
         "g:3,Three,g3@example.com,,UTC,true,false,,\n"
     )
     parsed = parse_roster_file(write(tmp_path, text))
-    assert [row.external_id for row in parsed.rows] == ["g:1", "x:1", "g:3"]
-    assert parsed.rows[1].name == "Multi\nLine Name" and parsed.rows[1].line == 3
-    assert [(e.line, e.column) for e in parsed.errors] == [(5, "timezone"), (6, "email")]
+    assert [row.external_id for row in parsed.rows] == ["g:1", "g:3"]
+    assert [(e.line, e.column) for e in parsed.errors] == [
+        (3, "name"),
+        (5, "timezone"),
+        (6, "name"),
+    ]
+    assert parsed.errors[0].value == "Multi\\nLine Name"
+    assert "name contains a line break" in parsed.errors[2].reason
     assert parsed.total == 5
+
+
+@pytest.mark.parametrize(
+    ("name", "what"),
+    [
+        ("Ann\tLee", "a tab"),
+        ("\tAnn Lee", "a tab"),  # was stripped away with the spaces, without a word
+        ("Ann Lee\r", "a line break"),
+        ("Ann\x1b[2JLee", "control character '\\x1b'"),
+        ("Ann\x85Lee", "a line break"),
+        ("Ann\x9bLee", "control character '\\x9b'"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_a_name_with_a_control_character_is_refused_and_the_other_rows_land(
+    tmp_path: Path, name: str, what: str, kind: str
+) -> None:
+    """A tab is not in the SMS alphabet (GSM 03.38): a name holding one was imported, and every
+    SMS naming the technician went as UCS-2, in more parts; ESC garbled the terminal listing
+    it. The row is refused naming `name`, its value shown escaped."""
+    if kind == "csv":
+        path = write(tmp_path, around(f'x:1,"{name}",x@example.com,,UTC,true,false,,'))
+    else:
+        lines = [jsonl("g:1"), jsonl("x:1", name=name), jsonl("g:2")]
+        path = write(tmp_path, "\n".join(lines) + "\n", "roster.jsonl")
+    parsed = parse_roster_file(path)
+    assert [row.external_id for row in parsed.rows] == ["g:1", "g:2"]
+    (error,) = parsed.errors
+    assert (error.line, error.column) == (3 if kind == "csv" else 2, "name")
+    assert error.reason.startswith(f"name contains {what}: ")
+    assert error.value == repr(name)[1:-1]
+
+
+def test_a_name_keeps_its_inner_spaces_and_loses_those_around_it(tmp_path: Path) -> None:
+    parsed = parse_roster_file(write(tmp_path, around("x:1,  Ann  Lee ,x@example.com,,UTC,,,,")))
+    assert parsed.errors == [] and parsed.rows[1].name == "Ann  Lee"
 
 
 def test_a_line_break_outside_the_name_is_still_a_quote_that_never_closes(tmp_path: Path) -> None:
