@@ -8,8 +8,10 @@ line that is not a JSON object, and a quote that never closes (reported on the l
 parsing goes on with the next line, so it cannot swallow the rest of the file). A quoted CSV
 `name` holding a line break (RFC 4180) is read as one record when it has the header's number of
 values, and refused for its line break on the line it starts on; a record running over lines
-otherwise is a quote that never closes. Problems with the file as a whole (not UTF-8, empty,
-missing or unknown columns) raise InputError before any row is looked at.
+otherwise is a quote that never closes. A CSV header's names are matched without regard to case
+or the spaces around them (_column_key). Problems with the file as a whole (not UTF-8, empty,
+missing or unknown columns, a column named twice, in any case) raise InputError before any row is
+looked at.
 """
 
 from __future__ import annotations
@@ -345,8 +347,9 @@ def _csv_records(text: str) -> Iterator[tuple[int, Mapping[str, Any] | RowError]
         csv.field_size_limit(_CSV_FIELD_LIMIT)
     source = _CsvSource(io.StringIO(text, newline="").readlines())
     header = source.next_record()
-    columns = [name.strip() for name in header] if isinstance(header, list) else []
-    _check_columns(columns)
+    written = [name.strip() for name in header] if isinstance(header, list) else []
+    _check_columns(written)
+    columns = [_column_key(name) for name in written]
     while not source.done():
         start = source.position + 1  # 1-based number of the line the record starts on
         record = source.next_record()
@@ -445,22 +448,41 @@ class _CsvSource:
         )
 
 
-def _check_columns(columns: list[str]) -> None:
-    if not columns or not any(columns):
+def _column_key(written: str) -> str:
+    """The column a header's name stands for: matched without regard to case or the spaces
+    around it (`EXTERNAL_ID`, ` Email `), as a spreadsheet export may write it."""
+    return written.strip().lower()
+
+
+def _check_columns(written: list[str]) -> None:
+    if not written or not any(written):
         raise InputError("no header row: the first line must name the columns")
-    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+    keys = [_column_key(name) for name in written]
+    missing = [name for name in REQUIRED_COLUMNS if name not in keys]
     unknown = [
         name or f"(unnamed column {number}: a comma too many in the header?)"
-        for number, name in enumerate(columns, start=1)
-        if name not in ALL_COLUMNS
+        for number, (name, key) in enumerate(zip(written, keys, strict=True), start=1)
+        if key not in ALL_COLUMNS
     ]
-    twice = sorted({name for name in columns if name and columns.count(name) > 1})
+    twice = _named_twice(written)
     if missing or unknown or twice:
         parts = [f"missing column(s): {', '.join(missing)}"] if missing else []
         parts += [f"unknown column(s): {', '.join(unknown)}"] if unknown else []
         if twice:
             parts.append(f"column(s) named twice: {', '.join(twice)} (which value is meant?)")
         raise InputError(f"{'; '.join(parts)} (accepted columns: {', '.join(ALL_COLUMNS)})")
+
+
+def _named_twice(written: list[str]) -> list[str]:
+    """Each column the header names more than once, in any case, as written: `phone`, or
+    `email and EMAIL`."""
+    forms: dict[str, list[str]] = defaultdict(list)
+    for name in written:
+        if name:
+            forms[_column_key(name)].append(name)
+    return [
+        " and ".join(dict.fromkeys(names)) for _, names in sorted(forms.items()) if len(names) > 1
+    ]
 
 
 def _jsonl_records(text: str) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
@@ -513,11 +535,12 @@ def _json_line(raw: str) -> dict[str, Any] | str:
 
 
 def read_recipient_file(path: Path) -> list[str]:
-    """One external id per line, or a CSV whose header has an external_id column."""
+    """One external id per line, or a CSV whose header has an external_id column (in any
+    case, as a roster's header)."""
     lines = _read_utf8(path, "external ids, one a line").splitlines()
-    if lines and "external_id" in [name.strip() for name in lines[0].split(",")]:
+    if lines and "external_id" in [_column_key(name) for name in lines[0].split(",")]:
         reader = csv.DictReader(lines, skipinitialspace=True)
-        reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+        reader.fieldnames = [_column_key(name) for name in reader.fieldnames or []]
         found = (row.get("external_id") or "" for row in reader)
     else:
         found = (line for line in lines if not line.lstrip().startswith("#"))

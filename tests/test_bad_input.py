@@ -212,6 +212,11 @@ def roster_file_cases() -> list[Case]:
         Case("file-missing", lambda t: [*import_, str(t / "nope.csv")], "nope.csv"),
         Case("file-directory", lambda t: [*import_, str(t)], "cannot read"),
         Case(
+            "file-column-twice-in-two-cases",
+            raw_file("c.csv", (HEADER.replace("email", "email,EMAIL") + "\n").encode(), *import_),
+            "column(s) named twice: email and EMAIL",
+        ),
+        Case(
             "file-header-broken-quote",
             raw_file("q.csv", b'"external_id,name\n', *import_),
             "header",

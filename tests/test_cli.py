@@ -62,6 +62,18 @@ def test_import_reports_rejected_rows_and_exits_1(
     assert listed["total"] == report["valid"]
 
 
+def test_a_roster_whose_header_is_in_capitals_imports(
+    cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A spreadsheet's export: `EXTERNAL_ID,NAME,...` was refused (exit 2, missing columns)."""
+    main(["db", "upgrade"])
+    capsys.readouterr()
+    roster = tmp_path / "export.csv"
+    roster.write_text("EXTERNAL_ID,Name,EMAIL,Phone\ntech:1,Ana,ana@example.com,\n")
+    assert main(["recipients", "import", str(roster), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["created"] == 1
+
+
 def test_dry_run_writes_nothing(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
     main(["db", "upgrade"])
     main(["recipients", "import", str(SAMPLE), "--dry-run"])

@@ -132,6 +132,8 @@ def test_a_json_line_gives_the_optional_fields_it_names(
         ("external_id,name,email\nt:1,A,a@example.com\n", "missing column(s): phone"),
         (HEADER.strip() + ",favourite_color\n", "unknown column(s): favourite_color"),
         (HEADER.strip() + ",phone\n", "column(s) named twice: phone"),
+        ("external_id,name,email,EMAIL,phone\n", "column(s) named twice: email and EMAIL"),
+        ("External_Id,Name,E-mail,Phone\n", "missing column(s): email; unknown column(s): E-mail"),
         (HEADER.strip() + ",\n", "unknown column(s): (unnamed column 10: a comma too many"),
     ],
 )
@@ -140,6 +142,39 @@ def test_file_level_problems_are_one_clear_message(
 ) -> None:
     with pytest.raises(InputError, match=message_part.replace("(", r"\(").replace(")", r"\)")):
         parse_roster_file(write(tmp_path, content))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "EXTERNAL_ID,NAME,EMAIL,PHONE,TIMEZONE,RECEIVE_SMS",
+        "External_Id, Name ,Email,Phone,TimeZone,Receive_SMS",
+    ],
+)
+def test_a_header_in_another_case_imports_as_written_in_lower_case(
+    tmp_path: Path, header: str
+) -> None:
+    """A spreadsheet export writes `EXTERNAL_ID,NAME,...`: it was refused as missing every
+    column and naming unknown ones."""
+    text = header + "\nt:1,Ana,ana@example.com,+12065550101,America/Chicago,yes\n"
+    parsed = parse_roster_file(write(tmp_path, text))
+    assert parsed.errors == []
+    (row,) = parsed.rows
+    assert (row.external_id, row.name, row.email, row.phone) == (
+        "t:1",
+        "Ana",
+        "ana@example.com",
+        "+12065550101",
+    )
+    assert (row.timezone, row.receive_sms) == ("America/Chicago", True)
+    assert row.absent == {"receive_email", "quiet_hours_start", "quiet_hours_end"}
+
+
+def test_a_header_in_another_case_reports_rows_under_the_columns_names(tmp_path: Path) -> None:
+    text = "EXTERNAL_ID,NAME,EMAIL,PHONE\nt:1,Ana,not-an-email,\nt:2,Bo,bo@example.com,\n"
+    parsed = parse_roster_file(write(tmp_path, text))
+    assert [row.external_id for row in parsed.rows] == ["t:2"]
+    assert [(e.line, e.column) for e in parsed.errors] == [(2, "email")]
 
 
 def test_a_json_line_naming_a_field_twice_is_rejected_not_read_as_its_last_value(
@@ -449,6 +484,8 @@ def test_recipient_files_strip_ids_in_both_forms(tmp_path: Path) -> None:
     assert read_recipient_file(plain) == ["t:1", "t:2"]
     table = write(tmp_path, "name, external_id\nA,  t:3 \nB,\n", "ids.csv")
     assert read_recipient_file(table) == ["t:3"]
+    shouted = write(tmp_path, "NAME, External_ID \nA,t:4\n", "shouted.csv")
+    assert read_recipient_file(shouted) == ["t:4"]
 
 
 @pytest.mark.parametrize(
