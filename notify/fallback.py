@@ -58,6 +58,7 @@ from notify.db import (
 )
 from notify.errors import OPTED_OUT, InputError
 from notify.marks import read_mark, set_mark
+from notify.opt_outs import SEEN_AT_DELIVERY, suppress_opted_out
 from notify.senders.failover import ROUTE_SMTP, FailoverMarks
 
 if TYPE_CHECKING:
@@ -110,11 +111,19 @@ def after_outcomes(
     policy: FallbackPolicy | None,
     now: datetime,
 ) -> None:
-    """In the transaction that records `done`: the failover's notes on the rows it sent, and an
-    email fallback for each SMS that failed for good (not an opt-out)."""
+    """In the transaction that records `done`: the failover's notes on the rows it sent, a
+    suppression of each number found opted out (notify.opt_outs), and an email fallback for each
+    SMS that failed for good (not an opt-out)."""
     notes = [(o.id, o.note) for _, o in done if o.note]
     if notes:
         _append_decisions(conn, notes, owner=owner)
+    opted_out = [
+        (row.recipient_phone or "", row.id)
+        for row, outcome in done
+        if row.channel == Channel.sms.value and outcome.error_code == OPTED_OUT.code
+    ]
+    if opted_out:
+        suppress_opted_out(conn, opted_out, now)
     if policy is None:
         return
     failed = {
@@ -174,9 +183,14 @@ def suppressed_sms_fallbacks(
 
 def whole_number_mute() -> ColumnElement[bool]:
     """A suppression that may let a muted SMS fall back to email: an operator's mute of the whole
-    number, not a loop mute (which names a title) nor an opt-out from a receipt."""
+    number, not a loop mute (which names a title) nor an opt-out (from a receipt, or found by the
+    deliverer)."""
     x = SUPPRESSIONS
-    return and_(x.c.title.is_(None), ~x.c.reason.contains(" receipt "))  # "<event> receipt <key>"
+    return and_(
+        x.c.title.is_(None),
+        ~x.c.reason.contains(" receipt "),  # "<event> receipt <key>"
+        ~x.c.reason.startswith(SEEN_AT_DELIVERY),
+    )
 
 
 # --- the fallback rows -------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from notify.errors import (
     DeliveryError,
     ErrorKind,
 )
-from notify.fallback import SMTP_NOTE, FallbackPolicy, MarkMemory, make_fallbacks
+from notify.fallback import SMS_SUPPRESSED, SMTP_NOTE, FallbackPolicy, MarkMemory, make_fallbacks
 from notify.pacing import Unpaced
 from notify.senders import Senders
 from notify.senders.base import EmailSender, OutgoingEmail
@@ -35,10 +35,11 @@ from notify.senders.failover import FailoverEmailSender
 from notify.senders.memory import MemorySender, Outgoing
 from notify.settings import Priority, Settings, load_settings
 from tests.aws_fixtures import SmtpServer, SmtpServerFactory
-from tests.test_dispatch import CATALOG, NOON, add_recipients, send, statuses, tech
+from tests.test_dispatch import CATALOG, NOON, add_recipients, decisions, send, statuses, tech
 from tests.test_senders import smtp_sender
 
 POLICY = FallbackPolicy.of(CATALOG)
+PHONE = "+12065550001"  # tech(1)'s number
 
 
 class Clock:
@@ -298,13 +299,37 @@ def test_a_permanently_failed_sms_becomes_one_email_sent_once(
 
 def test_an_opt_out_makes_no_fallback(engine: Engine, settings: Settings) -> None:
     sms_only(engine, settings)
-    opted_out = MemorySender(opted_out=["+12065550001"])
+    opted_out = MemorySender(opted_out=[PHONE])
     email = MemorySender()
     run = deliverer(engine, settings, email=email, sms=opted_out)
     assert run.deliver_batch().outcomes == {("sms", "failed_permanent"): 1}
     run.deliver_batch()
     assert statuses(engine) == {("email", "skipped"): 1, ("sms", "failed_permanent"): 1}
     assert not email.emails
+
+
+def test_an_opt_out_found_at_delivery_suppresses_the_number(
+    engine: Engine, settings: Settings
+) -> None:
+    """SNS drops an SMS to a number that replied STOP, so the deliverer asks first. What it finds
+    is kept: the number is suppressed, and the next send skips its SMS at enqueue, naming the
+    suppression, rather than storing, claiming and failing it again. No email fallback: the
+    opt-out is the recipient's choice."""
+    sms_only(engine, settings)
+    run = deliverer(engine, settings, email=MemorySender(), sms=MemorySender(opted_out=[PHONE]))
+    assert run.deliver_batch().outcomes == {("sms", "failed_permanent"): 1}
+    with transaction(engine) as session:
+        (kept,) = session.scalars(select(Suppression)).all()
+        failed = session.scalars(select(DeliveryLog.id).where(DeliveryLog.channel == "sms")).one()
+        assert (kept.address, kept.channel, kept.title, kept.until) == (PHONE, "sms", None, None)
+        assert kept.reason.endswith(f"delivery #{failed}")
+    send(engine, settings, ["tech:1"], priority=Priority.high)
+    assert statuses(engine) == {
+        ("email", "skipped"): 2,
+        ("sms", "failed_permanent"): 1,
+        ("sms", "skipped"): 1,
+    }
+    assert SMS_SUPPRESSED in [d for c, st, d in decisions(engine) if (c, st) == ("sms", "skipped")]
 
 
 def test_a_template_that_opts_out_makes_no_fallback(engine: Engine, settings: Settings) -> None:
