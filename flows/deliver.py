@@ -32,8 +32,9 @@ NOTHING_DUE = "NothingDue"
     log_prints=False,
 )
 def deliver_pending(params: DeliverParams | None = None) -> State[Any]:
-    if idle():
-        return Completed(name=NOTHING_DUE, message="nothing due", data=DeliverySummary())
+    nothing = idle()
+    if nothing is not None:
+        return Completed(name=NOTHING_DUE, message=_nothing_due(nothing), data=nothing)
     with library_logs_in_run():
         summary, _ = deliver_due(params or DeliverParams())
         delivery_table(summary)
@@ -45,6 +46,15 @@ def deliver_pending(params: DeliverParams | None = None) -> State[Any]:
             logger.error("%s", state.message)
             delivery_events(summary)
     return state
+
+
+def _nothing_due(summary: DeliverySummary) -> str:
+    if not summary.waiting_later or summary.next_due_at is None:
+        return "nothing due"
+    return (
+        f"nothing due; {summary.waiting_later} waiting for a later time, the next due at "
+        f"{summary.next_due_at:%Y-%m-%d %H:%M:%S} UTC"
+    )
 
 
 def _by_status(summary: DeliverySummary) -> dict[str, int]:

@@ -469,26 +469,43 @@ def due_count(*, session: Session, now: datetime) -> int:
 @dataclass(frozen=True)
 class Leftovers:
     """What a delivery run leaves behind: rows due now, rows still held by its own (dead) batches,
-    which go back at lease expiry, and rows `unknown` anywhere in the log."""
+    which go back at lease expiry, rows `unknown` anywhere in the log, and the rows waiting for
+    a later time (a retry's backoff, a stopped channel's rows given back, quiet hours) with the
+    first of those times."""
 
     due: int
     held: int
     unknown: int
+    later: int = 0
+    next_due_at: datetime | None = None
 
 
 def leftovers(*, session: Session, run_tag: str, now: datetime) -> Leftovers:
-    """Rows due at `now`, rows `claimed`/`sending` by any lease owner naming `run_tag`, and all
-    `unknown` rows."""
+    """Rows due at `now`, rows `claimed`/`sending` by any lease owner naming `run_tag`, all
+    `unknown` rows, and the waiting rows not due yet (read from the due index)."""
     held = select(func.count()).where(
         LOGS.c.status.in_((Status.claimed.value, Status.sending.value)),
         LOGS.c.lease_owner.contains(run_tag, autoescape=True),
     )
     unknown = select(func.count()).where(LOGS.c.status == Status.unknown.value)
+    waiting, first = waiting_later(session=session, now=now)
     return Leftovers(
         due_count(session=session, now=now),
         int(session.scalar(held) or 0),
         int(session.scalar(unknown) or 0),
+        waiting,
+        first,
     )
+
+
+def waiting_later(*, session: Session, now: datetime) -> tuple[int, datetime | None]:
+    """The waiting rows not due at `now` (a retry's backoff, a stopped channel's rows given
+    back, quiet hours) and when the first comes due: one read of the due index."""
+    later = select(func.count(), func.min(LOGS.c.next_attempt_at)).where(
+        LOGS.c.status.in_(DUE_STATUSES), LOGS.c.next_attempt_at > now
+    )
+    count, first = session.execute(later).one()
+    return int(count or 0), first
 
 
 REDRIVABLE = ("unknown", "failed", "failed_permanent", "pending_retry")

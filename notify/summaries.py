@@ -7,6 +7,8 @@ the deliverer's `BatchReport`s: nothing is flattened to strings and parsed again
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, Field
 
 from notify.delivery import BatchReport, FailureSample
@@ -29,6 +31,12 @@ class DeliverySummary(BaseModel):
     stopped: str | None = None
     paused: str | None = Field(None, description="why a channel's rows were left pending")
     remaining_due: int = 0
+    waiting_later: int = Field(
+        0,
+        description="rows waiting for a later time: a retry's backoff, a stopped channel's rows "
+        "given back, quiet hours",
+    )
+    next_due_at: datetime | None = Field(None, description="when the first of those comes due")
     left_held: int = Field(
         0, description="rows still claimed/sending by this run's failed batches (back at lease end)"
     )
@@ -69,6 +77,8 @@ class DeliverySummary(BaseModel):
             stopped=report.stopped,
             paused=report.paused,
             remaining_due=left.due,
+            waiting_later=left.later,
+            next_due_at=left.next_due_at,
             left_held=left.held,
             unknown_total=left.unknown,
             failures=list(report.failures),

@@ -23,9 +23,10 @@ from notify.digest import Gathered, follow_digests, gather_digests
 from notify.due import has_work
 from notify.enqueue import Attribution, EnqueueResult, SendRequest, enqueue
 from notify.errors import NotifyError
-from notify.outbox import Leftovers, RescueCounts, leftovers
+from notify.outbox import Leftovers, RescueCounts, leftovers, waiting_later
 from notify.recheck import Rechecked, recheck_queued
 from notify.request_report import RequestReport, request_report
+from notify.summaries import DeliverySummary
 from tasks.resources import pacers, runtime, worker_name
 
 
@@ -223,8 +224,13 @@ def request_rows(request_id: str) -> RequestReport:
         return request_report(session=session, request_id=request_id)
 
 
-def idle() -> bool:
-    """Nothing due and no lease expired: one indexed query, no task run (the cheap path of a
-    scheduled deliver-pending)."""
+def idle() -> DeliverySummary | None:
+    """Nothing due and no lease expired: what an idle run reports (the rows waiting for a later
+    time), else None. Two indexed queries, no task run (the cheap path of a scheduled
+    deliver-pending)."""
+    now = utcnow()
     with transaction(runtime().engine()) as session:
-        return not has_work(session=session, now=utcnow())
+        if has_work(session=session, now=now):
+            return None
+        waiting, first = waiting_later(session=session, now=now)
+    return DeliverySummary(waiting_later=waiting, next_due_at=first)

@@ -700,6 +700,44 @@ def test_a_padded_id_is_imported_stripped_and_reached_by_send(
     assert len(json.loads(capsys.readouterr().out)["enqueue"]["notification_ids"]) == 1
 
 
+def test_deliver_says_why_email_waits_and_when_the_rest_is_due(
+    flow_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Email paused by the reputation guardrail: the run ends Stopped, and `deliver` says so,
+    with the fix, and exits 1 (it said "0 claimed; 1 due now" and exited 0). A row waiting for a
+    later time (a retry's backoff, a stopped channel's rows given back) is counted, with when
+    the first comes due (it said "0 due now" and nothing of them)."""
+    from sqlalchemy import update
+
+    from notify.bootstrap import runtime
+    from notify.db import DELIVERY_LOGS, transaction
+    from notify.marks import EMAIL_PAUSED, set_mark
+
+    roster = tmp_path / "one.csv"
+    roster.write_text("external_id,name,email,phone\ntech:7,Seven,seven@example.com,\n")
+    assert main(["recipients", "import", str(roster)]) == 0
+    context = '{"sent_at": "now"}'
+    args = ["send", "-t", "test_message", "--to", "tech:7", "--context", context, "--no-deliver"]
+    assert main(args) == 0
+    now = datetime.now(UTC)
+    with transaction(runtime().engine()) as session:
+        set_mark(session, EMAIL_PAUSED, now, now=now, note="bounce rate 12.00%")
+    capsys.readouterr()
+    assert main(["deliver"]) == 1
+    out = capsys.readouterr().out
+    assert "0 claimed" in out and "1 due now" in out
+    assert "bounce rate 12.00%" in out and "notifyops receipts resume-email" in out
+    later = now + timedelta(minutes=5)
+    with transaction(runtime().engine()) as session:
+        set_mark(session, EMAIL_PAUSED, None, now=now, note="")
+        session.execute(update(DELIVERY_LOGS).values(next_attempt_at=later))
+    assert main(["deliver"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        f"0 due now, 1 waiting for a later time (the next due at {later:%Y-%m-%d %H:%M:%S}" in out
+    )
+
+
 def test_a_flow_command_resumes_the_collector_its_start_up_paused(flow_env: str) -> None:
     """A command that runs a flow loads Prefect with the cyclic collector paused; its run turns
     it back on, so a long delivery never runs without it."""

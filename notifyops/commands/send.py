@@ -118,15 +118,17 @@ def _dispatch_failed(summary: DispatchSummary) -> bool:
         return False
     if own is None:
         return _has_failures(delivery)
-    if delivery.stopped or delivery.left_held:
+    if delivery.stopped or delivery.paused or delivery.left_held:
         return True
     return any(own.count(status) for status in FAILED)
 
 
 def _has_failures(summary: DeliverySummary) -> bool:
-    """Stopped, failed, retrying, left in doubt by a failed batch, or made `unknown` by rescue."""
+    """Stopped or paused (the run's state is Stopped), failed, retrying, left in doubt by a
+    failed batch, or made `unknown` by rescue."""
     in_doubt = summary.left_held or summary.rescued_unknown
-    return bool(summary.stopped or in_doubt) or any(summary.count(s) for s in FAILED)
+    held_back = summary.stopped or summary.paused
+    return bool(held_back or in_doubt) or any(summary.count(s) for s in FAILED)
 
 
 def _context(raw: str | None, path: Path | None) -> dict[str, Any]:
@@ -261,13 +263,30 @@ def _print_delivery(summary: DeliverySummary, *, title: str = "Delivered") -> No
     returned = f"{summary.released} returned to the queue; " if summary.released else ""
     out.print(
         f"{summary.claimed} claimed in {summary.batches} batch(es); {returned}"
-        f"{summary.remaining_due} due now; "
+        f"{summary.remaining_due} due now{_later(summary)}; "
         f"rescued {summary.rescued_to_pending} to pending, {summary.rescued_unknown} to unknown"
     )
     if summary.failures:
         out.print(_failures_table(summary))
     if summary.stopped:
         out.print(f"batch stopped: {summary.stopped}")
+    if summary.paused:
+        out.print(f"{summary.paused}; `notifyops receipts resume-email` lets it go (runbook)")
+
+
+def _later(summary: DeliverySummary) -> str:
+    """`, N waiting for a later time (the next due at 14:05:09 UTC, in 18 s)`, or nothing."""
+    if not summary.waiting_later or summary.next_due_at is None:
+        return ""
+    from datetime import UTC, datetime
+
+    due = summary.next_due_at.astimezone(UTC)
+    seconds = max(0, round((due - datetime.now(UTC)).total_seconds()))
+    wait = f"in {seconds} s" if seconds < 120 else f"in {round(seconds / 60)} min"
+    return (
+        f", {summary.waiting_later} waiting for a later time "
+        f"(the next due at {due:%Y-%m-%d %H:%M:%S} UTC, {wait})"
+    )
 
 
 def _failures_table(summary: DeliverySummary) -> Any:
