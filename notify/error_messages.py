@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from notify.errors import FIX_SEPARATOR, KNOWN_KINDS, UNKNOWN, ErrorKind, classify
+from notify.errors import FIX_SEPARATOR, KNOWN_KINDS, UNKNOWN, ErrorKind, as_recorded, classify
 
 MAX_CHARS = 200
 _SUBSTITUTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -42,8 +42,15 @@ def normalise_error_message(message: str | None) -> str:
     return text.strip()[:MAX_CHARS]
 
 
-def kind_for(code: str | None, message: str | None) -> ErrorKind:
-    """The known kind for a stored failure: by its code, else by a code or phrase in its text."""
+def kind_for(code: str | None, message: str | None, error_class: str | None = None) -> ErrorKind:
+    """The known kind for a stored failure: by its code, else by a code or phrase in its text;
+    with the class the deliverer recorded, where the text alone cannot tell (SES's "not
+    verified" naming our sender, recorded as config, masked to `<email>` in the normalised
+    message: `notify.errors.as_recorded`)."""
+    return as_recorded(_kind_by_text(code, message), error_class)
+
+
+def _kind_by_text(code: str | None, message: str | None) -> ErrorKind:
     text = message or ""
     kind = classify(code or "", text)
     if kind is not UNKNOWN:

@@ -466,6 +466,22 @@ def classify(code: str, message: str, http_status: int | None = None) -> ErrorKi
     return _by_http_status(status) or _by_smtp_class(code) or UNKNOWN
 
 
+# What the deliverer knew that a stored failure's text does not say: SES's "not verified" reads
+# the same for our own sender and for a sandboxed recipient, and `notify.senders.base.sender_aware`
+# tells them apart by NOTIFY_EMAIL_FROM in the text, an address the audits' normalised message
+# masks (`<email>`). The class it recorded (config) is that rule's answer.
+_RECORDED_AS: dict[tuple[ErrorKind, str], ErrorKind] = {
+    (ADDRESS_NOT_VERIFIED, ErrorClass.config.value): SENDER_NOT_VERIFIED,
+}
+
+
+def as_recorded(kind: ErrorKind, error_class: str | None) -> ErrorKind:
+    """The kind of a stored failure whose code and text classify as `kind`, given the class the
+    deliverer recorded with it (`delivery_logs.error_class`): SENDER_NOT_VERIFIED for a "not
+    verified" recorded as config (it named our sender), else `kind`."""
+    return _RECORDED_AS.get((kind, error_class or ""), kind)
+
+
 def _status_in_code(code: str) -> int | None:
     """A stored code such as "HTTP503" or botocore's bare "500" for an unparsable error body."""
     digits = code.removeprefix("HTTP")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -31,17 +33,21 @@ from notify.bootstrap import Runtime
 from notify.check_names import Check
 from notify.checks import run_audit
 from notify.db import Suppression, make_engine, transaction
+from notify.delivery import Deliverer
 from notify.errors import (
     ADDRESS_NOT_VERIFIED,
     INVALID_PHONE,
     RATE_EXCEEDED,
+    SENDER_NOT_VERIFIED,
     SMTP_AUTH_FAILED,
     InputError,
 )
+from notify.pacing import Unpaced
 from notify.schema import DatabaseNotReady
-from notify.settings import Priority, Settings, load_settings
+from notify.senders import from_settings as senders_from_settings
+from notify.settings import Priority, SenderKind, Settings, load_settings
 from notify.severity import Severity
-from tests.aws_fixtures import VERIFIED_SENDER
+from tests.aws_fixtures import REJECTED_UNVERIFIED, VERIFIED_SENDER
 from tests.factories import AS_OF, Rows
 from tests.test_dispatch import NOON, add_recipients, send
 from tests.test_dispatch import tech as technician
@@ -463,11 +469,12 @@ def test_an_error_every_email_meets_and_waits_to_retry_shows_with_its_fix(
     assert (report.failed, report.retrying) == (2, 33), "the rates count failed rows only"
     [group] = report.groups
     assert (group.count, group.retrying, group.share) == (2, 30, 1.0)
-    assert (group.error_code, group.channels, group.fix) == (
+    assert (group.error_code, group.channels, group.error_class) == (
         "MessageRejected",
         ("email",),
-        ADDRESS_NOT_VERIFIED.fix,
+        "config",
     )
+    assert (group.cause, group.fix) == (SENDER_NOT_VERIFIED.cause, SENDER_NOT_VERIFIED.fix)
 
 
 def test_purged_rows_do_not_dilute_the_failure_rate(
@@ -592,6 +599,76 @@ def test_failure_groups_normalise_messages(
     assert set(report.to_json()["groups"][0]) >= {"error_class", "error_message", "count", "fix"}
 
 
+def test_not_verified_naming_our_sender_and_naming_a_recipient_have_their_own_fixes(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    """SES words both the same, and the normalised message masks the address that tells them
+    apart: `audit failures` gave our unverified sender (recorded as config by the deliverer)
+    the sandboxed recipient's cause and fix, "request production access", while `deliver` and
+    `test-email` said to verify the sender (RUNBOOK section 1)."""
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    failure = {"channel": "email", "created_at": AS_OF - H, "error_code": "SMTP554"}
+    ours, theirs = "unverified@example.com", "tech1@example.com"
+    rows.many(4, tech, status="pending_retry", error_class="config", **failure,
+              error_message=REJECTED_UNVERIFIED.format(sender=ours))  # fmt: skip
+    rows.many(3, tech, status="failed_permanent", error_class="permanent", **failure,
+              error_message=REJECTED_UNVERIFIED.format(sender=theirs))  # fmt: skip
+    rows.insert(engine)
+    for report in (
+        run(failure_summary, session, settings),
+        failure_summary(
+            session=session, as_of=AS_OF, window=DAY, settings=settings, rollups=FULL_SCAN
+        ),
+    ):
+        found = {
+            g.error_class: (g.error_message, g.count, g.retrying, g.cause, g.fix)
+            for g in report.groups
+        }
+        masked = (
+            "<n> Message rejected: Email address is not verified. The following identities "
+            "failed the check in region US-EAST-<n>: <email>"
+        )
+        assert found == {
+            "config": (masked, 0, 4, SENDER_NOT_VERIFIED.cause, SENDER_NOT_VERIFIED.fix),
+            "permanent": (masked, 3, 0, ADDRESS_NOT_VERIFIED.cause, ADDRESS_NOT_VERIFIED.fix),
+        }
+
+
+def test_an_unverified_sender_on_ses_shows_the_sender_fix_in_the_failure_summary(
+    aws_env: str, engine: Engine, session: Session, settings: Settings
+) -> None:
+    """The reviewer's repro on the local SES (moto): NOTIFY_EMAIL_FROM never verified, two
+    technicians sent to, delivered by the real SES sender. The summary's group said "SES in
+    sandbox mode, recipient not verified"; now it says to verify the sender, our address
+    masked as any other."""
+    ours = "unverified@example.com"
+    settings = settings.model_copy(update={"sender": SenderKind.aws, "email_from": ours})
+    add_recipients(engine, [technician(42), technician(43)])
+    send(engine, settings, ["tech:42", "tech:43"])
+    Deliverer(
+        engine=engine,
+        senders=senders_from_settings(settings),
+        settings=settings,
+        owner="test-worker",
+        clock=lambda: NOON,
+        pacers={"email": Unpaced(), "sms": Unpaced()},
+        rng=random.Random(7),
+    ).deliver_batch()
+    report = failure_summary(
+        session=session, as_of=NOON, window=H, settings=settings, rollups=FULL_SCAN
+    )
+    [group] = report.groups
+    assert (group.error_class, group.error_code, group.channels) == (
+        "config",
+        "MessageRejected",
+        ("email",),
+    )
+    assert (group.cause, group.fix) == (SENDER_NOT_VERIFIED.cause, SENDER_NOT_VERIFIED.fix)
+    assert "not verified" in group.error_message and "<email>" in group.error_message
+    assert ours not in json.dumps(report.to_json(), default=str)
+
+
 def test_failures_empty_database(session: Session, settings: Settings) -> None:
     report = run(failure_summary, session, settings)
     assert (report.total, report.failed, report.error_rate, report.groups) == (0, 0, 0.0, ())
@@ -646,6 +723,17 @@ def test_kind_for_finds_the_runbook_patterns_in_text_without_a_code() -> None:
     assert kind_for(None, "InvalidParameter: Phone number") is INVALID_PHONE
     assert kind_for(None, "Address not verified (SES sandbox)") is ADDRESS_NOT_VERIFIED
     assert kind_for(None, "Invalid email address").code == "InvalidAddress"
+
+
+def test_kind_for_takes_not_verified_recorded_as_config_for_our_sender() -> None:
+    """The deliverer records SES's "not verified" as config when it names NOTIFY_EMAIL_FROM
+    (notify.senders.base.sender_aware); the masked text can no longer say whose address it was."""
+    masked = "Email address is not verified. The following identities failed the check: <email>"
+    assert kind_for("MessageRejected", masked, "config") is SENDER_NOT_VERIFIED
+    assert kind_for("SMTP554", masked, "config") is SENDER_NOT_VERIFIED
+    assert kind_for("MessageRejected", masked, "permanent") is ADDRESS_NOT_VERIFIED
+    assert kind_for("MessageRejected", masked) is ADDRESS_NOT_VERIFIED  # no class recorded
+    assert kind_for("Throttling", "Rate exceeded", "config") is RATE_EXCEEDED  # nothing else moves
 
 
 # --- health ---------------------------------------------------------------------------------

@@ -195,7 +195,7 @@ def _group(
     key: GroupKey, count: int, retrying: int, channels: set[str], failed: int
 ) -> FailureGroup:
     error_class, code, message = key
-    kind = kind_for(code, message)
+    kind = kind_for(code, message, error_class)  # the class tells our sender from a recipient
     return FailureGroup(
         error_class=error_class or kind.error_class.value,
         error_code=code,
