@@ -466,19 +466,28 @@ def classify(code: str, message: str, http_status: int | None = None) -> ErrorKi
     return _by_http_status(status) or _by_smtp_class(code) or UNKNOWN
 
 
-# What the deliverer knew that a stored failure's text does not say: SES's "not verified" reads
-# the same for our own sender and for a sandboxed recipient, and `notify.senders.base.sender_aware`
-# tells them apart by NOTIFY_EMAIL_FROM in the text, an address the audits' normalised message
-# masks (`<email>`). The class it recorded (config) is that rule's answer.
+# What the deliverer knew that a stored failure's text does not say; the class it recorded
+# (delivery_logs.error_class) is its answer:
+# - SES's "not verified" reads the same for our own sender and for a sandboxed recipient;
+#   `notify.senders.base.sender_aware` tells them apart by NOTIFY_EMAIL_FROM in the text, an
+#   address the audits' normalised message masks (`<email>`): config is our sender.
+# - A dropped connection is "never reached" or "may have reached" by how far the request got
+#   (`classify_exception(written=...)`), not by its exception type: an SMTP disconnect before
+#   DATA is recorded transient (retried), a connect failure after the request was written
+#   maybe_sent.
 _RECORDED_AS: dict[tuple[ErrorKind, str], ErrorKind] = {
     (ADDRESS_NOT_VERIFIED, ErrorClass.config.value): SENDER_NOT_VERIFIED,
+    (MAYBE_SENT, ErrorClass.transient.value): CONNECTION_FAILED,
+    (CONNECTION_FAILED, ErrorClass.maybe_sent.value): MAYBE_SENT,
 }
 
 
 def as_recorded(kind: ErrorKind, error_class: str | None) -> ErrorKind:
     """The kind of a stored failure whose code and text classify as `kind`, given the class the
     deliverer recorded with it (`delivery_logs.error_class`): SENDER_NOT_VERIFIED for a "not
-    verified" recorded as config (it named our sender), else `kind`."""
+    verified" recorded as config (it named our sender), CONNECTION_FAILED for a connection
+    failure recorded as transient (the request never reached the provider) and MAYBE_SENT for
+    one recorded as maybe_sent; else `kind`."""
     return _RECORDED_AS.get((kind, error_class or ""), kind)
 
 

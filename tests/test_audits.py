@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import smtplib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -36,11 +37,15 @@ from notify.db import Suppression, make_engine, transaction
 from notify.delivery import Deliverer
 from notify.errors import (
     ADDRESS_NOT_VERIFIED,
+    CONNECTION_FAILED,
+    FIX_SEPARATOR,
     INVALID_PHONE,
+    MAYBE_SENT,
     RATE_EXCEEDED,
     SENDER_NOT_VERIFIED,
     SMTP_AUTH_FAILED,
     InputError,
+    classify_exception,
 )
 from notify.pacing import Unpaced
 from notify.schema import DatabaseNotReady
@@ -669,6 +674,37 @@ def test_an_unverified_sender_on_ses_shows_the_sender_fix_in_the_failure_summary
     assert ours not in json.dumps(report.to_json(), default=str)
 
 
+def test_a_connection_dropped_before_the_message_was_written_shows_the_retry_fix(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    """SES SMTP dropping the connection before DATA: the deliverer records it transient (never
+    reached SES, retried), but the summary took the exception's name alone and told on-call the
+    message may have been sent, is never retried, and to redrive `--status unknown` rows."""
+    dropped = classify_exception(
+        smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), written=False
+    )
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    rows.many(
+        3,
+        tech,
+        created_at=AS_OF - H,
+        channel="email",
+        status="pending_retry",
+        error_code=dropped.code,
+        error_class=dropped.error_class.value,
+        error_message=f"{dropped.message}{FIX_SEPARATOR}{dropped.fix}",
+    )
+    rows.insert(engine)
+    [group] = run(failure_summary, session, settings).groups
+    assert (group.error_class, group.error_code, group.retrying) == (
+        "transient",
+        "SMTPServerDisconnected",
+        3,
+    )
+    assert (group.cause, group.fix) == (CONNECTION_FAILED.cause, CONNECTION_FAILED.fix)
+
+
 def test_failures_empty_database(session: Session, settings: Settings) -> None:
     report = run(failure_summary, session, settings)
     assert (report.total, report.failed, report.error_rate, report.groups) == (0, 0, 0.0, ())
@@ -734,6 +770,14 @@ def test_kind_for_takes_not_verified_recorded_as_config_for_our_sender() -> None
     assert kind_for("MessageRejected", masked, "permanent") is ADDRESS_NOT_VERIFIED
     assert kind_for("MessageRejected", masked) is ADDRESS_NOT_VERIFIED  # no class recorded
     assert kind_for("Throttling", "Rate exceeded", "config") is RATE_EXCEEDED  # nothing else moves
+
+
+def test_kind_for_takes_a_dropped_connection_as_recorded_never_reached_or_maybe_sent() -> None:
+    reset = "ConnectionResetError: [Errno <n>] Connection reset by peer"
+    assert kind_for("ConnectionResetError", reset, "transient") is CONNECTION_FAILED
+    assert kind_for("ConnectionResetError", reset, "maybe_sent") is MAYBE_SENT
+    assert kind_for("ConnectionError", "refused", "maybe_sent") is MAYBE_SENT
+    assert kind_for("ConnectionError", "refused", "transient") is CONNECTION_FAILED
 
 
 # --- health ---------------------------------------------------------------------------------
