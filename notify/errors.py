@@ -146,8 +146,9 @@ SENDER_NOT_VERIFIED = ErrorKind(
     "MessageRejected",
     ErrorClass.config,
     "The sender address (NOTIFY_EMAIL_FROM) is not a verified SES identity in this region",
-    "Verify the sender address or its domain in SES (Identities > Create identity), or set "
-    "NOTIFY_EMAIL_FROM to a verified address; every message would fail the same way",
+    "Verify the sender address (`notifyops ses verify-sender`) or its domain in SES "
+    "(Identities > Create identity), or set NOTIFY_EMAIL_FROM to a verified address; every "
+    "message would fail the same way",
 )
 MESSAGE_REJECTED = ErrorKind(
     "MessageRejected",

@@ -671,6 +671,7 @@ def test_an_unverified_sender_on_ses_shows_the_sender_fix_in_the_failure_summary
     )
     assert (group.cause, group.fix) == (SENDER_NOT_VERIFIED.cause, SENDER_NOT_VERIFIED.fix)
     assert "not verified" in group.error_message and "<email>" in group.error_message
+    assert "`notifyops ses verify-sender`" in group.fix, "the fix is one command"
     assert ours not in json.dumps(report.to_json(), default=str)
 
 
