@@ -304,6 +304,76 @@ def test_an_unknown_sms_is_matched_only_when_exactly_one_log_line_fits(engine: E
     assert _row(engine, double)["status"] == "unknown"
 
 
+def test_one_log_line_that_fits_two_unknown_sms_rows_resolves_neither(engine: Engine) -> None:
+    """Two sends to the same number both crashed; SNS logged one of them. The line fits both
+    rows, so it is ambiguous: neither row gets its message id (before, both did: one became
+    `delivered`, the other stayed `unknown` carrying the other message's id), now or later."""
+    first, second = _rows(
+        engine,
+        {"channel": "sms", "status": "unknown"},
+        {"channel": "sms", "status": "unknown", "created_at": NOW - timedelta(minutes=50)},
+    )
+    _settle(engine, NOW)
+    _sms(engine, sms_line("p-1", phone=PHONE, published=NOW - timedelta(minutes=10)))
+    for later in (timedelta(minutes=1), timedelta(minutes=2), timedelta(hours=73)):
+        report = _settle(engine, NOW + later)
+        assert (report.matched_sms, report.ambiguous_sms, report.undelivered_sms) == (0, 2, 0)
+        with transaction(engine) as session:
+            apply_stored(session=session, now=NOW + later)
+        for row_id in (first, second):
+            row = _row(engine, row_id)
+            assert (row["status"], row["provider_message_id"]) == ("unknown", None)
+    with engine.connect() as connection:
+        states = connection.execute(select(RECEIPTS.c.state, RECEIPTS.c.delivery_log_id)).all()
+    assert states == [("unmatched", None)]
+
+
+def test_a_line_that_fits_one_unknown_sms_row_and_another_row_with_two_lines_is_ambiguous(
+    engine: Engine,
+) -> None:
+    """Row `late` has one candidate line, but that line also fits row `early`: no match either
+    way; the line fitting only `early` is not enough to resolve it (two lines fit `early`)."""
+    early, late = _rows(
+        engine,
+        {"channel": "sms", "status": "unknown"},
+        {"channel": "sms", "status": "unknown", "created_at": NOW - timedelta(minutes=20)},
+    )
+    _settle(engine, NOW)
+    _sms(
+        engine,
+        sms_line("p-early", phone=PHONE, published=NOW - timedelta(minutes=40)),
+        sms_line("p-both", phone=PHONE, published=NOW - timedelta(minutes=10)),
+    )
+    report = _settle(engine, NOW + timedelta(minutes=1))
+    assert (report.matched_sms, report.ambiguous_sms) == (0, 2)
+    assert [_row(engine, i)["provider_message_id"] for i in (early, late)] == [None, None]
+
+
+def test_unknown_sms_rows_each_fitting_their_own_line_are_both_matched(engine: Engine) -> None:
+    """Same number, windows apart: one line each, one-to-one, both resolved."""
+    earlier = {"created_at": NOW - timedelta(hours=3), "unknown_since": NOW - timedelta(hours=2)}
+    first, second = _rows(
+        engine,
+        {"channel": "sms", "status": "unknown", **earlier},
+        {"channel": "sms", "status": "unknown"},
+    )
+    _settle(engine, NOW)  # the second is seen unknown
+    _sms(
+        engine,
+        sms_line("p-first", phone=PHONE, published=NOW - timedelta(hours=2, minutes=30)),
+        sms_line("p-second", phone=PHONE, published=NOW - timedelta(minutes=30)),
+    )
+    report = _settle(engine, NOW + timedelta(minutes=1))
+    assert (report.matched_sms, report.ambiguous_sms) == (2, 0)
+    with transaction(engine) as session:
+        apply_stored(session=session, now=NOW + timedelta(minutes=1))
+    rows = [_row(engine, i) for i in (first, second)]
+    assert [(r["status"], r["provider_message_id"]) for r in rows] == [
+        ("delivered", "p-first"),
+        ("delivered", "p-second"),
+    ]
+
+
 def test_sms_without_a_receipt_after_72_hours_is_undelivered(engine: Engine) -> None:
     old, recent, answered = _rows(
         engine,

@@ -9,18 +9,20 @@ blindly.
   "not sent".
 - SMS: SNS carries no tag, so a row without a message id is matched to an unmatched log line only
   when exactly one fits (same destination, published between the row's creation and the moment it
-  was seen `unknown`); ambiguous rows stay `unknown` for the operator.
+  was seen `unknown`) and that line fits no other such row (two sends to one number in doubt at
+  once); ambiguous rows stay `unknown` for the operator.
 - SMS with no receipt 72 h after sending (AWS: carriers report within 72 h) -> `undelivered`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, bindparam, func, select, update
+from sqlalchemy import CursorResult, and_, func, select, update
 from sqlalchemy.orm import Session
 
 from notify.db import DELIVERY_LOGS, RECEIPTS, Channel, Status
@@ -93,8 +95,10 @@ def requeue_unsent_email(
 
 
 def match_unknown_sms(*, session: Session) -> tuple[int, list[int]]:
-    """Give an `unknown` SMS row the message id of the one unmatched log line that fits;
-    returns how many were matched and the ids of the ambiguous rows (left for the operator)."""
+    """Give an `unknown` SMS row the message id of the one unmatched log line that fits it,
+    when that line fits no other `unknown` row (one-to-one: a line that fits two rows is either
+    row's, so neither gets it); returns how many were matched and the ids of the ambiguous rows
+    (left for the operator)."""
     rows = session.execute(
         select(LOGS.c.id, LOGS.c.recipient_phone, LOGS.c.created_at, LOGS.c.unknown_since).where(
             LOGS.c.channel == Channel.sms.value,
@@ -102,17 +106,19 @@ def match_unknown_sms(*, session: Session) -> tuple[int, list[int]]:
             LOGS.c.provider_message_id.is_(None),
         )
     ).all()
-    matched: list[dict[str, Any]] = []
+    fits = {
+        row_id: _candidate_lines(session, phone, created_at, seen_at)
+        for row_id, phone, created_at, seen_at in rows
+    }
+    rows_per_line = Counter(line for lines in fits.values() for line in lines)
+    matched: list[tuple[int, str]] = []
     ambiguous: list[int] = []
-    for row_id, phone, created_at, seen_at in rows:
-        candidates = _candidate_lines(session, phone, created_at, seen_at)
-        if len(candidates) == 1:
-            matched.append({"b_id": row_id, "b_pmid": candidates[0]})
-        elif len(candidates) > 1:
+    for row_id, lines in fits.items():
+        if len(lines) == 1 and rows_per_line[lines[0]] == 1:
+            matched.append((row_id, lines[0]))
+        elif lines:
             ambiguous.append(row_id)
-    if matched:
-        _adopt(session, matched)
-    return len(matched), ambiguous
+    return _adopt(session, matched), ambiguous
 
 
 def _candidate_lines(
@@ -136,23 +142,33 @@ def _candidate_lines(
     return [str(pmid) for pmid in session.scalars(query)]
 
 
-def _adopt(session: Session, matched: list[dict[str, Any]]) -> None:
-    """Set the message id; its receipts go back to `pending` so the next apply uses them."""
-    session.connection().execute(
-        update(LOGS)
-        .where(LOGS.c.id == bindparam("b_id"), LOGS.c.provider_message_id.is_(None))
-        .values(provider_message_id=bindparam("b_pmid")),
-        matched,
-    )
-    session.connection().execute(
-        update(RECEIPTS)
-        .where(
-            RECEIPTS.c.source == Source.sms.value,
-            RECEIPTS.c.provider_message_id == bindparam("b_pmid"),
+def _adopt(session: Session, matched: Sequence[tuple[int, str]]) -> int:
+    """Set the message id of each row still `unknown` without one; the receipts of the ids
+    set go back to `pending` so the next apply uses them. Returns the rows adopted."""
+    adopted: list[str] = []
+    for row_id, message_id in matched:
+        statement = (
+            update(LOGS)
+            .where(
+                LOGS.c.id == row_id,
+                LOGS.c.status == Status.unknown.value,
+                LOGS.c.provider_message_id.is_(None),
+            )
+            .values(provider_message_id=message_id)
         )
-        .values(state=State.pending.value),
-        [{"b_pmid": m["b_pmid"]} for m in matched],
-    )
+        if _count(session.execute(statement)):
+            adopted.append(message_id)
+    if adopted:
+        session.execute(
+            update(RECEIPTS)
+            .where(
+                RECEIPTS.c.source == Source.sms.value,
+                RECEIPTS.c.state == State.unmatched.value,
+                RECEIPTS.c.provider_message_id.in_(adopted),
+            )
+            .values(state=State.pending.value)
+        )
+    return len(adopted)
 
 
 def expire_silent_sms(*, session: Session, now: datetime, keep: Sequence[int] = ()) -> int:
