@@ -11,10 +11,10 @@ from typing import Any
 
 import boto3
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from notify.bootstrap import Runtime
-from notify.db import DELIVERY_LOGS, utcnow
+from notify.db import DELIVERY_LOGS, RECEIPTS, utcnow
 from notify.fallback import FallbackPolicy
 from notify.receipts import ReceiptSources, poll_receipts, setup_receipts
 from notify.receipts.parse import parse_sqs_body
@@ -452,3 +452,71 @@ def test_a_poll_that_died_after_storing_a_bounce_leaves_the_next_poll_to_skip_th
     status, decision = _decisions(engine)[queued]
     assert status == "skipped" and decision.startswith("email: muted after it was queued")
     assert report_json(report)["queued_skipped"] == 1
+
+
+def _crash_poll(aws: dict[str, Any], engine: Engine, db_url: str, unknown: int) -> Any:
+    """`unknown` SMS rows to PHONE a crashed worker left, then one poll reading five log lines:
+    one to PHONE, published after the rows were created, and four to numbers we never sent to
+    (another sender's)."""
+    now = utcnow()
+    rows = Rows()
+    tech = rows.recipient("tech:1", email=TO)
+    for _ in range(unknown):
+        rows.delivery(
+            tech,
+            channel="sms",
+            status="unknown",
+            created_at=now - timedelta(minutes=10),
+            recipient_phone=PHONE,
+        )
+    rows.insert(engine)
+    success, failure = sms_log_groups("us-east-1", "123456789012")
+    at = now - timedelta(minutes=5)
+    lines = [(at, sms_line("sns-ours", phone=PHONE, published=at))]
+    lines += [
+        (at, sms_line(f"sns-other-{n}", phone=f"+1555000000{n}", published=at)) for n in range(4)
+    ]
+    _put_lines(aws["logs"], success, lines)
+    aws["logs"].create_log_group(logGroupName=failure)
+    _setup(aws)
+    report = poll_receipts(
+        engine=engine,
+        sources=ReceiptSources(sqs=aws["sqs"], logs=aws["logs"], account_id="123456789012"),
+        settings=_settings(db_url),
+        clock=utcnow,
+        fallback=FALLBACK,
+    )
+    return report_json(report)
+
+
+def _unmatched_in_table(engine: Engine) -> int:
+    with engine.connect() as connection:
+        query = select(func.count()).where(RECEIPTS.c.state == "unmatched")
+        return int(connection.scalar(query) or 0)
+
+
+def test_a_log_line_a_crash_row_adopts_is_not_counted_unmatched(
+    aws: dict[str, Any], engine: Engine, db_url: str
+) -> None:
+    """Before: 5 lines received, 1 applied to the crash row, `unmatched: 5` while the table
+    held 4 unmatched receipts. The summary now agrees with the table."""
+    payload = _crash_poll(aws, engine, db_url, unknown=1)
+    assert payload["received"] == {"SmsSuccess": 5}
+    assert payload["applied"] == {"SmsSuccess": 1}
+    assert payload["crash_rows"]["matched_sms"] == 1
+    assert payload["unmatched"] == _unmatched_in_table(engine) == 4
+    assert _statuses(engine) == {1: "delivered"}
+
+
+def test_one_log_line_for_two_crashed_sms_to_one_number_is_ambiguous_in_the_poll(
+    aws: dict[str, Any], engine: Engine, db_url: str
+) -> None:
+    """The reviewer's case through a whole poll: before, matched_sms 2, ambiguous_sms 0."""
+    payload = _crash_poll(aws, engine, db_url, unknown=2)
+    crash = payload["crash_rows"]
+    assert (crash["matched_sms"], crash["ambiguous_sms"]) == (0, 2)
+    assert payload["applied"] == {}
+    assert payload["unmatched"] == _unmatched_in_table(engine) == 5
+    with engine.connect() as connection:
+        query = select(DELIVERY_LOGS.c.status, DELIVERY_LOGS.c.provider_message_id)
+        assert connection.execute(query).all() == [("unknown", None), ("unknown", None)]

@@ -101,17 +101,26 @@ class ApplyReport:
     duplicates: int = 0
     malformed: int = 0
     applied: Counter[str] = field(default_factory=Counter)
-    unmatched: int = 0
+    # dedupe keys of new receipts kept unmatched, and of kept ones a later apply matched (a
+    # crash row adopted their message id, or their row appeared)
+    unmatched_keys: set[str] = field(default_factory=set)
+    matched_later: set[str] = field(default_factory=set)
     suppressed: int = 0
     changed: int = 0
     changes: list[Change] = field(default_factory=list)
+
+    @property
+    def unmatched(self) -> int:
+        """New receipts still unmatched: one matched later in the same poll is not counted."""
+        return len(self.unmatched_keys - self.matched_later)
 
     def add(self, other: ApplyReport) -> None:
         self.received.update(other.received)
         self.applied.update(other.applied)
         self.duplicates += other.duplicates
         self.malformed += other.malformed
-        self.unmatched += other.unmatched
+        self.unmatched_keys |= other.unmatched_keys
+        self.matched_later |= other.matched_later
         self.suppressed += other.suppressed
         self.changed += other.changed
         self.changes.extend(other.changes[: MAX_CHANGES - len(self.changes)])
@@ -137,7 +146,7 @@ def store_receipts(
         known.add(event.dedupe_key)
         report.received[event.event_type] += 1
         fresh.append(event)
-    outcomes = _apply_events(session, [(e, True) for e in fresh], now, report)
+    outcomes = _apply_events(session, [(e, True) for e in fresh], now, report, new=True)
     rows = [_receipt_row(e, o, now) for e, o in zip(fresh, outcomes, strict=True)]
     for key, source, reason in malformed:
         if key in known:
@@ -229,7 +238,8 @@ def apply_stored(*, session: Session, now: datetime) -> ApplyReport:
     recent `unmatched` ones (their row may exist now)."""
     receipts = _receipts_to_apply(session, now)
     report = ApplyReport()
-    outcomes = _apply_events(session, [(e, first) for _, e, first in receipts], now, report)
+    events = [(e, first) for _, e, first in receipts]
+    outcomes = _apply_events(session, events, now, report, new=False)
     states = [
         {"b_id": receipt_id, "b_state": state, "b_reason": reason, "b_row": row_id}
         for (receipt_id, _, _), (state, reason, row_id) in zip(receipts, outcomes, strict=True)
@@ -244,8 +254,12 @@ def _apply_events(
     events: Sequence[tuple[ReceiptEvent, bool]],
     now: datetime,
     report: ApplyReport,
+    *,
+    new: bool,
 ) -> list[Outcome]:
-    """Match and apply; `first` marks receipts seen for the first time (counted, suppressing)."""
+    """Match and apply; `first` marks receipts applied for the first time (suppressing, moving
+    the Send watermark). `new`: receipts just received (one left unmatched is counted), else
+    kept ones applied again (one matched now is noted, no longer unmatched)."""
     if not events:
         return []
     # a price changes what the rollups hold for a folded row: no fold until this commits
@@ -254,14 +268,16 @@ def _apply_events(
     rows = _matching_rows(session, [event for event, _ in events])
     outcomes: list[Outcome] = []
     touched: dict[int, dict[str, Any]] = {}
-    for event, first in events:
+    for event, _ in events:
         row = _row_for(event, rows)
         state, reason = _apply_one(event, row, touched, now)
         outcomes.append((state, reason, row["id"] if row else None))
         if state == State.applied.value:
             report.applied[event.event_type] += 1
-        elif first:
-            report.unmatched += 1
+            if not new:
+                report.matched_later.add(event.dedupe_key)
+        elif new:
+            report.unmatched_keys.add(event.dedupe_key)
     _write_rows(session, touched, report, through_id)
     firsts = [event for event, first in events if first]
     report.suppressed += _suppress(session, firsts, rows, now)
