@@ -328,6 +328,30 @@ def test_one_log_line_that_fits_two_unknown_sms_rows_resolves_neither(engine: En
     assert states == [("unmatched", None)]
 
 
+def test_redriving_one_of_two_ambiguous_sms_rows_gives_the_line_to_the_other(
+    engine: Engine,
+) -> None:
+    """What docs/RUNBOOK.md tells the operator: ambiguous rows to one number are decided
+    together, since the line goes to the only `unknown` row it still fits."""
+    first, second = _rows(
+        engine, {"channel": "sms", "status": "unknown"}, {"channel": "sms", "status": "unknown"}
+    )
+    _settle(engine, NOW)
+    _sms(engine, sms_line("p-1", phone=PHONE, published=NOW - timedelta(minutes=10)))
+    assert _settle(engine, NOW + timedelta(minutes=1)).ambiguous_sms == 2
+    with transaction(engine) as session:
+        redrive(session=session, status="unknown", ids=[first], now=NOW + timedelta(minutes=2))
+    report = _settle(engine, NOW + timedelta(minutes=3))
+    assert (report.matched_sms, report.ambiguous_sms) == (1, 0)
+    with transaction(engine) as session:
+        apply_stored(session=session, now=NOW + timedelta(minutes=3))
+    rows = [_row(engine, i) for i in (first, second)]
+    assert [(r["status"], r["provider_message_id"]) for r in rows] == [
+        ("pending", None),
+        ("delivered", "p-1"),
+    ]
+
+
 def test_a_line_that_fits_one_unknown_sms_row_and_another_row_with_two_lines_is_ambiguous(
     engine: Engine,
 ) -> None:
