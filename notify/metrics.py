@@ -54,14 +54,18 @@ def failure_metrics(report: FailureReport) -> list[MetricPoint]:
 
 
 def health_metrics(report: HealthReport) -> list[MetricPoint]:
-    """Backlog and unknown always; latency only when something was sent in the window."""
+    """Backlog and unknown whenever the database was read (with it out of reach they are unknown:
+    no point, rather than a 0 that reads as an empty queue); latency only when something was sent
+    in the window."""
     at = report.as_of
-    points = [
-        MetricPoint("QueueBacklog", float(report.backlog), "Count", at),
-        MetricPoint("UnknownDeliveries", float(report.unknown), "Count", at),
-    ]
-    if report.sent_in_window:
+    points: list[MetricPoint] = []
+    if report.backlog is not None:
+        points.append(MetricPoint("QueueBacklog", float(report.backlog), "Count", at))
+    if report.unknown is not None:
+        points.append(MetricPoint("UnknownDeliveries", float(report.unknown), "Count", at))
+    if report.sent_in_window and report.avg_latency_s is not None:
         points.append(MetricPoint("DeliveryLatency", report.avg_latency_s, "Seconds", at))
+    if report.sent_in_window and report.p95_latency_s is not None:
         points.append(MetricPoint("DeliveryLatencyP95", report.p95_latency_s, "Seconds", at))
     if report.workers is not None:
         online = sum(1 for worker in report.workers if worker.online)

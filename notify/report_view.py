@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from notify.check_names import HEALTH_DATABASE_FACTS
+
 HEADER_KEYS = (
     "as_of",
     "window_start",
@@ -24,6 +26,7 @@ MAX_ROWS = 25
 NONE = "none"  # not "-": a lone "-" in Markdown renders as a bullet
 HOURLY = "hourly"  # one row per hour of the window: only hours with traffic are shown
 SAME_AS = {"top_recipients_by_cost": "top_recipients"}  # omitted when identical
+UNKNOWN = "unknown"  # a fact that could not be read: not "none", which reads as zero
 
 
 @dataclass
@@ -42,8 +45,12 @@ def view(data: dict[str, Any]) -> ReportView:
         findings=[f"{f['severity']} {f['code']}: {f['message']}" for f in data.get("findings", [])],
     )
     shaped.facts.append(("window", f"{data.get('window_start')} .. {data.get('as_of')}"))
+    unread = HEALTH_DATABASE_FACTS if data.get("database_reachable") is False else ()
     for key, value in data.items():
         if key in HEADER_KEYS or key == "breaches" or _repeats(data, key):
+            continue
+        if value is None and key in unread:
+            shaped.facts.append((key, UNKNOWN))
             continue
         if isinstance(value, list) and value and isinstance(value[0], dict):
             shaped.tables.append(_hourly(value) if key == HOURLY else _table(key, value))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,9 @@ from flows.monitoring import (
     sms_cost_audit_flow,
 )
 from flows.states import result_of
+from notify.check_names import Check
 from notify.check_params import CheckParams, FailureParams, LoopParams
+from notify.checks import run_audit
 from notify.db import Alert, Suppression, make_engine, transaction
 from notifyops.cli import main
 from tests.factories import AS_OF, Rows
@@ -250,3 +253,38 @@ def test_a_checks_end_of_window_left_empty_in_the_form_means_now(empty: str) -> 
     too short`."""
     assert CheckParams.model_validate({"as_of": empty}).as_of is None
     assert LoopParams.model_validate({"as_of": empty, "window_hours": 2}).window_hours == 2
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the database is out of reach
+def test_health_without_its_database_says_unknown_not_0(
+    cli_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """With the database unreachable, `health --json` said `backlog: 0` and `unknown: 0` beside
+    `database_reachable: false` (and the text 0 too, and CloudWatch got QueueBacklog 0): an
+    empty queue, where nothing was read."""
+    from notify.bootstrap import runtime
+    from notify.check_names import HEALTH_DATABASE_FACTS
+    from notify.metrics import health_metrics
+
+    monkeypatch.setenv("NOTIFY_DATABASE_URL", f"sqlite:///{tmp_path}/missing/notify.db")
+    reload_runtime()
+    assert main(["health", "--direct", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["database_reachable"] is False
+    assert {key: report[key] for key in HEALTH_DATABASE_FACTS} == dict.fromkeys(
+        HEALTH_DATABASE_FACTS
+    )
+    assert [f["code"] for f in report["findings"]] == ["database"]
+    assert main(["health", "--direct"]) == 1
+    facts = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in capsys.readouterr().out.splitlines()
+        if line.count("│") >= 3
+    }
+    assert facts["database_reachable"] == "False"
+    assert {facts[key] for key in HEALTH_DATABASE_FACTS} == {"unknown"}
+    audit = run_audit(Check.health, runtime=runtime(), as_of=AS_OF, window=timedelta(hours=1))
+    assert [point.name for point in health_metrics(audit)] == [], "no 0 backlog for the alarms"

@@ -26,6 +26,7 @@ from notify.audits.common import Report, Window, header, resolve_window
 from notify.audits.rollups import ROLLUPS, Key, RollupPolicy, View, open_view, parts
 from notify.audits.ses_account import SesAccountState, check_ses_account
 from notify.audits.sql import any_channel, latency_ms, latency_us
+from notify.check_names import HEALTH_DATABASE_FACTS
 from notify.db import DUE_STATUSES, DeliveryLog, LatencyHour, Receipt, Status, dialect_of
 from notify.errors import error_line
 from notify.settings import Settings
@@ -49,23 +50,26 @@ class WorkerState(BaseModel):
 
 
 class HealthReport(Report):
+    """What health measured. The delivery log's facts are None when the database could not be
+    read (`database_reachable` false): unknown, not 0."""
+
     database_reachable: bool
     database_error: str | None
-    backlog: int  # pending + pending_retry due at as_of
-    deferred: int  # pending + pending_retry not yet due (quiet hours, backoff)
-    oldest_pending_age_s: float  # since the oldest due row became due
-    sent_in_window: int
-    avg_latency_s: float
-    p95_latency_s: float
-    stuck_claimed: int  # lease expired; rescued back to pending
-    stuck_sending: int  # lease expired; become unknown when rescued
-    unknown: int
+    backlog: int | None  # pending + pending_retry due at as_of
+    deferred: int | None  # pending + pending_retry not yet due (quiet hours, backoff)
+    oldest_pending_age_s: float | None  # since the oldest due row became due
+    sent_in_window: int | None
+    avg_latency_s: float | None
+    p95_latency_s: float | None
+    stuck_claimed: int | None  # lease expired; rescued back to pending
+    stuck_sending: int | None  # lease expired; become unknown when rescued
+    unknown: int | None
     # Data loss: rows claimed or in flight whose lease ended over LOST_HORIZON ago (nobody rescued
     # them: no deliverer runs) and provider receipts carrying our delivery id tag still matching
     # no row after LOST_HORIZON.
-    lost_past_horizon: int = 0
-    unmatched_receipts: int = 0
-    index_problems: tuple[IndexProblem, ...] = ()  # declared indexes missing or invalid
+    lost_past_horizon: int | None = 0
+    unmatched_receipts: int | None = 0
+    index_problems: tuple[IndexProblem, ...] | None = ()  # declared indexes missing or invalid
     ses: SesAccountState | None
     workers: tuple[WorkerState, ...] | None = None
     workers_down_minutes: float | None = None
@@ -139,17 +143,7 @@ def _unreachable(error: str) -> dict[str, Any]:
     return {"database_reachable": False, "database_error": error, **_UNMEASURED}
 
 
-_UNMEASURED = {
-    "backlog": 0,
-    "deferred": 0,
-    "oldest_pending_age_s": 0.0,
-    "sent_in_window": 0,
-    "avg_latency_s": 0.0,
-    "p95_latency_s": 0.0,
-    "stuck_claimed": 0,
-    "stuck_sending": 0,
-    "unknown": 0,
-}
+_UNMEASURED: dict[str, Any] = dict.fromkeys(HEALTH_DATABASE_FACTS)  # unknown, not 0
 
 
 def _database(session: Session, w: Window, rollups: RollupPolicy) -> dict[str, Any]:
@@ -273,9 +267,9 @@ def _verdict(fields: Mapping[str, Any], w: Window, thresholds: Thresholds | None
     facts = Facts(
         backlog=fields["backlog"],
         avg_latency_s=fields["avg_latency_s"] if fields["sent_in_window"] else None,
-        unknown_deliveries=fields["unknown"],
+        unknown_deliveries=fields["unknown"] or 0,
         data_loss=bool(fields.get("lost_past_horizon") or fields.get("unmatched_receipts")),
-        index_problems=len(fields.get("index_problems", ())),
+        index_problems=len(fields.get("index_problems") or ()),
         database_unreachable=not fields["database_reachable"],
         database_error=fields["database_error"],
         email_sending_disabled=ses is not None and ses.sending_enabled is False,
