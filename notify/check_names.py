@@ -27,4 +27,6 @@ HEALTH_DATABASE_FACTS = (
     "lost_past_horizon",
     "unmatched_receipts",
     "index_problems",
+    "email_paused",
+    "email_paused_since",
 )

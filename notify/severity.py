@@ -21,8 +21,10 @@ The failure-rate rows partition at 10%: the runbook says P2 is "10-50%" and P3 "
 itself is P2 (the CloudWatch alarm, "> 10%", fires just above it). Backlog, latency and cost follow
 the alarms' strict ">" wording. Not in the table, mapped to the row they amount to: SES sending
 disabled, the sender identity unverified, or the database unreachable mean every email (or every
-notification) fails -> P1; today's SMS spend at the daily cap (NOTIFY_SMS_DAILY_CAP_USD) stops
-every SMS until the UTC day ends (email instead) -> P2: to be answered within the hour, above SMS
+notification) fails -> P1, and so does email paused by the reputation guardrail (`email-paused`,
+runbook "Receipts": the deliverer sends no email until an operator resumes it); today's SMS spend
+at the daily cap (NOTIFY_SMS_DAILY_CAP_USD) stops every SMS until the UTC day ends (email
+instead) -> P2: to be answered within the hour, above SMS
 over the hourly alarm (P3) and below SMS over $100 in one hour (P1); deliveries in `unknown` state
 and detected loops need an operator but are no outage -> P3. Workers down for 10 minutes or less
 escalate nothing by themselves. Scheduled runs that nothing has started for more than those 10
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -122,6 +125,8 @@ class Facts:
     database_unreachable: bool = False
     database_error: str | None = None  # why, when unreachable (one line)
     email_sending_disabled: bool = False
+    email_paused: str | None = None  # why the reputation guardrail paused email, when it did
+    email_paused_since: datetime | None = None
     sender_unverified: bool = False
     ses_unanswered: tuple[str, ...] = ()  # what SES's errors left unknown to the health check
     ses_silent: bool = False  # SES answered none of the health check's calls
@@ -314,6 +319,22 @@ def _ses_sending(facts: Facts, _t: Thresholds) -> Finding | None:
     return Finding("ses-sending", Severity.P1, "SES sending disabled: every email fails")
 
 
+def _email_paused(facts: Facts, _t: Thresholds) -> Finding | None:
+    """The reputation guardrail paused email (runbook "Receipts": P1): the deliverer sends no
+    email until an operator resumes it, whatever SES says of the account."""
+    if facts.email_paused is None:
+        return None
+    reason, since = facts.email_paused, facts.email_paused_since
+    when = f"{since:%Y-%m-%d %H:%M} UTC" if since else ""
+    said = reason if when in reason else f"{reason} (since {when})"  # the guardrail says when
+    message = (
+        f"{said}; no email goes out, every email row waits as pending (SMS still go); fix: find "
+        'the bounce or complaint source (runbook "Receipts"), then `notifyops receipts '
+        "resume-email`"
+    )
+    return Finding("email-paused", Severity.P1, message)
+
+
 def _ses_sender(facts: Facts, _t: Thresholds) -> Finding | None:
     if not facts.sender_unverified:
         return None
@@ -357,6 +378,7 @@ _RULES: tuple[Callable[[Facts, Thresholds], Finding | None], ...] = (
     _database,
     _indexes,
     _ses_sending,
+    _email_paused,
     _ses_sender,
     _ses_errors,
     _email_rate,

@@ -288,3 +288,45 @@ def test_health_without_its_database_says_unknown_not_0(
     assert {facts[key] for key in HEALTH_DATABASE_FACTS} == {"unknown"}
     audit = run_audit(Check.health, runtime=runtime(), as_of=AS_OF, window=timedelta(hours=1))
     assert [point.name for point in health_metrics(audit)] == [], "no 0 backlog for the alarms"
+
+
+def test_health_pages_an_email_pause_until_it_is_resumed(
+    flow_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reputation guardrail paused email (receipts: "EMAIL PAUSED", exit 1) and health said
+    nothing of it: no finding, exit and run state as if email went out."""
+    from notify.db import utcnow
+    from notify.receipts import resume_email
+    from notify.receipts.reputation import guard, reputation
+
+    rows, now = Rows(), utcnow()
+    who = rows.recipient("technician:9")
+    sent = now - timedelta(hours=2)
+    rows.many(3, who, channel="email", created_at=sent, status="bounced", sent_at=sent)
+    rows.many(3, who, channel="email", created_at=sent, status="delivered")
+    engine = make_engine(flow_env)
+    rows.insert(engine)
+    with transaction(engine) as session:  # as `notifyops receipts` does on its poll
+        found = reputation(session=session, now=now, window=timedelta(days=7), min_sends=5)
+        assert guard(session=session, finding=found, now=now).paused
+    state, report = ran(health_flow, CheckParams(publish_metrics=False, alert=False))
+    assert report.severity == "P1" and state.is_failed() and state.name == "P1"
+    [finding] = [f for f in report.findings if f.code == "email-paused"]
+    assert finding.severity == "P1"
+    assert finding.message.startswith(  # since when and why, as the guardrail stored them
+        f"email paused by the reputation guardrail at {now:%Y-%m-%d %H:%M} UTC: P1: bounce rate "
+        "50.00% (3/6)"
+    )
+    assert "`notifyops receipts resume-email`" in finding.message
+    assert "email-paused" in str(state.message)
+    assert main(["health", "--direct", "--json"]) == 1
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["email_paused"].startswith("email paused by the reputation guardrail")
+    assert printed["email_paused_since"].startswith(f"{now:%Y-%m-%dT%H:%M}")
+    with transaction(engine) as session:
+        assert resume_email(session=session, now=utcnow())
+    assert main(["health", "--direct", "--json"]) in (0, 1)
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["email_paused"] is None and "email-paused" not in {
+        f["code"] for f in resumed["findings"]
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -62,6 +63,7 @@ P1, P2, P3, P4 = Severity.P1, Severity.P2, Severity.P3, Severity.P4
         (Facts(database_unreachable=True), P1),
         (Facts(email_sending_disabled=True), P1),
         (Facts(sender_unverified=True), P1),
+        (Facts(email_paused="email paused by the reputation guardrail"), P1),  # runbook Receipts
         # SES erroring: answering nothing P2, leaving part of the account's state unknown P3
         (Facts(ses_unanswered=("account state", "sender verification"), ses_silent=True), P2),
         (Facts(ses_unanswered=("sender verification",)), P3),
@@ -126,3 +128,14 @@ def test_the_data_loss_page_says_what_to_do() -> None:
     (finding,) = assess(Facts(data_loss=True)).findings
     assert "`notifyops deliver` rescues the held rows" in finding.message
     assert "runbook section 3" in finding.message
+
+
+def test_the_email_pause_page_says_since_when_why_and_the_fix() -> None:
+    since = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+    bare = Facts(email_paused="email paused by the reputation guardrail", email_paused_since=since)
+    (finding,) = assess(bare).findings
+    assert (finding.code, finding.severity) == ("email-paused", P1)
+    assert finding.message.startswith(
+        "email paused by the reputation guardrail (since 2026-12-01 09:30 UTC); no email goes out"
+    )
+    assert finding.message.endswith("then `notifyops receipts resume-email`")

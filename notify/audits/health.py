@@ -29,6 +29,7 @@ from notify.audits.sql import any_channel, latency_ms, latency_us
 from notify.check_names import HEALTH_DATABASE_FACTS
 from notify.db import DUE_STATUSES, DeliveryLog, LatencyHour, Receipt, Status, dialect_of
 from notify.errors import error_line
+from notify.marks import EMAIL_PAUSED, email_sending_paused, read_mark
 from notify.settings import Settings
 from notify.severity import Facts, Thresholds, assess
 
@@ -70,6 +71,9 @@ class HealthReport(Report):
     lost_past_horizon: int | None = 0
     unmatched_receipts: int | None = 0
     index_problems: tuple[IndexProblem, ...] | None = ()  # declared indexes missing or invalid
+    # the reputation guardrail's email pause (notify.marks): why, and since when; None: not paused
+    email_paused: str | None = None
+    email_paused_since: datetime | None = None
     ses: SesAccountState | None
     workers: tuple[WorkerState, ...] | None = None
     workers_down_minutes: float | None = None
@@ -157,11 +161,19 @@ def _database(session: Session, w: Window, rollups: RollupPolicy) -> dict[str, A
             **_stuck(session, w.end),
             **_lost(session, w.end),
             "index_problems": tuple(missing_indexes(session.connection())),
+            **_email_pause(session),
         }
     except SQLAlchemyError as exc:
         session.rollback()
         return _unreachable(error_line(exc))
     return {"database_reachable": True, "database_error": None, **measured}
+
+
+def _email_pause(session: Session) -> dict[str, Any]:
+    """The reputation guardrail's pause as the deliverer reads it (`email_sending_paused`)."""
+    why = email_sending_paused(session)
+    mark = read_mark(session, EMAIL_PAUSED) if why is not None else None
+    return {"email_paused": why, "email_paused_since": mark[0] if mark else None}
 
 
 def _queue(session: Session, now: datetime) -> dict[str, Any]:
@@ -270,6 +282,8 @@ def _verdict(fields: Mapping[str, Any], w: Window, thresholds: Thresholds | None
         unknown_deliveries=fields["unknown"] or 0,
         data_loss=bool(fields.get("lost_past_horizon") or fields.get("unmatched_receipts")),
         index_problems=len(fields.get("index_problems") or ()),
+        email_paused=fields.get("email_paused"),
+        email_paused_since=fields.get("email_paused_since"),
         database_unreachable=not fields["database_reachable"],
         database_error=fields["database_error"],
         email_sending_disabled=ses is not None and ses.sending_enabled is False,
