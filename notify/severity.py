@@ -35,7 +35,8 @@ credentials, down) -> P2: sends through the SES API likely fail too, but no emai
 wait as pending_retry without an attempt counted, the SMTP failover may carry them), so it is
 answered within the hour rather than paged; the backlog and latency findings escalate while the
 email waits. SES leaving part of health's questions unknown for an error (a missing IAM
-permission, a throttled call) -> P3.
+permission, a throttled call, an endpoint without the call) -> P3, whether sending is enabled
+among them: a quota answered beside it does not tell whether the account is paused.
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ class Facts:
     ses_unanswered: tuple[str, ...] = ()  # what SES's errors left unknown to the health check
     ses_silent: bool = False  # SES answered none of the health check's calls
     ses_error: str | None = None  # the last of those errors (the one its fallbacks ended on)
+    ses_errors: tuple[str, ...] = ()  # every one of them, "ses.Call: error" each
     unknown_deliveries: int = 0
     loops: int = 0
     index_problems: int = 0
@@ -353,11 +355,26 @@ def _ses_errors(facts: Facts, _t: Thresholds) -> Finding | None:
             "credentials, region and network of this host and the AWS Health Dashboard"
         )
         return Finding("ses-errors", Severity.P2, message)
+    errors = "; ".join(facts.ses_errors) or facts.ses_error
+    said = f" ({errors})" if errors else ""
+    unseen = (
+        ": a paused account would go unreported"
+        if {"account state", "sending state"} & set(facts.ses_unanswered)
+        else ""
+    )
     message = (
-        f"SES left the {' and '.join(facts.ses_unanswered)} unknown{error}: check the IAM "
-        "permissions for the SES account and identity calls (see health's ses.errors)"
+        f"SES left the {' and '.join(facts.ses_unanswered)} unknown{said}{unseen}; fix: on "
+        f"AccessDenied grant {_permissions(facts.ses_errors)}; another error is an endpoint "
+        "without the call (a stand-in such as moto)"
     )
     return Finding("ses-errors", Severity.P3, message)
+
+
+def _permissions(errors: tuple[str, ...]) -> str:
+    """The IAM actions of the failed calls (`sesv2.GetAccount: …` -> ses:GetAccount): SES v1
+    and v2 both authorise as `ses:`."""
+    calls = dict.fromkeys(e.split(":", 1)[0].rpartition(".")[2] for e in errors)
+    return " / ".join(f"ses:{call}" for call in calls if call) or "the SES read permissions"
 
 
 def _unknown(facts: Facts, _t: Thresholds) -> Finding | None:

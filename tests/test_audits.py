@@ -1046,7 +1046,8 @@ def test_health_with_unverified_sender_pages(
     assert report.ses is not None and report.ses.sender_verified is False
     assert report.severity is Severity.P1 and report.findings[0].code == "ses-sender"
     verified = run(health, session, settings, sesv2=sesv2, ses=ses)
-    assert verified.severity is Severity.P4 and verified.to_json()["ses"]["mode"] == "sandbox"
+    assert verified.to_json()["ses"]["mode"] == "sandbox"
+    assert [f.code for f in verified.findings] == ["ses-errors"], "moto: sending state unknown"
     named = settings.model_copy(update={"email_from": f"Dispatch <{settings.email_from}>"})
     with_name = run(health, session, named, sesv2=sesv2, ses=ses)
     assert with_name.ses is not None and with_name.ses.sender_verified is True, "its address is"
@@ -1098,7 +1099,10 @@ def test_health_with_part_of_the_ses_account_unknown_is_a_p3(
         "SES left the account state unknown"
     ]
     both = run(health, session, settings, sesv2=sesv2, ses=_clients()[1])
-    assert both.severity is Severity.P4, "a fallback that answered leaves nothing unknown"
+    assert both.severity is Severity.P3, "the v1 quota answered, not whether sending is enabled"
+    assert [f.message.split(" (")[0] for f in both.findings] == [
+        "SES left the sending state unknown"
+    ]
 
 
 def test_ses_errors_in_the_health_report_are_one_short_line_each(

@@ -52,3 +52,32 @@ def test_audit_loops_mutes_exactly_when_asked(
 def test_the_default_alert_routing_setting_is_the_documented_default() -> None:
     assert parse_routing(load_settings().alert_routing) == dict(DEFAULT_ROUTES)
     assert parse_routing(load_settings(alert_routing="P1=log").alert_routing)["P1"] == ("log",)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # SES's answer, not the database
+def test_health_says_when_ses_left_whether_sending_is_enabled_unknown(
+    cli_env: str,
+    aws_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SES answered the quota but neither sesv2.GetAccount nor ses.GetAccountSendingEnabled (as
+    moto does): `ses.sending_enabled` was null and there was no finding, because the account
+    counted as unknown only when every call failed, so a paused account went unreported."""
+    monkeypatch.setenv("NOTIFY_SENDER", "aws")
+    reload_runtime()
+    assert main(["health", "--direct", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    ses = report["ses"]
+    assert ses["sending_enabled"] is None and ses["max_24h_send"] == 200.0
+    assert [e.split(":")[0] for e in ses["errors"]] == [
+        "sesv2.GetAccount",
+        "ses.GetAccountSendingEnabled",
+    ]
+    [finding] = report["findings"]
+    assert (finding["code"], finding["severity"]) == ("ses-errors", "P3")
+    message = finding["message"]
+    assert message.startswith("SES left the sending state unknown (sesv2.GetAccount: 404 ")
+    assert "; ses.GetAccountSendingEnabled: " in message
+    assert "a paused account would go unreported" in message
+    assert "on AccessDenied grant ses:GetAccount / ses:GetAccountSendingEnabled;" in message

@@ -67,6 +67,7 @@ P1, P2, P3, P4 = Severity.P1, Severity.P2, Severity.P3, Severity.P4
         # SES erroring: answering nothing P2, leaving part of the account's state unknown P3
         (Facts(ses_unanswered=("account state", "sender verification"), ses_silent=True), P2),
         (Facts(ses_unanswered=("sender verification",)), P3),
+        (Facts(ses_unanswered=("sending state",)), P3),  # quota answered, the pause not
         # operator work, no outage
         (Facts(unknown_deliveries=1), P3),
         (Facts(loops=2), P3),

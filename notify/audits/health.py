@@ -291,6 +291,7 @@ def _verdict(fields: Mapping[str, Any], w: Window, thresholds: Thresholds | None
         ses_unanswered=ses.unanswered if ses is not None else (),
         ses_silent=ses is not None and ses.silent,
         ses_error=ses.errors[-1] if ses is not None and ses.errors else None,
+        ses_errors=ses.errors if ses is not None else (),
         workers_down_minutes=fields.get("workers_down_minutes"),
         late_runs=fields.get("late_runs") or 0,
         late_runs_minutes=fields.get("late_runs_minutes"),

@@ -41,12 +41,14 @@ class SesAccountState(BaseModel):
     @property
     def unanswered(self) -> tuple[str, ...]:
         """What an error left unknown: the account's state (sending enabled, mode, quota: no
-        call answered) and whether the sender is verified. A call its fallback answered for it
-        (SES v2 on moto) leaves nothing unknown."""
+        call answered), whether sending is enabled (the quota answered, not that: a paused account
+        would go unseen) and whether the sender is verified. A call its fallback answered for it
+        leaves nothing unknown."""
         unknown = [
             what
             for what, missing in (
                 ("account state", self.source is None),
+                ("sending state", self.source is not None and self.sending_enabled is None),
                 ("sender verification", bool(self.sender) and self.sender_verified is None),
             )
             if missing
