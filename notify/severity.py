@@ -24,19 +24,20 @@ disabled, the sender identity unverified, or the database unreachable mean every
 notification) fails -> P1, and so does email paused by the reputation guardrail (`email-paused`,
 runbook "Receipts": the deliverer sends no email until an operator resumes it); today's SMS spend
 at the daily cap (NOTIFY_SMS_DAILY_CAP_USD) stops every SMS until the UTC day ends (email
-instead) -> P2: to be answered within the hour, above SMS
-over the hourly alarm (P3) and below SMS over $100 in one hour (P1); deliveries in `unknown` state
-and detected loops need an operator but are no outage -> P3. Workers down for 10 minutes or less
-escalate nothing by themselves. Scheduled runs that nothing has started for more than those 10
-minutes (Late in the UI) are the same outage seen from the runs' side -> P1 (`runs-late`): it is
-what tells when `notifyops serve`, which has no work pool and so no worker heartbeat, stopped.
-SES answering none of health's calls (out of reach, refusing our
-credentials, down) -> P2: sends through the SES API likely fail too, but no email is lost (rows
-wait as pending_retry without an attempt counted, the SMTP failover may carry them), so it is
-answered within the hour rather than paged; the backlog and latency findings escalate while the
-email waits. SES leaving part of health's questions unknown for an error (a missing IAM
-permission, a throttled call, an endpoint without the call) -> P3, whether sending is enabled
-among them: a quota answered beside it does not tell whether the account is paused.
+instead) -> P2: to be answered within the hour, above SMS over the hourly alarm (P3) and below
+SMS over $100 in one hour (P1); deliveries in `unknown` state and detected loops need an operator
+but are no outage -> P3. Workers down for 10 minutes or less escalate nothing by themselves;
+deployments on a work pool no worker has ever polled (no heartbeat, so no down time to measure)
+run nowhere -> P1 (`workers-none`). Scheduled runs that nothing has started for more than those
+10 minutes (Late in the UI) are the same outage seen from the runs' side -> P1 (`runs-late`): it
+is what tells when `notifyops serve`, which has no work pool and so no worker heartbeat, stopped.
+SES answering none of health's calls (out of reach, refusing our credentials, down) -> P2: sends
+through the SES API likely fail too, but no email is lost (rows wait as pending_retry without an
+attempt counted, the SMTP failover may carry them), so it is answered within the hour rather than
+paged; the backlog and latency findings escalate while the email waits. SES leaving part of
+health's questions unknown for an error (a missing IAM permission, a throttled call, an endpoint
+without the call) -> P3, whether sending is enabled among them: a quota answered beside it does
+not tell whether the account is paused.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class Facts:
     sms_cost_month_usd: Decimal | None = None  # the UTC calendar month's SMS spend so far
     sms_spend_limit_usd: Decimal | None = None  # the SNS account's MonthlySpendLimit
     workers_down_minutes: float | None = None
+    unpolled_deployments: int = 0  # deployments on a work pool no worker has ever polled
     late_runs: int = 0  # scheduled runs of the deployments that nothing has started
     late_runs_minutes: float | None = None  # how long the oldest of them has waited
     backlog: int | None = None
@@ -244,12 +246,28 @@ def _workers(facts: Facts, t: Thresholds) -> Finding | None:
     return Finding("workers-down", Severity.P1, message)
 
 
+def _workers_none(facts: Facts, _t: Thresholds) -> Finding | None:
+    """Deployments on a work pool that no worker has ever polled (Prefect shows it NOT_READY):
+    they run nowhere, for how long nothing tells (no heartbeat to count from), so runbook
+    section 3's P1 without the 10 minutes' grace."""
+    if facts.unpolled_deployments <= 0:
+        return None
+    message = (
+        f"no worker polls the `notifyops` work pool (NOT_READY): its "
+        f"{facts.unpolled_deployments} deployment(s) run nowhere; fix: `prefect worker start "
+        "--pool notifyops` on each worker machine (runbook section 3)"
+    )
+    return Finding("workers-none", Severity.P1, message)
+
+
 def _late_runs(facts: Facts, t: Thresholds) -> Finding | None:
     """Nothing has started the scheduled runs for longer than workers may be down: `notifyops
     serve` stopped (it has no work pool, so no worker heartbeat tells), or the pool's workers
     gone (then `workers-down` says so already)."""
     minutes = facts.late_runs_minutes
-    if minutes is None or minutes <= t.workers_down_page_minutes or _workers(facts, t):
+    if minutes is None or minutes <= t.workers_down_page_minutes:
+        return None
+    if _workers(facts, t) or _workers_none(facts, t):
         return None
     message = (
         f"{facts.late_runs} scheduled run(s) late, the oldest for {minutes:.0f} min > "
@@ -404,6 +422,7 @@ _RULES: tuple[Callable[[Facts, Thresholds], Finding | None], ...] = (
     _sms_daily_cap,
     _sms_spend_limit,
     _workers,
+    _workers_none,
     _late_runs,
     _backlog,
     _latency,

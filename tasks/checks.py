@@ -46,6 +46,7 @@ def add_worker_state(report: HealthReport) -> HealthReport:
     return report.with_workers(
         state.workers if state else None,
         down_minutes=state.down_minutes if state else None,
+        pool_deployments=state.deployments if state else None,
         late_runs=late.count if late else None,
         late_runs_minutes=late.oldest_minutes if late else None,
     )

@@ -15,6 +15,8 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateName,
     FlowRunFilterTags,
+    WorkPoolFilter,
+    WorkPoolFilterName,
 )
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
@@ -24,12 +26,14 @@ from notify.db import utcnow
 
 WORK_POOL = "notifyops"
 DEPLOYMENT_TAG = "notifyops"  # every deployment of prefect.yaml; their runs carry it
+DEPLOYMENTS_READ = 200  # the server's page size: prefect.yaml has a dozen
 
 
 @dataclass(frozen=True)
 class PoolState:
     workers: list[WorkerState]
-    down_minutes: float
+    down_minutes: float | None  # None: no worker online and none ever sent a heartbeat
+    deployments: int  # the pool's deployments that are not paused: what its workers must run
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,8 @@ def late_runs() -> LateRuns | None:
 
 def work_pool_state(pool: str = WORK_POOL) -> PoolState | None:
     """None without a Prefect server or without the pool (e.g. `notifyops serve`): a 404 of any
-    kind (Prefect's ObjectNotFound or a bare HTTP 404 from the workers endpoint) means no pool."""
+    kind (Prefect's ObjectNotFound or a bare HTTP 404 from the workers endpoint) means no pool.
+    A pool no worker ever polled (NOT_READY) has no workers and no down time to tell."""
     if not os.environ.get("PREFECT_API_URL"):
         return None
     with get_client(sync_client=True) as client:
@@ -71,6 +76,8 @@ def work_pool_state(pool: str = WORK_POOL) -> PoolState | None:
             if error.response.status_code == httpx.codes.NOT_FOUND:
                 return None
             raise
+        on_pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[pool]))
+        deployments = client.read_deployments(work_pool_filter=on_pool, limit=DEPLOYMENTS_READ)
     states = [
         WorkerState(
             name=w.name,
@@ -80,14 +87,16 @@ def work_pool_state(pool: str = WORK_POOL) -> PoolState | None:
         )
         for w in workers
     ]
-    return PoolState(states, _down_minutes(states, utcnow()))
+    active = sum(1 for deployment in deployments if not deployment.paused)
+    return PoolState(states, _down_minutes(states, utcnow()), active)
 
 
-def _down_minutes(workers: list[WorkerState], now: datetime) -> float:
-    """0 while any worker is online; else minutes since the last heartbeat of any worker."""
+def _down_minutes(workers: list[WorkerState], now: datetime) -> float | None:
+    """0 while any worker is online; else minutes since the last heartbeat of any worker; None
+    when no worker ever sent one (none registered): not 0, which reads as healthy."""
     if any(w.online for w in workers):
         return 0.0
     beats = [w.last_heartbeat for w in workers if w.last_heartbeat is not None]
     if not beats:
-        return 0.0  # no worker ever registered: nothing has gone down
+        return None
     return round((now - max(beats)).total_seconds() / 60, 1)

@@ -330,3 +330,44 @@ def test_health_pages_an_email_pause_until_it_is_resumed(
     assert resumed["email_paused"] is None and "email-paused" not in {
         f["code"] for f in resumed["findings"]
     }
+
+
+def test_health_pages_deployments_on_a_work_pool_no_worker_polls(
+    flow_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After `python -m deployments.setup` and no worker started, the pool is NOT_READY and
+    health said `workers: []`, `workers_down_minutes: 0.0` and nothing else: 0 minutes down,
+    read as healthy, while nothing would run the deployments."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate, WorkPoolCreate
+    from prefect.settings import PREFECT_API_URL
+
+    from tasks.workers import WORK_POOL
+
+    @flow(name="unpolled-pool-probe")
+    def probe() -> None: ...
+
+    monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+        flow_id = client.create_flow(probe)
+        deployment = client.create_deployment(flow_id, "probe", work_pool_name=WORK_POOL)
+    try:
+        assert main(["health", "--json"]) == 1
+        report = json.loads(capsys.readouterr().out)
+        assert report["workers"] == [] and report["workers_down_minutes"] is None
+        assert report["pool_deployments"] == 1 and report["severity"] == "P1"
+        [finding] = [f for f in report["findings"] if f["code"] == "workers-none"]
+        assert finding["severity"] == "P1"
+        assert "`prefect worker start --pool notifyops`" in finding["message"]
+        with get_client(sync_client=True) as client:  # nothing left for a worker to run
+            client.update_deployment(deployment, DeploymentUpdate(paused=True))
+        main(["health", "--json"])
+        paused = json.loads(capsys.readouterr().out)
+        assert paused["pool_deployments"] == 0 and paused["workers_down_minutes"] is None
+        assert "workers-none" not in {f["code"] for f in paused["findings"]}
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_deployment(deployment)
+            client.delete_work_pool(WORK_POOL)

@@ -44,6 +44,8 @@ P1, P2, P3, P4 = Severity.P1, Severity.P2, Severity.P3, Severity.P4
         (Facts(workers_down_minutes=0), P4),
         (Facts(workers_down_minutes=10), P4),
         (Facts(workers_down_minutes=10.5), P1),
+        # deployments on a pool no worker ever polled (no heartbeat, no down time): P1 at once
+        (Facts(unpolled_deployments=1), P1),
         # scheduled runs nothing started (serve stopped: no pool, no heartbeat): > 10 min P1
         (Facts(late_runs=3, late_runs_minutes=10), P4),
         (Facts(late_runs=3, late_runs_minutes=10.5), P1),
@@ -122,6 +124,8 @@ def test_late_runs_page_once_and_not_beside_workers_down() -> None:
     assert "`notifyops serve`" in alone.findings[0].message
     both = assess(Facts(late_runs=12, late_runs_minutes=55, workers_down_minutes=30))
     assert [f.code for f in both.findings] == ["workers-down"], "one outage, one page"
+    unpolled = assess(Facts(late_runs=12, late_runs_minutes=55, unpolled_deployments=12))
+    assert [f.code for f in unpolled.findings] == ["workers-none"], "one outage, one page"
 
 
 def test_the_data_loss_page_says_what_to_do() -> None:

@@ -76,7 +76,8 @@ class HealthReport(Report):
     email_paused_since: datetime | None = None
     ses: SesAccountState | None
     workers: tuple[WorkerState, ...] | None = None
-    workers_down_minutes: float | None = None
+    workers_down_minutes: float | None = None  # None with workers []: none ever polled the pool
+    pool_deployments: int | None = None  # the work pool's deployments (not paused); None: no pool
     late_runs: int | None = None
     late_runs_minutes: float | None = None  # how long the oldest late run has waited
 
@@ -88,14 +89,17 @@ class HealthReport(Report):
         late_runs: int | None = None,
         late_runs_minutes: float | None = None,
         thresholds: Thresholds | None = None,
+        pool_deployments: int | None = None,
     ) -> HealthReport:
         """This report with the Prefect side: the work pool's workers (None: no pool, e.g.
-        `notifyops serve`) and the scheduled runs nothing has started, severity re-assessed
-        ("down > 10 min": P1; runs late > 10 min: P1)."""
+        `notifyops serve`) and its deployments, and the scheduled runs nothing has started,
+        severity re-assessed ("down > 10 min": P1; deployments on a pool no worker ever polled:
+        P1; runs late > 10 min: P1)."""
         fields = {
             **dict(self),
             "workers": None if workers is None else tuple(workers),
             "workers_down_minutes": down_minutes,
+            "pool_deployments": pool_deployments,
             "late_runs": late_runs,
             "late_runs_minutes": late_runs_minutes,
         }
@@ -274,6 +278,17 @@ def _lost(session: Session, now: datetime) -> dict[str, int]:
     }
 
 
+def _unpolled(fields: Mapping[str, Any]) -> int:
+    """The pool's deployments when no worker of it is online and none ever sent a heartbeat
+    (so no down time to measure): they run nowhere. 0 without a pool (`notifyops serve`)."""
+    workers: tuple[WorkerState, ...] | None = fields.get("workers")
+    if workers is None or any(w.online for w in workers):
+        return 0
+    if fields.get("workers_down_minutes") is not None:
+        return 0  # a known outage: `workers-down` measures it
+    return fields.get("pool_deployments") or 0
+
+
 def _verdict(fields: Mapping[str, Any], w: Window, thresholds: Thresholds | None) -> dict[str, Any]:
     ses: SesAccountState | None = fields["ses"]
     facts = Facts(
@@ -293,6 +308,7 @@ def _verdict(fields: Mapping[str, Any], w: Window, thresholds: Thresholds | None
         ses_error=ses.errors[-1] if ses is not None and ses.errors else None,
         ses_errors=ses.errors if ses is not None else (),
         workers_down_minutes=fields.get("workers_down_minutes"),
+        unpolled_deployments=_unpolled(fields),
         late_runs=fields.get("late_runs") or 0,
         late_runs_minutes=fields.get("late_runs_minutes"),
     )
