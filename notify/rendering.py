@@ -40,6 +40,8 @@ from notify.settings import Priority
 
 BUILTIN_DIR = Path(__file__).with_name("templates")
 PARTS = ("subject.txt.j2", "body.txt.j2", "body.html.j2", "sms.txt.j2")
+TEXT_EXTENSIONS = ("txt.j2", "txt")  # printed as given; every other file is escaped as HTML
+HTML_EXTENSIONS = ("html.j2", "html", "htm")  # escaped, as is a file of any other name
 META_FILE = "meta.json"
 META_KEYS = ("description", "priority", "category", "sample_context")
 # Optional keys and their defaults. `fallback_email`: an SMS of this template that fails for good
@@ -122,12 +124,22 @@ class _Compiled:
 
 
 def make_environment(loader: BaseLoader) -> SandboxedEnvironment:
-    """The one environment: sandboxed, strict, autoescaping `.html.j2` files only."""
+    """The one environment: sandboxed, strict, autoescaping every file but the text ones.
+
+    Jinja decides escaping per file, by its name, and a file included from `body.html.j2` does
+    not inherit it: an HTML snippet named `row.html` (or with no suffix) must escape on its own.
+    Only `.txt.j2` / `.txt` files (subject, text body, SMS and what they include) print values
+    as given."""
     env = ImmutableSandboxedEnvironment(
         loader=loader,
         undefined=StrictUndefined,
         finalize=_refuse_null,
-        autoescape=select_autoescape(["html.j2"], default_for_string=False, default=False),
+        autoescape=select_autoescape(
+            enabled_extensions=HTML_EXTENSIONS,
+            disabled_extensions=TEXT_EXTENSIONS,
+            default_for_string=False,
+            default=True,
+        ),
         trim_blocks=True,
         lstrip_blocks=True,
         auto_reload=False,
@@ -142,7 +154,11 @@ class TemplateCatalog:
     """Built-in templates plus those of `extra_dir`, compiled once per name and cached."""
 
     def __init__(self, extra_dir: Path | None = None) -> None:
-        self._loader = ChoiceLoader([FileSystemLoader(d) for d in _search_path(extra_dir)])
+        # utf-8-sig: a byte-order mark some editors write is not text (it made the subject start
+        # with an invisible character and every SMS UCS-2, and meta.json unreadable)
+        self._loader = ChoiceLoader(
+            [FileSystemLoader(d, encoding="utf-8-sig") for d in _search_path(extra_dir)]
+        )
         self._env = make_environment(self._loader)
         self._compiled: dict[str, _Compiled] = {}
 
@@ -366,6 +382,10 @@ def _meta_problem(data: Any) -> str | None:
     missing = [key for key in META_KEYS if key not in data]
     if missing:
         return f"missing key(s) {', '.join(missing)}"
+    unknown = sorted(set(data) - set(META_KEYS) - set(META_OPTIONAL))
+    if unknown:  # a misspelt optional key (fallback_emial) would leave its default in force
+        known = ", ".join([*META_KEYS, *META_OPTIONAL])
+        return f"unknown key(s) {', '.join(unknown)} (the keys are {known})"
     not_text = [key for key in ("description", "priority", "category") if not _is_text(data[key])]
     if not_text:
         return f"{', '.join(not_text)} must be text"
@@ -400,6 +420,11 @@ def _render(info: TemplateInfo, template: Template, values: dict[str, Any]) -> s
         raise TemplateSyntaxProblem(f"{_location(exc, template)}: {exc}") from exc
     except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
         raise _context_error(info, values, exc, _location(exc, template)) from exc
+    except RecursionError:  # an include or a macro that calls itself without end
+        raise TemplateSyntaxProblem(
+            f"template {info.name!r}: {template.name or template.filename} includes (or calls) "
+            "itself without end"
+        ) from None
 
 
 class _NullPrinted(ValueError):
@@ -482,13 +507,12 @@ def _context_error(
         message = (
             f"template {info.name!r} needs {noun} {_quoted(missing)} (missing from the context)"
         )
-    elif isinstance(exc, _NullPrinted) and nulls:
+    elif (isinstance(exc, _NullPrinted) or _Null.__name__ in str(exc)) and nulls:
         noun = "variable" if len(nulls) == 1 else "variables"
         verb = "is" if len(nulls) == 1 else "are"
-        message = (
-            f"template {info.name!r}: {noun} {_quoted(nulls)} {verb} null (at {where}), "
-            "which would print as None: give a value"
-        )
+        use = "would print as None" if isinstance(exc, _NullPrinted) else f"cannot be used: {exc}"
+        message = f"template {info.name!r}: {noun} {_quoted(nulls)} {verb} null (at {where}), "
+        message += f"which {use}; give a value"
     elif isinstance(exc, _NullPrinted):
         message = (
             f"template {info.name!r}: a value printed at {where} is null, which would print as "

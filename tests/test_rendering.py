@@ -209,7 +209,13 @@ def test_a_null_value_the_template_prints_is_refused_naming_the_variable(tmp_pat
 
 @pytest.mark.parametrize(
     "printed",
-    ["{{ name|title }}", "{{ name|upper }}", "{{ 'Hi ' ~ name }}", "{{ [name]|join(', ') }}"],
+    [
+        "{{ name|title }}",
+        "{{ name|upper }}",
+        "{{ 'Hi ' ~ name }}",
+        "{{ [name]|join(', ') }}",
+        "{{ name|round }}",  # said "type _Null doesn't define __round__ method"
+    ],
 )
 def test_a_null_printed_through_a_filter_or_joined_is_refused_too(
     tmp_path: Path, printed: str
@@ -367,6 +373,7 @@ def test_missing_part_is_named(tmp_path: Path) -> None:
         (META | {"sample_context": []}, "sample_context must be a JSON object"),
         (META | {"digest": "no"}, "digest must be true or false"),
         (META | {"category": "c" * 51}, r"category must be at most 50 characters \(51\)"),
+        (META | {"fallback_emial": False}, r"unknown key\(s\) fallback_emial \(the keys are"),
     ],
 )
 def test_bad_meta_is_reported(tmp_path: Path, meta: dict[str, Any], problem: str) -> None:
@@ -461,3 +468,42 @@ def test_a_template_name_too_long_to_store_is_refused_with_the_template(tmp_path
     write_full_template(tmp_path, "t" * 101)
     with pytest.raises(TemplateSyntaxProblem, match=r"at most 100 characters \(101\)"):
         TemplateCatalog(tmp_path).info("t" * 101)
+
+
+@pytest.mark.parametrize("snippet", ["row.html", "row", "row.html.j2"])
+def test_an_html_snippet_escapes_whatever_its_name(tmp_path: Path, snippet: str) -> None:
+    """Jinja escapes by file name, and an included file does not inherit the includer's: a
+    snippet `body.html.j2` includes under a name other than `.html.j2` printed `<script>` as
+    markup. Only the text parts' files (`.txt.j2`, `.txt`) print values as given."""
+    (tmp_path / "_parts").mkdir()
+    (tmp_path / "_parts" / snippet).write_text("<p>{{ customer }}</p>", encoding="utf-8")
+    (tmp_path / "_parts" / "line.txt").write_text("{{ customer }}", encoding="utf-8")
+    write_full_template(tmp_path, "inc", sample_context={"customer": "c"})
+    write_template(
+        tmp_path,
+        "inc",
+        html=f'{{% include "_parts/{snippet}" %}}',
+        text='{% include "_parts/line.txt" %}',
+    )
+    message = TemplateCatalog(tmp_path).render("inc", {"customer": "Ann & Bob <script>"})
+    assert message.html == "<p>Ann &amp; Bob &lt;script&gt;</p>"
+    assert message.text.strip() == "Ann & Bob <script>"
+
+
+def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path: Path) -> None:
+    """Some editors start a file with a UTF-8 byte-order mark: it made the subject start with an
+    invisible character and every SMS UCS-2 (twice the parts), and meta.json unreadable."""
+    write_full_template(tmp_path, "bom", "Job {{ job }} assigned", sample_context={"job": 7})
+    for part in ("subject.txt.j2", "sms.txt.j2", "meta.json"):
+        path = tmp_path / "bom" / part
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    message = TemplateCatalog(tmp_path).render("bom", {"job": 7})
+    assert message.subject == "Job 7 assigned" and message.sms == "Job 7 assigned"
+
+
+def test_a_template_that_includes_itself_is_named(tmp_path: Path) -> None:
+    """It said `RecursionError: maximum recursion depth exceeded`, naming no template."""
+    write_full_template(tmp_path, "rec")
+    write_template(tmp_path, "rec", sms='x{% include "rec/sms.txt.j2" %}')
+    with pytest.raises(TemplateSyntaxProblem, match=r"'rec': .*sms\.txt\.j2 includes .*itself"):
+        TemplateCatalog(tmp_path).render("rec", {})
