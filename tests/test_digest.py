@@ -231,11 +231,19 @@ def test_rows_are_grouped_per_recipient_and_sms_not_held_is_left_alone(
     assert {r.carried_by_id for r in rows(engine, awake).values()} == {None}
 
 
+@pytest.mark.parametrize(
+    "sms",
+    [
+        "{{ total }} {{ nope }}",  # a variable the digest's context has not
+        "{% if false %}x{% endif %}",  # empty: the subject alone went, the rows counted sent
+        "{% for i in range(200) %}{{ total }} updates while you slept. {% endfor %}",  # > SNS's
+    ],
+)
 def test_a_broken_digest_override_leaves_the_rows_to_go_one_by_one(
-    engine: Engine, settings: Settings, quiet_tech: None, tmp_path: Path
+    engine: Engine, settings: Settings, quiet_tech: None, tmp_path: Path, sms: str
 ) -> None:
     shutil.copytree(BUILTIN_DIR / "digest", tmp_path / "digest")
-    (tmp_path / "digest" / "sms.txt.j2").write_text("{{ total }} {{ nope }}", encoding="utf-8")
+    (tmp_path / "digest" / "sms.txt.j2").write_text(sms, encoding="utf-8")
     ids = held(engine, settings, 2)
     broken = TemplateCatalog(tmp_path)
     assert gather_digests(engine=engine, catalog=broken, settings=settings, now=AFTER) == Gathered()
