@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from notify.enqueue import SendRequest
 from notify.roster import ID_SEPARATORS, read_recipient_file
 from notify.settings import Priority
-from notify.validation import refuse_nul
+from notify.validation import refuse_unstorable
 
 LISTED_MAX = 50  # recipients a run's parameters list one by one; more go as one text
 
@@ -72,7 +72,7 @@ class DispatchParams(BaseModel):
                 "to: give at least one recipient id (on the command line: --to ID or "
                 "--to-file FILE)"
             )
-        refuse_nul(
+        refuse_unstorable(
             {
                 "template": self.template,
                 "to": self.to,

@@ -40,7 +40,7 @@ from notify.ids import NotificationIds
 from notify.recipients import hold_roster, recipients_by_external_id
 from notify.rendering import RenderedMessage, TemplateCatalog
 from notify.settings import Priority, Settings
-from notify.validation import refuse_nul
+from notify.validation import refuse_unstorable
 
 CHUNK = 1000  # recipients rendered, decided and inserted at a time
 
@@ -364,9 +364,9 @@ def _hold_key(connection: Connection, key: str) -> None:
 
 def _storable(**fields: Any) -> None:
     """Bad input, naming the field, where PostgreSQL would refuse a NUL character (with a
-    message naming none) after the request started."""
+    message naming none) after the request started, or JSON a number out of range."""
     try:
-        refuse_nul(fields)
+        refuse_unstorable(fields)
     except ValueError as error:
         raise InputError(str(error)) from None
 

@@ -3,6 +3,7 @@ raises ValueError with a reason a person can act on."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import time
@@ -143,31 +144,38 @@ def _zone_names() -> set[str]:
     return _ZONES
 
 
-def refuse_nul(fields: Mapping[str, Any]) -> None:
-    """A NUL character in any text of `fields` (field name -> value; nested dicts and lists are
-    walked, their keys too) raises ValueError naming where: PostgreSQL cannot store one, and
-    would refuse the whole request with a message that names no field."""
+def refuse_unstorable(fields: Mapping[str, Any]) -> None:
+    """A value the database or JSON cannot keep, in any of `fields` (field name -> value; nested
+    dicts and lists are walked, their keys too), raises ValueError naming where: a NUL character
+    in a text (PostgreSQL would refuse the whole request with a message that names no field), or
+    a number out of range (`1E400` reads as infinity, which JSON has not: the template printed
+    `inf` and the stored context was not valid JSON)."""
     for name, value in fields.items():
-        where = _nul_path(value, name)
-        if where is not None:
-            raise ValueError(
-                f"{where}: contains a NUL character (\\u0000), which the database cannot store"
-            )
+        found = _unstorable(value, name)
+        if found is not None:
+            where, why = found
+            raise ValueError(f"{where}: {why}")
 
 
-def _nul_path(value: Any, path: str) -> str | None:
+_NUL = "contains a NUL character (\\u0000), which the database cannot store"
+_NOT_FINITE = "is out of range for a number ({}): give a smaller number, or a string"
+
+
+def _unstorable(value: Any, path: str) -> tuple[str, str] | None:
     if isinstance(value, str):
-        return path if "\x00" in value else None
+        return (path, _NUL) if "\x00" in value else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, _NOT_FINITE.format(value))
     if isinstance(value, Mapping):
         for key, item in value.items():
-            found = _nul_path(key, path) or _nul_path(item, f"{path}.{key}")
+            found = _unstorable(key, path) or _unstorable(item, f"{path}.{key}")
             if found is not None:
                 return found
     elif isinstance(value, list | tuple):
         if _all_text_without_nul(value):  # a million recipient ids: one C-speed scan
             return None
         for index, item in enumerate(value):
-            found = _nul_path(item, f"{path}[{index}]")
+            found = _unstorable(item, f"{path}[{index}]")
             if found is not None:
                 return found
     return None

@@ -121,10 +121,16 @@ def parse_json_object(raw: str, option: str) -> dict[str, Any]:
 
     if len(raw) > MAX_JSON_BYTES:
         raise InputError(f"{option}: {len(raw):,} characters of JSON; at most {MAX_JSON_BYTES:,}")
+    from notify.json_objects import RepeatedKey, refuse_repeated_keys
+
     try:
-        value = json.loads(raw, parse_constant=_not_json)
+        value = json.loads(raw, parse_constant=_not_json, object_pairs_hook=refuse_repeated_keys)
     except _NotJson as error:
         raise InputError(f"{option}: {error}") from None
+    except RepeatedKey as repeated:  # json.loads would keep the last value without a word
+        raise InputError(
+            f"{option}: key {repeated.key!r} given twice (which value is meant?)"
+        ) from None
     except json.JSONDecodeError as error:
         where = (
             f"line {error.lineno} column {error.colno}"
