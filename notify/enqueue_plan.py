@@ -26,12 +26,14 @@ from sqlalchemy.orm import Session
 from notify.conditions import BatchConditions
 from notify.db import RECIPIENTS, Channel, Recipient, Status, among, dialect_of, lookup_chunks
 from notify.policies import (
+    EMAIL_EMPTY,
     SMS_EMPTY,
     Action,
     ChannelDecision,
     RecipientPrefs,
     SendConditions,
     decide_channels,
+    email_is_empty,
 )
 from notify.pricing import estimate_sms_cost, sms_size_problem
 from notify.rendering import RenderedMessage
@@ -186,6 +188,7 @@ class Planner:
         spent = self.conditions.sms_spent_today
         over_cap = spent + cost > self.settings.sms_daily_cap_usd
         refused = self._sms_refused(recipient, message)
+        empty_email = EMAIL_EMPTY if email_is_empty(message.subject, message.text) else None
         key = (
             title,
             priority,
@@ -203,6 +206,7 @@ class Planner:
             cost,
             f"{spent:,.2f}" if over_cap else None,  # the cap's reason names the spend
             refused,
+            empty_email,
         )
         outcome = self._outcomes.get(key)
         if outcome is None:
@@ -218,6 +222,7 @@ class Planner:
                 recent_sent={Channel.email: email_n, Channel.sms: sms_n},
                 suppressed=suppressed,
                 sms_refused=refused,
+                email_refused=empty_email,
             )
             decisions = decide_channels(recipient_prefs(recipient), cond)
             outcome = self._outcomes[key] = _outcome(decisions, segments, cost, self.now)

@@ -65,6 +65,8 @@ class SendConditions:
     # why SNS would refuse this recipient's SMS text (empty: SMS_EMPTY; too long: its size,
     # notify.pricing), or None: a part never sent is never counted in the estimate
     sms_refused: str | None = None
+    # why the email would reach its reader empty (EMAIL_EMPTY), or None
+    email_refused: str | None = None
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,8 @@ def _email_skip_reason(prefs: RecipientPrefs, cond: SendConditions) -> str | Non
         return "no email address"
     if Channel.email in cond.suppressed:
         return "address suppressed"
+    if cond.email_refused:
+        return cond.email_refused
     return _loop_reason(Channel.email, cond)
 
 
@@ -203,6 +207,15 @@ def _sms_skip_reason(prefs: RecipientPrefs, cond: SendConditions) -> str | None:
 
 
 SMS_EMPTY = "the template's SMS text is empty for this context"
+EMAIL_EMPTY = "the template's email subject and text are empty for this context"
+
+
+def email_is_empty(subject: str, text: str) -> bool:
+    """No subject and no text body: the reader would get an empty email (the HTML part says
+    what the text says, in a layout)."""
+    return not subject.strip() and not text.strip()
+
+
 LOOP_GUARD = "loop guard: "  # how a decision the loop guard made begins, after the channel
 
 

@@ -707,6 +707,39 @@ def test_an_sms_whose_template_renders_nothing_is_skipped_and_its_email_goes(
     ]
 
 
+def test_an_email_whose_template_renders_nothing_is_skipped_and_its_sms_goes(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    """A template whose subject and text say nothing for some contexts: the email went out with
+    an empty subject and body. Its row is skipped saying why; the SMS goes."""
+    shutil.copytree(BUILTIN_DIR / "test_message", tmp_path / "maybe_email")
+    for part in ("subject.txt.j2", "body.txt.j2"):
+        (tmp_path / "maybe_email" / part).write_text(
+            "{% if sent_at == 'now' %}at {{ sent_at }}{% endif %}  \n"
+        )
+    add_recipients(engine, [tech(1), tech(2)])
+    catalog = TemplateCatalog(tmp_path)
+    for n, sent_at in ((1, "later"), (2, "now")):
+        request = SendRequest(
+            template="maybe_email",
+            to=(f"tech:{n}",),
+            context={"sent_at": sent_at},
+            priority=Priority.urgent,
+        )
+        with transaction(engine) as session:
+            enqueue(session=session, request=request, catalog=catalog, settings=settings, now=NOON)
+    assert decisions(engine) == [
+        (
+            "email",
+            "skipped",
+            "email: the template's email subject and text are empty for this context",
+        ),
+        ("sms", "pending", "sms: send"),
+        ("email", "pending", "email: send"),
+        ("sms", "pending", "sms: send"),
+    ]
+
+
 def test_an_sms_a_recipient_makes_longer_than_sns_takes_is_skipped_and_its_email_goes(
     engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
