@@ -535,13 +535,15 @@ def _json_line(raw: str) -> dict[str, Any] | str:
 
 
 def read_recipient_file(path: Path) -> list[str]:
-    """One external id per line, or a CSV whose header has an external_id column (in any
-    case, as a roster's header)."""
+    """External ids separated as `--to` separates them (lines, commas, semicolons, spaces; a
+    line starting with # is a comment), or a CSV whose header has an external_id column (in
+    any case, as a roster's header)."""
     lines = _read_utf8(path, "external ids, one a line").splitlines()
     if lines and "external_id" in [_column_key(name) for name in lines[0].split(",")]:
         reader = csv.DictReader(lines, skipinitialspace=True)
         reader.fieldnames = [_column_key(name) for name in reader.fieldnames or []]
-        found = (row.get("external_id") or "" for row in reader)
-    else:
-        found = (line for line in lines if not line.lstrip().startswith("#"))
-    return [value.strip() for value in found if value.strip()]
+        found = [(row.get("external_id") or "").strip() for row in reader]
+    else:  # an id never holds a separator (the roster refuses one that does)
+        kept = (line for line in lines if not line.lstrip().startswith("#"))
+        found = [part for line in kept for part in ID_SEPARATORS.split(line)]
+    return [value for value in found if value]

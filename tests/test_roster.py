@@ -482,6 +482,8 @@ def test_recipient_files_strip_ids_in_both_forms(tmp_path: Path) -> None:
 
     plain = write(tmp_path, "  t:1  \n# comment\n\n t:2\n", "ids.txt")
     assert read_recipient_file(plain) == ["t:1", "t:2"]
+    separated = write(tmp_path, "t:1,t:2\nt:3; t:4\n", "separated.txt")  # as --to separates
+    assert read_recipient_file(separated) == ["t:1", "t:2", "t:3", "t:4"]
     table = write(tmp_path, "name, external_id\nA,  t:3 \nB,\n", "ids.csv")
     assert read_recipient_file(table) == ["t:3"]
     shouted = write(tmp_path, "NAME, External_ID \nA,t:4\n", "shouted.csv")
