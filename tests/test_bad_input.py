@@ -468,6 +468,16 @@ def send_cases() -> list[Case]:
             [*send, "--context", '{"repair_id": "R-1", "unit_number": -Infinity}'],
             "--context: -Infinity is not a JSON value",
         ),
+        Case(
+            "context-number-overflow",
+            [*send, "--context", '{"repair_id": "R-1", "unit_number": {"n": [1E400]}}'],
+            "context.unit_number.n[0]: is out of range for a number (inf)",
+        ),
+        Case(
+            "context-repeated-key",
+            [*send, "--context", '{"repair_id": "R-1", "unit_number": "1", "repair_id": "R-2"}'],
+            "--context: key 'repair_id' given twice",
+        ),
         Case("context-string", [*send, "--context", '"R-1"'], "--context"),
         Case("context-number", [*send, "--context", "7"], "--context"),
         Case("context-null", [*send, "--context", "null"], "--context"),

@@ -386,7 +386,8 @@ def test_templates_preview_of_an_sms_longer_than_sns_accepts_says_send_refuses_i
         captured = capsys.readouterr()
         assert "R-1" in captured.out, "the preview is still shown"
         (line,) = captured.err.strip().splitlines()
-        assert "SNS accepts at most 1,600 bytes" in line and "send refuses this context" in line
+        assert "SNS accepts at most 1,600 bytes" in line
+        assert "send refuses a request whose first recipient's SMS comes out like this" in line
 
 
 def _meta(priority: str = "normal", sample_context: dict[str, Any] | None = None) -> str:
@@ -419,8 +420,34 @@ def test_templates_preview_says_when_the_sms_is_empty_and_send_skips_it(
     assert main(["templates", "preview", "maybe"]) == 0
     said = " ".join(capsys.readouterr().out.split())
     assert "The SMS text is empty for this context: send skips the SMS" in said
+    assert "0 segment(s)" in said, "no part goes: it said 1"
+    assert main(["templates", "preview", "maybe", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sms_segments"] == 0
     assert main(["templates", "preview", "maybe", "--context", '{"who": 2}']) == 0
     assert "is empty" not in capsys.readouterr().out
+    _template(tmp_path, "hush", meta, sms="Hi")
+    for part in ("subject.txt.j2", "body.txt.j2"):
+        (tmp_path / "hush" / part).write_text("{% if who == 2 %}Hello{% endif %}")
+    reload_runtime()
+    assert main(["templates", "preview", "hush"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "The email is empty for this context: send skips it" in said
+
+
+def test_templates_preview_prints_each_part_on_the_lines_it_has(
+    cli_env: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A part longer than the console is as wide printed on one line, as it is stored and sent
+    (the preview broke it where the width fell, with a trailing space)."""
+    _template(tmp_path, "wide", _meta(), sms="Hi {{ who }} " + "word " * 60 + "end")
+    monkeypatch.setenv("NOTIFY_TEMPLATES_DIR", str(tmp_path))
+    reload_runtime()
+    assert main(["templates", "preview", "wide"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "Hi 1 " + "word " * 60 + "end" in lines
 
 
 def test_templates_preview_of_a_sample_context_lacking_a_variable_names_meta_json(

@@ -69,8 +69,9 @@ def preview(
 ) -> None:
     """Render a template: subject, text, HTML and SMS with its length in segments.
 
-    Exit 1 when the SMS is longer than SNS accepts: send refuses such a context."""
-    from notify.policies import SMS_EMPTY
+    Exit 1 when the SMS is longer than SNS accepts (send refuses a request whose first recipient's
+    SMS comes out so long, and skips the SMS of any other)."""
+    from notify.policies import EMAIL_EMPTY, SMS_EMPTY, email_is_empty
     from notify.pricing import sms_length, sms_size_problem
 
     catalog = _catalog()
@@ -82,22 +83,28 @@ def preview(
     who = _recipient(recipient) if recipient is not None else STAND_IN
     message = _render_preview(catalog, name, values, who, from_sample=context is None)
     length = sms_length(message.sms)
+    segments = length.segments if message.sms.strip() else 0  # send skips an empty SMS: no part
     if json_output:
         print_json(
             {
                 **message.__dict__,
                 "sms_encoding": length.encoding,
                 "sms_characters": length.units,
-                "sms_segments": length.segments,
+                "sms_segments": segments,
             }
         )
     else:
-        _show_preview(message, length)
-        if not message.sms.strip():
+        _show_preview(message, length, segments)
+        if not segments:
             out.print(f"The SMS text is empty for this context: send skips the SMS ({SMS_EMPTY}).")
+        if email_is_empty(message.subject, message.text):
+            out.print(f"The email is empty for this context: send skips it ({EMAIL_EMPTY}).")
     problem = sms_size_problem(message.sms)
     if problem:
-        fail_line(f"template {name!r}: {problem}: send refuses this context; shorten its values")
+        fail_line(
+            f"template {name!r}: {problem}: send refuses a request whose first recipient's SMS "
+            "comes out like this, and skips the SMS of any other it does for; shorten the values"
+        )
         raise typer.Exit(EXIT_PARTIAL)
 
 
@@ -148,18 +155,22 @@ def _render_preview(
         ) from error
 
 
-def _show_preview(message: RenderedMessage, length: SmsLength) -> None:
+def _show_preview(message: RenderedMessage, length: SmsLength, segments: int) -> None:
+    """The parts as they are stored and sent: soft-wrapped (no line break the terminal's width
+    would add, nor the trailing space Rich pads a wrapped line with)."""
     from rich.markup import escape
 
     out.print(
-        f"[bold]Subject:[/] {escape(message.subject)}  (priority {message.priority})", markup=True
+        f"[bold]Subject:[/] {escape(message.subject)}  (priority {message.priority})",
+        markup=True,
+        soft_wrap=True,
     )
     out.print(
-        f"[bold]SMS[/] ({length.encoding}, {length.units} units, {length.segments} segment(s)):",
+        f"[bold]SMS[/] ({length.encoding}, {length.units} units, {segments} segment(s)):",
         markup=True,
     )
-    out.print(message.sms)
+    out.print(message.sms, soft_wrap=True)
     out.print("[bold]Text:[/]", markup=True)
-    out.print(message.text)
+    out.print(message.text, soft_wrap=True)
     out.print("[bold]HTML:[/]", markup=True)
-    out.print(message.html)
+    out.print(message.html, soft_wrap=True)
