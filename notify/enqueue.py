@@ -38,7 +38,7 @@ from notify.errors import InputError
 from notify.fallback import suppressed_sms_fallbacks
 from notify.ids import NotificationIds
 from notify.recipients import hold_roster, recipients_by_external_id
-from notify.rendering import RenderedMessage, TemplateCatalog
+from notify.rendering import RECIPIENT, RenderedMessage, TemplateCatalog
 from notify.settings import Priority, Settings
 from notify.validation import refuse_unstorable
 
@@ -118,7 +118,7 @@ class EnqueueResult:
 def recipient_context(context: Mapping[str, Any], recipient: Recipient) -> dict[str, Any]:
     """What a template sees: the request's context plus `recipient` (name, external_id)."""
     who = {"name": recipient.name, "external_id": recipient.external_id}
-    return {**context, "recipient": who}
+    return {**context, RECIPIENT: who}
 
 
 def enqueue(
@@ -343,6 +343,11 @@ def preflight(
     )
     if not wanted:
         raise InputError("to: none of the recipients is known")
+    if RECIPIENT in request.context:  # recipient_context would put each one's own over it
+        raise InputError(
+            f"context.{RECIPIENT}: templates get each recipient's own (name, external_id), "
+            "so this value would be ignored; give it another name"
+        )
     first = recipients_by_external_id(session=session, external_ids=wanted[:1])[wanted[0]]
     catalog.check(request.template, recipient_context(request.context, first))
     return wanted, unknown

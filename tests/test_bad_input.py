@@ -478,6 +478,11 @@ def send_cases() -> list[Case]:
             [*send, "--context", '{"repair_id": "R-1", "unit_number": "1", "repair_id": "R-2"}'],
             "--context: key 'repair_id' given twice",
         ),
+        Case(
+            "context-recipient-key",
+            [*send, "--context", '{"repair_id": "R-1", "unit_number": "1", "recipient": "Ann"}'],
+            "context.recipient: templates get each recipient's own",
+        ),
         Case("context-string", [*send, "--context", '"R-1"'], "--context"),
         Case("context-number", [*send, "--context", "7"], "--context"),
         Case("context-null", [*send, "--context", "null"], "--context"),
