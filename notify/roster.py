@@ -29,7 +29,7 @@ from typing import Any
 from notify.errors import InputError
 from notify.json_objects import RepeatedKey, refuse_repeated_keys
 from notify.validation import (
-    CONTROL_CHARACTER,
+    UNSHOWABLE,
     describe_control,
     normalize_email,
     normalize_name,
@@ -255,9 +255,10 @@ def _has_line_break(text: str) -> bool:
 
 
 def _shown(text: str) -> str:
-    """A bad value as quoted back in the report: short, control characters escaped."""
+    """A bad value as quoted back in the report: short, control characters (and direction
+    controls) escaped."""
     cut = text[:_SHOWN] + ("…" if len(text) > _SHOWN else "")
-    return CONTROL_CHARACTER.sub(lambda m: repr(m.group())[1:-1], cut)
+    return UNSHOWABLE.sub(lambda m: repr(m.group())[1:-1], cut)
 
 
 def _field_reader(record: Mapping[str, Any]) -> Callable[[str], str]:

@@ -16,6 +16,11 @@ from email_validator import EmailNotValidError, validate_email
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 # Unicode category Cc, the whole of it: C0 (tab, line breaks, NUL, ESC, ...), DEL and C1
 CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Unicode's explicit direction embeddings, overrides and isolates (LRE..RLO, LRI..PDI): invisible,
+# and able to show a name (and what follows it on the line) in another order than stored
+BIDI_CONTROL = re.compile("[\u202a-\u202e\u2066-\u2069]")
+# what a value quoted back in an error shows escaped: either kind would garble the line
+UNSHOWABLE = re.compile(f"{CONTROL_CHARACTER.pattern}|{BIDI_CONTROL.pattern}")
 _TRUE = {"true", "1", "yes", "y", "t", "on"}
 _FALSE = {"false", "0", "no", "n", "f", "off", ""}
 
@@ -56,6 +61,13 @@ def normalize_name(raw: str) -> str:
             f"name contains {describe_control(bad.group())}: a name is printed in SMS, emails and "
             "terminals, which a control character garbles (a tab alone makes every SMS naming "
             "the recipient UCS-2, in more parts); remove it"
+        )
+    turned = BIDI_CONTROL.search(raw)
+    if turned:
+        raise ValueError(
+            f"name contains the invisible direction control U+{ord(turned.group()):04X}: it "
+            "reorders what is printed after it (the name, and the rest of the line, shown "
+            "reversed in tables and messages); remove it"
         )
     return raw.strip()
 

@@ -397,6 +397,8 @@ def test_a_quoted_name_with_a_line_break_is_one_record_refused_on_its_line(
         ("Ann\x1b[2JLee", "control character '\\x1b'"),
         ("Ann\x85Lee", "a line break"),
         ("Ann\x9bLee", "control character '\\x9b'"),
+        ("Ann\u202eeeL", "the invisible direction control U+202E"),  # shown as "Ann Lee"
+        ("\u2067Ann Lee", "the invisible direction control U+2067"),
     ],
 )
 @pytest.mark.parametrize("kind", ["csv", "jsonl"])
