@@ -59,8 +59,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from notify.bulk_insert import insert_returning_ids
 from notify.db import DELIVERY_LOGS, NOTIFICATIONS, Channel, Status, Turn, take_turn, transaction
 from notify.errors import InputError
-from notify.policies import QUIET_HOURS_LIKE, REASON_MAX_CHARS, SMS_EMPTY
-from notify.pricing import estimate_sms_cost, sms_length, sms_size_problem
+from notify.policies import QUIET_HOURS_LIKE, REASON_MAX_CHARS, sms_refusal
+from notify.pricing import estimate_sms_cost, sms_length
 from notify.rendering import RenderedMessage, TemplateCatalog
 from notify.settings import Priority, Settings
 
@@ -257,7 +257,7 @@ def render_digest(catalog: TemplateCatalog, group: Sequence[_Candidate]) -> Rend
         message = catalog.render(DIGEST_TEMPLATE, digest_context(items, listed))
     # an override whose SMS comes out empty (the deliverer would send the subject alone, and the
     # rows it carries would count as sent) or longer than SNS takes: no digest, rows one by one
-    problem = SMS_EMPTY if not message.sms.strip() else sms_size_problem(message.sms)
+    problem = sms_refusal(message.sms)
     if problem is not None:
         raise InputError(f"the {DIGEST_TEMPLATE} template: {problem}")
     return message

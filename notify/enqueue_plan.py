@@ -27,15 +27,15 @@ from notify.conditions import BatchConditions
 from notify.db import RECIPIENTS, Channel, Recipient, Status, among, dialect_of, lookup_chunks
 from notify.policies import (
     EMAIL_EMPTY,
-    SMS_EMPTY,
     Action,
     ChannelDecision,
     RecipientPrefs,
     SendConditions,
     decide_channels,
     email_is_empty,
+    sms_refusal,
 )
-from notify.pricing import estimate_sms_cost, sms_size_problem
+from notify.pricing import estimate_sms_cost
 from notify.rendering import RenderedMessage
 from notify.settings import Priority, Settings
 
@@ -238,7 +238,7 @@ class Planner:
         if text not in self._refusals:
             if len(self._refusals) >= _COST_CACHE_MAX:
                 self._refusals.clear()
-            self._refusals[text] = SMS_EMPTY if not text.strip() else sms_size_problem(text)
+            self._refusals[text] = sms_refusal(text)
         return self._refusals[text]
 
     def _sms_cost(self, recipient: Any, message: RenderedMessage) -> tuple[int | None, Decimal]:

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from notify.db import Channel, Status
 from notify.money import usd
+from notify.pricing import sms_size_problem
 from notify.settings import Priority
 
 REASON_MAX_CHARS = 300
@@ -207,6 +208,14 @@ def _sms_skip_reason(prefs: RecipientPrefs, cond: SendConditions) -> str | None:
 
 
 SMS_EMPTY = "the template's SMS text is empty for this context"
+
+
+def sms_refusal(text: str) -> str | None:
+    """Why SNS would refuse this SMS text: empty (SMS_EMPTY), or over its size
+    (notify.pricing.sms_size_problem); None when it takes it."""
+    return SMS_EMPTY if not text.strip() else sms_size_problem(text)
+
+
 EMAIL_EMPTY = "the template's email subject and text are empty for this context"
 
 
