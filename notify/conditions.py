@@ -8,13 +8,13 @@ that repeats a recipient or crosses the cap midway is judged as it goes.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, and_, func, or_, select
+from sqlalchemy import ColumnElement, Connection, FromClause, and_, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from notify.db import (
@@ -85,6 +85,32 @@ class BatchConditions:
 def suppression_active(now: datetime, table: FromClause = SUPPRESSIONS) -> ColumnElement[bool]:
     """A suppression still in force at `now` (no end, or an end still ahead)."""
     return or_(table.c.until.is_(None), table.c.until > now)
+
+
+def suppress_for_good(
+    session: Session | Connection, wanted: Mapping[tuple[str, str], str], now: datetime
+) -> int:
+    """A permanent suppression (every title, no end) of each (address, channel) in `wanted`, with
+    its reason, unless that address and channel already have one; returns how many were added.
+    What a provider reports (a receipt's bounce, complaint or opt-out; an opt-out the deliverer
+    finds). The caller commits."""
+    if not wanted:
+        return 0
+    x = SUPPRESSIONS
+    query = select(x.c.address, x.c.channel).where(
+        x.c.address.in_(sorted({address for address, _ in wanted})),
+        x.c.title.is_(None),
+        x.c.until.is_(None),
+    )
+    existing = {(address, channel) for address, channel in session.execute(query)}
+    new = [
+        {"address": a, "channel": c, "title": None, "reason": r, "until": None, "created_at": now}
+        for (a, c), r in wanted.items()
+        if (a, c) not in existing
+    ]
+    if new:
+        session.execute(insert(x), new)
+    return len(new)
 
 
 def suppression_stops(

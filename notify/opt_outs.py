@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection
 
-from notify.db import SUPPRESSIONS, Channel
+from notify.conditions import suppress_for_good
+from notify.db import Channel
 
 SEEN_AT_DELIVERY = "OptedOut (SNS said so before sending) delivery #"
 
@@ -26,35 +27,8 @@ SEEN_AT_DELIVERY = "OptedOut (SNS said so before sending) delivery #"
 def suppress_opted_out(conn: Connection, found: Iterable[tuple[str, int]], now: datetime) -> int:
     """Suppress each (phone, delivery row id) found opted out, unless a permanent SMS
     suppression of that number exists; returns how many were added. The caller commits."""
-    wanted: dict[str, int] = {}
+    wanted: dict[tuple[str, str], str] = {}
     for phone, row_id in found:
         if phone:
-            wanted.setdefault(phone, row_id)
-    if not wanted:
-        return 0
-    x = SUPPRESSIONS
-    existing = set(
-        conn.scalars(
-            select(x.c.address).where(
-                x.c.address.in_(sorted(wanted)),
-                x.c.channel == Channel.sms.value,
-                x.c.title.is_(None),
-                x.c.until.is_(None),
-            )
-        )
-    )
-    new = [
-        {
-            "address": phone,
-            "channel": Channel.sms.value,
-            "title": None,
-            "reason": f"{SEEN_AT_DELIVERY}{row_id}",
-            "until": None,
-            "created_at": now,
-        }
-        for phone, row_id in wanted.items()
-        if phone not in existing
-    ]
-    if new:
-        conn.execute(insert(x), new)
-    return len(new)
+            wanted.setdefault((phone, Channel.sms.value), f"{SEEN_AT_DELIVERY}{row_id}")
+    return suppress_for_good(conn, wanted, now)

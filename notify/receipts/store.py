@@ -23,10 +23,10 @@ from sqlalchemy import bindparam, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from notify.audits.rollups import hold_folds, repriced
+from notify.conditions import suppress_for_good
 from notify.db import (
     DELIVERY_LOGS,
     RECEIPTS,
-    SUPPRESSIONS,
     Channel,
     Status,
     among,
@@ -472,29 +472,7 @@ def _suppress(session: Session, events: Sequence[ReceiptEvent], rows: Rows, now:
         reason = f"{event.label} receipt {event.dedupe_key}"[:300]
         for address in addresses - {None, ""}:
             wanted.setdefault((address, channel), reason)
-    if not wanted:
-        return 0
-    existing = _permanent_suppressions(session, wanted)
-    new = [
-        {"address": a, "channel": c, "title": None, "reason": r, "until": None, "created_at": now}
-        for (a, c), r in wanted.items()
-        if (a, c) not in existing
-    ]
-    if new:
-        session.execute(insert(SUPPRESSIONS), new)
-    return len(new)
-
-
-def _permanent_suppressions(
-    session: Session, wanted: dict[tuple[str, str], str]
-) -> set[tuple[str, str]]:
-    addresses = sorted({address for address, _ in wanted})
-    query = select(SUPPRESSIONS.c.address, SUPPRESSIONS.c.channel).where(
-        SUPPRESSIONS.c.address.in_(addresses),
-        SUPPRESSIONS.c.title.is_(None),
-        SUPPRESSIONS.c.until.is_(None),
-    )
-    return {(a, c) for a, c in session.execute(query)}
+    return suppress_for_good(session, wanted, now)
 
 
 def _advance_watermark(session: Session, events: Sequence[ReceiptEvent], now: datetime) -> None:
