@@ -679,6 +679,22 @@ def test_a_request_larger_than_a_chunk_is_stored_whole_and_in_order(
     assert counts[("sms", "skipped")] == 4
 
 
+def _later_then_now(
+    engine: Engine, settings: Settings, catalog: TemplateCatalog, template: str
+) -> None:
+    """`template` sent urgent to tech:1 with sent_at "later", then to tech:2 with "now"."""
+    add_recipients(engine, [tech(1), tech(2)])
+    for n, sent_at in ((1, "later"), (2, "now")):
+        request = SendRequest(
+            template=template,
+            to=(f"tech:{n}",),
+            context={"sent_at": sent_at},
+            priority=Priority.urgent,
+        )
+        with transaction(engine) as session:
+            enqueue(session=session, request=request, catalog=catalog, settings=settings, now=NOON)
+
+
 def test_an_sms_whose_template_renders_nothing_is_skipped_and_its_email_goes(
     engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
@@ -688,17 +704,7 @@ def test_an_sms_whose_template_renders_nothing_is_skipped_and_its_email_goes(
     shutil.copytree(BUILTIN_DIR / "test_message", tmp_path / "maybe_sms")
     sms_part = tmp_path / "maybe_sms" / "sms.txt.j2"
     sms_part.write_text("{% if sent_at == 'now' %}texted at {{ sent_at }}{% endif %}\n")
-    add_recipients(engine, [tech(1), tech(2)])
-    catalog = TemplateCatalog(tmp_path)
-    for n, sent_at in ((1, "later"), (2, "now")):
-        request = SendRequest(
-            template="maybe_sms",
-            to=(f"tech:{n}",),
-            context={"sent_at": sent_at},
-            priority=Priority.urgent,
-        )
-        with transaction(engine) as session:
-            enqueue(session=session, request=request, catalog=catalog, settings=settings, now=NOON)
+    _later_then_now(engine, settings, TemplateCatalog(tmp_path), "maybe_sms")
     assert decisions(engine) == [
         ("email", "pending", "email: send"),
         ("sms", "skipped", "sms: the template's SMS text is empty for this context"),
@@ -717,17 +723,7 @@ def test_an_email_whose_template_renders_nothing_is_skipped_and_its_sms_goes(
         (tmp_path / "maybe_email" / part).write_text(
             "{% if sent_at == 'now' %}at {{ sent_at }}{% endif %}  \n"
         )
-    add_recipients(engine, [tech(1), tech(2)])
-    catalog = TemplateCatalog(tmp_path)
-    for n, sent_at in ((1, "later"), (2, "now")):
-        request = SendRequest(
-            template="maybe_email",
-            to=(f"tech:{n}",),
-            context={"sent_at": sent_at},
-            priority=Priority.urgent,
-        )
-        with transaction(engine) as session:
-            enqueue(session=session, request=request, catalog=catalog, settings=settings, now=NOON)
+    _later_then_now(engine, settings, TemplateCatalog(tmp_path), "maybe_email")
     assert decisions(engine) == [
         (
             "email",

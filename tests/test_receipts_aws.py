@@ -47,6 +47,18 @@ def _settings(db_url: str, **extra: Any) -> Settings:
     return load_settings(database_url=db_url, sender="memory", receipts_wait_s=0, **extra)
 
 
+def _poll(aws: dict[str, Any], engine: Engine, db_url: str, *, with_logs: bool = False) -> Any:
+    """One receipts poll of the queue (and, `with_logs`, of the SMS delivery logs)."""
+    logs = {"logs": aws["logs"], "account_id": "123456789012"} if with_logs else {}
+    return poll_receipts(
+        engine=engine,
+        sources=ReceiptSources(sqs=aws["sqs"], **logs),
+        settings=_settings(db_url),
+        clock=utcnow,
+        fallback=FALLBACK,
+    )
+
+
 def _setup(aws: dict[str, Any], role: str | None = None) -> Any:
     return setup_receipts(
         ses=aws["ses"], sns=aws["sns"], sqs=aws["sqs"], name=NAME, sms_role_arn=role
@@ -172,13 +184,7 @@ def test_ses_events_through_sns_and_sqs_reach_their_statuses(
         for kind, (row_id, message_id) in zip(kinds, sent, strict=True)
     ]
     _publish(aws, topic, [*records, "this is not an SES event"])
-    report = poll_receipts(
-        engine=engine,
-        sources=ReceiptSources(sqs=aws["sqs"]),
-        settings=_settings(db_url),
-        clock=utcnow,
-        fallback=FALLBACK,
-    )
+    report = _poll(aws, engine, db_url)
     statuses = _statuses(engine)
     assert [statuses[row_id] for row_id, _ in sent] == [
         "delivered",
@@ -361,13 +367,7 @@ def test_a_bounce_skips_the_rows_still_queued_to_the_address_in_the_same_poll(
     ]
     rows.insert(engine)
     _publish(aws, topic, [ses_event("Bounce", "ses-1", to=TO, delivery_id=bounced)])
-    report = poll_receipts(
-        engine=engine,
-        sources=ReceiptSources(sqs=aws["sqs"]),
-        settings=_settings(db_url),
-        clock=utcnow,
-        fallback=FALLBACK,
-    )
+    report = _poll(aws, engine, db_url)
     decisions = _decisions(engine)
     assert decisions[bounced][0] == "bounced"
     for row_id in queued:
@@ -403,13 +403,7 @@ def test_an_sms_opt_out_in_the_delivery_logs_skips_the_queued_sms_without_a_fall
     _put_lines(aws["logs"], failure, [(now - timedelta(minutes=5), line)])
     aws["logs"].create_log_group(logGroupName=success)  # nothing delivered in the hour
     _setup(aws)
-    report = poll_receipts(
-        engine=engine,
-        sources=ReceiptSources(sqs=aws["sqs"], logs=aws["logs"], account_id="123456789012"),
-        settings=_settings(db_url),
-        clock=utcnow,
-        fallback=FALLBACK,
-    )
+    report = _poll(aws, engine, db_url, with_logs=True)
     status, decision = _decisions(engine)[waiting]
     assert status == "skipped" and decision.startswith("sms: muted after it was queued")
     assert (report.totals.suppressed, report.queued.muted, report.queued.fallbacks) == (1, 1, 0)
@@ -441,13 +435,7 @@ def test_a_poll_that_died_after_storing_a_bounce_leaves_the_next_poll_to_skip_th
             wait_s=0, after_commit=dies_after_commit(aws, url),
         )  # fmt: skip
     assert _decisions(engine)[queued][0] == "pending"  # the bounce is stored, the row waits
-    report = poll_receipts(
-        engine=engine,
-        sources=ReceiptSources(sqs=aws["sqs"]),
-        settings=_settings(db_url),
-        clock=utcnow,
-        fallback=FALLBACK,
-    )
+    report = _poll(aws, engine, db_url)
     assert (report.totals.suppressed, report.totals.duplicates) == (0, 1)
     status, decision = _decisions(engine)[queued]
     assert status == "skipped" and decision.startswith("email: muted after it was queued")
@@ -479,13 +467,7 @@ def _crash_poll(aws: dict[str, Any], engine: Engine, db_url: str, unknown: int) 
     _put_lines(aws["logs"], success, lines)
     aws["logs"].create_log_group(logGroupName=failure)
     _setup(aws)
-    report = poll_receipts(
-        engine=engine,
-        sources=ReceiptSources(sqs=aws["sqs"], logs=aws["logs"], account_id="123456789012"),
-        settings=_settings(db_url),
-        clock=utcnow,
-        fallback=FALLBACK,
-    )
+    report = _poll(aws, engine, db_url, with_logs=True)
     return report_json(report)
 
 
