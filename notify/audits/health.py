@@ -279,13 +279,11 @@ def _lost(session: Session, now: datetime) -> dict[str, int]:
 
 
 def _unpolled(fields: Mapping[str, Any]) -> int:
-    """The pool's deployments when no worker of it is online and none ever sent a heartbeat
-    (so no down time to measure): they run nowhere. 0 without a pool (`notifyops serve`)."""
-    workers: tuple[WorkerState, ...] | None = fields.get("workers")
-    if workers is None or any(w.online for w in workers):
+    """The pool's deployments when no worker of it ever sent a heartbeat (its down time is None,
+    where a worker online makes it 0 and a known outage its minutes, which `workers-down`
+    measures): they run nowhere. 0 without a pool (`notifyops serve`)."""
+    if fields.get("workers") is None or fields.get("workers_down_minutes") is not None:
         return 0
-    if fields.get("workers_down_minutes") is not None:
-        return 0  # a known outage: `workers-down` measures it
     return fields.get("pool_deployments") or 0
 
 
