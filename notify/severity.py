@@ -35,9 +35,10 @@ SES answering none of health's calls (out of reach, refusing our credentials, do
 through the SES API likely fail too, but no email is lost (rows wait as pending_retry without an
 attempt counted, the SMTP failover may carry them), so it is answered within the hour rather than
 paged; the backlog and latency findings escalate while the email waits. SES leaving part of
-health's questions unknown for an error (a missing IAM permission, a throttled call, an endpoint
-without the call) -> P3, whether sending is enabled among them: a quota answered beside it does
-not tell whether the account is paused.
+health's questions unknown for an error (a missing IAM permission, a throttled call) -> P3, whether
+sending is enabled among them: a quota answered beside it does not tell whether the account is
+paused. A call the endpoint does not offer (a stand-in for SES such as moto, which answers the
+others) is listed in the report's `ses.not_offered`, not a finding.
 """
 
 from __future__ import annotations
@@ -382,8 +383,8 @@ def _ses_errors(facts: Facts, _t: Thresholds) -> Finding | None:
     )
     message = (
         f"SES left the {' and '.join(facts.ses_unanswered)} unknown{said}{unseen}; fix: on "
-        f"AccessDenied grant {_permissions(facts.ses_errors)}; another error is an endpoint "
-        "without the call (a stand-in such as moto)"
+        f"AccessDenied grant {_permissions(facts.ses_errors)}; for another error check this "
+        "host's AWS endpoint, region and network"
     )
     return Finding("ses-errors", Severity.P3, message)
 

@@ -1032,9 +1032,76 @@ def test_ses_state_on_moto_falls_back_to_v1(aws_env: str) -> None:
     assert state.source == "ses" and state.mode == "sandbox" and state.mode_inferred
     assert (state.max_24h_send, state.max_send_rate, state.sent_last_24h) == (200.0, 1.0, 0.0)
     assert state.sender_verified is True and state.sending_enabled is None
-    assert any(e.startswith("sesv2.GetAccount") for e in state.errors)
+    # moto answers v2 GetAccount with a bare 404 page and v1 GetAccountSendingEnabled with an
+    # HTML 500: calls it does not offer, not SES errors
+    assert state.not_offered == ("sesv2.GetAccount", "ses.GetAccountSendingEnabled")
+    assert state.errors == () and state.unanswered == ()
     assert check_ses_account(sender=VERIFIED_SENDER, sesv2=sesv2).sender_verified is True
     assert check_ses_account(sender="x@nowhere.example", sesv2=sesv2).sender_verified is False
+
+
+def test_an_ses_error_naming_its_code_is_kept_beside_a_call_the_endpoint_lacks(
+    aws_env: str, session: Session, settings: Settings
+) -> None:
+    """AccessDenied on v2 GetAccount is SES's answer (it names its code): the sending state it
+    leaves unknown is P3, naming the permission; the v1 call moto lacks is only listed."""
+    from botocore.stub import Stubber
+
+    sesv2, ses = _clients()
+    with Stubber(sesv2) as denied:
+        denied.add_client_error(
+            "get_account",
+            service_error_code="AccessDeniedException",
+            service_message="User is not authorized to perform ses:GetAccount",
+            http_status_code=403,
+        )
+        report = run(health, session, settings, sesv2=sesv2, ses=ses)
+    state = report.ses
+    assert state is not None and state.not_offered == ("ses.GetAccountSendingEnabled",)
+    assert [e.split(":")[0] for e in state.errors] == ["sesv2.GetAccount"]
+    assert report.severity is Severity.P3
+    [finding] = report.findings
+    assert finding.code == "ses-errors"
+    assert finding.message.startswith("SES left the sending state unknown (sesv2.GetAccount: ")
+    assert "grant ses:GetAccount;" in finding.message
+
+
+def test_an_endpoint_that_answers_no_call_as_ses_does_is_silent_not_lacking_calls(
+    session: Session, settings: Settings
+) -> None:
+    """Every call answered with a page that is not AWS's (here a plain HTTP server's 501): no
+    call answered, so nothing says the endpoint stands in for SES; SES does not answer (P2)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Nothing(BaseHTTPRequestHandler):  # no do_GET / do_POST: 501 Unsupported method
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Nothing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        clients = {
+            name: boto3.client(
+                name,
+                region_name="us-east-1",
+                endpoint_url=url,
+                aws_access_key_id="x",
+                aws_secret_access_key="x",
+            )
+            for name in ("sesv2", "ses")
+        }
+        report = run(health, session, settings, **clients)
+    finally:
+        server.shutdown()
+    assert report.ses is not None and report.ses.not_offered == ()
+    assert len(report.ses.errors) == 4
+    assert report.severity is Severity.P2
+    assert [f.code for f in report.findings] == ["ses-errors"]
+    assert report.findings[0].message.startswith("SES does not answer")
+    shown = [*report.to_json()["ses"]["errors"], *(f.message for f in report.findings)]
+    assert all("\n" not in text and "<" not in text and len(text) <= 400 for text in shown)
 
 
 def test_health_with_unverified_sender_pages(
@@ -1047,7 +1114,7 @@ def test_health_with_unverified_sender_pages(
     assert report.severity is Severity.P1 and report.findings[0].code == "ses-sender"
     verified = run(health, session, settings, sesv2=sesv2, ses=ses)
     assert verified.to_json()["ses"]["mode"] == "sandbox"
-    assert [f.code for f in verified.findings] == ["ses-errors"], "moto: sending state unknown"
+    assert not verified.findings, "moto lacks the sending-state calls: not an SES finding"
     named = settings.model_copy(update={"email_from": f"Dispatch <{settings.email_from}>"})
     with_name = run(health, session, named, sesv2=sesv2, ses=ses)
     assert with_name.ses is not None and with_name.ses.sender_verified is True, "its address is"
@@ -1087,35 +1154,29 @@ def test_health_with_ses_out_of_reach_is_a_p2_not_p4(
     )
 
 
-def test_health_with_part_of_the_ses_account_unknown_is_a_p3(
+def test_health_with_ses_v2_alone_on_moto_has_no_ses_finding(
     aws_env: str, session: Session, settings: Settings
 ) -> None:
-    """SES v2 alone on moto: the sender is verified, the account's state is not answered."""
+    """SES v2 alone on moto: the sender is verified; the account's state comes from a call
+    moto lacks, which is listed, not raised as a finding (health exited 1 on every run against
+    the stand-in)."""
     sesv2, _ = _clients()
     report = run(health, session, settings, sesv2=sesv2)
     assert report.ses is not None and report.ses.sender_verified is True
-    assert report.severity is Severity.P3
-    assert [f.message.split(" (")[0] for f in report.findings] == [
-        "SES left the account state unknown"
-    ]
-    both = run(health, session, settings, sesv2=sesv2, ses=_clients()[1])
-    assert both.severity is Severity.P3, "the v1 quota answered, not whether sending is enabled"
-    assert [f.message.split(" (")[0] for f in both.findings] == [
-        "SES left the sending state unknown"
-    ]
+    assert report.ses.source is None and report.ses.not_offered == ("sesv2.GetAccount",)
+    assert not report.findings and not report.breached
 
 
 def test_ses_errors_in_the_health_report_are_one_short_line_each(
     aws_env: str, session: Session, settings: Settings
 ) -> None:
     """moto answers SES v2's GetAccount with its HTML 404 page: `ses.errors` showed the page's
-    markup over several lines (`404 <!doctype html>\n<html lang=en>...`), as did the finding."""
+    markup over several lines (`404 <!doctype html>\n<html lang=en>...`), as did the finding.
+    With no sender to ask about, no call answers: the 404 is an error, not a lacking call."""
     sesv2, _ = _clients()
-    report = run(health, session, settings, sesv2=sesv2)
-    assert report.ses is not None
-    assert report.ses.errors == ("sesv2.GetAccount: 404 Not Found",)
-    shown = [*report.to_json()["ses"]["errors"], *(f.message for f in report.findings)]
-    assert all("\n" not in text and "<" not in text and len(text) <= 300 for text in shown)
+    state = check_ses_account(sender="", sesv2=sesv2)
+    assert state.errors == ("sesv2.GetAccount: 404 Not Found",) and state.not_offered == ()
+    assert state.silent
 
 
 # --- masking --------------------------------------------------------------------------------

@@ -3,7 +3,12 @@ whether the configured sender (address or its domain) is verified.
 
 SES v2 `GetAccount` answers everything at once; where it fails (moto answers 404) the SES v1 calls
 `GetSendQuota` and `GetAccountSendingEnabled` fill in what they can and the mode is inferred from
-the quota (the sandbox grants 200 a day at 1 per second). Every error is captured in `errors`.
+the quota (the sandbox grants 200 a day at 1 per second). Every error is captured in `errors`,
+except a call the endpoint does not offer (`not_offered`): answered with a bare HTTP 404, 405 or
+501 or a body that is not AWS's (an AWS error always names its code) while other calls to it
+answered as SES does. That is an endpoint standing in for SES (moto implements neither v2
+`GetAccount` nor v1 `GetAccountSendingEnabled`), not an SES problem: it leaves the facts unknown
+but raises no finding.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from notify.errors import provider_text
 SANDBOX_MAX_24H = 200.0
 SANDBOX_RATE = 1.0
 NOT_FOUND = ("NotFoundException", "404")
+NO_SUCH_CALL = ("404", "405", "501")  # a bare HTTP status: the endpoint has no such route
 ERROR_CHARS = 120  # an error of `errors` at most (a report's table cell)
 
 
@@ -37,6 +43,7 @@ class SesAccountState(BaseModel):
     sender: str = ""
     sender_verified: bool | None = None
     errors: tuple[str, ...] = ()
+    not_offered: tuple[str, ...] = ()  # calls the endpoint lacks ("sesv2.GetAccount"): a stand-in
 
     @property
     def unanswered(self) -> tuple[str, ...]:
@@ -68,21 +75,39 @@ def check_ses_account(*, sender: str, sesv2: Any = None, ses: Any = None) -> Ses
     if fields is None and ses is not None:
         fields = _from_v1(ses, errors)
     verified = _sender_verified(sender, sesv2, ses, errors)
+    answered = fields is not None or verified is not None
+    absent = tuple(e.partition(":")[0] for e in errors if answered and _no_such_call(e))
     return SesAccountState(
-        **(fields or {}), sender=sender, sender_verified=verified, errors=tuple(errors)
+        **(fields or {}),
+        sender=sender,
+        sender_verified=verified,
+        errors=tuple(e for e in errors if e.partition(":")[0] not in absent),
+        not_offered=absent,
     )
+
+
+NOT_AWS = "not an AWS answer"  # an error whose body AWS's parser could not read
+
+
+def _no_such_call(error: str) -> bool:
+    """An `aws_call` error line saying the endpoint has no such call: a bare 404/405/501 (an
+    AWS error names its code, `NotFoundException`), or a body that is not AWS's."""
+    said = error.partition(": ")[2]
+    return said.split(" ", 1)[0] in NO_SUCH_CALL or said.startswith(NOT_AWS)
 
 
 def aws_call(errors: list[str], name: str, call: Callable[[], Any]) -> Any:
     """`call()`'s answer, or None with its error appended to `errors` as one short line."""
     try:
         return call()
+    except ResponseParserError:  # not BotoCoreError; an HTML page where AWS answers XML or JSON
+        errors.append(f"{name}: {NOT_AWS} (ResponseParserError)")
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code, said = str(error.get("Code", "error")), provider_text(str(error.get("Message", "")))
         text = said if said.startswith(code) else f"{code} {said}"  # "404 Not Found": no 404 404
         errors.append(provider_text(f"{name}: {text}", ERROR_CHARS))  # one line, not a page
-    except (BotoCoreError, ResponseParserError, OSError) as exc:  # parser error: not BotoCoreError
+    except (BotoCoreError, OSError) as exc:
         errors.append(f"{name}: {type(exc).__name__}")
     return None
 
