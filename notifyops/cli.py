@@ -96,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         return _run(sys.argv[1:] if argv is None else argv)
     except OutputClosed:  # `notifyops ... | head -1`: the reader has what it wanted
         return output_closed()
+    except SystemExit as stopped:
+        # Typer prints help through a Rich console of its own, whose answer to a broken pipe is
+        # to exit 1 (the status of a partial failure here): `notifyops --help | head -1`
+        if isinstance(stopped.__context__, BrokenPipeError):
+            return output_closed()
+        raise
 
 
 def _run(args: list[str]) -> int:
