@@ -19,8 +19,12 @@ CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Unicode's explicit direction embeddings, overrides and isolates (LRE..RLO, LRI..PDI): invisible,
 # and able to show a name (and what follows it on the line) in another order than stored
 BIDI_CONTROL = re.compile("[\u202a-\u202e\u2066-\u2069]")
-# what a value quoted back in an error shows escaped: either kind would garble the line
-UNSHOWABLE = re.compile(f"{CONTROL_CHARACTER.pattern}|{BIDI_CONTROL.pattern}")
+# Characters that print as nothing and join nothing: zero width space, word joiner, invisible
+# math operators, zero width no-break space (a byte-order mark), Mongolian vowel separator. Not
+# the zero width (non-)joiners U+200C/U+200D, which shape real text (Persian, Indic scripts).
+INVISIBLE = re.compile("[\u200b\u2060-\u2064\ufeff\u180e]")
+# what a value quoted back in an error shows escaped: each kind would garble or hide in the line
+UNSHOWABLE = re.compile(f"{CONTROL_CHARACTER.pattern}|{BIDI_CONTROL.pattern}|{INVISIBLE.pattern}")
 _TRUE = {"true", "1", "yes", "y", "t", "on"}
 _FALSE = {"false", "0", "no", "n", "f", "off", ""}
 
@@ -68,6 +72,13 @@ def normalize_name(raw: str) -> str:
             f"name contains the invisible direction control U+{ord(turned.group()):04X}: it "
             "reorders what is printed after it (the name, and the rest of the line, shown "
             "reversed in tables and messages); remove it"
+        )
+    hidden = INVISIBLE.search(raw)
+    if hidden:
+        raise ValueError(
+            f"name contains the invisible character U+{ord(hidden.group()):04X}: it prints as "
+            "nothing, yet a search for the name misses it and every SMS naming the recipient "
+            "goes as UCS-2, in more parts; remove it"
         )
     return raw.strip()
 

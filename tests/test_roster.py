@@ -399,6 +399,9 @@ def test_a_quoted_name_with_a_line_break_is_one_record_refused_on_its_line(
         ("Ann\x9bLee", "control character '\\x9b'"),
         ("Ann\u202eeeL", "the invisible direction control U+202E"),  # shown as "Ann Lee"
         ("\u2067Ann Lee", "the invisible direction control U+2067"),
+        ("Ann\u200bLee", "the invisible character U+200B"),  # a zero width space
+        ("\ufeffAnn Lee", "the invisible character U+FEFF"),  # a byte-order mark mid-file
+        ("Ann\u2060Lee", "the invisible character U+2060"),
     ],
 )
 @pytest.mark.parametrize("kind", ["csv", "jsonl"])
@@ -419,6 +422,14 @@ def test_a_name_with_a_control_character_is_refused_and_the_other_rows_land(
     assert (error.line, error.column) == (3 if kind == "csv" else 2, "name")
     assert error.reason.startswith(f"name contains {what}: ")
     assert error.value == repr(name)[1:-1]
+
+
+def test_a_name_keeps_the_joiners_its_script_needs(tmp_path: Path) -> None:
+    """Zero width (non-)joiners shape Persian and Indic names: not refused as invisible."""
+    names = ["\u0645\u06cc\u200c\u0631\u0627", "\u0915\u094d\u200d\u0937"]
+    lines = [jsonl(f"x:{n}", name=name) for n, name in enumerate(names)]
+    parsed = parse_roster_file(write(tmp_path, "\n".join(lines) + "\n", "roster.jsonl"))
+    assert parsed.errors == [] and [row.name for row in parsed.rows] == names
 
 
 def test_a_name_keeps_its_inner_spaces_and_loses_those_around_it(tmp_path: Path) -> None:
