@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from flows.naming import counted, rename
 from notify.receipts import ReceiptsReport
+from notify.receipts.crash import ambiguous_said
 from tasks import receipts
 
 NOT_SET_UP = "NotSetUp"
@@ -78,7 +79,7 @@ def receipts_artifact(report: ReceiptsReport) -> None:
     finding = report.reputation
     notes = (
         f"{counts_line(report)}; crash rows: {crash.requeued_email} email requeued, "
-        f"{crash.matched_sms} SMS matched, {crash.ambiguous_sms} ambiguous, "
+        f"{crash.matched_sms} SMS matched, {ambiguous_said(crash.ambiguous_rows)}, "
         f"{crash.undelivered_sms} SMS undelivered after 72 h"
     )
     if finding is not None:

@@ -24,7 +24,7 @@ from notify.receipts import (
     resume_email,
     store_receipts,
 )
-from notify.receipts.crash import resolve_crash_rows
+from notify.receipts.crash import ambiguous_said, resolve_crash_rows
 from notify.receipts.parse import parse_sms_log
 from notify.receipts.queue import store_and_apply
 from notify.receipts.reputation import guard
@@ -318,6 +318,9 @@ def test_one_log_line_that_fits_two_unknown_sms_rows_resolves_neither(engine: En
     for later in (timedelta(minutes=1), timedelta(minutes=2), timedelta(hours=73)):
         report = _settle(engine, NOW + later)
         assert (report.matched_sms, report.ambiguous_sms, report.undelivered_sms) == (0, 2, 0)
+        assert report.ambiguous_rows == tuple(sorted((first, second))), "named, to decide"
+        low, high = sorted((first, second))
+        assert ambiguous_said(report.ambiguous_rows) == f"2 ambiguous (rows {low}, {high})"
         with transaction(engine) as session:
             apply_stored(session=session, now=NOW + later)
         for row_id in (first, second):

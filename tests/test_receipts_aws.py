@@ -497,6 +497,9 @@ def test_one_log_line_for_two_crashed_sms_to_one_number_is_ambiguous_in_the_poll
     payload = _crash_poll(aws, engine, db_url, unknown=2)
     crash = payload["crash_rows"]
     assert (crash["matched_sms"], crash["ambiguous_sms"]) == (0, 2)
+    with engine.connect() as connection:
+        ids = sorted(connection.scalars(select(DELIVERY_LOGS.c.id)))
+    assert crash["ambiguous_rows"] == ids, "the operator decides them together: named"
     assert payload["applied"] == {}
     assert payload["unmatched"] == _unmatched_in_table(engine) == 5
     with engine.connect() as connection:

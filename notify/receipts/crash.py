@@ -43,6 +43,13 @@ class CrashReport:
     ambiguous_sms: int = 0
     undelivered_sms: int = 0
     watermark: datetime | None = None
+    ambiguous_rows: tuple[int, ...] = ()  # the ambiguous SMS rows' ids, to decide together
+
+
+def ambiguous_said(rows: Sequence[int]) -> str:
+    """`2 ambiguous (rows 12, 13)`: which `unknown` SMS rows one delivery-log line fits."""
+    named = f" (rows {', '.join(str(row) for row in sorted(rows))})" if rows else ""
+    return f"{len(rows)} ambiguous{named}"
 
 
 def resolve_crash_rows(*, session: Session, now: datetime, horizon: timedelta) -> CrashReport:
@@ -52,7 +59,9 @@ def resolve_crash_rows(*, session: Session, now: datetime, horizon: timedelta) -
     requeued = requeue_unsent_email(session=session, watermark=watermark, horizon=horizon, now=now)
     matched, ambiguous = match_unknown_sms(session=session)
     expired = expire_silent_sms(session=session, now=now, keep=ambiguous)
-    return CrashReport(seen, requeued, matched, len(ambiguous), expired, watermark)
+    return CrashReport(
+        seen, requeued, matched, len(ambiguous), expired, watermark, tuple(sorted(ambiguous))
+    )
 
 
 def stamp_unknown(*, session: Session, now: datetime) -> int:

@@ -193,6 +193,7 @@ def report_json(report: ReceiptsReport) -> dict[str, Any]:
             "requeued_email": crash.requeued_email,
             "matched_sms": crash.matched_sms,
             "ambiguous_sms": crash.ambiguous_sms,
+            "ambiguous_rows": list(crash.ambiguous_rows),
             "undelivered_sms": crash.undelivered_sms,
             "send_watermark": crash.watermark.isoformat() if crash.watermark else None,
         },

@@ -71,6 +71,8 @@ def _poll_direct() -> ReceiptsReport:
 
 
 def _show(data: dict[str, Any]) -> None:
+    from notify.receipts.crash import ambiguous_said
+
     rows = [[kind, n] for kind, n in sorted(data["applied"].items())]
     out.print(table("Receipts applied", ["event", "applied"], rows))
     out.print(
@@ -86,7 +88,7 @@ def _show(data: dict[str, Any]) -> None:
     crash = data["crash_rows"]
     out.print(
         f"crash rows: {crash['requeued_email']} email back to pending, {crash['matched_sms']} "
-        f"SMS matched, {crash['ambiguous_sms']} ambiguous, {crash['undelivered_sms']} SMS "
+        f"SMS matched, {ambiguous_said(crash['ambiguous_rows'])}, {crash['undelivered_sms']} SMS "
         "undelivered after 72 h"
     )
     finding = data["reputation"]
