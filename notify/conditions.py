@@ -25,6 +25,7 @@ from notify.db import (
     Recipient,
     Status,
     Suppression,
+    SuppressionSource,
     among,
     dialect_of,
     lookup_chunks,
@@ -104,7 +105,15 @@ def suppress_for_good(
     )
     existing = {(address, channel) for address, channel in session.execute(query)}
     new = [
-        {"address": a, "channel": c, "title": None, "reason": r, "until": None, "created_at": now}
+        {
+            "address": a,
+            "channel": c,
+            "title": None,
+            "reason": r,
+            "until": None,
+            "created_at": now,
+            "source": SuppressionSource.provider.value,
+        }
         for (a, c), r in wanted.items()
         if (a, c) not in existing
     ]

@@ -407,6 +407,15 @@ class LoopRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
+class SuppressionSource(StrEnum):
+    """Who made a suppression: an operator's mute may let a muted SMS fall back to email; a
+    provider's report (bounce, complaint, opt-out) and a loop mute do not (notify.fallback)."""
+
+    operator = "operator"
+    loop = "loop"
+    provider = "provider"
+
+
 class Suppression(Base):
     """Do not send on `channel` to `address` (email or E.164 phone) until `until` (None: ever).
 
@@ -422,6 +431,9 @@ class Suppression(Base):
     reason: Mapped[str] = mapped_column(String(300), default="")
     until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source: Mapped[str] = mapped_column(
+        String(20), default=SuppressionSource.operator.value, server_default="operator"
+    )
 
 
 class Alert(Base):

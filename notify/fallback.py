@@ -53,12 +53,13 @@ from notify.db import (
     SUPPRESSIONS,
     Channel,
     Status,
+    SuppressionSource,
     transaction,
     utcnow,
 )
 from notify.errors import OPTED_OUT, InputError
 from notify.marks import read_mark, set_mark
-from notify.opt_outs import SEEN_AT_DELIVERY, suppress_opted_out
+from notify.opt_outs import suppress_opted_out
 from notify.senders.failover import ROUTE_SMTP, FailoverMarks
 
 if TYPE_CHECKING:
@@ -183,14 +184,10 @@ def suppressed_sms_fallbacks(
 
 def whole_number_mute() -> ColumnElement[bool]:
     """A suppression that may let a muted SMS fall back to email: an operator's mute of the whole
-    number, not a loop mute (which names a title) nor an opt-out (from a receipt, or found by the
-    deliverer)."""
+    number, not a loop mute (which names a title) nor what a provider reported (an opt-out from
+    a receipt, or found by the deliverer)."""
     x = SUPPRESSIONS
-    return and_(
-        x.c.title.is_(None),
-        ~x.c.reason.contains(" receipt "),  # "<event> receipt <key>"
-        ~x.c.reason.startswith(SEEN_AT_DELIVERY),
-    )
+    return and_(x.c.title.is_(None), x.c.source == SuppressionSource.operator.value)
 
 
 # --- the fallback rows -------------------------------------------------------------------------

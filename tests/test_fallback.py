@@ -379,14 +379,23 @@ def test_no_fallback_when_the_deliverer_has_none(engine: Engine, settings: Setti
     assert not email.emails and len(rows(engine)) == 2
 
 
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "muted by ops",
+        # a provider's opt-out was told from an operator's mute by " receipt " in its reason:
+        # this mute made no fallback; who made it is now its own column (`source`)
+        "no receipt from the carrier since Monday (muted by ops)",
+    ],
+)
 def test_an_sms_skipped_for_a_muted_number_becomes_an_email_at_enqueue(
-    engine: Engine, settings: Settings
+    engine: Engine, settings: Settings, reason: str
 ) -> None:
     add_recipients(engine, [tech(1, receive_email=False), tech(2, receive_email=False)])
     with transaction(engine) as session:
         session.add_all(
             [
-                Suppression(address="+12065550001", channel="sms", reason="muted by ops"),
+                Suppression(address="+12065550001", channel="sms", reason=reason),
                 Suppression(  # a loop mute names a title: moving the loop to email is no fix
                     address="+12065550002", channel="sms", title="Repair R-100 assigned"
                 ),
@@ -439,3 +448,47 @@ def test_refusals_far_apart_are_not_one_outage() -> None:
     clock.advance(61)
     email.send_email(message)  # a minute of refusals: through SMTP
     assert len(smtp.emails) == 1 and not api.emails
+
+
+def test_migration_0012_tells_who_made_the_suppressions_stored_before_it(
+    engine: Engine, db_url: str
+) -> None:
+    """Suppressions stored before `source` existed: a provider's (a receipt's, the deliverer's
+    opt-out), a loop mute and an operator's mute each get theirs, read once from the reasons
+    as they were written; only the operator's may fall back to email."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from notify.migrate import alembic_config
+
+    command.downgrade(alembic_config(db_url), "0011")
+    reasons = [
+        ("+12065550001", None, "OptOut receipt sns-log:abc"),
+        ("+12065550002", None, "OptedOut (SNS said so before sending) delivery #7"),
+        ("+12065550003", "Repair R-1 assigned", "auto-muted loop: 6 x by sms (loop detection)"),
+        ("+12065550004", None, "no receipt from the carrier (muted by ops for tech:4)"),
+    ]
+    with engine.begin() as connection:
+        for address, title, reason in reasons:
+            connection.execute(
+                text(
+                    "INSERT INTO suppressions (address, channel, title, reason, until, created_at)"
+                    " VALUES (:address, 'sms', :title, :reason, :until, :created_at)"
+                ),
+                {
+                    "address": address,
+                    "title": title,
+                    "reason": reason,
+                    "until": None if title is None else NOON + timedelta(days=1),
+                    "created_at": NOON,
+                },
+            )
+    command.upgrade(alembic_config(db_url), "head")
+    with engine.connect() as connection:
+        found = dict(connection.execute(select(Suppression.address, Suppression.source)).all())
+    assert found == {
+        "+12065550001": "provider",
+        "+12065550002": "provider",
+        "+12065550003": "loop",
+        "+12065550004": "operator",  # a mute forever, by the operator: not a receipt's
+    }

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from notify.actions.audit_trail import Actor, record_action
 from notify.conditions import suppression_active
-from notify.db import Channel, Recipient, Suppression
+from notify.db import Channel, Recipient, Suppression, SuppressionSource
 from notify.errors import InputError
 from notify.fallback import FallbackPolicy
 from notify.forms import empty_is_none
@@ -98,6 +98,7 @@ class SuppressionView(BaseModel):
     until: datetime | None
     created_at: datetime
     active: bool
+    source: str  # who made it: operator, loop (a loop mute) or provider (bounce, opt-out, ...)
 
 
 class MuteResult(BaseModel):
@@ -326,6 +327,7 @@ def _new(
         reason=reason[:REASON_MAX_CHARS],
         until=until,
         created_at=now,
+        source=SuppressionSource.operator.value,
     )
 
 
@@ -362,4 +364,5 @@ def _view(row: Suppression, recipients: list[str], now: datetime) -> Suppression
         until=row.until,
         created_at=row.created_at,
         active=row.until is None or row.until > now,
+        source=row.source,
     )

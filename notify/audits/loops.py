@@ -23,7 +23,16 @@ from sqlalchemy.orm import Session
 from notify.audits.common import Report, Window, header, resolve_window
 from notify.audits.rollups import LOOP_SPAN, ROLLUPS, RollupPolicy, View, open_view
 from notify.audits.sql import any_channel
-from notify.db import Channel, DeliveryLog, LoopRow, Notification, Recipient, Status, Suppression
+from notify.db import (
+    Channel,
+    DeliveryLog,
+    LoopRow,
+    Notification,
+    Recipient,
+    Status,
+    Suppression,
+    SuppressionSource,
+)
 from notify.masking import mask_address, mask_phone
 from notify.policies import LOOP_GUARD
 from notify.settings import Settings
@@ -261,6 +270,7 @@ def _mute(
                 until=until,
                 created_at=now,
                 reason=text[:REASON_MAX_CHARS],
+                source=SuppressionSource.loop.value,
             )
         )
         session.flush()

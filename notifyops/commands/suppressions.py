@@ -48,7 +48,7 @@ def list_command(
     if json_output:
         print_json({"suppressions": found})
         return
-    columns = ["id", "recipients", "channel", "address", "title", "until", "active", "reason"]
+    columns = ["id", "recipients", "channel", "address", "title", "until", "active", "by", "reason"]
     rows = [_row(s) for s in found]
     what = "Suppressions" if include_expired else "Active suppressions"
     out.print(table(f"{what} ({len(rows)})", columns, rows))
@@ -57,4 +57,4 @@ def list_command(
 def _row(s: SuppressionView) -> list[object]:
     owners = ", ".join(s.recipients)
     until = utc_minute(s.until) if s.until else "(no end)"
-    return [s.id, owners, s.channel, s.address_masked, s.title, until, s.active, s.reason]
+    return [s.id, owners, s.channel, s.address_masked, s.title, until, s.active, s.source, s.reason]
