@@ -12,6 +12,12 @@ only the newest runs (it catches up: deliver what is due, read receipts, check h
 ones are marked Cancelled, saying they were missed, instead of running one after another.
 It starts only when the database is reachable and at the newest migration, as every command does:
 otherwise each scheduled run would fail on it, with its traceback, every few minutes.
+
+Schedules need a Prefect server: its scheduler creates the runs a schedule asks for, and Prefect's
+ephemeral API (what a command uses without PREFECT_API_URL) runs no scheduler, so a serve on it
+served deployments that never ran. Without PREFECT_API_URL this starts a Prefect server of its own
+on 127.0.0.1 (port 4200, or a free one when that is taken; its runs kept in PREFECT_HOME, its UI
+at that address) and stops it on the way out.
 """
 
 from __future__ import annotations
@@ -19,7 +25,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +51,7 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron
+from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 from prefect.states import Cancelled
 
 from notify.bootstrap import reset, runtime
@@ -97,10 +111,95 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         print(f"error: {problem}; nothing served", file=sys.stderr, flush=True)
         return 2
-    served = [to_served(spec) for spec in specs]
-    cancel_missed_runs(served)
-    serve(*served, pause_on_shutdown=False)
+    with prefect_api() as problem:
+        if problem is not None:
+            print(f"error: {problem}; nothing served", file=sys.stderr, flush=True)
+            return 2
+        served = [to_served(spec) for spec in specs]
+        cancel_missed_runs(served)
+        serve(*served, pause_on_shutdown=False)
     return 0
+
+
+LOCAL_PORT = 4200  # Prefect's own default
+SERVER_START_S = 180  # a Prefect server's first start migrates its database: 10-60 s measured
+
+
+@contextmanager
+def prefect_api() -> Iterator[str | None]:
+    """PREFECT_API_URL's server, or one this process starts (module docstring) for as long as
+    the block runs; yields why none could be started, or None."""
+    if PREFECT_API_URL.value():
+        yield None
+        return
+    port = LOCAL_PORT if _port_free(LOCAL_PORT) else _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    home = Path(str(PREFECT_HOME.value())).expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / "notifyops-serve-server.log"
+    command = [sys.executable, "-m", "prefect", "server", "start"]
+    with log.open("ab") as output:
+        server = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C stops serve first; serve stops the server
+        )
+    try:
+        print(f"starting a Prefect server for the schedules at {url} (log: {log})", flush=True)
+        problem = _wait_until_up(url, server, log)
+        if problem is not None:
+            yield problem
+            return
+        print(
+            f"Prefect UI: http://127.0.0.1:{port}; for other commands to use this server: "
+            f"export PREFECT_API_URL={url}",
+            flush=True,
+        )
+        os.environ["PREFECT_API_URL"] = url  # the runs serve starts, in processes of their own
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield None
+    finally:
+        _stop(server)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_until_up(url: str, server: subprocess.Popen[bytes], log: Path) -> str | None:
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            return f"the Prefect server for the schedules exited {server.returncode} (see {log})"
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return None
+        except OSError:
+            time.sleep(0.5)
+    return f"the Prefect server for the schedules did not answer in {SERVER_START_S} s (see {log})"
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    if server.poll() is None:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def database_problem() -> str | None:

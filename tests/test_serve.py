@@ -1,17 +1,21 @@
 """`notifyops serve` serves every scheduled deployment of prefect.yaml and stops cleanly, leaving
 their schedules active.
 
-Slow (each serve process loads Prefect and the flows; the first test starts an ephemeral Prefect API
-inside it): runs in CI and with NOTIFY_TEST_SLOW=1.
+Slow (each serve process loads Prefect and the flows; the first test's serve starts a Prefect server
+of its own): runs in CI and with NOTIFY_TEST_SLOW=1.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +28,19 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_serve_lists_the_scheduled_deployments_and_stops_on_sigterm(
+def test_serve_without_a_prefect_api_starts_a_server_whose_scheduler_makes_runs(
     db_url: str, tmp_path: Path
 ) -> None:
+    """Without PREFECT_API_URL, serve ran on Prefect's ephemeral API, which has no scheduler:
+    it said it served every deployment and no run was ever made. It now starts a Prefect server
+    of its own, whose scheduler makes the runs, and stops it on SIGTERM."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "PREFECT_"))}
     env.update(
         NOTIFY_DATABASE_URL=db_url,
         NOTIFY_SENDER="memory",
         PREFECT_HOME=str(tmp_path / "prefect"),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",  # the default waits a minute
     )
     log = tmp_path / "serve.log"
     with log.open("wb") as handle:
@@ -44,18 +52,39 @@ def test_serve_lists_the_scheduled_deployments_and_stops_on_sigterm(
             cwd=tmp_path,
         )
         try:
-            deadline = time.monotonic() + 180
-            while "being served" not in log.read_text() and time.monotonic() < deadline:
-                assert process.poll() is None, log.read_text()[-2000:]
-                time.sleep(1)
+            _wait_for(lambda: "being served" in log.read_text(), process, log, 240)
             output = log.read_text()
             for spec in scheduled(load_deployments()):
                 assert f"{spec['name']}/{spec['name']}" in output
+            api = re.search(r"export PREFECT_API_URL=(\S+)", output)
+            assert api is not None, output[-2000:]
+            _wait_for(lambda: _scheduled_runs(api.group(1)) > 0, process, log, 90)
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=60) in (0, -signal.SIGTERM, 143)
+            with pytest.raises(OSError):  # the server went with it
+                urllib.request.urlopen(f"{api.group(1)}/health", timeout=5)
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+def _wait_for(
+    done: Callable[[], bool], process: subprocess.Popen[bytes], log: Path, most_s: float
+) -> None:
+    deadline = time.monotonic() + most_s
+    while not done():
+        assert process.poll() is None, log.read_text()[-2000:]
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(1)
+
+
+def _scheduled_runs(api: str) -> int:
+    """How many flow runs the server at `api` holds (the scheduler's, ahead of their time)."""
+    request = urllib.request.Request(
+        f"{api}/flow_runs/count", data=b"{}", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return int(json.load(answer))
 
 
 def _serve_env(db_url: str, tmp_path: Path) -> dict[str, str]:
