@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from notify.enqueue import SendRequest
 from notify.roster import ID_SEPARATORS, read_recipient_file
@@ -125,7 +125,9 @@ class DispatchParams(BaseModel):
 
 
 class DeliverParams(BaseModel):
-    """How much a delivery run may do."""
+    """How much a delivery run may do (a key it does not know is refused, naming it)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     batch_size: int | None = Field(
         None, ge=1, le=50_000, description="Rows per claim (default NOTIFY_BATCH_SIZE)"

@@ -10,20 +10,24 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from notify.check_names import Check
 from notify.forms import empty_is_none
 
 
 class CheckParams(BaseModel):
-    """What every monitoring check takes: the window to look at and what to do with the result."""
+    """What every monitoring check takes: the window to look at and what to do with the result.
+    A key it does not know is refused, naming it (a misspelt `windw_hours` ran the default
+    window without a word)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     window_hours: float = Field(24.0, gt=0, le=24 * 31, description="Look back this many hours")
     as_of: datetime | None = Field(
         None,
-        description="End of the window (ISO 8601 with a zone); empty means now. Re-runs a "
-        "past window.",
+        description="End of the window (ISO 8601; UTC when it has no zone); empty means now. "
+        "Re-runs a past window.",
     )
     publish_metrics: bool = Field(True, description="Publish the CloudWatch metrics")
     alert: bool = Field(True, description="Raise, deduplicate and route alerts (P1 page, P2 chat)")
@@ -36,8 +40,9 @@ class CheckParams(BaseModel):
     @field_validator("as_of")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
+        """UTC when it has no zone, as the command line reads `--as-of` (the form refused it)."""
         if value is not None and value.tzinfo is None:
-            raise ValueError("as_of needs a time zone, e.g. 2026-11-30T08:00:00+00:00")
+            value = value.replace(tzinfo=UTC)
         if value is not None and (ahead := future_note(value)):
             raise ValueError(ahead)
         return value
@@ -71,4 +76,5 @@ class FailureParams(CheckParams):
 
 def check_params(check: Check) -> type[CheckParams]:
     """The parameter model of a monitoring check's flow."""
-    return {Check.loops: LoopParams, Check.failures: FailureParams}.get(check, CheckParams)
+    own: dict[Check, type[CheckParams]] = {Check.loops: LoopParams, Check.failures: FailureParams}
+    return own.get(check, CheckParams)

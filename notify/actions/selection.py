@@ -35,9 +35,11 @@ DL, N, ROWS = DELIVERY_LOGS, NOTIFICATIONS, OPERATOR_ACTION_ROWS
 
 
 class RowFilters(BaseModel):
-    """Narrow an action to some delivery rows; every filter left empty matches all."""
+    """Narrow an action to some delivery rows; every filter left empty matches all. A key it does
+    not know is refused, naming it: a misspelt filter (`statu`) was dropped, and the action
+    matched every row that filter should have left out."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     channel: Channel | None = Field(None, description="Only email or sms")
     template: str | None = Field(None, max_length=100, description="Only this template name")

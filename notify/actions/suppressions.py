@@ -43,9 +43,9 @@ LIST_LIMIT = 200
 
 
 class MuteRequest(BaseModel):
-    """Stop one channel for one recipient for a while."""
+    """Stop one channel for one recipient for a while (a key it does not know is refused)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     recipient: str = Field(
         ..., min_length=1, max_length=128, description="External id, e.g. technician:123"
@@ -66,9 +66,9 @@ class MuteRequest(BaseModel):
 
 
 class UnmuteRequest(BaseModel):
-    """End the active mutes of one recipient."""
+    """End the active mutes of one recipient (a key it does not know is refused)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     recipient: str = Field(
         ..., min_length=1, max_length=128, description="External id, e.g. technician:123"
