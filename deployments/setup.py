@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
+from prefect.settings import PREFECT_API_URL
 
 from notify.bootstrap import runtime
-from notify.settings import Settings
+from notify.settings import Settings, SettingsError
 from tasks.pacing import LIMIT_NAMES
 
 WORK_POOL = "notifyops"
@@ -47,8 +48,6 @@ def ensure_rate_limits(ses_rate: float, sns_rate: float) -> list[str]:
 
 def checks(settings: Settings) -> list[str]:
     problems = []
-    if not os.environ.get("PREFECT_API_URL"):
-        problems.append("PREFECT_API_URL is not set: work pools and limits need a Prefect server")
     if settings.database_url.startswith("sqlite"):
         problems.append(
             "NOTIFY_DATABASE_URL is SQLite: workers on several machines need PostgreSQL"
@@ -56,14 +55,43 @@ def checks(settings: Settings) -> list[str]:
     return problems
 
 
+NO_SERVER = (
+    "PREFECT_API_URL is not set: the work pool and the rate limits would be made on a temporary "
+    "Prefect API that is gone when this ends; start a server (`prefect server start "
+    "--background`), export PREFECT_API_URL=http://127.0.0.1:4200/api and run this again"
+)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 when the pool and the limits exist; 2 with one line saying why not (bad settings,
+    SES's rate unreadable for `auto`, no Prefect server, one that does not answer)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args(argv)
+    try:
+        return _setup()
+    except (SettingsError, SetupError) as problem:
+        print(f"error: {problem}", file=sys.stderr)
+    except httpx.HTTPError as problem:  # the server refused or did not answer
+        print(
+            f"error: the Prefect API at {PREFECT_API_URL.value()} did not answer as a Prefect "
+            f"server ({type(problem).__name__}: {problem}); start it or fix PREFECT_API_URL",
+            file=sys.stderr,
+        )
+    return 2
+
+
+class SetupError(Exception):
+    """Why nothing was set up, in one line."""
+
+
+def _setup() -> int:
     here = runtime()
+    if not PREFECT_API_URL.value():
+        raise SetupError(NO_SERVER)
     for line in checks(here.settings):
         print(f"warning: {line}", file=sys.stderr)
+    rates = here.provider_rates()  # before any change: NOTIFY_SES_RATE=auto may fail
     print(ensure_work_pool())
-    rates = here.provider_rates()
     for line in ensure_rate_limits(rates["email"], rates["sms"]):
         print(line)
     return 0

@@ -165,3 +165,41 @@ def test_serve_without_a_usable_database_says_so_and_serves_nothing(
     assert "being served" not in done.stdout
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0] and "nothing served" in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({}, "PREFECT_API_URL is not set: the work pool and the rate limits would be made on a"),
+        ({"NOTIFY_SES_RATE": "fast"}, "NOTIFY_SES_RATE='fast'"),
+        (
+            {"PREFECT_API_URL": "http://127.0.0.1:9/api"},
+            "the Prefect API at http://127.0.0.1:9/api did not answer as a Prefect server",
+        ),
+    ],
+    ids=["no server", "bad setting", "server down"],
+)
+def test_setup_that_cannot_set_up_says_why_in_one_line(
+    variables: dict[str, str], expected: str, tmp_path: Path
+) -> None:
+    """Each printed a traceback (15 to 79 lines); without a server it made the pool and the
+    limits on a temporary API, gone when it ended, and exited 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "PREFECT_"))}
+    env.update(
+        NOTIFY_DATABASE_URL=f"sqlite:///{tmp_path}/unused.db",
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+        **variables,
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "deployments.setup"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr

@@ -204,8 +204,9 @@ def ses_rate(settings: Settings, ses_client: Callable[[], Any] | None = None) ->
         error = classify_exception(exc, written=False)
         raise SettingsError(
             f"NOTIFY_SES_RATE=auto: SES GetSendQuota failed in {settings.aws_region} "
-            f"({error.code}: {provider_text(error.message, 120)}), so nothing was sent (the rows "
-            "wait for the next delivery run): allow ses:GetSendQuota to the workers' AWS "
+            f"({error.code}: {provider_text(error.message, 120)}), so the email send rate is "
+            "unknown (no delivery runs without it: queued rows wait): allow ses:GetSendQuota to "
+            "the workers' AWS "
             "identity, or set NOTIFY_SES_RATE to the account's maximum send rate (SES console, "
             "Account dashboard)"
         ) from exc
