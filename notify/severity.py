@@ -26,7 +26,8 @@ runbook "Receipts": the deliverer sends no email until an operator resumes it); 
 at the daily cap (NOTIFY_SMS_DAILY_CAP_USD) stops every SMS until the UTC day ends (email
 instead) -> P2: to be answered within the hour, above SMS over the hourly alarm (P3) and below
 SMS over $100 in one hour (P1); deliveries in `unknown` state and detected loops need an operator
-but are no outage -> P3. Workers down for 10 minutes or less escalate nothing by themselves;
+but are no outage -> P3, and so is the SNS monthly spend limit unknown for an error while SMS
+were spent this month (nothing compared the spend with it). Workers down for 10 minutes or less escalate nothing by themselves;
 deployments on a work pool no worker has ever polled (no heartbeat, so no down time to measure)
 run nowhere -> P1 (`workers-none`). Scheduled runs that nothing has started for more than those
 10 minutes (Late in the UI) are the same outage seen from the runs' side -> P1 (`runs-late`): it
@@ -119,6 +120,7 @@ class Facts:
     sms_cost_today_usd: Decimal | None = None  # the UTC day's SMS spend so far
     sms_cost_month_usd: Decimal | None = None  # the UTC calendar month's SMS spend so far
     sms_spend_limit_usd: Decimal | None = None  # the SNS account's MonthlySpendLimit
+    sms_spend_limit_error: str | None = None  # why SNS did not answer it
     workers_down_minutes: float | None = None
     unpolled_deployments: int = 0  # deployments on a work pool no worker has ever polled
     late_runs: int = 0  # scheduled runs of the deployments that nothing has started
@@ -221,9 +223,19 @@ def _sms_spend_limit(facts: Facts, t: Thresholds) -> Finding | None:
     """The month's SMS spend against the SNS account's MonthlySpendLimit: past it SNS stops
     sending SMS while `publish` still answers OK (P1); from `sms_spend_limit_warn` of it, P2."""
     month, limit = facts.sms_cost_month_usd, facts.sms_spend_limit_usd
-    if month is None or limit is None or month <= 0:
+    if month is None or month <= 0:
         return None
     spent = f"{usd(month)} of SMS spent this month (estimated)"
+    if limit is None and facts.sms_spend_limit_error:
+        message = (
+            f"SNS monthly SMS spend limit unknown ({facts.sms_spend_limit_error}): {spent}, not "
+            "compared with it (once reached, SNS stops sending SMS while publish still answers "
+            "OK); allow sns:GetSMSAttributes to this host's AWS identity, check its endpoint and "
+            "network, or read the limit in SNS > Text messaging (SMS)"
+        )
+        return Finding("sms-spend-limit", Severity.P3, message)
+    if limit is None:
+        return None
     where = "raise it in SNS > Text messaging (SMS) > Account spend limit"
     if sms_spend_limit_reached(month, limit):
         message = (

@@ -202,10 +202,17 @@ def test_the_sms_cost_audit_reports_sns_out_of_reach_and_still_measures_spend(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(through_sns(monkeypatch, cli_env)) == 0
+    """The limit unknown for an error was a clean P4 ("no findings"), where a reached limit is P1:
+    SMS spent this month and no answer is now P3, naming the error (the spend still measured)."""
+    assert main(through_sns(monkeypatch, cli_env)) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["month_cost_usd"] == "0.0129" and report["sns_spend_limit_usd"] is None
     assert report["sns_error"].startswith("sns.GetSMSAttributes: EndpointConnectionError")
+    [finding] = report["findings"]
+    assert (finding["code"], finding["severity"]) == ("sms-spend-limit", "P3")
+    assert finding["message"].startswith(
+        "SNS monthly SMS spend limit unknown (sns.GetSMSAttributes: EndpointConnectionError"
+    )
 
 
 def test_the_sms_cost_audit_says_why_it_has_no_spend_limit_when_sns_gives_none(
@@ -218,6 +225,7 @@ def test_the_sms_cost_audit_says_why_it_has_no_spend_limit_when_sns_gives_none(
     report = json.loads(capsys.readouterr().out)
     assert report["sns_spend_limit_usd"] is None and report["month_cost_usd"] == "0.0129"
     assert report["sns_error"] == NOT_RETURNED
+    assert report["findings"] == [], "answered, without a limit set: nothing to compare"
 
 
 def _cap_report(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:

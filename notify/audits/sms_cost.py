@@ -338,6 +338,7 @@ def _verdict(
         sms_cost_today_usd=today,
         sms_cost_month_usd=month,
         sms_spend_limit_usd=limit.limit_usd,
+        sms_spend_limit_error=limit.failed,
     )
     breaches = []
     if last_hour > settings.sms_hourly_alarm_usd:
@@ -349,4 +350,6 @@ def _verdict(
         breaches.append(
             f"SNS monthly SMS spend limit reached: {usd(month)} of {usd(limit.limit_usd)}"
         )
+    if limit.failed and month > 0:  # spend that nothing compared with the limit
+        breaches.append(f"SNS monthly SMS spend limit unknown: {usd(month)} spent this month")
     return header(w, assess(facts, Thresholds.from_settings(settings)), breaches)

@@ -30,6 +30,13 @@ class SnsSpendLimit(BaseModel):
     limit_usd: Decimal | None = None  # None: not answered
     error: str | None = None
 
+    @property
+    def failed(self) -> str | None:
+        """The error when SNS did not answer the question (out of reach, a refused permission,
+        an answer that is no number); None when it answered, without the attribute included
+        (an account that never set one, or a stand-in that has none)."""
+        return self.error if self.error != NOT_RETURNED else None
+
 
 def sms_spend_limit(sns: Any) -> SnsSpendLimit:
     """Ask SNS for the account's monthly SMS spend limit; never raises."""
