@@ -57,6 +57,11 @@ class SenderKind(StrEnum):
     memory = "memory"
 
 
+# USD per SMS part, at most: AWS's dearest destinations cost under $1 a part, and a stored cost
+# (price x parts, NUMERIC(12,6)) must fit its column
+SMS_PRICE_MAX_USD = Decimal("100")
+
+
 def _price(country: str, price: Any) -> Any:
     """A price as a Decimal, or ValueError naming its country."""
     if isinstance(price, Decimal) or (
@@ -132,6 +137,7 @@ class Settings(BaseSettings):
     breaker_failures: int = Field(
         10,
         ge=1,
+        le=100_000,
         description="Consecutive provider-side failures (5xx, throttling, connection) on one "
         "channel that stop a delivery batch",
     )
@@ -161,13 +167,22 @@ class Settings(BaseSettings):
     retry_max_s: float = Field(3600.0, gt=0, le=7 * 86_400, description="Longest retry delay")
     sms_min_priority: Priority = Field(Priority.high, description="Lowest priority sent by SMS")
     sms_daily_cap_usd: Decimal = Field(
-        Decimal("100"), ge=0, description="Daily SMS spend cap (UTC day); over it email only"
+        Decimal("100"),
+        ge=0,
+        le=1_000_000_000,
+        description="Daily SMS spend cap (UTC day); over it email only",
     )
     sms_hourly_alarm_usd: Decimal = Field(
-        Decimal("20"), ge=0, description="SMS cost per hour that raises the cost alarm"
+        Decimal("20"),
+        ge=0,
+        le=1_000_000_000,
+        description="SMS cost per hour that raises the cost alarm",
     )
     sms_price_usd: Decimal = Field(
-        Decimal("0.00645"), ge=0, description="Default price per SMS part (US reference)"
+        Decimal("0.00645"),
+        ge=0,
+        le=SMS_PRICE_MAX_USD,
+        description="Default price per SMS part (US reference)",
     )
     sms_prices: Annotated[dict[str, Decimal], NoDecode] = Field(
         default_factory=dict,
@@ -181,6 +196,7 @@ class Settings(BaseSettings):
     loop_threshold: int = Field(
         5,
         ge=1,
+        le=1_000_000_000,
         description="More than this many of one title to one recipient+channel in 24 h is a loop",
     )
     loop_auto_mute: bool = Field(
@@ -222,25 +238,40 @@ class Settings(BaseSettings):
         None, description="IAM role SNS uses to write SMS delivery-status logs to CloudWatch"
     )
     receipts_max_messages: int = Field(
-        2000, ge=10, description="SQS messages read per receipts poll, at most"
+        2000, ge=10, le=1_000_000, description="SQS messages read per receipts poll, at most"
     )
     receipts_wait_s: int = Field(
         2, ge=0, le=20, description="SQS long-poll wait per receive, seconds"
     )
     receipts_log_overlap_minutes: int = Field(
-        15, ge=0, description="SMS delivery logs re-read before the checkpoint (late ingestion)"
+        15,
+        ge=0,
+        le=24 * 60,
+        description="SMS delivery logs re-read before the checkpoint (late ingestion)",
     )
     receipts_log_lookback_hours: int = Field(
-        24, ge=1, description="SMS delivery logs read on the first poll (no checkpoint yet)"
+        24,
+        ge=1,
+        le=24 * 365,
+        description="SMS delivery logs read on the first poll (no checkpoint yet)",
     )
     receipts_unknown_horizon_minutes: int = Field(
-        15, ge=1, description="Send receipts this much newer than an unknown email row: not sent"
+        15,
+        ge=1,
+        le=7 * 24 * 60,
+        description="Send receipts this much newer than an unknown email row: not sent",
     )
     reputation_window_days: int = Field(
-        7, ge=1, description="Window for the bounce and complaint rates (SES review window)"
+        7,
+        ge=1,
+        le=365,
+        description="Window for the bounce and complaint rates (SES review window)",
     )
     reputation_min_sends: int = Field(
-        200, ge=1, description="Emails in the window before the bounce/complaint rates count"
+        200,
+        ge=1,
+        le=100_000_000,
+        description="Emails in the window before the bounce/complaint rates count",
     )
 
     @field_validator("database_url")
@@ -339,8 +370,11 @@ class Settings(BaseSettings):
                 if problem := country_code_problem(country):
                     raise ValueError(problem)
         for country, price in prices.items():
-            if not price.is_finite() or price < 0:
-                raise ValueError(f"the price for {country} must be a number >= 0, not {price}")
+            if not price.is_finite() or price < 0 or price > SMS_PRICE_MAX_USD:
+                raise ValueError(
+                    f"the price for {country} must be a number from 0 to {SMS_PRICE_MAX_USD}, "
+                    f"not {price}"
+                )
         return prices
 
     @field_validator("email_from")

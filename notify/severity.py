@@ -22,24 +22,24 @@ itself is P2 (the CloudWatch alarm, "> 10%", fires just above it). Backlog, late
 the alarms' strict ">" wording. Not in the table, mapped to the row they amount to: SES sending
 disabled, the sender identity unverified, or the database unreachable mean every email (or every
 notification) fails -> P1, and so does email paused by the reputation guardrail (`email-paused`,
-runbook "Receipts": the deliverer sends no email until an operator resumes it); today's SMS spend
-at the daily cap (NOTIFY_SMS_DAILY_CAP_USD) stops every SMS until the UTC day ends (email
-instead) -> P2: to be answered within the hour, above SMS over the hourly alarm (P3) and below
-SMS over $100 in one hour (P1); deliveries in `unknown` state and detected loops need an operator
-but are no outage -> P3, and so is the SNS monthly spend limit unknown for an error while SMS
-were spent this month (nothing compared the spend with it). Workers down for 10 minutes or less escalate nothing by themselves;
-deployments on a work pool no worker has ever polled (no heartbeat, so no down time to measure)
-run nowhere -> P1 (`workers-none`). Scheduled runs that nothing has started for more than those
-10 minutes (Late in the UI) are the same outage seen from the runs' side -> P1 (`runs-late`): it
-is what tells when `notifyops serve`, which has no work pool and so no worker heartbeat, stopped.
+runbook "Receipts": the deliverer sends no email until an operator resumes it); today's SMS spend at
+the daily cap (NOTIFY_SMS_DAILY_CAP_USD) stops every SMS until the UTC day ends (email instead) ->
+P2: to be answered within the hour, above SMS over the hourly alarm (P3) and below SMS over $100 in
+one hour (P1); deliveries in `unknown` state and detected loops need an operator but are no outage
+-> P3, and so is the SNS monthly spend limit unknown for an error while SMS were spent this month
+(nothing compared the spend with it). Workers down for 10 minutes or less escalate nothing by
+themselves; deployments on a work pool no worker has ever polled (no heartbeat, so no down time to
+measure) run nowhere -> P1 (`workers-none`). Scheduled runs that nothing has started for more than
+those 10 minutes (Late in the UI) are the same outage seen from the runs' side -> P1 (`runs-late`):
+it is what tells when `notifyops serve`, which has no work pool and so no worker heartbeat, stopped.
 SES answering none of health's calls (out of reach, refusing our credentials, down) -> P2: sends
 through the SES API likely fail too, but no email is lost (rows wait as pending_retry without an
 attempt counted, the SMTP failover may carry them), so it is answered within the hour rather than
-paged; the backlog and latency findings escalate while the email waits. SES leaving part of
-health's questions unknown for an error (a missing IAM permission, a throttled call) -> P3, whether
-sending is enabled among them: a quota answered beside it does not tell whether the account is
-paused. A call the endpoint does not offer (a stand-in for SES such as moto, which answers the
-others) is listed in the report's `ses.not_offered`, not a finding.
+paged; the backlog and latency findings escalate while the email waits. SES leaving part of health's
+questions unknown for an error (a missing IAM permission, a throttled call) -> P3, whether sending
+is enabled among them: a quota answered beside it does not tell whether the account is paused. A
+call the endpoint does not offer (a stand-in for SES such as moto, which answers the others) is
+listed in the report's `ses.not_offered`, not a finding.
 """
 
 from __future__ import annotations

@@ -49,6 +49,15 @@ def test_postgres_url_is_accepted_unchanged(monkeypatch: pytest.MonkeyPatch) -> 
         ("NOTIFY_AWS_REGION", "N. Virginia", "NOTIFY_AWS_REGION"),
         ("NOTIFY_AWS_REGION", "email.us-east-1.amazonaws.com", "NOTIFY_AWS_REGION"),
         ("NOTIFY_SES_RATE", "inf", "NOTIFY_SES_RATE"),
+        # accepted at start, they failed a later poll with "a number or date is out of range",
+        # naming no variable (the receipts' windows), or a stored cost (a price)
+        ("NOTIFY_REPUTATION_WINDOW_DAYS", "1000000000", "NOTIFY_REPUTATION_WINDOW_DAYS"),
+        ("NOTIFY_RECEIPTS_LOG_LOOKBACK_HOURS", "100000000000", "LOG_LOOKBACK_HOURS"),
+        ("NOTIFY_RECEIPTS_LOG_OVERLAP_MINUTES", "100000000000000", "LOG_OVERLAP_MINUTES"),
+        ("NOTIFY_RECEIPTS_UNKNOWN_HORIZON_MINUTES", "100000000000000", "UNKNOWN_HORIZON"),
+        ("NOTIFY_SMS_PRICE_USD", "1e30", "NOTIFY_SMS_PRICE_USD"),
+        ("NOTIFY_SMS_PRICES", '{"US": "1e30"}', "the price for US must be a number from 0"),
+        ("NOTIFY_LOOP_THRESHOLD", "100000000000000000000", "NOTIFY_LOOP_THRESHOLD"),
     ],
 )
 def test_a_bad_setting_names_the_variable_and_the_accepted_form(
@@ -205,7 +214,7 @@ def test_smtp_password_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "reason_part"),
     [
-        ("NOTIFY_SMS_PRICES", '{"US": "-0.01"}', ">= 0"),
+        ("NOTIFY_SMS_PRICES", '{"US": "-0.01"}', "from 0 to 100"),
         ("NOTIFY_SMS_PRICES", '{"USA": "0.01"}', "two-letter"),
         ("NOTIFY_SMS_PRICES", '{"GB": "NaN"}', "finite"),
         # the last of a country named twice won, without a word
