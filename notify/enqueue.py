@@ -343,14 +343,20 @@ def preflight(
     )
     if not wanted:
         raise InputError("to: none of the recipients is known")
-    if RECIPIENT in request.context:  # recipient_context would put each one's own over it
+    refuse_own_recipient(request.context)
+    first = recipients_by_external_id(session=session, external_ids=wanted[:1])[wanted[0]]
+    catalog.check(request.template, recipient_context(request.context, first))
+    return wanted, unknown
+
+
+def refuse_own_recipient(context: Mapping[str, Any]) -> None:
+    """A context may not hold `recipient`: `recipient_context` puts each recipient's own over
+    it, so the value would be ignored (by a send, and by a preview, which renders as a send)."""
+    if RECIPIENT in context:
         raise InputError(
             f"context.{RECIPIENT}: templates get each recipient's own (name, external_id), "
             "so this value would be ignored; give it another name"
         )
-    first = recipients_by_external_id(session=session, external_ids=wanted[:1])[wanted[0]]
-    catalog.check(request.template, recipient_context(request.context, first))
-    return wanted, unknown
 
 
 def _hold_key(connection: Connection, key: str) -> None:

@@ -535,6 +535,17 @@ def send_cases() -> list[Case]:
             ["templates", "preview", "repair_assigned", "--context", "[]"],
             "--context",
         ),
+        Case(  # as send refuses it: preview rendered the recipient's own and said nothing
+            "preview-context-recipient-key",
+            [
+                "templates",
+                "preview",
+                "repair_assigned",
+                "--context",
+                '{"repair_id": "R-1", "unit_number": "1", "recipient": "x"}',
+            ],
+            "context.recipient: templates get each recipient's own",
+        ),
         Case(
             "preview-missing-var",
             ["templates", "preview", "repair_assigned", "--context", '{"repair_id": 1}'],

@@ -74,12 +74,15 @@ def preview(
     from notify.policies import EMAIL_EMPTY, SMS_EMPTY, email_is_empty
     from notify.pricing import sms_length, sms_size_problem
 
+    from notify.enqueue import refuse_own_recipient
+
     catalog = _catalog()
     values = (
         parse_json_object(context, "--context")
         if context is not None
         else catalog.info(name).sample_context
     )
+    refuse_own_recipient(values)  # as send does: the recipient's own would be rendered
     who = _recipient(recipient) if recipient is not None else STAND_IN
     message = _render_preview(catalog, name, values, who, from_sample=context is None)
     length = sms_length(message.sms)
