@@ -71,10 +71,9 @@ def preview(
 
     Exit 1 when the SMS is longer than SNS accepts (send refuses a request whose first recipient's
     SMS comes out so long, and skips the SMS of any other)."""
+    from notify.enqueue import refuse_own_recipient
     from notify.policies import EMAIL_EMPTY, SMS_EMPTY, email_is_empty
     from notify.pricing import sms_length, sms_size_problem
-
-    from notify.enqueue import refuse_own_recipient
 
     catalog = _catalog()
     values = (
