@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import DatabaseError, OperationalError, ProgrammingError
 
 from notify.db import make_engine
 from notify.errors import NotifyError
@@ -86,7 +86,7 @@ def open_database(url: str) -> Engine:
     engine = make_engine(url)
     try:
         revision = current_revision(engine)
-    except OperationalError as error:
+    except DatabaseError as error:  # unreachable, refused, or a file that is no SQLite database
         engine.dispose()
         first_line = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
         message = f"cannot open the database {safe}: {mask_url(first_line)}"

@@ -62,6 +62,51 @@ def test_import_reports_rejected_rows_and_exits_1(
     assert listed["total"] == report["valid"]
 
 
+def test_a_file_that_is_no_database_is_named_as_the_database_it_cannot_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CSV given as NOTIFY_DATABASE_URL: `DatabaseError: file is not a database`, naming
+    neither the setting nor the file, where every other database mistake names them."""
+    roster = tmp_path / "technicians.csv"
+    roster.write_text("external_id,name,email,phone\ntech:1,Ana,ana@example.com,\n" * 50)
+    monkeypatch.setenv("NOTIFY_DATABASE_URL", f"sqlite:///{roster}")
+    reload_runtime()
+    for command in (["recipients", "list"], ["db", "upgrade"]):
+        assert main(command) == 2
+        said = capsys.readouterr().err.strip()
+        assert said == f"error: cannot open the database sqlite:///{roster}: file is not a database"
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_upgrading_a_database_holding_another_apps_table_says_so_and_makes_nothing(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ProgrammingError: relation "recipients" already exists`: the upgrade ran into another
+    application's table (PostgreSQL rolled it all back)."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(db_url)
+    with admin.begin() as connection:
+        connection.execute(text("CREATE SCHEMA otherapp"))
+        connection.execute(text("CREATE TABLE otherapp.recipients (id int)"))
+    try:
+        monkeypatch.setenv("NOTIFY_DATABASE_URL", f"{db_url}?options=-csearch_path%3Dotherapp")
+        reload_runtime()
+        assert main(["db", "upgrade"]) == 2
+        said = capsys.readouterr().err.strip()
+        assert "already holds a table of another application" in said
+        assert 'relation "recipients" already exists' in said and "nothing was created" in said
+        with admin.connect() as connection:
+            tables = connection.execute(
+                text("SELECT count(*) FROM pg_tables WHERE schemaname = 'otherapp'")
+            ).scalar_one()
+        assert tables == 1, "the upgrade made nothing beside it"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text("DROP SCHEMA otherapp CASCADE"))
+        admin.dispose()
+
+
 def test_a_roster_whose_header_is_in_capitals_imports(
     cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -16,7 +16,7 @@ def upgrade(
     json_output: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Apply every pending migration to NOTIFY_DATABASE_URL (SQLite or Postgres)."""
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import DatabaseError, ProgrammingError
 
     from notify.bootstrap import settings as current_settings
     from notify.masking import mask_url
@@ -26,10 +26,18 @@ def upgrade(
     settings = current_settings()
     try:
         revision = upgrade_database(settings.database_url)
-    except OperationalError as error:
-        reason = str(error.orig or error).strip().splitlines()[0]
+    except DatabaseError as error:
+        reason = mask_url(str(error.orig or error).strip().splitlines()[0])
         where = mask_url(settings.database_url)
-        raise DatabaseNotReady(f"cannot open the database {where}: {mask_url(reason)}") from None
+        if "already exists" in reason:  # PostgreSQL rolls the whole upgrade back
+            made = "nothing was created" if where.startswith("postgresql") else "stopped there"
+            raise DatabaseNotReady(
+                f"the database {where} already holds a table of another application ({reason}), "
+                f"and {made}: give notifyops a database of its own"
+            ) from None
+        if isinstance(error, ProgrammingError):
+            raise
+        raise DatabaseNotReady(f"cannot open the database {where}: {reason}") from None
     result = {
         "database": settings.masked()["database_url"],
         "revision": revision,
