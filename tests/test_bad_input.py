@@ -318,6 +318,11 @@ def usage_cases() -> list[Case]:
         Case("mark-read-neither", ["inbox", "mark-read", KNOWN], "--id N (repeatable) or --all"),
         Case("mark-read-both", ["inbox", "mark-read", KNOWN, "--id", "1", "--all"], "--all"),
         Case("mark-read-no-such-id", ["inbox", "mark-read", KNOWN, "--id", "99999"], "99999"),
+        Case(  # SQLite: "a number or date is out of range", naming no option
+            "mark-read-id-past-int",
+            ["inbox", "mark-read", KNOWN, "--id", "99999999999999999999"],
+            "--id",
+        ),
     ]
     for command in (
         ["send"],
@@ -554,6 +559,9 @@ def send_cases() -> list[Case]:
         Case("test-email-bad-address", ["test-email", "not-an-address"], "not-an-address"),
         Case("test-email-empty", ["test-email", ""], "email"),
         Case("verify-sender-bad-address", ["ses", "verify-sender", "nope"], "nope"),
+        Case(  # quoted back whole: it said 'bad'
+            "verify-sender-two-words", ["ses", "verify-sender", "bad address"], "'bad address'"
+        ),
     ]
 
 

@@ -58,7 +58,9 @@ def show_command(
 @app.command("mark-read")
 def mark_read_command(
     recipient: str = RECIPIENT,
-    row_id: list[int] = typer.Option([], "--id", help="Notification id (repeatable)."),
+    row_id: list[int] = typer.Option(
+        [], "--id", min=1, max=2**31 - 1, help="Notification id (repeatable)."
+    ),
     all_unread: bool = typer.Option(False, "--all", help="Every unread notification."),
     json_output: bool = JSON,
 ) -> None:

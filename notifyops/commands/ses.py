@@ -30,7 +30,10 @@ def verify_sender(
     from notify.validation import normalize_email
 
     here = runtime()
-    sender = parseaddr(address or here.settings.email_from)[1]
+    given = address or here.settings.email_from
+    # `Dispatch <ops@example.com>`: its address; anything else as given (parseaddr read `bad
+    # address` as the address `bad`, and the error quoted that)
+    sender = parseaddr(given)[1] if "<" in given else given.strip()
     try:
         sender = normalize_email(sender)
     except ValueError as error:
