@@ -1,7 +1,9 @@
 """receipts: every minute, read provider receipts into the delivery log (SES events from SQS,
 SMS delivery logs from CloudWatch Logs), resolve crash rows, and guard the sender reputation.
 Before `notifyops receipts setup` a run ends Completed named `NotSetUp`, its message (and one
-warning line in its log) saying what is missing and to run the set-up."""
+warning line in its log) saying what is missing and to run the set-up. When AWS does not answer
+(no credentials, a refused permission, no network) it ends Failed named `AwsUnavailable`, with the
+cause and its fix in one line, not a traceback each minute."""
 
 from __future__ import annotations
 
@@ -10,15 +12,18 @@ from typing import Any, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from prefect.states import Completed
+from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field
 
 from flows.naming import counted, rename
+from flows.states import Unsuccessful, one_line
 from notify.receipts import ReceiptsReport
 from notify.receipts.crash import ambiguous_said
+from notify.receipts.poll import ReceiptsUnavailable
 from tasks import receipts
 
 NOT_SET_UP = "NotSetUp"
+UNAVAILABLE = "AwsUnavailable"  # Failed: AWS did not answer the first call (its fix in the message)
 
 
 class ReceiptsParams(BaseModel):
@@ -35,7 +40,15 @@ class ReceiptsParams(BaseModel):
 )
 def receipts_flow(params: ReceiptsParams | None = None) -> ReceiptsReport:
     params = params or ReceiptsParams()
-    missing = receipts.not_set_up()
+    try:
+        missing = receipts.not_set_up()
+    except ReceiptsUnavailable as unavailable:  # credentials, region, network: one line
+        get_run_logger().error("%s", unavailable)
+        message = one_line(str(unavailable))
+        return cast(
+            Any,
+            Failed(name=UNAVAILABLE, message=message, data=Unsuccessful(message, ReceiptsReport())),
+        )
     if missing is not None:
         get_run_logger().warning("%s", missing)
         # the run's state says it (the CLI turns it into its error line); its result is empty

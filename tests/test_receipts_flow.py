@@ -115,6 +115,35 @@ def test_a_scheduled_poll_before_setup_ends_not_set_up_in_one_line_without_a_tra
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {missing}"]
 
 
+def test_a_poll_without_aws_credentials_fails_in_one_line_with_the_fix(
+    flow_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A machine with no AWS credentials (`notifyops serve` after the demo, whose stand-in lives
+    only in its own process): every minute's run failed with NoCredentialsError and its
+    traceback, and the command printed `NoCredentialsError: Unable to locate credentials`."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    reload_runtime()
+    said = "receipts: SQS GetQueueUrl failed (NoCredentialsError: Unable to locate credentials)"
+    with caplog.at_level(logging.INFO):
+        state = receipts_flow(return_state=True)
+    assert state.is_failed() and state.name == "AwsUnavailable"
+    assert str(state.message).startswith(said) and "fix: Check the credentials" in state.message
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"
+    for command in (["receipts"], ["receipts", "--direct"]):
+        assert main(command) == 2
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"error: {said}; nothing was read; fix: ")
+
+
 def test_the_receipts_flow_applies_events_and_writes_its_artifact(
     receipts_env: str, flow_env: str
 ) -> None:

@@ -36,6 +36,11 @@ class ReceiptsNotSetUp(NotifyError):
     """The receipts queue does not exist."""
 
 
+class ReceiptsUnavailable(NotifyError):
+    """AWS did not answer the receipts' first call (credentials, permissions, region, network):
+    one line with the cause and its fix, where a poll failed with the bare botocore error."""
+
+
 @dataclass(frozen=True)
 class ReceiptSources:
     """The AWS clients a poll reads from (`logs`/`account_id` None: skip the SMS logs)."""
@@ -134,6 +139,9 @@ def settle(
 
 
 def queue_url(sqs: Any, name: str) -> str:
+    from notify.errors import classify_exception, provider_text
+    from notify.senders.base import PROVIDER_EXCEPTIONS
+
     try:
         return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
     except ClientError as error:
@@ -142,7 +150,14 @@ def queue_url(sqs: Any, name: str) -> str:
             raise ReceiptsNotSetUp(
                 f"receipts not set up (no SQS queue {name!r}): run `notifyops receipts setup`"
             ) from None
-        raise
+        failure: BaseException = error
+    except PROVIDER_EXCEPTIONS as error:
+        failure = error
+    failed = classify_exception(failure, written=False)
+    raise ReceiptsUnavailable(
+        f"receipts: SQS GetQueueUrl failed ({failed.code}: {provider_text(failed.message, 120)}); "
+        f"nothing was read; fix: {failed.fix}"
+    ) from failure
 
 
 def sources_from(runtime: Runtime) -> ReceiptSources:

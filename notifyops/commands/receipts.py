@@ -44,12 +44,14 @@ def poll_command(
 
 
 def _poll_flow() -> ReceiptsReport:
-    from flows.receipts import NOT_SET_UP, receipts_flow
-    from notify.receipts.poll import ReceiptsNotSetUp
+    from flows.receipts import NOT_SET_UP, UNAVAILABLE, receipts_flow
+    from notify.receipts.poll import ReceiptsNotSetUp, ReceiptsUnavailable
 
     state = receipts_flow(return_state=True)
     if state.name == NOT_SET_UP:  # the same line and exit code as --direct
         raise ReceiptsNotSetUp(state.message or "receipts not set up")
+    if state.name == UNAVAILABLE:
+        raise ReceiptsUnavailable(state.message or "receipts: AWS did not answer")
     report: ReceiptsReport = state.result()
     return report
 
