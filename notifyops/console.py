@@ -33,11 +33,48 @@ class OutputClosed(Exception):
     raised by a command for its own and exits 1, the status of a partial failure here."""
 
 
+class _WholeWrites:
+    """A text stream whose every write is written whole, or raises. A write into a pipe whose
+    reader leaves part-way (`| head -1` over a long listing) came back short, with the part the
+    pipe took, and no error: CPython's buffered writer returns a short count when a signal
+    (SIGPIPE) arrives during the write, and the text layer drops the rest. The command then
+    exited 0 for output it never finished printing. Writing the rest raises BrokenPipeError."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        buffer = getattr(self._stream, "buffer", None)
+        if buffer is None:
+            return int(self._stream.write(text))
+        self._stream.flush()  # what the text layer holds goes first
+        encoding = getattr(self._stream, "encoding", None) or "utf-8"
+        errors = getattr(self._stream, "errors", None) or "strict"
+        rest = memoryview(text.encode(encoding, errors))
+        while rest:
+            written = buffer.write(rest)
+            rest = rest[len(rest) if written is None else written :]
+        buffer.flush()
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding, ...
+        return getattr(self._stream, name)
+
+
 class _Console(Console):
     def on_broken_pipe(self) -> None:
         """Rich's own exits 1 (and points stdout, even for stderr's console, at /dev/null)."""
         self.quiet = True
         raise OutputClosed from None
+
+    @property
+    def file(self) -> Any:
+        """The console's stream (stdout or stderr as it is now), written whole (_WholeWrites)."""
+        return _WholeWrites(Console.file.fget(self))  # type: ignore[attr-defined]
+
+    @file.setter
+    def file(self, new_file: Any) -> None:
+        Console.file.fset(self, new_file)  # type: ignore[attr-defined]
 
 
 _WIDTH = None if sys.stdout.isatty() else 160  # pipes and CI logs get room for wide tables
@@ -72,8 +109,7 @@ def to_jsonable(value: Any) -> Any:
 def print_json(value: Any) -> None:
     text = json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n"
     try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        _WholeWrites(sys.stdout).write(text)
     except BrokenPipeError:
         raise OutputClosed from None
 

@@ -747,6 +747,31 @@ def test_output_into_a_pipe_whose_reader_left_exits_141_quietly(
     assert EXIT_OUTPUT_CLOSED == 141
 
 
+@pytest.mark.parametrize("json_output", [True, False], ids=["json", "table"])
+def test_a_long_listing_whose_reader_leaves_part_way_exits_141(
+    roster_db: dict[str, str], tmp_path: Path, json_output: bool
+) -> None:
+    """`recipients list --limit 3000 | head -1`: the reader leaves after the first of many
+    kilobytes; the command exited 0, as if it had printed everything (the pipe took a part, and
+    the write came back short without an error)."""
+    roster = tmp_path / "many.csv"
+    rows = [f"tech:{n},Technician {n:04},t{n}@example.com," for n in range(3000)]
+    roster.write_text("external_id,name,email,phone\n" + "\n".join(rows) + "\n")
+    assert _notifyops(["recipients", "import", str(roster)], roster_db).returncode == 0
+    command = [sys.executable, "-m", "notifyops", "recipients", "list", "--limit", "3000"]
+    process = subprocess.Popen(
+        command + (["--json"] if json_output else []),
+        env=roster_db,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.read(100)  # the first line or so, as `head -1` reads it
+    process.stdout.close()
+    assert process.wait(timeout=120) == EXIT_OUTPUT_CLOSED
+    assert process.stderr.read() == b""
+
+
 def test_an_import_whose_reader_left_keeps_what_it_imported(
     roster_db: dict[str, str], tmp_path: Path
 ) -> None:
