@@ -6,9 +6,11 @@ variable and the accepted form.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import socket
+from collections.abc import Mapping
 from decimal import Decimal
 from email.utils import parseaddr
 from enum import StrEnum
@@ -594,6 +596,36 @@ def _shown_input(field: str, value: Any) -> str:
     if len(text) > 80:
         text = text[:80] + "…"
     return f"={text!r}"
+
+
+# NOTIFY_* variables that are not settings: read by the command line's standby, the tests and
+# the benchmark
+OTHER_VARIABLES = frozenset(
+    {
+        "NOTIFY_STANDBY",
+        "NOTIFY_STANDBY_SOCKET",
+        "NOTIFY_TEST_POSTGRES_URL",
+        "NOTIFY_TEST_SLOW",
+        "NOTIFY_BENCH_POSTGRES_URL",
+    }
+)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A line for each NOTIFY_* variable of `environ` that nothing reads, with the setting it
+    likely means (`NOTIFY_SEND_CONCURENCY is not a notifyops setting and is ignored (did you mean
+    NOTIFY_SEND_CONCURRENCY?)`): a misspelt setting is not an error to the settings loader, which
+    left the default in force without a word."""
+    settings = sorted(f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields)
+    known = set(settings) | OTHER_VARIABLES
+    found = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in known:
+            continue
+        close = difflib.get_close_matches(name.upper(), settings, n=1, cutoff=0.8)
+        meant = f" (did you mean {close[0]}?)" if close else ""
+        found.append(f"{name} is not a notifyops setting and is ignored{meant}")
+    return found
 
 
 def load_settings(**overrides: Any) -> Settings:

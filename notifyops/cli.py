@@ -40,6 +40,7 @@ from notifyops.console import (
     EXIT_BAD_INPUT,
     EXIT_PARTIAL,
     OutputClosed,
+    err,
     fail_line,
     output_closed,
 )
@@ -109,6 +110,8 @@ def _run(args: list[str]) -> int:
     if debug:  # accepted anywhere on the line, not only before the command
         args = ["--debug", *(arg for arg in args if arg != "--debug")]
     apply_defaults(debug=debug or first_command(args) == "serve")  # serve shows its runs' logs
+    if first_command(args) is not None and not {"--help", "-h"} & set(args):
+        _warn_unknown_variables()  # not for help: it loads no settings, and stays quick
     try:
         code = app(args=args, prog_name="notifyops", standalone_mode=False)
     except typer.Exit as done:
@@ -128,6 +131,15 @@ def _run(args: list[str]) -> int:
     except Exception as problem:  # the one place that turns any error into a readable line
         return _report(problem, debug=debug, args=args)
     return code if isinstance(code, int) else 0
+
+
+def _warn_unknown_variables() -> None:
+    """A NOTIFY_* variable no setting reads (a misspelt one) is named on stderr, once per
+    command, with the setting it likely means; the command goes on with the defaults."""
+    from notify.settings import unknown_variables
+
+    for line in unknown_variables(os.environ):
+        err.print(f"warning: {line}")
 
 
 def _usage_line(usage: typer.TyperException) -> str:

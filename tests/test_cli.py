@@ -107,6 +107,19 @@ def test_upgrading_a_database_holding_another_apps_table_says_so_and_makes_nothi
         admin.dispose()
 
 
+def test_a_command_names_a_misspelt_setting_on_stderr_and_goes_on(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NOTIFY_SEND_CONCURENCY", "3")
+    assert main(["config", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["send_concurrency"] == 8, "the default, as before"
+    assert captured.err.strip() == (
+        "warning: NOTIFY_SEND_CONCURENCY is not a notifyops setting and is ignored "
+        "(did you mean NOTIFY_SEND_CONCURRENCY?)"
+    )
+
+
 def test_a_roster_whose_header_is_in_capitals_imports(
     cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

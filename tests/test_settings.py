@@ -359,3 +359,24 @@ def test_an_empty_templates_dir_or_smtp_user_is_unset(monkeypatch: pytest.Monkey
     monkeypatch.setenv("NOTIFY_SMTP_USERNAME", " ")
     settings = load_settings()
     assert (settings.templates_dir, settings.smtp_username) == (None, None)
+
+
+def test_a_misspelt_notify_variable_is_named_with_the_setting_it_likely_means() -> None:
+    """NOTIFY_SEND_CONCURENCY=3 left the default of 8 in force, without a word."""
+    from notify.settings import unknown_variables
+
+    environ = {
+        "NOTIFY_SEND_CONCURENCY": "3",
+        "notify_loop_treshold": "9",
+        "NOTIFY_FOO": "x",
+        "NOTIFY_SEND_CONCURRENCY": "3",  # a setting
+        "NOTIFY_TEST_SLOW": "1",  # read by the tests, not a setting: known
+        "PATH": "/bin",
+    }
+    assert unknown_variables(environ) == [
+        "NOTIFY_FOO is not a notifyops setting and is ignored",
+        "NOTIFY_SEND_CONCURENCY is not a notifyops setting and is ignored "
+        "(did you mean NOTIFY_SEND_CONCURRENCY?)",
+        "notify_loop_treshold is not a notifyops setting and is ignored "
+        "(did you mean NOTIFY_LOOP_THRESHOLD?)",
+    ]
