@@ -74,8 +74,10 @@ def delivery_verdict(delivery: DeliverySummary | None) -> tuple[str | None, str]
             f"{sent} sent; {delivery.paused}. Email waits in the queue; after fixing the bounce or "
             "complaint source, `notifyops receipts resume-email` lets it go."
         )
-    if delivery.stopped:  # a stopped channel's rows no batch claimed after the stop are still due
-        waiting = delivery.count("pending_retry") + delivery.released + delivery.remaining_due
+    if delivery.stopped:
+        # every row the queue holds: due now (a stopped channel's rows no batch claimed), and
+        # waiting for a later time (the rows given back, retries, this run's or earlier ones)
+        waiting = delivery.remaining_due + delivery.waiting_later
         return STOPPED, one_line(
             f"Delivery stopped after {sent} sent: {delivery.stopped}. "
             f"{waiting} message(s) wait and go out once it is fixed."
