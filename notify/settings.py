@@ -411,9 +411,35 @@ class Settings(BaseSettings):
     @field_validator("alert_webhook_url")
     @classmethod
     def _web_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value.strip()):
+        url = (value or "").strip()
+        if not url:
+            return None  # set but empty: unset, as an empty topic ARN is
+        if not re.match(r"^https?://[^/\s]+", url):
             raise ValueError("must be an http(s) URL such as https://hooks.slack.com/services/...")
-        return value.strip() if value else value
+        return url
+
+    @field_validator("worker_name", mode="before")
+    @classmethod
+    def _worker_name(cls, value: Any) -> Any:
+        """Spaces around it dropped; empty or spaces only: unset (the host name), where spaces
+        alone named the worker in every lease owner."""
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    @field_validator("ses_configuration_set")
+    @classmethod
+    def _configuration_set(cls, value: str | None) -> str | None:
+        """SES's rule for a configuration set's name (letters, digits, _ and -, at most 64):
+        another name failed every email send, each as a configuration error."""
+        name = (value or "").strip()
+        if not name:
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+            raise ValueError(
+                "must be an SES configuration set name: letters, digits, _ and -, at most 64"
+            )
+        return name
 
     @field_validator("alert_routing")
     @classmethod

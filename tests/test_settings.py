@@ -58,6 +58,8 @@ def test_postgres_url_is_accepted_unchanged(monkeypatch: pytest.MonkeyPatch) -> 
         ("NOTIFY_SMS_PRICE_USD", "1e30", "NOTIFY_SMS_PRICE_USD"),
         ("NOTIFY_SMS_PRICES", '{"US": "1e30"}', "the price for US must be a number from 0"),
         ("NOTIFY_LOOP_THRESHOLD", "100000000000000000000", "NOTIFY_LOOP_THRESHOLD"),
+        # accepted, then every email send failed on it as a configuration error
+        ("NOTIFY_SES_CONFIGURATION_SET", "bad name!", "NOTIFY_SES_CONFIGURATION_SET"),
     ],
 )
 def test_a_bad_setting_names_the_variable_and_the_accepted_form(
@@ -380,3 +382,21 @@ def test_a_misspelt_notify_variable_is_named_with_the_setting_it_likely_means() 
         "notify_loop_treshold is not a notifyops setting and is ignored "
         "(did you mean NOTIFY_LOOP_THRESHOLD?)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected"),
+    [
+        ("NOTIFY_ALERT_WEBHOOK_URL", "", "alert_webhook_url", None),  # refused, an ARN was not
+        ("NOTIFY_ALERT_WEBHOOK_URL", "  ", "alert_webhook_url", None),
+        ("NOTIFY_WORKER_NAME", "  ", "worker_name", None),  # named every lease owner "  "
+        ("NOTIFY_WORKER_NAME", " worker-2 ", "worker_name", "worker-2"),
+        ("NOTIFY_SES_CONFIGURATION_SET", " ops_set-1 ", "ses_configuration_set", "ops_set-1"),
+        ("NOTIFY_SES_CONFIGURATION_SET", "", "ses_configuration_set", None),
+    ],
+)
+def test_an_optional_setting_set_empty_is_unset_and_spaces_around_a_value_are_dropped(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, field: str, expected: str | None
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert getattr(load_settings(), field) == expected
