@@ -146,20 +146,12 @@ def test_serve_without_a_usable_database_says_so_and_serves_nothing(
     url: str, expected: str, tmp_path: Path
 ) -> None:
     """Served, every scheduled run would fail on the database with its traceback, for ever."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "PREFECT_"))}
-    env.update(
+    done = _run_alone(
+        [str(Path(sys.executable).parent / "notifyops"), "serve"],
+        tmp_path,
         NOTIFY_DATABASE_URL=url.format(tmp=tmp_path),
         NOTIFY_STANDBY="off",
-        PREFECT_HOME=str(tmp_path / "prefect"),
         PREFECT_API_URL="http://127.0.0.1:9/api",  # never reached: it stops before Prefect
-    )
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "notifyops"), "serve"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "being served" not in done.stdout
@@ -184,22 +176,24 @@ def test_setup_that_cannot_set_up_says_why_in_one_line(
 ) -> None:
     """Each printed a traceback (15 to 79 lines); without a server it made the pool and the
     limits on a temporary API, gone when it ended, and exited 0."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "PREFECT_"))}
-    env.update(
+    done = _run_alone(
+        [sys.executable, "-m", "deployments.setup"],
+        tmp_path,
         NOTIFY_DATABASE_URL=f"sqlite:///{tmp_path}/unused.db",
-        PREFECT_HOME=str(tmp_path / "prefect"),
         PYTHONPATH=str(Path(__file__).resolve().parents[1]),
         **variables,
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "deployments.setup"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
     assert done.returncode == 2, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and expected in errors[0], done.stderr[-2000:]
     assert "Traceback" not in done.stderr
+
+
+def _run_alone(command: list[str], tmp_path: Path, **variables: str) -> Any:
+    """`command` in `tmp_path` with none of this process's NOTIFY_ or PREFECT_ variables, a
+    Prefect home of its own and `variables`; its completed process (output captured)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "PREFECT_"))}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), **variables)
+    return subprocess.run(
+        command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
