@@ -280,6 +280,10 @@ class DeliveryLog(Base):
     # deferred by quiet hours names the digest row that carried it (its status follows that row's).
     replaces_id: Mapped[int | None] = mapped_column(Integer)
     carried_by_id: Mapped[int | None] = mapped_column(Integer)
+    # the last attempt went out with SES event publishing (the configuration set): a Send
+    # receipt would say SES took it, so none after later sends' receipts means it did not
+    # (notify.receipts.crash); NULL or false: no receipt either way
+    send_events: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class Receipt(Base):

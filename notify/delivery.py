@@ -462,6 +462,8 @@ class Deliverer:
             now=self.clock(),
             lease=self._lease,
             skip_channel=left_out,
+            # SES publishes a Send event for each email it takes through the configuration set
+            send_events=bool(self.settings.ses_configuration_set),
         )
         line.to_claim = line.to_claim - len(rows) if len(rows) == wanted else 0
         return rows

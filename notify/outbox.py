@@ -100,7 +100,7 @@ _CLAIM_SENDING_POSTGRES = text(
     )
     UPDATE delivery_logs AS d
     SET status = 'sending', attempts = d.attempts + 1,
-        lease_owner = :owner, lease_expires_at = :expires
+        lease_owner = :owner, lease_expires_at = :expires, send_events = :send_events
     FROM due, notifications AS n
     WHERE d.id = due.id AND n.id = d.notification_id
     RETURNING d.next_attempt_at, d.id, d.notification_id, d.channel, d.recipient_email,
@@ -141,7 +141,8 @@ _RECORD_POSTGRES = text(
 
 _START_SENDING_POSTGRES = text(
     """
-    UPDATE delivery_logs SET status = 'sending', attempts = attempts + 1
+    UPDATE delivery_logs SET status = 'sending', attempts = attempts + 1,
+        send_events = :send_events
     WHERE id = ANY(CAST(:ids AS integer[])) AND lease_owner = :owner AND status = 'claimed'
     RETURNING id
     """
@@ -232,16 +233,19 @@ def claim_sending(
     now: datetime,
     lease: timedelta,
     skip_channel: str = "",
+    send_events: bool = False,
 ) -> list[ClaimedRow]:
     """Claim up to `limit` due rows straight into `sending`, in due order; the caller commits
     before handing any of them to a provider. One statement on PostgreSQL (and the planner
     setting put back); on SQLite a claim and a mark. Rows of `skip_channel` (a paused channel)
-    are left queued."""
+    are left queued. `send_events`: the attempts go out with SES event publishing (recorded on
+    each row, see DeliveryLog.send_events)."""
     if conn.dialect.name != "postgresql":
         rows = claim_rows(
             conn, owner=owner, limit=limit, now=now, lease=lease, skip_channel=skip_channel
         )
-        held = start_sending(conn, owner=owner, ids=[r.id for r in rows])
+        ids = [r.id for r in rows]
+        held = start_sending(conn, owner=owner, ids=ids, send_events=send_events)
         return [r for r in rows if r.id in held]
     params = {
         "owner": owner,
@@ -249,6 +253,7 @@ def claim_sending(
         "now": now,
         "expires": now + lease,
         "skip_channel": skip_channel,
+        "send_events": send_events,
     }
     claimed = list(conn.execute(_CLAIM_SENDING_POSTGRES, params))
     conn.execute(_SORT_BACK)
@@ -301,15 +306,17 @@ def mark_sending(*, session: Session, owner: str, ids: Sequence[int], now: datet
     return start_sending(session.connection(), owner=owner, ids=ids)
 
 
-def start_sending(conn: Connection, *, owner: str, ids: Sequence[int]) -> set[int]:
+def start_sending(
+    conn: Connection, *, owner: str, ids: Sequence[int], send_events: bool = False
+) -> set[int]:
     """`mark_sending` on a connection (the caller commits before any provider call)."""
     if conn.dialect.name == "postgresql":  # one prepared shape, whatever the number of ids
-        rows = conn.execute(_START_SENDING_POSTGRES, {"ids": int_array(ids), "owner": owner})
-        return {row[0] for row in rows}
+        values = {"ids": int_array(ids), "owner": owner, "send_events": send_events}
+        return {row[0] for row in conn.execute(_START_SENDING_POSTGRES, values)}
     statement = (
         update(LOGS)
         .where(LOGS.c.id.in_(ids), LOGS.c.lease_owner == owner, LOGS.c.status == "claimed")
-        .values(status=Status.sending.value, attempts=LOGS.c.attempts + 1)
+        .values(status=Status.sending.value, attempts=LOGS.c.attempts + 1, send_events=send_events)
         .returning(LOGS.c.id)
     )
     return {row[0] for row in conn.execute(statement)}

@@ -327,6 +327,28 @@ def test_a_bug_after_a_send_stops_the_batch_and_leaves_the_row_unknown(
     assert email_statuses(engine) == {"unknown": 1, "pending": 4}
 
 
+@pytest.mark.parametrize("configuration_set", [None, "notifyops-receipts"])
+def test_each_attempt_records_whether_ses_publishes_its_events(
+    engine: Engine, settings: Settings, configuration_set: str | None
+) -> None:
+    """The receipts put an `unknown` email back in the queue only when its attempt would have
+    had a Send receipt (the configuration set on the send): the claim records it on the row."""
+    add_recipients(engine, [tech(1), tech(2)])
+    send(engine, settings, ["tech:1", "tech:2"], priority=Priority.urgent)
+    configured = settings.model_copy(update={"ses_configuration_set": configuration_set})
+    Deliverer(
+        engine=engine,
+        senders=Senders(email=MemorySender(), sms=MemorySender()),
+        settings=configured,
+        owner="probe",
+        clock=utcnow,
+        pacers={"email": Unpaced(), "sms": Unpaced()},
+    ).deliver_batch()
+    with engine.connect() as conn:
+        recorded = set(conn.scalars(select(DeliveryLog.send_events)))
+    assert recorded == {configuration_set is not None}
+
+
 def test_a_claim_reads_the_content_its_channel_sends(engine: Engine, settings: Settings) -> None:
     """An email row comes with the title, text and HTML; an SMS row with its SMS text (and the
     title), not the email's text and HTML; each provider gets what it got before."""

@@ -244,7 +244,7 @@ def _settle(engine: Engine, now: datetime) -> Any:
 def test_an_unknown_email_goes_back_to_pending_once_only_after_later_send_receipts_arrive(
     engine: Engine,
 ) -> None:
-    [row_id] = _rows(engine, {"status": "unknown"})
+    [row_id] = _rows(engine, {"status": "unknown", "send_events": True})
     _settle(engine, NOW)  # first seen unknown at NOW
     _watermark(engine, NOW + timedelta(minutes=5))  # the pipeline lags: not enough
     assert _settle(engine, NOW + timedelta(hours=2)).requeued_email == 0
@@ -260,6 +260,51 @@ def test_an_unknown_email_goes_back_to_pending_once_only_after_later_send_receip
     assert _settle(engine, NOW + timedelta(hours=5)).requeued_email == 0  # once only
 
 
+@pytest.mark.parametrize("send_events", [None, False])
+def test_an_unknown_email_sent_without_event_publishing_is_never_put_back(
+    engine: Engine, send_events: bool | None
+) -> None:
+    """An attempt without the configuration set gets no Send receipt whether SES took it or
+    not: later sends' receipts said nothing about it, yet it went back to pending and was sent
+    again (71 double sends in a review: read timeouts after SES accepted, killed workers). It
+    stays `unknown` for the operator."""
+    [row_id] = _rows(engine, {"status": "unknown", "send_events": send_events})
+    _settle(engine, NOW)
+    _watermark(engine, NOW + timedelta(minutes=20))
+    assert _settle(engine, NOW + timedelta(hours=2)).requeued_email == 0
+    assert _row(engine, row_id)["status"] == "unknown"
+
+
+def test_a_send_receipt_of_a_row_still_in_flight_resolves_it_once_rescued_however_late(
+    engine: Engine,
+) -> None:
+    """A deliverer died mid-send; SES took the email and its Send receipt (tagged with the row)
+    arrived while the row was still `sending`, kept "unmatched: retried later". Retried for an
+    hour only, it was dropped before the rescue made the row `unknown`; the next poll put the
+    row back in the queue (later sends' receipts had arrived) and it was sent twice, and health
+    paged P1 data-loss for the receipt of a row that exists."""
+    from notify.audits.health import _lost
+    from notify.receipts.poll import settle
+    from notify.settings import load_settings
+
+    [row_id] = _rows(engine, {"status": "sending", "send_events": True})
+    took = NOW.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    _apply(engine, ses_event("Send", "ses-1", to=TO, delivery_id=row_id, sent=took, at=took))
+    assert _row(engine, row_id)["status"] == "sending", "kept: its row is in flight"
+    later = NOW + timedelta(hours=3)
+    with engine.begin() as connection:  # the rescue, hours later: the row is in doubt
+        connection.execute(DELIVERY_LOGS.update().values(status="unknown"))
+    _settle(engine, later - timedelta(minutes=30))  # first seen unknown
+    _watermark(engine, later)  # later sends' Send receipts: "not sent", had it no receipt
+    with transaction(engine) as session:
+        assert _lost(session, later)["unmatched_receipts"] == 0, "its row exists: no data loss"
+    settings = load_settings(database_url="sqlite:///unused.db", sender="memory")
+    crash, retried, _ = settle(engine=engine, settings=settings, now=later)
+    row = _row(engine, row_id)
+    assert (row["status"], row["provider_message_id"]) == ("sent", "ses-1")
+    assert crash.requeued_email == 0 and retried.applied["Send"] == 1
+
+
 def test_a_redriven_unknown_email_in_doubt_again_is_judged_by_its_new_attempt(
     engine: Engine,
 ) -> None:
@@ -267,7 +312,7 @@ def test_a_redriven_unknown_email_in_doubt_again_is_judged_by_its_new_attempt(
     doubt too: the Send receipts of other, later sends say nothing about this attempt until
     they are later than it. It kept the time its first attempt was seen unknown, so the next
     poll put it back in the queue at once, its new Send receipt perhaps still on the way."""
-    [row_id] = _rows(engine, {"status": "unknown"})
+    [row_id] = _rows(engine, {"status": "unknown", "send_events": True})
     _settle(engine, NOW)  # its first attempt is seen unknown at NOW
     with transaction(engine) as session:
         assert redrive(session=session, status="unknown", now=NOW + timedelta(hours=1)) == 1

@@ -267,10 +267,12 @@ def _lost(session: Session, now: datetime) -> dict[str, int]:
     account's SMS): it stays `unmatched` in `receipts` and is no loss of ours."""
     dl, horizon = DeliveryLog, now - LOST_HORIZON
     stuck = select(func.count()).where(dl.status.in_(STUCK_STATUSES), dl.lease_expires_at < horizon)
+    row = select(dl.id).where(dl.id == Receipt.delivery_id).exists()
     unmatched = select(func.count()).where(
         Receipt.state == "unmatched",
         Receipt.received_at < horizon,
-        Receipt.delivery_id.is_not(None),  # our tag: a message we sent, with no row for it
+        Receipt.delivery_id.is_not(None),  # our tag: a message we sent
+        ~row,  # with no row for it (a row in flight keeps its receipt for the rescue)
     )
     return {
         "lost_past_horizon": int(session.scalar(stuck) or 0),

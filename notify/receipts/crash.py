@@ -3,10 +3,12 @@ blindly.
 
 - A receipt of an `unknown` row (found by message id or our delivery-id tag) resolves it in
   `apply_stored` like any other row.
-- Email: an `unknown` row with no receipt goes back to `pending` (once) only when the SES Send
-  watermark (the newest Send event received) is more than a horizon past the moment we first saw
-  it `unknown`: receipts of later sends have arrived, so a stalled event pipeline never looks like
-  "not sent".
+- Email: an `unknown` row with no receipt goes back to `pending` (once) only when its attempt
+  went out with SES event publishing (`send_events`: NOTIFY_SES_CONFIGURATION_SET was set, so
+  SES would have sent a Send event had it taken it) and the SES Send watermark (the newest Send
+  event received) is more than a horizon past the moment we first saw it `unknown`: receipts of
+  later sends have arrived, so a stalled event pipeline never looks like "not sent". An attempt
+  without event publishing stays `unknown` for the operator, as an SMS in doubt does.
 - SMS: SNS carries no tag, so a row without a message id is matched to an unmatched log line only
   when exactly one fits (same destination, published between the row's creation and the moment it
   was seen `unknown`) and that line fits no other such row (two sends to one number in doubt at
@@ -91,6 +93,9 @@ def requeue_unsent_email(
             LOGS.c.status == Status.unknown.value,
             LOGS.c.requeued_at.is_(None),
             LOGS.c.unknown_since < watermark - horizon,
+            # only an attempt that would have a Send receipt: without event publishing SES may
+            # have taken it, receipt or not (a read timeout after accepting, a killed worker)
+            LOGS.c.send_events.is_(True),
         )
         .values(
             status=Status.pending.value,

@@ -120,13 +120,17 @@ def skip_stopped(*, engine: Engine, fallback: FallbackPolicy, now: datetime) -> 
 def settle(
     *, engine: Engine, settings: Settings, now: datetime
 ) -> tuple[CrashReport, ApplyReport, ReputationFinding]:
-    """After the new receipts are in: resolve crash rows, retry the receipts that had no row
-    yet (and those a crash row adopted), then the reputation guardrail."""
+    """After the new receipts are in: retry the receipts that had no row yet (a row that was in
+    flight may be `unknown` now, and its receipt resolves it before anything puts it back in the
+    queue), resolve crash rows, apply what a crash row adopted, then the reputation guardrail."""
     horizon = timedelta(minutes=settings.receipts_unknown_horizon_minutes)
     with transaction(engine) as session:
-        crash = resolve_crash_rows(session=session, now=now, horizon=horizon)
-    with transaction(engine) as session:
         retried = apply_stored(session=session, now=now)
+    with transaction(engine) as session:
+        crash = resolve_crash_rows(session=session, now=now, horizon=horizon)
+    if crash.matched_sms:  # their log lines went back to pending: applied now, not next poll
+        with transaction(engine) as session:
+            retried.add(apply_stored(session=session, now=now))
     with transaction(engine) as session:
         finding = reputation(
             session=session,

@@ -6,7 +6,8 @@ ones already kept: a redelivered SQS message or a re-read log line changes nothi
 delivery-id tag), moves statuses forward only, writes the real SMS price (moving an SMS the audit
 rollups already hold from its old price to it: notify/audits/rollups.py), suppresses addresses
 after a permanent bounce, a complaint or an SMS opt-out, and advances the SES Send watermark.
-Receipts with no row yet stay `unmatched` and are retried for UNMATCHED_RETRY.
+Receipts with no row yet stay `unmatched` and are retried for UNMATCHED_RETRY, and for as long
+as the row their delivery-id tag names is in flight or `unknown`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from notify.marks import advance_mark
 from notify.receipts.events import RESOLVABLE, ReceiptEvent, Source, State, rank
 
 UNMATCHED_RETRY = timedelta(hours=1)
+IN_DOUBT = (Status.claimed.value, Status.sending.value, Status.unknown.value)
 APPLY_LIMIT = 20_000  # stored receipts applied per call
 MAX_CHANGES = 200  # changes listed in a report (all are counted)
 SEND_WATERMARK = "ses-send-watermark"
@@ -286,8 +288,21 @@ def _apply_events(
 
 
 def _receipts_to_apply(session: Session, now: datetime) -> list[tuple[int, ReceiptEvent, bool]]:
-    retry = (RECEIPTS.c.state == State.unmatched.value) & (
-        RECEIPTS.c.received_at >= now - UNMATCHED_RETRY
+    """Pending receipts, and unmatched ones to try again: those of the last UNMATCHED_RETRY,
+    and, however old, those whose tagged row is still in flight or `unknown` (a dead deliverer's
+    row waits for its rescue, then for this receipt: dropped after an hour, the row was put back
+    in the queue and sent twice)."""
+    in_doubt = (
+        select(DELIVERY_LOGS.c.id)
+        .where(
+            DELIVERY_LOGS.c.id == RECEIPTS.c.delivery_id,
+            DELIVERY_LOGS.c.status.in_(IN_DOUBT),
+        )
+        .exists()
+    )
+    retry = (RECEIPTS.c.state == State.unmatched.value) & or_(
+        RECEIPTS.c.received_at >= now - UNMATCHED_RETRY,
+        RECEIPTS.c.delivery_id.is_not(None) & in_doubt,
     )
     query = (
         select(RECEIPTS.c.id, RECEIPTS.c.detail, RECEIPTS.c.state)

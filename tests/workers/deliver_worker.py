@@ -56,6 +56,8 @@ def main() -> None:
     settings = load_settings(
         database_url=url,
         sender="memory",
+        # the provider stands in for SES with event publishing: its sends have Send receipts
+        ses_configuration_set="notifyops-receipts",
         batch_size=int(batch),
         send_concurrency=int(concurrency),
         **extra,
