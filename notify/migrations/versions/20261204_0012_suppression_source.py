@@ -30,10 +30,11 @@ OPERATOR_MARK = "%(muted by % for %)"  # notify/actions/suppressions: every mute
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("suppressions") as batch:
-        batch.add_column(
-            sa.Column("source", sa.String(20), nullable=False, server_default="operator")
-        )
+    # plain ALTER TABLE, not a batch (a batch copies the table on SQLite)
+    op.add_column(
+        "suppressions",
+        sa.Column("source", sa.String(20), nullable=False, server_default="operator"),
+    )
     op.execute(
         "UPDATE suppressions SET source = 'provider' WHERE title IS NULL AND until IS NULL "
         f"AND (reason LIKE '{RECEIPT_MARK}' OR reason LIKE '{DELIVERER_MARK}') "
@@ -46,5 +47,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("suppressions") as batch:
-        batch.drop_column("source")
+    op.drop_column("suppressions", "source")

@@ -24,11 +24,13 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# plain ALTER TABLE, not a batch: on SQLite a batch copies the table, and the copy lost the
+# indexes SQLite cannot reflect (the unique expression index on notification and channel)
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("delivery_logs") as batch:
-        batch.add_column(sa.Column("send_events", sa.Boolean(), nullable=True))
+    op.add_column("delivery_logs", sa.Column("send_events", sa.Boolean(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("delivery_logs") as batch:
-        batch.drop_column("send_events")
+    op.drop_column("delivery_logs", "send_events")
