@@ -311,10 +311,9 @@ class Settings(BaseSettings):
 
     @field_validator("alert_sns_topic_arn", "sms_delivery_log_role_arn")
     @classmethod
-    def _arn(cls, value: str | None, info: ValidationInfo) -> str | None:
-        arn = (value or "").strip()
-        if not arn:
-            return None  # set but empty: unset
+    def _arn(cls, arn: str | None, info: ValidationInfo) -> str | None:
+        if arn is None:
+            return None
         if info.field_name == "alert_sns_topic_arn" and not _TOPIC_ARN.match(arn):
             raise ValueError(
                 "must be an SNS topic ARN such as arn:aws:sns:us-east-1:123456789012:oncall "
@@ -392,11 +391,21 @@ class Settings(BaseSettings):
             )
         return text
 
-    @field_validator("smtp_username", "templates_dir", mode="before")
+    @field_validator(
+        "smtp_username",
+        "templates_dir",
+        "alert_sns_topic_arn",
+        "sms_delivery_log_role_arn",
+        "alert_webhook_url",
+        "worker_name",
+        "ses_configuration_set",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
-        """An empty value (`NOTIFY_SMTP_USERNAME=`) is unset, not a user name of nothing or the
-        current directory."""
+        """An empty value (`NOTIFY_SMTP_USERNAME=`, or spaces only) is unset, not a user name of
+        nothing, the current directory or a worker named by spaces; the spaces around any other
+        value are dropped."""
         if isinstance(value, str):
             return value.strip() or None
         return value
@@ -410,30 +419,19 @@ class Settings(BaseSettings):
 
     @field_validator("alert_webhook_url")
     @classmethod
-    def _web_url(cls, value: str | None) -> str | None:
-        url = (value or "").strip()
-        if not url:
-            return None  # set but empty: unset, as an empty topic ARN is
+    def _web_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
         if not re.match(r"^https?://[^/\s]+", url):
             raise ValueError("must be an http(s) URL such as https://hooks.slack.com/services/...")
         return url
 
-    @field_validator("worker_name", mode="before")
-    @classmethod
-    def _worker_name(cls, value: Any) -> Any:
-        """Spaces around it dropped; empty or spaces only: unset (the host name), where spaces
-        alone named the worker in every lease owner."""
-        if isinstance(value, str):
-            return value.strip() or None
-        return value
-
     @field_validator("ses_configuration_set")
     @classmethod
-    def _configuration_set(cls, value: str | None) -> str | None:
+    def _configuration_set(cls, name: str | None) -> str | None:
         """SES's rule for a configuration set's name (letters, digits, _ and -, at most 64):
         another name failed every email send, each as a configuration error."""
-        name = (value or "").strip()
-        if not name:
+        if name is None:
             return None
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
             raise ValueError(
