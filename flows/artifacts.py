@@ -89,10 +89,13 @@ def dispatch_markdown(
     report: RequestReport,
     *,
     this_run: str | None,
+    not_stored: int = 0,
 ) -> str:
     """The dispatch run's one artifact: what it stored, what its delivery did, and what happened
     to each of its request's rows (wherever they were delivered)."""
     lines = [request_markdown(report, this_run=this_run), "## Stored", "", _stored_line(enqueued)]
+    if not_stored:
+        lines += ["", _not_stored_line(enqueued.request_id, not_stored)]
     lines += ["", *_count_table(enqueued.rows, empty="duplicate request"), ""]
     lines += ["## Delivered by this run", ""]
     if delivered is None:
@@ -107,6 +110,14 @@ def dispatch_markdown(
     return "\n".join(lines) + "\n"
 
 
+def _not_stored_line(request_id: str, not_stored: int) -> str:
+    return cell(
+        f"**Interrupted: {not_stored} recipient(s) of the request were not stored.** Run the "
+        f"request again with idempotency_key={request_id} to store them (what is stored is not "
+        "stored twice)."
+    )
+
+
 def _count_table(counts: Mapping[str, Mapping[str, int]], *, empty: str) -> list[str]:
     rows = _count_rows(counts, empty=empty)
     return markdown_table(["channel", "status", "rows"], [list(row.values()) for row in rows])
@@ -118,17 +129,22 @@ def dispatch_artifact(
     report: RequestReport,
     *,
     this_run: str | None,
+    not_stored: int = 0,
 ) -> None:
     """One artifact at the end of a dispatch run (each one is a request the server answers in
-    60-100 ms at the end of a run, while it records the run's task states)."""
+    60-100 ms at the end of a run, while it records the run's task states). `not_stored`: the
+    request's recipients an interruption left unstored."""
     waiting = sum(g.rows for g in report.deferred)
     stopped = delivered is not None and delivered.stopped
     create_markdown_artifact(
-        markdown=dispatch_markdown(enqueued, delivered, report, this_run=this_run),
+        markdown=dispatch_markdown(
+            enqueued, delivered, report, this_run=this_run, not_stored=not_stored
+        ),
         key="dispatch-request",
         description=f"Request {report.request_id}: its rows"
         + (f" ({waiting} waiting for a later attempt)" if waiting else "")
-        + ("; delivery STOPPED" if stopped else ""),
+        + ("; delivery STOPPED" if stopped else "")
+        + (f"; INTERRUPTED: {not_stored} recipient(s) not stored" if not_stored else ""),
     )
 
 

@@ -31,7 +31,7 @@ from flows.logs import library_logs_in_run
 from flows.naming import dispatch_run_name, rename
 from flows.params import DeliverParams, DispatchParams
 from flows.parts import LaterParts, due_rows, store_part
-from flows.states import delivery_state
+from flows.states import delivery_state, interrupted_storing
 from notify.enqueue import Attribution, EnqueueResult, request_parts
 from notify.settings import Priority
 from notify.summaries import DispatchSummary
@@ -98,7 +98,13 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
     def stored() -> None:  # what a request in parts stored, while its batches deliver
         enqueue_table(EnqueueResult.merged([head, *later.results]))
 
-    later = LaterParts.of(send, attribution, rest, on_end=stored if rest else None)
+    later = LaterParts.of(
+        send,
+        attribution,
+        rest,
+        on_end=stored if rest else None,
+        interrupted=runtime().interrupted,  # a Ctrl-C or SIGTERM: no further part is stored
+    )
     delivered, own = None, None
     if prepared is not None:
         delivered, own = deliver_due(
@@ -109,8 +115,11 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
     enqueued = EnqueueResult.merged([head, *later.results])
     if own is None:  # no delivery read them: a task run of their own
         own = request_rows(enqueued.request_id)
-    dispatch_artifact(enqueued, delivered, own, this_run=run_id)
-    summary = DispatchSummary(enqueue=enqueued, delivery=delivered, request=own)
+    not_stored = later.not_stored if later.error is None else 0
+    dispatch_artifact(enqueued, delivered, own, this_run=run_id, not_stored=not_stored)
+    summary = DispatchSummary(
+        enqueue=enqueued, delivery=delivered, request=own, not_stored=not_stored
+    )
     logger.info("dispatch: %s", summary.model_dump_json(exclude={"enqueue": {"notification_ids"}}))
     count = f"{len(enqueued.notification_ids)} notification(s)"
     prefix = f"{request.template}: {count}; "
@@ -120,6 +129,9 @@ def _run(request: DispatchParams, delivery_params: DeliverParams) -> State[Any]:
             f"nothing new stored, nothing sent twice; its {count}: "
         )
     state = delivery_state(delivered, summary, prefix=prefix, own=own)
+    if not_stored:
+        state = interrupted_storing(summary, key=enqueued.request_id, template=request.template)
+        logger.warning("%s", state.message)
     if later.error is not None:  # the parts stored were delivered; the rest was not stored
         logger.error(
             "stored %d of the request's notifications, then a part failed; run the request "

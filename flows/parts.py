@@ -4,11 +4,14 @@ The dispatch flow stores the first part (which checks the whole request) inline,
 parts one after another, each an `enqueue-notifications` task run committing its own transaction,
 while the delivery batches send what is already stored: storing and sending overlap instead of
 taking turns. A part that fails ends the feed; the parts stored before it are delivered, and the
-same request run again with the same idempotency key stores only what is missing.
+same request run again with the same idempotency key stores only what is missing. So does an
+interruption (a command's Ctrl-C, a SIGTERM): the part being stored is committed, no further part
+is started, and the run says how many recipients were not stored (`not_stored`).
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +51,7 @@ class LaterParts:
     error: BaseException | None = None
     running: PrefectFuture[EnqueueResult] | None = None
     on_end: Callable[[], None] | None = None
+    interrupted: threading.Event | None = None  # once set, no further part is started
 
     @classmethod
     def of(
@@ -56,13 +60,24 @@ class LaterParts:
         attribution: Attribution,
         parts: Sequence[range],
         on_end: Callable[[], None] | None = None,
+        interrupted: threading.Event | None = None,
     ) -> LaterParts:
-        return cls(send, attribution, deque(parts), on_end=on_end)
+        return cls(send, attribution, deque(parts), on_end=on_end, interrupted=interrupted)
+
+    @property
+    def stopping(self) -> bool:
+        return self.interrupted is not None and self.interrupted.is_set()
+
+    @property
+    def not_stored(self) -> int:
+        """Recipients of the parts never started (one failed, or the run was interrupted)."""
+        return sum(len(part) for part in self.parts)
 
     def start(self) -> None:
-        """Submit the next part, if any (and none failed); otherwise the feed has ended."""
+        """Submit the next part, if any (none failed, no interruption); otherwise the feed has
+        ended."""
         self.running = None
-        if self.parts and self.error is None:
+        if self.parts and self.error is None and not self.stopping:
             part = self.parts.popleft()
             quoted = cast(SendRequest, quote(self.send))
             self.running = enqueue_notifications.submit(quoted, self.attribution, _bounds(part))
@@ -81,15 +96,17 @@ class LaterParts:
         return due_rows(result)
 
     def store_all(self) -> None:
-        """Store every remaining part, one after another (a dispatch that does not deliver)."""
-        while self.parts:
+        """Store every remaining part, one after another (a dispatch that does not deliver),
+        until an interruption."""
+        while self.parts and not self.stopping:
             self.results.append(store_part(self.send, self.attribution, self.parts.popleft()))
         self.settle()
 
     @property
     def ended(self) -> bool:
-        """No part is being stored and none will be: all stored, or one failed."""
-        return self.running is None and (not self.parts or self.error is not None)
+        """No part is being stored and none will be: all stored, one failed, or the run was
+        interrupted."""
+        return self.running is None and (not self.parts or self.error is not None or self.stopping)
 
     def settle(self) -> None:
         """Once the feed has ended: run `on_end` (once)."""

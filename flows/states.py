@@ -22,7 +22,7 @@ from notify.alerts import nobody_alerted
 from notify.delivery import INTERRUPTED
 from notify.reports import Report
 from notify.request_report import RequestReport
-from notify.summaries import DeliverySummary
+from notify.summaries import DeliverySummary, DispatchSummary
 
 STOPPED, PARTLY_FAILED, RETRYING = "Stopped", "PartlyFailed", "Retrying"
 INTERRUPTED_NAME = "Interrupted"  # Cancelled (grey): the operator stopped it, nothing broke
@@ -177,6 +177,21 @@ def delivery_state(
     if name:
         return Completed(name=name, message=message, data=data)
     return Completed(message=message, data=data)
+
+
+def interrupted_storing(summary: DispatchSummary, *, key: str, template: str) -> State[Any]:
+    """A keyed request stored in parts whose run was interrupted between two parts: Interrupted
+    (Cancelled, grey), saying what was stored, what was not and how to store the rest, then what
+    its delivery did."""
+    _, delivered = dispatch_verdict(summary.delivery, summary.request)
+    stored = len(summary.enqueue.notification_ids)
+    message = one_line(
+        f"{template}: interrupted after storing {stored} of "
+        f"{stored + summary.not_stored} notification(s); the other {summary.not_stored} were "
+        f"not stored: run the request again with idempotency_key={key} to store them (what is "
+        f"stored is not stored twice). {delivered}"
+    )
+    return Cancelled(name=INTERRUPTED_NAME, message=message, data=Unsuccessful(message, summary))
 
 
 def check_message(check: str, report: Report, unrouted: list[str]) -> str:

@@ -101,3 +101,8 @@ class DispatchSummary(BaseModel):
         description="this request's own rows after the run, by channel, status and decision "
         "(quiet-hours deferrals with their next attempt)",
     )
+    not_stored: int = Field(
+        0,
+        description="recipients of the request not stored: the run was interrupted between "
+        "two parts (the same request again with its key stores them)",
+    )

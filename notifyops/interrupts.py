@@ -20,13 +20,15 @@ from typing import Any
 from notifyops.console import err
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SENDING = "finishing the sends in flight and returning the rest to the queue"
 
 
 class Interruption:
     """Which signal asked the command to stop, if any."""
 
-    def __init__(self, event: threading.Event) -> None:
+    def __init__(self, event: threading.Event, stopping: str = STOP_SENDING) -> None:
         self.event = event
+        self.stopping = stopping  # what the command does once asked to stop
         self.signum: int | None = None
 
     @property
@@ -39,18 +41,18 @@ class Interruption:
             raise KeyboardInterrupt
         self.signum = signum
         self.event.set()
-        err.print(
-            "stopping: finishing the sends in flight and returning the rest to the queue "
-            "(Ctrl-C again to quit at once)"
-        )
+        err.print(f"stopping: {self.stopping} (Ctrl-C again to quit at once)")
 
 
 @contextmanager
-def stop_sending_on_signal(event: threading.Event) -> Iterator[Interruption]:
+def stop_sending_on_signal(
+    event: threading.Event, stopping: str = STOP_SENDING
+) -> Iterator[Interruption]:
     """For the block, Ctrl-C and SIGTERM set `event` instead of killing the command (signal
-    handlers can only be set from the main thread: elsewhere the block runs as it is)."""
+    handlers can only be set from the main thread: elsewhere the block runs as it is);
+    `stopping` says on stderr what the command does then."""
     event.clear()  # a runtime outlives a command in one process (a test's, the standby's)
-    interruption = Interruption(event)
+    interruption = Interruption(event, stopping)
     if threading.current_thread() is not threading.main_thread():
         yield interruption
         return

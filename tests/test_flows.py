@@ -458,7 +458,9 @@ def test_ctrl_c_during_a_send_stops_sending_and_keeps_what_was_sent(
     shown = capsys.readouterr()
     assert code == 128 + signum, shown
     if signum == signal.SIGINT:  # a SIGTERM during a flow run reaches Prefect's handler
-        assert "stopping: finishing the sends in flight" in shown.err
+        assert "stopping: storing no further part of the request, finishing the sends in" in (
+            " ".join(shown.err.split())
+        )
     reached = len(sender.emails)
     assert 5 <= reached <= 7, reached
     assert re.search(rf"email\s*│\s*sent\s*│\s*{reached}\s", shown.out), shown.out
@@ -750,6 +752,46 @@ def test_a_part_that_fails_fails_the_run_after_the_stored_parts_are_sent(flow_en
     assert state.is_completed(), state.message
     assert len(summary.enqueue.notification_ids) == 10
     assert summary.enqueue.rows == {"email": {"pending": 4}, "sms": {"pending": 4}}
+    assert sent_per_recipient(engine) == {
+        (f"tech:{n}", channel): 1 for n in range(1, 11) for channel in ("email", "sms")
+    }
+
+
+@pytest.mark.parametrize("deliver", [False, True], ids=["no-deliver", "deliver"])
+def test_an_interruption_stores_no_further_part_and_says_how_to_store_the_rest(
+    flow_env: str, deliver: bool
+) -> None:
+    """A Ctrl-C or SIGTERM (the runtime's `interrupted`, set here before the run) while a request
+    is stored in parts: the part being stored is committed, no further one is stored, and the run
+    ends Interrupted saying how many recipients were not stored and the key that stores them.
+    Run again with the key, it stores (and sends) only those."""
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(n) for n in range(1, 11)])
+    key = f"parts-interrupted-{deliver}"
+    request = DispatchParams(
+        template="repair_assigned",
+        to=[f"tech:{n}" for n in range(1, 11)],
+        context=CONTEXT,
+        idempotency_key=key,
+        deliver=deliver,
+    )
+    with using(Runtime(load_settings(enqueue_part=3))) as here:
+        here.interrupted.set()
+        state, summary = dispatch(request)
+        assert state.is_cancelled() and state.name == "Interrupted", state
+        assert summary.not_stored == 7 and len(summary.enqueue.notification_ids) == 3
+        assert state.message is not None
+        assert "interrupted after storing 3 of 10 notification(s)" in state.message
+        assert f"idempotency_key={key}" in state.message
+        assert task_run_names(state).count("enqueue-notifications") == 1
+        artifact = Artifact.get("dispatch-request")
+        assert artifact is not None and artifact.description is not None
+        assert "INTERRUPTED: 7 recipient(s) not stored" in artifact.description
+        assert sent_per_recipient(engine) == {}, "an interrupted run hands nothing to a provider"
+        here.interrupted.clear()
+        again, rest = dispatch(request.model_copy(update={"deliver": True}))
+    assert again.is_completed(), again.message
+    assert rest.not_stored == 0 and len(rest.enqueue.notification_ids) == 10
     assert sent_per_recipient(engine) == {
         (f"tech:{n}", channel): 1 for n in range(1, 11) for channel in ("email", "sms")
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,11 +77,14 @@ def send(
     from flows.dispatch import dispatch_notifications
     from flows.states import result_of
     from notify.bootstrap import runtime
-    from notifyops.interrupts import stop_sending_on_signal
+    from notifyops.interrupts import STOP_SENDING, stop_sending_on_signal
     from notifyops.prefect_env import run_flow
 
     # the run may end Failed (delivery stopped or partly failed): its summary is still the result
-    with stop_sending_on_signal(runtime().interrupted) as interruption:
+    stopping = "storing no further part of the request" + (
+        f", {STOP_SENDING}" if request.deliver else ""
+    )
+    with stop_sending_on_signal(runtime().interrupted, stopping) as interruption:
         state = run_flow(
             dispatch_notifications,
             warm_senders=request.deliver,
@@ -230,6 +234,12 @@ def _print_dispatch(summary: DispatchSummary) -> None:
     enqueue = summary.enqueue
     note = " (duplicate request: nothing new stored)" if enqueue.duplicate else ""
     out.print(f"request {enqueue.request_id}: {len(enqueue.notification_ids)} notifications{note}")
+    if summary.not_stored:
+        fail_line(
+            f"interrupted: {summary.not_stored} recipient(s) of the request were not stored; "
+            f"send it again with --idempotency-key {shlex.quote(enqueue.request_id)} to store "
+            "them (what is stored is not stored twice)"
+        )
     rows = [(c, s, n) for c, by in enqueue.rows.items() for s, n in by.items()]
     if rows:
         out.print(table("Enqueued", ["channel", "status", "rows"], rows))
