@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import prefect.main  # noqa: F401  (see below)
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
@@ -23,6 +24,13 @@ from notify.migrate import upgrade_database
 from notify.settings import Settings, load_settings
 
 pytest_plugins = ["tests.aws_fixtures"]
+
+# Prefect sets up its logging when `prefect.main` is first imported: its console handler (on the
+# root logger) writes to the sys.stderr of that moment. Imported here, that is pytest's
+# session-long capture. Imported first inside a test (the CLI and `flows` import Prefect lazily),
+# it was that test's capsys stream, closed when the test ended: every later test whose logs
+# reached the root logger printed a "Logging error" traceback (tests/test_alerts.py then
+# tests/test_secrets.py, run alone in that order).
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "NOTIFY_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
