@@ -134,6 +134,9 @@ SETTLED_STATUSES = ("sent", "delivered")
 LEASE_INDEX_WHERE = f"status NOT IN ({', '.join(repr(status) for status in SETTLED_STATUSES)})"
 
 
+UNMATCHED_TAGGED_WHERE = "state = 'unmatched' AND delivery_id IS NOT NULL"
+
+
 def partial_index(name: str, *columns: str, where: str, unique: bool = False) -> Index:
     """An index of the rows matching `where` only, on PostgreSQL and SQLite alike: the other
     rows pay nothing for it on each write."""
@@ -296,6 +299,10 @@ class Receipt(Base):
     __table_args__ = (
         Index("ix_receipts_state_received", "state", "received_at"),
         Index("ix_receipts_delivery_log", "delivery_log_id"),
+        # the unmatched receipts naming one of our rows (notify.receipts.store retries them for
+        # as long as that row is in flight or unknown): without it each poll read every
+        # unmatched receipt, untagged ones from other senders included (~200 ms per million)
+        partial_index("ix_receipts_unmatched_tagged", "delivery_id", where=UNMATCHED_TAGGED_WHERE),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

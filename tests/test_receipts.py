@@ -153,6 +153,35 @@ def test_a_receipt_for_an_unknown_id_is_kept_and_applied_once_the_row_appears(
     assert _row(engine, row_id)["status"] == "delivered"
 
 
+def test_a_poll_retries_recent_unmatched_receipts_and_old_ones_of_rows_in_doubt_only(
+    engine: Engine,
+) -> None:
+    """Which unmatched receipts a poll tries again (three reads on their own indexes): those of
+    the last hour, and older ones whose tagged row is in flight or unknown; not an old one for
+    no row of ours, nor one whose tagged row has settled."""
+    from notify.receipts.store import _receipts_to_apply
+
+    in_doubt, settled = _rows(engine, {"status": "sending"}, {"status": "sent"})
+    _apply(
+        engine,
+        ses_event("Delivery", "m-other", to="someone@elsewhere.example"),  # no row of ours
+        ses_event("Delivery", "m-doubt", to=TO, delivery_id=in_doubt),
+        ses_event("Delivery", "m-settled", to=TO, delivery_id=settled),
+    )
+    with engine.begin() as connection:  # as if none had matched a row when it came
+        connection.execute(RECEIPTS.update().values(state="unmatched"))
+        query = select(RECEIPTS.c.provider_message_id, RECEIPTS.c.id)
+        tags = {message: rid for message, rid in connection.execute(query)}
+
+    def retried(now: datetime) -> set[str]:
+        with transaction(engine) as session:
+            ids = {rid for rid, _, _ in _receipts_to_apply(session, now)}
+        return {message for message, rid in tags.items() if rid in ids}
+
+    assert retried(NOW + timedelta(minutes=30)) == {"m-other", "m-doubt", "m-settled"}
+    assert retried(NOW + timedelta(hours=5)) == {"m-doubt"}
+
+
 def test_a_row_still_sending_is_not_touched_until_its_outcome_is_recorded(engine: Engine) -> None:
     [row_id] = _rows(engine, {"status": "sending", "provider_message_id": None})
     _apply(engine, ses_event("Delivery", "m-s", to=TO, delivery_id=row_id))

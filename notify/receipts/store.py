@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, insert, or_, select, text, update
+from sqlalchemy import bindparam, insert, select, text, union, update
 from sqlalchemy.orm import Session
 
 from notify.audits.rollups import hold_folds, repriced
@@ -28,6 +28,7 @@ from notify.conditions import suppress_for_good
 from notify.db import (
     DELIVERY_LOGS,
     RECEIPTS,
+    UNMATCHED_TAGGED_WHERE,
     Channel,
     Status,
     among,
@@ -300,13 +301,19 @@ def _receipts_to_apply(session: Session, now: datetime) -> list[tuple[int, Recei
         )
         .exists()
     )
-    retry = (RECEIPTS.c.state == State.unmatched.value) & or_(
-        RECEIPTS.c.received_at >= now - UNMATCHED_RETRY,
-        RECEIPTS.c.delivery_id.is_not(None) & in_doubt,
-    )
+    unmatched = RECEIPTS.c.state == State.unmatched.value
+    # three reads, each on its own index, rather than one OR that read every unmatched receipt
+    wanted = union(
+        select(RECEIPTS.c.id).where(RECEIPTS.c.state == State.pending.value),
+        select(RECEIPTS.c.id).where(unmatched, RECEIPTS.c.received_at >= now - UNMATCHED_RETRY),
+        select(RECEIPTS.c.id).where(
+            text(UNMATCHED_TAGGED_WHERE),
+            in_doubt,  # word for word: SQLite's partial index too
+        ),
+    ).subquery()
     query = (
         select(RECEIPTS.c.id, RECEIPTS.c.detail, RECEIPTS.c.state)
-        .where(or_(RECEIPTS.c.state == State.pending.value, retry))
+        .where(RECEIPTS.c.id.in_(select(wanted.c.id)))
         .order_by(RECEIPTS.c.id)
         .limit(APPLY_LIMIT)
     )
