@@ -305,7 +305,11 @@ class TemplateCatalog:
             raise TemplateSyntaxProblem(f"{name}/{part} is not UTF-8 ({exc.reason})") from exc
 
     def _read_meta(self, name: str, required: tuple[str, ...]) -> TemplateInfo:
-        source, filename, _ = self._loader.get_source(self._env, f"{name}/{META_FILE}")
+        path = f"{name}/{META_FILE}"
+        try:
+            source, filename, _ = self._loader.get_source(self._env, path)
+        except UnicodeDecodeError as exc:  # a broken template, as a meta.json that is not JSON
+            raise TemplateSyntaxProblem(f"{path} is not UTF-8 ({exc.reason})") from exc
         if len(name) > NAME_MAX_CHARS:
             raise TemplateSyntaxProblem(
                 f"template {name[:60]}…: a template's name (its directory's) is at most "
@@ -351,16 +355,34 @@ def _undeclared(env: SandboxedEnvironment, loader: BaseLoader, paths: list[str])
     """Variables these template files read from the context, including the layouts and
     includes they reference (Jinja globals such as `range` excluded)."""
     found: set[str] = set()
-    pending, seen = list(paths), set()
+    pending: list[tuple[str, str | None]] = [(path, None) for path in paths]  # (file, referrer)
+    seen = set()
     while pending:
-        path = pending.pop()
+        path, referrer = pending.pop()
         if path in seen:
             continue
         seen.add(path)
-        ast = env.parse(loader.get_source(env, path)[0])
+        ast = env.parse(*_source(env, loader, path, referrer))
         found |= meta.find_undeclared_variables(ast)
-        pending += [ref for ref in meta.find_referenced_templates(ast) if ref]
+        pending += [(ref, path) for ref in meta.find_referenced_templates(ast) if ref]
     return frozenset(found - set(env.globals))
+
+
+def _source(
+    env: SandboxedEnvironment, loader: BaseLoader, path: str, referrer: str | None
+) -> tuple[str, str, str | None]:
+    """A template file's (source, name, filename) for `env.parse`, so a syntax error names the
+    file it is in (a layout or an include, not only a part); a file that is missing or not UTF-8
+    is named with the file that refers to it."""
+    try:
+        source, filename, _ = loader.get_source(env, path)
+    except TemplateNotFound as exc:
+        if referrer is None:
+            raise
+        raise TemplateSyntaxProblem(f"{referrer} refers to {path!r}, which does not exist") from exc
+    except UnicodeDecodeError as exc:
+        raise TemplateSyntaxProblem(f"{path} is not UTF-8 ({exc.reason})") from exc
+    return source, path, filename
 
 
 def _parse_meta(source: str, filename: str) -> dict[str, Any]:

@@ -390,6 +390,43 @@ def test_meta_that_is_not_json_names_the_line(tmp_path: Path) -> None:
         TemplateCatalog(tmp_path).info("odd")
 
 
+def test_a_meta_json_that_is_not_utf8_breaks_its_template_only(tmp_path: Path) -> None:
+    """A meta.json in Latin-1 stopped every send, delivery and receipts poll ("input is not
+    UTF-8", naming nothing): the deliverer reads every template's fallback_email. It is now that
+    template's problem, named, and the other templates and the fallback policy still work."""
+    from notify.fallback import FallbackPolicy
+
+    write_full_template(tmp_path, "latin")
+    latin = json.dumps(META | {"description": "café"}, ensure_ascii=False).encode("latin-1")
+    (tmp_path / "latin" / "meta.json").write_bytes(latin)
+    catalog = TemplateCatalog(tmp_path)
+    with pytest.raises(TemplateSyntaxProblem, match=r"latin/meta\.json is not UTF-8"):
+        catalog.fallback_email("latin")
+    with pytest.raises(TemplateSyntaxProblem, match=r"latin/meta\.json is not UTF-8"):
+        catalog.info("latin")
+    assert FallbackPolicy.of(catalog).blocked_templates == {"test_message"}  # the built-ins
+    assert catalog.render("repair_assigned", catalog.info("repair_assigned").sample_context)
+    broken = [t for t in catalog.listing() if isinstance(t, BrokenTemplate)]
+    assert [t.name for t in broken] == ["latin"]
+
+
+def test_an_error_in_a_layout_or_an_include_names_that_file(tmp_path: Path) -> None:
+    """A syntax error in a layout said "None line 1", and a missing include did not say which
+    file referred to it."""
+    (tmp_path / "_layout").mkdir()
+    (tmp_path / "_layout" / "mine.txt.j2").write_text("{% block content %}", encoding="utf-8")
+    write_full_template(tmp_path, "laid", "{% extends '_layout/mine.txt.j2' %}")
+    with pytest.raises(TemplateSyntaxProblem, match=r"_layout/mine\.txt\.j2 line 1"):
+        TemplateCatalog(tmp_path).info("laid")
+    write_full_template(tmp_path, "inc")
+    write_template(tmp_path, "inc", text="{% include 'shared/nothere.txt' %}")
+    with pytest.raises(
+        TemplateSyntaxProblem,
+        match=r"inc/body\.txt\.j2 refers to 'shared/nothere\.txt', which does not exist",
+    ):
+        TemplateCatalog(tmp_path).info("inc")
+
+
 def test_missing_user_dir_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="NOTIFY_TEMPLATES_DIR"):
         TemplateCatalog(tmp_path / "nope")
