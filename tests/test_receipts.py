@@ -141,6 +141,78 @@ def test_a_poison_message_is_kept_with_its_reason_and_the_batch_still_applies(
     assert "not JSON" in sorted(reasons)[1]
 
 
+def _odd_bounce() -> dict[str, Any]:
+    record = ses_event("Bounce", "m-odd", to=TO)
+    record["bounce"]["bouncedRecipients"] = ["someone@example.com"]  # strings, not objects
+    return record
+
+
+def _nul_address() -> dict[str, Any]:
+    return ses_event("Delivery", "m-nul", to="tech\x00@example.com")
+
+
+def _huge_tag() -> dict[str, Any]:
+    record = ses_event("Delivery", "m-tag", to=TO)
+    record["mail"]["tags"] = {"delivery_id": ["99999999999"]}
+    return record
+
+
+@pytest.mark.parametrize(
+    ("odd", "reason"),
+    [
+        (_odd_bounce, None),  # read: its address is not an object, so none is taken from it
+        (lambda: ses_event("Delivery", "m" * 300, to=TO), "messageId is 300 characters"),
+        (_nul_address, "NUL character"),
+        (_huge_tag, None),  # read: a tag no row of ours can have is no tag
+    ],
+    ids=["bounce-recipients-as-strings", "long-message-id", "nul", "tag-out-of-range"],
+)
+def test_an_odd_receipt_never_holds_back_the_good_ones_read_with_it(
+    engine: Engine, odd: Any, reason: str | None
+) -> None:
+    """Each of these failed the whole chunk (AttributeError on SQLite and PostgreSQL; value too
+    long, integer out of range, NUL on PostgreSQL): every poll exited 2 and SQS sent the good
+    receipts read with it to the dead-letter queue. Now the odd one is read as far as it can be,
+    or kept as malformed with its reason, and the good one is applied."""
+    [good] = _rows(engine, {"status": "sent", "provider_message_id": "m-good"})
+    report = _apply(engine, odd(), ses_event("Delivery", "m-good", to=TO))
+    assert _row(engine, good)["status"] == "delivered"
+    with engine.connect() as connection:
+        kept = connection.execute(select(RECEIPTS.c.state, RECEIPTS.c.reason)).all()
+    assert len(kept) == 2, kept
+    if reason is None:
+        assert report.malformed == 0 and {state for state, _ in kept} <= {"applied", "unmatched"}
+    else:
+        assert report.malformed == 1
+        assert any(state == "malformed" and reason in why for state, why in kept), kept
+
+
+def test_a_receipt_the_database_refuses_is_kept_as_malformed_and_the_others_applied(
+    engine: Engine,
+) -> None:
+    """The last net, for a receipt no check foresaw: the chunk is stored one receipt at a time
+    and the one the database refuses alone is kept as malformed with the database's reason."""
+    from notify.receipts.events import ReceiptEvent, Source
+    from notify.receipts.parse import parse_sqs_body
+    from notify.receipts.store import keep_receipts
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite stores what PostgreSQL refuses (any length, NUL)")
+    [good] = _rows(engine, {"status": "sent", "provider_message_id": "m-good"})
+    refused = ReceiptEvent(  # past the parser's checks: a message id longer than the column
+        source=Source.ses, event_type="Delivery", dedupe_key="k-long", provider_message_id="m" * 300
+    )
+    accepted = parse_sqs_body(envelope(ses_event("Delivery", "m-good", to=TO)))
+    report = keep_receipts(engine=engine, events=[refused, accepted], now=NOW)
+    assert report.malformed == 1 and report.applied["Delivery"] == 1
+    assert _row(engine, good)["status"] == "delivered"
+    with engine.connect() as connection:
+        reasons = connection.scalars(
+            select(RECEIPTS.c.reason).where(RECEIPTS.c.state == "malformed")
+        ).all()
+    assert len(reasons) == 1 and reasons[0].startswith("refused by the database: StringDataRight")
+
+
 def test_a_receipt_for_an_unknown_id_is_kept_and_applied_once_the_row_appears(
     engine: Engine,
 ) -> None:
@@ -583,3 +655,13 @@ def test_a_complaint_after_delivery_wins_and_suppresses(engine: Engine) -> None:
     [row_id] = _rows(engine, {"status": "sent", "provider_message_id": "m-c"})
     _apply(engine, ses_event("Complaint", "m-c", to=TO), ses_event("Delivery", "m-c", to=TO))
     assert _row(engine, row_id)["status"] == Status.complained.value
+
+
+@pytest.mark.parametrize("price", [1e20, -1.0, "NaN"])
+def test_an_sms_price_no_column_can_hold_is_left_unknown(price: Any) -> None:
+    """A price past receipts.price's 12 digits failed the page's transaction on PostgreSQL
+    (numeric overflow), and that page was read again on every poll; our estimate stands in."""
+    line = json.loads(sms_line("sms-1", phone=PHONE))
+    line["delivery"]["priceInUSD"] = price
+    event = parse_sms_log(json.dumps(line))
+    assert event.price is None and event.outcome == Status.delivered

@@ -31,10 +31,18 @@ SES_EVENT_KEYS = {
 }
 OPTED_OUT_RESPONSES = ("opted out", "has blocked sms")
 MAX_KEY = 200
+MAX_MESSAGE_ID = 200  # receipts.provider_message_id
+MAX_ADDRESS = 320  # receipts.address (an email address is at most 254)
+MAX_TAGGED_ID = 2**31 - 1  # delivery_logs.id is an integer: a larger tag is none of ours
+MAX_PRICE = Decimal("1000000")  # receipts.price holds 12 digits, 6 after the point
 
 
 def parse_sqs_body(body: str) -> ReceiptEvent:
     """One SQS message body (SNS envelope or raw record) -> the SES event it carries."""
+    return _readable(lambda: _checked(_sqs_body(body)))
+
+
+def _sqs_body(body: str) -> ReceiptEvent:
     document = _json_object(body, "body")
     if "mail" not in document and document.get("Type") == "Notification":
         message = document.get("Message")
@@ -101,7 +109,12 @@ def _bounce(record: dict[str, Any], mail: dict[str, Any], body: dict[str, Any]) 
     bounced = body.get("bouncedRecipients") or []
     addresses = tuple(str(r.get("emailAddress")) for r in bounced if isinstance(r, dict))
     diagnostic = next(
-        (str(r.get("diagnosticCode")) for r in bounced if r.get("diagnosticCode")), ""
+        (
+            str(r.get("diagnosticCode"))
+            for r in bounced
+            if isinstance(r, dict) and r.get("diagnosticCode")
+        ),
+        "",
     )
     detail = {"type": kind, "subtype": body.get("bounceSubType"), "diagnostic": diagnostic[:200]}
     return _base(
@@ -176,6 +189,10 @@ _SES_PARSERS: dict[
 
 def parse_sms_log(message: str, *, logged_at: datetime | None = None) -> ReceiptEvent:
     """One SNS SMS delivery-status log line (the CloudWatch Logs event's `message`)."""
+    return _readable(lambda: _checked(_sms_log(message, logged_at)))
+
+
+def _sms_log(message: str, logged_at: datetime | None) -> ReceiptEvent:
     line = _json_object(message, "log line")
     notification, delivery = line.get("notification"), line.get("delivery")
     if not isinstance(notification, dict) or not isinstance(delivery, dict):
@@ -198,6 +215,47 @@ def parse_sms_log(message: str, *, logged_at: datetime | None = None) -> Receipt
         price=_price(delivery.get("priceInUSD")),
         detail={"response": response, "parts": delivery.get("numberOfMessageParts")},
     )
+
+
+def _readable(parse: Callable[[], ReceiptEvent]) -> ReceiptEvent:
+    """Whatever a message holds, its parse ends in an event or a MalformedReceipt: a shape no
+    check here foresaw is kept as malformed, never an error that fails the whole poll (and sends
+    the good receipts read with it to the dead-letter queue)."""
+    try:
+        return parse()
+    except MalformedReceipt:
+        raise
+    except Exception as error:  # any surprise in a message is the message's
+        raise MalformedReceipt(f"unreadable: {type(error).__name__}: {error}"[:300]) from error
+
+
+def _checked(event: ReceiptEvent) -> ReceiptEvent:
+    """What the receipts table can hold: a message id of at most MAX_MESSAGE_ID characters,
+    addresses of at most MAX_ADDRESS, and no NUL character anywhere (PostgreSQL refuses it in
+    text and JSON)."""
+    message_id = event.provider_message_id or ""
+    if len(message_id) > MAX_MESSAGE_ID:
+        raise MalformedReceipt(
+            f"messageId is {len(message_id)} characters (a provider's is at most {MAX_MESSAGE_ID})"
+        )
+    for address in event.addresses:
+        if len(address) > MAX_ADDRESS:
+            raise MalformedReceipt(
+                f"an address is {len(address)} characters (at most {MAX_ADDRESS})"
+            )
+    if _holds_nul(event.stored()):
+        raise MalformedReceipt("it holds a NUL character")
+    return event
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def dedupe_key(*parts: str) -> str:
@@ -229,9 +287,10 @@ def _tagged_delivery_id(mail: dict[str, Any]) -> int | None:
     if not isinstance(values, list) or not values:
         return None
     try:
-        return int(values[0])
+        tagged = int(values[0])
     except (TypeError, ValueError):
         return None
+    return tagged if 0 < tagged <= MAX_TAGGED_ID else None
 
 
 def _iso(value: Any) -> datetime | None:
@@ -256,6 +315,7 @@ def _price(value: Any) -> Decimal | None:
     if value is None or isinstance(value, bool):
         return None
     try:
-        return Decimal(str(value))
+        price = Decimal(str(value))
     except InvalidOperation:
         return None
+    return price if price.is_finite() and 0 <= price < MAX_PRICE else None

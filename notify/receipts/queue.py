@@ -3,8 +3,9 @@ chunk in one transaction, then delete those messages (only after the commit).
 
 A crash between the commit and the delete redelivers the messages; their receipts are already
 kept, so the second pass changes nothing and deletes them. A message we cannot read is kept in
-`receipts` as malformed (and deleted from the queue); if the transaction itself fails nothing is
-deleted and SQS redelivers the chunk (after maxReceiveCount it goes to the dead-letter queue).
+`receipts` as malformed (and deleted from the queue), and so is one the database refuses
+(`store.keep_receipts`); if the database is away nothing is deleted and SQS redelivers the chunk
+(after maxReceiveCount it goes to the dead-letter queue).
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from notify.db import transaction
 from notify.receipts.events import MalformedReceipt, ReceiptEvent, Source
 from notify.receipts.parse import malformed_key, parse_sqs_body
-from notify.receipts.store import ApplyReport, store_receipts
+from notify.receipts.store import ApplyReport, keep_receipts
 
 RECEIVE_MAX = 10  # SQS ReceiveMessage limit
 DELETE_MAX = 10  # SQS DeleteMessageBatch limit
@@ -84,8 +84,7 @@ def store_and_apply(*, engine: Engine, bodies: Sequence[str], now: datetime) -> 
             events.append(parse_sqs_body(body))
         except MalformedReceipt as problem:
             malformed.append((malformed_key(body), Source.ses.value, str(problem)))
-    with transaction(engine) as session:
-        return store_receipts(session=session, events=events, malformed=malformed, now=now)
+    return keep_receipts(engine=engine, events=events, malformed=malformed, now=now)
 
 
 def delete_messages(sqs: Any, queue_url: str, messages: Sequence[QueueMessage]) -> None:

@@ -19,7 +19,7 @@ from notify.db import transaction
 from notify.marks import read_mark, set_mark
 from notify.receipts.events import MalformedReceipt, ReceiptEvent, Source
 from notify.receipts.parse import malformed_key, parse_sms_log
-from notify.receipts.store import ApplyReport, store_receipts
+from notify.receipts.store import ApplyReport, keep_receipts
 
 SLICE = timedelta(hours=1)
 PAGE_LIMIT = 10_000  # filter_log_events maximum
@@ -90,9 +90,7 @@ def _read_slice(
     for page in _pages(logs, group, start, end, result):
         events, malformed = _parse_page(page)
         result.lines += len(page)
-        with transaction(engine) as session:
-            stored = store_receipts(session=session, events=events, malformed=malformed, now=now)
-        result.report.add(stored)
+        result.report.add(keep_receipts(engine=engine, events=events, malformed=malformed, now=now))
     with transaction(engine) as session:
         set_mark(session, _mark_name(group), end, now=now)
 
@@ -123,12 +121,19 @@ def _parse_page(
     malformed: list[tuple[str, str, str]] = []
     for item in page:
         message = str(item.get("message", ""))
-        logged = datetime.fromtimestamp(int(item.get("timestamp", 0)) / 1000, UTC)
         try:
-            events.append(parse_sms_log(message, logged_at=logged))
+            events.append(parse_sms_log(message, logged_at=_logged_at(item)))
         except MalformedReceipt as problem:
             malformed.append((malformed_key(message), Source.sms.value, str(problem)))
     return events, malformed
+
+
+def _logged_at(item: dict[str, Any]) -> datetime | None:
+    """When CloudWatch Logs took the line (None when its timestamp is not one)."""
+    try:
+        return datetime.fromtimestamp(int(item.get("timestamp", 0)) / 1000, UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 def _ms(moment: datetime) -> int:

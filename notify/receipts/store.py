@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, text, union, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from notify.audits.rollups import hold_folds, repriced
@@ -32,11 +33,14 @@ from notify.db import (
     Channel,
     Status,
     among,
+    database_unavailable,
     dialect_of,
     lookup_chunks,
+    transaction,
 )
 from notify.marks import advance_mark
 from notify.receipts.events import RESOLVABLE, ReceiptEvent, Source, State, rank
+from notify.receipts.parse import malformed_key
 
 UNMATCHED_RETRY = timedelta(hours=1)
 IN_DOUBT = (Status.claimed.value, Status.sending.value, Status.unknown.value)
@@ -162,6 +166,43 @@ def store_receipts(
     return report
 
 
+def keep_receipts(
+    *,
+    engine: Engine,
+    events: Sequence[ReceiptEvent],
+    malformed: Sequence[tuple[str, str, str]] = (),
+    now: datetime,
+) -> ApplyReport:
+    """`store_receipts` in one transaction. Should the database refuse it (not for being away:
+    that error is raised, and the receipts are read again), each receipt is stored on its own,
+    and one the database refuses alone is kept as malformed with the database's reason: a
+    receipt no check foresaw never holds back the others (SQS would send the whole chunk to the
+    dead-letter queue after its retries; an SMS log page would be read again on every poll)."""
+    try:
+        with transaction(engine) as session:
+            return store_receipts(session=session, events=events, malformed=malformed, now=now)
+    except Exception as error:
+        if database_unavailable(error) or not events:
+            raise
+    report = ApplyReport()
+    if malformed:
+        with transaction(engine) as session:
+            report.add(store_receipts(session=session, events=[], malformed=malformed, now=now))
+    for event in events:
+        try:
+            with transaction(engine) as session:
+                report.add(store_receipts(session=session, events=[event], now=now))
+        except Exception as error:
+            if database_unavailable(error):
+                raise
+            cause = getattr(error, "orig", None) or error
+            reason = f"refused by the database: {type(cause).__name__}: {cause}".splitlines()[0]
+            kept = (malformed_key(event.dedupe_key), event.source.value, reason)
+            with transaction(engine) as session:
+                report.add(store_receipts(session=session, events=[], malformed=[kept], now=now))
+    return report
+
+
 _INSERT_FROM_JSON = text(
     """
     INSERT INTO receipts (dedupe_key, source, event_type, provider_message_id, delivery_id,
@@ -229,7 +270,7 @@ def _malformed_row(key: str, source: str, reason: str, now: datetime) -> dict[st
         "address": None,
         "occurred_at": None,
         "state": State.malformed.value,
-        "reason": reason[:300],
+        "reason": reason.replace("\x00", "")[:300],  # PostgreSQL text holds no NUL
         "detail": {},
         "price": None,
         "received_at": now,
