@@ -25,21 +25,22 @@ notification) fails -> P1, and so does email paused by the reputation guardrail 
 runbook "Receipts": the deliverer sends no email until an operator resumes it); today's SMS spend at
 the daily cap (NOTIFY_SMS_DAILY_CAP_USD) stops every SMS until the UTC day ends (email instead) ->
 P2: to be answered within the hour, above SMS over the hourly alarm (P3) and below SMS over $100 in
-one hour (P1); deliveries in `unknown` state and detected loops need an operator but are no outage
--> P3, and so is the SNS monthly spend limit unknown for an error while SMS were spent this month
-(nothing compared the spend with it). Workers down for 10 minutes or less escalate nothing by
-themselves; deployments on a work pool no worker has ever polled (no heartbeat, so no down time to
-measure) run nowhere -> P1 (`workers-none`). Scheduled runs that nothing has started for more than
-those 10 minutes (Late in the UI) are the same outage seen from the runs' side -> P1 (`runs-late`):
-it is what tells when `notifyops serve`, which has no work pool and so no worker heartbeat, stopped.
-SES answering none of health's calls (out of reach, refusing our credentials, down) -> P2: sends
-through the SES API likely fail too, but no email is lost (rows wait as pending_retry without an
-attempt counted, the SMTP failover may carry them), so it is answered within the hour rather than
-paged; the backlog and latency findings escalate while the email waits. SES leaving part of health's
-questions unknown for an error (a missing IAM permission, a throttled call) -> P3, whether sending
-is enabled among them: a quota answered beside it does not tell whether the account is paused. A
-call the endpoint does not offer (a stand-in for SES such as moto, which answers the others) is
-listed in the report's `ses.not_offered`, not a finding.
+one hour (P1); deliveries in `unknown` state, rows a stopped deliverer holds past their lease that
+no delivery run has rescued yet (`stuck`; P1 data loss once held over an hour) and detected loops
+need an operator but are no outage -> P3, and so is the SNS monthly spend limit unknown for an error
+while SMS were spent this month (nothing compared the spend with it). Workers down for 10 minutes or
+less escalate nothing by themselves; deployments on a work pool no worker has ever polled (no
+heartbeat, so no down time to measure) run nowhere -> P1 (`workers-none`). Scheduled runs that
+nothing has started for more than those 10 minutes (Late in the UI) are the same outage seen from
+the runs' side -> P1 (`runs-late`): it is what tells when `notifyops serve`, which has no work pool
+and so no worker heartbeat, stopped. SES answering none of health's calls (out of reach, refusing
+our credentials, down) -> P2: sends through the SES API likely fail too, but no email is lost (rows
+wait as pending_retry without an attempt counted, the SMTP failover may carry them), so it is
+answered within the hour rather than paged; the backlog and latency findings escalate while the
+email waits. SES leaving part of health's questions unknown for an error (a missing IAM permission,
+a throttled call) -> P3, whether sending is enabled among them: a quota answered beside it does not
+tell whether the account is paused. A call the endpoint does not offer (a stand-in for SES such as
+moto, which answers the others) is listed in the report's `ses.not_offered`, not a finding.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ class Facts:
     ses_error: str | None = None  # the last of those errors (the one its fallbacks ended on)
     ses_errors: tuple[str, ...] = ()  # every one of them, "ses.Call: error" each
     unknown_deliveries: int = 0
+    stuck_rows: int = 0  # claimed or sending past their lease: a dead deliverer, not rescued yet
     loops: int = 0
     index_problems: int = 0
 
@@ -415,6 +417,20 @@ def _unknown(facts: Facts, _t: Thresholds) -> Finding | None:
     return Finding("unknown", Severity.P3, message)
 
 
+def _stuck(facts: Facts, _t: Thresholds) -> Finding | None:
+    if facts.stuck_rows <= 0:
+        return None
+    return Finding(
+        "stuck",
+        Severity.P3,
+        f"{facts.stuck_rows:,} row(s) held past their lease by a deliverer that stopped (killed "
+        "mid-batch, or its machine died) and no delivery run has rescued them since; fix: "
+        "`notifyops deliver` (its rescue puts claimed rows back in the queue and makes in-flight "
+        "ones `unknown`), and check that deliver-pending runs (runbook section 3); held over an "
+        "hour, they are data loss (P1)",
+    )
+
+
 def _loops(facts: Facts, _t: Thresholds) -> Finding | None:
     if facts.loops <= 0:
         return None
@@ -440,5 +456,6 @@ _RULES: tuple[Callable[[Facts, Thresholds], Finding | None], ...] = (
     _backlog,
     _latency,
     _unknown,
+    _stuck,
     _loops,
 )

@@ -872,7 +872,12 @@ def test_health_stuck_and_unknown(engine: Engine, session: Session, settings: Se
     rows.insert(engine)
     report = run(health, session, settings)
     assert (report.stuck_claimed, report.stuck_sending, report.unknown) == (2, 1, 2)
-    assert report.severity is Severity.P3 and [f.code for f in report.findings] == ["unknown"]
+    # rows held past their lease were counted and escalated nothing (P4, exit 0) for an hour
+    assert report.severity is Severity.P3 and report.breached
+    assert [f.code for f in report.findings] == ["unknown", "stuck"]
+    stuck = next(f for f in report.findings if f.code == "stuck")
+    assert stuck.message.startswith("3 row(s) held past their lease by a deliverer that stopped")
+    assert "`notifyops deliver`" in stuck.message
 
 
 def test_health_calls_rows_nobody_will_finish_and_orphan_receipts_data_loss(

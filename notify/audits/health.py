@@ -295,6 +295,7 @@ def _verdict(fields: Mapping[str, Any], w: Window, thresholds: Thresholds | None
         backlog=fields["backlog"],
         avg_latency_s=fields["avg_latency_s"] if fields["sent_in_window"] else None,
         unknown_deliveries=fields["unknown"] or 0,
+        stuck_rows=(fields.get("stuck_claimed") or 0) + (fields.get("stuck_sending") or 0),
         data_loss=bool(fields.get("lost_past_horizon") or fields.get("unmatched_receipts")),
         index_problems=len(fields.get("index_problems") or ()),
         email_paused=fields.get("email_paused"),
