@@ -106,7 +106,7 @@ def sms_cost_audit_flow(params: CheckParams | None = None) -> State[Any]:
 )
 def loop_detection_flow(params: LoopParams | None = None) -> State[Any]:
     params = params or LoopParams()
-    mute = should_mute(runtime().settings, params.mute)
+    mute = should_mute(runtime().settings, params.mute, params.as_of)
     return run_check(Check.loops, params, mute=mute)
 
 

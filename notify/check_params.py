@@ -65,7 +65,9 @@ def future_note(moment: datetime) -> str | None:
 
 class LoopParams(CheckParams):
     mute: bool | None = Field(
-        None, description="Mute SMS for each loop (default NOTIFY_LOOP_AUTO_MUTE)"
+        None,
+        description="Mute SMS for each SMS loop (default: NOTIFY_LOOP_AUTO_MUTE when as_of is "
+        "empty; a look back mutes only when this is on)",
     )
 
 

@@ -114,9 +114,13 @@ def _aws_clients(check: Check, runtime: Runtime) -> dict[str, Any]:
     return {}
 
 
-def should_mute(settings: Settings, requested: bool | None) -> bool:
-    """The one place the mute switch is decided: the caller's choice, else NOTIFY_LOOP_AUTO_MUTE."""
-    return settings.loop_auto_mute if requested is None else requested
+def should_mute(settings: Settings, requested: bool | None, as_of: datetime | None = None) -> bool:
+    """The one place the mute switch is decided: the caller's choice, else NOTIFY_LOOP_AUTO_MUTE
+    for a look at now. A look back (`as_of`) mutes only when asked: its loops may have ended long
+    ago, and a mute starts now (it muted today's messages for an old incident)."""
+    if requested is not None:
+        return requested
+    return settings.loop_auto_mute and as_of is None
 
 
 def mute_detected_loops(

@@ -394,6 +394,28 @@ def test_mute_loops_adds_one_time_limited_sms_suppression(
     assert payload["muted"][0]["phone_masked"] == "+1***4567"
 
 
+def test_an_email_only_loop_is_not_met_with_an_sms_mute(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    """An email loop muted the recipient's SMS, which was not looping, while the emails went on
+    (the loop guard holds their repeats back at enqueue); an SMS loop beside it is muted."""
+    rows = Rows()
+    emailed = rows.recipient("technician:3", phone="+15551230003")
+    texted = rows.recipient("technician:4", phone="+15551230004")
+    rows.many(8, emailed, created_at=AS_OF - H, channel="email")
+    rows.many(8, texted, created_at=AS_OF - H, channel="sms")
+    rows.insert(engine)
+    report = run(loop_detection, session, settings)
+    assert sorted((loop.recipient, loop.channel) for loop in report.loops) == [
+        ("technician:3", "email"),
+        ("technician:4", "sms"),
+    ]
+    muted = mute_loops(session=session, loops=report.loops, now=AS_OF, hours=24)
+    assert [(m.recipient, m.channel) for m in muted] == [("technician:4", "sms")]
+    stored = session.execute(select(Suppression.address)).scalars().all()
+    assert stored == ["+15551230004"]
+
+
 def test_loops_empty_database(session: Session, settings: Settings) -> None:
     report = run(loop_detection, session, settings)
     assert report.loops == () and report.severity is Severity.P4 and not report.breached

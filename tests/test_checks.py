@@ -26,6 +26,14 @@ def test_the_mute_flag_wins_over_the_setting(
     assert should_mute(settings, flag) is (auto_mute if expected is None else expected)
 
 
+@pytest.mark.parametrize(("flag", "expected"), [(True, True), (False, False), (None, False)])
+def test_a_look_back_mutes_only_when_asked(flag: bool | None, expected: bool) -> None:
+    """`audit loops --as-of <last month>` muted today's recipients for 24 hours for loops that
+    had ended long ago (NOTIFY_LOOP_AUTO_MUTE on): a look back mutes only with --mute."""
+    settings = load_settings(loop_auto_mute=True)
+    assert should_mute(settings, flag, as_of=AS_OF) is expected
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("auto_mute", ["true", "false"])
 @pytest.mark.parametrize(("flag", "mutes"), [("--mute", True), ("--no-mute", False)])

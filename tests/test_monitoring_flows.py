@@ -58,7 +58,9 @@ def crafted(url: str) -> None:
 
 def test_loop_detection_flow_finds_mutes_and_alerts(flow_env: str) -> None:
     crafted(flow_env)
-    _, report = ran(loop_detection_flow, LoopParams(as_of=AS_OF, publish_metrics=False))
+    # a look back (as_of) mutes when asked only
+    params = LoopParams(as_of=AS_OF, publish_metrics=False, mute=True)
+    _, report = ran(loop_detection_flow, params)
     assert [(lp.recipient, lp.count) for lp in report.loops] == [("technician:42", 8)]
     assert report.breached and [m.phone_masked for m in report.muted] == ["+1***0142"]
     engine = make_engine(flow_env)
@@ -67,7 +69,7 @@ def test_loop_detection_flow_finds_mutes_and_alerts(flow_env: str) -> None:
         alerts = session.scalars(select(Alert.key)).all()
     assert [tuple(row) for row in muted] == [(LOOP_PHONE, "Unit 12 ready")]
     assert len(alerts) == 1 and alerts[0].startswith("loops:")
-    _, again = ran(loop_detection_flow, LoopParams(as_of=AS_OF, publish_metrics=False))
+    _, again = ran(loop_detection_flow, params)
     assert again.muted[0].created is False, "an active mute is not added twice"
     with transaction(engine) as session:
         assert session.scalar(select(func.count()).select_from(Suppression)) == 1

@@ -228,15 +228,17 @@ def mute_loops(
     hours: int,
     reason: str | None = None,
 ) -> list[MutedLoop]:
-    """An SMS suppression (recipient's phone, loop title, until now + hours) per loop.
-
-    Loops of one recipient and title on both channels share one suppression; recipients without a
-    phone are skipped. A loop already dealt with is left alone (created=False): a suppression for
-    that phone and title is active, or ended (expired or lifted by an operator) after the loop's
-    latest message, so only messages that came after a mute ended mute the loop again.
+    """An SMS suppression (recipient's phone, loop title, until now + hours) per SMS loop: the mute
+    stops what a loop costs. An email-only loop gets none (muting the recipient's SMS would not
+    stop it; the loop guard holds its repeats back at enqueue, NOTIFY_LOOP_THRESHOLD a day);
+    recipients without a phone are skipped. A loop already dealt with is left alone
+    (created=False): a suppression for that phone and title is active, or ended (expired or lifted
+    by an operator) after the loop's latest message, so only messages that came after a mute ended
+    mute the loop again.
     """
     until = now + timedelta(hours=hours)
-    unique = {(loop.recipient, loop.title): loop for loop in loops}
+    sms = Channel.sms.value
+    unique = {(loop.recipient, loop.title): loop for loop in loops if loop.channel == sms}
     phones = _phones(session, [recipient for recipient, _ in unique])
     return [
         _mute(session, loop, phone, now, until, reason)

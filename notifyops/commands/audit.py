@@ -240,7 +240,7 @@ def _direct(check: Check, params: Any) -> Report:
     window = timedelta(hours=params.window_hours)
     report = checks.run_audit(which, runtime=here, as_of=params.as_of, window=window)
     if isinstance(report, LoopReport):
-        mute = checks.should_mute(here.settings, params.mute)
+        mute = checks.should_mute(here.settings, params.mute, params.as_of)
         report = report.model_copy(update={"auto_mute": mute})  # this run's switch
     if isinstance(report, LoopReport) and report.auto_mute:
         actor = Actor(name=f"loop-detection via {Actor.from_cli().name} (--direct)")
