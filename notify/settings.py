@@ -531,6 +531,13 @@ class Settings(BaseSettings):
         """NOTIFY_EMAIL_FROM's address, without its display name: the identity SES verifies."""
         return parseaddr(self.email_from)[1]
 
+    def receipts_resources(self) -> str:
+        """The name of the configuration set, SNS topic and SQS queue receipts travel through:
+        the sends' configuration set when NOTIFY_SES_CONFIGURATION_SET is set (SES publishes a
+        send's events through the set the send names), else NOTIFY_RECEIPTS_NAME. `receipts
+        setup` creates them and the poll reads them under this one name."""
+        return self.ses_configuration_set or self.receipts_name
+
     def worker_label(self) -> str:
         """What names this worker in lease owners: NOTIFY_WORKER_NAME, else the host name."""
         return self.worker_name or socket.gethostname()

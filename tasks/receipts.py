@@ -33,7 +33,7 @@ def not_set_up() -> str | None:
     task failure with a traceback (and a retry) each minute; any other error is raised."""
     current = runtime()
     try:
-        queue_url(current.aws_client("sqs", retries=True), current.settings.receipts_name)
+        queue_url(current.aws_client("sqs", retries=True), current.settings.receipts_resources())
     except ReceiptsNotSetUp as missing:
         return str(missing)
     return None

@@ -319,6 +319,47 @@ def test_poll_with_the_runtime_reads_queue_and_logs(
     assert report.reputation is not None and report.reputation.severity is None
 
 
+def test_setup_and_the_poll_use_one_name_when_sends_name_another_configuration_set(
+    aws_env: str, engine: Engine, db_url: str
+) -> None:
+    """NOTIFY_SES_CONFIGURATION_SET=rb-myset with the default NOTIFY_RECEIPTS_NAME: set-up made
+    the set, topic and queue `rb-myset`, and the poll read `notifyops-receipts` (missing: "not
+    set up" right after a set-up that worked; or another queue), so no receipt was ever read."""
+    from notify.receipts.poll import setup_from
+
+    settings = _settings(db_url, ses_configuration_set="rb-myset")
+    runtime = Runtime(settings, engine=engine)
+    try:
+        result = setup_from(runtime)
+        [topic] = [i.arn for i in result.items if i.kind == "sns-topic"]
+        assert topic is not None and topic.endswith(":rb-myset")
+        rows = Rows()
+        row = rows.delivery(
+            rows.recipient("tech:1", email=TO),
+            created_at=utcnow() - timedelta(minutes=5),
+            channel="email",
+            recipient_email=TO,
+            provider_message_id="m-set",
+        )
+        rows.insert(engine)
+        runtime.aws_client("sns").publish(
+            TopicArn=topic, Message=json.dumps(ses_event("Delivery", "m-set", to=TO))
+        )
+        report = poll_receipts(
+            engine=engine,
+            sources=sources_from(runtime),
+            settings=settings,
+            clock=utcnow,
+            fallback=FALLBACK,
+        )
+    finally:
+        runtime.close()
+    assert report.email.applied["Delivery"] == 1
+    with engine.connect() as connection:
+        status = connection.scalar(select(DELIVERY_LOGS.c.status).where(DELIVERY_LOGS.c.id == row))
+    assert status == "delivered"
+
+
 def _decisions(engine: Engine) -> dict[int, tuple[str, str]]:
     with engine.connect() as connection:
         query = select(DELIVERY_LOGS.c.id, DELIVERY_LOGS.c.status, DELIVERY_LOGS.c.decision)

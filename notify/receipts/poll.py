@@ -80,7 +80,7 @@ def poll_receipts(
     report = ReceiptsReport()
     report.email = poll_queue(
         sqs=sources.sqs,
-        queue_url=queue_url(sources.sqs, settings.receipts_name),
+        queue_url=queue_url(sources.sqs, settings.receipts_resources()),
         engine=engine,
         clock=clock,
         max_messages=settings.receipts_max_messages,
@@ -182,7 +182,7 @@ def setup_from(runtime: Runtime) -> SetupResult:
         ses=runtime.aws_client("ses", retries=True),
         sns=runtime.aws_client("sns", retries=True),
         sqs=runtime.aws_client("sqs", retries=True),
-        name=settings.ses_configuration_set or settings.receipts_name,
+        name=settings.receipts_resources(),
         sms_role_arn=settings.sms_delivery_log_role_arn,
         sends_use=settings.ses_configuration_set,
     )
