@@ -19,6 +19,9 @@ AS_OF = datetime(2026, 11, 20, 12, 30, tzinfo=UTC)
 SMS_PRICE = Decimal("0.00645")
 
 
+NEVER_ATTEMPTED = ("pending", "claimed", "skipped", "purged")
+
+
 @dataclass
 class Rows:
     recipients: list[dict[str, Any]] = field(default_factory=list)
@@ -75,6 +78,8 @@ class Rows:
         )
         if sent_at is None and status in ("sent", "delivered"):
             sent_at = created_at
+        # a row in any status but these was handed to a provider at least once
+        columns.setdefault("attempts", 0 if status in NEVER_ATTEMPTED else 1)
         if cost is None and channel == "sms":
             cost = SMS_PRICE
         self.deliveries.append(

@@ -103,6 +103,30 @@ def test_an_unknown_row_is_found_by_its_delivery_id_tag_and_becomes_sent(engine:
     assert row["sent_at"] == datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 
 
+def test_a_tag_naming_a_row_never_sent_or_sent_as_another_message_is_not_ours(
+    engine: Engine,
+) -> None:
+    """Another installation on the same SES account tags its sends with its own row ids: its
+    Delivery receipt made our never-sent `pending` row `delivered` (never to be sent), and would
+    have overwritten a row sent as another message. Such a receipt stays unmatched."""
+    never, other = _rows(
+        engine,
+        {"status": "pending", "attempts": 0},
+        {"status": "sent", "provider_message_id": "ours-1"},
+    )
+    report = _apply(
+        engine,
+        ses_event("Delivery", "theirs-1", to=TO, delivery_id=never),
+        ses_event("Bounce", "theirs-2", to=TO, delivery_id=other),
+    )
+    assert report.unmatched == 2 and sum(report.applied.values()) == 0
+    assert _row(engine, never)["status"] == "pending"
+    assert (_row(engine, other)["status"], _row(engine, other)["provider_message_id"]) == (
+        "sent",
+        "ours-1",
+    )
+
+
 def test_a_receipt_of_a_row_waiting_for_retry_stops_a_second_send(engine: Engine) -> None:
     """A timeout we classified as transient, but SES had accepted the message."""
     [row_id] = _rows(engine, {"status": "pending_retry"})

@@ -52,6 +52,7 @@ _ROW_COLUMNS = (
     "id",
     "channel",
     "status",
+    "attempts",
     "provider_message_id",
     "recipient_email",
     "recipient_phone",
@@ -393,14 +394,19 @@ def _remember(rows: Rows, found: dict[str, Any]) -> dict[str, Any]:
 
 
 def _row_for(event: ReceiptEvent, rows: Rows) -> dict[str, Any] | None:
+    """The row a receipt is about: by provider message id, else by our delivery id tag, when
+    that row was handed to a provider and holds no other message id. A tag naming a row never
+    sent, or one sent as another message, is another sender's (another installation on the same
+    SES account counts ids from 1 too): it made a never-sent row `delivered`, never to be sent."""
     channel = CHANNEL_OF[event.source]
-    for key in (("pmid", event.provider_message_id), ("id", event.delivery_id)):
-        if key[1] is None:
-            continue
-        row = rows.get(key)
-        if row is not None and row["channel"] == channel:
-            return row
-    return None
+    row = rows.get(("pmid", event.provider_message_id)) if event.provider_message_id else None
+    if row is not None and row["channel"] == channel:
+        return row
+    row = rows.get(("id", event.delivery_id)) if event.delivery_id is not None else None
+    if row is None or row["channel"] != channel or not row["attempts"]:
+        return None
+    own = row["provider_message_id"]
+    return row if own is None or own == event.provider_message_id else None
 
 
 def _apply_one(
