@@ -127,6 +127,9 @@ class World:
             "channel": channel,
             "status": status,
             "created_at": at,
+            # handed to a provider once (a pending one put back after a crash): the price step's
+            # receipts find them by the delivery id alone, as the receipts poll does such rows
+            "attempts": 1,
             "segments": rnd.randint(1, 3) if sms else None,
             "cost": Decimal(rnd.randint(0, 90_000)) / 1_000_000 if sms else None,
             "sent_at": None,
