@@ -521,6 +521,25 @@ def test_purged_rows_do_not_dilute_the_failure_rate(
     assert report.severity is Severity.P1
 
 
+def test_rows_still_queued_or_in_flight_do_not_dilute_the_failure_rate(
+    engine: Engine, session: Session, settings: Settings
+) -> None:
+    """250 emails failed of 311 that ended (80%: P1) read as 24.6% (P2) beside 718 rows still
+    `sending` and queued: rows without an outcome yet count nowhere."""
+    rows = Rows()
+    tech = rows.recipient("technician:1")
+    rows.many(61, tech, created_at=AS_OF - H, channel="email")
+    failed = {"status": "failed_permanent", "error_code": "InvalidAddress"}
+    rows.many(250, tech, created_at=AS_OF - H, channel="email", **failed)
+    for status, count in (("sending", 700), ("claimed", 10), ("pending", 8)):
+        rows.many(count, tech, created_at=AS_OF - H, channel="email", status=status)
+    rows.insert(engine)
+    report = run(failure_summary, session, settings)
+    assert (report.email_total, report.email_failed) == (311, 250)
+    assert report.email_error_rate == round(250 / 311, 4)
+    assert report.severity is Severity.P1
+
+
 def test_a_failure_whose_provider_answered_an_html_page_groups_as_one_line(
     engine: Engine, session: Session, settings: Settings
 ) -> None:
