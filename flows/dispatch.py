@@ -21,7 +21,7 @@ from annotated_types import Len
 from prefect import flow, get_run_logger
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import StringConstraints
+from pydantic import StringConstraints, ValidationError
 
 from flows.artifacts import dispatch_artifact, enqueue_table
 from flows.catalogue import TemplateName, described
@@ -33,6 +33,8 @@ from flows.params import DeliverParams, DispatchParams
 from flows.parts import LaterParts, due_rows, store_part
 from flows.states import delivery_state, interrupted_storing
 from notify.enqueue import Attribution, EnqueueResult, request_parts
+from notify.errors import InputError
+from notify.forms import field_errors
 from notify.settings import Priority
 from notify.summaries import DispatchSummary
 from tasks.dispatch import prepare_delivery, request_rows
@@ -40,7 +42,12 @@ from tasks.resources import runtime
 from tasks.run_info import deployment_name, flow_run_id
 
 Text = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
-Recipients = Text | Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Len(1)]
+# at least one id once split at commas, semicolons and white space (", ," holds none)
+RecipientsText = Annotated[str, StringConstraints(min_length=1, pattern=r"[^,;\s]")]
+Recipients = (
+    RecipientsText | Annotated[list[Annotated[str, StringConstraints(min_length=1)]], Len(1)]
+)
+Key = Annotated[str, StringConstraints(max_length=150, pattern=r"\S")]  # spaces only: refused
 
 
 def _dispatch(
@@ -48,20 +55,23 @@ def _dispatch(
     to: Recipients,
     context: dict[str, Any] = {},  # noqa: B006 (Prefect validates a copy; never mutated)
     priority: Priority | None = None,
-    idempotency_key: Annotated[str, StringConstraints(max_length=150)] | None = None,
+    idempotency_key: Key | None = None,
     skip_unknown: bool = False,
     deliver: bool = True,
     delivery: DeliverParams | None = None,
 ) -> State[Any]:
-    request = DispatchParams(
-        template=template,
-        to=cast(Any, to),
-        context=dict(context),
-        priority=priority,
-        idempotency_key=idempotency_key,
-        skip_unknown=skip_unknown,
-        deliver=deliver,
-    )
+    try:
+        request = DispatchParams(
+            template=template,
+            to=cast(Any, to),
+            context=dict(context),
+            priority=priority,
+            idempotency_key=idempotency_key,
+            skip_unknown=skip_unknown,
+            deliver=deliver,
+        )
+    except ValidationError as error:  # one line naming the field, as the form's own checks
+        raise InputError(field_errors(error)) from None
     with library_logs_in_run():
         try:
             return _run(request, delivery or DeliverParams())

@@ -9,7 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 
 def empty_is_none(value: Any) -> Any:
     """`""` (or spaces) means left out; anything else is validated as given."""
     return None if isinstance(value, str) and not value.strip() else value
+
+
+def field_errors(error: ValidationError) -> str:
+    """A form's bad values as one line, each `field: message` (pydantic's own text is a block
+    of lines ending in a link, shown whole as a run's failure)."""
+    problems = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"])
+        message = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(f"{location}: {message}" if location else message)
+    return "; ".join(dict.fromkeys(problems))

@@ -14,6 +14,7 @@ from prefect import Flow
 from prefect.utilities.callables import parameter_schema
 
 from deployments.serve import load_deployments, load_flow, scheduled, to_served
+from notify.errors import InputError
 
 SPECS = load_deployments()
 EXPECTED = {
@@ -94,6 +95,28 @@ def test_bad_parameters_are_refused_with_the_field_named() -> None:
         dispatch.validate_parameters({"to": ["t:1"]})
     with pytest.raises(Exception, match="to"):
         dispatch.validate_parameters({"template": "test_message", "to": " "})
+
+
+def test_the_dispatch_form_refuses_a_blank_key_and_recipients_of_separators_at_submit() -> None:
+    """A key of spaces and `to` of only separators passed the form, then the run failed on a
+    block of pydantic text ending in a link; the server now refuses them as it validates the
+    form (its schema), naming the field, and what only the flow can check is one line."""
+    from prefect.utilities.schema_tools import validate
+
+    dispatch = load_flow("flows/dispatch.py:dispatch_notifications")
+    schema = parameter_schema(dispatch).model_dump_for_openapi()
+
+    def refused(parameters: dict[str, Any]) -> str:
+        errors = validate(parameters, schema, raise_on_error=False, preprocess=True)
+        return " ".join(str(error) for error in errors)
+
+    assert "'to'" in refused({"template": "test_message", "to": ", ,"})
+    key = {"template": "test_message", "to": "t:1", "idempotency_key": "   "}
+    assert "'idempotency_key'" in refused(key)
+    assert refused({"template": "test_message", "to": "t:1", "idempotency_key": " k "}) == ""
+    with pytest.raises(InputError) as problem:
+        dispatch.fn(template="test_message", to="x" * 200)
+    assert str(problem.value) == "to.0: String should have at most 128 characters"
 
 
 def test_the_dispatch_form_an_on_call_engineer_can_fill() -> None:
