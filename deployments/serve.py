@@ -1,10 +1,12 @@
-"""Run every scheduled deployment of prefect.yaml in this process, without a work pool: the
-embedded default for schedules on one machine.
+"""Run every deployment of prefect.yaml in this process, without a work pool: the embedded
+default for schedules on one machine, and the runs an operator starts from the UI (a dispatch, a
+purge, a mute) go there too.
 
     python -m deployments.serve        (or `notifyops serve`), from the repository root
 
-prefect.yaml stays the one list: this reads it and serves each deployment that has a schedule, with
-its parameters, tags and description. Ctrl-C or SIGTERM stops it and leaves the schedules active:
+prefect.yaml stays the one list: this reads it and serves each deployment, with its schedules,
+parameters, tags and description, and a form that refuses a parameter it does not have
+(deployments/forms.py). Ctrl-C or SIGTERM stops it and leaves the schedules active:
 while nothing serves them, their runs come due and wait as Late (in the UI, for anyone looking),
 where Prefect's default pauses every schedule on the way out, so that a stopped serve looked like
 deployments someone had paused on purpose. At start, of the runs each schedule missed meanwhile
@@ -54,6 +56,7 @@ from prefect.schedules import Cron
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 from prefect.states import Cancelled
 
+from deployments.forms import close_served
 from notify.bootstrap import reset, runtime
 from notify.schema import DatabaseNotReady
 from notify.settings import SettingsError
@@ -81,9 +84,9 @@ def to_served(spec: dict[str, Any]) -> Any:
             parameters=item.get("parameters"),
             slug=item.get("slug"),
         )
-        for item in spec["schedules"]
+        for item in spec.get("schedules") or ()
     ]
-    return load_flow(spec["entrypoint"]).to_deployment(
+    deployment = load_flow(spec["entrypoint"]).to_deployment(
         name=spec["name"],
         description=spec.get("description"),
         tags=spec.get("tags"),
@@ -91,6 +94,7 @@ def to_served(spec: dict[str, Any]) -> Any:
         schedules=schedules,
         concurrency_limit=spec.get("concurrency_limit"),  # as a worker's deployment has it
     )
+    return close_served(deployment)
 
 
 def scheduled(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -98,13 +102,13 @@ def scheduled(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Serve the scheduled deployments of prefect.yaml")
+    parser = argparse.ArgumentParser(description="Serve the deployments of prefect.yaml")
     parser.add_argument("--list", action="store_true", help="List what would be served and exit")
     args = parser.parse_args(argv)
-    specs = scheduled(load_deployments())
+    specs = load_deployments()
     if args.list:
         for spec in specs:
-            crons = ", ".join(item["cron"] for item in spec["schedules"])
+            crons = ", ".join(item["cron"] for item in spec.get("schedules") or ()) or "ad hoc"
             print(f"{spec['name']}: {spec['entrypoint']} [{crons}]")
         return 0
     problem = database_problem()

@@ -1,5 +1,7 @@
-"""Idempotent setup of what prefect.yaml cannot declare: the process work pool and the global
-concurrency limits that pace SES and SNS across all workers.
+"""Idempotent setup of what prefect.yaml cannot declare: the process work pool, the global
+concurrency limits that pace SES and SNS across all workers, and deployment forms that refuse a
+parameter they do not have (deployments/forms.py: `prefect deploy` registers them open, so run
+this again after it).
 
     python -m deployments.setup            # against PREFECT_API_URL
 
@@ -19,6 +21,8 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.settings import PREFECT_API_URL
 
+from deployments.forms import close_deployed
+from deployments.serve import load_deployments, load_flow
 from notify.bootstrap import runtime
 from notify.settings import Settings, SettingsError
 from tasks.pacing import LIMIT_NAMES
@@ -94,7 +98,16 @@ def _setup() -> int:
     print(ensure_work_pool())
     for line in ensure_rate_limits(rates["email"], rates["sms"]):
         print(line)
+    for line in close_forms():
+        print(line)
     return 0
+
+
+def close_forms() -> list[str]:
+    """Every deployment of prefect.yaml already registered: its form closed (forms.py)."""
+    names = [(load_flow(spec["entrypoint"]).name, spec["name"]) for spec in load_deployments()]
+    with get_client(sync_client=True) as client:
+        return close_deployed(client, names)
 
 
 if __name__ == "__main__":

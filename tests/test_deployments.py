@@ -141,9 +141,17 @@ def test_the_dispatch_form_an_on_call_engineer_can_fill() -> None:
     assert pasted["to"] == "t:1,\nt:2", "split by the flow: one text or a list"
 
 
-def test_serve_builds_every_scheduled_deployment_with_its_schedules() -> None:
+def test_serve_builds_every_deployment_with_its_schedules_and_a_closed_form() -> None:
+    """Served, the ad hoc deployments (dispatch, purge, redrive, mute, unmute) were missing from
+    the UI of a one-machine set-up; each form refuses a parameter it does not have."""
+    served = [to_served(spec) for spec in SPECS]
+    assert {d.name for d in served} == EXPECTED
+    assert {d.name for d in served if not d.schedules} == AD_HOC
+    for deployment in served:
+        schema = deployment._parameter_openapi_schema.model_dump(exclude_unset=True)
+        assert schema["additionalProperties"] is False, deployment.name
+        assert schema["properties"], deployment.name
     served = [to_served(spec) for spec in scheduled(SPECS)]
-    assert {d.name for d in served} == EXPECTED - AD_HOC
     digest = next(d for d in served if d.name == "failure-summary")
     assert len(digest.schedules) == 2
     assert {s.parameters["params"]["digest"] for s in digest.schedules} == {True, False}
@@ -220,3 +228,36 @@ def _run_alone(command: list[str], tmp_path: Path, **variables: str) -> Any:
     return subprocess.run(
         command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
+
+
+def test_a_run_with_a_parameter_its_form_does_not_have_is_refused_at_submit(
+    prefect_harness: None,
+) -> None:
+    """`contxt` for `context`: the server took the run, and the worker's process failed to call
+    the flow, so the run ended Crashed under a random name with "Process exited with status code:
+    1". `prefect deploy` registers the form open; the set-up closes it (served ones are closed
+    before they are registered), and the server refuses the run, naming the key."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    from deployments.forms import close_deployed
+
+    spec = next(s for s in SPECS if s["name"] == "dispatch-notifications")
+    flow = load_flow(spec["entrypoint"])
+    opened = flow.to_deployment(name="open-form-check")  # as `prefect deploy` registers it
+    deployment_id = opened.apply()
+    bad = {"template": "test_message", "to": "technician:101", "contxt": {}}
+    with get_client(sync_client=True) as client:
+        assert close_deployed(client, [(flow.name, "open-form-check")]) == [
+            "deployment 'open-form-check': its form now refuses unknown parameters"
+        ]
+        with pytest.raises(PrefectHTTPStatusError) as refused:
+            client.create_flow_run_from_deployment(deployment_id, parameters=bad)
+        assert refused.value.response.status_code == 409
+        assert "contxt" in refused.value.response.text
+        assert close_deployed(client, [(flow.name, "open-form-check")]) == [
+            "deployment 'open-form-check': its form refuses unknown parameters"
+        ]
+        assert close_deployed(client, [(flow.name, "never-deployed")]) == [
+            "deployment 'never-deployed': not deployed yet (run this again after deploy)"
+        ]

@@ -1,4 +1,4 @@
-"""`notifyops serve`: the scheduled deployments of prefect.yaml, served by this process."""
+"""`notifyops serve`: the deployments of prefect.yaml, served by this process."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import typer
 
 
 def serve() -> None:
-    """Run every scheduled deployment of prefect.yaml on this machine, without a work pool.
+    """Run every deployment of prefect.yaml on this machine, without a work pool.
 
     Run it from the repository root; Ctrl-C stops it.
     """
