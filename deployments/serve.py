@@ -57,6 +57,7 @@ from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 from prefect.states import Cancelled
 
 from deployments.forms import close_served
+from deployments.zombies import HEARTBEAT_S, HEARTBEAT_VARIABLE, ensure_zombie_automation
 from notify.bootstrap import reset, runtime
 from notify.schema import DatabaseNotReady
 from notify.settings import SettingsError
@@ -121,8 +122,19 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         served = [to_served(spec) for spec in specs]
         cancel_missed_runs(served)
+        watch_for_dead_runs()
         serve(*served, pause_on_shutdown=False)
     return 0
+
+
+def watch_for_dead_runs() -> None:
+    """The runs this serves send heartbeats, and the automation that marks a silent one Crashed
+    exists (deployments/zombies.py): a serve killed mid-run no longer leaves it Running."""
+    os.environ.setdefault(HEARTBEAT_VARIABLE, str(HEARTBEAT_S))  # the runs' processes inherit it
+    try:
+        print(ensure_zombie_automation(), flush=True)
+    except Exception as problem:  # serving matters more; say why the watch is missing
+        print(f"warning: no automation for dead runs ({problem})", file=sys.stderr, flush=True)
 
 
 LOCAL_PORT = 4200  # Prefect's own default

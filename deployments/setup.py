@@ -1,7 +1,8 @@
 """Idempotent setup of what prefect.yaml cannot declare: the process work pool, the global
-concurrency limits that pace SES and SNS across all workers, and deployment forms that refuse a
+concurrency limits that pace SES and SNS across all workers, deployment forms that refuse a
 parameter they do not have (deployments/forms.py: `prefect deploy` registers them open, so run
-this again after it).
+this again after it), and the automation that marks a run whose process died Crashed
+(deployments/zombies.py).
 
     python -m deployments.setup            # against PREFECT_API_URL
 
@@ -23,6 +24,7 @@ from prefect.settings import PREFECT_API_URL
 
 from deployments.forms import close_deployed
 from deployments.serve import load_deployments, load_flow
+from deployments.zombies import ensure_zombie_automation
 from notify.bootstrap import runtime
 from notify.settings import Settings, SettingsError
 from tasks.pacing import LIMIT_NAMES
@@ -100,6 +102,7 @@ def _setup() -> int:
         print(line)
     for line in close_forms():
         print(line)
+    print(ensure_zombie_automation())
     return 0
 
 

@@ -261,3 +261,26 @@ def test_a_run_with_a_parameter_its_form_does_not_have_is_refused_at_submit(
         assert close_deployed(client, [(flow.name, "never-deployed")]) == [
             "deployment 'never-deployed': not deployed yet (run this again after deploy)"
         ]
+
+
+def test_a_run_whose_process_died_is_marked_crashed_not_left_running(
+    prefect_harness: None,
+) -> None:
+    """A worker killed mid-run left its run Running for good (8 minutes later and on). The work
+    pool's runs send heartbeats, and the set-up creates once the automation that marks a run
+    Crashed when they stop."""
+    from prefect.client.orchestration import get_client
+
+    from deployments.zombies import HEARTBEAT_VARIABLE, NAME, SILENCE_S, ensure_zombie_automation
+
+    for spec in SPECS:  # every deployment runs on the pool, whose runs send heartbeats
+        assert spec["work_pool"]["job_variables"]["env"][HEARTBEAT_VARIABLE] == "30"
+    assert ensure_zombie_automation().endswith("created (runs silent for 120 s become Crashed)")
+    assert ensure_zombie_automation() == f"automation {NAME!r} exists"
+    with get_client(sync_client=True) as client:
+        [automation] = client.read_automations_by_name(name=NAME)
+    trigger = automation.trigger.model_dump()
+    assert trigger["posture"] == "Proactive" and trigger["after"] == {"prefect.flow-run.heartbeat"}
+    assert trigger["within"].total_seconds() == SILENCE_S
+    [action] = automation.actions
+    assert action.model_dump()["state"] == "CRASHED"
