@@ -29,6 +29,9 @@ def enqueue_table(result: EnqueueResult) -> None:
     )
 
 
+RESCUED = "rescued from a stopped deliverer"
+
+
 def _count_rows(
     counts: Mapping[str, Mapping[str, int]], *, empty: str
 ) -> list[dict[str, str | int]]:
@@ -164,9 +167,23 @@ def delivery_notes(summary: DeliverySummary) -> str:
 
 
 def delivery_table(summary: DeliverySummary) -> None:
-    """A deliver-pending run's outcomes (and its failed sends, when any)."""
+    """A deliver-pending run's outcomes, and the rows its rescue took from a stopped deliverer
+    (they were in the description only: a table of one row, `nothing due`, beside 718 rows made
+    `unknown`), and its failed sends, when any."""
+    rescued = {
+        f"{RESCUED}: back to the queue": summary.rescued_to_pending,
+        f"{RESCUED}: in flight, now unknown (the provider may have them)": summary.rescued_unknown,
+    }
+    rescue_rows: list[dict[str, str | int]] = [
+        {"channel": NONE, "status": status, "rows": count}
+        for status, count in rescued.items()
+        if count
+    ]
+    outcomes = _count_rows(summary.outcomes, empty="nothing due")
+    if rescue_rows and not summary.outcomes:
+        outcomes = []
     create_table_artifact(
-        table=_count_rows(summary.outcomes, empty="nothing due"),
+        table=outcomes + rescue_rows,
         key="deliver-pending",
         description=delivery_notes(summary),
     )

@@ -245,6 +245,18 @@ def test_a_deliver_run_whose_rescue_made_rows_unknown_ends_red(flow_env: str) ->
     assert name == "deliver-pending · 3 sent, 1 unknown · PartlyFailed"
     assert "1 message(s) a stopped deliverer left in flight are now `unknown`" in str(state.message)
     assert "--status unknown --allow-unknown" in str(state.message)
+    table = Artifact.get("deliver-pending")  # the rescued rows were in its description only
+    assert table is not None and table.data is not None
+    rows = json.loads(str(table.data))
+    assert {"channel": "email", "status": "sent", "rows": 3} in rows
+    rescued = [row for row in rows if str(row["status"]).startswith("rescued")]
+    assert [(row["status"], row["rows"]) for row in rescued] == [
+        ("rescued from a stopped deliverer: back to the queue", 3),
+        (
+            "rescued from a stopped deliverer: in flight, now unknown (the provider may have them)",
+            1,
+        ),
+    ]
 
 
 def test_an_unverified_email_sender_stops_email_and_the_run_still_sends_every_sms(
