@@ -1,24 +1,48 @@
 """The template catalogue (built-ins plus NOTIFY_TEMPLATES_DIR) as the dispatch form shows it,
 read once when the flow module is imported: `prefect deploy` stores it in the deployment's
-parameter schema (a list to choose from), so a new template appears after the next deploy."""
+parameter schema (a list to choose from), so a new template appears after the next deploy. An
+internal template (meta.json `"internal": true`: the deliverer's `digest`) is not offered, and a
+run naming it anyway is refused saying why (notify.enqueue refuses it too)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BeforeValidator
 
 from notify.errors import NotifyError
+from notify.rendering import TemplateCatalog, internal_refusal
 from tasks.resources import runtime
 
 
-def template_variables() -> dict[str, tuple[str, ...]]:
-    """Each template's variables (those the request's context must give), by name."""
+def _catalog() -> TemplateCatalog | None:
     try:
-        catalog = runtime().catalog()
-        names = catalog.names()
+        return runtime().catalog()
     except NotifyError:
-        return {}
+        return None
+
+
+def _names(catalog: TemplateCatalog) -> list[str]:
+    try:
+        return catalog.names()
+    except NotifyError:
+        return []
+
+
+def internal_templates(catalog: TemplateCatalog) -> frozenset[str]:
+    """The templates the deliverer makes (meta.json `"internal": true`): never in the form."""
+    return frozenset(name for name in _names(catalog) if catalog.is_internal(name))
+
+
+def template_variables(
+    catalog: TemplateCatalog, internal: frozenset[str]
+) -> dict[str, tuple[str, ...]]:
+    """Each template a request may name (not the `internal` ones), with its variables (those
+    the request's context must give), by name."""
     found: dict[str, tuple[str, ...]] = {}
-    for name in names:
+    for name in _names(catalog):
+        if name in internal:
+            continue
         try:
             found[name] = catalog.info(name).context_variables
         except NotifyError:  # a broken template is reported when it is used, not here
@@ -26,12 +50,25 @@ def template_variables() -> dict[str, tuple[str, ...]]:
     return found
 
 
-VARIABLES = template_variables()
+def refuse_internal(value: Any) -> Any:
+    """A run naming an internal template is refused saying so (not only "Input should be ...")."""
+    if isinstance(value, str) and value in INTERNAL:
+        raise ValueError(internal_refusal(value))
+    return value
+
+
+_CATALOG = _catalog()
+INTERNAL = internal_templates(_CATALOG) if _CATALOG is not None else frozenset()
+VARIABLES = template_variables(_CATALOG, INTERNAL) if _CATALOG is not None else {}
 
 if TYPE_CHECKING:
     TemplateName = str
 else:
-    TemplateName: Any = Literal.__getitem__(tuple(VARIABLES)) if VARIABLES else str
+    TemplateName: Any = (
+        Annotated[Literal.__getitem__(tuple(VARIABLES)), BeforeValidator(refuse_internal)]
+        if VARIABLES
+        else str
+    )
 
 
 def described() -> str:

@@ -148,6 +148,7 @@ def enqueue(
     """
     key = request.idempotency_key
     _storable(template=request.template, context=request.context, idempotency_key=key)
+    catalog.refuse_internal(request.template)  # whatever its key: no request sends `digest`
     # no roster change runs between the addresses read here and the commit (hold_roster)
     hold_roster(session.connection(), to_change=False)
     if key:
@@ -329,8 +330,10 @@ def _store_chunks(
 def preflight(
     *, session: Session, request: SendRequest, catalog: TemplateCatalog
 ) -> tuple[list[str], tuple[str, ...]]:
-    """The checks made before anything is stored: recipients known (or skipped on request),
-    template and context complete. Returns (known external ids in order, unknown ones)."""
+    """The checks made before anything is stored: a template a request may name (not an
+    internal one), recipients known (or skipped on request), template and context complete.
+    Returns (known external ids in order, unknown ones)."""
+    catalog.refuse_internal(request.template)
     if not request.recipients:
         raise InputError("to: no recipients given (use --to EXTERNAL_ID or --to-file FILE)")
     _storable(to=request.recipients)  # the whole list, once: a later part's are among them

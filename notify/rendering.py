@@ -2,8 +2,9 @@
 
 A template is a directory `<name>/` holding `subject.txt.j2`, `body.txt.j2`, `body.html.j2`,
 `sms.txt.j2` and `meta.json` (description, priority, category, sample_context; optionally
-`"fallback_email": false` when an SMS of it must never be re-sent as email, and `"digest": false`
-to keep its SMS out of quiet-hours digests, notify.digest). A user directory (settings
+`"fallback_email": false` when an SMS of it must never be re-sent as email, `"digest": false`
+to keep its SMS out of quiet-hours digests, notify.digest, and `"internal": true` for a template
+the deliverer makes, which no request may name: the built-in `digest`). A user directory (settings
 `templates_dir`, NOTIFY_TEMPLATES_DIR) is searched before the built-in one, file by file, so it
 can add templates and override built-ins. Context values are passed as data, never compiled:
 `{{ 7*7 }}` in a value stays literal.
@@ -45,8 +46,10 @@ HTML_EXTENSIONS = ("html.j2", "html", "htm")  # escaped, as is a file of any oth
 META_FILE = "meta.json"
 META_KEYS = ("description", "priority", "category", "sample_context")
 # Optional keys and their defaults. `fallback_email`: an SMS of this template that fails for good
-# (not an opt-out) or is suppressed may be sent as email instead (notify.fallback).
-META_OPTIONAL: dict[str, Any] = {"fallback_email": True, "digest": True}
+# (not an opt-out) or is suppressed may be sent as email instead (notify.fallback). `internal`:
+# made by the deliverer (the quiet-hours digest), never sent by hand: a request naming it is
+# refused and the dispatch form does not offer it; `templates list` and `preview` still show it.
+META_OPTIONAL: dict[str, Any] = {"fallback_email": True, "digest": True, "internal": False}
 # notifications.category's and template_name's widths (notify/db.py; a test compares): a longer
 # one is refused with the template, not by the database when the first request is stored
 CATEGORY_MAX_CHARS = 50
@@ -71,6 +74,10 @@ class TemplateContextError(InputError):
 
 class TemplateSyntaxProblem(InputError):
     """A template is broken: bad syntax, a missing part, a bad meta.json or unsafe code."""
+
+
+class InternalTemplateError(InputError):
+    """A request names a template the deliverer makes (meta.json `"internal": true`)."""
 
 
 class MessageTooLong(InputError):
@@ -98,6 +105,7 @@ class TemplateInfo:
     required_variables: tuple[str, ...]
     fallback_email: bool = True
     digest: bool = True  # a row of this template deferred by quiet hours may join a digest
+    internal: bool = False  # made by the deliverer, never sent by hand (refuse_internal)
 
     @property
     def context_variables(self) -> tuple[str, ...]:
@@ -181,6 +189,23 @@ class TemplateCatalog:
             return self._read_meta(name, required=()).fallback_email
         except TemplateNotFound:
             return self.info(name).fallback_email  # the unknown-template error, named
+
+    def is_internal(self, name: str) -> bool:
+        """meta.json's `internal`, read without compiling the template's parts; False for a
+        template that is unknown or broken (the checks that name what is wrong with it follow)."""
+        compiled = self._compiled.get(name)
+        if compiled is not None:
+            return compiled.info.internal
+        try:
+            return self._read_meta(name, required=()).internal
+        except (TemplateNotFound, InputError):
+            return False
+
+    def refuse_internal(self, name: str) -> None:
+        """InternalTemplateError when a request names an internal template (the deliverer's
+        `digest`): it is made from the messages quiet hours held back, never sent by hand."""
+        if self.is_internal(name):
+            raise InternalTemplateError(internal_refusal(name))
 
     def render(self, name: str, context: Mapping[str, Any]) -> RenderedMessage:
         return self.render_reusing(name, context, None, ())
@@ -319,6 +344,14 @@ class TemplateCatalog:
         return TemplateInfo(name=name, **fields, required_variables=required)
 
 
+def internal_refusal(name: str) -> str:
+    """Why a request may not name this internal template (enqueue's and the dispatch form's)."""
+    return (
+        f"template {name!r} is internal: the deliverer makes it, it is not sent by hand "
+        '(its meta.json says "internal": true; `notifyops templates preview` shows it)'
+    )
+
+
 def _search_path(extra_dir: Path | None) -> list[Path]:
     if extra_dir is None:
         return [BUILTIN_DIR]
@@ -421,6 +454,8 @@ def _meta_problem(data: Any) -> str | None:
         return "fallback_email must be true or false"
     if not isinstance(data.get("digest", True), bool):
         return "digest must be true or false (false: never carried by a quiet-hours digest)"
+    if not isinstance(data.get("internal", False), bool):
+        return "internal must be true or false (true: made by the deliverer, never sent by hand)"
     return None
 
 

@@ -141,6 +141,16 @@ def test_the_dispatch_form_an_on_call_engineer_can_fill() -> None:
     assert pasted["to"] == "t:1,\nt:2", "split by the flow: one text or a list"
 
 
+def test_the_dispatch_form_does_not_offer_the_deliverers_digest() -> None:
+    """The form listed `digest`, which the deliverer makes when quiet hours end: chosen, it sent
+    a technician "0 updates from your quiet hours". Internal templates are not offered."""
+    schema = parameter_schema(load_flow("flows/dispatch.py:dispatch_notifications")).model_dump()
+    fields = schema["properties"]
+    assert "digest" not in fields["template"]["enum"]
+    assert "repair_assigned" in fields["template"]["enum"]
+    assert "digest:" not in fields["context"]["description"]
+
+
 def test_serve_builds_every_deployment_with_its_schedules_and_a_closed_form() -> None:
     """Served, the ad hoc deployments (dispatch, purge, redrive, mute, unmute) were missing from
     the UI of a one-machine set-up; each form refuses a parameter it does not have."""

@@ -249,6 +249,21 @@ def test_bad_request_is_refused_before_anything_is_stored(
         assert session.scalar(select(func.count()).select_from(Notification)) == 0
 
 
+@pytest.mark.parametrize("key", [None, "k-digest"])
+def test_the_internal_digest_template_is_refused_and_nothing_stored(
+    engine: Engine, settings: Settings, key: str | None
+) -> None:
+    """A request naming `digest` sent a real technician "0 updates from your quiet hours": the
+    deliverer makes digests, a request may not."""
+    add_recipients(engine, [tech(1)])
+    context = {"items": [], "more": 0, "sms_items": [], "total": 0}
+    refusal = r"template 'digest' is internal: the deliverer makes it, it is not sent by hand"
+    with pytest.raises(InputError, match=refusal):
+        send(engine, settings, ["tech:1"], template="digest", context=context, idempotency_key=key)
+    with transaction(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Notification)) == 0
+
+
 def test_unknown_recipients_are_named_unless_skipped(engine: Engine, settings: Settings) -> None:
     add_recipients(engine, [tech(1)])
     with pytest.raises(InputError, match="tech:404"):

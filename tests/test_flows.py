@@ -19,7 +19,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import Artifact as StoredArtifact
 from prefect.flow_engine import run_flow
 from prefect.states import State
-from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy import Engine, create_engine, func, select, text, update
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from flows.artifacts import delivery_notes, request_markdown
@@ -410,6 +410,43 @@ def test_a_send_that_skipped_unknown_recipients_says_so_in_one_line_and_exits_1(
         assert line.startswith("error: 12 unknown recipient(s) skipped: tech:gone-0, "), line
         assert "tech:gone-9 …" in line and "tech:gone-11" not in line
         assert "tech:gone-11" not in captured.out or args[-1] == "--json"
+
+
+EMPTY_DIGEST = {"items": [], "more": 0, "sms_items": [], "total": 0}
+INTERNAL_REFUSAL = "template 'digest' is internal: the deliverer makes it, it is not sent by hand"
+
+
+def test_send_refuses_the_deliverers_digest_in_one_line_and_stores_nothing(
+    flow_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`send --template digest` sent a real technician "0 updates from your quiet hours"."""
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(1)])
+    args = ["send", "--template", "digest", "--to", "tech:1", "--context", json.dumps(EMPTY_DIGEST)]
+    assert main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert INTERNAL_REFUSAL in line, line
+    assert stored_notifications(engine) == 0
+
+
+def test_a_dispatch_run_naming_the_digest_fails_saying_why_and_stores_nothing(
+    flow_env: str,
+) -> None:
+    """A run of the deployment given `template: digest` (the API, `--param`) sent it too; it now
+    fails saying the deliverer makes it, not only that the value is not among the choices."""
+    engine = make_engine(flow_env)
+    add_recipients(engine, [tech(1)])
+    state = dispatch_notifications(
+        return_state=True, template="digest", to="tech:1", context=EMPTY_DIGEST
+    )
+    assert state.is_failed()
+    assert INTERNAL_REFUSAL in str(state.message), state.message
+    assert stored_notifications(engine) == 0
+
+
+def stored_notifications(engine: Engine) -> int:
+    with transaction(engine) as session:
+        return session.scalar(select(func.count()).select_from(Notification)) or 0
 
 
 def test_send_with_a_key_already_used_for_other_recipients_is_refused(

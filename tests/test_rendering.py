@@ -110,6 +110,22 @@ def test_templates_may_opt_out_of_digests(tmp_path: Path) -> None:
     assert [n for n in SHIPPED if not CATALOG.info(n).digest] == ["account_alert", "digest"]
 
 
+def test_only_the_deliverers_digest_is_internal_and_an_override_keeps_its_own_meta(
+    tmp_path: Path,
+) -> None:
+    """The digest is made by the deliverer; a user directory's `digest/meta.json` says for itself
+    (without the key: a template requests may name), one that changes a part only keeps the
+    built-in meta.json, internal."""
+    assert [name for name in SHIPPED if CATALOG.info(name).internal] == ["digest"]
+    assert CATALOG.is_internal("digest") and not CATALOG.is_internal("no_such_template")
+    own, parts_only = tmp_path / "own", tmp_path / "parts_only"
+    write_template(own, "digest", meta=META)
+    write_template(parts_only, "digest", subject="{{ total }} quiet-hours updates")
+    assert TemplateCatalog(own).info("digest").internal is False
+    assert not TemplateCatalog(own).is_internal("digest")
+    assert TemplateCatalog(parts_only).info("digest").internal is True
+
+
 def test_fallback_email_is_read_from_meta_alone(tmp_path: Path) -> None:
     """What the deliverer asks of every template: meta.json's flag, no part compiled (a body
     that does not compile still answers; `info`, which compiles, refuses it)."""
@@ -372,6 +388,7 @@ def test_missing_part_is_named(tmp_path: Path) -> None:
         (META | {"priority": "critical"}, "priority 'critical' is not one of low, normal"),
         (META | {"sample_context": []}, "sample_context must be a JSON object"),
         (META | {"digest": "no"}, "digest must be true or false"),
+        (META | {"internal": "yes"}, "internal must be true or false"),
         (META | {"category": "c" * 51}, r"category must be at most 50 characters \(51\)"),
         (META | {"fallback_emial": False}, r"unknown key\(s\) fallback_emial \(the keys are"),
     ],
