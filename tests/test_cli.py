@@ -570,6 +570,20 @@ def test_templates_list_names_the_variables_a_context_must_give(
     assert listed["greeting"]["required_variables"] == ["who"]
 
 
+def test_templates_list_marks_the_deliverers_digest_internal_and_preview_still_shows_it(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`digest` was listed like a template to send; send refuses it now, so the list says so."""
+    assert main(["templates", "list", "--json"]) == 0
+    listed = {entry["name"]: entry for entry in json.loads(capsys.readouterr().out)}
+    assert listed["digest"]["internal"] is True and listed["repair_assigned"]["internal"] is False
+    assert main(["templates", "list"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [row for row in rows if "INTERNAL" in row] == [r for r in rows if "│ digest" in r]
+    assert main(["templates", "preview", "digest"]) == 0
+    assert "3 updates from your quiet hours" in capsys.readouterr().out
+
+
 def test_a_broken_user_template_is_an_error_row_not_a_broken_list(
     cli_env: str,
     tmp_path: Path,

@@ -10,7 +10,7 @@ from notifyops.console import EXIT_PARTIAL, fail_line, out, parse_json_object, p
 
 if TYPE_CHECKING:
     from notify.pricing import SmsLength
-    from notify.rendering import RenderedMessage, TemplateCatalog
+    from notify.rendering import BrokenTemplate, RenderedMessage, TemplateCatalog, TemplateInfo
 
 app = typer.Typer(
     help="Message templates: list them, preview one with a context.", no_args_is_help=True
@@ -28,7 +28,8 @@ def _catalog() -> TemplateCatalog:
 def list_templates(json_output: bool = JSON_OPTION) -> None:
     """List templates with their priority, category and required variables.
 
-    A broken template is listed with its error (the others still list); exit 1 when any is."""
+    An internal template (made by the deliverer, refused by send) is marked INTERNAL. A broken
+    template is listed with its error (the others still list); exit 1 when any is."""
     from dataclasses import replace
 
     from notify.rendering import BrokenTemplate
@@ -42,18 +43,25 @@ def list_templates(json_output: bool = JSON_OPTION) -> None:
     if json_output:
         print_json(entries)
     else:
-        rows = [
-            (e.name, "-", "-", "-", f"BROKEN: {e.error}")
-            if isinstance(e, BrokenTemplate)
-            else (e.name, e.priority, e.category, ", ".join(e.required_variables), e.description)
-            for e in entries
-        ]
+        rows = [_listed_row(entry) for entry in entries]
         columns = ["name", "priority", "category", "variables", "description"]
         out.print(table("Templates", columns, rows))
     if broken:
         names = ", ".join(entry.name for entry in broken)
         fail_line(f"{len(broken)} broken template(s): {names}; first: {broken[0].error}")
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _listed_row(entry: TemplateInfo | BrokenTemplate) -> tuple[str, ...]:
+    """A template's row of `templates list`: BROKEN with its error, INTERNAL when send refuses
+    it (the deliverer makes it)."""
+    from notify.rendering import BrokenTemplate
+
+    if isinstance(entry, BrokenTemplate):
+        return (entry.name, "-", "-", "-", f"BROKEN: {entry.error}")
+    description = f"INTERNAL: {entry.description}" if entry.internal else entry.description
+    variables = ", ".join(entry.required_variables)
+    return (entry.name, entry.priority, entry.category, variables, description)
 
 
 @app.command("preview")
