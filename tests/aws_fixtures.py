@@ -39,7 +39,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from moto.core.responses import ActionResult, EmptyResult
 from moto.server import ThreadedMotoServer
+from moto.ses.exceptions import ConfigurationSetDoesNotExist, SesError
+from moto.ses.responses import EmailResponse
 
 VERIFIED_SENDER = "notifications@example.com"
 SMTP_USERNAME = "AKIASMTPTESTUSER"
@@ -122,6 +125,40 @@ def aws_out_of_reach(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     return UNREACHABLE_AWS
+
+
+class EventDestinationDoesNotExist(SesError):
+    code = "EventDestinationDoesNotExist"
+
+
+def _update_event_destination(response: EmailResponse) -> ActionResult:
+    """SES v1 UpdateConfigurationSetEventDestination as SES documents it: the destination of
+    that name in that configuration set is replaced by the one given."""
+    set_name = response._get_param("ConfigurationSetName")
+    destination = response._get_param("EventDestination", {})
+    backend = response.backend
+    if backend.config_sets.get(set_name) is None:
+        raise ConfigurationSetDoesNotExist("Invalid Configuration Set Name.")
+    current = backend.config_set_event_destination.get(set_name) or {}
+    if current.get("Name") != destination.get("Name"):
+        raise EventDestinationDoesNotExist(f"No EventDestination named {destination.get('Name')}")
+    backend.config_set_event_destination[set_name] = destination
+    return EmptyResult()
+
+
+@pytest.fixture
+def moto_ses_updates_event_destinations(aws_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """moto (5.2.6) does not implement SES UpdateConfigurationSetEventDestination: its server
+    answers 500 "not implemented". This teaches the session's moto server (it runs in this
+    process) the call, for this test only; the request still goes through real boto3 and HTTP
+    and moto's own parsing of the SES query protocol."""
+    monkeypatch.setattr(
+        EmailResponse,
+        "update_configuration_set_event_destination",
+        _update_event_destination,
+        raising=False,
+    )
+    return aws_env
 
 
 def moto_reset(url: str) -> None:
