@@ -85,6 +85,32 @@ def test_resume_email_says_when_nothing_was_paused(
     assert json.loads(capsys.readouterr().out) == {"resumed": False, "was_paused_because": None}
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["receipts", "--json", "resume-email"],
+            "error: --json before `resume-email` is the poll's option: give it after the "
+            "subcommand, `notifyops receipts resume-email --json`",
+        ),
+        (
+            ["receipts", "--direct", "setup"],
+            "error: --direct is the poll's option (`notifyops receipts --direct`): `notifyops "
+            "receipts setup` runs without Prefect already",
+        ),
+    ],
+)
+def test_a_poll_option_before_a_subcommand_is_refused_saying_where_it_goes(
+    cli_env: str, capsys: pytest.CaptureFixture[str], args: list[str], said: str
+) -> None:
+    """`notifyops receipts --json resume-email` printed text: the group's --json is the poll's
+    and was dropped. Now a usage error (exit 2) in one line, and the subcommand does not run."""
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert " ".join(captured.err.split()) == said
+
+
 def test_a_poll_without_setup_says_to_run_setup(
     receipts_env: str, cli_env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -30,6 +30,7 @@ def poll_command(
     Exit 1 when the bounce or complaint rate reaches P2 (5% / 0.1%) or P1 (10% / 0.5%,
     email paused)."""
     if ctx.invoked_subcommand is not None:
+        _refuse_poll_options(ctx.invoked_subcommand, json_output=json_output, direct=direct)
         return
     from notify.receipts.poll import report_json
 
@@ -41,6 +42,23 @@ def poll_command(
         _show(data)
     finding = report.reputation
     raise typer.Exit(EXIT_PARTIAL if finding is not None and finding.severity else EXIT_OK)
+
+
+def _refuse_poll_options(subcommand: str, *, json_output: bool, direct: bool) -> None:
+    """`notifyops receipts --json resume-email`: the group's options are the poll's; given
+    before a subcommand they did nothing (text came out). Refused, saying where they go."""
+    from notify.errors import InputError
+
+    if json_output:
+        raise InputError(
+            f"--json before `{subcommand}` is the poll's option: give it after the subcommand, "
+            f"`notifyops receipts {subcommand} --json`"
+        )
+    if direct:
+        raise InputError(
+            f"--direct is the poll's option (`notifyops receipts --direct`): "
+            f"`notifyops receipts {subcommand}` runs without Prefect already"
+        )
 
 
 def _poll_flow() -> ReceiptsReport:
