@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from flows.receipts import ReceiptsParams, receipts_flow
 from notify.db import DELIVERY_LOGS, make_engine
+from notify.receipts.smslogs import sms_log_groups
 from notifyops.cli import main
 from tests.factories import AS_OF, Rows
 from tests.receipt_samples import ses_event
@@ -76,6 +77,28 @@ def test_setup_then_one_poll_from_the_command_line(
         }
     ]
     assert _status(cli_env, row_id) == "delivered"
+
+
+def test_the_text_of_a_poll_says_which_sms_delivery_log_groups_do_not_exist_yet(
+    receipts_env: str, cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The runbook says to read `missing_groups`; only --json had it. The text says it in one
+    line with the fix, and says nothing once SNS has written both groups."""
+    groups = sms_log_groups("us-east-1", "123456789012")
+    said = (
+        f"SMS delivery logs not written yet ({groups[0]}, {groups[1]}): no SMS sent since "
+        "logging began, or logging not set up: set NOTIFY_SMS_DELIVERY_LOG_ROLE_ARN and run "
+        "`notifyops receipts setup`"
+    )
+    reload_runtime()
+    assert main(["receipts", "setup"]) == 0
+    capsys.readouterr()
+    assert main(["receipts", "--direct"]) == 0
+    assert said in " ".join(capsys.readouterr().out.split())
+    for group in groups:
+        _client("logs", receipts_env).create_log_group(logGroupName=group)
+    assert main(["receipts", "--direct"]) == 0
+    assert "SMS delivery logs" not in capsys.readouterr().out
 
 
 def test_resume_email_says_when_nothing_was_paused(

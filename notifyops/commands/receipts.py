@@ -105,6 +105,7 @@ def _show(data: dict[str, Any]) -> None:
             f"queued rows skipped (their address now suppressed) {data['queued_skipped']}, "
             f"email fallbacks {data['fallbacks']}"
         )
+    _show_missing_log_groups(data["sms_logs"]["missing_groups"])
     crash = data["crash_rows"]
     out.print(
         f"crash rows: {crash['requeued_email']} email back to pending, {crash['matched_sms']} "
@@ -119,6 +120,17 @@ def _show(data: dict[str, Any]) -> None:
         )
         if finding["email_paused"]:
             out.print(Text.assemble(("EMAIL PAUSED", "bold red"), f": {finding['email_paused']}"))
+
+
+def _show_missing_log_groups(groups: list[str]) -> None:
+    """The runbook reads `missing_groups`: SMS delivery-status logs SNS has not written yet."""
+    if groups:
+        out.print(
+            f"SMS delivery logs not written yet ({', '.join(groups)}): no SMS sent since "
+            "logging began, or logging not set up: set NOTIFY_SMS_DELIVERY_LOG_ROLE_ARN and run "
+            "`notifyops receipts setup`",
+            soft_wrap=True,
+        )
 
 
 @app.command("setup")
