@@ -13,7 +13,7 @@ from typing import Any, cast
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.states import Completed, Failed
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from flows.naming import counted, rename
 from flows.states import Unsuccessful, one_line
@@ -27,6 +27,8 @@ UNAVAILABLE = "AwsUnavailable"  # Failed: AWS did not answer the first call (its
 
 
 class ReceiptsParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is refused, not dropped
+
     publish_metrics: bool = Field(
         True, description="Publish EmailBounceRate and EmailComplaintRate to CloudWatch"
     )

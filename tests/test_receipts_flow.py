@@ -206,3 +206,15 @@ def test_the_receipts_flow_applies_events_and_writes_its_artifact(
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(state.state_details.flow_run_id)
     assert run.name == "receipts · 1 Delivery · Completed", "the runs list says what came in"
+
+
+def test_a_misspelt_receipts_parameter_is_refused_naming_it(
+    receipts_env: str, flow_env: str
+) -> None:
+    """`{"params": {"publish_metric": false}}` (a deployment run's parameters) ran and still
+    published the rates: the unknown key was dropped. The run is now refused, naming it, and
+    nothing is polled."""
+    state = receipts_flow(params={"publish_metric": False}, return_state=True)
+    assert state.is_failed()
+    assert str(state.message).startswith("Validation of flow parameters failed")
+    assert "params.publish_metric: Extra inputs are not permitted" in str(state.message)
