@@ -1,4 +1,5 @@
-"""Set-up as code for receipts, idempotent: run it again and it finds what exists.
+"""Set-up as code for receipts, idempotent: run it again and it finds what exists (an SES
+event destination of its name that would deliver no receipts is updated to what it creates).
 
 SES configuration set (its events go to an SNS topic) -> SNS topic -> SQS queue (with a
 dead-letter queue; raw delivery off: the flow parses the SNS envelope). For SMS, the SNS
