@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from notify.delivery import INTERRUPTED
 from notify.enqueue import EnqueueResult
 from notify.report_view import cell, markdown, markdown_table
 from notify.reports import Report
@@ -138,15 +139,16 @@ def dispatch_artifact(
     60-100 ms at the end of a run, while it records the run's task states). `not_stored`: the
     request's recipients an interruption left unstored."""
     waiting = sum(g.rows for g in report.deferred)
-    stopped = delivered is not None and delivered.stopped
+    stopped = delivered.stopped if delivered is not None else None
+    ended = "INTERRUPTED" if stopped == INTERRUPTED else "STOPPED"
     create_markdown_artifact(
         markdown=dispatch_markdown(
             enqueued, delivered, report, this_run=this_run, not_stored=not_stored
         ),
         key="dispatch-request",
         description=f"Request {report.request_id}: its rows"
-        + (f" ({waiting} waiting for a later attempt)" if waiting else "")
-        + ("; delivery STOPPED" if stopped else "")
+        + (f" ({waiting} waiting to be sent)" if waiting else "")
+        + (f"; delivery {ended}" if stopped else "")
         + (f"; INTERRUPTED: {not_stored} recipient(s) not stored" if not_stored else ""),
     )
 

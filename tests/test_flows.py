@@ -836,6 +836,10 @@ def test_an_interruption_stores_no_further_part_and_says_how_to_store_the_rest(
         artifact = Artifact.get("dispatch-request")
         assert artifact is not None and artifact.description is not None
         assert "INTERRUPTED: 7 recipient(s) not stored" in artifact.description
+        # an interrupted delivery said "delivery STOPPED" (and its due rows "waiting for a later
+        # attempt") while the run ended Interrupted
+        assert ("delivery INTERRUPTED" in artifact.description) is deliver
+        assert "STOPPED" not in artifact.description
         assert sent_per_recipient(engine) == {}, "an interrupted run hands nothing to a provider"
         here.interrupted.clear()
         again, rest = dispatch(request.model_copy(update={"deliver": True}))
