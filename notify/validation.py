@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+# 24-hour H:MM or HH:MM, and HH:MM:SS with seconds 00 as a spreadsheet's h:mm / hh:mm:ss writes it
+_HHMM = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])(?::00)?")
 # Unicode category Cc, the whole of it: C0 (tab, line breaks, NUL, ESC, ...), DEL and C1
 CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Unicode's explicit direction embeddings, overrides and isolates (LRE..RLO, LRI..PDI): invisible,
@@ -141,7 +142,8 @@ def normalize_timezone(raw: str) -> str:
 
 
 def parse_hhmm(raw: str) -> time:
-    match = _HHMM.match(raw.strip())
+    """A time of day written 22:00, 7:00 (Excel's h:mm) or 22:00:00 (hh:mm:ss, seconds 00)."""
+    match = _HHMM.fullmatch(raw.strip())
     if not match:
         raise ValueError(f"{raw!r} is not a time in 24-hour HH:MM form, e.g. 22:00")
     return time(int(match.group(1)), int(match.group(2)))

@@ -71,6 +71,38 @@ def test_each_bad_field_is_named_with_its_line(
     assert reason_part in error.reason
 
 
+@pytest.mark.parametrize(
+    ("start", "end", "stored"),
+    [
+        ("22:00", "7:00", ("22:00", "07:00")),  # Excel's h:mm
+        ("21:30", "0:00", ("21:30", "00:00")),
+        ("22:00:00", "07:00:00", ("22:00", "07:00")),  # Excel's hh:mm:ss
+        ("9:05:00", "06:00", ("09:05", "06:00")),
+    ],
+)
+def test_quiet_hours_as_a_spreadsheet_writes_them_import_as_hh_mm(
+    tmp_path: Path, start: str, end: str, stored: tuple[str, str]
+) -> None:
+    """An Excel export writes 7:00 or 22:00:00: the row was rejected as not HH:MM."""
+    row = f"t:1,A,a@example.com,,UTC,true,false,{start},{end}\n"
+    parsed = parse_roster_file(write(tmp_path, HEADER + row))
+    assert parsed.errors == []
+    (imported,) = parsed.rows
+    assert (imported.quiet_hours_start, imported.quiet_hours_end) == stored
+
+
+@pytest.mark.parametrize("bad", ["22:00:30", "24:00", "7.00", "7:0", "123:00", ":00", "7:00:"])
+def test_a_quiet_hour_that_is_not_a_whole_minute_of_the_day_is_still_rejected(
+    tmp_path: Path, bad: str
+) -> None:
+    row = f"t:1,A,a@example.com,,UTC,true,false,{bad},07:00\n"
+    parsed = parse_roster_file(write(tmp_path, HEADER + row))
+    assert parsed.rows == []
+    (error,) = parsed.errors
+    assert (error.line, error.column, error.value) == (2, "quiet_hours_start", bad)
+    assert error.reason == f"{bad!r} is not a time in 24-hour HH:MM form, e.g. 22:00"
+
+
 def test_duplicate_external_ids_reject_every_copy_and_name_the_other_line(tmp_path: Path) -> None:
     rows = [
         "t:1,A,a@example.com,,UTC,true,false,,",
