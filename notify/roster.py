@@ -9,7 +9,8 @@ parsing goes on with the next line, so it cannot swallow the rest of the file). 
 `name` holding a line break (RFC 4180) is read as one record when it has the header's number of
 values, and refused for its line break on the line it starts on; a record running over lines
 otherwise is a quote that never closes. A CSV header's names are matched without regard to case
-or the spaces around them (_column_key). Problems with the file as a whole (not UTF-8, empty,
+or the spaces around them (_column_key); its values are separated by commas, semicolons or tabs,
+as its header line is (header_delimiter). Problems with the file as a whole (not UTF-8, empty,
 missing or unknown columns, a column named twice, in any case) raise InputError before any row is
 looked at.
 """
@@ -74,6 +75,9 @@ _CSV_FIELD_LIMIT = 2**31 - 1
 _SHOWN = 40  # characters of a bad value quoted back in the report
 _QUOTE = 'a quote (")'
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# What a CSV's values may be separated by (a European Excel saves with semicolons), told from the
+# header line; the first is the default, for a header none of them splits into known columns.
+CSV_DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
 # What separates recipient ids in a send's `to` (one text pasted in the UI, or `--to a,b`): an
 # external id holding one of them could be imported but never sent to, so the roster refuses it.
 ID_SEPARATORS = re.compile(r"[,;\s]+")
@@ -346,10 +350,11 @@ def _looks_like_jsonl(path: Path, text: str) -> bool:
 def _csv_records(text: str) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
         csv.field_size_limit(_CSV_FIELD_LIMIT)
-    source = _CsvSource(io.StringIO(text, newline="").readlines())
+    delimiter = header_delimiter(text)
+    source = _CsvSource(io.StringIO(text, newline="").readlines(), delimiter)
     header = source.next_record()
     written = [name.strip() for name in header] if isinstance(header, list) else []
-    _check_columns(written)
+    _check_columns(written, delimiter)
     columns = [_column_key(name) for name in written]
     while not source.done():
         start = source.position + 1  # 1-based number of the line the record starts on
@@ -358,22 +363,36 @@ def _csv_records(text: str) -> Iterator[tuple[int, Mapping[str, Any] | RowError]
             record = record if _spans_lines(record, columns) else source.quote_reason(start - 1)
         if isinstance(record, str):
             line = source.lines[start - 1]
-            column = _broken_column(line, columns) if record.startswith(_QUOTE) else "-"
+            quoted = record.startswith(_QUOTE)
+            column = _broken_column(line, columns, delimiter) if quoted else "-"
             yield start, RowError(start, column, _shown(line), record)
             source.restart_at(start)  # go on with the next line: nothing after it is lost
         elif record:
-            yield from _csv_row(start, columns, record)
+            yield from _csv_row(start, columns, record, delimiter)
+
+
+def header_delimiter(text: str) -> str:
+    """The delimiter (CSV_DELIMITERS) that splits the header line into the most known column
+    names: `external_id;name;email;phone` is a semicolon-separated file. A header none of them
+    splits into any known column is read with commas (and refused for its columns)."""
+    header = text.split("\n", 1)[0].rstrip("\r")
+
+    def known(delimiter: str) -> int:
+        names = next(csv.reader([header], delimiter=delimiter), [])
+        return sum(_column_key(name) in ALL_COLUMNS for name in names)
+
+    return max(CSV_DELIMITERS, key=known)  # the first of equals: a comma
 
 
 def _csv_row(
-    line: int, columns: list[str], values: list[str]
+    line: int, columns: list[str], values: list[str], delimiter: str
 ) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
     if len(values) > len(columns):
         yield line, RowError(line, "-", "", "more values than header columns")
     elif not any(value.strip() for value in values):
         return  # a blank line: nothing to import
     elif len(values) < len(columns):
-        yield line, _short_row(line, columns, values)
+        yield line, _short_row(line, columns, values, delimiter)
     else:
         yield line, dict(zip(columns, values, strict=True))
 
@@ -389,20 +408,22 @@ def _spans_lines(values: list[str], columns: list[str]) -> bool:
     )
 
 
-def _short_row(line: int, columns: list[str], values: list[str]) -> RowError:
+def _short_row(line: int, columns: list[str], values: list[str], delimiter: str) -> RowError:
     """A row that ends before the header does: its missing values are not empty ones (an empty
     value still has its comma), so the row is rejected rather than read with blanks."""
     missing = columns[len(values) :]
     reason = (
         f"{len(values)} values for {len(columns)} header columns: no value for "
-        f"{', '.join(missing)} (an empty value still needs its comma)"
+        f"{', '.join(missing)} (an empty value still needs its {CSV_DELIMITERS[delimiter]})"
     )
     return RowError(line, missing[0], "", reason)
 
 
-def _broken_column(line: str, columns: list[str]) -> str:
+def _broken_column(line: str, columns: list[str], delimiter: str) -> str:
     """The column whose value breaks the line (where a quote opens), or '-'."""
-    fields = next(csv.reader([line]), [])  # lenient: the broken value runs to the end
+    fields = next(
+        csv.reader([line], delimiter=delimiter), []
+    )  # lenient: the broken value runs to the end
     index = len(fields) - 1
     return columns[index] if 0 <= index < len(columns) else "-"
 
@@ -411,9 +432,12 @@ class _CsvSource:
     """The file's physical lines read by one csv reader, with a position that can be moved back
     (to the line after a broken record) and a fresh reader from there."""
 
-    def __init__(self, lines: list[str]) -> None:
-        self.lines, self.position = lines, 0
-        self._reader = csv.reader(self, strict=True)
+    def __init__(self, lines: list[str], delimiter: str) -> None:
+        self.lines, self.position, self.delimiter = lines, 0, delimiter
+        self._reader = self._new_reader()
+
+    def _new_reader(self) -> Iterator[list[str]]:
+        return csv.reader(self, delimiter=self.delimiter, strict=True)
 
     def __iter__(self) -> _CsvSource:
         return self
@@ -429,7 +453,7 @@ class _CsvSource:
 
     def restart_at(self, position: int) -> None:
         self.position = position
-        self._reader = csv.reader(self, strict=True)
+        self._reader = self._new_reader()
 
     def next_record(self) -> list[str] | str | None:
         """The next record, which may run over several lines (the caller decides whether it
@@ -455,13 +479,14 @@ def _column_key(written: str) -> str:
     return written.strip().lower()
 
 
-def _check_columns(written: list[str]) -> None:
+def _check_columns(written: list[str], delimiter: str) -> None:
     if not written or not any(written):
         raise InputError("no header row: the first line must name the columns")
     keys = [_column_key(name) for name in written]
     missing = [name for name in REQUIRED_COLUMNS if name not in keys]
+    separator = CSV_DELIMITERS[delimiter]
     unknown = [
-        name or f"(unnamed column {number}: a comma too many in the header?)"
+        name or f"(unnamed column {number}: a {separator} too many in the header?)"
         for number, (name, key) in enumerate(zip(written, keys, strict=True), start=1)
         if key not in ALL_COLUMNS
     ]

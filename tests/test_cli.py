@@ -132,6 +132,24 @@ def test_a_roster_whose_header_is_in_capitals_imports(
     assert json.loads(capsys.readouterr().out)["created"] == 1
 
 
+def test_a_roster_saved_by_a_european_excel_imports(
+    cli_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Semicolons between the values and h:mm quiet hours: the file was refused (exit 2, missing
+    every column)."""
+    main(["db", "upgrade"])
+    capsys.readouterr()
+    roster = tmp_path / "export.csv"
+    text = (
+        "external_id;name;email;phone;quiet_hours_start;quiet_hours_end\r\n"
+        "tech:1;Doe, Ana;ana@example.com;;22:00:00;7:00\r\n"
+    )
+    roster.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert main(["recipients", "import", str(roster), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["created"], report["rejected"]) == (1, 0)
+
+
 def test_dry_run_writes_nothing(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
     main(["db", "upgrade"])
     main(["recipients", "import", str(SAMPLE), "--dry-run"])

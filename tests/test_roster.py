@@ -254,6 +254,62 @@ def test_utf8_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
     assert parsed.errors == [] and parsed.rows[0].name == "Zoë"
 
 
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_a_roster_separated_by_semicolons_or_tabs_imports(tmp_path: Path, delimiter: str) -> None:
+    """A European Excel saves CSV with semicolons: the whole file was refused, its header read as
+    one unknown column `external_id;name;email;phone`."""
+    path = tmp_path / "excel.csv"
+    header = HEADER.replace(",", delimiter)
+    cells = 't:1|"Doe, Ana"|ana@example.com|+12065550101|Europe/Paris|true|true|22:00|7:00'
+    text = header + cells.replace("|", delimiter)
+    path.write_bytes(b"\xef\xbb\xbf" + (text + "\n").replace("\n", "\r\n").encode())
+    parsed = parse_roster_file(path)
+    assert parsed.errors == []
+    (row,) = parsed.rows
+    assert (row.external_id, row.name, row.email, row.phone) == (
+        "t:1",
+        "Doe, Ana",
+        "ana@example.com",
+        "+12065550101",
+    )
+    assert (row.timezone, row.quiet_hours_start, row.quiet_hours_end) == (
+        "Europe/Paris",
+        "22:00",
+        "07:00",
+    )
+
+
+def test_a_semicolon_separated_rows_problems_name_its_columns_and_its_semicolons(
+    tmp_path: Path,
+) -> None:
+    header = HEADER.replace(",", ";")
+    rows = ["g:1;A;a@example.com;;UTC;true;false;;", "t:1;B;b@example.com", 't:2;"C;c@example.com']
+    parsed = parse_roster_file(write(tmp_path, header + "\n".join(rows) + "\n"))
+    assert [row.external_id for row in parsed.rows] == ["g:1"]
+    short, unclosed = parsed.errors
+    assert (short.line, short.column) == (3, "phone")
+    assert short.reason.endswith("(an empty value still needs its semicolon)")
+    assert (unclosed.line, unclosed.column) == (4, "name")
+
+
+@pytest.mark.parametrize(
+    ("header", "message_part"),
+    [
+        (
+            "external_id|name|email|phone",
+            "missing column(s): external_id, name, email, phone; "
+            "unknown column(s): external_id|name|email|phone",
+        ),
+        ("external_id;name;;email;phone", "unnamed column 3: a semicolon too many"),
+    ],
+)
+def test_a_header_no_known_delimiter_splits_is_refused_as_before(
+    tmp_path: Path, header: str, message_part: str
+) -> None:
+    with pytest.raises(InputError, match=re.escape(message_part)):
+        parse_roster_file(write(tmp_path, header + "\nt:1|A|a@example.com|\n"))
+
+
 def test_json_lines(tmp_path: Path) -> None:
     lines = [
         json.dumps(
