@@ -12,6 +12,7 @@ from notify.errors import InputError
 
 Model = TypeVar("Model", bound=BaseModel)
 _LEADING_FIELD = re.compile(r"(\w+): (.*)", re.DOTALL)  # "statuses: unknown needs ..."
+_FIELD_IN_BACKTICKS = re.compile(r"`(\w+)`")  # "... needs `allow_unknown`"
 
 
 def build(model: type[Model], options: Mapping[str, str] | None = None, **values: Any) -> Model:
@@ -28,7 +29,9 @@ def describe(
     error: ValidationError, model: type[BaseModel], options: Mapping[str, str] | None = None
 ) -> str:
     """Each problem as `OPTION: message`. A model-level check names its field as its message's
-    first word (`statuses: unknown needs allow_unknown`), which is read as its location."""
+    first word (`statuses: unknown needs ...`), which is read as its location, and the other
+    fields it names in backticks (`allow_unknown`), which become their options (--allow-unknown):
+    a form shows the field names, the command line the options one types."""
     problems = []
     for item in error.errors():
         location = [str(part) for part in item["loc"] if not isinstance(part, int)]
@@ -36,10 +39,21 @@ def describe(
         leading = _LEADING_FIELD.fullmatch(message)
         if not location and leading and leading.group(1) in model.model_fields:
             location, message = [leading.group(1)], leading.group(2)
+        message = _options_named(message, model, options)
         if location:
             message = f"{option_for(location[0], options)}: {message}"
         problems.append(message)
     return "; ".join(dict.fromkeys(problems))
+
+
+def _options_named(message: str, model: type[BaseModel], options: Mapping[str, str] | None) -> str:
+    """The message with each model field it names in backticks spelt as its option."""
+
+    def option(reference: re.Match[str]) -> str:
+        field = reference.group(1)
+        return option_for(field, options) if field in model.model_fields else reference.group()
+
+    return _FIELD_IN_BACKTICKS.sub(option, message)
 
 
 def option_for(field: str, options: Mapping[str, str] | None = None) -> str:

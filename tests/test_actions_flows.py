@@ -134,6 +134,38 @@ def test_redrive_refuses_unknown_and_failed_permanent_unless_told(
     assert code == 0 and done["redriven"] == 2
 
 
+def test_redrives_refusal_names_the_option_the_user_types(
+    cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--status unknown` alone said `unknown needs allow_unknown (--allow-unknown)`: a field
+    name nobody types beside the option."""
+    code, refused = run(capsys, "redrive", "--status", "unknown")
+    assert code == 2
+    assert "error: --status: unknown needs --allow-unknown: unknown rows may" in str(
+        refused["error"]
+    )
+    assert "allow_unknown" not in str(refused["error"])
+    code, refused = run(capsys, "redrive", "--status", "failed_permanent")
+    assert code == 2 and "whose cause was fixed (--error-code)" in str(refused["error"])
+    assert "error_codes" not in str(refused["error"])
+
+
+def test_a_redrive_forms_refusal_names_the_form_field(flow_env: str, engine: Engine) -> None:
+    """The form's message named the command line's option (--allow-unknown) too: there is none
+    in the form, only the `allow_unknown` field to tick."""
+    state: State[Any] = redrive_flow(  # type: ignore[call-overload]
+        params={"statuses": ["unknown"]}, return_state=True
+    )
+    assert state.is_failed()
+    assert "statuses: unknown needs `allow_unknown`: unknown rows may" in str(state.message)
+    assert "--allow-unknown" not in str(state.message)
+    state = redrive_flow(  # type: ignore[call-overload]
+        params={"statuses": ["failed_permanent"]}, return_state=True
+    )
+    assert state.is_failed() and "whose cause was fixed (`error_codes`)" in str(state.message)
+    assert "--error-code" not in str(state.message)
+
+
 def test_mute_unmute_suppressions_and_inbox_commands(
     cli_env: str, engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:

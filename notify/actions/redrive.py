@@ -121,14 +121,14 @@ class RedriveRequest(RowFilters):
 
     @model_validator(mode="after")
     def _guards(self) -> RedriveRequest:
+        """A message names the fields as a form does (`allow_unknown`, in backticks); the
+        command line names its options instead (notifyops.params.describe)."""
         if "unknown" in self.statuses and not self.allow_unknown:
-            raise ValueError(
-                "statuses: unknown needs allow_unknown (--allow-unknown): " + UNKNOWN_WARNING
-            )
+            raise ValueError("statuses: unknown needs `allow_unknown`: " + UNKNOWN_WARNING)
         if "failed_permanent" in self.statuses and not self.error_codes:
             raise ValueError(
                 "statuses: failed_permanent needs the error code(s) whose cause was fixed "
-                "(--error-code CODE)"
+                "(`error_codes`)"
             )
         return self
 
