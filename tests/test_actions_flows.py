@@ -166,6 +166,23 @@ def test_a_redrive_forms_refusal_names_the_form_field(flow_env: str, engine: Eng
     assert "--error-code" not in str(state.message)
 
 
+def test_a_redrive_form_with_an_id_no_database_holds_names_ids(
+    flow_env: str, engine: Engine
+) -> None:
+    """A 20-digit id pasted in the form failed the run with SQLite's `OverflowError: Python int
+    too large to convert to SQLite INTEGER`, naming no field."""
+    failures(engine)
+    for bad, bound in [(99999999999999999999, "less than or equal to"), (0, "greater than")]:
+        state: State[Any] = redrive_flow(  # type: ignore[call-overload]
+            params={"ids": [7, bad]}, return_state=True
+        )
+        assert state.is_failed()
+        assert f"params.ids.1: Input should be {bound}" in str(state.message)
+        assert "OverflowError" not in str(state.message)
+    largest = redrive_flow(RedriveParams(ids=[2**63 - 1]))
+    assert largest.matched == 0, "the largest id is looked up, and matches nothing"
+
+
 def test_mute_unmute_suppressions_and_inbox_commands(
     cli_env: str, engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import and_, exists, func, select
@@ -55,6 +55,9 @@ FALLBACK_WARNING = (
 # a fallback email in one of these did not and will not go
 FALLBACK_GONE = (Status.failed, Status.failed_permanent, Status.skipped, Status.purged)
 TOP_GROUPS = 20
+# a delivery_logs id as both databases can compare it: a larger one (a pasted 20-digit number)
+# made the run fail with SQLite's OverflowError, naming no field
+RowId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
 def _failed_only() -> list[RedriveStatus]:
@@ -82,7 +85,7 @@ class RedriveRequest(RowFilters):
     error_classes: list[str] = Field(
         default_factory=list, description="Only these error classes: transient, quota, config, ..."
     )
-    ids: list[int] = Field(default_factory=list, description="Only these delivery_logs ids")
+    ids: list[RowId] = Field(default_factory=list, description="Only these delivery_logs ids")
     redrive_id: str | None = Field(
         None,
         max_length=100,
