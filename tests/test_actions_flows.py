@@ -208,6 +208,32 @@ def test_mute_unmute_suppressions_and_inbox_commands(
     assert [a["action"] for a in trail["actions"]] == ["unmute", "mute"]  # type: ignore[union-attr,index]
 
 
+def test_a_mute_whose_reason_is_only_spaces_is_refused_naming_reason(
+    cli_env: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--reason "   "` was taken: the mute's reason read `    (muted by ...)`, saying nothing."""
+    add_recipients(engine, [tech(1)])
+    mute = ["recipients", "mute", "tech:1", "--channel", "sms"]
+    code, refused = run(capsys, *mute, "--reason", "   ")
+    assert code == 2
+    assert "--reason: empty or only spaces: say why the channel is muted" in str(refused["error"])
+    code, listed = run(capsys, "suppressions", "list")
+    assert listed["suppressions"] == [], "nothing muted"
+    code, muted = run(capsys, *mute, "--reason", "  runaway SMS ", "--actor", "erin")
+    assert code == 0
+    assert muted["suppression"]["reason"] == "runaway SMS (muted by erin for tech:1)"  # type: ignore[index]
+
+
+def test_a_mute_forms_reason_of_only_spaces_is_refused_naming_reason(
+    flow_env: str, engine: Engine
+) -> None:
+    add_recipients(engine, [tech(1)])
+    params = {"recipient": "tech:1", "channel": "sms", "reason": "    "}
+    state: State[Any] = mute_flow(params=params, return_state=True)  # type: ignore[call-overload]
+    assert state.is_failed()
+    assert "params.reason: Value error, empty or only spaces: say why" in str(state.message)
+
+
 def test_unmute_dry_run_lists_the_mute_and_leaves_it_in_place(
     cli_env: str, engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -64,6 +64,17 @@ class MuteRequest(BaseModel):
         (such a mute said it muted the channel and stopped nothing)."""
         return empty_is_none(value)
 
+    @field_validator("reason", mode="before")
+    @classmethod
+    def _a_reason_said(cls, value: Any) -> Any:
+        """A mute needs its reason (the command's --reason is required): one of spaces only was
+        stored as `    (muted by ...)`, saying nothing. Spaces around it are dropped."""
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            raise ValueError("empty or only spaces: say why the channel is muted")
+        return value.strip()
+
 
 class UnmuteRequest(BaseModel):
     """End the active mutes of one recipient (a key it does not know is refused)."""
