@@ -234,6 +234,21 @@ def test_a_mute_forms_reason_of_only_spaces_is_refused_naming_reason(
     assert "params.reason: Value error, empty or only spaces: say why" in str(state.message)
 
 
+def test_an_unmute_reason_of_only_spaces_is_no_reason(
+    cli_env: str, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The lifted mute's reason ended `(    )`; a reason left out adds nothing."""
+    add_recipients(engine, [tech(1)])
+    mute = ["recipients", "mute", "tech:1", "--channel", "sms", "--reason", "runaway SMS"]
+    assert run(capsys, *mute, "--actor", "erin")[0] == 0
+    code, lifted = run(capsys, "recipients", "unmute", "tech:1", "--reason", "    ")
+    assert code == 0
+    [reason] = [s["reason"] for s in lifted["lifted"]]  # type: ignore[union-attr,index]
+    assert re.fullmatch(
+        r"runaway SMS \(muted by erin for tech:1\); unmuted by \S+ at [\d-]+ [\d:]+ UTC", reason
+    )
+
+
 def test_unmute_dry_run_lists_the_mute_and_leaves_it_in_place(
     cli_env: str, engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -94,6 +94,13 @@ class UnmuteRequest(BaseModel):
         """A form's title left empty sends "": the mutes of every title (it lifted none)."""
         return empty_is_none(value)
 
+    @field_validator("reason", mode="before")
+    @classmethod
+    def _spaces_are_no_reason(cls, value: Any) -> Any:
+        """A reason of spaces only is none, as one left out (each lifted mute's reason got
+        `(    )`); spaces around a reason are dropped."""
+        return value.strip() if isinstance(value, str) else value
+
 
 class SuppressionView(BaseModel):
     """A suppression as `suppressions list` shows it (address masked)."""
