@@ -563,10 +563,12 @@ def _json_line(raw: str) -> dict[str, Any] | str:
 def read_recipient_file(path: Path) -> list[str]:
     """External ids separated as `--to` separates them (lines, commas, semicolons, spaces; a
     line starting with # is a comment), or a CSV whose header has an external_id column (in
-    any case, as a roster's header)."""
+    any case, and separated as a roster's may be: header_delimiter)."""
     lines = _read_utf8(path, "external ids, one a line").splitlines()
-    if lines and "external_id" in [_column_key(name) for name in lines[0].split(",")]:
-        reader = csv.DictReader(lines, skipinitialspace=True)
+    delimiter = header_delimiter(lines[0]) if lines else ","
+    header = next(csv.reader(lines[:1], delimiter=delimiter), [])
+    if "external_id" in [_column_key(name) for name in header]:
+        reader = csv.DictReader(lines, skipinitialspace=True, delimiter=delimiter)
         reader.fieldnames = [_column_key(name) for name in reader.fieldnames or []]
         found = [(row.get("external_id") or "").strip() for row in reader]
     else:  # an id never holds a separator (the roster refuses one that does)

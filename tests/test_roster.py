@@ -591,6 +591,15 @@ def test_recipient_files_strip_ids_in_both_forms(tmp_path: Path) -> None:
     assert read_recipient_file(shouted) == ["t:4"]
 
 
+def test_a_semicolon_separated_roster_gives_a_send_its_external_ids(tmp_path: Path) -> None:
+    """The roster import reads a European Excel's file; `send --to-file` read its header and
+    every value (names, addresses) as recipient ids."""
+    from notify.roster import read_recipient_file
+
+    roster = "external_id;name;email\r\nt:1;Doe, Ana;ana@example.com\r\nt:2;Bo;\r\n"
+    assert read_recipient_file(write(tmp_path, roster, "excel.csv")) == ["t:1", "t:2"]
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message_part"),
     [
