@@ -139,6 +139,9 @@ def dispatch_verdict(
         )
     waiting = own.count("pending")
     later = f"; {waiting} wait for their time (quiet hours)" if waiting else ""
+    # a duplicate sent while the first run still delivers: its "0 sent" hid the rows under way
+    flying = own.count("sending") + own.count("claimed")
+    later += f"; {flying} being sent by another run" if flying else ""
     return None, one_line(f"{sent} sent{later}" + (f".{note}" if note else ""))
 
 

@@ -947,3 +947,27 @@ def test_the_delivery_notes_count_batches_as_the_command_does() -> None:
         BatchReport(claimed=3), batches=1, rescued=RescueCounts(0, 0), left=Leftovers(0, 0, 0)
     )
     assert delivery_notes(summary).startswith("3 claimed in 1 batch(es); 0 still due; ")
+
+
+def test_a_dispatch_names_its_rows_another_run_is_still_sending() -> None:
+    """A duplicate submitted while the first run was still sending ended 'its 6
+    notification(s): 0 sent', hiding the nine rows under way."""
+    from flows.states import dispatch_verdict
+    from notify.request_report import RequestReport, RequestRows
+
+    def rows(status: str, count: int) -> RequestRows:
+        return RequestRows(
+            channel="email",
+            status=status,
+            decision="email: send",
+            rows=count,
+            next_attempt_at=None,
+            delivered_by="first-run",
+            error_code=None,
+        )
+
+    own = RequestReport(
+        request_id="k", groups=(rows("sent", 3), rows("sending", 7), rows("claimed", 2))
+    )
+    name, message = dispatch_verdict(DeliverySummary(), own)
+    assert name is None and message == "3 sent; 9 being sent by another run"
