@@ -161,6 +161,7 @@ def test_two_workers_share_the_deliveries_without_duplicates(
         wait_for(f"{env['PREFECT_API_URL']}/health", 120)
         run(env, sys.executable, "-m", "deployments.setup")
         run(env, str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
+        run(env, sys.executable, "-m", "deployments.setup")  # again, as the README: closed forms
         for name in ("w1", "w2"):
             worker_env = {**env, "NOTIFY_WORKER_NAME": name}
             workers.append(

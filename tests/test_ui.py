@@ -174,6 +174,7 @@ def test_the_ui_tells_the_truth(
         wait_for(f"{env['PREFECT_API_URL']}/health", 120)
         run(env, sys.executable, "-m", "deployments.setup")
         run(env, str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
+        run(env, sys.executable, "-m", "deployments.setup")  # again, as the README: closed forms
         worker = start(env, tmp_path / "worker.log", str(BIN / "prefect"), "worker", "start",
                        "--pool", "notifyops", "--name", "ui-worker")  # fmt: skip
         api = Api(env["PREFECT_API_URL"])
