@@ -450,6 +450,21 @@ def test_refusals_far_apart_are_not_one_outage() -> None:
     assert len(smtp.emails) == 1 and not api.emails
 
 
+def test_an_outage_seen_by_one_scheduled_run_after_another_adds_up() -> None:
+    """deliver-pending runs every 5 minutes: on a quiet night each run meets one refusal, 5 min
+    and a few seconds after the last. The clock restarted at each (refusals 5 min apart were
+    'not one outage'), so email never failed over to SMTP."""
+    clock = Clock()
+    api, smtp = FlakyApi(clock, RATE_EXCEEDED, NOON + timedelta(days=2)), MemorySender()
+    email = failover(api, smtp, clock)
+    message = OutgoingEmail("a@example.com", "s", "t", None, "notifications@example.com")
+    with pytest.raises(DeliveryError):
+        email.send_email(message)  # one scheduled run
+    clock.advance(5 * 60 + 7)  # the next one, started a little late
+    email.send_email(message)  # refused for over a minute: through SMTP
+    assert len(smtp.emails) == 1 and not api.emails
+
+
 def test_migration_0012_tells_who_made_the_suppressions_stored_before_it(
     engine: Engine, db_url: str
 ) -> None:

@@ -31,10 +31,11 @@ from notify.errors import DeliveryError, ErrorClass
 from notify.senders.base import EmailSender, OutgoingEmail, SendReceipt
 
 ROUTE_SMTP = "smtp"  # SendReceipt.route of a message the failover sent through SES SMTP
-# Refusals further apart than this (or twice the failover time) are not one outage: longer than
-# the every-minute deliver-pending schedule, so an outage seen by one short run after another
-# still adds up.
-STALE_AFTER = timedelta(minutes=5)
+# Refusals further apart than this (or twice the failover time) are not one outage: three times
+# the deliver-pending schedule (every 5 minutes), so an outage seen by one scheduled run after
+# another still adds up. At 5 minutes, refusals one schedule apart restarted the clock or not
+# by a few seconds of start-up jitter, and on a quiet night email never failed over.
+STALE_AFTER = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
