@@ -57,6 +57,27 @@ def test_audit_loops_mutes_exactly_when_asked(
     assert report["auto_mute"] is mutes, "the report says whether this run muted, not the setting"
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_audit_loops_at_now_mutes_by_the_setting(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --as-of the command looks at now, so NOTIFY_LOOP_AUTO_MUTE decides: the command
+    had passed its own clock as `as_of`, which reads as a look back (one mutes only when asked)."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.factories import Rows
+
+    monkeypatch.setenv("NOTIFY_LOOP_AUTO_MUTE", "true")
+    reload_runtime()
+    rows = Rows()
+    looping = rows.recipient("technician:7", phone="+15551230007")
+    rows.many(8, looping, created_at=datetime.now(UTC) - timedelta(hours=1), title="Unit 9")
+    rows.insert(make_engine(cli_env))
+    assert main(["audit", "loops", "--direct", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["auto_mute"] is True and len(report["muted"]) == 1
+
+
 def test_the_default_alert_routing_setting_is_the_documented_default() -> None:
     assert parse_routing(load_settings().alert_routing) == dict(DEFAULT_ROUTES)
     assert parse_routing(load_settings(alert_routing="P1=log").alert_routing)["P1"] == ("log",)

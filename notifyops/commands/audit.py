@@ -197,7 +197,7 @@ def _run(
         check_params(check),
         options={"window_hours": "--window (hours)"},
         window_hours=span.total_seconds() / 3600,
-        as_of=end,
+        as_of=end if as_of else None,  # None: a look at now (it mutes loops, it may alert)
         publish_metrics=publish,
         alert=alert,
         **extra,
@@ -238,7 +238,8 @@ def _direct(check: Check, params: Any) -> Report:
 
     here, which = runtime(), check
     window = timedelta(hours=params.window_hours)
-    report = checks.run_audit(which, runtime=here, as_of=params.as_of, window=window)
+    as_of = params.as_of or datetime.now(UTC)
+    report = checks.run_audit(which, runtime=here, as_of=as_of, window=window)
     if isinstance(report, LoopReport):
         mute = checks.should_mute(here.settings, params.mute, params.as_of)
         report = report.model_copy(update={"auto_mute": mute})  # this run's switch
