@@ -16,6 +16,7 @@ from email.utils import parseaddr
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -420,10 +421,21 @@ class Settings(BaseSettings):
     @field_validator("alert_webhook_url")
     @classmethod
     def _web_url(cls, url: str | None) -> str | None:
+        """An http(s) URL the alert can be posted to, checked now: a port that is no number, a
+        bracket left open or a space in the path passed, then failed the check that raised the
+        alert (InvalidURL, naming no setting)."""
         if url is None:
             return None
-        if not re.match(r"^https?://[^/\s]+", url):
-            raise ValueError("must be an http(s) URL such as https://hooks.slack.com/services/...")
+        example = "an http(s) URL such as https://hooks.slack.com/services/..."
+        if not re.match(r"^https?://[^/\s]+", url) or any(c.isspace() or ord(c) < 32 for c in url):
+            raise ValueError(f"must be {example}")
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (raises for a port that is no number or out of range)
+        except ValueError as problem:
+            raise ValueError(f"must be {example} ({problem})") from None
+        if not parts.hostname:
+            raise ValueError(f"must be {example} (no host)")
         return url
 
     @field_validator("ses_configuration_set")

@@ -229,6 +229,11 @@ def test_smtp_password_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
         ("NOTIFY_SMTP_PASSWORD", "", "must not be empty"),
         ("NOTIFY_SMTP_PASSWORD", "   ", "must not be empty"),
         ("NOTIFY_ALERT_WEBHOOK_URL", "hooks.slack.com/services/x", "http(s) URL"),
+        # passed, then failed the check raising the alert (InvalidURL), naming no setting
+        ("NOTIFY_ALERT_WEBHOOK_URL", "http://127.0.0.1:abc/x", "Port could not be cast"),
+        ("NOTIFY_ALERT_WEBHOOK_URL", "http://[::1/x", "Invalid IPv6 URL"),
+        ("NOTIFY_ALERT_WEBHOOK_URL", "https://hooks.slack.com/ser vices/x", "http(s) URL"),
+        ("NOTIFY_ALERT_WEBHOOK_URL", "http://:80/x", "no host"),
     ],
 )
 def test_bad_prices_passwords_and_webhooks_are_refused_at_load(
