@@ -10,6 +10,7 @@ from typing import Any
 
 from prefect.events import emit_event
 
+from notify.delivery import INTERRUPTED
 from notify.reports import Report
 from notify.summaries import DeliverySummary
 
@@ -39,12 +40,25 @@ def check_events(check: str, report: Report, routed: list[str], unrouted: list[s
 
 
 def delivery_events(delivery: DeliverySummary | None, *, template: str | None = None) -> None:
+    found = delivery_event(delivery, template=template)
+    if found is not None:
+        _emit(found[0], "delivery", found[1])
+
+
+def delivery_event(
+    delivery: DeliverySummary | None, *, template: str | None = None
+) -> tuple[str, dict[str, Any]] | None:
+    """The event a delivery calls for, if any: `delivery.stopped` when a provider's refusal (a
+    config error, a quota, an open circuit) stopped it; `delivery.failed` when messages failed or
+    are in doubt. An operator's own Ctrl-C or SIGTERM (INTERRUPTED) is no stop to page about:
+    it set off the on-call automation on `delivery.stopped`."""
     if delivery is None:
-        return
+        return None
     payload: dict[str, Any] = {"template": template, "outcomes": delivery.outcomes}
-    if delivery.stopped:
-        _emit("delivery.stopped", "delivery", {**payload, "reason": delivery.stopped})
-    elif delivery.rescued_unknown or any(
+    if delivery.stopped and delivery.stopped != INTERRUPTED:
+        return "delivery.stopped", {**payload, "reason": delivery.stopped}
+    if delivery.rescued_unknown or any(
         delivery.count(s) for s in ("failed", "failed_permanent", "unknown")
     ):
-        _emit("delivery.failed", "delivery", payload)
+        return "delivery.failed", payload
+    return None

@@ -971,3 +971,22 @@ def test_a_dispatch_names_its_rows_another_run_is_still_sending() -> None:
     )
     name, message = dispatch_verdict(DeliverySummary(), own)
     assert name is None and message == "3 sent; 9 being sent by another run"
+
+
+def test_an_interrupted_delivery_is_no_stop_to_page_about() -> None:
+    """An operator's Ctrl-C on a send emitted `notifyops.delivery.stopped`, the event the RUNBOOK
+    points the on-call automation at; a provider's refusal still does, and failures in an
+    interrupted run are still `delivery.failed`."""
+    from flows.events import delivery_event
+    from notify.delivery import INTERRUPTED
+
+    assert delivery_event(DeliverySummary(stopped=INTERRUPTED)) is None
+    failed = DeliverySummary(stopped=INTERRUPTED, outcomes={"email": {"failed": 1}})
+    assert delivery_event(failed) == (
+        "delivery.failed",
+        {"template": None, "outcomes": failed.outcomes},
+    )
+    refused = DeliverySummary(stopped="email stopped: config error MessageRejected")
+    found = delivery_event(refused, template="repair_assigned")
+    assert found is not None and found[0] == "delivery.stopped"
+    assert found[1]["reason"] == "email stopped: config error MessageRejected"
