@@ -34,9 +34,14 @@ def send(
     template: str = typer.Option(
         ..., "--template", "-t", help="Template name (see `templates list`)."
     ),
-    to: list[str] = typer.Option([], "--to", help="Recipient external id (repeatable)."),
+    to: list[str] = typer.Option(
+        [], "--to", help="Recipient external ids (repeatable; several separated by commas)."
+    ),
     to_file: Path | None = typer.Option(
-        None, "--to-file", help="File of external ids, one a line."
+        None,
+        "--to-file",
+        help="File of external ids (separated by lines, commas, semicolons or spaces), or a "
+        "roster CSV with an external_id column.",
     ),
     context: str | None = typer.Option(None, "--context", help="Template variables as JSON."),
     context_file: Path | None = typer.Option(
