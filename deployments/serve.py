@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {problem}; nothing served", file=sys.stderr, flush=True)
             return 2
         served = [to_served(spec) for spec in specs]
+        taken = on_a_work_pool(served)
+        if taken:
+            print(f"error: {taken}; nothing served", file=sys.stderr, flush=True)
+            return 2
         cancel_missed_runs(served)
         watch_for_dead_runs()
         serve(*served, pause_on_shutdown=False)
@@ -232,6 +236,29 @@ def database_problem() -> str | None:
 
 
 MISSED = "missed: nothing served this deployment at its time (notifyops serve was stopped)"
+
+
+def on_a_work_pool(served: list[Any]) -> str | None:
+    """Why these cannot be served here: deployments of the same names that `prefect deploy`
+    registered on a work pool. Served over them, they kept the pool and lost their code path,
+    and every run serve took crashed (FileNotFoundError on '<cwd>/None'); or None."""
+    pooled = []
+    with get_client(sync_client=True) as client:
+        for deployment in served:
+            try:
+                found = client.read_deployment_by_name(deployment.full_name)
+            except ObjectNotFound:
+                continue
+            if found.work_pool_name:
+                pooled.append((deployment.full_name, found.work_pool_name))
+    if not pooled:
+        return None
+    names = ", ".join(f"'{name}'" for name, _ in pooled)
+    return (
+        f"{names} are registered on the work pool '{pooled[0][1]}' of this Prefect server "
+        "(prefect deploy): its workers run them. Serve against a server of its own (leave "
+        "PREFECT_API_URL unset), or delete them first (prefect deployment delete NAME)"
+    )
 
 
 def cancel_missed_runs(served: list[Any], now: datetime | None = None) -> None:

@@ -294,3 +294,30 @@ def test_a_run_whose_process_died_is_marked_crashed_not_left_running(
     assert trigger["within"].total_seconds() == SILENCE_S
     [action] = automation.actions
     assert action.model_dump()["state"] == "CRASHED"
+
+
+def test_serve_refuses_deployments_a_work_pool_runs_on_the_same_server(
+    prefect_harness: None,
+) -> None:
+    """`notifyops serve` against a server where `prefect deploy` had registered the same
+    deployments on the work pool: they kept the pool and lost their code path, and every run it
+    took crashed ('FileNotFoundError: .../None'). It now says so and serves nothing."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from deployments.serve import on_a_work_pool
+
+    spec = next(s for s in SPECS if s["name"] == "receipts")
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="pool-check", type="process"))
+    assert on_a_work_pool([to_served(spec)]) is None  # nothing registered yet
+    pooled = load_flow(spec["entrypoint"]).to_deployment(name="receipts")
+    deployment_id = pooled.apply(work_pool_name="pool-check")
+    try:
+        said = on_a_work_pool([to_served(spec)])
+    finally:  # the session's server is shared: other tests serve `receipts`
+        with get_client(sync_client=True) as client:
+            client.delete_deployment(deployment_id)
+            client.delete_work_pool("pool-check")
+    assert said is not None and "'receipts/receipts' are registered on the work pool" in said
+    assert "'pool-check'" in said and "prefect deployment delete" in said
