@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socketserver
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -539,3 +540,98 @@ def test_alerts_whose_store_fails_are_routed_unstored(
     assert "[P1] failures:email-failure-rate: email failure rate 80.0% > 50% (alert store" in (
         caplog.text
     )
+
+
+# --- a check's alerts: routes that fail in any way, what reached whom ------------------------
+
+
+class FakeSns:
+    """An SNS client for the pager route: records what it was asked to publish; `failing` makes
+    it refuse (the topic gone, say)."""
+
+    def __init__(self) -> None:
+        self.published: list[dict[str, str]] = []
+        self.failing = False
+
+    def publish(self, **request: str) -> dict[str, str]:
+        if self.failing:
+            raise ConnectionError("topic unreachable")
+        self.published.append(request)
+        return {"MessageId": str(len(self.published))}
+
+
+class _BrokenHttp(socketserver.StreamRequestHandler):
+    """Reads a whole request, answers with `answer` (raw bytes, broken HTTP), closes."""
+
+    answer = b""
+
+    def handle(self) -> None:
+        length = 0
+        while (line := self.rfile.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        self.rfile.read(length)
+        self.wfile.write(type(self).answer)
+
+
+BROKEN_ANSWERS = {
+    "BadStatusLine": b"garbage, not HTTP\r\n\r\n",
+    "IncompleteRead": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
+}
+
+
+@pytest.fixture(params=list(BROKEN_ANSWERS))
+def broken_webhook(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    """A webhook answering broken HTTP: its URL and the error urllib raises on it."""
+    handler = type("Broken", (_BrokenHttp,), {"answer": BROKEN_ANSWERS[request.param]})
+    server = socketserver.TCPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/alerts", request.param
+    server.shutdown()
+    server.server_close()
+
+
+def check_run(
+    engine: Engine, sns: FakeSns, findings: tuple[Finding, ...], **settings: Any
+) -> list[Any]:
+    """One `health --alert` run's alerts with these findings; its deliveries."""
+    from notify.bootstrap import Runtime
+    from notify.check_names import Check
+    from notify.checks import raise_alerts
+    from notify.reports import Report
+
+    topic = "arn:aws:sns:us-east-1:123456789012:pager"
+    configured = Settings(sender="memory", alert_sns_topic_arn=topic, **settings)
+    severity = min((f.severity for f in findings), key=lambda s: s.rank, default=P4)
+    report = Report(
+        as_of=NOW, window_start=NOW, window_hours=1, severity=severity, findings=findings
+    )
+    runtime = Runtime(configured, engine=engine, clients={"sns": sns})
+    return raise_alerts(Check.health, runtime=runtime, report=report)
+
+
+SENDER_UNVERIFIED = Finding("ses-sender", P1, "sender not verified")
+
+
+def test_a_webhook_answering_broken_http_fails_alone(
+    engine: Engine, broken_webhook: tuple[str, str]
+) -> None:
+    """A webhook answering a garbage status line (BadStatusLine) or a short body (IncompleteRead)
+    crashed the check: the SNS page after it never went, nothing was recorded, and the page was
+    sent again on every run. It is the webhook's failure now, reported like a 500."""
+    url, error = broken_webhook
+    sns = FakeSns()
+    routing = "P1=webhook,sns,log"
+    deliveries = check_run(
+        engine, sns, (SENDER_UNVERIFIED,), alert_webhook_url=url, alert_routing=routing
+    )
+    assert [(d.route, d.ok) for d in deliveries] == [
+        ("webhook", False),
+        ("sns", True),
+        ("log", True),
+    ]
+    assert unreached(deliveries)[0].startswith(f"webhook: {error}")
+    assert [p["Message"].split(":")[0] for p in sns.published] == ["[P1] health"]
+    check_run(engine, sns, (SENDER_UNVERIFIED,), alert_webhook_url=url, alert_routing=routing)
+    assert len(sns.published) == 1, "the page reached someone: in its cooldown"

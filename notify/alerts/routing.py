@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-from botocore.exceptions import BotoCoreError, ClientError
 
 from notify.alerts.store import RESOLVED, AlertNotice
 from notify.errors import InputError, provider_text
@@ -154,11 +151,14 @@ def dispatch(
 
 
 def _send(name: str, route: AlertRoute | None, notice: AlertNotice) -> Delivery:
+    """One route's delivery. Whatever it raises (a URLError or 500, but also a webhook answering
+    broken HTTP: BadStatusLine, IncompleteRead, InvalidURL, ValueError) is that route's failure,
+    reported like a 500: the other routes still fire and the cooldown is still recorded."""
     if route is None:
         return Delivery(name, ok=False, error="route not configured")
     try:
         route.send(notice)
-    except (urllib.error.URLError, OSError, ClientError, BotoCoreError) as exc:
+    except Exception as exc:  # any failure of one route is that route's alone
         logger.warning("alert route %s failed for %s: %s", name, notice.key, exc)
         return Delivery(name, ok=False, error=provider_text(f"{type(exc).__name__}: {exc}"))
     return Delivery(name, ok=True)
