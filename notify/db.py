@@ -458,6 +458,9 @@ class Alert(Base):
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_notified: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # the highest severity whose notice reached someone (None: none has): its routes hear the
+    # resolution; unlike last_notified it is not reset by a notice that failed
+    notified_severity: Mapped[str | None] = mapped_column(String(2))
     count: Mapped[int] = mapped_column(Integer, default=1)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

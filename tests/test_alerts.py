@@ -635,3 +635,36 @@ def test_a_webhook_answering_broken_http_fails_alone(
     assert [p["Message"].split(":")[0] for p in sns.published] == ["[P1] health"]
     check_run(engine, sns, (SENDER_UNVERIFIED,), alert_webhook_url=url, alert_routing=routing)
     assert len(sns.published) == 1, "the page reached someone: in its cooldown"
+
+
+def test_a_resolution_reaches_the_pager_that_heard_the_page(engine: Engine) -> None:
+    """Paged at P1, dropped to P3 inside the cooldown (no notice), then cleared: the [RESOLVED]
+    went to P3's route alone (the log), and the pager never heard the incident was over."""
+    sns = FakeSns()
+    backlog = "backlog"
+    check_run(engine, sns, (Finding(backlog, P1, "backlog 60,000"),))
+    quiet = check_run(engine, sns, (Finding(backlog, P3, "backlog 2,000"),))
+    assert quiet == [], "de-escalated inside the cooldown: no notice"
+    resolved = check_run(engine, sns, ())
+    assert [(d.route, d.ok) for d in resolved] == [("log", True), ("sns", True)]
+    assert [p["Message"] for p in sns.published] == [
+        sns.published[0]["Message"],
+        "[RESOLVED] health:backlog: backlog 2,000",
+    ]
+
+
+def test_a_failed_repeat_does_not_cancel_the_resolution(engine: Engine) -> None:
+    """Paged at P1, a repeat failed (the topic out of reach), then the condition cleared:
+    nothing was sent, as if the incident had reached nobody."""
+    sns = FakeSns()
+    unverified = (SENDER_UNVERIFIED,)
+    check_run(engine, sns, unverified, alert_cooldown_minutes=0)
+    sns.failing = True
+    failed = check_run(engine, sns, unverified, alert_cooldown_minutes=0)
+    assert unreached(failed) == ("sns: ConnectionError: topic unreachable",)
+    sns.failing = False
+    check_run(engine, sns, (), alert_cooldown_minutes=0)
+    assert [p["Message"].split(":")[0] for p in sns.published] == [
+        "[P1] health",
+        "[RESOLVED] health",
+    ]

@@ -139,7 +139,7 @@ def dispatch(
 
     A route that is named but not configured is reported (and the notice still goes to the log);
     so is a severity NOTIFY_ALERT_ROUTING gives no route (`P1=`): its alerts reach nobody."""
-    names = list(routing.get(notice.severity, (LOG,)))
+    names = route_names(notice, routing)
     results = [_send(name, routes.get(name), notice) for name in names] or [
         Delivery(
             "routing", ok=False, error=f"NOTIFY_ALERT_ROUTING names no route for {notice.severity}"
@@ -148,6 +148,16 @@ def dispatch(
     if any(not r.ok for r in results) and LOG not in names and LOG in routes:
         results.append(_send(LOG, routes[LOG], notice))
     return results
+
+
+def route_names(notice: AlertNotice, routing: Mapping[Severity, Sequence[str]]) -> list[str]:
+    """The routes of the notice's severity; a resolution's also those of the highest severity a
+    notice of it reached (paged at P1, cleared at P3: the pager hears it is over), each once."""
+    severities = [notice.severity]
+    if notice.state == RESOLVED and notice.notified_severity is not None:
+        severities.append(notice.notified_severity)
+    names = [name for severity in severities for name in routing.get(severity, (LOG,))]
+    return list(dict.fromkeys(names))
 
 
 def _send(name: str, route: AlertRoute | None, notice: AlertNotice) -> Delivery:

@@ -37,6 +37,9 @@ class AlertNotice:
     count: int
     first_seen: datetime
     reason: str  # new | reopened | escalated | repeat | retry | in cooldown | resolved | not stored
+    # a resolution's: the highest severity whose notice reached someone (its routes hear the
+    # incident is over, though it has dropped since: paged at P1, cleared at P3)
+    notified_severity: Severity | None = None
 
     @property
     def text(self) -> str:
@@ -129,6 +132,7 @@ def _refresh(
     reopened = alert.state != OPEN
     if reopened:
         alert.state, alert.first_seen, alert.count, alert.resolved_at = OPEN, now, 0, None
+        alert.last_notified, alert.notified_severity = None, None  # a new incident
     alert.severity, alert.summary, alert.last_seen = severity.value, summary, now
     alert.count += 1
     if reopened:
@@ -142,15 +146,24 @@ def _refresh(
 
 def record_notices(*, session: Session, reached: Mapping[str, bool], now: datetime) -> None:
     """What routing made of the open alerts' notices (key -> reached someone): one that did
-    starts its cooldown now; one that reached nobody is due again on the next run (its severity
-    was updated already, so an escalation that reached nobody is not lost to an earlier notice's
-    cooldown)."""
+    starts its cooldown now and raises `notified_severity` to its severity; one that reached
+    nobody is due again on the next run (its severity was updated already, so an escalation that
+    reached nobody is not lost to an earlier notice's cooldown), and whoever an earlier notice
+    reached still hears the resolution."""
     if not reached:
         return
     query = select(Alert).where(Alert.state == OPEN, Alert.key.in_(list(reached)))
     for alert in session.execute(query).scalars():
         alert.last_notified = now if reached[alert.key] else None
+        if reached[alert.key]:
+            alert.notified_severity = _highest(alert.notified_severity, alert.severity)
     session.flush()
+
+
+def _highest(notified: str | None, severity: str) -> str:
+    if notified is None:
+        return severity
+    return min(Severity(notified), Severity(severity), key=lambda s: s.rank).value
 
 
 def _decision(alert: Alert, *, notify: bool, reason: str) -> AlertDecision:
@@ -158,6 +171,7 @@ def _decision(alert: Alert, *, notify: bool, reason: str) -> AlertDecision:
 
 
 def _notice(alert: Alert, reason: str) -> AlertNotice:
+    notified = alert.notified_severity
     return AlertNotice(
         key=alert.key,
         severity=Severity(alert.severity),
@@ -166,6 +180,7 @@ def _notice(alert: Alert, reason: str) -> AlertNotice:
         count=alert.count,
         first_seen=alert.first_seen,
         reason=reason,
+        notified_severity=Severity(notified) if notified else None,
     )
 
 
@@ -173,9 +188,11 @@ def resolve_cleared(
     *, session: Session, active_keys_for_check: Iterable[str], check_prefix: str, now: datetime
 ) -> list[AlertNotice]:
     """Resolve the open alerts of one check (keys starting with `check_prefix`) whose condition
-    is no longer present; returns those whose opening reached someone (route them to say the
-    incident is over). One that reached nobody ends quietly: its resolution would be the only
-    word of it, and a route still down would report it unreached in place of the alerts due now."""
+    is no longer present; returns those that a notice reached (route them to say the incident is
+    over, on the routes of the highest severity that reached someone as well as the current
+    one's), though a later repeat failed. One that reached nobody ends quietly: its resolution
+    would be the only word of it, and a route still down would report it unreached in place of
+    the alerts due now."""
     active = set(active_keys_for_check)
     query = select(Alert).where(
         Alert.state == OPEN, Alert.key.startswith(check_prefix, autoescape=True)
@@ -184,7 +201,7 @@ def resolve_cleared(
     for alert in cleared:
         alert.state, alert.resolved_at = RESOLVED, now
     session.flush()
-    return [_notice(alert, RESOLVED) for alert in cleared if alert.last_notified is not None]
+    return [_notice(alert, RESOLVED) for alert in cleared if alert.notified_severity is not None]
 
 
 @dataclass(frozen=True)
