@@ -563,22 +563,33 @@ class Settings(BaseSettings):
 
 def routes_by_severity(text: str) -> dict[Severity, tuple[str, ...]]:
     """'P1=sns,log;P2=webhook' -> the routes of each severity it names (the others keep their
-    default); ValueError naming the entry with no severity P1-P4 or a route that does not exist."""
+    default), a route named twice in one entry once ('P1=sns,SNS' pages once); ValueError
+    naming the entry with no severity P1-P4, a route that does not exist, or a severity given
+    twice ('P1=sns;P1=log' kept only the last: P1 stopped paging)."""
     routing: dict[Severity, tuple[str, ...]] = {}
+    entries: dict[Severity, str] = {}
     for entry in filter(None, (part.strip() for part in text.split(";"))):
         name, equals, targets = entry.partition("=")
         if not equals:
             raise ValueError(f"entry {entry!r} is not SEVERITY=ROUTES (e.g. P1=sns,log)")
         if name.strip().upper() not in Severity.__members__:
             raise ValueError(f"entry {entry!r} names no severity P1-P4 (e.g. P1=sns,log)")
-        routes = tuple(route.strip().lower() for route in targets.split(",") if route.strip())
+        severity = Severity(name.strip().upper())
+        if severity in entries:
+            raise ValueError(
+                f"entry {entry!r} gives {severity} again (first {entries[severity]!r}): "
+                f"name each severity once, with all its routes (e.g. {severity}=sns,log)"
+            )
+        entries[severity] = entry
+        named = (route.strip().lower() for route in targets.split(","))
+        routes = tuple(dict.fromkeys(route for route in named if route))
         unknown = [route for route in routes if route not in ALERT_ROUTES]
         if unknown:
             raise ValueError(
                 f"entry {entry!r}: {', '.join(map(repr, unknown))} is not a route "
                 f"(routes: {', '.join(ALERT_ROUTES)})"
             )
-        routing[Severity(name.strip().upper())] = routes
+        routing[severity] = routes
     return routing
 
 

@@ -658,7 +658,13 @@ def settings_cases() -> list[Case]:
         "NOTIFY_LOOP_THRESHOLD": ["-1"],
         "NOTIFY_ALERT_WEBHOOK_URL": ["ftp://hooks.example.com/x", "hooks.slack.com"],
         "NOTIFY_SMTP_STARTTLS": ["sometimes"],
-        "NOTIFY_ALERT_ROUTING": ["P1=sms,log", "P9=sns", "P1", "P2=webhook;P3=email"],
+        "NOTIFY_ALERT_ROUTING": [
+            "P1=sms,log",
+            "P9=sns",
+            "P1",
+            "P2=webhook;P3=email",
+            "P1=sns;P1=log",
+        ],
     }
     cases = []
     for variable, values in bad.items():

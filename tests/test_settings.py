@@ -5,6 +5,7 @@ from decimal import Decimal
 import pytest
 
 from notify.settings import Priority, SenderKind, SettingsError, load_settings
+from notify.severity import Severity
 
 
 def test_defaults_follow_the_runbook(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,6 +186,7 @@ def test_ses_rate_auto_in_any_case(monkeypatch: pytest.MonkeyPatch, given: str) 
         ("P1=sns,log;P2=slack", "'P2=slack'", "'slack' is not a route (routes: sns, webhook, log)"),
         ("P9=sns", "'P9=sns'", "names no severity P1-P4"),
         ("P1;P2=log", "'P1'", "is not SEVERITY=ROUTES"),
+        ("P1=sns;p1=log", "'p1=log'", "gives P1 again (first 'P1=sns')"),
     ],
 )
 def test_an_unknown_alert_route_or_severity_stops_at_load_naming_the_entry(
@@ -196,6 +198,15 @@ def test_an_unknown_alert_route_or_severity_stops_at_load_naming_the_entry(
     message = str(raised.value)
     assert message.startswith("NOTIFY_ALERT_ROUTING=")
     assert f"entry {entry}" in message and reason in message
+
+
+def test_a_route_named_twice_is_routed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """'P1=sns,log,SNS' sent the P1 page twice."""
+    from notify.alerts import parse_routing
+
+    monkeypatch.setenv("NOTIFY_ALERT_ROUTING", "P1=sns,log,SNS; P2=webhook,webhook")
+    routing = parse_routing(load_settings().alert_routing)
+    assert (routing[Severity.P1], routing[Severity.P2]) == (("sns", "log"), ("webhook",))
 
 
 def test_alert_routing_accepts_every_route_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
