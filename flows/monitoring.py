@@ -23,7 +23,7 @@ from flows.events import check_events
 from flows.logs import library_logs_in_run
 from flows.naming import rename
 from flows.states import Unsuccessful, check_state, one_line
-from notify.alerts import Delivery, unreached
+from notify.alerts import Delivery, delivered, unreached
 from notify.audits import HealthReport, LoopReport, Report
 from notify.check_params import CheckParams, FailureParams, LoopParams
 from notify.checks import SPECS, Check, Published, should_mute
@@ -53,7 +53,7 @@ def _checked(check: Check, params: CheckParams, *, mute: bool, title: str) -> St
     if isinstance(report, LoopReport) and mute:
         report = checks.mute(report)
     deliveries = checks.alerts(check, report) if params.alert else []
-    report = report.with_alerts_unreached(unreached(deliveries))
+    report = report.with_alerts_unreached(unreached(deliveries), delivered(deliveries))
     # after the alerts: AWS out of reach must not keep them from going out
     published = checks.metrics(check, report) if params.publish_metrics else Published(0)
     report = report.with_metrics_unpublished(published.error)

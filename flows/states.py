@@ -201,7 +201,7 @@ def check_message(check: str, report: Report, unrouted: list[str]) -> str:
     findings = "; ".join(f"{f.code}: {f.message}" for f in report.findings[:3])
     text = f"{check} {report.severity}: {findings or 'no findings'}"
     if unrouted:
-        text = f"{nobody_alerted(unrouted)}. {text}"
+        text = f"{nobody_alerted(unrouted, report.alerts_delivered)}. {text}"
     return one_line(text)
 
 

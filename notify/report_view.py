@@ -20,6 +20,7 @@ HEADER_KEYS = (
     "breached",
     "findings",
     "alerts_unreached",  # the flow's artifact and the CLI say it on a line of its own
+    "alerts_delivered",  # the same line says it
     "metrics_unpublished",  # the same
 )
 MAX_ROWS = 25

@@ -25,11 +25,14 @@ class Report(BaseModel):
     breaches: tuple[str, ...] = ()
     breached: bool = False
     alerts_unreached: tuple[str, ...] = ()  # with alerts routed: the routes that failed
+    alerts_delivered: tuple[str, ...] = ()  # ... and those other than the log that delivered
     metrics_unpublished: str | None = None  # with metrics published: why they were not
 
-    def with_alerts_unreached(self, lines: Sequence[str]) -> Self:
-        """This report with the alert routes that failed (`webhook: route not configured`)."""
-        return self.model_copy(update={"alerts_unreached": tuple(lines)})
+    def with_alerts_unreached(self, lines: Sequence[str], delivered: Sequence[str] = ()) -> Self:
+        """This report with the alert routes that failed (`webhook: route not configured`) and
+        those other than the log that delivered (`sns`)."""
+        update = {"alerts_unreached": tuple(lines), "alerts_delivered": tuple(delivered)}
+        return self.model_copy(update=update)
 
     def with_metrics_unpublished(self, line: str | None) -> Self:
         """This report with why its CloudWatch metrics could not be published (None: they were,

@@ -653,6 +653,54 @@ def test_a_resolution_reaches_the_pager_that_heard_the_page(engine: Engine) -> N
     ]
 
 
+def test_a_resolution_says_so_in_the_sns_subject(engine: Engine) -> None:
+    """The pager's subject of a resolution read `[P1] notifyops health:ses-sender`, like the
+    page itself: whoever reads subjects only saw the incident start again."""
+    sns = FakeSns()
+    check_run(engine, sns, (SENDER_UNVERIFIED,))
+    check_run(engine, sns, ())
+    assert [p["Subject"] for p in sns.published] == [
+        "[P1] notifyops health:ses-sender",
+        "[RESOLVED] notifyops health:ses-sender",
+    ]
+
+
+def test_a_failed_route_beside_one_that_paged_is_not_nobody_alerted(
+    engine: Engine, webhook: tuple[str, Any]
+) -> None:
+    """SNS paged, the webhook answered 500: stderr and the run's state said NOBODY WAS ALERTED.
+    They say which route failed and which delivered; NOBODY WAS ALERTED stays for none."""
+    from flows.states import check_message
+    from notify.alerts import delivered
+    from notify.reports import Report
+
+    url, handler = webhook
+    handler.status = 500
+    sns = FakeSns()
+    routing = "P1=sns,webhook,log"
+    deliveries = check_run(
+        engine, sns, (SENDER_UNVERIFIED,), alert_webhook_url=url, alert_routing=routing
+    )
+    report = Report(
+        as_of=NOW, window_start=NOW, window_hours=1, severity=P1, findings=(SENDER_UNVERIFIED,)
+    ).with_alerts_unreached(unreached(deliveries), delivered(deliveries))
+    message = check_message("health", report, list(report.alerts_unreached))
+    assert message.startswith(
+        "ALERT ROUTES FAILED (webhook: HTTPError: HTTP Error 500: Internal Server Error); "
+        "the others delivered (sns): set NOTIFY_ALERT_SNS_TOPIC_ARN"
+    )
+    assert "NOBODY WAS ALERTED" not in message
+    assert report.to_json()["alerts_delivered"] == ["sns"]
+    sns.failing = True
+    failed = check_run(engine, sns, (), alert_cooldown_minutes=0, alert_webhook_url=url)
+    nobody = Report(as_of=NOW, window_start=NOW, window_hours=1, severity=P4).with_alerts_unreached(
+        unreached(failed), delivered(failed)
+    )
+    assert check_message("health", nobody, list(nobody.alerts_unreached)).startswith(
+        "NOBODY WAS ALERTED (sns: ConnectionError: topic unreachable)"
+    )
+
+
 def test_a_failed_repeat_does_not_cancel_the_resolution(engine: Engine) -> None:
     """Paged at P1, a repeat failed (the topic out of reach), then the condition cleared:
     nothing was sent, as if the incident had reached nobody."""

@@ -127,6 +127,7 @@ COMMON = {
     "breaches",
     "breached",
     "alerts_unreached",
+    "alerts_delivered",
     "metrics_unpublished",
 }
 CHECK_COMMANDS = {

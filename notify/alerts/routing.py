@@ -44,7 +44,8 @@ class SnsTopicRoute:
         self.client, self.topic_arn = client, topic_arn
 
     def send(self, notice: AlertNotice) -> None:
-        subject = f"[{notice.severity}] notifyops {notice.key}"
+        tag = "RESOLVED" if notice.state == RESOLVED else notice.severity
+        subject = f"[{tag}] notifyops {notice.key}"
         subject = subject.encode("ascii", "replace").decode()[:SUBJECT_MAX]
         self.client.publish(TopicArn=self.topic_arn, Subject=subject, Message=notice.text)
 
@@ -124,9 +125,22 @@ def reached(deliveries: Sequence[Delivery]) -> bool:
     return bool(deliveries) and all(d.ok and d.route == LOG for d in deliveries)
 
 
-def nobody_alerted(lines: Sequence[str]) -> str:
-    """One line for failed routes (`unreached`): what failed and the fix."""
-    return f"NOBODY WAS ALERTED ({', '.join(lines)}): {ROUTE_FIX}"
+def delivered(deliveries: Iterable[Delivery]) -> tuple[str, ...]:
+    """The routes other than the log that delivered a notice, each named once (`sns`)."""
+    return tuple(dict.fromkeys(d.route for d in deliveries if d.ok and d.route != LOG))
+
+
+def nobody_alerted(lines: Sequence[str], delivered_on: Sequence[str] = ()) -> str:
+    """One line for failed routes (`unreached`): what failed and the fix; NOBODY WAS ALERTED
+    when no other route delivered (`delivered`), else which routes did (the pager may have been
+    reached though the chat webhook failed)."""
+    failed = ", ".join(lines)
+    if delivered_on:
+        return (
+            f"ALERT ROUTES FAILED ({failed}); the others delivered "
+            f"({', '.join(delivered_on)}): {ROUTE_FIX}"
+        )
+    return f"NOBODY WAS ALERTED ({failed}): {ROUTE_FIX}"
 
 
 def dispatch(

@@ -232,7 +232,7 @@ def _direct(check: Check, params: Any) -> Report:
     """The same steps as the flow, without Prefect (for when Prefect itself is down)."""
     from notify import checks
     from notify.actions.audit_trail import Actor
-    from notify.alerts import unreached
+    from notify.alerts import delivered, unreached
     from notify.audits import LoopReport
     from notify.bootstrap import runtime
 
@@ -248,7 +248,7 @@ def _direct(check: Check, params: Any) -> Report:
         report = checks.mute_detected_loops(runtime=here, report=report, actor=actor)
     if params.alert:  # before the metrics: AWS out of reach must not keep alerts from going out
         deliveries = checks.raise_alerts(which, runtime=here, report=report)
-        report = report.with_alerts_unreached(unreached(deliveries))
+        report = report.with_alerts_unreached(unreached(deliveries), delivered(deliveries))
     if params.publish_metrics:
         published = checks.publish_metrics(which, runtime=here, report=report)
         report = report.with_metrics_unpublished(published.error)
@@ -260,7 +260,8 @@ def _say_if_nobody_was_alerted(check: Check, report: Report) -> None:
     from notify.alerts import nobody_alerted
 
     if report.alerts_unreached:
-        fail_line(f"{check.value} {report.severity}: {nobody_alerted(report.alerts_unreached)}")
+        failed = nobody_alerted(report.alerts_unreached, report.alerts_delivered)
+        fail_line(f"{check.value} {report.severity}: {failed}")
 
 
 def _say_if_metrics_unpublished(check: Check, report: Report) -> None:
