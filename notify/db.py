@@ -461,6 +461,9 @@ class Alert(Base):
     # the highest severity whose notice reached someone (None: none has): its routes hear the
     # resolution; unlike last_notified it is not reset by a notice that failed
     notified_severity: Mapped[str | None] = mapped_column(String(2))
+    # a run is sending its notice (until then, or until it records the outcome): another run
+    # overlapping it does not send the same notice again
+    notifying_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     count: Mapped[int] = mapped_column(Integer, default=1)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

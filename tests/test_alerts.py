@@ -6,6 +6,7 @@ import json
 import logging
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -212,8 +213,12 @@ def notice(severity: Severity, state: str = "open") -> AlertNotice:
 class _Recorder(BaseHTTPRequestHandler):
     received: list[dict[str, Any]] = []
     status = 200
+    delay_s = 0.0  # a slow webhook
+    started = False  # a request has come in
 
     def do_POST(self) -> None:
+        type(self).started = True
+        time.sleep(type(self).delay_s)
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).received.append(
             {"body": json.loads(body), "content_type": self.headers["Content-Type"]}
@@ -228,7 +233,9 @@ class _Recorder(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def webhook() -> Iterator[tuple[str, type[_Recorder]]]:
-    handler = type("Recorder", (_Recorder,), {"received": [], "status": 200})
+    handler = type(
+        "Recorder", (_Recorder,), {"received": [], "status": 200, "delay_s": 0.0, "started": False}
+    )
     server = HTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -715,4 +722,26 @@ def test_a_failed_repeat_does_not_cancel_the_resolution(engine: Engine) -> None:
     assert [p["Message"].split(":")[0] for p in sns.published] == [
         "[P1] health",
         "[RESOLVED] health",
+    ]
+
+
+def test_overlapping_runs_send_a_new_alert_once(engine: Engine, webhook: tuple[str, Any]) -> None:
+    """Two runs of one check overlapping (the first held up by a slow webhook) both sent the new
+    alert, 'seen 1x' and 'seen 2x': until the first recorded its notice the second took it for
+    one that reached nobody. The first marks it as being sent; the second leaves it alone."""
+    url, handler = webhook
+    handler.delay_s = 1.0
+    sns = FakeSns()
+    backlog = (Finding("backlog", P2, "backlog 6,000 > 5,000"),)
+    first = threading.Thread(
+        target=check_run, args=(engine, sns, backlog), kwargs={"alert_webhook_url": url}
+    )
+    first.start()
+    while not handler.started:
+        time.sleep(0.01)
+    overlapping = check_run(engine, sns, backlog, alert_webhook_url=url)
+    first.join()
+    assert overlapping == [], "being sent by the first run"
+    assert [r["body"]["text"].split(" (")[0] for r in handler.received] == [
+        "[P2] health:backlog: backlog 6,000 > 5,000"
     ]

@@ -23,6 +23,10 @@ OPEN = "open"
 RESOLVED = "resolved"
 COOLDOWN = "in cooldown"
 RETRY = "retry"  # the last notice reached nobody
+BEING_SENT = "being sent by another run"  # a run overlapping this one is sending its notice
+# how long a run that decided to send a notice holds it (the routes time out in seconds); one
+# that died holding it lets the next run send it
+NOTIFYING_FOR = timedelta(minutes=2)
 UNSTORED = "not stored"  # the alert store (the database) is out of reach
 
 
@@ -36,7 +40,9 @@ class AlertNotice:
     state: str  # open | resolved
     count: int
     first_seen: datetime
-    reason: str  # new | reopened | escalated | repeat | retry | in cooldown | resolved | not stored
+    # new | reopened | escalated | repeat | retry | in cooldown | being sent by another run |
+    # resolved | not stored
+    reason: str
     # a resolution's: the highest severity whose notice reached someone (its routes hear the
     # incident is over, though it has dropped since: paged at P1, cleared at P3)
     notified_severity: Severity | None = None
@@ -90,8 +96,11 @@ def raise_or_refresh(
 ) -> AlertDecision:
     """Open the alert (or refresh an open one); notify when new, reopened, escalated, when its
     last notice reached nobody, or when the cooldown since the last notice has passed. The
-    cooldown starts when `record_notices` says a notice reached someone."""
-    found = select(Alert).where(Alert.key == key)
+    cooldown starts when `record_notices` says a notice reached someone. A notice due is marked
+    as being sent (`notifying_until`) in this transaction: a run overlapping this one does not
+    take it for one that reached nobody and send it again (the row is locked while it is read
+    where the database can: PostgreSQL)."""
+    found = select(Alert).where(Alert.key == key).with_for_update()
     alert = session.execute(found).scalar_one_or_none()
     if alert is None:
         inserted = _insert(session, key, severity, summary, now)
@@ -99,8 +108,11 @@ def raise_or_refresh(
             return _decision(inserted, notify=True, reason="new")
         alert = session.execute(found).scalar_one()  # a concurrent run inserted it first
     reason = _refresh(alert, severity, summary, now, cooldown)
+    notify = reason not in (COOLDOWN, BEING_SENT)
+    if notify:
+        alert.notifying_until = now + NOTIFYING_FOR
     session.flush()
-    return _decision(alert, notify=reason != COOLDOWN, reason=reason)
+    return _decision(alert, notify=notify, reason=reason)
 
 
 def _insert(
@@ -115,6 +127,7 @@ def _insert(
         first_seen=now,
         last_seen=now,
         last_notified=None,  # until a notice reaches someone (record_notices)
+        notifying_until=now + NOTIFYING_FOR,  # this run sends its notice
         count=1,
     )
     try:
@@ -139,6 +152,8 @@ def _refresh(
         return "reopened"
     if severity.rank < previous.rank:
         return "escalated"
+    if alert.notifying_until is not None and alert.notifying_until > now:
+        return BEING_SENT
     if alert.last_notified is None:
         return RETRY
     return "repeat" if now - alert.last_notified >= cooldown else COOLDOWN
@@ -155,6 +170,7 @@ def record_notices(*, session: Session, reached: Mapping[str, bool], now: dateti
     query = select(Alert).where(Alert.state == OPEN, Alert.key.in_(list(reached)))
     for alert in session.execute(query).scalars():
         alert.last_notified = now if reached[alert.key] else None
+        alert.notifying_until = None
         if reached[alert.key]:
             alert.notified_severity = _highest(alert.notified_severity, alert.severity)
     session.flush()
