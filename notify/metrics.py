@@ -1,10 +1,11 @@
 """CloudWatch: the audits' numbers as custom metrics, and the runbook's alarms on them.
 
 Metrics (namespace settings.cloudwatch_namespace, no dimensions, as the runbook queries them):
-SMSCost (USD spent in the last hour; the hourly audit publishes once an hour, so Sum per hour is
-the hourly cost), DeliveryLatency and DeliveryLatencyP95 (seconds), EmailFailureRate,
-SmsFailureRate and ErrorRate (percent, 0-100), QueueBacklog, UnknownDeliveries and WorkersOnline
-(counts; WorkersOnline comes from the flow layer, which sees Prefect).
+SMSCost (USD spent in the last hour: each publish is already an hour's total, and an ad hoc
+`--publish` or a late scheduled run adds a second point to the same hour), DeliveryLatency and
+DeliveryLatencyP95 (seconds), EmailFailureRate, SmsFailureRate and ErrorRate (percent, 0-100),
+QueueBacklog, UnknownDeliveries and WorkersOnline (counts; WorkersOnline comes from the flow
+layer, which sees Prefect).
 """
 
 from __future__ import annotations
@@ -100,7 +101,12 @@ class AlarmSpec:
 
 
 def runbook_alarms(settings: Settings) -> list[AlarmSpec]:
-    """The runbook's alarms, thresholds from settings and the escalation table."""
+    """The runbook's alarms, thresholds from settings and the escalation table.
+
+    No alarm sums: every metric is a level or a window's figure (a rate, a last-hour total, a
+    backlog, a count online), so two publishes in one period (an ad hoc `--publish`, a late
+    scheduled run) must not add up. Rates and latency are averaged, levels and totals take the
+    period's Maximum."""
     rate = RUNBOOK.failure_rate_high * PERCENT
     return [
         AlarmSpec(
@@ -114,7 +120,7 @@ def runbook_alarms(settings: Settings) -> list[AlarmSpec]:
         AlarmSpec(
             "HighSMSCost",
             "SMSCost",
-            "Sum",
+            "Maximum",  # already the last hour's total: summed, two runs in one hour double it
             3600,
             float(settings.sms_hourly_alarm_usd),
             f"SMS cost > {usd(settings.sms_hourly_alarm_usd)}/hour (runbook section 2)",

@@ -163,7 +163,7 @@ def test_install_alarms_is_idempotent_and_pages_the_topic(cloudwatch: Any) -> No
     cost = alarms["RS-Notifications-HighSMSCost"]
     assert (cost["MetricName"], cost["Statistic"], cost["Period"], cost["Threshold"]) == (
         "SMSCost",
-        "Sum",
+        "Maximum",
         3600,
         20.0,
     )
@@ -189,3 +189,44 @@ def test_alarms_without_topic_have_no_actions(cloudwatch: Any) -> None:
     cost = cloudwatch.describe_alarms(AlarmNames=["RS-Notifications-HighSMSCost"])["MetricAlarms"]
     assert cost[0]["AlarmActions"] == [] and cost[0]["Threshold"] == 35.0
     assert len(runbook_alarms(settings)) == 6
+
+
+def alarm_reading(client: Any, alarm_name: str, now: datetime) -> float | None:
+    """What the alarm compares with its threshold: its metric, under its own statistic and
+    period, over the period ending now (moto stores alarms but does not evaluate them)."""
+    [alarm] = client.describe_alarms(AlarmNames=[alarm_name])["MetricAlarms"]
+    stat, period = alarm["Statistic"], alarm["Period"]
+    answer = client.get_metric_statistics(
+        Namespace=alarm["Namespace"],
+        MetricName=alarm["MetricName"],
+        Statistics=[stat],
+        Period=period,
+        StartTime=now - timedelta(seconds=period),
+        EndTime=now + timedelta(minutes=5),
+    )
+    points = answer["Datapoints"]
+    return max(point[stat] for point in points) if points else None
+
+
+def test_two_sms_cost_publishes_in_one_hour_do_not_trip_the_hourly_cost_alarm(
+    cloudwatch: Any,
+) -> None:
+    """Each SMSCost point is already the last hour's spend: summed, a scheduled run and an ad hoc
+    `audit sms-cost --publish` of $15 each read $30, over the $20 alarm, and paged on-call for
+    an hour that cost $15."""
+    settings = Settings(sender="memory")
+    install_alarms(cloudwatch, settings)
+    now = datetime.now(UTC).replace(microsecond=0)
+    for run in (now - timedelta(minutes=20), now):
+        publish(cloudwatch, settings, sms_cost_metrics(sms_report(run, "15.00")))
+    reading = alarm_reading(cloudwatch, "RS-Notifications-HighSMSCost", now)
+    assert reading == pytest.approx(15.0) and reading < 20.0
+    publish(cloudwatch, settings, sms_cost_metrics(sms_report(now, "25.00")))
+    assert alarm_reading(cloudwatch, "RS-Notifications-HighSMSCost", now) == pytest.approx(25.0)
+
+
+def test_no_runbook_alarm_sums_a_level_or_a_window_total() -> None:
+    """Every metric the alarms watch is a level, a rate or a window's total: a Sum over the
+    period counts it once per publish."""
+    statistics = {spec.name: spec.statistic for spec in runbook_alarms(Settings(sender="memory"))}
+    assert "Sum" not in statistics.values(), statistics
