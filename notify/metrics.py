@@ -21,6 +21,7 @@ from notify.settings import Settings
 from notify.severity import RUNBOOK
 
 ALARM_PREFIX = "RS-Notifications-"
+WORKER_DOWN = "WorkerDown"  # needs a work pool: without one health publishes no WorkersOnline
 BATCH = 20  # metric data per put_metric_data call (the oldest documented limit)
 PERCENT = 100
 
@@ -100,13 +101,20 @@ class AlarmSpec:
     missing_data: str = "notBreaching"
 
 
-def runbook_alarms(settings: Settings) -> list[AlarmSpec]:
-    """The runbook's alarms, thresholds from settings and the escalation table.
+def runbook_alarms(settings: Settings, *, work_pool: bool = True) -> list[AlarmSpec]:
+    """The runbook's alarms, thresholds from settings and the escalation table; WorkerDown only
+    with a work pool (`work_pool`): without one (`notifyops serve`) no WorkersOnline is ever
+    published and the alarm, missing data breaching, would page for ever.
 
     No alarm sums: every metric is a level or a window's figure (a rate, a last-hour total, a
     backlog, a count online), so two publishes in one period (an ad hoc `--publish`, a late
     scheduled run) must not add up. Rates and latency are averaged, levels and totals take the
     period's Maximum."""
+    alarms = _alarms(settings)
+    return [spec for spec in alarms if work_pool or spec.name != WORKER_DOWN]
+
+
+def _alarms(settings: Settings) -> list[AlarmSpec]:
     rate = RUNBOOK.failure_rate_high * PERCENT
     return [
         AlarmSpec(
@@ -150,7 +158,7 @@ def runbook_alarms(settings: Settings) -> list[AlarmSpec]:
             "Average delivery latency > 30 s (runbook section 6)",
         ),
         AlarmSpec(
-            "WorkerDown",
+            WORKER_DOWN,
             "WorkersOnline",
             "Maximum",
             300,
@@ -163,15 +171,26 @@ def runbook_alarms(settings: Settings) -> list[AlarmSpec]:
     ]
 
 
-def install_alarms(client: Any, settings: Settings) -> list[str]:
-    """Create or update (put_metric_alarm is idempotent by name) every runbook alarm; the alarm
-    actions page the SNS topic when settings.alert_sns_topic_arn is set. Returns the names."""
+def install_alarms(client: Any, settings: Settings, *, work_pool: bool = True) -> list[str]:
+    """Create or update (put_metric_alarm is idempotent by name) every runbook alarm (WorkerDown
+    only with a work pool); the alarm actions page the SNS topic when
+    settings.alert_sns_topic_arn is set. Returns the names."""
     actions = [settings.alert_sns_topic_arn] if settings.alert_sns_topic_arn else []
     names = []
-    for spec in runbook_alarms(settings):
+    for spec in runbook_alarms(settings, work_pool=work_pool):
         client.put_metric_alarm(**_alarm_request(spec, settings.cloudwatch_namespace, actions))
         names.append(ALARM_PREFIX + spec.name)
     return names
+
+
+def remove_worker_alarm(client: Any) -> bool:
+    """Delete WorkerDown if an earlier install made it (it pages for ever without a work pool);
+    whether there was one."""
+    name = ALARM_PREFIX + WORKER_DOWN
+    if not client.describe_alarms(AlarmNames=[name])["MetricAlarms"]:
+        return False
+    client.delete_alarms(AlarmNames=[name])
+    return True
 
 
 def _alarm_request(spec: AlarmSpec, namespace: str, actions: Sequence[str]) -> dict[str, Any]:

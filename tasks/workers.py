@@ -61,6 +61,19 @@ def late_runs() -> LateRuns | None:
     return LateRuns(count, round((utcnow() - due).total_seconds() / 60, 1))
 
 
+def work_pool_exists(pool: str = WORK_POOL) -> bool | None:
+    """Whether the Prefect server has the pool (None without PREFECT_API_URL: not known). Errors
+    reaching the server propagate (httpx.HTTPError)."""
+    if not os.environ.get("PREFECT_API_URL"):
+        return None
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+        except ObjectNotFound:
+            return False
+    return True
+
+
 def work_pool_state(pool: str = WORK_POOL) -> PoolState | None:
     """None without a Prefect server or without the pool (e.g. `notifyops serve`): a 404 of any
     kind (Prefect's ObjectNotFound or a bare HTTP 404 from the workers endpoint) means no pool.

@@ -402,14 +402,101 @@ def test_alarms_install_without_a_topic_warns_that_they_page_nobody(
     assert main(["alarms", "install", "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["sns_topic_arn"] is None
-    [line] = captured.err.splitlines()
-    assert line.startswith("warning: NOTIFY_ALERT_SNS_TOPIC_ARN is unset: the alarms have no")
+    assert _warning(captured.err, "NOTIFY_ALERT_SNS_TOPIC_ARN is unset: the alarms have no")
     topic = boto3.client("sns").create_topic(Name="pager")["TopicArn"]
     monkeypatch.setenv("NOTIFY_ALERT_SNS_TOPIC_ARN", topic)
     reload_runtime()
     assert main(["alarms", "install", "--json"]) == 0
     captured = capsys.readouterr()
-    assert json.loads(captured.out)["sns_topic_arn"] == topic and captured.err == ""
+    assert json.loads(captured.out)["sns_topic_arn"] == topic
+    assert "NOTIFY_ALERT_SNS_TOPIC_ARN" not in captured.err
+
+
+def _warning(err: str, start: str) -> str:
+    """The one warning line of `err` that starts with `start` (after `warning: `)."""
+    [line] = [line for line in err.splitlines() if line.startswith(f"warning: {start}")]
+    return line
+
+
+def _alarm_names() -> list[str]:
+    alarms = boto3.client("cloudwatch").describe_alarms()["MetricAlarms"]
+    return sorted(alarm["AlarmName"] for alarm in alarms)
+
+
+WORKER_DOWN = "RS-Notifications-WorkerDown"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the Prefect API, not the database
+def test_alarms_install_leaves_worker_down_out_where_prefect_has_no_work_pool(
+    flow_env: str, aws_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under `notifyops serve` there is no work pool, health publishes no WorkersOnline and
+    WorkerDown (missing data breaching) paged for ever. Now install asks Prefect: no pool, no
+    WorkerDown (one an earlier install made is removed), and it says how to add it later; with
+    the pool it is installed as before."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.settings import PREFECT_API_URL
+
+    from tasks.workers import WORK_POOL
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert main(["alarms", "install"]) == 0  # as before: nothing to ask, all six
+    unknown = _warning(capsys.readouterr().err, "PREFECT_API_URL is unset: cannot tell whether")
+    assert "RS-Notifications-WorkerDown installed" in unknown
+    assert WORKER_DOWN in _alarm_names()
+
+    monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
+    assert main(["alarms", "install", "--json"]) == 0
+    captured = capsys.readouterr()
+    answer = json.loads(captured.out)
+    assert answer["work_pool"] is False and WORKER_DOWN not in answer["alarms"]
+    assert answer["left_out"] == answer["removed"] == [WORKER_DOWN]
+    assert len(_alarm_names()) == 5 and WORKER_DOWN not in _alarm_names()
+    line = _warning(captured.err, "no `notifyops` work pool at ")
+    assert "WorkerDown left out and removed" in line
+    assert line.endswith("run `notifyops alarms install` again")
+
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+    try:
+        assert main(["alarms", "install", "--json"]) == 0
+        captured = capsys.readouterr()
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_work_pool(WORK_POOL)
+    answer = json.loads(captured.out)
+    assert answer["work_pool"] is True and answer["left_out"] == answer["removed"] == []
+    assert WORKER_DOWN in answer["alarms"] and WORKER_DOWN in _alarm_names()
+    assert "work pool" not in captured.err
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_alarms_install_warns_when_no_check_publishes_metrics(
+    cli_env: str, aws_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With NOTIFY_CLOUDWATCH_ENABLED=false nothing is ever published and every alarm that
+    counts missing data as breaching pages, yet install said nothing."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)  # WorkerDown installed: it would page
+    monkeypatch.setenv("NOTIFY_CLOUDWATCH_ENABLED", "false")
+    reload_runtime()
+    assert main(["alarms", "install"]) == 0
+    line = _warning(capsys.readouterr().err, "NOTIFY_CLOUDWATCH_ENABLED is false: no check")
+    assert "WorkerDown (missing data counts as breaching) pages for ever" in line
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_alarms_install_with_prefect_down_installs_worker_down_and_says_it_could_not_ask(
+    cli_env: str, aws_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    down = "http://127.0.0.1:9/api"
+    monkeypatch.setenv("PREFECT_API_URL", down)
+    with temporary_settings({PREFECT_API_URL: down}):
+        assert main(["alarms", "install"]) == 0
+    line = _warning(capsys.readouterr().err, f"Prefect at {down} did not answer (")
+    assert "RS-Notifications-WorkerDown installed" in line and WORKER_DOWN in _alarm_names()
 
 
 def test_config_masks_secrets(

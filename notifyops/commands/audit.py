@@ -7,6 +7,7 @@ publish no metrics and route no alerts unless asked (the schedules do both).
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -99,28 +100,96 @@ def health_command(
 
 @alarms_app.command("install")
 def install_alarms_command(json_output: bool = JSON) -> None:
-    """Create or update the RS-Notifications-* CloudWatch alarms (idempotent)."""
+    """Create or update the RS-Notifications-* CloudWatch alarms (idempotent); WorkerDown only
+    where the Prefect server has the `notifyops` work pool (none under `notifyops serve`)."""
     from notify.bootstrap import runtime
-    from notify.metrics import install_alarms
+    from notify.metrics import install_alarms, remove_worker_alarm
 
     here = runtime()
     settings = here.settings
-    names = install_alarms(here.aws_client("cloudwatch", retries=True), settings)
+    pool, unknown_why = _work_pool_exists()
+    client = here.aws_client("cloudwatch", retries=True)
+    names = install_alarms(client, settings, work_pool=pool is not False)
+    removed = pool is False and remove_worker_alarm(client)
     topic = settings.alert_sns_topic_arn
     if json_output:
         print_json(
-            {"alarms": names, "namespace": settings.cloudwatch_namespace, "sns_topic_arn": topic}
+            {
+                "alarms": names,
+                "namespace": settings.cloudwatch_namespace,
+                "sns_topic_arn": topic,
+                "work_pool": pool,
+                "left_out": [] if pool is not False else [_WORKER_ALARM],
+                "removed": [_WORKER_ALARM] if removed else [],
+            }
         )
     else:
         out.print(table("CloudWatch alarms (created or updated)", ["alarm"], [[n] for n in names]))
-    if not topic:
-        err.print(
-            Text.assemble(
-                ("warning: ", "bold yellow"),
-                "NOTIFY_ALERT_SNS_TOPIC_ARN is unset: the alarms have no actions and page "
-                "nobody; set it and run `notifyops alarms install` again",
-            )
-        )
+    warnings = [
+        *_pool_warnings(pool, unknown_why, removed=removed),
+        *([] if settings.cloudwatch_enabled else [_cloudwatch_off(pool is not False)]),
+        *([] if topic else [_NO_TOPIC]),
+    ]
+    for warning in warnings:
+        err.print(Text.assemble(("warning: ", "bold yellow"), warning))
+
+
+_WORKER_ALARM = "RS-Notifications-WorkerDown"  # notify.metrics ALARM_PREFIX + WORKER_DOWN
+_AGAIN = "run `notifyops alarms install` again"
+_NO_TOPIC = (
+    "NOTIFY_ALERT_SNS_TOPIC_ARN is unset: the alarms have no actions and page nobody; set it "
+    f"and {_AGAIN}"
+)
+
+
+def _cloudwatch_off(worker_alarm: bool) -> str:
+    what = (
+        f"{_WORKER_ALARM} (missing data counts as breaching) pages for ever"
+        if worker_alarm
+        else "no alarm ever fires"
+    )
+    return (
+        "NOTIFY_CLOUDWATCH_ENABLED is false: no check publishes metrics, so the alarms never see "
+        f"data and {what}; set it to true where the checks run"
+    )
+
+
+def _work_pool_exists() -> tuple[bool | None, str | None]:
+    """Whether the Prefect server has the `notifyops` work pool; when not known, why."""
+    import httpx
+
+    from notify.errors import error_line
+    from tasks.workers import work_pool_exists
+
+    try:
+        exists = work_pool_exists()
+    except httpx.HTTPError as exc:
+        return None, f"Prefect at {_prefect_url()} did not answer ({error_line(exc)})"
+    if exists is None:
+        return None, "PREFECT_API_URL is unset"
+    return exists, None
+
+
+def _pool_warnings(pool: bool | None, unknown_why: str | None, *, removed: bool) -> list[str]:
+    if pool is None:
+        return [
+            f"{unknown_why}: cannot tell whether the `notifyops` work pool exists; "
+            f"{_WORKER_ALARM} installed, and without a pool (`notifyops serve`) it pages for "
+            f"ever; point PREFECT_API_URL at the server and {_AGAIN}"
+        ]
+    if pool:
+        return []
+    done = "left out and removed" if removed else "left out"
+    return [
+        f"no `notifyops` work pool at {_prefect_url()}: {_WORKER_ALARM} {done} (health "
+        "publishes no WorkersOnline without one, as under `notifyops serve`, so it would page "
+        "for ever); once workers poll the pool (`python -m deployments.setup`, `prefect worker "
+        f"start --pool notifyops`), {_AGAIN}"
+    ]
+
+
+def _prefect_url() -> str:
+    return os.environ.get("PREFECT_API_URL", "")
 
 
 def parse_window(text: str, option: str) -> timedelta:
