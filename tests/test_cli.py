@@ -511,6 +511,18 @@ def test_config_masks_secrets(
     assert json.loads(shown)["smtp_password"] == "********"
 
 
+def test_config_shows_the_alert_routing_in_effect_for_every_severity(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`NOTIFY_ALERT_ROUTING=P2=log` showed as `P2=log`, as if P1, P3 and P4 went nowhere; a
+    severity it leaves out keeps its default route."""
+    monkeypatch.setenv("NOTIFY_ALERT_ROUTING", "P2=log")
+    reload_runtime()
+    assert main(["config", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["alert_routing"]
+    assert shown == "P1=sns,log;P2=log;P3=log;P4=log"
+
+
 def test_test_email_prints_the_message_id_or_the_classified_error(
     cli_env: str, aws_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
