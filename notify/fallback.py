@@ -243,6 +243,7 @@ def _qualifying(
     """(sms id, notification id, address, sms decision) of the rows a fallback may replace."""
     s, n, r = DELIVERY_LOGS, NOTIFICATIONS, RECIPIENTS
     email, replaced = DELIVERY_LOGS.alias("email"), DELIVERY_LOGS.alias("replaced")
+    carried = DELIVERY_LOGS.alias("carried")
     sent_or_blocked = exists().where(
         email.c.notification_id == s.c.notification_id,
         email.c.channel == Channel.email.value,
@@ -252,6 +253,10 @@ def _qualifying(
         ),
     )
     already = exists().where(replaced.c.replaces_id == s.c.id)
+    # a quiet-hours digest carries SMS of other notifications: their emails went (or their
+    # template refuses a fallback), and its own notification has no email to tell; it fails
+    # with its rows, as a mute made after the gather leaves it (notify.recheck)
+    a_digest = exists().where(carried.c.carried_by_id == s.c.id)
     suppressed = exists().where(
         suppression_stops(
             addresses=[r.c.email], channel=Channel.email.value, title=n.c.title, now=now
@@ -266,6 +271,7 @@ def _qualifying(
         ~sent_or_blocked,
         ~already,
         ~suppressed,
+        ~a_digest,
     ]
     if policy is not None and policy.blocked_templates:
         conditions.append(n.c.template_name.not_in(sorted(policy.blocked_templates)))

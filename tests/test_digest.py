@@ -276,6 +276,33 @@ def test_a_digest_that_fails_for_good_takes_its_rows_with_it(
     assert len(sender.failures) == 1, "one provider call, for the digest"
 
 
+def test_a_digest_that_fails_for_good_makes_no_email_fallback(
+    engine: Engine, settings: Settings, quiet_tech: None
+) -> None:
+    """The digest's SMS failed for good (an invalid number) and an email fallback was made for
+    it: the carried notifications' emails had gone already (sent both ways), and a template
+    with `"fallback_email": false` was re-sent as email after all."""
+    from notify.fallback import FallbackPolicy
+
+    ids = held(engine, settings, 2)
+    gather(engine, settings)
+    sender = MemorySender(fail=sms_fail(DeliveryError(INVALID_PHONE, "Invalid phone number")))
+    worker = deliverer(engine, settings, sender, clock=lambda: AFTER)
+    worker.fallback = FallbackPolicy.of(CATALOG)
+    worker.deliver_batch()
+    follow_digests(engine=engine, now=AFTER)
+    worker.deliver_batch()  # a fallback would be due now
+    (digest,) = digest_rows(engine)
+    assert digest.status == "failed_permanent" and "fallback" not in digest.decision
+    with transaction(engine) as session:
+        emails = session.scalars(
+            select(DeliveryLog.decision).where(DeliveryLog.channel == "email")
+        ).all()
+    assert len(emails) == len(ids) and not any("fallback" in d for d in emails)
+    subjects = sorted(m.subject for m in sender.emails)
+    assert subjects == ["Repair R-1 assigned", "Repair R-2 assigned"], "no digest by email"
+
+
 def test_a_retried_digest_keeps_its_rows_out_of_the_queue_until_it_has_an_outcome(
     engine: Engine, settings: Settings, quiet_tech: None
 ) -> None:
