@@ -18,6 +18,7 @@ from typing import Any
 from notify.db import Status
 from notify.receipts.events import MalformedReceipt, ReceiptEvent, Source
 from notify.senders.ses import DELIVERY_ID_TAG
+from notify.validation import refuse_unstorable
 
 # eventType -> the key of its event object in the record
 SES_EVENT_KEYS = {
@@ -231,8 +232,8 @@ def _readable(parse: Callable[[], ReceiptEvent]) -> ReceiptEvent:
 
 def _checked(event: ReceiptEvent) -> ReceiptEvent:
     """What the receipts table can hold: a message id of at most MAX_MESSAGE_ID characters,
-    addresses of at most MAX_ADDRESS, and no NUL character anywhere (PostgreSQL refuses it in
-    text and JSON)."""
+    addresses of at most MAX_ADDRESS, and nothing `notify.validation.refuse_unstorable` refuses
+    (a NUL character, which PostgreSQL refuses in text and JSON)."""
     message_id = event.provider_message_id or ""
     if len(message_id) > MAX_MESSAGE_ID:
         raise MalformedReceipt(
@@ -243,19 +244,11 @@ def _checked(event: ReceiptEvent) -> ReceiptEvent:
             raise MalformedReceipt(
                 f"an address is {len(address)} characters (at most {MAX_ADDRESS})"
             )
-    if _holds_nul(event.stored()):
-        raise MalformedReceipt("it holds a NUL character")
+    try:
+        refuse_unstorable(event.stored())
+    except ValueError as problem:
+        raise MalformedReceipt(str(problem)) from None
     return event
-
-
-def _holds_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_holds_nul(item) for item in value)
-    return False
 
 
 def dedupe_key(*parts: str) -> str:
