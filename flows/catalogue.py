@@ -29,20 +29,17 @@ def _names(catalog: TemplateCatalog) -> list[str]:
         return []
 
 
-def internal_templates(catalog: TemplateCatalog) -> frozenset[str]:
-    """The templates the deliverer makes (meta.json `"internal": true`): never in the form."""
-    return frozenset(name for name in _names(catalog) if catalog.is_internal(name))
+def internal_templates(catalog: TemplateCatalog, names: list[str]) -> frozenset[str]:
+    """Of `names`, the templates the deliverer makes (meta.json `"internal": true`): never in
+    the form."""
+    return frozenset(name for name in names if catalog.is_internal(name))
 
 
-def template_variables(
-    catalog: TemplateCatalog, internal: frozenset[str]
-) -> dict[str, tuple[str, ...]]:
-    """Each template a request may name (not the `internal` ones), with its variables (those
-    the request's context must give), by name."""
+def template_variables(catalog: TemplateCatalog, names: list[str]) -> dict[str, tuple[str, ...]]:
+    """Each of `names` (the templates a request may name) with its variables (those the
+    request's context must give), by name."""
     found: dict[str, tuple[str, ...]] = {}
-    for name in _names(catalog):
-        if name in internal:
-            continue
+    for name in names:
         try:
             found[name] = catalog.info(name).context_variables
         except NotifyError:  # a broken template is reported when it is used, not here
@@ -58,8 +55,13 @@ def refuse_internal(value: Any) -> Any:
 
 
 _CATALOG = _catalog()
-INTERNAL = internal_templates(_CATALOG) if _CATALOG is not None else frozenset()
-VARIABLES = template_variables(_CATALOG, INTERNAL) if _CATALOG is not None else {}
+_NAMES = _names(_CATALOG) if _CATALOG is not None else []  # the catalogue's directories, read once
+INTERNAL = internal_templates(_CATALOG, _NAMES) if _CATALOG is not None else frozenset()
+VARIABLES = (
+    template_variables(_CATALOG, [name for name in _NAMES if name not in INTERNAL])
+    if _CATALOG is not None
+    else {}
+)
 
 if TYPE_CHECKING:
     TemplateName = str
