@@ -31,6 +31,7 @@ from bench.common import (
 from bench.ledger import LedgerSender, pacers_for
 from notify.db import make_engine, transaction, utcnow
 from notify.delivery import BatchReport, Deliverer
+from notify.digest import DigestsWhileClaiming
 from notify.enqueue import SendRequest, enqueue
 from notify.rendering import TemplateCatalog
 from notify.senders import Senders
@@ -108,6 +109,7 @@ def make_deliverer(
         owner=owner,
         clock=utcnow,
         pacers=pacers_for(rate),
+        digests=DigestsWhileClaiming(TemplateCatalog(), settings),  # as the product's batches
     )
 
 

@@ -61,6 +61,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine
 
 from notify.db import Channel, Status, transaction
+from notify.digest import DigestsWhileClaiming
 from notify.errors import (
     FIX_SEPARATOR,
     MAYBE_SENT,
@@ -136,6 +137,10 @@ class BatchReport:
     # due SMS held back while the batch ran, their recipient's quiet hours having begun since
     # the run's own check (notify.recheck.QUIET_RECHECK_S)
     held_quiet: int = 0
+    # digests the batch gathered before its claims (a recipient's quiet window ended while it
+    # ran) and the held rows they carry
+    digests: int = 0
+    carried: int = 0
 
     @property
     def more_due(self) -> bool:
@@ -148,6 +153,8 @@ class BatchReport:
         self.released += other.released
         self.lost_lease += other.lost_lease
         self.held_quiet += other.held_quiet
+        self.digests += other.digests
+        self.carried += other.carried
         fresh = {
             c: why for c, why in other.stopped_channels.items() if c not in self.stopped_channels
         }
@@ -256,6 +263,9 @@ class _Pipeline:
     done: list[tuple[ClaimedRow, Outcome]] = field(default_factory=list)
     unsent: list[int] = field(default_factory=list)  # `sending` rows never handed over
     quiet_checked: datetime | None = None  # when quiet hours were last held (the batch's clock)
+    # the batch's clock when it last looked for held rows come due (DigestsWhileClaiming); its
+    # claims take no row due after it, so none of them is claimed before a gather saw it
+    digests_seen: datetime | None = None
 
 
 @dataclass
@@ -272,6 +282,9 @@ class Deliverer:
     fallback: FallbackPolicy | None = None  # SMS -> email fallback (notify.fallback); None: off
     # set when the process is asked to stop (a command's Ctrl-C): the batch ends as if stopped
     interrupted: threading.Event | None = None
+    # quiet-hours digests gathered before each claim (None: NOTIFY_QUIET_HOURS_DIGEST off, or a
+    # caller that gathers on its own)
+    digests: DigestsWhileClaiming | None = None
     _adaptive: dict[str, AdaptivePacer] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -297,6 +310,7 @@ class Deliverer:
             paused = email_sending_paused(conn)  # the reputation guardrail's pause
             line.skip = frozenset(skip) | ({Channel.email.value} if paused else set())
             line.to_claim = limit
+            self._gather_digests(conn, line, report)
             sending = self._claim(conn, line, min(limit, self._window))
             conn.commit()
             report.paused = f"email paused (rows left pending): {paused}" if paused else None
@@ -383,6 +397,7 @@ class Deliverer:
         while line.handed or line.done or line.unsent or (line.to_claim and not gate.stopped):
             if line.to_claim and not gate.stopped:  # before this cycle's claim
                 report.held_quiet += self._hold_quiet_hours(conn, line)
+                self._gather_digests(conn, line, report)
             self._collect(line, timeout=GROUP_COMMIT_S)
             now = time.monotonic()
             flush = bool(line.done) and (
@@ -448,6 +463,18 @@ class Deliverer:
         conn.commit()
         return held
 
+    def _gather_digests(self, conn: Connection, line: _Pipeline, report: BatchReport) -> None:
+        """Before a claim, with no write of the batch pending: held SMS whose quiet window ended
+        since the last look join their recipient's digest (committed), so no claim takes them
+        one by one."""
+        if self.digests is None:
+            return
+        now = self.clock()
+        gathered = self.digests.gather(conn, seen=line.digests_seen, now=now)
+        line.digests_seen = now
+        report.digests += gathered.digests
+        report.carried += gathered.carried
+
     def _claim(self, conn: Connection, line: _Pipeline, wanted: int) -> list[ClaimedRow]:
         """Up to `wanted` due rows into `sending` (none of the `skip` channels); fewer means
         nothing more is due, and the batch claims no more."""
@@ -455,11 +482,14 @@ class Deliverer:
         if left_out is None:  # every channel stopped or paused
             line.to_claim = 0
             return []
+        now = self.clock()
+        if line.digests_seen is not None:  # a row due since then waits for the next look
+            now = min(now, line.digests_seen)
         rows = claim_sending(
             conn,
             owner=self.owner,
             limit=wanted,
-            now=self.clock(),
+            now=now,
             lease=self._lease,
             skip_channel=left_out,
             # SES publishes a Send event for each email it takes through the configuration set

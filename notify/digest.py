@@ -1,7 +1,9 @@
 """Quiet-hours digests: the rows quiet hours held back for one recipient and channel go out as one
 message when the window ends, instead of a burst of SMS at 07:00.
 
-`gather_digests` runs at the start of every delivery run (flows/delivery.py). It takes the rows
+`gather_digests` runs at the start of every delivery run (flows/delivery.py), and a delivery
+batch gathers again before a claim when a held row came due since it last looked
+(`DigestsWhileClaiming`: a batch still claiming when a window ends). It takes the rows
 that are due now, still `pending` and never tried, whose decision is a quiet-hours deferral
 (`policies.QUIET_HOURS_LIKE`) and that no digest carries yet; it groups them by recipient and
 channel, leaving out rows whose template says `"digest": false` in its meta.json (those go out on
@@ -137,12 +139,57 @@ def gather_digests(
     *, engine: Engine, catalog: TemplateCatalog, settings: Settings, now: datetime
 ) -> Gathered:
     """Make the digests due at `now` (see the module's docstring); idempotent."""
+    with engine.connect() as conn:
+        return _gather_committed(conn, catalog, settings, now)
+
+
+@dataclass(frozen=True)
+class DigestsWhileClaiming:
+    """A delivery batch's digests: before each claim, rows quiet hours held whose window ended
+    since the batch last looked join their recipient's digest, so a batch still claiming when a
+    window ends never sends that recipient's held SMS one by one (the run gathered only the
+    digests due when it started)."""
+
+    catalog: TemplateCatalog
+    settings: Settings
+
+    def gather(self, conn: Connection, *, seen: datetime | None, now: datetime) -> Gathered:
+        """On `conn` (no write of its own pending; committed): one probe of the quiet index for
+        a held row that came due after `seen` (None: any due by `now`), then the gather."""
+        if not held_rows_came_due(conn, after=seen, now=now):
+            return Gathered()
+        return _gather_committed(conn, self.catalog, self.settings, now)
+
+
+def held_rows_came_due(conn: Connection, *, after: datetime | None, now: datetime) -> bool:
+    """Whether a row quiet hours held (never tried, carried by no digest) came due in (`after`,
+    `now`]: the partial quiet index's entries, one probe."""
+    query = select(LOGS.c.id).where(
+        QUIET_PENDING,
+        LOGS.c.next_attempt_at <= now,
+        LOGS.c.attempts == 0,
+        LOGS.c.carried_by_id.is_(None),
+    )
+    if after is not None:
+        query = query.where(LOGS.c.next_attempt_at > after)
+    return conn.execute(query.limit(1)).first() is not None
+
+
+def _gather_committed(
+    conn: Connection, catalog: TemplateCatalog, settings: Settings, now: datetime
+) -> Gathered:
+    """`_gather` in a transaction of its own on `conn`, again when it lost a row to a deliverer."""
     for _ in range(GATHER_ATTEMPTS):
         try:
-            with transaction(engine) as session:
-                return _gather(session.connection(), catalog, settings, now)
+            gathered = _gather(conn, catalog, settings, now)
         except _Raced:
+            conn.rollback()
             continue
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+        return gathered
     return Gathered(raced=True)
 
 

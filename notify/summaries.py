@@ -82,8 +82,8 @@ class DeliverySummary(BaseModel):
             left_held=left.held,
             unknown_total=left.unknown,
             failures=list(report.failures),
-            digests=gathered.digests,
-            carried=gathered.carried,
+            digests=gathered.digests + report.digests,
+            carried=gathered.carried + report.carried,
             held_quiet=held_first + report.held_quiet,
         )
 

@@ -19,7 +19,7 @@ from prefect.runtime import task_run
 
 from notify.db import database_unavailable, transaction, utcnow
 from notify.delivery import BatchReport, Deliverer
-from notify.digest import Gathered, follow_digests, gather_digests
+from notify.digest import DigestsWhileClaiming, Gathered, follow_digests, gather_digests
 from notify.due import has_work
 from notify.enqueue import Attribution, EnqueueResult, SendRequest, enqueue
 from notify.errors import NotifyError
@@ -130,7 +130,7 @@ def prepare_delivery() -> Prepared:
 def _prepare() -> Prepared:
     # a deliverer: building it builds the senders and pacers the batches need, beside the
     # enqueue rather than in the first batch (a deployment run has no command to warm them)
-    returned, unknown = _deliverer("rescue").rescue()
+    returned, unknown = deliverer("rescue").rescue()
     here = runtime()
     with transaction(here.engine()) as session:  # before the digests: none carries such a row
         rechecked = recheck_queued(
@@ -174,7 +174,7 @@ def deliver_batch(owner_suffix: str, limit: int, skip: list[str] | None = None) 
     (channels an earlier batch of the run stopped). A retried attempt is another lease owner,
     so it never keeps the failed attempt's rows alive with its heartbeat."""
     attempt = task_run.run_count or 1
-    return _deliverer(f"{owner_suffix}#{attempt}").deliver_batch(limit, skip or ())
+    return deliverer(f"{owner_suffix}#{attempt}").deliver_batch(limit, skip or ())
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ def _finish(run_tag: str, follow: bool, request_id: str | None) -> Finished:
     return Finished(left, own)
 
 
-def _deliverer(owner_suffix: str) -> Deliverer:
+def deliverer(owner_suffix: str) -> Deliverer:
     here = runtime()
     return Deliverer(
         engine=here.engine(),
@@ -213,6 +213,11 @@ def _deliverer(owner_suffix: str) -> Deliverer:
         pacers=pacers(),
         fallback=here.fallback_policy(),
         interrupted=here.interrupted,
+        digests=(
+            DigestsWhileClaiming(here.catalog(), here.settings)
+            if here.settings.quiet_hours_digest
+            else None
+        ),
     )
 
 

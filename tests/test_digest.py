@@ -20,10 +20,12 @@ from notify.actions.audit_trail import Actor
 from notify.actions.redrive import RedriveRequest, redrive
 from notify.audits.rollups import FULL_SCAN, RollupPolicy
 from notify.audits.sms_cost import sms_cost_audit
+from notify.bootstrap import Runtime, using
 from notify.db import QUIET_INDEX_WHERE, DeliveryLog, Notification, make_engine, transaction
 from notify.delivery import Deliverer
 from notify.digest import (
     DIGEST_SMS_MAX_PARTS,
+    DigestsWhileClaiming,
     Gathered,
     digest_decision,
     follow_digests,
@@ -39,6 +41,7 @@ from notify.senders.base import OutgoingSms
 from notify.senders.memory import MemorySender
 from notify.settings import Priority, Settings, load_settings
 from notify.summaries import DeliverySummary
+from tasks.dispatch import deliverer as delivery_deliverer
 from tests.conftest import empty_tables, engine_for
 from tests.test_dispatch import CATALOG, NOON, add_recipients, deliverer, tech
 
@@ -215,6 +218,41 @@ def test_one_held_row_is_sent_as_it_is(
         "Repair R-1 assigned to you: unit 12. Address and time window are in the technician portal."
     ]
     assert rows(engine, [only])[only].status == "sent" and digest_rows(engine) == []
+
+
+def test_a_batch_still_claiming_when_the_window_ends_sends_the_held_sms_as_one_digest(
+    engine: Engine, settings: Settings
+) -> None:
+    add_recipients(engine, [tech(1, **QUIET), tech(2)])
+    ids = held(engine, settings, 3)
+    busy = [request(engine, settings, f"B-{n}", to="tech:2") for n in range(40)]
+    sender = MemorySender()
+    before = WINDOW_END - timedelta(minutes=1)
+
+    def clock() -> datetime:  # the window ends while the batch works through tech:2's rows
+        return AFTER if len(sender.emails) + len(sender.sms) >= 10 else before
+
+    small = settings.model_copy(update={"send_concurrency": 2, "send_window": 8})
+    worker = deliverer(engine, small, sender, clock, digests=DigestsWhileClaiming(CATALOG, small))
+    report = worker.deliver_batch()
+    follow_digests(engine=engine, now=AFTER)
+
+    to_held = [m.body for m in sender.sms if m.phone == PHONE]
+    assert len(to_held) == 1 and to_held[0].startswith("3 updates from your quiet hours:"), (
+        "one digest, not the three held SMS one by one"
+    )
+    assert (report.digests, report.carried) == (1, 3)
+    assert {row.status for row in rows(engine, [*ids, *busy]).values()} == {"sent"}
+    assert report.claimed == 40 * 2 + 3 + 1, "every email, tech:2's SMS and the digest"
+
+
+def test_the_deliverers_of_delivery_runs_gather_digests_unless_digests_are_off(
+    settings: Settings,
+) -> None:
+    for digests, expected in ((True, True), (False, False)):
+        configured = settings.model_copy(update={"quiet_hours_digest": digests})
+        with using(Runtime(configured)):
+            assert (delivery_deliverer("test").digests is not None) is expected
 
 
 def test_rows_are_grouped_per_recipient_and_sms_not_held_is_left_alone(

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, func, select, text
 
 from notify.db import DeliveryLog, Notification, Recipient, Status, Suppression, transaction
 from notify.delivery import INTERRUPTED, Deliverer
+from notify.digest import DigestsWhileClaiming
 from notify.enqueue import SendRequest, enqueue
 from notify.errors import (
     ACCOUNT_PAUSED,
@@ -107,6 +108,7 @@ def deliverer(
     sender: MemorySender,
     clock: Callable[[], datetime] = lambda: NOON,
     interrupted: threading.Event | None = None,
+    digests: DigestsWhileClaiming | None = None,
 ) -> Deliverer:
     return Deliverer(
         engine=engine,
@@ -117,6 +119,7 @@ def deliverer(
         pacers={"email": Unpaced(), "sms": Unpaced()},
         rng=random.Random(7),
         interrupted=interrupted,
+        digests=digests,
     )
 
 
