@@ -141,3 +141,81 @@ def test_the_schema_check_knows_the_same_newest_migration_as_alembic() -> None:
 
     alembic_head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert head_revision() == alembic_head
+
+
+def test_an_upgrade_from_an_older_revision_keeps_every_row(db_url: str) -> None:
+    """An installation at 0005 with data upgrades to the newest revision with every delivery row
+    and every operator action's row still there. On SQLite the batch copies of 0006
+    (delivery_logs) and 0008 (notifications) dropped the old table with foreign keys on, and
+    ON DELETE CASCADE emptied the delivery log and the actions' rows."""
+    from datetime import UTC, datetime
+
+    from alembic import command
+    from sqlalchemy import func, select, text
+
+    from notify.db import DeliveryLog, Notification, OperatorActionRow, make_engine
+    from notify.migrate import alembic_config, upgrade_database
+
+    statuses = ["pending", "pending_retry", "claimed", "sending", "sent", "delivered", "failed"]
+    statuses += ["failed_permanent", "unknown", "skipped", "purged"]
+    noon = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    engine = make_engine(db_url)
+    try:
+        command.downgrade(alembic_config(db_url), "0005")
+        sqlite = engine.dialect.name == "sqlite"
+        at = {"at": noon.replace(tzinfo=None) if sqlite else noon}
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO recipients (id, external_id, name, email, phone, timezone, "
+                    "receive_email, receive_sms, created_at, updated_at) VALUES (1, 'tech:1', "
+                    "'Ana', 'ana@example.com', '+12065550100', 'UTC', true, true, :at, :at)"
+                ),
+                at,
+            )
+            for number, status in enumerate(statuses, start=1):
+                connection.execute(
+                    text(
+                        "INSERT INTO notifications (id, recipient_id, template_name, title, "
+                        "message, priority, category, context, read, created_at) VALUES "
+                        "(:id, 1, 'repair_assigned', 'Repair', 'm', 'high', 'repair', '{}', "
+                        "false, :at)"
+                    ),
+                    {"id": number, **at},
+                )
+                for channel in ("email", "sms"):
+                    connection.execute(
+                        text(
+                            "INSERT INTO delivery_logs (notification_id, channel, status, "
+                            "decision, attempts, created_at, next_attempt_at) VALUES "
+                            "(:id, :channel, :status, :decision, 1, :at, :at)"
+                        ),
+                        {"id": number, "channel": channel, "status": status, **at}
+                        | {"decision": f"{channel}: send"},
+                    )
+            connection.execute(
+                text(
+                    "INSERT INTO operator_actions (id, action, applied, actor, filters, counts, "
+                    "note, created_at) VALUES (1, 'redrive', true, 'ops', '{}', '{}', '', :at)"
+                ),
+                at,
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO operator_action_rows (action_id, delivery_log_id, from_status) "
+                    "SELECT 1, id, status FROM delivery_logs WHERE status = 'failed'"
+                )
+            )
+        upgrade_database(db_url)
+        with engine.connect() as connection:
+            kept = connection.execute(
+                select(DeliveryLog.status, func.count()).group_by(DeliveryLog.status)
+            ).all()
+            notifications = connection.execute(select(func.count(Notification.id))).scalar()
+            action_rows = connection.execute(select(func.count()).select_from(OperatorActionRow))
+            assert dict(kept) == dict.fromkeys(statuses, 2)
+            assert notifications == len(statuses)
+            assert action_rows.scalar() == 2
+    finally:
+        engine.dispose()
+        upgrade_database(db_url)  # the next tests need the newest schema, whatever failed

@@ -61,8 +61,33 @@ def _run(connection: Connection) -> None:
         render_as_batch=True,
         include_object=_include_object,
     )
-    with context.begin_transaction():
-        context.run_migrations()
+    if connection.dialect.name != "sqlite":
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    # A batch migration on SQLite copies a table and drops the old one. With foreign keys on (as
+    # notify.db.make_engine opens every connection), dropping `notifications` (0008) or
+    # `delivery_logs` (0006) deleted every row referencing it, ON DELETE CASCADE: an upgrade
+    # from 0007 or older emptied the delivery log. SQLite ignores the pragma inside a
+    # transaction, hence the commits around it.
+    _sqlite_foreign_keys(connection, on=False)
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise RuntimeError(
+                f"the migrations left rows whose foreign key is broken: {broken[:5]}"
+            )
+    finally:
+        _sqlite_foreign_keys(connection, on=True)
+
+
+def _sqlite_foreign_keys(connection: Connection, *, on: bool) -> None:
+    if connection.in_transaction():
+        connection.commit()
+    connection.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    connection.commit()
 
 
 if context.is_offline_mode():
