@@ -32,15 +32,37 @@ class DatabaseUnreachable(DatabaseNotReady):
 
 
 @cache
-def head_revision() -> str | None:
-    """The newest migration: the one revision no other migration names as its parent."""
+def _revisions() -> tuple[frozenset[str], frozenset[str]]:
+    """The packaged migrations' revisions, and the ones another migration names as its parent."""
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in VERSIONS.glob("*.py"):
         for kind, value in _REVISION.findall(path.read_text(encoding="utf-8")):
             (revisions if kind == "revision" else parents).add(value)
+    return frozenset(revisions), frozenset(parents)
+
+
+@cache
+def head_revision() -> str | None:
+    """The newest migration: the one revision no other migration names as its parent."""
+    revisions, parents = _revisions()
     heads = sorted(revisions - parents)
     return heads[-1] if heads else None
+
+
+def newer_than_code(safe_url: str, revision: str | None) -> DatabaseNotReady | None:
+    """The error for a database at a revision none of the packaged migrations is: a newer
+    notifyops upgraded it (the code was rolled back, or an old worker still runs). None when the
+    revision is known (or the schema is missing). `db upgrade` cannot help there: it knows no
+    way from that revision."""
+    if revision is None or revision in _revisions()[0]:
+        return None
+    return DatabaseNotReady(
+        f"the database {safe_url} is at revision {revision}, which this notifyops does not know "
+        f"(its newest is {head_revision()}): a newer notifyops upgraded it. Run that version; to "
+        f"go back to this one, first downgrade the database with the newer code "
+        f"(`alembic downgrade {head_revision()}`, see docs/RUNBOOK.md, Upgrading notifyops)"
+    )
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -93,6 +115,9 @@ def open_database(url: str) -> Engine:
         raise DatabaseUnreachable(message) from None
     if revision != head_revision():
         engine.dispose()
+        newer = newer_than_code(safe, revision)
+        if newer is not None:
+            raise newer
         raise DatabaseNotReady(
             f"the database {safe} is at revision {revision or 'none'}, not the newest "
             f"({head_revision()}): run `notifyops db upgrade`"

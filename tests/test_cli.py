@@ -329,6 +329,38 @@ def test_commands_refuse_an_unmigrated_database(
     assert "is at revision none" in capsys.readouterr().err
 
 
+def test_a_database_a_newer_notifyops_upgraded_is_named_not_upgraded_again(
+    cli_env: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The code rolled back (or an old worker) over a database a newer version migrated: every
+    command said `run notifyops db upgrade`, and that failed with Alembic's `CommandError: Can't
+    locate revision identified by '0099'`. Both now name the revision and what to do."""
+    import sqlite3
+
+    from notify.migrate import upgrade_database
+    from notify.schema import head_revision
+
+    database = tmp_path / "newer.db"
+    upgrade_database(f"sqlite:///{database}")
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '0099'")
+    monkeypatch.setenv("NOTIFY_DATABASE_URL", f"sqlite:///{database}")
+    reload_runtime()
+    for command in (["db", "upgrade"], ["recipients", "list"]):
+        assert main(command) == 2
+        said = capsys.readouterr().err.strip()
+        assert len(said.splitlines()) == 1 and "Traceback" not in said
+        assert "is at revision 0099, which this notifyops does not know" in said
+        assert f"its newest is {head_revision()}" in said and "newer notifyops" in said
+        assert "run `notifyops db upgrade`" not in said
+    with sqlite3.connect(database) as connection:
+        version = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert version == ("0099",), "the upgrade changed nothing"
+
+
 def test_bad_setting_stops_at_start_naming_the_variable(
     cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
