@@ -219,3 +219,68 @@ def test_an_upgrade_from_an_older_revision_keeps_every_row(db_url: str) -> None:
     finally:
         engine.dispose()
         upgrade_database(db_url)  # the next tests need the newest schema, whatever failed
+
+
+def test_a_downgrade_the_data_does_not_allow_is_refused_and_changes_nothing(db_url: str) -> None:
+    """Below 0006 a notification keeps one row per channel: an email fallback beside the
+    notification's own (skipped) email row has no place. The downgrade failed with
+    `IntegrityError: UNIQUE constraint failed`, and on SQLite, where Alembic committed each
+    migration, left the database between revisions: 0016 to 0007 undone, the unique index of
+    delivery_logs dropped, a `_alembic_tmp_delivery_logs` table behind."""
+    from datetime import UTC, datetime
+
+    from alembic import command
+    from sqlalchemy import func, select, text
+
+    from notify.actions.indexes import missing_indexes
+    from notify.db import DeliveryLog, make_engine
+    from notify.migrate import alembic_config, upgrade_database
+    from notify.schema import current_revision, head_revision
+
+    noon = datetime(2026, 12, 5, 12, tzinfo=UTC)
+    engine = make_engine(db_url)
+    at = {"at": noon.replace(tzinfo=None) if engine.dialect.name == "sqlite" else noon}
+    rows = [  # (id, channel, status, replaces_id)
+        (1, "sms", "failed_permanent", None),
+        (2, "email", "skipped", None),  # email off in the recipient's preferences
+        (3, "email", "sent", 1),  # the SMS's fallback
+    ]
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO recipients (id, external_id, name, email, phone, timezone, "
+                    "receive_email, receive_sms, created_at, updated_at) VALUES (1, 'tech:1', "
+                    "'Ana', 'ana@example.com', '+12065550100', 'UTC', false, true, :at, :at)"
+                ),
+                at,
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO notifications (id, recipient_id, template_name, title, message, "
+                    "priority, category, context, read, created_at) VALUES (1, 1, "
+                    "'repair_assigned', 'Repair', 'm', 'high', 'repair', '{}', false, :at)"
+                ),
+                at,
+            )
+            for row_id, channel, status, replaces in rows:
+                connection.execute(
+                    text(
+                        "INSERT INTO delivery_logs (id, notification_id, channel, status, "
+                        "decision, attempts, created_at, replaces_id) VALUES (:id, 1, :channel, "
+                        ":status, 'x', 1, :at, :replaces)"
+                    ),
+                    {"id": row_id, "channel": channel, "status": status, "replaces": replaces} | at,
+                )
+        with pytest.raises(RuntimeError, match="cannot downgrade below 0006: 1 notifications"):
+            command.downgrade(alembic_config(db_url), "0005")
+        assert current_revision(engine) == head_revision()
+        with engine.connect() as connection:
+            assert missing_indexes(connection) == []
+            linked = select(func.count()).where(DeliveryLog.replaces_id == 1)
+            assert connection.execute(linked).scalar() == 1
+            send_events = select(func.count(DeliveryLog.send_events))  # the 0013 column
+            assert connection.execute(send_events).scalar() == 0
+    finally:
+        engine.dispose()
+        upgrade_database(db_url)

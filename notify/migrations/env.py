@@ -54,14 +54,17 @@ def run_migrations_online() -> None:
 
 
 def _run(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         compare_type=True,
         render_as_batch=True,
         include_object=_include_object,
+        # Alembic commits after each migration on SQLite, taking its DDL for non-transactional
+        transactional_ddl=True if sqlite else None,
     )
-    if connection.dialect.name != "sqlite":
+    if not sqlite:
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -70,9 +73,17 @@ def _run(connection: Connection) -> None:
     # `delivery_logs` (0006) deleted every row referencing it, ON DELETE CASCADE: an upgrade
     # from 0007 or older emptied the delivery log. SQLite ignores the pragma inside a
     # transaction, hence the commits around it.
+    # And in one transaction, as on PostgreSQL: the driver's own transaction handling begins one
+    # only before an INSERT, UPDATE or DELETE, so a migration that failed (a downgrade the data
+    # does not allow, an interrupted upgrade) left the DDL before it done and the revision
+    # unmoved: a schema that is no revision.
     _sqlite_foreign_keys(connection, on=False)
+    driver = connection.connection.driver_connection
+    handling = getattr(driver, "isolation_level", None)
     try:
+        driver.isolation_level = None  # type: ignore[union-attr]
         with context.begin_transaction():
+            connection.exec_driver_sql("BEGIN")
             context.run_migrations()
         broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
         if broken:
@@ -80,6 +91,7 @@ def _run(connection: Connection) -> None:
                 f"the migrations left rows whose foreign key is broken: {broken[:5]}"
             )
     finally:
+        driver.isolation_level = handling  # type: ignore[union-attr]
         _sqlite_foreign_keys(connection, on=True)
 
 

@@ -75,6 +75,21 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # 0005 keeps one row per notification and channel: a fallback email beside its
+    # notification's own email row (skipped, email off in preferences) has no place there
+    doubled = op.get_bind().execute(
+        sa.text(
+            "SELECT count(*) FROM (SELECT notification_id FROM delivery_logs "
+            "GROUP BY notification_id, channel HAVING count(*) > 1) AS doubled"
+        )
+    )
+    notifications = doubled.scalar_one()
+    if notifications:
+        raise RuntimeError(
+            f"cannot downgrade below 0006: {notifications} notifications have two rows on one "
+            "channel (an email fallback, replaces_id, beside the notification's own email row), "
+            "which 0005's unique (notification_id, channel) does not allow; nothing was changed"
+        )
     op.drop_index(UNIQUE_ROW, table_name="delivery_logs")
     with op.batch_alter_table("delivery_logs", schema=None) as batch_op:
         batch_op.create_unique_constraint(UNIQUE_ROW, ["notification_id", "channel"])
