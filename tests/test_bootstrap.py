@@ -284,3 +284,30 @@ def test_a_downgrade_the_data_does_not_allow_is_refused_and_changes_nothing(db_u
     finally:
         engine.dispose()
         upgrade_database(db_url)
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_an_upgrade_gives_up_on_a_table_another_process_holds(db_url: str) -> None:
+    """A delivery run's open transaction on a table the upgrade alters: the ALTER TABLE waited
+    for it as long as it lasted, and every query on the table (the other deliverers' claims,
+    health) waited behind the ALTER. The upgrade now gives up after its lock wait, naming the
+    table, and changes nothing."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from notify.db import make_engine
+    from notify.migrate import alembic_config, upgrade_database
+    from notify.schema import DatabaseNotReady, current_revision
+
+    command.downgrade(alembic_config(db_url), "0015")  # 0016 alters alerts
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as run:
+            run.execute(text("SELECT count(*) FROM alerts")).scalar()  # holds it until rollback
+            with pytest.raises(DatabaseNotReady, match=r"waited 0\.2 s for the table alerts"):
+                upgrade_database(db_url, lock_wait_s=0.2)
+            run.rollback()
+        assert current_revision(engine) == "0015"
+    finally:
+        engine.dispose()
+        upgrade_database(db_url)

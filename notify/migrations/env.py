@@ -66,6 +66,11 @@ def _run(connection: Connection) -> None:
     )
     if not sqlite:
         with context.begin_transaction():
+            # `notifyops db upgrade` gives up on a table another process holds rather than stop
+            # every query on it while it waits (notify.migrate.LOCK_WAIT_S)
+            lock_wait_ms = config.attributes.get("lock_wait_ms")
+            if lock_wait_ms is not None:
+                connection.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_wait_ms)}")
             context.run_migrations()
         return
     # A batch migration on SQLite copies a table and drops the old one. With foreign keys on (as
