@@ -27,7 +27,6 @@ from notify.alerts import Delivery, delivered, unreached
 from notify.audits import HealthReport, LoopReport, Report
 from notify.check_params import CheckParams, FailureParams, LoopParams
 from notify.checks import SPECS, Check, Published, should_mute
-from notify.db import utcnow
 from tasks import checks
 from tasks.resources import runtime
 
@@ -45,7 +44,7 @@ def run_check(
 
 def _checked(check: Check, params: CheckParams, *, mute: bool, title: str) -> State[Any]:
     logger = get_run_logger()
-    report = checks.audit(check, params.as_of or utcnow(), params.window_hours)
+    report = checks.audit(check, params.as_of or runtime().now(), params.window_hours)
     if isinstance(report, HealthReport):
         report = checks.add_worker_state(report)
     if isinstance(report, LoopReport):

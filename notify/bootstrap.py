@@ -14,6 +14,7 @@ import atexit
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from notify.settings import Settings, load_settings
@@ -42,8 +43,11 @@ class Runtime:
         senders: Senders | None = None,
         clients: Mapping[str, Any] | None = None,
         pacers: Mapping[str, Pacer] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings
+        # what the checks take for the present (a run without `as_of`); tests hand in a fixed one
+        self._clock = clock
         self._engine = engine
         self._catalog = catalog
         self._senders = senders
@@ -62,6 +66,10 @@ class Runtime:
         self._locks = {piece: threading.RLock() for piece in _PIECES}
         self._owned_lock = threading.Lock()
         self._owned: list[Callable[[], None]] = []
+
+    def now(self) -> datetime:
+        """The present, as the monitoring checks see it: the clock handed in, else UTC now."""
+        return self._clock() if self._clock is not None else datetime.now(UTC)
 
     def engine(self) -> Engine:
         """The database engine, after checking the schema is at the newest migration."""

@@ -7,13 +7,33 @@ here rather than in flows/.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from notify.check_names import Check
 from notify.forms import empty_is_none
+
+# The window each check's scheduled run looks at (prefect.yaml gives its alerting and publishing
+# schedules these; tests/test_deployments.py holds them to it).
+SCHEDULED_WINDOW_HOURS: Mapping[Check, float] = MappingProxyType(
+    {Check.sms_cost: 24.0, Check.loops: 24.0, Check.failures: 1.0, Check.health: 1.0}
+)
+
+
+def ad_hoc_run(check: Check, *, window_hours: float, as_of: datetime | None) -> str | None:
+    """What makes a run of `check` ad hoc (another window than its schedule's, a look back), or
+    None for one like its schedule's: the present (no `as_of`) over the scheduled window."""
+    scheduled = SCHEDULED_WINDOW_HOURS[check]
+    differs = []
+    if window_hours != scheduled:
+        differs.append(f"window {window_hours:g}h, not the schedule's {scheduled:g}h")
+    if as_of is not None:
+        differs.append(f"as of {as_of.astimezone(UTC):%Y-%m-%d %H:%M} UTC")
+    return f"ad hoc run ({', '.join(differs)})" if differs else None
 
 
 class CheckParams(BaseModel):
@@ -72,7 +92,12 @@ class LoopParams(CheckParams):
 
 
 class FailureParams(CheckParams):
-    window_hours: float = Field(1.0, gt=0, le=24 * 31, description="Look back this many hours")
+    window_hours: float = Field(
+        SCHEDULED_WINDOW_HOURS[Check.failures],
+        gt=0,
+        le=24 * 31,
+        description="Look back this many hours",
+    )
     digest: bool = Field(False, description="Daily digest: titled as such in the artifact")
 
 

@@ -189,7 +189,7 @@ def raise_alerts(check: Check, *, runtime: Runtime, report: Report) -> list[Deli
     With the database out of reach (health found it so, or storing fails on it) every finding is
     routed as it is, unstored: no cooldown, so it goes out on every run until the database
     answers, and nothing is resolved."""
-    route, now = _router(runtime), utcnow()
+    route, now = _router(runtime), runtime.now()
     if isinstance(report, HealthReport) and not report.database_reachable:
         return _route_unstored(check, report, route, now)
     try:

@@ -321,3 +321,27 @@ def test_serve_refuses_deployments_a_work_pool_runs_on_the_same_server(
             client.delete_work_pool("pool-check")
     assert said is not None and "'receipts/receipts' are registered on the work pool" in said
     assert "'pool-check'" in said and "prefect deployment delete" in said
+
+
+def test_the_scheduled_checks_that_alert_or_publish_look_at_the_windows_the_live_alerts_own() -> (
+    None
+):
+    """notify.check_params.SCHEDULED_WINDOW_HOURS is the window of every schedule that alerts or
+    publishes, so a run like the schedule's can be told from an ad hoc one."""
+    from flows.monitoring import CHECK_FLOWS
+    from notify.check_params import SCHEDULED_WINDOW_HOURS, ad_hoc_run, check_params
+
+    checks = {flow.name: check for check, flow in CHECK_FLOWS.items()}
+    seen = set()
+    for spec in SPECS:
+        if spec["name"] not in checks:
+            continue
+        check = checks[spec["name"]]
+        for schedule in spec["schedules"]:
+            values = {**(spec.get("parameters") or {}), **schedule.get("parameters", {})}
+            params = check_params(check).model_validate(values["params"])
+            if params.alert or params.publish_metrics:
+                assert params.window_hours == SCHEDULED_WINDOW_HOURS[check], spec["name"]
+                assert ad_hoc_run(check, window_hours=params.window_hours, as_of=None) is None
+                seen.add(check)
+    assert seen == set(CHECK_FLOWS)

@@ -307,7 +307,7 @@ def _direct(check: Check, params: Any) -> Report:
 
     here, which = runtime(), check
     window = timedelta(hours=params.window_hours)
-    as_of = params.as_of or datetime.now(UTC)
+    as_of = params.as_of or here.now()
     report = checks.run_audit(which, runtime=here, as_of=as_of, window=window)
     if isinstance(report, LoopReport):
         mute = checks.should_mute(here.settings, params.mute, params.as_of)
