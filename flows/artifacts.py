@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from notify.check_params import ad_hoc_line
 from notify.delivery import INTERRUPTED
 from notify.enqueue import EnqueueResult
 from notify.report_view import cell, markdown, markdown_table
@@ -203,6 +204,8 @@ def report_artifact(
 ) -> None:
     """The check's report as Markdown in the Prefect UI (PII masked by the report itself)."""
     notes = [f"**ALERT REACHED NOBODY: {line}**" for line in unrouted]
+    if report.ad_hoc:
+        notes.append(ad_hoc_line(report.ad_hoc))
     notes += [f"alert routed: {line}" for line in routed if line not in unrouted]
     if report.metrics_unpublished:
         notes.append(f"**{report.metrics_unpublished}**")

@@ -25,7 +25,13 @@ from flows.naming import rename
 from flows.states import Unsuccessful, check_state, one_line
 from notify.alerts import Delivery, delivered, unreached
 from notify.audits import HealthReport, LoopReport, Report
-from notify.check_params import CheckParams, FailureParams, LoopParams
+from notify.check_params import (
+    CheckParams,
+    FailureParams,
+    LoopParams,
+    ad_hoc_line,
+    ad_hoc_run,
+)
 from notify.checks import SPECS, Check, Published, should_mute
 from tasks import checks
 from tasks.resources import runtime
@@ -51,7 +57,10 @@ def _checked(check: Check, params: CheckParams, *, mute: bool, title: str) -> St
         report = report.model_copy(update={"auto_mute": mute})  # this run's switch
     if isinstance(report, LoopReport) and mute:
         report = checks.mute(report)
-    deliveries = checks.alerts(check, report) if params.alert else []
+    ad_hoc = ad_hoc_run(check, window_hours=params.window_hours, as_of=params.as_of)
+    if params.alert:
+        report = report.with_ad_hoc(ad_hoc)
+    deliveries = checks.alerts(check, report, ad_hoc) if params.alert else []
     report = report.with_alerts_unreached(unreached(deliveries), delivered(deliveries))
     # after the alerts: AWS out of reach must not keep them from going out
     published = checks.metrics(check, report) if params.publish_metrics else Published(0)
@@ -63,6 +72,8 @@ def _checked(check: Check, params: CheckParams, *, mute: bool, title: str) -> St
     state = _unpublished(check_state(check.value, report, unrouted), report)
     level = logging.ERROR if state.is_failed() or unrouted else logging.INFO
     logger.log(level, "%s", state.message)
+    if report.ad_hoc:
+        logger.info("%s", ad_hoc_line(report.ad_hoc))
     logger.info(
         "%s: severity %s, breaches %s, %d metrics, alerts %s",
         check.value,

@@ -18,7 +18,8 @@ from notify.check_names import Check
 from notify.forms import empty_is_none
 
 # The window each check's scheduled run looks at (prefect.yaml gives its alerting and publishing
-# schedules these; tests/test_deployments.py holds them to it).
+# schedules these; tests/test_deployments.py holds them to it). A check's live alerts belong to
+# runs over this window that look at the present.
 SCHEDULED_WINDOW_HOURS: Mapping[Check, float] = MappingProxyType(
     {Check.sms_cost: 24.0, Check.loops: 24.0, Check.failures: 1.0, Check.health: 1.0}
 )
@@ -26,7 +27,8 @@ SCHEDULED_WINDOW_HOURS: Mapping[Check, float] = MappingProxyType(
 
 def ad_hoc_run(check: Check, *, window_hours: float, as_of: datetime | None) -> str | None:
     """What makes a run of `check` ad hoc (another window than its schedule's, a look back), or
-    None for one like its schedule's: the present (no `as_of`) over the scheduled window."""
+    None for one like its schedule's: the present (no `as_of`) over the scheduled window. An ad
+    hoc run's alerts are one-off notices that leave the live alerts as they are."""
     scheduled = SCHEDULED_WINDOW_HOURS[check]
     differs = []
     if window_hours != scheduled:
@@ -34,6 +36,14 @@ def ad_hoc_run(check: Check, *, window_hours: float, as_of: datetime | None) -> 
     if as_of is not None:
         differs.append(f"as of {as_of.astimezone(UTC):%Y-%m-%d %H:%M} UTC")
     return f"ad hoc run ({', '.join(differs)})" if differs else None
+
+
+def ad_hoc_line(ad_hoc: str) -> str:
+    """What an ad hoc run did with its alerts, for its output and artifact."""
+    return (
+        f"{ad_hoc}: alerts go out as one-off notices and leave the live alerts as they are; the "
+        "live ones come from runs of the present over the scheduled window"
+    )
 
 
 class CheckParams(BaseModel):

@@ -24,6 +24,7 @@ from notify.alerts import (
     AlertNotice,
     AlertSync,
     Delivery,
+    ad_hoc_notice,
     dispatch,
     parse_routing,
     reached,
@@ -182,14 +183,23 @@ def publish_metrics(check: Check, *, runtime: Runtime, report: Report) -> Publis
         return Published(0, error=f"{METRICS_UNPUBLISHED} ({error_line(exc)}): {METRICS_FIX}")
 
 
-def raise_alerts(check: Check, *, runtime: Runtime, report: Report) -> list[Delivery]:
+def raise_alerts(
+    check: Check, *, runtime: Runtime, report: Report, ad_hoc: str | None
+) -> list[Delivery]:
     """Store, deduplicate and resolve this check's alerts; route the ones due a notice; start the
     cooldown of those that reached someone (one that reached nobody goes again next run).
+
+    The live alerts are the scheduled runs': an ad hoc run (`ad_hoc`, from
+    `notify.check_params.ad_hoc_run`: another window, or a look back) routes each finding once
+    as a notice saying so, and neither opens, repeats, holds back nor resolves a stored alert.
 
     With the database out of reach (health found it so, or storing fails on it) every finding is
     routed as it is, unstored: no cooldown, so it goes out on every run until the database
     answers, and nothing is resolved."""
     route, now = _router(runtime), runtime.now()
+    if ad_hoc is not None:
+        notices = [ad_hoc_notice(check.value, f, now, ad_hoc) for f in report.findings]
+        return [delivery for notice in notices for delivery in route(notice)]
     if isinstance(report, HealthReport) and not report.database_reachable:
         return _route_unstored(check, report, route, now)
     try:

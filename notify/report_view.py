@@ -22,6 +22,7 @@ HEADER_KEYS = (
     "alerts_unreached",  # the flow's artifact and the CLI say it on a line of its own
     "alerts_delivered",  # the same line says it
     "metrics_unpublished",  # the same
+    "ad_hoc",  # the same
 )
 MAX_ROWS = 25
 NONE = "none"  # not "-": a lone "-" in Markdown renders as a bullet

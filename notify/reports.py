@@ -27,6 +27,9 @@ class Report(BaseModel):
     alerts_unreached: tuple[str, ...] = ()  # with alerts routed: the routes that failed
     alerts_delivered: tuple[str, ...] = ()  # ... and those other than the log that delivered
     metrics_unpublished: str | None = None  # with metrics published: why they were not
+    # with alerts asked of a run unlike its schedule's (another window, a look back): what makes
+    # it ad hoc; its alerts left the live ones alone
+    ad_hoc: str | None = None
 
     def with_alerts_unreached(self, lines: Sequence[str], delivered: Sequence[str] = ()) -> Self:
         """This report with the alert routes that failed (`webhook: route not configured`) and
@@ -38,6 +41,11 @@ class Report(BaseModel):
         """This report with why its CloudWatch metrics could not be published (None: they were,
         or none were asked for)."""
         return self.model_copy(update={"metrics_unpublished": line})
+
+    def with_ad_hoc(self, line: str | None) -> Self:
+        """This report from a run whose alerts stay apart from the live ones (None: a run like
+        the schedule's, or one that asked for none)."""
+        return self.model_copy(update={"ad_hoc": line})
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict: money as decimal strings, times as ISO 8601 UTC."""

@@ -66,6 +66,7 @@ def metrics(check: Check, report: Report) -> Published:
 
 
 @task(name="raise-alerts", cache_policy=NO_CACHE, retries=1)
-def alerts(check: Check, report: Report) -> list[Delivery]:
-    """Store, deduplicate, resolve and route this check's alerts; returns each route's outcome."""
-    return raise_alerts(check, runtime=runtime(), report=report)
+def alerts(check: Check, report: Report, ad_hoc: str | None) -> list[Delivery]:
+    """Store, deduplicate, resolve and route this check's alerts (an ad hoc run's: route them
+    as one-off notices, the stored ones left alone); returns each route's outcome."""
+    return raise_alerts(check, runtime=runtime(), report=report, ad_hoc=ad_hoc)

@@ -395,14 +395,16 @@ def test_an_alert_that_reached_nobody_reaches_the_route_once_it_is_fixed(
 ) -> None:
     """A P2 with no webhook configured: the next run (within the hour's cooldown) still says
     nobody was alerted, and once the webhook is set the alert goes out at once, where the
-    cooldown kept it back for an hour."""
+    cooldown kept it back for an hour. (The live alert: health's scheduled window, the present
+    being the crafted data's time.)"""
     from notifyops.cli import main
     from tests.factories import AS_OF
     from tests.runtime import reload_runtime
     from tests.test_monitoring_flows import slow_email
 
+    reload_runtime(now=AS_OF)
     slow_email(flow_env)
-    command = ["health", "--as-of", AS_OF.isoformat(), "--alert", "--json", *how]
+    command = ["health", "--window", "1h", "--alert", "--json", *how]
     for _ in range(2):
         assert main(command) == 1
         printed = capsys.readouterr()
@@ -410,7 +412,7 @@ def test_an_alert_that_reached_nobody_reaches_the_route_once_it_is_fixed(
         assert "NOBODY WAS ALERTED" in printed.err
     url, handler = webhook
     monkeypatch.setenv("NOTIFY_ALERT_WEBHOOK_URL", url)
-    reload_runtime()
+    reload_runtime(now=AS_OF)
     assert main(command) == 1
     assert json.loads(capsys.readouterr().out)["alerts_unreached"] == []
     assert [r["body"]["text"].split(":")[0] for r in handler.received] == ["[P2] health"]
@@ -482,7 +484,8 @@ def test_health_pages_p1_when_the_database_is_out_of_reach(
     how: list[str],
 ) -> None:
     """The command used to stop at its schema check (exit 2, 'cannot open the database') before
-    health ran, so the one outage that most needs a page never sent one."""
+    health ran, so the one outage that most needs a page never sent one. (The live run: health's
+    scheduled window, as its schedule runs it.)"""
     from notifyops.cli import main
     from tests.runtime import reload_runtime
 
@@ -492,7 +495,7 @@ def test_health_pages_p1_when_the_database_is_out_of_reach(
     monkeypatch.setenv("NOTIFY_ALERT_ROUTING", "P1=webhook,log")
     reload_runtime()
     for run in (1, 2):
-        assert main(["health", "--alert", "--json", *how]) == 1
+        assert main(["health", "--window", "1h", "--alert", "--json", *how]) == 1
         report = json.loads(capsys.readouterr().out)
         assert (report["severity"], report["database_reachable"]) == ("P1", False)
         [finding] = report["findings"]
@@ -540,7 +543,7 @@ def test_alerts_whose_store_fails_are_routed_unstored(
     report = Report(as_of=NOW, window_start=NOW, window_hours=1, severity=P1, findings=(finding,))
     with caplog.at_level(logging.INFO, logger="notify"):
         deliveries = raise_alerts(
-            Check.failures, runtime=Runtime(settings, engine=gone), report=report
+            Check.failures, runtime=Runtime(settings, engine=gone), report=report, ad_hoc=None
         )
     assert [(d.route, d.ok) for d in deliveries] == [("log", True)]
     assert "alerts of failures not stored" in caplog.text
@@ -600,9 +603,15 @@ def broken_webhook(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
 
 
 def check_run(
-    engine: Engine, sns: FakeSns, findings: tuple[Finding, ...], **settings: Any
+    engine: Engine,
+    sns: FakeSns,
+    findings: tuple[Finding, ...],
+    *,
+    ad_hoc: str | None = None,
+    **settings: Any,
 ) -> list[Any]:
-    """One `health --alert` run's alerts with these findings; its deliveries."""
+    """One `health --alert` run's alerts with these findings (a run like the schedule's, unless
+    `ad_hoc` says what makes it ad hoc); its deliveries."""
     from notify.bootstrap import Runtime
     from notify.check_names import Check
     from notify.checks import raise_alerts
@@ -615,7 +624,7 @@ def check_run(
         as_of=NOW, window_start=NOW, window_hours=1, severity=severity, findings=findings
     )
     runtime = Runtime(configured, engine=engine, clients={"sns": sns})
-    return raise_alerts(Check.health, runtime=runtime, report=report)
+    return raise_alerts(Check.health, runtime=runtime, report=report, ad_hoc=ad_hoc)
 
 
 SENDER_UNVERIFIED = Finding("ses-sender", P1, "sender not verified")

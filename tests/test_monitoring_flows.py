@@ -58,8 +58,8 @@ def crafted(url: str) -> None:
 
 def test_loop_detection_flow_finds_mutes_and_alerts(flow_env: str) -> None:
     crafted(flow_env)
-    # a look back (as_of) mutes when asked only
-    params = LoopParams(as_of=AS_OF, publish_metrics=False, mute=True)
+    reload_runtime(now=AS_OF)  # the scheduled run's look at the present, at the crafted time
+    params = LoopParams(publish_metrics=False, mute=True)
     _, report = ran(loop_detection_flow, params)
     assert [(lp.recipient, lp.count) for lp in report.loops] == [("technician:42", 8)]
     assert report.breached and [m.phone_masked for m in report.muted] == ["+1***0142"]

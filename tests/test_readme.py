@@ -129,6 +129,7 @@ COMMON = {
     "alerts_unreached",
     "alerts_delivered",
     "metrics_unpublished",
+    "ad_hoc",
 }
 CHECK_COMMANDS = {
     "audit sms-cost": ["audit", "sms-cost"],

@@ -27,11 +27,13 @@ from notify.alerts.routing import (
     unreached,
 )
 from notify.alerts.store import (
+    AD_HOC,
     OPEN,
     RESOLVED,
     AlertDecision,
     AlertNotice,
     AlertSync,
+    ad_hoc_notice,
     raise_or_refresh,
     record_notices,
     resolve_cleared,
@@ -40,6 +42,7 @@ from notify.alerts.store import (
 )
 
 __all__ = [
+    "AD_HOC",
     "DEFAULT_ROUTES",
     "LOG",
     "OPEN",
@@ -55,6 +58,7 @@ __all__ = [
     "LogRoute",
     "SnsTopicRoute",
     "WebhookRoute",
+    "ad_hoc_notice",
     "delivered",
     "dispatch",
     "nobody_alerted",

@@ -44,7 +44,8 @@ class SnsTopicRoute:
         self.client, self.topic_arn = client, topic_arn
 
     def send(self, notice: AlertNotice) -> None:
-        tag = "RESOLVED" if notice.state == RESOLVED else notice.severity
+        tag = "RESOLVED" if notice.state == RESOLVED else str(notice.severity)
+        tag += " ad hoc" if notice.ad_hoc is not None else ""
         subject = f"[{tag}] notifyops {notice.key}"
         subject = subject.encode("ascii", "replace").decode()[:SUBJECT_MAX]
         self.client.publish(TopicArn=self.topic_arn, Subject=subject, Message=notice.text)

@@ -28,6 +28,7 @@ BEING_SENT = "being sent by another run"  # a run overlapping this one is sendin
 # that died holding it lets the next run send it
 NOTIFYING_FOR = timedelta(minutes=2)
 UNSTORED = "not stored"  # the alert store (the database) is out of reach
+AD_HOC = "ad hoc"  # a run over another window than the schedule's, or looking back: no store
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,24 @@ class AlertNotice:
     count: int
     first_seen: datetime
     # new | reopened | escalated | repeat | retry | in cooldown | being sent by another run |
-    # resolved | not stored
+    # resolved | not stored | ad hoc
     reason: str
     # a resolution's: the highest severity whose notice reached someone (its routes hear the
     # incident is over, though it has dropped since: paged at P1, cleared at P3)
     notified_severity: Severity | None = None
+    # an ad hoc run's notice: what makes the run ad hoc (`ad hoc run (window 24h, not the
+    # schedule's 1h)`); the live alert of the same key is neither opened nor resolved by it
+    ad_hoc: str | None = None
 
     @property
     def text(self) -> str:
         if self.state == RESOLVED:
             return f"[RESOLVED] {self.key}: {self.summary}"
+        if self.ad_hoc is not None:
+            return (
+                f"[{self.severity}] {self.key}: {self.summary} ({self.ad_hoc}: a one-off "
+                "notice; the live alert is left as it is)"
+            )
         if self.reason == UNSTORED:
             return (
                 f"[{self.severity}] {self.key}: {self.summary} (alert store out of reach: "
@@ -76,6 +85,22 @@ def unstored_notice(check: str, finding: Finding, now: datetime) -> AlertNotice:
         count=1,
         first_seen=now,
         reason=UNSTORED,
+    )
+
+
+def ad_hoc_notice(check: str, finding: Finding, now: datetime, ad_hoc: str) -> AlertNotice:
+    """A finding's notice from an ad hoc run (`notify.check_params.ad_hoc_run`): routed once as
+    it is, with no deduplication, cooldown or resolution, and without touching the stored
+    alert, which belongs to the scheduled runs."""
+    return AlertNotice(
+        key=alert_key(check, finding.code),
+        severity=finding.severity,
+        summary=finding.message,
+        state=OPEN,
+        count=1,
+        first_seen=now,
+        reason=AD_HOC,
+        ad_hoc=ad_hoc,
     )
 
 

@@ -2,7 +2,9 @@
 
 Each check runs as its Prefect flow (a flow run in the UI when PREFECT_API_URL is set); `--direct`
 runs the same library code without Prefect, for when Prefect itself is what is down. Ad hoc runs
-publish no metrics and route no alerts unless asked (the schedules do both).
+publish no metrics and route no alerts unless asked (the schedules do both); asked, a run over
+another window than the schedule's or with --as-of leaves the live alerts alone
+(notify.check_params.ad_hoc_run).
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ AS_OF = typer.Option(None, "--as-of", help="End of the window, ISO 8601 (UTC if 
 JSON = typer.Option(False, "--json", help="Machine-readable output (stable keys).")
 DIRECT = typer.Option(False, "--direct", help="Run without Prefect (when Prefect is down).")
 PUBLISH = typer.Option(False, "--publish", help="Also publish the CloudWatch metrics.")
-ALERT = typer.Option(False, "--alert", help="Also raise and route alerts.")
+ALERT = typer.Option(
+    False,
+    "--alert",
+    help="Also raise and route alerts (the live ones only over the scheduled window without "
+    "--as-of; otherwise one-off notices).",
+)
 MAX_WINDOW = "744h (31 days)"
 
 
@@ -274,6 +281,7 @@ def _run(
     check_window_start(span, end, as_of)
     report = _direct(check, params) if direct else _through_prefect(check, params)
     _show(check, report, json_output)
+    _say_if_ad_hoc(check, report)
     _say_if_nobody_was_alerted(check, report)
     _say_if_metrics_unpublished(check, report)
     failed = report.breached or report.alerts_unreached or report.metrics_unpublished
@@ -304,6 +312,7 @@ def _direct(check: Check, params: Any) -> Report:
     from notify.alerts import delivered, unreached
     from notify.audits import LoopReport
     from notify.bootstrap import runtime
+    from notify.check_params import ad_hoc_run
 
     here, which = runtime(), check
     window = timedelta(hours=params.window_hours)
@@ -315,13 +324,25 @@ def _direct(check: Check, params: Any) -> Report:
     if isinstance(report, LoopReport) and report.auto_mute:
         actor = Actor(name=f"loop-detection via {Actor.from_cli().name} (--direct)")
         report = checks.mute_detected_loops(runtime=here, report=report, actor=actor)
+    ad_hoc = ad_hoc_run(which, window_hours=params.window_hours, as_of=params.as_of)
+    if params.alert:
+        report = report.with_ad_hoc(ad_hoc)
     if params.alert:  # before the metrics: AWS out of reach must not keep alerts from going out
-        deliveries = checks.raise_alerts(which, runtime=here, report=report)
+        deliveries = checks.raise_alerts(which, runtime=here, report=report, ad_hoc=ad_hoc)
         report = report.with_alerts_unreached(unreached(deliveries), delivered(deliveries))
     if params.publish_metrics:
         published = checks.publish_metrics(which, runtime=here, report=report)
         report = report.with_metrics_unpublished(published.error)
     return report
+
+
+def _say_if_ad_hoc(check: Check, report: Report) -> None:
+    """One line on stderr when --alert ran over another window than the schedule's or looked
+    back: what it did instead of touching the live alerts."""
+    from notify.check_params import ad_hoc_line
+
+    if report.ad_hoc:
+        err.print(Text.assemble(("note: ", "bold"), f"{check.value}: {ad_hoc_line(report.ad_hoc)}"))
 
 
 def _say_if_nobody_was_alerted(check: Check, report: Report) -> None:
