@@ -58,12 +58,12 @@ def _checked(check: Check, params: CheckParams, *, mute: bool, title: str) -> St
     if isinstance(report, LoopReport) and mute:
         report = checks.mute(report)
     ad_hoc = ad_hoc_run(check, window_hours=params.window_hours, as_of=params.as_of)
-    if params.alert:
+    if params.alert or params.publish_metrics:
         report = report.with_ad_hoc(ad_hoc)
     deliveries = checks.alerts(check, report, ad_hoc) if params.alert else []
     report = report.with_alerts_unreached(unreached(deliveries), delivered(deliveries))
     # after the alerts: AWS out of reach must not keep them from going out
-    published = checks.metrics(check, report) if params.publish_metrics else Published(0)
+    published = checks.metrics(check, report, ad_hoc) if params.publish_metrics else Published(0)
     report = report.with_metrics_unpublished(published.error)
     routed, unrouted = routed_lines(deliveries), list(report.alerts_unreached)
     report_artifact(

@@ -18,8 +18,8 @@ from notify.check_names import Check
 from notify.forms import empty_is_none
 
 # The window each check's scheduled run looks at (prefect.yaml gives its alerting and publishing
-# schedules these; tests/test_deployments.py holds them to it). A check's live alerts belong to
-# runs over this window that look at the present.
+# schedules these; tests/test_deployments.py holds them to it). A check's live alerts and the
+# metrics the CloudWatch alarms read belong to runs over this window that look at the present.
 SCHEDULED_WINDOW_HOURS: Mapping[Check, float] = MappingProxyType(
     {Check.sms_cost: 24.0, Check.loops: 24.0, Check.failures: 1.0, Check.health: 1.0}
 )
@@ -28,7 +28,8 @@ SCHEDULED_WINDOW_HOURS: Mapping[Check, float] = MappingProxyType(
 def ad_hoc_run(check: Check, *, window_hours: float, as_of: datetime | None) -> str | None:
     """What makes a run of `check` ad hoc (another window than its schedule's, a look back), or
     None for one like its schedule's: the present (no `as_of`) over the scheduled window. An ad
-    hoc run's alerts are one-off notices that leave the live alerts as they are."""
+    hoc run's alerts are one-off notices that leave the live alerts as they are, and its metrics
+    go where the alarms do not read them."""
     scheduled = SCHEDULED_WINDOW_HOURS[check]
     differs = []
     if window_hours != scheduled:
@@ -38,11 +39,19 @@ def ad_hoc_run(check: Check, *, window_hours: float, as_of: datetime | None) -> 
     return f"ad hoc run ({', '.join(differs)})" if differs else None
 
 
+# the CloudWatch dimension an ad hoc run's metrics carry: the alarms read the metrics without
+# dimensions (the scheduled runs'), so a day's window or a look back neither dilutes nor
+# inflates what they see
+AD_HOC_DIMENSION: Mapping[str, str] = MappingProxyType({"Name": "Run", "Value": "ad-hoc"})
+
+
 def ad_hoc_line(ad_hoc: str) -> str:
-    """What an ad hoc run did with its alerts, for its output and artifact."""
+    """What an ad hoc run did with its alerts and metrics, for its output and artifact."""
+    dimension = f"{AD_HOC_DIMENSION['Name']}={AD_HOC_DIMENSION['Value']}"
     return (
-        f"{ad_hoc}: alerts go out as one-off notices and leave the live alerts as they are; the "
-        "live ones come from runs of the present over the scheduled window"
+        f"{ad_hoc}: alerts go out as one-off notices and leave the live alerts as they are, "
+        f"metrics go under the dimension {dimension}, which the alarms do not read; the live "
+        "ones come from runs of the present over the scheduled window"
     )
 
 

@@ -168,17 +168,21 @@ class Published:
     error: str | None = None
 
 
-def publish_metrics(check: Check, *, runtime: Runtime, report: Report) -> Published:
-    """CloudWatch data points for this report (0 when disabled or the check has none). AWS
-    refusing or out of reach is returned, not raised: a check publishes after routing its
-    alerts, and says so as a failure of its own."""
+def publish_metrics(
+    check: Check, *, runtime: Runtime, report: Report, ad_hoc: str | None
+) -> Published:
+    """CloudWatch data points for this report (0 when disabled or the check has none); an ad hoc
+    run's (`ad_hoc`) under the dimension the alarms do not read. AWS refusing or out of reach is
+    returned, not raised: a check publishes after routing its alerts, and says so as a failure
+    of its own."""
     to_points = SPECS[check].metrics
     settings = runtime.settings
     if to_points is None or not settings.cloudwatch_enabled:
         return Published(0)
     try:
         client = runtime.aws_client("cloudwatch", retries=True)
-        return Published(publish(client, settings, to_points(report)))
+        points = to_points(report)
+        return Published(publish(client, settings, points, ad_hoc=ad_hoc is not None))
     except (ClientError, BotoCoreError, OSError) as exc:
         return Published(0, error=f"{METRICS_UNPUBLISHED} ({error_line(exc)}): {METRICS_FIX}")
 

@@ -1,11 +1,13 @@
 """CloudWatch: the audits' numbers as custom metrics, and the runbook's alarms on them.
 
 Metrics (namespace settings.cloudwatch_namespace, no dimensions, as the runbook queries them):
-SMSCost (USD spent in the last hour: each publish is already an hour's total, and an ad hoc
-`--publish` or a late scheduled run adds a second point to the same hour), DeliveryLatency and
+SMSCost (USD spent in the last hour: each publish is already an hour's total, and a `--publish` like
+the schedule's or a late scheduled run adds a second point to the same hour), DeliveryLatency and
 DeliveryLatencyP95 (seconds), EmailFailureRate, SmsFailureRate and ErrorRate (percent, 0-100),
 QueueBacklog, UnknownDeliveries and WorkersOnline (counts; WorkersOnline comes from the flow
-layer, which sees Prefect).
+layer, which sees Prefect). The alarms read these: the scheduled runs' (the present over the
+scheduled window). An ad hoc run's (another window, a look back) carry the dimension Run=ad-hoc,
+another metric to CloudWatch, which no alarm reads.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from notify.audits import FailureReport, HealthReport, SmsCostReport
+from notify.check_params import AD_HOC_DIMENSION
 from notify.money import usd
 from notify.settings import Settings
 from notify.severity import RUNBOOK
@@ -75,11 +78,17 @@ def health_metrics(report: HealthReport) -> list[MetricPoint]:
     return points
 
 
-def publish(client: Any, settings: Settings, points: Iterable[MetricPoint]) -> int:
-    """put_metric_data in batches; returns how many points were sent (0 when disabled)."""
+def publish(
+    client: Any, settings: Settings, points: Iterable[MetricPoint], *, ad_hoc: bool = False
+) -> int:
+    """put_metric_data in batches; returns how many points were sent (0 when disabled). An ad hoc
+    run's points carry the dimension Run=ad-hoc: the alarms, which read the metrics without
+    dimensions, do not see them."""
     if not settings.cloudwatch_enabled:
         return 0
     data = [point.datum() for point in points]
+    if ad_hoc:
+        data = [{**datum, "Dimensions": [dict(AD_HOC_DIMENSION)]} for datum in data]
     for start in range(0, len(data), BATCH):
         batch = data[start : start + BATCH]
         client.put_metric_data(Namespace=settings.cloudwatch_namespace, MetricData=batch)
@@ -107,9 +116,9 @@ def runbook_alarms(settings: Settings, *, work_pool: bool = True) -> list[AlarmS
     published and the alarm, missing data breaching, would page for ever.
 
     No alarm sums: every metric is a level or a window's figure (a rate, a last-hour total, a
-    backlog, a count online), so two publishes in one period (an ad hoc `--publish`, a late
-    scheduled run) must not add up. Rates and latency are averaged, levels and totals take the
-    period's Maximum."""
+    backlog, a count online), so two publishes in one period (a `--publish` like the schedule's,
+    a late scheduled run) must not add up. Rates and latency are averaged, levels and totals
+    take the period's Maximum."""
     alarms = _alarms(settings)
     return [spec for spec in alarms if work_pool or spec.name != WORKER_DOWN]
 

@@ -27,8 +27,8 @@ class Report(BaseModel):
     alerts_unreached: tuple[str, ...] = ()  # with alerts routed: the routes that failed
     alerts_delivered: tuple[str, ...] = ()  # ... and those other than the log that delivered
     metrics_unpublished: str | None = None  # with metrics published: why they were not
-    # with alerts asked of a run unlike its schedule's (another window, a look back): what makes
-    # it ad hoc; its alerts left the live ones alone
+    # with alerts or metrics asked of a run unlike its schedule's (another window, a look back):
+    # what makes it ad hoc; its alerts left the live ones alone, its metrics the alarms'
     ad_hoc: str | None = None
 
     def with_alerts_unreached(self, lines: Sequence[str], delivered: Sequence[str] = ()) -> Self:
@@ -43,8 +43,8 @@ class Report(BaseModel):
         return self.model_copy(update={"metrics_unpublished": line})
 
     def with_ad_hoc(self, line: str | None) -> Self:
-        """This report from a run whose alerts stay apart from the live ones (None: a run like
-        the schedule's, or one that asked for none)."""
+        """This report from a run whose alerts and metrics stay apart from the live ones (None: a
+        run like the schedule's, or one that asked for neither)."""
         return self.model_copy(update={"ad_hoc": line})
 
     def to_json(self) -> dict[str, Any]:

@@ -59,10 +59,11 @@ def mute(report: LoopReport) -> LoopReport:
 
 
 @task(name="publish-metrics", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def metrics(check: Check, report: Report) -> Published:
-    """CloudWatch data points under NOTIFY_CLOUDWATCH_NAMESPACE; AWS refusing or out of reach is
-    in the answer (botocore has retried it), not a failed task."""
-    return publish_metrics(check, runtime=runtime(), report=report)
+def metrics(check: Check, report: Report, ad_hoc: str | None) -> Published:
+    """CloudWatch data points under NOTIFY_CLOUDWATCH_NAMESPACE (an ad hoc run's under the
+    dimension the alarms do not read); AWS refusing or out of reach is in the answer (botocore
+    has retried it), not a failed task."""
+    return publish_metrics(check, runtime=runtime(), report=report, ad_hoc=ad_hoc)
 
 
 @task(name="raise-alerts", cache_policy=NO_CACHE, retries=1)

@@ -1,5 +1,5 @@
-"""Ad hoc checks (another window than the schedule's, or a look back) leave the live alerts to
-the scheduled runs."""
+"""Ad hoc checks (another window than the schedule's, or a look back) leave the live alerts and
+the CloudWatch alarms' metrics to the scheduled runs."""
 
 from __future__ import annotations
 
@@ -128,4 +128,59 @@ def test_a_run_of_the_present_over_the_scheduled_window_is_the_live_one() -> Non
     )
     assert ad_hoc_run(Check.loops, window_hours=1.5, as_of=past) == (
         "ad hoc run (window 1.5h, not the schedule's 24h, as of 2026-11-20 12:30 UTC)"
+    )
+
+
+class FakeCloudWatch:
+    """A CloudWatch client that keeps what it is given (moto does not tell a metric without
+    dimensions from the same metric with some, as CloudWatch does)."""
+
+    def __init__(self) -> None:
+        self.data: list[dict[str, Any]] = []
+
+    def put_metric_data(self, *, Namespace: str, MetricData: list[dict[str, Any]]) -> None:
+        self.data.extend(MetricData)
+
+    def alarm_reading(self, metric: str) -> float:
+        """What a runbook alarm reads of a rate: the Average of the metric without dimensions."""
+        values = [
+            d["Value"] for d in self.data if d["MetricName"] == metric and not d.get("Dimensions")
+        ]
+        return sum(values) / len(values)
+
+    def ad_hoc(self, metric: str) -> list[float]:
+        run = [{"Name": "Run", "Value": "ad-hoc"}]
+        return [
+            d["Value"]
+            for d in self.data
+            if d["MetricName"] == metric and d.get("Dimensions") == run
+        ]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("how", [[], ["--direct"]], ids=["flow", "direct"])
+def test_an_ad_hoc_publish_does_not_dilute_the_failure_rate_the_alarm_reads(
+    flow_env: str, capsys: pytest.CaptureFixture[str], how: list[str]
+) -> None:
+    """The scheduled run published an email failure rate of 80% for the hour; three ad hoc
+    `audit failures --publish` over 24 h published 3.8% each into the same period, and the
+    HighEmailFailureRate alarm (the period's Average) read 23% where the hour's rate was 80%
+    (a 12% hour would have read under the 10% threshold). An ad hoc run's points go under
+    Run=ad-hoc, which the alarms do not read."""
+    from notifyops.cli import main
+    from tests.runtime import reload_runtime
+
+    cloudwatch = FakeCloudWatch()
+    reload_runtime(clients={"cloudwatch": cloudwatch})
+    failing_hour(flow_env, datetime.now(UTC))
+    assert main(["audit", "failures", "--window", "1h", "--publish", "--json", *how]) == 1
+    assert "Run=ad-hoc" not in capsys.readouterr().err
+    for _ in range(3):
+        assert main(["audit", "failures", "--publish", "--json", *how]) == 0
+    printed = capsys.readouterr()
+    assert cloudwatch.alarm_reading("EmailFailureRate") == pytest.approx(80.0)
+    assert cloudwatch.ad_hoc("EmailFailureRate") == 3 * [pytest.approx(3.81)]
+    assert (
+        printed.err.count("metrics go under the dimension Run=ad-hoc, which the alarms do not read")
+        == 3
     )

@@ -3,8 +3,8 @@
 Each check runs as its Prefect flow (a flow run in the UI when PREFECT_API_URL is set); `--direct`
 runs the same library code without Prefect, for when Prefect itself is what is down. Ad hoc runs
 publish no metrics and route no alerts unless asked (the schedules do both); asked, a run over
-another window than the schedule's or with --as-of leaves the live alerts alone
-(notify.check_params.ad_hoc_run).
+another window than the schedule's or with --as-of leaves the live alerts and the alarms'
+metrics alone (notify.check_params.ad_hoc_run).
 """
 
 from __future__ import annotations
@@ -32,7 +32,12 @@ WINDOW = typer.Option("24h", "--window", help="Look-back window: 24h, 90m, 7d (d
 AS_OF = typer.Option(None, "--as-of", help="End of the window, ISO 8601 (UTC if no zone).")
 JSON = typer.Option(False, "--json", help="Machine-readable output (stable keys).")
 DIRECT = typer.Option(False, "--direct", help="Run without Prefect (when Prefect is down).")
-PUBLISH = typer.Option(False, "--publish", help="Also publish the CloudWatch metrics.")
+PUBLISH = typer.Option(
+    False,
+    "--publish",
+    help="Also publish the CloudWatch metrics (the alarms' only over the scheduled window "
+    "without --as-of; otherwise under Run=ad-hoc).",
+)
 ALERT = typer.Option(
     False,
     "--alert",
@@ -325,20 +330,20 @@ def _direct(check: Check, params: Any) -> Report:
         actor = Actor(name=f"loop-detection via {Actor.from_cli().name} (--direct)")
         report = checks.mute_detected_loops(runtime=here, report=report, actor=actor)
     ad_hoc = ad_hoc_run(which, window_hours=params.window_hours, as_of=params.as_of)
-    if params.alert:
+    if params.alert or params.publish_metrics:
         report = report.with_ad_hoc(ad_hoc)
     if params.alert:  # before the metrics: AWS out of reach must not keep alerts from going out
         deliveries = checks.raise_alerts(which, runtime=here, report=report, ad_hoc=ad_hoc)
         report = report.with_alerts_unreached(unreached(deliveries), delivered(deliveries))
     if params.publish_metrics:
-        published = checks.publish_metrics(which, runtime=here, report=report)
+        published = checks.publish_metrics(which, runtime=here, report=report, ad_hoc=ad_hoc)
         report = report.with_metrics_unpublished(published.error)
     return report
 
 
 def _say_if_ad_hoc(check: Check, report: Report) -> None:
-    """One line on stderr when --alert ran over another window than the schedule's or looked
-    back: what it did instead of touching the live alerts."""
+    """One line on stderr when --alert or --publish ran over another window than the schedule's
+    or looked back: what they did instead of touching the live alerts and the alarms' metrics."""
     from notify.check_params import ad_hoc_line
 
     if report.ad_hoc:
