@@ -153,7 +153,7 @@ def mute_detected_loops(
                     "created": len(created),
                     "recipients": sorted({m.recipient for m in created}),
                     "titles": sorted({m.title for m in created}),
-                    "until": created[0].until.isoformat(),
+                    "until": until.isoformat() if (until := created[0].until) else None,
                 },
                 note="automatic mute of notification loops",
             )

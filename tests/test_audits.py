@@ -375,14 +375,14 @@ def test_mute_loops_adds_one_time_limited_sms_suppression(
         ("technician:1", "Repair assigned", True, AS_OF + DAY)
     ]
     again = mute_loops(session=session, loops=report.loops, now=AS_OF + H, hours=24)
-    assert [m.created for m in again] == [False]
+    assert [(m.created, m.until) for m in again] == [(False, AS_OF + DAY)], "the mute's own end"
     stored = session.execute(select(Suppression)).scalars().all()
     assert [(s.address, s.channel, s.title, s.until) for s in stored] == [
         ("+15551234567", "sms", "Repair assigned", AS_OF + DAY)
     ]
     # expired, but the loop's messages all came before it ended: dealt with, not muted again
     stale = mute_loops(session=session, loops=report.loops, now=AS_OF + DAY, hours=1)
-    assert [m.created for m in stale] == [False]
+    assert stale == [], "the mute ended: nothing mutes the loop now"
     # a message after the mute ended: the loop goes on, so it is muted again
     going_on = [x.model_copy(update={"last_seen": AS_OF + DAY + H}) for x in report.loops]
     after_expiry = mute_loops(session=session, loops=going_on, now=AS_OF + DAY + H, hours=1)

@@ -78,6 +78,42 @@ def test_audit_loops_at_now_mutes_by_the_setting(
     assert report["auto_mute"] is True and len(report["muted"]) == 1
 
 
+def test_audit_loops_lists_as_muted_only_what_a_mute_holds_now(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After the runbook's `recipients unmute`, the next `audit loops` over the same messages
+    listed the loop under `muted`, until now + NOTIFY_LOOP_MUTE_HOURS, though nothing muted it
+    (the lift holds); and a second run over an active mute gave that mute a new end, later
+    than the suppression's own. `muted` is what a mute holds now, with the mute's end."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.factories import Rows
+
+    monkeypatch.setenv("NOTIFY_LOOP_AUTO_MUTE", "true")
+    reload_runtime()
+    rows = Rows()
+    looping = rows.recipient("technician:7", phone="+15551230007")
+    rows.many(8, looping, created_at=datetime.now(UTC) - timedelta(hours=1), title="Unit 9")
+    rows.insert(make_engine(cli_env))
+
+    def loops() -> list[dict[str, object]]:
+        assert main(["audit", "loops", "--direct", "--json"]) == 1
+        muted: list[dict[str, object]] = json.loads(capsys.readouterr().out)["muted"]
+        return muted
+
+    [first] = loops()
+    assert first["created"] is True
+    [again] = loops()
+    assert (again["created"], again["until"]) == (False, first["until"]), "the mute's own end"
+    unmute = ["recipients", "unmute", "technician:7", "--channel", "sms", "--reason", "fixed"]
+    assert main(unmute) == 0
+    capsys.readouterr()
+    assert loops() == [], "lifted: nothing mutes the loop now"
+    with transaction(make_engine(cli_env)) as session:
+        stored = session.scalars(select(Suppression.until)).all()
+    assert len(stored) == 1 and stored[0] is not None and stored[0] <= datetime.now(UTC)
+
+
 def test_the_default_alert_routing_setting_is_the_documented_default() -> None:
     assert parse_routing(load_settings().alert_routing) == dict(DEFAULT_ROUTES)
     assert parse_routing(load_settings(alert_routing="P1=log").alert_routing)["P1"] == ("log",)

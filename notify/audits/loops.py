@@ -67,8 +67,8 @@ class MutedLoop(BaseModel):
     title: str
     channel: str  # always sms
     phone_masked: str | None
-    until: datetime
-    created: bool  # False: an identical suppression was already active
+    until: datetime | None  # when the mute ends (None: no end)
+    created: bool  # False: an identical suppression was already active (its own `until`)
 
 
 class LoopReport(Report):
@@ -231,20 +231,22 @@ def mute_loops(
     """An SMS suppression (recipient's phone, loop title, until now + hours) per SMS loop: the mute
     stops what a loop costs. An email-only loop gets none (muting the recipient's SMS would not
     stop it; the loop guard holds its repeats back at enqueue, NOTIFY_LOOP_THRESHOLD a day);
-    recipients without a phone are skipped. A loop already dealt with is left alone
-    (created=False): a suppression for that phone and title is active, or ended (expired or lifted
-    by an operator) after the loop's latest message, so only messages that came after a mute ended
+    recipients without a phone are skipped. A loop already dealt with is left alone: a
+    suppression for that phone and title is active (listed with created=False and that
+    suppression's own end), or ended (expired or lifted by an operator) after the loop's latest
+    message (not listed: nothing mutes it now), so only messages that came after a mute ended
     mute the loop again.
     """
     until = now + timedelta(hours=hours)
     sms = Channel.sms.value
     unique = {(loop.recipient, loop.title): loop for loop in loops if loop.channel == sms}
     phones = _phones(session, [recipient for recipient, _ in unique])
-    return [
+    muted = (
         _mute(session, loop, phone, now, until, reason)
         for (recipient, _), loop in unique.items()
         if (phone := phones.get(recipient))
-    ]
+    )
+    return [m for m in muted if m is not None]
 
 
 def _phones(session: Session, external_ids: list[str]) -> dict[str, str | None]:
@@ -258,24 +260,34 @@ def _phones(session: Session, external_ids: list[str]) -> dict[str, str | None]:
 
 def _mute(
     session: Session, loop: Loop, phone: str, now: datetime, until: datetime, reason: str | None
-) -> MutedLoop:
-    """Insert the suppression unless an identical one is active (then created=False)."""
+) -> MutedLoop | None:
+    """Insert the suppression unless one for this phone and title dealt with the loop: an active
+    one is the loop's mute (created=False, with its own end); one that ended after the loop's
+    last message (lifted or expired) mutes nothing now, so the loop is not listed as muted."""
     text = reason or f"auto-muted loop: {loop.count} x by {loop.channel} (loop detection)"
-    created = not _dealt_with(session, phone, loop.title, loop.last_seen, now)
-    if created:
-        sms = Channel.sms.value
-        session.add(
-            Suppression(
-                address=phone,
-                channel=sms,
-                title=loop.title,
-                until=until,
-                created_at=now,
-                reason=text[:REASON_MAX_CHARS],
-                source=SuppressionSource.loop.value,
-            )
+    dealt = _dealt_with(session, phone, loop.title, loop.last_seen, now)
+    if dealt is not None:
+        active, ends = dealt
+        if not active:
+            return None
+        return _muted(loop, phone, ends, created=False)
+    sms = Channel.sms.value
+    session.add(
+        Suppression(
+            address=phone,
+            channel=sms,
+            title=loop.title,
+            until=until,
+            created_at=now,
+            reason=text[:REASON_MAX_CHARS],
+            source=SuppressionSource.loop.value,
         )
-        session.flush()
+    )
+    session.flush()
+    return _muted(loop, phone, until, created=True)
+
+
+def _muted(loop: Loop, phone: str, until: datetime | None, *, created: bool) -> MutedLoop:
     return MutedLoop(
         recipient=loop.recipient,
         title=loop.title,
@@ -288,13 +300,20 @@ def _mute(
 
 def _dealt_with(
     session: Session, phone: str, title: str, last_seen: datetime, now: datetime
-) -> bool:
-    """A suppression for this phone and title is active, or ended after the loop's last message."""
+) -> tuple[bool, datetime | None] | None:
+    """(active, until) of a suppression for this phone and title that is active, or else of one
+    that ended after the loop's last message; None when there is neither."""
     s = Suppression
-    query = select(s.id).where(
-        s.address == phone,
-        s.channel == Channel.sms.value,
-        s.title == title,
-        or_(s.until.is_(None), s.until > now, s.until >= last_seen),
+    active = or_(s.until.is_(None), s.until > now)
+    query = (
+        select(active, s.until)
+        .where(
+            s.address == phone,
+            s.channel == Channel.sms.value,
+            s.title == title,
+            or_(active, s.until >= last_seen),
+        )
+        .order_by(active.desc(), s.id.desc())
     )
-    return session.execute(query.limit(1)).first() is not None
+    row = session.execute(query.limit(1)).first()
+    return None if row is None else (bool(row[0]), row[1])
