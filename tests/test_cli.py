@@ -1013,6 +1013,30 @@ def test_deliver_says_why_email_waits_and_when_the_rest_is_due(
     )
 
 
+def test_deliver_says_what_its_rescue_left_unknown_and_what_to_do(
+    flow_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The runbook's fix for stuck rows is `notifyops deliver`: its rescue makes rows a dead
+    deliverer held in flight `unknown` and the command exits 1, but it printed only "rescued 0
+    to pending, 1 to unknown", not why it failed nor what to do about them."""
+    from notify.bootstrap import runtime
+    from tests.factories import Rows
+
+    now = datetime.now(UTC)
+    rows = Rows()
+    tech = rows.recipient("tech:5", phone="+15551230005")
+    rows.delivery(
+        tech, created_at=now - timedelta(hours=1), status="sending", lease_owner="dead-host",
+        lease_expires_at=now - timedelta(minutes=10),
+    )  # fmt: skip
+    rows.insert(runtime().engine())
+    assert main(["deliver"]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "rescued 0 to pending, 1 to unknown" in out
+    assert "1 message(s) a stopped deliverer left in flight are now `unknown`" in out
+    assert "`notifyops redrive --status unknown --allow-unknown`" in out
+
+
 def test_a_flow_command_resumes_the_collector_its_start_up_paused(flow_env: str) -> None:
     """A command that runs a flow loads Prefect with the cyclic collector paused; its run turns
     it back on, so a long delivery never runs without it."""

@@ -287,6 +287,13 @@ def _print_delivery(summary: DeliverySummary, *, title: str = "Delivered") -> No
         out.print(f"batch stopped: {summary.stopped}")
     if summary.paused:
         out.print(f"{summary.paused}; `notifyops receipts resume-email` lets it go (runbook)")
+    if summary.rescued_unknown:
+        out.print(
+            f"{summary.rescued_unknown} message(s) a stopped deliverer left in flight are now "
+            "`unknown` (the provider may have them; never re-sent by themselves): receipts settle "
+            "what they can; check the provider's logs before `notifyops redrive --status "
+            "unknown --allow-unknown` (runbook section 5)"
+        )
 
 
 def _later(summary: DeliverySummary) -> str:
