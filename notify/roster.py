@@ -31,6 +31,7 @@ from notify.errors import InputError
 from notify.json_objects import RepeatedKey, refuse_repeated_keys
 from notify.validation import (
     UNSHOWABLE,
+    decode_text,
     describe_control,
     normalize_email,
     normalize_name,
@@ -327,7 +328,7 @@ def _read_utf8(path: Path, expected: str = "") -> str:
     except OSError as error:
         raise InputError(f"cannot read {path}: {error.strerror}") from None
     try:
-        text = data.decode("utf-8-sig")
+        text = decode_text(data)
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise InputError(

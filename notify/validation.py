@@ -3,6 +3,7 @@ raises ValueError with a reason a person can act on."""
 
 from __future__ import annotations
 
+import codecs
 import math
 import re
 from collections.abc import Mapping
@@ -26,6 +27,8 @@ BIDI_CONTROL = re.compile("[\u202a-\u202e\u2066-\u2069]")
 INVISIBLE = re.compile("[\u200b\u2060-\u2064\ufeff\u180e]")
 # what a value quoted back in an error shows escaped: each kind would garble or hide in the line
 UNSHOWABLE = re.compile(f"{CONTROL_CHARACTER.pattern}|{BIDI_CONTROL.pattern}|{INVISIBLE.pattern}")
+# what marks a file as UTF-16 (a spreadsheet's "Unicode Text", e.g. Excel's), little or big endian
+UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 _TRUE = {"true", "1", "yes", "y", "t", "on"}
 _FALSE = {"false", "0", "no", "n", "f", "off", ""}
 
@@ -211,3 +214,14 @@ def _all_text_without_nul(items: list[Any] | tuple[Any, ...]) -> bool:
         return "\x00" not in "\x01".join(items)
     except TypeError:  # not all text: walk them one by one
         return False
+
+
+def decode_text(data: bytes) -> str:
+    """A text file as people and spreadsheets save it: UTF-8, with or without a byte-order mark,
+    or UTF-16 (Excel's "Unicode Text"), with its byte-order mark or without it (then told by
+    its first character, an ASCII one with a NUL beside it). UnicodeDecodeError otherwise."""
+    if data.startswith(UTF16_BOMS):
+        return data.decode("utf-16")
+    if len(data) >= 2 and (data[0] == 0) != (data[1] == 0) and max(data[:2]) < 0x80:
+        return data.decode("utf-16-be" if data[0] == 0 else "utf-16-le")
+    return data.decode("utf-8-sig")

@@ -184,15 +184,17 @@ def parse_json_object(raw: str, option: str) -> dict[str, Any]:
 
 
 def read_text_option(path: Path, option: str) -> str:
-    """The UTF-8 text of a file named on the command line; InputError naming the option."""
+    """The text of a file named on the command line (UTF-8, or UTF-16 with its byte-order mark);
+    InputError naming the option."""
     from notify.errors import InputError
+    from notify.validation import decode_text
 
     try:
         data = path.read_bytes()
     except OSError as error:
         raise InputError(f"{option}: cannot read {path} ({error.strerror or error})") from None
     try:
-        return data.decode("utf-8-sig")
+        return decode_text(data)
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise InputError(f"{option}: {path} is not UTF-8 (bad byte on line {line})") from None

@@ -207,7 +207,6 @@ def roster_file_cases() -> list[Case]:
             raw_file("l.csv", (HEADER + "\nx:1,Jos\xe9,a@b.co,,,,\n").encode("latin-1"), *import_),
             "not UTF-8",
         ),
-        Case("file-utf16", raw_file("w.csv", HEADER.encode("utf-16"), *import_), "not UTF-8"),
         Case("file-binary", raw_file("b.csv", bytes(range(256)), *import_), "not UTF-8"),
         Case("file-missing", lambda t: [*import_, str(t / "nope.csv")], "nope.csv"),
         Case("file-directory", lambda t: [*import_, str(t)], "cannot read"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from notify.errors import InputError
-from notify.roster import parse_roster_file
+from notify.roster import parse_roster_file, read_recipient_file
 
 HEADER = (
     "external_id,name,email,phone,timezone,receive_email,receive_sms,"
@@ -252,6 +253,20 @@ def test_utf8_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
     parsed = parse_roster_file(path)
     assert parsed.errors == [] and parsed.rows[0].name == "Zoë"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-16-le"])
+def test_a_utf16_roster_as_excel_saves_unicode_text_imports(tmp_path: Path, encoding: str) -> None:
+    text = "external_id\tname\temail\tphone\ntechnician:7\tAna Muñoz\tana@example.com\t\n"
+    data = text.encode(encoding)
+    if encoding == "utf-16-be":  # the codec names its byte order and writes no mark: add it
+        data = codecs.BOM_UTF16_BE + data  # (utf-16-le: as a program may write it, no mark)
+    path = tmp_path / "roster.txt"
+    path.write_bytes(data)
+    parsed = parse_roster_file(path)
+    assert parsed.errors == []
+    assert [(row.external_id, row.name) for row in parsed.rows] == [("technician:7", "Ana Muñoz")]
+    assert read_recipient_file(path) == ["technician:7"], "send --to-file reads it too"
 
 
 @pytest.mark.parametrize("delimiter", [";", "\t"])
