@@ -19,7 +19,7 @@ from flows.naming import counted, rename
 from flows.states import Unsuccessful, one_line
 from notify.receipts import ReceiptsReport
 from notify.receipts.crash import ambiguous_said
-from notify.receipts.poll import ReceiptsUnavailable
+from notify.receipts.poll import ReceiptsUnavailable, logs_began_said
 from tasks import receipts
 
 NOT_SET_UP = "NotSetUp"
@@ -97,6 +97,8 @@ def receipts_artifact(report: ReceiptsReport) -> None:
         f"{crash.matched_sms} SMS matched, {ambiguous_said(crash.ambiguous_rows)}, "
         f"{crash.undelivered_sms} SMS undelivered after 72 h"
     )
+    if report.sms.began and report.sms.read_since is not None:
+        notes += f"; {logs_began_said(report.sms.read_since)}"
     if finding is not None:
         notes += f"; reputation: {finding.summary}"
         if finding.paused:

@@ -28,6 +28,7 @@ from notify.receipts.crash import ambiguous_said, resolve_crash_rows
 from notify.receipts.parse import parse_sms_log
 from notify.receipts.queue import store_and_apply
 from notify.receipts.reputation import guard
+from notify.receipts.smslogs import note_logs_read
 from notify.rendering import TemplateCatalog
 from notify.settings import Settings
 from tests.factories import Rows
@@ -571,7 +572,15 @@ def test_unknown_sms_rows_each_fitting_their_own_line_are_both_matched(engine: E
     ]
 
 
+def _logs_read(engine: Engine, *moments: datetime) -> None:
+    """Polls that read the SMS delivery logs at these moments (the first one begins the reading)."""
+    for moment in moments:
+        with transaction(engine) as session:
+            note_logs_read(session, now=moment, read_before=moment != moments[0])
+
+
 def test_sms_without_a_receipt_after_72_hours_is_undelivered(engine: Engine) -> None:
+    _logs_read(engine, NOW - timedelta(days=5), NOW)
     old, recent, answered = _rows(
         engine,
         {"channel": "sms", "status": "sent", "sent_at": NOW - timedelta(hours=73)},
@@ -586,6 +595,55 @@ def test_sms_without_a_receipt_after_72_hours_is_undelivered(engine: Engine) -> 
     assert _settle(engine, NOW).undelivered_sms == 1
     statuses = [_row(engine, i)["status"] for i in (old, recent, answered)]
     assert statuses == ["undelivered", "sent", "sent"]
+
+
+def test_sms_sent_before_the_delivery_logs_were_first_read_stays_sent(engine: Engine) -> None:
+    """A database from before receipts (or logging set up only now): its SMS of days ago can have
+    no receipt. Before, the first poll made every one of them `undelivered` (a redrive of those
+    sends each again: a second SMS to the technician)."""
+    *before, after = _rows(
+        engine,
+        {"channel": "sms", "status": "sent", "sent_at": NOW - timedelta(days=6)},
+        {
+            "channel": "sms",
+            "status": "unknown",
+            "created_at": NOW - timedelta(days=5),
+            "unknown_since": NOW - timedelta(days=5),
+        },
+        {"channel": "sms", "status": "sent", "sent_at": NOW + timedelta(hours=1)},  # sent after
+    )
+    assert _settle(engine, NOW).undelivered_sms == 0  # the logs never read: nothing expires
+    _logs_read(engine, NOW)  # the first poll after set-up
+    assert _settle(engine, NOW).undelivered_sms == 0
+    later = NOW + timedelta(hours=74)
+    _logs_read(engine, later)
+    assert _settle(engine, later).undelivered_sms == 1
+    statuses = [_row(engine, i)["status"] for i in (*before, after)]
+    assert statuses == ["sent", "unknown", "undelivered"]
+
+
+def test_sms_are_not_expired_while_the_delivery_logs_go_unread(engine: Engine) -> None:
+    """72 h count to the latest read of the logs: a poll that could not read them (no account
+    id) has not seen the lines that may answer an SMS."""
+    _logs_read(engine, NOW - timedelta(days=5), NOW - timedelta(hours=70))
+    (row,) = _rows(
+        engine, {"channel": "sms", "status": "sent", "sent_at": NOW - timedelta(hours=73)}
+    )
+    assert _settle(engine, NOW).undelivered_sms == 0
+    _logs_read(engine, NOW)
+    assert _settle(engine, NOW).undelivered_sms == 1
+    assert _row(engine, row)["status"] == "undelivered"
+
+
+def test_logs_an_earlier_version_read_count_from_its_first_sms_receipt(engine: Engine) -> None:
+    first = NOW - timedelta(days=4)
+    _sms(engine, sms_line("s-9", phone=PHONE), now=first)  # stored by an earlier version's poll
+    with transaction(engine) as session:
+        assert note_logs_read(session, now=NOW, read_before=True) == (first, True)
+        assert note_logs_read(session, now=NOW + timedelta(minutes=1), read_before=True) == (
+            first,
+            False,
+        )
 
 
 def _sent_emails(engine: Engine, total: int, bounced: int, complained: int) -> None:

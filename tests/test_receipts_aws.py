@@ -49,14 +49,21 @@ def _settings(db_url: str, **extra: Any) -> Settings:
     return load_settings(database_url=db_url, sender="memory", receipts_wait_s=0, **extra)
 
 
-def _poll(aws: dict[str, Any], engine: Engine, db_url: str, *, with_logs: bool = False) -> Any:
+def _poll(
+    aws: dict[str, Any],
+    engine: Engine,
+    db_url: str,
+    *,
+    with_logs: bool = False,
+    clock: Callable[[], datetime] = utcnow,
+) -> Any:
     """One receipts poll of the queue (and, `with_logs`, of the SMS delivery logs)."""
     logs = {"logs": aws["logs"], "account_id": "123456789012"} if with_logs else {}
     return poll_receipts(
         engine=engine,
         sources=ReceiptSources(sqs=aws["sqs"], **logs),
         settings=_settings(db_url),
-        clock=utcnow,
+        clock=clock,
         fallback=FALLBACK,
     )
 
@@ -618,3 +625,66 @@ def test_one_log_line_for_two_crashed_sms_to_one_number_is_ambiguous_in_the_poll
     with engine.connect() as connection:
         query = select(DELIVERY_LOGS.c.status, DELIVERY_LOGS.c.provider_message_id)
         assert connection.execute(query).all() == [("unknown", None), ("unknown", None)]
+
+
+def test_the_first_poll_after_setup_leaves_sms_sent_before_it_sent(
+    aws: dict[str, Any], engine: Engine, db_url: str
+) -> None:
+    """The reviewer's case: a database upgraded from before receipts, SMS delivery logging set up
+    only now. Before, the first poll made the SMS of days ago `undelivered`: false failure
+    rates, and the runbook's redrive of undelivered rows sent each again."""
+    start = utcnow()
+    rows = Rows()
+    tech = rows.recipient("tech:1", email=TO)
+    sms = {"channel": "sms", "status": "sent", "recipient_phone": PHONE}
+    old = [
+        rows.delivery(
+            tech, **sms, created_at=start - timedelta(days=d), sent_at=start - timedelta(days=d)
+        )
+        for d in (4, 9)
+    ]
+    answered = rows.delivery(
+        tech,
+        **sms,
+        created_at=start - timedelta(minutes=9),
+        sent_at=start - timedelta(minutes=9),
+        provider_message_id="sns-ok",
+    )
+    after = rows.delivery(
+        tech,
+        **sms,
+        created_at=start + timedelta(hours=1),
+        sent_at=start + timedelta(hours=1),
+        provider_message_id="sns-silent",
+    )
+    rows.insert(engine)
+    success, _failure = sms_log_groups("us-east-1", "123456789012")
+    at = start - timedelta(minutes=8)
+    _put_lines(aws["logs"], success, [(at, sms_line("sns-ok", phone=PHONE, published=at))])
+    _setup(aws)
+    first = report_json(_poll(aws, engine, db_url, with_logs=True, clock=lambda: start))
+    assert first["crash_rows"]["undelivered_sms"] == 0
+    assert (first["sms_logs"]["read_since"], first["sms_logs"]["began"]) == (
+        start.isoformat(),
+        True,
+    )
+    assert _statuses(engine) == {
+        old[0]: "sent",
+        old[1]: "sent",
+        answered: "delivered",
+        after: "sent",
+    }
+    later = start + timedelta(hours=74)
+    second = report_json(_poll(aws, engine, db_url, with_logs=True, clock=lambda: later))
+    assert second["crash_rows"]["undelivered_sms"] == 1
+    assert (second["sms_logs"]["read_since"], second["sms_logs"]["began"]) == (
+        start.isoformat(),
+        False,
+    )
+    statuses = _statuses(engine)
+    assert [statuses[i] for i in (*old, answered, after)] == [
+        "sent",
+        "sent",
+        "delivered",
+        "undelivered",
+    ]

@@ -83,7 +83,8 @@ def test_the_text_of_a_poll_says_which_sms_delivery_log_groups_do_not_exist_yet(
     receipts_env: str, cli_env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The runbook says to read `missing_groups`; only --json had it. The text says it in one
-    line with the fix, and says nothing once SNS has written both groups."""
+    line with the fix, and says nothing once SNS has written both groups (but for the line, once,
+    saying since when the logs are read)."""
     groups = sms_log_groups("us-east-1", "123456789012")
     said = (
         f"SMS delivery logs not written yet ({groups[0]}, {groups[1]}): no SMS sent since "
@@ -97,6 +98,12 @@ def test_the_text_of_a_poll_says_which_sms_delivery_log_groups_do_not_exist_yet(
     assert said in " ".join(capsys.readouterr().out.split())
     for group in groups:
         _client("logs", receipts_env).create_log_group(logGroupName=group)
+    assert main(["receipts", "--direct"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "not written yet" not in text
+    # the first poll that reads them says, once, that older SMS have no receipt to wait for
+    assert "SMS delivery logs read from " in text
+    assert "stays sent (not undelivered after 72 h)" in text
     assert main(["receipts", "--direct"]) == 0
     assert "SMS delivery logs" not in capsys.readouterr().out
 

@@ -13,7 +13,11 @@ blindly.
   when exactly one fits (same destination, published between the row's creation and the moment it
   was seen `unknown`) and that line fits no other such row (two sends to one number in doubt at
   once); ambiguous rows stay `unknown` for the operator.
-- SMS with no receipt 72 h after sending (AWS: carriers report within 72 h) -> `undelivered`.
+- SMS with no receipt 72 h after sending (AWS: carriers report within 72 h) -> `undelivered`,
+  only when its receipt could have come: sent after the SMS delivery logs were first read and
+  72 h before the latest read (notify.receipts.smslogs' marks). One sent before the first read
+  (a database from before receipts, delivery-status logging set up only now) stays `sent`, and
+  an `unknown` one stays `unknown`: nothing was reading the line it would have had.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from sqlalchemy.orm import Session
 from notify.db import DELIVERY_LOGS, RECEIPTS, Channel, Status
 from notify.marks import read_mark
 from notify.receipts.events import Source, State
+from notify.receipts.smslogs import sms_logs_read
 from notify.receipts.store import SEND_WATERMARK
 
 NO_RECEIPT_AFTER = timedelta(hours=72)
@@ -186,13 +191,22 @@ def _adopt(session: Session, matched: Sequence[tuple[int, str]]) -> int:
 
 
 def expire_silent_sms(*, session: Session, now: datetime, keep: Sequence[int] = ()) -> int:
-    """No receipt 72 h after sending (or after being seen unknown with no line that fits)."""
-    cutoff = now - NO_RECEIPT_AFTER
-    silent_sent = and_(LOGS.c.status == Status.sent.value, LOGS.c.sent_at < cutoff)
+    """No receipt 72 h after sending (or after being seen unknown with no line that fits), of
+    an SMS sent while the delivery logs were being read: one sent before they were first read
+    could have no receipt, and 72 h are counted to the latest read (a poll that could not read
+    them expires nothing the read it missed may answer)."""
+    since, until = sms_logs_read(session)
+    if since is None or until is None:
+        return 0
+    cutoff = min(now, until) - NO_RECEIPT_AFTER
+    silent_sent = and_(
+        LOGS.c.status == Status.sent.value, LOGS.c.sent_at < cutoff, LOGS.c.sent_at >= since
+    )
     silent_unknown = and_(
         LOGS.c.status == Status.unknown.value,
         LOGS.c.provider_message_id.is_(None),
         LOGS.c.unknown_since < cutoff,
+        LOGS.c.created_at >= since,  # its attempt came after its creation
     )
     statement = (
         update(LOGS)

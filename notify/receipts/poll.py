@@ -207,6 +207,8 @@ def report_json(report: ReceiptsReport) -> dict[str, Any]:
             "lines": report.sms.lines,
             "calls": report.sms.calls,
             "missing_groups": report.sms.missing_groups,
+            "read_since": report.sms.read_since.isoformat() if report.sms.read_since else None,
+            "began": report.sms.began,
         },
         "crash_rows": {
             "requeued_email": crash.requeued_email,
@@ -219,6 +221,14 @@ def report_json(report: ReceiptsReport) -> dict[str, Any]:
         "reputation": None if finding is None else _finding_json(finding),
         "changes": [asdict(change) for change in totals.changes],
     }
+
+
+def logs_began_said(since: datetime) -> str:
+    """Said once, by the poll that first read the SMS delivery logs."""
+    return (
+        f"SMS delivery logs read from {since:%Y-%m-%d %H:%M} UTC on: an SMS sent before then has "
+        "no receipt to wait for and stays sent (not undelivered after 72 h)"
+    )
 
 
 def _finding_json(finding: ReputationFinding) -> dict[str, Any]:

@@ -106,6 +106,12 @@ def _show(data: dict[str, Any]) -> None:
             f"email fallbacks {data['fallbacks']}"
         )
     _show_missing_log_groups(data["sms_logs"]["missing_groups"])
+    if data["sms_logs"]["began"]:
+        from datetime import datetime
+
+        from notify.receipts.poll import logs_began_said
+
+        out.print(logs_began_said(datetime.fromisoformat(data["sms_logs"]["read_since"])))
     crash = data["crash_rows"]
     out.print(
         f"crash rows: {crash['requeued_email']} email back to pending, {crash['matched_sms']} "
