@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from notify.actions.decide import DecideRequest
 from notify.actions.purge import PurgeRequest
 from notify.actions.redrive import RedriveRequest
 from notify.actions.suppressions import MuteRequest, UnmuteRequest
@@ -30,4 +31,9 @@ class MuteParams(MuteRequest):
 
 class UnmuteParams(UnmuteRequest):
     apply: bool = Field(False, description="Unmute for real (off: list what would be lifted)")
+    operator: str | None = OPERATOR
+
+
+class DecideParams(DecideRequest):
+    apply: bool = Field(False, description="Decide for real (off: a dry run that only counts)")
     operator: str | None = OPERATOR

@@ -4,6 +4,8 @@
     redrive-deliveries   failed rows back in the queue, once per redrive id (dry run by default)
     mute-recipient       a time-limited suppression of one recipient's channel (dry run by default)
     unmute-recipient     end a recipient's active suppressions (dry run by default)
+    decide-unknown       record an `unknown` row as sent or not sent, sending nothing (dry run
+                         by default)
 
 Each records who ran it (this flow run and its deployment, plus the form's `operator`) in
 `operator_actions`, and leaves an artifact saying what was done and by which run.
@@ -16,13 +18,26 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.action_params import MuteParams, PurgeParams, RedriveParams, UnmuteParams
+from flows.action_params import (
+    DecideParams,
+    MuteParams,
+    PurgeParams,
+    RedriveParams,
+    UnmuteParams,
+)
 from flows.naming import rename
+from notify.actions.decide import DecideRequest, DecideResult
 from notify.actions.purge import PurgeRequest, PurgeResult
 from notify.actions.redrive import RedriveRequest, RedriveResult
 from notify.actions.suppressions import MuteRequest, MuteResult, UnmuteRequest, UnmuteResult
 from notify.actions.view import action_markdown
-from tasks.actions import run_mute, run_purge, run_redrive, run_unmute
+from tasks.actions import (
+    run_decide,
+    run_mute,
+    run_purge,
+    run_redrive,
+    run_unmute,
+)
 from tasks.run_info import run_actor
 
 _FORM_ONLY = {"apply", "operator"}
@@ -119,6 +134,25 @@ def unmute_flow(params: UnmuteParams) -> UnmuteResult:
         _by(result.actor, result.action_id),
     )
     get_run_logger().info(title)
+    return result
+
+
+@flow(
+    name="decide-unknown",
+    description="Record what the provider's logs showed about `unknown` rows, sending nothing: "
+    "sent (the row becomes sent) or not_sent (failed, NotSent: redrive it to send). By ids or "
+    "filters, with a reason; once per decision id. A dry run unless `apply`.",
+)
+def decide_flow(params: DecideParams) -> DecideResult:
+    request = DecideRequest.model_validate(params.model_dump(exclude=_FORM_ONLY))
+    result = run_decide(request, run_actor(params.operator), params.apply)
+    verb = "decided" if result.applied else "would decide (dry run)"
+    count = result.decided if result.applied else result.matched
+    title = f"Decide {result.decision_id}: {verb} {count} unknown row(s) {result.outcome}"
+    _artifact(
+        "decide-unknown", title, result.model_dump(mode="json"), _by(result.actor, result.action_id)
+    )
+    get_run_logger().info("%s (%d already decided by this id)", title, result.already_decided)
     return result
 
 

@@ -311,6 +311,14 @@ MAYBE_SENT = ErrorKind(
     "receipts or logs for this recipient (SES/SNS delivery events, the SMTP server's log); "
     "redrive the row (notifyops redrive --status unknown --id ID) only if it was not sent",
 )
+NOT_SENT = ErrorKind(
+    "NotSent",
+    ErrorClass.maybe_sent,
+    "An `unknown` row (the provider might have had it) that an operator, having checked the "
+    "provider's logs, decided never went out (`notifyops decide-unknown --as not-sent`)",
+    "Not sent by itself (it may be stale by now): redrive it to send it "
+    "(notifyops redrive --status failed --error-code NotSent --id ID)",
+)
 UNKNOWN = ErrorKind(
     "Unknown",
     ErrorClass.transient,
@@ -349,6 +357,7 @@ KNOWN_KINDS: tuple[ErrorKind, ...] = (
     NO_REGION,
     CONNECTION_FAILED,
     MAYBE_SENT,
+    NOT_SENT,
     UNKNOWN,
 )
 
@@ -446,6 +455,7 @@ _RULES: tuple[_Rule, ...] = (
     ),
     _rule("NoRegionError", NO_REGION),
     _rule(_MAYBE, MAYBE_SENT),
+    _rule("NotSent", NOT_SENT),
     _rule(_CONNECTION, CONNECTION_FAILED),
 )
 _KNOWN_CODES = frozenset(code for rule in _RULES for code in rule.codes)

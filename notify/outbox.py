@@ -354,7 +354,7 @@ def _outcome_arrays(owner: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
         "error_code": text_array([o.error_code for o in outcomes]),
         "error_class": text_array([o.error_class for o in outcomes]),
         "error_message": text_array([o.error_message for o in outcomes]),
-        "error_norm": text_array([_norm(o.error_message) for o in outcomes]),
+        "error_norm": text_array([normalised_error(o.error_message) for o in outcomes]),
         "next_attempt_at": time_array([o.next_attempt_at for o in outcomes]),
         "uncount": int_array([0 if o.count_attempt else 1 for o in outcomes]),
     }
@@ -397,7 +397,7 @@ _OUTCOME_COLUMNS = (
 )
 
 
-def _norm(message: str | None) -> str | None:
+def normalised_error(message: str | None) -> str | None:
     """The normalised message the failure audits group by, stored with the outcome."""
     return normalize_error(message)[:200] if message else None
 
@@ -412,7 +412,7 @@ def _outcome_params(outcome: Outcome) -> dict[str, Any]:
         "b_error_code": outcome.error_code,
         "b_error_class": outcome.error_class,
         "b_error_message": outcome.error_message,
-        "b_error_norm": _norm(outcome.error_message),
+        "b_error_norm": normalised_error(outcome.error_message),
         "b_next_attempt_at": outcome.next_attempt_at,
         "b_lease_expires_at": None,
         "b_uncount": 0 if outcome.count_attempt else 1,

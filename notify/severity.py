@@ -321,7 +321,8 @@ def _data_loss(facts: Facts, _t: Thresholds) -> Finding | None:
         "or provider receipts of our messages matching no delivery row (see health's "
         "lost_past_horizon and unmatched_receipts); fix: `notifyops deliver` rescues the held "
         "rows (claimed back to the queue, in-flight ones `unknown`: check the provider's logs, "
-        "then redrive), and a deliverer must run (runbook section 3)",
+        "then `notifyops decide-unknown` or redrive), and a deliverer must run (runbook section "
+        "3)",
     )
 
 
@@ -413,7 +414,10 @@ def _permissions(errors: tuple[str, ...]) -> str:
 def _unknown(facts: Facts, _t: Thresholds) -> Finding | None:
     if facts.unknown_deliveries <= 0:
         return None
-    message = f"{facts.unknown_deliveries:,} deliveries in unknown state: reconcile or redrive"
+    message = (
+        f"{facts.unknown_deliveries:,} deliveries in unknown state: check the provider's logs, "
+        "then `notifyops decide-unknown --as sent` (or `--as not-sent`) records the decision"
+    )
     return Finding("unknown", Severity.P3, message)
 
 

@@ -33,6 +33,17 @@ def show(result: Any, *, as_json: bool, summary: str, warnings: list[str] | None
     out.print(summary)
 
 
+def as_option(error: Exception, field: str, option: str) -> Exception:
+    """A library refusal that names a request's field (`ids: ...`) named as the command line
+    spells it (`--id: ...`); any other error as it is."""
+    from notify.errors import InputError
+
+    text = str(error)
+    if isinstance(error, InputError) and text.startswith(f"{field}: "):
+        return InputError(f"{option}: {text.removeprefix(f'{field}: ')}")
+    return error
+
+
 def parse_moment(text: str | None, option: str) -> datetime | None:
     """ISO 8601 (UTC if no zone) or a duration back from now: 24h, 90m, 7d."""
     if text is None:

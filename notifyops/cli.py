@@ -23,6 +23,7 @@ from notifyops.commands import (
     audit,
     config,
     db,
+    decide,
     demo,
     inbox,
     purge,
@@ -73,6 +74,7 @@ app.command("test-email")(send.test_email)
 app.command("health")(audit.health_command)
 app.command("redrive")(redrive.redrive_command)
 app.command("purge")(purge.purge_command)
+app.command("decide-unknown")(decide.decide_command)
 app.command("actions")(actions.actions_command)
 app.command("serve")(serve.serve)
 app.command("standby")(standby.standby)

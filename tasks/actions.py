@@ -9,6 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from notify.actions.audit_trail import Actor
+from notify.actions.decide import DecideRequest, DecideResult, decide_unknown
 from notify.actions.purge import PurgeRequest, PurgeResult, purge
 from notify.actions.redrive import RedriveRequest, RedriveResult, redrive
 from notify.actions.suppressions import MuteRequest, MuteResult, UnmuteRequest, UnmuteResult
@@ -67,4 +68,19 @@ def run_unmute(request: UnmuteRequest, actor: Actor, apply: bool) -> UnmuteResul
     with transaction(runtime().engine()) as session:
         return unmute_recipient(
             session=session, request=request, now=utcnow(), actor=actor, apply=apply
+        )
+
+
+@task(name="decide-unknown", cache_policy=NO_CACHE)
+def run_decide(request: DecideRequest, actor: Actor, apply: bool) -> DecideResult:
+    """Count (apply: decide) unknown rows, once per decision id."""
+    here = runtime()
+    with transaction(here.engine()) as session:
+        return decide_unknown(
+            session=session,
+            request=request,
+            now=utcnow(),
+            actor=actor,
+            apply=apply,
+            catalog=here.catalog(),
         )

@@ -277,7 +277,8 @@ def test_actions_refuses_an_action_that_does_not_exist(
     code, refused = run(capsys, "actions", "--action", "mutes")
     assert code == 2
     assert str(refused["error"]).strip() == (
-        "error: --action: 'mutes' is not an operator action (purge, redrive, mute, unmute)"
+        "error: --action: 'mutes' is not an operator action (purge, redrive, mute, unmute, "
+        "decide-unknown)"
     )
     code, trail = run(capsys, "actions", "--action", "mute")
     assert code == 0 and [a["action"] for a in trail["actions"]] == ["mute"]  # type: ignore[union-attr,index]

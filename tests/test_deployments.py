@@ -28,6 +28,7 @@ EXPECTED = {
     "redrive-deliveries",
     "mute-recipient",
     "unmute-recipient",
+    "decide-unknown",
     "receipts",
 }
 AD_HOC = {
@@ -36,6 +37,7 @@ AD_HOC = {
     "redrive-deliveries",
     "mute-recipient",
     "unmute-recipient",
+    "decide-unknown",
 }
 
 
@@ -74,6 +76,7 @@ def _properties(schema: dict[str, Any], model: str) -> dict[str, Any]:
         ("flows/actions.py:redrive_flow", "RedriveParams"),
         ("flows/actions.py:mute_flow", "MuteParams"),
         ("flows/actions.py:unmute_flow", "UnmuteParams"),
+        ("flows/actions.py:decide_flow", "DecideParams"),
     ],
 )
 def test_parameter_forms_have_descriptions_and_bounds(entrypoint: str, model: str) -> None:

@@ -20,7 +20,13 @@ from sqlalchemy.orm import Session
 from notify.db import OperatorAction
 
 NOTE_MAX_CHARS = 300
-ACTIONS = ("purge", "redrive", "mute", "unmute")  # what `operator_actions.action` holds
+ACTIONS = (  # what `operator_actions.action` holds
+    "purge",
+    "redrive",
+    "mute",
+    "unmute",
+    "decide-unknown",
+)
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,7 @@ def redrive(
     fresh = [*base, ~_redriven_under(key)]
     matched = count_rows(session, fresh)
     already = count_rows(session, base) - matched
-    groups = _by_error(session, fresh)
+    groups = by_error(session, fresh)
     sample = sample_rows(session, fresh)
     warnings = _warnings(session, request, fresh)  # of the rows before they are redriven
     filters = request.model_dump(mode="json", exclude_none=True)
@@ -263,7 +263,7 @@ def _redriven_under(key: str) -> ColumnElement[bool]:
     )
 
 
-def _by_error(session: Session, where: Sequence[ColumnElement[bool]]) -> list[ErrorGroup]:
+def by_error(session: Session, where: Sequence[ColumnElement[bool]]) -> list[ErrorGroup]:
     count = func.count()
     columns = (DL.c.status, DL.c.error_class, DL.c.error_code)
     query = (

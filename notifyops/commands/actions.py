@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 
 
 def actions_command(
-    action: str | None = typer.Option(None, help="Only purge, redrive, mute or unmute."),
+    action: str | None = typer.Option(
+        None, help="Only purge, redrive, mute, unmute or decide-unknown."
+    ),
     limit: int = typer.Option(20, min=1, max=1_000, help="How many, newest first."),
     json_output: bool = JSON,
 ) -> None:
