@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from notify.actions.acknowledge import AcknowledgeRequest
 from notify.actions.decide import DecideRequest
 from notify.actions.purge import PurgeRequest
 from notify.actions.redrive import RedriveRequest
@@ -36,4 +37,11 @@ class UnmuteParams(UnmuteRequest):
 
 class DecideParams(DecideRequest):
     apply: bool = Field(False, description="Decide for real (off: a dry run that only counts)")
+    operator: str | None = OPERATOR
+
+
+class AcknowledgeParams(AcknowledgeRequest):
+    apply: bool = Field(
+        False, description="Acknowledge for real (off: list what would be acknowledged)"
+    )
     operator: str | None = OPERATOR

@@ -6,6 +6,8 @@
     unmute-recipient     end a recipient's active suppressions (dry run by default)
     decide-unknown       record an `unknown` row as sent or not sent, sending nothing (dry run
                          by default)
+    acknowledge-receipts close receipts of ours matching no row once looked into (dry run by
+                         default)
 
 Each records who ran it (this flow run and its deployment, plus the form's `operator`) in
 `operator_actions`, and leaves an artifact saying what was done and by which run.
@@ -19,6 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.action_params import (
+    AcknowledgeParams,
     DecideParams,
     MuteParams,
     PurgeParams,
@@ -26,12 +29,14 @@ from flows.action_params import (
     UnmuteParams,
 )
 from flows.naming import rename
+from notify.actions.acknowledge import AcknowledgeRequest, AcknowledgeResult
 from notify.actions.decide import DecideRequest, DecideResult
 from notify.actions.purge import PurgeRequest, PurgeResult
 from notify.actions.redrive import RedriveRequest, RedriveResult
 from notify.actions.suppressions import MuteRequest, MuteResult, UnmuteRequest, UnmuteResult
 from notify.actions.view import action_markdown
 from tasks.actions import (
+    run_acknowledge,
     run_decide,
     run_mute,
     run_purge,
@@ -153,6 +158,28 @@ def decide_flow(params: DecideParams) -> DecideResult:
         "decide-unknown", title, result.model_dump(mode="json"), _by(result.actor, result.action_id)
     )
     get_run_logger().info("%s (%d already decided by this id)", title, result.already_decided)
+    return result
+
+
+@flow(
+    name="acknowledge-receipts",
+    description="Close receipts carrying our delivery id tag that match no row (health's P1 "
+    "data-loss) once looked into: kept, state acknowledged with who and why. A dry run unless "
+    "`apply`.",
+)
+def acknowledge_flow(params: AcknowledgeParams) -> AcknowledgeResult:
+    request = AcknowledgeRequest.model_validate(params.model_dump(exclude=_FORM_ONLY))
+    result = run_acknowledge(request, run_actor(params.operator), params.apply)
+    verb = "acknowledged" if result.applied else "would acknowledge (dry run)"
+    count = result.acknowledged if result.applied else result.matched
+    title = f"Acknowledge: {verb} {count} receipt(s) with no row"
+    _artifact(
+        "acknowledge-receipts",
+        title,
+        result.model_dump(mode="json"),
+        _by(result.actor, result.action_id),
+    )
+    get_run_logger().info(title)
     return result
 
 

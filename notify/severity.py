@@ -322,7 +322,8 @@ def _data_loss(facts: Facts, _t: Thresholds) -> Finding | None:
         "lost_past_horizon and unmatched_receipts); fix: `notifyops deliver` rescues the held "
         "rows (claimed back to the queue, in-flight ones `unknown`: check the provider's logs, "
         "then `notifyops decide-unknown` or redrive), and a deliverer must run (runbook section "
-        "3)",
+        "3); a receipt with no row, once looked into (another installation on the account, a "
+        "restored backup), is closed by `notifyops receipts acknowledge`",
     )
 
 

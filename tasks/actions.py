@@ -8,6 +8,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from notify.actions.acknowledge import AcknowledgeRequest, AcknowledgeResult, acknowledge_receipts
 from notify.actions.audit_trail import Actor
 from notify.actions.decide import DecideRequest, DecideResult, decide_unknown
 from notify.actions.purge import PurgeRequest, PurgeResult, purge
@@ -83,4 +84,13 @@ def run_decide(request: DecideRequest, actor: Actor, apply: bool) -> DecideResul
             actor=actor,
             apply=apply,
             catalog=here.catalog(),
+        )
+
+
+@task(name="acknowledge-receipts", cache_policy=NO_CACHE)
+def run_acknowledge(request: AcknowledgeRequest, actor: Actor, apply: bool) -> AcknowledgeResult:
+    """Count (apply: acknowledge) tagged receipts that match no row."""
+    with transaction(runtime().engine()) as session:
+        return acknowledge_receipts(
+            session=session, request=request, now=utcnow(), actor=actor, apply=apply
         )

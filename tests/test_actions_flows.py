@@ -278,7 +278,7 @@ def test_actions_refuses_an_action_that_does_not_exist(
     assert code == 2
     assert str(refused["error"]).strip() == (
         "error: --action: 'mutes' is not an operator action (purge, redrive, mute, unmute, "
-        "decide-unknown)"
+        "decide-unknown, acknowledge-receipts)"
     )
     code, trail = run(capsys, "actions", "--action", "mute")
     assert code == 0 and [a["action"] for a in trail["actions"]] == ["mute"]  # type: ignore[union-attr,index]

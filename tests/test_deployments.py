@@ -29,6 +29,7 @@ EXPECTED = {
     "mute-recipient",
     "unmute-recipient",
     "decide-unknown",
+    "acknowledge-receipts",
     "receipts",
 }
 AD_HOC = {
@@ -38,6 +39,7 @@ AD_HOC = {
     "mute-recipient",
     "unmute-recipient",
     "decide-unknown",
+    "acknowledge-receipts",
 }
 
 
@@ -77,6 +79,7 @@ def _properties(schema: dict[str, Any], model: str) -> dict[str, Any]:
         ("flows/actions.py:mute_flow", "MuteParams"),
         ("flows/actions.py:unmute_flow", "UnmuteParams"),
         ("flows/actions.py:decide_flow", "DecideParams"),
+        ("flows/actions.py:acknowledge_flow", "AcknowledgeParams"),
     ],
 )
 def test_parameter_forms_have_descriptions_and_bounds(entrypoint: str, model: str) -> None:

@@ -26,6 +26,7 @@ ACTIONS = (  # what `operator_actions.action` holds
     "mute",
     "unmute",
     "decide-unknown",
+    "acknowledge-receipts",
 )
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import and_, case, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from notify.actions.indexes import IndexProblem, missing_indexes
 from notify.audits.common import Report, Window, header, resolve_window
@@ -260,6 +261,18 @@ def _stuck(session: Session, now: datetime) -> dict[str, Any]:
     }
 
 
+def orphan_receipts() -> list[ColumnElement[bool]]:
+    """Receipts of a message we sent (our delivery id tag) with no delivery row for it, still
+    unmatched: an operator's `notifyops receipts acknowledge` takes one out (its state becomes
+    `acknowledged`), and a new one counts again."""
+    row = select(DeliveryLog.id).where(DeliveryLog.id == Receipt.delivery_id).exists()
+    return [
+        Receipt.state == "unmatched",
+        Receipt.delivery_id.is_not(None),  # our tag: a message we sent
+        ~row,  # with no row for it (a row in flight keeps its receipt for the rescue)
+    ]
+
+
 def _lost(session: Session, now: datetime) -> dict[str, int]:
     """What data loss means here: a row nobody will ever finish, or a receipt of a message we
     sent (it carries our delivery id tag) with no row. A receipt without the tag is another
@@ -267,13 +280,7 @@ def _lost(session: Session, now: datetime) -> dict[str, int]:
     account's SMS): it stays `unmatched` in `receipts` and is no loss of ours."""
     dl, horizon = DeliveryLog, now - LOST_HORIZON
     stuck = select(func.count()).where(dl.status.in_(STUCK_STATUSES), dl.lease_expires_at < horizon)
-    row = select(dl.id).where(dl.id == Receipt.delivery_id).exists()
-    unmatched = select(func.count()).where(
-        Receipt.state == "unmatched",
-        Receipt.received_at < horizon,
-        Receipt.delivery_id.is_not(None),  # our tag: a message we sent
-        ~row,  # with no row for it (a row in flight keeps its receipt for the rescue)
-    )
+    unmatched = select(func.count()).where(*orphan_receipts(), Receipt.received_at < horizon)
     return {
         "lost_past_horizon": int(session.scalar(stuck) or 0),
         "unmatched_receipts": int(session.scalar(unmatched) or 0),

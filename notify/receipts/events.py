@@ -28,6 +28,9 @@ class State(StrEnum):
     applied = "applied"  # matched a delivery row
     unmatched = "unmatched"  # no row found (yet): retried for a while
     malformed = "malformed"  # not a receipt we can read
+    # a tagged receipt matching no row that an operator looked into (`notifyops receipts
+    # acknowledge`): kept, never retried, no longer data loss
+    acknowledged = "acknowledged"
 
 
 # A receipt never moves a row backwards; unknown / pending / failed rows it proves were accepted.

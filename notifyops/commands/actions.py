@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 def actions_command(
     action: str | None = typer.Option(
-        None, help="Only purge, redrive, mute, unmute or decide-unknown."
+        None, help="Only purge, redrive, mute, unmute, decide-unknown or acknowledge-receipts."
     ),
     limit: int = typer.Option(20, min=1, max=1_000, help="How many, newest first."),
     json_output: bool = JSON,

@@ -1,4 +1,5 @@
-"""`notifyops receipts [--json]` (one poll), `receipts setup`, `receipts resume-email`."""
+"""`notifyops receipts [--json]` (one poll), `receipts setup`, `receipts resume-email`,
+`receipts acknowledge`."""
 
 from __future__ import annotations
 
@@ -171,3 +172,82 @@ def resume_email_command(json_output: bool = JSON) -> None:
         out.print("email was not paused")
     else:
         out.print(f"email resumed (was paused: {reason})")
+
+
+@app.command("acknowledge")
+def acknowledge_command(
+    reason: str = typer.Option(
+        ..., "--reason", help="Why: what the investigation found (kept with each receipt)."
+    ),
+    receipt_id: list[int] = typer.Option(
+        [], "--id", min=1, max=2**63 - 1, help="Only these receipts (receipts.id; repeatable)."
+    ),
+    delivery_id: list[int] = typer.Option(
+        [],
+        "--delivery-id",
+        min=1,
+        max=2**63 - 1,
+        help="Only receipts carrying this delivery id tag (repeatable).",
+    ),
+    since: str | None = typer.Option(None, help="Only receipts received since: 24h, or a time."),
+    until: str | None = typer.Option(None, help="Only receipts received before: 1h, or a time."),
+    yes: bool = typer.Option(
+        False, "--yes", help="Do it (without it: a dry run that only lists them)."
+    ),
+    actor: str | None = typer.Option(
+        None, "--actor", help="Who is running this, for the audit trail (default: the OS user)."
+    ),
+    json_output: bool = JSON,
+) -> None:
+    """Close receipts of ours (delivery id tag) that match no delivery row, once looked into.
+
+    Health's P1 data-loss counts them until then. The receipt is kept: its state becomes
+    `acknowledged` and its reason says who and why; a new one pages again. Without --yes it
+    only lists them. An --id that is not such a receipt is refused, named.
+    """
+    from notify.actions.acknowledge import AcknowledgeRequest, acknowledge_receipts
+    from notify.actions.audit_trail import Actor
+    from notify.bootstrap import runtime
+    from notify.db import transaction, utcnow
+    from notify.errors import InputError
+    from notifyops.action_output import as_option, parse_range, show
+    from notifyops.params import build
+
+    received_after, received_before = parse_range(since, until)
+    request = build(
+        AcknowledgeRequest,
+        options={
+            "ids": "--id",
+            "delivery_ids": "--delivery-id",
+            "received_after": "--since",
+            "received_before": "--until",
+        },
+        reason=reason,
+        ids=list(receipt_id),
+        delivery_ids=list(delivery_id),
+        received_after=received_after,
+        received_before=received_before,
+    )
+    try:
+        with transaction(runtime().engine()) as session:
+            result = acknowledge_receipts(
+                session=session,
+                request=request,
+                now=utcnow(),
+                actor=Actor.from_cli(actor),
+                apply=yes,
+            )
+    except InputError as refused:
+        raise as_option(refused, "ids", "--id") from None
+    already = f"; {result.already_acknowledged} already acknowledged"
+    if yes:
+        summary = (
+            f"{result.acknowledged} receipt(s) with no row acknowledged (operator action "
+            f"{result.action_id}){already}"
+        )
+    else:
+        summary = (
+            f"{result.matched} receipt(s) with no row would be acknowledged{already}; "
+            "add --yes to do it"
+        )
+    show(result, as_json=json_output, summary=summary)
