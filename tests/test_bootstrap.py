@@ -311,3 +311,36 @@ def test_an_upgrade_gives_up_on_a_table_another_process_holds(db_url: str) -> No
     finally:
         engine.dispose()
         upgrade_database(db_url)
+
+
+def test_a_sqlite_row_broken_before_the_upgrade_does_not_stop_it(tmp_path: Path) -> None:
+    """A delivery row whose notification was deleted with foreign keys off (the sqlite3 shell's
+    default) is no migration's doing. The check for rows the migrations broke ran after the
+    commit: `db upgrade` said it failed (RuntimeError) with the database already at the newest
+    revision, and said so again on every later run."""
+    import sqlite3
+
+    from alembic import command
+
+    from notify.db import make_engine
+    from notify.migrate import alembic_config, upgrade_database
+    from notify.schema import current_revision, head_revision
+
+    path = tmp_path / "notifyops.db"
+    url = f"sqlite:///{path}"
+    upgrade_database(url)
+    command.downgrade(alembic_config(url), "0015")
+    shell = sqlite3.connect(path)
+    shell.execute(
+        "INSERT INTO delivery_logs (notification_id, channel, status, decision, attempts, "
+        "created_at) VALUES (999, 'sms', 'sent', 'x', 1, '2026-12-01 00:00:00')"
+    )
+    shell.commit()
+    shell.close()
+    assert upgrade_database(url) == head_revision()
+    assert upgrade_database(url) == head_revision(), "and again, with nothing to do"
+    engine = make_engine(url)
+    try:
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
