@@ -39,6 +39,7 @@ from notify.validation import (
     normalize_timezone,
     parse_bool,
     parse_hhmm,
+    undecodable,
 )
 
 REQUIRED_COLUMNS = ("external_id", "name", "email", "phone")
@@ -330,10 +331,7 @@ def _read_utf8(path: Path, expected: str = "") -> str:
     try:
         text = decode_text(data)
     except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise InputError(
-            f"{path} is not UTF-8 (bad byte on line {line}): save it as UTF-8"
-        ) from None
+        raise InputError(f"{path} {undecodable(data, error)}") from None
     if not text.strip():
         expected = expected or f"a CSV header ({', '.join(ALL_COLUMNS)}) and rows"
         raise InputError(f"{path} is empty: expected {expected}")

@@ -29,6 +29,7 @@ INVISIBLE = re.compile("[\u200b\u2060-\u2064\ufeff\u180e]")
 UNSHOWABLE = re.compile(f"{CONTROL_CHARACTER.pattern}|{BIDI_CONTROL.pattern}|{INVISIBLE.pattern}")
 # what marks a file as UTF-16 (a spreadsheet's "Unicode Text", e.g. Excel's), little or big endian
 UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+UTF32_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
 _TRUE = {"true", "1", "yes", "y", "t", "on"}
 _FALSE = {"false", "0", "no", "n", "f", "off", ""}
 
@@ -219,9 +220,32 @@ def _all_text_without_nul(items: list[Any] | tuple[Any, ...]) -> bool:
 def decode_text(data: bytes) -> str:
     """A text file as people and spreadsheets save it: UTF-8, with or without a byte-order mark,
     or UTF-16 (Excel's "Unicode Text"), with its byte-order mark or without it (then told by
-    its first character, an ASCII one with a NUL beside it). UnicodeDecodeError otherwise."""
+    its first character, an ASCII one with a NUL beside it). UnicodeDecodeError otherwise (see
+    undecodable); a UTF-32 file is refused as such (its mark begins as UTF-16's little-endian
+    one: it was read as UTF-16, a NUL in every other character)."""
+    if data.startswith(UTF32_BOMS):
+        raise UnicodeDecodeError("utf-32", data, 0, 4, "UTF-32 is not read")
     if data.startswith(UTF16_BOMS):
         return data.decode("utf-16")
     if len(data) >= 2 and (data[0] == 0) != (data[1] == 0) and max(data[:2]) < 0x80:
-        return data.decode("utf-16-be" if data[0] == 0 else "utf-16-le")
+        try:
+            return data.decode("utf-16-be" if data[0] == 0 else "utf-16-le")
+        except UnicodeDecodeError:
+            pass  # no mark, and not UTF-16 after all (a binary file): told as not UTF-8
     return data.decode("utf-8-sig")
+
+
+def undecodable(data: bytes, error: UnicodeDecodeError) -> str:
+    """What decode_text found wrong with `data`, in the encoding it was read as, with the fix:
+    `is not UTF-8 (bad byte on line 2): save it as UTF-8`. A damaged UTF-16 file was said to be
+    not UTF-8, and told to be saved as UTF-8."""
+    codec = error.encoding.lower()
+    fix = "save it as UTF-8 (or UTF-16, a spreadsheet's Unicode Text)"
+    if codec.startswith("utf-32"):
+        return f"is UTF-32, which is not read: {fix}"
+    if codec.startswith("utf-16"):
+        before = data[: error.start - error.start % 2]
+        line = before.decode(codec, errors="replace").count("\n") + 1
+        return f"is not valid UTF-16 (bad bytes on line {line}, or the file is cut short): {fix}"
+    line = data[: error.start].count(b"\n") + 1
+    return f"is not UTF-8 (bad byte on line {line}): save it as UTF-8"

@@ -187,7 +187,7 @@ def read_text_option(path: Path, option: str) -> str:
     """The text of a file named on the command line (UTF-8, or UTF-16 with its byte-order mark);
     InputError naming the option."""
     from notify.errors import InputError
-    from notify.validation import decode_text
+    from notify.validation import decode_text, undecodable
 
     try:
         data = path.read_bytes()
@@ -196,5 +196,4 @@ def read_text_option(path: Path, option: str) -> str:
     try:
         return decode_text(data)
     except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise InputError(f"{option}: {path} is not UTF-8 (bad byte on line {line})") from None
+        raise InputError(f"{option}: {path} {undecodable(data, error)}") from None

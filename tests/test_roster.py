@@ -269,6 +269,23 @@ def test_a_utf16_roster_as_excel_saves_unicode_text_imports(tmp_path: Path, enco
     assert read_recipient_file(path) == ["technician:7"], "send --to-file reads it too"
 
 
+def test_a_damaged_utf16_or_a_utf32_roster_is_named_as_such(tmp_path: Path) -> None:
+    """A UTF-16 file cut short was refused as `not UTF-8` and told to be saved as UTF-8; a UTF-32
+    one (its mark begins as UTF-16's) was read as UTF-16 and refused for columns with a NUL in
+    every other character."""
+    text = "external_id\tname\temail\tphone\ntechnician:7\tAna\tana@example.com\t\n"
+    cut = tmp_path / "cut.txt"
+    cut.write_bytes(text.encode("utf-16")[:-1])
+    with pytest.raises(InputError, match=r"is not valid UTF-16 \(bad bytes on line 2"):
+        parse_roster_file(cut)
+    wide = tmp_path / "wide.txt"
+    wide.write_bytes(text.encode("utf-32"))
+    with pytest.raises(InputError, match=r"is UTF-32, which is not read: save it as UTF-8"):
+        parse_roster_file(wide)
+    with pytest.raises(InputError, match="UTF-32"):
+        read_recipient_file(wide)
+
+
 @pytest.mark.parametrize("delimiter", [";", "\t"])
 def test_a_roster_separated_by_semicolons_or_tabs_imports(tmp_path: Path, delimiter: str) -> None:
     """A European Excel saves CSV with semicolons: the whole file was refused, its header read as
