@@ -1034,7 +1034,8 @@ def test_deliver_says_what_its_rescue_left_unknown_and_what_to_do(
     out = " ".join(capsys.readouterr().out.split())
     assert "rescued 0 to pending, 1 to unknown" in out
     assert "1 message(s) a stopped deliverer left in flight are now `unknown`" in out
-    assert "`notifyops redrive --status unknown --allow-unknown`" in out
+    assert "then `notifyops decide-unknown --as sent` (or `--as not-sent`) records" in out
+    assert "`notifyops redrive --status unknown --allow-unknown` re-sends at once" in out
 
 
 def test_a_flow_command_resumes_the_collector_its_start_up_paused(flow_env: str) -> None:

@@ -291,8 +291,9 @@ def _print_delivery(summary: DeliverySummary, *, title: str = "Delivered") -> No
         out.print(
             f"{summary.rescued_unknown} message(s) a stopped deliverer left in flight are now "
             "`unknown` (the provider may have them; never re-sent by themselves): receipts settle "
-            "what they can; check the provider's logs before `notifyops redrive --status "
-            "unknown --allow-unknown` (runbook section 5)"
+            "what they can; check the provider's logs, then `notifyops decide-unknown --as sent` "
+            "(or `--as not-sent`) records what they showed, sending nothing; `notifyops redrive "
+            "--status unknown --allow-unknown` re-sends at once (runbook section 5)"
         )
 
 
