@@ -17,6 +17,8 @@ from notify.audits.health import health
 from notify.audits.rollups import RollupPolicy, fold
 from notify.db import DeliveryLog, transaction
 from notify.errors import InputError
+from notify.receipts.crash import expire_silent_sms
+from notify.receipts.smslogs import note_logs_read
 from notify.rendering import TemplateCatalog
 from notify.settings import Settings
 from notifyops.cli import main
@@ -194,3 +196,16 @@ def test_the_decide_unknown_deployment_decides_as_its_operator(
     assert actions(engine)[-1].actor.startswith("erin via")
     state = decide_flow(params={"outcome": "sent", "ids": [3]}, return_state=True)  # type: ignore[call-overload]
     assert state.is_failed() and "reason" in str(state.message)
+
+
+def test_an_sms_decided_sent_is_not_made_undelivered_72_hours_on(engine: Engine) -> None:
+    """A row decided sent has no provider message id: no SMS receipt can ever match it, and the
+    receipts poll's 72 h rule turned it `undelivered` (a failure the operator had ruled out)."""
+    in_doubt(engine)
+    decide(engine, apply=True, outcome="sent", ids=[1])
+    with transaction(engine) as session:
+        note_logs_read(session, now=OLD - timedelta(days=1), read_before=False)
+        note_logs_read(session, now=NOW + timedelta(days=4), read_before=True)
+        expired = expire_silent_sms(session=session, now=NOW + timedelta(days=4))
+    assert expired == 2, "the undecided unknown SMS and the sent one with no receipt expire"
+    assert [statuses(engine)[i] for i in (1, 2, 4)] == ["sent", "undelivered", "undelivered"]

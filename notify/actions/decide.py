@@ -183,6 +183,16 @@ def decide_unknown(
     )
 
 
+def decided_by_an_operator() -> ColumnElement[bool]:
+    """The row's fate is an operator's decision (any applied decide-unknown): no provider
+    receipt is waited for (a row decided sent has no provider message id to match one)."""
+    return exists(
+        select(ROWS.c.delivery_log_id)
+        .join(OperatorAction, OperatorAction.id == ROWS.c.action_id)
+        .where(ROWS.c.delivery_log_id == DL.c.id, OperatorAction.action == ACTION)
+    )
+
+
 def _decided_under(key: str) -> ColumnElement[bool]:
     """The row was decided by an applied decision with this id."""
     return exists(

@@ -31,6 +31,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, and_, func, select, update
 from sqlalchemy.orm import Session
 
+from notify.actions.decide import decided_by_an_operator
 from notify.db import DELIVERY_LOGS, RECEIPTS, Channel, Status
 from notify.marks import read_mark
 from notify.receipts.events import Source, State
@@ -200,7 +201,10 @@ def expire_silent_sms(*, session: Session, now: datetime, keep: Sequence[int] = 
         return 0
     cutoff = min(now, until) - NO_RECEIPT_AFTER
     silent_sent = and_(
-        LOGS.c.status == Status.sent.value, LOGS.c.sent_at < cutoff, LOGS.c.sent_at >= since
+        LOGS.c.status == Status.sent.value,
+        LOGS.c.sent_at < cutoff,
+        LOGS.c.sent_at >= since,
+        ~decided_by_an_operator(),  # an operator saw the provider's logs: sent is the answer
     )
     silent_unknown = and_(
         LOGS.c.status == Status.unknown.value,
