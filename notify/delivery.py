@@ -471,7 +471,8 @@ class Deliverer:
             return
         now = self.clock()
         gathered = self.digests.gather(conn, seen=line.digests_seen, now=now)
-        line.digests_seen = now
+        if not gathered.raced:  # one that gave up (rows lost to another deliverer) looks again
+            line.digests_seen = now
         report.digests += gathered.digests
         report.carried += gathered.carried
 

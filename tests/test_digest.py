@@ -8,12 +8,13 @@ import importlib
 import re
 import shutil
 import threading
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from flows.deliver import deliver_pending
 from notify.actions.audit_trail import Actor
@@ -30,6 +31,7 @@ from notify.digest import (
     digest_decision,
     follow_digests,
     gather_digests,
+    held_rows_came_due,
 )
 from notify.due import has_work
 from notify.enqueue import SendRequest, enqueue
@@ -244,6 +246,42 @@ def test_a_batch_still_claiming_when_the_window_ends_sends_the_held_sms_as_one_d
     assert (report.digests, report.carried) == (1, 3)
     assert {row.status for row in rows(engine, [*ids, *busy]).values()} == {"sent"}
     assert report.claimed == 40 * 2 + 3 + 1, "every email, tech:2's SMS and the digest"
+
+
+@dataclass(frozen=True)
+class RacingOnce(DigestsWhileClaiming):
+    """Its first gather that finds held rows gives up, as one losing rows to another deliverer
+    three times over does."""
+
+    raced: list[bool] = field(default_factory=list)
+
+    def gather(self, conn: Connection, *, seen: datetime | None, now: datetime) -> Gathered:
+        if not self.raced and held_rows_came_due(conn, after=seen, now=now):
+            self.raced.append(True)
+            return Gathered(raced=True)
+        return super().gather(conn, seen=seen, now=now)
+
+
+def test_a_batch_whose_gather_gave_up_looks_again_before_it_claims_the_held_rows(
+    engine: Engine, settings: Settings
+) -> None:
+    add_recipients(engine, [tech(1, **QUIET), tech(2)])
+    held(engine, settings, 3)
+    for n in range(40):
+        request(engine, settings, f"B-{n}", to="tech:2")
+    sender = MemorySender()
+    before = WINDOW_END - timedelta(minutes=1)
+
+    def clock() -> datetime:
+        return AFTER if len(sender.emails) + len(sender.sms) >= 10 else before
+
+    small = settings.model_copy(update={"send_concurrency": 2, "send_window": 8})
+    racing = RacingOnce(CATALOG, small)
+    report = deliverer(engine, small, sender, clock, digests=racing).deliver_batch()
+    assert racing.raced == [True]
+    to_held = [m.body for m in sender.sms if m.phone == PHONE]
+    assert len(to_held) == 1 and to_held[0].startswith("3 updates"), "a digest after all"
+    assert report.digests == 1
 
 
 def test_the_deliverers_of_delivery_runs_gather_digests_unless_digests_are_off(
