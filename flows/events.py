@@ -1,5 +1,6 @@
 """Prefect events for what an on-call engineer may want an automation on: a finding or an alert
-at a severity (`notifyops.alert.P1` ... `P4`), an alert nobody received
+at a severity (`notifyops.alert.P1` ... `P4`; an ad hoc run's `notifyops.ad-hoc.P1` ...), an
+alert nobody received
 (`notifyops.alert.unrouted`), a delivery stopped by a config error (`notifyops.delivery.stopped`)
 or partly failed (`notifyops.delivery.failed`). The flow run is attached as a related resource
 by Prefect; see docs/RUNBOOK.md for an automation on them."""
@@ -25,16 +26,29 @@ def _emit(event: str, resource: str, payload: dict[str, Any]) -> None:
     )
 
 
-def check_events(check: str, report: Report, routed: list[str], unrouted: list[str]) -> int:
-    """One event per finding (by its severity), one more when an alert reached nobody."""
+def check_events(
+    check: str,
+    report: Report,
+    routed: list[str],
+    unrouted: list[str],
+    *,
+    ad_hoc: str | None = None,
+) -> int:
+    """One event per finding (by its severity), one more when an alert reached nobody. An ad hoc
+    run's (`ad_hoc`: another window than the schedule's, or a look back; with or without
+    --alert) are `notifyops.ad-hoc.<severity>` and `notifyops.ad-hoc.unrouted`, the reason in
+    the payload: an automation on `notifyops.alert.*` pages for the live checks only, as the
+    stored alerts do."""
+    kind = "alert" if ad_hoc is None else "ad-hoc"
+    extra = {} if ad_hoc is None else {"ad_hoc": ad_hoc}
     for finding in report.findings:
-        payload = {"check": check, "code": finding.code, "message": finding.message}
-        _emit(f"alert.{finding.severity}", f"check.{check}", {**payload, "routed": routed})
+        payload = {"check": check, "code": finding.code, "message": finding.message, **extra}
+        _emit(f"{kind}.{finding.severity}", f"check.{check}", {**payload, "routed": routed})
     if unrouted:
         _emit(
-            "alert.unrouted",
+            f"{kind}.unrouted",
             f"check.{check}",
-            {"severity": str(report.severity), "routes": unrouted},
+            {"severity": str(report.severity), "routes": unrouted, **extra},
         )
     return len(report.findings) + (1 if unrouted else 0)
 

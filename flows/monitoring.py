@@ -82,7 +82,7 @@ def _checked(check: Check, params: CheckParams, *, mute: bool, title: str) -> St
         published.points,
         routed,
     )
-    check_events(check.value, report, routed, unrouted)
+    check_events(check.value, report, routed, unrouted, ad_hoc=ad_hoc)
     codes = ", ".join(dict.fromkeys(f.code for f in report.findings))
     name = f"{check.value} {report.severity}" + (f": {codes}" if codes else "")
     rename(name + (" · NOBODY ALERTED" if unrouted else ""), [f"severity:{report.severity}"])

@@ -8,6 +8,7 @@ import re
 import signal
 import sqlite3
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -990,3 +991,49 @@ def test_an_interrupted_delivery_is_no_stop_to_page_about() -> None:
     found = delivery_event(refused, template="repair_assigned")
     assert found is not None and found[0] == "delivery.stopped"
     assert found[1]["reason"] == "email stopped: config error MessageRejected"
+
+
+@pytest.fixture
+def events_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Prefect's events worker with its asserting client: what the run emitted, kept."""
+    from prefect.events.clients import AssertingEventsClient
+    from prefect.events.worker import EventsWorker
+
+    worker = EventsWorker.instance(AssertingEventsClient)
+    monkeypatch.setattr(EventsWorker, "instance", lambda *_: worker)
+    try:
+        yield worker
+    finally:
+        worker.drain()
+
+
+def test_an_ad_hoc_check_emits_events_no_automation_on_live_alerts_matches(
+    events_worker: Any,
+) -> None:
+    """A look back or another window than the schedule's emitted `notifyops.alert.P1` like the
+    live check: the RUNBOOK's automation on it paged for a P1 long over."""
+    from datetime import UTC, datetime
+
+    from prefect.events.clients import AssertingEventsClient
+
+    from flows.events import check_events
+    from notify.reports import Report
+    from notify.severity import Finding, Severity
+
+    at = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    found = Finding("failure-rate", Severity.P1, "email failure rate 80%")
+    report = Report(
+        as_of=at, window_start=at, window_hours=1, severity=Severity.P1, findings=(found,)
+    )
+    check_events("failures", report, ["log"], ["sns: route not configured"])
+    check_events("failures", report, ["log"], ["sns: route not configured"], ad_hoc="a look back")
+    events_worker.drain()
+    client = events_worker._client
+    assert isinstance(client, AssertingEventsClient)
+    emitted = [(e.event, e.payload.get("ad_hoc")) for e in client.events]
+    assert emitted == [
+        ("notifyops.alert.P1", None),
+        ("notifyops.alert.unrouted", None),
+        ("notifyops.ad-hoc.P1", "a look back"),
+        ("notifyops.ad-hoc.unrouted", "a look back"),
+    ]
