@@ -28,6 +28,7 @@ from notify.audits import HealthReport, LoopReport, Report
 from notify.check_params import (
     CheckParams,
     FailureParams,
+    HealthParams,
     LoopParams,
     ad_hoc_line,
     ad_hoc_run,
@@ -136,8 +137,8 @@ def failure_summary_flow(params: FailureParams | None = None) -> State[Any]:
     description="Backlog and oldest pending age, average and p95 delivery latency, stuck and "
     "unknown deliveries, SES account state, Prefect workers and late runs, database.",
 )
-def health_flow(params: CheckParams | None = None) -> State[Any]:
-    return run_check(Check.health, params or CheckParams())
+def health_flow(params: HealthParams | None = None) -> State[Any]:
+    return run_check(Check.health, params or HealthParams())
 
 
 CHECK_FLOWS: dict[Check, Callable[..., Any]] = {

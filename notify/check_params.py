@@ -120,7 +120,23 @@ class FailureParams(CheckParams):
     digest: bool = Field(False, description="Daily digest: titled as such in the artifact")
 
 
+class HealthParams(CheckParams):
+    """The health check looks at the last hour by default, as its schedule does (a run at the
+    defaults, a UI "Quick run", is then no ad hoc run)."""
+
+    window_hours: float = Field(
+        SCHEDULED_WINDOW_HOURS[Check.health],
+        gt=0,
+        le=24 * 31,
+        description="Look back this many hours",
+    )
+
+
 def check_params(check: Check) -> type[CheckParams]:
     """The parameter model of a monitoring check's flow."""
-    own: dict[Check, type[CheckParams]] = {Check.loops: LoopParams, Check.failures: FailureParams}
+    own: dict[Check, type[CheckParams]] = {
+        Check.loops: LoopParams,
+        Check.failures: FailureParams,
+        Check.health: HealthParams,
+    }
     return own.get(check, CheckParams)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from notify.check_names import Check
-from notify.check_params import SCHEDULED_WINDOW_HOURS, ad_hoc_run
+from notify.check_params import SCHEDULED_WINDOW_HOURS, ad_hoc_run, check_params
 from notify.db import Alert, make_engine, transaction
 from notify.severity import Finding, Severity
 from tests.factories import Rows
@@ -184,3 +184,12 @@ def test_an_ad_hoc_publish_does_not_dilute_the_failure_rate_the_alarm_reads(
         printed.err.count("metrics go under the dimension Run=ad-hoc, which the alarms do not read")
         == 3
     )
+
+
+@pytest.mark.parametrize("check", list(Check))
+def test_a_check_flow_run_at_its_defaults_is_a_run_like_its_schedule(check: Check) -> None:
+    """A UI run of a check at the flow's defaults (the health flow looked at 24 h, its schedule
+    at 1 h) was ad hoc: its alerts one-off notices, its metrics apart from the alarms'."""
+    defaults = check_params(check)()
+    assert defaults.window_hours == SCHEDULED_WINDOW_HOURS[check]
+    assert ad_hoc_run(check, window_hours=defaults.window_hours, as_of=defaults.as_of) is None

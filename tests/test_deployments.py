@@ -73,7 +73,7 @@ def _properties(schema: dict[str, Any], model: str) -> dict[str, Any]:
         ("flows/monitoring.py:sms_cost_audit_flow", "CheckParams"),
         ("flows/monitoring.py:loop_detection_flow", "LoopParams"),
         ("flows/monitoring.py:failure_summary_flow", "FailureParams"),
-        ("flows/monitoring.py:health_flow", "CheckParams"),
+        ("flows/monitoring.py:health_flow", "HealthParams"),
         ("flows/actions.py:purge_flow", "PurgeParams"),
         ("flows/actions.py:redrive_flow", "RedriveParams"),
         ("flows/actions.py:mute_flow", "MuteParams"),

@@ -21,7 +21,7 @@ from flows.monitoring import (
 from flows.params import DeliverParams
 from flows.states import result_of
 from notify.check_names import Check
-from notify.check_params import CheckParams, FailureParams, LoopParams
+from notify.check_params import CheckParams, FailureParams, HealthParams, LoopParams
 from notify.checks import run_audit
 from notify.db import Alert, Suppression, make_engine, transaction
 from notifyops.cli import main
@@ -91,7 +91,7 @@ def test_sms_cost_failure_and_health_flows_report_the_crafted_numbers(flow_env: 
     assert failed.is_failed() and failed.name == "P1", "a P1 finding is red in the runs list"
     assert str(failed.message).startswith("NOBODY WAS ALERTED (sns: route not configured)")
     assert "failures P1:" in str(failed.message)
-    _, health = ran(health_flow, quiet)
+    _, health = ran(health_flow, HealthParams(**quiet.model_dump()))
     assert health.database_reachable and health.backlog == 0 and health.ses is None
 
 
@@ -218,7 +218,9 @@ def test_a_p3_check_whose_alert_reached_nobody_ends_failed(
 def test_a_check_whose_metrics_could_not_be_published_ends_failed(
     flow_env: str, aws_out_of_reach: str
 ) -> None:
-    state, report = ran(health_flow, CheckParams(as_of=AS_OF, publish_metrics=True))
+    state, report = ran(
+        health_flow, HealthParams(as_of=AS_OF, window_hours=24, publish_metrics=True)
+    )
     assert report.severity == "P4" and report.metrics_unpublished
     assert state.is_failed() and state.name == "MetricsUnpublished"
     assert str(state.message).startswith("CloudWatch metrics NOT PUBLISHED")
@@ -333,7 +335,9 @@ def test_health_pages_an_email_pause_until_it_is_resumed(
     with transaction(engine) as session:  # as `notifyops receipts` does on its poll
         found = reputation(session=session, now=now, window=timedelta(days=7), min_sends=5)
         assert guard(session=session, finding=found, now=now).paused
-    state, report = ran(health_flow, CheckParams(publish_metrics=False, alert=False))
+    state, report = ran(
+        health_flow, HealthParams(window_hours=24, publish_metrics=False, alert=False)
+    )
     assert report.severity == "P1" and state.is_failed() and state.name == "P1"
     [finding] = [f for f in report.findings if f.code == "email-paused"]
     assert finding.severity == "P1"
