@@ -164,15 +164,21 @@ class DigestsWhileClaiming:
 def held_rows_came_due(conn: Connection, *, after: datetime | None, now: datetime) -> bool:
     """Whether a row quiet hours held (never tried, carried by no digest) came due in (`after`,
     `now`]: the partial quiet index's entries, one probe."""
-    query = select(LOGS.c.id).where(
+    query = select(LOGS.c.id).where(*_held_due(now))
+    if after is not None:
+        query = query.where(LOGS.c.next_attempt_at > after)
+    return conn.execute(query.limit(1)).first() is not None
+
+
+def _held_due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """Rows a digest may carry at `now`: held by quiet hours, due, never tried, carried by none
+    (the gather's candidates, and what the deliverer's probe looks for)."""
+    return (
         QUIET_PENDING,
         LOGS.c.next_attempt_at <= now,
         LOGS.c.attempts == 0,
         LOGS.c.carried_by_id.is_(None),
     )
-    if after is not None:
-        query = query.where(LOGS.c.next_attempt_at > after)
-    return conn.execute(query.limit(1)).first() is not None
 
 
 def _gather_committed(
@@ -229,12 +235,7 @@ def _candidates(conn: Connection, now: datetime) -> list[_Candidate]:
             NOTES.c.priority,
         )
         .join_from(LOGS, NOTES, NOTES.c.id == LOGS.c.notification_id)
-        .where(
-            QUIET_PENDING,
-            LOGS.c.next_attempt_at <= now,
-            LOGS.c.attempts == 0,
-            LOGS.c.carried_by_id.is_(None),
-        )
+        .where(*_held_due(now))
         .order_by(NOTES.c.recipient_id, LOGS.c.channel, LOGS.c.id)
     )
     if conn.dialect.name == "postgresql":
