@@ -110,13 +110,15 @@ class LoopParams(CheckParams):
     )
 
 
-class FailureParams(CheckParams):
-    window_hours: float = Field(
-        SCHEDULED_WINDOW_HOURS[Check.failures],
-        gt=0,
-        le=24 * 31,
-        description="Look back this many hours",
+def _scheduled_window(check: Check) -> Any:
+    """`window_hours` defaulting to `check`'s scheduled window (a run at the defaults is live)."""
+    return Field(
+        SCHEDULED_WINDOW_HOURS[check], gt=0, le=24 * 31, description="Look back this many hours"
     )
+
+
+class FailureParams(CheckParams):
+    window_hours: float = _scheduled_window(Check.failures)
     digest: bool = Field(False, description="Daily digest: titled as such in the artifact")
 
 
@@ -124,12 +126,7 @@ class HealthParams(CheckParams):
     """The health check looks at the last hour by default, as its schedule does (a run at the
     defaults, a UI "Quick run", is then no ad hoc run)."""
 
-    window_hours: float = Field(
-        SCHEDULED_WINDOW_HOURS[Check.health],
-        gt=0,
-        le=24 * 31,
-        description="Look back this many hours",
-    )
+    window_hours: float = _scheduled_window(Check.health)
 
 
 def check_params(check: Check) -> type[CheckParams]:
