@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -130,8 +130,8 @@ def acknowledge_receipts(
     ids = list(session.scalars(select(Receipt.id).where(*where).order_by(Receipt.id)))
     already = 0
     if request.ids or request.delivery_ids:
-        done = select(Receipt.id).where(Receipt.state == State.acknowledged.value, *narrowed)
-        already = len(list(session.scalars(done)))
+        done = select(func.count()).where(Receipt.state == State.acknowledged.value, *narrowed)
+        already = int(session.scalar(done) or 0)
     sample = _sample(session, ids[:SAMPLE])
     filters = request.model_dump(mode="json", exclude_none=True, exclude={"reason"})
     record = record_action(
