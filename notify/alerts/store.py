@@ -77,21 +77,20 @@ def alert_key(check: str, code: str) -> str:
 def unstored_notice(check: str, finding: Finding, now: datetime) -> AlertNotice:
     """A finding's notice when the alerts table cannot be used (the database is out of reach):
     routed as it is, with no deduplication, cooldown or resolution."""
-    return AlertNotice(
-        key=alert_key(check, finding.code),
-        severity=finding.severity,
-        summary=finding.message,
-        state=OPEN,
-        count=1,
-        first_seen=now,
-        reason=UNSTORED,
-    )
+    return _one_off(check, finding, now, UNSTORED)
 
 
 def ad_hoc_notice(check: str, finding: Finding, now: datetime, ad_hoc: str) -> AlertNotice:
     """A finding's notice from an ad hoc run (`notify.check_params.ad_hoc_run`): routed once as
     it is, with no deduplication, cooldown or resolution, and without touching the stored
     alert, which belongs to the scheduled runs."""
+    return _one_off(check, finding, now, AD_HOC, ad_hoc=ad_hoc)
+
+
+def _one_off(
+    check: str, finding: Finding, now: datetime, reason: str, ad_hoc: str | None = None
+) -> AlertNotice:
+    """A notice routed once as the finding is, no stored alert behind it."""
     return AlertNotice(
         key=alert_key(check, finding.code),
         severity=finding.severity,
@@ -99,7 +98,7 @@ def ad_hoc_notice(check: str, finding: Finding, now: datetime, ad_hoc: str) -> A
         state=OPEN,
         count=1,
         first_seen=now,
-        reason=AD_HOC,
+        reason=reason,
         ad_hoc=ad_hoc,
     )
 
